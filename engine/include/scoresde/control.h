@@ -1,0 +1,30 @@
+/* Controllable generation with the PC sampler (docs/score_sde_spec.md §5). */
+#ifndef SCORESDE_CONTROL_H
+#define SCORESDE_CONTROL_H
+
+#include "sample.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Inpainting: data[n, D] in model space, mask[n, D] with 1 = known, 0 = fill.
+ * The known region is re-noised to the current time after every update. */
+int sde_inpaint(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+                uint64_t stream0, const float *data, const float *mask, float *out,
+                sde_stats *stats);
+
+/* Colorization of 3-channel images: gray[n, 3,H,W] in model space with R = G = B.
+ * The luminance coordinate of the orthogonal colour transform is held known. */
+int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+                 uint64_t stream0, const float *gray, float *out, sde_stats *stats);
+
+/* The orthogonal colour transform of the reference: latent_j = Σ_i rgb_i M[i][j]. */
+extern const float sde_color_decouple[3][3];
+/* in/out [n,3,H,W]; inverse = 1 applies M⁻¹ (couple). May work in place. */
+void sde_color_transform(int n, int64_t hw, const float *in, float *out, int inverse);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,48 @@
+/* File I/O: .npy arrays and PNG images (single images, folders and grids).
+ * Every reader validates what it reads and reports a clear SDE_EFORMAT/SDE_EIO message. */
+#ifndef SCORESDE_IO_H
+#define SCORESDE_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SDE_NPY_MAX_DIMS 8
+
+/* Reads a C-order .npy file (format 1.0/2.0/3.0) of dtype <f4, <f8, |u1, <i4 or <i8
+ * into a malloc'd float32 array. shape[ndim] gets the shape. */
+int sde_npy_read(const char *path, float **data, int *ndim, int64_t shape[SDE_NPY_MAX_DIMS]);
+/* Writes a float32 (<f4) or float64 (<f8) C-order .npy file. */
+int sde_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
+int sde_npy_write_f64(const char *path, const double *data, int ndim, const int64_t *shape);
+
+/* Reads an 8-bit PNG as planar float [channels, H, W] in [0,1]. want_channels 1, 3 or 4
+ * converts (gray<->RGB, alpha added as 1 or dropped); 0 keeps the file's own (1, 3, 4;
+ * gray+alpha becomes 4). 16-bit files are reduced to 8 bits, palettes expanded. */
+int sde_png_read(const char *path, int want_channels, float **data, int *channels, int *height,
+                 int *width);
+/* Writes planar float [channels, H, W] (values clamped to [0,1], rounded) as an 8-bit PNG. */
+int sde_png_write(const char *path, const float *data, int channels, int height, int width);
+/* Writes n images [n, C,H,W] as one grid PNG with `cols` columns (0 = about sqrt(n))
+ * and `pad` pixels of white between tiles. */
+int sde_png_write_grid(const char *path, const float *images, int n, int channels, int height,
+                       int width, int cols, int pad);
+
+/* Loads every *.png in a folder (sorted by name) as [n, C,H,W] in [0,1]; all must share
+ * the size. want_channels as for sde_png_read (0: the first file's channels). */
+int sde_png_read_dir(const char *dir, int want_channels, float **data, int *n, int *channels,
+                     int *height, int *width);
+
+/* Reads a whole file into a malloc'd buffer of at most max_bytes (plus a NUL). */
+int sde_read_file(const char *path, size_t max_bytes, char **data, size_t *len);
+
+/* True when path ends with suffix (case-insensitive). */
+int sde_has_suffix(const char *path, const char *suffix);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

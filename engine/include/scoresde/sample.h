@@ -1,0 +1,99 @@
+/* Samplers: predictor-corrector (PC) and the probability-flow ODE, plus encode/decode.
+ *
+ * Conventions shared by every sampler:
+ *  - x is [n, D] float32 in model space (scaled data: [0,1] or [-1,1]).
+ *  - Sample i draws its noise from stream (stream0 + i); draws are numbered by the
+ *    sampler, so a sample's trajectory depends only on (seed, stream, settings).
+ *    The one exception is the Langevin corrector, whose step size uses norms averaged
+ *    over the batch, as the reference does (docs/design.md).
+ *  - NFE counts batched score evaluations, as the reference reports it.
+ *  - progress(user, done, total) is called between steps; a non-zero return cancels
+ *    the run promptly with SDE_ECANCELLED. */
+#ifndef SCORESDE_SAMPLE_H
+#define SCORESDE_SAMPLE_H
+
+#include <stdint.h>
+#include "model.h"
+#include "sde.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { SDE_SAMPLER_PC = 0, SDE_SAMPLER_ODE = 1 } sde_sampler;
+typedef enum {
+  SDE_PRED_NONE = 0,
+  SDE_PRED_EULER_MARUYAMA = 1,
+  SDE_PRED_REVERSE_DIFFUSION = 2,
+  SDE_PRED_ANCESTRAL = 3,
+} sde_predictor;
+typedef enum { SDE_CORR_NONE = 0, SDE_CORR_LANGEVIN = 1, SDE_CORR_ALD = 2 } sde_corrector;
+typedef enum { SDE_ODE_RK45 = 0, SDE_ODE_EULER = 1, SDE_ODE_HEUN = 2 } sde_ode_method;
+
+typedef int (*sde_progress_fn)(void *user, int done, int total);
+
+typedef struct {
+  sde_sampler sampler;
+  sde_predictor predictor;
+  sde_corrector corrector;
+  double snr;           /* Langevin / ALD signal-to-noise ratio (0.16) */
+  int corrector_steps;  /* corrector iterations per step (1) */
+  int steps;            /* PC grid size; fixed-step ODE steps; 0 = sde->N */
+  double eps;           /* smallest time; 0 = sde_sampling_eps() */
+  int denoise;          /* final noise removal (Tweedie step) (1) */
+  sde_ode_method ode_method;
+  double rtol, atol;    /* RK45 tolerances (1e-5) */
+  uint64_t seed;
+  sde_progress_fn progress;
+  void *user;
+} sde_sample_params;
+
+typedef struct {
+  int64_t nfe;          /* score evaluations, counted as the reference does */
+  int64_t evals;        /* batched score calls actually made */
+  int64_t accepted, rejected; /* RK45 steps (sums over samples) */
+  double seconds;
+} sde_stats;
+
+void sde_sample_params_init(sde_sample_params *p);
+
+const char *sde_predictor_name(sde_predictor p);   /* "euler_maruyama", ... */
+const char *sde_corrector_name(sde_corrector c);   /* "langevin", "ald", "none" */
+const char *sde_ode_method_name(sde_ode_method m); /* "rk45", "euler", "heun" */
+/* Parse names; accept the reference names and short forms (em, rd, ancestral). */
+int sde_predictor_from_name(const char *s, sde_predictor *p);
+int sde_corrector_from_name(const char *s, sde_corrector *c);
+int sde_ode_method_from_name(const char *s, sde_ode_method *m);
+
+/* Draws n samples into out[n, D] with the sampler chosen in p. */
+int sde_sample(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+               uint64_t stream0, float *out, sde_stats *stats);
+
+/* Same, starting from given prior draws x_T[n, D] (PC and ODE). */
+int sde_sample_from(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+                    uint64_t stream0, const float *x_T, float *out, sde_stats *stats);
+
+/* Fills x[n, D] with prior samples N(0, prior_std² I), keyed by (seed, stream0+i, step). */
+void sde_prior_sample(const sde_sde *sde, uint64_t seed, uint64_t stream0, uint32_t step, int n,
+                      int64_t D, float *x);
+
+/* Probability-flow ODE between two times, in place on x[n, D], with the method and
+ * tolerances of p. t0 > t1 integrates backwards. The state is held in double. */
+int sde_ode_solve(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+                  float *x, double t0, double t1, sde_stats *stats);
+
+/* Encode data x(eps) -> latent x(T); decode latent x(T) -> data x(eps). Decode applies
+ * no denoising step, so decode(encode(x)) ≈ x to the ODE tolerance. */
+int sde_encode(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+               const float *data, float *latent, sde_stats *stats);
+int sde_decode(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+               const float *latent, float *data, sde_stats *stats);
+
+/* Spherical interpolation between two latents of D elements (falls back to lerp when
+ * they are parallel). */
+void sde_slerp(const float *a, const float *b, int64_t D, double w, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

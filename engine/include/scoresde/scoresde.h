@@ -1,0 +1,27 @@
+/* libscoresde: score-based generative modelling through SDEs, in plain C11.
+ * The umbrella header; each module header documents its own part. */
+#ifndef SCORESDE_H
+#define SCORESDE_H
+
+#include "error.h"
+#include "rng.h"
+#include "sde.h"
+#include "model.h"
+#include "sample.h"
+#include "likelihood.h"
+#include "control.h"
+#include "plan.h"
+#include "json.h"
+#include "io.h"
+
+#define SCORESDE_VERSION "0.1.0"
+
+/* Number of worker threads the engine may use (OpenMP); 0 = all cores. Results do not
+ * depend on it. */
+void sde_set_num_threads(int n);
+int sde_get_num_threads(void);
+
+/* Monotonic wall-clock time in seconds. */
+double sde_now(void);
+
+#endif

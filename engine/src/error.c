@@ -1,0 +1,59 @@
+/* Per-thread error messages: the engine reports, callers decide what to show. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scoresde/error.h"
+
+#define SDE_ERRMSG_MAX 1024
+
+static _Thread_local char errmsg[SDE_ERRMSG_MAX];
+
+const char *sde_errmsg(void) { return errmsg; }
+
+int sde_fail(int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+int sde_fail_context(int code, const char *fmt, ...) {
+  char prefix[SDE_ERRMSG_MAX], old[SDE_ERRMSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(prefix, sizeof prefix, fmt, ap);
+  va_end(ap);
+  memcpy(old, errmsg, sizeof old);
+  snprintf(errmsg, sizeof errmsg, "%s: %s", prefix, old);
+  return code;
+}
+
+const char *sde_status_name(int code) {
+  switch (code) {
+    case SDE_OK: return "ok";
+    case SDE_EINVAL: return "invalid argument";
+    case SDE_ENOMEM: return "out of memory";
+    case SDE_EIO: return "i/o error";
+    case SDE_EFORMAT: return "bad file format";
+    case SDE_EUNSUPPORTED: return "unsupported";
+    case SDE_ECANCELLED: return "cancelled";
+    case SDE_ENODEV: return "no such device";
+    case SDE_ENUMERIC: return "numerical failure";
+    default: return "unknown error";
+  }
+}
+
+void *sde_malloc(size_t bytes) {
+  void *p = malloc(bytes ? bytes : 1);
+  if (!p) sde_fail(SDE_ENOMEM, "out of memory allocating %zu bytes", bytes);
+  return p;
+}
+
+void *sde_calloc(size_t count, size_t size) {
+  void *p = calloc(count ? count : 1, size ? size : 1);
+  if (!p) sde_fail(SDE_ENOMEM, "out of memory allocating %zu x %zu bytes", count, size);
+  return p;
+}
