@@ -1,0 +1,409 @@
+/* Analytic score models: the diagonal Gaussian mixture and the empirical-data model.
+ *
+ * Under every SDE here the marginal of x(0) ~ Σ_k w_k N(μ_k, diag(v_k)) at time t is
+ * Σ_k w_k N(m μ_k, diag(m² v_k + std²)) with (m, std) = sde_marginal(t), so the score,
+ * its divergence and its Jacobian are exact. The empirical model is the same mixture
+ * with one zero-variance component per training image. All arithmetic is in double. */
+#include <math.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "scoresde/error.h"
+#include "scoresde/model.h"
+#include "scoresde/rng.h"
+
+typedef struct {
+  int K;          /* components */
+  int64_t D;      /* dimension */
+  double *w;      /* [K] normalised weights */
+  double *log_w;  /* [K] */
+  double *means;  /* [K,D] */
+  double *vars;   /* [K,D] variances at t = 0, or NULL when all are 0 (empirical model) */
+} gmm;
+
+/* Per-sample scratch: log-densities/posteriors [K], squared score norms [K], traces [K]. */
+#define GMM_SCRATCH(K) (3 * (size_t)(K))
+
+/* Posterior r[K] of each component for x[D] at marginal (m, s2); returns log p(x).
+ * Also fills g2[K] = ||g_k||² and tr[K] = Σ_d 1/var_kd, where g_k = -(x - m μ_k)/var_k. */
+static double gmm_posterior(const gmm *g, double m, double s2, const float *x, double *r,
+                            double *g2, double *tr) {
+  const int64_t D = g->D;
+  double best = -INFINITY;
+  for (int k = 0; k < g->K; k++) {
+    const double *mu = g->means + (size_t)k * D;
+    double quad = 0.0, logdet = 0.0, sq = 0.0, trace = 0.0;
+    if (g->vars) {
+      const double *v = g->vars + (size_t)k * D;
+      for (int64_t d = 0; d < D; d++) {
+        double var = m * m * v[d] + s2, diff = (double)x[d] - m * mu[d];
+        quad += diff * diff / var;
+        sq += diff * diff / (var * var);
+        logdet += log(var);
+        trace += 1.0 / var;
+      }
+    } else {
+      for (int64_t d = 0; d < D; d++) {
+        double diff = (double)x[d] - m * mu[d];
+        quad += diff * diff;
+      }
+      sq = quad / (s2 * s2);
+      quad /= s2;
+      logdet = (double)D * log(s2);
+      trace = (double)D / s2;
+    }
+    r[k] = g->log_w[k] - 0.5 * (quad + logdet + (double)D * log(2.0 * M_PI));
+    g2[k] = sq;
+    tr[k] = trace;
+    if (r[k] > best) best = r[k];
+  }
+  double total = 0.0;
+  for (int k = 0; k < g->K; k++) {
+    r[k] = exp(r[k] - best);
+    total += r[k];
+  }
+  for (int k = 0; k < g->K; k++) r[k] /= total;
+  return best + log(total);
+}
+
+/* Components whose posterior is below this contribute less than double rounding. */
+#define GMM_NEGLIGIBLE 1e-18
+
+/* out[D] = Σ_k r_k g_k, the score, accumulated into acc[D] (double). */
+static void gmm_score_one(const gmm *g, double m, double s2, const float *x, const double *r,
+                          double *acc) {
+  const int64_t D = g->D;
+  memset(acc, 0, sizeof(double) * (size_t)D);
+  for (int k = 0; k < g->K; k++) {
+    if (r[k] < GMM_NEGLIGIBLE) continue;
+    const double *mu = g->means + (size_t)k * D;
+    const double *v = g->vars ? g->vars + (size_t)k * D : NULL;
+    for (int64_t d = 0; d < D; d++) {
+      double var = v ? m * m * v[d] + s2 : s2;
+      acc[d] -= r[k] * ((double)x[d] - m * mu[d]) / var;
+    }
+  }
+}
+
+/* Runs body(i, r, g2, tr, acc, m, s2) for every sample in parallel with per-thread
+ * scratch; sets *status to SDE_ENOMEM when scratch cannot be allocated. */
+#define GMM_FOR_EACH_SAMPLE(g, sde, n, t, status, ...)                                     \
+  do {                                                                                    \
+    _Pragma("omp parallel") {                                                             \
+      double *scratch_ = malloc(sizeof(double) * (GMM_SCRATCH((g)->K) + (size_t)(g)->D)); \
+      if (!scratch_) {                                                                    \
+        _Pragma("omp atomic write") *(status) = SDE_ENOMEM;                               \
+      }                                                                                   \
+      _Pragma("omp for schedule(static)") for (int i = 0; i < (n); i++) {                 \
+        if (!scratch_) continue;                                                          \
+        double *r = scratch_, *g2 = r + (g)->K, *tr = g2 + (g)->K, *acc = tr + (g)->K;    \
+        double m, std_;                                                                   \
+        sde_marginal((sde), (double)(t)[i], &m, &std_);                                   \
+        double s2 = std_ * std_;                                                          \
+        (void)g2; (void)tr; (void)acc;                                                    \
+        __VA_ARGS__                                                                              \
+      }                                                                                   \
+      free(scratch_);                                                                     \
+    }                                                                                     \
+  } while (0)
+
+static int gmm_check(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
+                     const float *t) {
+  if (!mdl || !sde || n < 0 || (n > 0 && (!x || !t)))
+    return sde_fail(SDE_EINVAL, "gmm: bad arguments");
+  return SDE_OK;
+}
+
+static int gmm_score(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
+                     const float *t, float *out) {
+  const gmm *g = mdl->impl;
+  int status = gmm_check(mdl, sde, n, x, t);
+  if (status) return status;
+  GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
+    const float *xi = x + (size_t)i * g->D;
+    gmm_posterior(g, m, s2, xi, r, g2, tr);
+    gmm_score_one(g, m, s2, xi, r, acc);
+    for (int64_t d = 0; d < g->D; d++) out[(size_t)i * g->D + d] = (float)acc[d];
+  });
+  if (status) return sde_fail(status, "gmm: out of memory for scratch");
+  return SDE_OK;
+}
+
+/* ∇·s = Σ_k r_k (||g_k||² - tr Σ_k⁻¹) - ||s||² */
+static int gmm_score_div(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
+                         const float *t, double *div) {
+  const gmm *g = mdl->impl;
+  int status = gmm_check(mdl, sde, n, x, t);
+  if (status) return status;
+  GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
+    const float *xi = x + (size_t)i * g->D;
+    gmm_posterior(g, m, s2, xi, r, g2, tr);
+    gmm_score_one(g, m, s2, xi, r, acc);
+    double sum = 0.0, s_norm = 0.0;
+    for (int k = 0; k < g->K; k++) sum += r[k] * (g2[k] - tr[k]);
+    for (int64_t d = 0; d < g->D; d++) s_norm += acc[d] * acc[d];
+    div[i] = sum - s_norm;
+  });
+  if (status) return sde_fail(status, "gmm: out of memory for scratch");
+  return SDE_OK;
+}
+
+/* J v = Σ_k r_k (-v / var_k + g_k ((g_k - s)·v)); J is symmetric so vᵀJ = Jv. */
+static int gmm_score_vjp(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
+                         const float *t, const float *v, float *out) {
+  const gmm *g = mdl->impl;
+  const int64_t D = g->D;
+  int status = gmm_check(mdl, sde, n, x, t);
+  if (status) return status;
+  if (n > 0 && (!v || !out)) return sde_fail(SDE_EINVAL, "gmm: bad arguments");
+  /* scratch: acc holds s; the product is accumulated in a second D-vector */
+  double *prod_all = malloc(sizeof(double) * (size_t)D * (size_t)(n > 0 ? n : 1));
+  if (!prod_all) return sde_fail(SDE_ENOMEM, "gmm: out of memory for scratch");
+  GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
+    const float *xi = x + (size_t)i * D, *vi = v + (size_t)i * D;
+    double *prod = prod_all + (size_t)i * D;
+    gmm_posterior(g, m, s2, xi, r, g2, tr);
+    gmm_score_one(g, m, s2, xi, r, acc);
+    memset(prod, 0, sizeof(double) * (size_t)D);
+    for (int k = 0; k < g->K; k++) {
+      if (r[k] < GMM_NEGLIGIBLE) continue;
+      const double *mu = g->means + (size_t)k * D;
+      const double *var0 = g->vars ? g->vars + (size_t)k * D : NULL;
+      double dot = 0.0;
+      for (int64_t d = 0; d < D; d++) {
+        double var = var0 ? m * m * var0[d] + s2 : s2;
+        double gk = -((double)xi[d] - m * mu[d]) / var;
+        dot += (gk - acc[d]) * vi[d];
+      }
+      for (int64_t d = 0; d < D; d++) {
+        double var = var0 ? m * m * var0[d] + s2 : s2;
+        double gk = -((double)xi[d] - m * mu[d]) / var;
+        prod[d] += r[k] * (-(double)vi[d] / var + gk * dot);
+      }
+    }
+    for (int64_t d = 0; d < D; d++) out[(size_t)i * D + d] = (float)prod[d];
+  });
+  free(prod_all);
+  if (status) return sde_fail(status, "gmm: out of memory for scratch");
+  return SDE_OK;
+}
+
+static void gmm_destroy(sde_model *mdl) {
+  gmm *g = mdl->impl;
+  if (g) {
+    free(g->w);
+    free(g->log_w);
+    free(g->means);
+    free(g->vars);
+    free(g);
+  }
+  free(mdl);
+}
+
+static const sde_model_ops gmm_ops = {
+    .kind = "gmm",
+    .score = gmm_score,
+    .score_div = gmm_score_div,
+    .score_vjp = gmm_score_vjp,
+    .destroy = gmm_destroy,
+};
+
+static const sde_model_ops empirical_ops = {
+    .kind = "empirical",
+    .score = gmm_score,
+    .score_div = gmm_score_div,
+    .score_vjp = gmm_score_vjp,
+    .destroy = gmm_destroy,
+};
+
+/* FNV-1a over bytes, continuing from h. */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+static void gmm_set_id(sde_model *mdl, const gmm *g) {
+  uint64_t h1 = 0xcbf29ce484222325ULL, h2 = 0x84222325cbf29ce4ULL;
+  const size_t kd = (size_t)g->K * (size_t)g->D;
+  h1 = fnv1a(h1, mdl->ops->kind, strlen(mdl->ops->kind));
+  h1 = fnv1a(h1, g->w, sizeof(double) * (size_t)g->K);
+  h1 = fnv1a(h1, g->means, sizeof(double) * kd);
+  h2 = fnv1a(h2, g->means, sizeof(double) * kd);
+  if (g->vars) h2 = fnv1a(h2, g->vars, sizeof(double) * kd);
+  h2 = fnv1a(h2, &g->D, sizeof g->D);
+  snprintf(mdl->id, sizeof mdl->id, "%016llx%016llx", (unsigned long long)h1,
+           (unsigned long long)h2);
+}
+
+static int gmm_alloc(int K, int64_t D, int with_vars, sde_model **out_model, gmm **out_g) {
+  if (K < 1 || D < 1 || (double)K * (double)D > 2e9)
+    return sde_fail(SDE_EINVAL, "mixture: need K >= 1 components and D >= 1 dimensions (K=%d, D=%lld)",
+                    K, (long long)D);
+  sde_model *mdl = sde_calloc(1, sizeof *mdl);
+  gmm *g = sde_calloc(1, sizeof *g);
+  if (!mdl || !g) {
+    free(mdl);
+    free(g);
+    return SDE_ENOMEM;
+  }
+  g->K = K;
+  g->D = D;
+  g->w = sde_malloc(sizeof(double) * (size_t)K);
+  g->log_w = sde_malloc(sizeof(double) * (size_t)K);
+  g->means = sde_malloc(sizeof(double) * (size_t)K * (size_t)D);
+  if (with_vars) g->vars = sde_malloc(sizeof(double) * (size_t)K * (size_t)D);
+  mdl->impl = g;
+  mdl->ops = &gmm_ops;
+  if (!g->w || !g->log_w || !g->means || (with_vars && !g->vars)) {
+    gmm_destroy(mdl);
+    return SDE_ENOMEM;
+  }
+  mdl->channels = 1;
+  mdl->height = 1;
+  mdl->width = (int)D;
+  *out_model = mdl;
+  *out_g = g;
+  return SDE_OK;
+}
+
+int sde_gmm_create(int K, int64_t D, const double *weights, const double *means,
+                   const double *stds, sde_model **out) {
+  if (!out || !weights || !means || !stds) return sde_fail(SDE_EINVAL, "gmm: missing arguments");
+  if (D > INT32_MAX) return sde_fail(SDE_EINVAL, "gmm: dimension too large");
+  double total = 0.0;
+  for (int k = 0; k < K; k++) {
+    if (!(weights[k] >= 0.0) || !isfinite(weights[k]))
+      return sde_fail(SDE_EINVAL, "gmm: weight %d is %g; weights must be finite and >= 0", k,
+                      weights[k]);
+    total += weights[k];
+  }
+  if (K >= 1 && !(total > 0.0)) return sde_fail(SDE_EINVAL, "gmm: weights sum to zero");
+  for (int64_t i = 0; i < (int64_t)K * D; i++) {
+    if (!isfinite(means[i])) return sde_fail(SDE_EINVAL, "gmm: mean entry %lld is not finite", (long long)i);
+    if (!(stds[i] >= 0.0) || !isfinite(stds[i]))
+      return sde_fail(SDE_EINVAL, "gmm: std entry %lld is %g; stds must be finite and >= 0",
+                      (long long)i, stds[i]);
+  }
+  sde_model *mdl;
+  gmm *g;
+  int status = gmm_alloc(K, D, 1, &mdl, &g);
+  if (status) return status;
+  for (int k = 0; k < K; k++) {
+    g->w[k] = weights[k] / total;
+    g->log_w[k] = log(g->w[k]);
+  }
+  memcpy(g->means, means, sizeof(double) * (size_t)K * (size_t)D);
+  for (int64_t i = 0; i < (int64_t)K * D; i++) g->vars[i] = stds[i] * stds[i];
+  gmm_set_id(mdl, g);
+  *out = mdl;
+  return SDE_OK;
+}
+
+int sde_empirical_create(int M, int channels, int height, int width, const float *data,
+                         int centered, sde_model **out) {
+  if (!out || !data) return sde_fail(SDE_EINVAL, "empirical model: missing arguments");
+  if (channels < 1 || height < 1 || width < 1)
+    return sde_fail(SDE_EINVAL, "empirical model: bad sample shape %dx%dx%d", channels, height, width);
+  const int64_t D = (int64_t)channels * height * width;
+  sde_model *mdl;
+  gmm *g;
+  int status = gmm_alloc(M, D, 0, &mdl, &g);
+  if (status) return sde_fail_context(status, "empirical model");
+  for (int k = 0; k < M; k++) {
+    g->w[k] = 1.0 / M;
+    g->log_w[k] = -log((double)M);
+  }
+  for (int64_t i = 0; i < (int64_t)M * D; i++) {
+    if (!isfinite(data[i])) {
+      gmm_destroy(mdl);
+      return sde_fail(SDE_EINVAL, "empirical model: data entry %lld is not finite", (long long)i);
+    }
+    g->means[i] = data[i];
+  }
+  mdl->ops = &empirical_ops;
+  mdl->channels = channels;
+  mdl->height = height;
+  mdl->width = width;
+  mdl->centered = centered;
+  gmm_set_id(mdl, g);
+  *out = mdl;
+  return SDE_OK;
+}
+
+static int is_mixture(const sde_model *m) {
+  return m && (m->ops == &gmm_ops || m->ops == &empirical_ops);
+}
+
+int sde_gmm_logp(const sde_model *mdl, const sde_sde *sde, int n, const float *x, const float *t,
+                 double *logp) {
+  if (!is_mixture(mdl)) return sde_fail(SDE_EINVAL, "not a mixture model");
+  const gmm *g = mdl->impl;
+  int status = gmm_check(mdl, sde, n, x, t);
+  if (status) return status;
+  GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
+    logp[i] = gmm_posterior(g, m, s2, x + (size_t)i * g->D, r, g2, tr);
+  });
+  if (status) return sde_fail(status, "gmm: out of memory for scratch");
+  return SDE_OK;
+}
+
+int sde_gmm_classify(const sde_model *mdl, const sde_sde *sde, int n, const float *x, double t,
+                     int *comp) {
+  if (!is_mixture(mdl)) return sde_fail(SDE_EINVAL, "not a mixture model");
+  const gmm *g = mdl->impl;
+  float *tv = sde_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+  if (!tv) return SDE_ENOMEM;
+  for (int i = 0; i < n; i++) tv[i] = (float)t;
+  int status = gmm_check(mdl, sde, n, x, tv);
+  if (!status) {
+    GMM_FOR_EACH_SAMPLE(g, sde, n, tv, &status, {
+      gmm_posterior(g, m, s2, x + (size_t)i * g->D, r, g2, tr);
+      int best = 0;
+      for (int k = 1; k < g->K; k++)
+        if (r[k] > r[best]) best = k;
+      comp[i] = best;
+    });
+  }
+  free(tv);
+  return status ? sde_fail(status, "gmm: classification failed") : SDE_OK;
+}
+
+int sde_gmm_sample(const sde_model *mdl, const sde_sde *sde, double t, int n, uint64_t seed,
+                   uint64_t stream0, float *x, int *comp) {
+  if (!is_mixture(mdl)) return sde_fail(SDE_EINVAL, "not a mixture model");
+  const gmm *g = mdl->impl;
+  double m, std;
+  sde_marginal(sde, t, &m, &std);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++) {
+    float u;
+    float *xi = x + (size_t)i * g->D;
+    sde_randu(seed, stream0 + (uint64_t)i, 0, &u, 1);
+    int k = 0;
+    double cum = g->w[0];
+    while (k < g->K - 1 && (double)u >= cum) cum += g->w[++k];
+    sde_randn(seed, stream0 + (uint64_t)i, 1, xi, g->D);
+    const double *mu = g->means + (size_t)k * g->D;
+    for (int64_t d = 0; d < g->D; d++) {
+      double var = (g->vars ? m * m * g->vars[(size_t)k * g->D + d] : 0.0) + std * std;
+      xi[d] = (float)(m * mu[d] + sqrt(var) * xi[d]);
+    }
+    if (comp) comp[i] = k;
+  }
+  return SDE_OK;
+}
+
+int sde_gmm_num_components(const sde_model *m) {
+  return is_mixture(m) ? ((const gmm *)m->impl)->K : 0;
+}
+const double *sde_gmm_weights(const sde_model *m) {
+  return is_mixture(m) ? ((const gmm *)m->impl)->w : NULL;
+}
+const double *sde_gmm_means(const sde_model *m) {
+  return is_mixture(m) ? ((const gmm *)m->impl)->means : NULL;
+}
+const double *sde_gmm_vars(const sde_model *m) {
+  return is_mixture(m) ? ((const gmm *)m->impl)->vars : NULL;
+}

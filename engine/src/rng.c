@@ -1,0 +1,76 @@
+/* Philox-4x32-10 (Salmon et al., SC'11) and the distributions built on it. */
+#include <math.h>
+
+#include "scoresde/rng.h"
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+static inline void mulhilo32(uint32_t a, uint32_t b, uint32_t *hi, uint32_t *lo) {
+  uint64_t p = (uint64_t)a * b;
+  *hi = (uint32_t)(p >> 32);
+  *lo = (uint32_t)p;
+}
+
+void sde_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
+  uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3];
+  uint32_t k0 = key[0], k1 = key[1];
+  for (int round = 0; round < 10; round++) {
+    uint32_t hi0, lo0, hi1, lo1;
+    mulhilo32(PHILOX_M0, c0, &hi0, &lo0);
+    mulhilo32(PHILOX_M1, c2, &hi1, &lo1);
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += PHILOX_W0;
+    k1 += PHILOX_W1;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+/* The 4 raw words for block `block` of (seed, stream, step). */
+static inline void philox_block(uint64_t seed, uint64_t stream, uint32_t step, uint32_t block,
+                                uint32_t out[4]) {
+  const uint32_t ctr[4] = {block, step, (uint32_t)stream, (uint32_t)(stream >> 32)};
+  const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+  sde_philox4x32(ctr, key, out);
+}
+
+/* u in (0,1), never 0, so log(u) is finite. */
+static inline double open_unit(uint32_t r) { return ((double)r + 0.5) * (1.0 / 4294967296.0); }
+
+void sde_randn(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
+  const double two_pi = 6.283185307179586476925286766559;
+  for (int64_t base = 0; base < n; base += 4) {
+    uint32_t r[4];
+    philox_block(seed, stream, step, (uint32_t)(base / 4), r);
+    double z[4];
+    for (int pair = 0; pair < 2; pair++) {
+      double radius = sqrt(-2.0 * log(open_unit(r[2 * pair])));
+      double angle = two_pi * ((double)r[2 * pair + 1] * (1.0 / 4294967296.0));
+      z[2 * pair] = radius * cos(angle);
+      z[2 * pair + 1] = radius * sin(angle);
+    }
+    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (float)z[j];
+  }
+}
+
+void sde_randu(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
+  for (int64_t base = 0; base < n; base += 4) {
+    uint32_t r[4];
+    philox_block(seed, stream, step, (uint32_t)(base / 4), r);
+    /* 24 random bits: exactly representable, in [0,1). */
+    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (float)(r[j] >> 8) * 0x1p-24f;
+  }
+}
+
+void sde_rand_rademacher(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
+  for (int64_t base = 0; base < n; base += 4) {
+    uint32_t r[4];
+    philox_block(seed, stream, step, (uint32_t)(base / 4), r);
+    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (r[j] >> 31) ? 1.0f : -1.0f;
+  }
+}

@@ -74,7 +74,7 @@ int sde_gmm_classify(const sde_model *m, const sde_sde *sde, int n, const float 
 int sde_gmm_num_components(const sde_model *m);
 const double *sde_gmm_weights(const sde_model *m);  /* normalised [K] */
 const double *sde_gmm_means(const sde_model *m);    /* [K,D] */
-const double *sde_gmm_stds(const sde_model *m);     /* [K,D] */
+const double *sde_gmm_vars(const sde_model *m);     /* [K,D] variances at t=0; NULL: all 0 */
 
 /* The empirical-data model: the exact score of (1/M) Σ_j N(mean_coef·y_j, std² I), the
  * training set y[M, C,H,W] noised by the SDE. Data are in model space (already scaled:
