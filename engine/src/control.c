@@ -1,0 +1,182 @@
+/* Controllable generation: PC inpainting and PC colorization (docs/score_sde_spec.md §5).
+ *
+ * Both run the ordinary PC loop and, after every corrector and predictor update, replace
+ * the known part of the state by the data noised to the current time. Unlike the
+ * reference, x_mean keeps the predictor's mean in the unknown part (the reference
+ * returns the noisy x there, spec §11 trap 7), so the final denoising step really
+ * denoises; see docs/design.md. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "scoresde/control.h"
+#include "scoresde/error.h"
+#include "scoresde/rng.h"
+
+/* Rows: input RGB channel i; columns: latent channel j (luminance first). */
+const float sde_color_decouple[3][3] = {
+    {0.57735014f, -0.81649649f, 4.7008697e-08f},
+    {0.57735026f, 0.40824834f, 0.70710671f},
+    {0.57735026f, 0.40824822f, -0.70710683f},
+};
+
+/* Inverse of sde_color_decouple, computed once in double (the matrix is orthogonal up to
+ * float rounding, so this is ≈ its transpose). */
+static void color_couple_matrix(double inv[3][3]) {
+  double a[3][3];
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++) a[i][j] = sde_color_decouple[i][j];
+  double det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) -
+               a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0]) +
+               a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++) {
+      /* cofactor of a[j][i] */
+      int r0 = (j + 1) % 3, r1 = (j + 2) % 3, c0 = (i + 1) % 3, c1 = (i + 2) % 3;
+      inv[i][j] = (a[r0][c0] * a[r1][c1] - a[r0][c1] * a[r1][c0]) / det;
+    }
+}
+
+void sde_color_transform(int n, int64_t hw, const float *in, float *out, int inverse) {
+  double mat[3][3];
+  if (inverse) {
+    color_couple_matrix(mat);
+  } else {
+    for (int i = 0; i < 3; i++)
+      for (int j = 0; j < 3; j++) mat[i][j] = sde_color_decouple[i][j];
+  }
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < n; b++) {
+    const float *src = in + (size_t)b * 3 * hw;
+    float *dst = out + (size_t)b * 3 * hw;
+    for (int64_t p = 0; p < hw; p++) {
+      double c[3] = {src[p], src[hw + p], src[2 * hw + p]};
+      for (int j = 0; j < 3; j++)
+        dst[j * hw + p] = (float)(c[0] * mat[0][j] + c[1] * mat[1][j] + c[2] * mat[2][j]);
+    }
+  }
+}
+
+/* The known part: data [n, D] with mask [n, D] (1 = known), both in the space where the
+ * replacement happens (pixels for inpainting, decoupled colours for colorization). */
+typedef struct {
+  const sde_sde *sde;
+  uint64_t seed, stream0;
+  int64_t D, hw;
+  const float *data, *mask;
+  int colour;       /* work in the decoupled colour space */
+  float *noise;     /* [n, D] */
+  float *tmp;       /* [n, D] decoupled state (colour) */
+} known_part;
+
+/* x <- x(1-mask) + (m·data + std·z)·mask; x_mean <- x_mean(1-mask) + m·data·mask. */
+static void replace_known(const known_part *k, int n, double m, double std, float *x,
+                          float *x_mean) {
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < (int64_t)n * k->D; j++) {
+    const float keep = 1.0f - k->mask[j], mean = (float)m * k->data[j];
+    x[j] = x[j] * keep + (mean + (float)std * k->noise[j]) * k->mask[j];
+    x_mean[j] = x_mean[j] * keep + mean * k->mask[j];
+  }
+}
+
+static int constrain_known(void *ctx, int n, float t, uint32_t draw, float *x, float *x_mean) {
+  known_part *k = ctx;
+  double m, std;
+  sde_marginal(k->sde, t, &m, &std);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++)
+    sde_randn(k->seed, k->stream0 + (uint64_t)i, draw, k->noise + (size_t)i * k->D, k->D);
+  if (!k->colour) {
+    replace_known(k, n, m, std, x, x_mean);
+    return SDE_OK;
+  }
+  float *dx = k->tmp;
+  float *dmean = k->tmp + (size_t)n * k->D;
+  sde_color_transform(n, k->hw, x, dx, 0);
+  sde_color_transform(n, k->hw, x_mean, dmean, 0);
+  replace_known(k, n, m, std, dx, dmean);
+  sde_color_transform(n, k->hw, dx, x, 1);
+  sde_color_transform(n, k->hw, dmean, x_mean, 1);
+  return SDE_OK;
+}
+
+static int check_common(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+                        const float *data, const float *out) {
+  if (!m || !sde || !p || n < 0 || (n > 0 && (!data || !out)))
+    return sde_fail(SDE_EINVAL, "missing model, SDE, parameters or data");
+  if (p->sampler != SDE_SAMPLER_PC)
+    return sde_fail(SDE_EUNSUPPORTED, "inpainting and colorization use the PC sampler");
+  return SDE_OK;
+}
+
+int sde_inpaint(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+                uint64_t stream0, const float *data, const float *mask, float *out,
+                sde_stats *stats) {
+  int status = check_common(m, sde, p, n, data, out);
+  if (status) return sde_fail_context(status, "inpaint");
+  if (n > 0 && !mask) return sde_fail(SDE_EINVAL, "inpaint: no mask");
+  const int64_t D = sde_model_dim(m);
+  const size_t nd = (size_t)n * (size_t)D;
+  for (size_t j = 0; j < nd; j++)
+    if (mask[j] != 0.0f && mask[j] != 1.0f)
+      return sde_fail(SDE_EINVAL, "inpaint: mask entries must be 0 or 1 (entry %zu is %g)", j,
+                      (double)mask[j]);
+  known_part k = {.sde = sde, .seed = p->seed, .stream0 = stream0, .D = D, .data = data,
+                  .mask = mask};
+  float *x = sde_malloc(sizeof(float) * (nd ? nd : 1));
+  k.noise = sde_malloc(sizeof(float) * (nd ? nd : 1));
+  if (!x || !k.noise) {
+    status = SDE_ENOMEM;
+    goto done;
+  }
+  /* x = data·mask + prior·(1 - mask) */
+  sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
+  for (size_t j = 0; j < nd; j++) x[j] = data[j] * mask[j] + x[j] * (1.0f - mask[j]);
+  status = sde_pc_run(m, sde, p, n, stream0, 1, x, out, constrain_known, &k, stats);
+done:
+  free(x);
+  free(k.noise);
+  return status;
+}
+
+int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+                 uint64_t stream0, const float *gray, float *out, sde_stats *stats) {
+  int status = check_common(m, sde, p, n, gray, out);
+  if (status) return sde_fail_context(status, "colorize");
+  if (m->channels != 3)
+    return sde_fail(SDE_EINVAL, "colorize: the model must have 3 channels (it has %d)", m->channels);
+  const int64_t hw = (int64_t)m->height * m->width, D = 3 * hw;
+  const size_t nd = (size_t)n * (size_t)D;
+  known_part k = {.sde = sde, .seed = p->seed, .stream0 = stream0, .D = D, .hw = hw, .colour = 1};
+  float *x = sde_malloc(sizeof(float) * (nd ? nd : 1));
+  float *latent = sde_malloc(sizeof(float) * (nd ? nd : 1));
+  float *mask = sde_malloc(sizeof(float) * (nd ? nd : 1));
+  k.noise = sde_malloc(sizeof(float) * (nd ? nd : 1));
+  k.tmp = sde_malloc(sizeof(float) * 2 * (nd ? nd : 1));
+  if (!x || !latent || !mask || !k.noise || !k.tmp) {
+    status = SDE_ENOMEM;
+    goto done;
+  }
+  /* Luminance (decoupled channel 0) known, the two chroma channels free. */
+  for (int b = 0; b < n; b++)
+    for (int64_t j = 0; j < D; j++) mask[(size_t)b * D + j] = j < hw ? 1.0f : 0.0f;
+  sde_color_transform(n, hw, gray, latent, 0);
+  k.data = latent;
+  k.mask = mask;
+  /* x = couple(decouple(gray)·mask + decouple(prior)·(1 - mask)); the reference masks the
+   * RGB prior before decoupling (trap 8), which we do not reproduce. */
+  sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
+  sde_color_transform(n, hw, x, k.tmp, 0);
+  for (size_t j = 0; j < nd; j++) k.tmp[j] = latent[j] * mask[j] + k.tmp[j] * (1.0f - mask[j]);
+  sde_color_transform(n, hw, k.tmp, x, 1);
+  status = sde_pc_run(m, sde, p, n, stream0, 1, x, out, constrain_known, &k, stats);
+done:
+  free(x);
+  free(latent);
+  free(mask);
+  free(k.noise);
+  free(k.tmp);
+  return status;
+}
