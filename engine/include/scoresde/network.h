@@ -1,0 +1,233 @@
+/* Neural score networks: the safetensors container, the NCSN++ / DDPM++ network of
+ * Song et al. (2021) (`NCSNpp` of score_sde_pytorch; DDPM++ is the same class with other
+ * options) and the score-model wrapper around it.
+ *
+ * Model file = one .safetensors file. Its tensors are the official state_dict entries
+ * `all_modules.<i>.<sub>` (prefix `module.` stripped), EMA weights, float32 (F16/BF16 are
+ * widened on load). Its `__metadata__` carries the configuration as JSON under the key
+ * "scoresde":
+ *   {"nf":128, "ch_mult":[1,2,2,2], "num_res_blocks":4, "attn_resolutions":[16],
+ *    "resblock_type":"biggan", "fir":true, "fir_kernel":[1,3,3,1], "skip_rescale":true,
+ *    "progressive":"none", "progressive_input":"residual", "progressive_combine":"sum",
+ *    "embedding_type":"fourier", "fourier_scale":16, "scale_by_sigma":true,
+ *    "conditional":true, "init_scale":0, "dropout":0.1, "resamp_with_conv":true,
+ *    "sde":{"kind":"ve","sigma_min":0.01,"sigma_max":50,"beta_min":0.1,"beta_max":20,"N":1000},
+ *    "continuous":true,
+ *    "data":{"image_size":32,"num_channels":3,"centered":false,"dataset":"cifar10"}}
+ * Model fields may also sit under a "model" object. The loader also reads the fixture
+ * layout of score_sde_pytorch exports: __metadata__ "config" = the flat config.json
+ * ("sde":"vesde", sigma_min, num_scales, image_size, num_channels, centered at top level).
+ *
+ * Threading: a loaded network is read-only and shared; every forward call takes its
+ * scratch from a per-call workspace (see sde_net_workspace) and is reentrant. Results are
+ * bit-identical for any OpenMP thread count. */
+#ifndef SCORESDE_NETWORK_H
+#define SCORESDE_NETWORK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+#include "model.h"
+#include "sde.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- safetensors ------------------------------------------------------------------- */
+
+#define SDE_ST_MAX_DIMS 8
+#define SDE_ST_MAX_HEADER (100u * 1024u * 1024u) /* larger headers are rejected */
+
+typedef enum {
+  SDE_ST_F32, SDE_ST_F16, SDE_ST_BF16, SDE_ST_F64, SDE_ST_I64, SDE_ST_I32, SDE_ST_I16,
+  SDE_ST_I8, SDE_ST_U8, SDE_ST_BOOL, SDE_ST_U16, SDE_ST_U32, SDE_ST_U64,
+  SDE_ST_NUM_DTYPES
+} sde_st_dtype;
+
+typedef struct {
+  char *name;
+  sde_st_dtype dtype;
+  int ndim;
+  int64_t shape[SDE_ST_MAX_DIMS];
+  int64_t numel;          /* product of shape (1 for a scalar) */
+  uint64_t begin, end;    /* byte range inside the data buffer, end exclusive */
+} sde_st_tensor;
+
+typedef struct {
+  int n_tensors;
+  sde_st_tensor *tensors; /* sorted by name */
+  int n_meta;
+  char **meta_keys, **meta_values; /* __metadata__ string pairs */
+  const uint8_t *data;    /* the byte buffer after the header */
+  uint64_t data_len;
+  /* private */
+  void *map;
+  size_t map_len;
+} sde_safetensors;
+
+/* Maps and validates a file: header length sane (<= SDE_ST_MAX_HEADER and inside the
+ * file), JSON object, every entry with a known dtype, a shape whose byte size does not
+ * overflow and equals end - begin, offsets in range, no two tensors overlapping, no
+ * duplicate names, __metadata__ string -> string. Errors are SDE_EIO / SDE_EFORMAT. */
+int sde_st_open(const char *path, sde_safetensors **out);
+/* The same over bytes[len] in memory (not copied: keep them alive until close). */
+int sde_st_open_memory(const void *bytes, size_t len, sde_safetensors **out);
+void sde_st_close(sde_safetensors *st);
+
+const sde_st_tensor *sde_st_find(const sde_safetensors *st, const char *name);
+const char *sde_st_metadata(const sde_safetensors *st, const char *key); /* NULL if absent */
+const char *sde_st_dtype_name(sde_st_dtype dtype);                      /* "F32", ... */
+/* Copies tensor t into out[numel] as float32 (F32 as is; F16, BF16, F64 converted). */
+int sde_st_read_f32(const sde_safetensors *st, const sde_st_tensor *t, float *out);
+
+/* One float32 tensor to write. */
+typedef struct {
+  const char *name;
+  int ndim;
+  int64_t shape[SDE_ST_MAX_DIMS];
+  const float *data;
+} sde_st_entry;
+
+/* Serialises entries[n] (F32, in the given order) plus metadata pairs
+ * meta[2*n_meta] = {key0, value0, key1, ...} into a malloc'd buffer; the header is
+ * space-padded so the data start on an 8-byte boundary. */
+int sde_st_serialize(const sde_st_entry *entries, int n, const char *const *meta, int n_meta,
+                     uint8_t **bytes, size_t *len);
+int sde_st_write(const char *path, const sde_st_entry *entries, int n, const char *const *meta,
+                 int n_meta);
+
+/* ---- NCSN++ configuration ----------------------------------------------------------- */
+
+#define SDE_NET_MAX_LEVELS 12
+#define SDE_NET_MAX_ATTN 12
+#define SDE_NET_MAX_FIR 8
+
+typedef enum { SDE_RESBLOCK_BIGGAN = 0, SDE_RESBLOCK_DDPM = 1 } sde_resblock_type;
+typedef enum { SDE_PROG_NONE = 0, SDE_PROG_OUTPUT_SKIP = 1, SDE_PROG_INPUT_SKIP = 2,
+               SDE_PROG_RESIDUAL = 3 } sde_progressive;
+typedef enum { SDE_COMBINE_SUM = 0, SDE_COMBINE_CAT = 1 } sde_combine;
+typedef enum { SDE_EMBED_FOURIER = 0, SDE_EMBED_POSITIONAL = 1 } sde_embedding;
+
+typedef struct {
+  /* model (names of the official configs) */
+  int nf;
+  int num_levels;                      /* len(ch_mult) */
+  int ch_mult[SDE_NET_MAX_LEVELS];
+  int num_res_blocks;
+  int num_attn;
+  int attn_resolutions[SDE_NET_MAX_ATTN];
+  sde_resblock_type resblock_type;
+  int fir;
+  int fir_kernel_len;
+  int fir_kernel[SDE_NET_MAX_FIR];     /* only [1,3,3,1] is implemented */
+  int skip_rescale;
+  sde_progressive progressive;         /* NONE, OUTPUT_SKIP or RESIDUAL */
+  sde_progressive progressive_input;   /* NONE, INPUT_SKIP or RESIDUAL */
+  sde_combine progressive_combine;
+  sde_embedding embedding_type;
+  double fourier_scale;
+  int scale_by_sigma;
+  int conditional;
+  double init_scale, dropout;          /* training only */
+  int resamp_with_conv;
+  /* data */
+  int image_size, num_channels, centered;
+  char dataset[64];
+  /* SDE and training mode (decide labels and the output -> score map) */
+  int has_sde;                         /* the config names an SDE */
+  sde_sde sde;
+  int continuous;
+} sde_ncsnpp_config;
+
+/* The released configs of spec §6.5 (CIFAR-10, 32x32x3): VE NCSN++ continuous and
+ * VP DDPM++ continuous. */
+void sde_ncsnpp_config_ncsnpp_cifar10(sde_ncsnpp_config *c);
+void sde_ncsnpp_config_ddpmpp_cifar10(sde_ncsnpp_config *c);
+/* Reads a config (either layout described at the top of this file). Missing model fields
+ * take the NCSN++ CIFAR-10 defaults; unknown names are errors for enum fields. */
+int sde_ncsnpp_config_from_json(const sde_json *j, sde_ncsnpp_config *c);
+/* Checks ranges and supported combinations (SDE_EINVAL / SDE_EUNSUPPORTED). */
+int sde_ncsnpp_config_validate(const sde_ncsnpp_config *c);
+/* The canonical "scoresde" JSON of c (malloc'd, free()). */
+char *sde_ncsnpp_config_to_json(const sde_ncsnpp_config *c);
+
+/* One parameter tensor of the network, in state_dict order. */
+typedef struct {
+  char name[96];       /* "all_modules.12.Conv_0.weight" */
+  int ndim;
+  int64_t shape[4];
+  int64_t offset;      /* into the contiguous parameter buffer, in floats */
+  int64_t numel;
+  int trainable;       /* 0 only for the Fourier W (not in the EMA list) */
+} sde_net_param;
+
+/* All parameter tensors the config implies (no weights needed). *params is malloc'd. */
+int sde_ncsnpp_param_list(const sde_ncsnpp_config *c, sde_net_param **params, int *n);
+/* Parameter count (all, including the frozen Fourier W) and multiply-add FLOPs
+ * (2 per MAC, convolutions/linears/attention only) of one evaluation of one sample. */
+int sde_ncsnpp_count(const sde_ncsnpp_config *c, int64_t *num_params, int64_t *num_modules,
+                     double *flops);
+
+/* ---- the bare network ------------------------------------------------------------- */
+
+/* Module plan + one contiguous parameter buffer (state_dict order). */
+typedef struct sde_ncsnpp sde_ncsnpp;
+
+int sde_ncsnpp_create(const sde_ncsnpp_config *c, sde_ncsnpp **out); /* parameters zeroed */
+void sde_ncsnpp_free(sde_ncsnpp *net);
+const sde_ncsnpp_config *sde_ncsnpp_get_config(const sde_ncsnpp *net);
+float *sde_ncsnpp_param_buffer(sde_ncsnpp *net, int64_t *count);
+const float *sde_ncsnpp_param_buffer_const(const sde_ncsnpp *net, int64_t *count);
+const sde_net_param *sde_ncsnpp_params(const sde_ncsnpp *net, int *n);
+/* Floats of scratch one forward call of batch B needs. */
+size_t sde_ncsnpp_workspace_floats(const sde_ncsnpp *net, int B);
+/* out[B, C,H,W] = net(x[B, C,H,W], labels[B]) (NCSNpp.forward). workspace: floats from
+ * sde_ncsnpp_workspace_floats(net, B), or NULL to allocate for this call. */
+int sde_ncsnpp_forward(const sde_ncsnpp *net, int B, const float *x, const float *labels,
+                       float *out, float *workspace);
+
+/* ---- the network as a score model -------------------------------------------------- */
+
+/* Loads a network .safetensors: config from __metadata__, every tensor name, dtype and
+ * shape checked against the config (missing or extra tensors are errors; a `sigmas`
+ * buffer is allowed). Fills channels/height/width, is_image = 1, centered, has_sde/sde
+ * and id = first 32 hex digits of two 64-bit FNV-1a hashes over the canonical config JSON
+ * and the float32 parameter bytes in state_dict order. */
+int sde_network_load(const char *path, sde_model **out);
+int sde_network_from_safetensors(const sde_safetensors *st, sde_model **out);
+/* A network with the given config and parameters params[num_params] (NULL: zeros;
+ * in the order of sde_ncsnpp_param_list). */
+int sde_network_create(const sde_ncsnpp_config *c, const float *params, sde_model **out);
+/* Writes m (a network) as .safetensors with the "scoresde" metadata (+ extra pairs). */
+int sde_network_save(const sde_model *m, const char *path, const char *const *extra_meta,
+                     int n_extra);
+
+int sde_network_is(const sde_model *m); /* true for models made here */
+const sde_ncsnpp_config *sde_network_config(const sde_model *m);
+/* The contiguous parameter buffer (read-only; state_dict order). */
+const float *sde_network_params(const sde_model *m, int64_t *count);
+
+/* Network labels for times t[n] under `sde` (spec §2, computed in float32 as the
+ * reference): VE continuous sigma(t); VE discrete round((1-t)(N-1)); VP/sub-VP
+ * continuous 999 t; VP discrete t (N-1). */
+int sde_network_labels(const sde_model *m, const sde_sde *sde, int n, const float *t,
+                       float *labels);
+/* Raw network output out[n, C,H,W] = net(x[n, C,H,W], labels[n]). */
+int sde_network_forward(const sde_model *m, int n, const float *x, const float *labels,
+                        float *out);
+
+/* Reusable scratch for forward calls of up to max_batch samples (one per thread or
+ * stream; not shared between concurrent calls). */
+typedef struct sde_net_workspace sde_net_workspace;
+int sde_net_workspace_create(const sde_model *m, int max_batch, sde_net_workspace **out);
+void sde_net_workspace_free(sde_net_workspace *ws);
+size_t sde_net_workspace_bytes(const sde_net_workspace *ws);
+int sde_network_forward_ws(const sde_model *m, sde_net_workspace *ws, int n, const float *x,
+                           const float *labels, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

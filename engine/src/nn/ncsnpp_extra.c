@@ -1,0 +1,83 @@
+/* Ops the NCSN++ graph needs beyond scoresde/nn.h.
+ *
+ * FIR upsample with a 3x3 conv (up_or_down_sampling.Conv2d(up=True), upsample_conv_2d):
+ * a stride-2 transposed conv with the flipped kernel, then the [1,3,3,1] blur (gain 4)
+ * with one pixel of zero padding on each side. The transposed conv equals a zero-insert
+ * (x at even positions, [2H-1, 2W-1]) correlated with the unflipped kernel, pad 2:
+ *   t[o, y, x] = Σ_{i,a,b} z[i, y-2+a, x-2+b] w[o,i,a,b]      t [B, C_out, 2H+1, 2W+1]
+ *   out[n] = Σ_{j=0..3} t[n-1+j] · k[j] per axis, k = [1,3,3,1]/4  ->  [B, C_out, 2H, 2W]
+ * then + bias. (The PyTorch port slices with a negative step and cannot run this; the JAX
+ * port computes the same thing.) */
+#include <stddef.h>
+#include <string.h>
+
+#include "scoresde/error.h"
+#include "scoresde/nn.h"
+
+size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
+int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
+                                           const float *bias, int B, int C_in, int H, int W,
+                                           int C_out, float *scratch);
+
+static sde_nn_conv2d_shape upconv_shape(int B, int C_in, int H, int W, int C_out) {
+  return sde_nn_conv2d_shape_make(B, C_in, 2 * H - 1, 2 * W - 1, C_out, 3, 1, 2);
+}
+
+size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out) {
+  sde_nn_conv2d_shape s = upconv_shape(B, C_in, H, W, C_out);
+  size_t z = (size_t)B * C_in * (2 * H - 1) * (2 * W - 1);      /* zero-inserted input */
+  size_t t = (size_t)B * C_out * (2 * H + 1) * (2 * W + 1);     /* conv output */
+  size_t r = (size_t)B * C_out * (2 * H + 1) * (2 * W);         /* after the row blur */
+  return z + t + r + sde_nn_conv2d_scratch_floats(&s) + 64;
+}
+
+int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
+                                           const float *bias, int B, int C_in, int H, int W,
+                                           int C_out, float *scratch) {
+  if (B < 1 || C_in < 1 || C_out < 1 || H < 1 || W < 1 || !scratch)
+    return sde_fail(SDE_EINVAL, "fir_upsample_conv2x: bad shape or no scratch");
+  const int Hz = 2 * H - 1, Wz = 2 * W - 1, Ht = 2 * H + 1, Wt = 2 * W + 1, Ho = 2 * H, Wo = 2 * W;
+  sde_nn_conv2d_shape s = upconv_shape(B, C_in, H, W, C_out);
+  float *z = scratch;
+  float *t = z + (size_t)B * C_in * Hz * Wz;
+  float *r = t + (size_t)B * C_out * Ht * Wt;
+  float *cs = r + (size_t)B * C_out * Ht * Wo;
+  const int planes_in = B * C_in, planes_out = B * C_out;
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < planes_in; p++) {
+    float *zp = z + (size_t)p * Hz * Wz;
+    const float *xp = inp + (size_t)p * H * W;
+    memset(zp, 0, sizeof(float) * (size_t)Hz * Wz);
+    for (int i = 0; i < H; i++)
+      for (int j = 0; j < W; j++) zp[(size_t)(2 * i) * Wz + 2 * j] = xp[(size_t)i * W + j];
+  }
+  int rc = sde_nn_conv2d_forward(t, z, weight, NULL, &s, cs);
+  if (rc) return rc;
+  static const float k[4] = {0.25f, 0.75f, 0.75f, 0.25f};
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < planes_out; p++) {
+    const float *tp = t + (size_t)p * Ht * Wt;
+    float *rp = r + (size_t)p * Ht * Wo;
+    for (int y = 0; y < Ht; y++)
+      for (int x = 0; x < Wo; x++) {
+        float acc = 0.0f;
+        for (int j = 0; j < 4; j++) {
+          int xx = x - 1 + j;
+          if (xx >= 0 && xx < Wt) acc += tp[(size_t)y * Wt + xx] * k[j];
+        }
+        rp[(size_t)y * Wo + x] = acc;
+      }
+    float *op = out + (size_t)p * Ho * Wo;
+    const float b = bias ? bias[p % C_out] : 0.0f;
+    for (int y = 0; y < Ho; y++)
+      for (int x = 0; x < Wo; x++) {
+        float acc = 0.0f;
+        for (int j = 0; j < 4; j++) {
+          int yy = y - 1 + j;
+          if (yy >= 0 && yy < Ht) acc += rp[(size_t)yy * Wo + x] * k[j];
+        }
+        op[(size_t)y * Wo + x] = acc + b;
+      }
+  }
+  return SDE_OK;
+}
