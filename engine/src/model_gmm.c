@@ -22,40 +22,90 @@ typedef struct {
   double *vars;   /* [K,D] variances at t = 0, or NULL when all are 0 (empirical model) */
 } gmm;
 
-/* Per-sample scratch: log-densities/posteriors [K], squared score norms [K], traces [K]. */
-#define GMM_SCRATCH(K) (3 * (size_t)(K))
+/* The noised mixture at one time: var_kd = m² v_kd + std². Rebuilt whenever the time
+ * changes; the per-sample work then needs no logarithms or divisions. */
+typedef struct {
+  double t;         /* time the table holds (NAN = none yet) */
+  double m, s2;     /* marginal mean coefficient and std² */
+  double *inv_var;  /* [K,D] 1/var, NULL for the isotropic (empirical) model */
+  double *log_norm; /* [K] log w_k - ½ Σ_d log(2π var_kd) */
+  double *trace;    /* [K] Σ_d 1/var_kd */
+} gmm_table;
 
-/* Posterior r[K] of each component for x[D] at marginal (m, s2); returns log p(x).
- * Also fills g2[K] = ||g_k||² and tr[K] = Σ_d 1/var_kd, where g_k = -(x - m μ_k)/var_k. */
-static double gmm_posterior(const gmm *g, double m, double s2, const float *x, double *r,
-                            double *g2, double *tr) {
+/* Σ_d log(x_d) with one log per 8 factors (the factors stay far from over/underflow). */
+static double sum_log(const double *x, int64_t D) {
+  double total = 0.0;
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    double prod = 1.0;
+    int safe = 1;
+    for (int j = 0; j < 8; j++) {
+      prod *= x[d + j];
+      safe &= x[d + j] > 1e-30 && x[d + j] < 1e30;
+    }
+    if (safe) {
+      total += log(prod);
+    } else {
+      for (int j = 0; j < 8; j++) total += log(x[d + j]);
+    }
+  }
+  for (; d < D; d++) total += log(x[d]);
+  return total;
+}
+
+static void gmm_table_build(const gmm *g, const sde_sde *sde, double t, gmm_table *tab,
+                            double *var_scratch) {
   const int64_t D = g->D;
+  double std;
+  sde_marginal(sde, t, &tab->m, &std);
+  tab->t = t;
+  tab->s2 = std * std;
+  const double m2 = tab->m * tab->m, s2 = tab->s2;
+  for (int k = 0; k < g->K; k++) {
+    if (tab->inv_var) {
+      const double *v = g->vars + (size_t)k * D;
+      double *iv = tab->inv_var + (size_t)k * D, trace = 0.0;
+      for (int64_t d = 0; d < D; d++) {
+        var_scratch[d] = m2 * v[d] + s2;
+        iv[d] = 1.0 / var_scratch[d];
+        trace += iv[d];
+      }
+      tab->trace[k] = trace;
+      tab->log_norm[k] = g->log_w[k] - 0.5 * (sum_log(var_scratch, D) + (double)D * log(2.0 * M_PI));
+    } else {
+      tab->trace[k] = (double)D / s2;
+      tab->log_norm[k] = g->log_w[k] - 0.5 * (double)D * log(2.0 * M_PI * s2);
+    }
+  }
+}
+
+/* Posterior r[K] of each component for x[D]; returns log p(x). Also fills
+ * g2[K] = ||g_k||² where g_k = -(x - m μ_k)/var_k is component k's score. */
+static double gmm_posterior(const gmm *g, const gmm_table *tab, const float *x, double *r,
+                            double *g2) {
+  const int64_t D = g->D;
+  const double m = tab->m;
   double best = -INFINITY;
   for (int k = 0; k < g->K; k++) {
     const double *mu = g->means + (size_t)k * D;
-    double quad = 0.0, logdet = 0.0, sq = 0.0, trace = 0.0;
-    if (g->vars) {
-      const double *v = g->vars + (size_t)k * D;
+    double quad = 0.0, sq = 0.0;
+    if (tab->inv_var) {
+      const double *iv = tab->inv_var + (size_t)k * D;
       for (int64_t d = 0; d < D; d++) {
-        double var = m * m * v[d] + s2, diff = (double)x[d] - m * mu[d];
-        quad += diff * diff / var;
-        sq += diff * diff / (var * var);
-        logdet += log(var);
-        trace += 1.0 / var;
+        double z = ((double)x[d] - m * mu[d]) * iv[d];
+        quad += z * ((double)x[d] - m * mu[d]);
+        sq += z * z;
       }
     } else {
       for (int64_t d = 0; d < D; d++) {
         double diff = (double)x[d] - m * mu[d];
         quad += diff * diff;
       }
-      sq = quad / (s2 * s2);
-      quad /= s2;
-      logdet = (double)D * log(s2);
-      trace = (double)D / s2;
+      sq = quad / (tab->s2 * tab->s2);
+      quad /= tab->s2;
     }
-    r[k] = g->log_w[k] - 0.5 * (quad + logdet + (double)D * log(2.0 * M_PI));
+    r[k] = tab->log_norm[k] - 0.5 * quad;
     g2[k] = sq;
-    tr[k] = trace;
     if (r[k] > best) best = r[k];
   }
   double total = 0.0;
@@ -70,42 +120,50 @@ static double gmm_posterior(const gmm *g, double m, double s2, const float *x, d
 /* Components whose posterior is below this contribute less than double rounding. */
 #define GMM_NEGLIGIBLE 1e-18
 
-/* out[D] = Σ_k r_k g_k, the score, accumulated into acc[D] (double). */
-static void gmm_score_one(const gmm *g, double m, double s2, const float *x, const double *r,
+static inline double gmm_inv_var(const gmm_table *tab, int k, int64_t D, int64_t d) {
+  return tab->inv_var ? tab->inv_var[(size_t)k * D + d] : 1.0 / tab->s2;
+}
+
+/* acc[D] = Σ_k r_k g_k, the score. */
+static void gmm_score_one(const gmm *g, const gmm_table *tab, const float *x, const double *r,
                           double *acc) {
   const int64_t D = g->D;
   memset(acc, 0, sizeof(double) * (size_t)D);
   for (int k = 0; k < g->K; k++) {
     if (r[k] < GMM_NEGLIGIBLE) continue;
     const double *mu = g->means + (size_t)k * D;
-    const double *v = g->vars ? g->vars + (size_t)k * D : NULL;
-    for (int64_t d = 0; d < D; d++) {
-      double var = v ? m * m * v[d] + s2 : s2;
-      acc[d] -= r[k] * ((double)x[d] - m * mu[d]) / var;
-    }
+    for (int64_t d = 0; d < D; d++)
+      acc[d] -= r[k] * ((double)x[d] - tab->m * mu[d]) * gmm_inv_var(tab, k, D, d);
   }
 }
 
-/* Runs body(i, r, g2, tr, acc, m, s2) for every sample in parallel with per-thread
- * scratch; sets *status to SDE_ENOMEM when scratch cannot be allocated. */
-#define GMM_FOR_EACH_SAMPLE(g, sde, n, t, status, ...)                                     \
-  do {                                                                                    \
-    _Pragma("omp parallel") {                                                             \
-      double *scratch_ = malloc(sizeof(double) * (GMM_SCRATCH((g)->K) + (size_t)(g)->D)); \
-      if (!scratch_) {                                                                    \
-        _Pragma("omp atomic write") *(status) = SDE_ENOMEM;                               \
-      }                                                                                   \
-      _Pragma("omp for schedule(static)") for (int i = 0; i < (n); i++) {                 \
-        if (!scratch_) continue;                                                          \
-        double *r = scratch_, *g2 = r + (g)->K, *tr = g2 + (g)->K, *acc = tr + (g)->K;    \
-        double m, std_;                                                                   \
-        sde_marginal((sde), (double)(t)[i], &m, &std_);                                   \
-        double s2 = std_ * std_;                                                          \
-        (void)g2; (void)tr; (void)acc;                                                    \
-        __VA_ARGS__                                                                              \
-      }                                                                                   \
-      free(scratch_);                                                                     \
-    }                                                                                     \
+/* Runs the body for every sample i in parallel. Each thread owns scratch and a table
+ * for the current time: r[K], g2[K], acc[D], prod[D] and `tab`. Sets *status to
+ * SDE_ENOMEM when scratch cannot be allocated. */
+#define GMM_FOR_EACH_SAMPLE(g, sde, n, times, status, ...)                                        \
+  do {                                                                                      \
+    _Pragma("omp parallel") {                                                               \
+      const size_t kd_ = (g)->vars ? (size_t)(g)->K * (size_t)(g)->D : 0;                   \
+      double *scratch_ = malloc(sizeof(double) * (4 * (size_t)(g)->K + 3 * (size_t)(g)->D + kd_)); \
+      if (!scratch_) {                                                                      \
+        _Pragma("omp atomic write") *(status) = SDE_ENOMEM;                                 \
+      }                                                                                     \
+      gmm_table tab = {.t = NAN};                                                           \
+      if (scratch_) {                                                                       \
+        tab.log_norm = scratch_;                                                            \
+        tab.trace = scratch_ + (g)->K;                                                      \
+        tab.inv_var = kd_ ? scratch_ + 4 * (size_t)(g)->K + 3 * (size_t)(g)->D : NULL;      \
+      }                                                                                     \
+      _Pragma("omp for schedule(static)") for (int i = 0; i < (n); i++) {                   \
+        if (!scratch_) continue;                                                            \
+        double *r = scratch_ + 2 * (g)->K, *g2 = r + (g)->K, *acc = g2 + (g)->K;             \
+        double *prod = acc + (g)->D;                                                        \
+        if ((double)(times)[i] != tab.t) gmm_table_build((g), (sde), (double)(times)[i], &tab, prod + (g)->D); \
+        (void)g2; (void)acc; (void)prod;                                                    \
+        __VA_ARGS__                                                                         \
+      }                                                                                     \
+      free(scratch_);                                                                       \
+    }                                                                                       \
   } while (0)
 
 static int gmm_check(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
@@ -122,8 +180,8 @@ static int gmm_score(const sde_model *mdl, const sde_sde *sde, int n, const floa
   if (status) return status;
   GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
     const float *xi = x + (size_t)i * g->D;
-    gmm_posterior(g, m, s2, xi, r, g2, tr);
-    gmm_score_one(g, m, s2, xi, r, acc);
+    gmm_posterior(g, &tab, xi, r, g2);
+    gmm_score_one(g, &tab, xi, r, acc);
     for (int64_t d = 0; d < g->D; d++) out[(size_t)i * g->D + d] = (float)acc[d];
   });
   if (status) return sde_fail(status, "gmm: out of memory for scratch");
@@ -138,10 +196,10 @@ static int gmm_score_div(const sde_model *mdl, const sde_sde *sde, int n, const 
   if (status) return status;
   GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
     const float *xi = x + (size_t)i * g->D;
-    gmm_posterior(g, m, s2, xi, r, g2, tr);
-    gmm_score_one(g, m, s2, xi, r, acc);
+    gmm_posterior(g, &tab, xi, r, g2);
+    gmm_score_one(g, &tab, xi, r, acc);
     double sum = 0.0, s_norm = 0.0;
-    for (int k = 0; k < g->K; k++) sum += r[k] * (g2[k] - tr[k]);
+    for (int k = 0; k < g->K; k++) sum += r[k] * (g2[k] - tab.trace[k]);
     for (int64_t d = 0; d < g->D; d++) s_norm += acc[d] * acc[d];
     div[i] = sum - s_norm;
   });
@@ -157,34 +215,27 @@ static int gmm_score_vjp(const sde_model *mdl, const sde_sde *sde, int n, const 
   int status = gmm_check(mdl, sde, n, x, t);
   if (status) return status;
   if (n > 0 && (!v || !out)) return sde_fail(SDE_EINVAL, "gmm: bad arguments");
-  /* scratch: acc holds s; the product is accumulated in a second D-vector */
-  double *prod_all = malloc(sizeof(double) * (size_t)D * (size_t)(n > 0 ? n : 1));
-  if (!prod_all) return sde_fail(SDE_ENOMEM, "gmm: out of memory for scratch");
   GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
     const float *xi = x + (size_t)i * D, *vi = v + (size_t)i * D;
-    double *prod = prod_all + (size_t)i * D;
-    gmm_posterior(g, m, s2, xi, r, g2, tr);
-    gmm_score_one(g, m, s2, xi, r, acc);
+    gmm_posterior(g, &tab, xi, r, g2);
+    gmm_score_one(g, &tab, xi, r, acc);
     memset(prod, 0, sizeof(double) * (size_t)D);
     for (int k = 0; k < g->K; k++) {
       if (r[k] < GMM_NEGLIGIBLE) continue;
       const double *mu = g->means + (size_t)k * D;
-      const double *var0 = g->vars ? g->vars + (size_t)k * D : NULL;
       double dot = 0.0;
       for (int64_t d = 0; d < D; d++) {
-        double var = var0 ? m * m * var0[d] + s2 : s2;
-        double gk = -((double)xi[d] - m * mu[d]) / var;
+        double gk = -((double)xi[d] - tab.m * mu[d]) * gmm_inv_var(&tab, k, D, d);
         dot += (gk - acc[d]) * vi[d];
       }
       for (int64_t d = 0; d < D; d++) {
-        double var = var0 ? m * m * var0[d] + s2 : s2;
-        double gk = -((double)xi[d] - m * mu[d]) / var;
-        prod[d] += r[k] * (-(double)vi[d] / var + gk * dot);
+        double iv = gmm_inv_var(&tab, k, D, d);
+        double gk = -((double)xi[d] - tab.m * mu[d]) * iv;
+        prod[d] += r[k] * (-(double)vi[d] * iv + gk * dot);
       }
     }
     for (int64_t d = 0; d < D; d++) out[(size_t)i * D + d] = (float)prod[d];
   });
-  free(prod_all);
   if (status) return sde_fail(status, "gmm: out of memory for scratch");
   return SDE_OK;
 }
@@ -343,7 +394,7 @@ int sde_gmm_logp(const sde_model *mdl, const sde_sde *sde, int n, const float *x
   int status = gmm_check(mdl, sde, n, x, t);
   if (status) return status;
   GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
-    logp[i] = gmm_posterior(g, m, s2, x + (size_t)i * g->D, r, g2, tr);
+    logp[i] = gmm_posterior(g, &tab, x + (size_t)i * g->D, r, g2);
   });
   if (status) return sde_fail(status, "gmm: out of memory for scratch");
   return SDE_OK;
@@ -359,7 +410,7 @@ int sde_gmm_classify(const sde_model *mdl, const sde_sde *sde, int n, const floa
   int status = gmm_check(mdl, sde, n, x, tv);
   if (!status) {
     GMM_FOR_EACH_SAMPLE(g, sde, n, tv, &status, {
-      gmm_posterior(g, m, s2, x + (size_t)i * g->D, r, g2, tr);
+      gmm_posterior(g, &tab, x + (size_t)i * g->D, r, g2);
       int best = 0;
       for (int k = 1; k < g->K; k++)
         if (r[k] > r[best]) best = k;

@@ -39,20 +39,64 @@ static inline void philox_block(uint64_t seed, uint64_t stream, uint32_t step, u
   sde_philox4x32(ctr, key, out);
 }
 
+/* Box-Muller needs log, sin and cos. libm's differ between platforms and from CUDA's,
+ * so these are written with +, -, *, / and sqrt only (all correctly rounded in IEEE
+ * double): the same bits on every backend. Accuracy ~1e-12, far below float32. */
+
+/* ln(u) for u in (0, 1]: u = 2^e m with m in [√½, √2), ln m = 2 atanh((m-1)/(m+1)). */
+static double det_log(double u) {
+  int e = 0;
+  while (u < 0.70710678118654752440) {
+    u *= 2.0;
+    e--;
+  }
+  const double s = (u - 1.0) / (u + 1.0), s2 = s * s;
+  /* |s| <= 0.1716: the series to s^13 leaves < 1e-12 */
+  double series = 1.0 / 13.0;
+  series = series * s2 + 1.0 / 11.0;
+  series = series * s2 + 1.0 / 9.0;
+  series = series * s2 + 1.0 / 7.0;
+  series = series * s2 + 1.0 / 5.0;
+  series = series * s2 + 1.0 / 3.0;
+  series = series * s2 + 1.0;
+  return 2.0 * s * series + (double)e * 0.69314718055994530942;
+}
+
+/* sin and cos of 2πf for f in [0, 1): quadrant from 4f, then Taylor series around π/4. */
+static void det_sincos_2pi(double f, double *sin_out, double *cos_out) {
+  const double v = 4.0 * f;
+  const int quadrant = (int)v;
+  const double x = (v - quadrant - 0.5) * 1.57079632679489661923; /* in [-π/4, π/4) */
+  const double x2 = x * x;
+  double sn = x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0 *
+                  (1.0 - x2 / 110.0 * (1.0 - x2 / 156.0))))));
+  double cs = 1.0 - x2 / 2.0 * (1.0 - x2 / 12.0 * (1.0 - x2 / 30.0 * (1.0 - x2 / 56.0 *
+                  (1.0 - x2 / 90.0 * (1.0 - x2 / 132.0)))));
+  /* angle = quadrant·π/2 + π/4 + x */
+  const double r = 0.70710678118654752440;
+  double s0 = r * (sn + cs), c0 = r * (cs - sn);
+  switch (quadrant & 3) {
+    case 0: *sin_out = s0; *cos_out = c0; break;
+    case 1: *sin_out = c0; *cos_out = -s0; break;
+    case 2: *sin_out = -s0; *cos_out = -c0; break;
+    default: *sin_out = -c0; *cos_out = s0; break;
+  }
+}
+
 /* u in (0,1), never 0, so log(u) is finite. */
 static inline double open_unit(uint32_t r) { return ((double)r + 0.5) * (1.0 / 4294967296.0); }
 
 void sde_randn(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
-  const double two_pi = 6.283185307179586476925286766559;
   for (int64_t base = 0; base < n; base += 4) {
     uint32_t r[4];
     philox_block(seed, stream, step, (uint32_t)(base / 4), r);
     double z[4];
     for (int pair = 0; pair < 2; pair++) {
-      double radius = sqrt(-2.0 * log(open_unit(r[2 * pair])));
-      double angle = two_pi * ((double)r[2 * pair + 1] * (1.0 / 4294967296.0));
-      z[2 * pair] = radius * cos(angle);
-      z[2 * pair + 1] = radius * sin(angle);
+      double radius = sqrt(-2.0 * det_log(open_unit(r[2 * pair])));
+      double s, c;
+      det_sincos_2pi((double)r[2 * pair + 1] * (1.0 / 4294967296.0), &s, &c);
+      z[2 * pair] = radius * c;
+      z[2 * pair + 1] = radius * s;
     }
     for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (float)z[j];
   }
