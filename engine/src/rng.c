@@ -43,38 +43,36 @@ static inline void philox_block(uint64_t seed, uint64_t stream, uint32_t step, u
  * so these are written with +, -, *, / and sqrt only (all correctly rounded in IEEE
  * double): the same bits on every backend. Accuracy ~1e-12, far below float32. */
 
-/* ln(u) for u in (0, 1]: u = 2^e m with m in [√½, √2), ln m = 2 atanh((m-1)/(m+1)). */
+/* ln(u) for u in (0, 1]: u = 2^e m with m in [√½, √2), ln m = 2 atanh((m-1)/(m+1)).
+ * frexp and the scaling by 2 are exact. */
 static double det_log(double u) {
-  int e = 0;
-  while (u < 0.70710678118654752440) {
-    u *= 2.0;
+  int e;
+  double m = frexp(u, &e); /* m in [0.5, 1) */
+  if (m < 0.70710678118654752440) {
+    m *= 2.0;
     e--;
   }
-  const double s = (u - 1.0) / (u + 1.0), s2 = s * s;
+  const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
   /* |s| <= 0.1716: the series to s^13 leaves < 1e-12 */
-  double series = 1.0 / 13.0;
-  series = series * s2 + 1.0 / 11.0;
-  series = series * s2 + 1.0 / 9.0;
-  series = series * s2 + 1.0 / 7.0;
-  series = series * s2 + 1.0 / 5.0;
-  series = series * s2 + 1.0 / 3.0;
-  series = series * s2 + 1.0;
+  const double series =
+      1.0 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (1.0 / 13))))));
   return 2.0 * s * series + (double)e * 0.69314718055994530942;
 }
 
-/* sin and cos of 2πf for f in [0, 1): quadrant from 4f, then Taylor series around π/4. */
+/* sin and cos of 2πf for f in [0, 1): quadrant from 4f, then Taylor series around the
+ * quadrant's middle (|x| <= π/4, so terms to x^13 leave < 1e-12). */
 static void det_sincos_2pi(double f, double *sin_out, double *cos_out) {
   const double v = 4.0 * f;
   const int quadrant = (int)v;
   const double x = (v - quadrant - 0.5) * 1.57079632679489661923; /* in [-π/4, π/4) */
   const double x2 = x * x;
-  double sn = x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0 *
-                  (1.0 - x2 / 110.0 * (1.0 - x2 / 156.0))))));
-  double cs = 1.0 - x2 / 2.0 * (1.0 - x2 / 12.0 * (1.0 - x2 / 30.0 * (1.0 - x2 / 56.0 *
-                  (1.0 - x2 / 90.0 * (1.0 - x2 / 132.0)))));
+  const double sn = x * (1.0 + x2 * (-1.0 / 6 + x2 * (1.0 / 120 + x2 * (-1.0 / 5040 +
+                    x2 * (1.0 / 362880 + x2 * (-1.0 / 39916800 + x2 * (1.0 / 6227020800.0)))))));
+  const double cs = 1.0 + x2 * (-0.5 + x2 * (1.0 / 24 + x2 * (-1.0 / 720 + x2 * (1.0 / 40320 +
+                    x2 * (-1.0 / 3628800 + x2 * (1.0 / 479001600))))));
   /* angle = quadrant·π/2 + π/4 + x */
   const double r = 0.70710678118654752440;
-  double s0 = r * (sn + cs), c0 = r * (cs - sn);
+  const double s0 = r * (sn + cs), c0 = r * (cs - sn);
   switch (quadrant & 3) {
     case 0: *sin_out = s0; *cos_out = c0; break;
     case 1: *sin_out = c0; *cos_out = -s0; break;
