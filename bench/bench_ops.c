@@ -1,0 +1,139 @@
+/* Benchmark of the nn ops: conv2d 3x3 (im2col + sgemm) against a naive loop conv at
+ * CIFAR-like shapes, plus a few other ops of the NCSN++ graph.
+ *
+ * Run as:  env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2 build/bench/bench_ops
+ * (OpenBLAS's forced Haswell core type halves sgemm speed on AVX-512 machines.)
+ * Options: --quick (skip the slow naive runs at batch 8) */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "scoresde/error.h"
+#include "scoresde/nn.h"
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static float *rand_f(size_t n, float scale) {
+  float *p = malloc(n * sizeof(float));
+  unsigned s = 12345u;
+  for (size_t i = 0; i < n; i++) {
+    s = s * 1664525u + 1013904223u;
+    p[i] = ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
+  }
+  return p;
+}
+
+/* The naive reference: direct 7-deep loop, parallel over (b, out channel) like the ops. */
+static void conv2d_naive(float *out, const float *inp, const float *w, const float *bias,
+                         const sde_nn_conv2d_shape *s) {
+  int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < s->B; b++)
+    for (int co = 0; co < s->C_out; co++)
+      for (int oh = 0; oh < Ho; oh++)
+        for (int ow = 0; ow < Wo; ow++) {
+          float acc = bias[co];
+          for (int ci = 0; ci < s->C_in; ci++)
+            for (int kh = 0; kh < s->KH; kh++) {
+              int ih = oh * s->stride - s->pad_top + kh;
+              if (ih < 0 || ih >= s->H) continue;
+              for (int kw = 0; kw < s->KW; kw++) {
+                int iw = ow * s->stride - s->pad_left + kw;
+                if (iw < 0 || iw >= s->W) continue;
+                acc += w[((size_t)(co * s->C_in + ci) * s->KH + kh) * s->KW + kw] *
+                       inp[(((size_t)b * s->C_in + ci) * s->H + ih) * s->W + iw];
+              }
+            }
+          out[(((size_t)b * s->C_out + co) * Ho + oh) * Wo + ow] = acc;
+        }
+}
+
+/* best-of-reps seconds for `body` */
+#define TIME_BEST(best, reps, body)              \
+  do {                                           \
+    best = 1e30;                                 \
+    for (int r_ = 0; r_ < (reps); r_++) {        \
+      double t0_ = now();                        \
+      body;                                      \
+      double t_ = now() - t0_;                   \
+      best = t_ < best ? t_ : best;              \
+    }                                            \
+  } while (0)
+
+int main(int argc, char **argv) {
+  int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  printf("threads %d (OMP_NUM_THREADS), OPENBLAS_CORETYPE=%s\n", omp_get_max_threads(),
+         getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
+  printf("%-28s %10s %10s %10s %10s %8s\n", "conv2d 3x3 pad 1", "ms", "GFLOP/s", "naive ms",
+         "naive GF/s", "speed-up");
+  const int shapes[][4] = {{1, 128, 32, 32}, {8, 128, 32, 32}, {1, 256, 16, 16},
+                           {8, 256, 16, 16}, {1, 256, 8, 8},   {8, 256, 8, 8}};
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    int B = shapes[i][0], C = shapes[i][1], H = shapes[i][2], W = shapes[i][3];
+    sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, W, C, 3, 1, 1);
+    size_t nx = (size_t)B * C * H * W, nw = (size_t)C * C * 9;
+    float *x = rand_f(nx, 1), *w = rand_f(nw, 0.05f), *b = rand_f(C, 0.1f);
+    float *y = malloc(nx * sizeof(float)), *y2 = malloc(nx * sizeof(float));
+    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    double flops = 2.0 * B * C * C * 9 * H * W, t, tn = 0;
+    sde_nn_conv2d_forward(y, x, w, b, &s, scratch); /* warm-up */
+    TIME_BEST(t, 5, sde_nn_conv2d_forward(y, x, w, b, &s, scratch));
+    int run_naive = !(quick && B > 1);
+    if (run_naive) {
+      TIME_BEST(tn, B > 1 ? 1 : 2, conv2d_naive(y2, x, w, b, &s));
+      double md = 0;
+      for (size_t j = 0; j < nx; j++) md = fmaxf(md, fabsf(y[j] - y2[j]));
+      if (md > 1e-3) printf("  (mismatch vs naive: %.3g)\n", md);
+    }
+    char label[64];
+    snprintf(label, sizeof label, "B=%d C=%d %dx%d", B, C, H, W);
+    if (run_naive)
+      printf("%-28s %10.2f %10.1f %10.1f %10.2f %7.1fx\n", label, t * 1e3, flops / t * 1e-9,
+             tn * 1e3, flops / tn * 1e-9, tn / t);
+    else
+      printf("%-28s %10.2f %10.1f %10s %10s %8s\n", label, t * 1e3, flops / t * 1e-9, "-", "-",
+             "-");
+    free(x), free(w), free(b), free(y), free(y2), free(scratch);
+  }
+
+  printf("\n%-28s %10s %10s\n", "other ops (B=8)", "ms", "GFLOP/s");
+  {
+    int B = 8, C = 128, H = 32, W = 32;
+    sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, W, C, 3, 1, 1);
+    size_t nx = (size_t)B * C * H * W, nw = (size_t)C * C * 9;
+    float *x = rand_f(nx, 1), *w = rand_f(nw, 0.05f), *g = rand_f(nx, 1);
+    float *dx = calloc(nx, sizeof(float)), *dw = calloc(nw, sizeof(float)),
+          *db = calloc(C, sizeof(float));
+    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    double t, flops = 2.0 * B * C * C * 9 * H * W;
+    TIME_BEST(t, 2, sde_nn_conv2d_backward(dx, dw, db, g, x, w, &s, scratch));
+    printf("%-28s %10.2f %10.1f\n", "conv3x3 backward C=128 32x32", t * 1e3, 2 * flops / t * 1e-9);
+    sde_nn_conv2d_shape s1 = sde_nn_conv2d_shape_make(B, C, H, W, C, 1, 1, 0);
+    TIME_BEST(t, 3, sde_nn_conv2d_forward(dx, x, w, NULL, &s1, NULL));
+    printf("%-28s %10.2f %10.1f\n", "conv1x1 C=128 32x32", t * 1e3, flops / 9 / t * 1e-9);
+    float *gm = rand_f(C, 1), *bt = rand_f(C, 1);
+    TIME_BEST(t, 3, sde_nn_groupnorm_silu_forward(dx, x, gm, bt, B, C, H * W, 32, 1e-6f));
+    printf("%-28s %10.2f %10s\n", "groupnorm+silu C=128 32x32", t * 1e3, "-");
+    float *up = malloc(4 * nx * sizeof(float));
+    TIME_BEST(t, 3, sde_nn_fir_upsample2x_forward(up, x, B, C, H, W));
+    printf("%-28s %10.2f %10s\n", "fir upsample C=128 32x32", t * 1e3, "-");
+    TIME_BEST(t, 3, sde_nn_fir_downsample2x_forward(up, x, B, C, H, W));
+    printf("%-28s %10.2f %10s\n", "fir downsample C=128 32x32", t * 1e3, "-");
+    int Ca = 256, N = 256;
+    size_t na = (size_t)B * Ca * N;
+    float *att = malloc((size_t)B * N * N * sizeof(float)), *qkv = rand_f(3 * na, 1);
+    TIME_BEST(t, 3, sde_nn_attention_forward(dx, att, qkv, qkv + na, qkv + 2 * na, B, Ca, N));
+    printf("%-28s %10.2f %10.1f\n", "attention C=256 16x16", t * 1e3,
+           4.0 * B * Ca * N * N / t * 1e-9);
+    free(x), free(w), free(g), free(dx), free(dw), free(db), free(scratch), free(gm), free(bt);
+    free(up), free(att), free(qkv);
+  }
+  return 0;
+}

@@ -1,0 +1,1040 @@
+/* Neural-network ops of the CPU backend (see scoresde/nn.h for the conventions).
+ *
+ * Determinism: every parallel loop runs over independent outputs, and every reduction is
+ * done by one thread in a fixed order. GEMMs are split into tiles whose sizes depend only
+ * on the GEMM shape; each tile is one single-threaded sgemm call, so each output element
+ * is computed by the same instruction sequence whatever the number of threads. */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "scoresde/error.h"
+#include "scoresde/nn.h"
+
+/* ======================================================================================
+ * GEMM on fixed tiles */
+
+#if defined(OPENBLAS_VERSION)
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_single_thread(void) { openblas_set_num_threads(1); }
+#endif
+
+/* OpenBLAS's own pool would fight the OpenMP threads that call it; we parallelise
+ * ourselves, so BLAS runs single-threaded. */
+static void blas_init(void) {
+#if defined(OPENBLAS_VERSION)
+  pthread_once(&blas_once, blas_single_thread);
+#endif
+}
+
+static int ceil_div(int a, int b) { return (a + b - 1) / b; }
+static int round_up16(int a) { return (a + 15) / 16 * 16; }
+
+/* Tile sizes for an M x N GEMM of `flops` work, chosen from the shape alone: enough tiles
+ * for a few threads, each big enough (>= GEMM_TILE_FLOPS) that sgemm's packing stays cheap.
+ * N (the pixel axis) is split first, down to GEMM_MIN_NT columns, then M down to GEMM_MIN_MT. */
+#ifndef GEMM_TILE_FLOPS
+#define GEMM_TILE_FLOPS 16e6
+#endif
+#ifndef GEMM_MAX_TILES
+#define GEMM_MAX_TILES 8
+#endif
+#ifndef GEMM_MIN_NT
+#define GEMM_MIN_NT 128
+#endif
+#ifndef GEMM_MIN_MT
+#define GEMM_MIN_MT 64
+#endif
+static void gemm_tile_sizes(int M, int N, double flops, int *mt, int *nt) {
+  double want = flops / GEMM_TILE_FLOPS;
+  if (want > GEMM_MAX_TILES) want = GEMM_MAX_TILES;
+  *mt = M;
+  *nt = N;
+  while (ceil_div(M, *mt) * ceil_div(N, *nt) < want) {
+    if (*nt >= 2 * GEMM_MIN_NT) *nt = round_up16(ceil_div(*nt, 2));
+    else if (*mt >= 2 * GEMM_MIN_MT) *mt = round_up16(ceil_div(*mt, 2));
+    else break;
+  }
+}
+
+/* Strided batch of row-major GEMMs, item i using X + i·strideX for X in A, B, C:
+ *   reduce = 0:  C_i[M,N] = alpha·op(A_i)[M,K]·op(B_i)[K,N] + beta·C_i     (independent)
+ *   reduce = 1:  C[M,N] = beta·C + Σ_i alpha·op(A_i)·op(B_i)  (items summed in order)
+ * Work is split into (item, tile) tasks, each one single-threaded sgemm call per item. */
+static void gemm_batch(int batch, int reduce, int transA, int transB, int M, int N, int K,
+                       float alpha, const float *A, int lda, size_t strideA, const float *Bm,
+                       int ldb, size_t strideB, float beta, float *C, int ldc, size_t strideC) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  blas_init();
+  int mt, nt;
+  gemm_tile_sizes(M, N, 2.0 * M * N * K * (reduce ? batch : 1), &mt, &nt);
+  int tn = ceil_div(N, nt), per_item = ceil_div(M, mt) * tn;
+  int ntasks = reduce ? per_item : per_item * batch;
+#pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
+  for (int task = 0; task < ntasks; task++) {
+    int t = task % per_item, i0 = reduce ? 0 : task / per_item, i1 = reduce ? batch : i0 + 1;
+    int m0 = (t / tn) * mt, n0 = (t % tn) * nt;
+    int m = M - m0 < mt ? M - m0 : mt, n = N - n0 < nt ? N - n0 : nt;
+    for (int i = i0; i < i1; i++) {
+      const float *a = A + i * strideA + (transA ? (size_t)m0 : (size_t)m0 * lda);
+      const float *b = Bm + i * strideB + (transB ? (size_t)n0 * ldb : (size_t)n0);
+      float *c = C + (reduce ? 0 : i * strideC) + (size_t)m0 * ldc + n0;
+      cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                  transB ? CblasTrans : CblasNoTrans, m, n, K, alpha, a, lda, b, ldb,
+                  (reduce && i > 0) ? 1.0f : beta, c, ldc);
+    }
+  }
+}
+
+/* One GEMM: C[M,N] = alpha·op(A)·op(B) + beta·C */
+static void gemm_tiled(int transA, int transB, int M, int N, int K, float alpha,
+                       const float *A, int lda, const float *Bm, int ldb, float beta, float *C,
+                       int ldc) {
+  gemm_batch(1, 0, transA, transB, M, N, K, alpha, A, lda, 0, Bm, ldb, 0, beta, C, ldc, 0);
+}
+
+/* Parallel-loop threshold for cheap elementwise work. */
+#define PAR_MIN 16384
+
+/* Scratch: the caller's buffer, or one we allocate into *owned (the caller frees it). */
+static float *scratch_get(float *given, size_t nfloats, float **owned) {
+  *owned = NULL;
+  if (given || nfloats == 0) return given;
+  *owned = sde_malloc(nfloats * sizeof(float));
+  return *owned;
+}
+
+/* ======================================================================================
+ * conv2d */
+
+sde_nn_conv2d_shape sde_nn_conv2d_shape_make(int B, int C_in, int H, int W, int C_out, int k,
+                                             int stride, int pad) {
+  sde_nn_conv2d_shape s = {B, C_in, H, W, C_out, k, k, stride, pad, pad, pad, pad};
+  return s;
+}
+
+int sde_nn_conv2d_out_h(const sde_nn_conv2d_shape *s) {
+  return (s->H + s->pad_top + s->pad_bottom - s->KH) / s->stride + 1;
+}
+
+int sde_nn_conv2d_out_w(const sde_nn_conv2d_shape *s) {
+  return (s->W + s->pad_left + s->pad_right - s->KW) / s->stride + 1;
+}
+
+static int conv2d_is_pointwise(const sde_nn_conv2d_shape *s) {
+  return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad_top == 0 && s->pad_bottom == 0 &&
+         s->pad_left == 0 && s->pad_right == 0;
+}
+
+static int conv2d_check(const sde_nn_conv2d_shape *s) {
+  if (!s || s->B < 1 || s->C_in < 1 || s->H < 1 || s->W < 1 || s->C_out < 1 || s->KH < 1 ||
+      s->KW < 1 || s->stride < 1 || s->pad_top < 0 || s->pad_bottom < 0 || s->pad_left < 0 ||
+      s->pad_right < 0)
+    return sde_fail(SDE_EINVAL, "conv2d: bad shape");
+  if (s->H + s->pad_top + s->pad_bottom < s->KH || s->W + s->pad_left + s->pad_right < s->KW)
+    return sde_fail(SDE_EINVAL, "conv2d: kernel %dx%d larger than padded input %dx%d", s->KH,
+                    s->KW, s->H + s->pad_top + s->pad_bottom, s->W + s->pad_left + s->pad_right);
+  return SDE_OK;
+}
+
+/* Work plan: the im2col matrix [C_in·KH·KW, Ho·Wo] of `imgs` whole images is built at once
+ * (layout [imgs][K][Ho·Wo]); an image too big for CONV_COL_FLOATS alone is done a band of
+ * `rows` output rows at a time. Depends on the shape only. */
+#define CONV_COL_FLOATS (1 << 21)
+
+static void conv2d_plan(const sde_nn_conv2d_shape *s, int *imgs, int *rows) {
+  int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s);
+  size_t K = (size_t)s->C_in * s->KH * s->KW, per_img = K * Ho * Wo;
+  if (per_img <= CONV_COL_FLOATS) {
+    size_t g = CONV_COL_FLOATS / per_img;
+    *imgs = g < (size_t)s->B ? (int)g : s->B;
+    *rows = Ho;
+  } else {
+    size_t r = CONV_COL_FLOATS / (K * Wo);
+    *imgs = 1;
+    *rows = r < 1 ? 1 : (int)r;
+  }
+}
+
+size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
+  if (conv2d_check(s) != SDE_OK || conv2d_is_pointwise(s)) return 0;
+  int imgs, rows;
+  conv2d_plan(s, &imgs, &rows);
+  return (size_t)s->C_in * s->KH * s->KW * imgs * rows * sde_nn_conv2d_out_w(s);
+}
+
+/* col[g][C_in·KH·KW][(oh1-oh0)·Wo] <- patches of x[g][C_in,H,W], output rows [oh0, oh1) */
+static void im2col(float *col, const float *x, int g, const sde_nn_conv2d_shape *s, int oh0,
+                   int oh1) {
+  int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride;
+  int Wo = sde_nn_conv2d_out_w(s), nc = (oh1 - oh0) * Wo;
+  int rows = s->C_in * KH * KW;
+  size_t in_img = (size_t)s->C_in * H * W;
+#pragma omp parallel for schedule(static) if ((size_t)g * rows * nc > PAR_MIN)
+  for (int gr = 0; gr < g * rows; gr++) {
+    int i = gr / rows, r = gr % rows;
+    int c = r / (KH * KW), kh = (r / KW) % KH, kw = r % KW;
+    const float *xc = x + i * in_img + (size_t)c * H * W;
+    float *dst = col + (size_t)gr * nc;
+    /* output columns whose input column iw = ow·st − pad_left + kw is inside [0, W) */
+    int ow_lo = 0, ow_hi = Wo;
+    while (ow_lo < Wo && ow_lo * st - s->pad_left + kw < 0) ow_lo++;
+    while (ow_hi > ow_lo && (ow_hi - 1) * st - s->pad_left + kw >= W) ow_hi--;
+    for (int oh = oh0; oh < oh1; oh++) {
+      float *d = dst + (size_t)(oh - oh0) * Wo;
+      int ih = oh * st - s->pad_top + kh;
+      if (ih < 0 || ih >= H) {
+        memset(d, 0, (size_t)Wo * sizeof(float));
+        continue;
+      }
+      const float *xr = xc + (size_t)ih * W - s->pad_left + kw;
+      for (int ow = 0; ow < ow_lo; ow++) d[ow] = 0.0f;
+      if (st == 1) {
+        memcpy(d + ow_lo, xr + ow_lo, (size_t)(ow_hi - ow_lo) * sizeof(float));
+      } else {
+        for (int ow = ow_lo; ow < ow_hi; ow++) d[ow] = xr[(size_t)ow * st];
+      }
+      for (int ow = ow_hi; ow < Wo; ow++) d[ow] = 0.0f;
+    }
+  }
+}
+
+/* dx[g][C_in,H,W] += scatter of dcol[g][C_in·KH·KW][(oh1-oh0)·Wo] (adjoint of im2col) */
+static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_shape *s,
+                       int oh0, int oh1) {
+  int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, Ci = s->C_in;
+  int Wo = sde_nn_conv2d_out_w(s), nc = (oh1 - oh0) * Wo;
+#pragma omp parallel for schedule(static) if ((size_t)g * Ci * KH * KW * nc > PAR_MIN)
+  for (int gc = 0; gc < g * Ci; gc++) {
+    float *dxc = dx + (size_t)gc * H * W; /* image gc / Ci, channel gc % Ci */
+    for (int kh = 0; kh < KH; kh++) {
+      for (int kw = 0; kw < KW; kw++) {
+        const float *src = dcol + ((size_t)(gc * KH + kh) * KW + kw) * nc;
+        int ow_lo = 0, ow_hi = Wo;
+        while (ow_lo < Wo && ow_lo * st - s->pad_left + kw < 0) ow_lo++;
+        while (ow_hi > ow_lo && (ow_hi - 1) * st - s->pad_left + kw >= W) ow_hi--;
+        for (int oh = oh0; oh < oh1; oh++) {
+          int ih = oh * st - s->pad_top + kh;
+          if (ih < 0 || ih >= H) continue;
+          const float *sr = src + (size_t)(oh - oh0) * Wo;
+          float *dr = dxc + (size_t)ih * W - s->pad_left + kw;
+          for (int ow = ow_lo; ow < ow_hi; ow++) dr[(size_t)ow * st] += sr[ow];
+        }
+      }
+    }
+  }
+}
+
+int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                          const sde_nn_conv2d_shape *s, float *scratch) {
+  int rc = conv2d_check(s);
+  if (rc) return rc;
+  int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s), HWo = Ho * Wo;
+  int K = s->C_in * s->KH * s->KW, Co = s->C_out;
+  size_t in_img = (size_t)s->C_in * s->H * s->W, out_img = (size_t)Co * HWo;
+  float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
+  if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
+  /* out <- bias, then the GEMMs accumulate onto it (beta = 1) */
+#pragma omp parallel for schedule(static) if ((size_t)s->B * out_img > PAR_MIN)
+  for (size_t i = 0; i < (size_t)s->B * Co; i++) {
+    float bv = bias ? bias[i % Co] : 0.0f;
+    float *o = out + i * HWo;
+    for (int p = 0; p < HWo; p++) o[p] = bv;
+  }
+  if (conv2d_is_pointwise(s)) {
+    /* y_b[Co,HW] += weight[Co,Ci] · x_b[Ci,HW] */
+    gemm_batch(s->B, 0, 0, 0, Co, HWo, K, 1.0f, weight, K, 0, inp, HWo, in_img, 1.0f, out, HWo,
+               out_img);
+    return SDE_OK;
+  }
+  int imgs, rows;
+  conv2d_plan(s, &imgs, &rows);
+  for (int b0 = 0; b0 < s->B; b0 += imgs) {
+    int g = s->B - b0 < imgs ? s->B - b0 : imgs;
+    for (int oh0 = 0; oh0 < Ho; oh0 += rows) {
+      int oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, nc = (oh1 - oh0) * Wo;
+      im2col(col, inp + b0 * in_img, g, s, oh0, oh1);
+      /* y_b[Co, band] += weight[Co,K] · col_b[K, nc] */
+      gemm_batch(g, 0, 0, 0, Co, nc, K, 1.0f, weight, K, 0, col, nc, (size_t)K * nc, 1.0f,
+                 out + b0 * out_img + (size_t)oh0 * Wo, HWo, out_img);
+    }
+  }
+  free(owned);
+  return SDE_OK;
+}
+
+int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const sde_nn_conv2d_shape *s,
+                           float *scratch) {
+  int rc = conv2d_check(s);
+  if (rc) return rc;
+  int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s), HWo = Ho * Wo;
+  int K = s->C_in * s->KH * s->KW, Co = s->C_out;
+  size_t in_img = (size_t)s->C_in * s->H * s->W, out_img = (size_t)Co * HWo;
+  if (dbias) {
+    /* dbias[co] += Σ_b Σ_p dout[b,co,p], one channel per thread */
+#pragma omp parallel for schedule(static) if ((size_t)s->B * out_img > PAR_MIN)
+    for (int co = 0; co < Co; co++) {
+      double acc = 0.0;
+      for (int b = 0; b < s->B; b++) {
+        const float *g = dout + b * out_img + (size_t)co * HWo;
+        for (int p = 0; p < HWo; p++) acc += g[p];
+      }
+      dbias[co] += (float)acc;
+    }
+  }
+  if (!dinp && !dweight) return SDE_OK;
+  if (conv2d_is_pointwise(s)) {
+    /* dweight[Co,Ci] += Σ_b g_b[Co,HW] · x_b[Ci,HW]ᵀ ; dx_b[Ci,HW] += weight[Co,Ci]ᵀ · g_b */
+    if (dweight)
+      gemm_batch(s->B, 1, 0, 1, Co, K, HWo, 1.0f, dout, HWo, out_img, inp, HWo, in_img, 1.0f,
+                 dweight, K, 0);
+    if (dinp)
+      gemm_batch(s->B, 0, 1, 0, K, HWo, Co, 1.0f, weight, K, 0, dout, HWo, out_img, 1.0f, dinp,
+                 HWo, in_img);
+    return SDE_OK;
+  }
+  float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
+  if (!col) return SDE_ENOMEM;
+  int imgs, rows;
+  conv2d_plan(s, &imgs, &rows);
+  for (int b0 = 0; b0 < s->B; b0 += imgs) {
+    int g = s->B - b0 < imgs ? s->B - b0 : imgs;
+    for (int oh0 = 0; oh0 < Ho; oh0 += rows) {
+      int oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, nc = (oh1 - oh0) * Wo;
+      const float *gb = dout + b0 * out_img + (size_t)oh0 * Wo;
+      if (dweight) {
+        /* dweight[Co,K] += Σ_b g_b[Co,nc] · col_b[K,nc]ᵀ, images in order */
+        im2col(col, inp + b0 * in_img, g, s, oh0, oh1);
+        gemm_batch(g, 1, 0, 1, Co, K, nc, 1.0f, gb, HWo, out_img, col, nc, (size_t)K * nc, 1.0f,
+                   dweight, K, 0);
+      }
+      if (dinp) {
+        /* dcol_b[K,nc] = weight[Co,K]ᵀ · g_b[Co,nc], scattered back into dx_b */
+        gemm_batch(g, 0, 1, 0, K, nc, Co, 1.0f, weight, K, 0, gb, HWo, out_img, 0.0f, col, nc,
+                   (size_t)K * nc);
+        col2im_add(dinp + b0 * in_img, col, g, s, oh0, oh1);
+      }
+    }
+  }
+  free(owned);
+  return SDE_OK;
+}
+
+/* ======================================================================================
+ * linear and NIN */
+
+int sde_nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                          int B, int in_f, int out_f) {
+  if (B < 1 || in_f < 1 || out_f < 1) return sde_fail(SDE_EINVAL, "linear: bad shape");
+  for (int b = 0; b < B; b++)
+    for (int o = 0; o < out_f; o++) out[(size_t)b * out_f + o] = bias ? bias[o] : 0.0f;
+  /* out[B,out] += inp[B,in] · weight[out,in]ᵀ */
+  gemm_tiled(0, 1, B, out_f, in_f, 1.0f, inp, in_f, weight, in_f, 1.0f, out, out_f);
+  return SDE_OK;
+}
+
+int sde_nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, int B, int in_f, int out_f) {
+  if (B < 1 || in_f < 1 || out_f < 1) return sde_fail(SDE_EINVAL, "linear: bad shape");
+  /* dinp[B,in] += dout[B,out] · weight[out,in] */
+  if (dinp) gemm_tiled(0, 0, B, in_f, out_f, 1.0f, dout, out_f, weight, in_f, 1.0f, dinp, in_f);
+  /* dweight[out,in] += dout[B,out]ᵀ · inp[B,in] */
+  if (dweight)
+    gemm_tiled(1, 0, out_f, in_f, B, 1.0f, dout, out_f, inp, in_f, 1.0f, dweight, in_f);
+  if (dbias) {
+    for (int o = 0; o < out_f; o++) {
+      double acc = 0.0;
+      for (int b = 0; b < B; b++) acc += dout[(size_t)b * out_f + o];
+      dbias[o] += (float)acc;
+    }
+  }
+  return SDE_OK;
+}
+
+int sde_nn_nin_forward(float *out, const float *inp, const float *W, const float *bias, int B,
+                       int C_in, int HW, int C_out) {
+  if (B < 1 || C_in < 1 || HW < 1 || C_out < 1) return sde_fail(SDE_EINVAL, "nin: bad shape");
+#pragma omp parallel for schedule(static) if ((size_t)B * C_out * HW > PAR_MIN)
+  for (size_t i = 0; i < (size_t)B * C_out; i++) {
+    float bv = bias ? bias[i % C_out] : 0.0f;
+    for (int p = 0; p < HW; p++) out[i * HW + p] = bv;
+  }
+  /* out_b[Co,HW] += W[Ci,Co]ᵀ · inp_b[Ci,HW] */
+  gemm_batch(B, 0, 1, 0, C_out, HW, C_in, 1.0f, W, C_out, 0, inp, HW, (size_t)C_in * HW, 1.0f,
+             out, HW, (size_t)C_out * HW);
+  return SDE_OK;
+}
+
+int sde_nn_nin_backward(float *dinp, float *dW, float *dbias, const float *dout,
+                        const float *inp, const float *W, int B, int C_in, int HW, int C_out) {
+  if (B < 1 || C_in < 1 || HW < 1 || C_out < 1) return sde_fail(SDE_EINVAL, "nin: bad shape");
+  /* dinp_b[Ci,HW] += W[Ci,Co] · g_b[Co,HW] ; dW[Ci,Co] += Σ_b x_b[Ci,HW] · g_b[Co,HW]ᵀ */
+  if (dinp)
+    gemm_batch(B, 0, 0, 0, C_in, HW, C_out, 1.0f, W, C_out, 0, dout, HW, (size_t)C_out * HW,
+               1.0f, dinp, HW, (size_t)C_in * HW);
+  if (dW)
+    gemm_batch(B, 1, 0, 1, C_in, C_out, HW, 1.0f, inp, HW, (size_t)C_in * HW, dout, HW,
+               (size_t)C_out * HW, 1.0f, dW, C_out, 0);
+  if (dbias) {
+#pragma omp parallel for schedule(static) if ((size_t)B * C_out * HW > PAR_MIN)
+    for (int co = 0; co < C_out; co++) {
+      double acc = 0.0;
+      for (int b = 0; b < B; b++) {
+        const float *g = dout + ((size_t)b * C_out + co) * HW;
+        for (int p = 0; p < HW; p++) acc += g[p];
+      }
+      dbias[co] += (float)acc;
+    }
+  }
+  return SDE_OK;
+}
+
+/* ======================================================================================
+ * GroupNorm and SiLU */
+
+int sde_nn_groupnorm_groups(int C) {
+  int g = C / 4 < 32 ? C / 4 : 32;
+  return g < 1 ? 1 : g;
+}
+
+static int groupnorm_check(int B, int C, int HW, int G) {
+  if (B < 1 || C < 1 || HW < 1 || G < 1 || C % G)
+    return sde_fail(SDE_EINVAL, "groupnorm: bad shape B=%d C=%d HW=%d groups=%d", B, C, HW, G);
+  return SDE_OK;
+}
+
+static float silu1(float x) { return x / (1.0f + expf(-x)); }
+
+/* Normalises one (b, g) group of n = (C/G)·HW contiguous values; optionally applies SiLU. */
+static void groupnorm_group(float *y, const float *x, const float *gamma, const float *beta,
+                            int cpg, int HW, float eps, int with_silu, float *mean_out,
+                            float *rstd_out) {
+  size_t n = (size_t)cpg * HW;
+  double sum = 0.0;
+  for (size_t i = 0; i < n; i++) sum += x[i];
+  double mean = sum / (double)n, ss = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    double d = x[i] - mean;
+    ss += d * d;
+  }
+  float meanf = (float)mean, rstd = (float)(1.0 / sqrt(ss / (double)n + eps));
+  for (int c = 0; c < cpg; c++) {
+    float scale = rstd * (gamma ? gamma[c] : 1.0f), shift = beta ? beta[c] : 0.0f;
+    const float *xc = x + (size_t)c * HW;
+    float *yc = y + (size_t)c * HW;
+    if (with_silu) {
+      for (int p = 0; p < HW; p++) yc[p] = silu1((xc[p] - meanf) * scale + shift);
+    } else {
+      for (int p = 0; p < HW; p++) yc[p] = (xc[p] - meanf) * scale + shift;
+    }
+  }
+  if (mean_out) *mean_out = meanf;
+  if (rstd_out) *rstd_out = rstd;
+}
+
+static int groupnorm_forward_impl(float *out, float *mean, float *rstd, const float *inp,
+                                  const float *gamma, const float *beta, int B, int C, int HW,
+                                  int G, float eps, int with_silu) {
+  int rc = groupnorm_check(B, C, HW, G);
+  if (rc) return rc;
+  int cpg = C / G;
+#pragma omp parallel for schedule(static) if ((size_t)B * C * HW > PAR_MIN)
+  for (int bg = 0; bg < B * G; bg++) {
+    int g = bg % G;
+    size_t off = (size_t)bg * cpg * HW;
+    groupnorm_group(out + off, inp + off, gamma ? gamma + g * cpg : NULL,
+                    beta ? beta + g * cpg : NULL, cpg, HW, eps, with_silu,
+                    mean ? mean + bg : NULL, rstd ? rstd + bg : NULL);
+  }
+  return SDE_OK;
+}
+
+int sde_nn_groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                             const float *gamma, const float *beta, int B, int C, int HW, int G,
+                             float eps) {
+  return groupnorm_forward_impl(out, mean, rstd, inp, gamma, beta, B, C, HW, G, eps, 0);
+}
+
+int sde_nn_groupnorm_silu_forward(float *out, const float *inp, const float *gamma,
+                                  const float *beta, int B, int C, int HW, int G, float eps) {
+  return groupnorm_forward_impl(out, NULL, NULL, inp, gamma, beta, B, C, HW, G, eps, 1);
+}
+
+int sde_nn_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                              const float *inp, const float *mean, const float *rstd,
+                              const float *gamma, int B, int C, int HW, int G) {
+  int rc = groupnorm_check(B, C, HW, G);
+  if (rc) return rc;
+  int cpg = C / G;
+  size_t total = (size_t)B * C * HW;
+  if (dinp) {
+    /* per group: dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dout·gamma */
+#pragma omp parallel for schedule(static) if (total > PAR_MIN)
+    for (int bg = 0; bg < B * G; bg++) {
+      int g = bg % G;
+      size_t off = (size_t)bg * cpg * HW, n = (size_t)cpg * HW;
+      float mu = mean[bg], rs = rstd[bg];
+      double s1 = 0.0, s2 = 0.0;
+      for (int c = 0; c < cpg; c++) {
+        float gm = gamma ? gamma[g * cpg + c] : 1.0f;
+        const float *x = inp + off + (size_t)c * HW, *dy = dout + off + (size_t)c * HW;
+        for (int p = 0; p < HW; p++) {
+          float dxhat = dy[p] * gm, xhat = (x[p] - mu) * rs;
+          s1 += dxhat;
+          s2 += (double)dxhat * xhat;
+        }
+      }
+      float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+      for (int c = 0; c < cpg; c++) {
+        float gm = gamma ? gamma[g * cpg + c] : 1.0f;
+        const float *x = inp + off + (size_t)c * HW, *dy = dout + off + (size_t)c * HW;
+        float *dx = dinp + off + (size_t)c * HW;
+        for (int p = 0; p < HW; p++) {
+          float xhat = (x[p] - mu) * rs;
+          dx[p] += rs * (dy[p] * gm - m1 - xhat * m2);
+        }
+      }
+    }
+  }
+  if (dgamma || dbeta) {
+    /* dgamma[c] += Σ_b Σ_p dout·xhat, dbeta[c] += Σ_b Σ_p dout, one channel per thread */
+#pragma omp parallel for schedule(static) if (total > PAR_MIN)
+    for (int c = 0; c < C; c++) {
+      double sg = 0.0, sb = 0.0;
+      for (int b = 0; b < B; b++) {
+        int bg = b * G + c / cpg;
+        float mu = mean[bg], rs = rstd[bg];
+        size_t off = ((size_t)b * C + c) * HW;
+        for (int p = 0; p < HW; p++) {
+          sg += (double)dout[off + p] * ((inp[off + p] - mu) * rs);
+          sb += dout[off + p];
+        }
+      }
+      if (dgamma) dgamma[c] += (float)sg;
+      if (dbeta) dbeta[c] += (float)sb;
+    }
+  }
+  return SDE_OK;
+}
+
+void sde_nn_silu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (size_t i = 0; i < n; i++) out[i] = silu1(inp[i]);
+}
+
+void sde_nn_silu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (size_t i = 0; i < n; i++) {
+    float x = inp[i], sg = 1.0f / (1.0f + expf(-x));
+    dinp[i] += dout[i] * sg * (1.0f + x * (1.0f - sg));
+  }
+}
+
+/* ======================================================================================
+ * Spatial self-attention core */
+
+size_t sde_nn_attention_scratch_floats(int N) { return N > 0 ? (size_t)N * N : 0; }
+
+int sde_nn_attention_forward(float *out, float *att, const float *q, const float *k,
+                             const float *v, int B, int C, int N) {
+  if (B < 1 || C < 1 || N < 1) return sde_fail(SDE_EINVAL, "attention: bad shape");
+  float scale = (float)pow((double)C, -0.5);
+  size_t xs = (size_t)C * N, as = (size_t)N * N;
+  /* att_b[N,N] = scale · q_b[C,N]ᵀ · k_b[C,N] */
+  gemm_batch(B, 0, 1, 0, N, N, C, scale, q, N, xs, k, N, xs, 0.0f, att, N, as);
+  /* softmax over each row (the keys) */
+#pragma omp parallel for schedule(static) if ((size_t)B * N * N > PAR_MIN)
+  for (size_t i = 0; i < (size_t)B * N; i++) {
+    float *row = att + i * N, mx = row[0];
+    for (int j = 1; j < N; j++) mx = row[j] > mx ? row[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < N; j++) {
+      row[j] = expf(row[j] - mx);
+      sum += row[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int j = 0; j < N; j++) row[j] *= inv;
+  }
+  /* out_b[C,N] = v_b[C,N] · att_b[N,N]ᵀ */
+  gemm_batch(B, 0, 0, 1, C, N, N, 1.0f, v, N, xs, att, N, as, 0.0f, out, N, xs);
+  return SDE_OK;
+}
+
+int sde_nn_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                              const float *att, const float *q, const float *k, const float *v,
+                              int B, int C, int N, float *scratch) {
+  if (B < 1 || C < 1 || N < 1) return sde_fail(SDE_EINVAL, "attention: bad shape");
+  float scale = (float)pow((double)C, -0.5);
+  float *owned, *da = scratch_get(scratch, sde_nn_attention_scratch_floats(N), &owned);
+  if (!da) return SDE_ENOMEM;
+  for (int b = 0; b < B; b++) {
+    size_t xo = (size_t)b * C * N;
+    const float *a = att + (size_t)b * N * N, *g = dout + xo;
+    /* dv[C,N] += g[C,N] · a[N,N] */
+    if (dv) gemm_tiled(0, 0, C, N, N, 1.0f, g, N, a, N, 1.0f, dv + xo, N);
+    if (!dq && !dk) continue;
+    /* da[N,N] = g[C,N]ᵀ · v[C,N] */
+    gemm_tiled(1, 0, N, N, C, 1.0f, g, N, v + xo, N, 0.0f, da, N);
+    /* softmax backward, times the logit scale: dl = scale · a ⊙ (da − Σ_j a·da) */
+#pragma omp parallel for schedule(static) if ((size_t)N * N > PAR_MIN)
+    for (int i = 0; i < N; i++) {
+      const float *ar = a + (size_t)i * N;
+      float *dr = da + (size_t)i * N;
+      double dot = 0.0;
+      for (int j = 0; j < N; j++) dot += (double)ar[j] * dr[j];
+      float dotf = (float)dot;
+      for (int j = 0; j < N; j++) dr[j] = scale * ar[j] * (dr[j] - dotf);
+    }
+    /* dq[C,N] += k[C,N] · dl[N,N]ᵀ ; dk[C,N] += q[C,N] · dl[N,N] */
+    if (dq) gemm_tiled(0, 1, C, N, N, 1.0f, k + xo, N, da, N, 1.0f, dq + xo, N);
+    if (dk) gemm_tiled(0, 0, C, N, N, 1.0f, q + xo, N, da, N, 1.0f, dk + xo, N);
+  }
+  free(owned);
+  return SDE_OK;
+}
+
+/* ======================================================================================
+ * FIR resampling. Every FIR op and its adjoint is separable with at most 4 taps per output
+ * index along each axis; a tap table per axis drives one generic 2-D routine. */
+
+typedef struct {
+  int n;       /* number of valid taps */
+  int idx[4];  /* input indices */
+  float w[4];  /* weights */
+} fir_taps;
+
+typedef enum {
+  FIR_UP,      /* n_out = 2 n_in: y[2i] = ¼x[i−1] + ¾x[i], y[2i+1] = ¾x[i] + ¼x[i+1] */
+  FIR_UP_T,    /* adjoint of FIR_UP, n_out = n_in / 2 */
+  FIR_DOWN,    /* n_out = n_in / 2: y[i] = (x[2i−1] + 3x[2i] + 3x[2i+1] + x[2i+2]) / 8 */
+  FIR_DOWN_T,  /* adjoint of FIR_DOWN, n_out = 2 n_in */
+  FIR_BLUR2,   /* n_out = n_in + 1: b[n] = (x[n−2] + 3x[n−1] + 3x[n] + x[n+1]) / 8 */
+  FIR_BLUR2_T, /* adjoint of FIR_BLUR2, n_out = n_in − 1 */
+} fir_kind;
+
+static void fir_tap_add(fir_taps *t, int i, float w, int n_in) {
+  if (i < 0 || i >= n_in) return;
+  t->idx[t->n] = i;
+  t->w[t->n] = w;
+  t->n++;
+}
+
+static void fir_build(fir_taps *t, int n_out, int n_in, fir_kind kind) {
+  for (int o = 0; o < n_out; o++) {
+    fir_taps *T = &t[o];
+    T->n = 0;
+    int m = o / 2;
+    switch (kind) {
+      case FIR_UP:
+        if (o % 2 == 0) {
+          fir_tap_add(T, m - 1, 0.25f, n_in);
+          fir_tap_add(T, m, 0.75f, n_in);
+        } else {
+          fir_tap_add(T, m, 0.75f, n_in);
+          fir_tap_add(T, m + 1, 0.25f, n_in);
+        }
+        break;
+      case FIR_UP_T:
+        fir_tap_add(T, 2 * o - 1, 0.25f, n_in);
+        fir_tap_add(T, 2 * o, 0.75f, n_in);
+        fir_tap_add(T, 2 * o + 1, 0.75f, n_in);
+        fir_tap_add(T, 2 * o + 2, 0.25f, n_in);
+        break;
+      case FIR_DOWN:
+        fir_tap_add(T, 2 * o - 1, 0.125f, n_in);
+        fir_tap_add(T, 2 * o, 0.375f, n_in);
+        fir_tap_add(T, 2 * o + 1, 0.375f, n_in);
+        fir_tap_add(T, 2 * o + 2, 0.125f, n_in);
+        break;
+      case FIR_DOWN_T:
+        if (o % 2 == 0) {
+          fir_tap_add(T, m - 1, 0.125f, n_in);
+          fir_tap_add(T, m, 0.375f, n_in);
+        } else {
+          fir_tap_add(T, m, 0.375f, n_in);
+          fir_tap_add(T, m + 1, 0.125f, n_in);
+        }
+        break;
+      case FIR_BLUR2:
+        fir_tap_add(T, o - 2, 0.125f, n_in);
+        fir_tap_add(T, o - 1, 0.375f, n_in);
+        fir_tap_add(T, o, 0.375f, n_in);
+        fir_tap_add(T, o + 1, 0.125f, n_in);
+        break;
+      case FIR_BLUR2_T:
+        fir_tap_add(T, o - 1, 0.125f, n_in);
+        fir_tap_add(T, o, 0.375f, n_in);
+        fir_tap_add(T, o + 1, 0.375f, n_in);
+        fir_tap_add(T, o + 2, 0.125f, n_in);
+        break;
+    }
+  }
+}
+
+/* out[P,Ho,Wo] (=, or += when accumulate) FIR(inp[P,H,W]) along both axes.
+ * Per plane: filter every row along W into tmp[H,Wo], then combine rows of tmp along H. */
+static int fir_apply(float *out, const float *inp, int P, int H, int W, int Ho, int Wo,
+                     fir_kind kind, int accumulate) {
+  int nth = omp_get_max_threads();
+  size_t per_thread = (size_t)H * Wo + Wo;
+  fir_taps *rt = sde_malloc(((size_t)Ho + Wo) * sizeof(fir_taps));
+  float *tmp = sde_malloc((size_t)nth * per_thread * sizeof(float));
+  if (!rt || !tmp) {
+    free(rt);
+    free(tmp);
+    return SDE_ENOMEM;
+  }
+  fir_taps *ct = rt + Ho;
+  fir_build(rt, Ho, H, kind);
+  fir_build(ct, Wo, W, kind);
+#pragma omp parallel for schedule(static) num_threads(nth) if ((size_t)P * Ho * Wo > PAR_MIN)
+  for (int p = 0; p < P; p++) {
+    float *t = tmp + (size_t)omp_get_thread_num() * per_thread, *acc = t + (size_t)H * Wo;
+    const float *x = inp + (size_t)p * H * W;
+    for (int i = 0; i < H; i++) {
+      const float *xr = x + (size_t)i * W;
+      float *tr = t + (size_t)i * Wo;
+      for (int ow = 0; ow < Wo; ow++) {
+        const fir_taps *c = &ct[ow];
+        float v = 0.0f;
+        for (int e = 0; e < c->n; e++) v += c->w[e] * xr[c->idx[e]];
+        tr[ow] = v;
+      }
+    }
+    for (int oh = 0; oh < Ho; oh++) {
+      const fir_taps *r = &rt[oh];
+      float *y = out + ((size_t)p * Ho + oh) * Wo;
+      for (int ow = 0; ow < Wo; ow++) acc[ow] = 0.0f;
+      for (int a = 0; a < r->n; a++) {
+        const float *tr = t + (size_t)r->idx[a] * Wo;
+        float w = r->w[a];
+        for (int ow = 0; ow < Wo; ow++) acc[ow] += w * tr[ow];
+      }
+      if (accumulate) {
+        for (int ow = 0; ow < Wo; ow++) y[ow] += acc[ow];
+      } else {
+        for (int ow = 0; ow < Wo; ow++) y[ow] = acc[ow];
+      }
+    }
+  }
+  free(rt);
+  free(tmp);
+  return SDE_OK;
+}
+
+static int resample_check(const char *op, int B, int C, int H, int W, int need_even) {
+  if (B < 1 || C < 1 || H < 1 || W < 1)
+    return sde_fail(SDE_EINVAL, "%s: bad shape [%d,%d,%d,%d]", op, B, C, H, W);
+  if (need_even && (H % 2 || W % 2))
+    return sde_fail(SDE_EINVAL, "%s: height and width must be even (got %dx%d)", op, H, W);
+  return SDE_OK;
+}
+
+int sde_nn_fir_upsample2x_forward(float *out, const float *inp, int B, int C, int H, int W) {
+  int rc = resample_check("fir_upsample2x", B, C, H, W, 0);
+  if (rc) return rc;
+  return fir_apply(out, inp, B * C, H, W, 2 * H, 2 * W, FIR_UP, 0);
+}
+
+int sde_nn_fir_upsample2x_backward(float *dinp, const float *dout, int B, int C, int H, int W) {
+  int rc = resample_check("fir_upsample2x", B, C, H, W, 0);
+  if (rc) return rc;
+  return fir_apply(dinp, dout, B * C, 2 * H, 2 * W, H, W, FIR_UP_T, 1);
+}
+
+int sde_nn_fir_downsample2x_forward(float *out, const float *inp, int B, int C, int H, int W) {
+  int rc = resample_check("fir_downsample2x", B, C, H, W, 1);
+  if (rc) return rc;
+  return fir_apply(out, inp, B * C, H, W, H / 2, W / 2, FIR_DOWN, 0);
+}
+
+int sde_nn_fir_downsample2x_backward(float *dinp, const float *dout, int B, int C, int H,
+                                     int W) {
+  int rc = resample_check("fir_downsample2x", B, C, H, W, 1);
+  if (rc) return rc;
+  return fir_apply(dinp, dout, B * C, H / 2, W / 2, H, W, FIR_DOWN_T, 1);
+}
+
+/* The blurred image [B,C_in,H+1,W+1] feeds a 3x3 stride-2 unpadded conv. */
+static sde_nn_conv2d_shape fir_conv_down_shape(int B, int C_in, int H, int W, int C_out) {
+  return sde_nn_conv2d_shape_make(B, C_in, H + 1, W + 1, C_out, 3, 2, 0);
+}
+
+size_t sde_nn_fir_conv_downsample2x_scratch_floats(int B, int C_in, int H, int W, int C_out) {
+  if (B < 1 || C_in < 1 || H < 2 || W < 2 || C_out < 1) return 0;
+  sde_nn_conv2d_shape s = fir_conv_down_shape(B, C_in, H, W, C_out);
+  size_t blur = (size_t)B * C_in * (H + 1) * (W + 1);
+  return 2 * blur + sde_nn_conv2d_scratch_floats(&s);
+}
+
+int sde_nn_fir_conv_downsample2x_forward(float *out, const float *inp, const float *weight,
+                                         const float *bias, int B, int C_in, int H, int W,
+                                         int C_out, float *scratch) {
+  int rc = resample_check("fir_conv_downsample2x", B, C_in, H, W, 1);
+  if (rc) return rc;
+  if (C_out < 1) return sde_fail(SDE_EINVAL, "fir_conv_downsample2x: bad C_out %d", C_out);
+  float *owned,
+      *buf = scratch_get(scratch, sde_nn_fir_conv_downsample2x_scratch_floats(B, C_in, H, W, C_out),
+                         &owned);
+  if (!buf) return SDE_ENOMEM;
+  size_t blur_n = (size_t)B * C_in * (H + 1) * (W + 1);
+  float *blur = buf, *conv_scratch = buf + 2 * blur_n;
+  sde_nn_conv2d_shape s = fir_conv_down_shape(B, C_in, H, W, C_out);
+  rc = fir_apply(blur, inp, B * C_in, H, W, H + 1, W + 1, FIR_BLUR2, 0);
+  if (!rc) rc = sde_nn_conv2d_forward(out, blur, weight, bias, &s, conv_scratch);
+  free(owned);
+  return rc;
+}
+
+int sde_nn_fir_conv_downsample2x_backward(float *dinp, float *dweight, float *dbias,
+                                          const float *dout, const float *inp,
+                                          const float *weight, int B, int C_in, int H, int W,
+                                          int C_out, float *scratch) {
+  int rc = resample_check("fir_conv_downsample2x", B, C_in, H, W, 1);
+  if (rc) return rc;
+  if (C_out < 1) return sde_fail(SDE_EINVAL, "fir_conv_downsample2x: bad C_out %d", C_out);
+  float *owned,
+      *buf = scratch_get(scratch, sde_nn_fir_conv_downsample2x_scratch_floats(B, C_in, H, W, C_out),
+                         &owned);
+  if (!buf) return SDE_ENOMEM;
+  size_t blur_n = (size_t)B * C_in * (H + 1) * (W + 1);
+  float *blur = buf, *dblur = buf + blur_n, *conv_scratch = buf + 2 * blur_n;
+  sde_nn_conv2d_shape s = fir_conv_down_shape(B, C_in, H, W, C_out);
+  rc = fir_apply(blur, inp, B * C_in, H, W, H + 1, W + 1, FIR_BLUR2, 0);
+  if (!rc && dinp) memset(dblur, 0, blur_n * sizeof(float));
+  if (!rc)
+    rc = sde_nn_conv2d_backward(dinp ? dblur : NULL, dweight, dbias, dout, blur, weight, &s,
+                                conv_scratch);
+  if (!rc && dinp) rc = fir_apply(dinp, dblur, B * C_in, H + 1, W + 1, H, W, FIR_BLUR2_T, 1);
+  free(owned);
+  return rc;
+}
+
+int sde_nn_upsample_nearest2x_forward(float *out, const float *inp, int B, int C, int H, int W) {
+  int rc = resample_check("upsample_nearest2x", B, C, H, W, 0);
+  if (rc) return rc;
+  int P = B * C, Wo = 2 * W;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)P * H * W > PAR_MIN)
+  for (int p = 0; p < P; p++) {
+    for (int i = 0; i < H; i++) {
+      const float *x = inp + ((size_t)p * H + i) * W;
+      float *y0 = out + ((size_t)p * 2 * H + 2 * i) * Wo, *y1 = y0 + Wo;
+      for (int j = 0; j < W; j++) y0[2 * j] = y0[2 * j + 1] = x[j];
+      memcpy(y1, y0, (size_t)Wo * sizeof(float));
+    }
+  }
+  return SDE_OK;
+}
+
+int sde_nn_upsample_nearest2x_backward(float *dinp, const float *dout, int B, int C, int H,
+                                       int W) {
+  int rc = resample_check("upsample_nearest2x", B, C, H, W, 0);
+  if (rc) return rc;
+  int P = B * C, Wo = 2 * W;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)P * H * W > PAR_MIN)
+  for (int p = 0; p < P; p++) {
+    for (int i = 0; i < H; i++) {
+      float *dx = dinp + ((size_t)p * H + i) * W;
+      const float *g0 = dout + ((size_t)p * 2 * H + 2 * i) * Wo, *g1 = g0 + Wo;
+      for (int j = 0; j < W; j++) dx[j] += (g0[2 * j] + g0[2 * j + 1]) + (g1[2 * j] + g1[2 * j + 1]);
+    }
+  }
+  return SDE_OK;
+}
+
+int sde_nn_avgpool2x_forward(float *out, const float *inp, int B, int C, int H, int W) {
+  int rc = resample_check("avgpool2x", B, C, H, W, 1);
+  if (rc) return rc;
+  int P = B * C, Ho = H / 2, Wo = W / 2;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)P * H * W > PAR_MIN)
+  for (int p = 0; p < P; p++) {
+    for (int i = 0; i < Ho; i++) {
+      const float *x0 = inp + ((size_t)p * H + 2 * i) * W, *x1 = x0 + W;
+      float *y = out + ((size_t)p * Ho + i) * Wo;
+      for (int j = 0; j < Wo; j++)
+        y[j] = ((x0[2 * j] + x0[2 * j + 1]) + (x1[2 * j] + x1[2 * j + 1])) * 0.25f;
+    }
+  }
+  return SDE_OK;
+}
+
+int sde_nn_avgpool2x_backward(float *dinp, const float *dout, int B, int C, int H, int W) {
+  int rc = resample_check("avgpool2x", B, C, H, W, 1);
+  if (rc) return rc;
+  int P = B * C, Ho = H / 2, Wo = W / 2;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)P * H * W > PAR_MIN)
+  for (int p = 0; p < P; p++) {
+    for (int i = 0; i < Ho; i++) {
+      const float *g = dout + ((size_t)p * Ho + i) * Wo;
+      float *d0 = dinp + ((size_t)p * H + 2 * i) * W, *d1 = d0 + W;
+      for (int j = 0; j < Wo; j++) {
+        float v = 0.25f * g[j];
+        d0[2 * j] += v;
+        d0[2 * j + 1] += v;
+        d1[2 * j] += v;
+        d1[2 * j + 1] += v;
+      }
+    }
+  }
+  return SDE_OK;
+}
+
+/* ======================================================================================
+ * Embeddings. The float32 operation order follows the PyTorch code, so the sin/cos
+ * arguments are bit-identical to the reference; sin/cos themselves are done in double. */
+
+int sde_nn_fourier_embedding_forward(float *out, const float *u, const float *W, int B, int E) {
+  if (B < 1 || E < 1) return sde_fail(SDE_EINVAL, "fourier_embedding: bad shape");
+  const float pi = (float)M_PI;
+  for (int b = 0; b < B; b++) {
+    float *o = out + (size_t)b * 2 * E;
+    for (int e = 0; e < E; e++) {
+      float proj = u[b] * W[e] * 2.0f * pi  /* ((u·W)·2)·π in float, as PyTorch */;
+      o[e] = (float)sin((double)proj);
+      o[E + e] = (float)cos((double)proj);
+    }
+  }
+  return SDE_OK;
+}
+
+int sde_nn_fourier_embedding_backward(float *du, float *dW, const float *dout, const float *u,
+                                      const float *W, int B, int E) {
+  if (B < 1 || E < 1) return sde_fail(SDE_EINVAL, "fourier_embedding: bad shape");
+  const double two_pi = 2.0 * (double)(float)M_PI;
+  /* dproj = dsin·cos(proj) − dcos·sin(proj); proj = 2π·u·W */
+  if (du) {
+    for (int b = 0; b < B; b++) {
+      double acc = 0.0;
+      for (int e = 0; e < E; e++) {
+        double proj = (double)(u[b] * W[e] * 2.0f * (float)M_PI);
+        const float *g = dout + (size_t)b * 2 * E;
+        acc += (g[e] * cos(proj) - g[E + e] * sin(proj)) * two_pi * W[e];
+      }
+      du[b] += (float)acc;
+    }
+  }
+  if (dW) {
+    for (int e = 0; e < E; e++) {
+      double acc = 0.0;
+      for (int b = 0; b < B; b++) {
+        double proj = (double)(u[b] * W[e] * 2.0f * (float)M_PI);
+        const float *g = dout + (size_t)b * 2 * E;
+        acc += (g[e] * cos(proj) - g[E + e] * sin(proj)) * two_pi * u[b];
+      }
+      dW[e] += (float)acc;
+    }
+  }
+  return SDE_OK;
+}
+
+/* freq_k = exp(k · (−ln(10000)/(half−1))), evaluated like the PyTorch float32 code */
+static float timestep_freq(int k, int half) {
+  float neg = (float)(-log(10000.0) / (double)(half - 1));
+  return (float)exp((double)((float)k * neg));
+}
+
+int sde_nn_timestep_embedding_forward(float *out, const float *t, int B, int dim) {
+  if (B < 1 || dim < 4) return sde_fail(SDE_EINVAL, "timestep_embedding: need dim >= 4 (got %d)", dim);
+  int half = dim / 2;
+  for (int b = 0; b < B; b++) {
+    float *o = out + (size_t)b * dim;
+    for (int k = 0; k < half; k++) {
+      float arg = t[b] * timestep_freq(k, half);
+      o[k] = (float)sin((double)arg);
+      o[half + k] = (float)cos((double)arg);
+    }
+    if (dim % 2) o[dim - 1] = 0.0f;
+  }
+  return SDE_OK;
+}
+
+int sde_nn_timestep_embedding_backward(float *dt, const float *dout, const float *t, int B,
+                                       int dim) {
+  if (B < 1 || dim < 4) return sde_fail(SDE_EINVAL, "timestep_embedding: need dim >= 4 (got %d)", dim);
+  if (!dt) return SDE_OK;
+  int half = dim / 2;
+  for (int b = 0; b < B; b++) {
+    const float *g = dout + (size_t)b * dim;
+    double acc = 0.0;
+    for (int k = 0; k < half; k++) {
+      float f = timestep_freq(k, half);
+      double arg = (double)(t[b] * f);
+      acc += f * (g[k] * cos(arg) - g[half + k] * sin(arg));
+    }
+    dt[b] += (float)acc;
+  }
+  return SDE_OK;
+}
+
+/* ======================================================================================
+ * Elementwise helpers */
+
+void sde_nn_add_forward(float *out, const float *a, const float *b, float scale, size_t n) {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (size_t i = 0; i < n; i++) out[i] = (a[i] + b[i]) * scale;
+}
+
+void sde_nn_add_backward(float *da, float *db, const float *dout, float scale, size_t n) {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (size_t i = 0; i < n; i++) {
+    float g = scale * dout[i];
+    if (da) da[i] += g;
+    if (db) db[i] += g;
+  }
+}
+
+void sde_nn_scale(float *out, const float *inp, float scale, size_t n) {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (size_t i = 0; i < n; i++) out[i] = inp[i] * scale;
+}
+
+void sde_nn_accumulate(float *dst, const float *src, size_t n) {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+void sde_nn_add_channel_bias_forward(float *x, const float *bias, int B, int C, int HW) {
+  size_t rows = (size_t)B * C;
+#pragma omp parallel for schedule(static) if (rows * HW > PAR_MIN)
+  for (size_t r = 0; r < rows; r++) {
+    float bv = bias[r];
+    float *xr = x + r * HW;
+    for (int p = 0; p < HW; p++) xr[p] += bv;
+  }
+}
+
+void sde_nn_add_channel_bias_backward(float *dbias, const float *dx, int B, int C, int HW) {
+  if (!dbias) return;
+  size_t rows = (size_t)B * C;
+#pragma omp parallel for schedule(static) if (rows * HW > PAR_MIN)
+  for (size_t r = 0; r < rows; r++) {
+    double acc = 0.0;
+    const float *g = dx + r * HW;
+    for (int p = 0; p < HW; p++) acc += g[p];
+    dbias[r] += (float)acc;
+  }
+}
+
+void sde_nn_concat_channels_forward(float *out, const float *a, const float *b, int B, int Ca,
+                                    int Cb, int HW) {
+  size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
+  for (int i = 0; i < B; i++) {
+    memcpy(out + i * (na + nb), a + i * na, na * sizeof(float));
+    memcpy(out + i * (na + nb) + na, b + i * nb, nb * sizeof(float));
+  }
+}
+
+void sde_nn_concat_channels_backward(float *da, float *db, const float *dout, int B, int Ca,
+                                     int Cb, int HW) {
+  size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
+  for (int i = 0; i < B; i++) {
+    if (da) sde_nn_accumulate(da + i * na, dout + i * (na + nb), na);
+    if (db) sde_nn_accumulate(db + i * nb, dout + i * (na + nb) + na, nb);
+  }
+}
