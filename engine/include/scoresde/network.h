@@ -204,6 +204,16 @@ int sde_network_create(const sde_ncsnpp_config *c, const float *params, sde_mode
 int sde_network_save(const sde_model *m, const char *path, const char *const *extra_meta,
                      int n_extra);
 
+/* Imports a diffusers UNet2DModel NCSN++ folder (config.json +
+ * diffusion_pytorch_model.safetensors; DIR or DIR/unet): SkipDownBlock2D /
+ * AttnSkipDownBlock2D blocks, Fourier time embedding (spec §8.1, §8.3; the architecture of
+ * the google/ncsnpp-* models: biggan+FIR, output_skip/input_skip/sum, scale_by_sigma).
+ * Keys are mapped back onto all_modules.<i>.<sub> (attention to_q/to_k/to_v/to_out.0 or
+ * query/key/value/proj_attn weights transposed into NIN W). The VE SDE comes from
+ * scheduler_config.json (DIR, DIR/scheduler or DIR/../scheduler: sigma_min, sigma_max,
+ * num_train_timesteps), else the ScoreSdeVeScheduler defaults (0.01, 1348, 2000). */
+int sde_network_load_diffusers(const char *dir, sde_model **out);
+
 int sde_network_is(const sde_model *m); /* true for models made here */
 const sde_ncsnpp_config *sde_network_config(const sde_model *m);
 /* The contiguous parameter buffer (read-only; state_dict order). */

@@ -49,7 +49,7 @@ static void config_common(sde_ncsnpp_config *c) {
   c->resamp_with_conv = 1;
   c->image_size = 32;
   c->num_channels = 3;
-  snprintf(c->dataset, sizeof c->dataset, "cifar10");
+  c->dataset[0] = 0;
   c->has_sde = 1;
   sde_init(&c->sde, SDE_VE);
   c->continuous = 1;
@@ -63,6 +63,7 @@ void sde_ncsnpp_config_ncsnpp_cifar10(sde_ncsnpp_config *c) {
   c->embedding_type = SDE_EMBED_FOURIER;
   c->scale_by_sigma = 1;
   c->centered = 0;
+  snprintf(c->dataset, sizeof c->dataset, "cifar10");
   sde_init(&c->sde, SDE_VE);
 }
 
@@ -74,6 +75,7 @@ void sde_ncsnpp_config_ddpmpp_cifar10(sde_ncsnpp_config *c) {
   c->embedding_type = SDE_EMBED_POSITIONAL;
   c->scale_by_sigma = 0;
   c->centered = 1;
+  snprintf(c->dataset, sizeof c->dataset, "cifar10");
   sde_init(&c->sde, SDE_VP);
 }
 
@@ -223,6 +225,7 @@ static int parse_sde_fields(const sde_json *o, sde_sde *sde) {
 
 int sde_ncsnpp_config_from_json(const sde_json *j, sde_ncsnpp_config *c) {
   sde_ncsnpp_config_ncsnpp_cifar10(c);
+  c->dataset[0] = 0;
   if (!j || j->type != SDE_JSON_OBJECT)
     return sde_fail(SDE_EFORMAT, "config: expected a JSON object");
   int rc;

@@ -209,7 +209,7 @@ static int st_parse(sde_safetensors *st, const uint8_t *bytes, size_t len) {
     for (int i = 0; i < st->n_tensors; i++)
       if (st->tensors[i].end > st->tensors[i].begin) by[m++] = &st->tensors[i];
     qsort(by, (size_t)m, sizeof *by, cmp_ptr_begin);
-    for (int i = 1; i < m; i++)
+    for (int i = 1; i < m && !rc; i++)
       if (by[i]->begin < by[i - 1]->end) {
         rc = sde_fail(SDE_EFORMAT, "tensors '%s' [%llu, %llu) and '%s' [%llu, %llu) overlap",
                       by[i - 1]->name, (unsigned long long)by[i - 1]->begin,
@@ -217,6 +217,21 @@ static int st_parse(sde_safetensors *st, const uint8_t *bytes, size_t len) {
                       (unsigned long long)by[i]->begin, (unsigned long long)by[i]->end);
         break;
       }
+    /* the tensors must tile the data buffer exactly (as the reference reader demands):
+     * a gap or a tail would mean a misplaced header length or a damaged file */
+    uint64_t covered = 0;
+    for (int i = 0; i < m && !rc; i++) {
+      if (by[i]->begin > covered)
+        rc = sde_fail(SDE_EFORMAT, "data bytes [%llu, %llu) before tensor '%s' belong to no "
+                      "tensor (header length or offsets wrong?)", (unsigned long long)covered,
+                      (unsigned long long)by[i]->begin, by[i]->name);
+      else if (by[i]->end > covered)
+        covered = by[i]->end;
+    }
+    if (!rc && covered != st->data_len)
+      rc = sde_fail(SDE_EFORMAT, "the data buffer has %llu bytes but the tensors cover %llu "
+                    "(header length wrong or trailing bytes)", (unsigned long long)st->data_len,
+                    (unsigned long long)covered);
     free(by);
     if (rc) goto done;
   }
