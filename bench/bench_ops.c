@@ -3,7 +3,9 @@
  *
  * Run as:  env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2 build/bench/bench_ops
  * (OpenBLAS's forced Haswell core type halves sgemm speed on AVX-512 machines.)
- * Options: --quick (skip the slow naive runs at batch 8) */
+ * Options: --quick (skip the slow naive runs at batch 8).
+ * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
+ * shared, loaded machine is the steadier measure of single-thread efficiency. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -17,6 +19,12 @@
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
@@ -55,24 +63,26 @@ static void conv2d_naive(float *out, const float *inp, const float *w, const flo
         }
 }
 
-/* best-of-reps seconds for `body` */
-#define TIME_BEST(best, reps, body)              \
-  do {                                           \
-    best = 1e30;                                 \
-    for (int r_ = 0; r_ < (reps); r_++) {        \
-      double t0_ = now();                        \
-      body;                                      \
-      double t_ = now() - t0_;                   \
-      best = t_ < best ? t_ : best;              \
-    }                                            \
+/* best-of-reps wall seconds (best) and process CPU seconds (cpu) for `body` */
+static double cpu;
+#define TIME_BEST(best, reps, body)                  \
+  do {                                               \
+    best = cpu = 1e30;                               \
+    for (int r_ = 0; r_ < (reps); r_++) {            \
+      double t0_ = now(), c0_ = cpu_now();           \
+      body;                                          \
+      double t_ = now() - t0_, c_ = cpu_now() - c0_; \
+      best = t_ < best ? t_ : best;                  \
+      cpu = c_ < cpu ? c_ : cpu;                     \
+    }                                                \
   } while (0)
 
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   printf("threads %d (OMP_NUM_THREADS), OPENBLAS_CORETYPE=%s\n", omp_get_max_threads(),
          getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
-  printf("%-28s %10s %10s %10s %10s %8s\n", "conv2d 3x3 pad 1", "ms", "GFLOP/s", "naive ms",
-         "naive GF/s", "speed-up");
+  printf("%-22s %8s %8s %8s | %9s %9s %10s | %8s %8s\n", "conv2d 3x3 pad 1", "ms", "GFLOP/s",
+         "cpu GF/s", "naive ms", "naive GF/s", "naive cpuGF", "speed-up", "cpu s-up");
   const int shapes[][4] = {{1, 128, 32, 32}, {8, 128, 32, 32}, {1, 256, 16, 16},
                            {8, 256, 16, 16}, {1, 256, 8, 8},   {8, 256, 8, 8}};
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -82,28 +92,30 @@ int main(int argc, char **argv) {
     float *x = rand_f(nx, 1), *w = rand_f(nw, 0.05f), *b = rand_f(C, 0.1f);
     float *y = malloc(nx * sizeof(float)), *y2 = malloc(nx * sizeof(float));
     float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
-    double flops = 2.0 * B * C * C * 9 * H * W, t, tn = 0;
+    double flops = 2.0 * B * C * C * 9 * H * W, t, tc, tn = 0, tnc = 0;
     sde_nn_conv2d_forward(y, x, w, b, &s, scratch); /* warm-up */
     TIME_BEST(t, 5, sde_nn_conv2d_forward(y, x, w, b, &s, scratch));
+    tc = cpu;
     int run_naive = !(quick && B > 1);
     if (run_naive) {
       TIME_BEST(tn, B > 1 ? 1 : 2, conv2d_naive(y2, x, w, b, &s));
+      tnc = cpu;
       double md = 0;
       for (size_t j = 0; j < nx; j++) md = fmaxf(md, fabsf(y[j] - y2[j]));
       if (md > 1e-3) printf("  (mismatch vs naive: %.3g)\n", md);
     }
     char label[64];
     snprintf(label, sizeof label, "B=%d C=%d %dx%d", B, C, H, W);
+    printf("%-22s %8.2f %8.1f %8.1f | ", label, t * 1e3, flops / t * 1e-9, flops / tc * 1e-9);
     if (run_naive)
-      printf("%-28s %10.2f %10.1f %10.1f %10.2f %7.1fx\n", label, t * 1e3, flops / t * 1e-9,
-             tn * 1e3, flops / tn * 1e-9, tn / t);
+      printf("%9.1f %9.2f %10.2f | %7.1fx %7.1fx\n", tn * 1e3, flops / tn * 1e-9,
+             flops / tnc * 1e-9, tn / t, tnc / tc);
     else
-      printf("%-28s %10.2f %10.1f %10s %10s %8s\n", label, t * 1e3, flops / t * 1e-9, "-", "-",
-             "-");
+      printf("%9s %9s %10s | %8s %8s\n", "-", "-", "-", "-", "-");
     free(x), free(w), free(b), free(y), free(y2), free(scratch);
   }
 
-  printf("\n%-28s %10s %10s\n", "other ops (B=8)", "ms", "GFLOP/s");
+  printf("\n%-28s %10s %10s %10s\n", "other ops (B=8)", "ms", "GFLOP/s", "cpu GF/s");
   {
     int B = 8, C = 128, H = 32, W = 32;
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, W, C, 3, 1, 1);
@@ -114,10 +126,12 @@ int main(int argc, char **argv) {
     float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double t, flops = 2.0 * B * C * C * 9 * H * W;
     TIME_BEST(t, 2, sde_nn_conv2d_backward(dx, dw, db, g, x, w, &s, scratch));
-    printf("%-28s %10.2f %10.1f\n", "conv3x3 backward C=128 32x32", t * 1e3, 2 * flops / t * 1e-9);
+    printf("%-28s %10.2f %10.1f %10.1f\n", "conv3x3 backward C=128 32x32", t * 1e3,
+           2 * flops / t * 1e-9, 2 * flops / cpu * 1e-9);
     sde_nn_conv2d_shape s1 = sde_nn_conv2d_shape_make(B, C, H, W, C, 1, 1, 0);
     TIME_BEST(t, 3, sde_nn_conv2d_forward(dx, x, w, NULL, &s1, NULL));
-    printf("%-28s %10.2f %10.1f\n", "conv1x1 C=128 32x32", t * 1e3, flops / 9 / t * 1e-9);
+    printf("%-28s %10.2f %10.1f %10.1f\n", "conv1x1 C=128 32x32", t * 1e3, flops / 9 / t * 1e-9,
+           flops / 9 / cpu * 1e-9);
     float *gm = rand_f(C, 1), *bt = rand_f(C, 1);
     TIME_BEST(t, 3, sde_nn_groupnorm_silu_forward(dx, x, gm, bt, B, C, H * W, 32, 1e-6f));
     printf("%-28s %10.2f %10s\n", "groupnorm+silu C=128 32x32", t * 1e3, "-");
@@ -130,8 +144,8 @@ int main(int argc, char **argv) {
     size_t na = (size_t)B * Ca * N;
     float *att = malloc((size_t)B * N * N * sizeof(float)), *qkv = rand_f(3 * na, 1);
     TIME_BEST(t, 3, sde_nn_attention_forward(dx, att, qkv, qkv + na, qkv + 2 * na, B, Ca, N));
-    printf("%-28s %10.2f %10.1f\n", "attention C=256 16x16", t * 1e3,
-           4.0 * B * Ca * N * N / t * 1e-9);
+    printf("%-28s %10.2f %10.1f %10.1f\n", "attention C=256 16x16", t * 1e3,
+           4.0 * B * Ca * N * N / t * 1e-9, 4.0 * B * Ca * N * N / cpu * 1e-9);
     free(x), free(w), free(g), free(dx), free(dw), free(db), free(scratch), free(gm), free(bt);
     free(up), free(att), free(qkv);
   }

@@ -35,14 +35,15 @@ static void blas_init(void) {
 static int ceil_div(int a, int b) { return (a + b - 1) / b; }
 static int round_up16(int a) { return (a + 15) / 16 * 16; }
 
-/* Tile sizes for an M x N GEMM of `flops` work, chosen from the shape alone: enough tiles
- * for a few threads, each big enough (>= GEMM_TILE_FLOPS) that sgemm's packing stays cheap.
- * N (the pixel axis) is split first, down to GEMM_MIN_NT columns, then M down to GEMM_MIN_MT. */
+/* Tile sizes for an M x N GEMM, chosen from the shape alone. `want` tiles are asked for,
+ * but no more than leave GEMM_TILE_FLOPS of work each, so that sgemm's packing (which a
+ * split repeats: the A panel once per column tile, the B panel once per row tile) stays
+ * cheap. N (the pixel axis) is split first, down to GEMM_MIN_NT columns, then M. */
 #ifndef GEMM_TILE_FLOPS
 #define GEMM_TILE_FLOPS 16e6
 #endif
-#ifndef GEMM_MAX_TILES
-#define GEMM_MAX_TILES 8
+#ifndef GEMM_TASKS
+#define GEMM_TASKS 4 /* parallel tasks aimed at per GEMM batch */
 #endif
 #ifndef GEMM_MIN_NT
 #define GEMM_MIN_NT 128
@@ -50,9 +51,8 @@ static int round_up16(int a) { return (a + 15) / 16 * 16; }
 #ifndef GEMM_MIN_MT
 #define GEMM_MIN_MT 64
 #endif
-static void gemm_tile_sizes(int M, int N, double flops, int *mt, int *nt) {
-  double want = flops / GEMM_TILE_FLOPS;
-  if (want > GEMM_MAX_TILES) want = GEMM_MAX_TILES;
+static void gemm_tile_sizes(int M, int N, double flops, int want, int *mt, int *nt) {
+  if (want > flops / GEMM_TILE_FLOPS) want = (int)(flops / GEMM_TILE_FLOPS);
   *mt = M;
   *nt = N;
   while (ceil_div(M, *mt) * ceil_div(N, *nt) < want) {
@@ -71,8 +71,9 @@ static void gemm_batch(int batch, int reduce, int transA, int transB, int M, int
                        int ldb, size_t strideB, float beta, float *C, int ldc, size_t strideC) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
   blas_init();
-  int mt, nt;
-  gemm_tile_sizes(M, N, 2.0 * M * N * K * (reduce ? batch : 1), &mt, &nt);
+  /* independent items already give `batch` tasks; a reduction has only its tiles */
+  int mt, nt, want = reduce ? GEMM_TASKS : ceil_div(GEMM_TASKS, batch);
+  gemm_tile_sizes(M, N, 2.0 * M * N * K * (reduce ? batch : 1), want, &mt, &nt);
   int tn = ceil_div(N, nt), per_item = ceil_div(M, mt) * tn;
   int ntasks = reduce ? per_item : per_item * batch;
 #pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
@@ -151,8 +152,9 @@ static void conv2d_plan(const sde_nn_conv2d_shape *s, int *imgs, int *rows) {
   int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s);
   size_t K = (size_t)s->C_in * s->KH * s->KW, per_img = K * Ho * Wo;
   if (per_img <= CONV_COL_FLOATS) {
-    size_t g = CONV_COL_FLOATS / per_img;
-    *imgs = g < (size_t)s->B ? (int)g : s->B;
+    size_t g = 1; /* a power of two, for even work among 2^k threads */
+    while (2 * g * per_img <= CONV_COL_FLOATS && 2 * g <= (size_t)s->B) g *= 2;
+    *imgs = (int)g;
     *rows = Ho;
   } else {
     size_t r = CONV_COL_FLOATS / (K * Wo);
