@@ -501,7 +501,7 @@ static int run_sample(cli_cfg *c, const cli_command *cmd) {
   int n = c->n > 0 ? c->n : 16;
   if (c->in) {
     int count = 0;
-    if ((rc = load_samples("--in", c->in, m, LOAD_LATENT, 0, &xT, &count))) goto fail;
+    if ((rc = load_samples("input", c->in, m, LOAD_LATENT, 0, &xT, &count))) goto fail;
     if (c->n <= 0) n = count;
     if (!(xT = cycle_samples(xT, count, n, D))) {
       rc = SDE_ENOMEM;
@@ -554,7 +554,7 @@ static int run_codec(cli_cfg *c, const cli_command *cmd, int encode) {
   if ((rc = check_png_out(c->out, m))) goto fail;
   const int64_t D = sde_model_dim(m);
   int count = 0;
-  if ((rc = load_samples("--in", c->in, m, encode ? LOAD_DATA : LOAD_LATENT, 0, &x, &count)))
+  if ((rc = load_samples("input", c->in, m, encode ? LOAD_DATA : LOAD_LATENT, 0, &x, &count)))
     goto fail;
   int n = c->n > 0 ? c->n : count;
   if (!(x = cycle_samples(x, count, n, D)) || !(y = alloc_floats(n, D))) {
@@ -611,7 +611,7 @@ static int run_likelihood(cli_cfg *c, const cli_command *cmd) {
   }
   const int64_t D = sde_model_dim(m);
   int count = 0;
-  if ((rc = load_samples("--in", c->in, m, LOAD_DATA, 0, &x, &count))) goto fail;
+  if ((rc = load_samples("input", c->in, m, LOAD_DATA, 0, &x, &count))) goto fail;
   int n = c->n > 0 ? c->n : count;
   if (!(x = cycle_samples(x, count, n, D)) || !(logp = sde_calloc((size_t)n, sizeof(double)))) {
     rc = SDE_ENOMEM;
@@ -774,7 +774,7 @@ static int run_control(cli_cfg *c, const cli_command *cmd, int colorize) {
   const int64_t D = sde_model_dim(m);
   const int64_t HW = (int64_t)m->height * m->width;
   int count = 0, mcount = 1;
-  if ((rc = load_samples("--in", c->in, m, LOAD_DATA, colorize, &x, &count))) goto fail;
+  if ((rc = load_samples("input", c->in, m, LOAD_DATA, colorize, &x, &count))) goto fail;
   if (!colorize && (rc = load_mask(c->mask, m, count, &mask, &mcount))) goto fail;
   int n = c->n > 0 ? c->n : count;
   if (!(x = cycle_samples(x, count, n, D)) || !(y = alloc_floats(n, D))) {
