@@ -252,6 +252,23 @@ static float *gray_to_rgb(float *src, int n, int64_t hw) {
 
 enum { LOAD_DATA = 0, LOAD_LATENT = 1 };
 
+/* Whether ss[snd] is the shape of one sample of m: 1 if so, 2 if it is a 1-channel image
+ * that gray_ok lets a 3-channel model take, 0 if not. Data for an image model must be
+ * [C,H,W], [H,W] (1 channel) or flat [D]; latents and vector data only need D values. */
+static int sample_shape_ok(const sde_model *m, int mode, int gray_ok, const int64_t *ss,
+                           int snd) {
+  const int64_t D = sde_model_dim(m);
+  if (gray_ok && m->is_image && m->channels == 3) {
+    if (snd == 3 && ss[0] == 1 && ss[1] == m->height && ss[2] == m->width) return 2;
+    if (snd == 2 && ss[0] == m->height && ss[1] == m->width) return 2;
+  }
+  if (prod(ss, snd) != D) return 0;
+  if (mode == LOAD_LATENT || !m->is_image || snd == 1) return 1;
+  if (snd == 3) return ss[0] == m->channels && ss[1] == m->height && ss[2] == m->width;
+  if (snd == 2) return m->channels == 1 && ss[0] == m->height && ss[1] == m->width;
+  return 0;
+}
+
 /* Loads samples for model m from .npy, .png or a folder of PNGs into *out [count, D].
  * `what` names the input in messages. LOAD_LATENT accepts .npy only. gray_ok lets a
  * 3-channel image model take 1-channel inputs (expanded to R = G = B). No scaling here. */
@@ -308,22 +325,19 @@ static int load_samples(const char *what, const char *path, const sde_model *m, 
     free(x);
     return sde_fail(SDE_EINVAL, "%s '%s' is a scalar; expected an array of samples", what, path);
   }
-  /* The per-sample shape: a lone image [C,H,W] or vector [D], else everything after the
-   * batch dimension. */
-  int single = (nd == 1) || (m->is_image && nd == 3);
-  const int64_t *ss = single ? sh : sh + 1;
-  int snd = single ? nd : nd - 1;
-  int64_t n64 = single ? 1 : sh[0];
-  int64_t per = prod(ss, snd);
-  int gray = 0;
-  if (gray_ok && m->is_image && m->channels == 3 && snd == 3 && ss[0] == 1 && ss[1] == m->height &&
-      ss[2] == m->width)
-    gray = 1;
-  else if (per != D || (m->is_image && mode == LOAD_DATA && snd == 3 &&
-                        (ss[0] != m->channels || ss[1] != m->height || ss[2] != m->width))) {
+  /* Either a batch [n, <sample>] or one lone sample; the batch reading wins when both fit. */
+  int64_t n64 = 0;
+  int gray = 0, how;
+  if (nd >= 2 && (how = sample_shape_ok(m, mode, gray_ok, sh + 1, nd - 1))) {
+    n64 = sh[0];
+  } else if ((how = sample_shape_ok(m, mode, gray_ok, sh, nd))) {
+    n64 = 1;
+  } else {
+    int single = nd == 1 || (m->is_image && nd == 3);
     free(x);
-    return shape_mismatch(what, m, ss, snd);
+    return shape_mismatch(what, m, single ? sh : sh + 1, single ? nd : nd - 1);
   }
+  gray = how == 2;
   if (n64 <= 0) {
     free(x);
     return sde_fail(SDE_EINVAL, "%s '%s' holds no samples (shape[0] = 0)", what, path);
@@ -451,6 +465,20 @@ static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
           (long long)st->nfe, seconds);
 }
 
+/* Warns (stderr) when some outputs are not finite: a diverging sampler, say. */
+static void warn_nonfinite(const char *cmd, const float *x, int n, int64_t D) {
+  int bad = 0;
+  for (int i = 0; i < n; i++)
+    for (int64_t j = 0; j < D; j++)
+      if (!isfinite(x[(int64_t)i * D + j])) {
+        bad++;
+        break;
+      }
+  if (bad)
+    fprintf(stderr, "scoresde %s: warning: %d of %d outputs contain NaN or Inf values\n", cmd,
+            bad, n);
+}
+
 static int progress_enabled(const cli_cfg *c) { return !c->quiet && isatty(STDERR_FILENO); }
 
 /* Parses the names given on the command line into enums (usage errors, exit 2). */
@@ -526,6 +554,7 @@ static int run_sample(cli_cfg *c, const cli_command *cmd) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
+  warn_nonfinite(cmd->name, out, n, D);
   if ((rc = write_samples(c->out, m, out, n, 1))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;
@@ -574,6 +603,7 @@ static int run_codec(cli_cfg *c, const cli_command *cmd, int encode) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
+  warn_nonfinite(cmd->name, y, n, D);
   if ((rc = write_samples(c->out, m, y, n, !encode))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;
@@ -642,6 +672,11 @@ static int run_likelihood(cli_cfg *c, const cli_command *cmd) {
   cli_progress_finish(&bar);
   if (rc) goto fail;
 
+  int bad = 0;
+  for (int i = 0; i < n; i++) bad += !isfinite(logp[i]);
+  if (bad)
+    fprintf(stderr, "scoresde likelihood: warning: %d of %d log-likelihoods are not finite\n",
+            bad, n);
   double offset = sde_dequant_offset(m), mean = 0, mlogp = 0, var = 0;
   for (int i = 0; i < n; i++) {
     mean += sde_bits_per_dim(logp[i], D, offset);
@@ -814,6 +849,7 @@ static int run_control(cli_cfg *c, const cli_command *cmd, int colorize) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
+  warn_nonfinite(cmd->name, y, n, D);
   if ((rc = write_samples(c->out, m, y, n, 1))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;
