@@ -9,6 +9,7 @@
 #include "scoresde/io.h"
 #include "scoresde/json.h"
 #include "scoresde/model.h"
+#include "scoresde/network.h"
 
 #define MODEL_JSON_MAX_BYTES (256u << 20)
 
@@ -189,7 +190,6 @@ int sde_model_load(const char *path, sde_model **out) {
   struct stat st;
   if (stat(path, &st) != 0) return sde_fail(SDE_EIO, "%s: no such model file", path);
   if (sde_has_suffix(path, ".json")) return sde_model_load_json(path, out);
-  if (sde_has_suffix(path, ".safetensors"))
-    return sde_fail(SDE_EUNSUPPORTED, "%s: network models are not supported by this build", path);
+  if (sde_has_suffix(path, ".safetensors")) return sde_network_load(path, out);
   return sde_fail(SDE_EFORMAT, "%s: unknown model file type (expected .json or .safetensors)", path);
 }
