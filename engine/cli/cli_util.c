@@ -95,7 +95,8 @@ static int set_value(const char *cmd, const cli_option *o, const char *val, void
       const char *s = val;
       while (*s == ' ') s++;
       errno = 0;
-      unsigned long long v = (*s == '-' || *s == '+') ? 0 : strtoull(s, &end, 0);
+      int base = (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) ? 16 : 10;
+      unsigned long long v = (*s == '-' || *s == '+') ? 0 : strtoull(s, &end, base);
       if (*s == '-' || *s == '+' || end == s || *end || errno == ERANGE)
         return cli_usage_error(cmd, "--%s must be a non-negative integer below 2^64, not '%s'",
                                o->name, val);

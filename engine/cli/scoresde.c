@@ -222,6 +222,9 @@ static int shape_mismatch(const char *what, const sde_model *m, const int64_t *d
   model_shape_text(m, want, sizeof want);
   if (m->is_image)
     return sde_fail(SDE_EINVAL, "%s is %s but the model expects %s", what, got, want);
+  if (nd == 1)
+    return sde_fail(SDE_EINVAL, "%s samples have %s values but the model expects %s", what, got,
+                    want);
   return sde_fail(SDE_EINVAL, "%s samples have shape %s but the model expects %s values", what,
                   got, want);
 }
