@@ -692,6 +692,46 @@ static void test_noise_scales(void) {
   check_error(r, 1, NULL, "noise-scales on a malformed .npy");
 }
 
+/* Network models, when the fixtures of ../shared/fixtures are around (SCORESDE_FIXTURES). */
+static void test_network(void) {
+  const char *fx = getenv("SCORESDE_FIXTURES");
+  char rgb[1024], gray[1024];
+  struct stat st;
+  snprintf(rgb, sizeof rgb, "%s/ncsnpp/ve_ncsnpp_tiny/model.safetensors", fx ? fx : "");
+  snprintf(gray, sizeof gray, "%s/ncsnpp/ve_ncsnpp_residual_gray/model.safetensors", fx ? fx : "");
+  if (!fx || stat(rgb, &st) != 0 || stat(gray, &st) != 0) {
+    TAP_CHECK(1, "# SKIP network fixtures not found (SCORESDE_FIXTURES)");
+    return;
+  }
+  result *r = RUN("info", rgb);
+  TAP_CHECK(r->status == 0 && strstr(r->out, "3x16x16"), "info dispatches to the network tool");
+  r = RUN("sample", "--model", rgb, "--n", "2", "--num-scales", "3", "--out", "net.npy");
+  if (ok_run(r, "sample a network model")) check_shape("net.npy", "(2,3,16,16)", "network");
+  r = RUN("sample", "--model", gray, "--n", "3", "--num-scales", "2", "--predictor", "em",
+          "--corrector", "none", "--out", "netg.png");
+  if (ok_run(r, "sample a gray network model to a PNG grid")) {
+    float *g = NULL;
+    int c = 0, h = 0, w = 0;
+    TAP_CHECK(sde_png_read(P("netg.png"), 0, &g, &c, &h, &w) == 0 && c == 1 && h >= 16 &&
+                  w >= 32,
+              "gray grid (%dx%dx%d)", c, h, w);
+    free(g);
+  }
+  r = RUN("encode", "--model", rgb, "--in", "net.npy", "--out", "netz.npy", "--ode-method",
+          "euler", "--steps", "2");
+  if (ok_run(r, "encode with a network (Euler, 2 steps)"))
+    check_shape("netz.npy", "(2,3,16,16)", "network latents");
+  r = RUN("colorize", "--model", gray, "--in", "net.npy", "--out", "x.npy");
+  check_error(r, 1, "3-channel", "colorize with a gray network");
+  r = RUN("likelihood", "--model", rgb, "--in", "net.npy", "--rtol", "1e-2", "--atol", "1e-2");
+  TAP_CHECK((r->status == 0 && strstr(r->out, "bits/dim") && strstr(r->out, "offset 8")) ||
+                (r->status == 1 && !r->sig && strncmp(r->err, "scoresde: ", 10) == 0),
+            "network likelihood: bits/dim, or a clean error when the model lacks a VJP");
+  r = RUN("sample", "--model", rgb, "--n", "1", "--num-scales", "2", "--in", "s.npy", "--out",
+          "x.npy");
+  check_error(r, 1, "but the model expects 3x16x16", "prior draws of the wrong shape");
+}
+
 /* Progress bar and Ctrl-C, with stderr on a pseudo-terminal. */
 static void test_tty(void) {
   int master = posix_openpt(O_RDWR | O_NOCTTY);
@@ -794,6 +834,7 @@ int main(int argc, char **argv) {
   test_gmm();
   test_images();
   test_noise_scales();
+  test_network();
   test_tty();
   TAP_DIAG("%.1f s", sde_now() - t0);
   if (!getenv("SCORESDE_KEEP_TMP")) nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
