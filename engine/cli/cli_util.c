@@ -95,8 +95,8 @@ static int set_value(const char *cmd, const cli_option *o, const char *val, void
       const char *s = val;
       while (*s == ' ') s++;
       errno = 0;
-      int base = (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) ? 16 : 10;
-      unsigned long long v = (*s == '-' || *s == '+') ? 0 : strtoull(s, &end, base);
+      int radix = (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) ? 16 : 10;
+      unsigned long long v = (*s == '-' || *s == '+') ? 0 : strtoull(s, &end, radix);
       if (*s == '-' || *s == '+' || end == s || *end || errno == ERANGE)
         return cli_usage_error(cmd, "--%s must be a non-negative integer below 2^64, not '%s'",
                                o->name, val);
@@ -240,7 +240,8 @@ static void draw(cli_progress *p, int done, int total, double now) {
     cli_format_duration(elapsed * (double)(total - done) / done, eta, sizeof eta);
   else
     snprintf(eta, sizeof eta, "?");
-  int tl = snprintf(tail, sizeof tail, " %d/%d %3d%% %s elapsed, ETA %s", done, total,
+  int digits = snprintf(NULL, 0, "%d", total);
+  int tl = snprintf(tail, sizeof tail, " %*d/%d %3d%% %s elapsed, ETA %s", digits, done, total,
                     (int)(100.0 * frac), el, eta);
   int cols = terminal_columns();
   int bar = cols - 1 - (int)strlen(p->label) - 3 - tl;

@@ -359,11 +359,15 @@ static int load_samples(const char *what, const char *path, const sde_model *m, 
   return SDE_OK;
 }
 
-/* Returns x[count, D] reused cyclically to n samples (x itself when n == count). */
+/* Returns x[count, D] reused cyclically to n samples (x itself when n == count). Takes
+ * ownership of x: on failure it is freed and NULL returned. */
 static float *cycle_samples(float *x, int count, int n, int64_t D) {
   if (n == count) return x;
   float *y = alloc_floats(n, D);
-  if (!y) return NULL;
+  if (!y) {
+    free(x);
+    return NULL;
+  }
   for (int i = 0; i < n; i++)
     memcpy(y + (int64_t)i * D, x + (int64_t)(i % count) * D, (size_t)D * sizeof(float));
   free(x);
