@@ -1,0 +1,108 @@
+/* gst-scoresde: GStreamer helper library of the score-SDE plugins
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ *
+ * The model cache: one loaded engine model shared by every element that names the
+ * same file (canonical path) and device.
+ */
+#ifndef __GST_SCORESDE_MODEL_H__
+#define __GST_SCORESDE_MODEL_H__
+
+#include <gst/gst.h>
+#include <scoresde/scoresde.h>
+#include "gstscoresdeenums.h"
+
+G_BEGIN_DECLS
+
+/**
+ * GST_SCORESDE_MODEL_ENV:
+ *
+ * Environment variable naming the model used when an element's `model` property is
+ * empty. When unset, the installed `<datadir>/gst-scoresde/models/default.json` is
+ * used, else the source tree's `models/default.json` (uninstalled use).
+ */
+#define GST_SCORESDE_MODEL_ENV "SCORESDE_DEFAULT_MODEL"
+
+typedef struct _GstScoreSdeModel GstScoreSdeModel;
+
+/**
+ * GstScoreSdeModel:
+ * @model: the loaded engine model; shared read-only, every engine call on it is reentrant
+ * @sde: the SDE to sample with: the model's own (model->has_sde) or the VE defaults
+ * @path: canonical path of the model file
+ * @id: model identity carried in latent caps (model->id, or a hash of @path when
+ *   the model has none)
+ * @device: the device the model runs on (never %GST_SCORESDE_DEVICE_AUTO)
+ *
+ * A refcounted handle on a cached model. Every field is read-only and valid until the
+ * handle is released.
+ */
+struct _GstScoreSdeModel
+{
+  const sde_model *model;
+  sde_sde sde;
+  const gchar *path;
+  const gchar *id;
+  GstScoreSdeDevice device;
+
+  /*< private >*/
+  gint refcount;
+  gpointer _gst_reserved[GST_PADDING];
+};
+
+#define GST_TYPE_SCORESDE_MODEL (gst_scoresde_model_get_type ())
+GType gst_scoresde_model_get_type (void);
+
+/* Returns the canonical (realpath) file to load for `path`; NULL or "" selects the
+ * shipped default (see GST_SCORESDE_MODEL_ENV). On failure returns NULL and sets
+ * GST_RESOURCE_ERROR_NOT_FOUND. Free with g_free(). */
+gchar *gst_scoresde_model_resolve_path (const gchar * path, GError ** error);
+
+/* Returns the handle of the model in `path` (NULL or "" = the shipped default) on
+ * `device`, loading it on first use. Thread-safe. Errors (GStreamer error domains,
+ * ready for GST_SCORESDE_ELEMENT_GERROR):
+ *   GST_RESOURCE_ERROR_NOT_FOUND     the file does not exist or cannot be read
+ *   GST_LIBRARY_ERROR_INIT           malformed model file; CUDA requested ("CUDA support is not built")
+ *   GST_RESOURCE_ERROR_NO_SPACE_LEFT out of memory while loading
+ * Release with gst_scoresde_model_cache_release(). */
+GstScoreSdeModel *gst_scoresde_model_cache_acquire (const gchar * path,
+    GstScoreSdeDevice device, GError ** error);
+
+/* Drops one reference; the model is unloaded when its last user releases it. */
+void gst_scoresde_model_cache_release (GstScoreSdeModel * model);
+
+/* Takes another reference on an acquired handle. */
+GstScoreSdeModel *gst_scoresde_model_ref (GstScoreSdeModel * model);
+
+/* Number of models currently loaded (for tests). */
+guint gst_scoresde_model_cache_size (void);
+
+/* Convenience accessors. */
+static inline gint
+gst_scoresde_model_channels (const GstScoreSdeModel * m)
+{
+  return m->model->channels;
+}
+
+static inline gint
+gst_scoresde_model_width (const GstScoreSdeModel * m)
+{
+  return m->model->width;
+}
+
+static inline gint
+gst_scoresde_model_height (const GstScoreSdeModel * m)
+{
+  return m->model->height;
+}
+
+/* C*H*W: floats in one sample. */
+static inline gsize
+gst_scoresde_model_dim (const GstScoreSdeModel * m)
+{
+  return (gsize) sde_model_dim (m->model);
+}
+
+G_END_DECLS
+
+#endif /* __GST_SCORESDE_MODEL_H__ */

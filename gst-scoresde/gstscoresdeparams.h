@@ -1,0 +1,59 @@
+/* gst-scoresde: GStreamer helper library of the score-SDE plugins
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ *
+ * Sampler settings shared by the elements that sample (src, inpaint, colorize): the
+ * defaults every element documents, and the conversion to engine parameters.
+ */
+#ifndef __GST_SCORESDE_PARAMS_H__
+#define __GST_SCORESDE_PARAMS_H__
+
+#include <gst/gst.h>
+#include <scoresde/scoresde.h>
+#include "gstscoresdeenums.h"
+#include "gstscoresdeprogress.h"
+
+G_BEGIN_DECLS
+
+#define GST_SCORESDE_DEFAULT_MODEL NULL /* the shipped default */
+#define GST_SCORESDE_DEFAULT_DEVICE GST_SCORESDE_DEVICE_AUTO
+#define GST_SCORESDE_DEFAULT_SEED 0
+#define GST_SCORESDE_DEFAULT_SAMPLER GST_SCORESDE_SAMPLER_PC
+#define GST_SCORESDE_DEFAULT_PREDICTOR GST_SCORESDE_PREDICTOR_REVERSE_DIFFUSION
+#define GST_SCORESDE_DEFAULT_CORRECTOR GST_SCORESDE_CORRECTOR_LANGEVIN
+#define GST_SCORESDE_DEFAULT_STEPS 0    /* 0 = the SDE's N (1000 for the references) */
+#define GST_SCORESDE_MAX_STEPS 100000
+#define GST_SCORESDE_DEFAULT_SNR 0.16
+#define GST_SCORESDE_MAX_SNR 10.0
+#define GST_SCORESDE_DEFAULT_CORRECTOR_STEPS 1
+#define GST_SCORESDE_MAX_CORRECTOR_STEPS 100
+#define GST_SCORESDE_DEFAULT_ODE_METHOD GST_SCORESDE_ODE_METHOD_RK45
+#define GST_SCORESDE_DEFAULT_RTOL 1e-5
+#define GST_SCORESDE_DEFAULT_ATOL 1e-5
+#define GST_SCORESDE_MIN_TOL 1e-12
+#define GST_SCORESDE_MAX_TOL 1.0
+
+typedef struct
+{
+  GstScoreSdeSampler sampler;
+  GstScoreSdePredictor predictor;
+  GstScoreSdeCorrector corrector;
+  gint steps;
+  gdouble snr;
+  gint corrector_steps;
+  GstScoreSdeOdeMethod ode_method;
+  gdouble rtol, atol;
+  guint64 seed;
+} GstScoreSdeSamplerSettings;
+
+/* Sets the GST_SCORESDE_DEFAULT_* values. */
+void gst_scoresde_sampler_settings_init (GstScoreSdeSamplerSettings * s);
+
+/* Fills engine parameters (sde_sample_params_init + the settings); `progress` may be
+ * NULL, else it becomes the progress/cancel callback. */
+void gst_scoresde_sampler_settings_to_params (const GstScoreSdeSamplerSettings *
+    s, GstScoreSdeProgress * progress, sde_sample_params * p);
+
+G_END_DECLS
+
+#endif /* __GST_SCORESDE_PARAMS_H__ */
