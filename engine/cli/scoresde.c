@@ -328,13 +328,18 @@ static int load_samples(const char *what, const char *path, const sde_model *m, 
     free(x);
     return sde_fail(SDE_EINVAL, "%s '%s' is a scalar; expected an array of samples", what, path);
   }
-  /* Either a batch [n, <sample>] or one lone sample; the batch reading wins when both fit. */
+  /* Either a batch [n, <sample>] or one lone sample. A reading with the model's own channel
+   * count beats a gray one; then the batch reading wins when both fit. */
   int64_t n64 = 0;
-  int gray = 0, how;
-  if (nd >= 2 && (how = sample_shape_ok(m, mode, gray_ok, sh + 1, nd - 1))) {
+  int gray = 0, how = 0;
+  int batch = nd >= 2 ? sample_shape_ok(m, mode, gray_ok, sh + 1, nd - 1) : 0;
+  int lone = sample_shape_ok(m, mode, gray_ok, sh, nd);
+  if (batch == 1 || (batch == 2 && lone != 1)) {
     n64 = sh[0];
-  } else if ((how = sample_shape_ok(m, mode, gray_ok, sh, nd))) {
+    how = batch;
+  } else if (lone) {
     n64 = 1;
+    how = lone;
   } else {
     int single = nd == 1 || (m->is_image && nd == 3);
     free(x);
