@@ -164,7 +164,7 @@ int sde_model_load_json(const char *path, sde_model **out) {
   if (!path || !out) return sde_fail(SDE_EINVAL, "model: no path");
   *out = NULL;
   sde_json *root = sde_json_parse_file(path, MODEL_JSON_MAX_BYTES);
-  if (!root) return sde_fail_context(SDE_EFORMAT, "%s", path);
+  if (!root) return SDE_EFORMAT; /* the message already names the file */
   int status;
   const char *kind = NULL;
   if (root->type != SDE_JSON_OBJECT) {
