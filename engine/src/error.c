@@ -21,13 +21,22 @@ int sde_fail(int code, const char *fmt, ...) {
 }
 
 int sde_fail_context(int code, const char *fmt, ...) {
-  char prefix[SDE_ERRMSG_MAX], old[SDE_ERRMSG_MAX];
+  char old[SDE_ERRMSG_MAX];
   va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(prefix, sizeof prefix, fmt, ap);
-  va_end(ap);
   memcpy(old, errmsg, sizeof old);
-  snprintf(errmsg, sizeof errmsg, "%s: %s", prefix, old);
+  va_start(ap, fmt);
+  int len = vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+  va_end(ap);
+  if (len < 0) len = 0;
+  size_t used = (size_t)len < sizeof errmsg - 1 ? (size_t)len : sizeof errmsg - 1;
+  /* append ": old", truncated to the buffer */
+  if (used + 2 < sizeof errmsg) {
+    memcpy(errmsg + used, ": ", 2);
+    size_t room = sizeof errmsg - used - 3;
+    size_t olen = strnlen(old, room);
+    memcpy(errmsg + used + 2, old, olen);
+    errmsg[used + 2 + olen] = '\0';
+  }
   return code;
 }
 
