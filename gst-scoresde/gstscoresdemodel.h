@@ -74,6 +74,11 @@ void gst_scoresde_model_cache_release (GstScoreSdeModel * model);
 /* Takes another reference on an acquired handle. */
 GstScoreSdeModel *gst_scoresde_model_ref (GstScoreSdeModel * model);
 
+/* Checks the model can exchange video frames: 1, 3 or 4 channels. Sets
+ * GST_LIBRARY_ERROR_INIT otherwise. */
+gboolean gst_scoresde_model_check_video (const GstScoreSdeModel * model,
+    GError ** error);
+
 /* Number of models currently loaded (for tests). */
 guint gst_scoresde_model_cache_size (void);
 

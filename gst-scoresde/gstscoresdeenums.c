@@ -1,0 +1,96 @@
+/* gst-scoresde: GStreamer helper library of the score-SDE plugins
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <gst/gst.h>
+#include "gstscoresdeenums.h"
+
+#define DEFINE_ENUM_TYPE(func, TypeName, values)                        \
+GType                                                                   \
+func (void)                                                             \
+{                                                                       \
+  static gsize id = 0;                                                  \
+  if (g_once_init_enter (&id)) {                                        \
+    GType t = g_enum_register_static (TypeName, values);                \
+    g_once_init_leave (&id, t);                                         \
+  }                                                                     \
+  return (GType) id;                                                    \
+}
+
+static const GEnumValue sde_kind_values[] = {
+  {GST_SCORESDE_SDE_VE, "Variance exploding SDE (SMLD)", "ve"},
+  {GST_SCORESDE_SDE_VP, "Variance preserving SDE (DDPM)", "vp"},
+  {GST_SCORESDE_SDE_SUBVP, "Sub-variance preserving SDE", "subvp"},
+  {0, NULL, NULL}
+};
+
+static const GEnumValue sampler_values[] = {
+  {GST_SCORESDE_SAMPLER_PC, "Predictor-corrector sampler of the reverse SDE",
+      "pc"},
+  {GST_SCORESDE_SAMPLER_ODE, "Probability-flow ODE", "ode"},
+  {0, NULL, NULL}
+};
+
+static const GEnumValue predictor_values[] = {
+  {GST_SCORESDE_PREDICTOR_NONE, "No predictor", "none"},
+  {GST_SCORESDE_PREDICTOR_EULER_MARUYAMA, "Euler-Maruyama",
+      "euler-maruyama"},
+  {GST_SCORESDE_PREDICTOR_REVERSE_DIFFUSION, "Reverse diffusion",
+      "reverse-diffusion"},
+  {GST_SCORESDE_PREDICTOR_ANCESTRAL, "Ancestral sampling", "ancestral"},
+  {0, NULL, NULL}
+};
+
+static const GEnumValue corrector_values[] = {
+  {GST_SCORESDE_CORRECTOR_NONE, "No corrector", "none"},
+  {GST_SCORESDE_CORRECTOR_LANGEVIN, "Langevin dynamics", "langevin"},
+  {GST_SCORESDE_CORRECTOR_ALD, "Annealed Langevin dynamics", "ald"},
+  {0, NULL, NULL}
+};
+
+static const GEnumValue ode_method_values[] = {
+  {GST_SCORESDE_ODE_METHOD_RK45, "Adaptive Runge-Kutta 4(5)", "rk45"},
+  {GST_SCORESDE_ODE_METHOD_EULER, "Fixed-step Euler", "euler"},
+  {GST_SCORESDE_ODE_METHOD_HEUN, "Fixed-step Heun", "heun"},
+  {0, NULL, NULL}
+};
+
+static const GEnumValue device_values[] = {
+  {GST_SCORESDE_DEVICE_AUTO, "Best available device (CPU in this build)",
+      "auto"},
+  {GST_SCORESDE_DEVICE_CPU, "CPU", "cpu"},
+  {GST_SCORESDE_DEVICE_CUDA, "NVIDIA GPU (CUDA)", "cuda"},
+  {0, NULL, NULL}
+};
+
+static const GEnumValue interp_method_values[] = {
+  {GST_SCORESDE_INTERP_SLERP, "Spherical linear interpolation", "slerp"},
+  {GST_SCORESDE_INTERP_LERP, "Linear interpolation", "lerp"},
+  {0, NULL, NULL}
+};
+
+/* *INDENT-OFF* */
+DEFINE_ENUM_TYPE (gst_scoresde_sde_kind_get_type, "GstScoreSdeSdeKind", sde_kind_values)
+DEFINE_ENUM_TYPE (gst_scoresde_sampler_get_type, "GstScoreSdeSampler", sampler_values)
+DEFINE_ENUM_TYPE (gst_scoresde_predictor_get_type, "GstScoreSdePredictor", predictor_values)
+DEFINE_ENUM_TYPE (gst_scoresde_corrector_get_type, "GstScoreSdeCorrector", corrector_values)
+DEFINE_ENUM_TYPE (gst_scoresde_ode_method_get_type, "GstScoreSdeOdeMethod", ode_method_values)
+DEFINE_ENUM_TYPE (gst_scoresde_device_get_type, "GstScoreSdeDevice", device_values)
+DEFINE_ENUM_TYPE (gst_scoresde_interp_method_get_type, "GstScoreSdeInterpMethod", interp_method_values)
+/* *INDENT-ON* */
+
+void
+gst_scoresde_enums_mark_as_plugin_api (void)
+{
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_SDE_KIND, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_SAMPLER, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_PREDICTOR, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_CORRECTOR, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_ODE_METHOD, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_DEVICE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_INTERP_METHOD, 0);
+}

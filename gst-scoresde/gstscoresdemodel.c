@@ -1,0 +1,296 @@
+/* gst-scoresde: GStreamer helper library of the score-SDE plugins
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ *
+ * The model cache. Entries are keyed by "<canonical path>\n<device>" and hold one
+ * loaded sde_model each; handles are the entries themselves, refcounted under the
+ * cache mutex, so acquire/release from any thread (streaming threads, state changes)
+ * is safe. A model is loaded under the mutex: two elements starting together load it
+ * once, the second waits for the first.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stdlib.h>
+#include <errno.h>
+#include <string.h>
+#include "gstscoresdemodel.h"
+
+#ifndef GST_SCORESDE_MODELSDIR
+#define GST_SCORESDE_MODELSDIR "/usr/local/share/gst-scoresde/models"
+#endif
+#ifndef GST_SCORESDE_SOURCE_MODELSDIR
+#define GST_SCORESDE_SOURCE_MODELSDIR "models"
+#endif
+
+#define DEFAULT_MODEL_FILE "default.json"
+
+GST_DEBUG_CATEGORY_STATIC (scoresde_model_debug);
+#define GST_CAT_DEFAULT scoresde_model_debug
+
+typedef struct
+{
+  GstScoreSdeModel handle;      /* first: handles are entries */
+  gchar *key;
+  gchar *path;
+  gchar *id;
+  sde_model *model;
+} CacheEntry;
+
+static GMutex cache_lock;
+static GHashTable *cache = NULL;        /* key -> CacheEntry */
+
+static void
+debug_init (void)
+{
+  static gsize done = 0;
+  if (g_once_init_enter (&done)) {
+    GST_DEBUG_CATEGORY_INIT (scoresde_model_debug, "scoresdemodel", 0,
+        "scoresde model cache");
+    g_once_init_leave (&done, 1);
+  }
+}
+
+static gchar *
+canonicalize (const gchar * path)
+{
+  char *real = realpath (path, NULL);
+  gchar *ret;
+
+  if (real == NULL)
+    return NULL;
+  ret = g_strdup (real);
+  free (real);
+  return ret;
+}
+
+gchar *
+gst_scoresde_model_resolve_path (const gchar * path, GError ** error)
+{
+  gchar *canon;
+
+  debug_init ();
+
+  if (path != NULL && path[0] != '\0') {
+    canon = canonicalize (path);
+    if (canon == NULL) {
+      g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
+          "Model file '%s' not found: %s", path, g_strerror (errno));
+      return NULL;
+    }
+    if (!g_file_test (canon, G_FILE_TEST_IS_REGULAR)) {
+      g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
+          "Model file '%s' is not a regular file", path);
+      g_free (canon);
+      return NULL;
+    }
+    return canon;
+  } else {
+    const gchar *env = g_getenv (GST_SCORESDE_MODEL_ENV);
+    gchar *installed, *source;
+
+    if (env != NULL && env[0] != '\0') {
+      canon = canonicalize (env);
+      if (canon == NULL || !g_file_test (canon, G_FILE_TEST_IS_REGULAR)) {
+        g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
+            "Default model '%s' (from $" GST_SCORESDE_MODEL_ENV ") not found",
+            env);
+        g_free (canon);
+        return NULL;
+      }
+      return canon;
+    }
+
+    installed = g_build_filename (GST_SCORESDE_MODELSDIR, DEFAULT_MODEL_FILE,
+        NULL);
+    canon = canonicalize (installed);
+    if (canon == NULL) {
+      source = g_build_filename (GST_SCORESDE_SOURCE_MODELSDIR,
+          DEFAULT_MODEL_FILE, NULL);
+      canon = canonicalize (source);
+      if (canon == NULL)
+        g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
+            "No default model: set the model property or $"
+            GST_SCORESDE_MODEL_ENV " (neither %s nor %s exists)", installed,
+            source);
+      g_free (source);
+    }
+    g_free (installed);
+    return canon;
+  }
+}
+
+static void
+entry_free (CacheEntry * e)
+{
+  GST_DEBUG ("unloading model %s (%s)", e->path, e->id);
+  if (e->model)
+    sde_model_free (e->model);
+  g_free (e->key);
+  g_free (e->path);
+  g_free (e->id);
+  g_free (e);
+}
+
+static CacheEntry *
+entry_load (const gchar * path, const gchar * key, GstScoreSdeDevice device,
+    GError ** error)
+{
+  sde_model *m = NULL;
+  gint64 t0 = g_get_monotonic_time ();
+  int status = sde_model_load (path, &m);
+  CacheEntry *e;
+
+  if (status != SDE_OK) {
+    const gchar *msg = sde_errmsg ();
+    switch (status) {
+      case SDE_EIO:
+        g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
+            "Could not read model '%s': %s", path, msg);
+        break;
+      case SDE_ENOMEM:
+        g_set_error (error, GST_RESOURCE_ERROR,
+            GST_RESOURCE_ERROR_NO_SPACE_LEFT,
+            "Out of memory loading model '%s': %s", path, msg);
+        break;
+      default:
+        g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
+            "Could not load model '%s': %s", path, msg);
+        break;
+    }
+    return NULL;
+  }
+
+  e = g_new0 (CacheEntry, 1);
+  e->model = m;
+  e->key = g_strdup (key);
+  e->path = g_strdup (path);
+  if (m->id[0] != '\0')
+    e->id = g_strdup (m->id);
+  else
+    e->id = g_compute_checksum_for_string (G_CHECKSUM_MD5, path, -1);
+
+  e->handle.model = m;
+  if (m->has_sde)
+    e->handle.sde = m->sde;
+  else
+    sde_init (&e->handle.sde, SDE_VE);
+  e->handle.path = e->path;
+  e->handle.id = e->id;
+  e->handle.device = device;
+  e->handle.refcount = 1;
+
+  GST_INFO ("loaded model %s: %s %dx%dx%d, sde %s, id %s in %.1f ms", path,
+      m->ops->kind, m->channels, m->height, m->width,
+      sde_kind_name (e->handle.sde.kind), e->id,
+      (g_get_monotonic_time () - t0) / 1000.0);
+  return e;
+}
+
+GstScoreSdeModel *
+gst_scoresde_model_cache_acquire (const gchar * path, GstScoreSdeDevice device,
+    GError ** error)
+{
+  gchar *canon, *key;
+  CacheEntry *e;
+
+  debug_init ();
+
+  if (device == GST_SCORESDE_DEVICE_CUDA) {
+    g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
+        "CUDA support is not built: use device=cpu (or auto)");
+    return NULL;
+  }
+  if (device == GST_SCORESDE_DEVICE_AUTO)
+    device = GST_SCORESDE_DEVICE_CPU;
+
+  canon = gst_scoresde_model_resolve_path (path, error);
+  if (canon == NULL)
+    return NULL;
+  key = g_strdup_printf ("%s\n%d", canon, (gint) device);
+
+  g_mutex_lock (&cache_lock);
+  if (cache == NULL)
+    cache = g_hash_table_new (g_str_hash, g_str_equal);
+  e = g_hash_table_lookup (cache, key);
+  if (e != NULL) {
+    e->handle.refcount++;
+    GST_DEBUG ("model %s shared, %d users", canon, e->handle.refcount);
+  } else {
+    e = entry_load (canon, key, device, error);
+    if (e != NULL)
+      g_hash_table_insert (cache, e->key, e);
+  }
+  g_mutex_unlock (&cache_lock);
+
+  g_free (key);
+  g_free (canon);
+  return e ? &e->handle : NULL;
+}
+
+GstScoreSdeModel *
+gst_scoresde_model_ref (GstScoreSdeModel * model)
+{
+  g_return_val_if_fail (model != NULL, NULL);
+
+  g_mutex_lock (&cache_lock);
+  g_assert (model->refcount > 0);
+  model->refcount++;
+  g_mutex_unlock (&cache_lock);
+  return model;
+}
+
+void
+gst_scoresde_model_cache_release (GstScoreSdeModel * model)
+{
+  CacheEntry *e = (CacheEntry *) model;
+  gboolean last;
+
+  if (model == NULL)
+    return;
+
+  g_mutex_lock (&cache_lock);
+  g_assert (model->refcount > 0);
+  last = --model->refcount == 0;
+  if (last) {
+    g_hash_table_remove (cache, e->key);
+    if (g_hash_table_size (cache) == 0) {
+      g_hash_table_unref (cache);
+      cache = NULL;
+    }
+  }
+  g_mutex_unlock (&cache_lock);
+
+  if (last)
+    entry_free (e);
+}
+
+guint
+gst_scoresde_model_cache_size (void)
+{
+  guint n;
+
+  g_mutex_lock (&cache_lock);
+  n = cache ? g_hash_table_size (cache) : 0;
+  g_mutex_unlock (&cache_lock);
+  return n;
+}
+
+gboolean
+gst_scoresde_model_check_video (const GstScoreSdeModel * model,
+    GError ** error)
+{
+  const sde_model *m = model->model;
+
+  if (m->channels != 1 && m->channels != 3 && m->channels != 4) {
+    g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
+        "Model '%s' has %d channels of %dx%d; video needs 1, 3 or 4 channels",
+        model->path, m->channels, m->width, m->height);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+G_DEFINE_BOXED_TYPE (GstScoreSdeModel, gst_scoresde_model,
+    gst_scoresde_model_ref, gst_scoresde_model_cache_release);

@@ -1,0 +1,609 @@
+/* GStreamer score-SDE plugin
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ */
+/**
+ * SECTION:element-scoresdedecode
+ * @title: scoresdedecode
+ *
+ * Decodes latents into video frames: the probability-flow ODE carries each latent
+ * from the prior (t = T) back to data (t = eps). No denoising step is applied, so
+ * decoding what `scoresdeencode` made reproduces the frame to the solver tolerance.
+ *
+ * Latents arrive as `other/tensors` (one float32 tensor, dimensions "W:H:C:1"). The
+ * caps' `scoresde` field names the model that made them: a latent of another model, or
+ * of another shape, is refused at negotiation with a STREAM/WRONG_TYPE error that names
+ * both models. When the field is missing (an element such as an NNStreamer filter
+ * dropped it) the element warns and proceeds if the dimensions match its model.
+ *
+ * Frames come out at the model's native size in GRAY8, RGB or RGBA (the format that
+ * matches the model's channels is preferred). PTS, DTS, duration and offsets are
+ * copied, and so is the #GstScoreSdeLatentMeta.
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 videotestsrc num-buffers=10 ! videoscale ! video/x-raw,width=32,height=32 ! scoresdeencode ! scoresdedecode ! videoconvert ! autovideosink
+ * ]| A round trip through the latent space of the default model.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <string.h>
+#include "gstscoresdedecode.h"
+
+GST_DEBUG_CATEGORY_STATIC (gst_scoresde_decode_debug);
+#define GST_CAT_DEFAULT gst_scoresde_decode_debug
+
+#define DEFAULT_MODEL NULL
+#define DEFAULT_DEVICE GST_SCORESDE_DEFAULT_DEVICE
+#define DEFAULT_ODE_METHOD GST_SCORESDE_DEFAULT_ODE_METHOD
+#define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
+#define DEFAULT_RTOL GST_SCORESDE_DEFAULT_RTOL
+#define DEFAULT_ATOL GST_SCORESDE_DEFAULT_ATOL
+
+enum
+{
+  PROP_0,
+  PROP_MODEL,
+  PROP_DEVICE,
+  PROP_ODE_METHOD,
+  PROP_STEPS,
+  PROP_RTOL,
+  PROP_ATOL,
+};
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_SCORESDE_LATENT_CAPS_STR)
+    );
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (GST_SCORESDE_VIDEO_FORMATS))
+    );
+
+#define gst_scoresde_decode_parent_class parent_class
+G_DEFINE_TYPE (GstScoreSdeDecode, gst_scoresde_decode,
+    GST_TYPE_BASE_TRANSFORM);
+GST_ELEMENT_REGISTER_DEFINE (scoresdedecode, "scoresdedecode", GST_RANK_NONE,
+    GST_TYPE_SCORESDE_DECODE);
+
+static void gst_scoresde_decode_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec);
+static void gst_scoresde_decode_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec);
+static void gst_scoresde_decode_finalize (GObject * object);
+static GstStateChangeReturn gst_scoresde_decode_change_state (GstElement *
+    element, GstStateChange transition);
+
+static gboolean gst_scoresde_decode_start (GstBaseTransform * trans);
+static gboolean gst_scoresde_decode_stop (GstBaseTransform * trans);
+static GstCaps *gst_scoresde_decode_transform_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, GstCaps * filter);
+static GstCaps *gst_scoresde_decode_fixate_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, GstCaps * othercaps);
+static gboolean gst_scoresde_decode_set_caps (GstBaseTransform * trans,
+    GstCaps * incaps, GstCaps * outcaps);
+static gboolean gst_scoresde_decode_transform_size (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, gsize size, GstCaps * othercaps,
+    gsize * othersize);
+static gboolean gst_scoresde_decode_sink_event (GstBaseTransform * trans,
+    GstEvent * event);
+static GstFlowReturn gst_scoresde_decode_transform (GstBaseTransform * trans,
+    GstBuffer * inbuf, GstBuffer * outbuf);
+
+static void
+gst_scoresde_decode_class_init (GstScoreSdeDecodeClass * klass)
+{
+  GObjectClass *gobject_class = (GObjectClass *) klass;
+  GstElementClass *element_class = (GstElementClass *) klass;
+  GstBaseTransformClass *trans_class = (GstBaseTransformClass *) klass;
+
+  gobject_class->set_property = gst_scoresde_decode_set_property;
+  gobject_class->get_property = gst_scoresde_decode_get_property;
+  gobject_class->finalize = gst_scoresde_decode_finalize;
+
+  /**
+   * GstScoreSdeDecode:model:
+   *
+   * Model file: a JSON analytic model or a .safetensors network. Empty selects the
+   * shipped default ($SCORESDE_DEFAULT_MODEL, else the installed default.json). It
+   * must be the model that made the latents.
+   */
+  g_object_class_install_property (gobject_class, PROP_MODEL,
+      g_param_spec_string ("model", "Model",
+          "Model file (.json analytic model or .safetensors network); "
+          "empty = the shipped default", DEFAULT_MODEL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_DEVICE,
+      g_param_spec_enum ("device", "Device", "Device to run the model on",
+          GST_TYPE_SCORESDE_DEVICE, DEFAULT_DEVICE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_ODE_METHOD,
+      g_param_spec_enum ("ode-method", "ODE method",
+          "Solver of the probability-flow ODE", GST_TYPE_SCORESDE_ODE_METHOD,
+          DEFAULT_ODE_METHOD, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_STEPS,
+      g_param_spec_int ("steps", "Steps",
+          "Steps of the fixed-step ODE methods (euler, heun); 0 = the SDE's N",
+          0, GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_RTOL,
+      g_param_spec_double ("rtol", "Relative tolerance",
+          "Relative tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
+          GST_SCORESDE_MAX_TOL, DEFAULT_RTOL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_ATOL,
+      g_param_spec_double ("atol", "Absolute tolerance",
+          "Absolute tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
+          GST_SCORESDE_MAX_TOL, DEFAULT_ATOL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+
+  gst_element_class_set_static_metadata (element_class,
+      "Score-SDE decoder", "Filter/Decoder/Video",
+      "Maps score-SDE latents back to video frames with the probability-flow ODE",
+      "The gst-scoresde authors");
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+
+  element_class->change_state =
+      GST_DEBUG_FUNCPTR (gst_scoresde_decode_change_state);
+
+  trans_class->start = GST_DEBUG_FUNCPTR (gst_scoresde_decode_start);
+  trans_class->stop = GST_DEBUG_FUNCPTR (gst_scoresde_decode_stop);
+  trans_class->transform_caps =
+      GST_DEBUG_FUNCPTR (gst_scoresde_decode_transform_caps);
+  trans_class->fixate_caps = GST_DEBUG_FUNCPTR (gst_scoresde_decode_fixate_caps);
+  trans_class->set_caps = GST_DEBUG_FUNCPTR (gst_scoresde_decode_set_caps);
+  trans_class->transform_size =
+      GST_DEBUG_FUNCPTR (gst_scoresde_decode_transform_size);
+  trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_scoresde_decode_sink_event);
+  trans_class->transform = GST_DEBUG_FUNCPTR (gst_scoresde_decode_transform);
+  trans_class->passthrough_on_same_caps = FALSE;
+
+  GST_DEBUG_CATEGORY_INIT (gst_scoresde_decode_debug, "scoresdedecode", 0,
+      "Score-SDE decoder");
+}
+
+static void
+gst_scoresde_decode_init (GstScoreSdeDecode * self)
+{
+  self->model_path = NULL;
+  self->device = DEFAULT_DEVICE;
+  self->ode_method = DEFAULT_ODE_METHOD;
+  self->steps = DEFAULT_STEPS;
+  self->rtol = DEFAULT_RTOL;
+  self->atol = DEFAULT_ATOL;
+  gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
+  gst_scoresde_latent_info_init (&self->in_info);
+  gst_video_info_init (&self->out_info);
+}
+
+static void
+gst_scoresde_decode_finalize (GObject * object)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (object);
+
+  g_free (self->model_path);
+  if (self->model)
+    gst_scoresde_model_cache_release (self->model);
+
+  G_OBJECT_CLASS (parent_class)->finalize (object);
+}
+
+static void
+gst_scoresde_decode_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_free (self->model_path);
+      self->model_path = g_value_dup_string (value);
+      break;
+    case PROP_DEVICE:
+      self->device = g_value_get_enum (value);
+      break;
+    case PROP_ODE_METHOD:
+      self->ode_method = g_value_get_enum (value);
+      break;
+    case PROP_STEPS:
+      self->steps = g_value_get_int (value);
+      break;
+    case PROP_RTOL:
+      self->rtol = g_value_get_double (value);
+      break;
+    case PROP_ATOL:
+      self->atol = g_value_get_double (value);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_scoresde_decode_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_value_set_string (value, self->model_path);
+      break;
+    case PROP_DEVICE:
+      g_value_set_enum (value, self->device);
+      break;
+    case PROP_ODE_METHOD:
+      g_value_set_enum (value, self->ode_method);
+      break;
+    case PROP_STEPS:
+      g_value_set_int (value, self->steps);
+      break;
+    case PROP_RTOL:
+      g_value_set_double (value, self->rtol);
+      break;
+    case PROP_ATOL:
+      g_value_set_double (value, self->atol);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static GstStateChangeReturn
+gst_scoresde_decode_change_state (GstElement * element,
+    GstStateChange transition)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (element);
+
+  /* stop a running ODE solve before the base class waits for the streaming thread */
+  if (transition == GST_STATE_CHANGE_PAUSED_TO_READY)
+    gst_scoresde_progress_cancel (&self->progress);
+  else if (transition == GST_STATE_CHANGE_READY_TO_PAUSED)
+    gst_scoresde_progress_reset (&self->progress);
+
+  return GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+}
+
+static gboolean
+gst_scoresde_decode_start (GstBaseTransform * trans)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
+  GstScoreSdeModel *model;
+  GError *err = NULL;
+  gchar *path;
+  GstScoreSdeDevice device;
+
+  GST_OBJECT_LOCK (self);
+  path = g_strdup (self->model_path);
+  device = self->device;
+  GST_OBJECT_UNLOCK (self);
+
+  model = gst_scoresde_model_cache_acquire (path, device, &err);
+  g_free (path);
+  if (model == NULL)
+    goto no_model;
+  if (!gst_scoresde_model_check_video (model, &err)) {
+    gst_scoresde_model_cache_release (model);
+    goto no_model;
+  }
+
+  GST_OBJECT_LOCK (self);
+  self->model = model;
+  gst_scoresde_latent_info_init (&self->in_info);
+  gst_video_info_init (&self->out_info);
+  GST_OBJECT_UNLOCK (self);
+  gst_scoresde_progress_reset (&self->progress);
+  return TRUE;
+
+  /* ERRORS */
+no_model:
+  {
+    GST_SCORESDE_ELEMENT_GERROR (self, err);
+    g_clear_error (&err);
+    return FALSE;
+  }
+}
+
+static gboolean
+gst_scoresde_decode_stop (GstBaseTransform * trans)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
+  GstScoreSdeModel *model;
+
+  GST_OBJECT_LOCK (self);
+  model = self->model;
+  self->model = NULL;
+  GST_OBJECT_UNLOCK (self);
+
+  if (model)
+    gst_scoresde_model_cache_release (model);
+  return TRUE;
+}
+
+static GstCaps *
+gst_scoresde_decode_transform_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, GstCaps * filter)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
+  GstScoreSdeModel *model = NULL;
+  GstCaps *ret;
+  guint i;
+
+  GST_OBJECT_LOCK (self);
+  if (self->model)
+    model = gst_scoresde_model_ref (self->model);
+  GST_OBJECT_UNLOCK (self);
+
+  if (model == NULL) {
+    ret = gst_pad_get_pad_template_caps (direction == GST_PAD_SINK ?
+        GST_BASE_TRANSFORM_SRC_PAD (trans) : GST_BASE_TRANSFORM_SINK_PAD (trans));
+  } else {
+    ret = gst_caps_new_empty ();
+    for (i = 0; i < gst_caps_get_size (caps); i++) {
+      const GstStructure *s = gst_caps_get_structure (caps, i);
+      const GValue *fps = gst_structure_get_value (s, "framerate");
+      GstCaps *out;
+
+      if (direction == GST_PAD_SINK) {
+        /* latent -> video at the model's size, whatever the latent: a latent that
+         * does not fit is refused in set_caps with a message naming both models */
+        out = gst_scoresde_video_caps_new (model, -1, 1);
+        if (fps != NULL)
+          gst_caps_set_value (out, "framerate", fps);
+        ret = gst_caps_merge (ret, out);
+      } else {
+        /* video -> latent: preferably this model's latent; then any latent, so that
+         * a wrong one reaches set_caps and gets a clear error instead of a bare
+         * not-negotiated */
+        GstCaps *any = gst_caps_from_string (GST_SCORESDE_LATENT_CAPS_STR);
+
+        out = gst_scoresde_latent_caps_new (model, -1, 1);
+        if (fps != NULL) {
+          gst_caps_set_value (out, "framerate", fps);
+          gst_caps_set_value (any, "framerate", fps);
+        }
+        ret = gst_caps_merge (ret, out);
+        ret = gst_caps_merge (ret, any);
+      }
+    }
+    gst_scoresde_model_cache_release (model);
+  }
+
+  if (filter != NULL) {
+    GstCaps *tmp = gst_caps_intersect_full (filter, ret,
+        GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref (ret);
+    ret = tmp;
+  }
+  GST_LOG_OBJECT (self, "%s %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
+      direction == GST_PAD_SINK ? "sink" : "src", caps, ret);
+  return ret;
+}
+
+static GstCaps *
+gst_scoresde_decode_fixate_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, GstCaps * othercaps)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
+  GstStructure *s;
+  const gchar *format = NULL;
+
+  othercaps = gst_caps_truncate (gst_caps_make_writable (othercaps));
+  s = gst_caps_get_structure (othercaps, 0);
+
+  if (direction == GST_PAD_SINK) {
+    GST_OBJECT_LOCK (self);
+    if (self->model)
+      format = gst_video_format_to_string (gst_scoresde_video_format_for_model
+          (self->model));
+    GST_OBJECT_UNLOCK (self);
+    if (format != NULL)
+      gst_structure_fixate_field_string (s, "format", format);
+  }
+  return gst_caps_fixate (othercaps);
+}
+
+static gboolean
+gst_scoresde_decode_set_caps (GstBaseTransform * trans, GstCaps * incaps,
+    GstCaps * outcaps)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
+  GstScoreSdeLatentInfo info;
+  GstVideoInfo vinfo;
+  GError *err = NULL;
+  gchar *message = NULL;
+
+  if (self->model == NULL)
+    return FALSE;
+  if (!gst_scoresde_latent_caps_parse (incaps, &info, &err))
+    goto bad_latent;
+  if (!gst_video_info_from_caps (&vinfo, outcaps)
+      || !gst_scoresde_video_format_is_supported (GST_VIDEO_INFO_FORMAT
+          (&vinfo)))
+    goto bad_video;
+
+  switch (gst_scoresde_latent_info_check_model (&info, self->model, &message)) {
+    case GST_SCORESDE_LATENT_MISMATCH:
+      goto mismatch;
+    case GST_SCORESDE_LATENT_UNTAGGED:
+      GST_ELEMENT_WARNING (self, STREAM, FORMAT, ("%s", message), (NULL));
+      break;
+    default:
+      break;
+  }
+  g_free (message);
+
+  GST_OBJECT_LOCK (self);
+  self->in_info = info;
+  self->out_info = vinfo;
+  GST_OBJECT_UNLOCK (self);
+  GST_DEBUG_OBJECT (self, "%" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT, incaps,
+      outcaps);
+  return TRUE;
+
+  /* ERRORS */
+bad_latent:
+  {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("%s", err->message),
+        ("caps: %" GST_PTR_FORMAT, incaps));
+    g_clear_error (&err);
+    return FALSE;
+  }
+bad_video:
+  {
+    GST_WARNING_OBJECT (self, "bad output caps %" GST_PTR_FORMAT, outcaps);
+    return FALSE;
+  }
+mismatch:
+  {
+    GST_ELEMENT_ERROR (self, STREAM, WRONG_TYPE, ("%s", message),
+        ("caps: %" GST_PTR_FORMAT, incaps));
+    g_free (message);
+    return FALSE;
+  }
+}
+
+static gboolean
+gst_scoresde_decode_transform_size (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, gsize size, GstCaps * othercaps,
+    gsize * othersize)
+{
+  if (direction == GST_PAD_SINK) {
+    GstVideoInfo info;
+
+    if (!gst_video_info_from_caps (&info, othercaps))
+      return FALSE;
+    *othersize = info.size;
+  } else {
+    GstScoreSdeLatentInfo info;
+
+    if (!gst_scoresde_latent_caps_parse (othercaps, &info, NULL))
+      return FALSE;
+    *othersize = gst_scoresde_latent_info_size (&info);
+  }
+  return TRUE;
+}
+
+static gboolean
+gst_scoresde_decode_sink_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
+
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_FLUSH_START:
+      gst_scoresde_progress_cancel (&self->progress);
+      break;
+    case GST_EVENT_FLUSH_STOP:
+      gst_scoresde_progress_reset (&self->progress);
+      break;
+    default:
+      break;
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
+}
+
+static GstFlowReturn
+gst_scoresde_decode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
+    GstBuffer * outbuf)
+{
+  GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
+  GstScoreSdeModel *model = self->model;
+  const sde_model *m = model->model;
+  const gsize D = gst_scoresde_model_dim (model);
+  GstScoreSdeSamplerSettings settings;
+  GstScoreSdeLatentMeta *meta;
+  GstVideoFrame vframe;
+  GstVideoInfo info;
+  GstMapInfo map;
+  sde_sample_params p;
+  sde_stats stats = { 0 };
+  gfloat *x;
+  int status;
+
+  gst_scoresde_sampler_settings_init (&settings);
+  GST_OBJECT_LOCK (self);
+  info = self->out_info;
+  settings.sampler = GST_SCORESDE_SAMPLER_ODE;
+  settings.ode_method = self->ode_method;
+  settings.steps = self->steps;
+  settings.rtol = self->rtol;
+  settings.atol = self->atol;
+  GST_OBJECT_UNLOCK (self);
+
+  if (!gst_buffer_map (inbuf, &map, GST_MAP_READ))
+    goto map_in_failed;
+  if (map.size != D * sizeof (gfloat)) {
+    gst_buffer_unmap (inbuf, &map);
+    goto wrong_size;
+  }
+
+  x = g_new (gfloat, D);
+  self->progress.pts = GST_BUFFER_PTS (inbuf);
+  self->progress.frame = GST_BUFFER_OFFSET (inbuf);
+  gst_scoresde_sampler_settings_to_params (&settings, &self->progress, &p);
+  status = sde_decode (m, &model->sde, &p, 1, (const float *) map.data, x,
+      &stats);
+  gst_buffer_unmap (inbuf, &map);
+  if (status != SDE_OK) {
+    g_free (x);
+    return GST_SCORESDE_ELEMENT_ENGINE_ERROR (self, status,
+        "Decoding a latent failed");
+  }
+
+  if (!gst_video_frame_map (&vframe, &info, outbuf, GST_MAP_WRITE)) {
+    g_free (x);
+    goto map_out_failed;
+  }
+  gst_scoresde_video_frame_from_planar (&vframe, x, m->channels, m->centered);
+  gst_video_frame_unmap (&vframe);
+  g_free (x);
+
+  /* the input's meta was copied onto the frame; record the decode */
+  meta = gst_buffer_get_scoresde_latent_meta (outbuf);
+  if (meta != NULL) {
+    meta->nfe += stats.nfe;
+    meta->t = p.eps > 0 ? p.eps : sde_sampling_eps (&model->sde);
+  }
+
+  GST_LOG_OBJECT (self, "decoded, NFE %" G_GINT64_FORMAT, (gint64) stats.nfe);
+  return GST_FLOW_OK;
+
+  /* ERRORS */
+map_in_failed:
+  {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, (NULL),
+        ("Could not map the input latent"));
+    return GST_FLOW_ERROR;
+  }
+wrong_size:
+  {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT, (NULL),
+        ("Latent buffer holds %" G_GSIZE_FORMAT " bytes, expected %"
+            G_GSIZE_FORMAT, map.size, D * sizeof (gfloat)));
+    return GST_FLOW_ERROR;
+  }
+map_out_failed:
+  {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, (NULL),
+        ("Could not map the output frame"));
+    return GST_FLOW_ERROR;
+  }
+}

@@ -1,0 +1,654 @@
+/* GStreamer score-SDE plugin
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ */
+/**
+ * SECTION:element-scoresdeencode
+ * @title: scoresdeencode
+ *
+ * Encodes video frames into latents: the probability-flow ODE carries each frame from
+ * data (t = eps) to the prior (t = T). The latent is a planar float32 tensor of the
+ * model's shape, sent as `other/tensors` with dimensions "W:H:C:1" and a `scoresde`
+ * caps field naming the model, so `scoresdedecode` can refuse latents of another
+ * model. Per-buffer facts go in #GstScoreSdeLatentMeta.
+ *
+ * Frames must come at the model's native size: the element never rescales, put
+ * `videoscale` in front. PTS, DTS, duration and offsets are copied.
+ *
+ * With #GstScoreSdeEncode:bits-per-dim the element also integrates the likelihood
+ * ODE on the uniformly dequantised frame and stores bits/dim and log p in the meta
+ * (it roughly doubles the cost).
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! videoscale ! video/x-raw,width=32,height=32 ! scoresdeencode ! scoresdeinterp n-frames=3 ! scoresdedecode ! videoconvert ! autovideosink
+ * ]| Encodes frames, interpolates between consecutive latents and decodes them.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <math.h>
+#include <string.h>
+#include "gstscoresdeencode.h"
+
+GST_DEBUG_CATEGORY_STATIC (gst_scoresde_encode_debug);
+#define GST_CAT_DEFAULT gst_scoresde_encode_debug
+
+#define DEFAULT_MODEL NULL
+#define DEFAULT_DEVICE GST_SCORESDE_DEFAULT_DEVICE
+#define DEFAULT_ODE_METHOD GST_SCORESDE_DEFAULT_ODE_METHOD
+#define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
+#define DEFAULT_RTOL GST_SCORESDE_DEFAULT_RTOL
+#define DEFAULT_ATOL GST_SCORESDE_DEFAULT_ATOL
+#define DEFAULT_BITS_PER_DIM FALSE
+#define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
+
+enum
+{
+  PROP_0,
+  PROP_MODEL,
+  PROP_DEVICE,
+  PROP_ODE_METHOD,
+  PROP_STEPS,
+  PROP_RTOL,
+  PROP_ATOL,
+  PROP_BITS_PER_DIM,
+  PROP_SEED,
+};
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (GST_SCORESDE_VIDEO_FORMATS))
+    );
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_SCORESDE_LATENT_CAPS_STR)
+    );
+
+#define gst_scoresde_encode_parent_class parent_class
+G_DEFINE_TYPE (GstScoreSdeEncode, gst_scoresde_encode,
+    GST_TYPE_BASE_TRANSFORM);
+GST_ELEMENT_REGISTER_DEFINE (scoresdeencode, "scoresdeencode", GST_RANK_NONE,
+    GST_TYPE_SCORESDE_ENCODE);
+
+static void gst_scoresde_encode_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec);
+static void gst_scoresde_encode_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec);
+static void gst_scoresde_encode_finalize (GObject * object);
+static GstStateChangeReturn gst_scoresde_encode_change_state (GstElement *
+    element, GstStateChange transition);
+
+static gboolean gst_scoresde_encode_start (GstBaseTransform * trans);
+static gboolean gst_scoresde_encode_stop (GstBaseTransform * trans);
+static GstCaps *gst_scoresde_encode_transform_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, GstCaps * filter);
+static gboolean gst_scoresde_encode_set_caps (GstBaseTransform * trans,
+    GstCaps * incaps, GstCaps * outcaps);
+static gboolean gst_scoresde_encode_transform_size (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, gsize size, GstCaps * othercaps,
+    gsize * othersize);
+static gboolean gst_scoresde_encode_sink_event (GstBaseTransform * trans,
+    GstEvent * event);
+static GstFlowReturn gst_scoresde_encode_transform (GstBaseTransform * trans,
+    GstBuffer * inbuf, GstBuffer * outbuf);
+
+static void
+gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
+{
+  GObjectClass *gobject_class = (GObjectClass *) klass;
+  GstElementClass *element_class = (GstElementClass *) klass;
+  GstBaseTransformClass *trans_class = (GstBaseTransformClass *) klass;
+
+  gobject_class->set_property = gst_scoresde_encode_set_property;
+  gobject_class->get_property = gst_scoresde_encode_get_property;
+  gobject_class->finalize = gst_scoresde_encode_finalize;
+
+  /**
+   * GstScoreSdeEncode:model:
+   *
+   * Model file: a JSON analytic model or a .safetensors network. Empty selects the
+   * shipped default ($SCORESDE_DEFAULT_MODEL, else the installed default.json).
+   */
+  g_object_class_install_property (gobject_class, PROP_MODEL,
+      g_param_spec_string ("model", "Model",
+          "Model file (.json analytic model or .safetensors network); "
+          "empty = the shipped default", DEFAULT_MODEL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_DEVICE,
+      g_param_spec_enum ("device", "Device", "Device to run the model on",
+          GST_TYPE_SCORESDE_DEVICE, DEFAULT_DEVICE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_ODE_METHOD,
+      g_param_spec_enum ("ode-method", "ODE method",
+          "Solver of the probability-flow ODE", GST_TYPE_SCORESDE_ODE_METHOD,
+          DEFAULT_ODE_METHOD, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_STEPS,
+      g_param_spec_int ("steps", "Steps",
+          "Steps of the fixed-step ODE methods (euler, heun); 0 = the SDE's N",
+          0, GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_RTOL,
+      g_param_spec_double ("rtol", "Relative tolerance",
+          "Relative tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
+          GST_SCORESDE_MAX_TOL, DEFAULT_RTOL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_ATOL,
+      g_param_spec_double ("atol", "Absolute tolerance",
+          "Absolute tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
+          GST_SCORESDE_MAX_TOL, DEFAULT_ATOL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeEncode:bits-per-dim:
+   *
+   * Also compute the exact likelihood of each (dequantised) frame and store bits/dim
+   * and log p in the #GstScoreSdeLatentMeta.
+   */
+  g_object_class_install_property (gobject_class, PROP_BITS_PER_DIM,
+      g_param_spec_boolean ("bits-per-dim", "Bits per dim",
+          "Compute the likelihood (bits/dim, log p) of each frame into the meta",
+          DEFAULT_BITS_PER_DIM, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeEncode:seed:
+   *
+   * Seed of the dequantisation noise (and of Hutchinson probes for networks without an
+   * exact divergence) of the likelihood; frame i uses stream i.
+   */
+  g_object_class_install_property (gobject_class, PROP_SEED,
+      g_param_spec_uint64 ("seed", "Seed",
+          "Seed of the likelihood's dequantisation and Hutchinson noise", 0,
+          G_MAXUINT64, DEFAULT_SEED, G_PARAM_READWRITE |
+          G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
+
+  gst_element_class_set_static_metadata (element_class,
+      "Score-SDE encoder", "Filter/Encoder/Video",
+      "Maps video frames to score-SDE latents with the probability-flow ODE",
+      "The gst-scoresde authors");
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+
+  element_class->change_state =
+      GST_DEBUG_FUNCPTR (gst_scoresde_encode_change_state);
+
+  trans_class->start = GST_DEBUG_FUNCPTR (gst_scoresde_encode_start);
+  trans_class->stop = GST_DEBUG_FUNCPTR (gst_scoresde_encode_stop);
+  trans_class->transform_caps =
+      GST_DEBUG_FUNCPTR (gst_scoresde_encode_transform_caps);
+  trans_class->set_caps = GST_DEBUG_FUNCPTR (gst_scoresde_encode_set_caps);
+  trans_class->transform_size =
+      GST_DEBUG_FUNCPTR (gst_scoresde_encode_transform_size);
+  trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_scoresde_encode_sink_event);
+  trans_class->transform = GST_DEBUG_FUNCPTR (gst_scoresde_encode_transform);
+  trans_class->passthrough_on_same_caps = FALSE;
+
+  GST_DEBUG_CATEGORY_INIT (gst_scoresde_encode_debug, "scoresdeencode", 0,
+      "Score-SDE encoder");
+}
+
+static void
+gst_scoresde_encode_init (GstScoreSdeEncode * self)
+{
+  self->model_path = NULL;
+  self->device = DEFAULT_DEVICE;
+  self->ode_method = DEFAULT_ODE_METHOD;
+  self->steps = DEFAULT_STEPS;
+  self->rtol = DEFAULT_RTOL;
+  self->atol = DEFAULT_ATOL;
+  self->bits_per_dim = DEFAULT_BITS_PER_DIM;
+  self->seed = DEFAULT_SEED;
+  gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
+  gst_video_info_init (&self->in_info);
+}
+
+static void
+gst_scoresde_encode_finalize (GObject * object)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (object);
+
+  g_free (self->model_path);
+  if (self->model)
+    gst_scoresde_model_cache_release (self->model);
+
+  G_OBJECT_CLASS (parent_class)->finalize (object);
+}
+
+static void
+gst_scoresde_encode_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_free (self->model_path);
+      self->model_path = g_value_dup_string (value);
+      break;
+    case PROP_DEVICE:
+      self->device = g_value_get_enum (value);
+      break;
+    case PROP_ODE_METHOD:
+      self->ode_method = g_value_get_enum (value);
+      break;
+    case PROP_STEPS:
+      self->steps = g_value_get_int (value);
+      break;
+    case PROP_RTOL:
+      self->rtol = g_value_get_double (value);
+      break;
+    case PROP_ATOL:
+      self->atol = g_value_get_double (value);
+      break;
+    case PROP_BITS_PER_DIM:
+      self->bits_per_dim = g_value_get_boolean (value);
+      break;
+    case PROP_SEED:
+      self->seed = g_value_get_uint64 (value);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_scoresde_encode_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_value_set_string (value, self->model_path);
+      break;
+    case PROP_DEVICE:
+      g_value_set_enum (value, self->device);
+      break;
+    case PROP_ODE_METHOD:
+      g_value_set_enum (value, self->ode_method);
+      break;
+    case PROP_STEPS:
+      g_value_set_int (value, self->steps);
+      break;
+    case PROP_RTOL:
+      g_value_set_double (value, self->rtol);
+      break;
+    case PROP_ATOL:
+      g_value_set_double (value, self->atol);
+      break;
+    case PROP_BITS_PER_DIM:
+      g_value_set_boolean (value, self->bits_per_dim);
+      break;
+    case PROP_SEED:
+      g_value_set_uint64 (value, self->seed);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static GstStateChangeReturn
+gst_scoresde_encode_change_state (GstElement * element,
+    GstStateChange transition)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (element);
+
+  /* stop a running ODE solve before the base class waits for the streaming thread */
+  if (transition == GST_STATE_CHANGE_PAUSED_TO_READY)
+    gst_scoresde_progress_cancel (&self->progress);
+  else if (transition == GST_STATE_CHANGE_READY_TO_PAUSED)
+    gst_scoresde_progress_reset (&self->progress);
+
+  return GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+}
+
+static gboolean
+gst_scoresde_encode_start (GstBaseTransform * trans)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
+  GstScoreSdeModel *model;
+  GError *err = NULL;
+  gchar *path;
+  GstScoreSdeDevice device;
+
+  GST_OBJECT_LOCK (self);
+  path = g_strdup (self->model_path);
+  device = self->device;
+  GST_OBJECT_UNLOCK (self);
+
+  model = gst_scoresde_model_cache_acquire (path, device, &err);
+  g_free (path);
+  if (model == NULL)
+    goto no_model;
+  if (!gst_scoresde_model_check_video (model, &err)) {
+    gst_scoresde_model_cache_release (model);
+    goto no_model;
+  }
+
+  GST_OBJECT_LOCK (self);
+  self->model = model;
+  self->frame_count = 0;
+  gst_video_info_init (&self->in_info);
+  GST_OBJECT_UNLOCK (self);
+  gst_scoresde_progress_reset (&self->progress);
+  return TRUE;
+
+  /* ERRORS */
+no_model:
+  {
+    GST_SCORESDE_ELEMENT_GERROR (self, err);
+    g_clear_error (&err);
+    return FALSE;
+  }
+}
+
+static gboolean
+gst_scoresde_encode_stop (GstBaseTransform * trans)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
+  GstScoreSdeModel *model;
+
+  GST_OBJECT_LOCK (self);
+  model = self->model;
+  self->model = NULL;
+  GST_OBJECT_UNLOCK (self);
+
+  if (model)
+    gst_scoresde_model_cache_release (model);
+  return TRUE;
+}
+
+/* TRUE when field `name` of `s` (absent = any) can hold `value`. */
+static gboolean
+field_accepts_int (const GstStructure * s, const gchar * name, gint value)
+{
+  const GValue *v = gst_structure_get_value (s, name);
+  GValue iv = G_VALUE_INIT;
+  gboolean ret;
+
+  if (v == NULL)
+    return TRUE;
+  g_value_init (&iv, G_TYPE_INT);
+  g_value_set_int (&iv, value);
+  ret = gst_value_can_intersect (v, &iv);
+  g_value_unset (&iv);
+  return ret;
+}
+
+static GstCaps *
+gst_scoresde_encode_transform_caps (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, GstCaps * filter)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
+  GstScoreSdeModel *model = NULL;
+  GstCaps *ret;
+  guint i;
+
+  GST_OBJECT_LOCK (self);
+  if (self->model)
+    model = gst_scoresde_model_ref (self->model);
+  GST_OBJECT_UNLOCK (self);
+
+  if (model == NULL) {
+    /* no model yet: anything of the other pad's template */
+    ret = gst_pad_get_pad_template_caps (direction == GST_PAD_SINK ?
+        GST_BASE_TRANSFORM_SRC_PAD (trans) : GST_BASE_TRANSFORM_SINK_PAD (trans));
+  } else {
+    ret = gst_caps_new_empty ();
+    for (i = 0; i < gst_caps_get_size (caps); i++) {
+      const GstStructure *s = gst_caps_get_structure (caps, i);
+      const GValue *fps = gst_structure_get_value (s, "framerate");
+      GstCaps *out;
+
+      if (direction == GST_PAD_SINK) {
+        /* video -> latent; only frames at the model's size */
+        if (!field_accepts_int (s, "width", gst_scoresde_model_width (model))
+            || !field_accepts_int (s, "height",
+                gst_scoresde_model_height (model))) {
+          GST_DEBUG_OBJECT (self, "%" GST_PTR_FORMAT " is not at the model "
+              "size %dx%d (put videoscale in front)", s,
+              gst_scoresde_model_width (model),
+              gst_scoresde_model_height (model));
+          continue;
+        }
+        out = gst_scoresde_latent_caps_new (model, -1, 1);
+      } else {
+        /* latent -> video at the model's size */
+        const gchar *dims = gst_structure_get_string (s, "dimensions");
+        gint w, h, c;
+
+        if (dims != NULL && (!gst_scoresde_latent_dimensions_parse (dims, &w,
+                    &h, &c) || w != gst_scoresde_model_width (model)
+                || h != gst_scoresde_model_height (model)
+                || c != gst_scoresde_model_channels (model)))
+          continue;
+        out = gst_scoresde_video_caps_new (model, -1, 1);
+      }
+      if (fps != NULL)
+        gst_caps_set_value (out, "framerate", fps);
+      ret = gst_caps_merge (ret, out);
+    }
+    gst_scoresde_model_cache_release (model);
+  }
+
+  if (filter != NULL) {
+    GstCaps *tmp = gst_caps_intersect_full (filter, ret,
+        GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref (ret);
+    ret = tmp;
+  }
+  GST_LOG_OBJECT (self, "%s %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
+      direction == GST_PAD_SINK ? "sink" : "src", caps, ret);
+  return ret;
+}
+
+static gboolean
+gst_scoresde_encode_set_caps (GstBaseTransform * trans, GstCaps * incaps,
+    GstCaps * outcaps)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
+  GstVideoInfo info;
+
+  if (!gst_video_info_from_caps (&info, incaps))
+    goto parse_failed;
+  if (self->model == NULL)
+    return FALSE;
+  if (GST_VIDEO_INFO_WIDTH (&info) != gst_scoresde_model_width (self->model)
+      || GST_VIDEO_INFO_HEIGHT (&info) !=
+      gst_scoresde_model_height (self->model))
+    goto wrong_size;
+
+  GST_OBJECT_LOCK (self);
+  self->in_info = info;
+  GST_OBJECT_UNLOCK (self);
+  GST_DEBUG_OBJECT (self, "%" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT, incaps,
+      outcaps);
+  return TRUE;
+
+  /* ERRORS */
+parse_failed:
+  {
+    GST_WARNING_OBJECT (self, "could not parse %" GST_PTR_FORMAT, incaps);
+    return FALSE;
+  }
+wrong_size:
+  {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Frames are %dx%d but the model takes %dx%d; put videoscale in front",
+            GST_VIDEO_INFO_WIDTH (&info), GST_VIDEO_INFO_HEIGHT (&info),
+            gst_scoresde_model_width (self->model),
+            gst_scoresde_model_height (self->model)), (NULL));
+    return FALSE;
+  }
+}
+
+static gboolean
+gst_scoresde_encode_transform_size (GstBaseTransform * trans,
+    GstPadDirection direction, GstCaps * caps, gsize size, GstCaps * othercaps,
+    gsize * othersize)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
+
+  if (direction == GST_PAD_SINK) {
+    GstScoreSdeLatentInfo info;
+
+    if (!gst_scoresde_latent_caps_parse (othercaps, &info, NULL))
+      return FALSE;
+    *othersize = gst_scoresde_latent_info_size (&info);
+  } else {
+    GstVideoInfo info;
+
+    if (!gst_video_info_from_caps (&info, othercaps))
+      return FALSE;
+    *othersize = info.size;
+  }
+  GST_LOG_OBJECT (self, "size %" G_GSIZE_FORMAT " -> %" G_GSIZE_FORMAT, size,
+      *othersize);
+  return TRUE;
+}
+
+static gboolean
+gst_scoresde_encode_sink_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
+
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_FLUSH_START:
+      gst_scoresde_progress_cancel (&self->progress);
+      break;
+    case GST_EVENT_FLUSH_STOP:
+      gst_scoresde_progress_reset (&self->progress);
+      self->frame_count = 0;
+      break;
+    default:
+      break;
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
+}
+
+static GstFlowReturn
+gst_scoresde_encode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
+    GstBuffer * outbuf)
+{
+  GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
+  GstScoreSdeModel *model = self->model;
+  const sde_model *m = model->model;
+  const gsize D = gst_scoresde_model_dim (model);
+  GstScoreSdeSamplerSettings settings;
+  GstScoreSdeLatentMeta *meta;
+  GstVideoFrame vframe;
+  GstVideoInfo info;
+  GstMapInfo map;
+  sde_sample_params p;
+  sde_stats stats = { 0 }, lstats = { 0 };
+  gboolean want_bpd;
+  gdouble logp = NAN, bpd = NAN;
+  guint64 frame;
+  gfloat *x;
+  int status;
+
+  gst_scoresde_sampler_settings_init (&settings);
+  GST_OBJECT_LOCK (self);
+  info = self->in_info;
+  settings.sampler = GST_SCORESDE_SAMPLER_ODE;
+  settings.ode_method = self->ode_method;
+  settings.steps = self->steps;
+  settings.rtol = self->rtol;
+  settings.atol = self->atol;
+  settings.seed = self->seed;
+  want_bpd = self->bits_per_dim;
+  GST_OBJECT_UNLOCK (self);
+  frame = self->frame_count++;
+
+  if (!gst_video_frame_map (&vframe, &info, inbuf, GST_MAP_READ))
+    goto map_in_failed;
+  x = g_new (gfloat, D);
+  gst_scoresde_video_frame_to_planar (&vframe, m->channels, m->centered, x);
+  gst_video_frame_unmap (&vframe);
+
+  if (!gst_buffer_map (outbuf, &map, GST_MAP_WRITE)) {
+    g_free (x);
+    goto map_out_failed;
+  }
+  if (map.size < D * sizeof (gfloat)) {
+    gst_buffer_unmap (outbuf, &map);
+    g_free (x);
+    goto map_out_failed;
+  }
+
+  self->progress.pts = GST_BUFFER_PTS (inbuf);
+  self->progress.frame = frame;
+  gst_scoresde_sampler_settings_to_params (&settings, &self->progress, &p);
+  status = sde_encode (m, &model->sde, &p, 1, x, (float *) map.data, &stats);
+  gst_buffer_unmap (outbuf, &map);
+
+  if (status == SDE_OK && want_bpd) {
+    sde_likelihood_params lp;
+
+    sde_likelihood_params_init (&lp);
+    lp.rtol = settings.rtol;
+    lp.atol = settings.atol;
+    lp.seed = settings.seed;
+    lp.progress = gst_scoresde_progress_func;
+    lp.user = &self->progress;
+    /* back to [0,1] pixels / 255, then uniform dequantisation into model space */
+    if (m->centered) {
+      gsize i;
+      for (i = 0; i < D; i++)
+        x[i] = (x[i] + 1.0f) * 0.5f;
+    }
+    sde_dequantize (m, settings.seed, frame, 1, x);
+    status = sde_likelihood (m, &model->sde, &lp, 1, frame, x, &logp, NULL,
+        &lstats);
+    if (status == SDE_OK)
+      bpd = sde_bits_per_dim (logp, (int64_t) D, sde_dequant_offset (m));
+  }
+  g_free (x);
+  if (status != SDE_OK)
+    return GST_SCORESDE_ELEMENT_ENGINE_ERROR (self, status,
+        "Encoding a frame failed");
+
+  meta = gst_buffer_add_scoresde_latent_meta (outbuf);
+  meta->seed = settings.seed;
+  meta->frame = frame;
+  meta->nfe = stats.nfe + lstats.nfe;
+  meta->t = SDE_T;
+  meta->bits_per_dim = bpd;
+  meta->logp = logp;
+  meta->video_width = GST_VIDEO_INFO_WIDTH (&info);
+  meta->video_height = GST_VIDEO_INFO_HEIGHT (&info);
+  meta->video_format = GST_VIDEO_INFO_FORMAT (&info);
+
+  GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " encoded, NFE %"
+      G_GINT64_FORMAT ", bits/dim %f", frame, meta->nfe, bpd);
+  return GST_FLOW_OK;
+
+  /* ERRORS */
+map_in_failed:
+  {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, (NULL),
+        ("Could not map the input frame"));
+    return GST_FLOW_ERROR;
+  }
+map_out_failed:
+  {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, (NULL),
+        ("Could not map the output latent of %" G_GSIZE_FORMAT " floats", D));
+    return GST_FLOW_ERROR;
+  }
+}

@@ -1,0 +1,1093 @@
+/* GStreamer score-SDE plugin
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ */
+/**
+ * SECTION:element-scoresdesrc
+ * @title: scoresdesrc
+ *
+ * Generates video by sampling a score-based generative model: every frame starts from
+ * Gaussian noise keyed by (#GstScoreSdeSrc:seed, frame number) and is denoised by the
+ * predictor-corrector sampler of the reverse-time SDE or by the probability-flow ODE.
+ * Frame k is a pure function of the model, the seed, the sampler settings and k, so a
+ * seek to frame k reproduces it and two runs with one seed give identical bytes.
+ *
+ * Frames come at the model's native size (users put `videoscale` behind) in GRAY8, RGB
+ * or RGBA; the format matching the model's channels is preferred.
+ *
+ * With #GstScoreSdeSrc:walk-frames N > 0 the element makes a latent walk: every N
+ * frames a new latent is drawn from the prior (keyed by the seed and the keyframe
+ * index) and the frames in between decode, with the probability-flow ODE, the
+ * spherical interpolation between the two surrounding keyframe latents. The output
+ * morphs smoothly and frame k is still a pure function of (seed, k).
+ *
+ * #GstScoreSdeSrc:batch-size generates up to that many consecutive frames per engine
+ * call. Every frame keeps its own noise stream (its frame number), so the output does
+ * not depend on the batch size, with one exception inherited from the reference
+ * implementation: the Langevin corrector's step size uses norms averaged over the
+ * batch, so PC sampling with the langevin corrector differs (slightly) between batch
+ * sizes. ODE sampling, the latent walk and PC without a corrector (or with ald) are
+ * batch-independent.
+ *
+ * A flush, a seek or a state change cancels a running sampler between two steps.
+ *
+ * When #GstBaseSrc:is-live is set, the LATENCY query reports one frame duration until
+ * the first frame has been generated, then the larger of one frame duration and the
+ * longest generation time of one frame measured so far; a LATENCY message is posted
+ * when that measured time grows beyond what was reported.
+ *
+ * ## Example launch lines
+ * |[
+ * gst-launch-1.0 scoresdesrc num-buffers=30 sampler=ode seed=7 ! videoconvert ! autovideosink
+ * ]| Samples 30 frames with the probability-flow ODE from the shipped default model.
+ * |[
+ * gst-launch-1.0 scoresdesrc num-buffers=120 walk-frames=30 ! videoscale ! video/x-raw,width=256,height=256 ! videoconvert ! x264enc ! mp4mux ! filesink location=walk.mp4
+ * ]| A 4-second latent walk through 5 keyframes, upscaled and encoded.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <string.h>
+#include "gstscoresdesrc.h"
+
+GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
+#define GST_CAT_DEFAULT gst_scoresde_src_debug
+
+#define DEFAULT_MODEL NULL
+#define DEFAULT_DEVICE GST_SCORESDE_DEFAULT_DEVICE
+#define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
+#define DEFAULT_SAMPLER GST_SCORESDE_DEFAULT_SAMPLER
+#define DEFAULT_PREDICTOR GST_SCORESDE_DEFAULT_PREDICTOR
+#define DEFAULT_CORRECTOR GST_SCORESDE_DEFAULT_CORRECTOR
+#define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
+#define DEFAULT_SNR GST_SCORESDE_DEFAULT_SNR
+#define DEFAULT_CORRECTOR_STEPS GST_SCORESDE_DEFAULT_CORRECTOR_STEPS
+#define DEFAULT_ODE_METHOD GST_SCORESDE_DEFAULT_ODE_METHOD
+#define DEFAULT_RTOL GST_SCORESDE_DEFAULT_RTOL
+#define DEFAULT_ATOL GST_SCORESDE_DEFAULT_ATOL
+#define DEFAULT_BATCH_SIZE 1
+#define MAX_BATCH_SIZE 256
+#define DEFAULT_WALK_FRAMES 0
+#define DEFAULT_IS_LIVE FALSE
+#define DEFAULT_POST_MESSAGES FALSE
+#define DEFAULT_FPS_N 30
+#define DEFAULT_FPS_D 1
+
+enum
+{
+  PROP_0,
+  PROP_MODEL,
+  PROP_DEVICE,
+  PROP_SEED,
+  PROP_SAMPLER,
+  PROP_PREDICTOR,
+  PROP_CORRECTOR,
+  PROP_STEPS,
+  PROP_SNR,
+  PROP_CORRECTOR_STEPS,
+  PROP_ODE_METHOD,
+  PROP_RTOL,
+  PROP_ATOL,
+  PROP_BATCH_SIZE,
+  PROP_WALK_FRAMES,
+  PROP_IS_LIVE,
+  PROP_POST_MESSAGES,
+};
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (GST_SCORESDE_VIDEO_FORMATS))
+    );
+
+#define gst_scoresde_src_parent_class parent_class
+G_DEFINE_TYPE (GstScoreSdeSrc, gst_scoresde_src, GST_TYPE_PUSH_SRC);
+GST_ELEMENT_REGISTER_DEFINE (scoresdesrc, "scoresdesrc", GST_RANK_NONE,
+    GST_TYPE_SCORESDE_SRC);
+
+static void gst_scoresde_src_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec);
+static void gst_scoresde_src_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec);
+static void gst_scoresde_src_finalize (GObject * object);
+
+static GstCaps *gst_scoresde_src_get_caps (GstBaseSrc * bsrc,
+    GstCaps * filter);
+static GstCaps *gst_scoresde_src_fixate (GstBaseSrc * bsrc, GstCaps * caps);
+static gboolean gst_scoresde_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps);
+static gboolean gst_scoresde_src_decide_allocation (GstBaseSrc * bsrc,
+    GstQuery * query);
+static gboolean gst_scoresde_src_start (GstBaseSrc * bsrc);
+static gboolean gst_scoresde_src_stop (GstBaseSrc * bsrc);
+static gboolean gst_scoresde_src_unlock (GstBaseSrc * bsrc);
+static gboolean gst_scoresde_src_unlock_stop (GstBaseSrc * bsrc);
+static gboolean gst_scoresde_src_is_seekable (GstBaseSrc * bsrc);
+static gboolean gst_scoresde_src_do_seek (GstBaseSrc * bsrc,
+    GstSegment * segment);
+static gboolean gst_scoresde_src_query (GstBaseSrc * bsrc, GstQuery * query);
+static void gst_scoresde_src_get_times (GstBaseSrc * bsrc, GstBuffer * buffer,
+    GstClockTime * start, GstClockTime * end);
+static GstFlowReturn gst_scoresde_src_fill (GstPushSrc * psrc,
+    GstBuffer * buffer);
+
+static void
+gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
+{
+  GObjectClass *gobject_class = (GObjectClass *) klass;
+  GstElementClass *element_class = (GstElementClass *) klass;
+  GstBaseSrcClass *basesrc_class = (GstBaseSrcClass *) klass;
+  GstPushSrcClass *pushsrc_class = (GstPushSrcClass *) klass;
+
+  gobject_class->set_property = gst_scoresde_src_set_property;
+  gobject_class->get_property = gst_scoresde_src_get_property;
+  gobject_class->finalize = gst_scoresde_src_finalize;
+
+  /**
+   * GstScoreSdeSrc:model:
+   *
+   * Model file: a JSON analytic model or a .safetensors network. Empty selects the
+   * shipped default ($SCORESDE_DEFAULT_MODEL, else the installed default.json).
+   */
+  g_object_class_install_property (gobject_class, PROP_MODEL,
+      g_param_spec_string ("model", "Model",
+          "Model file (.json analytic model or .safetensors network); "
+          "empty = the shipped default", DEFAULT_MODEL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  /**
+   * GstScoreSdeSrc:device:
+   *
+   * Device to run the model on. This build has no CUDA backend: `cuda` fails at start.
+   */
+  g_object_class_install_property (gobject_class, PROP_DEVICE,
+      g_param_spec_enum ("device", "Device", "Device to run the model on",
+          GST_TYPE_SCORESDE_DEVICE, DEFAULT_DEVICE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  /**
+   * GstScoreSdeSrc:seed:
+   *
+   * Seed of the noise. Frame k uses noise stream k of this seed.
+   */
+  g_object_class_install_property (gobject_class, PROP_SEED,
+      g_param_spec_uint64 ("seed", "Seed",
+          "Seed of the noise; frame k uses noise stream k", 0, G_MAXUINT64,
+          DEFAULT_SEED, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_SAMPLER,
+      g_param_spec_enum ("sampler", "Sampler",
+          "Predictor-corrector sampler of the reverse SDE or probability-flow ODE",
+          GST_TYPE_SCORESDE_SAMPLER, DEFAULT_SAMPLER,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_PREDICTOR,
+      g_param_spec_enum ("predictor", "Predictor",
+          "Predictor of the PC sampler", GST_TYPE_SCORESDE_PREDICTOR,
+          DEFAULT_PREDICTOR, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_CORRECTOR,
+      g_param_spec_enum ("corrector", "Corrector",
+          "Corrector of the PC sampler", GST_TYPE_SCORESDE_CORRECTOR,
+          DEFAULT_CORRECTOR, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeSrc:steps:
+   *
+   * Steps of the PC sampler (or of a fixed-step ODE method); 0 uses the SDE's own
+   * discretisation N (1000 for the reference models: slow, best quality).
+   */
+  g_object_class_install_property (gobject_class, PROP_STEPS,
+      g_param_spec_int ("steps", "Steps",
+          "PC sampler steps (or fixed-step ODE steps); 0 = the SDE's N", 0,
+          GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_SNR,
+      g_param_spec_double ("snr", "SNR",
+          "Signal-to-noise ratio of the Langevin corrector", 0.0,
+          GST_SCORESDE_MAX_SNR, DEFAULT_SNR,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_CORRECTOR_STEPS,
+      g_param_spec_int ("corrector-steps", "Corrector steps",
+          "Corrector iterations per sampler step", 0,
+          GST_SCORESDE_MAX_CORRECTOR_STEPS, DEFAULT_CORRECTOR_STEPS,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_ODE_METHOD,
+      g_param_spec_enum ("ode-method", "ODE method",
+          "Solver of the probability-flow ODE (sampler=ode and the latent walk)",
+          GST_TYPE_SCORESDE_ODE_METHOD, DEFAULT_ODE_METHOD,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_RTOL,
+      g_param_spec_double ("rtol", "Relative tolerance",
+          "Relative tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
+          GST_SCORESDE_MAX_TOL, DEFAULT_RTOL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_ATOL,
+      g_param_spec_double ("atol", "Absolute tolerance",
+          "Absolute tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
+          GST_SCORESDE_MAX_TOL, DEFAULT_ATOL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeSrc:batch-size:
+   *
+   * Frames generated per engine call (an upper bound). Each frame keeps its own noise
+   * stream; only the Langevin corrector's batch-averaged step size makes the output
+   * depend on it.
+   */
+  g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
+      g_param_spec_int ("batch-size", "Batch size",
+          "Frames generated per engine call (output is batch-independent except "
+          "for the batch-averaged Langevin step size)", 1, MAX_BATCH_SIZE,
+          DEFAULT_BATCH_SIZE, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeSrc:walk-frames:
+   *
+   * Latent walk: a new prior latent every N frames, frames in between decode the slerp
+   * of the surrounding keyframe latents with the probability-flow ODE. 0 = off.
+   */
+  g_object_class_install_property (gobject_class, PROP_WALK_FRAMES,
+      g_param_spec_int ("walk-frames", "Walk frames",
+          "Latent walk: frames per keyframe latent (0 = off, sample each frame)",
+          0, G_MAXINT, DEFAULT_WALK_FRAMES,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_IS_LIVE,
+      g_param_spec_boolean ("is-live", "Is Live",
+          "Whether to act as a live source", DEFAULT_IS_LIVE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS));
+  /**
+   * GstScoreSdeSrc:post-messages:
+   *
+   * Post "scoresde-progress" element messages (fields done, total, pts, frame) about
+   * twenty times per engine run.
+   */
+  g_object_class_install_property (gobject_class, PROP_POST_MESSAGES,
+      g_param_spec_boolean ("post-messages", "Post messages",
+          "Post scoresde-progress element messages during sampling",
+          DEFAULT_POST_MESSAGES, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+
+  gst_element_class_set_static_metadata (element_class,
+      "Score-SDE video source", "Source/Video",
+      "Generates video frames by sampling a score-based generative model",
+      "The gst-scoresde authors");
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+
+  basesrc_class->get_caps = GST_DEBUG_FUNCPTR (gst_scoresde_src_get_caps);
+  basesrc_class->fixate = GST_DEBUG_FUNCPTR (gst_scoresde_src_fixate);
+  basesrc_class->set_caps = GST_DEBUG_FUNCPTR (gst_scoresde_src_set_caps);
+  basesrc_class->decide_allocation =
+      GST_DEBUG_FUNCPTR (gst_scoresde_src_decide_allocation);
+  basesrc_class->start = GST_DEBUG_FUNCPTR (gst_scoresde_src_start);
+  basesrc_class->stop = GST_DEBUG_FUNCPTR (gst_scoresde_src_stop);
+  basesrc_class->unlock = GST_DEBUG_FUNCPTR (gst_scoresde_src_unlock);
+  basesrc_class->unlock_stop = GST_DEBUG_FUNCPTR (gst_scoresde_src_unlock_stop);
+  basesrc_class->is_seekable = GST_DEBUG_FUNCPTR (gst_scoresde_src_is_seekable);
+  basesrc_class->do_seek = GST_DEBUG_FUNCPTR (gst_scoresde_src_do_seek);
+  basesrc_class->query = GST_DEBUG_FUNCPTR (gst_scoresde_src_query);
+  basesrc_class->get_times = GST_DEBUG_FUNCPTR (gst_scoresde_src_get_times);
+  pushsrc_class->fill = GST_DEBUG_FUNCPTR (gst_scoresde_src_fill);
+
+  GST_DEBUG_CATEGORY_INIT (gst_scoresde_src_debug, "scoresdesrc", 0,
+      "Score-SDE video source");
+}
+
+static void
+gst_scoresde_src_init (GstScoreSdeSrc * self)
+{
+  self->model_path = NULL;
+  self->device = DEFAULT_DEVICE;
+  gst_scoresde_sampler_settings_init (&self->settings);
+  self->batch_size = DEFAULT_BATCH_SIZE;
+  self->walk_frames = DEFAULT_WALK_FRAMES;
+  self->post_messages = DEFAULT_POST_MESSAGES;
+  gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
+  gst_video_info_init (&self->info);
+  self->batch_first = -1;
+  self->walk_key_index = -1;
+
+  gst_base_src_set_format (GST_BASE_SRC (self), GST_FORMAT_TIME);
+  gst_base_src_set_live (GST_BASE_SRC (self), DEFAULT_IS_LIVE);
+}
+
+static void
+gst_scoresde_src_finalize (GObject * object)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (object);
+
+  g_free (self->model_path);
+  g_free (self->batch);
+  g_free (self->walk_keys);
+  if (self->model)
+    gst_scoresde_model_cache_release (self->model);
+
+  G_OBJECT_CLASS (parent_class)->finalize (object);
+}
+
+/* Drops frames generated ahead and keyframe latents (settings changed). Object lock. */
+static void
+invalidate_caches (GstScoreSdeSrc * self)
+{
+  self->batch_first = -1;
+  self->batch_count = 0;
+  self->walk_key_index = -1;
+}
+
+static void
+gst_scoresde_src_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (object);
+  GstScoreSdeSamplerSettings *s = &self->settings;
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_free (self->model_path);
+      self->model_path = g_value_dup_string (value);
+      break;
+    case PROP_DEVICE:
+      self->device = g_value_get_enum (value);
+      break;
+    case PROP_SEED:
+      s->seed = g_value_get_uint64 (value);
+      break;
+    case PROP_SAMPLER:
+      s->sampler = g_value_get_enum (value);
+      break;
+    case PROP_PREDICTOR:
+      s->predictor = g_value_get_enum (value);
+      break;
+    case PROP_CORRECTOR:
+      s->corrector = g_value_get_enum (value);
+      break;
+    case PROP_STEPS:
+      s->steps = g_value_get_int (value);
+      break;
+    case PROP_SNR:
+      s->snr = g_value_get_double (value);
+      break;
+    case PROP_CORRECTOR_STEPS:
+      s->corrector_steps = g_value_get_int (value);
+      break;
+    case PROP_ODE_METHOD:
+      s->ode_method = g_value_get_enum (value);
+      break;
+    case PROP_RTOL:
+      s->rtol = g_value_get_double (value);
+      break;
+    case PROP_ATOL:
+      s->atol = g_value_get_double (value);
+      break;
+    case PROP_BATCH_SIZE:
+      self->batch_size = g_value_get_int (value);
+      break;
+    case PROP_WALK_FRAMES:
+      self->walk_frames = g_value_get_int (value);
+      break;
+    case PROP_IS_LIVE:
+      GST_OBJECT_UNLOCK (self);
+      gst_base_src_set_live (GST_BASE_SRC (self), g_value_get_boolean (value));
+      return;
+    case PROP_POST_MESSAGES:
+      self->post_messages = g_value_get_boolean (value);
+      break;
+    default:
+      GST_OBJECT_UNLOCK (self);
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      return;
+  }
+  if (prop_id != PROP_POST_MESSAGES && prop_id != PROP_BATCH_SIZE) {
+    self->settings_cookie++;
+    invalidate_caches (self);
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_scoresde_src_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (object);
+  GstScoreSdeSamplerSettings *s = &self->settings;
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_value_set_string (value, self->model_path);
+      break;
+    case PROP_DEVICE:
+      g_value_set_enum (value, self->device);
+      break;
+    case PROP_SEED:
+      g_value_set_uint64 (value, s->seed);
+      break;
+    case PROP_SAMPLER:
+      g_value_set_enum (value, s->sampler);
+      break;
+    case PROP_PREDICTOR:
+      g_value_set_enum (value, s->predictor);
+      break;
+    case PROP_CORRECTOR:
+      g_value_set_enum (value, s->corrector);
+      break;
+    case PROP_STEPS:
+      g_value_set_int (value, s->steps);
+      break;
+    case PROP_SNR:
+      g_value_set_double (value, s->snr);
+      break;
+    case PROP_CORRECTOR_STEPS:
+      g_value_set_int (value, s->corrector_steps);
+      break;
+    case PROP_ODE_METHOD:
+      g_value_set_enum (value, s->ode_method);
+      break;
+    case PROP_RTOL:
+      g_value_set_double (value, s->rtol);
+      break;
+    case PROP_ATOL:
+      g_value_set_double (value, s->atol);
+      break;
+    case PROP_BATCH_SIZE:
+      g_value_set_int (value, self->batch_size);
+      break;
+    case PROP_WALK_FRAMES:
+      g_value_set_int (value, self->walk_frames);
+      break;
+    case PROP_IS_LIVE:
+      GST_OBJECT_UNLOCK (self);
+      g_value_set_boolean (value, gst_base_src_is_live (GST_BASE_SRC (self)));
+      return;
+    case PROP_POST_MESSAGES:
+      g_value_set_boolean (value, self->post_messages);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static GstCaps *
+gst_scoresde_src_get_caps (GstBaseSrc * bsrc, GstCaps * filter)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+  GstCaps *caps, *tmp;
+
+  GST_OBJECT_LOCK (self);
+  if (self->model != NULL) {
+    caps = gst_scoresde_video_caps_new (self->model, -1, 1);
+    gst_caps_set_simple (caps, "pixel-aspect-ratio", GST_TYPE_FRACTION, 1, 1,
+        NULL);
+  } else {
+    caps = gst_pad_get_pad_template_caps (GST_BASE_SRC_PAD (bsrc));
+  }
+  GST_OBJECT_UNLOCK (self);
+
+  if (filter != NULL) {
+    tmp = gst_caps_intersect_full (filter, caps, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref (caps);
+    caps = tmp;
+  }
+  return caps;
+}
+
+static GstCaps *
+gst_scoresde_src_fixate (GstBaseSrc * bsrc, GstCaps * caps)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+  GstStructure *s;
+  const gchar *preferred = "RGB";
+
+  caps = gst_caps_make_writable (caps);
+  caps = gst_caps_truncate (caps);
+  s = gst_caps_get_structure (caps, 0);
+
+  GST_OBJECT_LOCK (self);
+  if (self->model != NULL) {
+    gst_structure_fixate_field_nearest_int (s, "width",
+        gst_scoresde_model_width (self->model));
+    gst_structure_fixate_field_nearest_int (s, "height",
+        gst_scoresde_model_height (self->model));
+    preferred = gst_video_format_to_string
+        (gst_scoresde_video_format_for_model (self->model));
+  }
+  GST_OBJECT_UNLOCK (self);
+
+  gst_structure_fixate_field_string (s, "format", preferred);
+  gst_structure_fixate_field_nearest_fraction (s, "framerate", DEFAULT_FPS_N,
+      DEFAULT_FPS_D);
+  if (gst_structure_has_field (s, "pixel-aspect-ratio"))
+    gst_structure_fixate_field_nearest_fraction (s, "pixel-aspect-ratio", 1,
+        1);
+
+  return GST_BASE_SRC_CLASS (parent_class)->fixate (bsrc, caps);
+}
+
+static gboolean
+gst_scoresde_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+  GstVideoInfo info;
+
+  if (!gst_video_info_from_caps (&info, caps))
+    goto parse_failed;
+  if (!gst_scoresde_video_format_is_supported (GST_VIDEO_INFO_FORMAT (&info)))
+    goto unsupported_caps;
+
+  GST_OBJECT_LOCK (self);
+  if (self->model == NULL
+      || GST_VIDEO_INFO_WIDTH (&info) != gst_scoresde_model_width (self->model)
+      || GST_VIDEO_INFO_HEIGHT (&info) !=
+      gst_scoresde_model_height (self->model)) {
+    GST_OBJECT_UNLOCK (self);
+    goto wrong_size;
+  }
+  /* keep timestamps and frame numbers monotonic across renegotiation */
+  if (GST_VIDEO_INFO_FORMAT (&self->info) != GST_VIDEO_FORMAT_UNKNOWN
+      && self->info.fps_n > 0) {
+    self->accum_frames += self->n_frames;
+    self->accum_rtime += self->running_time;
+  }
+  self->info = info;
+  self->running_time = 0;
+  self->n_frames = 0;
+  GST_OBJECT_UNLOCK (self);
+
+  GST_DEBUG_OBJECT (self, "negotiated %" GST_PTR_FORMAT, caps);
+  return TRUE;
+
+  /* ERRORS */
+parse_failed:
+  {
+    GST_DEBUG_OBJECT (self, "failed to parse caps %" GST_PTR_FORMAT, caps);
+    return FALSE;
+  }
+unsupported_caps:
+  {
+    GST_DEBUG_OBJECT (self, "unsupported format in %" GST_PTR_FORMAT, caps);
+    return FALSE;
+  }
+wrong_size:
+  {
+    GST_DEBUG_OBJECT (self, "caps %" GST_PTR_FORMAT " are not at the model's "
+        "size", caps);
+    return FALSE;
+  }
+}
+
+static gboolean
+gst_scoresde_src_decide_allocation (GstBaseSrc * bsrc, GstQuery * query)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+  GstBufferPool *pool = NULL;
+  gboolean update;
+  guint size, min, max;
+  GstStructure *config;
+  GstCaps *caps = NULL;
+
+  gst_query_parse_allocation (query, &caps, NULL);
+
+  if (gst_query_get_n_allocation_pools (query) > 0) {
+    gst_query_parse_nth_allocation_pool (query, 0, &pool, &size, &min, &max);
+    size = MAX (size, self->info.size);
+    update = TRUE;
+  } else {
+    size = self->info.size;
+    min = max = 0;
+    update = FALSE;
+  }
+
+  if (pool == NULL)
+    pool = gst_video_buffer_pool_new ();
+
+  config = gst_buffer_pool_get_config (pool);
+  gst_buffer_pool_config_set_params (config, caps, size, min, max);
+  if (gst_query_find_allocation_meta (query, GST_VIDEO_META_API_TYPE, NULL)
+      && gst_buffer_pool_has_option (pool, GST_BUFFER_POOL_OPTION_VIDEO_META))
+    gst_buffer_pool_config_add_option (config,
+        GST_BUFFER_POOL_OPTION_VIDEO_META);
+  if (!gst_buffer_pool_set_config (pool, config)) {
+    /* the pool adjusted the config: take what it offers if it still fits */
+    config = gst_buffer_pool_get_config (pool);
+    if (!gst_buffer_pool_config_validate_params (config, caps, size, min, max)) {
+      gst_structure_free (config);
+      gst_object_unref (pool);
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, (NULL),
+          ("Failed to configure the buffer pool"));
+      return FALSE;
+    }
+    gst_buffer_pool_set_config (pool, config);
+  }
+
+  if (update)
+    gst_query_set_nth_allocation_pool (query, 0, pool, size, min, max);
+  else
+    gst_query_add_allocation_pool (query, pool, size, min, max);
+  gst_object_unref (pool);
+
+  return GST_BASE_SRC_CLASS (parent_class)->decide_allocation (bsrc, query);
+}
+
+static gboolean
+gst_scoresde_src_start (GstBaseSrc * bsrc)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+  GstScoreSdeModel *model;
+  gchar *path;
+  GstScoreSdeDevice device;
+  GError *err = NULL;
+  gsize D;
+
+  GST_OBJECT_LOCK (self);
+  path = g_strdup (self->model_path);
+  device = self->device;
+  GST_OBJECT_UNLOCK (self);
+
+  model = gst_scoresde_model_cache_acquire (path, device, &err);
+  g_free (path);
+  if (model == NULL)
+    goto no_model;
+  if (!gst_scoresde_model_check_video (model, &err)) {
+    gst_scoresde_model_cache_release (model);
+    goto no_model;
+  }
+
+  D = gst_scoresde_model_dim (model);
+  GST_OBJECT_LOCK (self);
+  self->model = model;
+  g_free (self->walk_keys);
+  self->walk_keys = g_new (gfloat, 2 * D);
+  g_free (self->batch);
+  self->batch = NULL;
+  invalidate_caches (self);
+  gst_video_info_init (&self->info);
+  self->n_frames = 0;
+  self->running_time = 0;
+  self->accum_frames = 0;
+  self->accum_rtime = 0;
+  self->reverse = FALSE;
+  self->max_generation_time = 0;
+  self->reported_latency = GST_CLOCK_TIME_NONE;
+  GST_OBJECT_UNLOCK (self);
+
+  gst_scoresde_progress_reset (&self->progress);
+  GST_INFO_OBJECT (self, "model %s (%s), %dx%dx%d", model->path, model->id,
+      gst_scoresde_model_channels (model), gst_scoresde_model_height (model),
+      gst_scoresde_model_width (model));
+  return TRUE;
+
+  /* ERRORS */
+no_model:
+  {
+    GST_SCORESDE_ELEMENT_GERROR (self, err);
+    g_clear_error (&err);
+    return FALSE;
+  }
+}
+
+static gboolean
+gst_scoresde_src_stop (GstBaseSrc * bsrc)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+  GstScoreSdeModel *model;
+
+  GST_OBJECT_LOCK (self);
+  model = self->model;
+  self->model = NULL;
+  g_clear_pointer (&self->batch, g_free);
+  g_clear_pointer (&self->walk_keys, g_free);
+  invalidate_caches (self);
+  gst_video_info_init (&self->info);
+  GST_OBJECT_UNLOCK (self);
+
+  if (model)
+    gst_scoresde_model_cache_release (model);
+  return TRUE;
+}
+
+static gboolean
+gst_scoresde_src_unlock (GstBaseSrc * bsrc)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+
+  GST_DEBUG_OBJECT (self, "cancelling sampling");
+  gst_scoresde_progress_cancel (&self->progress);
+  return TRUE;
+}
+
+static gboolean
+gst_scoresde_src_unlock_stop (GstBaseSrc * bsrc)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+
+  gst_scoresde_progress_reset (&self->progress);
+  return TRUE;
+}
+
+static gboolean
+gst_scoresde_src_is_seekable (GstBaseSrc * bsrc)
+{
+  return TRUE;
+}
+
+static gboolean
+gst_scoresde_src_do_seek (GstBaseSrc * bsrc, GstSegment * segment)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+  GstClockTime position;
+
+  segment->time = segment->start;
+  position = segment->position;
+
+  GST_OBJECT_LOCK (self);
+  self->reverse = segment->rate < 0;
+  if (self->info.fps_n > 0) {
+    self->n_frames = gst_util_uint64_scale (position, self->info.fps_n,
+        self->info.fps_d * GST_SECOND);
+    self->running_time = gst_util_uint64_scale (self->n_frames,
+        self->info.fps_d * GST_SECOND, self->info.fps_n);
+  } else {
+    self->n_frames = 0;
+    self->running_time = 0;
+  }
+  self->accum_frames = 0;
+  self->accum_rtime = 0;
+  GST_OBJECT_UNLOCK (self);
+
+  GST_DEBUG_OBJECT (self, "seek to %" GST_TIME_FORMAT ": frame %"
+      G_GINT64_FORMAT, GST_TIME_ARGS (position), self->n_frames);
+  return TRUE;
+}
+
+static GstClockTime
+frame_duration (GstScoreSdeSrc * self)
+{
+  if (self->info.fps_n <= 0)
+    return GST_CLOCK_TIME_NONE;
+  return gst_util_uint64_scale (GST_SECOND, self->info.fps_d,
+      self->info.fps_n);
+}
+
+static gboolean
+gst_scoresde_src_query (GstBaseSrc * bsrc, GstQuery * query)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
+  gboolean res = FALSE;
+
+  switch (GST_QUERY_TYPE (query)) {
+    case GST_QUERY_CONVERT:
+    {
+      GstFormat src_fmt, dest_fmt;
+      gint64 src_val, dest_val;
+
+      GST_OBJECT_LOCK (self);
+      gst_query_parse_convert (query, &src_fmt, &src_val, &dest_fmt, &dest_val);
+      res = gst_video_info_convert (&self->info, src_fmt, src_val, dest_fmt,
+          &dest_val);
+      gst_query_set_convert (query, src_fmt, src_val, dest_fmt, dest_val);
+      GST_OBJECT_UNLOCK (self);
+      break;
+    }
+    case GST_QUERY_LATENCY:
+    {
+      GstClockTime latency;
+
+      GST_OBJECT_LOCK (self);
+      latency = frame_duration (self);
+      if (GST_CLOCK_TIME_IS_VALID (latency)) {
+        latency = MAX (latency, self->max_generation_time);
+        self->reported_latency = latency;
+      }
+      GST_OBJECT_UNLOCK (self);
+      if (GST_CLOCK_TIME_IS_VALID (latency)) {
+        gst_query_set_latency (query, gst_base_src_is_live (bsrc), latency,
+            GST_CLOCK_TIME_NONE);
+        GST_DEBUG_OBJECT (self, "reporting latency of %" GST_TIME_FORMAT,
+            GST_TIME_ARGS (latency));
+        res = TRUE;
+      }
+      break;
+    }
+    case GST_QUERY_DURATION:
+    {
+      GstFormat format;
+      gint num_buffers = bsrc->num_buffers;
+
+      gst_query_parse_duration (query, &format, NULL);
+      if (num_buffers == -1) {
+        res = GST_BASE_SRC_CLASS (parent_class)->query (bsrc, query);
+        break;
+      }
+      if (format == GST_FORMAT_DEFAULT) {
+        gst_query_set_duration (query, format, num_buffers);
+        res = TRUE;
+      } else if (format == GST_FORMAT_TIME) {
+        GST_OBJECT_LOCK (self);
+        if (self->info.fps_n > 0) {
+          gst_query_set_duration (query, format,
+              gst_util_uint64_scale (num_buffers,
+                  self->info.fps_d * GST_SECOND, self->info.fps_n));
+          res = TRUE;
+        }
+        GST_OBJECT_UNLOCK (self);
+      } else if (format == GST_FORMAT_BYTES) {
+        GST_OBJECT_LOCK (self);
+        if (self->info.size > 0) {
+          gst_query_set_duration (query, format,
+              (gint64) self->info.size * num_buffers);
+          res = TRUE;
+        }
+        GST_OBJECT_UNLOCK (self);
+      }
+      break;
+    }
+    default:
+      res = GST_BASE_SRC_CLASS (parent_class)->query (bsrc, query);
+      break;
+  }
+  return res;
+}
+
+static void
+gst_scoresde_src_get_times (GstBaseSrc * bsrc, GstBuffer * buffer,
+    GstClockTime * start, GstClockTime * end)
+{
+  /* sync only in live mode, on the buffer's running time */
+  if (gst_base_src_is_live (bsrc)) {
+    GstClockTime timestamp = GST_BUFFER_PTS (buffer);
+
+    if (GST_CLOCK_TIME_IS_VALID (timestamp)) {
+      GstClockTime duration = GST_BUFFER_DURATION (buffer);
+
+      if (GST_CLOCK_TIME_IS_VALID (duration))
+        *end = timestamp + duration;
+      *start = timestamp;
+    }
+  } else {
+    *start = -1;
+    *end = -1;
+  }
+}
+
+/* Generates frames first .. first+n-1 into out[n, D]. Settings are a snapshot. */
+static int
+generate (GstScoreSdeSrc * self, const GstScoreSdeModel * model,
+    const GstScoreSdeSamplerSettings * settings, gint walk_frames,
+    gint64 first, gint n, gfloat * out, sde_stats * stats)
+{
+  const gsize D = gst_scoresde_model_dim (model);
+  sde_sample_params p;
+  int status;
+  gint i;
+
+  gst_scoresde_sampler_settings_to_params (settings, &self->progress, &p);
+
+  if (walk_frames <= 0)
+    return sde_sample (model->model, &model->sde, &p, n, (uint64_t) first, out,
+        stats);
+
+  /* Latent walk: keyframe K = k / N holds prior draw 0 of stream K; frame k decodes
+   * slerp(z_K, z_K+1, (k mod N) / N) with the probability-flow ODE. */
+  {
+    gfloat *z = g_new (gfloat, (gsize) n * D);
+    gfloat *keys = self->walk_keys;
+
+    for (i = 0; i < n; i++) {
+      gint64 k = first + i;
+      gint64 K = k / walk_frames;
+      gint r = (gint) (k % walk_frames);
+
+      if (self->walk_key_index != K || self->walk_key_seed != settings->seed) {
+        sde_prior_sample (&model->sde, settings->seed, (uint64_t) K, 0, 2,
+            (int64_t) D, keys);
+        self->walk_key_index = K;
+        self->walk_key_seed = settings->seed;
+      }
+      if (r == 0)
+        memcpy (z + i * D, keys, D * sizeof (gfloat));
+      else
+        sde_slerp (keys, keys + D, (int64_t) D, (double) r / walk_frames,
+            z + i * D);
+    }
+    status = sde_decode (model->model, &model->sde, &p, n, z, out, stats);
+    g_free (z);
+    return status;
+  }
+}
+
+static GstFlowReturn
+gst_scoresde_src_fill (GstPushSrc * psrc, GstBuffer * buffer)
+{
+  GstScoreSdeSrc *self = GST_SCORESDE_SRC (psrc);
+  GstScoreSdeSamplerSettings settings;
+  GstScoreSdeModel *model;
+  GstScoreSdeLatentMeta *meta;
+  GstVideoFrame vframe;
+  GstVideoInfo info;
+  GstClockTime next_time, latency_now = GST_CLOCK_TIME_NONE;
+  gint64 k;
+  gint batch, walk, n, channels;
+  gsize D;
+  gfloat *frame;
+  sde_stats stats = { 0 };
+  gint64 t0;
+  guint cookie;
+  int status = SDE_OK;
+
+  GST_OBJECT_LOCK (self);
+  model = self->model;
+  info = self->info;
+  if (G_UNLIKELY (model == NULL
+          || GST_VIDEO_INFO_FORMAT (&info) == GST_VIDEO_FORMAT_UNKNOWN)) {
+    GST_OBJECT_UNLOCK (self);
+    goto not_negotiated;
+  }
+  /* framerate 0/1: a single frame; reverse playback: stop before frame 0 */
+  if (G_UNLIKELY ((info.fps_n == 0 && self->n_frames == 1)
+          || (self->reverse && self->n_frames < 0))) {
+    GST_OBJECT_UNLOCK (self);
+    goto eos;
+  }
+  k = self->accum_frames + self->n_frames;
+  settings = self->settings;
+  batch = self->reverse ? 1 : self->batch_size;
+  walk = self->walk_frames;
+  cookie = self->settings_cookie;
+  self->progress.post_messages = self->post_messages;
+  GST_OBJECT_UNLOCK (self);
+
+  D = gst_scoresde_model_dim (model);
+  channels = gst_scoresde_model_channels (model);
+
+  /* frames are produced only in this streaming thread: the caches are ours, the
+   * object lock only protects them against invalidation by set_property */
+  GST_OBJECT_LOCK (self);
+  if (self->batch_first >= 0 && k >= self->batch_first
+      && k < self->batch_first + self->batch_count) {
+    frame = self->batch + (gsize) (k - self->batch_first) * D;
+    GST_OBJECT_UNLOCK (self);
+    GST_LOG_OBJECT (self, "frame %" G_GINT64_FORMAT " from the batch", k);
+  } else {
+    self->batch_first = -1;
+    self->batch_count = 0;
+    n = MAX (batch, 1);
+    self->batch = g_renew (gfloat, self->batch, (gsize) n * D);
+    GST_OBJECT_UNLOCK (self);
+
+    self->progress.frame = (guint64) k;
+    self->progress.pts = self->accum_rtime + self->running_time;
+    t0 = g_get_monotonic_time ();
+    status = generate (self, model, &settings, walk, k, n, self->batch, &stats);
+    if (status != SDE_OK)
+      goto engine_error;
+
+    GST_OBJECT_LOCK (self);
+    if (cookie == self->settings_cookie) {
+      /* keep the frames made ahead unless the settings changed meanwhile */
+      self->batch_first = k;
+      self->batch_count = n;
+    }
+    frame = self->batch;
+    {
+      GstClockTime per_frame = (g_get_monotonic_time () - t0) * GST_USECOND / n;
+      if (per_frame > self->max_generation_time) {
+        self->max_generation_time = per_frame;
+        if (GST_CLOCK_TIME_IS_VALID (self->reported_latency)
+            && per_frame > self->reported_latency)
+          latency_now = per_frame;
+      }
+    }
+    GST_OBJECT_UNLOCK (self);
+    GST_DEBUG_OBJECT (self, "generated frames %" G_GINT64_FORMAT "..%"
+        G_GINT64_FORMAT ", NFE %" G_GINT64_FORMAT ", %.3f s", k, k + n - 1,
+        (gint64) stats.nfe, stats.seconds);
+  }
+
+  if (latency_now != GST_CLOCK_TIME_NONE && gst_base_src_is_live (GST_BASE_SRC
+          (self))) {
+    GST_INFO_OBJECT (self, "generation takes %" GST_TIME_FORMAT
+        " per frame, more than the reported latency", GST_TIME_ARGS
+        (latency_now));
+    gst_element_post_message (GST_ELEMENT (self),
+        gst_message_new_latency (GST_OBJECT (self)));
+  }
+
+  if (!gst_video_frame_map (&vframe, &info, buffer, GST_MAP_WRITE))
+    goto map_failed;
+  gst_scoresde_video_frame_from_planar (&vframe, frame, channels,
+      model->model->centered);
+  gst_video_frame_unmap (&vframe);
+
+  meta = gst_buffer_add_scoresde_latent_meta (buffer);
+  meta->seed = settings.seed;
+  meta->frame = (guint64) k;
+  meta->nfe = stats.nfe;
+  meta->t = 0.0;
+  meta->video_width = GST_VIDEO_INFO_WIDTH (&info);
+  meta->video_height = GST_VIDEO_INFO_HEIGHT (&info);
+  meta->video_format = GST_VIDEO_INFO_FORMAT (&info);
+
+  GST_OBJECT_LOCK (self);
+  GST_BUFFER_PTS (buffer) = self->accum_rtime + self->running_time;
+  GST_BUFFER_DTS (buffer) = GST_CLOCK_TIME_NONE;
+  GST_BUFFER_OFFSET (buffer) = (guint64) k;
+  GST_BUFFER_OFFSET_END (buffer) = (guint64) k + 1;
+  if (self->reverse)
+    self->n_frames--;
+  else
+    self->n_frames++;
+  if (self->info.fps_n > 0) {
+    next_time = gst_util_uint64_scale (MAX (self->n_frames, 0),
+        self->info.fps_d * GST_SECOND, self->info.fps_n);
+    if (self->reverse)
+      GST_BUFFER_DURATION (buffer) = self->running_time - next_time;
+    else
+      GST_BUFFER_DURATION (buffer) = next_time - self->running_time;
+  } else {
+    next_time = 0;
+    GST_BUFFER_DURATION (buffer) = GST_CLOCK_TIME_NONE;
+  }
+  self->running_time = next_time;
+  GST_OBJECT_UNLOCK (self);
+
+  GST_LOG_OBJECT (self, "frame %" G_GINT64_FORMAT " pts %" GST_TIME_FORMAT, k,
+      GST_TIME_ARGS (GST_BUFFER_PTS (buffer)));
+  return GST_FLOW_OK;
+
+  /* ERRORS */
+not_negotiated:
+  {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+        ("format wasn't negotiated before fill function"));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+eos:
+  {
+    GST_DEBUG_OBJECT (self, "eos: 0 framerate, frame %" G_GINT64_FORMAT,
+        self->n_frames);
+    return GST_FLOW_EOS;
+  }
+engine_error:
+  {
+    gchar *what = g_strdup_printf ("Sampling frame %" G_GINT64_FORMAT
+        " failed", k);
+    GstFlowReturn ret = GST_SCORESDE_ELEMENT_ENGINE_ERROR (self, status, what);
+    g_free (what);
+    return ret;
+  }
+map_failed:
+  {
+    GST_ELEMENT_ERROR (self, RESOURCE, WRITE, (NULL),
+        ("Could not map the output frame"));
+    return GST_FLOW_ERROR;
+  }
+}

@@ -1,0 +1,55 @@
+/* GStreamer score-SDE plugin
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ */
+/**
+ * plugin-scoresde:
+ *
+ * Score-based generative modelling through stochastic differential equations
+ * (Song et al. 2021): generate video from noise, encode frames to latents with the
+ * probability-flow ODE and back, interpolate between latents, inpaint and colorize.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <gst/gst.h>
+#include <gst-scoresde/gstscoresde.h>
+
+#include "gstscoresdesrc.h"
+#include "gstscoresdeencode.h"
+#include "gstscoresdedecode.h"
+#include "gstscoresdeinterp.h"
+#ifdef GST_SCORESDE_HAVE_INPAINT
+#include "gstscoresdeinpaint.h"
+#endif
+#ifdef GST_SCORESDE_HAVE_COLORIZE
+#include "gstscoresdecolorize.h"
+#endif
+
+static gboolean
+plugin_init (GstPlugin * plugin)
+{
+  gboolean ret = FALSE;
+
+  gst_scoresde_enums_mark_as_plugin_api ();
+
+  ret |= GST_ELEMENT_REGISTER (scoresdesrc, plugin);
+  ret |= GST_ELEMENT_REGISTER (scoresdeencode, plugin);
+  ret |= GST_ELEMENT_REGISTER (scoresdedecode, plugin);
+  ret |= GST_ELEMENT_REGISTER (scoresdeinterp, plugin);
+#ifdef GST_SCORESDE_HAVE_INPAINT
+  ret |= GST_ELEMENT_REGISTER (scoresdeinpaint, plugin);
+#endif
+#ifdef GST_SCORESDE_HAVE_COLORIZE
+  ret |= GST_ELEMENT_REGISTER (scoresdecolorize, plugin);
+#endif
+
+  return ret;
+}
+
+GST_PLUGIN_DEFINE (GST_VERSION_MAJOR,
+    GST_VERSION_MINOR,
+    scoresde,
+    "Score-based generative modelling through SDEs",
+    plugin_init, VERSION, GST_LICENSE, GST_PACKAGE_NAME, GST_PACKAGE_ORIGIN)
