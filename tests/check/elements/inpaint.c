@@ -1,0 +1,469 @@
+/* gst-scoresde: scoresdeinpaint tests
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ *
+ * Under the shipped default model (the exact score of 64 shape images) inpainting a
+ * training image must give that image back.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <string.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
+#include <gst/check/gstcheck.h>
+#include <gst/check/gstharness.h>
+#include "scoresdetestutil.h"
+
+#define W 32
+#define H 32
+#define CAPS_32 "video/x-raw,format=RGBA,width=32,height=32,framerate=10/1"
+
+/* Steps where quality is not asserted. */
+#define QUICK_STEPS 50
+/* Steps for the recovery assertion. */
+#define QUALITY_STEPS 400
+
+static GstHarness *
+new_harness (const gchar * props)
+{
+  gchar *launch = g_strdup_printf ("scoresdeinpaint model=%s %s",
+      SCORESDE_TEST_MODEL, props);
+  GstHarness *h = gst_harness_new_parse (launch);
+
+  g_free (launch);
+  gst_harness_play (h);
+  gst_harness_set_src_caps_str (h, CAPS_32);
+  return h;
+}
+
+/* Training image `index` as RGBA, alpha 0 where x >= `fill_from_x`. */
+static guint8 *
+masked_image (gint index, gint fill_from_x)
+{
+  gint w, h, x, y;
+  guint8 *img = scoresde_test_training_image (index, 4, &w, &h);
+
+  fail_unless_equals_int (w, W);
+  fail_unless_equals_int (h, H);
+  for (y = 0; y < H; y++)
+    for (x = fill_from_x; x < W; x++)
+      img[(y * W + x) * 4 + 3] = 0;
+  return img;
+}
+
+GST_START_TEST (test_negotiate_process_eos)
+{
+  GstHarness *h = new_harness ("steps=" G_STRINGIFY (QUICK_STEPS));
+  guint8 *in = masked_image (5, 16);
+  GstBuffer *out;
+  GstMapInfo map;
+  GstCaps *caps;
+  GstEvent *ev;
+  gint x, y, k, i;
+
+  for (i = 0; i < 2; i++)
+    fail_unless_equals_int (gst_harness_push (h, scoresde_test_buffer (in,
+                W * H * 4, i * GST_SECOND / 10, GST_SECOND / 10)), GST_FLOW_OK);
+
+  caps = gst_pad_get_current_caps (h->sinkpad);
+  fail_unless (caps != NULL);
+  {
+    GstCaps *want = gst_caps_from_string (CAPS_32);
+    fail_unless (gst_caps_is_equal (caps, want), "output caps %" GST_PTR_FORMAT,
+        caps);
+    gst_caps_unref (want);
+  }
+  gst_caps_unref (caps);
+
+  for (i = 0; i < 2; i++) {
+    out = gst_harness_pull (h);
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (out), i * GST_SECOND / 10);
+    fail_unless_equals_uint64 (GST_BUFFER_DURATION (out), GST_SECOND / 10);
+    fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+    fail_unless_equals_int (map.size, W * H * 4);
+    for (y = 0; y < H; y++)
+      for (x = 0; x < W; x++) {
+        const guint8 *p = map.data + (y * W + x) * 4;
+        fail_unless_equals_int (p[3], 255);
+        if (x < 16)             /* known pixels pass through */
+          for (k = 0; k < 3; k++)
+            fail_unless_equals_int (p[k], in[(y * W + x) * 4 + k]);
+      }
+    gst_buffer_unmap (out, &map);
+    gst_buffer_unref (out);
+  }
+
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  while ((ev = gst_harness_try_pull_event (h)) != NULL) {
+    gboolean eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+    gst_event_unref (ev);
+    if (eos)
+      break;
+  }
+  fail_unless (ev != NULL, "no EOS downstream");
+
+  g_free (in);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_recover_training_image)
+{
+  GstHarness *h = new_harness ("steps=" G_STRINGIFY (QUALITY_STEPS));
+  gint w, hh, index;
+
+  for (index = 3; index < 64; index += 40) {
+    guint8 *orig = scoresde_test_training_image (index, 4, &w, &hh);
+    guint8 *in = masked_image (index, 16);
+    GstBuffer *out;
+    GstMapInfo map;
+    gdouble psnr;
+
+    out = gst_harness_push_and_pull (h, scoresde_test_buffer (in, W * H * 4,
+            0, GST_SECOND));
+    fail_unless (out != NULL);
+    fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+    psnr = scoresde_test_psnr (map.data, 4, W * 4, orig, 4, W * 4, W, H);
+    GST_INFO ("shape %d: PSNR %.2f dB", index, psnr);
+    g_print ("inpaint shape_%02d, right half unknown, %d steps: PSNR %.2f dB\n",
+        index, QUALITY_STEPS, psnr);
+    fail_unless (psnr > 35.0, "PSNR %.2f dB <= 35 dB", psnr);
+    gst_buffer_unmap (out, &map);
+    gst_buffer_unref (out);
+    g_free (orig);
+    g_free (in);
+  }
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_fully_known_passthrough)
+{
+  GstHarness *h = new_harness ("steps=" G_STRINGIFY (QUICK_STEPS));
+  gint w, hh;
+  guint8 *in = scoresde_test_training_image (7, 4, &w, &hh);
+  GstBuffer *out;
+
+  out = gst_harness_push_and_pull (h, scoresde_test_buffer (in, W * H * 4, 0,
+          GST_SECOND));
+  fail_unless (gst_buffer_memcmp (out, 0, in, W * H * 4) == 0);
+  gst_buffer_unref (out);
+  g_free (in);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* Frame k uses noise stream k: two elements with the same seed agree frame by frame,
+ * while consecutive frames of one element get different noise. */
+GST_START_TEST (test_deterministic_per_frame)
+{
+  GstHarness *a = new_harness ("steps=20 seed=7");
+  GstHarness *b = new_harness ("steps=20 seed=7");
+  guint8 *in = masked_image (11, 0);    /* nothing known: plain sampling */
+  GstBuffer *a0, *a1, *b0, *b1;
+  GstMapInfo m0, m1;
+
+  a0 = gst_harness_push_and_pull (a, scoresde_test_buffer (in, W * H * 4, 0,
+          GST_SECOND));
+  a1 = gst_harness_push_and_pull (a, scoresde_test_buffer (in, W * H * 4,
+          GST_SECOND, GST_SECOND));
+  b0 = gst_harness_push_and_pull (b, scoresde_test_buffer (in, W * H * 4, 0,
+          GST_SECOND));
+  b1 = gst_harness_push_and_pull (b, scoresde_test_buffer (in, W * H * 4,
+          GST_SECOND, GST_SECOND));
+
+  fail_unless (gst_buffer_map (a0, &m0, GST_MAP_READ));
+  fail_unless (gst_buffer_map (a1, &m1, GST_MAP_READ));
+  fail_unless (gst_buffer_memcmp (b0, 0, m0.data, m0.size) == 0);
+  fail_unless (gst_buffer_memcmp (b1, 0, m1.data, m1.size) == 0);
+  fail_if (memcmp (m0.data, m1.data, m0.size) == 0,
+      "frames 0 and 1 got the same noise");
+  gst_buffer_unmap (a0, &m0);
+  gst_buffer_unmap (a1, &m1);
+
+  gst_buffer_unref (a0);
+  gst_buffer_unref (a1);
+  gst_buffer_unref (b0);
+  gst_buffer_unref (b1);
+  g_free (in);
+  gst_harness_teardown (a);
+  gst_harness_teardown (b);
+}
+
+GST_END_TEST;
+
+static gchar *
+write_mask_png (gint width, gint height, gint known_cols)
+{
+  gfloat *m = g_new0 (gfloat, width * height);
+  gchar *path = NULL;
+  gint fd = g_file_open_tmp ("scoresde-mask-XXXXXX.png", &path, NULL);
+  gint x, y;
+
+  fail_unless (fd >= 0);
+  close (fd);
+  for (y = 0; y < height; y++)
+    for (x = 0; x < known_cols && x < width; x++)
+      m[y * width + x] = 1.0f;
+  fail_unless (sde_png_write (path, m, 1, height, width) == SDE_OK);
+  g_free (m);
+  return path;
+}
+
+GST_START_TEST (test_mask_location)
+{
+  gchar *mask = write_mask_png (W, H, 16);
+  gchar *props = g_strdup_printf ("steps=%d mask-location=%s", QUICK_STEPS,
+      mask);
+  GstHarness *h = new_harness (props);
+  gint w, hh, x, y, k;
+  guint8 *in = scoresde_test_training_image (9, 4, &w, &hh);
+  GstBuffer *out;
+  GstMapInfo map;
+
+  /* the frame's alpha is ignored: fully opaque, yet the right half is filled */
+  out = gst_harness_push_and_pull (h, scoresde_test_buffer (in, W * H * 4, 0,
+          GST_SECOND));
+  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+  for (y = 0; y < H; y++)
+    for (x = 0; x < 16; x++)
+      for (k = 0; k < 4; k++)
+        fail_unless_equals_int (map.data[(y * W + x) * 4 + k],
+            in[(y * W + x) * 4 + k]);
+  gst_buffer_unmap (out, &map);
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+
+  g_unlink (mask);
+  g_free (mask);
+  g_free (props);
+  g_free (in);
+}
+
+GST_END_TEST;
+
+/* Goes NULL -> READY and returns the error posted on the way (state change fails). */
+static GstMessage *
+ready_error (GstElement * el)
+{
+  GstBus *bus = gst_bus_new ();
+  GstMessage *msg;
+
+  gst_element_set_bus (el, bus);
+  fail_unless_equals_int (gst_element_set_state (el, GST_STATE_READY),
+      GST_STATE_CHANGE_FAILURE);
+  msg = scoresde_test_pop_error (bus, 0);
+  gst_element_set_state (el, GST_STATE_NULL);
+  gst_element_set_bus (el, NULL);
+  gst_object_unref (bus);
+  return msg;
+}
+
+GST_START_TEST (test_bad_model)
+{
+  GstElement *el = gst_element_factory_make ("scoresdeinpaint", NULL);
+  GstMessage *msg;
+  gchar *junk = NULL;
+  gint fd;
+
+  g_object_set (el, "model", "/nonexistent/model.json", NULL);
+  msg = ready_error (el);
+  scoresde_test_assert_error (msg, GST_RESOURCE_ERROR,
+      GST_RESOURCE_ERROR_NOT_FOUND);
+  gst_message_unref (msg);
+
+  fd = g_file_open_tmp ("scoresde-junk-XXXXXX.json", &junk, NULL);
+  fail_unless (fd >= 0);
+  fail_unless (write (fd, "{\"kind\": ", 9) == 9);
+  close (fd);
+  g_object_set (el, "model", junk, NULL);
+  msg = ready_error (el);
+  scoresde_test_assert_error (msg, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT);
+  gst_message_unref (msg);
+  g_unlink (junk);
+  g_free (junk);
+
+  /* a mask of the wrong size */
+  junk = write_mask_png (16, 16, 8);
+  g_object_set (el, "model", SCORESDE_TEST_MODEL, "mask-location", junk, NULL);
+  msg = ready_error (el);
+  scoresde_test_assert_error (msg, GST_RESOURCE_ERROR,
+      GST_RESOURCE_ERROR_SETTINGS);
+  gst_message_unref (msg);
+  g_unlink (junk);
+  g_free (junk);
+
+  /* a missing mask */
+  g_object_set (el, "mask-location", "/nonexistent/mask.png", NULL);
+  msg = ready_error (el);
+  scoresde_test_assert_error (msg, GST_RESOURCE_ERROR,
+      GST_RESOURCE_ERROR_NOT_FOUND);
+  gst_message_unref (msg);
+
+  /* and it still works once fixed */
+  g_object_set (el, "mask-location", NULL, NULL);
+  fail_unless_equals_int (gst_element_set_state (el, GST_STATE_READY),
+      GST_STATE_CHANGE_SUCCESS);
+  fail_unless_equals_int (gst_element_set_state (el, GST_STATE_NULL),
+      GST_STATE_CHANGE_SUCCESS);
+  gst_object_unref (el);
+}
+
+GST_END_TEST;
+
+/* Only the model's native size negotiates; nothing is rescaled. */
+GST_START_TEST (test_bad_caps)
+{
+  GstHarness *h;
+  GstElement *pipe;
+  GstBus *bus;
+  GstMessage *msg;
+  guint8 *junk = g_malloc0 (64 * 48 * 4);
+
+  h = gst_harness_new_parse ("scoresdeinpaint model=" SCORESDE_TEST_MODEL);
+  gst_harness_play (h);
+  gst_harness_set_src_caps_str (h,
+      "video/x-raw,format=RGBA,width=64,height=48,framerate=1/1");
+  fail_unless_equals_int (gst_harness_push (h, scoresde_test_buffer (junk,
+              64 * 48 * 4, 0, GST_SECOND)), GST_FLOW_NOT_NEGOTIATED);
+  gst_harness_teardown (h);
+  g_free (junk);
+
+  /* in a pipeline: an error on the bus, no hang */
+  pipe = gst_parse_launch ("videotestsrc num-buffers=2 ! "
+      "video/x-raw,format=RGBA,width=64,height=48 ! scoresdeinpaint model="
+      SCORESDE_TEST_MODEL " steps=10 ! fakesink", NULL);
+  fail_unless (pipe != NULL);
+  bus = gst_element_get_bus (pipe);
+  gst_element_set_state (pipe, GST_STATE_PLAYING);
+  msg = gst_bus_timed_pop_filtered (bus, 10 * GST_SECOND,
+      GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+  fail_unless (msg != NULL && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR,
+      "expected a negotiation error");
+  {
+    GError *err = NULL;
+    gchar *dbg = NULL;
+    gst_message_parse_error (msg, &err, &dbg);
+    GST_INFO ("error: %s (%s)", err->message, dbg);
+    fail_unless (dbg != NULL && strstr (dbg, "not-negotiated") != NULL,
+        "unexpected error: %s (%s)", err->message, GST_STR_NULL (dbg));
+    g_clear_error (&err);
+    g_free (dbg);
+  }
+  gst_message_unref (msg);
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (pipe);
+}
+
+GST_END_TEST;
+
+/* videoscale in front negotiates the model's size by itself. */
+GST_START_TEST (test_videoscale_negotiates_native_size)
+{
+  GstElement *pipe;
+  GstBus *bus;
+  GstMessage *msg;
+
+  pipe = gst_parse_launch ("videotestsrc num-buffers=1 ! "
+      "video/x-raw,width=80,height=60 ! videoscale ! videoconvert ! "
+      "scoresdeinpaint model=" SCORESDE_TEST_MODEL " steps=10 ! "
+      "video/x-raw,width=32,height=32 ! fakesink", NULL);
+  fail_unless (pipe != NULL);
+  bus = gst_element_get_bus (pipe);
+  gst_element_set_state (pipe, GST_STATE_PLAYING);
+  msg = gst_bus_timed_pop_filtered (bus, 30 * GST_SECOND,
+      GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+  fail_unless (msg != NULL && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_EOS);
+  gst_message_unref (msg);
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (pipe);
+}
+
+GST_END_TEST;
+
+typedef struct
+{
+  GstHarness *h;
+  GstBuffer *buf;
+  GstFlowReturn ret;
+} PushData;
+
+static gpointer
+push_thread (gpointer user)
+{
+  PushData *d = user;
+  d->ret = gst_harness_push (d->h, d->buf);
+  return NULL;
+}
+
+/* A state change to READY stops a long sampler within a step. */
+GST_START_TEST (test_state_change_cancels)
+{
+  GstHarness *h = new_harness ("steps=100000");
+  guint8 *in = masked_image (1, 8);
+  PushData d = { h, NULL, GST_FLOW_OK };
+  GThread *t;
+  gint64 t0;
+
+  d.buf = scoresde_test_buffer (in, W * H * 4, 0, GST_SECOND);
+  t = g_thread_new ("push", push_thread, &d);
+  g_usleep (300 * 1000);
+  t0 = g_get_monotonic_time ();
+  fail_unless_equals_int (gst_element_set_state (h->element, GST_STATE_READY),
+      GST_STATE_CHANGE_SUCCESS);
+  g_thread_join (t);
+  GST_INFO ("cancelled after %.3f s", (g_get_monotonic_time () - t0) / 1e6);
+  fail_unless ((g_get_monotonic_time () - t0) < 2 * G_USEC_PER_SEC);
+  fail_unless_equals_int (d.ret, GST_FLOW_FLUSHING);
+  g_free (in);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_state_cycles)
+{
+  GstElement *el = gst_element_factory_make ("scoresdeinpaint", NULL);
+  gint i;
+
+  g_object_set (el, "model", SCORESDE_TEST_MODEL, NULL);
+  for (i = 0; i < 3; i++) {
+    fail_unless (gst_element_set_state (el, GST_STATE_PAUSED) !=
+        GST_STATE_CHANGE_FAILURE);
+    fail_unless (gst_element_set_state (el, GST_STATE_NULL) ==
+        GST_STATE_CHANGE_SUCCESS);
+  }
+  gst_object_unref (el);
+}
+
+GST_END_TEST;
+
+static Suite *
+scoresdeinpaint_suite (void)
+{
+  Suite *s = suite_create ("scoresdeinpaint");
+  TCase *tc = tcase_create ("general");
+
+  tcase_set_timeout (tc, 120);
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_negotiate_process_eos);
+  tcase_add_test (tc, test_recover_training_image);
+  tcase_add_test (tc, test_fully_known_passthrough);
+  tcase_add_test (tc, test_deterministic_per_frame);
+  tcase_add_test (tc, test_mask_location);
+  tcase_add_test (tc, test_bad_model);
+  tcase_add_test (tc, test_bad_caps);
+  tcase_add_test (tc, test_videoscale_negotiates_native_size);
+  tcase_add_test (tc, test_state_change_cancels);
+  tcase_add_test (tc, test_state_cycles);
+  return s;
+}
+
+GST_CHECK_MAIN (scoresdeinpaint);

@@ -1,0 +1,109 @@
+/* gst-scoresde: helpers shared by the inpaint, colorize and pipeline tests
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ *
+ * Header-only: training images of the shipped default model as packed 8-bit frames,
+ * PSNR, and waiting for bus errors.
+ */
+#ifndef __SCORESDE_TEST_UTIL_H__
+#define __SCORESDE_TEST_UTIL_H__
+
+#include <math.h>
+#include <stdlib.h>
+#include <gst/gst.h>
+#include <gst/check/gstcheck.h>
+#include <scoresde/scoresde.h>
+
+#ifndef SCORESDE_MODELS_DIR
+#error "SCORESDE_MODELS_DIR must name the source tree's models/ folder"
+#endif
+
+/* The shipped default model, by path (tests do not depend on the installed copy). */
+#define SCORESDE_TEST_MODEL SCORESDE_MODELS_DIR "/default.json"
+
+/* Reads training image `index` of the default model (models/shapes32/shape_NN.png) as
+ * packed RGB (3 bytes per pixel) or RGBA (alpha 255); returns a g_malloc'd buffer. */
+static inline guint8 *
+scoresde_test_training_image (gint index, gint bpp, gint * width, gint * height)
+{
+  gchar *path = g_strdup_printf ("%s/shapes32/shape_%02d.png",
+      SCORESDE_MODELS_DIR, index);
+  gfloat *planar = NULL;
+  gint c, h, w, x, y, k;
+  guint8 *out;
+
+  fail_unless (sde_png_read (path, 3, &planar, &c, &h, &w) == SDE_OK,
+      "cannot read %s: %s", path, sde_errmsg ());
+  out = g_malloc ((gsize) w * h * bpp);
+  for (y = 0; y < h; y++)
+    for (x = 0; x < w; x++) {
+      guint8 *p = out + ((gsize) y * w + x) * bpp;
+      for (k = 0; k < 3; k++)
+        p[k] = (guint8) lrintf (planar[(gsize) k * h * w + (gsize) y * w + x] *
+            255.0f);
+      if (bpp == 4)
+        p[3] = 255;
+    }
+  free (planar);
+  g_free (path);
+  *width = w;
+  *height = h;
+  return out;
+}
+
+/* PSNR in dB over the first 3 bytes of every pixel of two packed images. */
+static inline gdouble
+scoresde_test_psnr (const guint8 * a, gint a_bpp, gsize a_stride,
+    const guint8 * b, gint b_bpp, gsize b_stride, gint width, gint height)
+{
+  gdouble se = 0.0;
+  gint x, y, k;
+
+  for (y = 0; y < height; y++)
+    for (x = 0; x < width; x++)
+      for (k = 0; k < 3; k++) {
+        gdouble d = (gdouble) a[y * a_stride + x * a_bpp + k] -
+            b[y * b_stride + x * b_bpp + k];
+        se += d * d;
+      }
+  se /= 3.0 * width * height;
+  return se <= 0.0 ? 99.0 : 10.0 * log10 (255.0 * 255.0 / se);
+}
+
+/* Wraps `data` (copied) in a buffer with the given timestamps. */
+static inline GstBuffer *
+scoresde_test_buffer (const guint8 * data, gsize size, GstClockTime pts,
+    GstClockTime duration)
+{
+  GstBuffer *buf = gst_buffer_new_memdup (data, size);
+  GST_BUFFER_PTS (buf) = pts;
+  GST_BUFFER_DURATION (buf) = duration;
+  return buf;
+}
+
+/* Pops the first ERROR message from `bus` (waiting up to `timeout`), or NULL. */
+static inline GstMessage *
+scoresde_test_pop_error (GstBus * bus, GstClockTime timeout)
+{
+  return gst_bus_timed_pop_filtered (bus, timeout, GST_MESSAGE_ERROR);
+}
+
+/* Asserts that `msg` is an error in `domain`/`code` and prints its text. */
+static inline void
+scoresde_test_assert_error (GstMessage * msg, GQuark domain, gint code)
+{
+  GError *err = NULL;
+  gchar *debug = NULL;
+
+  fail_unless (msg != NULL, "expected an error message on the bus");
+  gst_message_parse_error (msg, &err, &debug);
+  GST_INFO ("error from %s: %s (%s)", GST_OBJECT_NAME (GST_MESSAGE_SRC (msg)),
+      err->message, GST_STR_NULL (debug));
+  fail_unless (g_error_matches (err, domain, code),
+      "expected error %s/%d, got %s/%d: %s", g_quark_to_string (domain), code,
+      g_quark_to_string (err->domain), err->code, err->message);
+  g_clear_error (&err);
+  g_free (debug);
+}
+
+#endif /* __SCORESDE_TEST_UTIL_H__ */
