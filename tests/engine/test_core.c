@@ -270,6 +270,42 @@ static void test_errors(void) {
   sde_model_free(m);
 }
 
+/* The empirical model's GEMM path against the generic mixture code with zero stds. */
+static void test_empirical_matches_mixture(void) {
+  enum { M = 10, Dm = 300, n = 70 };
+  float *data = malloc(sizeof(float) * M * Dm), *x = malloc(sizeof(float) * n * Dm);
+  float *s1 = malloc(sizeof(float) * n * Dm), *s2 = malloc(sizeof(float) * n * Dm), t[n];
+  double *w = malloc(sizeof(double) * M), *mu = malloc(sizeof(double) * M * Dm);
+  double *zero = calloc(M * Dm, sizeof(double)), d1[n], d2[n];
+  sde_randu(8, 0, 0, data, M * Dm);
+  for (int i = 0; i < M * Dm; i++) mu[i] = data[i];
+  for (int k = 0; k < M; k++) w[k] = 1.0;
+  sde_model *emp = NULL, *mix = NULL;
+  sde_empirical_create(M, 3, 10, 10, data, 0, &emp);
+  sde_gmm_create(M, Dm, w, mu, zero, &mix);
+  sde_sde sde;
+  sde_init(&sde, SDE_VP);
+  for (int i = 0; i < n; i++) t[i] = 0.001f + 0.998f * (float)i / n;
+  sde_prior_sample(&sde, 3, 0, 0, n, Dm, x);
+  for (int i = 0; i < n * Dm; i++) x[i] = 0.5f * x[i] + 0.5f * data[i % (M * Dm)];
+  sde_model_score(emp, &sde, n, x, t, s1);
+  sde_model_score(mix, &sde, n, x, t, s2);
+  emp->ops->score_div(emp, &sde, n, x, t, d1);
+  mix->ops->score_div(mix, &sde, n, x, t, d2);
+  double worst = 0, worst_div = 0;
+  for (int i = 0; i < n * Dm; i++) worst = fmax(worst, fabs(s1[i] - s2[i]) / fmax(1.0, fabs(s2[i])));
+  for (int i = 0; i < n; i++) worst_div = fmax(worst_div, fabs(d1[i] - d2[i]) / fmax(1.0, fabs(d2[i])));
+  TAP_CHECK(worst < 1e-5, "empirical score by GEMM = mixture score (rel err %.2g)", worst);
+  TAP_CHECK(worst_div < 1e-6, "empirical divergence by GEMM = mixture divergence (rel err %.2g)", worst_div);
+  omp_set_num_threads(1);
+  sde_model_score(emp, &sde, n, x, t, s2);
+  omp_set_num_threads(2);
+  TAP_CHECK(!memcmp(s1, s2, sizeof(float) * n * Dm), "empirical score identical at 1 and 2 threads");
+  sde_model_free(emp);
+  sde_model_free(mix);
+  free(data); free(x); free(s1); free(s2); free(w); free(mu); free(zero);
+}
+
 static void test_planner(void) {
   const double gamma = sde_plan_gamma(3072, 0.5);
   const int L = sde_plan_num_scales(50.0, 0.01, gamma);
@@ -293,6 +329,7 @@ int main(void) {
   test_mixture_derivatives();
   test_determinism();
   test_errors();
+  test_empirical_matches_mixture();
   test_planner();
   return tap_done();
 }
