@@ -24,8 +24,7 @@ static GstHarness *
 new_harness (const gchar * props, gint width, gint height,
     const gchar * out_format)
 {
-  gchar *launch = g_strdup_printf ("scoresdecolorize model=%s %s",
-      SCORESDE_TEST_MODEL, props);
+  gchar *launch = g_strdup_printf ("scoresdecolorize %s", props);
   GstHarness *h = gst_harness_new_parse (launch);
   gchar *caps = g_strdup_printf
       ("video/x-raw,format=GRAY8,width=%d,height=%d,framerate=10/1", width,
@@ -365,7 +364,7 @@ GST_START_TEST (test_bad_caps)
   guint8 *junk = g_malloc0 (32 * 32 * 3);
 
   /* RGB input is refused: the element colorizes gray frames */
-  h = gst_harness_new_parse ("scoresdecolorize model=" SCORESDE_TEST_MODEL);
+  h = gst_harness_new_parse ("scoresdecolorize");
   gst_harness_play (h);
   gst_harness_set_src_caps_str (h,
       "video/x-raw,format=RGB,width=32,height=32,framerate=1/1");
@@ -375,8 +374,8 @@ GST_START_TEST (test_bad_caps)
   g_free (junk);
 
   pipe = gst_parse_launch ("videotestsrc num-buffers=2 ! "
-      "video/x-raw,format=RGB,width=32,height=32 ! scoresdecolorize model="
-      SCORESDE_TEST_MODEL " steps=10 ! fakesink", NULL);
+      "video/x-raw,format=RGB,width=32,height=32 ! scoresdecolorize "
+      "steps=10 ! fakesink", NULL);
   fail_unless (pipe != NULL);
   bus = gst_element_get_bus (pipe);
   gst_element_set_state (pipe, GST_STATE_PLAYING);

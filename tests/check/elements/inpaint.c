@@ -28,8 +28,7 @@
 static GstHarness *
 new_harness (const gchar * props)
 {
-  gchar *launch = g_strdup_printf ("scoresdeinpaint model=%s %s",
-      SCORESDE_TEST_MODEL, props);
+  gchar *launch = g_strdup_printf ("scoresdeinpaint %s", props);
   GstHarness *h = gst_harness_new_parse (launch);
 
   g_free (launch);
@@ -290,7 +289,7 @@ GST_START_TEST (test_bad_model)
 
   /* a mask of the wrong size */
   junk = write_mask_png (16, 16, 8);
-  g_object_set (el, "model", SCORESDE_TEST_MODEL, "mask-location", junk, NULL);
+  g_object_set (el, "model", NULL, "mask-location", junk, NULL);
   msg = ready_error (el);
   scoresde_test_assert_error (msg, GST_RESOURCE_ERROR,
       GST_RESOURCE_ERROR_SETTINGS);
@@ -325,7 +324,7 @@ GST_START_TEST (test_bad_caps)
   GstMessage *msg;
   guint8 *junk = g_malloc0 (64 * 48 * 4);
 
-  h = gst_harness_new_parse ("scoresdeinpaint model=" SCORESDE_TEST_MODEL);
+  h = gst_harness_new_parse ("scoresdeinpaint");
   gst_harness_play (h);
   gst_harness_set_src_caps_str (h,
       "video/x-raw,format=RGBA,width=64,height=48,framerate=1/1");
@@ -336,8 +335,8 @@ GST_START_TEST (test_bad_caps)
 
   /* in a pipeline: an error on the bus, no hang */
   pipe = gst_parse_launch ("videotestsrc num-buffers=2 ! "
-      "video/x-raw,format=RGBA,width=64,height=48 ! scoresdeinpaint model="
-      SCORESDE_TEST_MODEL " steps=10 ! fakesink", NULL);
+      "video/x-raw,format=RGBA,width=64,height=48 ! scoresdeinpaint "
+      "steps=10 ! fakesink", NULL);
   fail_unless (pipe != NULL);
   bus = gst_element_get_bus (pipe);
   gst_element_set_state (pipe, GST_STATE_PLAYING);
@@ -372,7 +371,7 @@ GST_START_TEST (test_videoscale_negotiates_native_size)
 
   pipe = gst_parse_launch ("videotestsrc num-buffers=1 ! "
       "video/x-raw,width=80,height=60 ! videoscale ! videoconvert ! "
-      "scoresdeinpaint model=" SCORESDE_TEST_MODEL " steps=10 ! "
+      "scoresdeinpaint steps=10 ! "
       "video/x-raw,width=32,height=32 ! fakesink", NULL);
   fail_unless (pipe != NULL);
   bus = gst_element_get_bus (pipe);
@@ -433,7 +432,6 @@ GST_START_TEST (test_state_cycles)
   GstElement *el = gst_element_factory_make ("scoresdeinpaint", NULL);
   gint i;
 
-  g_object_set (el, "model", SCORESDE_TEST_MODEL, NULL);
   for (i = 0; i < 3; i++) {
     fail_unless (gst_element_set_state (el, GST_STATE_PAUSED) !=
         GST_STATE_CHANGE_FAILURE);

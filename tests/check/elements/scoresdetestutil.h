@@ -14,12 +14,26 @@
 #include <gst/check/gstcheck.h>
 #include <scoresde/scoresde.h>
 
-#ifndef SCORESDE_MODELS_DIR
-#error "SCORESDE_MODELS_DIR must name the source tree's models/ folder"
-#endif
+/* The folder of the shipped default model: that of $SCORESDE_DEFAULT_MODEL (set by the
+ * test environment, which also makes it the elements' default), else the compile-time
+ * SCORESDE_MODELS_DIR. */
+static inline const gchar *
+scoresde_test_models_dir (void)
+{
+  static gchar *dir = NULL;
+  const gchar *model = g_getenv ("SCORESDE_DEFAULT_MODEL");
 
-/* The shipped default model, by path (tests do not depend on the installed copy). */
-#define SCORESDE_TEST_MODEL SCORESDE_MODELS_DIR "/default.json"
+  if (dir == NULL) {
+    if (model != NULL && model[0] != '\0')
+      dir = g_path_get_dirname (model);
+#ifdef SCORESDE_MODELS_DIR
+    else
+      dir = g_strdup (SCORESDE_MODELS_DIR);
+#endif
+  }
+  fail_unless (dir != NULL, "set SCORESDE_DEFAULT_MODEL to models/default.json");
+  return dir;
+}
 
 /* Reads training image `index` of the default model (models/shapes32/shape_NN.png) as
  * packed RGB (3 bytes per pixel) or RGBA (alpha 255); returns a g_malloc'd buffer. */
@@ -27,7 +41,7 @@ static inline guint8 *
 scoresde_test_training_image (gint index, gint bpp, gint * width, gint * height)
 {
   gchar *path = g_strdup_printf ("%s/shapes32/shape_%02d.png",
-      SCORESDE_MODELS_DIR, index);
+      scoresde_test_models_dir (), index);
   gfloat *planar = NULL;
   gint c, h, w, x, y, k;
   guint8 *out;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Colorizes a grayscale video into an MP4. A short gray test video is made first from
+# the model's training images (scaled up to SIZE, so the colorizer works above the
+# model's size and keeps the input's full-resolution luminance).
+#
+#   pipelines/colorize.sh
+#   INPUT=old_film.mp4 MODEL=emoji.json pipelines/colorize.sh
+#
+# Environment: FRAMES (16 frames of test video), FPS (4), SIZE (64), STEPS (200),
+# INPUT (a video file to colorize instead of the generated one), plus those of
+# common.sh.
+# Output: $OUT_DIR/gray_input.mp4 (when generated) and $OUT_DIR/colorized.mp4
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+FRAMES=${FRAMES:-16}
+FPS=${FPS:-4}
+SIZE=${SIZE:-64}
+STEPS=${STEPS:-200}
+INPUT=${INPUT:-}
+require_elements multifilesrc pngdec videoscale videoconvert x264enc mp4mux decodebin \
+  scoresdecolorize
+
+if [ -z "$INPUT" ]; then
+  INPUT="$OUT_DIR/gray_input.mp4"
+  launch multifilesrc location="$SHAPES_DIR/shape_%02d.png" loop=true num-buffers="$FRAMES" \
+      caps="image/png,framerate=(fraction)$FPS/1" ! \
+    pngdec ! videoconvert ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
+    videoconvert ! video/x-raw,format=GRAY8 ! videoconvert ! x264enc ! mp4mux ! \
+    filesink location="$INPUT"
+fi
+
+launch filesrc location="$INPUT" ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 ! \
+  scoresdecolorize steps="$STEPS" seed="$SEED" $(model_prop) ! videoconvert ! \
+  x264enc ! mp4mux ! filesink location="$OUT_DIR/colorized.mp4"
+
+echo "wrote $OUT_DIR/colorized.mp4 (from $INPUT)"

@@ -1,0 +1,58 @@
+# Shared set-up of the pipeline scripts (sourced, not run).
+#
+# Environment (every script):
+#   BUILD_DIR   meson build folder holding the plugin (default: <repo>/build)
+#   OUT_DIR     where results go (default: ./out)
+#   MODEL       model file; empty = the shipped default (models/default.json)
+#   STEPS       sampler steps per frame
+#   SEED        noise seed (default 0)
+#   GST_PLUGIN_PATH  defaults to $BUILD_DIR/plugins when unset
+# Each script documents its own extra variables (FRAMES, ...).
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+OUT_DIR=${OUT_DIR:-out}
+MODEL=${MODEL:-}
+SEED=${SEED:-0}
+SHAPES_DIR=${SHAPES_DIR:-$ROOT/models/shapes32}
+
+if [ -z "${GST_PLUGIN_PATH:-}" ]; then
+  export GST_PLUGIN_PATH="$BUILD_DIR/plugins"
+fi
+mkdir -p "$OUT_DIR"
+
+# Fails early, with a hint, when an element is missing.
+require_elements() {
+  local e
+  for e in "$@"; do
+    # (not --exists: it also demands the GStreamer version of the plugin)
+    if ! gst-inspect-1.0 "$e" >/dev/null 2>&1; then
+      echo "error: GStreamer element '$e' not found (GST_PLUGIN_PATH=$GST_PLUGIN_PATH)." >&2
+      case "$e" in
+        scoresde*) echo "Build the plugin first: meson setup build && ninja -C build" >&2 ;;
+        x264enc) echo "Install gstreamer1.0-plugins-ugly." >&2 ;;
+        avdec_*) echo "Install gstreamer1.0-libav." >&2 ;;
+        *) echo "Install gstreamer1.0-plugins-base and -good." >&2 ;;
+      esac
+      exit 1
+    fi
+  done
+}
+
+# "model=PATH" for the scoresde elements, nothing for the shipped default.
+model_prop() {
+  if [ -n "$MODEL" ]; then printf 'model=%s' "$MODEL"; fi
+}
+
+# Runs gst-launch-1.0 quietly (-e: a Ctrl-C still finalises MP4 files), echoing the
+# pipeline first.
+launch() {
+  echo "+ gst-launch-1.0 $*" >&2
+  gst-launch-1.0 -q -e "$@"
+}
+
+# Width and height of a PNG file, from its IHDR chunk: "W H".
+png_size() {
+  od -An -tu1 -j16 -N8 "$1" |
+    awk '{ printf "%d %d\n", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8 }'
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Inpainting of one PNG: the black part of a mask is filled by scoresdeinpaint.
+#
+#   pipelines/inpaint.sh
+#   IMAGE=face.png MASK=mask.png MODEL=emoji.json pipelines/inpaint.sh
+#
+# Environment: IMAGE (default models/shapes32/shape_03.png; must have the model's size),
+# MASK (a PNG of the same size, white = keep, black = fill; default: a generated mask
+# that hides the right half), STEPS (500), plus those of common.sh.
+# Output: $OUT_DIR/inpaint_mask.png (when generated) and $OUT_DIR/inpainted.png
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+IMAGE=${IMAGE:-$SHAPES_DIR/shape_03.png}
+STEPS=${STEPS:-500}
+MASK=${MASK:-}
+require_elements filesrc pngdec videoconvert scoresdeinpaint pngenc
+
+if [ -z "$MASK" ]; then
+  # white left half, black right half
+  read -r W H < <(png_size "$IMAGE")
+  MASK="$OUT_DIR/inpaint_mask.png"
+  launch videotestsrc num-buffers=1 pattern=white ! \
+    video/x-raw,width=$((W / 2)),height="$H" ! videobox right=-$((W - W / 2)) fill=black ! \
+    videoconvert ! video/x-raw,format=GRAY8 ! pngenc ! filesink location="$MASK"
+fi
+
+launch filesrc location="$IMAGE" ! pngdec ! videoconvert ! video/x-raw,format=RGBA ! \
+  scoresdeinpaint mask-location="$MASK" steps="$STEPS" seed="$SEED" $(model_prop) ! \
+  videoconvert ! pngenc ! filesink location="$OUT_DIR/inpainted.png"
+
+echo "wrote $OUT_DIR/inpainted.png (mask $MASK)"

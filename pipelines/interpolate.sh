@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Encode -> interpolate -> decode: FRAMES images are mapped to latents with the
+# probability-flow ODE (scoresdeencode), INTERP latents are inserted between
+# consecutive ones (scoresdeinterp, slerp) and every latent is decoded back to an image
+# (scoresdedecode), into an MP4.
+#
+#   pipelines/interpolate.sh
+#   FRAMES=8 INTERP=15 pipelines/interpolate.sh
+#   LOCATION='my/frames/img_%03d.png' pipelines/interpolate.sh   # images of the model's size
+#
+# Environment: FRAMES (4 input images), INTERP (7), LOCATION (a printf pattern of PNG
+# files; default the model's training images models/shapes32/shape_%02d.png), FPS (8),
+# SIZE (256), plus those of common.sh.
+# Output: $OUT_DIR/interpolation.mp4 ((FRAMES - 1) * (INTERP + 1) + 1 frames)
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+FRAMES=${FRAMES:-4}
+INTERP=${INTERP:-7}
+FPS=${FPS:-8}
+SIZE=${SIZE:-256}
+LOCATION=${LOCATION:-$SHAPES_DIR/shape_%02d.png}
+require_elements multifilesrc pngdec videoconvert scoresdeencode scoresdeinterp \
+  scoresdedecode videoscale x264enc mp4mux
+
+# The input images go in at 1 frame per (INTERP + 1) output frames, so the output
+# plays at FPS.
+launch multifilesrc location="$LOCATION" index=0 stop-index=$((FRAMES - 1)) \
+    caps="image/png,framerate=(fraction)$FPS/$((INTERP + 1))" ! \
+  pngdec ! videoconvert ! scoresdeencode $(model_prop) ! \
+  scoresdeinterp n-frames="$INTERP" ! scoresdedecode $(model_prop) ! \
+  videoconvert ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
+  videoconvert ! x264enc ! mp4mux ! filesink location="$OUT_DIR/interpolation.mp4"
+
+echo "wrote $OUT_DIR/interpolation.mp4 ($FRAMES images, $INTERP in between)"

@@ -1,0 +1,290 @@
+/* gst-scoresde: runs every script in pipelines/ with a few frames
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ *
+ * Each test runs one script (bash) into a temporary OUT_DIR with small FRAMES/STEPS,
+ * then decodes what it wrote (PNG or H.264 MP4) back with GStreamer and counts the
+ * frames and checks their size. Environment (set by meson):
+ *   SCORESDE_SOURCE_ROOT  the source tree (scripts, models)
+ *   SCORESDE_BUILD_ROOT   the build tree (BUILD_DIR of the scripts)
+ * GST_CHECKS=test_<script> selects one script.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <string.h>
+#include <glib/gstdio.h>
+#include <gst/check/gstcheck.h>
+#include <gst/app/gstappsink.h>
+#include <gst/video/video.h>
+
+static const gchar *
+env_dir (const gchar * name)
+{
+  const gchar *v = g_getenv (name);
+  fail_unless (v != NULL && v[0] != '\0', "%s is not set", name);
+  return v;
+}
+
+static void
+remove_tree (const gchar * path)
+{
+  GDir *dir = g_dir_open (path, 0, NULL);
+  const gchar *name;
+
+  if (dir != NULL) {
+    while ((name = g_dir_read_name (dir)) != NULL) {
+      gchar *p = g_build_filename (path, name, NULL);
+      if (g_file_test (p, G_FILE_TEST_IS_DIR))
+        remove_tree (p);
+      else
+        g_unlink (p);
+      g_free (p);
+    }
+    g_dir_close (dir);
+  }
+  g_rmdir (path);
+}
+
+/* Runs pipelines/<script> with the given extra environment (NULL-terminated
+ * NAME, VALUE pairs) and returns the output folder (free with remove_tree + g_free). */
+static gchar *
+run_script (const gchar * script, ...)
+{
+  const gchar *src = env_dir ("SCORESDE_SOURCE_ROOT");
+  const gchar *build = env_dir ("SCORESDE_BUILD_ROOT");
+  gchar *out = g_dir_make_tmp ("scoresde-pipeline-XXXXXX", NULL);
+  gchar *path = g_build_filename (src, "pipelines", script, NULL);
+  gchar *plugins = g_build_filename (build, "plugins", NULL);
+  gchar **envp = g_get_environ ();
+  gchar *argv[] = { (gchar *) "bash", path, NULL };
+  gchar *std_out = NULL, *std_err = NULL;
+  GError *err = NULL;
+  gint status = 0;
+  gint64 t0 = g_get_monotonic_time ();
+  const gchar *name;
+  va_list ap;
+
+  fail_unless (out != NULL);
+  envp = g_environ_setenv (envp, "OUT_DIR", out, TRUE);
+  envp = g_environ_setenv (envp, "BUILD_DIR", build, TRUE);
+  envp = g_environ_setenv (envp, "GST_PLUGIN_PATH", plugins, TRUE);
+  va_start (ap, script);
+  while ((name = va_arg (ap, const gchar *)) != NULL)
+    envp = g_environ_setenv (envp, name, va_arg (ap, const gchar *), TRUE);
+  va_end (ap);
+
+  fail_unless (g_spawn_sync (NULL, argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL,
+          &std_out, &std_err, &status, &err), "cannot run %s: %s", path,
+      err ? err->message : "?");
+  g_print ("%s: %.1f s, %s", script, (g_get_monotonic_time () - t0) / 1e6,
+      std_out ? std_out : "\n");
+  if (!g_spawn_check_wait_status (status, NULL))
+    g_printerr ("%s failed:\n%s\n", script, std_err);
+  fail_unless (g_spawn_check_wait_status (status, NULL), "%s failed", script);
+
+  g_free (std_out);
+  g_free (std_err);
+  g_strfreev (envp);
+  g_free (plugins);
+  g_free (path);
+  return out;
+}
+
+/* Decodes a file (any container GStreamer can read) to RGB and counts its frames.
+ * Optionally returns the packed RGB of the first frame (g_free). */
+static guint
+decode_frames (const gchar * dir, const gchar * file, gint * width,
+    gint * height, guint8 ** first_rgb)
+{
+  gchar *path = g_build_filename (dir, file, NULL);
+  gchar *launch;
+  GstElement *pipe, *sink;
+  GstSample *sample;
+  GstMessage *msg;
+  GstBus *bus;
+  guint n = 0;
+
+  fail_unless (g_file_test (path, G_FILE_TEST_IS_REGULAR), "%s missing", path);
+  launch = g_strdup_printf ("filesrc location=\"%s\" ! decodebin ! "
+      "videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+      path);
+  pipe = gst_parse_launch (launch, NULL);
+  fail_unless (pipe != NULL);
+  sink = gst_bin_get_by_name (GST_BIN (pipe), "sink");
+  fail_unless (gst_element_set_state (pipe, GST_STATE_PLAYING) !=
+      GST_STATE_CHANGE_FAILURE);
+  while ((sample = gst_app_sink_pull_sample (GST_APP_SINK (sink))) != NULL) {
+    GstVideoInfo info;
+    fail_unless (gst_video_info_from_caps (&info,
+            gst_sample_get_caps (sample)));
+    *width = GST_VIDEO_INFO_WIDTH (&info);
+    *height = GST_VIDEO_INFO_HEIGHT (&info);
+    if (n == 0 && first_rgb != NULL) {
+      GstVideoFrame frame;
+      gint y;
+      fail_unless (gst_video_frame_map (&frame, &info,
+              gst_sample_get_buffer (sample), GST_MAP_READ));
+      *first_rgb = g_malloc (*width * *height * 3);
+      for (y = 0; y < *height; y++)
+        memcpy (*first_rgb + y * *width * 3,
+            (guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame, 0) +
+            y * GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0), *width * 3);
+      gst_video_frame_unmap (&frame);
+    }
+    n++;
+    gst_sample_unref (sample);
+  }
+  bus = gst_element_get_bus (pipe);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  fail_unless (msg == NULL, "decoding %s failed", path);
+  gst_object_unref (bus);
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (sink);
+  gst_object_unref (pipe);
+  g_free (launch);
+  g_free (path);
+  GST_INFO ("%s: %u frames of %dx%d", file, n, *width, *height);
+  return n;
+}
+
+static void
+assert_video (const gchar * dir, const gchar * file, guint frames, gint width,
+    gint height)
+{
+  gint w = 0, h = 0;
+  guint n = decode_frames (dir, file, &w, &h, NULL);
+
+  fail_unless_equals_int (n, frames);
+  fail_unless_equals_int (w, width);
+  fail_unless_equals_int (h, height);
+}
+
+GST_START_TEST (test_sample_grid)
+{
+  gchar *out = run_script ("sample-grid.sh", "FRAMES", "3", "STEPS", "20",
+      NULL);
+
+  /* 3 samples of 32x32 in a 2x2 grid with 2 pixels of padding */
+  assert_video (out, "samples/sample_000.png", 1, 32, 32);
+  assert_video (out, "samples/sample_002.png", 1, 32, 32);
+  assert_video (out, "samples_grid.png", 1, 66, 66);
+  remove_tree (out);
+  g_free (out);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_latent_walk)
+{
+  gchar *out = run_script ("latent-walk.sh", "FRAMES", "5", "WALK", "2",
+      "SIZE", "64", NULL);
+
+  assert_video (out, "latent_walk.mp4", 5, 64, 64);
+  remove_tree (out);
+  g_free (out);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_interpolate)
+{
+  gchar *out = run_script ("interpolate.sh", "FRAMES", "2", "INTERP", "2",
+      "SIZE", "64", NULL);
+
+  /* 2 images and 2 in between */
+  assert_video (out, "interpolation.mp4", 4, 64, 64);
+  remove_tree (out);
+  g_free (out);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_inpaint)
+{
+  gchar *out = run_script ("inpaint.sh", "STEPS", "50", NULL);
+  gchar *shapes = g_build_filename (env_dir ("SCORESDE_SOURCE_ROOT"), "models",
+      "shapes32", NULL);
+  guint8 *in = NULL, *res = NULL;
+  gint w, h, y;
+
+  assert_video (out, "inpaint_mask.png", 1, 32, 32);
+  fail_unless_equals_int (decode_frames (shapes, "shape_03.png", &w, &h, &in),
+      1);
+  fail_unless_equals_int (decode_frames (out, "inpainted.png", &w, &h, &res),
+      1);
+  fail_unless_equals_int (w, 32);
+  fail_unless_equals_int (h, 32);
+  /* the mask keeps the left half: it passes through */
+  for (y = 0; y < h; y++)
+    fail_unless (memcmp (in + y * w * 3, res + y * w * 3, (w / 2) * 3) == 0,
+        "row %d of the known half changed", y);
+
+  g_free (in);
+  g_free (res);
+  g_free (shapes);
+  remove_tree (out);
+  g_free (out);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_colorize)
+{
+  gchar *out = run_script ("colorize.sh", "FRAMES", "3", "STEPS", "20",
+      "SIZE", "48", NULL);
+
+  assert_video (out, "gray_input.mp4", 3, 48, 48);
+  assert_video (out, "colorized.mp4", 3, 48, 48);
+  remove_tree (out);
+  g_free (out);
+}
+
+GST_END_TEST;
+
+/* A new script in pipelines/ needs a test here. */
+GST_START_TEST (test_every_script_covered)
+{
+  const gchar *covered[] = { "sample-grid.sh", "latent-walk.sh",
+    "interpolate.sh", "inpaint.sh", "colorize.sh", NULL
+  };
+  gchar *dir = g_build_filename (env_dir ("SCORESDE_SOURCE_ROOT"), "pipelines",
+      NULL);
+  GDir *d = g_dir_open (dir, 0, NULL);
+  const gchar *name;
+  guint n = 0;
+
+  fail_unless (d != NULL);
+  while ((name = g_dir_read_name (d)) != NULL) {
+    if (!g_str_has_suffix (name, ".sh") || strcmp (name, "common.sh") == 0)
+      continue;
+    fail_unless (g_strv_contains (covered, name),
+        "pipelines/%s has no test in tests/check/elements/pipelines.c", name);
+    n++;
+  }
+  g_dir_close (d);
+  fail_unless_equals_int (n, g_strv_length ((gchar **) covered));
+  g_free (dir);
+}
+
+GST_END_TEST;
+
+static Suite *
+pipelines_suite (void)
+{
+  Suite *s = suite_create ("pipelines");
+  TCase *tc = tcase_create ("scripts");
+
+  tcase_set_timeout (tc, 300);
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_every_script_covered);
+  tcase_add_test (tc, test_sample_grid);
+  tcase_add_test (tc, test_latent_walk);
+  tcase_add_test (tc, test_interpolate);
+  tcase_add_test (tc, test_inpaint);
+  tcase_add_test (tc, test_colorize);
+  return s;
+}
+
+GST_CHECK_MAIN (pipelines);
