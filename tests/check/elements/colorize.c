@@ -290,6 +290,70 @@ GST_START_TEST (test_temporal_seed)
 
 GST_END_TEST;
 
+/* A centered model at a size that is neither the input's nor a divisor of it. */
+GST_START_TEST (test_centered_model)
+{
+  const gint size = 8, n = 4;
+  gchar *model = scoresde_test_write_model (n, 3, size, TRUE);
+  gchar *launch = g_strdup_printf ("scoresdecolorize model=%s steps=%d", model,
+      QUALITY_STEPS);
+  GstHarness *h = gst_harness_new_parse (launch);
+  gfloat img[3 * 8 * 8];
+  guint8 gray[8 * 8], want[8 * 8 * 3];
+  GstBuffer *out;
+  GstMapInfo map;
+  gdouble psnr;
+  gint i, k;
+
+  gst_harness_play (h);
+  gst_harness_set_src_caps_str (h,
+      "video/x-raw,format=GRAY8,width=8,height=8,framerate=1/1");
+  scoresde_test_small_image (1, 3, size, img);
+  for (i = 0; i < size * size; i++) {
+    gint sum = 0;
+    for (k = 0; k < 3; k++) {
+      want[3 * i + k] = (guint8) lrintf (img[k * size * size + i] * 255.0f);
+      sum += want[3 * i + k];
+    }
+    gray[i] = (guint8) ((sum + 1) / 3);
+  }
+  out = gst_harness_push_and_pull (h, scoresde_test_buffer (gray, sizeof gray,
+          0, GST_SECOND));
+  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+  psnr = scoresde_test_psnr (map.data, 3, size * 3, want, 3, size * 3, size,
+      size);
+  g_print ("colorize, centered 8x8 model at native size: PSNR %.2f dB\n", psnr);
+  fail_unless (psnr > 30.0, "PSNR %.2f dB", psnr);
+  gst_buffer_unmap (out, &map);
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+
+  /* 13x11 input through the 8x8 model: output 13x11 */
+  h = gst_harness_new_parse (launch);
+  gst_harness_play (h);
+  gst_harness_set_src_caps_str (h,
+      "video/x-raw,format=GRAY8,width=13,height=11,framerate=1/1");
+  {
+    guint8 *pic = g_malloc (13 * 11);
+    for (i = 0; i < 13 * 11; i++)
+      pic[i] = (guint8) (40 + 3 * i % 150);
+    out = gst_harness_push_and_pull (h, scoresde_test_buffer (pic, 13 * 11, 0,
+            GST_SECOND));
+    fail_unless (out != NULL);
+    /* RGB rows of 39 bytes are padded to 40 */
+    fail_unless_equals_int (gst_buffer_get_size (out), 40 * 11);
+    gst_buffer_unref (out);
+    g_free (pic);
+  }
+  gst_harness_teardown (h);
+
+  scoresde_test_remove_model (model);
+  g_free (model);
+  g_free (launch);
+}
+
+GST_END_TEST;
+
 static GstMessage *
 ready_error (GstElement * el)
 {
@@ -456,6 +520,7 @@ scoresdecolorize_suite (void)
   tcase_add_test (tc, test_any_size_keeps_luma);
   tcase_add_test (tc, test_any_size_rgb_mode);
   tcase_add_test (tc, test_temporal_seed);
+  tcase_add_test (tc, test_centered_model);
   tcase_add_test (tc, test_bad_model);
   tcase_add_test (tc, test_bad_caps);
   tcase_add_test (tc, test_flush_cancels);

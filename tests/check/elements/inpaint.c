@@ -246,6 +246,56 @@ GST_START_TEST (test_mask_location)
 
 GST_END_TEST;
 
+/* A 1-channel, centered model: the filled pixels are gray, the known ones pass
+ * through, and a training image is recovered. */
+GST_START_TEST (test_gray_centered_model)
+{
+  const gint size = 8, n = 4;
+  gchar *model = scoresde_test_write_model (n, 1, size, TRUE);
+  gchar *launch = g_strdup_printf ("scoresdeinpaint model=%s steps=%d", model,
+      QUALITY_STEPS);
+  GstHarness *h = gst_harness_new_parse (launch);
+  gfloat img[8 * 8];
+  guint8 in[8 * 8 * 4], want[8 * 8 * 4];
+  GstBuffer *out;
+  GstMapInfo map;
+  gdouble psnr;
+  gint i, k;
+
+  gst_harness_play (h);
+  gst_harness_set_src_caps_str (h,
+      "video/x-raw,format=RGBA,width=8,height=8,framerate=1/1");
+  scoresde_test_small_image (2, 1, size, img);
+  for (i = 0; i < size * size; i++) {
+    for (k = 0; k < 3; k++)
+      want[4 * i + k] = in[4 * i + k] = (guint8) lrintf (img[i] * 255.0f);
+    want[4 * i + 3] = 255;
+    in[4 * i + 3] = (i % size) < size / 2 ? 255 : 0;
+  }
+  out = gst_harness_push_and_pull (h, scoresde_test_buffer (in, sizeof in, 0,
+          GST_SECOND));
+  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+  for (i = 0; i < size * size; i++) {
+    fail_unless_equals_int (map.data[4 * i + 3], 255);
+    fail_unless (map.data[4 * i] == map.data[4 * i + 1]
+        && map.data[4 * i + 1] == map.data[4 * i + 2], "pixel %d not gray", i);
+  }
+  psnr = scoresde_test_psnr (map.data, 4, size * 4, want, 4, size * 4, size,
+      size);
+  g_print ("inpaint, 1-channel centered model, right half unknown: PSNR %.2f dB\n",
+      psnr);
+  fail_unless (psnr > 35.0, "PSNR %.2f dB", psnr);
+  gst_buffer_unmap (out, &map);
+  gst_buffer_unref (out);
+
+  gst_harness_teardown (h);
+  scoresde_test_remove_model (model);
+  g_free (model);
+  g_free (launch);
+}
+
+GST_END_TEST;
+
 /* Goes NULL -> READY and returns the error posted on the way (state change fails). */
 static GstMessage *
 ready_error (GstElement * el)
@@ -456,6 +506,7 @@ scoresdeinpaint_suite (void)
   tcase_add_test (tc, test_fully_known_passthrough);
   tcase_add_test (tc, test_deterministic_per_frame);
   tcase_add_test (tc, test_mask_location);
+  tcase_add_test (tc, test_gray_centered_model);
   tcase_add_test (tc, test_bad_model);
   tcase_add_test (tc, test_bad_caps);
   tcase_add_test (tc, test_videoscale_negotiates_native_size);

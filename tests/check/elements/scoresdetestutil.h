@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <glib/gstdio.h>
 #include <gst/gst.h>
 #include <gst/check/gstcheck.h>
 #include <scoresde/scoresde.h>
@@ -63,6 +64,69 @@ scoresde_test_training_image (gint index, gint bpp, gint * width, gint * height)
   *width = w;
   *height = h;
   return out;
+}
+
+/* Training image i (of n) of the small test data sets, [C, size, size] in [0,1], in
+ * multiples of 1/255 so 8-bit frames hold it exactly: a coloured square on a
+ * gradient, different for every i. */
+static inline void
+scoresde_test_small_image (gint i, gint channels, gint size, gfloat * out)
+{
+  gint c, x, y;
+
+  for (c = 0; c < channels; c++)
+    for (y = 0; y < size; y++)
+      for (x = 0; x < size; x++) {
+        gint v = 30 + 11 * ((x + 2 * y + c + i) % 5);
+        if (x >= i % (size / 2) && x < i % (size / 2) + size / 2
+            && y >= size / 4 && y < size / 4 + size / 2)
+          v = 90 + 50 * ((c + i) % 3);
+        out[((gsize) c * size + y) * size + x] = v / 255.0f;
+      }
+}
+
+/* Writes an empirical model over n images of channels x size x size (VE, sigma_max
+ * 20) into a new temporary folder and returns the JSON path (g_free); remove it
+ * with scoresde_test_remove_model(). */
+static inline gchar *
+scoresde_test_write_model (gint n, gint channels, gint size, gboolean centered)
+{
+  gchar *dir = g_dir_make_tmp ("scoresde-model-XXXXXX", NULL);
+  gchar *npy = g_build_filename (dir, "data.npy", NULL);
+  gchar *json = g_build_filename (dir, "model.json", NULL);
+  gsize D = (gsize) channels * size * size;
+  gfloat *data = g_new (gfloat, n * D);
+  int64_t shape[4] = { n, channels, size, size };
+  gchar *text;
+  gint i;
+
+  fail_unless (dir != NULL);
+  /* data in [0,1]: the loader maps it with 2x-1 for a centered model */
+  for (i = 0; i < n; i++)
+    scoresde_test_small_image (i, channels, size, data + i * D);
+  fail_unless (sde_npy_write (npy, data, 4, shape) == SDE_OK);
+  text = g_strdup_printf ("{\"kind\": \"empirical\", \"data\": \"data.npy\", "
+      "\"centered\": %s, \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
+      "\"sigma_max\": 20.0, \"N\": 1000}}\n", centered ? "true" : "false");
+  fail_unless (g_file_set_contents (json, text, -1, NULL));
+  g_free (text);
+  g_free (data);
+  g_free (npy);
+  g_free (dir);
+  return json;
+}
+
+static inline void
+scoresde_test_remove_model (const gchar * json)
+{
+  gchar *dir = g_path_get_dirname (json);
+  gchar *npy = g_build_filename (dir, "data.npy", NULL);
+
+  g_unlink (json);
+  g_unlink (npy);
+  g_rmdir (dir);
+  g_free (npy);
+  g_free (dir);
 }
 
 /* PSNR in dB over the first 3 bytes of every pixel of two packed images. */
