@@ -385,7 +385,8 @@ field_accepts_int (const GstStructure * s, const gchar * name, gint value)
     return TRUE;
   g_value_init (&iv, G_TYPE_INT);
   g_value_set_int (&iv, value);
-  ret = gst_value_can_intersect (v, &iv);
+  /* gst_value_can_intersect() only says whether the types could intersect */
+  ret = gst_value_intersect (NULL, v, &iv);
   g_value_unset (&iv);
   return ret;
 }

@@ -367,7 +367,9 @@ gst_scoresde_interp_submit_input_buffer (GstBaseTransform * trans,
   method = self->method;
   GST_OBJECT_UNLOCK (self);
 
-  if (is_discont && self->prev != NULL) {
+  /* GstBaseTransform keeps is_discont set until it pushes an output, so it is still
+   * set for the second buffer of a stream: look at the buffer itself */
+  if (GST_BUFFER_IS_DISCONT (input) && self->prev != NULL) {
     GST_DEBUG_OBJECT (self, "discontinuity: not interpolating across it");
     queue_last (self, n);
     self->discont = TRUE;

@@ -1,0 +1,280 @@
+/* Tests of scoresdeinterp.
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ */
+#include "common.c"
+
+#define MODEL_ID "0123456789abcdef0123456789abcdef"
+
+static GstBuffer *
+latent (guint64 stream, GstClockTime pts, GstClockTime duration)
+{
+  GstBuffer *buf = gst_buffer_new_allocate (NULL, TINY_D * 4, NULL);
+  GstMapInfo map;
+  sde_sde sde;
+
+  sde_init (&sde, SDE_VE);
+  gst_buffer_map (buf, &map, GST_MAP_WRITE);
+  sde_prior_sample (&sde, 77, stream, 0, 1, TINY_D, (float *) map.data);
+  gst_buffer_unmap (buf, &map);
+  GST_BUFFER_PTS (buf) = pts;
+  GST_BUFFER_DURATION (buf) = duration;
+  GST_BUFFER_OFFSET (buf) = 100 + stream;
+  gst_buffer_add_scoresde_latent_meta (buf)->frame = stream;
+  return buf;
+}
+
+static GstHarness *
+interp_harness (const gchar * props, gint fps_n)
+{
+  gchar *desc = g_strdup_printf ("scoresdeinterp %s", props);
+  gchar *caps = latent_caps_str (MODEL_ID, 8, 8, 3, fps_n, 1);
+  GstHarness *h = gst_harness_new_parse (desc);
+
+  gst_harness_set_src_caps_str (h, caps);
+  g_free (caps);
+  g_free (desc);
+  return h;
+}
+
+static void
+push_eos_and_check (GstHarness * h)
+{
+  GstEvent *ev;
+  gboolean eos = FALSE;
+
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  while ((ev = gst_harness_try_pull_event (h)) != NULL) {
+    eos |= GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+    gst_event_unref (ev);
+  }
+  fail_unless (eos);
+}
+
+/* max |a - b| over two latent buffers, or over a buffer and floats */
+static gdouble
+max_diff (GstBuffer * a, const gfloat * b)
+{
+  GstMapInfo m;
+  gdouble d = 0.0;
+  gint i;
+
+  gst_buffer_map (a, &m, GST_MAP_READ);
+  for (i = 0; i < TINY_D; i++)
+    d = MAX (d, fabs (((gfloat *) m.data)[i] - b[i]));
+  gst_buffer_unmap (a, &m);
+  return d;
+}
+
+static void
+read_latent (GstBuffer * b, gfloat * out)
+{
+  gst_buffer_extract (b, 0, out, TINY_D * 4);
+}
+
+/* k latents give (n+1)(k-1)+1 outputs whose timestamps subdivide each interval. */
+GST_START_TEST (test_interp_count_and_timestamps)
+{
+  GstHarness *h = interp_harness ("n-frames=3", 1);
+  GstBuffer *in[4];
+  gfloat x[4][TINY_D], mid[TINY_D];
+  GstCaps *caps;
+  GstScoreSdeLatentInfo info;
+  guint n, j;
+
+  for (j = 0; j < 4; j++) {
+    in[j] = latent (j, j * GST_SECOND, GST_SECOND);
+    read_latent (in[j], x[j]);
+    fail_unless_equals_int (gst_harness_push (h, in[j]), GST_FLOW_OK);
+  }
+  /* three intervals are complete, the last latent waits for EOS */
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 12);
+  push_eos_and_check (h);
+  n = gst_harness_buffers_in_queue (h);
+  fail_unless_equals_int (n, 4 * (4 - 1) + 1);
+
+  caps = gst_pad_get_current_caps (h->sinkpad);
+  fail_unless (gst_scoresde_latent_caps_parse (caps, &info, NULL));
+  fail_unless_equals_int (info.fps_n, 4);
+  fail_unless_equals_int (info.fps_d, 1);
+  fail_unless_equals_string (info.model_id, MODEL_ID);
+  gst_caps_unref (caps);
+
+  for (j = 0; j < n; j++) {
+    GstBuffer *out = gst_harness_pull (h);
+
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (out), j * GST_SECOND / 4);
+    fail_unless_equals_uint64 (GST_BUFFER_DURATION (out), GST_SECOND / 4);
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (out), j);
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET_END (out), j + 1);
+    fail_unless_equals_int (GST_BUFFER_FLAG_IS_SET (out,
+            GST_BUFFER_FLAG_DISCONT), j == 0);
+    fail_unless (gst_buffer_get_scoresde_latent_meta (out) != NULL);
+    if (j % 4 == 0) {
+      /* the inputs themselves */
+      fail_unless (max_diff (out, x[j / 4]) == 0.0, "output %u", j);
+    } else if (j % 4 == 2) {
+      sde_slerp (x[j / 4], x[j / 4 + 1], TINY_D, 0.5, mid);
+      fail_unless (max_diff (out, mid) < 1e-6, "output %u", j);
+    }
+    gst_buffer_unref (out);
+  }
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_interp_lerp)
+{
+  GstHarness *h = interp_harness ("n-frames=1 method=lerp", 10);
+  gfloat a[TINY_D], b[TINY_D], mid[TINY_D];
+  GstBuffer *out;
+  gint i;
+
+  fail_unless_equals_int (gst_harness_push (h, latent (0, 0, GST_SECOND / 10)),
+      GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_push (h, latent (1, GST_SECOND / 10,
+              GST_SECOND / 10)), GST_FLOW_OK);
+  out = gst_harness_pull (h);
+  read_latent (out, a);
+  gst_buffer_unref (out);
+  out = gst_harness_pull (h);
+  fail_unless_equals_uint64 (GST_BUFFER_PTS (out), GST_SECOND / 20);
+  {
+    GstBuffer *l1 = latent (1, 0, 0);
+    read_latent (l1, b);
+    gst_buffer_unref (l1);
+  }
+  for (i = 0; i < TINY_D; i++)
+    mid[i] = 0.5f * a[i] + 0.5f * b[i];
+  fail_unless (max_diff (out, mid) < 1e-6);
+  gst_buffer_unref (out);
+  push_eos_and_check (h);
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 1);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* Without timestamps' help the framerate gives the interval; n-frames=0 passes
+ * latents through one by one. */
+GST_START_TEST (test_interp_framerate_interval_and_n0)
+{
+  GstHarness *h = interp_harness ("n-frames=4", 2);
+  GstBuffer *out;
+  gint j;
+
+  /* no durations: the intervals come from the PTS; the last from the framerate */
+  fail_unless_equals_int (gst_harness_push (h, latent (0, 0,
+              GST_CLOCK_TIME_NONE)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_push (h, latent (1, GST_SECOND,
+              GST_CLOCK_TIME_NONE)), GST_FLOW_OK);
+  for (j = 0; j < 5; j++) {
+    out = gst_harness_pull (h);
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (out), j * GST_SECOND / 5);
+    gst_buffer_unref (out);
+  }
+  gst_harness_teardown (h);
+
+  h = interp_harness ("n-frames=0", 2);
+  for (j = 0; j < 3; j++)
+    fail_unless_equals_int (gst_harness_push (h, latent (j, j * GST_SECOND / 2,
+                GST_SECOND / 2)), GST_FLOW_OK);
+  push_eos_and_check (h);
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 3);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* A flush forgets the waiting latent: nothing is interpolated across it. */
+GST_START_TEST (test_interp_flush)
+{
+  GstHarness *h = interp_harness ("n-frames=3", 1);
+
+  fail_unless_equals_int (gst_harness_push (h, latent (0, 0, GST_SECOND)),
+      GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_push (h, latent (1, GST_SECOND,
+              GST_SECOND)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 4);
+  fail_unless (gst_harness_push_event (h, gst_event_new_flush_start ()));
+  fail_unless (gst_harness_push_event (h, gst_event_new_flush_stop (TRUE)));
+  {
+    GstSegment seg;
+    gst_segment_init (&seg, GST_FORMAT_TIME);
+    fail_unless (gst_harness_push_event (h, gst_event_new_segment (&seg)));
+  }
+  fail_unless_equals_int (gst_harness_push (h, latent (5, 5 * GST_SECOND,
+              GST_SECOND)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 4);
+  push_eos_and_check (h);
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 5);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_interp_refuses_bad_caps)
+{
+  GstHarness *h = gst_harness_new ("scoresdeinterp");
+  GstCaps *caps;
+
+  caps = gst_caps_from_string ("other/tensors, format=static, num_tensors=1, "
+      "types=uint8, dimensions=8:8:3:1, framerate=1/1");
+  fail_if (gst_pad_peer_query_accept_caps (h->srcpad, caps));
+  gst_caps_unref (caps);
+  caps = gst_caps_from_string ("video/x-raw, format=RGB, width=8, height=8");
+  fail_if (gst_pad_peer_query_accept_caps (h->srcpad, caps));
+  gst_caps_unref (caps);
+  caps = gst_caps_from_string ("other/tensors, format=static, num_tensors=1, "
+      "types=float32, dimensions=8:8:3:1, framerate=1/1");
+  fail_unless (gst_pad_peer_query_accept_caps (h->srcpad, caps));
+  gst_caps_unref (caps);
+
+  /* a buffer whose size does not match the caps */
+  gst_harness_set_src_caps_str (h, "other/tensors, format=static, "
+      "num_tensors=1, types=float32, dimensions=8:8:3:1, framerate=1/1");
+  fail_unless_equals_int (gst_harness_push (h, gst_buffer_new_allocate (NULL,
+              10, NULL)), GST_FLOW_ERROR);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* libgstscoresde: NNStreamer dimension strings. */
+GST_START_TEST (test_latent_dimensions_parse)
+{
+  gint w, h, c;
+
+  fail_unless (gst_scoresde_latent_dimensions_parse ("32:16:3:1", &w, &h, &c));
+  fail_unless (w == 32 && h == 16 && c == 3);
+  fail_unless (gst_scoresde_latent_dimensions_parse ("8:8:3", &w, &h, &c));
+  fail_unless (gst_scoresde_latent_dimensions_parse ("8:8:3:1:1:1", &w, &h,
+          &c));
+  fail_unless (gst_scoresde_latent_dimensions_parse ("8", &w, &h, &c));
+  fail_unless (w == 8 && h == 1 && c == 1);
+  fail_if (gst_scoresde_latent_dimensions_parse ("8:8:3:2", &w, &h, &c));
+  fail_if (gst_scoresde_latent_dimensions_parse ("8:x:3:1", &w, &h, &c));
+  fail_if (gst_scoresde_latent_dimensions_parse ("8:0:3:1", &w, &h, &c));
+  fail_if (gst_scoresde_latent_dimensions_parse ("", &w, &h, &c));
+}
+
+GST_END_TEST;
+
+static Suite *
+interp_suite (void)
+{
+  Suite *s = suite_create ("scoresdeinterp");
+  TCase *tc = tcase_create ("general");
+
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_interp_count_and_timestamps);
+  tcase_add_test (tc, test_interp_lerp);
+  tcase_add_test (tc, test_interp_framerate_interval_and_n0);
+  tcase_add_test (tc, test_interp_flush);
+  tcase_add_test (tc, test_interp_refuses_bad_caps);
+  tcase_add_test (tc, test_latent_dimensions_parse);
+  return s;
+}
+
+GST_CHECK_MAIN (interp);

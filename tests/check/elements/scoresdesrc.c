@@ -1,0 +1,598 @@
+/* Tests of scoresdesrc (and of the model cache of libgstscoresde).
+ * Copyright (C) 2025 The gst-scoresde authors
+ * SPDX-License-Identifier: MIT
+ */
+#include "common.c"
+
+#define SRC_FAST "sampler=pc steps=20 corrector=none"
+
+static GstHarness *
+src_harness (const gchar * props)
+{
+  gchar *desc = g_strdup_printf ("scoresdesrc model=%s %s", tiny_model_path (),
+      props);
+  GstHarness *h = gst_harness_new_parse (desc);
+
+  g_free (desc);
+  return h;
+}
+
+/* Pulls n buffers (new refs into out[]). */
+static void
+pull_n (GstHarness * h, gint n, GstBuffer ** out)
+{
+  gint i;
+
+  for (i = 0; i < n; i++) {
+    out[i] = gst_harness_pull (h);
+    fail_unless (out[i] != NULL, "no buffer %d", i);
+  }
+}
+
+static void
+unref_n (GstBuffer ** b, gint n)
+{
+  gint i;
+
+  for (i = 0; i < n; i++)
+    gst_buffer_unref (b[i]);
+}
+
+static void
+wait_for_eos (GstHarness * h)
+{
+  GstEvent *ev;
+  gboolean eos = FALSE;
+
+  while (!eos && (ev = gst_harness_pull_event (h)) != NULL) {
+    eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+    gst_event_unref (ev);
+  }
+  fail_unless (eos, "no EOS");
+}
+
+GST_START_TEST (test_src_negotiation)
+{
+  GstHarness *h = src_harness (SRC_FAST " num-buffers=1");
+  GstCaps *caps;
+  GstStructure *s;
+  GstBuffer *buf;
+  gint w, hh, fn, fd;
+
+  gst_harness_play (h);
+  buf = gst_harness_pull (h);
+  fail_unless (buf != NULL);
+  caps = gst_pad_get_current_caps (h->sinkpad);
+  s = gst_caps_get_structure (caps, 0);
+  fail_unless (gst_structure_get_int (s, "width", &w));
+  fail_unless (gst_structure_get_int (s, "height", &hh));
+  fail_unless_equals_int (w, TINY_SIZE);
+  fail_unless_equals_int (hh, TINY_SIZE);
+  fail_unless_equals_string (gst_structure_get_string (s, "format"), "RGB");
+  fail_unless (gst_structure_get_fraction (s, "framerate", &fn, &fd));
+  fail_unless_equals_int (fn, 30);
+  fail_unless_equals_int (fd, 1);
+  gst_caps_unref (caps);
+
+  fail_unless_equals_int (gst_buffer_get_size (buf), TINY_D);
+  fail_unless_equals_uint64 (GST_BUFFER_PTS (buf), 0);
+  fail_unless_equals_uint64 (GST_BUFFER_DURATION (buf), GST_SECOND / 30);
+  fail_unless_equals_uint64 (GST_BUFFER_OFFSET (buf), 0);
+  fail_unless (gst_buffer_get_scoresde_latent_meta (buf) != NULL);
+  fail_unless (gst_buffer_get_scoresde_latent_meta (buf)->nfe > 0);
+  gst_buffer_unref (buf);
+  wait_for_eos (h);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* GRAY8 from a 3-channel model is the mean of R, G, B (rounded once). */
+GST_START_TEST (test_src_gray_is_luma_mean)
+{
+  GstHarness *hrgb = src_harness (SRC_FAST " seed=5 num-buffers=1");
+  GstHarness *hgray = src_harness (SRC_FAST " seed=5 num-buffers=1");
+  GstBuffer *rgb, *gray;
+  GstMapInfo mr, mg;
+  gint p;
+
+  gst_harness_set_sink_caps_str (hgray, "video/x-raw, format=GRAY8");
+  gst_harness_play (hrgb);
+  gst_harness_play (hgray);
+  rgb = gst_harness_pull (hrgb);
+  gray = gst_harness_pull (hgray);
+  fail_unless (gst_buffer_map (rgb, &mr, GST_MAP_READ));
+  fail_unless (gst_buffer_map (gray, &mg, GST_MAP_READ));
+  fail_unless_equals_int (mg.size, TINY_SIZE * TINY_SIZE);
+  for (p = 0; p < TINY_SIZE * TINY_SIZE; p++) {
+    gdouble mean = (mr.data[3 * p] + mr.data[3 * p + 1] + mr.data[3 * p + 2])
+        / 3.0;
+    fail_unless (fabs (mg.data[p] - mean) <= 1.0, "pixel %d: %u vs %f", p,
+        mg.data[p], mean);
+  }
+  gst_buffer_unmap (rgb, &mr);
+  gst_buffer_unmap (gray, &mg);
+  gst_buffer_unref (rgb);
+  gst_buffer_unref (gray);
+  gst_harness_teardown (hrgb);
+  gst_harness_teardown (hgray);
+}
+
+GST_END_TEST;
+
+/* Caps at another size than the model's are refused: the element never rescales. */
+GST_START_TEST (test_src_refuses_other_size)
+{
+  gchar *desc = g_strdup_printf ("scoresdesrc model=%s num-buffers=1 ! "
+      "video/x-raw,width=16,height=16 ! fakesink", tiny_model_path ());
+  GstElement *pipeline = gst_parse_launch (desc, NULL);
+  GstBus *bus = gst_element_get_bus (pipeline);
+  GError *err;
+
+  gst_element_set_state (pipeline, GST_STATE_PLAYING);
+  err = expect_bus_error (bus, 20 * GST_SECOND);
+  fail_unless (err->domain == GST_CORE_ERROR || err->domain ==
+      GST_STREAM_ERROR, "%s", err->message);
+  g_error_free (err);
+  gst_element_set_state (pipeline, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (pipeline);
+  g_free (desc);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_src_num_buffers_eos_duration)
+{
+  GstHarness *h = src_harness (SRC_FAST " num-buffers=3");
+  GstBuffer *b[3];
+  gint64 dur = -1;
+  gint i;
+
+  gst_harness_play (h);
+  pull_n (h, 3, b);
+  for (i = 0; i < 3; i++) {
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (b[i]), i);
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (b[i]),
+        gst_util_uint64_scale (i, GST_SECOND, 30));
+  }
+  wait_for_eos (h);
+  fail_unless (gst_element_query_duration (h->element, GST_FORMAT_TIME, &dur));
+  fail_unless_equals_int64 (dur, GST_SECOND / 10);
+  fail_unless (gst_element_query_duration (h->element, GST_FORMAT_DEFAULT,
+          &dur));
+  fail_unless_equals_int64 (dur, 3);
+  unref_n (b, 3);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_src_deterministic)
+{
+  /* few steps: samples stop short of the training images, so every seed gives a
+   * frame of its own */
+  GstHarness *h1 = src_harness ("sampler=pc steps=3 seed=42 num-buffers=3");
+  GstHarness *h2 = src_harness ("sampler=pc steps=3 seed=42 num-buffers=3");
+  GstHarness *h3 = src_harness ("sampler=pc steps=3 seed=43 num-buffers=1");
+  GstBuffer *a[3], *b[3], *c;
+  gint i;
+
+  gst_harness_play (h1);
+  gst_harness_play (h2);
+  gst_harness_play (h3);
+  pull_n (h1, 3, a);
+  pull_n (h2, 3, b);
+  c = gst_harness_pull (h3);
+  for (i = 0; i < 3; i++)
+    fail_unless (buffers_equal (a[i], b[i]), "frame %d differs", i);
+  fail_if (buffers_equal (a[0], a[1]), "frames 0 and 1 are equal");
+  fail_if (buffers_equal (a[0], c), "another seed gave the same frame");
+  unref_n (a, 3);
+  unref_n (b, 3);
+  gst_buffer_unref (c);
+  gst_harness_teardown (h1);
+  gst_harness_teardown (h2);
+  gst_harness_teardown (h3);
+}
+
+GST_END_TEST;
+
+/* The prerolled frame of `pipeline` (PAUSED) from fakesink's last-sample. */
+static GstBuffer *
+preroll_buffer (GstElement * pipeline)
+{
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline), "sink");
+  GstSample *sample = NULL;
+  GstBuffer *buf;
+
+  fail_unless_equals_int (gst_element_get_state (pipeline, NULL, NULL,
+          GST_CLOCK_TIME_NONE), GST_STATE_CHANGE_SUCCESS);
+  g_object_get (sink, "last-sample", &sample, NULL);
+  fail_unless (sample != NULL);
+  buf = gst_buffer_ref (gst_sample_get_buffer (sample));
+  gst_sample_unref (sample);
+  gst_object_unref (sink);
+  return buf;
+}
+
+/* A flushing seek to frame k gives frame k, with its timestamp and offset. */
+static void
+check_seek_reproduces (const gchar * props)
+{
+  gchar *p6 = g_strdup_printf ("%s num-buffers=6", props);
+  gchar *desc = g_strdup_printf ("scoresdesrc model=%s %s ! fakesink name=sink",
+      tiny_model_path (), props);
+  GstHarness *h = src_harness (p6);
+  GstElement *pipeline = gst_parse_launch (desc, NULL);
+  GstBuffer *b[6], *s;
+  gint k;
+
+  gst_harness_play (h);
+  pull_n (h, 6, b);
+
+  gst_element_set_state (pipeline, GST_STATE_PAUSED);
+  s = preroll_buffer (pipeline);
+  fail_unless (buffers_equal (s, b[0]));
+  gst_buffer_unref (s);
+  for (k = 5; k >= 2; k -= 3) {
+    fail_unless (gst_element_seek_simple (pipeline, GST_FORMAT_TIME,
+            GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_ACCURATE,
+            gst_util_uint64_scale (k, GST_SECOND, 30)));
+    s = preroll_buffer (pipeline);
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (s), k);
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (s), gst_util_uint64_scale (k,
+            GST_SECOND, 30));
+    fail_unless (buffers_equal (s, b[k]), "frame %d after a seek differs", k);
+    fail_unless_equals_uint64 (gst_buffer_get_scoresde_latent_meta (s)->frame,
+        k);
+    gst_buffer_unref (s);
+  }
+
+  gst_element_set_state (pipeline, GST_STATE_NULL);
+  gst_object_unref (pipeline);
+  unref_n (b, 6);
+  gst_harness_teardown (h);
+  g_free (p6);
+  g_free (desc);
+}
+
+GST_START_TEST (test_src_seek_reproduces_frame)
+{
+  check_seek_reproduces ("sampler=pc steps=20 seed=9");
+}
+
+GST_END_TEST;
+
+/* Frames are keyed by their own index: batching does not change ODE samples or PC
+ * samples without the (batch-averaged) Langevin corrector. */
+GST_START_TEST (test_src_batch_independent)
+{
+  const gchar *settings[] = {
+    "sampler=ode rtol=1e-3 atol=1e-3 seed=3",
+    "sampler=pc steps=20 corrector=none seed=3",
+  };
+  guint k;
+
+  for (k = 0; k < G_N_ELEMENTS (settings); k++) {
+    gchar *p1 = g_strdup_printf ("%s batch-size=1 num-buffers=4", settings[k]);
+    gchar *p3 = g_strdup_printf ("%s batch-size=3 num-buffers=4", settings[k]);
+    GstHarness *h1 = src_harness (p1), *h3 = src_harness (p3);
+    GstBuffer *a[4], *b[4];
+    gint i;
+
+    gst_harness_play (h1);
+    gst_harness_play (h3);
+    pull_n (h1, 4, a);
+    pull_n (h3, 4, b);
+    for (i = 0; i < 4; i++) {
+      fail_unless (buffers_equal (a[i], b[i]), "%s: frame %d depends on the "
+          "batch size", settings[k], i);
+      fail_unless_equals_uint64 (GST_BUFFER_PTS (a[i]), GST_BUFFER_PTS (b[i]));
+    }
+    unref_n (a, 4);
+    unref_n (b, 4);
+    gst_harness_teardown (h1);
+    gst_harness_teardown (h3);
+    g_free (p1);
+    g_free (p3);
+  }
+}
+
+GST_END_TEST;
+
+/* The latent walk: frames morph, are reproducible and seekable. */
+GST_START_TEST (test_src_walk)
+{
+  const gchar *props = "walk-frames=4 rtol=1e-4 atol=1e-4 seed=11";
+  gchar *pn = g_strdup_printf ("%s num-buffers=6", props);
+  GstHarness *h1 = src_harness (pn), *h2 = src_harness (pn);
+  GstBuffer *a[6], *b[6];
+  gint i;
+
+  gst_harness_play (h1);
+  gst_harness_play (h2);
+  pull_n (h1, 6, a);
+  pull_n (h2, 6, b);
+  for (i = 0; i < 6; i++)
+    fail_unless (buffers_equal (a[i], b[i]), "walk frame %d differs", i);
+  for (i = 0; i < 5; i++)
+    fail_if (buffers_equal (a[i], a[i + 1]), "walk frames %d, %d are equal",
+        i, i + 1);
+  unref_n (a, 6);
+  unref_n (b, 6);
+  gst_harness_teardown (h1);
+  gst_harness_teardown (h2);
+  g_free (pn);
+
+  check_seek_reproduces (props);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_src_live_latency)
+{
+  GstHarness *h = src_harness (SRC_FAST " is-live=true");
+  GstQuery *q;
+  GstBuffer *buf;
+  gboolean live;
+  GstClockTime min, max;
+
+  gst_harness_use_systemclock (h);
+  gst_harness_play (h);
+  buf = gst_harness_pull (h);
+  fail_unless (buf != NULL);
+  gst_buffer_unref (buf);
+
+  q = gst_query_new_latency ();
+  fail_unless (gst_pad_peer_query (h->sinkpad, q));
+  gst_query_parse_latency (q, &live, &min, &max);
+  fail_unless (live);
+  fail_unless (min >= GST_SECOND / 30, "latency %" GST_TIME_FORMAT,
+      GST_TIME_ARGS (min));
+  gst_query_unref (q);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* Waits for the first scoresde-progress message: sampling is running. */
+static void
+wait_for_progress (GstBus * bus)
+{
+  GstMessage *msg;
+
+  while ((msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND,
+              GST_MESSAGE_ELEMENT | GST_MESSAGE_ERROR)) != NULL) {
+    gboolean found;
+
+    fail_if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR);
+    found = gst_message_has_name (msg, GST_SCORESDE_PROGRESS_MESSAGE);
+    gst_message_unref (msg);
+    if (found)
+      return;
+  }
+  fail ("sampling did not start");
+}
+
+/* A flush (flushing seek) and a state change in the middle of a 1000-step sampler
+ * return within 200 ms. Uses the shipped default model ($SCORESDE_DEFAULT_MODEL). */
+GST_START_TEST (test_src_flush_cancels_sampling)
+{
+  GstElement *pipeline = gst_parse_launch ("scoresdesrc name=src steps=1000 "
+      "post-messages=true ! fakesink", NULL);
+  GstBus *bus = gst_element_get_bus (pipeline);
+  gint64 t0, dt;
+
+  fail_unless (pipeline != NULL);
+  gst_element_set_state (pipeline, GST_STATE_PLAYING);
+  wait_for_progress (bus);
+
+  t0 = g_get_monotonic_time ();
+  fail_unless (gst_element_seek_simple (pipeline, GST_FORMAT_TIME,
+          GST_SEEK_FLAG_FLUSH, 0));
+  dt = g_get_monotonic_time () - t0;
+  GST_INFO ("flushing seek returned after %" G_GINT64_FORMAT " us", dt);
+  fail_unless (dt < 200 * 1000, "flushing seek took %" G_GINT64_FORMAT " ms",
+      dt / 1000);
+
+  /* sampling restarts after the seek; a state change stops it as fast */
+  gst_bus_set_flushing (bus, TRUE);
+  gst_bus_set_flushing (bus, FALSE);
+  wait_for_progress (bus);
+  t0 = g_get_monotonic_time ();
+  fail_unless (gst_element_set_state (pipeline, GST_STATE_NULL) ==
+      GST_STATE_CHANGE_SUCCESS);
+  dt = g_get_monotonic_time () - t0;
+  GST_INFO ("state change to NULL took %" G_GINT64_FORMAT " us", dt);
+  fail_unless (dt < 200 * 1000, "state change took %" G_GINT64_FORMAT " ms",
+      dt / 1000);
+
+  gst_object_unref (bus);
+  gst_object_unref (pipeline);
+}
+
+GST_END_TEST;
+
+static void
+check_start_error (const gchar * props, GQuark domain, gint code,
+    const gchar * text)
+{
+  GstElement *src = gst_element_factory_make ("scoresdesrc", NULL);
+  GstBus *bus = attach_bus (src);
+  GError *err;
+
+  gst_util_set_object_arg (G_OBJECT (src), "model", props);
+  fail_unless_equals_int (gst_element_set_state (src, GST_STATE_READY),
+      GST_STATE_CHANGE_SUCCESS);
+  fail_unless_equals_int (gst_element_set_state (src, GST_STATE_PAUSED),
+      GST_STATE_CHANGE_FAILURE);
+  err = expect_bus_error (bus, 0);
+  fail_unless (g_error_matches (err, domain, code), "got %s %d: %s",
+      g_quark_to_string (err->domain), err->code, err->message);
+  fail_unless (strstr (err->message, text) != NULL, "'%s' not in '%s'", text,
+      err->message);
+  g_error_free (err);
+  fail_unless_equals_int (gst_element_set_state (src, GST_STATE_NULL),
+      GST_STATE_CHANGE_SUCCESS);
+  gst_element_set_bus (src, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (src);
+}
+
+GST_START_TEST (test_src_bad_model)
+{
+  GstElement *src;
+  GstBus *bus;
+  GError *err;
+
+  check_start_error ("/nonexistent/model.json", GST_RESOURCE_ERROR,
+      GST_RESOURCE_ERROR_NOT_FOUND, "/nonexistent/model.json");
+  check_start_error (bad_model_path (), GST_LIBRARY_ERROR,
+      GST_LIBRARY_ERROR_INIT, "Could not load model");
+
+  /* no CUDA backend in this build */
+  src = gst_element_factory_make ("scoresdesrc", NULL);
+  bus = attach_bus (src);
+  g_object_set (src, "model", tiny_model_path (), NULL);
+  gst_util_set_object_arg (G_OBJECT (src), "device", "cuda");
+  fail_unless_equals_int (gst_element_set_state (src, GST_STATE_PAUSED),
+      GST_STATE_CHANGE_FAILURE);
+  err = expect_bus_error (bus, 0);
+  fail_unless (g_error_matches (err, GST_LIBRARY_ERROR,
+          GST_LIBRARY_ERROR_INIT));
+  fail_unless (strstr (err->message, "CUDA support is not built") != NULL);
+  g_error_free (err);
+  gst_element_set_state (src, GST_STATE_NULL);
+  gst_element_set_bus (src, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (src);
+}
+
+GST_END_TEST;
+
+static gint
+cycles (void)
+{
+  const gchar *env = g_getenv ("SCORESDE_TEST_CYCLES");
+  return env ? atoi (env) : 200;
+}
+
+GST_START_TEST (test_src_state_cycle_with_model)
+{
+  gchar *desc = g_strdup_printf ("scoresdesrc model=%s " SRC_FAST
+      " ! fakesink", tiny_model_path ());
+  GstElement *pipeline = gst_parse_launch (desc, NULL);
+  gint i, n = cycles ();
+
+  for (i = 0; i < n; i++) {
+    fail_unless (gst_element_set_state (pipeline, GST_STATE_PLAYING) !=
+        GST_STATE_CHANGE_FAILURE);
+    if (i % 2 == 0)             /* every other cycle runs until prerolled */
+      fail_unless_equals_int (gst_element_get_state (pipeline, NULL, NULL,
+              GST_CLOCK_TIME_NONE), GST_STATE_CHANGE_SUCCESS);
+    fail_unless_equals_int (gst_element_set_state (pipeline, GST_STATE_NULL),
+        GST_STATE_CHANGE_SUCCESS);
+  }
+  fail_unless_equals_int (gst_scoresde_model_cache_size (), 0);
+  gst_object_unref (pipeline);
+  g_free (desc);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_src_state_cycle_without_model)
+{
+  GstElement *pipeline = gst_parse_launch ("scoresdesrc "
+      "model=/nonexistent/model.json ! fakesink", NULL);
+  GstBus *bus = gst_element_get_bus (pipeline);
+  gint i, n = cycles ();
+
+  for (i = 0; i < n; i++) {
+    fail_unless_equals_int (gst_element_set_state (pipeline,
+            GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+    fail_unless_equals_int (gst_element_set_state (pipeline, GST_STATE_NULL),
+        GST_STATE_CHANGE_SUCCESS);
+    gst_bus_set_flushing (bus, TRUE);
+    gst_bus_set_flushing (bus, FALSE);
+  }
+  fail_unless_equals_int (gst_scoresde_model_cache_size (), 0);
+  gst_object_unref (bus);
+  gst_object_unref (pipeline);
+}
+
+GST_END_TEST;
+
+/* libgstscoresde: elements naming one file share one loaded model. */
+GST_START_TEST (test_model_cache_shares)
+{
+  const gchar *path = tiny_model_path ();
+  gchar *dir = g_path_get_dirname (path), *base = g_path_get_basename (path);
+  gchar *cwd = g_get_current_dir ();
+  GstScoreSdeModel *a, *b, *c, *d;
+  GError *err = NULL;
+
+  a = gst_scoresde_model_cache_acquire (path, GST_SCORESDE_DEVICE_AUTO, &err);
+  fail_unless (a != NULL);
+  fail_unless_equals_int (a->device, GST_SCORESDE_DEVICE_CPU);
+  fail_unless_equals_int (gst_scoresde_model_width (a), TINY_SIZE);
+  fail_unless_equals_int (a->sde.kind, SDE_VE);
+  fail_unless_equals_int (strlen (a->id), 32);
+  /* the same file through another spelling of its path */
+  fail_unless (g_chdir (dir) == 0);
+  b = gst_scoresde_model_cache_acquire (base, GST_SCORESDE_DEVICE_CPU, &err);
+  fail_unless (g_chdir (cwd) == 0);
+  fail_unless (a == b);
+  fail_unless_equals_int (gst_scoresde_model_cache_size (), 1);
+  c = gst_scoresde_model_cache_acquire (tiny_model_path_full (1, 3),
+      GST_SCORESDE_DEVICE_CPU, &err);
+  fail_unless (c != NULL && c != a);
+  fail_if (g_str_equal (a->id, c->id));
+  fail_unless_equals_int (gst_scoresde_model_cache_size (), 2);
+  /* empty = $SCORESDE_DEFAULT_MODEL */
+  g_setenv (GST_SCORESDE_MODEL_ENV, path, TRUE);
+  d = gst_scoresde_model_cache_acquire ("", GST_SCORESDE_DEVICE_CPU, &err);
+  fail_unless (d == a);
+
+  gst_scoresde_model_cache_release (a);
+  gst_scoresde_model_cache_release (b);
+  gst_scoresde_model_cache_release (d);
+  gst_scoresde_model_cache_release (c);
+  fail_unless_equals_int (gst_scoresde_model_cache_size (), 0);
+  g_free (dir);
+  g_free (base);
+  g_free (cwd);
+}
+
+GST_END_TEST;
+
+static Suite *
+scoresdesrc_suite (void)
+{
+  Suite *s = suite_create ("scoresdesrc");
+  TCase *tc = tcase_create ("general");
+
+  /* create the tiny models before the tests fork */
+  tiny_model_path ();
+  tiny_model_path_full (1, 3);
+  bad_model_path ();
+
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_src_negotiation);
+  tcase_add_test (tc, test_src_gray_is_luma_mean);
+  tcase_add_test (tc, test_src_refuses_other_size);
+  tcase_add_test (tc, test_src_num_buffers_eos_duration);
+  tcase_add_test (tc, test_src_deterministic);
+  tcase_add_test (tc, test_src_seek_reproduces_frame);
+  tcase_add_test (tc, test_src_batch_independent);
+  tcase_add_test (tc, test_src_walk);
+  tcase_add_test (tc, test_src_live_latency);
+  tcase_add_test (tc, test_src_flush_cancels_sampling);
+  tcase_add_test (tc, test_src_bad_model);
+  tcase_add_test (tc, test_src_state_cycle_with_model);
+  tcase_add_test (tc, test_src_state_cycle_without_model);
+  tcase_add_test (tc, test_model_cache_shares);
+  return s;
+}
+
+GST_CHECK_MAIN (scoresdesrc);
