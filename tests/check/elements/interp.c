@@ -261,6 +261,127 @@ GST_START_TEST (test_latent_dimensions_parse)
 
 GST_END_TEST;
 
+/* libgstscoresde: engine status -> GStreamer error domains. */
+GST_START_TEST (test_error_mapping)
+{
+  GError *err;
+
+  sde_fail (SDE_ENOMEM, "cannot allocate 12 GB");
+  err = gst_scoresde_error_from_status (SDE_ENOMEM, "Sampling");
+  fail_unless (g_error_matches (err, GST_RESOURCE_ERROR,
+          GST_RESOURCE_ERROR_NO_SPACE_LEFT));
+  fail_unless (strstr (err->message, "cannot allocate 12 GB") != NULL);
+  g_error_free (err);
+
+  sde_fail (SDE_ENUMERIC, "step size underflow");
+  err = gst_scoresde_error_from_status (SDE_ENUMERIC, "Sampling");
+  fail_unless (g_error_matches (err, GST_STREAM_ERROR,
+          GST_STREAM_ERROR_FAILED));
+  fail_unless (strstr (err->message, "step size underflow") != NULL);
+  g_error_free (err);
+
+  sde_fail (SDE_EFORMAT, "bad header");
+  err = gst_scoresde_error_from_status (SDE_EFORMAT, "Loading");
+  fail_unless (g_error_matches (err, GST_LIBRARY_ERROR,
+          GST_LIBRARY_ERROR_INIT));
+  g_error_free (err);
+}
+
+GST_END_TEST;
+
+/* libgstscoresde: frame <-> planar float in model space, every format and channel
+ * count, centered or not. */
+GST_START_TEST (test_video_conversion)
+{
+  const GstVideoFormat formats[] = { GST_VIDEO_FORMAT_GRAY8,
+    GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_RGBA, GST_VIDEO_FORMAT_BGRx
+  };
+  const gint channels[] = { 1, 3, 4 };
+  guint f, c, centered;
+
+  fail_if (gst_scoresde_video_format_is_supported (GST_VIDEO_FORMAT_I420));
+  fail_if (gst_scoresde_video_format_is_supported (GST_VIDEO_FORMAT_GRAY16_LE));
+  for (f = 0; f < G_N_ELEMENTS (formats); f++) {
+    GstVideoInfo info;
+    GstBuffer *buf;
+    GstVideoFrame frame;
+    guint8 *ref;
+    gint x, y, k;
+
+    fail_unless (gst_scoresde_video_format_is_supported (formats[f]));
+    gst_video_info_set_format (&info, formats[f], 5, 3);        /* odd: padded rows */
+    buf = gst_buffer_new_allocate (NULL, info.size, NULL);
+    fail_unless (gst_video_frame_map (&frame, &info, buf, GST_MAP_READWRITE));
+    for (k = 0; k < (gint) GST_VIDEO_FRAME_N_COMPONENTS (&frame); k++)
+      for (y = 0; y < 3; y++)
+        for (x = 0; x < 5; x++)
+          GST_VIDEO_FRAME_COMP_DATA (&frame, k)[y *
+              GST_VIDEO_FRAME_COMP_STRIDE (&frame, k) +
+              x * GST_VIDEO_FRAME_COMP_PSTRIDE (&frame, k)] =
+              (guint8) (17 * k + 40 * y + 9 * x + (k == 3 ? 100 : 0));
+    ref = g_memdup2 (GST_VIDEO_FRAME_PLANE_DATA (&frame, 0), info.size);
+
+    for (c = 0; c < G_N_ELEMENTS (channels); c++) {
+      for (centered = 0; centered < 2; centered++) {
+        gfloat planar[4 * 15];
+        gboolean gray = GST_VIDEO_INFO_IS_GRAY (&info);
+        gboolean alpha = GST_VIDEO_INFO_HAS_ALPHA (&info);
+
+        gst_scoresde_video_frame_to_planar (&frame, channels[c], centered,
+            planar);
+        if (centered)
+          fail_unless (planar[0] >= -1.0f && planar[0] <= 1.0f);
+        gst_scoresde_video_frame_from_planar (&frame, planar, channels[c],
+            centered);
+        /* exact whenever no information is lost */
+        if ((channels[c] == 1 && gray) || (channels[c] >= 3 && !gray)) {
+          for (y = 0; y < 3; y++)
+            for (x = 0; x < 5; x++)
+              for (k = 0; k < (gray ? 1 : 3); k++) {
+                gsize o = y * GST_VIDEO_FRAME_COMP_STRIDE (&frame, k) +
+                    GST_VIDEO_FRAME_COMP_OFFSET (&frame, k) +
+                    x * GST_VIDEO_FRAME_COMP_PSTRIDE (&frame, k);
+                fail_unless_equals_int (((guint8 *)
+                        GST_VIDEO_FRAME_PLANE_DATA (&frame, 0))[o], ref[o]);
+              }
+          if (alpha && channels[c] == 3)
+            fail_unless_equals_int (GST_VIDEO_FRAME_COMP_DATA (&frame, 3)[0],
+                255);
+        }
+        memcpy (GST_VIDEO_FRAME_PLANE_DATA (&frame, 0), ref, info.size);
+      }
+    }
+    gst_video_frame_unmap (&frame);
+    gst_buffer_unref (buf);
+    g_free (ref);
+  }
+
+  /* clamping and rounding on the way back */
+  {
+    GstVideoInfo info;
+    GstBuffer *buf;
+    GstVideoFrame frame;
+    const gfloat v[4] = { -0.5f, 2.0f, NAN, 0.5f };
+
+    gst_video_info_set_format (&info, GST_VIDEO_FORMAT_GRAY8, 4, 1);
+    buf = gst_buffer_new_allocate (NULL, info.size, NULL);
+    fail_unless (gst_video_frame_map (&frame, &info, buf, GST_MAP_WRITE));
+    gst_scoresde_video_frame_from_planar (&frame, v, 1, FALSE);
+    fail_unless_equals_int (((guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame,
+                0))[0], 0);
+    fail_unless_equals_int (((guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame,
+                0))[1], 255);
+    fail_unless_equals_int (((guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame,
+                0))[2], 0);
+    fail_unless_equals_int (((guint8 *) GST_VIDEO_FRAME_PLANE_DATA (&frame,
+                0))[3], 128);
+    gst_video_frame_unmap (&frame);
+    gst_buffer_unref (buf);
+  }
+}
+
+GST_END_TEST;
+
 static Suite *
 interp_suite (void)
 {
@@ -274,6 +395,8 @@ interp_suite (void)
   tcase_add_test (tc, test_interp_flush);
   tcase_add_test (tc, test_interp_refuses_bad_caps);
   tcase_add_test (tc, test_latent_dimensions_parse);
+  tcase_add_test (tc, test_error_mapping);
+  tcase_add_test (tc, test_video_conversion);
   return s;
 }
 

@@ -120,6 +120,47 @@ GST_START_TEST (test_src_gray_is_luma_mean)
 
 GST_END_TEST;
 
+/* A 1-channel model prefers GRAY8; RGB and RGBA replicate it, alpha opaque. */
+GST_START_TEST (test_src_gray_model)
+{
+  gchar *desc = g_strdup_printf ("scoresdesrc model=%s " SRC_FAST
+      " seed=2 num-buffers=1", tiny_model_path_full (0, 1));
+  GstHarness *hg = gst_harness_new_parse (desc);
+  GstHarness *hrgba = gst_harness_new_parse (desc);
+  GstBuffer *g, *rgba;
+  GstMapInfo mg, mr;
+  GstCaps *caps;
+  gint p;
+
+  gst_harness_set_sink_caps_str (hrgba, "video/x-raw, format=RGBA");
+  gst_harness_play (hg);
+  gst_harness_play (hrgba);
+  g = gst_harness_pull (hg);
+  rgba = gst_harness_pull (hrgba);
+  caps = gst_pad_get_current_caps (hg->sinkpad);
+  fail_unless_equals_string (gst_structure_get_string (gst_caps_get_structure
+          (caps, 0), "format"), "GRAY8");
+  gst_caps_unref (caps);
+  gst_buffer_map (g, &mg, GST_MAP_READ);
+  gst_buffer_map (rgba, &mr, GST_MAP_READ);
+  fail_unless_equals_int (mg.size, TINY_SIZE * TINY_SIZE);
+  for (p = 0; p < TINY_SIZE * TINY_SIZE; p++) {
+    fail_unless_equals_int (mr.data[4 * p], mg.data[p]);
+    fail_unless_equals_int (mr.data[4 * p + 1], mg.data[p]);
+    fail_unless_equals_int (mr.data[4 * p + 2], mg.data[p]);
+    fail_unless_equals_int (mr.data[4 * p + 3], 255);
+  }
+  gst_buffer_unmap (g, &mg);
+  gst_buffer_unmap (rgba, &mr);
+  gst_buffer_unref (g);
+  gst_buffer_unref (rgba);
+  gst_harness_teardown (hg);
+  gst_harness_teardown (hrgba);
+  g_free (desc);
+}
+
+GST_END_TEST;
+
 /* Caps at another size than the model's are refused: the element never rescales. */
 GST_START_TEST (test_src_refuses_other_size)
 {
@@ -575,11 +616,13 @@ scoresdesrc_suite (void)
   /* create the tiny models before the tests fork */
   tiny_model_path ();
   tiny_model_path_full (1, 3);
+  tiny_model_path_full (0, 1);
   bad_model_path ();
 
   suite_add_tcase (s, tc);
   tcase_add_test (tc, test_src_negotiation);
   tcase_add_test (tc, test_src_gray_is_luma_mean);
+  tcase_add_test (tc, test_src_gray_model);
   tcase_add_test (tc, test_src_refuses_other_size);
   tcase_add_test (tc, test_src_num_buffers_eos_duration);
   tcase_add_test (tc, test_src_deterministic);
