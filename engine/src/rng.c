@@ -1,5 +1,6 @@
 /* Philox-4x32-10 (Salmon et al., SC'11) and the distributions built on it. */
 #include <math.h>
+#include <string.h>
 
 #include "scoresde/rng.h"
 
@@ -43,11 +44,15 @@ static inline void philox_block(uint64_t seed, uint64_t stream, uint32_t step, u
  * so these are written with +, -, *, / and sqrt only (all correctly rounded in IEEE
  * double): the same bits on every backend. Accuracy ~1e-12, far below float32. */
 
-/* ln(u) for u in (0, 1]: u = 2^e m with m in [√½, √2), ln m = 2 atanh((m-1)/(m+1)).
- * frexp and the scaling by 2 are exact. */
-static double det_log(double u) {
-  int e;
-  double m = frexp(u, &e); /* m in [0.5, 1) */
+/* ln(u) for normal u in (0, 1]: u = 2^e m with m in [√½, √2),
+ * ln m = 2 atanh((m-1)/(m+1)). Splitting the exponent off the bits is exact. */
+static inline double det_log(double u) {
+  uint64_t bits;
+  memcpy(&bits, &u, sizeof bits);
+  int e = (int)((bits >> 52) & 0x7ff) - 1022;
+  bits = (bits & 0x800fffffffffffffULL) | (1022ULL << 52);
+  double m;
+  memcpy(&m, &bits, sizeof m); /* m in [0.5, 1) */
   if (m < 0.70710678118654752440) {
     m *= 2.0;
     e--;
@@ -61,7 +66,7 @@ static double det_log(double u) {
 
 /* sin and cos of 2πf for f in [0, 1): quadrant from 4f, then Taylor series around the
  * quadrant's middle (|x| <= π/4, so terms to x^13 leave < 1e-12). */
-static void det_sincos_2pi(double f, double *sin_out, double *cos_out) {
+static inline void det_sincos_2pi(double f, double *sin_out, double *cos_out) {
   const double v = 4.0 * f;
   const int quadrant = (int)v;
   const double x = (v - quadrant - 0.5) * 1.57079632679489661923; /* in [-π/4, π/4) */
