@@ -144,8 +144,7 @@ gst_scoresde_latent_caps_parse (const GstCaps * caps,
   if (!gst_scoresde_latent_dimensions_parse (str, &info->width, &info->height,
           &info->channels))
     goto wrong_dims;
-  if (!gst_structure_get_fraction (s, "framerate", &info->fps_n,
-          &info->fps_d)) {
+  if (!gst_structure_get_fraction (s, "framerate", &info->fps_n, &info->fps_d)) {
     info->fps_n = 0;
     info->fps_d = 1;
   }

@@ -42,8 +42,7 @@ gst_scoresde_error_from_status (int status, const gchar * what)
 
 void
 gst_scoresde_element_post_gerror (GstElement * element, const GError * error,
-    const gchar * debug, const gchar * file, const gchar * function,
-    gint line)
+    const gchar * debug, const gchar * file, const gchar * function, gint line)
 {
   g_return_if_fail (GST_IS_ELEMENT (element));
   g_return_if_fail (error != NULL);

@@ -278,8 +278,7 @@ gst_scoresde_model_cache_size (void)
 }
 
 gboolean
-gst_scoresde_model_check_video (const GstScoreSdeModel * model,
-    GError ** error)
+gst_scoresde_model_check_video (const GstScoreSdeModel * model, GError ** error)
 {
   const sde_model *m = model->model;
 

@@ -156,8 +156,7 @@ gst_scoresde_video_frame_from_planar (GstVideoFrame * frame,
 }
 
 void
-gst_scoresde_video_frame_get_alpha (const GstVideoFrame * frame,
-    gfloat * alpha)
+gst_scoresde_video_frame_get_alpha (const GstVideoFrame * frame, gfloat * alpha)
 {
   PackedLayout l;
   gint x, y;
@@ -166,5 +165,6 @@ gst_scoresde_video_frame_get_alpha (const GstVideoFrame * frame,
   for (y = 0; y < l.height; y++)
     for (x = 0; x < l.width; x++)
       alpha[(gsize) y * l.width + x] = l.data[3] ?
-          l.data[3][(gsize) y * l.stride + (gsize) x * l.pstride] / 255.0f : 1.0f;
+          l.data[3][(gsize) y * l.stride +
+          (gsize) x * l.pstride] / 255.0f : 1.0f;
 }

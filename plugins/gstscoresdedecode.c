@@ -66,8 +66,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     );
 
 #define gst_scoresde_decode_parent_class parent_class
-G_DEFINE_TYPE (GstScoreSdeDecode, gst_scoresde_decode,
-    GST_TYPE_BASE_TRANSFORM);
+G_DEFINE_TYPE (GstScoreSdeDecode, gst_scoresde_decode, GST_TYPE_BASE_TRANSFORM);
 GST_ELEMENT_REGISTER_DEFINE (scoresdedecode, "scoresdedecode", GST_RANK_NONE,
     GST_TYPE_SCORESDE_DECODE);
 
@@ -162,7 +161,8 @@ gst_scoresde_decode_class_init (GstScoreSdeDecodeClass * klass)
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_scoresde_decode_stop);
   trans_class->transform_caps =
       GST_DEBUG_FUNCPTR (gst_scoresde_decode_transform_caps);
-  trans_class->fixate_caps = GST_DEBUG_FUNCPTR (gst_scoresde_decode_fixate_caps);
+  trans_class->fixate_caps =
+      GST_DEBUG_FUNCPTR (gst_scoresde_decode_fixate_caps);
   trans_class->set_caps = GST_DEBUG_FUNCPTR (gst_scoresde_decode_set_caps);
   trans_class->transform_size =
       GST_DEBUG_FUNCPTR (gst_scoresde_decode_transform_size);
@@ -354,7 +354,8 @@ gst_scoresde_decode_transform_caps (GstBaseTransform * trans,
 
   if (model == NULL) {
     ret = gst_pad_get_pad_template_caps (direction == GST_PAD_SINK ?
-        GST_BASE_TRANSFORM_SRC_PAD (trans) : GST_BASE_TRANSFORM_SINK_PAD (trans));
+        GST_BASE_TRANSFORM_SRC_PAD (trans) :
+        GST_BASE_TRANSFORM_SINK_PAD (trans));
   } else {
     ret = gst_caps_new_empty ();
     for (i = 0; i < gst_caps_get_size (caps); i++) {

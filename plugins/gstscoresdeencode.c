@@ -70,8 +70,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     );
 
 #define gst_scoresde_encode_parent_class parent_class
-G_DEFINE_TYPE (GstScoreSdeEncode, gst_scoresde_encode,
-    GST_TYPE_BASE_TRANSFORM);
+G_DEFINE_TYPE (GstScoreSdeEncode, gst_scoresde_encode, GST_TYPE_BASE_TRANSFORM);
 GST_ELEMENT_REGISTER_DEFINE (scoresdeencode, "scoresdeencode", GST_RANK_NONE,
     GST_TYPE_SCORESDE_ENCODE);
 
@@ -408,7 +407,8 @@ gst_scoresde_encode_transform_caps (GstBaseTransform * trans,
   if (model == NULL) {
     /* no model yet: anything of the other pad's template */
     ret = gst_pad_get_pad_template_caps (direction == GST_PAD_SINK ?
-        GST_BASE_TRANSFORM_SRC_PAD (trans) : GST_BASE_TRANSFORM_SINK_PAD (trans));
+        GST_BASE_TRANSFORM_SRC_PAD (trans) :
+        GST_BASE_TRANSFORM_SINK_PAD (trans));
   } else {
     ret = gst_caps_new_empty ();
     for (i = 0; i < gst_caps_get_size (caps); i++) {

@@ -59,8 +59,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     );
 
 #define gst_scoresde_interp_parent_class parent_class
-G_DEFINE_TYPE (GstScoreSdeInterp, gst_scoresde_interp,
-    GST_TYPE_BASE_TRANSFORM);
+G_DEFINE_TYPE (GstScoreSdeInterp, gst_scoresde_interp, GST_TYPE_BASE_TRANSFORM);
 GST_ELEMENT_REGISTER_DEFINE (scoresdeinterp, "scoresdeinterp", GST_RANK_NONE,
     GST_TYPE_SCORESDE_INTERP);
 

@@ -112,8 +112,7 @@ static void gst_scoresde_src_get_property (GObject * object, guint prop_id,
     GValue * value, GParamSpec * pspec);
 static void gst_scoresde_src_finalize (GObject * object);
 
-static GstCaps *gst_scoresde_src_get_caps (GstBaseSrc * bsrc,
-    GstCaps * filter);
+static GstCaps *gst_scoresde_src_get_caps (GstBaseSrc * bsrc, GstCaps * filter);
 static GstCaps *gst_scoresde_src_fixate (GstBaseSrc * bsrc, GstCaps * caps);
 static gboolean gst_scoresde_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps);
 static gboolean gst_scoresde_src_decide_allocation (GstBaseSrc * bsrc,
@@ -526,8 +525,7 @@ gst_scoresde_src_fixate (GstBaseSrc * bsrc, GstCaps * caps)
   gst_structure_fixate_field_nearest_fraction (s, "framerate", DEFAULT_FPS_N,
       DEFAULT_FPS_D);
   if (gst_structure_has_field (s, "pixel-aspect-ratio"))
-    gst_structure_fixate_field_nearest_fraction (s, "pixel-aspect-ratio", 1,
-        1);
+    gst_structure_fixate_field_nearest_fraction (s, "pixel-aspect-ratio", 1, 1);
 
   return GST_BASE_SRC_CLASS (parent_class)->fixate (bsrc, caps);
 }
@@ -773,8 +771,7 @@ frame_duration (GstScoreSdeSrc * self)
 {
   if (self->info.fps_n <= 0)
     return GST_CLOCK_TIME_NONE;
-  return gst_util_uint64_scale (GST_SECOND, self->info.fps_d,
-      self->info.fps_n);
+  return gst_util_uint64_scale (GST_SECOND, self->info.fps_d, self->info.fps_n);
 }
 
 static gboolean

@@ -164,7 +164,8 @@ latent_caps_str (const gchar * model_id, gint w, gint h, gint c, gint fps_n,
   if (model_id)
     g_string_append_printf (s, ", scoresde=(structure)\"latent\\,\\ "
         "model-id\\=\\(string\\)%s\\,\\ sde\\=\\(string\\)ve\\,\\ "
-        "t-end\\=\\(double\\)1.0\\,\\ layout\\=\\(string\\)nchw\\;\"", model_id);
+        "t-end\\=\\(double\\)1.0\\,\\ layout\\=\\(string\\)nchw\\;\"",
+        model_id);
   return g_string_free (s, FALSE);
 }
 

@@ -259,7 +259,8 @@ check_ready_error (const gchar * factory, const gchar * model,
 GST_START_TEST (test_encode_bad_model)
 {
   check_ready_error ("scoresdeencode", "/nonexistent/enc.json", NULL,
-      GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND, "/nonexistent/enc.json");
+      GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
+      "/nonexistent/enc.json");
   check_ready_error ("scoresdeencode", bad_model_path (), NULL,
       GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT, "Could not load model");
   check_ready_error ("scoresdeencode", tiny_model_path (), "cuda",
