@@ -6,7 +6,7 @@
 #   pipelines/colorize.sh
 #   INPUT=old_film.mp4 MODEL=emoji.json pipelines/colorize.sh
 #
-# Environment: FRAMES (16 frames of test video), FPS (4), SIZE (64), STEPS (200),
+# Environment: FRAMES (16 frames of test video), FPS (4), SIZE (64), STEPS (500),
 # INPUT (a video file to colorize instead of the generated one), plus those of
 # common.sh.
 # Output: $OUT_DIR/gray_input.mp4 (when generated) and $OUT_DIR/colorized.mp4
@@ -16,7 +16,7 @@ set -euo pipefail
 FRAMES=${FRAMES:-16}
 FPS=${FPS:-4}
 SIZE=${SIZE:-64}
-STEPS=${STEPS:-200}
+STEPS=${STEPS:-500}
 INPUT=${INPUT:-}
 require_elements multifilesrc pngdec videoscale videoconvert x264enc mp4mux decodebin \
   scoresdecolorize
