@@ -205,8 +205,9 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * Predictor of the PC sampler.
    */
   g_object_class_install_property (gobject_class, PROP_PREDICTOR,
-      g_param_spec_enum ("predictor", "Predictor", "Predictor of the PC sampler",
-          GST_TYPE_SCORESDE_PREDICTOR, DEFAULT_PREDICTOR,
+      g_param_spec_enum ("predictor", "Predictor",
+          "Predictor of the PC sampler", GST_TYPE_SCORESDE_PREDICTOR,
+          DEFAULT_PREDICTOR,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
 
@@ -216,8 +217,9 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * Corrector of the PC sampler.
    */
   g_object_class_install_property (gobject_class, PROP_CORRECTOR,
-      g_param_spec_enum ("corrector", "Corrector", "Corrector of the PC sampler",
-          GST_TYPE_SCORESDE_CORRECTOR, DEFAULT_CORRECTOR,
+      g_param_spec_enum ("corrector", "Corrector",
+          "Corrector of the PC sampler", GST_TYPE_SCORESDE_CORRECTOR,
+          DEFAULT_CORRECTOR,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
 
@@ -706,7 +708,7 @@ gst_scoresde_colorize_set_info (GstVideoFilter * filter, GstCaps * incaps,
     GstVideoInfo * in_info, GstCaps * outcaps, GstVideoInfo * out_info)
 {
   GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (filter);
-  gint W, H, w, h;
+  gint fw, fh, mw, mh;
   gsize full, small, tmp;
   gboolean ok;
 
@@ -714,19 +716,19 @@ gst_scoresde_colorize_set_info (GstVideoFilter * filter, GstCaps * incaps,
     return FALSE;
 
   gst_scoresde_colorize_free_scratch (self);
-  W = GST_VIDEO_INFO_WIDTH (in_info);
-  H = GST_VIDEO_INFO_HEIGHT (in_info);
-  w = gst_scoresde_model_width (self->model);
-  h = gst_scoresde_model_height (self->model);
-  full = (gsize) W * H;
-  small = (gsize) w * h;
-  /* intermediate rows: H x w going down, h x W going up */
-  tmp = MAX ((gsize) H * w, (gsize) h * W);
+  fw = GST_VIDEO_INFO_WIDTH (in_info);
+  fh = GST_VIDEO_INFO_HEIGHT (in_info);
+  mw = gst_scoresde_model_width (self->model);
+  mh = gst_scoresde_model_height (self->model);
+  full = ((gsize) fw) * fh;
+  small = ((gsize) mw) * mh;
+  /* intermediate rows: fh x mw going down, mh x fw going up */
+  tmp = MAX ((gsize) fh * mw, (gsize) mh * fw);
 
-  ok = resample_axis_init (&self->down_x, W, w)
-      && resample_axis_init (&self->down_y, H, h)
-      && resample_axis_init (&self->up_x, w, W)
-      && resample_axis_init (&self->up_y, h, H);
+  ok = resample_axis_init (&self->down_x, fw, mw)
+      && resample_axis_init (&self->down_y, fh, mh)
+      && resample_axis_init (&self->up_x, mw, fw)
+      && resample_axis_init (&self->up_y, mh, fh);
   self->gray = g_try_new (gfloat, full);
   self->full = g_try_new (gfloat, 3 * full);
   self->tmp = g_try_new (gfloat, tmp);
@@ -739,10 +741,10 @@ gst_scoresde_colorize_set_info (GstVideoFilter * filter, GstCaps * incaps,
       || !self->model_in || !self->model_out || !self->rgb || !self->dec)
     goto no_memory;
 
-  self->width = W;
-  self->height = H;
-  GST_DEBUG_OBJECT (self, "%dx%d GRAY8 -> %s, model %dx%d", W, H,
-      gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (out_info)), w, h);
+  self->width = fw;
+  self->height = fh;
+  GST_DEBUG_OBJECT (self, "%dx%d GRAY8 -> %s, model %dx%d", fw, fh,
+      gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (out_info)), mw, mh);
   return TRUE;
 
   /* ERRORS */
@@ -751,7 +753,7 @@ no_memory:
     gst_scoresde_colorize_free_scratch (self);
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
         ("Out of memory allocating the colorization buffers for %dx%d frames.",
-            W, H), (NULL));
+            fw, fh), (NULL));
     return FALSE;
   }
 }
@@ -802,18 +804,18 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
   sde_sample_params params;
   sde_stats stats;
   guint64 stream;
-  gint W, H, x, y, c, rc, pstride, stride;
-  gsize hw, HW, i;
+  gint fw, fh, x, y, c, rc, pstride, stride;
+  gsize mhw, fhw, i;
   const guint8 *src;
   guint8 *dst;
 
   if (self->gray == NULL)
     return GST_FLOW_NOT_NEGOTIATED;
 
-  W = self->width;
-  H = self->height;
-  HW = (gsize) W * H;
-  hw = gst_scoresde_model_dim (model) / 3;
+  fw = self->width;
+  fh = self->height;
+  fhw = ((gsize) fw) * fh;
+  mhw = gst_scoresde_model_dim (model) / 3;
   centered = model->model->centered;
 
   GST_OBJECT_LOCK (self);
@@ -827,19 +829,19 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
   /* gray in [0,1] at the frame's size, then at the model's */
   src = GST_VIDEO_FRAME_PLANE_DATA (inframe, 0);
   stride = GST_VIDEO_FRAME_PLANE_STRIDE (inframe, 0);
-  for (y = 0; y < H; y++)
-    for (x = 0; x < W; x++)
-      self->gray[(gsize) y * W + x] = src[(gsize) y * stride + x] / 255.0f;
+  for (y = 0; y < fh; y++)
+    for (x = 0; x < fw; x++)
+      self->gray[(gsize) y * fw + x] = src[(gsize) y * stride + x] / 255.0f;
   resample_plane (self->gray, self->small, self->tmp, &self->down_x,
       &self->down_y);
-  for (i = 0; i < hw; i++) {
+  for (i = 0; i < mhw; i++) {
     gfloat v = centered ? 2.0f * self->small[i] - 1.0f : self->small[i];
-    self->model_in[i] = self->model_in[hw + i] = self->model_in[2 * hw + i] = v;
+    self->model_in[i] = self->model_in[mhw + i] = self->model_in[2 * mhw + i] =
+        v;
   }
 
   memset (&stats, 0, sizeof stats);
-  gst_scoresde_sampler_settings_to_params (&settings, &self->progress,
-      &params);
+  gst_scoresde_sampler_settings_to_params (&settings, &self->progress, &params);
   self->progress.pts = GST_BUFFER_PTS (inframe->buffer);
   self->progress.frame = self->frame;
   rc = sde_colorize (model->model, &model->sde, &params, 1, stream,
@@ -850,7 +852,7 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
       G_GUINT64_FORMAT "): NFE %" G_GINT64_FORMAT, self->frame, stream,
       (gint64) stats.nfe);
 
-  for (i = 0; i < 3 * hw; i++)
+  for (i = 0; i < 3 * mhw; i++)
     self->rgb[i] = centered ? (self->model_out[i] + 1.0f) * 0.5f :
         self->model_out[i];
 
@@ -859,31 +861,31 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
     const gfloat lum = sde_color_decouple[0][0] + sde_color_decouple[1][0] +
         sde_color_decouple[2][0];
 
-    sde_color_transform (1, (int64_t) hw, self->rgb, self->dec, 0);
-    for (i = 0; i < HW; i++)
+    sde_color_transform (1, (int64_t) mhw, self->rgb, self->dec, 0);
+    for (i = 0; i < fhw; i++)
       self->full[i] = lum * self->gray[i];
     for (c = 1; c < 3; c++)
-      resample_plane (self->dec + c * hw, self->full + c * HW, self->tmp,
+      resample_plane (self->dec + c * mhw, self->full + c * fhw, self->tmp,
           &self->up_x, &self->up_y);
-    sde_color_transform (1, (int64_t) HW, self->full, self->full, 1);
-    fit_gamut (self->full, self->gray, HW);
+    sde_color_transform (1, (int64_t) fhw, self->full, self->full, 1);
+    fit_gamut (self->full, self->gray, fhw);
   } else {
     for (c = 0; c < 3; c++)
-      resample_plane (self->rgb + c * hw, self->full + c * HW, self->tmp,
+      resample_plane (self->rgb + c * mhw, self->full + c * fhw, self->tmp,
           &self->up_x, &self->up_y);
   }
 
   dst = GST_VIDEO_FRAME_PLANE_DATA (outframe, 0);
   stride = GST_VIDEO_FRAME_PLANE_STRIDE (outframe, 0);
   pstride = GST_VIDEO_FRAME_COMP_PSTRIDE (outframe, 0);
-  for (y = 0; y < H; y++) {
+  for (y = 0; y < fh; y++) {
     guint8 *row = dst + (gsize) y * stride;
-    for (x = 0; x < W; x++) {
-      gsize k = (gsize) y * W + x;
+    for (x = 0; x < fw; x++) {
+      gsize k = (gsize) y * fw + x;
       guint8 *p = row + (gsize) x * pstride;
       p[0] = to_u8 (self->full[k]);
-      p[1] = to_u8 (self->full[HW + k]);
-      p[2] = to_u8 (self->full[2 * HW + k]);
+      p[1] = to_u8 (self->full[fhw + k]);
+      p[2] = to_u8 (self->full[2 * fhw + k]);
       if (pstride == 4)
         p[3] = 255;
     }

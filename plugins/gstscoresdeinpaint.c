@@ -209,8 +209,9 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
    * Predictor of the PC sampler.
    */
   g_object_class_install_property (gobject_class, PROP_PREDICTOR,
-      g_param_spec_enum ("predictor", "Predictor", "Predictor of the PC sampler",
-          GST_TYPE_SCORESDE_PREDICTOR, DEFAULT_PREDICTOR,
+      g_param_spec_enum ("predictor", "Predictor",
+          "Predictor of the PC sampler", GST_TYPE_SCORESDE_PREDICTOR,
+          DEFAULT_PREDICTOR,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
 
@@ -220,8 +221,9 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
    * Corrector of the PC sampler.
    */
   g_object_class_install_property (gobject_class, PROP_CORRECTOR,
-      g_param_spec_enum ("corrector", "Corrector", "Corrector of the PC sampler",
-          GST_TYPE_SCORESDE_CORRECTOR, DEFAULT_CORRECTOR,
+      g_param_spec_enum ("corrector", "Corrector",
+          "Corrector of the PC sampler", GST_TYPE_SCORESDE_CORRECTOR,
+          DEFAULT_CORRECTOR,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
 
@@ -401,10 +403,10 @@ gst_scoresde_inpaint_get_property (GObject * object, guint prop_id,
 static gboolean
 gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
 {
-  gint W = gst_scoresde_model_width (self->model);
-  gint H = gst_scoresde_model_height (self->model);
+  gint mw = gst_scoresde_model_width (self->model);
+  gint mh = gst_scoresde_model_height (self->model);
   gfloat *png = NULL;
-  gint c, h, w, ch, i, hw;
+  gint c, h, w, ch, i, mhw;
   gboolean use_alpha;
   int rc;
 
@@ -415,22 +417,24 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
           ("Could not read the mask '%s'.", path), ("%s", sde_errmsg ()));
     else if (rc == SDE_ENOMEM)
       GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
-          ("Out of memory reading the mask '%s'.", path), ("%s", sde_errmsg ()));
+          ("Out of memory reading the mask '%s'.", path), ("%s",
+              sde_errmsg ()));
     else
       GST_ELEMENT_ERROR (self, RESOURCE, READ,
-          ("The mask '%s' is not a valid PNG file.", path), ("%s", sde_errmsg ()));
+          ("The mask '%s' is not a valid PNG file.", path), ("%s",
+              sde_errmsg ()));
     return FALSE;
   }
-  if (h != H || w != W) {
+  if (h != mh || w != mw) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("The mask '%s' is %dx%d but the model works at %dx%d.", path, w, h,
-            W, H), (NULL));
+            mw, mh), (NULL));
     free (png);
     return FALSE;
   }
 
-  hw = h * w;
-  self->static_mask = g_try_new (gfloat, hw);
+  mhw = h * w;
+  self->static_mask = g_try_new (gfloat, mhw);
   if (self->static_mask == NULL) {
     free (png);
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
@@ -442,15 +446,15 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
    * pixel. */
   use_alpha = FALSE;
   if (c == 4)
-    for (i = 0; i < hw && !use_alpha; i++)
-      use_alpha = png[3 * hw + i] <= 0.0f;
-  for (i = 0; i < hw; i++) {
+    for (i = 0; i < mhw && !use_alpha; i++)
+      use_alpha = png[3 * mhw + i] <= 0.0f;
+  for (i = 0; i < mhw; i++) {
     gboolean known = FALSE;
     if (use_alpha) {
-      known = png[3 * hw + i] > 0.0f;
+      known = png[3 * mhw + i] > 0.0f;
     } else {
       for (ch = 0; ch < MIN (c, 3); ch++)
-        known |= png[ch * hw + i] > 0.0f;
+        known |= png[ch * mhw + i] > 0.0f;
     }
     self->static_mask[i] = known ? 1.0f : 0.0f;
   }
@@ -690,42 +694,42 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
   GstScoreSdeSamplerSettings settings;
   sde_sample_params params;
   sde_stats stats;
-  gint C, W, H, x, y, c;
-  gsize hw, i, known = 0;
+  gint mc, mw, mh, x, y, c;
+  gsize mhw, i, known = 0;
   gint rc;
 
   if (self->data == NULL)
     return GST_FLOW_NOT_NEGOTIATED;
 
-  C = gst_scoresde_model_channels (model);
-  W = gst_scoresde_model_width (model);
-  H = gst_scoresde_model_height (model);
-  hw = (gsize) W * H;
+  mc = gst_scoresde_model_channels (model);
+  mw = gst_scoresde_model_width (model);
+  mh = gst_scoresde_model_height (model);
+  mhw = ((gsize) mw) * mh;
 
   GST_OBJECT_LOCK (self);
   settings = self->settings;
   GST_OBJECT_UNLOCK (self);
   settings.sampler = GST_SCORESDE_SAMPLER_PC;
 
-  gst_scoresde_video_frame_to_planar (inframe, C, model->model->centered,
+  gst_scoresde_video_frame_to_planar (inframe, mc, model->model->centered,
       self->data);
   if (self->static_mask != NULL) {
-    memcpy (self->mask, self->static_mask, hw * sizeof (gfloat));
+    memcpy (self->mask, self->static_mask, mhw * sizeof (gfloat));
   } else {
     gst_scoresde_video_frame_get_alpha (inframe, self->mask);
-    for (i = 0; i < hw; i++)
+    for (i = 0; i < mhw; i++)
       self->mask[i] = self->mask[i] > 0.0f ? 1.0f : 0.0f;
   }
-  for (i = 0; i < hw; i++)
+  for (i = 0; i < mhw; i++)
     known += self->mask[i] > 0.0f;
-  for (c = 1; c < C; c++)
-    memcpy (self->mask + c * hw, self->mask, hw * sizeof (gfloat));
+  for (c = 1; c < mc; c++)
+    memcpy (self->mask + c * mhw, self->mask, mhw * sizeof (gfloat));
 
-  if (known == hw) {
+  if (known == mhw) {
     /* nothing to fill */
     GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": fully known",
         self->frame);
-    memcpy (self->result, self->data, (gsize) C * hw * sizeof (gfloat));
+    memcpy (self->result, self->data, (gsize) mc * mhw * sizeof (gfloat));
   } else {
     memset (&stats, 0, sizeof stats);
     gst_scoresde_sampler_settings_to_params (&settings, &self->progress,
@@ -734,7 +738,7 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
     self->progress.frame = self->frame;
     GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": filling %"
         G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " pixels", self->frame,
-        hw - known, hw);
+        mhw - known, mhw);
     rc = sde_inpaint (model->model, &model->sde, &params, 1, self->frame,
         self->data, self->mask, self->result, &stats);
     if (rc != SDE_OK)
@@ -743,7 +747,7 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
         ", %.3f s", self->frame, (gint64) stats.nfe, stats.seconds);
   }
 
-  gst_scoresde_video_frame_from_planar (outframe, self->result, C,
+  gst_scoresde_video_frame_from_planar (outframe, self->result, mc,
       model->model->centered);
 
   /* Known pixels pass through unchanged (the sampler holds them only up to the
@@ -755,13 +759,13 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
     gint sstride = GST_VIDEO_FRAME_PLANE_STRIDE (inframe, 0);
     gint dstride = GST_VIDEO_FRAME_PLANE_STRIDE (outframe, 0);
 
-    for (y = 0; y < H; y++) {
+    for (y = 0; y < mh; y++) {
       const guint8 *s = src + (gsize) y * sstride;
       guint8 *d = dst + (gsize) y * dstride;
-      for (x = 0; x < W; x++) {
-        if (self->mask[(gsize) y * W + x] > 0.0f)
-          memcpy (d + 4 * x, s + 4 * x, C == 4 ? 4 : 3);
-        if (C != 4)
+      for (x = 0; x < mw; x++) {
+        if (self->mask[(gsize) y * mw + x] > 0.0f)
+          memcpy (d + 4 * x, s + 4 * x, mc == 4 ? 4 : 3);
+        if (mc != 4)
           d[4 * x + 3] = 255;
       }
     }

@@ -131,8 +131,7 @@ format_range (GParamSpec * pspec)
     return ret;
   }
   if (G_TYPE_IS_ENUM (t) || G_TYPE_IS_FLAGS (t))
-    return g_strdup_printf ("see [%s](#%s)", g_type_name (t),
-        g_type_name (t));
+    return g_strdup_printf ("see [%s](#%s)", g_type_name (t), g_type_name (t));
   return g_strdup ("");
 }
 
@@ -525,7 +524,8 @@ generate (GstPlugin * plugin)
   g_string_append_printf (out, "%s. License: %s. Source module: `%s`.\n\n",
       gst_plugin_get_description (plugin), gst_plugin_get_license (plugin),
       gst_plugin_get_source (plugin));
-  g_string_append (out, "Defaults are those of a new element. \"Changeable in\" "
+  g_string_append (out,
+      "Defaults are those of a new element. \"Changeable in\" "
       "is the latest state in which a property may still be set (from the "
       "GST_PARAM_MUTABLE_* flags; \"unspecified\" when the element sets none).\n\n");
 

@@ -217,8 +217,7 @@ GST_START_TEST (test_any_size_keeps_luma)
   GST_INFO ("mean |luma error| %.3f, %d pixels off by more than 1, %d "
       "colourful", sum / (64 * 48), off, colourful);
   /* out-of-gamut colours are desaturated, not clipped: only rounding remains */
-  fail_unless (sum / (64 * 48) < 0.5, "mean luma error %.3f",
-      sum / (64 * 48));
+  fail_unless (sum / (64 * 48) < 0.5, "mean luma error %.3f", sum / (64 * 48));
   fail_unless_equals_int (off, 0);
   fail_unless (colourful > 0, "no colour at all");
 

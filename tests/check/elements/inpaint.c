@@ -282,7 +282,8 @@ GST_START_TEST (test_gray_centered_model)
   }
   psnr = scoresde_test_psnr (map.data, 4, size * 4, want, 4, size * 4, size,
       size);
-  g_print ("inpaint, 1-channel centered model, right half unknown: PSNR %.2f dB\n",
+  g_print
+      ("inpaint, 1-channel centered model, right half unknown: PSNR %.2f dB\n",
       psnr);
   fail_unless (psnr > 35.0, "PSNR %.2f dB", psnr);
   gst_buffer_unmap (out, &map);

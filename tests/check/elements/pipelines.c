@@ -47,6 +47,12 @@ remove_tree (const gchar * path)
   g_rmdir (path);
 }
 
+static const gchar *
+next_string (va_list * ap)
+{
+  return va_arg (*ap, const gchar *);
+}
+
 /* Runs pipelines/<script> with the given extra environment (NULL-terminated
  * NAME, VALUE pairs) and returns the output folder (free with remove_tree + g_free). */
 static gchar *
@@ -71,8 +77,10 @@ run_script (const gchar * script, ...)
   envp = g_environ_setenv (envp, "BUILD_DIR", build, TRUE);
   envp = g_environ_setenv (envp, "GST_PLUGIN_PATH", plugins, TRUE);
   va_start (ap, script);
-  while ((name = va_arg (ap, const gchar *)) != NULL)
-    envp = g_environ_setenv (envp, name, va_arg (ap, const gchar *), TRUE);
+  while ((name = next_string (&ap)) != NULL) {
+    const gchar *value = next_string (&ap);
+    envp = g_environ_setenv (envp, name, value, TRUE);
+  }
   va_end (ap);
 
   fail_unless (g_spawn_sync (NULL, argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL,
