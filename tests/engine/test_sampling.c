@@ -91,6 +91,7 @@ int main(int argc, char **argv) {
   for (int s = 0; s < 3; s++) {
     sde_sde sde;
     sde_init(&sde, kinds[s]);
+    sde.sigma_max = 100.0;
     sde_gmm_sample(m, &sde, 0.0, n, 1001, 0, exact, NULL);
     double null_sum = 0.0, null_sq = 0.0;
     for (int r = 0; r < NULL_REPS; r++) {
