@@ -188,6 +188,31 @@ size_t sde_ncsnpp_workspace_floats(const sde_ncsnpp *net, int B);
 int sde_ncsnpp_forward(const sde_ncsnpp *net, int B, const float *x, const float *labels,
                        float *out, float *workspace);
 
+/* ---- training: forward with saved activations, and the backward pass ---------------- */
+
+/* A training workspace holds every activation of one forward pass of up to max_batch
+ * samples (a tape of the ops in execution order plus the saved intermediates) and the
+ * gradient buffers of the backward pass. with_dropout reserves the dropout masks (needed
+ * for dropout > 0 in sde_ncsnpp_train_forward). One workspace per concurrent caller. */
+typedef struct sde_ncsnpp_train sde_ncsnpp_train;
+int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int with_dropout,
+                            sde_ncsnpp_train **out);
+void sde_ncsnpp_train_free(sde_ncsnpp_train *tw);
+size_t sde_ncsnpp_train_bytes(const sde_ncsnpp_train *tw);
+/* out[B, C,H,W] = net(x, labels), the same numbers as sde_ncsnpp_forward when dropout is 0.
+ * With dropout p > 0 (the workspace made with_dropout) every ResnetBlock's Dropout_0
+ * zeroes an activation when u < p and scales the others by 1/(1-p), u = sde_randu(seed,
+ * stream0 + b, 1000 + module index)[element of sample b]: deterministic for a key. */
+int sde_ncsnpp_train_forward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, int B, const float *x,
+                             const float *labels, float dropout, uint64_t seed, uint64_t stream0,
+                             float *out);
+/* Backward of the last sde_ncsnpp_train_forward of this workspace (parameters unchanged
+ * in between): for the scalar Σ dout·out it ADDS ∂/∂θ into dparams[num_floats] (state_dict
+ * order, every tensor including the frozen Fourier W) and ∂/∂x into dx[B, C,H,W]. Either
+ * may be NULL (dparams NULL skips the weight gradients: an input gradient only). */
+int sde_ncsnpp_train_backward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, const float *dout,
+                              float *dparams, float *dx);
+
 /* ---- the network as a score model -------------------------------------------------- */
 
 /* Loads a network .safetensors: config from __metadata__, every tensor name, dtype and
@@ -216,6 +241,9 @@ int sde_network_load_diffusers(const char *dir, sde_model **out);
 
 int sde_network_is(const sde_model *m); /* true for models made here */
 const sde_ncsnpp_config *sde_network_config(const sde_model *m);
+/* The bare network of a network model, writable (training updates its parameters in
+ * place; the model id then no longer describes the weights). NULL for other models. */
+sde_ncsnpp *sde_network_ncsnpp(sde_model *m);
 /* The contiguous parameter buffer (read-only; state_dict order). */
 const float *sde_network_params(const sde_model *m, int64_t *count);
 
