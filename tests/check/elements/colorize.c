@@ -505,6 +505,22 @@ GST_START_TEST (test_flush_cancels)
 
 GST_END_TEST;
 
+GST_START_TEST (test_state_cycles)
+{
+  GstElement *el = gst_element_factory_make ("scoresdecolorize", NULL);
+  gint i;
+
+  for (i = 0; i < 3; i++) {
+    fail_unless (gst_element_set_state (el, GST_STATE_PAUSED) !=
+        GST_STATE_CHANGE_FAILURE);
+    fail_unless (gst_element_set_state (el, GST_STATE_NULL) ==
+        GST_STATE_CHANGE_SUCCESS);
+  }
+  gst_object_unref (el);
+}
+
+GST_END_TEST;
+
 static Suite *
 scoresdecolorize_suite (void)
 {
@@ -523,6 +539,7 @@ scoresdecolorize_suite (void)
   tcase_add_test (tc, test_bad_model);
   tcase_add_test (tc, test_bad_caps);
   tcase_add_test (tc, test_flush_cancels);
+  tcase_add_test (tc, test_state_cycles);
   return s;
 }
 
