@@ -409,7 +409,7 @@ static void test_convert_diffusers(const char *cli, const char *tmpdir) {
   TAP_CHECK(ec == 0, "convert --from diffusers (exit %d)", ec);
   int rc = sde_network_load(out, &conv);
   if (TAP_CHECK(rc == 0, "load the converted model (%s)", rc ? sde_errmsg() : "ok")) {
-    double d;
+    double d = INFINITY;
     TAP_CHECK(same_params(conv, ref, &d), "diffusers round trip restores every parameter (max diff %g)", d);
     array x, labels;
     if (!load_npy(dir, "x.npy", &x) && !load_npy(dir, "labels.npy", &labels)) {
