@@ -307,6 +307,14 @@ static void test_errors(void) {
             "predictor short name");
   TAP_CHECK(sde_predictor_from_name("bogus", &pred) == SDE_EINVAL, "bad predictor name: %s",
             sde_errmsg());
+  /* Out of memory is an error, not a crash: 2^30 samples of a 64-D model need 256 GiB. */
+  sde_model *big = mixture_64d();
+  static float one[64];
+  p.progress = NULL;
+  int oom = sde_sample(big, &sde, &p, 1 << 30, 0, one, NULL);
+  TAP_CHECK(oom == SDE_ENOMEM && strstr(sde_errmsg(), "memory"), "a batch too large for memory: %s",
+            sde_errmsg());
+  sde_model_free(big);
   const double w[1] = {1}, mu[2] = {0, 0}, bad_sd[2] = {1, -1};
   sde_model *g = NULL;
   TAP_CHECK(sde_gmm_create(1, 2, w, mu, bad_sd, &g) == SDE_EINVAL, "negative std refused: %s",
