@@ -30,6 +30,8 @@ typedef struct {
   sde_ncsnpp *net;
   pthread_mutex_t lock;           /* guards the workspace pool only */
   sde_net_workspace *pool[WS_POOL]; /* idle workspaces, reused by score calls */
+  sde_ncsnpp_train *tpool[WS_POOL];  /* idle training workspaces (score_vjp) */
+  int tpool_batch[WS_POOL];
   float *alphas_1m_sqrt;          /* [N] sqrt(1 - alphas_cumprod), float32 as torch (VP discrete) */
 } net_impl;
 
@@ -41,6 +43,10 @@ static net_impl *impl_of(const sde_model *m) { return (net_impl *)m->impl; }
 
 const sde_ncsnpp_config *sde_network_config(const sde_model *m) {
   return sde_network_is(m) ? sde_ncsnpp_get_config(impl_of(m)->net) : NULL;
+}
+
+sde_ncsnpp *sde_network_ncsnpp(sde_model *m) {
+  return sde_network_is(m) ? impl_of(m)->net : NULL;
 }
 
 const float *sde_network_params(const sde_model *m, int64_t *count) {
@@ -204,54 +210,125 @@ static int vp_discrete_table(net_impl *im, const sde_sde *sde, float **table) {
   return SDE_OK;
 }
 
+/* Per-sample std of the output -> score map s = -out/std (VP, sub-VP; spec §2), as
+ * get_score_fn computes it in float32. Not called for VE (s = out). */
+static int score_stds(const sde_model *m, const sde_sde *sde, int n, const float *t,
+                      const float *labels, float *stds) {
+  const sde_ncsnpp_config *c = sde_network_config(m);
+  net_impl *im = impl_of(m);
+  const float *table = NULL;
+  float *owned = NULL;
+  int rc = SDE_OK;
+  if (sde->kind == SDE_VP && !c->continuous) {
+    if (im->alphas_1m_sqrt && c->sde.N == sde->N && c->sde.beta_min == sde->beta_min &&
+        c->sde.beta_max == sde->beta_max) {
+      table = im->alphas_1m_sqrt;
+    } else if ((rc = vp_discrete_table(im, sde, &owned))) {
+      return rc;
+    } else {
+      table = owned;
+    }
+  }
+  for (int i = 0; i < n && !rc; i++) {
+    if (table) {
+      long idx = (long)labels[i];
+      if (idx < 0 || idx >= sde->N) {
+        rc = sde_fail(SDE_EINVAL, "time t[%d] = %g outside [0, 1]", i, (double)t[i]);
+        break;
+      }
+      stds[i] = table[idx];
+    } else {
+      float lmc = vp_lmc_f32(sde, t[i]);
+      float v = 1.0f - expf(2.0f * lmc);
+      stds[i] = sde->kind == SDE_VP ? sqrtf(v) : v;
+    }
+  }
+  free(owned);
+  return rc;
+}
+
 static int network_score(const sde_model *m, const sde_sde *sde, int n, const float *x,
                          const float *t, float *out) {
   if (n <= 0) return n == 0 ? SDE_OK : sde_fail(SDE_EINVAL, "batch size %d", n);
-  const sde_ncsnpp_config *c = sde_network_config(m);
-  net_impl *im = impl_of(m);
-  float *labels = sde_malloc((size_t)n * sizeof(float));
+  float *labels = sde_malloc((size_t)n * 2 * sizeof(float));
   if (!labels) return SDE_ENOMEM;
+  float *stds = labels + n;
   int rc = sde_network_labels(m, sde, n, t, labels);
   if (!rc) rc = sde_network_forward(m, n, x, labels, out);
-  if (rc) {
-    free(labels);
-    return rc;
-  }
-  const size_t D = (size_t)sde_model_dim(m);
-  if (sde->kind != SDE_VE) {
-    const float *table = NULL;
-    float *owned = NULL;
-    if (sde->kind == SDE_VP && !c->continuous) {
-      if (im->alphas_1m_sqrt && c->sde.N == sde->N && c->sde.beta_min == sde->beta_min &&
-          c->sde.beta_max == sde->beta_max) {
-        table = im->alphas_1m_sqrt;
-      } else if ((rc = vp_discrete_table(im, sde, &owned))) {
-        free(labels);
-        return rc;
-      } else {
-        table = owned;
-      }
-    }
-    for (int i = 0; i < n && !rc; i++) {
-      float std;
-      if (table) {
-        long idx = (long)labels[i];
-        if (idx < 0 || idx >= sde->N) {
-          rc = sde_fail(SDE_EINVAL, "time t[%d] = %g outside [0, 1]", i, (double)t[i]);
-          break;
-        }
-        std = table[idx];
-      } else {
-        float lmc = vp_lmc_f32(sde, t[i]);
-        float v = 1.0f - expf(2.0f * lmc);
-        std = sde->kind == SDE_VP ? sqrtf(v) : v;
-      }
+  if (!rc && sde->kind != SDE_VE) rc = score_stds(m, sde, n, t, labels, stds);
+  if (!rc && sde->kind != SDE_VE) {
+    const size_t D = (size_t)sde_model_dim(m);
+    for (int i = 0; i < n; i++) {
       float *o = out + (size_t)i * D;
+      const float std = stds[i];
       for (size_t k = 0; k < D; k++) o[k] = -o[k] / std;
     }
-    free(owned);
   }
   free(labels);
+  return rc;
+}
+
+/* Training workspaces for VJPs (no dropout), pooled like the forward workspaces. */
+static int tws_acquire(const sde_model *m, int n, sde_ncsnpp_train **out) {
+  net_impl *im = impl_of(m);
+  sde_ncsnpp_train *tw = NULL;
+  pthread_mutex_lock(&im->lock);
+  for (int i = 0; i < WS_POOL; i++)
+    if (im->tpool[i] && im->tpool_batch[i] >= n) {
+      tw = im->tpool[i];
+      im->tpool[i] = NULL;
+      break;
+    }
+  pthread_mutex_unlock(&im->lock);
+  if (tw) {
+    *out = tw;
+    return SDE_OK;
+  }
+  return sde_ncsnpp_train_create(im->net, n, 0, out);
+}
+
+static void tws_release(const sde_model *m, sde_ncsnpp_train *tw, int n) {
+  net_impl *im = impl_of(m);
+  pthread_mutex_lock(&im->lock);
+  for (int i = 0; i < WS_POOL && tw; i++)
+    if (!im->tpool[i]) {
+      im->tpool[i] = tw;
+      im->tpool_batch[i] = n;
+      tw = NULL;
+    }
+  pthread_mutex_unlock(&im->lock);
+  sde_ncsnpp_train_free(tw);
+}
+
+/* out = vᵀ ∂s/∂x: one training forward, then the input gradient of Σ (∂s/∂out · v)·out. */
+static int network_score_vjp(const sde_model *m, const sde_sde *sde, int n, const float *x,
+                             const float *t, const float *v, float *out) {
+  if (n <= 0) return n == 0 ? SDE_OK : sde_fail(SDE_EINVAL, "batch size %d", n);
+  net_impl *im = impl_of(m);
+  const size_t D = (size_t)sde_model_dim(m), nd = (size_t)n * D;
+  float *labels = sde_malloc((size_t)n * 2 * sizeof(float));
+  float *buf = sde_malloc(nd * sizeof(float));
+  sde_ncsnpp_train *tw = NULL;
+  int rc = labels && buf ? SDE_OK : SDE_ENOMEM;
+  float *stds = labels ? labels + n : NULL;
+  if (!rc) rc = sde_network_labels(m, sde, n, t, labels);
+  if (!rc && sde->kind != SDE_VE) rc = score_stds(m, sde, n, t, labels, stds);
+  if (!rc) rc = tws_acquire(m, n, &tw);
+  if (!rc) rc = sde_ncsnpp_train_forward(im->net, tw, n, x, labels, 0.0f, 0, 0, buf);
+  if (!rc) {
+    /* dL/dout = v · ∂s/∂out: 1 (VE) or -1/std */
+    for (int i = 0; i < n; i++) {
+      const float *vi = v + (size_t)i * D;
+      float *g = buf + (size_t)i * D;
+      if (sde->kind == SDE_VE) memcpy(g, vi, D * sizeof(float));
+      else for (size_t k = 0; k < D; k++) g[k] = -vi[k] / stds[i];
+    }
+    memset(out, 0, nd * sizeof(float));
+    rc = sde_ncsnpp_train_backward(im->net, tw, buf, NULL, out);
+  }
+  if (tw) tws_release(m, tw, n);
+  free(labels);
+  free(buf);
   return rc;
 }
 
@@ -260,6 +337,7 @@ static void network_destroy(sde_model *m) {
   net_impl *im = impl_of(m);
   if (im) {
     for (int i = 0; i < WS_POOL; i++) sde_net_workspace_free(im->pool[i]);
+    for (int i = 0; i < WS_POOL; i++) sde_ncsnpp_train_free(im->tpool[i]);
     pthread_mutex_destroy(&im->lock);
     sde_ncsnpp_free(im->net);
     free(im->alphas_1m_sqrt);
@@ -272,7 +350,7 @@ static const sde_model_ops network_ops = {
   .kind = "ncsnpp",
   .score = network_score,
   .score_div = NULL,
-  .score_vjp = NULL,
+  .score_vjp = network_score_vjp,
   .destroy = network_destroy,
 };
 
