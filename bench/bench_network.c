@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "scoresde/error.h"
 #include "scoresde/io.h"
@@ -30,6 +31,12 @@ static double uniform01(void) {
 static float gauss(void) {
   double u = uniform01(), v = uniform01();
   return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -55,8 +62,8 @@ int main(int argc, char **argv) {
   printf("# threads %d (OMP_NUM_THREADS=%s, OPENBLAS_NUM_THREADS=%s)\n", omp_get_max_threads(),
          getenv("OMP_NUM_THREADS") ? getenv("OMP_NUM_THREADS") : "-",
          getenv("OPENBLAS_NUM_THREADS") ? getenv("OPENBLAS_NUM_THREADS") : "-");
-  printf("%-8s %5s %12s %12s %10s %12s %10s\n", "network", "batch", "ms/call", "ms/sample",
-         "GFLOP/s", "params", "GFLOP/smp");
+  printf("%-8s %5s %12s %12s %10s %12s %10s %12s\n", "network", "batch", "ms/call", "ms/sample",
+         "GFLOP/s", "params", "GFLOP/smp", "cpu-ms/call");
   for (int which = 0; which < 2; which++) {
     const char *name = which == 0 ? "ncsnpp" : "ddpmpp";
     if (only && strcmp(only, name)) continue;
@@ -110,20 +117,22 @@ int main(int argc, char **argv) {
         return 1;
       }
       sde_network_forward_ws(m, ws, B, x, lab, out); /* warm-up */
-      double times[64];
+      double times[64], cpus[64];
       int it = iters < 64 ? iters : 64;
       for (int i = 0; i < it; i++) {
-        double t0 = sde_now();
+        double t0 = sde_now(), c0 = cpu_now();
         if (sde_network_forward_ws(m, ws, B, x, lab, out)) {
           fprintf(stderr, "forward: %s\n", sde_errmsg());
           return 1;
         }
         times[i] = sde_now() - t0;
+        cpus[i] = cpu_now() - c0;
       }
       qsort(times, (size_t)it, sizeof *times, cmp_double);
-      double med = times[it / 2];
-      printf("%-8s %5d %12.1f %12.1f %10.1f %12lld %10.2f\n", name, B, med * 1e3, med * 1e3 / B,
-             flops * B / med * 1e-9, (long long)np, flops * 1e-9);
+      qsort(cpus, (size_t)it, sizeof *cpus, cmp_double);
+      double med = times[it / 2], cmed = cpus[it / 2];
+      printf("%-8s %5d %12.1f %12.1f %10.1f %12lld %10.2f %12.1f\n", name, B, med * 1e3,
+             med * 1e3 / B, flops * B / med * 1e-9, (long long)np, flops * 1e-9, cmed * 1e3);
       fflush(stdout);
       snprintf(xp, sizeof xp, "%s/bench_%s_out_%d.npy", dir, name, B);
       sde_npy_write(xp, out, 4, shape);

@@ -8,7 +8,8 @@ Run build/bench/bench_network first: it writes DIR/bench_<name>.safetensors, the
 DIR/bench_x_B.npy / bench_t_B.npy and its outputs DIR/bench_<name>_out_B.npy. The torch
 network is tests/engine/ncsnpp_ref.py (a functional re-implementation of score_sde_pytorch
 NCSNpp.forward), run with torch.set_num_threads(2) under torch.no_grad(). Prints the
-median time per call and the max relative difference to the C outputs.
+median wall time per call, the median process CPU time per call (all threads) and the max
+relative difference to the C outputs.
 """
 import argparse
 import json
@@ -32,8 +33,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     print("# torch %s, threads %d" % (torch.__version__, torch.get_num_threads()))
-    print("%-8s %5s %12s %12s %10s %12s" % ("network", "batch", "ms/call", "ms/sample", "GFLOP/s",
-                                            "max rel diff"))
+    print("%-8s %5s %12s %12s %10s %12s %12s" % ("network", "batch", "ms/call", "ms/sample", "GFLOP/s",
+                                                 "max rel diff", "cpu-ms/call"))
     flops = {"ncsnpp": None, "ddpmpp": None}
     for name in ("ncsnpp", "ddpmpp"):
         if args.only and args.only != name:
@@ -51,12 +52,14 @@ def main():
             with torch.no_grad():
                 lab, _ = ncsnpp_ref.labels_and_std(cfg, t)
                 out = ncsnpp_ref.forward(cfg, sd, x, lab)  # warm-up
-                times = []
+                times, cpus = [], []
                 for _ in range(args.iters):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     out = ncsnpp_ref.forward(cfg, sd, x, lab)
                     times.append(time.perf_counter() - t0)
+                    cpus.append(time.process_time() - c0)
             med = sorted(times)[len(times) // 2]
+            cmed = sorted(cpus)[len(cpus) // 2]
             cpath = os.path.join(args.dir, "bench_%s_out_%d.npy" % (name, B))
             diff = float("nan")
             if os.path.exists(cpath):
@@ -64,7 +67,8 @@ def main():
                 ref = out.numpy()
                 diff = max(float(np.abs(c[b] - ref[b]).max() / np.abs(ref[b]).max()) for b in range(B))
             gfs = "%10.1f" % (gflop * B / med) if gflop else "%10s" % "-"
-            print("%-8s %5d %12.1f %12.1f %s %12.3g" % (name, B, med * 1e3, med * 1e3 / B, gfs, diff))
+            print("%-8s %5d %12.1f %12.1f %s %12.3g %12.1f" % (name, B, med * 1e3, med * 1e3 / B, gfs, diff,
+                                                             cmed * 1e3))
             sys.stdout.flush()
 
 

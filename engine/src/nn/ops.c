@@ -163,11 +163,19 @@ static void conv2d_plan(const sde_nn_conv2d_shape *s, int *imgs, int *rows) {
   }
 }
 
+static int dconv_usable(const sde_nn_conv2d_shape *s);
+static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s);
+
 size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
   if (conv2d_check(s) != SDE_OK || conv2d_is_pointwise(s)) return 0;
   int imgs, rows;
   conv2d_plan(s, &imgs, &rows);
-  return (size_t)s->C_in * s->KH * s->KW * imgs * rows * sde_nn_conv2d_out_w(s);
+  size_t n = (size_t)s->C_in * s->KH * s->KW * imgs * rows * sde_nn_conv2d_out_w(s);
+  if (dconv_usable(s)) {
+    size_t d = dconv_scratch_floats(s);
+    if (d > n) n = d;
+  }
+  return n;
 }
 
 /* col[g][C_in·KH·KW][(oh1-oh0)·Wo] <- patches of x[g][C_in,H,W], output rows [oh0, oh1) */
@@ -232,6 +240,179 @@ static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_
   }
 }
 
+/* Direct 3x3 (any KH x KW) stride-1 convolution for AVX-512 CPUs, no im2col and no
+ * per-tile repacking (the path sde_nn_conv2d_forward takes when the CPU has AVX-512F).
+ *
+ * Each image is copied once into zero-padded planes [C_in][Hp·Wp (+ slack)]. Outputs are
+ * computed on the padded grid, q = oh·Wp + ow with ow in [0, Wp), so that the input of tap
+ * (kh, kw) is the same plane shifted by kh·Wp + kw: every tap is one unaligned vector
+ * load, and the Wp − Wo columns past the right edge are computed and thrown away. A
+ * register tile is DC_R output channels x DC_J vectors of 16 positions, accumulated over
+ * (c_in, kh, kw) in that fixed order (one FMA chain per output element), so the result
+ * does not depend on the thread count or on how tasks fall on threads. The weights are
+ * read in place. */
+#define DC_R 8
+#define DC_J 3
+#define DC_V 16
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SDE_NO_DCONV)
+#include <immintrin.h>
+#define HAVE_DCONV 1
+static int dconv_cpu_ok(void) {
+  static int ok = -1;
+  if (ok < 0) {
+    __builtin_cpu_init();
+    ok = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    const char *e = getenv("SDE_NN_NO_DIRECT_CONV"); /* A/B switch for benchmarks */
+    if (e && *e && *e != '0') ok = 0;
+  }
+  return ok;
+}
+#else
+static int dconv_cpu_ok(void) { return 0; }
+#endif
+
+typedef struct {
+  int Hp, Wp, Ho, Wo, Np, ntile, ncb;
+  size_t S;   /* floats per padded plane */
+} dconv_plan;
+
+static int dconv_usable(const sde_nn_conv2d_shape *s) {
+  return s->stride == 1 && !conv2d_is_pointwise(s) && dconv_cpu_ok();
+}
+
+static void dconv_plan_make(const sde_nn_conv2d_shape *s, dconv_plan *p) {
+  p->Hp = s->H + s->pad_top + s->pad_bottom;
+  p->Wp = s->W + s->pad_left + s->pad_right;
+  p->Ho = p->Hp - s->KH + 1;
+  p->Wo = p->Wp - s->KW + 1;
+  p->Np = p->Ho * p->Wp;
+  p->ntile = ceil_div(p->Np, DC_J * DC_V);
+  size_t need = (size_t)p->ntile * DC_J * DC_V + (size_t)(s->KH - 1) * p->Wp + s->KW;
+  size_t plane = (size_t)p->Hp * p->Wp;
+  p->S = (size_t)round_up16((int)(need > plane ? need : plane));
+  p->ncb = ceil_div(s->C_out, DC_R);
+}
+
+static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
+  dconv_plan p;
+  dconv_plan_make(s, &p);
+  return (size_t)s->B * s->C_in * p.S + 16;
+}
+
+#ifdef HAVE_DCONV
+/* tile[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + kh·Wp + kw + j·16 + i], with
+ * w_r = w + min(r, nr − 1)·wstride: the weights are read in place (one broadcast per output
+ * channel and tap), rows past the last output channel repeat it and are thrown away. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+dconv_kernel(float *tile, const float *x, const float *w, size_t wstride, int nr, int Cin,
+             size_t S, int KH, int KW, int Wp, const int J) {
+  __m512 acc[DC_R][DC_J];
+  const float *wr[DC_R];
+#pragma GCC unroll 8
+  for (int r = 0; r < DC_R; r++) {
+    wr[r] = w + (size_t)(r < nr ? r : nr - 1) * wstride;
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) acc[r][j] = _mm512_setzero_ps();
+  }
+  size_t k = 0;
+  for (int c = 0; c < Cin; c++) {
+    const float *xc = x + (size_t)c * S;
+    for (int kh = 0; kh < KH; kh++) {
+      const float *xr = xc + (size_t)kh * Wp;
+      for (int kw = 0; kw < KW; kw++, k++) {
+        __m512 xv[DC_J];
+#pragma GCC unroll 3
+        for (int j = 0; j < J; j++) xv[j] = _mm512_loadu_ps(xr + kw + j * DC_V);
+#pragma GCC unroll 8
+        for (int r = 0; r < DC_R; r++) {
+          __m512 wv = _mm512_set1_ps(wr[r][k]);
+#pragma GCC unroll 3
+          for (int j = 0; j < J; j++) acc[r][j] = _mm512_fmadd_ps(wv, xv[j], acc[r][j]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < DC_R; r++)
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) _mm512_storeu_ps(tile + r * DC_J * DC_V + j * DC_V, acc[r][j]);
+}
+
+#define DCONV_TILE(JJ)                                                                        \
+  __attribute__((target("avx512f"))) static void dconv_tile##JJ(                              \
+      float *tile, const float *x, const float *w, size_t wstride, int nr, int Cin, size_t S, \
+      int KH, int KW, int Wp) {                                                               \
+    dconv_kernel(tile, x, w, wstride, nr, Cin, S, KH, KW, Wp, JJ);                            \
+  }
+DCONV_TILE(1)
+DCONV_TILE(2)
+DCONV_TILE(3)
+
+static void dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
+                          const sde_nn_conv2d_shape *s, float *scratch) {
+  dconv_plan p;
+  dconv_plan_make(s, &p);
+  const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, H = s->H, W = s->W;
+  const int KK = KH * KW, HWo = p.Ho * p.Wo;
+  float *xp = scratch;
+  const size_t in_img = (size_t)Ci * H * W, out_img = (size_t)Co * HWo;
+  const int npad = s->B * Ci, ntask = s->B * p.ncb;
+#pragma omp parallel
+  {
+    /* zero-padded input planes */
+#pragma omp for schedule(static)
+    for (int bc = 0; bc < npad; bc++) {
+      float *d = xp + (size_t)bc * p.S;
+      const float *src = inp + (size_t)bc * H * W;
+      memset(d, 0, (size_t)s->pad_top * p.Wp * sizeof(float));
+      for (int i = 0; i < H; i++) {
+        float *dr = d + (size_t)(i + s->pad_top) * p.Wp;
+        for (int j = 0; j < s->pad_left; j++) dr[j] = 0.0f;
+        memcpy(dr + s->pad_left, src + (size_t)i * W, (size_t)W * sizeof(float));
+        for (int j = s->pad_left + W; j < p.Wp; j++) dr[j] = 0.0f;
+      }
+      size_t used = (size_t)(H + s->pad_top) * p.Wp;
+      memset(d + used, 0, (p.S - used) * sizeof(float));
+    }
+    float tile[DC_R * DC_J * DC_V] __attribute__((aligned(64)));
+#pragma omp for schedule(dynamic, 1)
+    for (int t = 0; t < ntask; t++) {
+      int b = t / p.ncb, cb = t % p.ncb;
+      const float *xb = xp + (size_t)b * Ci * p.S, *wb = weight + (size_t)cb * DC_R * Ci * KK;
+      float *ob = out + b * out_img;
+      int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
+      for (int tl = 0; tl < p.ntile; tl++) {
+        int q0 = tl * DC_J * DC_V, nq = p.Np - q0 < DC_J * DC_V ? p.Np - q0 : DC_J * DC_V;
+        int J = ceil_div(nq, DC_V);
+        const size_t ws = (size_t)Ci * KK;
+        if (J == 3) dconv_tile3(tile, xb + q0, wb, ws, nr, Ci, p.S, KH, KW, p.Wp);
+        else if (J == 2) dconv_tile2(tile, xb + q0, wb, ws, nr, Ci, p.S, KH, KW, p.Wp);
+        else dconv_tile1(tile, xb + q0, wb, ws, nr, Ci, p.S, KH, KW, p.Wp);
+        /* scatter the valid columns of the tile, adding the bias */
+        for (int r = 0; r < nr; r++) {
+          int co = cb * DC_R + r;
+          float bv = bias ? bias[co] : 0.0f;
+          const float *tr = tile + r * DC_J * DC_V;
+          float *oc = ob + (size_t)co * HWo;
+          int q = q0, qe = q0 + nq;
+          while (q < qe) {
+            int oh = q / p.Wp, ow = q % p.Wp;
+            int seg = p.Wp - ow < qe - q ? p.Wp - ow : qe - q; /* to the end of this row */
+            int nv = ow < p.Wo ? (p.Wo - ow < seg ? p.Wo - ow : seg) : 0;
+            float *o = oc + (size_t)oh * p.Wo + ow;
+            const float *tv = tr + (q - q0);
+            for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
+            q += seg;
+          }
+        }
+      }
+    }
+  }
+  (void)in_img;
+}
+#endif
+
 int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                           const sde_nn_conv2d_shape *s, float *scratch) {
   int rc = conv2d_check(s);
@@ -241,6 +422,13 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   size_t in_img = (size_t)s->C_in * s->H * s->W, out_img = (size_t)Co * HWo;
   float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
+#ifdef HAVE_DCONV
+  if (dconv_usable(s)) {
+    dconv_forward(out, inp, weight, bias, s, col);
+    free(owned);
+    return SDE_OK;
+  }
+#endif
   /* out <- bias, then the GEMMs accumulate onto it (beta = 1) */
 #pragma omp parallel for schedule(static) if ((size_t)s->B * out_img > PAR_MIN)
   for (size_t i = 0; i < (size_t)s->B * Co; i++) {
