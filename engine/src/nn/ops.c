@@ -272,13 +272,25 @@ static int dconv_cpu_ok(void) {
 static int dconv_cpu_ok(void) { return 0; }
 #endif
 
+/* Three layouts (the mode depends on the shape only):
+ *  DC_GRID: outputs on the padded grid as above (any shape; wastes Wp − Wo columns).
+ *  DC_ROWS: Wo a multiple of 16: the padded planes as above, but each vector is 16 outputs
+ *           of one output row, so nothing is computed twice or thrown away.
+ *  DC_MASK: 16 a multiple of Wo = W ("same" padding horizontally, Ho·Wo a multiple of 16):
+ *           the planes are padded vertically only (row stride W), a vector is 16/W whole
+ *           output rows, and the horizontal zero padding is a per-kw lane mask on the loads.
+ * In every mode tap (kh, kw) of vector v is the load at off[v] + kh·rs + kw, rs the row
+ * stride of the padded planes. */
+enum { DC_GRID, DC_ROWS, DC_MASK };
+#define DC_SLACK 16 /* floats before each DC_MASK plane (reads at kw − pad_left < 0) */
+
 typedef struct {
-  int Hp, Wp, Ho, Wo, Np, ntile, ncb;
-  size_t S;   /* floats per padded plane */
+  int mode, Hp, Wp, Ho, Wo, rs, nvec, ntile, ncb;
+  size_t S; /* floats per padded plane */
 } dconv_plan;
 
 static int dconv_usable(const sde_nn_conv2d_shape *s) {
-  return s->stride == 1 && !conv2d_is_pointwise(s) && dconv_cpu_ok();
+  return s->stride == 1 && !conv2d_is_pointwise(s) && s->KW <= 16 && dconv_cpu_ok();
 }
 
 static void dconv_plan_make(const sde_nn_conv2d_shape *s, dconv_plan *p) {
@@ -286,12 +298,28 @@ static void dconv_plan_make(const sde_nn_conv2d_shape *s, dconv_plan *p) {
   p->Wp = s->W + s->pad_left + s->pad_right;
   p->Ho = p->Hp - s->KH + 1;
   p->Wo = p->Wp - s->KW + 1;
-  p->Np = p->Ho * p->Wp;
-  p->ntile = ceil_div(p->Np, DC_J * DC_V);
-  size_t need = (size_t)p->ntile * DC_J * DC_V + (size_t)(s->KH - 1) * p->Wp + s->KW;
-  size_t plane = (size_t)p->Hp * p->Wp;
-  p->S = (size_t)round_up16((int)(need > plane ? need : plane));
   p->ncb = ceil_div(s->C_out, DC_R);
+  size_t plane = (size_t)p->Hp * p->Wp, need;
+  if (p->Wo % DC_V == 0) {
+    p->mode = DC_ROWS;
+    p->rs = p->Wp;
+    p->nvec = p->Ho * p->Wo / DC_V;
+    need = plane + DC_V;
+  } else if (DC_V % p->Wo == 0 && p->Wo == s->W && (p->Ho * p->Wo) % DC_V == 0 &&
+             s->pad_left < DC_SLACK) {
+    p->mode = DC_MASK;
+    p->rs = s->W;
+    p->nvec = p->Ho * p->Wo / DC_V;
+    need = DC_SLACK + (size_t)p->Hp * s->W + DC_SLACK;
+    plane = 0;
+  } else {
+    p->mode = DC_GRID;
+    p->rs = p->Wp;
+    p->nvec = ceil_div(p->Ho * p->Wp, DC_V);
+    need = (size_t)ceil_div(p->nvec, DC_J) * DC_J * DC_V + (size_t)(s->KH - 1) * p->Wp + s->KW;
+  }
+  p->ntile = ceil_div(p->nvec, DC_J);
+  p->S = (size_t)round_up16((int)(need > plane ? need : plane));
 }
 
 static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
@@ -301,14 +329,19 @@ static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
 }
 
 #ifdef HAVE_DCONV
-/* tile[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + kh·Wp + kw + j·16 + i], with
- * w_r = w + min(r, nr − 1)·wstride: the weights are read in place (one broadcast per output
- * channel and tap), rows past the last output channel repeat it and are thrown away. */
+/* tile[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + off[j] + kh·rs + kw + i] (lanes
+ * outside km[kw] read as 0 when MASKED), with w_r = w + min(r, nr − 1)·wstride: the weights
+ * are read in place (one broadcast per output channel and tap); rows past the last output
+ * channel repeat it and are thrown away. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dconv_kernel(float *tile, const float *x, const float *w, size_t wstride, int nr, int Cin,
-             size_t S, int KH, int KW, int Wp, const int J) {
+dconv_kernel(float *tile, const float *x, const int *off, const __mmask16 *km, const float *w,
+             size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, const int J,
+             const int MASKED) {
   __m512 acc[DC_R][DC_J];
   const float *wr[DC_R];
+  const float *xj[DC_J];
+#pragma GCC unroll 3
+  for (int j = 0; j < J; j++) xj[j] = x + off[j];
 #pragma GCC unroll 8
   for (int r = 0; r < DC_R; r++) {
     wr[r] = w + (size_t)(r < nr ? r : nr - 1) * wstride;
@@ -317,13 +350,15 @@ dconv_kernel(float *tile, const float *x, const float *w, size_t wstride, int nr
   }
   size_t k = 0;
   for (int c = 0; c < Cin; c++) {
-    const float *xc = x + (size_t)c * S;
+    const size_t xc = (size_t)c * S;
     for (int kh = 0; kh < KH; kh++) {
-      const float *xr = xc + (size_t)kh * Wp;
+      const size_t xr = xc + (size_t)kh * rs;
       for (int kw = 0; kw < KW; kw++, k++) {
         __m512 xv[DC_J];
 #pragma GCC unroll 3
-        for (int j = 0; j < J; j++) xv[j] = _mm512_loadu_ps(xr + kw + j * DC_V);
+        for (int j = 0; j < J; j++)
+          xv[j] = MASKED ? _mm512_maskz_loadu_ps(km[kw], xj[j] + xr + kw)
+                         : _mm512_loadu_ps(xj[j] + xr + kw);
 #pragma GCC unroll 8
         for (int r = 0; r < DC_R; r++) {
           __m512 wv = _mm512_set1_ps(wr[r][k]);
@@ -339,25 +374,43 @@ dconv_kernel(float *tile, const float *x, const float *w, size_t wstride, int nr
     for (int j = 0; j < J; j++) _mm512_storeu_ps(tile + r * DC_J * DC_V + j * DC_V, acc[r][j]);
 }
 
-#define DCONV_TILE(JJ)                                                                        \
-  __attribute__((target("avx512f"))) static void dconv_tile##JJ(                              \
-      float *tile, const float *x, const float *w, size_t wstride, int nr, int Cin, size_t S, \
-      int KH, int KW, int Wp) {                                                               \
-    dconv_kernel(tile, x, w, wstride, nr, Cin, S, KH, KW, Wp, JJ);                            \
+#define DCONV_TILE(JJ, MM)                                                                    \
+  __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM(                       \
+      float *tile, const float *x, const int *off, const __mmask16 *km, const float *w,       \
+      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs) {                    \
+    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, KH, KW, rs, JJ, MM);               \
   }
-DCONV_TILE(1)
-DCONV_TILE(2)
-DCONV_TILE(3)
+DCONV_TILE(1, 0)
+DCONV_TILE(2, 0)
+DCONV_TILE(3, 0)
+DCONV_TILE(1, 1)
+DCONV_TILE(2, 1)
+DCONV_TILE(3, 1)
+
+typedef void (*dconv_tile_fn)(float *, const float *, const int *, const __mmask16 *,
+                              const float *, size_t, int, int, size_t, int, int, int);
 
 static void dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
                           const sde_nn_conv2d_shape *s, float *scratch) {
   dconv_plan p;
   dconv_plan_make(s, &p);
   const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, H = s->H, W = s->W;
-  const int KK = KH * KW, HWo = p.Ho * p.Wo;
-  float *xp = scratch;
-  const size_t in_img = (size_t)Ci * H * W, out_img = (size_t)Co * HWo;
+  const int KK = KH * KW, HWo = p.Ho * p.Wo, pt = s->pad_top, pl = s->pad_left;
+  const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK;
   const int npad = s->B * Ci, ntask = s->B * p.ncb;
+  float *xp = scratch;
+  static const dconv_tile_fn fns[2][3] = {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0},
+                                          {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}};
+  const int masked = p.mode == DC_MASK;
+  __mmask16 km[16];
+  for (int kw = 0; kw < KW; kw++) {
+    unsigned m = 0;
+    for (int i = 0; i < DC_V; i++) {
+      int iw = i % W + kw - pl;
+      if (iw >= 0 && iw < W) m |= 1u << i;
+    }
+    km[kw] = (__mmask16)m;
+  }
 #pragma omp parallel
   {
     /* zero-padded input planes */
@@ -365,40 +418,62 @@ static void dconv_forward(float *out, const float *inp, const float *weight, con
     for (int bc = 0; bc < npad; bc++) {
       float *d = xp + (size_t)bc * p.S;
       const float *src = inp + (size_t)bc * H * W;
-      memset(d, 0, (size_t)s->pad_top * p.Wp * sizeof(float));
-      for (int i = 0; i < H; i++) {
-        float *dr = d + (size_t)(i + s->pad_top) * p.Wp;
-        for (int j = 0; j < s->pad_left; j++) dr[j] = 0.0f;
-        memcpy(dr + s->pad_left, src + (size_t)i * W, (size_t)W * sizeof(float));
-        for (int j = s->pad_left + W; j < p.Wp; j++) dr[j] = 0.0f;
+      if (masked) {
+        size_t top = DC_SLACK + (size_t)pt * W, body = (size_t)H * W;
+        memset(d, 0, top * sizeof(float));
+        memcpy(d + top, src, body * sizeof(float));
+        memset(d + top + body, 0, (p.S - top - body) * sizeof(float));
+        continue;
       }
-      size_t used = (size_t)(H + s->pad_top) * p.Wp;
+      memset(d, 0, (size_t)pt * p.Wp * sizeof(float));
+      for (int i = 0; i < H; i++) {
+        float *dr = d + (size_t)(i + pt) * p.Wp;
+        for (int j = 0; j < pl; j++) dr[j] = 0.0f;
+        memcpy(dr + pl, src + (size_t)i * W, (size_t)W * sizeof(float));
+        for (int j = pl + W; j < p.Wp; j++) dr[j] = 0.0f;
+      }
+      size_t used = (size_t)(H + pt) * p.Wp;
       memset(d + used, 0, (p.S - used) * sizeof(float));
     }
     float tile[DC_R * DC_J * DC_V] __attribute__((aligned(64)));
+    int off[DC_J];
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < ntask; t++) {
       int b = t / p.ncb, cb = t % p.ncb;
-      const float *xb = xp + (size_t)b * Ci * p.S, *wb = weight + (size_t)cb * DC_R * Ci * KK;
+      const float *xb = xp + (size_t)b * Ci * p.S, *wb = weight + (size_t)cb * DC_R * wst;
       float *ob = out + b * out_img;
       int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
       for (int tl = 0; tl < p.ntile; tl++) {
-        int q0 = tl * DC_J * DC_V, nq = p.Np - q0 < DC_J * DC_V ? p.Np - q0 : DC_J * DC_V;
-        int J = ceil_div(nq, DC_V);
-        const size_t ws = (size_t)Ci * KK;
-        if (J == 3) dconv_tile3(tile, xb + q0, wb, ws, nr, Ci, p.S, KH, KW, p.Wp);
-        else if (J == 2) dconv_tile2(tile, xb + q0, wb, ws, nr, Ci, p.S, KH, KW, p.Wp);
-        else dconv_tile1(tile, xb + q0, wb, ws, nr, Ci, p.S, KH, KW, p.Wp);
-        /* scatter the valid columns of the tile, adding the bias */
+        int v0 = tl * DC_J, J = p.nvec - v0 < DC_J ? p.nvec - v0 : DC_J;
+        for (int j = 0; j < J; j++) {
+          int v = v0 + j;
+          if (p.mode == DC_ROWS) {
+            int per_row = p.Wo / DC_V, oh = v / per_row, ow0 = (v % per_row) * DC_V;
+            off[j] = oh * p.Wp + ow0;
+          } else if (p.mode == DC_MASK) {
+            off[j] = DC_SLACK - pl + v * DC_V;
+          } else {
+            off[j] = v * DC_V;
+          }
+        }
+        fns[masked][J - 1](tile, xb, off, km, wb, wst, nr, Ci, p.S, KH, KW, p.rs);
         for (int r = 0; r < nr; r++) {
           int co = cb * DC_R + r;
           float bv = bias ? bias[co] : 0.0f;
           const float *tr = tile + r * DC_J * DC_V;
           float *oc = ob + (size_t)co * HWo;
-          int q = q0, qe = q0 + nq;
+          if (p.mode != DC_GRID) {
+            /* vector v holds outputs [16v, 16v + 16) of the plane */
+            float *o = oc + (size_t)v0 * DC_V;
+            for (int i = 0; i < J * DC_V; i++) o[i] = tr[i] + bv;
+            continue;
+          }
+          /* DC_GRID: scatter the valid columns */
+          int q0 = v0 * DC_V, Np = p.Ho * p.Wp;
+          int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
           while (q < qe) {
             int oh = q / p.Wp, ow = q % p.Wp;
-            int seg = p.Wp - ow < qe - q ? p.Wp - ow : qe - q; /* to the end of this row */
+            int seg = p.Wp - ow < qe - q ? p.Wp - ow : qe - q;
             int nv = ow < p.Wo ? (p.Wo - ow < seg ? p.Wo - ow : seg) : 0;
             float *o = oc + (size_t)oh * p.Wo + ow;
             const float *tv = tr + (q - q0);
@@ -409,7 +484,6 @@ static void dconv_forward(float *out, const float *inp, const float *weight, con
       }
     }
   }
-  (void)in_img;
 }
 #endif
 
