@@ -8,4 +8,7 @@ int cmd_score(int argc, char **argv);   /* scoresde score --model F --in x.npy -
 int cmd_info(int argc, char **argv);    /* scoresde info FILE */
 int cmd_convert(int argc, char **argv); /* scoresde convert --from pth|diffusers SRC --out FILE */
 
+/* Training (engine/cli/cmd_train.c). */
+int cmd_train(int argc, char **argv);   /* scoresde train --data SRC --out RUNDIR --steps N ... */
+
 #endif

@@ -1082,6 +1082,7 @@ static const struct {
   {"score", cmd_score, "evaluate a network's raw output or score on given inputs"},
   {"info", cmd_info, "describe a model file"},
   {"convert", cmd_convert, "import an official checkpoint as a .safetensors model"},
+  {"train", cmd_train, "train a score network by denoising score matching"},
 };
 #define NNET (sizeof net_commands / sizeof net_commands[0])
 

@@ -21,6 +21,7 @@
 #include "scoresde/network.h"
 #include "scoresde/nn.h"
 #include "scoresde/rng.h"
+#include "scoresde/train.h"
 
 /* from ncsnpp_extra.c */
 int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
@@ -2179,4 +2180,53 @@ int sde_ncsnpp_train_backward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, const
   if (!rc && ctx.peak > tw->floats)
     rc = sde_fail(SDE_EINVAL, "internal: backward outgrew its workspace");
   return rc;
+}
+
+/* ---- initialisation (score_sde_pytorch default_init) -------------------------------------- */
+
+/* variance_scaling(scale, 'fan_avg', 'uniform') of a [out, in, (k, k)] or NIN [in, out] tensor */
+static void init_uniform(float *w, const sde_net_param *p, double scale, uint64_t seed, int idx) {
+  if (scale == 0.0) scale = 1e-10;
+  int64_t receptive = p->ndim == 4 ? p->shape[2] * p->shape[3] : 1;
+  double fan_sum = (double)(p->shape[0] + p->shape[1]) * (double)receptive;
+  double bound = sqrt(3.0 * scale / (fan_sum / 2.0));
+  sde_randu(seed, (uint64_t)idx, 0, w, p->numel);
+  for (int64_t i = 0; i < p->numel; i++) w[i] = (float)((2.0 * w[i] - 1.0) * bound);
+}
+
+int sde_ncsnpp_init_params(sde_ncsnpp *net, uint64_t seed) {
+  if (!net) return sde_fail(SDE_EINVAL, "init: no network");
+  const sde_ncsnpp_config *c = &net->config;
+  for (int mi = 0; mi < net->n_modules; mi++) {
+    const net_module *m = &net->modules[mi];
+    for (int k = 0; k < m->n_params; k++) {
+      const int idx = m->first_param + k;
+      const sde_net_param *p = &net->params[idx];
+      float *w = net->param_buf + p->offset;
+      const char *sub = strrchr(p->name, '.');
+      sub = sub ? sub + 1 : p->name;
+      int is_weight = p->ndim >= 2;
+      if (m->kind == M_FOURIER) {
+        sde_randn(seed, (uint64_t)idx, 0, w, p->numel);
+        for (int64_t i = 0; i < p->numel; i++) w[i] = (float)(w[i] * c->fourier_scale);
+      } else if (!is_weight) {
+        /* biases 0; GroupNorm weight 1 */
+        float v = (p->ndim == 1 && !strcmp(sub, "weight")) ? 1.0f : 0.0f;
+        for (int64_t i = 0; i < p->numel; i++) w[i] = v;
+      } else {
+        double scale = 1.0;
+        if (m->kind == M_RESBLOCK) {
+          if (strstr(p->name, ".Conv_1.")) scale = c->init_scale;
+          else if (strstr(p->name, ".NIN_0.")) scale = 0.1;
+        } else if (m->kind == M_ATTN) {
+          scale = strstr(p->name, ".NIN_3.") ? c->init_scale : 0.1;
+        } else if (m->kind == M_CONV3 && mi > 0 && net->modules[mi - 1].kind == M_GROUPNORM &&
+                   m->out_ch == c->num_channels) {
+          scale = c->init_scale; /* output heads (final and output_skip pyramid) */
+        }
+        init_uniform(w, p, scale, seed, idx);
+      }
+    }
+  }
+  return SDE_OK;
 }
