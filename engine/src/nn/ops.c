@@ -334,7 +334,7 @@ static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
  * are read in place (one broadcast per output channel and tap); rows past the last output
  * channel repeat it and are thrown away. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dconv_kernel(float *tile, const float *x, const int *off, const __mmask16 *km, const float *w,
+dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w,
              size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, const int J,
              const int MASKED) {
   __m512 acc[DC_R][DC_J];
@@ -376,7 +376,7 @@ dconv_kernel(float *tile, const float *x, const int *off, const __mmask16 *km, c
 
 #define DCONV_TILE(JJ, MM)                                                                    \
   __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM(                       \
-      float *tile, const float *x, const int *off, const __mmask16 *km, const float *w,       \
+      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
       size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs) {                    \
     dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, KH, KW, rs, JJ, MM);               \
   }
@@ -387,7 +387,7 @@ DCONV_TILE(1, 1)
 DCONV_TILE(2, 1)
 DCONV_TILE(3, 1)
 
-typedef void (*dconv_tile_fn)(float *, const float *, const int *, const __mmask16 *,
+typedef void (*dconv_tile_fn)(float *, const float *, const ptrdiff_t *, const __mmask16 *,
                               const float *, size_t, int, int, size_t, int, int, int);
 
 static void dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -397,7 +397,12 @@ static void dconv_forward(float *out, const float *inp, const float *weight, con
   const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, H = s->H, W = s->W;
   const int KK = KH * KW, HWo = p.Ho * p.Wo, pt = s->pad_top, pl = s->pad_left;
   const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK;
-  const int npad = s->B * Ci, ntask = s->B * p.ncb;
+  const int npad = s->B * Ci;
+  /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
+   * tile may span two images; tasks are (chunk of about one image's tiles) x (channel block) */
+  const int V = s->B * p.nvec, tpc = p.ntile;
+  const int nt = p.mode == DC_GRID ? s->B * p.ntile : ceil_div(V, DC_J);
+  const int ntask = ceil_div(nt, tpc) * p.ncb;
   float *xp = scratch;
   static const dconv_tile_fn fns[2][3] = {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0},
                                           {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}};
@@ -436,39 +441,56 @@ static void dconv_forward(float *out, const float *inp, const float *weight, con
       memset(d + used, 0, (p.S - used) * sizeof(float));
     }
     float tile[DC_R * DC_J * DC_V] __attribute__((aligned(64)));
-    int off[DC_J];
+    ptrdiff_t off[DC_J];
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < ntask; t++) {
-      int b = t / p.ncb, cb = t % p.ncb;
-      const float *xb = xp + (size_t)b * Ci * p.S, *wb = weight + (size_t)cb * DC_R * wst;
-      float *ob = out + b * out_img;
+      int ch = t / p.ncb, cb = t % p.ncb;
+      const float *wb = weight + (size_t)cb * DC_R * wst;
       int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
-      for (int tl = 0; tl < p.ntile; tl++) {
-        int v0 = tl * DC_J, J = p.nvec - v0 < DC_J ? p.nvec - v0 : DC_J;
+      int tl1 = (ch + 1) * tpc < nt ? (ch + 1) * tpc : nt;
+      for (int tl = ch * tpc; tl < tl1; tl++) {
+        int v0, J, b = 0;
+        if (p.mode == DC_GRID) { /* per image: chunk = image */
+          b = ch;
+          v0 = (tl - ch * tpc) * DC_J;
+          J = p.nvec - v0 < DC_J ? p.nvec - v0 : DC_J;
+        } else if (V % DC_J == 1 && V > 1 && tl >= nt - 2) { /* 2 + 2 rather than 3 + 1 */
+          v0 = V - 4 + 2 * (tl - (nt - 2));
+          J = 2;
+        } else {
+          v0 = tl * DC_J;
+          J = V - v0 < DC_J ? V - v0 : DC_J;
+        }
         for (int j = 0; j < J; j++) {
-          int v = v0 + j;
+          int v = v0 + j, bv = p.mode == DC_GRID ? b : v / p.nvec, vl = p.mode == DC_GRID ? v : v % p.nvec;
+          ptrdiff_t base = (ptrdiff_t)bv * Ci * p.S;
           if (p.mode == DC_ROWS) {
-            int per_row = p.Wo / DC_V, oh = v / per_row, ow0 = (v % per_row) * DC_V;
-            off[j] = oh * p.Wp + ow0;
+            int per_row = p.Wo / DC_V, oh = vl / per_row, ow0 = (vl % per_row) * DC_V;
+            off[j] = base + (ptrdiff_t)oh * p.Wp + ow0;
           } else if (p.mode == DC_MASK) {
-            off[j] = DC_SLACK - pl + v * DC_V;
+            off[j] = base + DC_SLACK - pl + (ptrdiff_t)vl * DC_V;
           } else {
-            off[j] = v * DC_V;
+            off[j] = base + (ptrdiff_t)vl * DC_V;
           }
         }
-        fns[masked][J - 1](tile, xb, off, km, wb, wst, nr, Ci, p.S, KH, KW, p.rs);
+        fns[masked][J - 1](tile, xp, off, km, wb, wst, nr, Ci, p.S, KH, KW, p.rs);
         for (int r = 0; r < nr; r++) {
           int co = cb * DC_R + r;
           float bv = bias ? bias[co] : 0.0f;
           const float *tr = tile + r * DC_J * DC_V;
-          float *oc = ob + (size_t)co * HWo;
           if (p.mode != DC_GRID) {
-            /* vector v holds outputs [16v, 16v + 16) of the plane */
-            float *o = oc + (size_t)v0 * DC_V;
-            for (int i = 0; i < J * DC_V; i++) o[i] = tr[i] + bv;
+            /* global vector v is outputs [16·vl, 16·vl + 16) of image v / nvec */
+            for (int j = 0; j < J; j++) {
+              int v = v0 + j;
+              float *o = out + (size_t)(v / p.nvec) * out_img + (size_t)co * HWo +
+                         (size_t)(v % p.nvec) * DC_V;
+              const float *tv = tr + j * DC_V;
+              for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
+            }
             continue;
           }
           /* DC_GRID: scatter the valid columns */
+          float *oc = out + (size_t)b * out_img + (size_t)co * HWo;
           int q0 = v0 * DC_V, Np = p.Ho * p.Wp;
           int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
           while (q < qe) {
