@@ -336,7 +336,7 @@ static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
 __attribute__((target("avx512f"), always_inline)) static inline void
 dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w,
              size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, const int J,
-             const int MASKED) {
+             const int MASKED, int load) {
   __m512 acc[DC_R][DC_J];
   const float *wr[DC_R];
   const float *xj[DC_J];
@@ -346,13 +346,16 @@ dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 
   for (int r = 0; r < DC_R; r++) {
     wr[r] = w + (size_t)(r < nr ? r : nr - 1) * wstride;
 #pragma GCC unroll 3
-    for (int j = 0; j < J; j++) acc[r][j] = _mm512_setzero_ps();
+    for (int j = 0; j < J; j++)
+      acc[r][j] = load ? _mm512_loadu_ps(tile + r * DC_J * DC_V + j * DC_V) : _mm512_setzero_ps();
   }
   size_t k = 0;
   for (int c = 0; c < Cin; c++) {
     const size_t xc = (size_t)c * S;
+#pragma GCC unroll 3
     for (int kh = 0; kh < KH; kh++) {
       const size_t xr = xc + (size_t)kh * rs;
+#pragma GCC unroll 3
       for (int kw = 0; kw < KW; kw++, k++) {
         __m512 xv[DC_J];
 #pragma GCC unroll 3
@@ -377,8 +380,17 @@ dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 
 #define DCONV_TILE(JJ, MM)                                                                    \
   __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM(                       \
       float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
-      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs) {                    \
-    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, KH, KW, rs, JJ, MM);               \
+      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, int load) {          \
+    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, KH, KW, rs, JJ, MM, load);         \
+  }
+/* the same with KH = KW = 3 known at compile time (the taps unrolled) */
+#define DCONV_TILE33(JJ, MM)                                                                  \
+  __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM##_33(                  \
+      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
+      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, int load) {          \
+    (void)KH;                                                                                 \
+    (void)KW;                                                                                 \
+    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, 3, 3, rs, JJ, MM, load);           \
   }
 DCONV_TILE(1, 0)
 DCONV_TILE(2, 0)
@@ -386,12 +398,18 @@ DCONV_TILE(3, 0)
 DCONV_TILE(1, 1)
 DCONV_TILE(2, 1)
 DCONV_TILE(3, 1)
+DCONV_TILE33(1, 0)
+DCONV_TILE33(2, 0)
+DCONV_TILE33(3, 0)
+DCONV_TILE33(1, 1)
+DCONV_TILE33(2, 1)
+DCONV_TILE33(3, 1)
 
 typedef void (*dconv_tile_fn)(float *, const float *, const ptrdiff_t *, const __mmask16 *,
-                              const float *, size_t, int, int, size_t, int, int, int);
+                              const float *, size_t, int, int, size_t, int, int, int, int);
 
-static void dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
-                          const sde_nn_conv2d_shape *s, float *scratch) {
+static int dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         const sde_nn_conv2d_shape *s, float *scratch) {
   dconv_plan p;
   dconv_plan_make(s, &p);
   const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, H = s->H, W = s->W;
@@ -400,13 +418,17 @@ static void dconv_forward(float *out, const float *inp, const float *weight, con
   const int npad = s->B * Ci;
   /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
    * tile may span two images; tasks are (chunk of about one image's tiles) x (channel block) */
-  const int V = s->B * p.nvec, tpc = p.ntile;
+  const int V = s->B * p.nvec, tpc = p.ntile < 32 ? p.ntile : 32;
+  const int cbk = 288 / KK > 8 ? 288 / KK : 8; /* input channels per pass */
   const int nt = p.mode == DC_GRID ? s->B * p.ntile : ceil_div(V, DC_J);
+  int accbuf_fail = 0;
   const int ntask = ceil_div(nt, tpc) * p.ncb;
   float *xp = scratch;
-  static const dconv_tile_fn fns[2][3] = {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0},
-                                          {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}};
-  const int masked = p.mode == DC_MASK;
+  static const dconv_tile_fn fns[2][2][3] = {
+      {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0}, {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}},
+      {{dconv_tile1_0_33, dconv_tile2_0_33, dconv_tile3_0_33},
+       {dconv_tile1_1_33, dconv_tile2_1_33, dconv_tile3_1_33}}};
+  const int masked = p.mode == DC_MASK, k33 = KH == 3 && KW == 3;
   __mmask16 km[16];
   for (int kw = 0; kw < KW; kw++) {
     unsigned m = 0;
@@ -440,19 +462,30 @@ static void dconv_forward(float *out, const float *inp, const float *weight, con
       size_t used = (size_t)(H + pt) * p.Wp;
       memset(d + used, 0, (p.S - used) * sizeof(float));
     }
-    float tile[DC_R * DC_J * DC_V] __attribute__((aligned(64)));
+    /* partial sums of the task's tiles while the input channels go by in chunks of cbk
+     * (whose weights stay in L1 across the tiles); reloading a float partial sum is exact,
+     * so every output is still one FMA chain over c = 0 .. C_in − 1 in order */
+    float *accbuf = malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V);
     ptrdiff_t off[DC_J];
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < ntask; t++) {
+      if (!accbuf) {
+#pragma omp atomic write
+        accbuf_fail = 1;
+        continue;
+      }
       int ch = t / p.ncb, cb = t % p.ncb;
       const float *wb = weight + (size_t)cb * DC_R * wst;
       int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
       int tl1 = (ch + 1) * tpc < nt ? (ch + 1) * tpc : nt;
+      for (int c0 = 0; c0 < Ci; c0 += cbk) {
+      int cn = Ci - c0 < cbk ? Ci - c0 : cbk, last = c0 + cn == Ci;
       for (int tl = ch * tpc; tl < tl1; tl++) {
+        float *tile = accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V;
         int v0, J, b = 0;
-        if (p.mode == DC_GRID) { /* per image: chunk = image */
-          b = ch;
-          v0 = (tl - ch * tpc) * DC_J;
+        if (p.mode == DC_GRID) { /* chunk = image */
+          b = tl / p.ntile;
+          v0 = (tl % p.ntile) * DC_J;
           J = p.nvec - v0 < DC_J ? p.nvec - v0 : DC_J;
         } else if (V % DC_J == 1 && V > 1 && tl >= nt - 2) { /* 2 + 2 rather than 3 + 1 */
           v0 = V - 4 + 2 * (tl - (nt - 2));
@@ -473,7 +506,9 @@ static void dconv_forward(float *out, const float *inp, const float *weight, con
             off[j] = base + (ptrdiff_t)vl * DC_V;
           }
         }
-        fns[masked][J - 1](tile, xp, off, km, wb, wst, nr, Ci, p.S, KH, KW, p.rs);
+        fns[k33][masked][J - 1](tile, xp + (size_t)c0 * p.S, off, km, wb + (size_t)c0 * KK, wst,
+                                nr, cn, p.S, KH, KW, p.rs, c0 > 0);
+        if (!last) continue;
         for (int r = 0; r < nr; r++) {
           int co = cb * DC_R + r;
           float bv = bias ? bias[co] : 0.0f;
@@ -504,8 +539,11 @@ static void dconv_forward(float *out, const float *inp, const float *weight, con
           }
         }
       }
+      }
     }
+    free(accbuf);
   }
+  return accbuf_fail ? SDE_ENOMEM : SDE_OK;
 }
 #endif
 
@@ -520,9 +558,9 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
   if (dconv_usable(s)) {
-    dconv_forward(out, inp, weight, bias, s, col);
+    rc = dconv_forward(out, inp, weight, bias, s, col);
     free(owned);
-    return SDE_OK;
+    return rc;
   }
 #endif
   /* out <- bias, then the GEMMs accumulate onto it (beta = 1) */
