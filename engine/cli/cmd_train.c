@@ -44,6 +44,9 @@ static const char TRAIN_USAGE[] =
     "  --nf N  --ch-mult 1,2,2  --res-blocks N  --attn 16[,8]  --dropout P\n"
     "  --image-size N  --channels N  --sde vp|subvp|ve  --sigma-max S  --dataset-name NAME\n"
     "                        override single fields of the preset / config\n"
+    "  --num-classes K       train a time-dependent classifier (for `sample --classifier`)\n"
+    "  --labels FILE         class labels: IDX label file or .npy [N] (IDX image files find\n"
+    "                        their ...labels-idx1-ubyte[.gz] by themselves)\n"
     "Optimisation (defaults of the released configs):\n"
     "  --steps N             train until this many steps in all (required)\n"
     "  --batch N (128)  --lr X (2e-4)  --warmup N (5000)  --grad-clip X (1; <0 off)\n"
@@ -153,8 +156,8 @@ static int parse_int_list(const char *s, int *out, int max, int *n) {
 
 typedef struct {
   const char *data, *out, *preset, *model_config, *export_path, *ch_mult, *attn, *sde_name,
-      *dataset_name;
-  int nf, res_blocks, image_size, channels;
+      *dataset_name, *labels;
+  int nf, res_blocks, image_size, channels, num_classes;
   double dropout, sigma_max;
   int64_t steps;
   int batch, warmup, ema_warmup, reduce_mean, lw, no_flip;
@@ -242,7 +245,8 @@ static int parse_args(int argc, char **argv, train_args *a, int *help) {
   }
     STR("data", data) STR("out", out) STR("preset", preset) STR("model-config", model_config)
     STR("export", export_path) STR("ch-mult", ch_mult) STR("attn", attn) STR("sde", sde_name)
-    STR("dataset-name", dataset_name)
+    STR("dataset-name", dataset_name) STR("labels", labels)
+    NUM("num-classes", num_classes, 1, 1 << 20)
     NUM("nf", nf, 4, 65536) NUM("res-blocks", res_blocks, 1, 1000)
     NUM("image-size", image_size, 1, 65536) NUM("channels", channels, 1, 4)
     NUM("dropout", dropout, 0, 0.99) NUM("sigma-max", sigma_max, 1e-6, 1e9)
@@ -303,6 +307,10 @@ static int build_net_config(const train_args *a, sde_ncsnpp_config *c) {
   }
   if (!isnan(a->sigma_max)) c->sde.sigma_max = a->sigma_max;
   if (a->dataset_name) snprintf(c->dataset, sizeof c->dataset, "%s", a->dataset_name);
+  if (a->num_classes > 0) { /* time-dependent classifier: the down path + a linear head */
+    c->num_classes = a->num_classes;
+    c->scale_by_sigma = 0;
+  }
   c->continuous = 1;
   if (sde_ncsnpp_config_validate(c)) return fail("model config");
   return 0;
@@ -464,6 +472,12 @@ int cmd_train(int argc, char **argv) {
     sde_trainer_free(t);
     return fail(data_path);
   }
+  if (a.labels && sde_dataset_load_labels(a.labels, &ds)) {
+    sde_dataset_free(&ds);
+    sde_trainer_free(t);
+    return fail(a.labels);
+  }
+  if (nc->num_classes > 0 && a.sample_n > 0) a.sample_n = 0; /* a classifier draws nothing */
   int64_t nparams = sde_trainer_num_params(t);
   if (!a.quiet) {
     fprintf(stderr, "scoresde train: %s run in %s: %lld parameters, %s SDE, batch %d, data %s "

@@ -19,6 +19,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "scoresde/network.h"
 #include "scoresde/scoresde.h"
 
 /* ---- options ------------------------------------------------------------------------- */
@@ -38,6 +39,9 @@ typedef struct {
   int steps_per_scale;
   int64_t dim, max_points;
   double target;
+  const char *classifier; /* classifier guidance (sample): network file, class, scale */
+  int class_id;           /* -1: not given */
+  double guidance;        /* NAN: 1 */
 
   /* parsed names */
   sde_kind kind;
@@ -96,6 +100,12 @@ static const cli_option options[] = {
   {"mask", NULL, CLI_STR, OFF(mask), 0, 0, 0, "FILE",
    "known region, .npy or .png: 1 (white) = keep, 0 (black) = fill (required)", G_MASK},
   {"n", NULL, CLI_INT, OFF(n), 1, 10000000, 0, "N", "number of samples (16)", G_NSAMPLE},
+  {"classifier", NULL, CLI_STR, OFF(classifier), 0, 0, 0, "FILE",
+   "classifier guidance: a time-dependent classifier network (docs/training.md)", G_NSAMPLE},
+  {"class", NULL, CLI_INT, OFF(class_id), 0, 1000000, 0, "K",
+   "class to guide towards (with --classifier)", G_NSAMPLE},
+  {"guidance", NULL, CLI_DOUBLE, OFF(guidance), -BIG, BIG, 0, "S",
+   "guidance scale: score + S grad log p(class | x, t) (1)", G_NSAMPLE},
   {"n", NULL, CLI_INT, OFF(n), 1, 10000000, 0, "N",
    "number of outputs; inputs are reused cyclically (one per input)", G_NREUSE},
   {"seed", NULL, CLI_U64, OFF(seed), 0, 0, 0, "S", "random seed (0)", G_SEED},
@@ -534,6 +544,19 @@ static int run_sample(cli_cfg *c, const cli_command *cmd) {
     return cli_usage_error(cmd->name, "--in must be a .npy file of prior draws, not '%s'", c->in);
 
   if ((rc = load_model(cmd, c, &m))) return report(rc);
+  if (c->classifier || c->class_id >= 0) {
+    if (!c->classifier || c->class_id < 0) {
+      sde_model_free(m);
+      return cli_usage_error(cmd->name, "--classifier FILE and --class K go together");
+    }
+    sde_model *clf = NULL, *g = NULL;
+    if ((rc = sde_model_load(c->classifier, &clf)) ||
+        (rc = sde_guided_create(m, clf, c->class_id, isnan(c->guidance) ? 1.0 : c->guidance, &g))) {
+      if (!clf) sde_model_free(m);
+      return report(rc);
+    }
+    m = g;
+  }
   sde_sde sde;
   if ((rc = make_sde(c, m, &sde))) goto fail;
   if ((rc = check_png_out(c->out, m))) goto fail;
@@ -1117,6 +1140,8 @@ static void cfg_init(cli_cfg *c) {
   c->steps_per_scale = -1;
   c->dim = -1;
   c->max_points = 0;
+  c->class_id = -1;
+  c->guidance = NAN;
 }
 
 int main(int argc, char **argv) {

@@ -188,6 +188,55 @@ static int load_idx(const char *path, float **out, int *n, int *h, int *w) {
   return SDE_OK;
 }
 
+/* IDX unsigned-byte labels [N] or .npy [N] integers */
+int sde_dataset_load_labels(const char *path, sde_dataset *ds) {
+  int *lab = NULL, n = 0, rc;
+  if (sde_has_suffix(path, ".npy")) {
+    float *v;
+    int nd;
+    int64_t shape[SDE_NPY_MAX_DIMS];
+    if ((rc = sde_npy_read(path, &v, &nd, shape))) return rc;
+    if (nd != 1) {
+      free(v);
+      return sde_fail(SDE_EFORMAT, "%s: labels must be a 1-D array", path);
+    }
+    n = (int)shape[0];
+    lab = sde_malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    for (int i = 0; lab && i < n; i++) lab[i] = (int)v[i];
+    free(v);
+    if (!lab) return SDE_ENOMEM;
+  } else {
+    unsigned char *d = NULL;
+    size_t len = 0;
+    if ((rc = read_gz(path, (size_t)1 << 30, &d, &len))) return rc;
+    if (len < 8 || be32(d) != 0x00000801u || be32(d + 4) != len - 8) {
+      free(d);
+      return sde_fail(SDE_EFORMAT, "%s: not an IDX label file (magic 0x00000801)", path);
+    }
+    n = (int)(len - 8);
+    lab = sde_malloc((size_t)n * sizeof(int));
+    for (int i = 0; lab && i < n; i++) lab[i] = d[8 + i];
+    free(d);
+    if (!lab) return SDE_ENOMEM;
+  }
+  if (n != ds->n) {
+    free(lab);
+    return sde_fail(SDE_EFORMAT, "%s: %d labels for %d images", path, n, ds->n);
+  }
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    if (lab[i] < 0) {
+      free(lab);
+      return sde_fail(SDE_EFORMAT, "%s: negative label", path);
+    }
+    if (lab[i] + 1 > k) k = lab[i] + 1;
+  }
+  free(ds->labels);
+  ds->labels = lab;
+  ds->num_classes = k;
+  return SDE_OK;
+}
+
 static int is_directory(const char *path) {
   int fd = open(path, O_RDONLY | O_DIRECTORY);
   if (fd < 0) return 0;
@@ -263,12 +312,28 @@ int sde_dataset_load(const char *path, int image_size, int channels, sde_dataset
   ds->channels = want_c;
   ds->height = ds->width = S;
   ds->data = data;
+  const char *pos = strstr(path, "images-idx3");
+  if (pos) { /* the matching label file, when present */
+    size_t len = strlen(path);
+    char *lp = sde_malloc(len + 1);
+    if (lp) {
+      memcpy(lp, path, len + 1);
+      memcpy(lp + (pos - path), "labels-idx1", 11);
+      if (access(lp, R_OK) == 0 && sde_dataset_load_labels(lp, ds)) {
+        free(lp);
+        sde_dataset_free(ds);
+        return SDE_EFORMAT;
+      }
+      free(lp);
+    }
+  }
   return SDE_OK;
 }
 
 void sde_dataset_free(sde_dataset *ds) {
   if (!ds) return;
   free(ds->data);
+  free(ds->labels);
   memset(ds, 0, sizeof *ds);
 }
 
@@ -286,6 +351,7 @@ struct sde_trainer {
   int64_t step;
   /* batch scratch */
   float *x0, *xt, *out, *dout, *t, *labels, *z;
+  int *cls;               /* [B] class labels of the batch (classifiers) */
 };
 
 static int trainer_alloc(sde_trainer *t) {
@@ -303,13 +369,15 @@ static int trainer_alloc(sde_trainer *t) {
   t->trainable = sde_calloc(P, 1);
   t->x0 = sde_malloc(B * D * sizeof(float));
   t->xt = sde_malloc(B * D * sizeof(float));
-  t->out = sde_malloc(B * D * sizeof(float));
-  t->dout = sde_malloc(B * D * sizeof(float));
+  const size_t O = t->nc.num_classes > (int)D ? (size_t)t->nc.num_classes : D;
+  t->out = sde_malloc(B * O * sizeof(float));
+  t->dout = sde_malloc(B * O * sizeof(float));
+  t->cls = sde_calloc(B, sizeof(int));
   t->z = sde_malloc(B * D * sizeof(float));
   t->t = sde_malloc(B * sizeof(float));
   t->labels = sde_malloc(B * sizeof(float));
   if (!t->grad || !t->m || !t->v || !t->ema || !t->trainable || !t->x0 || !t->xt || !t->out ||
-      !t->dout || !t->z || !t->t || !t->labels)
+      !t->dout || !t->z || !t->t || !t->labels || !t->cls)
     return SDE_ENOMEM;
   int np;
   const sde_net_param *ps = sde_ncsnpp_params(t->net, &np);
@@ -350,6 +418,7 @@ void sde_trainer_free(sde_trainer *t) {
   sde_model_free(t->model);
   free(t->grad); free(t->m); free(t->v); free(t->ema); free(t->trainable);
   free(t->x0); free(t->xt); free(t->out); free(t->dout); free(t->z); free(t->t); free(t->labels);
+  free(t->cls);
   free(t);
 }
 
@@ -364,12 +433,17 @@ const float *sde_trainer_ema(const sde_trainer *t) { return t->ema; }
 const float *sde_trainer_adam_m(const sde_trainer *t) { return t->m; }
 const float *sde_trainer_adam_v(const sde_trainer *t) { return t->v; }
 
+static int finish_step(sde_trainer *t, double loss, sde_train_stats *st);
+
 int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st) {
   const sde_ncsnpp_config *nc = &t->nc;
   const sde_train_config *tc = &t->tc;
   const sde_sde *sde = &nc->sde;
   const int B = tc->batch, C = nc->num_channels, S = nc->image_size;
   const size_t D = (size_t)C * S * S;
+  if (nc->num_classes > 0 && (!ds || !ds->labels || ds->num_classes > nc->num_classes))
+    return sde_fail(SDE_EINVAL, "training a %d-class classifier needs data with labels in "
+                    "0..%d", nc->num_classes, nc->num_classes - 1);
   if (!ds || !ds->data || ds->n < 1 || ds->channels != C || ds->height != S || ds->width != S)
     return sde_fail(SDE_EINVAL, "training: dataset [%d, %d, %d, %d] does not fit the model's "
                     "[%d, %d, %d]", ds ? ds->n : 0, ds ? ds->channels : 0, ds ? ds->height : 0,
@@ -384,6 +458,7 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
     uint32_t ctr[4] = {(uint32_t)b, (uint32_t)step, BATCH_STREAM, (uint32_t)(step >> 32)}, r[4];
     sde_philox4x32(ctr, key, r);
     uint64_t idx = (((uint64_t)r[0] << 32) | r[1]) % (uint64_t)ds->n;
+    if (nc->num_classes > 0) t->cls[b] = ds->labels[idx];
     int flip = tc->random_flip && (r[3] & 1u);
     double u = ((double)r[2] + 0.5) * 0x1.0p-32;
     float tf = (float)(tc->eps + u * (1.0 - tc->eps));
@@ -420,8 +495,27 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
     free(mc);
     return rc;
   }
-  /* loss and dL/dout; score s = k·out with k = 1 (VE) or -1/std (VP, sub-VP) */
   double loss = 0.0;
+  if (nc->num_classes > 0) {
+    /* cross-entropy of log_softmax(logits)[y]; dL/dlogits = (softmax - onehot)/B */
+    const int K = nc->num_classes;
+    for (int b = 0; b < B; b++) {
+      const float *lg = t->out + (size_t)b * K;
+      float *d = t->dout + (size_t)b * K;
+      int y = t->cls[b];
+      double mx = lg[0], se = 0.0;
+      for (int k = 1; k < K; k++) mx = lg[k] > mx ? lg[k] : mx;
+      for (int k = 0; k < K; k++) se += exp((double)lg[k] - mx);
+      double lse = mx + log(se);
+      loss += lse - lg[y];
+      for (int k = 0; k < K; k++)
+        d[k] = (float)((exp((double)lg[k] - lse) - (k == y ? 1.0 : 0.0)) / (double)B);
+    }
+    free(mc);
+    loss /= (double)B;
+    return finish_step(t, loss, st);
+  }
+  /* loss and dL/dout; score s = k·out with k = 1 (VE) or -1/std (VP, sub-VP) */
   const double red = tc->reduce_mean ? 1.0 / (double)D : 0.5;
   for (int b = 0; b < B; b++) {
     const double std = sd[b];
@@ -444,6 +538,14 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
   }
   loss /= (double)B;
   free(mc);
+  return finish_step(t, loss, st);
+}
+
+/* backward of dout, clipping, Adam, EMA, step count */
+static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
+  const sde_train_config *tc = &t->tc;
+  const uint64_t step = (uint64_t)t->step;
+  int rc;
   if (!isfinite(loss)) return sde_fail(SDE_ENUMERIC, "training: loss is not finite at step %lld",
                                        (long long)t->step);
   const size_t P = (size_t)t->P;

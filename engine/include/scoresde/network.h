@@ -132,6 +132,12 @@ typedef struct {
   int conditional;
   double init_scale, dropout;          /* training only */
   int resamp_with_conv;
+  /* > 0: a time-dependent classifier instead of a score network (docs/training.md):
+   * the time embedding, conv_in and the down path of this config, then GroupNorm, SiLU,
+   * a global mean over H, W and a Linear to num_classes logits [B, num_classes]
+   * (modules GroupNorm + Linear after the down path; no middle, up path or heads). Runs
+   * only through sde_ncsnpp_train_forward/backward. "num_classes" in the JSON. */
+  int num_classes;
   /* data */
   int image_size, num_channels, centered;
   char dataset[64];
@@ -199,7 +205,8 @@ int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int with_dropo
                             sde_ncsnpp_train **out);
 void sde_ncsnpp_train_free(sde_ncsnpp_train *tw);
 size_t sde_ncsnpp_train_bytes(const sde_ncsnpp_train *tw);
-/* out[B, C,H,W] = net(x, labels), the same numbers as sde_ncsnpp_forward when dropout is 0.
+/* out[B, C,H,W] = net(x, labels), the same numbers as sde_ncsnpp_forward when dropout is 0
+ * (a classifier config writes logits out[B, num_classes]).
  * With dropout p > 0 (the workspace made with_dropout) every ResnetBlock's Dropout_0
  * zeroes an activation when u < p and scales the others by 1/(1-p), u = sde_randu(seed,
  * stream0 + b, 1000 + module index)[element of sample b]: deterministic for a key. */
@@ -228,6 +235,17 @@ int sde_network_create(const sde_ncsnpp_config *c, const float *params, sde_mode
 /* Writes m (a network) as .safetensors with the "scoresde" metadata (+ extra pairs). */
 int sde_network_save(const sde_model *m, const char *path, const char *const *extra_meta,
                      int n_extra);
+
+/* Classifier guidance (spec §5.3): a score model whose score is
+ *   s(x, t) + scale · ∇x log p(y = class_id | x, t)
+ * with p from a time-dependent classifier network (config num_classes > 0, trained by
+ * `scoresde train --num-classes K`; labels from t as for the base model's SDE). Takes
+ * ownership of base and classifier (freed with the result, or on failure). No score_vjp. */
+int sde_guided_create(sde_model *base, sde_model *classifier, int class_id, double scale,
+                      sde_model **out);
+/* log p(y | x, t) for all classes: logp[n, num_classes] (log-softmax of the logits). */
+int sde_classifier_logp(const sde_model *classifier, const sde_sde *sde, int n, const float *x,
+                        const float *t, float *logp);
 
 /* Imports a diffusers UNet2DModel NCSN++ folder (config.json +
  * diffusion_pytorch_model.safetensors; DIR or DIR/unet): SkipDownBlock2D /

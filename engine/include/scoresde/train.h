@@ -17,7 +17,11 @@
  * times (same draw), the noise z (sde_randn(seed + 1, step, b + 1)), the dropout masks
  * (seed + 2, streams step·2^16 + b). Reductions run in a fixed order, so a run is
  * bit-identical for any thread count, and a run resumed from a checkpoint equals the
- * uninterrupted run bit for bit. */
+ * uninterrupted run bit for bit.
+ *
+ * Classifier networks (config num_classes > 0) train the time-dependent classifier of
+ * classifier guidance (spec §5.3) on the same noised batches: loss = mean cross-entropy of
+ * log_softmax(logits(x_t, t))[y]; the data need labels. */
 #ifndef SCORESDE_TRAIN_H
 #define SCORESDE_TRAIN_H
 
@@ -57,6 +61,8 @@ int sde_train_config_from_json(const sde_json *j, sde_train_config *tc);
 typedef struct {
   int n, channels, height, width;
   float *data;
+  int *labels;     /* [n] class labels or NULL (needed to train a classifier) */
+  int num_classes; /* 1 + the largest label */
 } sde_dataset;
 
 /* Loads a folder of PNGs, a .npy ([N,C,H,W] or [N,H,W], values in [0,1]; uint8 arrays
@@ -65,6 +71,10 @@ typedef struct {
  * (28x28 -> 32x32 adds 2 pixels on every side); larger ones are an error. channels 0
  * keeps the file's own; otherwise gray and RGB convert. */
 int sde_dataset_load(const char *path, int image_size, int channels, sde_dataset *ds);
+/* Class labels for ds: an IDX label file (magic 0x00000801, gzip ok) or a .npy [N] of
+ * integers. sde_dataset_load reads them by itself for an IDX image file named
+ * "...images-idx3-ubyte[.gz]" when the matching "...labels-idx1-ubyte[.gz]" exists. */
+int sde_dataset_load_labels(const char *path, sde_dataset *ds);
 void sde_dataset_free(sde_dataset *ds);
 
 /* PyTorch score_sde initialisation of a network (models/layers.py default_init):

@@ -202,6 +202,7 @@ static int parse_model_fields(const sde_json *o, sde_ncsnpp_config *c) {
   if ((rc = sde_json_opt_number(o, "dropout", &c->dropout))) return sde_fail_context(rc, "config");
   if ((rc = sde_json_opt_bool(o, "resamp_with_conv", &c->resamp_with_conv)))
     return sde_fail_context(rc, "config");
+  if ((rc = parse_int(o, "num_classes", 0, 1 << 20, &c->num_classes))) return rc;
   return SDE_OK;
 }
 
@@ -307,6 +308,9 @@ int sde_ncsnpp_config_validate(const sde_ncsnpp_config *c) {
     return sde_fail(SDE_EINVAL, "config: progressive_input must be none, input_skip or residual");
   if (c->embedding_type == SDE_EMBED_FOURIER && !c->continuous)
     return sde_fail(SDE_EINVAL, "config: Fourier embeddings need continuous training");
+  if (c->num_classes < 0) return sde_fail(SDE_EINVAL, "config: num_classes < 0");
+  if (c->num_classes > 0 && c->scale_by_sigma)
+    return sde_fail(SDE_EINVAL, "config: a classifier (num_classes > 0) has no scale_by_sigma");
   if (c->embedding_type == SDE_EMBED_POSITIONAL && c->nf < 4)
     return sde_fail(SDE_EINVAL, "config: positional embedding needs nf >= 4");
   if (c->has_sde) {
@@ -371,6 +375,7 @@ char *sde_ncsnpp_config_to_json(const sde_ncsnpp_config *c) {
             c->embedding_type == SDE_EMBED_FOURIER ? "fourier" : "positional", c->fourier_scale,
             c->scale_by_sigma ? "true" : "false", c->conditional ? "true" : "false",
             c->init_scale, c->dropout, c->resamp_with_conv ? "true" : "false");
+  if (c->num_classes > 0) sb_printf(&b, "\"num_classes\":%d,", c->num_classes);
   if (c->has_sde)
     sb_printf(&b, "\"sde\":{\"kind\":\"%s\",\"sigma_min\":%.17g,\"sigma_max\":%.17g,"
               "\"beta_min\":%.17g,\"beta_max\":%.17g,\"N\":%d},",
@@ -658,6 +663,15 @@ static int plan_network(const sde_ncsnpp_config *c, planner *p) {
     }
   }
   in_ch = p->hs_ch[p->n_hs - 1];
+  if (c->num_classes > 0) { /* classifier head: GroupNorm, act, mean over H, W, Linear */
+    plan_groupnorm(p, in_ch, res);
+    add_module(p, M_LINEAR, in_ch, c->num_classes, 1);
+    add_param(p, "weight", 1, 2, c->num_classes, in_ch, 0, 0);
+    add_param(p, "bias", 1, 1, c->num_classes, 0, 0, 0);
+    p->flops += 2.0 * in_ch * c->num_classes;
+    if (p->oom) return sde_fail(SDE_ENOMEM, "out of memory planning the network");
+    return SDE_OK;
+  }
   plan_resblock(p, in_ch, in_ch, res, 0, 0);
   plan_attn(p, in_ch, res);
   plan_resblock(p, in_ch, in_ch, res, 0, 0);
@@ -1022,6 +1036,8 @@ static int run_upsample(fwd_ctx *ctx, const net_module *m, const float *x, float
 static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float *out) {
   const sde_ncsnpp *net = ctx->net;
   const sde_ncsnpp_config *c = &net->config;
+  if (c->num_classes > 0)
+    return sde_fail(SDE_EUNSUPPORTED, "a classifier network runs through the training forward");
   const net_module *mods = net->modules;
   const int B = ctx->B, nf = c->nf, L = c->num_levels, R = c->num_res_blocks, C0 = c->num_channels;
   const size_t act_n = (size_t)B * (size_t)net->max_act;
@@ -1287,6 +1303,7 @@ enum {
   TP_ADD,      /* out = in0 + in1, or (in0 + in1)/sqrt(2) when k = 1 */
   TP_CONCAT,   /* out = [in0 (C channels), in1 (C2 channels)] over H*H */
   TP_SCALE,    /* out = in0 / sigma[b] per sample (scale_by_sigma) */
+  TP_HEAD,     /* classifier: Linear(mean_HW(act(GroupNorm(in0)))): m (GroupNorm), m2 (Linear) */
 };
 
 typedef struct {
@@ -1317,6 +1334,7 @@ struct sde_ncsnpp_train {
   int mod_fourier, mod_lin0;                 /* module indices (-1 if absent) */
   float *u, *emb, *t1, *t1a, *t2, *ta, *dta; /* time embedding chain */
   int x_id, out_id;
+  size_t out_n;
 };
 
 static int tt_new(fwd_ctx *ctx, size_t n) {
@@ -1789,6 +1807,57 @@ static int tr_concat(fwd_ctx *ctx, int a, int b, int Ca, int Cb, int H, int *out
   return SDE_OK;
 }
 
+/* Saved: s0 g = GN(x), s1 mean, s2 rstd, s3 a = act(g), s4 pooled [B, C]. */
+static int tr_head(fwd_ctx *ctx, const net_module *gn, const net_module *lin, int in, int *outp) {
+  const int B = ctx->B, C = gn->in_ch, H = gn->res, G = sde_nn_groupnorm_groups(C),
+            K = lin->out_ch;
+  const size_t n = (size_t)B * C * H * H, HW = (size_t)H * H;
+  tape_op *op = tp_push(ctx, TP_HEAD, gn);
+  op->m2 = lin;
+  op->in0 = in;
+  float *g = ws_alloc(ctx, n), *mean = ws_alloc(ctx, (size_t)B * G),
+        *rstd = ws_alloc(ctx, (size_t)B * G), *a = ws_alloc(ctx, n),
+        *pooled = ws_alloc(ctx, (size_t)B * C);
+  int out = op->out = tt_new(ctx, (size_t)B * K);
+  *outp = out;
+  float *save[5] = {g, mean, rstd, a, pooled};
+  memcpy(op->s, save, sizeof save);
+  RUN(sde_nn_groupnorm_forward(g, mean, rstd, TD(ctx, in), P(ctx, gn, 0), P(ctx, gn, 1), B, C,
+                               (int)HW, G, SDE_NN_GROUPNORM_EPS));
+  DO(sde_nn_silu_forward(a, g, n));
+  if (!ctx->measure)
+    for (size_t bc = 0; bc < (size_t)B * C; bc++) {
+      double acc = 0.0;
+      for (size_t q = 0; q < HW; q++) acc += a[bc * HW + q];
+      pooled[bc] = (float)(acc / (double)HW);
+    }
+  RUN(sde_nn_linear_forward(TD(ctx, out), pooled, P(ctx, lin, 0), P(ctx, lin, 1), B, C, K));
+  return SDE_OK;
+}
+
+static int tr_head_bwd(fwd_ctx *ctx, const tape_op *op) {
+  const net_module *gn = op->m, *lin = op->m2;
+  const int B = ctx->B, C = gn->in_ch, H = gn->res, G = sde_nn_groupnorm_groups(C),
+            K = lin->out_ch;
+  const size_t n = (size_t)B * C * H * H, HW = (size_t)H * H;
+  float *const *s = op->s;
+  float *dx = TG(ctx, op->in0);
+  size_t mark = ctx->top;
+  float *dp = zalloc(ctx, (size_t)B * C), *da = ws_alloc(ctx, n), *dg = zalloc(ctx, n);
+  RUN(sde_nn_linear_backward(dp, GP(ctx, lin, 0), GP(ctx, lin, 1), TG(ctx, op->out), s[4],
+                             P(ctx, lin, 0), B, C, K));
+  if (!ctx->measure)
+    for (size_t bc = 0; bc < (size_t)B * C; bc++) {
+      const float v = (float)(dp[bc] / (double)HW);
+      for (size_t q = 0; q < HW; q++) da[bc * HW + q] = v;
+    }
+  DO(sde_nn_silu_backward(dg, da, s[0], n));
+  RUN(sde_nn_groupnorm_backward(dx, GP(ctx, gn, 0), GP(ctx, gn, 1), dg, TD(ctx, op->in0), s[1],
+                                s[2], P(ctx, gn, 0), B, C, (int)HW, G));
+  ctx->top = mark;
+  return SDE_OK;
+}
+
 static int tape_backward_op(fwd_ctx *ctx, const tape_op *op) {
   const int B = ctx->B;
   switch (op->kind) {
@@ -1797,6 +1866,7 @@ static int tape_backward_op(fwd_ctx *ctx, const tape_op *op) {
                            TG(ctx, op->out), TD(ctx, op->in0), P(ctx, op->m, 0), op->C, op->C2,
                            op->H, op->k);
     case TP_RES: return tr_resblock_bwd(ctx, op);
+    case TP_HEAD: return tr_head_bwd(ctx, op);
     case TP_ATTN: return tr_attn_bwd(ctx, op);
     case TP_NORMCONV: return tr_normconv_bwd(ctx, op);
     case TP_DOWN: return tr_downsample_bwd(ctx, op);
@@ -1936,6 +2006,18 @@ static int train_walk(fwd_ctx *ctx, const float *x, const float *labels, float *
     }
   }
 
+  if (c->num_classes > 0) { /* classifier: head on the last down-path tensor */
+    int logits;
+    if ((rc = tr_head(ctx, &mods[mi], &mods[mi + 1], hs[n_hs - 1], &logits))) return rc;
+    mi += 2;
+    if (mi != net->n_modules)
+      return sde_fail(SDE_EINVAL, "internal: walked %d of %d modules", mi, net->n_modules);
+    tr->out_id = logits;
+    tr->out_n = (size_t)B * c->num_classes;
+    DO(memcpy(out, TD(ctx, logits), tr->out_n * sizeof(float)));
+    return SDE_OK;
+  }
+
   /* middle */
   if ((rc = tr_resblock(ctx, &mods[mi++], hs[n_hs - 1], &h))) return rc;
   if ((rc = tr_attn(ctx, &mods[mi++], h, &h))) return rc;
@@ -2018,6 +2100,7 @@ static int train_walk(fwd_ctx *ctx, const float *x, const float *labels, float *
     final = so;
   }
   tr->out_id = final;
+  tr->out_n = x_n;
   DO(memcpy(out, TD(ctx, final), x_n * sizeof(float)));
   return SDE_OK;
 }
@@ -2032,7 +2115,7 @@ static int train_backward_walk(fwd_ctx *ctx, const float *dout, float *dx) {
   if (!ctx->measure) {
     for (int i = 0; i < tr->n_t; i++) tr->t[i].touched = 0;
     if (tr->dta) memset(tr->dta, 0, (size_t)B * 4 * nf * sizeof(float));
-    memcpy(TG(ctx, tr->out_id), dout, x_n * sizeof(float));
+    memcpy(TG(ctx, tr->out_id), dout, tr->out_n * sizeof(float));
   }
   for (int i = tr->n_ops - 1; i >= 0; i--) {
     const tape_op *op = &tr->ops[i];
