@@ -1,0 +1,32 @@
+#!/bin/sh
+# Trains, or resumes after any interruption, the shipped Fashion-MNIST model
+# (models/fashion-mnist-32.md, docs/training.md) in runs/fashion-mnist-32/.
+#
+#   scripts/train-fashion-mnist.sh [BUILD_DIR]          foreground (Ctrl-C checkpoints)
+#   nohup scripts/train-fashion-mnist.sh >> runs/fashion-mnist-32.log 2>&1 &
+#   EXPORT=1 scripts/train-fashion-mnist.sh             export the EMA weights of the
+#                                                       latest checkpoint, no training
+#
+# The run is bit-identical however often it is interrupted. A second copy refuses to
+# start (lock runs/fashion-mnist-32.lock). The tool is copied to runs/bin once, so
+# rebuilding does not disturb a running training (REFRESH_BIN=1 copies it again).
+# Needs the Debian package dataset-fashion-mnist.
+set -e
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+mkdir -p runs
+if [ ! -x runs/bin/scoresde ] || [ -n "$REFRESH_BIN" ]; then
+  mkdir -p runs/bin
+  cp "$BUILD/engine/scoresde" "$BUILD/engine/libscoresde.so" runs/bin/
+fi
+ENV="env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=${THREADS:-2} OMP_WAIT_POLICY=passive"
+if [ -n "$EXPORT" ]; then
+  exec $ENV runs/bin/scoresde train --out runs/fashion-mnist-32 --resume --steps 0 \
+    --sample-n 64 --sample-steps 500 --export models/fashion-mnist-32.safetensors
+fi
+exec 9>runs/fashion-mnist-32.lock
+flock -n 9 || { echo "another training of runs/fashion-mnist-32 is running" >&2; exit 1; }
+exec $ENV nice -n 19 runs/bin/scoresde train --data fashion-mnist --out runs/fashion-mnist-32 \
+  --preset fashion-mnist-32 --batch 32 --lr 5e-4 --warmup 500 --ema 0.999 --ema-warmup \
+  --reduce-mean --seed 0 --steps ${STEPS:-100000} --ckpt-every 250 --ckpt-minutes 5 \
+  --log-every 50 --sample-every 1000 --sample-steps 200 --resume
