@@ -78,7 +78,11 @@ static void print_network(const sde_model *m) {
   int is_ddpmpp = c->resblock_type == SDE_RESBLOCK_BIGGAN && !c->fir &&
                   c->progressive == SDE_PROG_NONE && c->progressive_input == SDE_PROG_NONE &&
                   c->embedding_type == SDE_EMBED_POSITIONAL;
-  printf("network     %s (class NCSNpp)\n", is_ddpmpp ? "DDPM++" : "NCSN++");
+  if (c->num_classes > 0)
+    printf("network     time-dependent classifier, %d classes (%s down path + GroupNorm, "
+           "mean, Linear)\n", c->num_classes, is_ddpmpp ? "DDPM++" : "NCSN++");
+  else
+    printf("network     %s (class NCSNpp)\n", is_ddpmpp ? "DDPM++" : "NCSN++");
   printf("id          %s\n", m->id);
   printf("data        %dx%dx%d (C x H x W), %s, dataset %s\n", c->num_channels, c->image_size,
          c->image_size, c->centered ? "centred [-1,1]" : "[0,1]", c->dataset[0] ? c->dataset : "?");

@@ -562,8 +562,11 @@ int cmd_train(int argc, char **argv) {
       char facts[4096];
       snprintf(facts, sizeof facts,
                "{\"steps\":%lld,\"wall_seconds\":%.1f,\"data\":\"%s\",\"weights\":\"ema\","
-               "\"objective\":\"dsm continuous (score_sde eq. 7)\",\"train\":%s}",
-               (long long)sde_trainer_step_count(t), wall, data, tj ? tj : "{}");
+               "\"objective\":\"%s\",\"train\":%s}",
+               (long long)sde_trainer_step_count(t), wall, data,
+               nc->num_classes > 0 ? "cross-entropy of a time-dependent classifier on noised data"
+                                   : "dsm continuous (score_sde eq. 7)",
+               tj ? tj : "{}");
       free(tj);
       const char *meta[] = {"training", facts};
       if (sde_trainer_export(t, a.export_path, meta, 1)) status = fail(a.export_path);
