@@ -26,8 +26,11 @@ extern "C" {
 
 /* ---------------------------------------------------------------------------------------
  * conv2d: out[B,C_out,Ho,Wo] = Σ weight[C_out,C_in,KH,KW] ⋆ pad(inp[B,C_in,H,W]) + bias[C_out]
- * Ho = (H + pad_top + pad_bottom - KH)/stride + 1, Wo likewise. im2col + sgemm (no im2col
- * for 1x1, stride 1, no padding). */
+ * Ho = (H + pad_top + pad_bottom - KH)/stride + 1, Wo likewise. On CPUs with AVX-512F,
+ * stride-1 non-pointwise convs are computed directly (zero-padded planes, register tiles of
+ * 8 output channels x 48 positions, one fixed-order FMA chain per output; set
+ * SDE_NN_NO_DIRECT_CONV=1 to disable it and the AVX-512 GroupNorm/SiLU); otherwise
+ * im2col + sgemm (no im2col for 1x1, stride 1, no padding). */
 typedef struct {
   int B, C_in, H, W;  /* input [B, C_in, H, W] */
   int C_out, KH, KW;  /* weight [C_out, C_in, KH, KW], bias [C_out] */
