@@ -22,7 +22,7 @@ fi
 ENV="env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=${THREADS:-2} OMP_WAIT_POLICY=passive"
 if [ -n "$EXPORT" ]; then
   exec $ENV runs/bin/scoresde train --out runs/fashion-mnist-32 --resume --steps 0 \
-    --sample-n 64 --sample-steps 500 --export models/fashion-mnist-32.safetensors
+    --sample-n 36 --sample-steps 200 --export models/fashion-mnist-32.safetensors
 fi
 exec 9>runs/fashion-mnist-32.lock
 flock -n 9 || { echo "another training of runs/fashion-mnist-32 is running" >&2; exit 1; }
