@@ -452,6 +452,14 @@ int cmd_train(int argc, char **argv) {
     free(w);
     data_saved = sde_checkpoint_metadata(ckpt, "data");
     resumed = 1;
+    if (a.preset || a.model_config || a.ch_mult || a.attn || a.sde_name || a.nf > 0 ||
+        a.res_blocks > 0 || a.image_size > 0 || a.channels > 0 || !isnan(a.dropout) ||
+        a.num_classes > 0 || a.batch > 0 || !isnan(a.lr) || a.warmup >= 0 ||
+        !isnan(a.grad_clip) || !isnan(a.ema) || a.ema_warmup || a.reduce_mean || a.lw ||
+        a.no_flip || a.have_seed)
+      if (!a.quiet)
+        fprintf(stderr, "scoresde train: note: resuming %s: the model and training settings "
+                "come from the checkpoint; those on the command line are not used\n", ckpt);
   }
   const char *data = a.data ? a.data : data_saved;
   if (!data) return usage_error("%s", "--data SRC is required");
