@@ -285,6 +285,28 @@ static void test_resume_cli(void) {
   snprintf(p2, sizeof p2, "%s/samples/step_0000006.png", r2);
   struct stat sb;
   TAP_CHECK(stat(p2, &sb) == 0, "EMA sample grid written at the end");
+  /* a classifier from .npy labels, then guided sampling through the CLI */
+  float lab[32];
+  for (int i = 0; i < N; i++) lab[i] = (float)(i % 2);
+  char labels[512];
+  snprintf(labels, sizeof labels, "%s/labels.npy", tmpdir);
+  int64_t lshape[1] = {N};
+  sde_npy_write(labels, lab, 1, lshape);
+  snprintf(cmd, sizeof cmd, "%s train --data %s --labels %s --num-classes 2 --out %s/run_clf "
+           "--preset tiny --image-size 8 --attn 4 --batch 4 --steps 3 --quiet "
+           "--export %s/cli_clf.safetensors", cli, data, labels, tmpdir, tmpdir);
+  int c1 = system(cmd);
+  snprintf(cmd, sizeof cmd, "%s sample --model %s/cli_model.safetensors --classifier "
+           "%s/cli_clf.safetensors --class 1 --guidance 3 --n 2 --steps 5 --quiet "
+           "--out %s/guided.npy", cli, tmpdir, tmpdir, tmpdir);
+  int c2 = system(cmd);
+  snprintf(cmd, sizeof cmd, "%s sample --model %s/cli_model.safetensors --classifier "
+           "%s/cli_clf.safetensors --class 2 --n 2 --steps 5 --quiet --out %s/bad.npy "
+           "2>/dev/null", cli, tmpdir, tmpdir, tmpdir);
+  int c3 = system(cmd);
+  TAP_CHECK(c1 == 0 && c2 == 0 && c3 != 0,
+            "CLI: train --num-classes 2 --labels .npy (exit %d), sample --classifier --class 1 "
+            "(exit %d); class 2 of 2 refused", c1, c2);
 }
 
 static double mean_of(const double *x, int n, double *se) {
