@@ -243,6 +243,10 @@ int sde_network_save(const sde_model *m, const char *path, const char *const *ex
  * ownership of base and classifier (freed with the result, or on failure). No score_vjp. */
 int sde_guided_create(sde_model *base, sde_model *classifier, int class_id, double scale,
                       sde_model **out);
+/* The same without ownership: base and classifier (shared, e.g. from a model cache) must
+ * outlive the result; sde_model_free(result) frees only the wrapper. */
+int sde_guided_wrap(const sde_model *base, const sde_model *classifier, int class_id,
+                    double scale, sde_model **out);
 /* log p(y | x, t) for all classes: logp[n, num_classes] (log-softmax of the logits). */
 int sde_classifier_logp(const sde_model *classifier, const sde_sde *sde, int n, const float *x,
                         const float *t, float *logp);

@@ -415,6 +415,7 @@ typedef struct {
   sde_model *base, *clf;
   int y;
   double scale;
+  int owns; /* base and clf are freed with the guided model (sde_guided_create) */
 } guided_impl;
 
 static int guided_score(const sde_model *m, const sde_sde *sde, int n, const float *x,
@@ -433,11 +434,11 @@ static int guided_score(const sde_model *m, const sde_sde *sde, int n, const flo
 static void guided_destroy(sde_model *m) {
   if (!m) return;
   guided_impl *g = m->impl;
-  if (g) {
+  if (g && g->owns) {
     sde_model_free(g->base);
     sde_model_free(g->clf);
-    free(g);
   }
+  free(g);
   free(m);
 }
 
@@ -449,50 +450,57 @@ static const sde_model_ops guided_ops = {
   .destroy = guided_destroy,
 };
 
-int sde_guided_create(sde_model *base, sde_model *classifier, int class_id, double scale,
-                      sde_model **out) {
+static int guided_new(const sde_model *base, const sde_model *classifier, int class_id,
+                      double scale, int owns, sde_model **out) {
   *out = NULL;
   const sde_ncsnpp_config *c = sde_network_config(classifier);
-  int rc = SDE_OK;
   if (!base || !c || c->num_classes < 1)
-    rc = sde_fail(SDE_EINVAL, "guidance needs a score model and a classifier network");
-  else if (class_id < 0 || class_id >= c->num_classes)
-    rc = sde_fail(SDE_EINVAL, "class %d outside 0..%d of the classifier", class_id,
-                  c->num_classes - 1);
-  else if (!isfinite(scale))
-    rc = sde_fail(SDE_EINVAL, "guidance scale is not finite");
-  else if (sde_model_dim(base) != sde_model_dim(classifier) ||
-           base->channels != classifier->channels || base->height != classifier->height)
-    rc = sde_fail(SDE_EINVAL, "classifier input %dx%dx%d differs from the model's %dx%dx%d",
-                  classifier->channels, classifier->height, classifier->width, base->channels,
-                  base->height, base->width);
-  else if (base->centered != classifier->centered)
-    rc = sde_fail(SDE_EINVAL, "classifier and model scale the data differently (centered)");
-  sde_model *m = NULL;
-  guided_impl *g = NULL;
-  if (!rc) {
-    m = sde_calloc(1, sizeof *m);
-    g = sde_calloc(1, sizeof *g);
-    if (!m || !g) rc = SDE_ENOMEM;
-  }
-  if (rc) {
+    return sde_fail(SDE_EINVAL, "guidance needs a score model and a classifier network");
+  if (class_id < 0 || class_id >= c->num_classes)
+    return sde_fail(SDE_EINVAL, "class %d outside 0..%d of the classifier", class_id,
+                    c->num_classes - 1);
+  if (!isfinite(scale)) return sde_fail(SDE_EINVAL, "guidance scale is not finite");
+  if (sde_model_dim(base) != sde_model_dim(classifier) ||
+      base->channels != classifier->channels || base->height != classifier->height)
+    return sde_fail(SDE_EINVAL, "classifier input %dx%dx%d differs from the model's %dx%dx%d",
+                    classifier->channels, classifier->height, classifier->width,
+                    base->channels, base->height, base->width);
+  if (base->centered != classifier->centered)
+    return sde_fail(SDE_EINVAL, "classifier and model scale the data differently (centered)");
+  sde_model *m = sde_calloc(1, sizeof *m);
+  guided_impl *g = sde_calloc(1, sizeof *g);
+  if (!m || !g) {
     free(m);
     free(g);
-    sde_model_free(base);
-    sde_model_free(classifier);
-    return rc;
+    return SDE_ENOMEM;
   }
   *m = *base; /* shape, scaling, SDE */
   m->id[0] = 0;
-  g->base = base;
-  g->clf = classifier;
+  g->base = (sde_model *)base;
+  g->clf = (sde_model *)classifier;
   g->y = class_id;
   g->scale = scale;
+  g->owns = owns;
   m->ops = &guided_ops;
   m->impl = g;
   m->num_classes = c->num_classes;
   *out = m;
   return SDE_OK;
+}
+
+int sde_guided_create(sde_model *base, sde_model *classifier, int class_id, double scale,
+                      sde_model **out) {
+  int rc = guided_new(base, classifier, class_id, scale, 1, out);
+  if (rc) {
+    sde_model_free(base);
+    sde_model_free(classifier);
+  }
+  return rc;
+}
+
+int sde_guided_wrap(const sde_model *base, const sde_model *classifier, int class_id,
+                    double scale, sde_model **out) {
+  return guided_new(base, classifier, class_id, scale, 0, out);
 }
 
 /* ---- construction --------------------------------------------------------------------- */
