@@ -24,8 +24,6 @@
 #define GST_SCORESDE_SOURCE_MODELSDIR "models"
 #endif
 
-#define DEFAULT_MODEL_FILE "default.json"
-
 GST_DEBUG_CATEGORY_STATIC (scoresde_model_debug);
 #define GST_CAT_DEFAULT scoresde_model_debug
 
@@ -66,7 +64,8 @@ canonicalize (const gchar * path)
 }
 
 gchar *
-gst_scoresde_model_resolve_path (const gchar * path, GError ** error)
+gst_scoresde_model_resolve_path (const gchar * path, const gchar * default_file,
+    GError ** error)
 {
   gchar *canon;
 
@@ -102,12 +101,13 @@ gst_scoresde_model_resolve_path (const gchar * path, GError ** error)
       return canon;
     }
 
-    installed = g_build_filename (GST_SCORESDE_MODELSDIR, DEFAULT_MODEL_FILE,
-        NULL);
+    if (default_file == NULL)
+      default_file = GST_SCORESDE_DEFAULT_MODEL_FILE;
+    installed = g_build_filename (GST_SCORESDE_MODELSDIR, default_file, NULL);
     canon = canonicalize (installed);
     if (canon == NULL) {
       source = g_build_filename (GST_SCORESDE_SOURCE_MODELSDIR,
-          DEFAULT_MODEL_FILE, NULL);
+          default_file, NULL);
       canon = canonicalize (source);
       if (canon == NULL)
         g_set_error (error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
@@ -192,6 +192,14 @@ GstScoreSdeModel *
 gst_scoresde_model_cache_acquire (const gchar * path, GstScoreSdeDevice device,
     GError ** error)
 {
+  return gst_scoresde_model_cache_acquire_full (path,
+      GST_SCORESDE_DEFAULT_MODEL_FILE, device, error);
+}
+
+GstScoreSdeModel *
+gst_scoresde_model_cache_acquire_full (const gchar * path,
+    const gchar * default_file, GstScoreSdeDevice device, GError ** error)
+{
   gchar *canon, *key;
   CacheEntry *e;
 
@@ -205,7 +213,7 @@ gst_scoresde_model_cache_acquire (const gchar * path, GstScoreSdeDevice device,
   if (device == GST_SCORESDE_DEVICE_AUTO)
     device = GST_SCORESDE_DEVICE_CPU;
 
-  canon = gst_scoresde_model_resolve_path (path, error);
+  canon = gst_scoresde_model_resolve_path (path, default_file, error);
   if (canon == NULL)
     return NULL;
   key = g_strdup_printf ("%s\n%d", canon, (gint) device);

@@ -18,10 +18,17 @@ G_BEGIN_DECLS
  * GST_SCORESDE_MODEL_ENV:
  *
  * Environment variable naming the model used when an element's `model` property is
- * empty. When unset, the installed `<datadir>/gst-scoresde/models/default.json` is
- * used, else the source tree's `models/default.json` (uninstalled use).
+ * empty (for every element). When unset, the element's default file (below) is taken
+ * from the installed `<datadir>/gst-scoresde/models/`, else from the source tree's
+ * `models/` (uninstalled use).
  */
 #define GST_SCORESDE_MODEL_ENV "SCORESDE_DEFAULT_MODEL"
+
+/* The shipped default models: the trained Fashion-MNIST DDPM++ (scoresdesrc, encode,
+ * decode, interp, inpaint) and the trained emoji model (scoresdecolorize, which needs
+ * colour). */
+#define GST_SCORESDE_DEFAULT_MODEL_FILE "fashion-mnist-32.safetensors"
+#define GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE "emoji-32.safetensors"
 
 typedef struct _GstScoreSdeModel GstScoreSdeModel;
 
@@ -54,9 +61,11 @@ struct _GstScoreSdeModel
 GType gst_scoresde_model_get_type (void);
 
 /* Returns the canonical (realpath) file to load for `path`; NULL or "" selects the
- * shipped default (see GST_SCORESDE_MODEL_ENV). On failure returns NULL and sets
+ * shipped default `default_file` (NULL: GST_SCORESDE_DEFAULT_MODEL_FILE; see
+ * GST_SCORESDE_MODEL_ENV). On failure returns NULL and sets
  * GST_RESOURCE_ERROR_NOT_FOUND. Free with g_free(). */
-gchar *gst_scoresde_model_resolve_path (const gchar * path, GError ** error);
+gchar *gst_scoresde_model_resolve_path (const gchar * path,
+    const gchar * default_file, GError ** error);
 
 /* Returns the handle of the model in `path` (NULL or "" = the shipped default) on
  * `device`, loading it on first use. Thread-safe. Errors (GStreamer error domains,
@@ -67,6 +76,9 @@ gchar *gst_scoresde_model_resolve_path (const gchar * path, GError ** error);
  * Release with gst_scoresde_model_cache_release(). */
 GstScoreSdeModel *gst_scoresde_model_cache_acquire (const gchar * path,
     GstScoreSdeDevice device, GError ** error);
+/* The same with another default file for an empty `path`. */
+GstScoreSdeModel *gst_scoresde_model_cache_acquire_full (const gchar * path,
+    const gchar * default_file, GstScoreSdeDevice device, GError ** error);
 
 /* Drops one reference; the model is unloaded when its last user releases it. */
 void gst_scoresde_model_cache_release (GstScoreSdeModel * model);

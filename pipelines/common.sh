@@ -3,7 +3,7 @@
 # Environment (every script):
 #   BUILD_DIR   meson build folder holding the plugin (default: <repo>/build)
 #   OUT_DIR     where results go (default: ./out)
-#   MODEL       model file; empty = the shipped default (models/default.json)
+#   MODEL       model file; empty = the elements' shipped defaults (models/*.md)
 #   STEPS       sampler steps per frame
 #   SEED        noise seed (default 0)
 #   GST_PLUGIN_PATH  defaults to $BUILD_DIR/plugins when unset

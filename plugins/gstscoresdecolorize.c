@@ -131,12 +131,12 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * GstScoreSdeColorize:model:
    *
    * The model file (.json analytic model or .safetensors network) of 3-channel
-   * images; empty selects the shipped default.
+   * images; empty selects the shipped default (emoji-32.safetensors).
    */
   g_object_class_install_property (gobject_class, PROP_MODEL,
       g_param_spec_string ("model", "Model",
           "Model file (.json or .safetensors) of 3-channel images; empty = the "
-          "shipped default", DEFAULT_MODEL,
+          "shipped default (emoji-32)", DEFAULT_MODEL,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
 
@@ -547,7 +547,8 @@ gst_scoresde_colorize_load (GstScoreSdeColorize * self)
 
   gst_scoresde_colorize_unload (self);
 
-  self->model = gst_scoresde_model_cache_acquire (path, device, &err);
+  self->model = gst_scoresde_model_cache_acquire_full (path,
+      GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE, device, &err);
   g_free (path);
   if (self->model == NULL)
     goto load_failed;

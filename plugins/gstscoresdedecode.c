@@ -109,13 +109,13 @@ gst_scoresde_decode_class_init (GstScoreSdeDecodeClass * klass)
    * GstScoreSdeDecode:model:
    *
    * Model file: a JSON analytic model or a .safetensors network. Empty selects the
-   * shipped default ($SCORESDE_DEFAULT_MODEL, else the installed default.json). It
+   * shipped default ($SCORESDE_DEFAULT_MODEL, else fashion-mnist-32.safetensors). It
    * must be the model that made the latents.
    */
   g_object_class_install_property (gobject_class, PROP_MODEL,
       g_param_spec_string ("model", "Model",
           "Model file (.json analytic model or .safetensors network); "
-          "empty = the shipped default", DEFAULT_MODEL,
+          "empty = the shipped default (fashion-mnist-32)", DEFAULT_MODEL,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_DEVICE,

@@ -111,12 +111,12 @@ gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
    * GstScoreSdeEncode:model:
    *
    * Model file: a JSON analytic model or a .safetensors network. Empty selects the
-   * shipped default ($SCORESDE_DEFAULT_MODEL, else the installed default.json).
+   * shipped default ($SCORESDE_DEFAULT_MODEL, else fashion-mnist-32.safetensors).
    */
   g_object_class_install_property (gobject_class, PROP_MODEL,
       g_param_spec_string ("model", "Model",
           "Model file (.json analytic model or .safetensors network); "
-          "empty = the shipped default", DEFAULT_MODEL,
+          "empty = the shipped default (fashion-mnist-32)", DEFAULT_MODEL,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_DEVICE,

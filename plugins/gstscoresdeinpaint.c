@@ -122,11 +122,12 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
    * GstScoreSdeInpaint:model:
    *
    * The model file (.json analytic model or .safetensors network); empty selects the
-   * shipped default.
+   * shipped default (fashion-mnist-32.safetensors).
    */
   g_object_class_install_property (gobject_class, PROP_MODEL,
       g_param_spec_string ("model", "Model",
-          "Model file (.json or .safetensors); empty = the shipped default",
+          "Model file (.json or .safetensors); empty = the shipped default "
+          "(fashion-mnist-32)",
           DEFAULT_MODEL, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
 

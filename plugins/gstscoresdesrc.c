@@ -49,6 +49,7 @@
 #endif
 
 #include <string.h>
+#include <scoresde/network.h>
 #include "gstscoresdesrc.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
@@ -71,6 +72,12 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
 #define DEFAULT_WALK_FRAMES 0
 #define DEFAULT_IS_LIVE FALSE
 #define DEFAULT_POST_MESSAGES FALSE
+#define DEFAULT_CLASSIFIER NULL
+#define DEFAULT_CLASS_LABEL -1
+#define DEFAULT_GUIDANCE_SCALE 1.0
+#define MAX_CLASS_LABEL 1000000
+#define MAX_GUIDANCE_SCALE 1000.0
+#define CLASSIFIER_SUFFIX "-classifier.safetensors"
 #define DEFAULT_FPS_N 30
 #define DEFAULT_FPS_D 1
 
@@ -93,6 +100,9 @@ enum
   PROP_WALK_FRAMES,
   PROP_IS_LIVE,
   PROP_POST_MESSAGES,
+  PROP_CLASSIFIER,
+  PROP_CLASS_LABEL,
+  PROP_GUIDANCE_SCALE,
 };
 
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
@@ -146,12 +156,12 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    * GstScoreSdeSrc:model:
    *
    * Model file: a JSON analytic model or a .safetensors network. Empty selects the
-   * shipped default ($SCORESDE_DEFAULT_MODEL, else the installed default.json).
+   * shipped default ($SCORESDE_DEFAULT_MODEL, else fashion-mnist-32.safetensors).
    */
   g_object_class_install_property (gobject_class, PROP_MODEL,
       g_param_spec_string ("model", "Model",
           "Model file (.json analytic model or .safetensors network); "
-          "empty = the shipped default", DEFAULT_MODEL,
+          "empty = the shipped default (fashion-mnist-32)", DEFAULT_MODEL,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
   /**
@@ -273,6 +283,46 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
           DEFAULT_POST_MESSAGES, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
 
+  /**
+   * GstScoreSdeSrc:classifier:
+   *
+   * Time-dependent classifier network for class-label guidance. Empty selects
+   * `<model>-classifier.safetensors` beside the model file (the shipped
+   * fashion-mnist-32 has one). Loaded when class-label is first set.
+   */
+  g_object_class_install_property (gobject_class, PROP_CLASSIFIER,
+      g_param_spec_string ("classifier", "Classifier",
+          "Time-dependent classifier (.safetensors) for class-label guidance; "
+          "empty = <model>" CLASSIFIER_SUFFIX, DEFAULT_CLASSIFIER,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+  /**
+   * GstScoreSdeSrc:class-label:
+   *
+   * Classifier guidance (Song et al. 2021, §5.3 / Dhariwal & Nichol 2021): sample with
+   * the score plus guidance-scale times the gradient of log p(class | x, t). -1 samples
+   * unconditionally. For the shipped Fashion-MNIST model: 0 T-shirt/top, 1 trouser,
+   * 2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot.
+   */
+  g_object_class_install_property (gobject_class, PROP_CLASS_LABEL,
+      g_param_spec_int ("class-label", "Class label",
+          "Class to guide towards with the classifier (-1 = unconditional)",
+          -1, MAX_CLASS_LABEL, DEFAULT_CLASS_LABEL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeSrc:guidance-scale:
+   *
+   * Weight of the classifier gradient when class-label is set: larger values give
+   * more class-typical, less diverse frames.
+   */
+  g_object_class_install_property (gobject_class, PROP_GUIDANCE_SCALE,
+      g_param_spec_double ("guidance-scale", "Guidance scale",
+          "Weight of grad log p(class | x, t) added to the score",
+          0.0, MAX_GUIDANCE_SCALE, DEFAULT_GUIDANCE_SCALE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+
   gst_element_class_set_static_metadata (element_class,
       "Score-SDE video source", "Source/Video",
       "Generates video frames by sampling a score-based generative model",
@@ -302,6 +352,9 @@ static void
 gst_scoresde_src_init (GstScoreSdeSrc * self)
 {
   self->model_path = NULL;
+  self->classifier_path = NULL;
+  self->class_label = DEFAULT_CLASS_LABEL;
+  self->guidance_scale = DEFAULT_GUIDANCE_SCALE;
   self->device = DEFAULT_DEVICE;
   gst_scoresde_sampler_settings_init (&self->settings);
   self->batch_size = DEFAULT_BATCH_SIZE;
@@ -322,10 +375,13 @@ gst_scoresde_src_finalize (GObject * object)
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (object);
 
   g_free (self->model_path);
+  g_free (self->classifier_path);
   g_free (self->batch);
   g_free (self->walk_keys);
   if (self->model)
     gst_scoresde_model_cache_release (self->model);
+  if (self->classifier)
+    gst_scoresde_model_cache_release (self->classifier);
 
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -398,6 +454,16 @@ gst_scoresde_src_set_property (GObject * object, guint prop_id,
     case PROP_POST_MESSAGES:
       self->post_messages = g_value_get_boolean (value);
       break;
+    case PROP_CLASSIFIER:
+      g_free (self->classifier_path);
+      self->classifier_path = g_value_dup_string (value);
+      break;
+    case PROP_CLASS_LABEL:
+      self->class_label = g_value_get_int (value);
+      break;
+    case PROP_GUIDANCE_SCALE:
+      self->guidance_scale = g_value_get_double (value);
+      break;
     default:
       GST_OBJECT_UNLOCK (self);
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -467,6 +533,15 @@ gst_scoresde_src_get_property (GObject * object, guint prop_id,
       return;
     case PROP_POST_MESSAGES:
       g_value_set_boolean (value, self->post_messages);
+      break;
+    case PROP_CLASSIFIER:
+      g_value_set_string (value, self->classifier_path);
+      break;
+    case PROP_CLASS_LABEL:
+      g_value_set_int (value, self->class_label);
+      break;
+    case PROP_GUIDANCE_SCALE:
+      g_value_set_double (value, self->guidance_scale);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -635,6 +710,44 @@ gst_scoresde_src_decide_allocation (GstBaseSrc * bsrc, GstQuery * query)
   return GST_BASE_SRC_CLASS (parent_class)->decide_allocation (bsrc, query);
 }
 
+/* Loads the guidance classifier (streaming thread or start; self->model is set):
+ * the classifier property, else <model stem>-classifier.safetensors beside the model. */
+static gboolean
+load_classifier (GstScoreSdeSrc * self, GError ** error)
+{
+  GstScoreSdeModel *clf;
+  gchar *path;
+
+  GST_OBJECT_LOCK (self);
+  if (self->classifier_path != NULL && self->classifier_path[0] != '\0') {
+    path = g_strdup (self->classifier_path);
+  } else {
+    const gchar *model_path = self->model->path;
+    const gchar *dot = strrchr (model_path, '.');
+    gsize stem = dot && dot > strrchr (model_path, '/') ?
+        (gsize) (dot - model_path) : strlen (model_path);
+    path = g_strdup_printf ("%.*s" CLASSIFIER_SUFFIX, (int) stem, model_path);
+  }
+  GST_OBJECT_UNLOCK (self);
+
+  clf = gst_scoresde_model_cache_acquire (path, self->model->device, error);
+  if (clf != NULL && (sde_network_config (clf->model) == NULL
+          || sde_network_config (clf->model)->num_classes < 1)) {
+    g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_SETTINGS,
+        "'%s' is not a classifier network (no classes)", path);
+    gst_scoresde_model_cache_release (clf);
+    clf = NULL;
+  }
+  if (clf == NULL)
+    g_prefix_error (error, "class-label guidance: ");
+  else
+    GST_INFO_OBJECT (self, "classifier %s, %d classes", clf->path,
+        clf->model->num_classes);
+  g_free (path);
+  self->classifier = clf;
+  return clf != NULL;
+}
+
 static gboolean
 gst_scoresde_src_start (GstBaseSrc * bsrc)
 {
@@ -681,9 +794,14 @@ gst_scoresde_src_start (GstBaseSrc * bsrc)
   GST_INFO_OBJECT (self, "model %s (%s), %dx%dx%d", model->path, model->id,
       gst_scoresde_model_channels (model), gst_scoresde_model_height (model),
       gst_scoresde_model_width (model));
+  if (self->class_label >= 0 && !load_classifier (self, &err))
+    goto no_classifier;
   return TRUE;
 
   /* ERRORS */
+no_classifier:
+  gst_scoresde_src_stop (bsrc);
+  /* fallthrough */
 no_model:
   {
     GST_SCORESDE_ELEMENT_GERROR (self, err);
@@ -696,11 +814,13 @@ static gboolean
 gst_scoresde_src_stop (GstBaseSrc * bsrc)
 {
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
-  GstScoreSdeModel *model;
+  GstScoreSdeModel *model, *classifier;
 
   GST_OBJECT_LOCK (self);
   model = self->model;
   self->model = NULL;
+  classifier = self->classifier;
+  self->classifier = NULL;
   g_clear_pointer (&self->batch, g_free);
   g_clear_pointer (&self->walk_keys, g_free);
   invalidate_caches (self);
@@ -709,6 +829,8 @@ gst_scoresde_src_stop (GstBaseSrc * bsrc)
 
   if (model)
     gst_scoresde_model_cache_release (model);
+  if (classifier)
+    gst_scoresde_model_cache_release (classifier);
   return TRUE;
 }
 
@@ -875,11 +997,12 @@ gst_scoresde_src_get_times (GstBaseSrc * bsrc, GstBuffer * buffer,
   }
 }
 
-/* Generates frames first .. first+n-1 into out[n, D]. Settings are a snapshot. */
+/* Generates frames first .. first+n-1 into out[n, D] with `score` (the model, or
+ * the model under classifier guidance). Settings are a snapshot. */
 static int
 generate (GstScoreSdeSrc * self, const GstScoreSdeModel * model,
-    const GstScoreSdeSamplerSettings * settings, gint walk_frames,
-    gint64 first, gint n, gfloat * out, sde_stats * stats)
+    const sde_model * score, const GstScoreSdeSamplerSettings * settings,
+    gint walk_frames, gint64 first, gint n, gfloat * out, sde_stats * stats)
 {
   const gsize D = gst_scoresde_model_dim (model);
   sde_sample_params p;
@@ -889,7 +1012,7 @@ generate (GstScoreSdeSrc * self, const GstScoreSdeModel * model,
   gst_scoresde_sampler_settings_to_params (settings, &self->progress, &p);
 
   if (walk_frames <= 0)
-    return sde_sample (model->model, &model->sde, &p, n, (uint64_t) first, out,
+    return sde_sample (score, &model->sde, &p, n, (uint64_t) first, out,
         stats);
 
   /* Latent walk: keyframe K = k / N holds prior draw 0 of stream K; frame k decodes
@@ -915,7 +1038,7 @@ generate (GstScoreSdeSrc * self, const GstScoreSdeModel * model,
         sde_slerp (keys, keys + D, (int64_t) D, (double) r / walk_frames,
             z + i * D);
     }
-    status = sde_decode (model->model, &model->sde, &p, n, z, out, stats);
+    status = sde_decode (score, &model->sde, &p, n, z, out, stats);
     g_free (z);
     return status;
   }
@@ -938,6 +1061,10 @@ gst_scoresde_src_fill (GstPushSrc * psrc, GstBuffer * buffer)
   sde_stats stats = { 0 };
   gint64 t0;
   guint cookie;
+  gint class_label;
+  gdouble guidance_scale;
+  sde_model *guided = NULL;
+  GError *err = NULL;
   int status = SDE_OK;
 
   GST_OBJECT_LOCK (self);
@@ -959,6 +1086,8 @@ gst_scoresde_src_fill (GstPushSrc * psrc, GstBuffer * buffer)
   batch = self->reverse ? 1 : self->batch_size;
   walk = self->walk_frames;
   cookie = self->settings_cookie;
+  class_label = self->class_label;
+  guidance_scale = self->guidance_scale;
   self->progress.post_messages = self->post_messages;
   GST_OBJECT_UNLOCK (self);
 
@@ -982,8 +1111,18 @@ gst_scoresde_src_fill (GstPushSrc * psrc, GstBuffer * buffer)
 
     self->progress.frame = (guint64) k;
     self->progress.pts = self->accum_rtime + self->running_time;
+    if (class_label >= 0) {
+      if (self->classifier == NULL && !load_classifier (self, &err))
+        goto classifier_error;
+      status = sde_guided_wrap (model->model, self->classifier->model,
+          class_label, guidance_scale, &guided);
+      if (status != SDE_OK)
+        goto engine_error;
+    }
     t0 = g_get_monotonic_time ();
-    status = generate (self, model, &settings, walk, k, n, self->batch, &stats);
+    status = generate (self, model, guided ? guided : model->model, &settings,
+        walk, k, n, self->batch, &stats);
+    sde_model_free (guided);
     if (status != SDE_OK)
       goto engine_error;
 
@@ -1085,6 +1224,12 @@ map_failed:
   {
     GST_ELEMENT_ERROR (self, RESOURCE, WRITE, (NULL),
         ("Could not map the output frame"));
+    return GST_FLOW_ERROR;
+  }
+classifier_error:
+  {
+    GST_SCORESDE_ELEMENT_GERROR (self, err);
+    g_clear_error (&err);
     return GST_FLOW_ERROR;
   }
 }

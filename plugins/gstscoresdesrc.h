@@ -27,11 +27,15 @@ struct _GstScoreSdeSrc
   gint batch_size;
   gint walk_frames;
   gboolean post_messages;
+  gchar *classifier_path;       /* NULL: <model>-classifier.safetensors beside the model */
+  gint class_label;             /* -1: unconditional */
+  gdouble guidance_scale;
   guint settings_cookie;        /* bumped by every setting that changes frames */
 
   /*< private >*/
   /* the loaded model (start .. stop) */
   GstScoreSdeModel *model;
+  GstScoreSdeModel *classifier; /* loaded when class-label is first >= 0 */
   GstScoreSdeProgress progress;
 
   /* negotiated format */

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the `shapes32` data set: 64 RGB 32x32 PNG images of simple coloured shapes.
 
-It is the data of the shipped analytic default model (models/default.json), the exact
+It is the data of the analytic test model models/shapes-32.json, the exact
 score of these images noised by the SDE. Standard library only; deterministic.
 Usage: make_shapes.py OUTDIR
 """

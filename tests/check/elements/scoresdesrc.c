@@ -3,6 +3,8 @@
  * SPDX-License-Identifier: MIT
  */
 #include "common.c"
+#include "scoresdetestutil.h"
+#include <scoresde/network.h>
 
 #define SRC_FAST "sampler=pc steps=20 corrector=none"
 
@@ -607,6 +609,130 @@ GST_START_TEST (test_model_cache_shares)
 
 GST_END_TEST;
 
+/* The shipped Fashion-MNIST model and its guidance classifier. */
+static gchar *
+shipped_model (const gchar * file)
+{
+  return g_build_filename (scoresde_test_models_dir (), file, NULL);
+}
+
+/* Frames of scoresdesrc with the shipped Fashion-MNIST model and `props`. */
+static void
+fashion_frames (const gchar * props, gint n, GstBuffer ** out)
+{
+  gchar *model = shipped_model ("fashion-mnist-32.safetensors");
+  gchar *desc = g_strdup_printf ("scoresdesrc model=%s seed=5 sampler=pc "
+      "predictor=euler-maruyama corrector=none batch-size=%d num-buffers=%d %s",
+      model, n, n, props);
+  GstHarness *h = gst_harness_new_parse (desc);
+
+  gst_harness_play (h);
+  pull_n (h, n, out);
+  gst_harness_teardown (h);
+  g_free (desc);
+  g_free (model);
+}
+
+/* Scale 0 is the unguided sampler bit for bit; a positive scale pulls every frame to
+ * the class, as judged by the classifier itself at t = 1e-3. */
+GST_START_TEST (test_src_class_guidance)
+{
+  gchar *clf_path = shipped_model ("fashion-mnist-32-classifier.safetensors");
+  sde_model *clf = NULL;
+  GstBuffer *plain[2], *zero[2], *guided[2];
+  const gint label = 1;         /* trouser */
+  gint i, p;
+
+  fashion_frames ("steps=60", 2, plain);
+  fashion_frames ("steps=60 class-label=1 guidance-scale=0", 2, zero);
+  fashion_frames ("steps=60 class-label=1 guidance-scale=4", 2, guided);
+
+  fail_unless (sde_model_load (clf_path, &clf) == SDE_OK, "%s", sde_errmsg ());
+  for (i = 0; i < 2; i++) {
+    GstMapInfo map;
+    gfloat x[32 * 32], t = 1e-3f, logp[10];
+    gint best = 0, k;
+
+    fail_unless (buffers_equal (plain[i], zero[i]),
+        "guidance-scale 0 changed frame %d", i);
+    fail_if (buffers_equal (plain[i], guided[i]));
+    fail_unless (gst_buffer_map (guided[i], &map, GST_MAP_READ));
+    fail_unless_equals_int (map.size, 32 * 32);     /* GRAY8, stride 32 */
+    for (p = 0; p < 32 * 32; p++)
+      x[p] = map.data[p] / 127.5f - 1.0f;
+    gst_buffer_unmap (guided[i], &map);
+    fail_unless (sde_classifier_logp (clf, &clf->sde, 1, x, &t, logp) == SDE_OK);
+    for (k = 1; k < 10; k++)
+      if (logp[k] > logp[best])
+        best = k;
+    fail_unless_equals_int (best, label);
+  }
+  sde_model_free (clf);
+  unref_n (plain, 2);
+  unref_n (zero, 2);
+  unref_n (guided, 2);
+  g_free (clf_path);
+}
+
+GST_END_TEST;
+
+/* Sets `props` on a stand-alone scoresdesrc, plays it into a fakesink and returns the
+ * first bus error (it must fail at start or at the first frame). */
+static GError *
+guidance_error (const gchar * props)
+{
+  gchar *desc = g_strdup_printf ("scoresdesrc num-buffers=1 steps=5 %s ! fakesink",
+      props);
+  GstElement *pipeline = gst_parse_launch (desc, NULL);
+  GstBus *bus = gst_element_get_bus (pipeline);
+  GError *err;
+
+  fail_unless (pipeline != NULL);
+  gst_element_set_state (pipeline, GST_STATE_PLAYING);
+  err = expect_bus_error (bus, 60 * GST_SECOND);
+  gst_element_set_state (pipeline, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (pipeline);
+  g_free (desc);
+  return err;
+}
+
+GST_START_TEST (test_src_class_guidance_errors)
+{
+  gchar *model = shipped_model ("fashion-mnist-32.safetensors");
+  gchar *props;
+  GError *err;
+
+  /* a class the classifier does not have */
+  props = g_strdup_printf ("model=%s class-label=12", model);
+  err = guidance_error (props);
+  fail_unless (strstr (err->message, "class 12 outside 0..9") != NULL, "%s",
+      err->message);
+  g_clear_error (&err);
+  g_free (props);
+
+  /* a score network is not a classifier */
+  props = g_strdup_printf ("model=%s classifier=%s class-label=1", model, model);
+  err = guidance_error (props);
+  fail_unless (strstr (err->message, "is not a classifier") != NULL, "%s",
+      err->message);
+  g_clear_error (&err);
+  g_free (props);
+
+  /* the analytic model has no <model>-classifier.safetensors beside it */
+  props = g_strdup_printf ("model=%s class-label=0", tiny_model_path ());
+  err = guidance_error (props);
+  fail_unless (g_error_matches (err, GST_RESOURCE_ERROR,
+          GST_RESOURCE_ERROR_NOT_FOUND), "%s", err->message);
+  fail_unless (strstr (err->message, "-classifier.safetensors") != NULL, "%s",
+      err->message);
+  g_clear_error (&err);
+  g_free (props);
+  g_free (model);
+}
+
+GST_END_TEST;
+
 static Suite *
 scoresdesrc_suite (void)
 {
@@ -635,6 +761,8 @@ scoresdesrc_suite (void)
   tcase_add_test (tc, test_src_state_cycle_with_model);
   tcase_add_test (tc, test_src_state_cycle_without_model);
   tcase_add_test (tc, test_model_cache_shares);
+  tcase_add_test (tc, test_src_class_guidance);
+  tcase_add_test (tc, test_src_class_guidance_errors);
   return s;
 }
 

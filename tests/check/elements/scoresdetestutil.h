@@ -32,7 +32,7 @@ scoresde_test_models_dir (void)
       dir = g_strdup (SCORESDE_MODELS_DIR);
 #endif
   }
-  fail_unless (dir != NULL, "set SCORESDE_DEFAULT_MODEL to models/default.json");
+  fail_unless (dir != NULL, "set SCORESDE_DEFAULT_MODEL to models/shapes-32.json");
   return dir;
 }
 
