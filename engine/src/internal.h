@@ -78,4 +78,19 @@ int sde_pc_run(const sde_model *m, const sde_sde *sde, const sde_sample_params *
 
 /* ---- end PC sampler ------------------------------------------------------------------- */
 
+/* ---- models on a device (model_device.c, nn/network_model.c) -------------------------- */
+
+struct sde_backend;
+
+/* Moves a network model onto backend `be` (ownership taken: closed with the model, or
+ * here on failure). Parameters are uploaded once; fell_back/reason are what
+ * sde_model_device() will report. */
+int sde_network_use_backend(sde_model *m, const struct sde_backend *be, int fell_back,
+                            const char *reason);
+/* The backend of a network model (the CPU for models made without one); NULL for other
+ * models. */
+const struct sde_backend *sde_network_backend(const sde_model *m);
+
+/* ---- end models on a device ----------------------------------------------------------- */
+
 #endif

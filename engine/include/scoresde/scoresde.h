@@ -7,6 +7,7 @@
 #include "rng.h"
 #include "sde.h"
 #include "model.h"
+#include "device.h"
 #include "sample.h"
 #include "likelihood.h"
 #include "control.h"

@@ -25,14 +25,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "scoresde/device.h" /* sde_device_kind, sde_precision */
 #include "scoresde/nn.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum { SDE_DEVICE_AUTO = 0, SDE_DEVICE_CPU, SDE_DEVICE_CUDA } sde_device_kind;
-typedef enum { SDE_PRECISION_FP32 = 0, SDE_PRECISION_TF32, SDE_PRECISION_BF16 } sde_precision;
 
 typedef struct sde_backend sde_backend;
 

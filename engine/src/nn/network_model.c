@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../backend/backend.h"
+#include "../internal.h"
+#include "scoresde/device.h"
 #include "scoresde/error.h"
 #include "scoresde/json.h"
 #include "scoresde/model.h"
@@ -33,6 +36,9 @@ typedef struct {
   sde_ncsnpp_train *tpool[WS_POOL];  /* idle training workspaces (score_vjp) */
   int tpool_batch[WS_POOL];
   float *alphas_1m_sqrt;          /* [N] sqrt(1 - alphas_cumprod), float32 as torch (VP discrete) */
+  const sde_backend *be;          /* where the network runs (owned; the CPU by default) */
+  int fell_back;                  /* sde_model_device(): AUTO found no GPU */
+  char reason[192];
 } net_impl;
 
 static const sde_model_ops network_ops;
@@ -341,6 +347,7 @@ static void network_destroy(sde_model *m) {
     pthread_mutex_destroy(&im->lock);
     sde_ncsnpp_free(im->net);
     free(im->alphas_1m_sqrt);
+    sde_backend_close(im->be);
     free(im);
   }
   free(m);
@@ -503,6 +510,47 @@ int sde_guided_wrap(const sde_model *base, const sde_model *classifier, int clas
   return guided_new(base, classifier, class_id, scale, 0, out);
 }
 
+/* ---- device ---------------------------------------------------------------------------- */
+
+int sde_network_use_backend(sde_model *m, const sde_backend *be, int fell_back,
+                            const char *reason) {
+  if (!sde_network_is(m)) {
+    sde_backend_close(be);
+    return sde_fail(SDE_EINVAL, "not a network model");
+  }
+  net_impl *im = impl_of(m);
+  if (!be->host_memory) {
+    /* the network walk does not go through the backend yet: stay on the CPU */
+    sde_backend_close(be);
+    be = sde_backend_cpu();
+    fell_back = 1;
+    reason = "the network does not run on this backend yet";
+  }
+  sde_backend_close(im->be);
+  im->be = be;
+  im->fell_back = fell_back;
+  snprintf(im->reason, sizeof im->reason, "%s", reason ? reason : "");
+  return SDE_OK;
+}
+
+const sde_backend *sde_network_backend(const sde_model *m) {
+  return sde_network_is(m) ? impl_of(m)->be : NULL;
+}
+
+void sde_model_device(const sde_model *m, sde_device_info *info) {
+  memset(info, 0, sizeof *info);
+  info->device = SDE_DEVICE_CPU;
+  info->precision = SDE_PRECISION_FP32;
+  if (m && m->ops == &guided_ops) m = ((const guided_impl *)m->impl)->base;
+  if (!sde_network_is(m)) return;
+  const net_impl *im = impl_of(m);
+  info->device = im->be->host_memory ? SDE_DEVICE_CPU : SDE_DEVICE_CUDA;
+  info->device_id = im->be->device_id;
+  info->precision = im->be->precision;
+  info->fell_back = im->fell_back;
+  snprintf(info->reason, sizeof info->reason, "%s", im->reason);
+}
+
 /* ---- construction --------------------------------------------------------------------- */
 
 static uint64_t fnv1a_words(uint64_t h, const void *data, size_t len) {
@@ -562,6 +610,7 @@ static int wrap_network(sde_ncsnpp *net, sde_model **out) {
     return SDE_ENOMEM;
   }
   im->net = net;
+  im->be = sde_backend_cpu();
   pthread_mutex_init(&im->lock, NULL);
   m->ops = &network_ops;
   m->impl = im;

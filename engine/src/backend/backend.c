@@ -1,0 +1,101 @@
+/* Opening and closing backends, and the public device helpers of device.h. */
+#include <stdio.h>
+#include <strings.h>
+
+#include "backend.h"
+#include "scoresde/error.h"
+
+#ifndef SDE_HAVE_CUDA
+int sde_cuda_device_count(void) { return 0; }
+#endif
+
+int sde_device_parse(const char *s, sde_device_kind *out) {
+  static const char *const names[] = {"auto", "cpu", "cuda"};
+  for (int i = 0; s && i < 3; i++)
+    if (!strcasecmp(s, names[i])) {
+      *out = (sde_device_kind)i;
+      return SDE_OK;
+    }
+  return sde_fail(SDE_EINVAL, "device '%s' is not one of auto, cpu, cuda", s ? s : "(null)");
+}
+
+const char *sde_device_name(sde_device_kind kind) {
+  switch (kind) {
+    case SDE_DEVICE_AUTO: return "auto";
+    case SDE_DEVICE_CPU: return "cpu";
+    case SDE_DEVICE_CUDA: return "cuda";
+  }
+  return "?";
+}
+
+int sde_precision_parse(const char *s, sde_precision *out) {
+  static const char *const names[] = {"fp32", "tf32", "bf16"};
+  for (int i = 0; s && i < 3; i++)
+    if (!strcasecmp(s, names[i])) {
+      *out = (sde_precision)i;
+      return SDE_OK;
+    }
+  return sde_fail(SDE_EINVAL, "precision '%s' is not one of fp32, tf32, bf16", s ? s : "(null)");
+}
+
+const char *sde_precision_name(sde_precision p) {
+  switch (p) {
+    case SDE_PRECISION_FP32: return "fp32";
+    case SDE_PRECISION_TF32: return "tf32";
+    case SDE_PRECISION_BF16: return "bf16";
+  }
+  return "?";
+}
+
+/* CUDA: the device count is asked first so "no device" gets its own message (and the
+ * backend constructor is only called when it can succeed). */
+static int open_cuda(int device_id, sde_precision precision, const sde_backend **out) {
+#ifdef SDE_HAVE_CUDA
+  int n = sde_cuda_device_count();
+  if (n <= 0) return sde_fail(SDE_ENODEV, "no CUDA device (no GPU or no driver)");
+  if (device_id < 0 || device_id >= n)
+    return sde_fail(SDE_ENODEV, "no CUDA device %d (%d present)", device_id, n);
+  int rc = sde_backend_cuda_open(device_id, precision, out);
+  if (rc) return sde_fail_context(rc == SDE_ENOMEM ? rc : SDE_ENODEV, "CUDA device %d", device_id);
+  return SDE_OK;
+#else
+  (void)device_id;
+  (void)precision;
+  (void)out;
+  return sde_fail(SDE_ENODEV, "this build has no CUDA support");
+#endif
+}
+
+int sde_backend_open(sde_device_kind kind, int device_id, sde_precision precision,
+                     const sde_backend **out, int *fell_back) {
+  if (fell_back) *fell_back = 0;
+  if (!out) return sde_fail(SDE_EINVAL, "backend: no output");
+  *out = NULL;
+  if ((int)precision < SDE_PRECISION_FP32 || (int)precision > SDE_PRECISION_BF16)
+    return sde_fail(SDE_EINVAL, "backend: unknown precision %d", (int)precision);
+  switch (kind) {
+    case SDE_DEVICE_CPU:
+      *out = sde_backend_cpu();
+      return SDE_OK;
+    case SDE_DEVICE_CUDA:
+      return open_cuda(device_id, precision, out);
+    case SDE_DEVICE_AUTO: {
+      if (open_cuda(device_id, precision, out) == SDE_OK) return SDE_OK;
+      /* keep the reason (sde_errmsg) for the caller's warning */
+      char why[256];
+      snprintf(why, sizeof why, "%s", sde_errmsg());
+      sde_fail(SDE_OK, "no GPU, running on the CPU: %s", why);
+      if (fell_back) *fell_back = 1;
+      *out = sde_backend_cpu();
+      return SDE_OK;
+    }
+  }
+  return sde_fail(SDE_EINVAL, "backend: unknown device kind %d", (int)kind);
+}
+
+void sde_backend_close(const sde_backend *be) {
+  if (!be || be == sde_backend_cpu()) return;
+#ifdef SDE_HAVE_CUDA
+  sde_backend_cuda_close(be);
+#endif
+}

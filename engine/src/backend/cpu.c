@@ -1,0 +1,250 @@
+/* The CPU backend: the vtable of backend.h over host memory, each op a thin wrapper of
+ * the nn.h / rng.h reference function of the same name. Static, always available, no
+ * state: results are exactly those of calling nn.h directly. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "scoresde/error.h"
+#include "scoresde/rng.h"
+
+/* ---- memory ---------------------------------------------------------------------------- */
+
+static int cpu_alloc(const sde_backend *be, size_t bytes, void **ptr) {
+  (void)be;
+  *ptr = sde_malloc(bytes ? bytes : 1);
+  return *ptr ? SDE_OK : SDE_ENOMEM;
+}
+static void cpu_free(const sde_backend *be, void *ptr) { (void)be; free(ptr); }
+static int cpu_copy(const sde_backend *be, void *dst, const void *src, size_t bytes) {
+  (void)be;
+  if (bytes && dst != src) memmove(dst, src, bytes);
+  return SDE_OK;
+}
+static int cpu_zero(const sde_backend *be, void *dst, size_t bytes) {
+  (void)be;
+  if (bytes) memset(dst, 0, bytes);
+  return SDE_OK;
+}
+static int cpu_synchronize(const sde_backend *be) { (void)be; return SDE_OK; }
+
+/* ---- nn ops: one wrapper per op, generated ----------------------------------------------
+ * WRAP_INT / WRAP_VOID(name, (parameters after be), (arguments)) define cpu_<name>, which
+ * calls sde_nn_<name>. */
+#define WRAP_INT(name, params, args) \
+  static int cpu_##name params { (void)be; return sde_nn_##name args; }
+#define WRAP_VOID(name, params, args) \
+  static void cpu_##name params { (void)be; sde_nn_##name args; }
+
+WRAP_INT(conv2d_forward, (const sde_backend *be, float *out, const float *inp, const float *weight,
+                          const float *bias, const sde_nn_conv2d_shape *s, float *scratch),
+         (out, inp, weight, bias, s, scratch))
+WRAP_INT(conv2d_backward, (const sde_backend *be, float *dinp, float *dweight, float *dbias,
+                           const float *dout, const float *inp, const float *weight,
+                           const sde_nn_conv2d_shape *s, float *scratch),
+         (dinp, dweight, dbias, dout, inp, weight, s, scratch))
+WRAP_INT(linear_forward, (const sde_backend *be, float *out, const float *inp, const float *weight,
+                          const float *bias, int B, int in_f, int out_f),
+         (out, inp, weight, bias, B, in_f, out_f))
+WRAP_INT(linear_backward, (const sde_backend *be, float *dinp, float *dweight, float *dbias,
+                           const float *dout, const float *inp, const float *weight, int B,
+                           int in_f, int out_f),
+         (dinp, dweight, dbias, dout, inp, weight, B, in_f, out_f))
+WRAP_INT(nin_forward, (const sde_backend *be, float *out, const float *inp, const float *W,
+                       const float *bias, int B, int C_in, int HW, int C_out),
+         (out, inp, W, bias, B, C_in, HW, C_out))
+WRAP_INT(nin_backward, (const sde_backend *be, float *dinp, float *dW, float *dbias,
+                        const float *dout, const float *inp, const float *W, int B, int C_in,
+                        int HW, int C_out),
+         (dinp, dW, dbias, dout, inp, W, B, C_in, HW, C_out))
+WRAP_INT(groupnorm_forward, (const sde_backend *be, float *out, float *mean, float *rstd,
+                             const float *inp, const float *gamma, const float *beta, int B, int C,
+                             int HW, int G, float eps),
+         (out, mean, rstd, inp, gamma, beta, B, C, HW, G, eps))
+WRAP_INT(groupnorm_backward, (const sde_backend *be, float *dinp, float *dgamma, float *dbeta,
+                              const float *dout, const float *inp, const float *mean,
+                              const float *rstd, const float *gamma, int B, int C, int HW, int G),
+         (dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, B, C, HW, G))
+WRAP_INT(groupnorm_silu_forward, (const sde_backend *be, float *out, const float *inp,
+                                  const float *gamma, const float *beta, int B, int C, int HW,
+                                  int G, float eps),
+         (out, inp, gamma, beta, B, C, HW, G, eps))
+WRAP_VOID(silu_forward, (const sde_backend *be, float *out, const float *inp, size_t n),
+          (out, inp, n))
+WRAP_VOID(silu_backward, (const sde_backend *be, float *dinp, const float *dout, const float *inp,
+                          size_t n),
+          (dinp, dout, inp, n))
+WRAP_INT(attention_forward, (const sde_backend *be, float *out, float *att, const float *q,
+                             const float *k, const float *v, int B, int C, int N),
+         (out, att, q, k, v, B, C, N))
+WRAP_INT(attention_backward, (const sde_backend *be, float *dq, float *dk, float *dv,
+                              const float *dout, const float *att, const float *q, const float *k,
+                              const float *v, int B, int C, int N, float *scratch),
+         (dq, dk, dv, dout, att, q, k, v, B, C, N, scratch))
+WRAP_INT(fir_upsample2x_forward, (const sde_backend *be, float *out, const float *inp, int B, int C,
+                                  int H, int W),
+         (out, inp, B, C, H, W))
+WRAP_INT(fir_upsample2x_backward, (const sde_backend *be, float *dinp, const float *dout, int B,
+                                   int C, int H, int W),
+         (dinp, dout, B, C, H, W))
+WRAP_INT(fir_downsample2x_forward, (const sde_backend *be, float *out, const float *inp, int B,
+                                    int C, int H, int W),
+         (out, inp, B, C, H, W))
+WRAP_INT(fir_downsample2x_backward, (const sde_backend *be, float *dinp, const float *dout, int B,
+                                     int C, int H, int W),
+         (dinp, dout, B, C, H, W))
+WRAP_INT(fir_conv_downsample2x_forward, (const sde_backend *be, float *out, const float *inp,
+                                         const float *weight, const float *bias, int B, int C_in,
+                                         int H, int W, int C_out, float *scratch),
+         (out, inp, weight, bias, B, C_in, H, W, C_out, scratch))
+WRAP_INT(fir_conv_downsample2x_backward, (const sde_backend *be, float *dinp, float *dweight,
+                                          float *dbias, const float *dout, const float *inp,
+                                          const float *weight, int B, int C_in, int H, int W,
+                                          int C_out, float *scratch),
+         (dinp, dweight, dbias, dout, inp, weight, B, C_in, H, W, C_out, scratch))
+WRAP_INT(upsample_nearest2x_forward, (const sde_backend *be, float *out, const float *inp, int B,
+                                      int C, int H, int W),
+         (out, inp, B, C, H, W))
+WRAP_INT(upsample_nearest2x_backward, (const sde_backend *be, float *dinp, const float *dout,
+                                       int B, int C, int H, int W),
+         (dinp, dout, B, C, H, W))
+WRAP_INT(avgpool2x_forward, (const sde_backend *be, float *out, const float *inp, int B, int C,
+                             int H, int W),
+         (out, inp, B, C, H, W))
+WRAP_INT(avgpool2x_backward, (const sde_backend *be, float *dinp, const float *dout, int B, int C,
+                              int H, int W),
+         (dinp, dout, B, C, H, W))
+WRAP_INT(fourier_embedding_forward, (const sde_backend *be, float *out, const float *u,
+                                     const float *W, int B, int E),
+         (out, u, W, B, E))
+WRAP_INT(fourier_embedding_backward, (const sde_backend *be, float *du, float *dW,
+                                      const float *dout, const float *u, const float *W, int B,
+                                      int E),
+         (du, dW, dout, u, W, B, E))
+WRAP_INT(timestep_embedding_forward, (const sde_backend *be, float *out, const float *t, int B,
+                                      int dim),
+         (out, t, B, dim))
+WRAP_INT(timestep_embedding_backward, (const sde_backend *be, float *dt, const float *dout,
+                                       const float *t, int B, int dim),
+         (dt, dout, t, B, dim))
+WRAP_VOID(add_forward, (const sde_backend *be, float *out, const float *a, const float *b,
+                        float scale, size_t n),
+          (out, a, b, scale, n))
+WRAP_VOID(add_backward, (const sde_backend *be, float *da, float *db, const float *dout,
+                         float scale, size_t n),
+          (da, db, dout, scale, n))
+WRAP_VOID(scale, (const sde_backend *be, float *out, const float *inp, float scale, size_t n),
+          (out, inp, scale, n))
+WRAP_VOID(accumulate, (const sde_backend *be, float *dst, const float *src, size_t n),
+          (dst, src, n))
+WRAP_VOID(add_channel_bias_forward, (const sde_backend *be, float *x, const float *bias, int B,
+                                     int C, int HW),
+          (x, bias, B, C, HW))
+WRAP_VOID(add_channel_bias_backward, (const sde_backend *be, float *dbias, const float *dx, int B,
+                                      int C, int HW),
+          (dbias, dx, B, C, HW))
+WRAP_VOID(concat_channels_forward, (const sde_backend *be, float *out, const float *a,
+                                    const float *b, int B, int Ca, int Cb, int HW),
+          (out, a, b, B, Ca, Cb, HW))
+WRAP_VOID(concat_channels_backward, (const sde_backend *be, float *da, float *db,
+                                     const float *dout, int B, int Ca, int Cb, int HW),
+          (da, db, dout, B, Ca, Cb, HW))
+
+#undef WRAP_INT
+#undef WRAP_VOID
+
+/* ---- random numbers: one (seed, stream0 + i, step) stream per row ---------------------- */
+
+typedef void (*row_fn)(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n);
+
+static int rows(row_fn fn, float *out, uint64_t seed, uint64_t stream0, uint32_t step,
+                int n_rows, int64_t row_len) {
+  if (n_rows < 0 || row_len < 0) return sde_fail(SDE_EINVAL, "random rows: negative shape");
+  /* rows are independent streams: any thread order gives the same bits */
+#pragma omp parallel for schedule(static) if (n_rows > 1 && row_len >= 4096)
+  for (int i = 0; i < n_rows; i++) fn(seed, stream0 + (uint64_t)i, step, out + (int64_t)i * row_len, row_len);
+  return SDE_OK;
+}
+
+static int cpu_randn_rows(const sde_backend *be, float *out, uint64_t seed, uint64_t stream0,
+                          uint32_t step, int n_rows, int64_t row_len) {
+  (void)be;
+  return rows(sde_randn, out, seed, stream0, step, n_rows, row_len);
+}
+static int cpu_randu_rows(const sde_backend *be, float *out, uint64_t seed, uint64_t stream0,
+                          uint32_t step, int n_rows, int64_t row_len) {
+  (void)be;
+  return rows(sde_randu, out, seed, stream0, step, n_rows, row_len);
+}
+static int cpu_rademacher_rows(const sde_backend *be, float *out, uint64_t seed, uint64_t stream0,
+                               uint32_t step, int n_rows, int64_t row_len) {
+  (void)be;
+  return rows(sde_rand_rademacher, out, seed, stream0, step, n_rows, row_len);
+}
+
+/* ---- sampler row updates ---------------------------------------------------------------- */
+
+/* out = a·x + c·y per row, computed in double and rounded once (the host samplers' rule:
+ * float(a*x + c*y) with a, c double). y may be NULL when every c is 0. */
+static int cpu_axpby_rows(const sde_backend *be, float *out, const double *a, const float *x,
+                          const double *c, const float *y, int n_rows, int64_t row_len) {
+  (void)be;
+  for (int b = 0; b < n_rows; b++) {
+    const double ab = a[b], cb = c[b];
+    const float *xb = x + (int64_t)b * row_len;
+    const float *yb = y ? y + (int64_t)b * row_len : NULL;
+    float *ob = out + (int64_t)b * row_len;
+    if (yb)
+      for (int64_t j = 0; j < row_len; j++) ob[j] = (float)(ab * xb[j] + cb * yb[j]);
+    else
+      for (int64_t j = 0; j < row_len; j++) ob[j] = (float)(ab * xb[j]);
+  }
+  return SDE_OK;
+}
+
+static int cpu_dot_rows(const sde_backend *be, double *out, const float *x, const float *y,
+                        int n_rows, int64_t row_len) {
+  (void)be;
+  for (int b = 0; b < n_rows; b++) {
+    const float *xb = x + (int64_t)b * row_len, *yb = y + (int64_t)b * row_len;
+    double s = 0;
+    for (int64_t j = 0; j < row_len; j++) s += (double)xb[j] * yb[j];
+    out[b] = s;
+  }
+  return SDE_OK;
+}
+
+/* ---- the table ------------------------------------------------------------------------- */
+
+#define OP(name) .name = cpu_##name
+
+static const sde_backend cpu_backend = {
+  .name = "cpu",
+  .device_id = 0,
+  .host_memory = 1,
+  .precision = SDE_PRECISION_FP32,
+  .alloc = cpu_alloc,
+  .free = cpu_free,
+  .upload = cpu_copy,
+  .download = cpu_copy,
+  .copy = cpu_copy,
+  .zero = cpu_zero,
+  .synchronize = cpu_synchronize,
+  OP(conv2d_forward), OP(conv2d_backward), OP(linear_forward), OP(linear_backward),
+  OP(nin_forward), OP(nin_backward), OP(groupnorm_forward), OP(groupnorm_backward),
+  OP(groupnorm_silu_forward), OP(silu_forward), OP(silu_backward), OP(attention_forward),
+  OP(attention_backward), OP(fir_upsample2x_forward), OP(fir_upsample2x_backward),
+  OP(fir_downsample2x_forward), OP(fir_downsample2x_backward),
+  OP(fir_conv_downsample2x_forward), OP(fir_conv_downsample2x_backward),
+  OP(upsample_nearest2x_forward), OP(upsample_nearest2x_backward), OP(avgpool2x_forward),
+  OP(avgpool2x_backward), OP(fourier_embedding_forward), OP(fourier_embedding_backward),
+  OP(timestep_embedding_forward), OP(timestep_embedding_backward), OP(add_forward),
+  OP(add_backward), OP(scale), OP(accumulate), OP(add_channel_bias_forward),
+  OP(add_channel_bias_backward), OP(concat_channels_forward), OP(concat_channels_backward),
+  OP(randn_rows), OP(randu_rows), OP(rademacher_rows), OP(axpby_rows), OP(dot_rows),
+  .impl = NULL,
+};
+
+#undef OP
+
+const sde_backend *sde_backend_cpu(void) { return &cpu_backend; }

@@ -1,0 +1,255 @@
+/* Devices and backends: the public device API (device.h), the CPU backend table against
+ * the nn.h / rng.h reference functions, and loading a network onto a device.
+ *
+ *   test_device        the CPU checks; CUDA requests must fail cleanly without a GPU
+ *   test_device cuda   the same network on CUDA vs the CPU; exit 77 (skip) without a GPU */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../engine/src/backend/backend.h"
+#include "scoresde/device.h"
+#include "scoresde/network.h"
+#include "scoresde/rng.h"
+#include "scoresde/scoresde.h"
+#include "tap.h"
+
+static float *randn(int64_t n, uint32_t step) {
+  float *v = malloc((size_t)n * sizeof(float));
+  sde_randn(7, 1, step, v, n);
+  return v;
+}
+
+static void test_names(void) {
+  sde_device_kind k = SDE_DEVICE_CPU;
+  sde_precision p = SDE_PRECISION_FP32;
+  TAP_CHECK(sde_device_parse("auto", &k) == 0 && k == SDE_DEVICE_AUTO &&
+                sde_device_parse("CUDA", &k) == 0 && k == SDE_DEVICE_CUDA &&
+                sde_device_parse("cpu", &k) == 0 && k == SDE_DEVICE_CPU,
+            "device names parse");
+  TAP_CHECK(sde_device_parse("gpu", &k) == SDE_EINVAL && strstr(sde_errmsg(), "gpu"),
+            "unknown device is SDE_EINVAL: %s", sde_errmsg());
+  TAP_CHECK(sde_precision_parse("bf16", &p) == 0 && p == SDE_PRECISION_BF16 &&
+                sde_precision_parse("tf32", &p) == 0 && p == SDE_PRECISION_TF32 &&
+                sde_precision_parse("fp16", &p) == SDE_EINVAL,
+            "precision names parse");
+  TAP_CHECK(!strcmp(sde_device_name(SDE_DEVICE_CUDA), "cuda") &&
+                !strcmp(sde_precision_name(SDE_PRECISION_TF32), "tf32"),
+            "names round-trip");
+}
+
+/* The CPU table gives exactly the reference functions' bits. */
+static void test_cpu_backend(void) {
+  const sde_backend *be = sde_backend_cpu();
+  TAP_CHECK(be && be->host_memory && !strcmp(be->name, "cpu"), "CPU backend is host memory");
+  const int B = 2, C = 8, H = 8, Co = 16;
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, H, Co, 3, 1, 1);
+  float *x = randn((int64_t)B * C * H * H, 0), *w = randn((int64_t)Co * C * 9, 1),
+        *b = randn(Co, 2);
+  float *o1 = calloc((size_t)B * Co * H * H, sizeof(float));
+  float *o2 = calloc((size_t)B * Co * H * H, sizeof(float));
+  int rc = sde_nn_conv2d_forward(o1, x, w, b, &s, NULL);
+  rc |= be->conv2d_forward(be, o2, x, w, b, &s, NULL);
+  TAP_CHECK(rc == 0 && !memcmp(o1, o2, sizeof(float) * B * Co * H * H), "conv2d via table");
+  float *g = randn(C, 3), *bt = randn(C, 4);
+  rc = sde_nn_groupnorm_silu_forward(o1, x, g, bt, B, C, H * H, 2, 1e-6f);
+  rc |= be->groupnorm_silu_forward(be, o2, x, g, bt, B, C, H * H, 2, 1e-6f);
+  TAP_CHECK(rc == 0 && !memcmp(o1, o2, sizeof(float) * B * C * H * H), "groupnorm_silu via table");
+
+  /* noise rows: row i is the stream stream0 + i */
+  const int rows = 3;
+  const int64_t len = 1001;
+  float *r = malloc(sizeof(float) * rows * len), *ref = malloc(sizeof(float) * len);
+  rc = be->randn_rows(be, r, 42, 10, 5, rows, len);
+  int same = rc == 0;
+  for (int i = 0; i < rows && same; i++) {
+    sde_randn(42, 10 + (uint64_t)i, 5, ref, len);
+    same = !memcmp(ref, r + i * len, sizeof(float) * len);
+  }
+  TAP_CHECK(same, "randn_rows = sde_randn per row");
+  rc = be->rademacher_rows(be, r, 42, 10, 5, rows, len);
+  sde_rand_rademacher(42, 12, 5, ref, len);
+  TAP_CHECK(rc == 0 && !memcmp(ref, r + 2 * len, sizeof(float) * len), "rademacher_rows");
+
+  /* axpby / dot */
+  const double a[2] = {0.5, -2.0}, c[2] = {3.0, 0.25};
+  const int64_t n = 100;
+  float *y = randn(2 * n, 9), *out = malloc(sizeof(float) * 2 * n);
+  rc = be->axpby_rows(be, out, a, x, c, y, 2, n);
+  int ok = rc == 0;
+  for (int i = 0; i < 2 && ok; i++)
+    for (int64_t j = 0; j < n && ok; j++)
+      ok = out[i * n + j] == (float)(a[i] * x[i * n + j] + c[i] * y[i * n + j]);
+  TAP_CHECK(ok, "axpby_rows");
+  double d[2];
+  rc = be->dot_rows(be, d, x, y, 2, n);
+  double want = 0;
+  for (int64_t j = 0; j < n; j++) want += (double)x[n + j] * y[n + j];
+  TAP_CHECK(rc == 0 && d[1] == want, "dot_rows");
+  void *p = NULL;
+  rc = be->alloc(be, 64, &p);
+  if (!rc) rc = be->upload(be, p, x, 64);
+  if (!rc) rc = be->download(be, out, p, 64);
+  TAP_CHECK(rc == 0 && !memcmp(out, x, 64), "alloc/upload/download");
+  be->free(be, p);
+  free(x); free(w); free(b); free(o1); free(o2); free(g); free(bt); free(r); free(ref);
+  free(y); free(out);
+}
+
+/* A small random NCSN++ (attention, FIR, residual input pyramid) written to a temp file. */
+static int write_tiny_net(char *path, size_t size) {
+  sde_ncsnpp_config c;
+  sde_ncsnpp_config_ncsnpp_cifar10(&c);
+  c.nf = 16;
+  c.num_levels = 2;
+  c.ch_mult[0] = 1;
+  c.ch_mult[1] = 2;
+  c.num_res_blocks = 1;
+  c.attn_resolutions[0] = 8;
+  c.image_size = 16;
+  sde_model *m = NULL;
+  int rc = sde_network_create(&c, NULL, &m);
+  if (rc) return rc;
+  int64_t count;
+  float *pbuf = sde_ncsnpp_param_buffer(sde_network_ncsnpp(m), &count);
+  sde_randn(3, 0, 0, pbuf, count);
+  for (int64_t i = 0; i < count; i++) pbuf[i] *= 0.05f;
+  snprintf(path, size, "/tmp/scoresde_dev_XXXXXX.safetensors");
+  int fd = mkstemps(path, 12);
+  if (fd >= 0) close(fd);
+  rc = sde_network_save(m, path, NULL, 0);
+  sde_model_free(m);
+  return rc;
+}
+
+static void score_of(const sde_model *m, int n, float *out) {
+  const int64_t D = sde_model_dim(m);
+  float *x = randn(n * D, 20), t[4] = {0.9f, 0.5f, 0.1f, 0.02f};
+  int rc = sde_model_score(m, &m->sde, n, x, t, out);
+  if (rc) TAP_DIAG("score: %s", sde_errmsg());
+  free(x);
+}
+
+static void test_load_cpu(const char *path) {
+  const int ngpu = sde_cuda_device_count();
+  sde_model *ref = NULL, *m = NULL;
+  int rc = sde_model_load(path, &ref);
+  TAP_CHECK(rc == 0, "load the tiny network: %s", rc ? sde_errmsg() : "ok");
+  if (rc) return;
+  const int n = 4;
+  const int64_t D = sde_model_dim(ref);
+  float *s0 = calloc((size_t)(n * D), sizeof(float)), *s1 = calloc((size_t)(n * D), sizeof(float));
+  score_of(ref, n, s0);
+
+  sde_load_options o = SDE_LOAD_OPTIONS_INIT;
+  o.device = SDE_DEVICE_CPU;
+  rc = sde_model_load_ex(path, &o, &m);
+  sde_device_info info;
+  if (!rc) sde_model_device(m, &info);
+  TAP_CHECK(rc == 0 && info.device == SDE_DEVICE_CPU && !info.fell_back,
+            "device=cpu loads on the CPU");
+  if (!rc) score_of(m, n, s1);
+  TAP_CHECK(rc == 0 && !memcmp(s0, s1, sizeof(float) * n * D),
+            "device=cpu: scores bit-identical to sde_model_load");
+  sde_model_free(m);
+  m = NULL;
+
+  if (ngpu == 0) {
+    o.device = SDE_DEVICE_CUDA;
+    rc = sde_model_load_ex(path, &o, &m);
+    TAP_CHECK(rc == SDE_ENODEV && m == NULL && strstr(sde_errmsg(), "CUDA"),
+              "device=cuda without a GPU: SDE_ENODEV \"%s\"", sde_errmsg());
+    const sde_backend *be = NULL;
+    int fb = -1;
+    rc = sde_backend_open(SDE_DEVICE_CUDA, 0, SDE_PRECISION_FP32, &be, &fb);
+    TAP_CHECK(rc == SDE_ENODEV && be == NULL && fb == 0, "sde_backend_open(CUDA): SDE_ENODEV");
+    o.device = SDE_DEVICE_AUTO;
+    rc = sde_model_load_ex(path, &o, &m);
+    if (!rc) sde_model_device(m, &info);
+    TAP_CHECK(rc == 0 && info.device == SDE_DEVICE_CPU && info.fell_back && info.reason[0],
+              "device=auto without a GPU falls back to the CPU: \"%s\"",
+              rc ? sde_errmsg() : info.reason);
+    if (!rc) score_of(m, n, s1);
+    TAP_CHECK(rc == 0 && !memcmp(s0, s1, sizeof(float) * n * D),
+              "device=auto fallback: scores bit-identical");
+    sde_model_free(m);
+    m = NULL;
+    /* an analytic model with device=cuda is refused the same way */
+    const char *src = getenv("SCORESDE_SRC");
+    if (src) {
+      char json[4096];
+      snprintf(json, sizeof json, "%s/models/shapes-32.json", src);
+      if (access(json, R_OK) != 0) snprintf(json, sizeof json, "%s/models/default.json", src);
+      o.device = SDE_DEVICE_CUDA;
+      rc = sde_model_load_ex(json, &o, &m);
+      TAP_CHECK(rc == SDE_ENODEV && !m, "analytic model, device=cuda: SDE_ENODEV");
+      sde_model_free(m);
+      m = NULL;
+    }
+  } else {
+    TAP_DIAG("%d CUDA device(s): the no-GPU error paths are not checked here", ngpu);
+  }
+  free(s0);
+  free(s1);
+  sde_model_free(ref);
+}
+
+/* The network on CUDA against the CPU (run on a GPU host). */
+static int test_load_cuda(const char *path) {
+  if (sde_cuda_device_count() <= 0) {
+    printf("1..0 # SKIP no CUDA device\n");
+    return 77;
+  }
+  sde_model *ref = NULL, *m = NULL;
+  sde_load_options o = SDE_LOAD_OPTIONS_INIT;
+  o.device = SDE_DEVICE_CUDA;
+  int rc = sde_model_load(path, &ref);
+  if (!rc) rc = sde_model_load_ex(path, &o, &m);
+  TAP_CHECK(rc == 0, "load on CUDA: %s", rc ? sde_errmsg() : "ok");
+  if (rc) {
+    sde_model_free(ref);
+    return tap_done();
+  }
+  sde_device_info info;
+  sde_model_device(m, &info);
+  TAP_CHECK(info.device == SDE_DEVICE_CUDA && !info.fell_back, "runs on CUDA device %d",
+            info.device_id);
+  const int n = 4;
+  const int64_t D = sde_model_dim(ref);
+  float *s0 = calloc((size_t)(n * D), sizeof(float)), *s1 = calloc((size_t)(n * D), sizeof(float));
+  score_of(ref, n, s0);
+  score_of(m, n, s1);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n * D; i++) {
+    num += ((double)s1[i] - s0[i]) * ((double)s1[i] - s0[i]);
+    den += (double)s0[i] * s0[i];
+  }
+  double rel = sqrt(num / (den > 0 ? den : 1));
+  TAP_CHECK(rel <= 1e-5, "CUDA score vs CPU: relative L2 error %.3g (tol 1e-5)", rel);
+  free(s0);
+  free(s1);
+  sde_model_free(m);
+  sde_model_free(ref);
+  return tap_done();
+}
+
+int main(int argc, char **argv) {
+  char path[256];
+  if (write_tiny_net(path, sizeof path)) {
+    printf("Bail out! cannot write a network: %s\n", sde_errmsg());
+    return 1;
+  }
+  int status;
+  if (argc > 1 && !strcmp(argv[1], "cuda")) {
+    status = test_load_cuda(path);
+  } else {
+    test_names();
+    test_cpu_backend();
+    test_load_cpu(path);
+    status = tap_done();
+  }
+  unlink(path);
+  return status;
+}
