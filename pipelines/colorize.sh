@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Colorizes a grayscale video into an MP4. A short gray test video is made first from
-# the model's training images (scaled up to SIZE, so the colorizer works above the
-# model's size and keeps the input's full-resolution luminance).
+# the example images of common.sh (held-out emoji for the default model), scaled up to
+# SIZE, so the colorizer works above the model's size and keeps the input's
+# full-resolution luminance.
 #
 #   pipelines/colorize.sh
-#   INPUT=old_film.mp4 MODEL=emoji.json pipelines/colorize.sh
+#   INPUT=old_film.mp4 pipelines/colorize.sh
 #
 # Environment: FRAMES (16 frames of test video), FPS (4), SIZE (64), STEPS (500),
 # INPUT (a video file to colorize instead of the generated one), plus those of
@@ -23,7 +24,7 @@ require_elements multifilesrc pngdec videoscale videoconvert x264enc mp4mux deco
 
 if [ -z "$INPUT" ]; then
   INPUT="$OUT_DIR/gray_input.mp4"
-  launch multifilesrc location="$SHAPES_DIR/shape_%02d.png" loop=true num-buffers="$FRAMES" \
+  launch multifilesrc location="$COLOR_EXAMPLES" loop=true num-buffers="$FRAMES" \
       caps="image/png,framerate=(fraction)$FPS/1" ! \
     pngdec ! videoconvert ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
     videoconvert ! video/x-raw,format=GRAY8 ! videoconvert ! x264enc ! mp4mux ! \

@@ -4,14 +4,14 @@
 #   pipelines/inpaint.sh
 #   IMAGE=face.png MASK=mask.png MODEL=emoji.json pipelines/inpaint.sh
 #
-# Environment: IMAGE (default models/shapes32/shape_03.png; must have the model's size),
+# Environment: IMAGE (default: example image 3 of common.sh; must have the model's size),
 # MASK (a PNG of the same size, white = keep, black = fill; default: a generated mask
 # that hides the right half), STEPS (500), plus those of common.sh.
 # Output: $OUT_DIR/inpaint_mask.png (when generated) and $OUT_DIR/inpainted.png
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-IMAGE=${IMAGE:-$SHAPES_DIR/shape_03.png}
+IMAGE=${IMAGE:-$(printf "$GRAY_EXAMPLES" 3)}
 STEPS=${STEPS:-500}
 MASK=${MASK:-}
 require_elements filesrc pngdec videoconvert scoresdeinpaint pngenc

@@ -9,7 +9,7 @@
 #   LOCATION='my/frames/img_%03d.png' pipelines/interpolate.sh   # images of the model's size
 #
 # Environment: FRAMES (4 input images), INTERP (7), LOCATION (a printf pattern of PNG
-# files; default the model's training images models/shapes32/shape_%02d.png), FPS (8),
+# files; default the example images of common.sh), FPS (8),
 # SIZE (256), plus those of common.sh.
 # Output: $OUT_DIR/interpolation.mp4 ((FRAMES - 1) * (INTERP + 1) + 1 frames)
 set -euo pipefail
@@ -19,7 +19,7 @@ FRAMES=${FRAMES:-4}
 INTERP=${INTERP:-7}
 FPS=${FPS:-8}
 SIZE=${SIZE:-256}
-LOCATION=${LOCATION:-$SHAPES_DIR/shape_%02d.png}
+LOCATION=${LOCATION:-$GRAY_EXAMPLES}
 require_elements multifilesrc pngdec videoconvert scoresdeencode scoresdeinterp \
   scoresdedecode videoscale x264enc mp4mux
 

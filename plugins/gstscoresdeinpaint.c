@@ -13,9 +13,10 @@
  * 2021, controllable generation).
  *
  * The mask is the alpha channel: pixels whose alpha is 0 are filled, every other pixel
- * is known and is passed through unchanged. Alternatively #GstScoreSdeInpaint:mask-location
- * names a PNG mask of the model's size (white, or any non-zero value, = known) that is
- * applied to every frame; the frames' alpha is then ignored. The output alpha is 255.
+ * is known and is passed through unchanged. Alternatively
+ * #GstScoreSdeInpaint:mask-location names a PNG mask of the model's size (white, or any
+ * value of at least mid-gray, = known) that is applied to every frame; the frames'
+ * alpha is then ignored. The output alpha is 255.
  *
  * Frames are processed at the model's native size; other sizes are refused at
  * negotiation (put `videoscale` in front), nothing is rescaled silently. A 1-channel
@@ -145,14 +146,14 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
   /**
    * GstScoreSdeInpaint:mask-location:
    *
-   * A PNG mask of the model's size applied to every frame: white (any non-zero value)
-   * = known, black = fill. A PNG with transparent pixels is read from its alpha
+   * A PNG mask of the model's size applied to every frame: white (any value of at
+   * least mid-gray) = known, black = fill. A PNG with transparent pixels is read from its alpha
    * instead (transparent = fill). Empty: the frames' alpha channel is the mask
    * (alpha 0 = fill).
    */
   g_object_class_install_property (gobject_class, PROP_MASK_LOCATION,
       g_param_spec_string ("mask-location", "Mask location",
-          "PNG mask at the model's size, non-zero = known, zero = fill; "
+          "PNG mask at the model's size, white (>= mid-gray) = known, black = fill; "
           "empty = use the frames' alpha (0 = fill)",
           DEFAULT_MASK_LOCATION, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
@@ -443,8 +444,9 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
     return FALSE;
   }
   /* A mask with transparent pixels is read from its alpha (transparent = fill), as the
-   * scoresde CLI reads RGBA masks; otherwise any non-zero colour value marks a known
-   * pixel. */
+   * scoresde CLI reads RGBA masks; otherwise a colour value of at least mid-gray marks
+   * a known pixel (not any non-zero value: masks drawn through videoconvert carry
+   * video-range black, 16). */
   use_alpha = FALSE;
   if (c == 4)
     for (i = 0; i < mhw && !use_alpha; i++)
@@ -455,7 +457,7 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
       known = png[3 * mhw + i] > 0.0f;
     } else {
       for (ch = 0; ch < MIN (c, 3); ch++)
-        known |= png[ch * mhw + i] > 0.0f;
+        known |= png[ch * mhw + i] >= 0.5f;
     }
     self->static_mask[i] = known ? 1.0f : 0.0f;
   }

@@ -196,6 +196,8 @@ GST_START_TEST (test_deterministic_per_frame)
 
 GST_END_TEST;
 
+/* A gray PNG mask: the first known_cols columns white, the rest black, both in video
+ * range (235 and 16, as videoconvert draws them). */
 static gchar *
 write_mask_png (gint width, gint height, gint known_cols)
 {
@@ -207,8 +209,8 @@ write_mask_png (gint width, gint height, gint known_cols)
   fail_unless (fd >= 0);
   close (fd);
   for (y = 0; y < height; y++)
-    for (x = 0; x < known_cols && x < width; x++)
-      m[y * width + x] = 1.0f;
+    for (x = 0; x < width; x++)
+      m[y * width + x] = (x < known_cols ? 235.0f : 16.0f) / 255.0f;
   fail_unless (sde_png_write (path, m, 1, height, width) == SDE_OK);
   g_free (m);
   return path;
@@ -217,23 +219,32 @@ write_mask_png (gint width, gint height, gint known_cols)
 GST_START_TEST (test_mask_location)
 {
   gchar *mask = write_mask_png (W, H, 16);
-  gchar *props = g_strdup_printf ("steps=%d mask-location=%s", QUICK_STEPS,
+  gchar *props = g_strdup_printf ("steps=%d mask-location=%s", QUALITY_STEPS,
       mask);
   GstHarness *h = new_harness (props);
   gint w, hh, x, y, k;
-  guint8 *in = scoresde_test_training_image (9, 4, &w, &hh);
+  guint8 *truth = scoresde_test_training_image (9, 4, &w, &hh);
+  guint8 *in = g_memdup2 (truth, W * H * 4);
+  gdouble psnr;
   GstBuffer *out;
   GstMapInfo map;
 
-  /* the frame's alpha is ignored: fully opaque, yet the right half is filled */
+  /* the frame's alpha is ignored: fully opaque with garbage in the right half, yet
+   * the right half is filled from the left one (a training image: recovered) */
+  for (y = 0; y < H; y++)
+    for (x = 16; x < W; x++)
+      for (k = 0; k < 3; k++)
+        in[(y * W + x) * 4 + k] = (guint8) (37 * x + 11 * y + 5 * k);
   out = gst_harness_push_and_pull (h, scoresde_test_buffer (in, W * H * 4, 0,
           GST_SECOND));
   fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
   for (y = 0; y < H; y++)
-    for (x = 0; x < 16; x++)
-      for (k = 0; k < 4; k++)
-        fail_unless_equals_int (map.data[(y * W + x) * 4 + k],
-            in[(y * W + x) * 4 + k]);
+    fail_unless (memcmp (map.data + y * W * 4, in + y * W * 4, 16 * 4) == 0,
+        "row %d of the known half changed", y);
+  psnr = scoresde_test_psnr (map.data + 16 * 4, 4, W * 4, truth + 16 * 4, 4,
+      W * 4, W - 16, H);
+  GST_INFO ("filled half: PSNR %.2f dB", psnr);
+  fail_unless (psnr > 30.0, "filled half at %.1f dB", psnr);
   gst_buffer_unmap (out, &map);
   gst_buffer_unref (out);
   gst_harness_teardown (h);
@@ -242,6 +253,7 @@ GST_START_TEST (test_mask_location)
   g_free (mask);
   g_free (props);
   g_free (in);
+  g_free (truth);
 }
 
 GST_END_TEST;
