@@ -60,10 +60,19 @@ static const GEnumValue ode_method_values[] = {
 };
 
 static const GEnumValue device_values[] = {
-  {GST_SCORESDE_DEVICE_AUTO, "Best available device (CPU in this build)",
+  {GST_SCORESDE_DEVICE_AUTO, "A CUDA GPU if one answers, else the CPU",
       "auto"},
   {GST_SCORESDE_DEVICE_CPU, "CPU", "cpu"},
   {GST_SCORESDE_DEVICE_CUDA, "NVIDIA GPU (CUDA)", "cuda"},
+  {0, NULL, NULL}
+};
+
+static const GEnumValue precision_values[] = {
+  {GST_SCORESDE_PRECISION_FP32, "float32", "fp32"},
+  {GST_SCORESDE_PRECISION_TF32, "TF32 tensor-core GEMMs/convolutions (GPU)",
+      "tf32"},
+  {GST_SCORESDE_PRECISION_BF16, "bfloat16 GEMM/convolution inputs (GPU)",
+      "bf16"},
   {0, NULL, NULL}
 };
 
@@ -80,6 +89,7 @@ DEFINE_ENUM_TYPE (gst_scoresde_predictor_get_type, "GstScoreSdePredictor", predi
 DEFINE_ENUM_TYPE (gst_scoresde_corrector_get_type, "GstScoreSdeCorrector", corrector_values)
 DEFINE_ENUM_TYPE (gst_scoresde_ode_method_get_type, "GstScoreSdeOdeMethod", ode_method_values)
 DEFINE_ENUM_TYPE (gst_scoresde_device_get_type, "GstScoreSdeDevice", device_values)
+DEFINE_ENUM_TYPE (gst_scoresde_precision_get_type, "GstScoreSdePrecision", precision_values)
 DEFINE_ENUM_TYPE (gst_scoresde_interp_method_get_type, "GstScoreSdeInterpMethod", interp_method_values)
 /* *INDENT-ON* */
 
@@ -92,5 +102,6 @@ gst_scoresde_enums_mark_as_plugin_api (void)
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_CORRECTOR, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_ODE_METHOD, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_DEVICE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_PRECISION, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_INTERP_METHOD, 0);
 }

@@ -80,16 +80,31 @@ typedef enum
 
 /**
  * GstScoreSdeDevice:
- * @GST_SCORESDE_DEVICE_AUTO: the best device of this build (the CPU for now)
+ * @GST_SCORESDE_DEVICE_AUTO: a CUDA GPU when this build has CUDA support and one
+ *   answers, else the CPU (logged as a warning)
  * @GST_SCORESDE_DEVICE_CPU: the CPU reference backend
- * @GST_SCORESDE_DEVICE_CUDA: an NVIDIA GPU (not built yet: fails with LIBRARY/INIT)
+ * @GST_SCORESDE_DEVICE_CUDA: an NVIDIA GPU; fails with LIBRARY/INIT when there is none
  */
 typedef enum
 {
-  GST_SCORESDE_DEVICE_AUTO = 0,
-  GST_SCORESDE_DEVICE_CPU = 1,
-  GST_SCORESDE_DEVICE_CUDA = 2,
+  GST_SCORESDE_DEVICE_AUTO = SDE_DEVICE_AUTO,
+  GST_SCORESDE_DEVICE_CPU = SDE_DEVICE_CPU,
+  GST_SCORESDE_DEVICE_CUDA = SDE_DEVICE_CUDA,
 } GstScoreSdeDevice;
+
+/**
+ * GstScoreSdePrecision:
+ * @GST_SCORESDE_PRECISION_FP32: float32 everywhere
+ * @GST_SCORESDE_PRECISION_TF32: TF32 tensor-core GEMMs and convolutions (GPU only)
+ * @GST_SCORESDE_PRECISION_BF16: bfloat16 GEMM/convolution inputs, float32 accumulation
+ *   (GPU only)
+ */
+typedef enum
+{
+  GST_SCORESDE_PRECISION_FP32 = SDE_PRECISION_FP32,
+  GST_SCORESDE_PRECISION_TF32 = SDE_PRECISION_TF32,
+  GST_SCORESDE_PRECISION_BF16 = SDE_PRECISION_BF16,
+} GstScoreSdePrecision;
 
 /**
  * GstScoreSdeInterpMethod:
@@ -114,6 +129,8 @@ GType gst_scoresde_corrector_get_type (void);
 GType gst_scoresde_ode_method_get_type (void);
 #define GST_TYPE_SCORESDE_DEVICE (gst_scoresde_device_get_type ())
 GType gst_scoresde_device_get_type (void);
+#define GST_TYPE_SCORESDE_PRECISION (gst_scoresde_precision_get_type ())
+GType gst_scoresde_precision_get_type (void);
 #define GST_TYPE_SCORESDE_INTERP_METHOD (gst_scoresde_interp_method_get_type ())
 GType gst_scoresde_interp_method_get_type (void);
 

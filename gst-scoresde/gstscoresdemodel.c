@@ -2,7 +2,7 @@
  * Copyright (C) 2025 The gst-scoresde authors
  * SPDX-License-Identifier: MIT
  *
- * The model cache. Entries are keyed by "<canonical path>\n<device>" and hold one
+ * The model cache. Entries are keyed by "<canonical path>\n<device:id:precision>" and hold one
  * loaded sde_model each; handles are the entries themselves, refcounted under the
  * cache mutex, so acquire/release from any thread (streaming threads, state changes)
  * is safe. A model is loaded under the mutex: two elements starting together load it
@@ -134,12 +134,13 @@ entry_free (CacheEntry * e)
 }
 
 static CacheEntry *
-entry_load (const gchar * path, const gchar * key, GstScoreSdeDevice device,
-    GError ** error)
+entry_load (const gchar * path, const gchar * key,
+    const sde_load_options * opt, GError ** error)
 {
   sde_model *m = NULL;
   gint64 t0 = g_get_monotonic_time ();
-  int status = sde_model_load (path, &m);
+  int status = sde_model_load_ex (path, opt, &m);
+  sde_device_info info;
   CacheEntry *e;
 
   if (status != SDE_OK) {
@@ -153,6 +154,11 @@ entry_load (const gchar * path, const gchar * key, GstScoreSdeDevice device,
         g_set_error (error, GST_RESOURCE_ERROR,
             GST_RESOURCE_ERROR_NO_SPACE_LEFT,
             "Out of memory loading model '%s': %s", path, msg);
+        break;
+      case SDE_ENODEV:
+        g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
+            "Cannot run model '%s' on the GPU: %s (use device=cpu or auto)",
+            path, msg);
         break;
       default:
         g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
@@ -178,45 +184,66 @@ entry_load (const gchar * path, const gchar * key, GstScoreSdeDevice device,
     sde_init (&e->handle.sde, SDE_VE);
   e->handle.path = e->path;
   e->handle.id = e->id;
-  e->handle.device = device;
+  sde_model_device (m, &info);
+  e->handle.device = (GstScoreSdeDevice) info.device;
+  e->handle.cuda_device_id = info.device_id;
+  e->handle.precision = (GstScoreSdePrecision) info.precision;
   e->handle.refcount = 1;
 
-  GST_INFO ("loaded model %s: %s %dx%dx%d, sde %s, id %s in %.1f ms", path,
-      m->ops->kind, m->channels, m->height, m->width,
-      sde_kind_name (e->handle.sde.kind), e->id,
+  GST_INFO ("loaded model %s: %s %dx%dx%d, sde %s, id %s, on %s %d (%s) in "
+      "%.1f ms", path, m->ops->kind, m->channels, m->height, m->width,
+      sde_kind_name (e->handle.sde.kind), e->id, sde_device_name (info.device),
+      info.device_id, sde_precision_name (info.precision),
       (g_get_monotonic_time () - t0) / 1000.0);
   return e;
 }
 
 GstScoreSdeModel *
-gst_scoresde_model_cache_acquire (const gchar * path, GstScoreSdeDevice device,
-    GError ** error)
+gst_scoresde_model_cache_acquire (GstElement * element, const gchar * path,
+    const GstScoreSdeDeviceSettings * device, GError ** error)
 {
-  return gst_scoresde_model_cache_acquire_full (path,
+  return gst_scoresde_model_cache_acquire_full (element, path,
       GST_SCORESDE_DEFAULT_MODEL_FILE, device, error);
 }
 
 GstScoreSdeModel *
-gst_scoresde_model_cache_acquire_full (const gchar * path,
-    const gchar * default_file, GstScoreSdeDevice device, GError ** error)
+gst_scoresde_model_cache_acquire_full (GstElement * element,
+    const gchar * path, const gchar * default_file,
+    const GstScoreSdeDeviceSettings * device, GError ** error)
 {
+  sde_load_options opt = SDE_LOAD_OPTIONS_INIT;
   gchar *canon, *key;
   CacheEntry *e;
 
   debug_init ();
 
-  if (device == GST_SCORESDE_DEVICE_CUDA) {
-    g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
-        "CUDA support is not built: use device=cpu (or auto)");
-    return NULL;
+  /* AUTO is resolved here, not by the engine, so that its CPU fallback shares the
+   * cache entry of device=cpu and is logged against the element */
+  opt.device = (sde_device_kind) device->device;
+  opt.device_id = device->cuda_device_id;
+  opt.precision = (sde_precision) device->precision;
+  if (opt.device == SDE_DEVICE_AUTO) {
+    if (sde_cuda_device_count () > opt.device_id) {
+      opt.device = SDE_DEVICE_CUDA;
+    } else {
+      opt.device = SDE_DEVICE_CPU;
+      GST_CAT_WARNING_OBJECT (scoresde_model_debug, element,
+          "device=auto: no CUDA device %d usable (%d found, %s), running on "
+          "the CPU", opt.device_id, sde_cuda_device_count (),
+          sde_cuda_device_count () > 0 ? "ordinal out of range" :
+          "no GPU, driver or CUDA support in this build");
+    }
   }
-  if (device == GST_SCORESDE_DEVICE_AUTO)
-    device = GST_SCORESDE_DEVICE_CPU;
+  if (opt.device == SDE_DEVICE_CPU) {
+    opt.device_id = 0;
+    opt.precision = SDE_PRECISION_FP32;
+  }
 
   canon = gst_scoresde_model_resolve_path (path, default_file, error);
   if (canon == NULL)
     return NULL;
-  key = g_strdup_printf ("%s\n%d", canon, (gint) device);
+  key = g_strdup_printf ("%s\n%d:%d:%d", canon, (gint) opt.device,
+      opt.device_id, (gint) opt.precision);
 
   g_mutex_lock (&cache_lock);
   if (cache == NULL)
@@ -226,7 +253,7 @@ gst_scoresde_model_cache_acquire_full (const gchar * path,
     e->handle.refcount++;
     GST_DEBUG ("model %s shared, %d users", canon, e->handle.refcount);
   } else {
-    e = entry_load (canon, key, device, error);
+    e = entry_load (canon, key, &opt, error);
     if (e != NULL)
       g_hash_table_insert (cache, e->key, e);
   }

@@ -11,6 +11,7 @@
 #include <gst/gst.h>
 #include <scoresde/scoresde.h>
 #include "gstscoresdeenums.h"
+#include "gstscoresdeparams.h"
 
 G_BEGIN_DECLS
 
@@ -40,6 +41,8 @@ typedef struct _GstScoreSdeModel GstScoreSdeModel;
  * @id: model identity carried in latent caps (model->id, or a hash of @path when
  *   the model has none)
  * @device: the device the model runs on (never %GST_SCORESDE_DEVICE_AUTO)
+ * @cuda_device_id: its CUDA ordinal (0 on the CPU)
+ * @precision: GEMM/convolution precision in effect (fp32 on the CPU)
  *
  * A refcounted handle on a cached model. Every field is read-only and valid until the
  * handle is released.
@@ -51,6 +54,8 @@ struct _GstScoreSdeModel
   const gchar *path;
   const gchar *id;
   GstScoreSdeDevice device;
+  gint cuda_device_id;
+  GstScoreSdePrecision precision;
 
   /*< private >*/
   gint refcount;
@@ -68,17 +73,22 @@ gchar *gst_scoresde_model_resolve_path (const gchar * path,
     const gchar * default_file, GError ** error);
 
 /* Returns the handle of the model in `path` (NULL or "" = the shipped default) on
- * `device`, loading it on first use. Thread-safe. Errors (GStreamer error domains,
- * ready for GST_SCORESDE_ELEMENT_GERROR):
+ * `device`, loading it on first use. device=auto takes CUDA device cuda-device-id when
+ * one answers, else the CPU, logged as a warning against `element` (may be NULL).
+ * Thread-safe. Errors (GStreamer error domains, ready for
+ * GST_SCORESDE_ELEMENT_GERROR):
  *   GST_RESOURCE_ERROR_NOT_FOUND     the file does not exist or cannot be read
- *   GST_LIBRARY_ERROR_INIT           malformed model file; CUDA requested ("CUDA support is not built")
- *   GST_RESOURCE_ERROR_NO_SPACE_LEFT out of memory while loading
+ *   GST_LIBRARY_ERROR_INIT           malformed model file; device=cuda without a
+ *                                    usable GPU (no CUDA support, driver or device)
+ *   GST_RESOURCE_ERROR_NO_SPACE_LEFT out of host or GPU memory while loading
  * Release with gst_scoresde_model_cache_release(). */
-GstScoreSdeModel *gst_scoresde_model_cache_acquire (const gchar * path,
-    GstScoreSdeDevice device, GError ** error);
+GstScoreSdeModel *gst_scoresde_model_cache_acquire (GstElement * element,
+    const gchar * path, const GstScoreSdeDeviceSettings * device,
+    GError ** error);
 /* The same with another default file for an empty `path`. */
-GstScoreSdeModel *gst_scoresde_model_cache_acquire_full (const gchar * path,
-    const gchar * default_file, GstScoreSdeDevice device, GError ** error);
+GstScoreSdeModel *gst_scoresde_model_cache_acquire_full (GstElement * element,
+    const gchar * path, const gchar * default_file,
+    const GstScoreSdeDeviceSettings * device, GError ** error);
 
 /* Drops one reference; the model is unloaded when its last user releases it. */
 void gst_scoresde_model_cache_release (GstScoreSdeModel * model);

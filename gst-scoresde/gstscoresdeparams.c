@@ -9,6 +9,78 @@
 #include "gstscoresdeparams.h"
 
 void
+gst_scoresde_device_settings_init (GstScoreSdeDeviceSettings * d)
+{
+  d->device = GST_SCORESDE_DEFAULT_DEVICE;
+  d->cuda_device_id = GST_SCORESDE_DEFAULT_CUDA_DEVICE_ID;
+  d->precision = GST_SCORESDE_DEFAULT_PRECISION;
+}
+
+void
+gst_scoresde_install_device_properties (GObjectClass * klass,
+    guint first_prop_id)
+{
+  const GParamFlags flags = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+      GST_PARAM_MUTABLE_READY;
+
+  g_object_class_install_property (klass,
+      first_prop_id + GST_SCORESDE_DEVICE_PROP_DEVICE,
+      g_param_spec_enum ("device", "Device",
+          "Device to run the model on (auto: a CUDA GPU if one answers, else "
+          "the CPU)", GST_TYPE_SCORESDE_DEVICE, GST_SCORESDE_DEFAULT_DEVICE,
+          flags));
+  g_object_class_install_property (klass,
+      first_prop_id + GST_SCORESDE_DEVICE_PROP_CUDA_DEVICE_ID,
+      g_param_spec_int ("cuda-device-id", "CUDA device id",
+          "CUDA device ordinal used by device=cuda or auto", 0,
+          GST_SCORESDE_MAX_CUDA_DEVICE_ID, GST_SCORESDE_DEFAULT_CUDA_DEVICE_ID,
+          flags));
+  g_object_class_install_property (klass,
+      first_prop_id + GST_SCORESDE_DEVICE_PROP_PRECISION,
+      g_param_spec_enum ("precision", "Precision",
+          "GEMM/convolution precision on the GPU (the CPU computes in fp32)",
+          GST_TYPE_SCORESDE_PRECISION, GST_SCORESDE_DEFAULT_PRECISION, flags));
+}
+
+void
+gst_scoresde_device_settings_set (GstScoreSdeDeviceSettings * d, guint index,
+    const GValue * value)
+{
+  switch (index) {
+    case GST_SCORESDE_DEVICE_PROP_DEVICE:
+      d->device = g_value_get_enum (value);
+      break;
+    case GST_SCORESDE_DEVICE_PROP_CUDA_DEVICE_ID:
+      d->cuda_device_id = g_value_get_int (value);
+      break;
+    case GST_SCORESDE_DEVICE_PROP_PRECISION:
+      d->precision = g_value_get_enum (value);
+      break;
+    default:
+      g_assert_not_reached ();
+  }
+}
+
+void
+gst_scoresde_device_settings_get (const GstScoreSdeDeviceSettings * d,
+    guint index, GValue * value)
+{
+  switch (index) {
+    case GST_SCORESDE_DEVICE_PROP_DEVICE:
+      g_value_set_enum (value, d->device);
+      break;
+    case GST_SCORESDE_DEVICE_PROP_CUDA_DEVICE_ID:
+      g_value_set_int (value, d->cuda_device_id);
+      break;
+    case GST_SCORESDE_DEVICE_PROP_PRECISION:
+      g_value_set_enum (value, d->precision);
+      break;
+    default:
+      g_assert_not_reached ();
+  }
+}
+
+void
 gst_scoresde_sampler_settings_init (GstScoreSdeSamplerSettings * s)
 {
   s->sampler = GST_SCORESDE_DEFAULT_SAMPLER;

@@ -17,6 +17,9 @@ G_BEGIN_DECLS
 
 #define GST_SCORESDE_DEFAULT_MODEL NULL /* the shipped default */
 #define GST_SCORESDE_DEFAULT_DEVICE GST_SCORESDE_DEVICE_AUTO
+#define GST_SCORESDE_DEFAULT_CUDA_DEVICE_ID 0
+#define GST_SCORESDE_MAX_CUDA_DEVICE_ID 255
+#define GST_SCORESDE_DEFAULT_PRECISION GST_SCORESDE_PRECISION_FP32
 #define GST_SCORESDE_DEFAULT_SEED 0
 #define GST_SCORESDE_DEFAULT_SAMPLER GST_SCORESDE_SAMPLER_PC
 #define GST_SCORESDE_DEFAULT_PREDICTOR GST_SCORESDE_PREDICTOR_REVERSE_DIFFUSION
@@ -45,6 +48,35 @@ typedef struct
   gdouble rtol, atol;
   guint64 seed;
 } GstScoreSdeSamplerSettings;
+
+/* Where an element's model runs: the `device`, `cuda-device-id` and `precision`
+ * properties every model-loading element has. */
+typedef struct
+{
+  GstScoreSdeDevice device;
+  gint cuda_device_id;
+  GstScoreSdePrecision precision;
+} GstScoreSdeDeviceSettings;
+
+/* The three device properties, in this order from `first_prop_id` on. */
+enum
+{
+  GST_SCORESDE_DEVICE_PROP_DEVICE,
+  GST_SCORESDE_DEVICE_PROP_CUDA_DEVICE_ID,
+  GST_SCORESDE_DEVICE_PROP_PRECISION,
+  GST_SCORESDE_N_DEVICE_PROPS
+};
+
+void gst_scoresde_device_settings_init (GstScoreSdeDeviceSettings * d);
+/* Installs device, cuda-device-id and precision (mutable in READY) as property ids
+ * first_prop_id .. first_prop_id + 2. */
+void gst_scoresde_install_device_properties (GObjectClass * klass,
+    guint first_prop_id);
+/* Property `index` (GST_SCORESDE_DEVICE_PROP_*) from / into a GValue. */
+void gst_scoresde_device_settings_set (GstScoreSdeDeviceSettings * d,
+    guint index, const GValue * value);
+void gst_scoresde_device_settings_get (const GstScoreSdeDeviceSettings * d,
+    guint index, GValue * value);
 
 /* Sets the GST_SCORESDE_DEFAULT_* values. */
 void gst_scoresde_sampler_settings_init (GstScoreSdeSamplerSettings * s);

@@ -55,7 +55,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_colorize_debug);
 #define GST_CAT_DEFAULT gst_scoresde_colorize_debug
 
 #define DEFAULT_MODEL GST_SCORESDE_DEFAULT_MODEL
-#define DEFAULT_DEVICE GST_SCORESDE_DEFAULT_DEVICE
 #define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
 #define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
 #define DEFAULT_SNR GST_SCORESDE_DEFAULT_SNR
@@ -69,7 +68,8 @@ enum
 {
   PROP_0,
   PROP_MODEL,
-  PROP_DEVICE,
+  PROP_DEVICE,                 /* + cuda-device-id, precision */
+  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
   PROP_SEED,
   PROP_STEPS,
   PROP_SNR,
@@ -143,13 +143,11 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
   /**
    * GstScoreSdeColorize:device:
    *
-   * The device the model runs on.
+   * Device to run the model on; with cuda-device-id and precision. auto takes the
+   * GPU when this build has CUDA support and one answers, else the CPU (a warning in
+   * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
-  g_object_class_install_property (gobject_class, PROP_DEVICE,
-      g_param_spec_enum ("device", "Device", "Device the model runs on",
-          GST_TYPE_SCORESDE_DEVICE, DEFAULT_DEVICE,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
+  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
 
   /**
    * GstScoreSdeColorize:seed:
@@ -279,7 +277,7 @@ static void
 gst_scoresde_colorize_init (GstScoreSdeColorize * self)
 {
   self->model_path = g_strdup (DEFAULT_MODEL);
-  self->device = DEFAULT_DEVICE;
+  gst_scoresde_device_settings_init (&self->device);
   gst_scoresde_sampler_settings_init (&self->settings);
   self->settings.seed = DEFAULT_SEED;
   self->settings.steps = DEFAULT_STEPS;
@@ -451,8 +449,9 @@ gst_scoresde_colorize_set_property (GObject * object, guint prop_id,
       self->model_path = g_value_dup_string (value);
       self->reload = TRUE;
       break;
-    case PROP_DEVICE:
-      self->device = g_value_get_enum (value);
+    case PROP_DEVICE ... PROP_DEVICE_LAST:
+      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+          value);
       self->reload = TRUE;
       break;
     case PROP_SEED:
@@ -497,8 +496,9 @@ gst_scoresde_colorize_get_property (GObject * object, guint prop_id,
     case PROP_MODEL:
       g_value_set_string (value, self->model_path);
       break;
-    case PROP_DEVICE:
-      g_value_set_enum (value, self->device);
+    case PROP_DEVICE ... PROP_DEVICE_LAST:
+      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+          value);
       break;
     case PROP_SEED:
       g_value_set_uint64 (value, self->settings.seed);
@@ -535,7 +535,7 @@ gst_scoresde_colorize_get_property (GObject * object, guint prop_id,
 static gboolean
 gst_scoresde_colorize_load (GstScoreSdeColorize * self)
 {
-  GstScoreSdeDevice device;
+  GstScoreSdeDeviceSettings device;
   GError *err = NULL;
   gchar *path;
 
@@ -547,8 +547,8 @@ gst_scoresde_colorize_load (GstScoreSdeColorize * self)
 
   gst_scoresde_colorize_unload (self);
 
-  self->model = gst_scoresde_model_cache_acquire_full (path,
-      GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE, device, &err);
+  self->model = gst_scoresde_model_cache_acquire_full (GST_ELEMENT (self),
+      path, GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE, &device, &err);
   g_free (path);
   if (self->model == NULL)
     goto load_failed;

@@ -31,7 +31,7 @@ struct _GstScoreSdeColorize
 
   /* properties, under the object lock */
   gchar *model_path;            /* NULL or "" = the shipped default */
-  GstScoreSdeDevice device;
+  GstScoreSdeDeviceSettings device;
   GstScoreSdeSamplerSettings settings;
   gboolean temporal_seed;       /* every frame uses noise stream 0 */
   gboolean chroma_only;         /* keep the input's full-resolution luminance */

@@ -36,7 +36,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_encode_debug);
 #define GST_CAT_DEFAULT gst_scoresde_encode_debug
 
 #define DEFAULT_MODEL NULL
-#define DEFAULT_DEVICE GST_SCORESDE_DEFAULT_DEVICE
 #define DEFAULT_ODE_METHOD GST_SCORESDE_DEFAULT_ODE_METHOD
 #define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
 #define DEFAULT_RTOL GST_SCORESDE_DEFAULT_RTOL
@@ -48,7 +47,8 @@ enum
 {
   PROP_0,
   PROP_MODEL,
-  PROP_DEVICE,
+  PROP_DEVICE,                 /* + cuda-device-id, precision */
+  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
   PROP_ODE_METHOD,
   PROP_STEPS,
   PROP_RTOL,
@@ -119,11 +119,14 @@ gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
           "empty = the shipped default (fashion-mnist-32)", DEFAULT_MODEL,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
-  g_object_class_install_property (gobject_class, PROP_DEVICE,
-      g_param_spec_enum ("device", "Device", "Device to run the model on",
-          GST_TYPE_SCORESDE_DEVICE, DEFAULT_DEVICE,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
+  /**
+   * GstScoreSdeEncode:device:
+   *
+   * Device to run the model on; with cuda-device-id and precision. auto takes the
+   * GPU when this build has CUDA support and one answers, else the CPU (a warning in
+   * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
+   */
+  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
   g_object_class_install_property (gobject_class, PROP_ODE_METHOD,
       g_param_spec_enum ("ode-method", "ODE method",
           "Solver of the probability-flow ODE", GST_TYPE_SCORESDE_ODE_METHOD,
@@ -199,7 +202,7 @@ static void
 gst_scoresde_encode_init (GstScoreSdeEncode * self)
 {
   self->model_path = NULL;
-  self->device = DEFAULT_DEVICE;
+  gst_scoresde_device_settings_init (&self->device);
   self->ode_method = DEFAULT_ODE_METHOD;
   self->steps = DEFAULT_STEPS;
   self->rtol = DEFAULT_RTOL;
@@ -234,8 +237,9 @@ gst_scoresde_encode_set_property (GObject * object, guint prop_id,
       g_free (self->model_path);
       self->model_path = g_value_dup_string (value);
       break;
-    case PROP_DEVICE:
-      self->device = g_value_get_enum (value);
+    case PROP_DEVICE ... PROP_DEVICE_LAST:
+      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+          value);
       break;
     case PROP_ODE_METHOD:
       self->ode_method = g_value_get_enum (value);
@@ -273,8 +277,9 @@ gst_scoresde_encode_get_property (GObject * object, guint prop_id,
     case PROP_MODEL:
       g_value_set_string (value, self->model_path);
       break;
-    case PROP_DEVICE:
-      g_value_set_enum (value, self->device);
+    case PROP_DEVICE ... PROP_DEVICE_LAST:
+      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+          value);
       break;
     case PROP_ODE_METHOD:
       g_value_set_enum (value, self->ode_method);
@@ -323,14 +328,15 @@ gst_scoresde_encode_start (GstBaseTransform * trans)
   GstScoreSdeModel *model;
   GError *err = NULL;
   gchar *path;
-  GstScoreSdeDevice device;
+  GstScoreSdeDeviceSettings device;
 
   GST_OBJECT_LOCK (self);
   path = g_strdup (self->model_path);
   device = self->device;
   GST_OBJECT_UNLOCK (self);
 
-  model = gst_scoresde_model_cache_acquire (path, device, &err);
+  model = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path,
+      &device, &err);
   g_free (path);
   if (model == NULL)
     goto no_model;

@@ -22,7 +22,7 @@ struct _GstScoreSdeEncode
 
   /* properties (under the object lock) */
   gchar *model_path;
-  GstScoreSdeDevice device;
+  GstScoreSdeDeviceSettings device;
   GstScoreSdeOdeMethod ode_method;
   gint steps;
   gdouble rtol, atol;

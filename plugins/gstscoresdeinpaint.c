@@ -48,7 +48,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_inpaint_debug);
 #define GST_CAT_DEFAULT gst_scoresde_inpaint_debug
 
 #define DEFAULT_MODEL GST_SCORESDE_DEFAULT_MODEL
-#define DEFAULT_DEVICE GST_SCORESDE_DEFAULT_DEVICE
 #define DEFAULT_MASK_LOCATION NULL
 #define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
 #define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
@@ -61,7 +60,8 @@ enum
 {
   PROP_0,
   PROP_MODEL,
-  PROP_DEVICE,
+  PROP_DEVICE,                 /* + cuda-device-id, precision */
+  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
   PROP_MASK_LOCATION,
   PROP_SEED,
   PROP_STEPS,
@@ -135,13 +135,11 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
   /**
    * GstScoreSdeInpaint:device:
    *
-   * The device the model runs on.
+   * Device to run the model on; with cuda-device-id and precision. auto takes the
+   * GPU when this build has CUDA support and one answers, else the CPU (a warning in
+   * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
-  g_object_class_install_property (gobject_class, PROP_DEVICE,
-      g_param_spec_enum ("device", "Device", "Device the model runs on",
-          GST_TYPE_SCORESDE_DEVICE, DEFAULT_DEVICE,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
+  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
 
   /**
    * GstScoreSdeInpaint:mask-location:
@@ -258,7 +256,7 @@ static void
 gst_scoresde_inpaint_init (GstScoreSdeInpaint * self)
 {
   self->model_path = g_strdup (DEFAULT_MODEL);
-  self->device = DEFAULT_DEVICE;
+  gst_scoresde_device_settings_init (&self->device);
   self->mask_location = g_strdup (DEFAULT_MASK_LOCATION);
   gst_scoresde_sampler_settings_init (&self->settings);
   self->settings.seed = DEFAULT_SEED;
@@ -325,8 +323,9 @@ gst_scoresde_inpaint_set_property (GObject * object, guint prop_id,
       self->model_path = g_value_dup_string (value);
       self->reload = TRUE;
       break;
-    case PROP_DEVICE:
-      self->device = g_value_get_enum (value);
+    case PROP_DEVICE ... PROP_DEVICE_LAST:
+      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+          value);
       self->reload = TRUE;
       break;
     case PROP_MASK_LOCATION:
@@ -370,8 +369,9 @@ gst_scoresde_inpaint_get_property (GObject * object, guint prop_id,
     case PROP_MODEL:
       g_value_set_string (value, self->model_path);
       break;
-    case PROP_DEVICE:
-      g_value_set_enum (value, self->device);
+    case PROP_DEVICE ... PROP_DEVICE_LAST:
+      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+          value);
       break;
     case PROP_MASK_LOCATION:
       g_value_set_string (value, self->mask_location);
@@ -472,7 +472,7 @@ static gboolean
 gst_scoresde_inpaint_load (GstScoreSdeInpaint * self)
 {
   gchar *path, *mask_location;
-  GstScoreSdeDevice device;
+  GstScoreSdeDeviceSettings device;
   GstScoreSdeModel *model;
   GError *err = NULL;
   gboolean ok = FALSE;
@@ -487,7 +487,8 @@ gst_scoresde_inpaint_load (GstScoreSdeInpaint * self)
 
   gst_scoresde_inpaint_unload (self);
 
-  model = gst_scoresde_model_cache_acquire (path, device, &err);
+  model = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path,
+      &device, &err);
   if (model == NULL)
     goto load_failed;
   GST_OBJECT_LOCK (self);

@@ -22,7 +22,7 @@ struct _GstScoreSdeInpaint
 
   /* properties, under the object lock */
   gchar *model_path;            /* NULL or "" = the shipped default */
-  GstScoreSdeDevice device;
+  GstScoreSdeDeviceSettings device;
   gchar *mask_location;         /* NULL or "" = the alpha channel is the mask */
   GstScoreSdeSamplerSettings settings;
   gboolean reload;              /* model, device or mask-location changed since loading */

@@ -56,7 +56,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
 #define GST_CAT_DEFAULT gst_scoresde_src_debug
 
 #define DEFAULT_MODEL NULL
-#define DEFAULT_DEVICE GST_SCORESDE_DEFAULT_DEVICE
 #define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
 #define DEFAULT_SAMPLER GST_SCORESDE_DEFAULT_SAMPLER
 #define DEFAULT_PREDICTOR GST_SCORESDE_DEFAULT_PREDICTOR
@@ -85,7 +84,8 @@ enum
 {
   PROP_0,
   PROP_MODEL,
-  PROP_DEVICE,
+  PROP_DEVICE,                 /* + cuda-device-id, precision */
+  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
   PROP_SEED,
   PROP_SAMPLER,
   PROP_PREDICTOR,
@@ -167,13 +167,11 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
   /**
    * GstScoreSdeSrc:device:
    *
-   * Device to run the model on. This build has no CUDA backend: `cuda` fails at start.
+   * Device to run the model on; with cuda-device-id and precision. auto takes the
+   * GPU when this build has CUDA support and one answers, else the CPU (a warning in
+   * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
-  g_object_class_install_property (gobject_class, PROP_DEVICE,
-      g_param_spec_enum ("device", "Device", "Device to run the model on",
-          GST_TYPE_SCORESDE_DEVICE, DEFAULT_DEVICE,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
+  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
   /**
    * GstScoreSdeSrc:seed:
    *
@@ -355,7 +353,7 @@ gst_scoresde_src_init (GstScoreSdeSrc * self)
   self->classifier_path = NULL;
   self->class_label = DEFAULT_CLASS_LABEL;
   self->guidance_scale = DEFAULT_GUIDANCE_SCALE;
-  self->device = DEFAULT_DEVICE;
+  gst_scoresde_device_settings_init (&self->device);
   gst_scoresde_sampler_settings_init (&self->settings);
   self->batch_size = DEFAULT_BATCH_SIZE;
   self->walk_frames = DEFAULT_WALK_FRAMES;
@@ -408,8 +406,9 @@ gst_scoresde_src_set_property (GObject * object, guint prop_id,
       g_free (self->model_path);
       self->model_path = g_value_dup_string (value);
       break;
-    case PROP_DEVICE:
-      self->device = g_value_get_enum (value);
+    case PROP_DEVICE ... PROP_DEVICE_LAST:
+      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+          value);
       break;
     case PROP_SEED:
       s->seed = g_value_get_uint64 (value);
@@ -488,8 +487,9 @@ gst_scoresde_src_get_property (GObject * object, guint prop_id,
     case PROP_MODEL:
       g_value_set_string (value, self->model_path);
       break;
-    case PROP_DEVICE:
-      g_value_set_enum (value, self->device);
+    case PROP_DEVICE ... PROP_DEVICE_LAST:
+      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+          value);
       break;
     case PROP_SEED:
       g_value_set_uint64 (value, s->seed);
@@ -716,9 +716,11 @@ static gboolean
 load_classifier (GstScoreSdeSrc * self, GError ** error)
 {
   GstScoreSdeModel *clf;
+  GstScoreSdeDeviceSettings device;
   gchar *path;
 
   GST_OBJECT_LOCK (self);
+  device = self->device;
   if (self->classifier_path != NULL && self->classifier_path[0] != '\0') {
     path = g_strdup (self->classifier_path);
   } else {
@@ -730,7 +732,8 @@ load_classifier (GstScoreSdeSrc * self, GError ** error)
   }
   GST_OBJECT_UNLOCK (self);
 
-  clf = gst_scoresde_model_cache_acquire (path, self->model->device, error);
+  clf = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path, &device,
+      error);
   if (clf != NULL && (sde_network_config (clf->model) == NULL
           || sde_network_config (clf->model)->num_classes < 1)) {
     g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_SETTINGS,
@@ -754,7 +757,7 @@ gst_scoresde_src_start (GstBaseSrc * bsrc)
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
   GstScoreSdeModel *model;
   gchar *path;
-  GstScoreSdeDevice device;
+  GstScoreSdeDeviceSettings device;
   GError *err = NULL;
   gsize D;
 
@@ -763,7 +766,8 @@ gst_scoresde_src_start (GstBaseSrc * bsrc)
   device = self->device;
   GST_OBJECT_UNLOCK (self);
 
-  model = gst_scoresde_model_cache_acquire (path, device, &err);
+  model = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path,
+      &device, &err);
   g_free (path);
   if (model == NULL)
     goto no_model;

@@ -22,7 +22,7 @@ struct _GstScoreSdeSrc
 
   /* properties (under the object lock) */
   gchar *model_path;
-  GstScoreSdeDevice device;
+  GstScoreSdeDeviceSettings device;
   GstScoreSdeSamplerSettings settings;
   gint batch_size;
   gint walk_frames;

@@ -137,12 +137,16 @@ bad_model_path (void)
 }
 
 /* The id of the model in `path`, as the caps carry it (g_free). */
+static const GstScoreSdeDeviceSettings cpu_device = {
+  GST_SCORESDE_DEVICE_CPU, 0, GST_SCORESDE_PRECISION_FP32
+};
+
 static gchar *
 model_id_of (const gchar * path)
 {
   GError *err = NULL;
-  GstScoreSdeModel *m = gst_scoresde_model_cache_acquire (path,
-      GST_SCORESDE_DEVICE_CPU, &err);
+  GstScoreSdeModel *m = gst_scoresde_model_cache_acquire (NULL, path,
+      &cpu_device, &err);
   gchar *id;
 
   fail_unless (m != NULL, "%s", err ? err->message : "?");

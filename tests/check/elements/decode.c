@@ -275,8 +275,8 @@ GST_START_TEST (test_decode_flush_cancels)
   /* the default model with 20000 Heun steps: one decode takes seconds */
   GstHarness *h = gst_harness_new_parse ("scoresdedecode ode-method=heun "
       "steps=20000");
-  GstScoreSdeModel *m = gst_scoresde_model_cache_acquire (NULL,
-      GST_SCORESDE_DEVICE_CPU, NULL);
+  GstScoreSdeModel *m = gst_scoresde_model_cache_acquire (NULL, NULL,
+      &cpu_device, NULL);
   gchar *caps_str;
   PushJob job;
   GThread *t;
