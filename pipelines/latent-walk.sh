@@ -6,7 +6,8 @@
 #   FRAMES=240 WALK=24 FPS=24 pipelines/latent-walk.sh
 #
 # Environment: FRAMES (48), WALK (12 frames per keyframe), FPS (12), SIZE (256: the
-# frames are scaled up for viewing), plus those of common.sh.
+# frames are scaled up for viewing), BATCH (4 frames per network batch: faster, same
+# frames), plus those of common.sh.
 # Output: $OUT_DIR/latent_walk.mp4 (H.264)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -14,10 +15,12 @@ set -euo pipefail
 FRAMES=${FRAMES:-48}
 WALK=${WALK:-12}
 FPS=${FPS:-12}
+BATCH=${BATCH:-4}
 SIZE=${SIZE:-256}
 require_elements scoresdesrc videoscale videoconvert x264enc mp4mux
 
-launch scoresdesrc walk-frames="$WALK" num-buffers="$FRAMES" seed="$SEED" $(model_prop) ! \
+launch scoresdesrc walk-frames="$WALK" num-buffers="$FRAMES" batch-size="$BATCH" seed="$SEED" \
+    $(model_prop) ! \
   video/x-raw,framerate="$FPS/1" ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
   videoconvert ! x264enc ! mp4mux ! filesink location="$OUT_DIR/latent_walk.mp4"
 
