@@ -91,6 +91,20 @@ int sde_network_use_backend(sde_model *m, const struct sde_backend *be, int fell
  * models. */
 const struct sde_backend *sde_network_backend(const sde_model *m);
 
+/* The bare network on a backend (nn/ncsnpp.c). set_backend uploads the parameters (NULL:
+ * back to the CPU); the backend is not owned. forward_dev is sde_ncsnpp_forward with x,
+ * out and the workspace in backend memory (labels stay on the host). */
+struct sde_ncsnpp;
+int sde_ncsnpp_set_backend(struct sde_ncsnpp *net, const struct sde_backend *be);
+const struct sde_backend *sde_ncsnpp_backend(const struct sde_ncsnpp *net);
+int sde_ncsnpp_forward_dev(const struct sde_ncsnpp *net, int B, const float *x,
+                           const float *labels, float *out, float *workspace);
+
+/* The score of a network model with x[n, D] and out[n, D] in the memory of its backend
+ * (sde_network_backend); t[n] on the host. */
+int sde_network_score_dev(const sde_model *m, const sde_sde *sde, int n, const float *x,
+                          const float *t, float *out);
+
 /* ---- end models on a device ----------------------------------------------------------- */
 
 #endif

@@ -190,7 +190,9 @@ const sde_net_param *sde_ncsnpp_params(const sde_ncsnpp *net, int *n);
 /* Floats of scratch one forward call of batch B needs. */
 size_t sde_ncsnpp_workspace_floats(const sde_ncsnpp *net, int B);
 /* out[B, C,H,W] = net(x[B, C,H,W], labels[B]) (NCSNpp.forward). workspace: floats from
- * sde_ncsnpp_workspace_floats(net, B), or NULL to allocate for this call. */
+ * sde_ncsnpp_workspace_floats(net, B), or NULL to allocate for this call. x, labels and
+ * out are host memory; the workspace is memory of the network's backend (host memory
+ * unless the model was loaded onto a GPU with sde_model_load_ex, device.h). */
 int sde_ncsnpp_forward(const sde_ncsnpp *net, int B, const float *x, const float *labels,
                        float *out, float *workspace);
 

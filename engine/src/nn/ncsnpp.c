@@ -16,6 +16,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../backend/backend.h"
+#include "../internal.h"
 #include "scoresde/error.h"
 #include "scoresde/json.h"
 #include "scoresde/network.h"
@@ -436,7 +438,49 @@ struct sde_ncsnpp {
   int hs_res[4 * SDE_NET_MAX_LEVELS * 64 + 8];
   int64_t max_act;       /* largest C*H*W of any activation (one sample) */
   double *sigmas;        /* [N] descending: get_sigmas(config), for positional scale_by_sigma */
+  /* the backend every op runs on (NULL: the CPU). On a device backend dev_params is the
+   * backend copy of param_buf, refreshed when param_buf was handed out writable. */
+  const sde_backend *be;
+  float *dev_params;
+  int dev_dirty;
 };
+
+static const sde_backend *net_be(const sde_ncsnpp *net) {
+  return net->be ? net->be : sde_backend_cpu();
+}
+
+/* Backend copy of the parameters, uploaded again after writable access to param_buf. */
+static int sync_params(const sde_ncsnpp *cnet) {
+  sde_ncsnpp *net = (sde_ncsnpp *)cnet;
+  if (!net->be || net->be->host_memory || !net->dev_dirty) return SDE_OK;
+  int rc = net->be->upload(net->be, net->dev_params, net->param_buf,
+                           (size_t)net->num_floats * sizeof(float));
+  if (!rc) net->dev_dirty = 0;
+  return rc;
+}
+
+int sde_ncsnpp_set_backend(sde_ncsnpp *net, const sde_backend *be) {
+  if (!be) be = sde_backend_cpu();
+  if (net->be && !net->be->host_memory) net->be->free(net->be, net->dev_params);
+  net->dev_params = NULL;
+  net->be = be;
+  if (be->host_memory) return SDE_OK;
+  int rc = be->alloc(be, (size_t)(net->num_floats > 0 ? net->num_floats : 1) * sizeof(float),
+                     (void **)&net->dev_params);
+  if (rc) {
+    net->be = NULL;
+    return sde_fail_context(rc, "network parameters on %s", be->name);
+  }
+  net->dev_dirty = 1;
+  if ((rc = sync_params(net))) {
+    be->free(be, net->dev_params);
+    net->dev_params = NULL;
+    net->be = NULL;
+  }
+  return rc;
+}
+
+const sde_backend *sde_ncsnpp_backend(const sde_ncsnpp *net) { return net_be(net); }
 
 typedef struct {
   sde_ncsnpp_config c;
@@ -797,6 +841,7 @@ int sde_ncsnpp_create(const sde_ncsnpp_config *c, sde_ncsnpp **out) {
 
 void sde_ncsnpp_free(sde_ncsnpp *net) {
   if (!net) return;
+  if (net->be && !net->be->host_memory) net->be->free(net->be, net->dev_params);
   free(net->modules);
   free(net->params);
   free(net->param_buf);
@@ -808,6 +853,7 @@ const sde_ncsnpp_config *sde_ncsnpp_get_config(const sde_ncsnpp *net) { return &
 
 float *sde_ncsnpp_param_buffer(sde_ncsnpp *net, int64_t *count) {
   if (count) *count = net->num_floats;
+  net->dev_dirty = 1; /* the caller may write: the backend copy is refreshed before use */
   return net->param_buf;
 }
 
@@ -827,6 +873,7 @@ const sde_net_param *sde_ncsnpp_params(const sde_ncsnpp *net, int *n) {
  * records the peak, which sizes the workspace. */
 typedef struct {
   const sde_ncsnpp *net;
+  const sde_backend *be; /* every op goes through it; base, the tape and params are its memory */
   int B;
   int measure;
   float *base;
@@ -859,20 +906,96 @@ static float *ws_alloc(fwd_ctx *x, size_t n) {
     if (!ctx->measure) { stmt; }    \
   } while (0)
 
+/* op of the backend: BE(conv2d_forward, out, ...) = be->conv2d_forward(be, out, ...) */
+#define BE(op, ...) ctx->be->op(ctx->be, __VA_ARGS__)
+
 static const float *P(const fwd_ctx *ctx, const net_module *m, int k) {
-  return ctx->net->param_buf + ctx->net->params[m->first_param + k].offset;
+  const float *base = ctx->net->dev_params ? ctx->net->dev_params : ctx->net->param_buf;
+  return base + ctx->net->params[m->first_param + k].offset;
 }
 
 static const float SQRT2 = 1.41421356237309504880f; /* np.sqrt(2.) in float32 */
 
-/* out = (a + b) / sqrt(2) or a + b, elementwise; out may alias a or b */
-static void residual_join(float *out, const float *a, const float *b, size_t n, int rescale) {
+/* out = (a + b) / sqrt(2) or a + b, elementwise; out may alias a or b. The table has no
+ * divide: a device backend multiplies by 1/sqrt(2) (within 1 ulp of the CPU's division). */
+static void residual_join(fwd_ctx *ctx, float *out, const float *a, const float *b, size_t n,
+                          int rescale) {
   if (!rescale) {
-    sde_nn_add_forward(out, a, b, 1.0f, n);
-    return;
-  }
+    BE(add_forward, out, a, b, 1.0f, n);
+  } else if (!ctx->be->host_memory) {
+    BE(add_forward, out, a, b, 1.0f / SQRT2, n);
+  } else {
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i++) out[i] = (a[i] + b[i]) / SQRT2;
+    for (size_t i = 0; i < n; i++) out[i] = (a[i] + b[i]) / SQRT2;
+  }
+}
+
+/* xc = 2x - 1 (data in [0,1] -> [-1,1]). On a device: 2x (exact), then + (-1) per channel
+ * row through add_channel_bias: the same single rounding as the host expression. */
+static int input_affine(fwd_ctx *ctx, float *xc, const float *x, int B, int C, int HW) {
+  const size_t n = (size_t)B * C * HW, mark = ctx->top;
+  float *dm = ws_alloc(ctx, (size_t)B * C); /* -1 per (b, c) on a device */
+  int rc = SDE_OK;
+  if (ctx->measure) {
+  } else if (ctx->be->host_memory) {
+    for (size_t i = 0; i < n; i++) xc[i] = 2.0f * x[i] - 1.0f;
+  } else {
+    float *mone = sde_malloc((size_t)B * C * sizeof(float));
+    if (!mone) return SDE_ENOMEM;
+    for (int i = 0; i < B * C; i++) mone[i] = -1.0f;
+    rc = ctx->be->upload(ctx->be, dm, mone, (size_t)B * C * sizeof(float));
+    free(mone);
+    if (!rc) {
+      BE(scale, xc, x, 2.0f, n);
+      BE(add_channel_bias_forward, xc, dm, B, C, HW);
+    }
+  }
+  ctx->top = mark;
+  return rc;
+}
+
+/* dst[n] = host src[n] into backend memory (labels, log sigmas: a few floats per call) */
+static int to_backend(fwd_ctx *ctx, float *dst, const float *src, size_t n) {
+  if (ctx->measure) return SDE_OK;
+  return ctx->be->upload(ctx->be, dst, src, n * sizeof(float));
+}
+
+/* dst[n] = v in backend memory */
+static int fill_const(fwd_ctx *ctx, float *dst, float v, size_t n) {
+  if (ctx->measure) return SDE_OK;
+  float *h = sde_malloc(n * sizeof(float));
+  if (!h) return SDE_ENOMEM;
+  for (size_t i = 0; i < n; i++) h[i] = v;
+  int rc = to_backend(ctx, dst, h, n);
+  free(h);
+  return rc;
+}
+
+/* out[b] = in[b] / sigma[b] per sample (scale_by_sigma); sig_d: float64 sigmas (positional),
+ * else sig_f. On a device: one axpby_rows with a = 1/sigma (within 1 ulp). */
+static int divide_rows(fwd_ctx *ctx, float *out, const float *in, const float *sig_f,
+                       const double *sig_d, int B, size_t per) {
+  if (ctx->be->host_memory) {
+    for (int b = 0; b < B; b++) {
+      if (sig_d) {
+        const double sg = sig_d[b];
+        for (size_t i = 0; i < per; i++) out[b * per + i] = (float)(in[b * per + i] / sg);
+      } else {
+        const float sg = sig_f[b];
+        for (size_t i = 0; i < per; i++) out[b * per + i] = in[b * per + i] / sg;
+      }
+    }
+    return SDE_OK;
+  }
+  double *a = sde_malloc((size_t)B * 2 * sizeof(double));
+  if (!a) return SDE_ENOMEM;
+  for (int b = 0; b < B; b++) {
+    a[b] = 1.0 / (sig_d ? sig_d[b] : (double)sig_f[b]);
+    a[B + b] = 0.0;
+  }
+  int rc = BE(axpby_rows, out, a, in, a + B, in, B, (int64_t)per);
+  free(a);
+  return rc;
 }
 
 /* conv k x k, stride 1, pad k/2: inp [B,Cin,H,H] -> out [B,Cout,H,H] */
@@ -882,21 +1005,26 @@ static int conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w,
   size_t mark = ctx->top;
   size_t ns = sde_nn_conv2d_scratch_floats(&s);
   float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-  RUN(sde_nn_conv2d_forward(out, inp, w, bias, &s, scratch));
+  RUN(BE(conv2d_forward, out, inp, w, bias, &s, scratch));
   ctx->top = mark;
   return SDE_OK;
 }
 
+static int no_fir_upconv(const fwd_ctx *ctx) {
+  return sde_fail(SDE_EUNSUPPORTED, "the FIR upsample-conv (fir with resamp_with_conv "
+                  "upsampling) has no %s backend op yet", ctx->be->name);
+}
+
 /* Parameter-free resampling of the pyramid / biggan blocks: FIR [1,3,3,1] or nearest/mean. */
 static int resample_up(fwd_ctx *ctx, float *out, const float *inp, int C, int H) {
-  if (ctx->net->config.fir) RUN(sde_nn_fir_upsample2x_forward(out, inp, ctx->B, C, H, H));
-  else RUN(sde_nn_upsample_nearest2x_forward(out, inp, ctx->B, C, H, H));
+  if (ctx->net->config.fir) RUN(BE(fir_upsample2x_forward, out, inp, ctx->B, C, H, H));
+  else RUN(BE(upsample_nearest2x_forward, out, inp, ctx->B, C, H, H));
   return SDE_OK;
 }
 
 static int resample_down(fwd_ctx *ctx, float *out, const float *inp, int C, int H) {
-  if (ctx->net->config.fir) RUN(sde_nn_fir_downsample2x_forward(out, inp, ctx->B, C, H, H));
-  else RUN(sde_nn_avgpool2x_forward(out, inp, ctx->B, C, H, H));
+  if (ctx->net->config.fir) RUN(BE(fir_downsample2x_forward, out, inp, ctx->B, C, H, H));
+  else RUN(BE(avgpool2x_forward, out, inp, ctx->B, C, H, H));
   return SDE_OK;
 }
 
@@ -914,7 +1042,7 @@ static int run_resblock(fwd_ctx *ctx, const net_module *m, const float *x, float
   size_t mark = ctx->top;
   /* h = act(GroupNorm_0(x)) */
   float *h0 = ws_alloc(ctx, in_n);
-  RUN(sde_nn_groupnorm_silu_forward(h0, x, gn0_w, gn0_b, B, Cin, H * H, sde_nn_groupnorm_groups(Cin),
+  RUN(BE(groupnorm_silu_forward, h0, x, gn0_w, gn0_b, B, Cin, H * H, sde_nn_groupnorm_groups(Cin),
                                     SDE_NN_GROUPNORM_EPS));
   /* up/down both h and the skip x */
   const float *hr = h0, *xr = x;
@@ -934,11 +1062,11 @@ static int run_resblock(fwd_ctx *ctx, const net_module *m, const float *x, float
   if (rc) return rc;
   if (c->conditional) {
     float *proj = ws_alloc(ctx, (size_t)B * Cout);
-    RUN(sde_nn_linear_forward(proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
-    DO(sde_nn_add_channel_bias_forward(h1, proj, B, Cout, (int)out_hw));
+    RUN(BE(linear_forward, proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
+    DO(BE(add_channel_bias_forward, h1, proj, B, Cout, (int)out_hw));
   }
   /* h = Conv_1(act(GroupNorm_1(h))) (dropout inactive) */
-  RUN(sde_nn_groupnorm_silu_forward(h1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw,
+  RUN(BE(groupnorm_silu_forward, h1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw,
                                     sde_nn_groupnorm_groups(Cout), SDE_NN_GROUPNORM_EPS));
   float *h2 = ws_alloc(ctx, (size_t)B * Cout * out_hw);
   if ((rc = conv_same(ctx, h2, h1, conv1_w, conv1_b, Cout, Cout, Ho, 3))) return rc;
@@ -949,11 +1077,11 @@ static int run_resblock(fwd_ctx *ctx, const net_module *m, const float *x, float
     if (c->resblock_type == SDE_RESBLOCK_BIGGAN) {
       if ((rc = conv_same(ctx, xc, xr, skip_w, skip_b, Cin, Cout, Ho, 1))) return rc;
     } else {
-      RUN(sde_nn_nin_forward(xc, xr, skip_w, skip_b, B, Cin, (int)out_hw, Cout));
+      RUN(BE(nin_forward, xc, xr, skip_w, skip_b, B, Cin, (int)out_hw, Cout));
     }
     xs = xc;
   }
-  DO(residual_join(out, xs, h2, (size_t)B * Cout * out_hw, c->skip_rescale));
+  DO(residual_join(ctx, out, xs, h2, (size_t)B * Cout * out_hw, c->skip_rescale));
   ctx->top = mark;
   return SDE_OK;
 }
@@ -965,14 +1093,14 @@ static int run_attn(fwd_ctx *ctx, const net_module *m, const float *x, float *ou
   size_t mark = ctx->top;
   float *h = ws_alloc(ctx, n), *q = ws_alloc(ctx, n), *k = ws_alloc(ctx, n), *v = ws_alloc(ctx, n);
   float *att = ws_alloc(ctx, (size_t)B * N * N);
-  RUN(sde_nn_groupnorm_forward(h, NULL, NULL, x, P(ctx, m, 0), P(ctx, m, 1), B, C, N,
+  RUN(BE(groupnorm_forward, h, NULL, NULL, x, P(ctx, m, 0), P(ctx, m, 1), B, C, N,
                                sde_nn_groupnorm_groups(C), SDE_NN_GROUPNORM_EPS));
-  RUN(sde_nn_nin_forward(q, h, P(ctx, m, 2), P(ctx, m, 3), B, C, N, C));
-  RUN(sde_nn_nin_forward(k, h, P(ctx, m, 4), P(ctx, m, 5), B, C, N, C));
-  RUN(sde_nn_nin_forward(v, h, P(ctx, m, 6), P(ctx, m, 7), B, C, N, C));
-  RUN(sde_nn_attention_forward(h, att, q, k, v, B, C, N));
-  RUN(sde_nn_nin_forward(q, h, P(ctx, m, 8), P(ctx, m, 9), B, C, N, C));
-  DO(residual_join(out, x, q, n, ctx->net->config.skip_rescale));
+  RUN(BE(nin_forward, q, h, P(ctx, m, 2), P(ctx, m, 3), B, C, N, C));
+  RUN(BE(nin_forward, k, h, P(ctx, m, 4), P(ctx, m, 5), B, C, N, C));
+  RUN(BE(nin_forward, v, h, P(ctx, m, 6), P(ctx, m, 7), B, C, N, C));
+  RUN(BE(attention_forward, h, att, q, k, v, B, C, N));
+  RUN(BE(nin_forward, q, h, P(ctx, m, 8), P(ctx, m, 9), B, C, N, C));
+  DO(residual_join(ctx, out, x, q, n, ctx->net->config.skip_rescale));
   ctx->top = mark;
   return SDE_OK;
 }
@@ -983,7 +1111,7 @@ static int run_norm_conv(fwd_ctx *ctx, const net_module *gn, const net_module *c
   const int B = ctx->B, C = gn->in_ch, H = gn->res;
   size_t mark = ctx->top;
   float *h = ws_alloc(ctx, (size_t)B * C * H * H);
-  RUN(sde_nn_groupnorm_silu_forward(h, x, P(ctx, gn, 0), P(ctx, gn, 1), B, C, H * H,
+  RUN(BE(groupnorm_silu_forward, h, x, P(ctx, gn, 0), P(ctx, gn, 1), B, C, H * H,
                                     sde_nn_groupnorm_groups(C), SDE_NN_GROUPNORM_EPS));
   int rc = conv_same(ctx, out, h, P(ctx, cv, 0), P(ctx, cv, 1), C, cv->out_ch, H, 3);
   ctx->top = mark;
@@ -999,14 +1127,14 @@ static int run_downsample(fwd_ctx *ctx, const net_module *m, const float *x, flo
   if (c->fir) {
     size_t ns = sde_nn_fir_conv_downsample2x_scratch_floats(B, Cin, H, H, Cout);
     float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-    RUN(sde_nn_fir_conv_downsample2x_forward(out, x, P(ctx, m, 0), P(ctx, m, 1), B, Cin, H, H,
+    RUN(BE(fir_conv_downsample2x_forward, out, x, P(ctx, m, 0), P(ctx, m, 1), B, Cin, H, H,
                                              Cout, scratch));
   } else {
     /* F.pad(x, (0,1,0,1)) then 3x3 stride-2 unpadded conv */
     sde_nn_conv2d_shape s = {B, Cin, H, H, Cout, 3, 3, 2, 0, 1, 0, 1};
     size_t ns = sde_nn_conv2d_scratch_floats(&s);
     float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-    RUN(sde_nn_conv2d_forward(out, x, P(ctx, m, 0), P(ctx, m, 1), &s, scratch));
+    RUN(BE(conv2d_forward, out, x, P(ctx, m, 0), P(ctx, m, 1), &s, scratch));
   }
   ctx->top = mark;
   return SDE_OK;
@@ -1019,13 +1147,14 @@ static int run_upsample(fwd_ctx *ctx, const net_module *m, const float *x, float
   if (!m->with_conv) return resample_up(ctx, out, x, Cin, H);
   size_t mark = ctx->top;
   if (c->fir) {
+    if (!ctx->be->host_memory) return no_fir_upconv(ctx);
     size_t ns = sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, Cin, H, H, Cout);
     float *scratch = ws_alloc(ctx, ns);
     RUN(sde_ncsnpp_fir_upsample_conv2x_forward(out, x, P(ctx, m, 0), P(ctx, m, 1), B, Cin, H, H,
                                                Cout, scratch));
   } else {
     float *u = ws_alloc(ctx, (size_t)B * Cin * 4 * H * H);
-    RUN(sde_nn_upsample_nearest2x_forward(u, x, B, Cin, H, H));
+    RUN(BE(upsample_nearest2x_forward, u, x, B, Cin, H, H));
     int rc = conv_same(ctx, out, u, P(ctx, m, 0), P(ctx, m, 1), Cin, Cout, 2 * H, 3);
     if (rc) return rc;
   }
@@ -1046,23 +1175,31 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
   /* time embedding -> temb_act = act(Dense_1(act(Dense_0(emb)))) */
   int embed_dim = c->embedding_type == SDE_EMBED_FOURIER ? 2 * nf : nf;
   float *emb = ws_alloc(ctx, (size_t)B * embed_dim);
+  float *lab = ws_alloc(ctx, (size_t)B); /* ln sigma (Fourier) or the labels, backend memory */
   if (c->embedding_type == SDE_EMBED_FOURIER) {
-    float *u = ws_alloc(ctx, (size_t)B);
-    DO(for (int b = 0; b < B; b++) u[b] = logf(labels[b]));
-    RUN(sde_nn_fourier_embedding_forward(emb, u, P(ctx, &mods[mi], 0), B, nf));
+    if (!ctx->measure) {
+      float *u = sde_malloc((size_t)B * sizeof(float));
+      if (!u) return SDE_ENOMEM;
+      for (int b = 0; b < B; b++) u[b] = logf(labels[b]);
+      rc = to_backend(ctx, lab, u, (size_t)B);
+      free(u);
+      if (rc) return rc;
+    }
+    RUN(BE(fourier_embedding_forward, emb, lab, P(ctx, &mods[mi], 0), B, nf));
     mi++;
   } else {
-    RUN(sde_nn_timestep_embedding_forward(emb, labels, B, nf));
+    if ((rc = to_backend(ctx, lab, labels, (size_t)B))) return rc;
+    RUN(BE(timestep_embedding_forward, emb, lab, B, nf));
   }
   ctx->temb_act = NULL;
   if (c->conditional) {
     float *t1 = ws_alloc(ctx, (size_t)B * 4 * nf), *t2 = ws_alloc(ctx, (size_t)B * 4 * nf);
-    RUN(sde_nn_linear_forward(t1, emb, P(ctx, &mods[mi], 0), P(ctx, &mods[mi], 1), B, embed_dim, 4 * nf));
+    RUN(BE(linear_forward, t1, emb, P(ctx, &mods[mi], 0), P(ctx, &mods[mi], 1), B, embed_dim, 4 * nf));
     mi++;
-    DO(sde_nn_silu_forward(t1, t1, (size_t)B * 4 * nf));
-    RUN(sde_nn_linear_forward(t2, t1, P(ctx, &mods[mi], 0), P(ctx, &mods[mi], 1), B, 4 * nf, 4 * nf));
+    DO(BE(silu_forward, t1, t1, (size_t)B * 4 * nf));
+    RUN(BE(linear_forward, t2, t1, P(ctx, &mods[mi], 0), P(ctx, &mods[mi], 1), B, 4 * nf, 4 * nf));
     mi++;
-    DO(sde_nn_silu_forward(t2, t2, (size_t)B * 4 * nf)); /* every block applies act(temb) */
+    DO(BE(silu_forward, t2, t2, (size_t)B * 4 * nf)); /* every block applies act(temb) */
     ctx->temb_act = t2;
   }
 
@@ -1072,7 +1209,7 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
   const float *xin = x;
   if (!c->centered) {
     float *xc = ws_alloc(ctx, x_n);
-    DO(for (size_t i = 0; i < x_n; i++) xc[i] = 2.0f * x[i] - 1.0f);
+    if ((rc = input_affine(ctx, xc, x, B, C0, S * S))) return rc;
     xin = xc;
   }
 
@@ -1093,7 +1230,7 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
   int n_hs = 0;
 #define HS_PUSH(src, ch, r)                                                               \
   do {                                                                                     \
-    DO(memcpy(hs[n_hs], (src), sizeof(float) * (size_t)B * (ch) * (r) * (r)));           \
+    RUN(ctx->be->copy(ctx->be, hs[n_hs], (src), sizeof(float) * (size_t)B * (ch) * (r) * (r))); \
     n_hs++;                                                                                \
   } while (0)
 
@@ -1134,9 +1271,9 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
         float *hc = hbuf[cur ^ 1];
         if ((rc = conv_same(ctx, hc, ip, P(ctx, cm, 0), P(ctx, cm, 1), C0, ch, res, 1))) return rc;
         if (c->progressive_combine == SDE_COMBINE_SUM) {
-          DO(sde_nn_add_forward(hc, hc, h, 1.0f, (size_t)B * ch * res * res));
+          DO(BE(add_forward, hc, hc, h, 1.0f, (size_t)B * ch * res * res));
         } else {
-          DO(sde_nn_concat_channels_forward(cat, hc, h, B, ch, ch, res * res));
+          DO(BE(concat_channels_forward, cat, hc, h, B, ch, ch, res * res));
           hc = cat;
           ch *= 2;
         }
@@ -1145,7 +1282,7 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
         const net_module *pm = &mods[mi++];
         float *ip = pyr[ip_cur];
         if ((rc = run_downsample(ctx, pm, input_pyramid, ip))) return rc;
-        DO(residual_join(ip, ip, h, (size_t)B * ch * res * res, c->skip_rescale));
+        DO(residual_join(ctx, ip, ip, h, (size_t)B * ch * res * res, c->skip_rescale));
         input_pyramid = ip;
         ip_cur ^= 1;
         HS_PUSH(ip, ch, res);
@@ -1171,7 +1308,7 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
       const net_module *m = &mods[mi++];
       n_hs--;
       int skip_ch = net->hs_ch[n_hs];
-      DO(sde_nn_concat_channels_forward(cat, hbuf[cur], hs[n_hs], B, ch, skip_ch, res * res));
+      DO(BE(concat_channels_forward, cat, hbuf[cur], hs[n_hs], B, ch, skip_ch, res * res));
       if ((rc = run_resblock(ctx, m, cat, hbuf[cur ^ 1]))) return rc;
       cur ^= 1;
       ch = m->out_ch;
@@ -1192,17 +1329,17 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
         float *ph = ws_alloc(ctx, (size_t)B * C0 * res * res);
         if ((rc = run_norm_conv(ctx, &mods[mi], &mods[mi + 1], hbuf[cur], ph))) return rc;
         mi += 2;
-        DO(sde_nn_add_forward(up, up, ph, 1.0f, (size_t)B * C0 * res * res));
+        DO(BE(add_forward, up, up, ph, 1.0f, (size_t)B * C0 * res * res));
         ctx->top = mark;
         pyramid = up;
         pyr_cur ^= 1;
       } else { /* residual */
         float *up = pyr[pyr_cur ^ 1];
         if ((rc = run_upsample(ctx, &mods[mi++], pyramid, up))) return rc;
-        DO(residual_join(up, up, hbuf[cur], (size_t)B * ch * res * res, c->skip_rescale));
+        DO(residual_join(ctx, up, up, hbuf[cur], (size_t)B * ch * res * res, c->skip_rescale));
         pyramid = up;
         pyr_cur ^= 1;
-        DO(memcpy(hbuf[cur], up, sizeof(float) * (size_t)B * ch * res * res)); /* h = pyramid */
+        RUN(ctx->be->copy(ctx->be, hbuf[cur], up, sizeof(float) * (size_t)B * ch * res * res)); /* h = pyramid */
       }
     }
     if (l != 0) {
@@ -1218,7 +1355,7 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
 
   const size_t out_n = x_n;
   if (c->progressive == SDE_PROG_OUTPUT_SKIP) {
-    DO(memcpy(out, pyramid, sizeof(float) * out_n));
+    RUN(ctx->be->copy(ctx->be, out, pyramid, sizeof(float) * out_n));
   } else {
     if ((rc = run_norm_conv(ctx, &mods[mi], &mods[mi + 1], hbuf[cur], out))) return rc;
     mi += 2;
@@ -1228,36 +1365,36 @@ static int forward_walk(fwd_ctx *ctx, const float *x, const float *labels, float
 
   if (c->scale_by_sigma && !ctx->measure) {
     const size_t per = (size_t)C0 * S * S;
-    for (int b = 0; b < B; b++) {
-      if (c->embedding_type == SDE_EMBED_FOURIER) {
-        float s = labels[b];
-        for (size_t i = 0; i < per; i++) out[b * per + i] /= s;
-      } else {
-        /* used_sigmas = sigmas[labels.long()] (float64 buffer: the division is in double) */
+    double *sig = NULL;
+    if (c->embedding_type != SDE_EMBED_FOURIER) {
+      /* used_sigmas = sigmas[labels.long()] (float64 buffer: the division is in double) */
+      if (!(sig = sde_malloc((size_t)B * sizeof(double)))) return SDE_ENOMEM;
+      for (int b = 0; b < B; b++) {
         long idx = (long)labels[b];
-        if (!(labels[b] > -1.0f) || idx < 0 || idx >= c->sde.N)
+        if (!(labels[b] > -1.0f) || idx < 0 || idx >= c->sde.N) {
+          free(sig);
           return sde_fail(SDE_EINVAL, "label %g is not an index into the %d noise scales",
                           (double)labels[b], c->sde.N);
-        double s = net->sigmas[idx];
-        for (size_t i = 0; i < per; i++) out[b * per + i] = (float)(out[b * per + i] / s);
+        }
+        sig[b] = net->sigmas[idx];
       }
     }
+    rc = divide_rows(ctx, out, out, labels, sig, B, per); /* Fourier: out / sigma (float) */
+    free(sig);
+    if (rc) return rc;
   }
   return SDE_OK;
 #undef HS_PUSH
 }
 
 size_t sde_ncsnpp_workspace_floats(const sde_ncsnpp *net, int B) {
-  fwd_ctx ctx = {.net = net, .B = B, .measure = 1};
+  fwd_ctx ctx = {.net = net, .be = net_be(net), .B = B, .measure = 1};
   float dummy_labels[1] = {1.0f};
   (void)forward_walk(&ctx, NULL, dummy_labels, NULL);
   return ctx.peak + 16;
 }
 
-int sde_ncsnpp_forward(const sde_ncsnpp *net, int B, const float *x, const float *labels,
-                       float *out, float *workspace) {
-  if (B <= 0) return B == 0 ? SDE_OK : sde_fail(SDE_EINVAL, "batch size %d", B);
-  if (!x || !labels || !out) return sde_fail(SDE_EINVAL, "network forward: NULL argument");
+static int check_labels(const sde_ncsnpp *net, int B, const float *labels) {
   const sde_ncsnpp_config *c = &net->config;
   for (int b = 0; b < B; b++) {
     if (!isfinite(labels[b]))
@@ -1266,15 +1403,51 @@ int sde_ncsnpp_forward(const sde_ncsnpp *net, int B, const float *x, const float
       return sde_fail(SDE_EINVAL, "network label %d = %g: Fourier embeddings need sigma > 0", b,
                       (double)labels[b]);
   }
+  return SDE_OK;
+}
+
+int sde_ncsnpp_forward_dev(const sde_ncsnpp *net, int B, const float *x, const float *labels,
+                           float *out, float *workspace) {
+  if (B <= 0) return B == 0 ? SDE_OK : sde_fail(SDE_EINVAL, "batch size %d", B);
+  if (!x || !labels || !out) return sde_fail(SDE_EINVAL, "network forward: NULL argument");
+  int rc = check_labels(net, B, labels);
+  if (!rc) rc = sync_params(net);
+  if (rc) return rc;
+  const sde_backend *be = net_be(net);
   float *owned = NULL;
   if (!workspace) {
     size_t n = sde_ncsnpp_workspace_floats(net, B);
-    owned = workspace = sde_malloc(n * sizeof(float));
-    if (!owned) return SDE_ENOMEM;
+    if ((rc = be->alloc(be, n * sizeof(float), (void **)&owned))) return rc;
+    workspace = owned;
   }
-  fwd_ctx ctx = {.net = net, .B = B, .measure = 0, .base = workspace};
-  int rc = forward_walk(&ctx, x, labels, out);
-  free(owned);
+  fwd_ctx ctx = {.net = net, .be = be, .B = B, .measure = 0, .base = workspace};
+  rc = forward_walk(&ctx, x, labels, out);
+  if (owned) {
+    if (!be->host_memory) {
+      int rs = be->synchronize(be); /* the walk's ops must finish before the free */
+      rc = rc ? rc : rs;
+    }
+    be->free(be, owned);
+  }
+  return rc;
+}
+
+int sde_ncsnpp_forward(const sde_ncsnpp *net, int B, const float *x, const float *labels,
+                       float *out, float *workspace) {
+  const sde_backend *be = net_be(net);
+  if (be->host_memory || B <= 0 || !x || !out)
+    return sde_ncsnpp_forward_dev(net, B, x, labels, out, workspace);
+  /* host x, out around a device walk */
+  const size_t bytes = (size_t)B * net->config.num_channels * net->config.image_size *
+                       net->config.image_size * sizeof(float);
+  float *dx = NULL, *dout = NULL;
+  int rc = be->alloc(be, bytes, (void **)&dx);
+  if (!rc) rc = be->alloc(be, bytes, (void **)&dout);
+  if (!rc) rc = be->upload(be, dx, x, bytes);
+  if (!rc) rc = sde_ncsnpp_forward_dev(net, B, dx, labels, dout, workspace);
+  if (!rc) rc = be->download(be, out, dout, bytes);
+  be->free(be, dx);
+  be->free(be, dout);
   return rc;
 }
 
@@ -1335,6 +1508,9 @@ struct sde_ncsnpp_train {
   float *u, *emb, *t1, *t1a, *t2, *ta, *dta; /* time embedding chain */
   int x_id, out_id;
   size_t out_n;
+  const sde_backend *be;                     /* buf, dgrad live there (the net's at creation) */
+  float *sig_host;                           /* [max_batch] scale_by_sigma sigmas */
+  float *dgrad;                              /* device backends: parameter gradients */
 };
 
 static int tt_new(fwd_ctx *ctx, size_t n) {
@@ -1357,7 +1533,7 @@ static float *TG(fwd_ctx *ctx, int id) {
   if (ctx->measure || id < 0) return NULL;
   tape_tensor *t = &ctx->tr->t[id];
   if (!t->touched) {
-    memset(t->grad, 0, t->n * sizeof(float));
+    ctx->be->zero(ctx->be, t->grad, t->n * sizeof(float));
     t->touched = 1;
   }
   return t->grad;
@@ -1383,7 +1559,7 @@ static float *GP(const fwd_ctx *ctx, const net_module *m, int k) {
 
 static float *zalloc(fwd_ctx *ctx, size_t n) {
   float *p = ws_alloc(ctx, n);
-  if (p) memset(p, 0, n * sizeof(float));
+  if (p) ctx->be->zero(ctx->be, p, n * sizeof(float));
   return p;
 }
 
@@ -1393,27 +1569,21 @@ static int conv_same_bwd(fwd_ctx *ctx, float *dinp, float *dw, float *db, const 
   size_t mark = ctx->top;
   size_t ns = sde_nn_conv2d_scratch_floats(&s);
   float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-  RUN(sde_nn_conv2d_backward(dinp, dw, db, dout, inp, w, &s, scratch));
+  RUN(BE(conv2d_backward, dinp, dw, db, dout, inp, w, &s, scratch));
   ctx->top = mark;
   return SDE_OK;
 }
 
 static int resample_up_bwd(fwd_ctx *ctx, float *dinp, const float *dout, int C, int H) {
-  if (ctx->net->config.fir) RUN(sde_nn_fir_upsample2x_backward(dinp, dout, ctx->B, C, H, H));
-  else RUN(sde_nn_upsample_nearest2x_backward(dinp, dout, ctx->B, C, H, H));
+  if (ctx->net->config.fir) RUN(BE(fir_upsample2x_backward, dinp, dout, ctx->B, C, H, H));
+  else RUN(BE(upsample_nearest2x_backward, dinp, dout, ctx->B, C, H, H));
   return SDE_OK;
 }
 
 static int resample_down_bwd(fwd_ctx *ctx, float *dinp, const float *dout, int C, int H) {
-  if (ctx->net->config.fir) RUN(sde_nn_fir_downsample2x_backward(dinp, dout, ctx->B, C, H, H));
-  else RUN(sde_nn_avgpool2x_backward(dinp, dout, ctx->B, C, H, H));
+  if (ctx->net->config.fir) RUN(BE(fir_downsample2x_backward, dinp, dout, ctx->B, C, H, H));
+  else RUN(BE(avgpool2x_backward, dinp, dout, ctx->B, C, H, H));
   return SDE_OK;
-}
-
-/* dst = src · scale (scale 1: plain copy) */
-static void scaled_copy(float *dst, const float *src, float scale, size_t n) {
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i++) dst[i] = src[i] * scale;
 }
 
 /* -- train forward of each module kind ----------------------------------------------------- */
@@ -1452,9 +1622,9 @@ static int tr_resblock(fwd_ctx *ctx, const net_module *m, int in, int *outp) {
   const float *x = TD(ctx, in);
   float *g0 = ws_alloc(ctx, in_n), *a0 = ws_alloc(ctx, in_n);
   float *mean0 = ws_alloc(ctx, (size_t)B * G0), *rstd0 = ws_alloc(ctx, (size_t)B * G0);
-  RUN(sde_nn_groupnorm_forward(g0, mean0, rstd0, x, gn0_w, gn0_b, B, Cin, H * H, G0,
+  RUN(BE(groupnorm_forward, g0, mean0, rstd0, x, gn0_w, gn0_b, B, Cin, H * H, G0,
                                SDE_NN_GROUPNORM_EPS));
-  DO(sde_nn_silu_forward(a0, g0, in_n));
+  DO(BE(silu_forward, a0, g0, in_n));
   float *hr = a0;
   float *xr = (float *)x;
   if (m->up || m->down) {
@@ -1488,12 +1658,15 @@ static int tr_resblock(fwd_ctx *ctx, const net_module *m, int in, int *outp) {
   size_t mark = ctx->top;
   if (c->conditional) {
     float *proj = ws_alloc(ctx, (size_t)B * Cout);
-    RUN(sde_nn_linear_forward(proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
-    DO(sde_nn_add_channel_bias_forward(h1, proj, B, Cout, (int)out_hw));
+    RUN(BE(linear_forward, proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
+    DO(BE(add_channel_bias_forward, h1, proj, B, Cout, (int)out_hw));
   }
-  RUN(sde_nn_groupnorm_forward(g1, mean1, rstd1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw, G1,
+  RUN(BE(groupnorm_forward, g1, mean1, rstd1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw, G1,
                                SDE_NN_GROUPNORM_EPS));
-  DO(sde_nn_silu_forward(a1, g1, o_n));
+  DO(BE(silu_forward, a1, g1, o_n));
+  if (mask && !ctx->measure && !ctx->be->host_memory)
+    return sde_fail(SDE_EUNSUPPORTED, "dropout has no %s backend op yet (train with "
+                    "--dropout 0 there)", ctx->be->name);
   if (mask && !ctx->measure) {
     const float p = ctx->dropout, keep = 1.0f / (1.0f - p);
     const size_t per = (size_t)Cout * out_hw;
@@ -1514,11 +1687,11 @@ static int tr_resblock(fwd_ctx *ctx, const net_module *m, int in, int *outp) {
     if (c->resblock_type == SDE_RESBLOCK_BIGGAN) {
       if ((rc = conv_same(ctx, xc, xr, skip_w, skip_b, Cin, Cout, Ho, 1))) return rc;
     } else {
-      RUN(sde_nn_nin_forward(xc, xr, skip_w, skip_b, B, Cin, (int)out_hw, Cout));
+      RUN(BE(nin_forward, xc, xr, skip_w, skip_b, B, Cin, (int)out_hw, Cout));
     }
     xs = xc;
   }
-  DO(residual_join(TD(ctx, out), xs, h2, o_n, c->skip_rescale));
+  DO(residual_join(ctx, TD(ctx, out), xs, h2, o_n, c->skip_rescale));
   ctx->top = mark;
   return SDE_OK;
 }
@@ -1536,7 +1709,7 @@ static int tr_resblock_bwd(fwd_ctx *ctx, const tape_op *op) {
   size_t mark = ctx->top;
   const float js = c->skip_rescale ? 1.0f / SQRT2 : 1.0f;
   float *dj = ws_alloc(ctx, o_n);
-  DO(scaled_copy(dj, gout, js, o_n));
+  DO(BE(scale, dj, gout, js, o_n));
   /* h2 = Conv_1(d1) */
   float *dd1 = zalloc(ctx, o_n);
   int rc = conv_same_bwd(ctx, dd1, GP(ctx, m, 8), GP(ctx, m, 9), dj, s[11], P(ctx, m, 8), Cout,
@@ -1548,14 +1721,14 @@ static int tr_resblock_bwd(fwd_ctx *ctx, const tape_op *op) {
     for (size_t i = 0; i < o_n; i++) dd1[i] *= mask[i];
   }
   float *dg1 = zalloc(ctx, o_n);
-  DO(sde_nn_silu_backward(dg1, dd1, s[7], o_n));
+  DO(BE(silu_backward, dg1, dd1, s[7], o_n));
   float *dh1 = zalloc(ctx, o_n);
-  RUN(sde_nn_groupnorm_backward(dh1, GP(ctx, m, 6), GP(ctx, m, 7), dg1, s[6], s[8], s[9],
+  RUN(BE(groupnorm_backward, dh1, GP(ctx, m, 6), GP(ctx, m, 7), dg1, s[6], s[8], s[9],
                                 P(ctx, m, 6), B, Cout, (int)out_hw, G1));
   if (c->conditional) {
     float *dproj = zalloc(ctx, (size_t)B * Cout);
-    DO(sde_nn_add_channel_bias_backward(dproj, dh1, B, Cout, (int)out_hw));
-    RUN(sde_nn_linear_backward(ctx->tr->dta, GP(ctx, m, 4), GP(ctx, m, 5), dproj,
+    DO(BE(add_channel_bias_backward, dproj, dh1, B, Cout, (int)out_hw));
+    RUN(BE(linear_backward, ctx->tr->dta, GP(ctx, m, 4), GP(ctx, m, 5), dproj,
                                ctx->temb_act, P(ctx, m, 4), B, 4 * c->nf, Cout));
   }
   float *dhr = zalloc(ctx, r_n);
@@ -1570,7 +1743,7 @@ static int tr_resblock_bwd(fwd_ctx *ctx, const tape_op *op) {
                               P(ctx, m, 10), Cin, Cout, Ho, 1)))
         return rc;
     } else {
-      RUN(sde_nn_nin_backward(dxr, GP(ctx, m, 10), GP(ctx, m, 11), dj, s[5], P(ctx, m, 10), B,
+      RUN(BE(nin_backward, dxr, GP(ctx, m, 10), GP(ctx, m, 11), dj, s[5], P(ctx, m, 10), B,
                               Cin, (int)out_hw, Cout));
     }
   }
@@ -1587,11 +1760,11 @@ static int tr_resblock_bwd(fwd_ctx *ctx, const tape_op *op) {
         return rc;
     }
   } else {
-    DO(sde_nn_accumulate(dx, dxr, in_n));
+    DO(BE(accumulate, dx, dxr, in_n));
   }
   float *dg0 = zalloc(ctx, in_n);
-  DO(sde_nn_silu_backward(dg0, da0, s[0], in_n));
-  RUN(sde_nn_groupnorm_backward(dx, GP(ctx, m, 0), GP(ctx, m, 1), dg0, x, s[2], s[3],
+  DO(BE(silu_backward, dg0, da0, s[0], in_n));
+  RUN(BE(groupnorm_backward, dx, GP(ctx, m, 0), GP(ctx, m, 1), dg0, x, s[2], s[3],
                                 P(ctx, m, 0), B, Cin, H * H, G0));
   ctx->top = mark;
   return SDE_OK;
@@ -1611,16 +1784,16 @@ static int tr_attn(fwd_ctx *ctx, const net_module *m, int in, int *outp) {
   *outp = out;
   float *save[8] = {h, mean, rstd, q, k, v, att, o};
   memcpy(op->s, save, sizeof save);
-  RUN(sde_nn_groupnorm_forward(h, mean, rstd, x, P(ctx, m, 0), P(ctx, m, 1), B, C, N, G,
+  RUN(BE(groupnorm_forward, h, mean, rstd, x, P(ctx, m, 0), P(ctx, m, 1), B, C, N, G,
                                SDE_NN_GROUPNORM_EPS));
-  RUN(sde_nn_nin_forward(q, h, P(ctx, m, 2), P(ctx, m, 3), B, C, N, C));
-  RUN(sde_nn_nin_forward(k, h, P(ctx, m, 4), P(ctx, m, 5), B, C, N, C));
-  RUN(sde_nn_nin_forward(v, h, P(ctx, m, 6), P(ctx, m, 7), B, C, N, C));
-  RUN(sde_nn_attention_forward(o, att, q, k, v, B, C, N));
+  RUN(BE(nin_forward, q, h, P(ctx, m, 2), P(ctx, m, 3), B, C, N, C));
+  RUN(BE(nin_forward, k, h, P(ctx, m, 4), P(ctx, m, 5), B, C, N, C));
+  RUN(BE(nin_forward, v, h, P(ctx, m, 6), P(ctx, m, 7), B, C, N, C));
+  RUN(BE(attention_forward, o, att, q, k, v, B, C, N));
   size_t mark = ctx->top;
   float *p = ws_alloc(ctx, n);
-  RUN(sde_nn_nin_forward(p, o, P(ctx, m, 8), P(ctx, m, 9), B, C, N, C));
-  DO(residual_join(TD(ctx, out), x, p, n, ctx->net->config.skip_rescale));
+  RUN(BE(nin_forward, p, o, P(ctx, m, 8), P(ctx, m, 9), B, C, N, C));
+  DO(residual_join(ctx, TD(ctx, out), x, p, n, ctx->net->config.skip_rescale));
   ctx->top = mark;
   return SDE_OK;
 }
@@ -1635,18 +1808,18 @@ static int tr_attn_bwd(fwd_ctx *ctx, const tape_op *op) {
   size_t mark = ctx->top;
   const float js = ctx->net->config.skip_rescale ? 1.0f / SQRT2 : 1.0f;
   float *dj = ws_alloc(ctx, n);
-  DO(scaled_copy(dj, gout, js, n));
-  DO(sde_nn_accumulate(dx, dj, n));
+  DO(BE(scale, dj, gout, js, n));
+  DO(BE(accumulate, dx, dj, n));
   float *dO = zalloc(ctx, n);
-  RUN(sde_nn_nin_backward(dO, GP(ctx, m, 8), GP(ctx, m, 9), dj, s[7], P(ctx, m, 8), B, C, N, C));
+  RUN(BE(nin_backward, dO, GP(ctx, m, 8), GP(ctx, m, 9), dj, s[7], P(ctx, m, 8), B, C, N, C));
   float *dq = zalloc(ctx, n), *dk = zalloc(ctx, n), *dv = zalloc(ctx, n);
   float *scratch = ws_alloc(ctx, sde_nn_attention_scratch_floats(N));
-  RUN(sde_nn_attention_backward(dq, dk, dv, dO, s[6], s[3], s[4], s[5], B, C, N, scratch));
+  RUN(BE(attention_backward, dq, dk, dv, dO, s[6], s[3], s[4], s[5], B, C, N, scratch));
   float *dh = zalloc(ctx, n);
-  RUN(sde_nn_nin_backward(dh, GP(ctx, m, 2), GP(ctx, m, 3), dq, s[0], P(ctx, m, 2), B, C, N, C));
-  RUN(sde_nn_nin_backward(dh, GP(ctx, m, 4), GP(ctx, m, 5), dk, s[0], P(ctx, m, 4), B, C, N, C));
-  RUN(sde_nn_nin_backward(dh, GP(ctx, m, 6), GP(ctx, m, 7), dv, s[0], P(ctx, m, 6), B, C, N, C));
-  RUN(sde_nn_groupnorm_backward(dx, GP(ctx, m, 0), GP(ctx, m, 1), dh, TD(ctx, op->in0), s[1],
+  RUN(BE(nin_backward, dh, GP(ctx, m, 2), GP(ctx, m, 3), dq, s[0], P(ctx, m, 2), B, C, N, C));
+  RUN(BE(nin_backward, dh, GP(ctx, m, 4), GP(ctx, m, 5), dk, s[0], P(ctx, m, 4), B, C, N, C));
+  RUN(BE(nin_backward, dh, GP(ctx, m, 6), GP(ctx, m, 7), dv, s[0], P(ctx, m, 6), B, C, N, C));
+  RUN(BE(groupnorm_backward, dx, GP(ctx, m, 0), GP(ctx, m, 1), dh, TD(ctx, op->in0), s[1],
                                 s[2], P(ctx, m, 0), B, C, N, G));
   ctx->top = mark;
   return SDE_OK;
@@ -1666,9 +1839,9 @@ static int tr_normconv(fwd_ctx *ctx, const net_module *gn, const net_module *cv,
   *outp = out;
   float *save[4] = {g, mean, rstd, a};
   memcpy(op->s, save, sizeof save);
-  RUN(sde_nn_groupnorm_forward(g, mean, rstd, TD(ctx, in), P(ctx, gn, 0), P(ctx, gn, 1), B, C,
+  RUN(BE(groupnorm_forward, g, mean, rstd, TD(ctx, in), P(ctx, gn, 0), P(ctx, gn, 1), B, C,
                                H * H, G, SDE_NN_GROUPNORM_EPS));
-  DO(sde_nn_silu_forward(a, g, n));
+  DO(BE(silu_forward, a, g, n));
   return conv_same(ctx, TD(ctx, out), a, P(ctx, cv, 0), P(ctx, cv, 1), C, cv->out_ch, H, 3);
 }
 
@@ -1685,8 +1858,8 @@ static int tr_normconv_bwd(fwd_ctx *ctx, const tape_op *op) {
                          cv->out_ch, H, 3);
   if (rc) return rc;
   float *dg = zalloc(ctx, n);
-  DO(sde_nn_silu_backward(dg, da, s[0], n));
-  RUN(sde_nn_groupnorm_backward(dx, GP(ctx, gn, 0), GP(ctx, gn, 1), dg, TD(ctx, op->in0), s[1],
+  DO(BE(silu_backward, dg, da, s[0], n));
+  RUN(BE(groupnorm_backward, dx, GP(ctx, gn, 0), GP(ctx, gn, 1), dg, TD(ctx, op->in0), s[1],
                                 s[2], P(ctx, gn, 0), B, C, H * H, G));
   ctx->top = mark;
   return SDE_OK;
@@ -1716,13 +1889,13 @@ static int tr_downsample_bwd(fwd_ctx *ctx, const tape_op *op) {
   if (c->fir) {
     size_t ns = sde_nn_fir_conv_downsample2x_scratch_floats(B, Cin, H, H, Cout);
     float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-    RUN(sde_nn_fir_conv_downsample2x_backward(dx, GP(ctx, m, 0), GP(ctx, m, 1), gout, x,
+    RUN(BE(fir_conv_downsample2x_backward, dx, GP(ctx, m, 0), GP(ctx, m, 1), gout, x,
                                               P(ctx, m, 0), B, Cin, H, H, Cout, scratch));
   } else {
     sde_nn_conv2d_shape s = pad_down_shape(B, Cin, H, Cout);
     size_t ns = sde_nn_conv2d_scratch_floats(&s);
     float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-    RUN(sde_nn_conv2d_backward(dx, GP(ctx, m, 0), GP(ctx, m, 1), gout, x, P(ctx, m, 0), &s,
+    RUN(BE(conv2d_backward, dx, GP(ctx, m, 0), GP(ctx, m, 1), gout, x, P(ctx, m, 0), &s,
                                scratch));
   }
   ctx->top = mark;
@@ -1741,7 +1914,7 @@ static int tr_upsample(fwd_ctx *ctx, const net_module *m, int in, int *outp) {
   int out = op->out = tt_new(ctx, (size_t)B * Cout * 4 * H * H);
   *outp = out;
   if (!u) return run_upsample(ctx, m, TD(ctx, in), TD(ctx, out));
-  RUN(sde_nn_upsample_nearest2x_forward(u, TD(ctx, in), B, Cin, H, H));
+  RUN(BE(upsample_nearest2x_forward, u, TD(ctx, in), B, Cin, H, H));
   return conv_same(ctx, TD(ctx, out), u, P(ctx, m, 0), P(ctx, m, 1), Cin, Cout, 2 * H, 3);
 }
 
@@ -1754,6 +1927,7 @@ static int tr_upsample_bwd(fwd_ctx *ctx, const tape_op *op) {
   if (!m->with_conv) return resample_up_bwd(ctx, dx, gout, Cin, H);
   size_t mark = ctx->top;
   if (c->fir) {
+    if (!ctx->be->host_memory) return no_fir_upconv(ctx);
     size_t ns = sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, Cin, H, H, Cout);
     float *scratch = ws_alloc(ctx, ns);
     RUN(sde_ncsnpp_fir_upsample_conv2x_backward(dx, GP(ctx, m, 0), GP(ctx, m, 1), gout, x,
@@ -1763,7 +1937,7 @@ static int tr_upsample_bwd(fwd_ctx *ctx, const tape_op *op) {
     int rc = conv_same_bwd(ctx, du, GP(ctx, m, 0), GP(ctx, m, 1), gout, op->s[0], P(ctx, m, 0),
                            Cin, Cout, 2 * H, 3);
     if (rc) return rc;
-    RUN(sde_nn_upsample_nearest2x_backward(dx, du, B, Cin, H, H));
+    RUN(BE(upsample_nearest2x_backward, dx, du, B, Cin, H, H));
   }
   ctx->top = mark;
   return SDE_OK;
@@ -1789,8 +1963,8 @@ static int tr_add(fwd_ctx *ctx, int a, int b, size_t n, int rescale, int *outp) 
   op->k = rescale;
   int out = op->out = tt_new(ctx, n);
   *outp = out;
-  DO(if (rescale) residual_join(TD(ctx, out), TD(ctx, a), TD(ctx, b), n, 1);
-     else sde_nn_add_forward(TD(ctx, out), TD(ctx, a), TD(ctx, b), 1.0f, n));
+  DO(if (rescale) residual_join(ctx, TD(ctx, out), TD(ctx, a), TD(ctx, b), n, 1);
+     else BE(add_forward, TD(ctx, out), TD(ctx, a), TD(ctx, b), 1.0f, n));
   return SDE_OK;
 }
 
@@ -1803,7 +1977,7 @@ static int tr_concat(fwd_ctx *ctx, int a, int b, int Ca, int Cb, int H, int *out
   op->H = H;
   int out = op->out = tt_new(ctx, (size_t)ctx->B * (Ca + Cb) * H * H);
   *outp = out;
-  DO(sde_nn_concat_channels_forward(TD(ctx, out), TD(ctx, a), TD(ctx, b), ctx->B, Ca, Cb, H * H));
+  DO(BE(concat_channels_forward, TD(ctx, out), TD(ctx, a), TD(ctx, b), ctx->B, Ca, Cb, H * H));
   return SDE_OK;
 }
 
@@ -1818,20 +1992,27 @@ static int tr_head(fwd_ctx *ctx, const net_module *gn, const net_module *lin, in
   float *g = ws_alloc(ctx, n), *mean = ws_alloc(ctx, (size_t)B * G),
         *rstd = ws_alloc(ctx, (size_t)B * G), *a = ws_alloc(ctx, n),
         *pooled = ws_alloc(ctx, (size_t)B * C);
+  float *w = ws_alloc(ctx, HW); /* device: the 1/HW weights of the mean */
   int out = op->out = tt_new(ctx, (size_t)B * K);
   *outp = out;
   float *save[5] = {g, mean, rstd, a, pooled};
   memcpy(op->s, save, sizeof save);
-  RUN(sde_nn_groupnorm_forward(g, mean, rstd, TD(ctx, in), P(ctx, gn, 0), P(ctx, gn, 1), B, C,
+  RUN(BE(groupnorm_forward, g, mean, rstd, TD(ctx, in), P(ctx, gn, 0), P(ctx, gn, 1), B, C,
                                (int)HW, G, SDE_NN_GROUPNORM_EPS));
-  DO(sde_nn_silu_forward(a, g, n));
-  if (!ctx->measure)
+  DO(BE(silu_forward, a, g, n));
+  if (ctx->measure) {
+  } else if (ctx->be->host_memory) {
     for (size_t bc = 0; bc < (size_t)B * C; bc++) {
       double acc = 0.0;
       for (size_t q = 0; q < HW; q++) acc += a[bc * HW + q];
       pooled[bc] = (float)(acc / (double)HW);
     }
-  RUN(sde_nn_linear_forward(TD(ctx, out), pooled, P(ctx, lin, 0), P(ctx, lin, 1), B, C, K));
+  } else { /* device: the mean as a Linear [B*C, HW] -> [B*C, 1] with weights 1/HW */
+    int rc = fill_const(ctx, w, 1.0f / (float)HW, HW);
+    if (!rc) rc = BE(linear_forward, pooled, a, w, NULL, B * C, (int)HW, 1);
+    if (rc) return rc;
+  }
+  RUN(BE(linear_forward, TD(ctx, out), pooled, P(ctx, lin, 0), P(ctx, lin, 1), B, C, K));
   return SDE_OK;
 }
 
@@ -1844,15 +2025,22 @@ static int tr_head_bwd(fwd_ctx *ctx, const tape_op *op) {
   float *dx = TG(ctx, op->in0);
   size_t mark = ctx->top;
   float *dp = zalloc(ctx, (size_t)B * C), *da = ws_alloc(ctx, n), *dg = zalloc(ctx, n);
-  RUN(sde_nn_linear_backward(dp, GP(ctx, lin, 0), GP(ctx, lin, 1), TG(ctx, op->out), s[4],
+  RUN(BE(linear_backward, dp, GP(ctx, lin, 0), GP(ctx, lin, 1), TG(ctx, op->out), s[4],
                              P(ctx, lin, 0), B, C, K));
-  if (!ctx->measure)
+  float *w = ws_alloc(ctx, HW);
+  if (ctx->measure) {
+  } else if (ctx->be->host_memory) {
     for (size_t bc = 0; bc < (size_t)B * C; bc++) {
       const float v = (float)(dp[bc] / (double)HW);
       for (size_t q = 0; q < HW; q++) da[bc * HW + q] = v;
     }
-  DO(sde_nn_silu_backward(dg, da, s[0], n));
-  RUN(sde_nn_groupnorm_backward(dx, GP(ctx, gn, 0), GP(ctx, gn, 1), dg, TD(ctx, op->in0), s[1],
+  } else { /* device: da[B*C, HW] = dp[B*C, 1] · (1/HW)[HW, 1]ᵀ */
+    int rc = fill_const(ctx, w, 1.0f / (float)HW, HW);
+    if (!rc) rc = BE(linear_forward, da, dp, w, NULL, B * C, 1, (int)HW);
+    if (rc) return rc;
+  }
+  DO(BE(silu_backward, dg, da, s[0], n));
+  RUN(BE(groupnorm_backward, dx, GP(ctx, gn, 0), GP(ctx, gn, 1), dg, TD(ctx, op->in0), s[1],
                                 s[2], P(ctx, gn, 0), B, C, (int)HW, G));
   ctx->top = mark;
   return SDE_OK;
@@ -1877,12 +2065,12 @@ static int tape_backward_op(fwd_ctx *ctx, const tape_op *op) {
     case TP_ADD: {
       const size_t n = ctx->measure ? 0 : ctx->tr->t[op->out].n;
       float *ga = TG(ctx, op->in0), *gb = TG(ctx, op->in1);
-      DO(sde_nn_add_backward(ga, gb, TG(ctx, op->out), op->k ? 1.0f / SQRT2 : 1.0f, n));
+      DO(BE(add_backward, ga, gb, TG(ctx, op->out), op->k ? 1.0f / SQRT2 : 1.0f, n));
       return SDE_OK;
     }
     case TP_CONCAT: {
       float *ga = TG(ctx, op->in0), *gb = TG(ctx, op->in1);
-      DO(sde_nn_concat_channels_backward(ga, gb, TG(ctx, op->out), B, op->C, op->C2,
+      DO(BE(concat_channels_backward, ga, gb, TG(ctx, op->out), B, op->C, op->C2,
                                          op->H * op->H));
       return SDE_OK;
     }
@@ -1892,6 +2080,17 @@ static int tape_backward_op(fwd_ctx *ctx, const tape_op *op) {
       const size_t n = ctx->tr->t[op->out].n, per = n / (size_t)B;
       const float *g = TG(ctx, op->out), *sig = op->s[0];
       float *dx = TG(ctx, op->in0);
+      if (!ctx->be->host_memory) { /* dx = 1·dx + (1/sigma)·g per row */
+        double *a = sde_malloc((size_t)B * 2 * sizeof(double));
+        if (!a) return SDE_ENOMEM;
+        for (int b = 0; b < B; b++) {
+          a[b] = 1.0;
+          a[B + b] = 1.0 / (double)ctx->tr->sig_host[b];
+        }
+        int rc = BE(axpby_rows, dx, a, dx, a + B, g, B, (int64_t)per);
+        free(a);
+        return rc;
+      }
       for (int b = 0; b < B; b++)
         for (size_t i = 0; i < per; i++) dx[b * per + i] += g[b * per + i] / sig[b];
       return SDE_OK;
@@ -1916,13 +2115,21 @@ static int train_walk(fwd_ctx *ctx, const float *x, const float *labels, float *
   tr->emb = ws_alloc(ctx, (size_t)B * embed_dim);
   tr->u = NULL;
   tr->mod_fourier = tr->mod_lin0 = -1;
+  tr->u = ws_alloc(ctx, (size_t)B); /* ln sigma (Fourier) or the labels, backend memory */
   if (c->embedding_type == SDE_EMBED_FOURIER) {
-    tr->u = ws_alloc(ctx, (size_t)B);
-    DO(for (int b = 0; b < B; b++) tr->u[b] = logf(labels[b]));
-    RUN(sde_nn_fourier_embedding_forward(tr->emb, tr->u, P(ctx, &mods[mi], 0), B, nf));
+    if (!ctx->measure) {
+      float *u = sde_malloc((size_t)B * sizeof(float));
+      if (!u) return SDE_ENOMEM;
+      for (int b = 0; b < B; b++) u[b] = logf(labels[b]);
+      rc = to_backend(ctx, tr->u, u, (size_t)B);
+      free(u);
+      if (rc) return rc;
+    }
+    RUN(BE(fourier_embedding_forward, tr->emb, tr->u, P(ctx, &mods[mi], 0), B, nf));
     tr->mod_fourier = mi++;
   } else {
-    RUN(sde_nn_timestep_embedding_forward(tr->emb, labels, B, nf));
+    if ((rc = to_backend(ctx, tr->u, labels, (size_t)B))) return rc;
+    RUN(BE(timestep_embedding_forward, tr->emb, tr->u, B, nf));
   }
   ctx->temb_act = NULL;
   tr->t1 = tr->t1a = tr->t2 = tr->ta = tr->dta = NULL;
@@ -1933,12 +2140,12 @@ static int train_walk(fwd_ctx *ctx, const float *x, const float *labels, float *
     tr->ta = ws_alloc(ctx, tn);
     tr->dta = ws_alloc(ctx, tn);
     tr->mod_lin0 = mi;
-    RUN(sde_nn_linear_forward(tr->t1, tr->emb, P(ctx, &mods[mi], 0), P(ctx, &mods[mi], 1), B,
+    RUN(BE(linear_forward, tr->t1, tr->emb, P(ctx, &mods[mi], 0), P(ctx, &mods[mi], 1), B,
                               embed_dim, 4 * nf));
-    DO(sde_nn_silu_forward(tr->t1a, tr->t1, tn));
-    RUN(sde_nn_linear_forward(tr->t2, tr->t1a, P(ctx, &mods[mi + 1], 0), P(ctx, &mods[mi + 1], 1),
+    DO(BE(silu_forward, tr->t1a, tr->t1, tn));
+    RUN(BE(linear_forward, tr->t2, tr->t1a, P(ctx, &mods[mi + 1], 0), P(ctx, &mods[mi + 1], 1),
                               B, 4 * nf, 4 * nf));
-    DO(sde_nn_silu_forward(tr->ta, tr->t2, tn));
+    DO(BE(silu_forward, tr->ta, tr->t2, tn));
     mi += 2;
     ctx->temb_act = tr->ta;
   }
@@ -1950,8 +2157,14 @@ static int train_walk(fwd_ctx *ctx, const float *x, const float *labels, float *
   tr->x_id = xin;
   if (!ctx->measure) {
     float *xi = TD(ctx, xin);
-    if (c->centered) memcpy(xi, x, x_n * sizeof(float));
-    else for (size_t i = 0; i < x_n; i++) xi[i] = 2.0f * x[i] - 1.0f;
+    if (c->centered || !ctx->be->host_memory) {
+      if ((rc = ctx->be->upload(ctx->be, xi, x, x_n * sizeof(float)))) return rc;
+      if (!c->centered && (rc = input_affine(ctx, xi, xi, B, C0, S * S))) return rc;
+    } else {
+      for (size_t i = 0; i < x_n; i++) xi[i] = 2.0f * x[i] - 1.0f;
+    }
+  } else if ((rc = input_affine(ctx, NULL, NULL, B, C0, S * S))) { /* its scratch */
+    return rc;
   }
 
   int hs[4 * SDE_NET_MAX_LEVELS * 64 + 8];
@@ -2014,7 +2227,7 @@ static int train_walk(fwd_ctx *ctx, const float *x, const float *labels, float *
       return sde_fail(SDE_EINVAL, "internal: walked %d of %d modules", mi, net->n_modules);
     tr->out_id = logits;
     tr->out_n = (size_t)B * c->num_classes;
-    DO(memcpy(out, TD(ctx, logits), tr->out_n * sizeof(float)));
+    RUN(ctx->be->download(ctx->be, out, TD(ctx, logits), tr->out_n * sizeof(float)));
     return SDE_OK;
   }
 
@@ -2079,29 +2292,33 @@ static int train_walk(fwd_ctx *ctx, const float *x, const float *labels, float *
     int so = op->out = tt_new(ctx, x_n);
     if (!ctx->measure) {
       const size_t per = (size_t)C0 * S * S;
-      const float *in = TD(ctx, final);
-      float *o = TD(ctx, so);
+      const int fourier = c->embedding_type == SDE_EMBED_FOURIER;
+      double *sd = fourier ? NULL : sde_malloc((size_t)B * sizeof(double));
+      if (!fourier && !sd) return SDE_ENOMEM;
       for (int b = 0; b < B; b++) {
-        if (c->embedding_type == SDE_EMBED_FOURIER) {
-          float sg = labels[b];
-          for (size_t i = 0; i < per; i++) o[b * per + i] = in[b * per + i] / sg;
-          sig[b] = sg;
+        if (fourier) {
+          tr->sig_host[b] = labels[b];
         } else {
           long idx = (long)labels[b];
-          if (!(labels[b] > -1.0f) || idx < 0 || idx >= c->sde.N)
+          if (!(labels[b] > -1.0f) || idx < 0 || idx >= c->sde.N) {
+            free(sd);
             return sde_fail(SDE_EINVAL, "label %g is not an index into the %d noise scales",
                             (double)labels[b], c->sde.N);
-          double sg = net->sigmas[idx];
-          for (size_t i = 0; i < per; i++) o[b * per + i] = (float)(in[b * per + i] / sg);
-          sig[b] = (float)sg;
+          }
+          sd[b] = net->sigmas[idx];
+          tr->sig_host[b] = (float)sd[b];
         }
       }
+      if (ctx->be->host_memory) memcpy(sig, tr->sig_host, (size_t)B * sizeof(float));
+      rc = divide_rows(ctx, TD(ctx, so), TD(ctx, final), labels, sd, B, per);
+      free(sd);
+      if (rc) return rc;
     }
     final = so;
   }
   tr->out_id = final;
   tr->out_n = x_n;
-  DO(memcpy(out, TD(ctx, final), x_n * sizeof(float)));
+  RUN(ctx->be->download(ctx->be, out, TD(ctx, final), x_n * sizeof(float)));
   return SDE_OK;
 }
 
@@ -2114,8 +2331,10 @@ static int train_backward_walk(fwd_ctx *ctx, const float *dout, float *dx) {
   int rc;
   if (!ctx->measure) {
     for (int i = 0; i < tr->n_t; i++) tr->t[i].touched = 0;
-    if (tr->dta) memset(tr->dta, 0, (size_t)B * 4 * nf * sizeof(float));
-    memcpy(TG(ctx, tr->out_id), dout, tr->out_n * sizeof(float));
+    if (tr->dta && (rc = ctx->be->zero(ctx->be, tr->dta, (size_t)B * 4 * nf * sizeof(float))))
+      return rc;
+    if ((rc = ctx->be->upload(ctx->be, TG(ctx, tr->out_id), dout, tr->out_n * sizeof(float))))
+      return rc;
   }
   for (int i = tr->n_ops - 1; i >= 0; i--) {
     const tape_op *op = &tr->ops[i];
@@ -2124,7 +2343,17 @@ static int train_backward_walk(fwd_ctx *ctx, const float *dout, float *dx) {
   }
   if (dx && !ctx->measure && tr->t[tr->x_id].touched) {
     const float *g = tr->t[tr->x_id].grad, k = c->centered ? 1.0f : 2.0f;
+    float *gh = NULL;
+    if (!ctx->be->host_memory) { /* dx is host memory */
+      if (!(gh = sde_malloc(x_n * sizeof(float)))) return SDE_ENOMEM;
+      if ((rc = ctx->be->download(ctx->be, gh, g, x_n * sizeof(float)))) {
+        free(gh);
+        return rc;
+      }
+      g = gh;
+    }
     for (size_t i = 0; i < x_n; i++) dx[i] += k * g[i];
+    free(gh);
   }
   /* time embedding: ta = act(t2), t2 = Dense_1(t1a), t1a = act(t1), t1 = Dense_0(emb) */
   if (c->conditional && ctx->dparams) {
@@ -2134,15 +2363,15 @@ static int train_backward_walk(fwd_ctx *ctx, const float *dout, float *dx) {
     size_t mark = ctx->top;
     float *d2 = zalloc(ctx, tn), *d1a = zalloc(ctx, tn), *d1 = zalloc(ctx, tn);
     float *demb = zalloc(ctx, (size_t)B * embed_dim);
-    DO(sde_nn_silu_backward(d2, tr->dta, tr->t2, tn));
-    RUN(sde_nn_linear_backward(d1a, GP(ctx, l1, 0), GP(ctx, l1, 1), d2, tr->t1a, P(ctx, l1, 0), B,
+    DO(BE(silu_backward, d2, tr->dta, tr->t2, tn));
+    RUN(BE(linear_backward, d1a, GP(ctx, l1, 0), GP(ctx, l1, 1), d2, tr->t1a, P(ctx, l1, 0), B,
                                4 * nf, 4 * nf));
-    DO(sde_nn_silu_backward(d1, d1a, tr->t1, tn));
-    RUN(sde_nn_linear_backward(demb, GP(ctx, l0, 0), GP(ctx, l0, 1), d1, tr->emb, P(ctx, l0, 0),
+    DO(BE(silu_backward, d1, d1a, tr->t1, tn));
+    RUN(BE(linear_backward, demb, GP(ctx, l0, 0), GP(ctx, l0, 1), d1, tr->emb, P(ctx, l0, 0),
                                B, embed_dim, 4 * nf));
     if (tr->mod_fourier >= 0) {
       const net_module *fm = &net->modules[tr->mod_fourier];
-      RUN(sde_nn_fourier_embedding_backward(NULL, GP(ctx, fm, 0), demb, tr->u, P(ctx, fm, 0), B,
+      RUN(BE(fourier_embedding_backward, NULL, GP(ctx, fm, 0), demb, tr->u, P(ctx, fm, 0), B,
                                             nf));
     }
     ctx->top = mark;
@@ -2154,6 +2383,7 @@ static void train_ctx_init(fwd_ctx *ctx, const sde_ncsnpp *net, struct sde_ncsnp
                            int B, int measure) {
   memset(ctx, 0, sizeof *ctx);
   ctx->net = net;
+  ctx->be = net_be(net);
   ctx->B = B;
   ctx->measure = measure;
   ctx->base = measure ? NULL : tr->buf;
@@ -2167,6 +2397,7 @@ int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int with_dropo
   struct sde_ncsnpp_train *tr = sde_calloc(1, sizeof *tr);
   if (!tr) return SDE_ENOMEM;
   tr->net = net;
+  tr->be = net_be(net);
   tr->max_batch = max_batch;
   tr->with_dropout = with_dropout != 0;
   float one = 1.0f;
@@ -2191,11 +2422,12 @@ int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int with_dropo
   ctx.dparams = (float *)&one; /* measure the weight-gradient path too */
   if ((rc = train_backward_walk(&ctx, NULL, NULL))) goto fail;
   tr->floats = ctx.peak + 16;
-  tr->buf = sde_malloc(tr->floats * sizeof(float));
-  if (!tr->buf) {
+  tr->sig_host = sde_calloc((size_t)max_batch, sizeof(float));
+  if (!tr->sig_host) {
     rc = SDE_ENOMEM;
     goto fail;
   }
+  if ((rc = tr->be->alloc(tr->be, tr->floats * sizeof(float), (void **)&tr->buf))) goto fail;
   *out = tr;
   return SDE_OK;
 fail:
@@ -2205,7 +2437,9 @@ fail:
 
 void sde_ncsnpp_train_free(sde_ncsnpp_train *tw) {
   if (!tw) return;
-  free(tw->buf);
+  tw->be->free(tw->be, tw->buf);
+  tw->be->free(tw->be, tw->dgrad);
+  free(tw->sig_host);
   free(tw->ops);
   free(tw->t);
   free(tw);
@@ -2226,20 +2460,18 @@ int sde_ncsnpp_train_forward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, int B,
     return sde_fail(SDE_EINVAL, "dropout %g outside [0, 1)", (double)dropout);
   if (dropout > 0.0f && !tw->with_dropout)
     return sde_fail(SDE_EINVAL, "dropout needs a workspace made with_dropout");
-  const sde_ncsnpp_config *c = &net->config;
-  for (int b = 0; b < B; b++) {
-    if (!isfinite(labels[b])) return sde_fail(SDE_EINVAL, "network label %d is not finite", b);
-    if (c->embedding_type == SDE_EMBED_FOURIER && !(labels[b] > 0.0f))
-      return sde_fail(SDE_EINVAL, "network label %d = %g: Fourier embeddings need sigma > 0", b,
-                      (double)labels[b]);
-  }
+  if (tw->be != net_be(net))
+    return sde_fail(SDE_EINVAL, "train workspace made for the %s backend", tw->be->name);
+  int rc = check_labels(net, B, labels);
+  if (!rc) rc = sync_params(net);
+  if (rc) return rc;
   fwd_ctx ctx;
   train_ctx_init(&ctx, net, tw, B, 0);
   ctx.dropout = dropout;
   ctx.drop_seed = seed;
   ctx.drop_stream0 = stream0;
   tw->valid = 0;
-  int rc = train_walk(&ctx, x, labels, out);
+  rc = train_walk(&ctx, x, labels, out);
   if (rc) return rc;
   if (tw->n_ops != tw->cap_ops || tw->n_t != tw->cap_t || ctx.peak > tw->floats)
     return sde_fail(SDE_EINVAL, "internal: training tape does not match its measure");
@@ -2259,9 +2491,26 @@ int sde_ncsnpp_train_backward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, const
   ctx.top = ctx.peak = tw->fwd_top;
   ctx.dparams = dparams;
   ctx.temb_act = tw->ta;
-  int rc = train_backward_walk(&ctx, dout, dx);
+  const sde_backend *be = tw->be;
+  const size_t pbytes = (size_t)net->num_floats * sizeof(float);
+  int rc = SDE_OK;
+  if (dparams && !be->host_memory) {
+    /* device: gradients into a backend buffer, then added into the host dparams */
+    if (!tw->dgrad) rc = be->alloc(be, pbytes ? pbytes : 4, (void **)&tw->dgrad);
+    if (!rc) rc = be->zero(be, tw->dgrad, pbytes);
+    if (rc) return rc;
+    ctx.dparams = tw->dgrad;
+  }
+  rc = train_backward_walk(&ctx, dout, dx);
   if (!rc && ctx.peak > tw->floats)
     rc = sde_fail(SDE_EINVAL, "internal: backward outgrew its workspace");
+  if (!rc && dparams && !be->host_memory) {
+    float *g = sde_malloc(pbytes ? pbytes : 4);
+    if (!g) return SDE_ENOMEM;
+    rc = be->download(be, g, tw->dgrad, pbytes);
+    for (int64_t i = 0; !rc && i < net->num_floats; i++) dparams[i] += g[i];
+    free(g);
+  }
   return rc;
 }
 

@@ -24,6 +24,7 @@
 
 struct sde_net_workspace {
   const sde_ncsnpp *net;
+  const sde_backend *be; /* buf is its memory (the network's backend at creation) */
   int max_batch;
   size_t floats;
   float *buf;
@@ -68,11 +69,12 @@ static int ws_create(const sde_ncsnpp *net, int max_batch, sde_net_workspace **o
   if (!ws) return SDE_ENOMEM;
   ws->net = net;
   ws->max_batch = max_batch;
+  ws->be = sde_ncsnpp_backend(net);
   ws->floats = sde_ncsnpp_workspace_floats(net, max_batch);
-  ws->buf = sde_malloc(ws->floats * sizeof(float));
-  if (!ws->buf) {
+  int rc = ws->be->alloc(ws->be, ws->floats * sizeof(float), (void **)&ws->buf);
+  if (rc) {
     free(ws);
-    return SDE_ENOMEM;
+    return rc;
   }
   *out = ws;
   return SDE_OK;
@@ -87,7 +89,7 @@ int sde_net_workspace_create(const sde_model *m, int max_batch, sde_net_workspac
 
 void sde_net_workspace_free(sde_net_workspace *ws) {
   if (!ws) return;
-  free(ws->buf);
+  ws->be->free(ws->be, ws->buf);
   free(ws);
 }
 
@@ -271,6 +273,40 @@ static int network_score(const sde_model *m, const sde_sde *sde, int n, const fl
     }
   }
   free(labels);
+  return rc;
+}
+
+int sde_network_score_dev(const sde_model *m, const sde_sde *sde, int n, const float *x,
+                          const float *t, float *out) {
+  if (!sde_network_is(m)) return sde_fail(SDE_EINVAL, "not a network model");
+  if (n <= 0) return n == 0 ? SDE_OK : sde_fail(SDE_EINVAL, "batch size %d", n);
+  const sde_backend *be = impl_of(m)->be;
+  float *labels = sde_malloc((size_t)n * 2 * sizeof(float));
+  double *a = sde_malloc((size_t)n * 2 * sizeof(double));
+  sde_net_workspace *ws = NULL;
+  int rc = labels && a ? SDE_OK : SDE_ENOMEM;
+  float *stds = labels ? labels + n : NULL;
+  if (!rc) rc = sde_network_labels(m, sde, n, t, labels);
+  if (!rc) rc = ws_acquire(m, n, &ws);
+  if (!rc) rc = sde_ncsnpp_forward_dev(impl_of(m)->net, n, x, labels, out, ws->buf);
+  if (!rc && sde->kind != SDE_VE) rc = score_stds(m, sde, n, t, labels, stds);
+  if (!rc && sde->kind != SDE_VE) {
+    /* s = -out / std: the table has no divide, so -1/std per row (within 1 ulp) */
+    for (int i = 0; i < n; i++) {
+      a[i] = -1.0 / (double)stds[i];
+      a[n + i] = 0.0;
+    }
+    rc = be->axpby_rows(be, out, a, out, a + n, out, n, sde_model_dim(m));
+  }
+  if (ws) {
+    if (!be->host_memory) { /* the pooled workspace may be taken by the next call */
+      int rs = be->synchronize(be);
+      rc = rc ? rc : rs;
+    }
+    ws_release(m, ws);
+  }
+  free(labels);
+  free(a);
   return rc;
 }
 
@@ -519,12 +555,17 @@ int sde_network_use_backend(sde_model *m, const sde_backend *be, int fell_back,
     return sde_fail(SDE_EINVAL, "not a network model");
   }
   net_impl *im = impl_of(m);
-  if (!be->host_memory) {
-    /* the network walk does not go through the backend yet: stay on the CPU */
+  /* pooled workspaces are memory of the old backend */
+  for (int i = 0; i < WS_POOL; i++) {
+    sde_net_workspace_free(im->pool[i]);
+    sde_ncsnpp_train_free(im->tpool[i]);
+    im->pool[i] = NULL;
+    im->tpool[i] = NULL;
+  }
+  int rc = sde_ncsnpp_set_backend(im->net, be); /* uploads the parameters */
+  if (rc) {
     sde_backend_close(be);
-    be = sde_backend_cpu();
-    fell_back = 1;
-    reason = "the network does not run on this backend yet";
+    return rc;
   }
   sde_backend_close(im->be);
   im->be = be;
