@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "internal.h"
 #include "scoresde/error.h"
 #include "scoresde/rng.h"
@@ -135,6 +136,31 @@ static double langevin_alpha(const pc_run *r, float t) {
   return 1.0 - sde_ddpm_beta(&r->sde, sde_time_index(&r->sde, t));
 }
 
+/* The corrector's step size ε at t (Langevin: from the per-sample norms r->norms[2n]).
+ * Returns 0 when the score is zero everywhere (Langevin has nothing to correct). */
+static int corrector_step(const pc_run *r, float t, double *step) {
+  const sde_sample_params *p = r->p;
+  const int n = r->n;
+  if (p->corrector == SDE_CORR_LANGEVIN) {
+    /* One step size for the whole batch from batch-averaged norms, as the reference. */
+    double grad_norm = 0.0, noise_norm = 0.0;
+    for (int i = 0; i < n; i++) {
+      grad_norm += r->norms[i];
+      noise_norm += r->norms[n + i];
+    }
+    grad_norm /= n;
+    noise_norm /= n;
+    if (!(grad_norm > 0.0)) return 0;
+    double ratio = p->snr * noise_norm / grad_norm;
+    *step = 2.0 * langevin_alpha(r, t) * ratio * ratio;
+  } else { /* annealed Langevin: ε = 2 α (snr σ(t))² */
+    double m, std;
+    sde_marginal(&r->sde, t, &m, &std);
+    *step = 2.0 * langevin_alpha(r, t) * (p->snr * std) * (p->snr * std);
+  }
+  return 1;
+}
+
 /* One corrector iteration: x_mean = x + ε s, x = x_mean + sqrt(2ε) z. */
 static int pc_correct(pc_run *r, float *x, float *x_mean, float t) {
   const sde_sample_params *p = r->p;
@@ -145,7 +171,6 @@ static int pc_correct(pc_run *r, float *x, float *x_mean, float t) {
   const int n = r->n;
   double step;
   if (p->corrector == SDE_CORR_LANGEVIN) {
-    /* One step size for the whole batch from batch-averaged norms, as the reference. */
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
       double g2 = 0.0, z2 = 0.0;
@@ -156,21 +181,8 @@ static int pc_correct(pc_run *r, float *x, float *x_mean, float t) {
       r->norms[i] = sqrt(g2);
       r->norms[n + i] = sqrt(z2);
     }
-    double grad_norm = 0.0, noise_norm = 0.0;
-    for (int i = 0; i < n; i++) {
-      grad_norm += r->norms[i];
-      noise_norm += r->norms[n + i];
-    }
-    grad_norm /= n;
-    noise_norm /= n;
-    if (!(grad_norm > 0.0)) return SDE_OK; /* zero score: Langevin has nothing to correct */
-    double ratio = p->snr * noise_norm / grad_norm;
-    step = 2.0 * langevin_alpha(r, t) * ratio * ratio;
-  } else { /* annealed Langevin: ε = 2 α (snr σ(t))² */
-    double m, std;
-    sde_marginal(&r->sde, t, &m, &std);
-    step = 2.0 * langevin_alpha(r, t) * (p->snr * std) * (p->snr * std);
   }
+  if (!corrector_step(r, t, &step)) return SDE_OK; /* zero score: nothing to correct */
   const float eps = (float)step, noise_scale = (float)sqrt(2.0 * step);
 #pragma omp parallel for schedule(static)
   for (int64_t j = 0; j < (int64_t)n * D; j++) {
@@ -180,9 +192,10 @@ static int pc_correct(pc_run *r, float *x, float *x_mean, float t) {
   return SDE_OK;
 }
 
+static int predictor_coefs(const pc_run *r, float t, double *pcx, double *pcs, double *pcz);
+
 /* One predictor update x -> (x, x_mean) at grid time t. */
 static int pc_predict(pc_run *r, float *x, float *x_mean, float t) {
-  const sde_sde *sde = &r->sde;
   const int64_t nd = (int64_t)r->n * r->D;
   if (r->p->predictor == SDE_PRED_NONE) {
     memcpy(x_mean, x, sizeof(float) * (size_t)nd);
@@ -191,7 +204,20 @@ static int pc_predict(pc_run *r, float *x, float *x_mean, float t) {
   int status = pc_score(r, x, t);
   if (status) return status;
   pc_noise(r);
-  /* Every predictor is x_mean = cx·x + cs·s, x = x_mean + cz·z. */
+  double cx, cs, cz;
+  if ((status = predictor_coefs(r, t, &cx, &cs, &cz))) return status;
+  const float fx = (float)cx, fs = (float)cs, fz = (float)cz;
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < nd; j++) {
+    x_mean[j] = fx * x[j] + fs * r->score[j];
+    x[j] = x_mean[j] + fz * r->noise[j];
+  }
+  return SDE_OK;
+}
+
+/* Every predictor is x_mean = cx·x + cs·s, x = x_mean + cz·z. */
+static int predictor_coefs(const pc_run *r, float t, double *pcx, double *pcs, double *pcz) {
+  const sde_sde *sde = &r->sde;
   double cx, cs, cz;
   switch (r->p->predictor) {
     case SDE_PRED_EULER_MARUYAMA: {
@@ -228,12 +254,9 @@ static int pc_predict(pc_run *r, float *x, float *x_mean, float t) {
     default:
       return sde_fail(SDE_EINVAL, "unknown predictor %d", (int)r->p->predictor);
   }
-  const float fx = (float)cx, fs = (float)cs, fz = (float)cz;
-#pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < nd; j++) {
-    x_mean[j] = fx * x[j] + fs * r->score[j];
-    x[j] = x_mean[j] + fz * r->noise[j];
-  }
+  *pcx = cx;
+  *pcs = cs;
+  *pcz = cz;
   return SDE_OK;
 }
 
@@ -252,6 +275,127 @@ static int pc_validate(const sde_model *m, const sde_sde *sde, const sde_sample_
   if (p->sampler == SDE_SAMPLER_PC && p->predictor == SDE_PRED_ANCESTRAL && sde->kind == SDE_SUBVP)
     return sde_fail(SDE_EUNSUPPORTED, "ancestral sampling is defined for the VE and VP SDEs only");
   return SDE_OK;
+}
+
+/* ---- the PC loop on a device ------------------------------------------------------------
+ * With a network model on a device backend, x, x_mean, the score and the noise stay in
+ * backend memory for the whole loop: noise from randn_rows with the host keys (seed,
+ * stream0 + i, draw), updates as axpby_rows with the host coefficients, Langevin norms from
+ * dot_rows. Only the result is downloaded (and x, x_mean around a constraint, which works
+ * on host memory). */
+
+typedef struct {
+  const sde_backend *be;
+  float *x, *xm, *s, *z; /* [n, D] backend memory */
+  double *a, *c;         /* [n] host coefficients */
+} pc_dev;
+
+static int pcd_score(pc_run *r, pc_dev *d, float t) {
+  for (int i = 0; i < r->n; i++) r->t[i] = t;
+  r->st->evals++;
+  r->st->nfe++;
+  return sde_network_score_dev(r->m, &r->sde, r->n, d->x, r->t, d->s);
+}
+
+static int pcd_noise(pc_run *r, pc_dev *d) {
+  return d->be->randn_rows(d->be, d->z, r->p->seed, r->stream0, r->draw++, r->n, r->D);
+}
+
+/* xm = ca·x + cb·s; x = xm + cz·z, with the float-rounded coefficients of the host loop */
+static int pcd_update(pc_run *r, pc_dev *d, float ca, float cb, float cz) {
+  const int n = r->n;
+  for (int i = 0; i < n; i++) {
+    d->a[i] = ca;
+    d->c[i] = cb;
+  }
+  int rc = d->be->axpby_rows(d->be, d->xm, d->a, d->x, d->c, d->s, n, r->D);
+  for (int i = 0; i < n; i++) {
+    d->a[i] = 1.0;
+    d->c[i] = cz;
+  }
+  if (!rc) rc = d->be->axpby_rows(d->be, d->x, d->a, d->xm, d->c, d->z, n, r->D);
+  return rc;
+}
+
+static int pcd_correct(pc_run *r, pc_dev *d, float t) {
+  int rc = pcd_score(r, d, t);
+  if (!rc) rc = pcd_noise(r, d);
+  if (rc) return rc;
+  const int n = r->n;
+  if (r->p->corrector == SDE_CORR_LANGEVIN) {
+    if ((rc = d->be->dot_rows(d->be, r->norms, d->s, d->s, n, r->D)) ||
+        (rc = d->be->dot_rows(d->be, r->norms + n, d->z, d->z, n, r->D)))
+      return rc;
+    for (int i = 0; i < 2 * n; i++) r->norms[i] = sqrt(r->norms[i]);
+  }
+  double step;
+  if (!corrector_step(r, t, &step)) return SDE_OK;
+  return pcd_update(r, d, 1.0f, (float)step, (float)sqrt(2.0 * step));
+}
+
+static int pcd_predict(pc_run *r, pc_dev *d, float t) {
+  const size_t bytes = sizeof(float) * (size_t)r->n * (size_t)r->D;
+  if (r->p->predictor == SDE_PRED_NONE) return d->be->copy(d->be, d->xm, d->x, bytes);
+  int rc = pcd_score(r, d, t);
+  if (!rc) rc = pcd_noise(r, d);
+  double cx, cs, cz;
+  if (!rc) rc = predictor_coefs(r, t, &cx, &cs, &cz);
+  if (!rc) rc = pcd_update(r, d, (float)cx, (float)cs, (float)cz);
+  return rc;
+}
+
+/* A constraint on host copies of x and x_mean */
+static int pcd_constrain(pc_run *r, pc_dev *d, float t, float *x, float *x_mean,
+                         sde_pc_constraint_fn constrain, void *ctx) {
+  const size_t bytes = sizeof(float) * (size_t)r->n * (size_t)r->D;
+  int rc = d->be->download(d->be, x, d->x, bytes);
+  if (!rc) rc = d->be->download(d->be, x_mean, d->xm, bytes);
+  if (!rc) rc = constrain(ctx, r->n, t, r->draw++, x, x_mean);
+  if (!rc) rc = d->be->upload(d->be, d->x, x, bytes);
+  if (!rc) rc = d->be->upload(d->be, d->xm, x_mean, bytes);
+  return rc;
+}
+
+static int pc_loop_device(pc_run *r, const sde_backend *be, int steps, double eps, float *x,
+                          float *x_mean, float *out, sde_pc_constraint_fn constrain,
+                          void *ctx) {
+  const sde_sample_params *p = r->p;
+  const size_t bytes = sizeof(float) * (size_t)r->n * (size_t)r->D;
+  pc_dev d = {.be = be};
+  int status = SDE_OK;
+  d.a = sde_malloc(sizeof(double) * 2 * (size_t)r->n);
+  if (!d.a) return SDE_ENOMEM;
+  d.c = d.a + r->n;
+  if ((status = be->alloc(be, bytes, (void **)&d.x)) ||
+      (status = be->alloc(be, bytes, (void **)&d.xm)) ||
+      (status = be->alloc(be, bytes, (void **)&d.s)) ||
+      (status = be->alloc(be, bytes, (void **)&d.z)) ||
+      (status = be->upload(be, d.x, x, bytes)) || (status = be->upload(be, d.xm, x, bytes)))
+    goto done;
+  for (int k = 0; k < steps && !status; k++) {
+    const float t = sde_time_grid(eps, steps, k);
+    if (p->corrector != SDE_CORR_NONE) {
+      for (int j = 0; j < p->corrector_steps && !status; j++) {
+        status = pcd_correct(r, &d, t);
+        if (!status && constrain) status = pcd_constrain(r, &d, t, x, x_mean, constrain, ctx);
+      }
+    }
+    if (!status && p->predictor != SDE_PRED_NONE) {
+      status = pcd_predict(r, &d, t);
+      if (!status && constrain) status = pcd_constrain(r, &d, t, x, x_mean, constrain, ctx);
+    }
+    if (!status && p->progress && p->progress(p->user, k + 1, steps))
+      status = sde_fail(SDE_ECANCELLED, "sampling cancelled at step %d of %d", k + 1, steps);
+  }
+  if (!status) status = be->download(be, out, p->denoise ? d.xm : d.x, bytes);
+  if (!status) status = be->download(be, x, d.x, bytes); /* x holds the final state, as on the host */
+done:
+  be->free(be, d.x);
+  be->free(be, d.xm);
+  be->free(be, d.s);
+  be->free(be, d.z);
+  free(d.a);
+  return status;
 }
 
 int sde_pc_run(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
@@ -278,6 +422,11 @@ int sde_pc_run(const sde_model *m, const sde_sde *sde, const sde_sample_params *
   if (!x_mean || !r.t || !r.score || !r.noise || !r.norms) {
     status = sde_fail(SDE_ENOMEM, "sample: out of memory for a batch of %d x %lld", n,
                       (long long)r.D);
+    goto done;
+  }
+  const sde_backend *be = sde_network_backend(m);
+  if (be && !be->host_memory) {
+    status = pc_loop_device(&r, be, steps, eps, x, x_mean, out, constrain, ctx);
     goto done;
   }
   memcpy(x_mean, x, sizeof(float) * nd);

@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include "../../engine/src/backend/backend.h"
+#include "../../engine/src/internal.h"
 #include "scoresde/device.h"
 #include "scoresde/network.h"
 #include "scoresde/rng.h"
 #include "scoresde/scoresde.h"
+#include "scoresde/train.h"
 #include "tap.h"
 
 static float *randn(int64_t n, uint32_t step) {
@@ -196,6 +198,107 @@ static void test_load_cpu(const char *path) {
   sde_model_free(ref);
 }
 
+static double rel_l2(const float *a, const float *b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return sqrt(num / (den > 0 ? den : 1));
+}
+
+/* The device code paths without a GPU: the CPU table marked as not host memory, so the
+ * network walk, the training tape and the PC loop take their device branches (uploads,
+ * backend-op replacements of host loops, the device-resident sampler). Results must agree
+ * with the CPU path to float rounding. */
+static void test_device_paths(const char *path) {
+  static sde_backend fake;
+  fake = *sde_backend_cpu();
+  fake.name = "hostdev";
+  fake.host_memory = 0;
+  sde_model *ref = NULL, *m = NULL;
+  int rc = sde_model_load(path, &ref);
+  if (!rc) rc = sde_model_load(path, &m);
+  if (!rc) rc = sde_network_use_backend(m, &fake, 0, "");
+  TAP_CHECK(rc == 0 && sde_network_backend(m) == &fake, "network on a host-memory stand-in device");
+  if (rc) {
+    sde_model_free(ref);
+    sde_model_free(m);
+    return;
+  }
+  const int n = 4;
+  const int64_t D = sde_model_dim(ref);
+  float *s0 = calloc((size_t)(n * D), sizeof(float)), *s1 = calloc((size_t)(n * D), sizeof(float));
+  score_of(ref, n, s0);
+  score_of(m, n, s1);
+  double e = rel_l2(s1, s0, n * D);
+  TAP_CHECK(e <= 1e-6, "device path: VE score vs CPU, rel L2 %.3g", e);
+  sde_sde vp;
+  sde_init(&vp, SDE_VP);
+  float *x = randn(n * D, 21), t[4] = {0.7f, 0.3f, 0.05f, 0.9f};
+  rc = sde_model_score(ref, &vp, n, x, t, s0);
+  if (!rc) rc = sde_network_score_dev(m, &vp, n, x, t, s1); /* backend memory = host here */
+  e = rel_l2(s1, s0, n * D);
+  TAP_CHECK(rc == 0 && e <= 1e-6, "device path: VP score_dev vs CPU, rel L2 %.3g", e);
+
+  /* PC sampler (device-resident loop) and the ODE sampler */
+  sde_sample_params p;
+  sde_sample_params_init(&p);
+  p.steps = 8;
+  p.seed = 5;
+  sde_stats st0, st1;
+  rc = sde_sample(ref, &ref->sde, &p, n, 3, s0, &st0);
+  if (!rc) rc = sde_sample(m, &m->sde, &p, n, 3, s1, &st1);
+  e = rel_l2(s1, s0, n * D);
+  TAP_CHECK(rc == 0 && e <= 1e-5 && st0.nfe == st1.nfe,
+            "device path: PC sampler (Langevin + reverse diffusion, 8 steps) vs CPU, rel L2 %.3g",
+            e);
+  p.predictor = SDE_PRED_EULER_MARUYAMA;
+  p.corrector = SDE_CORR_ALD;
+  p.denoise = 0;
+  rc = sde_sample(ref, &ref->sde, &p, n, 3, s0, NULL);
+  if (!rc) rc = sde_sample(m, &m->sde, &p, n, 3, s1, NULL);
+  e = rel_l2(s1, s0, n * D);
+  TAP_CHECK(rc == 0 && e <= 1e-5, "device path: PC (EM + ALD, no denoise) vs CPU, rel L2 %.3g", e);
+  p.sampler = SDE_SAMPLER_ODE;
+  p.ode_method = SDE_ODE_HEUN;
+  p.steps = 6;
+  rc = sde_sample(ref, &ref->sde, &p, n, 3, s0, NULL);
+  if (!rc) rc = sde_sample(m, &m->sde, &p, n, 3, s1, NULL);
+  e = rel_l2(s1, s0, n * D);
+  TAP_CHECK(rc == 0 && e <= 1e-5, "device path: ODE sampler (Heun) vs CPU, rel L2 %.3g", e);
+
+  /* training forward/backward on the device path */
+  sde_ncsnpp *n0 = sde_network_ncsnpp(ref), *n1 = sde_network_ncsnpp(m);
+  sde_ncsnpp_train *tw0 = NULL, *tw1 = NULL;
+  int64_t np;
+  sde_ncsnpp_param_buffer_const(n0, &np);
+  float *g0 = calloc((size_t)np, sizeof(float)), *g1 = calloc((size_t)np, sizeof(float));
+  float *dx0 = calloc((size_t)(n * D), sizeof(float)), *dx1 = calloc((size_t)(n * D), sizeof(float));
+  float labels[4] = {0.5f, 2.0f, 10.0f, 30.0f};
+  rc = sde_ncsnpp_train_create(n0, n, 1, &tw0);
+  if (!rc) rc = sde_ncsnpp_train_create(n1, n, 1, &tw1);
+  if (!rc) rc = sde_ncsnpp_train_forward(n0, tw0, n, x, labels, 0.0f, 1, 2, s0);
+  if (!rc) rc = sde_ncsnpp_train_forward(n1, tw1, n, x, labels, 0.0f, 1, 2, s1);
+  e = rel_l2(s1, s0, n * D);
+  TAP_CHECK(rc == 0 && e <= 1e-6, "device path: training forward vs CPU, rel L2 %.3g", e);
+  float *dout = randn(n * D, 22);
+  if (!rc) rc = sde_ncsnpp_train_backward(n0, tw0, dout, g0, dx0);
+  if (!rc) rc = sde_ncsnpp_train_backward(n1, tw1, dout, g1, dx1);
+  double eg = rel_l2(g1, g0, np), ex = rel_l2(dx1, dx0, n * D);
+  TAP_CHECK(rc == 0 && eg <= 1e-5 && ex <= 1e-5,
+            "device path: parameter and input gradients vs CPU, rel L2 %.3g, %.3g", eg, ex);
+  rc = sde_ncsnpp_train_forward(n1, tw1, n, x, labels, 0.1f, 1, 2, s1);
+  TAP_CHECK(rc == SDE_EUNSUPPORTED, "device path: dropout is refused cleanly: %s", sde_errmsg());
+  sde_ncsnpp_train_free(tw0);
+  sde_ncsnpp_train_free(tw1);
+  free(g0); free(g1); free(dx0); free(dx1); free(dout); free(x);
+  free(s0);
+  free(s1);
+  sde_model_free(m);
+  sde_model_free(ref);
+}
+
 /* The network on CUDA against the CPU (run on a GPU host). */
 static int test_load_cuda(const char *path) {
   if (sde_cuda_device_count() <= 0) {
@@ -248,6 +351,7 @@ int main(int argc, char **argv) {
     test_names();
     test_cpu_backend();
     test_load_cpu(path);
+    test_device_paths(path);
     status = tap_done();
   }
   unlink(path);
