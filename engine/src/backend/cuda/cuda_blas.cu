@@ -6,7 +6,8 @@
  * inputs and fp32 accumulation (COMPUTE_32F_FAST_16BF) and convolutions in TF32 (cuDNN's
  * legacy API has no fp32-in/bf16-compute mode; a bf16 copy of every activation would cost
  * more than it saves). Algorithms are chosen by cuDNN's heuristics (reproducible run to
- * run), or timed with SDE_CUDA_CONV_FIND=1; only deterministic ones are accepted. */
+ * run), or timed with SDE_CUDA_CONV_FIND=1; only deterministic ones are accepted, and in
+ * FP32 no FFT or Winograd. */
 #include <math.h>
 #include <string.h>
 
@@ -165,8 +166,14 @@ static int cuda_attention_backward(const sde_backend *be, float *dq, float *dk, 
 /* memory cap for an algorithm's workspace: more is rarely faster */
 #define CONV_WS_CAP ((size_t)1 << 30)
 
+/* FP32: the heuristics may report FMA-capable algorithms under DEFAULT math (which would
+ * permit TF32); those are run with the math type forced to FMA (as PyTorch does without
+ * allow_tf32). Tensor-op-only results are skipped. */
 static int conv_math_ok(const sde_cuda_impl *c, cudnnMathType_t m) {
-  return c->precision != SDE_PRECISION_FP32 || m == CUDNN_FMA_MATH;
+  return c->precision != SDE_PRECISION_FP32 || m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+}
+static cudnnMathType_t conv_math_used(const sde_cuda_impl *c, cudnnMathType_t m) {
+  return c->precision == SDE_PRECISION_FP32 ? CUDNN_FMA_MATH : m;
 }
 static cudnnMathType_t conv_math(const sde_cuda_impl *c) {
   /* DEFAULT permits TF32 tensor cores for float data on Ampere and later */
@@ -186,19 +193,37 @@ void sde_cuda_conv_cache_free(sde_cuda_impl *c) {
   c->n_conv = 0;
 }
 
+/* FP32 keeps to GEMM-like algorithms: FFT and Winograd trade accuracy (errors near 1e-5
+ * of the output's range) for speed, which the 1e-5 parity bound leaves no room for. */
+static int fwd_algo_ok(const sde_cuda_impl *c, cudnnConvolutionFwdAlgo_t a) {
+  return c->precision != SDE_PRECISION_FP32 ||
+         (a != CUDNN_CONVOLUTION_FWD_ALGO_FFT && a != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING &&
+          a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD && a != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED);
+}
+static int bwd_data_algo_ok(const sde_cuda_impl *c, cudnnConvolutionBwdDataAlgo_t a) {
+  return c->precision != SDE_PRECISION_FP32 ||
+         (a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT && a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING &&
+          a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD && a != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED);
+}
+static int bwd_filter_algo_ok(const sde_cuda_impl *c, cudnnConvolutionBwdFilterAlgo_t a) {
+  return c->precision != SDE_PRECISION_FP32 ||
+         (a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT && a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING &&
+          a != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED);
+}
+
 /* Picks the first acceptable result: success, deterministic, the precision's math, and a
  * workspace under the cap (results arrive best first). */
-#define PICK(perf, n, out_algo, out_math, out_ws)                                                      \
+#define PICK(perf, n, algo_ok, out_algo, out_math, out_ws)                                             \
   do {                                                                                                 \
     int found_ = 0;                                                                                    \
     for (int pass_ = 0; pass_ < 2 && !found_; pass_++)                                                 \
       for (int i_ = 0; i_ < (n) && !found_; i_++) {                                                    \
         if ((perf)[i_].status != CUDNN_STATUS_SUCCESS || (perf)[i_].determinism != CUDNN_DETERMINISTIC) \
           continue;                                                                                    \
-        if (!conv_math_ok(c, (perf)[i_].mathType)) continue;                                           \
+        if (!conv_math_ok(c, (perf)[i_].mathType) || !algo_ok(c, (perf)[i_].algo)) continue;           \
         if (pass_ == 0 && (perf)[i_].memory > CONV_WS_CAP) continue;                                   \
         out_algo = (perf)[i_].algo;                                                                    \
-        out_math = (perf)[i_].mathType;                                                                \
+        out_math = conv_math_used(c, (perf)[i_].mathType);                                             \
         out_ws = (perf)[i_].memory;                                                                    \
         found_ = 1;                                                                                    \
       }                                                                                                \
@@ -216,7 +241,12 @@ static int conv_pick_fwd(sde_cuda_impl *c, sde_cuda_conv *e) {
     CK(cudnnGetConvolutionForwardAlgorithm_v7(c->cudnn, e->x, e->w, e->conv, e->y,
                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf),
        "forward algorithm");
-  PICK(perf, n, e->fwd, e->fwd_math, e->fwd_ws);
+  PICK(perf, n, fwd_algo_ok, e->fwd, e->fwd_math, e->fwd_ws);
+  /* the size for the math type actually used */
+  size_t ws = 0;
+  CK(cudnnSetConvolutionMathType(e->conv, e->fwd_math), "math type");
+  CK(cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, e->x, e->w, e->conv, e->y, e->fwd, &ws), "workspace size");
+  if (ws > e->fwd_ws) e->fwd_ws = ws;
   return SDE_OK;
 }
 
@@ -239,8 +269,17 @@ static int conv_pick_bwd(sde_cuda_impl *c, sde_cuda_conv *e) {
                                                      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nf, pf),
        "backward-filter algorithm");
   }
-  PICK(pd, nd, e->bwd_data, e->bwd_data_math, e->bwd_data_ws);
-  PICK(pf, nf, e->bwd_filter, e->bwd_filter_math, e->bwd_filter_ws);
+  PICK(pd, nd, bwd_data_algo_ok, e->bwd_data, e->bwd_data_math, e->bwd_data_ws);
+  PICK(pf, nf, bwd_filter_algo_ok, e->bwd_filter, e->bwd_filter_math, e->bwd_filter_ws);
+  size_t ws = 0;
+  CK(cudnnSetConvolutionMathType(e->conv, e->bwd_data_math), "math type");
+  CK(cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, e->w, e->y, e->conv, e->x, e->bwd_data, &ws),
+     "workspace size");
+  if (ws > e->bwd_data_ws) e->bwd_data_ws = ws;
+  CK(cudnnSetConvolutionMathType(e->conv, e->bwd_filter_math), "math type");
+  CK(cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, e->x, e->y, e->conv, e->w, e->bwd_filter, &ws),
+     "workspace size");
+  if (ws > e->bwd_filter_ws) e->bwd_filter_ws = ws;
   e->have_bwd = 1;
   return SDE_OK;
 }
