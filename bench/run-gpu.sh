@@ -1,0 +1,128 @@
+#!/bin/bash
+# Everything a session with a GPU runs, in one script: build (no GStreamer), the CUDA
+# tests, the engine tests, and the CUDA benchmarks side by side with PyTorch on the same
+# weights and inputs. Needs nvcc, a CUDA driver, and for the PyTorch side torch + numpy;
+# no internet, no GStreamer. Every result is written to $OUT (default ./out-gpu).
+#
+#   bench/run-gpu.sh              build + cuda tests + bench      (fits a 10-minute call)
+#   bench/run-gpu.sh build        configure and build only
+#   bench/run-gpu.sh cuda-tests   test_cuda_host, test_cuda_parity (fp32, tf32, bf16), device
+#   bench/run-gpu.sh bench        bench_cuda + bench_torch_cuda (CIFAR-10 b1/8/64, 256 px b1/4)
+#   bench/run-gpu.sh engine-tests the whole engine suite (long: sampling tests)
+#   bench/run-gpu.sh all          all of the above
+#
+# Environment: OUT (results), BUILD (build dir, default build-gpu), ITERS (timed
+# iterations, default 20), JOBS (build jobs, default nproc).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/out-gpu}
+BUILD=${BUILD:-build-gpu}
+ITERS=${ITERS:-20}
+JOBS=${JOBS:-$(nproc)}
+mkdir -p "$OUT"
+export PATH=$PATH:/usr/local/cuda/bin
+export OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=1
+status=0
+
+log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+
+machine_info() {
+  {
+    date -u
+    uname -a
+    nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+    nvcc --version 2>&1 | tail -2
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1
+    git -C "$ROOT" log --oneline -1 2>/dev/null
+  } > "$OUT/machine.txt" 2>&1
+}
+
+build() {
+  if ! command -v meson > /dev/null || ! command -v ninja > /dev/null; then
+    log "build: meson/ninja not found"
+    return 1
+  fi
+  if [ ! -f "$BUILD/build.ninja" ]; then
+    meson setup "$BUILD" -Dgstreamer=disabled -Dcuda=enabled -Dsanitize_tests=disabled > "$OUT/setup.log" 2>&1 ||
+      { log "build: meson setup failed (see setup.log)"; tail -20 "$OUT/setup.log"; return 1; }
+  fi
+  local t0=$SECONDS
+  ninja -C "$BUILD" -j"$JOBS" > "$OUT/build.log" 2>&1 ||
+    { log "build: failed (see build.log)"; tail -30 "$OUT/build.log"; return 1; }
+  log "build: ok ($((SECONDS - t0)) s)"
+}
+
+cuda_tests() {
+  local t
+  for t in cuda_host device device_cuda cuda_parity_selftest; do
+    meson test -C "$BUILD" --no-rebuild "$t" > "$OUT/test_$t.log" 2>&1
+    log "test $t: exit $? ($(grep -E '^ *1/1 ' "$OUT/test_$t.log" | sed 's/  */ /g'))"
+  done
+  # the parity run per precision, TAP output kept whole (exit 77 = no GPU = skipped)
+  local p rc
+  for p in fp32 tf32 bf16; do
+    "$BUILD/tests/engine/test_cuda_parity" "$p" > "$OUT/cuda_parity_$p.txt" 2>&1
+    rc=$?
+    log "cuda_parity $p: exit $rc, $(grep -c '^ok' "$OUT/cuda_parity_$p.txt") ok, $(grep -c '^not ok' "$OUT/cuda_parity_$p.txt") not ok"
+    grep '^not ok' -A1 "$OUT/cuda_parity_$p.txt" | head -40 >> "$OUT/summary.txt"
+    [ $rc = 77 ] && log "cuda_parity $p: SKIPPED, no GPU visible"
+    [ $rc = 0 ] || status=1
+  done
+  # run-to-run determinism: the fp32 report prints every op's error to 9 digits, so two
+  # runs give the same report only if every output has the same bits
+  "$BUILD/tests/engine/test_cuda_parity" fp32 > "$OUT/cuda_parity_fp32_again.txt" 2>&1
+  if diff -q "$OUT/cuda_parity_fp32.txt" "$OUT/cuda_parity_fp32_again.txt" > /dev/null; then
+    log "cuda_parity fp32 repeated: identical report"
+  else
+    log "cuda_parity fp32 repeated: reports differ"
+  fi
+}
+
+bench() {
+  local d="$OUT/bench-data"
+  mkdir -p "$d"
+  # C: both configs, all precisions; --check adds the CPU difference at batch 1 (CIFAR-10 only:
+  # the 256 px CPU forward takes too long for one call)
+  "$BUILD/bench/bench_cuda" --dir "$d" --iters "$ITERS" --configs cifar10 --batches-cifar10 1,8,64 \
+    --precisions fp32,tf32,bf16 --check > "$OUT/bench_cuda_cifar10.txt" 2>&1
+  log "bench_cuda cifar10: exit $?"
+  "$BUILD/bench/bench_cuda" --dir "$d" --iters "$ITERS" --configs 256 --batches-256 1,4 \
+    --precisions fp32,tf32,bf16 > "$OUT/bench_cuda_256.txt" 2>&1
+  log "bench_cuda 256: exit $?"
+  SDE_CUDA_CONV_FIND=1 "$BUILD/bench/bench_cuda" --dir "$d/find" --iters "$ITERS" --configs cifar10,256 \
+    --batches-cifar10 1,8,64 --batches-256 1,4 --precisions fp32,tf32 > "$OUT/bench_cuda_find.txt" 2>&1 ||
+    true
+  cat "$OUT/bench_cuda_cifar10.txt" "$OUT/bench_cuda_256.txt" >> "$OUT/summary.txt"
+  # PyTorch on the same files
+  if python3 -c 'import torch, numpy' 2> /dev/null; then
+    python3 bench/bench_torch_cuda.py --dir "$d" --iters "$ITERS" > "$OUT/bench_torch_cuda.txt" 2>&1
+    log "bench_torch_cuda: exit $?"
+    python3 bench/bench_torch_cuda.py --dir "$d" --iters "$ITERS" --modes fp32,default --benchmark \
+      > "$OUT/bench_torch_cuda_benchmark.txt" 2>&1
+    log "bench_torch_cuda --benchmark: exit $?"
+    cat "$OUT/bench_torch_cuda.txt" >> "$OUT/summary.txt"
+  else
+    log "bench_torch_cuda: no torch"
+  fi
+}
+
+engine_tests() {
+  meson test -C "$BUILD" --no-rebuild --suite engine --num-processes "$((JOBS / 2 > 1 ? JOBS / 2 : 1))" \
+    --print-errorlogs > "$OUT/engine_tests.txt" 2>&1
+  log "engine tests: exit $? ($(grep -E '^(Ok|Fail|Skipped|Timeout):' "$OUT/engine_tests.txt" | tr -s ' ' | tr '\n' ' '))"
+  cp "$BUILD/meson-logs/testlog.txt" "$OUT/engine_testlog.txt" 2> /dev/null || true
+}
+
+machine_info
+case "${1:-default}" in
+  build) build || status=1 ;;
+  cuda-tests) cuda_tests ;;
+  bench) bench ;;
+  engine-tests) engine_tests ;;
+  all) build && { cuda_tests; bench; engine_tests; } || status=1 ;;
+  default) build && { cuda_tests; bench; } || status=1 ;;
+  *) echo "usage: $0 [build|cuda-tests|bench|engine-tests|all]" >&2; exit 2 ;;
+esac
+cat "$OUT/summary.txt"
+exit $status
