@@ -77,6 +77,7 @@ int sde_cuda_malloc(sde_cuda_impl *c, size_t bytes, void **ptr) {
 }
 
 static void *grow(sde_cuda_impl *c, void **buf, size_t *have, size_t bytes) {
+  if (bytes < 4096) bytes = 4096; /* never NULL, even for a zero-byte request */
   if (bytes <= *have) return *buf;
   /* the old buffer may still be read by queued kernels: drain before freeing */
   cudaStreamSynchronize(c->stream);
