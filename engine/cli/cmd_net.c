@@ -164,6 +164,7 @@ int cmd_info(int argc, char **argv) {
 static const char SCORE_USAGE[] =
     "Usage: scoresde score --model FILE --in x.npy --t t.npy --out s.npy [--raw]\n"
     "                      [--sde ve|vp|subvp] [--threads N]\n"
+    "                      [--device auto|cpu|cuda] [--cuda-device-id N] [--precision P]\n"
     "Evaluates the score s(x, t) (get_score_fn of the reference) for x [B, C,H,W] in model\n"
     "space and t [B] (or a single time). With --raw, writes the raw network output at the\n"
     "labels derived from t (VE sigma(t), VP/sub-VP 999t). --sde overrides the model's SDE.\n";
@@ -172,10 +173,15 @@ int cmd_score(int argc, char **argv) {
   const char *cmd = "score";
   const char *model = NULL, *in = NULL, *tpath = NULL, *out = NULL, *sde_name = NULL;
   int raw = 0, threads = -1;
+  cli_device_args dev;
+  cli_device_args_init(&dev);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char **dst = NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(cmd, NULL, SCORE_USAGE);
+    int took = cli_device_arg(cmd, argc, argv, &i, &dev);
+    if (took < 0) return -took;
+    if (took) continue;
     if (!strcmp(a, "--raw")) { raw = 1; continue; }
     if (!strcmp(a, "--model")) dst = &model;
     else if (!strcmp(a, "--in")) dst = &in;
@@ -197,10 +203,11 @@ int cmd_score(int argc, char **argv) {
   if (!model || !in || !tpath || !out)
     return usage(cmd, "--model, --in, --t and --out are required", SCORE_USAGE);
   if (threads >= 0) sde_set_num_threads(threads);
+  sde_load_options lo;
+  if (cli_device_options(cmd, &dev, &lo)) return 2; /* usage */
 
   sde_model *m = NULL;
-  int rc = sde_has_suffix(model, ".safetensors") ? sde_network_load(model, &m)
-                                                 : sde_model_load(model, &m);
+  int rc = cli_load_model(cmd, model, &lo, 0, &m);
   if (rc) return fail(cmd, NULL);
   float *x = NULL, *t = NULL, *s = NULL, *t_full = NULL;
   int xnd, tnd, status = 1;

@@ -61,7 +61,11 @@ static const char TRAIN_USAGE[] =
     "  --sample-n N (16)  --sample-steps N (200)  --sample-seed N (0)\n"
     "  --max-minutes M       stop (with a checkpoint) after M minutes of this process\n"
     "  --export FILE         at the end, save the EMA weights as a model .safetensors\n"
-    "  --quiet               no progress lines\n";
+    "  --quiet               no progress lines\n"
+    "Device:\n"
+    "  --device auto|cpu|cuda (auto: a GPU when there is one, else the CPU with a warning)\n"
+    "  --cuda-device-id N (0)  --precision fp32|tf32|bf16 (fp32)   GPU training needs\n"
+    "                        --dropout 0 for now\n";
 
 #define FASHION_MNIST_TRAIN "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 #define FASHION_MNIST_TEST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
@@ -155,6 +159,7 @@ static int parse_int_list(const char *s, int *out, int max, int *n) {
 }
 
 typedef struct {
+  cli_device_args dev;
   const char *data, *out, *preset, *model_config, *export_path, *ch_mult, *attn, *sde_name,
       *dataset_name, *labels;
   int nf, res_blocks, image_size, channels, num_classes;
@@ -193,12 +198,16 @@ static int parse_args(int argc, char **argv, train_args *a, int *help) {
   a->sample_n = 16;
   a->sample_steps = 200;
   a->steps = -1;
+  cli_device_args_init(&a->dev);
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
     if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
       *help = 1;
       return 0;
     }
+    int took = cli_device_arg("train", argc, argv, &i, &a->dev);
+    if (took < 0) return -took;
+    if (took) continue;
     if (strncmp(arg, "--", 2)) return usage_error("unexpected argument '%s'", arg);
     char name[64];
     const char *eq = strchr(arg + 2, '='), *val = NULL;
@@ -472,6 +481,19 @@ int cmd_train(int argc, char **argv) {
     if ((rc = build_net_config(&a, &nc))) return rc;
     build_train_config(&a, &tc);
     if (sde_trainer_create(&nc, &tc, &t)) return fail("new run");
+  }
+  {
+    sde_load_options lo;
+    sde_device_info info;
+    if (cli_device_options("train", &a.dev, &lo)) {
+      sde_trainer_free(t);
+      return CLI_EXIT_USAGE;
+    }
+    if (sde_trainer_set_device(t, &lo, &info)) {
+      sde_trainer_free(t);
+      return fail("device");
+    }
+    cli_device_warn("train", &info, a.quiet);
   }
   const sde_ncsnpp_config *nc = sde_trainer_net_config(t);
   const sde_train_config *tc = sde_trainer_train_config(t);

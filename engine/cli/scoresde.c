@@ -42,6 +42,8 @@ typedef struct {
   const char *classifier; /* classifier guidance (sample): network file, class, scale */
   int class_id;           /* -1: not given */
   double guidance;        /* NAN: 1 */
+  const char *device_name, *precision_name; /* --device, --precision (NULL: auto, fp32) */
+  int cuda_device_id;                       /* --cuda-device-id (0) */
 
   /* parsed names */
   sde_kind kind;
@@ -86,6 +88,12 @@ static const cli_option options[] = {
    G_MODEL | G_PLAN},
   {"quiet", NULL, CLI_FLAG, OFF(quiet), 0, 0, 0, NULL,
    "no progress bar and no summary line", G_MODEL | G_PLAN},
+  {"device", NULL, CLI_STR, OFF(device_name), 0, 0, 0, "KIND",
+   "auto (a GPU when there is one, else the CPU with a warning), cpu or cuda (auto)", G_MODEL},
+  {"cuda-device-id", NULL, CLI_INT, OFF(cuda_device_id), 0, 4096, 0, "N",
+   "CUDA device ordinal (0)", G_MODEL},
+  {"precision", NULL, CLI_STR, OFF(precision_name), 0, 0, 0, "P",
+   "GPU GEMM/conv math: fp32, tf32 or bf16 (fp32; the CPU is always fp32)", G_MODEL},
   /* inputs and outputs */
   {"in", "data", CLI_STR, OFF(in), 0, 0, 0, "FILE",
    "input data: .npy, .png or a folder of PNGs, in data space (required)", G_IN_DATA},
@@ -436,10 +444,20 @@ static int write_samples(const char *path, const sde_model *m, float *x, int n, 
   return sde_npy_write(path, x, 2, shape);
 }
 
+static void load_options(const cli_cfg *c, sde_load_options *o) {
+  sde_load_options def = SDE_LOAD_OPTIONS_INIT;
+  *o = def;
+  if (c->device_name) sde_device_parse(c->device_name, &o->device); /* checked in main */
+  if (c->precision_name) sde_precision_parse(c->precision_name, &o->precision);
+  o->device_id = c->cuda_device_id;
+}
+
 static int load_model(const cli_command *cmd, const cli_cfg *c, sde_model **m) {
   *m = NULL;
   if (c->threads >= 0) sde_set_num_threads(c->threads);
-  int rc = sde_model_load(c->model, m);
+  sde_load_options o;
+  load_options(c, &o);
+  int rc = cli_load_model(cmd->name, c->model, &o, c->quiet, m);
   if (rc) return rc;
   if (!*m) return sde_fail(SDE_EFORMAT, "'%s' did not give a model", c->model);
   (void)cmd;
@@ -505,6 +523,12 @@ static int progress_enabled(const cli_cfg *c) { return !c->quiet && isatty(STDER
 
 /* Parses the names given on the command line into enums (usage errors, exit 2). */
 static int parse_names(const cli_command *cmd, cli_cfg *c) {
+  sde_device_kind dk;
+  sde_precision pr;
+  if (c->device_name && sde_device_parse(c->device_name, &dk))
+    return cli_usage_error(cmd->name, "%s", sde_errmsg());
+  if (c->precision_name && sde_precision_parse(c->precision_name, &pr))
+    return cli_usage_error(cmd->name, "%s", sde_errmsg());
   if (c->sde_name && sde_kind_from_name(c->sde_name, &c->kind))
     return cli_usage_error(cmd->name, "unknown SDE '%s' (use ve, vp or subvp)", c->sde_name);
   if (c->sampler_name) {
@@ -550,7 +574,9 @@ static int run_sample(cli_cfg *c, const cli_command *cmd) {
       return cli_usage_error(cmd->name, "--classifier FILE and --class K go together");
     }
     sde_model *clf = NULL, *g = NULL;
-    if ((rc = sde_model_load(c->classifier, &clf)) ||
+    sde_load_options o;
+    load_options(c, &o);
+    if ((rc = sde_model_load_ex(c->classifier, &o, &clf)) ||
         (rc = sde_guided_create(m, clf, c->class_id, isnan(c->guidance) ? 1.0 : c->guidance, &g))) {
       if (!clf) sde_model_free(m);
       return report(rc);

@@ -15,6 +15,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "backend/backend.h"
+#include "internal.h"
 #include "scoresde/error.h"
 #include "scoresde/io.h"
 #include "scoresde/json.h"
@@ -659,6 +661,30 @@ done:
   free(net_json);
   free(train_json);
   free(meta);
+  return rc;
+}
+
+int sde_trainer_set_device(sde_trainer *t, const sde_load_options *o, sde_device_info *info) {
+  static const sde_load_options defaults = SDE_LOAD_OPTIONS_INIT;
+  if (!t) return sde_fail(SDE_EINVAL, "trainer: none");
+  if (!o) o = &defaults;
+  const sde_backend *be = NULL;
+  int fell_back = 0;
+  int rc = sde_backend_open(o->device, o->device_id, o->precision, &be, &fell_back);
+  if (rc) return rc;
+  char reason[192] = "";
+  if (fell_back) snprintf(reason, sizeof reason, "%s", sde_errmsg());
+  if (!be->host_memory && t->nc.dropout > 0) {
+    sde_backend_close(be);
+    return sde_fail(SDE_EUNSUPPORTED, "dropout %g has no %s op yet: train there with "
+                    "--dropout 0, or on the CPU", t->nc.dropout, be->name);
+  }
+  /* the training workspace is memory of the old backend */
+  sde_ncsnpp_train_free(t->tw);
+  t->tw = NULL;
+  rc = sde_network_use_backend(t->model, be, fell_back, reason); /* takes be */
+  if (!rc) rc = sde_ncsnpp_train_create(t->net, t->tc.batch, t->nc.dropout > 0, &t->tw);
+  if (info) sde_model_device(t->model, info);
   return rc;
 }
 

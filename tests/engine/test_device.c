@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../engine/src/backend/backend.h"
@@ -198,6 +199,48 @@ static void test_load_cpu(const char *path) {
   sde_model_free(ref);
 }
 
+/* The CLI: --device cuda without a GPU fails with a clear message (exit 1, no crash),
+ * --device auto falls back with a warning on stderr, bad names are usage errors. */
+static void test_cli(const char *net) {
+  const char *cli = getenv("SCORESDE_CLI");
+  if (!cli || access(cli, X_OK) != 0 || sde_cuda_device_count() > 0) {
+    TAP_DIAG("CLI device checks skipped (no SCORESDE_CLI, or a GPU is present)");
+    return;
+  }
+  char cmd[2048], errf[] = "/tmp/scoresde_dev_err_XXXXXX", outf[] = "/tmp/scoresde_dev_XXXXXX.npy";
+  int fd = mkstemp(errf);
+  if (fd >= 0) close(fd);
+  fd = mkstemps(outf, 4);
+  if (fd >= 0) close(fd);
+  char text[4096];
+  const char *devs[3] = {"cuda", "auto", "gpu"};
+  const int want[3] = {1, 0, 2};
+  for (int k = 0; k < 3; k++) {
+    snprintf(cmd, sizeof cmd, "%s sample --model %s --n 1 --steps 2 --out %s --device %s 2>%s",
+             cli, net, outf, devs[k], errf);
+    int st = system(cmd);
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    FILE *f = fopen(errf, "r");
+    size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[len] = 0;
+    int ok = code == want[k];
+    if (k == 0) ok = ok && strstr(text, "CUDA") != NULL;
+    if (k == 1) ok = ok && strstr(text, "warning: no GPU, running on the CPU") != NULL;
+    if (k == 2) ok = ok && strstr(text, "not one of auto, cpu, cuda") != NULL;
+    char *nl = strchr(text, '\n');
+    if (nl) *nl = 0;
+    TAP_CHECK(ok, "scoresde sample --device %s: exit %d (want %d): %s", devs[k], code, want[k],
+              text);
+  }
+  snprintf(cmd, sizeof cmd, "%s train --data /nonexistent --out /tmp --steps 1 --device cuda 2>%s",
+           cli, errf);
+  int st = system(cmd);
+  TAP_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "scoresde train --device cuda: exit 1");
+  unlink(errf);
+  unlink(outf);
+}
+
 static double rel_l2(const float *a, const float *b, int64_t n) {
   double num = 0, den = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -352,6 +395,7 @@ int main(int argc, char **argv) {
     test_cpu_backend();
     test_load_cpu(path);
     test_device_paths(path);
+    test_cli(path);
     status = tap_done();
   }
   unlink(path);

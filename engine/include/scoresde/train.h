@@ -29,6 +29,7 @@
 
 #include "json.h"
 #include "model.h"
+#include "device.h"
 #include "network.h"
 
 #ifdef __cplusplus
@@ -121,6 +122,11 @@ const float *sde_trainer_adam_v(const sde_trainer *t);
 int sde_trainer_save(const sde_trainer *t, const char *path, const char *const *extra_meta,
                      int n_extra);
 int sde_trainer_load(const char *path, sde_trainer **out);
+/* Runs the network's steps on a device (device.h; NULL: AUTO): parameters, activations and
+ * gradients move to the backend, the optimiser state stays on the host; results match the
+ * CPU to float rounding (bit-exact on the CPU). AUTO without a GPU stays on the CPU
+ * (info->fell_back). On a GPU, dropout > 0 is SDE_EUNSUPPORTED for now. info may be NULL. */
+int sde_trainer_set_device(sde_trainer *t, const sde_load_options *o, sde_device_info *info);
 /* Metadata value of a checkpoint file (malloc'd copy; NULL if absent or unreadable). */
 char *sde_checkpoint_metadata(const char *path, const char *key);
 
