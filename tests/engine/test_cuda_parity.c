@@ -456,7 +456,16 @@ int main(int argc, char **argv) {
   }
   int n_dev = sde_cuda_device_count();
   if (n_dev <= 0) {
-    printf("1..0 # SKIP no CUDA device\n");
+    /* no GPU: the module must still load and answer SDE_ENODEV itself */
+    const sde_backend *none = NULL;
+    int rc = sde_backend_cuda_open(0, SDE_PRECISION_FP32, &none);
+    if (rc != SDE_ENODEV || none || strstr(sde_errmsg(), "not loadable")) {
+      printf("not ok 1 - without a GPU, opening CUDA is SDE_ENODEV from the module (%s: %s)\n",
+             sde_status_name(rc), sde_errmsg());
+      printf("1..1\n");
+      return 1;
+    }
+    printf("1..0 # SKIP no CUDA device (%s)\n", sde_errmsg());
     return 77;
   }
   const char *which = argc > 1 ? argv[1] : "all";

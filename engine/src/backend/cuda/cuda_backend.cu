@@ -1,5 +1,5 @@
-/* The CUDA backend: device, stream, cuBLAS/cuDNN handles, workspace, memory entries and
- * error reporting. The op entries live in cuda_kernels.cu (custom kernels), cuda_blas.cu
+/* The CUDA backend (the module libscoresde_cuda.so, loaded by cuda_loader.c): device,
+ * stream, cuBLAS/cuDNN handles, workspace, memory entries and error reporting. The op entries live in cuda_kernels.cu (custom kernels), cuda_blas.cu
  * (cuBLAS/cuDNN) and cuda_exact.cu (bit-exact RNG and sampler updates). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,15 +166,6 @@ static int cuda_synchronize(const sde_backend *be) {
 /* =======================================================================================
  * open / close */
 
-extern "C" int sde_cuda_device_count(void) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return n;
-}
-
 static void impl_destroy(sde_cuda_impl *c) {
   if (!c) return;
   cudaSetDevice(c->device);
@@ -189,7 +180,11 @@ static void impl_destroy(sde_cuda_impl *c) {
   free(c);
 }
 
-extern "C" int sde_backend_cuda_open(int device_id, sde_precision precision, const sde_backend **out) {
+/* The module's entry points, found by cuda_loader.c with dlsym. */
+extern "C" int sde_cuda_module_open(int device_id, sde_precision precision, const sde_backend **out);
+extern "C" void sde_cuda_module_close(const sde_backend *be);
+
+extern "C" int sde_cuda_module_open(int device_id, sde_precision precision, const sde_backend **out) {
   *out = NULL;
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
@@ -265,7 +260,7 @@ extern "C" int sde_backend_cuda_open(int device_id, sde_precision precision, con
   return SDE_OK;
 }
 
-extern "C" void sde_backend_cuda_close(const sde_backend *be) {
+extern "C" void sde_cuda_module_close(const sde_backend *be) {
   if (!be) return;
   impl_destroy(sde_cuda_of(be));
   free((void *)be);
