@@ -22,6 +22,7 @@ ITERS=${ITERS:-20}
 JOBS=${JOBS:-$(nproc)}
 mkdir -p "$OUT"
 export PATH=$PATH:/usr/local/cuda/bin
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=1
 status=0
 
@@ -38,13 +39,41 @@ machine_info() {
   } > "$OUT/machine.txt" 2>&1
 }
 
+# cuDNN: in the CUDA toolkit, in /usr, or else the copy PyTorch ships (pip nvidia-cudnn-*,
+# which has libcudnn.so.9 but no unversioned libcudnn.so: a small folder of links gives
+# meson what it looks for, and LD_LIBRARY_PATH gives the loader the real folder).
+CUDNN_OPT=()
+find_cudnn() {
+  local cu=/usr/local/cuda
+  if [ -e $cu/include/cudnn.h ] || [ -e /usr/include/cudnn.h ] || [ -e /usr/include/x86_64-linux-gnu/cudnn.h ]; then
+    return 0
+  fi
+  local pkg
+  pkg=$(python3 -c 'import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))' 2> /dev/null ||
+        python3 -c 'import nvidia.cudnn, os; print(list(nvidia.cudnn.__path__)[0])' 2> /dev/null) || pkg=
+  if [ -n "$pkg" ] && [ -e "$pkg/include/cudnn.h" ]; then
+    local shim=$ROOT/$BUILD-cudnn
+    mkdir -p "$shim/lib"
+    ln -sfn "$pkg/include" "$shim/include"
+    ln -sf "$(ls "$pkg"/lib/libcudnn.so* | head -1)" "$shim/lib/libcudnn.so"
+    export LD_LIBRARY_PATH=$pkg/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    CUDNN_OPT=(-Dcudnn_dir="$shim")
+    log "cuDNN from PyTorch's package: $pkg"
+    return 0
+  fi
+  log "cuDNN not found (toolkit, /usr or pip nvidia-cudnn)"
+  return 1
+}
+
 build() {
   if ! command -v meson > /dev/null || ! command -v ninja > /dev/null; then
     log "build: meson/ninja not found"
     return 1
   fi
+  find_cudnn || return 1
   if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" -Dgstreamer=disabled -Dcuda=enabled -Dsanitize_tests=disabled > "$OUT/setup.log" 2>&1 ||
+    meson setup "$BUILD" -Dgstreamer=disabled -Dcuda=enabled -Dsanitize_tests=disabled "${CUDNN_OPT[@]}" \
+      > "$OUT/setup.log" 2>&1 ||
       { log "build: meson setup failed (see setup.log)"; tail -20 "$OUT/setup.log"; return 1; }
   fi
   local t0=$SECONDS
@@ -115,6 +144,7 @@ engine_tests() {
 }
 
 machine_info
+[ "${1:-default}" = build ] || [ "${1:-default}" = all ] || [ "${1:-default}" = default ] || find_cudnn || true
 case "${1:-default}" in
   build) build || status=1 ;;
   cuda-tests) cuda_tests ;;
