@@ -4,14 +4,16 @@
  *
  *   build/bench/bench_cuda [--configs cifar10,256] [--batches-cifar10 1,8,64]
  *       [--batches-256 1,4] [--precisions fp32,tf32,bf16] [--iters N] [--dir D]
- *       [--device-id N] [--check] [--cpu]
+ *       [--device-id N] [--check] [--cpu] [--no-graph]
  *
  * Writes the weights once per config to DIR/bench_cuda_<cfg>.safetensors, the inputs to
  * DIR/bench_cuda_<cfg>_x_B.npy / _t_B.npy and the outputs to
  * DIR/bench_cuda_<cfg>_<precision>_out_B.npy, so bench_torch_cuda.py runs PyTorch on the
  * same weights and inputs and compares. x, out and the workspace stay on the GPU; the time
  * is the wall time of sde_ncsnpp_forward_dev + synchronize (median of N). --check also runs
- * the CPU backend at batch 1 and prints the relative difference. --cpu runs the same
+ * the CPU backend at batch 1 and prints the relative difference. The same forward is also
+ * captured once into a CUDA graph and replayed (column "graph ms", and whether its output
+ * has the eager output's bits); --no-graph skips that. --cpu runs the same
  * harness on the CPU backend (to check the harness where there is no GPU). */
 #include <math.h>
 #include <stdint.h>
@@ -20,6 +22,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cuda/cuda_graph.h"
 #include "internal.h"
 #include "scoresde/error.h"
 #include "scoresde/io.h"
@@ -66,7 +69,7 @@ static double max_rel(const float *a, const float *b, size_t n) {
 }
 
 int main(int argc, char **argv) {
-  int iters = 20, device_id = 0, check = 0, on_cpu = 0;
+  int iters = 20, device_id = 0, check = 0, on_cpu = 0, use_graph = 1;
   int bc[8] = {1, 8, 64}, nbc = 3, b256[8] = {1, 4}, nb256 = 2;
   char configs[64] = "cifar10,256", precs[64] = "fp32,tf32,bf16";
   const char *dir = "/tmp";
@@ -80,9 +83,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--batches-256") && i + 1 < argc) nb256 = parse_list(argv[++i], b256, 8);
     else if (!strcmp(argv[i], "--check")) check = 1;
     else if (!strcmp(argv[i], "--cpu")) on_cpu = 1;
+    else if (!strcmp(argv[i], "--no-graph")) use_graph = 0;
     else {
       fprintf(stderr, "usage: bench_cuda [--configs cifar10,256] [--batches-cifar10 1,8,64] [--batches-256 1,4]\n"
-                      "  [--precisions fp32,tf32,bf16] [--iters N] [--dir D] [--device-id N] [--check]\n");
+                      "  [--precisions fp32,tf32,bf16] [--iters N] [--dir D] [--device-id N] [--check] [--cpu]\n"
+                      "  [--no-graph]\n");
       return 2;
     }
   }
@@ -92,8 +97,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_cuda: no CUDA device\n");
     return 77;
   }
-  printf("%-8s %-5s %5s %12s %12s %12s %10s %12s\n", "config", "prec", "batch", "ms/call", "min ms", "ms/sample",
-         "GFLOP/s", "cpu rel err");
+  printf("%-8s %-5s %5s %12s %12s %12s %10s %12s %10s %8s\n", "config", "prec", "batch", "ms/call", "min ms",
+         "ms/sample", "GFLOP/s", "cpu rel err", "graph ms", "graph=");
   for (int which = 0; which < 2; which++) {
     const char *cname = which == 0 ? "cifar10" : "256";
     if (!strstr(configs, cname)) continue;
@@ -183,7 +188,36 @@ int main(int argc, char **argv) {
           return 1;
         }
         qsort(times, (size_t)iters, sizeof *times, cmp_double);
-        double med = times[iters / 2];
+        double med = times[iters / 2], tmin = times[0];
+        /* the same forward as one CUDA graph */
+        double gmed = -1;
+        int gsame = -1;
+        if (!on_cpu && use_graph) {
+          sde_cuda_graph *g = NULL;
+          int grc = sde_cuda_graph_begin(be);
+          if (!grc) {
+            int frc = sde_ncsnpp_forward_dev(net, B, dx, lab, dout, dws);
+            grc = sde_cuda_graph_end(be, &g);
+            if (frc) grc = frc;
+          }
+          for (int i = -2; !grc && i < iters; i++) { /* two warm-up launches */
+            double t0 = sde_now();
+            grc = sde_cuda_graph_launch(be, g);
+            if (!grc) grc = be->synchronize(be);
+            if (i >= 0) times[i] = sde_now() - t0;
+          }
+          float *gout = malloc(sizeof(float) * nx);
+          if (!grc) grc = be->download(be, gout, dout, nx * sizeof(float));
+          if (!grc) {
+            qsort(times, (size_t)iters, sizeof *times, cmp_double);
+            gmed = times[iters / 2];
+            gsame = !memcmp(gout, out, nx * sizeof(float));
+          } else {
+            fprintf(stderr, "%s %s batch %d: CUDA graph: %s\n", cname, ps, B, sde_errmsg());
+          }
+          free(gout);
+          sde_cuda_graph_free(be, g);
+        }
         double err = -1;
         if (check && B == 1) { /* the CPU backend on the same input */
           float *ref = malloc(sizeof(float) * nx);
@@ -195,8 +229,8 @@ int main(int argc, char **argv) {
             return 1;
           }
         }
-        printf("%-8s %-5s %5d %12.3f %12.3f %12.3f %10.1f %12.3g\n", cname, ps, B, med * 1e3, times[0] * 1e3,
-               med * 1e3 / B, flops * B / med * 1e-9, err);
+        printf("%-8s %-5s %5d %12.3f %12.3f %12.3f %10.1f %12.3g %10.3f %8s\n", cname, ps, B, med * 1e3, tmin * 1e3,
+               med * 1e3 / B, flops * B / med * 1e-9, err, gmed * 1e3, gsame < 0 ? "-" : gsame ? "bits" : "DIFF");
         fflush(stdout);
         snprintf(path, sizeof path, "%s/bench_cuda_%s_%s_out_%d.npy", dir, cname, ps, B);
         sde_npy_write(path, out, 4, shape);

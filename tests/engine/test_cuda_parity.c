@@ -12,7 +12,8 @@
  *     with fp32 accumulation; BF16 convolutions run as TF32, see cuda_blas.cu);
  *   - randn/randu/Rademacher rows and axpby_rows: bit-identical; dot_rows: 1e-12.
  * Also: out-of-memory is SDE_ENOMEM with a message, a bad device id is SDE_ENODEV, two
- * backends coexist, and backward ops give the same bits when run twice.
+ * backends coexist, backward ops give the same bits when run twice, and a CUDA graph
+ * replays a captured sequence with the eager bits.
  * Output: TAP-style lines; the meson protocol is the exit code (0 pass, 1 fail, 77 skip). */
 #include <math.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cuda/cuda_graph.h"
 #include "scoresde/error.h"
 #include "scoresde/nn.h"
 #include "scoresde/rng.h"
@@ -424,6 +426,47 @@ static void run_ops(void) {
   test_elementwise();
 }
 
+/* A captured sequence (conv, GroupNorm+SiLU, noise, axpby) replays with the eager bits. */
+static void test_graph(void) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(2, 8, 16, 16, 16, 3, 1, 1);
+  size_t nx = 2 * 8 * 256, ny = 2 * 16 * 256, nw = 16 * 8 * 9;
+  buf x = mk(nx, 1), w = mk(nw, 0.3f), bias = mk(16, 0.5f), y = mk(ny, 0), z = mk(ny, 0), gm = mk(16, 1),
+      bt = mk(16, 1), eager = mk(ny, 0);
+  double a[2] = {0.9, 1.1}, c2[2] = {0.1, 0.2};
+  float *h = malloc(ny * sizeof(float));
+  int rc = 0;
+#define SEQ()                                                                                      \
+  do {                                                                                             \
+    if (!rc) rc = gpu->conv2d_forward(gpu, y.d, x.d, w.d, bias.d, &s, NULL);                       \
+    if (!rc) rc = gpu->groupnorm_silu_forward(gpu, y.d, y.d, gm.d, bt.d, 2, 16, 256, 4, 1e-6f);    \
+    if (!rc) rc = gpu->randn_rows(gpu, z.d, 5, 0, 1, 2, 16 * 256);                                 \
+    if (!rc) rc = gpu->axpby_rows(gpu, y.d, a, y.d, c2, z.d, 2, 16 * 256);                         \
+  } while (0)
+  SEQ(); /* eager, which also sizes the workspaces */
+  if (!rc) rc = gpu->download(gpu, eager.h, y.d, ny * sizeof(float));
+  TAP_CHECK(!rc, "graph: eager sequence (%s)", rc ? sde_errmsg() : "ok");
+  gpu->zero(gpu, y.d, ny * sizeof(float));
+  sde_cuda_graph *g = NULL;
+  rc = sde_cuda_graph_begin(gpu);
+  SEQ();
+  int drc = gpu->download(gpu, h, y.d, 4); /* cannot be captured, and must not break the capture */
+  int erc = sde_cuda_graph_end(gpu, &g);
+  TAP_CHECK(!rc && !erc && g, "graph: capture (%s)", rc || erc ? sde_errmsg() : "ok");
+  TAP_CHECK(drc == SDE_EUNSUPPORTED, "graph: download inside a capture is refused (%s)", sde_status_name(drc));
+  if (g) {
+    gpu->zero(gpu, y.d, ny * sizeof(float));
+    rc = sde_cuda_graph_launch(gpu, g);
+    if (!rc) rc = sde_cuda_graph_launch(gpu, g); /* twice: the same result */
+    if (!rc) rc = gpu->synchronize(gpu);
+    memcpy(y.h, eager.h, ny * sizeof(float));
+    TAP_CHECK(!rc && same_bits(&y), "graph: replay bit-identical to the eager run");
+    sde_cuda_graph_free(gpu, g);
+  }
+#undef SEQ
+  free(h);
+  rm(&x), rm(&w), rm(&bias), rm(&y), rm(&z), rm(&gm), rm(&bt), rm(&eager);
+}
+
 static int run(sde_precision prec, int n_dev) {
   const char *names[] = {"fp32", "tf32", "bf16"};
   int rc = sde_backend_cuda_open(0, prec, &gpu);
@@ -436,6 +479,7 @@ static int run(sde_precision prec, int n_dev) {
   run_ops();
   if (prec == SDE_PRECISION_FP32) {
     test_rows();
+    test_graph();
     test_errors(n_dev);
   }
   rc = gpu->synchronize(gpu);

@@ -79,6 +79,11 @@ int sde_cuda_malloc(sde_cuda_impl *c, size_t bytes, void **ptr) {
 static void *grow(sde_cuda_impl *c, void **buf, size_t *have, size_t bytes) {
   if (bytes < 4096) bytes = 4096; /* never NULL, even for a zero-byte request */
   if (bytes <= *have) return *buf;
+  if (c->capturing) { /* growing drains the stream, which a capture cannot contain */
+    sde_fail(SDE_EUNSUPPORTED, "CUDA graph capture: the workspace would have to grow (%.1f MiB); run the "
+             "work once before capturing it", (double)bytes / 1048576.0);
+    return NULL;
+  }
   /* the old buffer may still be read by queued kernels: drain before freeing */
   cudaStreamSynchronize(c->stream);
   cudaFree(*buf);
@@ -130,12 +135,42 @@ static int cuda_memcpy(const sde_backend *be, void *dst, const void *src, size_t
   return rc;
 }
 
+/* An upload inside a graph capture: the bytes are copied now into pinned memory that
+ * lives as long as the backend, and the graph copies from there (pageable memory cannot
+ * be captured). The graph then replays the values of capture time. */
+static int upload_captured(sde_cuda_impl *c, void *dst, const void *host_src, size_t bytes) {
+  if (c->n_pinned == c->cap_pinned) {
+    int cap = c->cap_pinned ? 2 * c->cap_pinned : 16;
+    void **p = (void **)realloc(c->pinned, (size_t)cap * sizeof *p);
+    if (!p) return sde_fail(SDE_ENOMEM, "out of memory");
+    c->pinned = p;
+    c->cap_pinned = cap;
+  }
+  void *h = NULL;
+  cudaError_t e = cudaMallocHost(&h, bytes);
+  if (e != cudaSuccess) return sde_cuda_fail_cuda(e, "pinned staging for a captured upload");
+  memcpy(h, host_src, bytes);
+  c->pinned[c->n_pinned++] = h;
+  e = cudaMemcpyAsync(dst, h, bytes, cudaMemcpyHostToDevice, c->stream);
+  return e == cudaSuccess ? SDE_OK : sde_cuda_fail_cuda(e, "captured upload");
+}
+
 static int cuda_upload(const sde_backend *be, void *dst, const void *host_src, size_t bytes) {
+  sde_cuda_impl *c = sde_cuda_of(be);
+  if (c->capturing && bytes) {
+    int rc = sde_cuda_enter(c);
+    if (rc) return rc;
+    rc = upload_captured(c, dst, host_src, bytes);
+    sde_cuda_leave(c);
+    return rc;
+  }
   /* from pageable memory the call returns once host_src has been staged: no wait needed */
   return cuda_memcpy(be, dst, host_src, bytes, cudaMemcpyHostToDevice, 0, "upload");
 }
 
 static int cuda_download(const sde_backend *be, void *host_dst, const void *src, size_t bytes) {
+  if (sde_cuda_of(be)->capturing)
+    return sde_fail(SDE_EUNSUPPORTED, "CUDA graph capture: a download waits for the GPU and cannot be captured");
   return cuda_memcpy(be, host_dst, src, bytes, cudaMemcpyDeviceToHost, 1, "download");
 }
 
@@ -155,6 +190,7 @@ static int cuda_zero(const sde_backend *be, void *dst, size_t bytes) {
 
 static int cuda_synchronize(const sde_backend *be) {
   sde_cuda_impl *c = sde_cuda_of(be);
+  if (c->capturing) return SDE_OK; /* everything captured is ordered anyway */
   int rc = sde_cuda_enter(c);
   if (rc) return rc;
   cudaError_t e = cudaStreamSynchronize(c->stream);
@@ -175,6 +211,8 @@ static void impl_destroy(sde_cuda_impl *c) {
   if (c->cublas) cublasDestroy(c->cublas);
   cudaFree(c->ws);
   cudaFree(c->red);
+  for (int i = 0; i < c->n_pinned; i++) cudaFreeHost(c->pinned[i]);
+  free(c->pinned);
   if (c->stream) cudaStreamDestroy(c->stream);
   pthread_mutex_destroy(&c->lock);
   free(c);
@@ -264,4 +302,73 @@ extern "C" void sde_cuda_module_close(const sde_backend *be) {
   if (!be) return;
   impl_destroy(sde_cuda_of(be));
   free((void *)be);
+}
+
+/* =======================================================================================
+ * CUDA graphs (cuda_graph.h): capture everything issued on the backend's stream between
+ * begin and end, replay it with one launch. Relaxed capture mode, so the workspace and
+ * the staging of captured uploads may still allocate. */
+
+extern "C" int sde_cuda_module_graph_begin(const sde_backend *be);
+extern "C" int sde_cuda_module_graph_end(const sde_backend *be, void **graph);
+extern "C" int sde_cuda_module_graph_launch(const sde_backend *be, void *graph);
+extern "C" void sde_cuda_module_graph_free(const sde_backend *be, void *graph);
+
+extern "C" int sde_cuda_module_graph_begin(const sde_backend *be) {
+  sde_cuda_impl *c = sde_cuda_of(be);
+  int rc = sde_cuda_enter(c);
+  if (rc) return rc;
+  if (c->capturing) rc = sde_fail(SDE_EINVAL, "CUDA graph capture already open");
+  cudaError_t e = rc ? cudaSuccess : cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed);
+  if (e != cudaSuccess) rc = sde_cuda_fail_cuda(e, "graph capture");
+  if (!rc) c->capturing = 1;
+  sde_cuda_leave(c);
+  return rc;
+}
+
+extern "C" int sde_cuda_module_graph_end(const sde_backend *be, void **graph) {
+  sde_cuda_impl *c = sde_cuda_of(be);
+  *graph = NULL;
+  pthread_mutex_lock(&c->lock);
+  cudaSetDevice(c->device);
+  int rc = SDE_OK;
+  if (!c->capturing) rc = sde_fail(SDE_EINVAL, "no CUDA graph capture open");
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t exec = NULL;
+  if (!rc) {
+    c->capturing = 0;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      rc = sde_cuda_fail_cuda(e, "graph capture end");
+    }
+  }
+  if (!rc && c->pending) { /* an op failed inside the capture: the graph is not usable */
+    rc = c->pending;
+    c->pending = 0;
+    sde_fail(rc, "%s", c->pending_msg);
+    cudaGraphExecDestroy(exec);
+    exec = NULL;
+  }
+  pthread_mutex_unlock(&c->lock);
+  *graph = exec;
+  return rc;
+}
+
+extern "C" int sde_cuda_module_graph_launch(const sde_backend *be, void *graph) {
+  sde_cuda_impl *c = sde_cuda_of(be);
+  int rc = sde_cuda_enter(c);
+  if (rc) return rc;
+  cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, c->stream);
+  if (e != cudaSuccess) rc = sde_cuda_fail_cuda(e, "graph launch");
+  sde_cuda_leave(c);
+  return rc;
+}
+
+extern "C" void sde_cuda_module_graph_free(const sde_backend *be, void *graph) {
+  if (!graph) return;
+  cudaSetDevice(sde_cuda_of(be)->device);
+  cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }

@@ -153,6 +153,8 @@ static int cuda_dot_rows(const sde_backend *be, double *out, const float *x, con
     return SDE_OK;
   }
   if (n_rows > 65535) return sde_fail(SDE_EUNSUPPORTED, "dot_rows: more than 65535 rows");
+  if (sde_cuda_of(be)->capturing)
+    return sde_fail(SDE_EUNSUPPORTED, "CUDA graph capture: dot_rows returns to the host and cannot be captured");
   OP_BEGIN(be);
   int chunks = (int)((row_len + DOT_CHUNK - 1) / DOT_CHUNK);
   size_t part_bytes = sde_cuda_align((size_t)n_rows * chunks * sizeof(double));

@@ -46,6 +46,9 @@ typedef struct {
   sde_cuda_conv conv[SDE_CUDA_CONV_CACHE];
   int n_conv;
   int conv_find;        /* SDE_CUDA_CONV_FIND=1: time the algorithms (cudnnFind*) */
+  int capturing;        /* a CUDA graph capture is open on the stream (sde_cuda_graph_begin) */
+  void **pinned;        /* host staging buffers of uploads captured into graphs (kept until close) */
+  int n_pinned, cap_pinned;
 } sde_cuda_impl;
 
 static inline sde_cuda_impl *sde_cuda_of(const sde_backend *be) { return (sde_cuda_impl *)be->impl; }

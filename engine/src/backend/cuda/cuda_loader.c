@@ -20,6 +20,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../backend.h"
+#include "cuda_graph.h"
 #include "scoresde/error.h"
 
 #define MODULE_NAME "libscoresde_cuda.so"
@@ -27,9 +28,18 @@
 typedef int (*open_fn)(int, sde_precision, const sde_backend **);
 typedef void (*close_fn)(const sde_backend *);
 
+typedef int (*graph_begin_fn)(const sde_backend *);
+typedef int (*graph_end_fn)(const sde_backend *, void **);
+typedef int (*graph_launch_fn)(const sde_backend *, void *);
+typedef void (*graph_free_fn)(const sde_backend *, void *);
+
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static open_fn module_open;
 static close_fn module_close;
+static graph_begin_fn module_graph_begin;
+static graph_end_fn module_graph_end;
+static graph_launch_fn module_graph_launch;
+static graph_free_fn module_graph_free;
 static char load_error[512];
 
 static void *try_open(const char *path) {
@@ -53,8 +63,13 @@ static void load_module(void) {
   if (!h) return;
   module_open = (open_fn)dlsym(h, "sde_cuda_module_open");
   module_close = (close_fn)dlsym(h, "sde_cuda_module_close");
-  if (!module_open || !module_close) {
-    snprintf(load_error, sizeof load_error, "%s lacks sde_cuda_module_open/close", MODULE_NAME);
+  module_graph_begin = (graph_begin_fn)dlsym(h, "sde_cuda_module_graph_begin");
+  module_graph_end = (graph_end_fn)dlsym(h, "sde_cuda_module_graph_end");
+  module_graph_launch = (graph_launch_fn)dlsym(h, "sde_cuda_module_graph_launch");
+  module_graph_free = (graph_free_fn)dlsym(h, "sde_cuda_module_graph_free");
+  if (!module_open || !module_close || !module_graph_begin || !module_graph_end || !module_graph_launch ||
+      !module_graph_free) {
+    snprintf(load_error, sizeof load_error, "%s lacks the sde_cuda_module_* entry points", MODULE_NAME);
     module_open = NULL;
   }
 }
@@ -79,4 +94,30 @@ int sde_backend_cuda_open(int device_id, sde_precision precision, const sde_back
 
 void sde_backend_cuda_close(const sde_backend *be) {
   if (be && module_close) module_close(be);
+}
+
+/* CUDA graphs (cuda_graph.h); a backend exists, so the module is loaded. */
+static int is_cuda(const sde_backend *be) { return be && module_open && !strcmp(be->name, "cuda"); }
+
+int sde_cuda_graph_begin(const sde_backend *be) {
+  if (!is_cuda(be)) return sde_fail(SDE_EINVAL, "CUDA graphs need a CUDA backend");
+  return module_graph_begin(be);
+}
+
+int sde_cuda_graph_end(const sde_backend *be, sde_cuda_graph **out) {
+  *out = NULL;
+  if (!is_cuda(be)) return sde_fail(SDE_EINVAL, "CUDA graphs need a CUDA backend");
+  void *g = NULL;
+  int rc = module_graph_end(be, &g);
+  *out = (sde_cuda_graph *)g;
+  return rc;
+}
+
+int sde_cuda_graph_launch(const sde_backend *be, const sde_cuda_graph *g) {
+  if (!is_cuda(be) || !g) return sde_fail(SDE_EINVAL, "CUDA graph launch: no CUDA backend or graph");
+  return module_graph_launch(be, (void *)g);
+}
+
+void sde_cuda_graph_free(const sde_backend *be, sde_cuda_graph *g) {
+  if (is_cuda(be) && g) module_graph_free(be, g);
 }
