@@ -105,6 +105,12 @@ int sde_ncsnpp_forward_dev(const struct sde_ncsnpp *net, int B, const float *x,
 int sde_network_score_dev(const sde_model *m, const sde_sde *sde, int n, const float *x,
                           const float *t, float *out);
 
+/* The same with a workspace of the caller (sde_net_workspace_create on this model, at
+ * least n samples): no synchronisation, so a loop can queue step after step. */
+struct sde_net_workspace;
+int sde_network_score_dev_ws(const sde_model *m, const sde_sde *sde, int n, const float *x,
+                             const float *t, float *out, struct sde_net_workspace *ws);
+
 /* ---- end models on a device ----------------------------------------------------------- */
 
 #endif

@@ -6,6 +6,7 @@
 #include "backend/backend.h"
 #include "internal.h"
 #include "scoresde/error.h"
+#include "scoresde/network.h"
 #include "scoresde/rng.h"
 #include "scoresde/scoresde.h"
 
@@ -286,6 +287,7 @@ static int pc_validate(const sde_model *m, const sde_sde *sde, const sde_sample_
 
 typedef struct {
   const sde_backend *be;
+  sde_net_workspace *ws; /* the network's scratch for the whole loop */
   float *x, *xm, *s, *z; /* [n, D] backend memory */
   double *a, *c;         /* [n] host coefficients */
 } pc_dev;
@@ -294,7 +296,7 @@ static int pcd_score(pc_run *r, pc_dev *d, float t) {
   for (int i = 0; i < r->n; i++) r->t[i] = t;
   r->st->evals++;
   r->st->nfe++;
-  return sde_network_score_dev(r->m, &r->sde, r->n, d->x, r->t, d->s);
+  return sde_network_score_dev_ws(r->m, &r->sde, r->n, d->x, r->t, d->s, d->ws);
 }
 
 static int pcd_noise(pc_run *r, pc_dev *d) {
@@ -366,7 +368,8 @@ static int pc_loop_device(pc_run *r, const sde_backend *be, int steps, double ep
   d.a = sde_malloc(sizeof(double) * 2 * (size_t)r->n);
   if (!d.a) return SDE_ENOMEM;
   d.c = d.a + r->n;
-  if ((status = be->alloc(be, bytes, (void **)&d.x)) ||
+  if ((status = sde_net_workspace_create(r->m, r->n, &d.ws)) ||
+      (status = be->alloc(be, bytes, (void **)&d.x)) ||
       (status = be->alloc(be, bytes, (void **)&d.xm)) ||
       (status = be->alloc(be, bytes, (void **)&d.s)) ||
       (status = be->alloc(be, bytes, (void **)&d.z)) ||
@@ -390,6 +393,8 @@ static int pc_loop_device(pc_run *r, const sde_backend *be, int steps, double ep
   if (!status) status = be->download(be, out, p->denoise ? d.xm : d.x, bytes);
   if (!status) status = be->download(be, x, d.x, bytes); /* x holds the final state, as on the host */
 done:
+  be->synchronize(be); /* nothing may still use the buffers freed here */
+  sde_net_workspace_free(d.ws);
   be->free(be, d.x);
   be->free(be, d.xm);
   be->free(be, d.s);

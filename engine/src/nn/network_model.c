@@ -28,6 +28,7 @@ struct sde_net_workspace {
   int max_batch;
   size_t floats;
   float *buf;
+  float *io;  /* device backends: [2, max_batch, D] staging for host x in, out back */
 };
 
 typedef struct {
@@ -72,7 +73,13 @@ static int ws_create(const sde_ncsnpp *net, int max_batch, sde_net_workspace **o
   ws->be = sde_ncsnpp_backend(net);
   ws->floats = sde_ncsnpp_workspace_floats(net, max_batch);
   int rc = ws->be->alloc(ws->be, ws->floats * sizeof(float), (void **)&ws->buf);
+  if (!rc && !ws->be->host_memory) {
+    const sde_ncsnpp_config *c = sde_ncsnpp_get_config(net);
+    const size_t D = (size_t)c->num_channels * c->image_size * c->image_size;
+    rc = ws->be->alloc(ws->be, 2 * (size_t)max_batch * D * sizeof(float), (void **)&ws->io);
+  }
   if (rc) {
+    if (ws->buf) ws->be->free(ws->be, ws->buf);
     free(ws);
     return rc;
   }
@@ -90,6 +97,7 @@ int sde_net_workspace_create(const sde_model *m, int max_batch, sde_net_workspac
 void sde_net_workspace_free(sde_net_workspace *ws) {
   if (!ws) return;
   ws->be->free(ws->be, ws->buf);
+  ws->be->free(ws->be, ws->io);
   free(ws);
 }
 
@@ -258,6 +266,20 @@ static int score_stds(const sde_model *m, const sde_sde *sde, int n, const float
 static int network_score(const sde_model *m, const sde_sde *sde, int n, const float *x,
                          const float *t, float *out) {
   if (n <= 0) return n == 0 ? SDE_OK : sde_fail(SDE_EINVAL, "batch size %d", n);
+  const sde_backend *be = impl_of(m)->be;
+  if (!be->host_memory) {
+    /* host x in, host score out, through the pooled workspace's staging buffers */
+    const size_t bytes = (size_t)n * (size_t)sde_model_dim(m) * sizeof(float);
+    sde_net_workspace *ws = NULL;
+    int rc = ws_acquire(m, n, &ws);
+    if (rc) return rc;
+    float *xd = ws->io, *od = ws->io + (size_t)ws->max_batch * (size_t)sde_model_dim(m);
+    rc = be->upload(be, xd, x, bytes);
+    if (!rc) rc = sde_network_score_dev_ws(m, sde, n, xd, t, od, ws);
+    if (!rc) rc = be->download(be, out, od, bytes); /* waits for the work */
+    ws_release(m, ws);
+    return rc;
+  }
   float *labels = sde_malloc((size_t)n * 2 * sizeof(float));
   if (!labels) return SDE_ENOMEM;
   float *stds = labels + n;
@@ -276,18 +298,15 @@ static int network_score(const sde_model *m, const sde_sde *sde, int n, const fl
   return rc;
 }
 
-int sde_network_score_dev(const sde_model *m, const sde_sde *sde, int n, const float *x,
-                          const float *t, float *out) {
-  if (!sde_network_is(m)) return sde_fail(SDE_EINVAL, "not a network model");
-  if (n <= 0) return n == 0 ? SDE_OK : sde_fail(SDE_EINVAL, "batch size %d", n);
+/* The score in backend memory with the workspace ws (already taken). */
+int sde_network_score_dev_ws(const sde_model *m, const sde_sde *sde, int n, const float *x,
+                        const float *t, float *out, sde_net_workspace *ws) {
   const sde_backend *be = impl_of(m)->be;
   float *labels = sde_malloc((size_t)n * 2 * sizeof(float));
   double *a = sde_malloc((size_t)n * 2 * sizeof(double));
-  sde_net_workspace *ws = NULL;
   int rc = labels && a ? SDE_OK : SDE_ENOMEM;
   float *stds = labels ? labels + n : NULL;
   if (!rc) rc = sde_network_labels(m, sde, n, t, labels);
-  if (!rc) rc = ws_acquire(m, n, &ws);
   if (!rc) rc = sde_ncsnpp_forward_dev(impl_of(m)->net, n, x, labels, out, ws->buf);
   if (!rc && sde->kind != SDE_VE) rc = score_stds(m, sde, n, t, labels, stds);
   if (!rc && sde->kind != SDE_VE) {
@@ -298,15 +317,25 @@ int sde_network_score_dev(const sde_model *m, const sde_sde *sde, int n, const f
     }
     rc = be->axpby_rows(be, out, a, out, a + n, out, n, sde_model_dim(m));
   }
-  if (ws) {
-    if (!be->host_memory) { /* the pooled workspace may be taken by the next call */
-      int rs = be->synchronize(be);
-      rc = rc ? rc : rs;
-    }
-    ws_release(m, ws);
-  }
   free(labels);
   free(a);
+  return rc;
+}
+
+int sde_network_score_dev(const sde_model *m, const sde_sde *sde, int n, const float *x,
+                          const float *t, float *out) {
+  if (!sde_network_is(m)) return sde_fail(SDE_EINVAL, "not a network model");
+  if (n <= 0) return n == 0 ? SDE_OK : sde_fail(SDE_EINVAL, "batch size %d", n);
+  const sde_backend *be = impl_of(m)->be;
+  sde_net_workspace *ws = NULL;
+  int rc = ws_acquire(m, n, &ws);
+  if (rc) return rc;
+  rc = sde_network_score_dev_ws(m, sde, n, x, t, out, ws);
+  if (!be->host_memory) { /* the pooled workspace may be taken by the next call */
+    int rs = be->synchronize(be);
+    rc = rc ? rc : rs;
+  }
+  ws_release(m, ws);
   return rc;
 }
 
