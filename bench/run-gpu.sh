@@ -4,7 +4,8 @@
 # weights and inputs. Needs nvcc, a CUDA driver, and for the PyTorch side torch + numpy;
 # no internet, no GStreamer. Every result is written to $OUT (default ./out-gpu).
 #
-#   bench/run-gpu.sh              build + cuda tests + bench      (fits a 10-minute call)
+#   bench/run-gpu.sh              build + cuda tests + bench (about 10 minutes: with a
+#                                 10-minute limit per call, run the three steps separately)
 #   bench/run-gpu.sh build        configure and build only
 #   bench/run-gpu.sh cuda-tests   test_cuda_host, test_cuda_parity (fp32, tf32, bf16), device
 #   bench/run-gpu.sh bench        bench_cuda + bench_torch_cuda (CIFAR-10 b1/8/64, 256 px b1/4)
