@@ -156,7 +156,15 @@ int sde_network_forward_ws(const sde_model *m, sde_net_workspace *ws, int n, con
     return sde_fail(SDE_EINVAL, "workspace does not belong to this model");
   if (n > ws->max_batch)
     return sde_fail(SDE_EINVAL, "batch of %d exceeds the workspace's %d", n, ws->max_batch);
-  return sde_ncsnpp_forward(impl_of(m)->net, n, x, labels, out, ws->buf);
+  if (ws->be->host_memory) return sde_ncsnpp_forward(impl_of(m)->net, n, x, labels, out, ws->buf);
+  /* device: host x and out through the workspace's staging buffers */
+  const sde_backend *be = ws->be;
+  const size_t D = (size_t)sde_model_dim(m), bytes = (size_t)n * D * sizeof(float);
+  float *xd = ws->io, *od = ws->io + (size_t)ws->max_batch * D;
+  int rc = be->upload(be, xd, x, bytes);
+  if (!rc) rc = sde_ncsnpp_forward_dev(impl_of(m)->net, n, xd, labels, od, ws->buf);
+  if (!rc) rc = be->download(be, out, od, bytes);
+  return rc;
 }
 
 int sde_network_forward(const sde_model *m, int n, const float *x, const float *labels,
@@ -166,7 +174,7 @@ int sde_network_forward(const sde_model *m, int n, const float *x, const float *
   sde_net_workspace *ws;
   int rc = ws_acquire(m, n, &ws);
   if (rc) return rc;
-  rc = sde_ncsnpp_forward(impl_of(m)->net, n, x, labels, out, ws->buf);
+  rc = sde_network_forward_ws(m, ws, n, x, labels, out);
   ws_release(m, ws);
   return rc;
 }
