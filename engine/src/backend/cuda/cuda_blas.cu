@@ -212,8 +212,8 @@ static int bwd_filter_algo_ok(const sde_cuda_impl *c, cudnnConvolutionBwdFilterA
 }
 
 /* Picks the first acceptable result: success, deterministic, the precision's math, and a
- * workspace under the cap (results arrive best first). */
-#define PICK(perf, n, algo_ok, out_algo, out_math, out_ws)                                             \
+ * workspace under the cap (results arrive best first); else the plain algorithm. */
+#define PICK(perf, n, algo_ok, fallback, out_algo, out_math, out_ws)                                   \
   do {                                                                                                 \
     int found_ = 0;                                                                                    \
     for (int pass_ = 0; pass_ < 2 && !found_; pass_++)                                                 \
@@ -227,7 +227,11 @@ static int bwd_filter_algo_ok(const sde_cuda_impl *c, cudnnConvolutionBwdFilterA
         out_ws = (perf)[i_].memory;                                                                    \
         found_ = 1;                                                                                    \
       }                                                                                                \
-    if (!found_) return sde_fail(SDE_EUNSUPPORTED, "cuDNN: no deterministic algorithm for this conv"); \
+    if (!found_) { /* the plain GEMM-like algorithm: deterministic, FMA, any shape */               \
+      out_algo = fallback;                                                                             \
+      out_math = conv_math(c);                                                                         \
+      out_ws = 0; /* queried below */                                                                  \
+    }                                                                                                  \
   } while (0)
 
 static int conv_pick_fwd(sde_cuda_impl *c, sde_cuda_conv *e) {
@@ -241,7 +245,7 @@ static int conv_pick_fwd(sde_cuda_impl *c, sde_cuda_conv *e) {
     CK(cudnnGetConvolutionForwardAlgorithm_v7(c->cudnn, e->x, e->w, e->conv, e->y,
                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf),
        "forward algorithm");
-  PICK(perf, n, fwd_algo_ok, e->fwd, e->fwd_math, e->fwd_ws);
+  PICK(perf, n, fwd_algo_ok, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, e->fwd, e->fwd_math, e->fwd_ws);
   /* the size for the math type actually used */
   size_t ws = 0;
   CK(cudnnSetConvolutionMathType(e->conv, e->fwd_math), "math type");
@@ -269,8 +273,8 @@ static int conv_pick_bwd(sde_cuda_impl *c, sde_cuda_conv *e) {
                                                      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nf, pf),
        "backward-filter algorithm");
   }
-  PICK(pd, nd, bwd_data_algo_ok, e->bwd_data, e->bwd_data_math, e->bwd_data_ws);
-  PICK(pf, nf, bwd_filter_algo_ok, e->bwd_filter, e->bwd_filter_math, e->bwd_filter_ws);
+  PICK(pd, nd, bwd_data_algo_ok, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, e->bwd_data, e->bwd_data_math, e->bwd_data_ws);
+  PICK(pf, nf, bwd_filter_algo_ok, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, e->bwd_filter, e->bwd_filter_math, e->bwd_filter_ws);
   size_t ws = 0;
   CK(cudnnSetConvolutionMathType(e->conv, e->bwd_data_math), "math type");
   CK(cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, e->w, e->y, e->conv, e->x, e->bwd_data, &ws),
