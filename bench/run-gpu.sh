@@ -13,7 +13,8 @@
 #   bench/run-gpu.sh all          all of the above
 #
 # Environment: OUT (results), BUILD (build dir, default build-gpu), ITERS (timed
-# iterations, default 20), JOBS (build jobs, default nproc).
+# iterations, default 20), JOBS (build jobs, default nproc), BENCH_DATA (weights, inputs
+# and outputs of the benchmarks, default /tmp/sde-bench-data).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -110,7 +111,8 @@ cuda_tests() {
 }
 
 bench() {
-  local d="$OUT/bench-data"
+  # weights (~250 MB per config) and arrays stay out of $OUT: only the reports come back
+  local d=${BENCH_DATA:-/tmp/sde-bench-data}
   mkdir -p "$d"
   # C: both configs, all precisions; --check adds the CPU difference at batch 1 (CIFAR-10 only:
   # the 256 px CPU forward takes too long for one call)
