@@ -262,10 +262,11 @@ extern "C" int sde_cuda_module_open(int device_id, sde_precision precision, cons
     rc = sde_cuda_fail_cublas(bs, "create");
   else if ((bs = cublasSetStream(c->cublas, c->stream)) != CUBLAS_STATUS_SUCCESS)
     rc = sde_cuda_fail_cublas(bs, "stream");
-  /* the compute type of every GEMM is chosen per call (sde_cuda_gemm); keep the handle's
-   * default math strict so nothing downgrades fp32 behind our back */
-  else if ((bs = cublasSetMathMode(c->cublas, precision == SDE_PRECISION_FP32 ? CUBLAS_PEDANTIC_MATH
-                                                                           : CUBLAS_DEFAULT_MATH)) !=
+  /* the compute type of every GEMM is chosen per call (sde_cuda_gemm); the handle's math
+   * mode agrees with it: strict for fp32, TF32 tensor ops for tf32 */
+  else if ((bs = cublasSetMathMode(c->cublas, precision == SDE_PRECISION_FP32   ? CUBLAS_PEDANTIC_MATH
+                                              : precision == SDE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                                : CUBLAS_DEFAULT_MATH)) !=
            CUBLAS_STATUS_SUCCESS)
     rc = sde_cuda_fail_cublas(bs, "math mode");
   else if ((ds = cudnnCreate(&c->cudnn)) != CUDNN_STATUS_SUCCESS)
