@@ -9,6 +9,7 @@
 #   bench/run-gpu.sh build        configure and build only
 #   bench/run-gpu.sh cuda-tests   test_cuda_host, test_cuda_parity (fp32, tf32, bf16), device
 #   bench/run-gpu.sh bench        bench_cuda + bench_torch_cuda (CIFAR-10 b1/8/64, 256 px b1/4)
+#   bench/run-gpu.sh samplers     scoresde sample on the GPU: PC 1000 steps and ODE, fp32/tf32
 #   bench/run-gpu.sh engine-tests the whole engine suite (long: sampling tests)
 #   bench/run-gpu.sh all          all of the above
 #
@@ -139,6 +140,22 @@ bench() {
   fi
 }
 
+# Whole samplers through the CLI on the GPU (the shipped fashion-mnist-32 DDPM++): PC with
+# 1000 steps and the probability-flow ODE, 16 samples each, wall time.
+samplers() {
+  local d=${BENCH_DATA:-/tmp/sde-bench-data} p cmd
+  mkdir -p "$d"
+  for p in fp32 tf32; do
+    for cmd in "--sampler pc --steps 1000" "--sampler ode"; do
+      local t0=$SECONDS
+      # shellcheck disable=SC2086
+      "$BUILD/engine/scoresde" sample --model models/fashion-mnist-32.safetensors --device cuda --precision $p \
+        $cmd --n 16 --seed 1 --out "$d/sample.npy" > "$OUT/sample.log" 2>&1
+      log "scoresde sample $cmd --n 16 ($p): exit $?, $((SECONDS - t0)) s"
+    done
+  done
+}
+
 engine_tests() {
   meson test -C "$BUILD" --no-rebuild --suite engine --num-processes "$((JOBS / 2 > 1 ? JOBS / 2 : 1))" \
     --print-errorlogs > "$OUT/engine_tests.txt" 2>&1
@@ -153,9 +170,10 @@ case "${1:-default}" in
   cuda-tests) cuda_tests ;;
   bench) bench ;;
   engine-tests) engine_tests ;;
-  all) build && { cuda_tests; bench; engine_tests; } || status=1 ;;
+  samplers) samplers ;;
+  all) build && { cuda_tests; bench; samplers; engine_tests; } || status=1 ;;
   default) build && { cuda_tests; bench; } || status=1 ;;
-  *) echo "usage: $0 [build|cuda-tests|bench|engine-tests|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|cuda-tests|bench|samplers|engine-tests|all]" >&2; exit 2 ;;
 esac
 cat "$OUT/summary.txt"
 exit $status
