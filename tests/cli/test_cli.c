@@ -692,7 +692,7 @@ static void test_noise_scales(void) {
   check_error(r, 1, NULL, "noise-scales on a malformed .npy");
 }
 
-/* Network models, when the fixtures of ../shared/fixtures are around (SCORESDE_FIXTURES). */
+/* Network models, when the fixtures of tests/fixtures are around (SCORESDE_FIXTURES). */
 static void test_network(void) {
   const char *fx = getenv("SCORESDE_FIXTURES");
   char rgb[1024], gray[1024];

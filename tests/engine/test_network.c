@@ -1,6 +1,6 @@
 /* NCSN++ / DDPM++ network: parameter counts of the released configs (spec §6.6), the
- * official-code fixtures (../shared/fixtures/ncsnpp: raw output and score within 1e-4 of
- * each sample's max |reference|), thread-count invariance, save/load round trip, the
+ * official-code fixtures (tests/fixtures/ncsnpp, made with score_sde_pytorch: raw
+ * output and score within 1e-4 of each sample's max |reference|), thread-count invariance, save/load round trip, the
  * checkpoint.pth and diffusers converters through the `scoresde` tool, and the options the
  * fixtures do not cover against tests/engine/ncsnpp_ref.py (an independent PyTorch
  * re-implementation; skipped without torch).
@@ -25,7 +25,7 @@
 
 static const char *fixtures_dir(void) {
   const char *d = getenv("SCORESDE_FIXTURES");
-  return d ? d : "../shared/fixtures";
+  return d ? d : "tests/fixtures";
 }
 
 typedef struct {
