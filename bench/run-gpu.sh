@@ -10,6 +10,8 @@
 #   bench/run-gpu.sh cuda-tests   test_cuda_host, test_cuda_parity (fp32, tf32, bf16), device
 #   bench/run-gpu.sh bench        bench_cuda + bench_torch_cuda (CIFAR-10 b1/8/64, 256 px b1/4)
 #   bench/run-gpu.sh samplers     scoresde sample on the GPU: PC 1000 steps and ODE, fp32/tf32
+#   bench/run-gpu.sh train        scoresde train --preset fashion-mnist-32 on the GPU (synthetic
+#                                 data, batch 128 and 32, 120 steps), steps/s; the same on the CPU
 #   bench/run-gpu.sh engine-tests the whole engine suite (long: sampling tests)
 #   bench/run-gpu.sh all          all of the above
 #
@@ -156,6 +158,39 @@ samplers() {
   done
 }
 
+# Training steps per second, fashion-mnist-32 preset (the shipped model's config, dropout
+# included), synthetic 28x28 uint8 images (the rate does not depend on the pixels): the
+# rate of the last 40-step window of the progress lines (the first window has cuDNN's
+# algorithm choice), GPU fp32/tf32, and a short CPU run for scale.
+train_bench() {
+  local d=${BENCH_DATA:-/tmp/sde-bench-data} p b
+  mkdir -p "$d"
+  python3 - "$d/train-synth.npy" << 'PY'
+import struct, sys, random
+n, h, w = 2048, 28, 28
+random.seed(0)
+hdr = "{'descr': '|u1', 'fortran_order': False, 'shape': (%d, %d, %d), }" % (n, h, w)
+hdr += " " * (63 - (len(hdr) + 10) % 64) + "\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode())
+    f.write(bytes(random.getrandbits(8) for _ in range(n * h * w)))
+PY
+  for b in 128 32; do
+    for p in fp32 tf32; do
+      rm -rf "$d/train-run"
+      "$BUILD/engine/scoresde" train --data "$d/train-synth.npy" --out "$d/train-run" --preset fashion-mnist-32 \
+        --device cuda --precision $p --batch $b --steps 120 --log-every 40 --ckpt-every 0 --ckpt-minutes 0 --sample-n 1 --sample-steps 2 \
+        > "$OUT/train_${p}_b$b.log" 2>&1
+      log "scoresde train fashion-mnist-32 --batch $b ($p, GPU): exit $?, $(grep -o '[0-9.]* steps/s' "$OUT/train_${p}_b$b.log" | tail -1)"
+    done
+  done
+  rm -rf "$d/train-run"
+  "$BUILD/engine/scoresde" train --data "$d/train-synth.npy" --out "$d/train-run" --preset fashion-mnist-32 \
+    --device cpu --batch 32 --steps 3 --log-every 1 --ckpt-every 0 --ckpt-minutes 0 --sample-n 1 --sample-steps 2 > "$OUT/train_cpu_b32.log" 2>&1
+  log "scoresde train fashion-mnist-32 --batch 32 (CPU, $(nproc) threads): exit $?, $(grep -o '[0-9.]* steps/s' "$OUT/train_cpu_b32.log" | tail -1)"
+  rm -rf "$d/train-run"
+}
+
 engine_tests() {
   meson test -C "$BUILD" --no-rebuild --suite engine --num-processes "$((JOBS / 2 > 1 ? JOBS / 2 : 1))" \
     --print-errorlogs > "$OUT/engine_tests.txt" 2>&1
@@ -171,9 +206,10 @@ case "${1:-default}" in
   bench) bench ;;
   engine-tests) engine_tests ;;
   samplers) samplers ;;
-  all) build && { cuda_tests; bench; samplers; engine_tests; } || status=1 ;;
+  train) train_bench ;;
+  all) build && { cuda_tests; bench; samplers; train_bench; engine_tests; } || status=1 ;;
   default) build && { cuda_tests; bench; } || status=1 ;;
-  *) echo "usage: $0 [build|cuda-tests|bench|samplers|engine-tests|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|cuda-tests|bench|samplers|train|engine-tests|all]" >&2; exit 2 ;;
 esac
 cat "$OUT/summary.txt"
 exit $status

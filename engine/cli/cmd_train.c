@@ -64,8 +64,7 @@ static const char TRAIN_USAGE[] =
     "  --quiet               no progress lines\n"
     "Device:\n"
     "  --device auto|cpu|cuda (auto: a GPU when there is one, else the CPU with a warning)\n"
-    "  --cuda-device-id N (0)  --precision fp32|tf32|bf16 (fp32)   GPU training needs\n"
-    "                        --dropout 0 for now\n";
+    "  --cuda-device-id N (0)  --precision fp32|tf32|bf16 (fp32)\n";
 
 #define FASHION_MNIST_TRAIN "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 #define FASHION_MNIST_TEST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"

@@ -100,6 +100,23 @@ const struct sde_backend *sde_ncsnpp_backend(const struct sde_ncsnpp *net);
 int sde_ncsnpp_forward_dev(const struct sde_ncsnpp *net, int B, const float *x,
                            const float *labels, float *out, float *workspace);
 
+/* Training on the backend (train.c): backend_params is the backend copy of the parameters
+ * for the caller to update in place (the host copy is then stale and downloaded again on
+ * the next sde_ncsnpp_param_buffer*, set_backend or backend_params_to_host);
+ * train_backward_dev runs sde_ncsnpp_train_backward with the parameter gradient left in
+ * backend memory (*dgrad, zeroed first, owned by tw). */
+struct sde_ncsnpp_train;
+float *sde_ncsnpp_backend_params(struct sde_ncsnpp *net);
+int sde_ncsnpp_backend_params_to_host(const struct sde_ncsnpp *net);
+int sde_ncsnpp_train_backward_dev(const struct sde_ncsnpp *net, struct sde_ncsnpp_train *tw,
+                                  const float *dout, float **dgrad);
+
+/* sde_trainer_set_device with an open backend (taken, closed on failure): the optimizer
+ * state of the old backend comes back to the host, then moves to `be`. */
+struct sde_trainer;
+int sde_trainer_use_backend(struct sde_trainer *t, const struct sde_backend *be, int fell_back,
+                            const char *reason);
+
 /* The score of a network model with x[n, D] and out[n, D] in the memory of its backend
  * (sde_network_backend); t[n] on the host. */
 int sde_network_score_dev(const sde_model *m, const sde_sde *sde, int n, const float *x,

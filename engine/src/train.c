@@ -349,7 +349,12 @@ struct sde_trainer {
   sde_ncsnpp_train *tw;
   int64_t P;              /* parameter floats */
   float *grad, *m, *v, *ema;
-  unsigned char *trainable; /* [P] 1 where the element belongs to a trainable tensor */
+  float *trainable;       /* [P] 1 where the element belongs to a trainable tensor, else 0 */
+  /* on a device backend: the optimizer state in backend memory (m, v, ema, the mask); the
+   * host copies above are refreshed by trainer_to_host when host_stale */
+  const sde_backend *dbe;
+  float *d_m, *d_v, *d_ema, *d_mask;
+  int host_stale;
   int64_t step;
   /* batch scratch */
   float *x0, *xt, *out, *dout, *t, *labels, *z;
@@ -368,7 +373,7 @@ static int trainer_alloc(sde_trainer *t) {
   t->m = sde_calloc(P, sizeof(float));
   t->v = sde_calloc(P, sizeof(float));
   t->ema = sde_malloc(P * sizeof(float));
-  t->trainable = sde_calloc(P, 1);
+  t->trainable = sde_calloc(P, sizeof(float));
   t->x0 = sde_malloc(B * D * sizeof(float));
   t->xt = sde_malloc(B * D * sizeof(float));
   const size_t O = t->nc.num_classes > (int)D ? (size_t)t->nc.num_classes : D;
@@ -384,7 +389,8 @@ static int trainer_alloc(sde_trainer *t) {
   int np;
   const sde_net_param *ps = sde_ncsnpp_params(t->net, &np);
   for (int i = 0; i < np; i++)
-    if (ps[i].trainable) memset(t->trainable + ps[i].offset, 1, (size_t)ps[i].numel);
+    if (ps[i].trainable)
+      for (int64_t k = 0; k < ps[i].numel; k++) t->trainable[ps[i].offset + k] = 1.0f;
   return SDE_OK;
 }
 
@@ -414,8 +420,52 @@ int sde_trainer_create(const sde_ncsnpp_config *net, const sde_train_config *tc,
   return SDE_OK;
 }
 
+/* The optimizer state of a device backend back into the host arrays (parameters: the
+ * network downloads its own when read). */
+static int trainer_to_host(const sde_trainer *ct) {
+  sde_trainer *t = (sde_trainer *)ct;
+  if (!t->dbe || !t->host_stale) return SDE_OK;
+  const size_t bytes = (size_t)t->P * sizeof(float);
+  int rc = t->dbe->download(t->dbe, t->m, t->d_m, bytes);
+  if (!rc) rc = t->dbe->download(t->dbe, t->v, t->d_v, bytes);
+  if (!rc) rc = t->dbe->download(t->dbe, t->ema, t->d_ema, bytes);
+  if (!rc) rc = sde_ncsnpp_backend_params_to_host(t->net);
+  if (!rc) t->host_stale = 0;
+  return rc;
+}
+
+static void trainer_free_dev(sde_trainer *t) {
+  if (!t->dbe) return;
+  t->dbe->free(t->dbe, t->d_m);
+  t->dbe->free(t->dbe, t->d_v);
+  t->dbe->free(t->dbe, t->d_ema);
+  t->dbe->free(t->dbe, t->d_mask);
+  t->d_m = t->d_v = t->d_ema = t->d_mask = NULL;
+  t->dbe = NULL;
+  t->host_stale = 0;
+}
+
+/* m, v, ema and the mask uploaded to the network's backend when it is not host memory */
+static int trainer_to_dev(sde_trainer *t) {
+  const sde_backend *be = sde_ncsnpp_backend(t->net);
+  if (be->host_memory) return SDE_OK;
+  const size_t bytes = (size_t)(t->P > 0 ? t->P : 1) * sizeof(float), pb = (size_t)t->P * sizeof(float);
+  t->dbe = be;
+  int rc = be->alloc(be, bytes, (void **)&t->d_m);
+  if (!rc) rc = be->alloc(be, bytes, (void **)&t->d_v);
+  if (!rc) rc = be->alloc(be, bytes, (void **)&t->d_ema);
+  if (!rc) rc = be->alloc(be, bytes, (void **)&t->d_mask);
+  if (!rc) rc = be->upload(be, t->d_m, t->m, pb);
+  if (!rc) rc = be->upload(be, t->d_v, t->v, pb);
+  if (!rc) rc = be->upload(be, t->d_ema, t->ema, pb);
+  if (!rc) rc = be->upload(be, t->d_mask, t->trainable, pb);
+  if (rc) trainer_free_dev(t);
+  return rc;
+}
+
 void sde_trainer_free(sde_trainer *t) {
   if (!t) return;
+  trainer_free_dev(t);
   sde_ncsnpp_train_free(t->tw);
   sde_model_free(t->model);
   free(t->grad); free(t->m); free(t->v); free(t->ema); free(t->trainable);
@@ -431,9 +481,9 @@ int64_t sde_trainer_num_params(const sde_trainer *t) { return t->P; }
 const float *sde_trainer_params(const sde_trainer *t) {
   return sde_ncsnpp_param_buffer_const(t->net, NULL);
 }
-const float *sde_trainer_ema(const sde_trainer *t) { return t->ema; }
-const float *sde_trainer_adam_m(const sde_trainer *t) { return t->m; }
-const float *sde_trainer_adam_v(const sde_trainer *t) { return t->v; }
+const float *sde_trainer_ema(const sde_trainer *t) { return trainer_to_host(t) ? NULL : t->ema; }
+const float *sde_trainer_adam_m(const sde_trainer *t) { return trainer_to_host(t) ? NULL : t->m; }
+const float *sde_trainer_adam_v(const sde_trainer *t) { return trainer_to_host(t) ? NULL : t->v; }
 
 static int finish_step(sde_trainer *t, double loss, sde_train_stats *st);
 
@@ -551,14 +601,24 @@ static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
   if (!isfinite(loss)) return sde_fail(SDE_ENUMERIC, "training: loss is not finite at step %lld",
                                        (long long)t->step);
   const size_t P = (size_t)t->P;
-  memset(t->grad, 0, P * sizeof(float));
-  if ((rc = sde_ncsnpp_train_backward(t->net, t->tw, t->dout, t->grad, NULL))) return rc;
-  /* global norm over the trainable elements, in index order */
-  double nn = 0.0;
-  for (size_t i = 0; i < P; i++) {
-    if (!t->trainable[i]) t->grad[i] = 0.0f;
-    nn += (double)t->grad[i] * t->grad[i];
+  /* on the network's backend: the CPU works on the host arrays; a device on its own copies
+   * of the parameters, gradient and optimizer state (no parameter crosses the bus) */
+  const sde_backend *be = sde_ncsnpp_backend(t->net);
+  const int dev = !be->host_memory;
+  if (dev && t->dbe != be) return sde_fail(SDE_EINVAL, "internal: trainer state not on %s", be->name);
+  float *grad = t->grad;
+  if (dev) {
+    rc = sde_ncsnpp_train_backward_dev(t->net, t->tw, t->dout, &grad);
+  } else {
+    memset(t->grad, 0, P * sizeof(float));
+    rc = sde_ncsnpp_train_backward(t->net, t->tw, t->dout, t->grad, NULL);
   }
+  if (rc) return rc;
+  /* global norm over the trainable elements (the others zeroed), in double */
+  const float *mask = dev ? t->d_mask : t->trainable;
+  be->mul(be, grad, grad, mask, P);
+  double nn = 0.0;
+  if (P && (rc = be->dot_rows(be, &nn, grad, grad, 1, (int64_t)P))) return rc;
   const double norm = sqrt(nn);
   if (!isfinite(norm)) return sde_fail(SDE_ENUMERIC, "training: gradient is not finite at step %lld",
                                        (long long)t->step);
@@ -568,30 +628,28 @@ static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
     if (coef < 1.0) clip = (float)coef;
   }
   const double lr = tc->warmup > 0 ? tc->lr * fmin((double)(step + 1) / tc->warmup, 1.0) : tc->lr;
-  /* Adam (torch.optim.Adam, weight decay 0) and EMA */
+  /* Adam (torch.optim.Adam, weight decay 0) and EMA: the backend's adam_step */
   const double n_upd = (double)(step + 1);
   const double bc1 = 1.0 - pow(tc->beta1, n_upd), bc2 = 1.0 - pow(tc->beta2, n_upd);
-  const float b1 = (float)tc->beta1, b2 = (float)tc->beta2, step_size = (float)(lr / bc1),
-              sbc2 = (float)sqrt(bc2), aeps = (float)tc->adam_eps;
   double decay = tc->ema;
   if (tc->ema_warmup) decay = fmin(decay, (1.0 + n_upd) / (10.0 + n_upd));
-  const float one_m_decay = (float)(1.0 - decay);
-  float *p = sde_ncsnpp_param_buffer(t->net, NULL);
-  float *gm = t->m, *gv = t->v, *ema = t->ema, *grad = t->grad;
-  const unsigned char *tr = t->trainable;
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < P; i++) {
-    if (!tr[i]) {
-      ema[i] = p[i];
-      continue;
-    }
-    float g = grad[i] * clip;
-    gm[i] = b1 * gm[i] + (1.0f - b1) * g;
-    gv[i] = b2 * gv[i] + (1.0f - b2) * g * g;
-    float denom = sqrtf(gv[i]) / sbc2 + aeps;
-    p[i] -= step_size * (gm[i] / denom);
-    ema[i] -= one_m_decay * (ema[i] - p[i]);
+  sde_adam_coef k;
+  k.clip = clip;
+  k.b1 = (float)tc->beta1;
+  k.b2 = (float)tc->beta2;
+  k.step_size = (float)(lr / bc1);
+  k.sbc2 = (float)sqrt(bc2);
+  k.eps = (float)tc->adam_eps;
+  k.one_m_decay = (float)(1.0 - decay);
+  float *p = dev ? sde_ncsnpp_backend_params(t->net) : sde_ncsnpp_param_buffer(t->net, NULL);
+  if (!p) return SDE_ENOMEM;
+  if (dev) {
+    rc = be->adam_step(be, p, t->d_m, t->d_v, t->d_ema, grad, t->d_mask, P, &k);
+    t->host_stale = 1;
+  } else {
+    rc = be->adam_step(be, p, t->m, t->v, t->ema, grad, t->trainable, P, &k);
   }
+  if (rc) return rc;
   t->step++;
   if (st) {
     st->loss = loss;
@@ -635,6 +693,7 @@ int sde_trainer_save(const sde_trainer *t, const char *path, const char *const *
     rc = SDE_ENOMEM;
     goto done;
   }
+  if ((rc = trainer_to_host(t))) goto done;
   snprintf(step, sizeof step, "%lld", (long long)t->step);
   int nm = 0;
   meta[2 * nm] = "format"; meta[2 * nm + 1] = CKPT_FORMAT; nm++;
@@ -664,6 +723,23 @@ done:
   return rc;
 }
 
+int sde_trainer_use_backend(sde_trainer *t, const sde_backend *be, int fell_back,
+                            const char *reason) {
+  int rc = trainer_to_host(t); /* the state of a previous device, before it goes */
+  if (rc) {
+    sde_backend_close(be);
+    return rc;
+  }
+  trainer_free_dev(t);
+  /* the training workspace is memory of the old backend */
+  sde_ncsnpp_train_free(t->tw);
+  t->tw = NULL;
+  rc = sde_network_use_backend(t->model, be, fell_back, reason); /* takes be */
+  if (!rc) rc = sde_ncsnpp_train_create(t->net, t->tc.batch, t->nc.dropout > 0, &t->tw);
+  if (!rc) rc = trainer_to_dev(t);
+  return rc;
+}
+
 int sde_trainer_set_device(sde_trainer *t, const sde_load_options *o, sde_device_info *info) {
   static const sde_load_options defaults = SDE_LOAD_OPTIONS_INIT;
   if (!t) return sde_fail(SDE_EINVAL, "trainer: none");
@@ -674,16 +750,7 @@ int sde_trainer_set_device(sde_trainer *t, const sde_load_options *o, sde_device
   if (rc) return rc;
   char reason[192] = "";
   if (fell_back) snprintf(reason, sizeof reason, "%s", sde_errmsg());
-  if (!be->host_memory && t->nc.dropout > 0) {
-    sde_backend_close(be);
-    return sde_fail(SDE_EUNSUPPORTED, "dropout %g has no %s op yet: train there with "
-                    "--dropout 0, or on the CPU", t->nc.dropout, be->name);
-  }
-  /* the training workspace is memory of the old backend */
-  sde_ncsnpp_train_free(t->tw);
-  t->tw = NULL;
-  rc = sde_network_use_backend(t->model, be, fell_back, reason); /* takes be */
-  if (!rc) rc = sde_ncsnpp_train_create(t->net, t->tc.batch, t->nc.dropout > 0, &t->tw);
+  rc = sde_trainer_use_backend(t, be, fell_back, reason);
   if (info) sde_model_device(t->model, info);
   return rc;
 }
@@ -761,6 +828,8 @@ char *sde_checkpoint_metadata(const char *path, const char *key) {
 }
 
 int sde_trainer_ema_model(const sde_trainer *t, sde_model **out) {
+  int rc = trainer_to_host(t);
+  if (rc) return rc;
   return sde_network_create(&t->nc, t->ema, out);
 }
 

@@ -365,6 +365,59 @@ static void test_conv_padding(void) {
   free(dg), free(dblur);
 }
 
+/* ---- FIR conv-up: zero insert + 3x3 conv pad 2 (conv_naive on a padded copy) + UPCONV blur ---- */
+
+extern "C" {
+size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
+int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight, const float *bias,
+                                           int B, int C_in, int H, int W, int C_out, float *scratch);
+int sde_ncsnpp_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                            const float *inp, const float *weight, int B, int C_in, int H, int W,
+                                            int C_out, float *scratch);
+}
+
+static void test_fir_conv_up(int B, int Ci, int H, int W, int Co) {
+  const int Hz = 2 * H - 1, Wz = 2 * W - 1, Hp = Hz + 4, Wp = Wz + 4, Ht = 2 * H + 1, Wt = 2 * W + 1;
+  const int Ho = 2 * H, Wo = 2 * W;
+  size_t nx = (size_t)B * Ci * H * W, nz = (size_t)B * Ci * Hz * Wz, np = (size_t)B * Ci * Hp * Wp;
+  size_t nt = (size_t)B * Co * Ht * Wt, ny = (size_t)B * Co * Ho * Wo;
+  float *x = rand_f(nx, 1.0f), *w = rand_f((size_t)Co * Ci * 9, 0.5f), *bias = rand_f(Co, 0.5f);
+  float *scratch = zeros(sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, Ci, H, W, Co));
+  float *ref = zeros(ny), *got = zeros(ny), *z = zeros(nz), *zp = zeros(np), *t = zeros(nt);
+  sde_ncsnpp_fir_upsample_conv2x_forward(ref, x, w, bias, B, Ci, H, W, Co, scratch);
+  for (int p = 0; p < B * Ci; p++)
+    for (int h = 0; h < Hz; h++)
+      for (int q = 0; q < Wz; q++) z[((size_t)p * Hz + h) * Wz + q] = sde_zero_insert_elem(x + (size_t)p * H * W, W, h, q);
+  for (int p = 0; p < B * Ci; p++)
+    for (int h = 0; h < Hp; h++)
+      for (int q = 0; q < Wp; q++) zp[((size_t)p * Hp + h) * Wp + q] = sde_pad_elem(z + (size_t)p * Hz * Wz, Hz, Wz, 2, 2, h, q);
+  conv_naive(t, zp, w, NULL, B, Ci, Hp, Wp, Co, 3, 1);
+  fir_host(got, t, B * Co, Ht, Wt, Ho, Wo, SDE_FIR_UPCONV, 0);
+  for (size_t i = 0; i < ny; i++) got[i] += bias[(i / ((size_t)Ho * Wo)) % Co];
+  CHECK_REL(got, ref, ny, "fir_conv_upsample2x forward [%d,%d,%d,%d]->%d == zero insert + conv + UPCONV", B, Ci,
+            H, W, Co);
+  /* input gradient: UPCONV_T, the conv transposed (pad 2), dx += dz at the even positions */
+  float *gy = rand_f(ny, 1.0f), *dr = rand_f(nx, 0.1f), *dg = copy_f(dr, nx), *dt = zeros(nt), *dzp = zeros(np);
+  sde_ncsnpp_fir_upsample_conv2x_backward(dr, NULL, NULL, gy, x, w, B, Ci, H, W, Co, scratch);
+  fir_host(dt, gy, B * Co, Ho, Wo, Ht, Wt, SDE_FIR_UPCONV_T, 0);
+  for (int b = 0; b < B; b++)
+    for (int co = 0; co < Co; co++)
+      for (int oh = 0; oh < Ht; oh++)
+        for (int ow = 0; ow < Wt; ow++)
+          for (int ci = 0; ci < Ci; ci++)
+            for (int kh = 0; kh < 3; kh++)
+              for (int kw = 0; kw < 3; kw++)
+                dzp[(((size_t)b * Ci + ci) * Hp + oh + kh) * Wp + ow + kw] +=
+                    w[((co * Ci + ci) * 3 + kh) * 3 + kw] * dt[(((size_t)b * Co + co) * Ht + oh) * Wt + ow];
+  for (int p = 0; p < B * Ci; p++)
+    for (int i = 0; i < H; i++)
+      for (int j = 0; j < W; j++)
+        dg[((size_t)p * H + i) * W + j] += sde_zero_insert_grad(dzp + (size_t)p * Hp * Wp + 2 * Wp + 2, Wp, i, j);
+  CHECK_REL(dg, dr, nx, "fir_conv_upsample2x backward dinp == UPCONV_T + conv transpose + even positions");
+  free(x), free(w), free(bias), free(scratch), free(ref), free(got), free(z), free(zp), free(t), free(gy), free(dr);
+  free(dg), free(dt), free(dzp);
+}
+
 /* ---- attention: softmax rows and their backward ------------------------------------------ */
 
 static void test_attention(int B, int C, int N) {
@@ -499,6 +552,50 @@ static void test_embeddings(int B, int E, int dim) {
   free(t), free(tr), free(tg), free(gt), free(dtr), free(dtg);
 }
 
+/* ---- dropout: the mask of ncsnpp.c's reference arithmetic, bit for bit ------------------ */
+
+static void test_dropout(void) {
+  const size_t n = 4099;
+  const float p = 0.1f, keep = 1.0f / (1.0f - p);
+  float *u = zeros(n);
+  sde_randu(11, 3, 1007, u, (int64_t)n);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    float ref = u[i] < p ? 0.0f : keep;
+    float got = sde_dropout_elem(u[i], p, keep);
+    if (memcmp(&ref, &got, sizeof ref)) bad++;
+  }
+  TAP_CHECK(bad == 0, "dropout mask element bit-identical to the reference (%zu differ)", bad);
+  free(u);
+}
+
+/* ---- Adam + EMA: sde_adam_elem against the loop train.c had (a literal copy), bit for bit -- */
+
+static void test_adam(void) {
+  const size_t n = 5000;
+  float *g = rand_f(n, 3.0f), *p0 = rand_f(n, 1.0f), *m0 = rand_f(n, 0.1f), *v0 = rand_f(n, 0.01f);
+  for (size_t i = 0; i < n; i++) v0[i] = fabsf(v0[i]);
+  float *p1 = copy_f(p0, n), *m1 = copy_f(m0, n), *v1 = copy_f(v0, n), *e0 = rand_f(n, 1.0f);
+  float *e1 = copy_f(e0, n);
+  const float clip = 0.37f, b1 = 0.9f, b2 = 0.999f, step_size = (float)(2e-4 / (1.0 - pow(0.9, 3.0))),
+              sbc2 = (float)sqrt(1.0 - pow(0.999, 3.0)), aeps = 1e-8f, one_m_decay = (float)(1.0 - 4.0 / 13.0);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) { /* train.c before adam_step, verbatim */
+    float *p = p0, *gm = m0, *gv = v0, *ema = e0;
+    float gg = g[i] * clip;
+    gm[i] = b1 * gm[i] + (1.0f - b1) * gg;
+    gv[i] = b2 * gv[i] + (1.0f - b2) * gg * gg;
+    float denom = sqrtf(gv[i]) / sbc2 + aeps;
+    p[i] -= step_size * (gm[i] / denom);
+    ema[i] -= one_m_decay * (ema[i] - p[i]);
+    sde_adam_elem(&p1[i], &m1[i], &v1[i], &e1[i], g[i], clip, b1, b2, step_size, sbc2, aeps, one_m_decay);
+    bad += memcmp(&p0[i], &p1[i], 4) || memcmp(&m0[i], &m1[i], 4) || memcmp(&v0[i], &v1[i], 4) ||
+           memcmp(&e0[i], &e1[i], 4);
+  }
+  TAP_CHECK(bad == 0, "adam_step element (sde_adam_elem) bit-identical to train.c's loop (%zu differ)", bad);
+  free(g), free(p0), free(m0), free(v0), free(p1), free(m1), free(v1), free(e0), free(e1);
+}
+
 int main(void) {
   test_rng();
   test_axpby();
@@ -509,6 +606,10 @@ int main(void) {
   for (int i = 0; i < 3; i++) test_resampling(irand(1, 2), irand(1, 3), 2 * irand(1, 5), 2 * irand(1, 5));
   test_resampling(1, 1, 1 * 2, 7 * 2);
   test_conv_padding();
+  test_dropout();
+  test_adam();
+  test_fir_conv_up(2, 3, 4, 5, 4);
+  test_fir_conv_up(1, 2, 1, 3, 3);
   test_attention(2, 8, 16);
   test_attention(1, 5, 33);
   test_embeddings(3, 16, 33);

@@ -252,8 +252,25 @@ static void test_resampling(int B, int C, int H, int W) {
     CMP(dw, tol_gemm, "fir_conv_downsample2x backward dweight %s%s", what, sw);
     CMP(db, TOL, "fir_conv_downsample2x backward dbias %s%s", what, sw);
   }
+  /* FIR conv-up (layerspp.Upsample fir with conv): C -> Co, [H,W] -> [2H,2W] */
+  size_t nu = (size_t)B * Co * 4 * H * W;
+  buf yu = mk(nu, 0), gu = mk(nu, 1);
+  size_t su = sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, C, H, W, Co);
+  buf scratch_u = mk(su, 0);
+  for (int with_scratch = 0; with_scratch < 2; with_scratch++) {
+    float *sc = with_scratch ? scratch_u.d : NULL;
+    const char *sw = with_scratch ? " (scratch)" : "";
+    RC(cpu->fir_conv_upsample2x_forward(cpu, yu.h, x.h, w.h, bias.h, B, C, H, W, Co, NULL));
+    RC(gpu->fir_conv_upsample2x_forward(gpu, yu.d, x.d, w.d, bias.d, B, C, H, W, Co, sc));
+    CMP(yu, tol_gemm, "fir_conv_upsample2x forward %s%s", what, sw);
+    RC(cpu->fir_conv_upsample2x_backward(cpu, dx.h, dw.h, db.h, gu.h, x.h, w.h, B, C, H, W, Co, NULL));
+    RC(gpu->fir_conv_upsample2x_backward(gpu, dx.d, dw.d, db.d, gu.d, x.d, w.d, B, C, H, W, Co, sc));
+    CMP(dx, tol_gemm, "fir_conv_upsample2x backward dinp %s%s", what, sw);
+    CMP(dw, tol_gemm, "fir_conv_upsample2x backward dweight %s%s", what, sw);
+    CMP(db, TOL, "fir_conv_upsample2x backward dbias %s%s", what, sw);
+  }
   rm(&x), rm(&up), rm(&dn), rm(&g4), rm(&gq), rm(&dx), rm(&w), rm(&bias), rm(&y), rm(&gy), rm(&dw), rm(&db);
-  rm(&scratch);
+  rm(&scratch), rm(&yu), rm(&gu), rm(&scratch_u);
 }
 
 static void test_embeddings(void) {
@@ -303,6 +320,42 @@ static void test_elementwise(void) {
   cpu->accumulate(cpu, out.h, a.h, n);
   gpu->accumulate(gpu, out.d, a.d, n);
   CMP(out, TOL, "accumulate");
+  cpu->mul(cpu, out.h, a.h, b.h, n);
+  gpu->mul(gpu, out.d, a.d, b.d, n);
+  TAP_CHECK(same_bits(&out), "mul bit-identical");
+  cpu->mul(cpu, out.h, out.h, b.h, n); /* in place, as the dropout backward */
+  gpu->mul(gpu, out.d, out.d, b.d, n);
+  TAP_CHECK(same_bits(&out), "mul in place bit-identical");
+  /* dropout: randu rows -> mask -> times the activations, bit for bit */
+  RC(cpu->randu_rows(cpu, db.h, 7, 2, 1003, B, (int64_t)(n / B)));
+  RC(gpu->randu_rows(gpu, db.d, 7, 2, 1003, B, (int64_t)(n / B)));
+  cpu->dropout_mask(cpu, db.h, 0.25f, 1.0f / 0.75f, n);
+  gpu->dropout_mask(gpu, db.d, 0.25f, 1.0f / 0.75f, n);
+  TAP_CHECK(same_bits(&db), "dropout_mask bit-identical");
+  cpu->mul(cpu, out.h, a.h, db.h, n);
+  gpu->mul(gpu, out.d, a.d, db.d, n);
+  TAP_CHECK(same_bits(&out), "dropout (mask · activations) bit-identical");
+  /* Adam + EMA: no contraction on the device, the CPU's bits (mask: every 3rd frozen) */
+  {
+    buf p = mk(n, 1), m = mk(n, 0.1f), v = mk(n, 0.01f), ema = mk(n, 1), gr = mk(n, 3), tr = mk(n, 0);
+    for (size_t i = 0; i < n; i++) {
+      v.h[i] = fabsf(v.h[i]);
+      tr.h[i] = i % 3 ? 1.0f : 0.0f;
+    }
+    RC(gpu->upload(gpu, v.d, v.h, n * sizeof(float)));
+    RC(gpu->upload(gpu, tr.d, tr.h, n * sizeof(float)));
+    sde_adam_coef k = {0.37f, 0.9f, 0.999f, 1.3e-3f, 0.054f, 1e-8f, 0.3f};
+    for (int it = 0; it < 3; it++) {
+      RC(cpu->adam_step(cpu, p.h, m.h, v.h, ema.h, gr.h, tr.h, n, &k));
+      RC(gpu->adam_step(gpu, p.d, m.d, v.d, ema.d, gr.d, tr.d, n, &k));
+    }
+    TAP_CHECK(same_bits(&p) && same_bits(&m) && same_bits(&v) && same_bits(&ema),
+              "adam_step (3 steps, masked) bit-identical: parameters, m, v, EMA");
+    RC(cpu->adam_step(cpu, p.h, m.h, v.h, ema.h, gr.h, NULL, n, &k));
+    RC(gpu->adam_step(gpu, p.d, m.d, v.d, ema.d, gr.d, NULL, n, &k));
+    TAP_CHECK(same_bits(&p) && same_bits(&ema), "adam_step without a mask bit-identical");
+    rm(&p), rm(&m), rm(&v), rm(&ema), rm(&gr), rm(&tr);
+  }
   buf cb = mk((size_t)B * Ca, 1), dcb = mk((size_t)B * Ca, 0.1f);
   cpu->add_channel_bias_forward(cpu, out.h, cb.h, B, Ca, HW);
   gpu->add_channel_bias_forward(gpu, out.d, cb.d, B, Ca, HW);

@@ -34,6 +34,11 @@ extern "C" {
 
 typedef struct sde_backend sde_backend;
 
+/* adam_step's per-step scalars (train.c finish_step computes them) */
+typedef struct {
+  float clip, b1, b2, step_size, sbc2, eps, one_m_decay;
+} sde_adam_coef;
+
 struct sde_backend {
   const char *name;   /* "cpu", "cuda" */
   int device_id;      /* CUDA ordinal; 0 on the CPU */
@@ -89,6 +94,16 @@ struct sde_backend {
                                         const float *dout, const float *inp,
                                         const float *weight, int B, int C_in, int H, int W,
                                         int C_out, float *scratch);
+  /* FIR upsample with a 3x3 conv (layerspp.Upsample fir=True, with_conv=True):
+   * inp [B,C_in,H,W] -> out [B,C_out,2H,2W]. Not in nn.h: the reference is
+   * sde_ncsnpp_fir_upsample_conv2x_forward/backward (nn/ncsnpp_extra.c, declared below),
+   * scratch of sde_ncsnpp_fir_upsample_conv2x_scratch_floats; backward accumulates. */
+  int (*fir_conv_upsample2x_forward)(const sde_backend *be, float *out, const float *inp, const float *weight,
+                                     const float *bias, int B, int C_in, int H, int W, int C_out,
+                                     float *scratch);
+  int (*fir_conv_upsample2x_backward)(const sde_backend *be, float *dinp, float *dweight, float *dbias,
+                                      const float *dout, const float *inp, const float *weight, int B,
+                                      int C_in, int H, int W, int C_out, float *scratch);
   int (*upsample_nearest2x_forward)(const sde_backend *be, float *out, const float *inp, int B, int C, int H, int W);
   int (*upsample_nearest2x_backward)(const sde_backend *be, float *dinp, const float *dout, int B, int C, int H,
                                      int W);
@@ -104,6 +119,10 @@ struct sde_backend {
   void (*add_backward)(const sde_backend *be, float *da, float *db, const float *dout, float scale, size_t n);
   void (*scale)(const sde_backend *be, float *out, const float *inp, float scale, size_t n);
   void (*accumulate)(const sde_backend *be, float *dst, const float *src, size_t n);
+  /* not in nn.h (the training forward's dropout, ncsnpp.c): out[i] = a[i]·b[i] (out may
+   * alias a or b); mask[i] = mask[i] < p ? 0 : keep in place (uniforms from randu_rows) */
+  void (*mul)(const sde_backend *be, float *out, const float *a, const float *b, size_t n);
+  void (*dropout_mask)(const sde_backend *be, float *mask, float p, float keep, size_t n);
   void (*add_channel_bias_forward)(const sde_backend *be, float *x, const float *bias, int B, int C, int HW);
   void (*add_channel_bias_backward)(const sde_backend *be, float *dbias, const float *dx, int B, int C, int HW);
   void (*concat_channels_forward)(const sde_backend *be, float *out, const float *a, const float *b, int B, int Ca,
@@ -129,8 +148,27 @@ struct sde_backend {
   /* dot_rows: out[b] = Σ x[b,:]·y[b,:] in double (host array; Langevin step sizes, norms) */
   int (*dot_rows)(const sde_backend *be, double *out, const float *x, const float *y, int n_rows, int64_t row_len);
 
+  /* ---- optimizer (train.c), not in nn.h -------------------------------------------------
+   * adam_step: for i < n with trainable == NULL or trainable[i] != 0 (a 0/1 float mask):
+   *   g = grad·clip; m = b1·m + (1−b1)·g; v = b2·v + (1−b2)·g·g;
+   *   p −= step_size·(m / (sqrt(v)/sbc2 + eps)); ema −= one_m_decay·(ema − p)
+   * (torch.optim.Adam without weight decay, then the EMA), in float, in this order
+   * (cuda_math.cuh sde_adam_elem); elsewhere ema = p. k is host memory. */
+  int (*adam_step)(const sde_backend *be, float *p, float *m, float *v, float *ema, const float *grad,
+                   const float *trainable, size_t n, const sde_adam_coef *k);
+
   void *impl; /* backend state (CUDA: stream, cuBLAS/cuDNN handles, workspace) */
 };
+
+/* Reference ops of the table that are not in nn.h (nn/ncsnpp_extra.c). */
+size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
+int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
+                                           const float *bias, int B, int C_in, int H, int W,
+                                           int C_out, float *scratch);
+int sde_ncsnpp_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias,
+                                            const float *dout, const float *inp,
+                                            const float *weight, int B, int C_in, int H, int W,
+                                            int C_out, float *scratch);
 
 /* The CPU backend (a static table, always available). */
 const sde_backend *sde_backend_cpu(void);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cuda/cuda_math.cuh" /* sde_adam_elem: one definition of the optimizer math */
 #include "scoresde/error.h"
 #include "scoresde/rng.h"
 
@@ -102,6 +103,36 @@ WRAP_INT(fir_conv_downsample2x_backward, (const sde_backend *be, float *dinp, fl
                                           const float *weight, int B, int C_in, int H, int W,
                                           int C_out, float *scratch),
          (dinp, dweight, dbias, dout, inp, weight, B, C_in, H, W, C_out, scratch))
+/* not in nn.h: the NCSN++ reference of ncsnpp_extra.c */
+static int cpu_fir_conv_upsample2x_forward(const sde_backend *be, float *out, const float *inp,
+                                           const float *weight, const float *bias, int B, int C_in,
+                                           int H, int W, int C_out, float *scratch) {
+  (void)be;
+  float *own = NULL;
+  if (!scratch) { /* NULL: the backend allocates (the table's scratch convention) */
+    own = sde_malloc(sizeof(float) * sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, C_in, H, W, C_out));
+    if (!own) return SDE_ENOMEM;
+  }
+  int rc = sde_ncsnpp_fir_upsample_conv2x_forward(out, inp, weight, bias, B, C_in, H, W, C_out,
+                                                  scratch ? scratch : own);
+  free(own);
+  return rc;
+}
+static int cpu_fir_conv_upsample2x_backward(const sde_backend *be, float *dinp, float *dweight,
+                                            float *dbias, const float *dout, const float *inp,
+                                            const float *weight, int B, int C_in, int H, int W,
+                                            int C_out, float *scratch) {
+  (void)be;
+  float *own = NULL;
+  if (!scratch) {
+    own = sde_malloc(sizeof(float) * sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, C_in, H, W, C_out));
+    if (!own) return SDE_ENOMEM;
+  }
+  int rc = sde_ncsnpp_fir_upsample_conv2x_backward(dinp, dweight, dbias, dout, inp, weight, B, C_in,
+                                                   H, W, C_out, scratch ? scratch : own);
+  free(own);
+  return rc;
+}
 WRAP_INT(upsample_nearest2x_forward, (const sde_backend *be, float *out, const float *inp, int B,
                                       int C, int H, int W),
          (out, inp, B, C, H, W))
@@ -149,6 +180,17 @@ WRAP_VOID(concat_channels_forward, (const sde_backend *be, float *out, const flo
 WRAP_VOID(concat_channels_backward, (const sde_backend *be, float *da, float *db,
                                      const float *dout, int B, int Ca, int Cb, int HW),
           (da, db, dout, B, Ca, Cb, HW))
+
+/* not in nn.h: dropout's elementwise ops (the arithmetic ncsnpp.c had inline) */
+static void cpu_mul(const sde_backend *be, float *out, const float *a, const float *b, size_t n) {
+  (void)be;
+#pragma omp parallel for schedule(static) if (n >= 65536)
+  for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+static void cpu_dropout_mask(const sde_backend *be, float *mask, float p, float keep, size_t n) {
+  (void)be;
+  for (size_t i = 0; i < n; i++) mask[i] = mask[i] < p ? 0.0f : keep;
+}
 
 #undef WRAP_INT
 #undef WRAP_VOID
@@ -214,6 +256,25 @@ static int cpu_dot_rows(const sde_backend *be, double *out, const float *x, cons
   return SDE_OK;
 }
 
+/* ---- optimizer ------------------------------------------------------------------------- */
+
+static int cpu_adam_step(const sde_backend *be, float *p, float *m, float *v, float *ema,
+                         const float *grad, const float *trainable, size_t n,
+                         const sde_adam_coef *k) {
+  (void)be;
+  const sde_adam_coef c = *k;
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    if (trainable && trainable[i] == 0.0f) {
+      ema[i] = p[i];
+      continue;
+    }
+    sde_adam_elem(&p[i], &m[i], &v[i], &ema[i], grad[i], c.clip, c.b1, c.b2, c.step_size, c.sbc2,
+                  c.eps, c.one_m_decay);
+  }
+  return SDE_OK;
+}
+
 /* ---- the table ------------------------------------------------------------------------- */
 
 #define OP(name) .name = cpu_##name
@@ -236,12 +297,14 @@ static const sde_backend cpu_backend = {
   OP(attention_backward), OP(fir_upsample2x_forward), OP(fir_upsample2x_backward),
   OP(fir_downsample2x_forward), OP(fir_downsample2x_backward),
   OP(fir_conv_downsample2x_forward), OP(fir_conv_downsample2x_backward),
+  OP(fir_conv_upsample2x_forward), OP(fir_conv_upsample2x_backward),
   OP(upsample_nearest2x_forward), OP(upsample_nearest2x_backward), OP(avgpool2x_forward),
   OP(avgpool2x_backward), OP(fourier_embedding_forward), OP(fourier_embedding_backward),
   OP(timestep_embedding_forward), OP(timestep_embedding_backward), OP(add_forward),
-  OP(add_backward), OP(scale), OP(accumulate), OP(add_channel_bias_forward),
+  OP(add_backward), OP(scale), OP(accumulate), OP(mul), OP(dropout_mask), OP(add_channel_bias_forward),
   OP(add_channel_bias_backward), OP(concat_channels_forward), OP(concat_channels_backward),
   OP(randn_rows), OP(randu_rows), OP(rademacher_rows), OP(axpby_rows), OP(dot_rows),
+  OP(adam_step),
   .impl = NULL,
 };
 

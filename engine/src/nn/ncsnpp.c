@@ -25,16 +25,6 @@
 #include "scoresde/rng.h"
 #include "scoresde/train.h"
 
-/* from ncsnpp_extra.c */
-int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
-                                           const float *bias, int B, int C_in, int H, int W,
-                                           int C_out, float *scratch);
-size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
-int sde_ncsnpp_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias,
-                                            const float *dout, const float *inp,
-                                            const float *weight, int B, int C_in, int H, int W,
-                                            int C_out, float *scratch);
-
 /* ---- configuration ---------------------------------------------------------------------- */
 
 static void config_common(sde_ncsnpp_config *c) {
@@ -443,6 +433,7 @@ struct sde_ncsnpp {
   const sde_backend *be;
   float *dev_params;
   int dev_dirty;
+  int host_stale; /* dev_params were updated on the backend (training): download before use */
 };
 
 static const sde_backend *net_be(const sde_ncsnpp *net) {
@@ -459,8 +450,26 @@ static int sync_params(const sde_ncsnpp *cnet) {
   return rc;
 }
 
+int sde_ncsnpp_backend_params_to_host(const sde_ncsnpp *cnet) {
+  sde_ncsnpp *net = (sde_ncsnpp *)cnet;
+  if (!net->host_stale || !net->be || net->be->host_memory) return SDE_OK;
+  int rc = net->be->download(net->be, net->param_buf, net->dev_params,
+                             (size_t)net->num_floats * sizeof(float));
+  if (!rc) net->host_stale = 0;
+  return rc;
+}
+
+float *sde_ncsnpp_backend_params(sde_ncsnpp *net) {
+  if (!net->be || net->be->host_memory) return net->param_buf;
+  if (sync_params(net)) return NULL;
+  net->host_stale = 1;
+  return net->dev_params;
+}
+
 int sde_ncsnpp_set_backend(sde_ncsnpp *net, const sde_backend *be) {
   if (!be) be = sde_backend_cpu();
+  int rs = sde_ncsnpp_backend_params_to_host(net); /* parameters trained on the old backend */
+  if (rs) return rs;
   if (net->be && !net->be->host_memory) net->be->free(net->be, net->dev_params);
   net->dev_params = NULL;
   net->be = be;
@@ -853,12 +862,14 @@ const sde_ncsnpp_config *sde_ncsnpp_get_config(const sde_ncsnpp *net) { return &
 
 float *sde_ncsnpp_param_buffer(sde_ncsnpp *net, int64_t *count) {
   if (count) *count = net->num_floats;
+  if (sde_ncsnpp_backend_params_to_host(net)) return NULL;
   net->dev_dirty = 1; /* the caller may write: the backend copy is refreshed before use */
   return net->param_buf;
 }
 
 const float *sde_ncsnpp_param_buffer_const(const sde_ncsnpp *net, int64_t *count) {
   if (count) *count = net->num_floats;
+  if (sde_ncsnpp_backend_params_to_host(net)) return NULL;
   return net->param_buf;
 }
 
@@ -1010,11 +1021,6 @@ static int conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w,
   return SDE_OK;
 }
 
-static int no_fir_upconv(const fwd_ctx *ctx) {
-  return sde_fail(SDE_EUNSUPPORTED, "the FIR upsample-conv (fir with resamp_with_conv "
-                  "upsampling) has no %s backend op yet", ctx->be->name);
-}
-
 /* Parameter-free resampling of the pyramid / biggan blocks: FIR [1,3,3,1] or nearest/mean. */
 static int resample_up(fwd_ctx *ctx, float *out, const float *inp, int C, int H) {
   if (ctx->net->config.fir) RUN(BE(fir_upsample2x_forward, out, inp, ctx->B, C, H, H));
@@ -1147,11 +1153,10 @@ static int run_upsample(fwd_ctx *ctx, const net_module *m, const float *x, float
   if (!m->with_conv) return resample_up(ctx, out, x, Cin, H);
   size_t mark = ctx->top;
   if (c->fir) {
-    if (!ctx->be->host_memory) return no_fir_upconv(ctx);
     size_t ns = sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, Cin, H, H, Cout);
     float *scratch = ws_alloc(ctx, ns);
-    RUN(sde_ncsnpp_fir_upsample_conv2x_forward(out, x, P(ctx, m, 0), P(ctx, m, 1), B, Cin, H, H,
-                                               Cout, scratch));
+    RUN(BE(fir_conv_upsample2x_forward, out, x, P(ctx, m, 0), P(ctx, m, 1), B, Cin, H, H, Cout,
+                                           scratch));
   } else {
     float *u = ws_alloc(ctx, (size_t)B * Cin * 4 * H * H);
     RUN(BE(upsample_nearest2x_forward, u, x, B, Cin, H, H));
@@ -1664,20 +1669,14 @@ static int tr_resblock(fwd_ctx *ctx, const net_module *m, int in, int *outp) {
   RUN(BE(groupnorm_forward, g1, mean1, rstd1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw, G1,
                                SDE_NN_GROUPNORM_EPS));
   DO(BE(silu_forward, a1, g1, o_n));
-  if (mask && !ctx->measure && !ctx->be->host_memory)
-    return sde_fail(SDE_EUNSUPPORTED, "dropout has no %s backend op yet (train with "
-                    "--dropout 0 there)", ctx->be->name);
   if (mask && !ctx->measure) {
+    /* row b: uniforms of (drop_seed, drop_stream0 + b, 1000 + module) -> 0 or 1/(1-p) */
     const float p = ctx->dropout, keep = 1.0f / (1.0f - p);
     const size_t per = (size_t)Cout * out_hw;
     const uint32_t step = 1000u + (uint32_t)(m - ctx->net->modules);
-    for (int b = 0; b < B; b++) {
-      float *mb = mask + (size_t)b * per;
-      sde_randu(ctx->drop_seed, ctx->drop_stream0 + (uint64_t)b, step, mb, (int64_t)per);
-      for (size_t i = 0; i < per; i++) mb[i] = mb[i] < p ? 0.0f : keep;
-    }
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < o_n; i++) d1[i] = a1[i] * mask[i];
+    RUN(BE(randu_rows, mask, ctx->drop_seed, ctx->drop_stream0, step, B, (int64_t)per));
+    BE(dropout_mask, mask, p, keep, o_n);
+    BE(mul, d1, a1, mask, o_n);
   }
   float *h2 = ws_alloc(ctx, o_n);
   if ((rc = conv_same(ctx, h2, d1, conv1_w, conv1_b, Cout, Cout, Ho, 3))) return rc;
@@ -1715,11 +1714,7 @@ static int tr_resblock_bwd(fwd_ctx *ctx, const tape_op *op) {
   int rc = conv_same_bwd(ctx, dd1, GP(ctx, m, 8), GP(ctx, m, 9), dj, s[11], P(ctx, m, 8), Cout,
                          Cout, Ho, 3);
   if (rc) return rc;
-  if (s[12] && !ctx->measure) {
-    const float *mask = s[12];
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < o_n; i++) dd1[i] *= mask[i];
-  }
+  if (s[12] && !ctx->measure) BE(mul, dd1, dd1, s[12], o_n);
   float *dg1 = zalloc(ctx, o_n);
   DO(BE(silu_backward, dg1, dd1, s[7], o_n));
   float *dh1 = zalloc(ctx, o_n);
@@ -1927,11 +1922,10 @@ static int tr_upsample_bwd(fwd_ctx *ctx, const tape_op *op) {
   if (!m->with_conv) return resample_up_bwd(ctx, dx, gout, Cin, H);
   size_t mark = ctx->top;
   if (c->fir) {
-    if (!ctx->be->host_memory) return no_fir_upconv(ctx);
     size_t ns = sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, Cin, H, H, Cout);
     float *scratch = ws_alloc(ctx, ns);
-    RUN(sde_ncsnpp_fir_upsample_conv2x_backward(dx, GP(ctx, m, 0), GP(ctx, m, 1), gout, x,
-                                                P(ctx, m, 0), B, Cin, H, H, Cout, scratch));
+    RUN(BE(fir_conv_upsample2x_backward, dx, GP(ctx, m, 0), GP(ctx, m, 1), gout, x, P(ctx, m, 0),
+                                            B, Cin, H, H, Cout, scratch));
   } else {
     float *du = zalloc(ctx, (size_t)B * Cin * 4 * H * H);
     int rc = conv_same_bwd(ctx, du, GP(ctx, m, 0), GP(ctx, m, 1), gout, op->s[0], P(ctx, m, 0),
@@ -2511,6 +2505,30 @@ int sde_ncsnpp_train_backward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, const
     for (int64_t i = 0; !rc && i < net->num_floats; i++) dparams[i] += g[i];
     free(g);
   }
+  return rc;
+}
+
+int sde_ncsnpp_train_backward_dev(const sde_ncsnpp *net, sde_ncsnpp_train *tw, const float *dout,
+                                  float **dgrad) {
+  if (!net || !tw || tw->net != net) return sde_fail(SDE_EINVAL, "train workspace of another network");
+  if (!tw->valid) return sde_fail(SDE_EINVAL, "train backward without a forward");
+  if (!dout || !dgrad) return sde_fail(SDE_EINVAL, "train backward: NULL dout or dgrad");
+  const sde_backend *be = tw->be;
+  if (be->host_memory) return sde_fail(SDE_EINVAL, "train_backward_dev on the %s backend", be->name);
+  const size_t pbytes = (size_t)net->num_floats * sizeof(float);
+  int rc = SDE_OK;
+  if (!tw->dgrad) rc = be->alloc(be, pbytes ? pbytes : 4, (void **)&tw->dgrad);
+  if (!rc) rc = be->zero(be, tw->dgrad, pbytes);
+  if (rc) return rc;
+  fwd_ctx ctx;
+  train_ctx_init(&ctx, net, tw, tw->B, 0);
+  ctx.top = ctx.peak = tw->fwd_top;
+  ctx.dparams = tw->dgrad;
+  ctx.temb_act = tw->ta;
+  rc = train_backward_walk(&ctx, dout, NULL);
+  if (!rc && ctx.peak > tw->floats)
+    rc = sde_fail(SDE_EINVAL, "internal: backward outgrew its workspace");
+  *dgrad = rc ? NULL : tw->dgrad;
   return rc;
 }
 

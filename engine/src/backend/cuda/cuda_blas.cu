@@ -518,6 +518,78 @@ static int cuda_fir_conv_downsample2x_backward(const sde_backend *be, float *din
   return op_end(c, rc, "fir_conv_downsample2x_backward");
 }
 
+/* =======================================================================================
+ * FIR conv-upsample (layerspp.Upsample fir=True with_conv=True; ncsnpp_extra.c): zero-insert
+ * x into z[B,C_in,2H-1,2W-1], 3x3 conv pad 2 -> t[B,C_out,2H+1,2W+1] (cuDNN), then the
+ * [1,3,3,1]/4 blur (pad 1) -> out[B,C_out,2H,2W], + bias. Backward: the blur transposed,
+ * the conv's data/filter gradients on the recomputed z, dx += dz at the even positions.
+ * Scratch (caller's, or the workspace when NULL): z + t forward, z + dt + dz backward. */
+
+static sde_nn_conv2d_shape fcu_shape(int B, int C_in, int H, int W, int C_out) {
+  return sde_nn_conv2d_shape_make(B, C_in, 2 * H - 1, 2 * W - 1, C_out, 3, 1, 2);
+}
+
+static int fcu_check(int B, int C_in, int H, int W, int C_out) {
+  if (B < 1 || C_in < 1 || H < 1 || W < 1 || C_out < 1)
+    return sde_fail(SDE_EINVAL, "fir_conv_upsample2x: bad shape [%d,%d,%d,%d] -> %d", B, C_in, H, W, C_out);
+  return SDE_OK;
+}
+
+static int cuda_fir_conv_upsample2x_forward(const sde_backend *be, float *out, const float *inp, const float *weight,
+                                            const float *bias, int B, int C_in, int H, int W, int C_out,
+                                            float *scratch) {
+  int rc = fcu_check(B, C_in, H, W, C_out);
+  if (rc) return rc;
+  OP_BEGIN(be);
+  sde_nn_conv2d_shape s = fcu_shape(B, C_in, H, W, C_out);
+  const size_t nz = (size_t)B * C_in * (2 * H - 1) * (2 * W - 1), nt = (size_t)B * C_out * (2 * H + 1) * (2 * W + 1);
+  sde_cuda_conv *e;
+  rc = conv_get(c, &s, 0, &e);
+  if (!rc) {
+    size_t front = scratch ? 0 : sde_cuda_align(nz * sizeof(float)) + sde_cuda_align(nt * sizeof(float));
+    char *ws = (char *)sde_cuda_workspace(c, front + conv_padded_bytes(e) + e->fwd_ws);
+    if (!ws) rc = SDE_ENOMEM;
+    float *z = scratch ? scratch : (float *)ws;
+    float *t = scratch ? scratch + nz : (float *)(ws + sde_cuda_align(nz * sizeof(float)));
+    if (!rc) rc = sde_cuda_zero_insert(c, z, inp, B * C_in, H, W);
+    if (!rc) rc = conv_fwd_run(c, e, t, z, weight, NULL, ws + front);
+    if (!rc) rc = sde_cuda_fir(c, out, t, B * C_out, 2 * H + 1, 2 * W + 1, 2 * H, 2 * W, SDE_FIR_UPCONV, 0);
+    if (!rc && bias) rc = sde_cuda_add_bias(c, out, bias, B, C_out, 4 * H * W);
+  }
+  return op_end(c, rc, "fir_conv_upsample2x_forward");
+}
+
+static int cuda_fir_conv_upsample2x_backward(const sde_backend *be, float *dinp, float *dweight, float *dbias,
+                                             const float *dout, const float *inp, const float *weight, int B,
+                                             int C_in, int H, int W, int C_out, float *scratch) {
+  int rc = fcu_check(B, C_in, H, W, C_out);
+  if (rc) return rc;
+  OP_BEGIN(be);
+  sde_nn_conv2d_shape s = fcu_shape(B, C_in, H, W, C_out);
+  const size_t nz = (size_t)B * C_in * (2 * H - 1) * (2 * W - 1), nt = (size_t)B * C_out * (2 * H + 1) * (2 * W + 1);
+  const size_t bz = sde_cuda_align(nz * sizeof(float)), bt = sde_cuda_align(nt * sizeof(float));
+  if (dbias) rc = sde_cuda_bias_grad(c, dbias, dout, B, C_out, 4 * H * W);
+  if (!rc && (dinp || dweight)) {
+    sde_cuda_conv *e;
+    rc = conv_get(c, &s, 1, &e);
+    if (!rc) {
+      size_t front = scratch ? 0 : 2 * bz + bt;
+      char *ws = (char *)sde_cuda_workspace(c, front + conv_bwd_bytes(e, dinp != NULL));
+      if (!ws) rc = SDE_ENOMEM;
+      float *z = scratch ? scratch : (float *)ws;
+      float *dt = scratch ? scratch + nz : (float *)(ws + bz);
+      float *dz = scratch ? scratch + nz + nt : (float *)(ws + bz + bt);
+      if (!rc) rc = sde_cuda_zero_insert(c, z, inp, B * C_in, H, W);
+      if (!rc) rc = sde_cuda_fir(c, dt, dout, B * C_out, 2 * H, 2 * W, 2 * H + 1, 2 * W + 1, SDE_FIR_UPCONV_T, 0);
+      if (!rc && dinp && cudaMemsetAsync(dz, 0, nz * sizeof(float), c->stream) != cudaSuccess)
+        rc = sde_cuda_check_launch(c, "memset");
+      if (!rc) rc = conv_bwd_run(c, e, dinp ? dz : NULL, dweight, dt, z, weight, ws + front);
+      if (!rc && dinp) rc = sde_cuda_zero_insert_grad(c, dinp, dz, B * C_in, H, W);
+    }
+  }
+  return op_end(c, rc, "fir_conv_upsample2x_backward");
+}
+
 /* ======================================================================================= */
 
 void sde_cuda_fill_table_blas(sde_backend *be) {
@@ -531,4 +603,6 @@ void sde_cuda_fill_table_blas(sde_backend *be) {
   be->attention_backward = cuda_attention_backward;
   be->fir_conv_downsample2x_forward = cuda_fir_conv_downsample2x_forward;
   be->fir_conv_downsample2x_backward = cuda_fir_conv_downsample2x_backward;
+  be->fir_conv_upsample2x_forward = cuda_fir_conv_upsample2x_forward;
+  be->fir_conv_upsample2x_backward = cuda_fir_conv_upsample2x_backward;
 }

@@ -174,10 +174,35 @@ static int cuda_dot_rows(const sde_backend *be, double *out, const float *x, con
 
 /* ======================================================================================= */
 
+/* =======================================================================================
+ * Adam + EMA (train.c), one thread per parameter, no contraction: the CPU's bits */
+
+__global__ static void adam_kernel(float *p, float *m, float *v, float *ema, const float *grad, const float *trainable,
+                                   size_t n, sde_adam_coef k) {
+  FOR_EACH(i, n) {
+    if (trainable && trainable[i] == 0.0f) {
+      ema[i] = p[i];
+      continue;
+    }
+    sde_adam_elem(&p[i], &m[i], &v[i], &ema[i], grad[i], k.clip, k.b1, k.b2, k.step_size, k.sbc2, k.eps,
+                  k.one_m_decay);
+  }
+}
+
+static int cuda_adam_step(const sde_backend *be, float *p, float *m, float *v, float *ema, const float *grad,
+                          const float *trainable, size_t n, const sde_adam_coef *k) {
+  if (!k) return sde_fail(SDE_EINVAL, "adam_step: no coefficients");
+  if (!n) return SDE_OK;
+  OP_BEGIN(be);
+  adam_kernel<<<grid_for(n), NT, 0, c->stream>>>(p, m, v, ema, grad, trainable, n, *k);
+  return op_end(c, SDE_OK, "adam_step");
+}
+
 void sde_cuda_fill_table_exact(sde_backend *be) {
   be->randn_rows = cuda_randn_rows;
   be->randu_rows = cuda_randu_rows;
   be->rademacher_rows = cuda_rademacher_rows;
   be->axpby_rows = cuda_axpby_rows;
   be->dot_rows = cuda_dot_rows;
+  be->adam_step = cuda_adam_step;
 }

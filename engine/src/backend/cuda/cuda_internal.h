@@ -96,6 +96,9 @@ int sde_cuda_pad(sde_cuda_impl *c, float *dst, const float *src, int P, int H, i
                  int pl, int pr);
 int sde_cuda_crop_add(sde_cuda_impl *c, float *dst, const float *src, int P, int H, int W, int pt,
                       int pb, int pl, int pr);
+/* z[P,2H-1,2W-1] = x[P,H,W] at even positions (0 elsewhere); dx[P,H,W] += dz at them */
+int sde_cuda_zero_insert(sde_cuda_impl *c, float *z, const float *x, int P, int H, int W);
+int sde_cuda_zero_insert_grad(sde_cuda_impl *c, float *dx, const float *dz, int P, int H, int W);
 /* attention: softmax over rows of x[rows, n] in place; softmax backward likewise */
 int sde_cuda_softmax_rows(sde_cuda_impl *c, float *x, long long rows, int n);
 int sde_cuda_softmax_backward_rows(sde_cuda_impl *c, float *da, const float *att, long long rows,

@@ -103,6 +103,12 @@ __global__ static void scale_kernel(float *out, const float *inp, float scale, s
 __global__ static void accumulate_kernel(float *dst, const float *src, size_t n) {
   FOR_EACH(i, n) dst[i] += src[i];
 }
+__global__ static void mul_kernel(float *out, const float *a, const float *b, size_t n) {
+  FOR_EACH(i, n) out[i] = a[i] * b[i];
+}
+__global__ static void dropout_mask_kernel(float *mask, float p, float keep, size_t n) {
+  FOR_EACH(i, n) mask[i] = sde_dropout_elem(mask[i], p, keep);
+}
 /* x[rows, HW] += bias[rows] */
 __global__ static void add_row_bias_kernel(float *x, const float *bias, size_t n, int HW) {
   FOR_EACH(i, n) x[i] += bias[i / HW];
@@ -176,6 +182,20 @@ static void cuda_accumulate(const sde_backend *be, float *dst, const float *src,
   void_begin(c);
   accumulate_kernel<<<grid_for(n), NT, 0, c->stream>>>(dst, src, n);
   void_end(c, "accumulate");
+}
+static void cuda_mul(const sde_backend *be, float *out, const float *a, const float *b, size_t n) {
+  sde_cuda_impl *c = sde_cuda_of(be);
+  if (!n) return;
+  void_begin(c);
+  mul_kernel<<<grid_for(n), NT, 0, c->stream>>>(out, a, b, n);
+  void_end(c, "mul");
+}
+static void cuda_dropout_mask(const sde_backend *be, float *mask, float p, float keep, size_t n) {
+  sde_cuda_impl *c = sde_cuda_of(be);
+  if (!n) return;
+  void_begin(c);
+  dropout_mask_kernel<<<grid_for(n), NT, 0, c->stream>>>(mask, p, keep, n);
+  void_end(c, "dropout_mask");
 }
 static void cuda_add_channel_bias_forward(const sde_backend *be, float *x, const float *bias, int B, int C, int HW) {
   sde_cuda_impl *c = sde_cuda_of(be);
@@ -531,6 +551,36 @@ int sde_cuda_fir(sde_cuda_impl *c, float *out, const float *inp, int P, int H, i
   return sde_cuda_check_launch(c, "fir");
 }
 
+/* z[P,2H-1,2W-1] = x[P,H,W] at the even positions, 0 elsewhere */
+__global__ static void zero_insert_kernel(float *z, const float *x, size_t total, int H, int W) {
+  const int Hz = 2 * H - 1, Wz = 2 * W - 1;
+  FOR_EACH(i, total) {
+    size_t p = i / ((size_t)Hz * Wz);
+    int r = (int)(i % ((size_t)Hz * Wz));
+    z[i] = sde_zero_insert_elem(x + p * H * W, W, r / Wz, r % Wz);
+  }
+}
+/* dx[P,H,W] += dz[P,2H-1,2W-1] at the even positions */
+__global__ static void zero_insert_grad_kernel(float *dx, const float *dz, size_t total, int H, int W) {
+  const int Hz = 2 * H - 1, Wz = 2 * W - 1;
+  FOR_EACH(i, total) {
+    size_t p = i / ((size_t)H * W);
+    int r = (int)(i % ((size_t)H * W));
+    dx[i] += sde_zero_insert_grad(dz + p * Hz * Wz, Wz, r / W, r % W);
+  }
+}
+
+int sde_cuda_zero_insert(sde_cuda_impl *c, float *z, const float *x, int P, int H, int W) {
+  size_t total = (size_t)P * (2 * H - 1) * (2 * W - 1);
+  zero_insert_kernel<<<grid_for(total), NT, 0, c->stream>>>(z, x, total, H, W);
+  return sde_cuda_check_launch(c, "zero insert");
+}
+int sde_cuda_zero_insert_grad(sde_cuda_impl *c, float *dx, const float *dz, int P, int H, int W) {
+  size_t total = (size_t)P * H * W;
+  zero_insert_grad_kernel<<<grid_for(total), NT, 0, c->stream>>>(dx, dz, total, H, W);
+  return sde_cuda_check_launch(c, "zero insert backward");
+}
+
 /* dst[P,Hp,Wp] = src[P,H,W] zero-padded by (pt, pb, pl, pr) */
 __global__ static void pad_kernel(float *dst, const float *src, size_t total, int H, int W, int Hp, int Wp, int pt,
                                   int pl) {
@@ -772,6 +822,8 @@ void sde_cuda_fill_table_kernels(sde_backend *be) {
   be->add_backward = cuda_add_backward;
   be->scale = cuda_scale;
   be->accumulate = cuda_accumulate;
+  be->mul = cuda_mul;
+  be->dropout_mask = cuda_dropout_mask;
   be->add_channel_bias_forward = cuda_add_channel_bias_forward;
   be->add_channel_bias_backward = cuda_add_channel_bias_backward;
   be->concat_channels_forward = cuda_concat_channels_forward;

@@ -110,6 +110,23 @@ SDE_HD float sde_axpby_elem(double a, float x, double c, float y) {
   return (float)(a * (double)x + c * (double)y);
 }
 
+/* dropout: the mask value of a uniform u (0 with probability p, else keep = 1/(1-p)) */
+SDE_HD float sde_dropout_elem(float u, float p, float keep) { return u < p ? 0.0f : keep; }
+
+/* One Adam (torch.optim.Adam, no weight decay) + EMA update of one parameter: the float
+ * arithmetic of train.c, operation by operation. The CUDA kernel is compiled without
+ * multiply-add contraction (cuda_exact.cu) and sqrtf/÷ are correctly rounded on both
+ * sides, so it gives the CPU's bits. */
+SDE_HD void sde_adam_elem(float *p, float *m, float *v, float *ema, float grad, float clip, float b1,
+                          float b2, float step_size, float sbc2, float aeps, float one_m_decay) {
+  float g = grad * clip;
+  *m = b1 * *m + (1.0f - b1) * g;
+  *v = b2 * *v + (1.0f - b2) * g * g;
+  float denom = sqrtf(*v) / sbc2 + aeps;
+  *p -= step_size * (*m / denom);
+  *ema -= one_m_decay * (*ema - *p);
+}
+
 /* =======================================================================================
  * Activations and normalisation */
 
@@ -139,7 +156,10 @@ SDE_HD float sde_softmax_dlogit(float a, float da, float dot, float scale) {
 /* =======================================================================================
  * FIR resampling (ops.c fir_build/fir_apply): separable, ≤ 4 taps per axis. */
 
-enum { SDE_FIR_UP = 0, SDE_FIR_UP_T, SDE_FIR_DOWN, SDE_FIR_DOWN_T, SDE_FIR_BLUR2, SDE_FIR_BLUR2_T };
+/* UPCONV / UPCONV_T: the [1,3,3,1]/4 blur (gain 4, pad 1) after the stride-2 transposed
+ * conv of the FIR upsample-conv (ncsnpp_extra.c), t[2H+1] -> out[2H], and its transpose. */
+enum { SDE_FIR_UP = 0, SDE_FIR_UP_T, SDE_FIR_DOWN, SDE_FIR_DOWN_T, SDE_FIR_BLUR2, SDE_FIR_BLUR2_T,
+       SDE_FIR_UPCONV, SDE_FIR_UPCONV_T };
 
 SDE_HD void sde_fir_tap_add(int *n, int idx[4], float w[4], int i, float wi, int n_in) {
   if (i < 0 || i >= n_in) return;
@@ -188,11 +208,23 @@ SDE_HD int sde_fir_taps(int kind, int o, int n_in, int idx[4], float w[4]) {
       sde_fir_tap_add(&n, idx, w, o, 0.375f, n_in);
       sde_fir_tap_add(&n, idx, w, o + 1, 0.125f, n_in);
       break;
-    default: /* SDE_FIR_BLUR2_T */
+    case SDE_FIR_BLUR2_T:
       sde_fir_tap_add(&n, idx, w, o - 1, 0.125f, n_in);
       sde_fir_tap_add(&n, idx, w, o, 0.375f, n_in);
       sde_fir_tap_add(&n, idx, w, o + 1, 0.375f, n_in);
       sde_fir_tap_add(&n, idx, w, o + 2, 0.125f, n_in);
+      break;
+    case SDE_FIR_UPCONV: /* out[o] = Σ_j t[o-1+j]·k[j], k = [1,3,3,1]/4 */
+      sde_fir_tap_add(&n, idx, w, o - 1, 0.25f, n_in);
+      sde_fir_tap_add(&n, idx, w, o, 0.75f, n_in);
+      sde_fir_tap_add(&n, idx, w, o + 1, 0.75f, n_in);
+      sde_fir_tap_add(&n, idx, w, o + 2, 0.25f, n_in);
+      break;
+    default: /* SDE_FIR_UPCONV_T: dt[o] = Σ_j g[o+1-j]·k[j] */
+      sde_fir_tap_add(&n, idx, w, o + 1, 0.25f, n_in);
+      sde_fir_tap_add(&n, idx, w, o, 0.75f, n_in);
+      sde_fir_tap_add(&n, idx, w, o - 1, 0.75f, n_in);
+      sde_fir_tap_add(&n, idx, w, o - 2, 0.25f, n_in);
       break;
   }
   return n;
@@ -219,6 +251,15 @@ SDE_HD float sde_pad_elem(const float *x, int H, int W, int pt, int pl, int h, i
   h -= pt;
   w -= pl;
   return (h >= 0 && h < H && w >= 0 && w < W) ? x[(size_t)h * W + w] : 0.0f;
+}
+
+/* zero insert: element (h, w) of z[2H-1,2W-1] with x[H,W] at the even positions */
+SDE_HD float sde_zero_insert_elem(const float *x, int W, int h, int w) {
+  return ((h | w) & 1) ? 0.0f : x[(size_t)(h >> 1) * W + (w >> 1)];
+}
+/* its transpose: the gradient of x at (i, j) from dz[2H-1, Wz] */
+SDE_HD float sde_zero_insert_grad(const float *dz, int Wz, int i, int j) {
+  return dz[(size_t)(2 * i) * Wz + 2 * j];
 }
 
 /* nearest x2 backward: the sum of the 2x2 block of dout[2H,2W] over input (i, j) */
