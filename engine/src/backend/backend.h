@@ -14,8 +14,8 @@
  * call or synchronize()). Pointers are
  * memory of this backend. Entries that return int return SDE_OK or an sde_status with a
  * message. Work is ordered: an op sees the results of the ops issued before it on the
- * same backend (the CUDA backend issues everything on one stream per thread); download()
- * and synchronize() wait for it.
+ * same backend (the CUDA backend issues everything on one stream per backend, under a
+ * lock); download() and synchronize() wait for it.
  *
  * Scratch: ops that take `float *scratch` get backend memory of the nn.h *_scratch_floats
  * size, or NULL to let the backend allocate. */
