@@ -73,7 +73,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
 #define DEFAULT_POST_MESSAGES FALSE
 #define DEFAULT_CLASSIFIER NULL
 #define DEFAULT_CLASS_LABEL -1
-#define DEFAULT_GUIDANCE_SCALE 1.0
+#define DEFAULT_GUIDANCE_SCALE 32.0
 #define MAX_CLASS_LABEL 1000000
 #define MAX_GUIDANCE_SCALE 1000.0
 #define CLASSIFIER_SUFFIX "-classifier.safetensors"
@@ -312,7 +312,10 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    * GstScoreSdeSrc:guidance-scale:
    *
    * Weight of the classifier gradient when class-label is set: larger values give
-   * more class-typical, less diverse frames.
+   * more class-typical, less diverse frames. The default suits the shipped
+   * Fashion-MNIST classifier: at 32, 94 % of guided samples are judged to be of the
+   * requested class by an independent classifier (models/fashion-mnist-32.md); 1 is
+   * the plain Bayes-rule conditional score.
    */
   g_object_class_install_property (gobject_class, PROP_GUIDANCE_SCALE,
       g_param_spec_double ("guidance-scale", "Guidance scale",
