@@ -739,6 +739,43 @@ GST_START_TEST (test_src_class_guidance_errors)
 
 GST_END_TEST;
 
+/* Without $SCORESDE_DEFAULT_MODEL the elements load the shipped trained models: the
+ * Fashion-MNIST network (gray) and, for colorization, the emoji network (RGB). */
+GST_START_TEST (test_shipped_default_models)
+{
+  const gchar *files[] = { GST_SCORESDE_DEFAULT_MODEL_FILE,
+    GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE
+  };
+  const gint channels[] = { 1, 3 };
+  GstScoreSdeDeviceSettings device;
+  gchar *saved = g_strdup (g_getenv (GST_SCORESDE_MODEL_ENV));
+  gint i;
+
+  gst_scoresde_device_settings_init (&device);
+  g_unsetenv (GST_SCORESDE_MODEL_ENV);
+  for (i = 0; i < 2; i++) {
+    GError *err = NULL;
+    gchar *path = gst_scoresde_model_resolve_path (NULL, files[i], &err);
+    GstScoreSdeModel *m;
+
+    fail_unless (path != NULL, "%s", err ? err->message : "?");
+    fail_unless (g_str_has_suffix (path, files[i]), "%s", path);
+    m = gst_scoresde_model_cache_acquire_full (NULL, NULL, files[i], &device,
+        &err);
+    fail_unless (m != NULL, "%s", err ? err->message : "?");
+    fail_unless (sde_network_is (m->model));
+    fail_unless_equals_int (gst_scoresde_model_channels (m), channels[i]);
+    fail_unless_equals_int (gst_scoresde_model_width (m), 32);
+    gst_scoresde_model_cache_release (m);
+    g_free (path);
+  }
+  if (saved != NULL)
+    g_setenv (GST_SCORESDE_MODEL_ENV, saved, TRUE);
+  g_free (saved);
+}
+
+GST_END_TEST;
+
 static Suite *
 scoresdesrc_suite (void)
 {
@@ -769,6 +806,7 @@ scoresdesrc_suite (void)
   tcase_add_test (tc, test_model_cache_shares);
   tcase_add_test (tc, test_src_class_guidance);
   tcase_add_test (tc, test_src_class_guidance_errors);
+  tcase_add_test (tc, test_shipped_default_models);
   return s;
 }
 
