@@ -42,18 +42,6 @@ int sde_cuda_gemm(sde_cuda_impl *c, int transA, int transB, int M, int N, int K,
   return SDE_OK;
 }
 
-#define OP_BEGIN(be)                  \
-  sde_cuda_impl *c = sde_cuda_of(be); \
-  do {                                \
-    int rc_ = sde_cuda_enter(c);      \
-    if (rc_) return rc_;              \
-  } while (0)
-
-static int op_end(sde_cuda_impl *c, int rc, const char *what) {
-  if (!rc) rc = sde_cuda_check_launch(c, what);
-  sde_cuda_leave(c);
-  return rc;
-}
 
 /* =======================================================================================
  * linear and NIN */

@@ -16,18 +16,6 @@ static unsigned grid_for(size_t n) {
   return (unsigned)(b ? b : 1);
 }
 
-#define OP_BEGIN(be)                  \
-  sde_cuda_impl *c = sde_cuda_of(be); \
-  do {                                \
-    int rc_ = sde_cuda_enter(c);      \
-    if (rc_) return rc_;              \
-  } while (0)
-
-static int op_end(sde_cuda_impl *c, int rc, const char *what) {
-  if (!rc) rc = sde_cuda_check_launch(c, what);
-  sde_cuda_leave(c);
-  return rc;
-}
 
 /* =======================================================================================
  * random rows: thread = one Philox block (4 elements) of one row; row i is stream0 + i */

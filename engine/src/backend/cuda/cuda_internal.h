@@ -69,6 +69,21 @@ void *sde_cuda_red_workspace(sde_cuda_impl *c, size_t bytes);
 /* cudaMalloc with the out-of-memory message */
 int sde_cuda_malloc(sde_cuda_impl *c, size_t bytes, void **ptr);
 
+/* Every op entry: OP_BEGIN(be) (device, lock, pending failure), then
+ * `return op_end(c, rc, "name");` (launch check, unlock). */
+#define OP_BEGIN(be)                  \
+  sde_cuda_impl *c = sde_cuda_of(be); \
+  do {                                \
+    int rc_ = sde_cuda_enter(c);      \
+    if (rc_) return rc_;              \
+  } while (0)
+
+static inline int op_end(sde_cuda_impl *c, int rc, const char *what) {
+  if (!rc) rc = sde_cuda_check_launch(c, what);
+  sde_cuda_leave(c);
+  return rc;
+}
+
 /* Bytes rounded up so carved workspace regions stay 256-byte aligned. */
 static inline size_t sde_cuda_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
 

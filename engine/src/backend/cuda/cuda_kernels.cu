@@ -47,20 +47,6 @@ __device__ static float block_max(float v) {
   return r;
 }
 
-/* ---- op entry helpers ----------------------------------------------------------------- */
-
-#define OP_BEGIN(be)                      \
-  sde_cuda_impl *c = sde_cuda_of(be);     \
-  do {                                    \
-    int rc_ = sde_cuda_enter(c);          \
-    if (rc_) return rc_;                  \
-  } while (0)
-
-static int op_end(sde_cuda_impl *c, int rc, const char *what) {
-  if (!rc) rc = sde_cuda_check_launch(c, what);
-  sde_cuda_leave(c);
-  return rc;
-}
 
 /* Void ops cannot fail on the CPU: here a failure is recorded and reported by the next
  * int-returning entry or synchronize(). */
