@@ -313,7 +313,7 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    *
    * Weight of the classifier gradient when class-label is set: larger values give
    * more class-typical, less diverse frames. The default suits the shipped
-   * Fashion-MNIST classifier: at 32, 94 % of guided samples are judged to be of the
+   * Fashion-MNIST classifier: at 32, 97 % of guided samples are judged to be of the
    * requested class by an independent classifier (models/fashion-mnist-32.md); 1 is
    * the plain Bayes-rule conditional score.
    */
