@@ -737,18 +737,21 @@ load_classifier (GstScoreSdeSrc * self, GError ** error)
 
   clf = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path, &device,
       error);
-  if (clf != NULL && (sde_network_config (clf->model) == NULL
-          || sde_network_config (clf->model)->num_classes < 1)) {
-    g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_SETTINGS,
-        "'%s' is not a classifier network (no classes)", path);
-    gst_scoresde_model_cache_release (clf);
-    clf = NULL;
+  if (clf != NULL) {
+    const sde_ncsnpp_config *config = sde_network_config (clf->model);
+
+    if (config == NULL || config->num_classes < 1) {
+      g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_SETTINGS,
+          "'%s' is not a classifier network (no classes)", path);
+      gst_scoresde_model_cache_release (clf);
+      clf = NULL;
+    } else {
+      GST_INFO_OBJECT (self, "classifier %s, %d classes", clf->path,
+          config->num_classes);
+    }
   }
   if (clf == NULL)
     g_prefix_error (error, "class-label guidance: ");
-  else
-    GST_INFO_OBJECT (self, "classifier %s, %d classes", clf->path,
-        clf->model->num_classes);
   g_free (path);
   self->classifier = clf;
   return clf != NULL;
