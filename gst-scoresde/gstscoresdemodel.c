@@ -223,14 +223,16 @@ gst_scoresde_model_cache_acquire_full (GstElement * element,
   opt.device_id = device->cuda_device_id;
   opt.precision = (sde_precision) device->precision;
   if (opt.device == SDE_DEVICE_AUTO) {
-    if (sde_cuda_device_count () > opt.device_id) {
+    const int n_gpus = sde_cuda_device_count ();
+
+    if (n_gpus > opt.device_id) {
       opt.device = SDE_DEVICE_CUDA;
     } else {
       opt.device = SDE_DEVICE_CPU;
       GST_CAT_WARNING_OBJECT (scoresde_model_debug, element,
           "device=auto: no CUDA device %d usable (%d found, %s), running on "
-          "the CPU", opt.device_id, sde_cuda_device_count (),
-          sde_cuda_device_count () > 0 ? "ordinal out of range" :
+          "the CPU", opt.device_id, n_gpus, n_gpus > 0 ?
+          "ordinal out of range" :
           "no GPU, driver or CUDA support in this build");
     }
   }

@@ -234,41 +234,32 @@ static void test_resampling(int B, int C, int H, int W) {
   PAIR(upsample_nearest2x_forward, upsample_nearest2x_backward, up, g4, "upsample_nearest2x");
   PAIR(avgpool2x_forward, avgpool2x_backward, dn, gq, "avgpool2x");
 #undef PAIR
-  /* FIR conv-down, without and with the caller's scratch */
+  /* FIR conv-down ([H,W] -> [H/2,W/2]) and conv-up (layerspp.Upsample fir with conv,
+   * [H,W] -> [2H,2W]), C -> Co, without and with the caller's scratch */
   int Co = 6;
-  size_t nw = (size_t)Co * C * 9, ny = (size_t)B * Co * (H / 2) * (W / 2);
+  size_t nw = (size_t)Co * C * 9, ny = (size_t)B * Co * (H / 2) * (W / 2), nu = (size_t)B * Co * 4 * H * W;
   buf w = mk(nw, 0.3f), bias = mk(Co, 0.5f), y = mk(ny, 0), gy = mk(ny, 1), dw = mk(nw, 0.1f), db = mk(Co, 0.1f);
-  size_t sf = sde_nn_fir_conv_downsample2x_scratch_floats(B, C, H, W, Co);
-  buf scratch = mk(sf, 0);
-  for (int with_scratch = 0; with_scratch < 2; with_scratch++) {
-    float *sc = with_scratch ? scratch.d : NULL;
-    const char *sw = with_scratch ? " (scratch)" : "";
-    RC(cpu->fir_conv_downsample2x_forward(cpu, y.h, x.h, w.h, bias.h, B, C, H, W, Co, NULL));
-    RC(gpu->fir_conv_downsample2x_forward(gpu, y.d, x.d, w.d, bias.d, B, C, H, W, Co, sc));
-    CMP(y, tol_gemm, "fir_conv_downsample2x forward %s%s", what, sw);
-    RC(cpu->fir_conv_downsample2x_backward(cpu, dx.h, dw.h, db.h, gy.h, x.h, w.h, B, C, H, W, Co, NULL));
-    RC(gpu->fir_conv_downsample2x_backward(gpu, dx.d, dw.d, db.d, gy.d, x.d, w.d, B, C, H, W, Co, sc));
-    CMP(dx, tol_gemm, "fir_conv_downsample2x backward dinp %s%s", what, sw);
-    CMP(dw, tol_gemm, "fir_conv_downsample2x backward dweight %s%s", what, sw);
-    CMP(db, TOL, "fir_conv_downsample2x backward dbias %s%s", what, sw);
-  }
-  /* FIR conv-up (layerspp.Upsample fir with conv): C -> Co, [H,W] -> [2H,2W] */
-  size_t nu = (size_t)B * Co * 4 * H * W;
   buf yu = mk(nu, 0), gu = mk(nu, 1);
-  size_t su = sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, C, H, W, Co);
-  buf scratch_u = mk(su, 0);
-  for (int with_scratch = 0; with_scratch < 2; with_scratch++) {
-    float *sc = with_scratch ? scratch_u.d : NULL;
-    const char *sw = with_scratch ? " (scratch)" : "";
-    RC(cpu->fir_conv_upsample2x_forward(cpu, yu.h, x.h, w.h, bias.h, B, C, H, W, Co, NULL));
-    RC(gpu->fir_conv_upsample2x_forward(gpu, yu.d, x.d, w.d, bias.d, B, C, H, W, Co, sc));
-    CMP(yu, tol_gemm, "fir_conv_upsample2x forward %s%s", what, sw);
-    RC(cpu->fir_conv_upsample2x_backward(cpu, dx.h, dw.h, db.h, gu.h, x.h, w.h, B, C, H, W, Co, NULL));
-    RC(gpu->fir_conv_upsample2x_backward(gpu, dx.d, dw.d, db.d, gu.d, x.d, w.d, B, C, H, W, Co, sc));
-    CMP(dx, tol_gemm, "fir_conv_upsample2x backward dinp %s%s", what, sw);
-    CMP(dw, tol_gemm, "fir_conv_upsample2x backward dweight %s%s", what, sw);
-    CMP(db, TOL, "fir_conv_upsample2x backward dbias %s%s", what, sw);
+  buf scratch = mk(sde_nn_fir_conv_downsample2x_scratch_floats(B, C, H, W, Co), 0);
+  buf scratch_u = mk(sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, C, H, W, Co), 0);
+#define FIR_CONV(fwd, bwd, out, gout, scr, name)                                             \
+  for (int with_scratch = 0; with_scratch < 2; with_scratch++) {                             \
+    float *sc = with_scratch ? scr.d : NULL;                                                 \
+    const char *sw = with_scratch ? " (scratch)" : "";                                       \
+    RC(cpu->fwd(cpu, out.h, x.h, w.h, bias.h, B, C, H, W, Co, NULL));                        \
+    RC(gpu->fwd(gpu, out.d, x.d, w.d, bias.d, B, C, H, W, Co, sc));                          \
+    CMP(out, tol_gemm, "%s forward %s%s", name, what, sw);                                   \
+    RC(cpu->bwd(cpu, dx.h, dw.h, db.h, gout.h, x.h, w.h, B, C, H, W, Co, NULL));             \
+    RC(gpu->bwd(gpu, dx.d, dw.d, db.d, gout.d, x.d, w.d, B, C, H, W, Co, sc));               \
+    CMP(dx, tol_gemm, "%s backward dinp %s%s", name, what, sw);                              \
+    CMP(dw, tol_gemm, "%s backward dweight %s%s", name, what, sw);                           \
+    CMP(db, TOL, "%s backward dbias %s%s", name, what, sw);                                  \
   }
+  FIR_CONV(fir_conv_downsample2x_forward, fir_conv_downsample2x_backward, y, gy, scratch,
+           "fir_conv_downsample2x");
+  FIR_CONV(fir_conv_upsample2x_forward, fir_conv_upsample2x_backward, yu, gu, scratch_u,
+           "fir_conv_upsample2x");
+#undef FIR_CONV
   rm(&x), rm(&up), rm(&dn), rm(&g4), rm(&gq), rm(&dx), rm(&w), rm(&bias), rm(&y), rm(&gy), rm(&dw), rm(&db);
   rm(&scratch), rm(&yu), rm(&gu), rm(&scratch_u);
 }

@@ -101,8 +101,19 @@ static void test_cpu_backend(void) {
   free(y); free(out);
 }
 
-/* A small random NCSN++ (attention, FIR, residual input pyramid) written to a temp file. */
-/* The NCSN++ CIFAR-10 config, small. upconv: progressive "residual" and DDPM resblocks, so
+/* Shrinks a released config to two levels (nf 16, ch_mult 1,2, one resblock, attention
+ * at half the image size) so the device-path tests run in seconds. */
+static void shrink_config(sde_ncsnpp_config *c, int image_size) {
+  c->nf = 16;
+  c->num_levels = 2;
+  c->ch_mult[0] = 1;
+  c->ch_mult[1] = 2;
+  c->num_res_blocks = 1;
+  c->attn_resolutions[0] = image_size / 2;
+  c->image_size = image_size;
+}
+
+/* A small random NCSN++ CIFAR-10 config written to a temp file. upconv: progressive "residual" and DDPM resblocks, so
  * that the FIR upsample-with-conv (layerspp.Upsample fir + resamp_with_conv) is in the net. */
 static int write_tiny_net(char *path, size_t size, int upconv) {
   sde_ncsnpp_config c;
@@ -111,13 +122,7 @@ static int write_tiny_net(char *path, size_t size, int upconv) {
     c.progressive = SDE_PROG_RESIDUAL;
     c.resblock_type = SDE_RESBLOCK_DDPM;
   }
-  c.nf = 16;
-  c.num_levels = 2;
-  c.ch_mult[0] = 1;
-  c.ch_mult[1] = 2;
-  c.num_res_blocks = 1;
-  c.attn_resolutions[0] = 8;
-  c.image_size = 16;
+  shrink_config(&c, 16);
   sde_model *m = NULL;
   int rc = sde_network_create(&c, NULL, &m);
   if (rc) return rc;
@@ -378,13 +383,7 @@ static void test_device_paths(const char *path, const sde_backend *be, double to
 static void test_trainer_paths(const sde_backend *be, double tol) {
   sde_ncsnpp_config c;
   sde_ncsnpp_config_ncsnpp_cifar10(&c);
-  c.nf = 16;
-  c.num_levels = 2;
-  c.ch_mult[0] = 1;
-  c.ch_mult[1] = 2;
-  c.num_res_blocks = 1;
-  c.attn_resolutions[0] = 4;
-  c.image_size = 8;
+  shrink_config(&c, 8);
   c.num_channels = 1;
   c.dropout = 0.1;
   c.progressive = SDE_PROG_RESIDUAL; /* the FIR upsample-conv trains too */
@@ -442,13 +441,7 @@ static void test_trainer_paths(const sde_backend *be, double tol) {
 static void test_classifier_paths(const sde_backend *be) {
   sde_ncsnpp_config c;
   sde_ncsnpp_config_ddpmpp_cifar10(&c);
-  c.nf = 16;
-  c.num_levels = 2;
-  c.ch_mult[0] = 1;
-  c.ch_mult[1] = 2;
-  c.num_res_blocks = 1;
-  c.attn_resolutions[0] = 8;
-  c.image_size = 16;
+  shrink_config(&c, 16);
   c.num_classes = 3;
   c.dropout = 0;
   sde_model *ref = NULL, *m = NULL;

@@ -16,17 +16,9 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "../backend/backend.h" /* declares the three functions of this file */
 #include "scoresde/error.h"
 #include "scoresde/nn.h"
-
-size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
-int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
-                                           const float *bias, int B, int C_in, int H, int W,
-                                           int C_out, float *scratch);
-int sde_ncsnpp_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias,
-                                            const float *dout, const float *inp,
-                                            const float *weight, int B, int C_in, int H, int W,
-                                            int C_out, float *scratch);
 
 static sde_nn_conv2d_shape upconv_shape(int B, int C_in, int H, int W, int C_out) {
   return sde_nn_conv2d_shape_make(B, C_in, 2 * H - 1, 2 * W - 1, C_out, 3, 1, 2);

@@ -168,64 +168,44 @@ SDE_HD void sde_fir_tap_add(int *n, int idx[4], float w[4], int i, float wi, int
   (*n)++;
 }
 
+/* The two taps of a parity-dependent 2-tap filter (x2 upsample, the downsample's
+ * transpose): output o sits at m = o/2, even o takes (m-1, m), odd o (m, m+1). */
+SDE_HD void sde_fir_taps_pair(int *n, int idx[4], float w[4], int o, float outer, float inner,
+                              int n_in) {
+  const int m = o / 2;
+  if (o % 2 == 0) {
+    sde_fir_tap_add(n, idx, w, m - 1, outer, n_in);
+    sde_fir_tap_add(n, idx, w, m, inner, n_in);
+  } else {
+    sde_fir_tap_add(n, idx, w, m, inner, n_in);
+    sde_fir_tap_add(n, idx, w, m + 1, outer, n_in);
+  }
+}
+
+/* Four symmetric taps (outer, inner, inner, outer) at first, first+step, ... (step ±1;
+ * the order is the summation order of ops.c). */
+SDE_HD void sde_fir_taps_run(int *n, int idx[4], float w[4], int first, int step, float outer,
+                             float inner, int n_in) {
+  sde_fir_tap_add(n, idx, w, first, outer, n_in);
+  sde_fir_tap_add(n, idx, w, first + step, inner, n_in);
+  sde_fir_tap_add(n, idx, w, first + 2 * step, inner, n_in);
+  sde_fir_tap_add(n, idx, w, first + 3 * step, outer, n_in);
+}
+
 /* taps of output index o along one axis of length n_in; returns their count */
 SDE_HD int sde_fir_taps(int kind, int o, int n_in, int idx[4], float w[4]) {
-  int n = 0, m = o / 2;
+  int n = 0;
   switch (kind) {
-    case SDE_FIR_UP:
-      if (o % 2 == 0) {
-        sde_fir_tap_add(&n, idx, w, m - 1, 0.25f, n_in);
-        sde_fir_tap_add(&n, idx, w, m, 0.75f, n_in);
-      } else {
-        sde_fir_tap_add(&n, idx, w, m, 0.75f, n_in);
-        sde_fir_tap_add(&n, idx, w, m + 1, 0.25f, n_in);
-      }
-      break;
-    case SDE_FIR_UP_T:
-      sde_fir_tap_add(&n, idx, w, 2 * o - 1, 0.25f, n_in);
-      sde_fir_tap_add(&n, idx, w, 2 * o, 0.75f, n_in);
-      sde_fir_tap_add(&n, idx, w, 2 * o + 1, 0.75f, n_in);
-      sde_fir_tap_add(&n, idx, w, 2 * o + 2, 0.25f, n_in);
-      break;
-    case SDE_FIR_DOWN:
-      sde_fir_tap_add(&n, idx, w, 2 * o - 1, 0.125f, n_in);
-      sde_fir_tap_add(&n, idx, w, 2 * o, 0.375f, n_in);
-      sde_fir_tap_add(&n, idx, w, 2 * o + 1, 0.375f, n_in);
-      sde_fir_tap_add(&n, idx, w, 2 * o + 2, 0.125f, n_in);
-      break;
-    case SDE_FIR_DOWN_T:
-      if (o % 2 == 0) {
-        sde_fir_tap_add(&n, idx, w, m - 1, 0.125f, n_in);
-        sde_fir_tap_add(&n, idx, w, m, 0.375f, n_in);
-      } else {
-        sde_fir_tap_add(&n, idx, w, m, 0.375f, n_in);
-        sde_fir_tap_add(&n, idx, w, m + 1, 0.125f, n_in);
-      }
-      break;
-    case SDE_FIR_BLUR2:
-      sde_fir_tap_add(&n, idx, w, o - 2, 0.125f, n_in);
-      sde_fir_tap_add(&n, idx, w, o - 1, 0.375f, n_in);
-      sde_fir_tap_add(&n, idx, w, o, 0.375f, n_in);
-      sde_fir_tap_add(&n, idx, w, o + 1, 0.125f, n_in);
-      break;
-    case SDE_FIR_BLUR2_T:
-      sde_fir_tap_add(&n, idx, w, o - 1, 0.125f, n_in);
-      sde_fir_tap_add(&n, idx, w, o, 0.375f, n_in);
-      sde_fir_tap_add(&n, idx, w, o + 1, 0.375f, n_in);
-      sde_fir_tap_add(&n, idx, w, o + 2, 0.125f, n_in);
-      break;
-    case SDE_FIR_UPCONV: /* out[o] = Σ_j t[o-1+j]·k[j], k = [1,3,3,1]/4 */
-      sde_fir_tap_add(&n, idx, w, o - 1, 0.25f, n_in);
-      sde_fir_tap_add(&n, idx, w, o, 0.75f, n_in);
-      sde_fir_tap_add(&n, idx, w, o + 1, 0.75f, n_in);
-      sde_fir_tap_add(&n, idx, w, o + 2, 0.25f, n_in);
-      break;
-    default: /* SDE_FIR_UPCONV_T: dt[o] = Σ_j g[o+1-j]·k[j] */
-      sde_fir_tap_add(&n, idx, w, o + 1, 0.25f, n_in);
-      sde_fir_tap_add(&n, idx, w, o, 0.75f, n_in);
-      sde_fir_tap_add(&n, idx, w, o - 1, 0.75f, n_in);
-      sde_fir_tap_add(&n, idx, w, o - 2, 0.25f, n_in);
-      break;
+    case SDE_FIR_UP: sde_fir_taps_pair(&n, idx, w, o, 0.25f, 0.75f, n_in); break;
+    case SDE_FIR_UP_T: sde_fir_taps_run(&n, idx, w, 2 * o - 1, 1, 0.25f, 0.75f, n_in); break;
+    case SDE_FIR_DOWN: sde_fir_taps_run(&n, idx, w, 2 * o - 1, 1, 0.125f, 0.375f, n_in); break;
+    case SDE_FIR_DOWN_T: sde_fir_taps_pair(&n, idx, w, o, 0.125f, 0.375f, n_in); break;
+    case SDE_FIR_BLUR2: sde_fir_taps_run(&n, idx, w, o - 2, 1, 0.125f, 0.375f, n_in); break;
+    case SDE_FIR_BLUR2_T: sde_fir_taps_run(&n, idx, w, o - 1, 1, 0.125f, 0.375f, n_in); break;
+    /* out[o] = Σ_j t[o-1+j]·k[j], k = [1,3,3,1]/4 */
+    case SDE_FIR_UPCONV: sde_fir_taps_run(&n, idx, w, o - 1, 1, 0.25f, 0.75f, n_in); break;
+    /* SDE_FIR_UPCONV_T: dt[o] = Σ_j g[o+1-j]·k[j] */
+    default: sde_fir_taps_run(&n, idx, w, o + 1, -1, 0.25f, 0.75f, n_in); break;
   }
   return n;
 }
