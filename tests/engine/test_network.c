@@ -190,12 +190,18 @@ static void test_fixture(const char *name) {
   TAP_CHECK(rc == 0 && memcmp(out, out1, sizeof(float) * B * D) == 0,
             "%s: 1 thread and %d threads give bit-identical outputs", name, nt > 1 ? nt : 2);
   omp_set_num_threads(nt);
+  /* bit-identical by construction: GEMM tiles depend on the shape only, never the batch */
   int same = 1;
-  for (int b = 0; b < B && same; b++) {
+  double e_batch = 0.0;
+  for (int b = 0; b < B; b++) {
     rc = sde_network_forward(m, 1, x.data + b * D, labels.data + b, out1);
-    same = rc == 0 && rel_err(out1, out + b * D, 1, D) <= 1e-6;
+    if (rc) { same = 0; e_batch = INFINITY; break; }
+    if (memcmp(out1, out + b * D, sizeof(float) * D) != 0) same = 0;
+    double e = rel_err(out1, out + b * D, 1, D);
+    if (e > e_batch) e_batch = e;
   }
-  TAP_CHECK(same, "%s: batch of 1 agrees with batch of %d (rel 1e-6)", name, B);
+  TAP_CHECK(same, "%s: batch of 1 bit-identical to batch of %d (max rel diff %.3g)", name, B,
+            e_batch);
 
   /* workspace API */
   sde_net_workspace *ws = NULL;

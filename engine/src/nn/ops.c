@@ -71,9 +71,11 @@ static void gemm_batch(int batch, int reduce, int transA, int transB, int M, int
                        int ldb, size_t strideB, float beta, float *C, int ldc, size_t strideC) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
   blas_init();
-  /* independent items already give `batch` tasks; a reduction has only its tiles */
-  int mt, nt, want = reduce ? GEMM_TASKS : ceil_div(GEMM_TASKS, batch);
-  gemm_tile_sizes(M, N, 2.0 * M * N * K * (reduce ? batch : 1), want, &mt, &nt);
+  /* Tiles depend on the GEMM shape only, never on the batch: OpenBLAS's kernels may round
+   * differently for different tile shapes (generic kernels do), and sample i must come out
+   * bit-identical whether it runs alone or in a batch. */
+  int mt, nt;
+  gemm_tile_sizes(M, N, 2.0 * M * N * K, GEMM_TASKS, &mt, &nt);
   int tn = ceil_div(N, nt), per_item = ceil_div(M, mt) * tn;
   int ntasks = reduce ? per_item : per_item * batch;
 #pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
@@ -658,8 +660,10 @@ int sde_nn_linear_forward(float *out, const float *inp, const float *weight, con
   if (B < 1 || in_f < 1 || out_f < 1) return sde_fail(SDE_EINVAL, "linear: bad shape");
   for (int b = 0; b < B; b++)
     for (int o = 0; o < out_f; o++) out[(size_t)b * out_f + o] = bias ? bias[o] : 0.0f;
-  /* out[B,out] += inp[B,in] · weight[out,in]ᵀ */
-  gemm_tiled(0, 1, B, out_f, in_f, 1.0f, inp, in_f, weight, in_f, 1.0f, out, out_f);
+  /* out_b[1,out] += inp_b[1,in] · weight[out,in]ᵀ, one GEMM per sample so that a sample's
+   * result does not depend on the batch it is in */
+  gemm_batch(B, 0, 0, 1, 1, out_f, in_f, 1.0f, inp, in_f, in_f, weight, in_f, 0, 1.0f, out,
+             out_f, out_f);
   return SDE_OK;
 }
 
