@@ -23,7 +23,40 @@ void sde_sample_params_init(sde_sample_params *p) {
   p->ode_method = SDE_ODE_RK45;
   p->rtol = 1e-5;
   p->atol = 1e-5;
+  p->schedule = SDE_SCHEDULE_LOGSNR;
+  p->lower_order_final = 1;
+  p->churn = 0.0;
   p->seed = 0;
+}
+
+static const char *const sampler_names[SDE_SAMPLER_COUNT] = {
+    "pc", "ode", "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde", "heun"};
+static const char *const schedule_names[SDE_SCHEDULE_COUNT] = {"logsnr", "time", "karras"};
+
+const char *sde_sampler_name(sde_sampler s) {
+  return (unsigned)s < SDE_SAMPLER_COUNT ? sampler_names[s] : "?";
+}
+
+const char *sde_schedule_name(sde_schedule s) {
+  return (unsigned)s < SDE_SCHEDULE_COUNT ? schedule_names[s] : "?";
+}
+
+int sde_sampler_from_name(const char *s, sde_sampler *out) {
+  for (int i = 0; s && i < SDE_SAMPLER_COUNT; i++)
+    if (!strcmp(s, sampler_names[i])) {
+      *out = (sde_sampler)i;
+      return SDE_OK;
+    }
+  return SDE_EINVAL;
+}
+
+int sde_schedule_from_name(const char *s, sde_schedule *out) {
+  for (int i = 0; s && i < SDE_SCHEDULE_COUNT; i++)
+    if (!strcmp(s, schedule_names[i])) {
+      *out = (sde_schedule)i;
+      return SDE_OK;
+    }
+  return SDE_EINVAL;
 }
 
 const char *sde_predictor_name(sde_predictor p) {

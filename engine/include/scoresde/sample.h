@@ -20,7 +20,24 @@
 extern "C" {
 #endif
 
-typedef enum { SDE_SAMPLER_PC = 0, SDE_SAMPLER_ODE = 1 } sde_sampler;
+/* pc and ode are the references; the others are few-step solvers of the probability-flow
+ * ODE (dpmpp-2m-sde: of the reverse SDE) where `steps` counts network evaluations
+ * (docs/sampling.md). Names: "pc", "ode", "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde",
+ * "heun". */
+typedef enum {
+  SDE_SAMPLER_PC = 0,
+  SDE_SAMPLER_ODE = 1,
+  SDE_SAMPLER_DDIM = 2,
+  SDE_SAMPLER_DPMPP_2M = 3,
+  SDE_SAMPLER_DPMPP_3M = 4,
+  SDE_SAMPLER_DPMPP_2M_SDE = 5,
+  SDE_SAMPLER_HEUN = 6,
+} sde_sampler;
+#define SDE_SAMPLER_COUNT 7
+/* Time grid of the few-step solvers: uniform in log-SNR (default), uniform in t, or the
+ * Karras et al. rho = 7 grid in sigma. Names: "logsnr", "time", "karras". */
+typedef enum { SDE_SCHEDULE_LOGSNR = 0, SDE_SCHEDULE_TIME = 1, SDE_SCHEDULE_KARRAS = 2 } sde_schedule;
+#define SDE_SCHEDULE_COUNT 3
 typedef enum {
   SDE_PRED_NONE = 0,
   SDE_PRED_EULER_MARUYAMA = 1,
@@ -43,6 +60,9 @@ typedef struct {
   int denoise;          /* final noise removal (Tweedie step) (1) */
   sde_ode_method ode_method;
   double rtol, atol;    /* RK45 tolerances (1e-5) */
+  sde_schedule schedule; /* few-step solvers' time grid (logsnr) */
+  int lower_order_final; /* few-step multistep solvers: lower the order in the last steps (1) */
+  double churn;         /* heun: stochastic churn S_churn (0 = deterministic) */
   uint64_t seed;
   sde_progress_fn progress;
   void *user;
@@ -57,6 +77,10 @@ typedef struct {
 
 void sde_sample_params_init(sde_sample_params *p);
 
+const char *sde_sampler_name(sde_sampler s);       /* "pc", "ode", "dpmpp-2m", ... */
+const char *sde_schedule_name(sde_schedule s);     /* "logsnr", "time", "karras" */
+int sde_sampler_from_name(const char *s, sde_sampler *out);
+int sde_schedule_from_name(const char *s, sde_schedule *out);
 const char *sde_predictor_name(sde_predictor p);   /* "euler_maruyama", ... */
 const char *sde_corrector_name(sde_corrector c);   /* "langevin", "ald", "none" */
 const char *sde_ode_method_name(sde_ode_method m); /* "rk45", "euler", "heun" */
