@@ -15,6 +15,7 @@
 
 #include <gst/gst.h>
 #include <gst-scoresde/gstscoresde.h>
+#include <scoresde/scoresde.h>
 
 #include "gstscoresdesrc.h"
 #include "gstscoresdeencode.h"
@@ -27,10 +28,25 @@
 #include "gstscoresdecolorize.h"
 #endif
 
+GST_DEBUG_CATEGORY_STATIC (scoresde_plugin_debug);
+#define GST_CAT_DEFAULT scoresde_plugin_debug
+
 static gboolean
 plugin_init (GstPlugin * plugin)
 {
   gboolean ret = FALSE;
+  const gchar *coretype;
+
+  GST_DEBUG_CATEGORY_INIT (scoresde_plugin_debug, "scoresde", 0,
+      "score-SDE plugin");
+
+  /* OpenBLAS chose its kernels when the process loaded it; only the application
+   * can change that, by starting with the variable set. */
+  coretype = sde_blas_better_coretype ();
+  if (coretype && !g_getenv ("OPENBLAS_CORETYPE"))
+    GST_WARNING ("OpenBLAS runs its generic '%s' kernels on this CPU, so the "
+        "networks run 1.3-1.4x slower: start the application with "
+        "OPENBLAS_CORETYPE=%s", sde_blas_corename (), coretype);
 
   gst_scoresde_enums_mark_as_plugin_api ();
 

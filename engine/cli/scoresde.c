@@ -1170,7 +1170,18 @@ static void cfg_init(cli_cfg *c) {
   c->guidance = NAN;
 }
 
+/* OpenBLAS picks its kernels when it loads and falls back to generic ones on a CPU it does
+ * not know (1.3-1.4x slower GEMMs). Restart once with the variable that selects the FMA
+ * kernels; a user's own OPENBLAS_CORETYPE always wins, and so does a failed exec. */
+static void reexec_with_fast_blas(char **argv) {
+  if (getenv("OPENBLAS_CORETYPE")) return;
+  const char *core = sde_blas_better_coretype();
+  if (!core || setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
+  execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv) {
+  reexec_with_fast_blas(argv);
   if (argc < 2) {
     print_usage(stderr);
     return CLI_EXIT_USAGE;
@@ -1195,7 +1206,11 @@ int main(int argc, char **argv) {
     return CLI_EXIT_OK;
   }
   if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+    const char *core = sde_blas_corename(), *better = sde_blas_better_coretype();
     printf("scoresde %s\n", SCORESDE_VERSION);
+    if (core)
+      printf("OpenBLAS kernels: %s%s%s\n", core, better ? "; faster on this CPU: " : "",
+             better ? better : "");
     return CLI_EXIT_OK;
   }
   for (size_t i = 0; i < NNET; i++)

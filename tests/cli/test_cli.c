@@ -305,6 +305,23 @@ static void test_usage(void) {
   r = RUN("--version");
   TAP_CHECK(r->status == 0 && strstr(r->out, SCORESDE_VERSION), "--version prints %s",
             SCORESDE_VERSION);
+  { /* without OPENBLAS_CORETYPE the tool restarts itself on OpenBLAS's FMA kernels when
+       the library does not know this CPU: it never runs on a set it calls slow */
+    char *saved = getenv("OPENBLAS_CORETYPE") ? strdup(getenv("OPENBLAS_CORETYPE")) : NULL;
+    unsetenv("OPENBLAS_CORETYPE");
+    r = RUN("--version");
+    TAP_CHECK(r->status == 0 && !strstr(r->out, "faster on this CPU"),
+              "default environment: the tool runs on the best OpenBLAS kernels (%s)",
+              strstr(r->out, "OpenBLAS") ? strstr(r->out, "OpenBLAS") : "no OpenBLAS");
+    setenv("OPENBLAS_CORETYPE", "Prescott", 1);
+    r = RUN("--version");
+    TAP_CHECK(r->status == 0 && strstr(r->out, "kernels: Prescott"),
+              "a user's OPENBLAS_CORETYPE is kept (%s)",
+              strstr(r->out, "OpenBLAS") ? strstr(r->out, "OpenBLAS") : "no OpenBLAS");
+    if (saved) setenv("OPENBLAS_CORETYPE", saved, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+    free(saved);
+  }
   r = run_v((const char *const[]){NULL});
   TAP_CHECK(r->status == 2 && strstr(r->err, "Usage"), "no arguments: usage on stderr, exit 2");
   for (int i = 0; i < 7; i++) {

@@ -2,6 +2,7 @@
 #include <omp.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mixtures.h"
 #include "tap.h"
@@ -374,7 +375,29 @@ static void test_planner(void) {
   TAP_NEAR(smax, 5.0, 1e-9, "sigma_max = the largest pairwise distance");
 }
 
+/* The BLAS advice: run by meson with the environment it is given; with generic kernels
+ * forced (OPENBLAS_CORETYPE=Prescott) on an AVX2 CPU the engine must name the fix. */
+static void test_blas_advice(void) {
+  const char *core = sde_blas_corename(), *better = sde_blas_better_coretype();
+  const char *forced = getenv("OPENBLAS_CORETYPE");
+  printf("# OpenBLAS kernels: %s; better: %s\n", core ? core : "(not OpenBLAS)",
+         better ? better : "(none)");
+  if (!core || !forced || strcasecmp(forced, "Prescott") != 0) {
+    TAP_CHECK(!better || (core && strcasecmp(core, better) != 0),
+              "advice names another kernel set than the one in use (%s)", core ? core : "-");
+    return;
+  }
+  __builtin_cpu_init();
+  int fma_cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  TAP_CHECK(strcasecmp(core, "Prescott") == 0, "OPENBLAS_CORETYPE=Prescott is in force (%s)",
+            core);
+  TAP_CHECK(fma_cpu ? better != NULL : better == NULL,
+            "generic kernels on a CPU %s FMA: advice %s", fma_cpu ? "with" : "without",
+            better ? better : "(none)");
+}
+
 int main(void) {
+  test_blas_advice();
   test_philox();
   test_distributions();
   test_sde_constants();

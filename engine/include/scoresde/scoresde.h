@@ -22,6 +22,13 @@
 void sde_set_num_threads(int n);
 int sde_get_num_threads(void);
 
+/* The GEMM kernel set the loaded OpenBLAS chose ("Haswell", "Prescott", ...; NULL for
+ * another BLAS), and the OPENBLAS_CORETYPE value that would give this CPU its FMA kernels
+ * when the library fell back to generic ones (NULL when its choice is fine). The variable
+ * only takes effect in a process started with it. */
+const char *sde_blas_corename(void);
+const char *sde_blas_better_coretype(void);
+
 /* Monotonic wall-clock time in seconds. */
 double sde_now(void);
 
