@@ -27,12 +27,13 @@ if [ -z "$INPUT" ]; then
   launch multifilesrc location="$COLOR_EXAMPLES" loop=true num-buffers="$FRAMES" \
       caps="image/png,framerate=(fraction)$FPS/1" ! \
     pngdec ! videoconvert ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
-    videoconvert ! video/x-raw,format=GRAY8 ! videoconvert ! x264enc ! mp4mux ! \
+    videoconvert ! video/x-raw,format=GRAY8 ! videoconvert ! video/x-raw,format=I420 ! \
+    x264enc ! mp4mux ! \
     filesink location="$INPUT"
 fi
 
 launch filesrc location="$INPUT" ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 ! \
   scoresdecolorize steps="$STEPS" seed="$SEED" $(model_prop) ! videoconvert ! \
-  x264enc ! mp4mux ! filesink location="$OUT_DIR/colorized.mp4"
+  video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink location="$OUT_DIR/colorized.mp4"
 
 echo "wrote $OUT_DIR/colorized.mp4 (from $INPUT)"

@@ -30,6 +30,6 @@ launch multifilesrc location="$LOCATION" index=0 stop-index=$((FRAMES - 1)) \
   pngdec ! videoconvert ! scoresdeencode $(model_prop) ! \
   scoresdeinterp n-frames="$INTERP" ! scoresdedecode $(model_prop) ! \
   videoconvert ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
-  videoconvert ! x264enc ! mp4mux ! filesink location="$OUT_DIR/interpolation.mp4"
+  videoconvert ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink location="$OUT_DIR/interpolation.mp4"
 
 echo "wrote $OUT_DIR/interpolation.mp4 ($FRAMES images, $INTERP in between)"

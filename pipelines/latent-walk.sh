@@ -22,6 +22,6 @@ require_elements scoresdesrc videoscale videoconvert x264enc mp4mux
 launch scoresdesrc walk-frames="$WALK" num-buffers="$FRAMES" batch-size="$BATCH" seed="$SEED" \
     $(model_prop) ! \
   video/x-raw,framerate="$FPS/1" ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
-  videoconvert ! x264enc ! mp4mux ! filesink location="$OUT_DIR/latent_walk.mp4"
+  videoconvert ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink location="$OUT_DIR/latent_walk.mp4"
 
 echo "wrote $OUT_DIR/latent_walk.mp4 ($FRAMES frames, a keyframe every $WALK)"

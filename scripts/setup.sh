@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what gst-scoresde needs on Debian 12, idempotently, then configures and builds.
-#   scripts/setup.sh [build|test]   "test" also installs what the test suite uses
+#   scripts/setup.sh [build|test|train]   "test" also installs what the test suite uses,
+#                                          "train" the Fashion-MNIST data set
 # Only missing packages are installed; apt-get update runs only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +12,14 @@ packages=(
   libopenblas-dev libpng-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-plugins-base-apps
 )
 if [ "$purpose" = test ]; then
   # valgrind: leak checks; python3-torch: independent reference for the network tests.
   packages+=(valgrind python3 python3-numpy python3-torch)
+elif [ "$purpose" = train ]; then
+  # `scoresde train --data fashion-mnist` reads /usr/share/datasets/fashion-mnist
+  packages+=(dataset-fashion-mnist)
 fi
 
 missing=()

@@ -219,6 +219,7 @@ void cli_progress_init(cli_progress *p, const char *label, int enabled) {
   memset(p, 0, sizeof *p);
   p->label = label;
   p->enabled = enabled;
+  p->tty = isatty(STDERR_FILENO);
   p->start = sde_now();
   p->last = -1.0;
 }
@@ -229,8 +230,9 @@ static int terminal_columns(void) {
   return 80;
 }
 
-static void draw(cli_progress *p, int done, int total, double now) {
-  char el[32], eta[32], tail[128];
+static void progress_text(const cli_progress *p, int done, int total, double now, char *tail,
+                          size_t size, double *frac_out) {
+  char el[32], eta[32];
   double elapsed = now - p->start;
   double frac = total > 0 ? (double)done / total : 0.0;
   if (frac < 0) frac = 0;
@@ -241,8 +243,26 @@ static void draw(cli_progress *p, int done, int total, double now) {
   else
     snprintf(eta, sizeof eta, "?");
   int digits = snprintf(NULL, 0, "%d", total);
-  int tl = snprintf(tail, sizeof tail, " %*d/%d %3d%% %s elapsed, ETA %s", digits, done, total,
-                    (int)(100.0 * frac), el, eta);
+  snprintf(tail, size, " %*d/%d %3d%% %s elapsed, ETA %s", digits, done, total,
+           (int)(100.0 * frac), el, eta);
+  *frac_out = frac;
+}
+
+/* A line of its own, for logs */
+static void print_line(cli_progress *p, int done, int total, double now) {
+  char tail[128];
+  double frac;
+  progress_text(p, done, total, now, tail, sizeof tail, &frac);
+  fprintf(stderr, "%s:%s\n", p->label, tail);
+  fflush(stderr);
+}
+
+/* The bar, redrawn in place on a terminal */
+static void draw(cli_progress *p, int done, int total, double now) {
+  char tail[128];
+  double frac;
+  progress_text(p, done, total, now, tail, sizeof tail, &frac);
+  int tl = (int)strlen(tail);
   int cols = terminal_columns();
   int bar = cols - 1 - (int)strlen(p->label) - 3 - tl;
   if (bar > 40) bar = 40;
@@ -262,9 +282,14 @@ int cli_progress_cb(void *user, int done, int total) {
   cli_progress *p = user;
   if (p && p->enabled && !__atomic_exchange_n(&p->busy, 1, __ATOMIC_ACQUIRE)) {
     double now = sde_now();
-    if (p->last < 0 || now - p->last >= 0.1 || (done >= total && total > 0)) {
+    if (p->tty) {
+      if (p->last < 0 || now - p->last >= 0.1 || (done >= total && total > 0)) {
+        p->last = now;
+        draw(p, done, total, now);
+      }
+    } else if (now - (p->last < 0 ? p->start : p->last) >= CLI_PROGRESS_LINE_S) {
       p->last = now;
-      draw(p, done, total, now);
+      print_line(p, done, total, now);
     }
     __atomic_store_n(&p->busy, 0, __ATOMIC_RELEASE);
   }
@@ -272,7 +297,7 @@ int cli_progress_cb(void *user, int done, int total) {
 }
 
 void cli_progress_finish(cli_progress *p) {
-  if (p->enabled && p->drawn) {
+  if (p->enabled && p->tty && p->drawn) {
     fputs("\r\033[K", stderr);
     fflush(stderr);
   }

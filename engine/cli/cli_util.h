@@ -56,11 +56,14 @@ extern volatile sig_atomic_t cli_interrupted;
 /* First Ctrl-C cancels the running computation between two steps; a second one kills. */
 void cli_install_sigint(void);
 
-/* A progress bar on stderr, drawn only when `enabled` (stderr is a terminal and the user
- * did not ask for quiet). Redrawn at most 10 times a second. */
+/* Progress on stderr when `enabled` (the user did not ask for quiet): a bar redrawn at
+ * most 10 times a second on a terminal, else a plain line every CLI_PROGRESS_LINE_S
+ * seconds, so that logs of long runs show they are alive. */
+#define CLI_PROGRESS_LINE_S 5.0
 typedef struct {
   const char *label;
   int enabled;
+  int tty;       /* stderr is a terminal: draw a bar in place */
   int drawn;     /* something is on the line that finish() must clear */
   int busy;      /* reentrancy guard: callbacks may come from worker threads */
   double start;  /* sde_now() at init */

@@ -519,7 +519,7 @@ static void warn_nonfinite(const char *cmd, const float *x, int n, int64_t D) {
             bad, n);
 }
 
-static int progress_enabled(const cli_cfg *c) { return !c->quiet && isatty(STDERR_FILENO); }
+static int progress_enabled(const cli_cfg *c) { return !c->quiet; }
 
 /* Parses the names given on the command line into enums (usage errors, exit 2). */
 static int parse_names(const cli_command *cmd, cli_cfg *c) {

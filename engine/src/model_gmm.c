@@ -83,28 +83,38 @@ static void gmm_table_build(const gmm *g, const sde_sde *sde, double t, gmm_tabl
   }
 }
 
+#define GMM_LANES 4
+
 /* Posterior r[K] of each component for x[D]; returns log p(x). Also fills
  * g2[K] = ||g_k||² where g_k = -(x - m μ_k)/var_k is component k's score. */
-static double gmm_posterior(const gmm *g, const gmm_table *tab, const float *x, double *r,
-                            double *g2) {
+__attribute__((target_clones("avx2", "default"))) static double
+gmm_posterior(const gmm *g, const gmm_table *tab, const float *x, double *r, double *g2) {
   const int64_t D = g->D;
   const double m = tab->m;
   double best = -INFINITY;
   for (int k = 0; k < g->K; k++) {
     const double *mu = g->means + (size_t)k * D;
-    double quad = 0.0, sq = 0.0;
-    if (tab->inv_var) {
-      const double *iv = tab->inv_var + (size_t)k * D;
-      for (int64_t d = 0; d < D; d++) {
-        double z = ((double)x[d] - m * mu[d]) * iv[d];
-        quad += z * ((double)x[d] - m * mu[d]);
-        sq += z * z;
+    /* GMM_LANES partial sums in a fixed order: the sums are latency-bound otherwise, and
+     * the lanes vectorise (the same bits in every clone: no FMA is contracted) */
+    double quad_l[GMM_LANES] = {0}, sq_l[GMM_LANES] = {0}, quad = 0.0, sq = 0.0;
+    const double *iv = tab->inv_var ? tab->inv_var + (size_t)k * D : NULL;
+    int64_t d = 0;
+    for (; d + GMM_LANES <= D; d += GMM_LANES)
+      for (int l = 0; l < GMM_LANES; l++) {
+        double diff = (double)x[d + l] - m * mu[d + l], z = iv ? diff * iv[d + l] : diff;
+        quad_l[l] += z * diff;
+        sq_l[l] += z * z;
       }
-    } else {
-      for (int64_t d = 0; d < D; d++) {
-        double diff = (double)x[d] - m * mu[d];
-        quad += diff * diff;
-      }
+    for (; d < D; d++) {
+      double diff = (double)x[d] - m * mu[d], z = iv ? diff * iv[d] : diff;
+      quad_l[0] += z * diff;
+      sq_l[0] += z * z;
+    }
+    for (int l = 0; l < GMM_LANES; l++) {
+      quad += quad_l[l];
+      sq += sq_l[l];
+    }
+    if (!iv) { /* isotropic: z = diff / s2 */
       sq = quad / (tab->s2 * tab->s2);
       quad /= tab->s2;
     }
@@ -129,15 +139,20 @@ static inline double gmm_inv_var(const gmm_table *tab, int k, int64_t D, int64_t
 }
 
 /* acc[D] = Σ_k r_k g_k, the score. */
-static void gmm_score_one(const gmm *g, const gmm_table *tab, const float *x, const double *r,
-                          double *acc) {
+__attribute__((target_clones("avx2", "default"))) static void
+gmm_score_one(const gmm *g, const gmm_table *tab, const float *x, const double *r, double *acc) {
   const int64_t D = g->D;
   memset(acc, 0, sizeof(double) * (size_t)D);
   for (int k = 0; k < g->K; k++) {
     if (r[k] < GMM_NEGLIGIBLE) continue;
-    const double *mu = g->means + (size_t)k * D;
-    for (int64_t d = 0; d < D; d++)
-      acc[d] -= r[k] * ((double)x[d] - tab->m * mu[d]) * gmm_inv_var(tab, k, D, d);
+    const double *mu = g->means + (size_t)k * D, m = tab->m, rk = r[k];
+    if (tab->inv_var) {
+      const double *iv = tab->inv_var + (size_t)k * D;
+      for (int64_t d = 0; d < D; d++) acc[d] -= rk * ((double)x[d] - m * mu[d]) * iv[d];
+    } else {
+      const double iv = 1.0 / tab->s2;
+      for (int64_t d = 0; d < D; d++) acc[d] -= rk * ((double)x[d] - m * mu[d]) * iv;
+    }
   }
 }
 

@@ -3,8 +3,9 @@
  *
  * A model is loaded onto a device once (sde_model_load_ex); every later call (score,
  * samplers, likelihood) runs there. SDE_DEVICE_AUTO takes the GPU when this build has
- * CUDA support and a device answers, and otherwise the CPU: sde_model_device() then
- * reports fell_back = 1 with the reason, so callers can print a warning. Asking for
+ * CUDA support and a device answers, and otherwise the CPU; when a GPU is present but
+ * cannot be used, sde_model_device() reports fell_back = 1 with the reason, so callers can
+ * print a warning (no GPU at all is not worth one). Asking for
  * SDE_DEVICE_CUDA where there is none is an error (SDE_ENODEV), never a silent fallback.
  * Analytic models (Gaussian mixture, empirical data) always run on the CPU. */
 #ifndef SCORESDE_DEVICE_H
@@ -51,7 +52,7 @@ typedef struct {
   sde_device_kind device;  /* what the model got: SDE_DEVICE_CPU or SDE_DEVICE_CUDA */
   int device_id;
   sde_precision precision; /* in effect (fp32 on the CPU) */
-  int fell_back;           /* 1: AUTO could not use a GPU (reason says why) */
+  int fell_back;           /* 1: AUTO could not use the GPU that is there (reason says why) */
   char reason[192];        /* why the model runs on the CPU when that was not asked; "" */
 } sde_device_info;
 

@@ -21,6 +21,9 @@ void sde_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4
 /* out[0..n) = standard normal numbers for elements 0..n of (seed, stream, step).
  * Box-Muller in double precision, rounded to float. */
 void sde_randn(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n);
+/* The same numbers, one block at a time without SIMD: the reference the vector path of
+ * sde_randn is tested against (bit for bit). */
+void sde_randn_scalar(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n);
 
 /* out[0..n) = uniform in [0,1) for elements 0..n of (seed, stream, step). */
 void sde_randu(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n);

@@ -81,6 +81,15 @@ int sde_backend_open(sde_device_kind kind, int device_id, sde_precision precisio
     case SDE_DEVICE_CUDA:
       return open_cuda(device_id, precision, out);
     case SDE_DEVICE_AUTO: {
+      /* no GPU (or no driver) is the normal case of a CPU machine, not worth a warning;
+       * a GPU that is there but cannot be used is */
+#ifdef SDE_HAVE_CUDA
+      int gpus = sde_cuda_device_count();
+#else
+      int gpus = 0;
+#endif
+      *out = sde_backend_cpu();
+      if (gpus <= 0) return SDE_OK;
       if (open_cuda(device_id, precision, out) == SDE_OK) return SDE_OK;
       /* keep the reason (sde_errmsg) for the caller's warning */
       char why[256];

@@ -157,6 +157,37 @@ decode_frames (const gchar * dir, const gchar * file, gint * width,
   return n;
 }
 
+/* The H.264 stream of an MP4 is 4:2:0: High 4:4:4 is refused by many browsers and
+ * hardware players. */
+static void
+assert_mp4_chroma_420 (const gchar * dir, const gchar * file)
+{
+  gchar *path = g_build_filename (dir, file, NULL);
+  gchar *launch = g_strdup_printf ("filesrc location=\"%s\" ! qtdemux ! "
+      "h264parse ! appsink name=sink sync=false", path);
+  GstElement *pipe = gst_parse_launch (launch, NULL);
+  GstElement *sink;
+  GstSample *sample;
+  const gchar *chroma;
+
+  fail_unless (pipe != NULL);
+  sink = gst_bin_get_by_name (GST_BIN (pipe), "sink");
+  fail_unless (gst_element_set_state (pipe, GST_STATE_PLAYING) !=
+      GST_STATE_CHANGE_FAILURE);
+  sample = gst_app_sink_pull_sample (GST_APP_SINK (sink));
+  fail_unless (sample != NULL, "%s: no H.264 stream", path);
+  chroma = gst_structure_get_string (gst_caps_get_structure (gst_sample_get_caps
+          (sample), 0), "chroma-format");
+  fail_unless (g_strcmp0 (chroma, "4:2:0") == 0, "%s: chroma %s, want 4:2:0",
+      path, GST_STR_NULL (chroma));
+  gst_sample_unref (sample);
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (sink);
+  gst_object_unref (pipe);
+  g_free (launch);
+  g_free (path);
+}
+
 static void
 assert_video (const gchar * dir, const gchar * file, guint frames, gint width,
     gint height)
@@ -164,6 +195,8 @@ assert_video (const gchar * dir, const gchar * file, guint frames, gint width,
   gint w = 0, h = 0;
   guint n = decode_frames (dir, file, &w, &h, NULL);
 
+  if (g_str_has_suffix (file, ".mp4"))
+    assert_mp4_chroma_420 (dir, file);
   fail_unless_equals_int (n, frames);
   fail_unless_equals_int (w, width);
   fail_unless_equals_int (h, height);
