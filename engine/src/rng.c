@@ -165,17 +165,19 @@ __attribute__((target("avx2"))) static inline void det_sincos_2pi_x4(__m256d f, 
   *cos_out = _mm256_blendv_pd(cv, s0, q3);
 }
 
-/* Philox-4x32-10 of 4 blocks (counters block0..block0+3, the rest of the key shared),
- * one block per 64-bit lane holding a 32-bit word: w[j] is word j of the 4 outputs. */
-__attribute__((target("avx2"))) static inline void philox_x4(uint64_t seed, uint64_t stream,
-                                                            uint32_t step, uint32_t block0,
+/* Philox-4x32-10 of 4 blocks, one per 64-bit lane holding a 32-bit word: lane l has
+ * counter (block[l], step, stream[l]) and the shared key; w[j] is word j of the outputs. */
+__attribute__((target("avx2"))) static inline void philox_x4(uint64_t seed, const uint64_t stream[4],
+                                                            uint32_t step, const uint32_t block[4],
                                                             __m256i w[4]) {
   const __m256i lo32 = _mm256_set1_epi64x(0xffffffffLL);
   const __m256i m0 = _mm256_set1_epi64x(PHILOX_M0), m1 = _mm256_set1_epi64x(PHILOX_M1);
-  __m256i c0 = _mm256_setr_epi64x(block0, (uint32_t)(block0 + 1), (uint32_t)(block0 + 2),
-                                  (uint32_t)(block0 + 3));
-  __m256i c1 = _mm256_set1_epi64x(step), c2 = _mm256_set1_epi64x((uint32_t)stream);
-  __m256i c3 = _mm256_set1_epi64x((uint32_t)(stream >> 32));
+  __m256i c0 = _mm256_setr_epi64x(block[0], block[1], block[2], block[3]);
+  __m256i c1 = _mm256_set1_epi64x(step);
+  __m256i c2 = _mm256_setr_epi64x((uint32_t)stream[0], (uint32_t)stream[1], (uint32_t)stream[2],
+                                  (uint32_t)stream[3]);
+  __m256i c3 = _mm256_setr_epi64x(stream[0] >> 32, stream[1] >> 32, stream[2] >> 32,
+                                  stream[3] >> 32);
   uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
   for (int round = 0; round < 10; round++) {
     const __m256i p0 = _mm256_mul_epu32(m0, c0), p1 = _mm256_mul_epu32(m1, c2);
@@ -201,13 +203,14 @@ __attribute__((target("avx2"))) static inline __m256d u32_to_pd(__m256i r) {
                        two52);
 }
 
-/* Normals of 4 consecutive Philox blocks (16 values) into out[16]. */
-__attribute__((target("avx2"))) static void randn_4blocks_avx2(uint64_t seed, uint64_t stream,
-                                                              uint32_t step, uint32_t block0,
-                                                              float *out) {
+/* The normals of 4 Philox blocks (lane l: block[l] of stream[l]): z[b] holds the 4 values
+ * of lane b's block. */
+__attribute__((target("avx2"))) static void randn_x4(uint64_t seed, const uint64_t stream[4],
+                                                    uint32_t step, const uint32_t block[4],
+                                                    __m128 z[4]) {
   __m256i w[4];
-  philox_x4(seed, stream, step, block0, w);
-  __m128 z[4]; /* z[2·pair + 0] = radius·cos, z[2·pair + 1] = radius·sin, per block */
+  philox_x4(seed, stream, step, block, w);
+  /* before the transpose z[2·pair] = radius·cos, z[2·pair + 1] = radius·sin, per lane */
   for (int pair = 0; pair < 2; pair++) {
     const __m256d u = _mm256_mul_pd(_mm256_add_pd(u32_to_pd(w[2 * pair]), _mm256_set1_pd(0.5)),
                                     _mm256_set1_pd(1.0 / 4294967296.0));
@@ -220,9 +223,33 @@ __attribute__((target("avx2"))) static void randn_4blocks_avx2(uint64_t seed, ui
     z[2 * pair] = _mm256_cvtpd_ps(_mm256_mul_pd(radius, c));
     z[2 * pair + 1] = _mm256_cvtpd_ps(_mm256_mul_pd(radius, s));
   }
-  /* rows are the 4 values of a block, columns the blocks: transpose into out */
   _MM_TRANSPOSE4_PS(z[0], z[1], z[2], z[3]);
+}
+
+/* 16 values of one stream: blocks block0..block0+3 */
+__attribute__((target("avx2"))) static void randn_16(uint64_t seed, uint64_t stream,
+                                                    uint32_t step, uint32_t block0, float *out) {
+  const uint64_t streams[4] = {stream, stream, stream, stream};
+  const uint32_t blocks[4] = {block0, block0 + 1, block0 + 2, block0 + 3};
+  __m128 z[4];
+  randn_x4(seed, streams, step, blocks, z);
   for (int b = 0; b < 4; b++) _mm_storeu_ps(out + 4 * b, z[b]);
+}
+
+/* Rows i..i+3 of sde_randn_rows, each of len < 16 values: lane l is row i + l */
+__attribute__((target("avx2"))) static void randn_4rows(uint64_t seed, uint64_t stream,
+                                                       uint32_t step, float *out, int64_t len) {
+  const uint64_t streams[4] = {stream, stream + 1, stream + 2, stream + 3};
+  for (int64_t base = 0; base < len; base += 4) {
+    const uint32_t b = (uint32_t)(base / 4), blocks[4] = {b, b, b, b};
+    __m128 z[4];
+    float v[4];
+    randn_x4(seed, streams, step, blocks, z);
+    for (int l = 0; l < 4; l++) {
+      _mm_storeu_ps(v, z[l]);
+      for (int j = 0; j < 4 && base + j < len; j++) out[l * len + base + j] = v[j];
+    }
+  }
 }
 
 static int randn_avx2_ok(void) {
@@ -262,13 +289,25 @@ void sde_randn(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_
 #ifdef HAVE_RANDN_AVX2
   if (randn_avx2_ok())
     for (; done + 16 <= n; done += 16)
-      randn_4blocks_avx2(seed, stream, step, (uint32_t)(done / 4), out + done);
+      randn_16(seed, stream, step, (uint32_t)(done / 4), out + done);
 #endif
   for (int64_t base = done; base < n; base += 4) {
     double z[4];
     randn_block(seed, stream, step, (uint32_t)(base / 4), z);
     for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (float)z[j];
   }
+}
+
+void sde_randn_rows(uint64_t seed, uint64_t stream0, uint32_t step, float *out, int n_rows,
+                    int64_t row_len) {
+  int i = 0;
+#ifdef HAVE_RANDN_AVX2
+  /* short rows (low-dimensional models) fill the lanes with 4 rows at a time */
+  if (row_len < 16 && randn_avx2_ok())
+    for (; i + 4 <= n_rows; i += 4)
+      randn_4rows(seed, stream0 + (uint64_t)i, step, out + (int64_t)i * row_len, row_len);
+#endif
+  for (; i < n_rows; i++) sde_randn(seed, stream0 + (uint64_t)i, step, out + (int64_t)i * row_len, row_len);
 }
 
 void sde_randu(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {

@@ -21,6 +21,9 @@ void sde_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4
 /* out[0..n) = standard normal numbers for elements 0..n of (seed, stream, step).
  * Box-Muller in double precision, rounded to float. */
 void sde_randn(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n);
+/* Row i of out[n_rows, row_len] = sde_randn(seed, stream0 + i, step, ·, row_len). */
+void sde_randn_rows(uint64_t seed, uint64_t stream0, uint32_t step, float *out, int n_rows,
+                    int64_t row_len);
 /* The same numbers, one block at a time without SIMD: the reference the vector path of
  * sde_randn is tested against (bit for bit). */
 void sde_randn_scalar(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n);
