@@ -8,6 +8,7 @@
 #   SEED        noise seed (default 0)
 #   GST_PLUGIN_PATH  defaults to $BUILD_DIR/plugins when unset
 #   OMP_WAIT_POLICY  defaults to passive (see below)
+#   OPENBLAS_CORETYPE  set when OpenBLAS does not know this CPU (see below)
 # Each script documents its own extra variables (FRAMES, ...).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,6 +39,15 @@ mkdir -p "$OUT_DIR"
 # wait, a machine busy with other work slows it down 30-40 times (measured: 182 s
 # instead of 6 s for sample-grid.sh on 2 loaded cores); sleeping threads avoid that.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+
+# OpenBLAS picks its kernels when a process loads it and falls back to generic ones on a
+# CPU newer than itself (1.6-1.9x slower networks, docs/BENCHMARKS.md). The scoresde tool
+# detects that and restarts itself with OPENBLAS_CORETYPE; gst-launch cannot, so the
+# variable is set here from the tool's choice.
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -x "$BUILD_DIR/engine/scoresde" ]; then
+  core=$("$BUILD_DIR/engine/scoresde" --version | sed -n 's/.*restarted with OPENBLAS_CORETYPE=\([A-Za-z0-9]*\).*/\1/p')
+  if [ -n "$core" ]; then export OPENBLAS_CORETYPE=$core; fi
+fi
 
 # Fails early, with a hint, when an element is missing.
 require_elements() {

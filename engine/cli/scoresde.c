@@ -1176,7 +1176,9 @@ static void cfg_init(cli_cfg *c) {
 static void reexec_with_fast_blas(char **argv) {
   if (getenv("OPENBLAS_CORETYPE")) return;
   const char *core = sde_blas_better_coretype();
+  const char *chosen = sde_blas_corename();
   if (!core || setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
+  setenv("SCORESDE_BLAS_FALLBACK", chosen ? chosen : "?", 1); /* for --version */
   execv("/proc/self/exe", argv);
 }
 
@@ -1208,7 +1210,11 @@ int main(int argc, char **argv) {
   if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
     const char *core = sde_blas_corename(), *better = sde_blas_better_coretype();
     printf("scoresde %s\n", SCORESDE_VERSION);
-    if (core)
+    const char *fallback = getenv("SCORESDE_BLAS_FALLBACK");
+    if (core && fallback)
+      printf("OpenBLAS kernels: %s (the library chose %s; restarted with OPENBLAS_CORETYPE=%s)\n",
+             core, fallback, core);
+    else if (core)
       printf("OpenBLAS kernels: %s%s%s\n", core, better ? "; faster on this CPU: " : "",
              better ? better : "");
     return CLI_EXIT_OK;
