@@ -412,7 +412,8 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
   gboolean use_alpha;
   int rc;
 
-  rc = sde_png_read (path, 0, &png, &c, &h, &w);
+  /* a mask larger than the model is refused from its header, before decoding */
+  rc = sde_png_read_max (path, 0, mh, mw, &png, &c, &h, &w);
   if (rc != SDE_OK) {
     if (rc == SDE_EIO)
       GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
@@ -423,8 +424,7 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
               sde_errmsg ()));
     else
       GST_ELEMENT_ERROR (self, RESOURCE, READ,
-          ("The mask '%s' is not a valid PNG file.", path), ("%s",
-              sde_errmsg ()));
+          ("The mask '%s' cannot be used: %s", path, sde_errmsg ()), (NULL));
     return FALSE;
   }
   if (h != mh || w != mw) {

@@ -314,10 +314,11 @@ static int load_samples(const char *what, const char *path, const sde_model *m, 
                       what, path, (long long)D);
     int want = png_channels_for(m);
     if (gray_ok && m->channels == 3) want = 3;
+    /* the model's size bounds what is decoded: a larger image is refused from its header */
     if (dir)
-      rc = sde_png_read_dir(path, want, &x, &n, &c, &h, &w);
+      rc = sde_png_read_dir_max(path, want, m->height, m->width, &x, &n, &c, &h, &w);
     else
-      rc = sde_png_read(path, want, &x, &c, &h, &w);
+      rc = sde_png_read_max(path, want, m->height, m->width, &x, &c, &h, &w);
     if (rc) return rc;
     if (c != m->channels || h != m->height || w != m->width) {
       int64_t dims[3] = {c, h, w};
@@ -788,7 +789,8 @@ static int load_mask(const char *path, const sde_model *m, int count, float **ou
     if (!m->is_image)
       return sde_fail(SDE_EINVAL, "--mask '%s' is a PNG image, but the model's samples are "
                                   "vectors; use a .npy mask", path);
-    if ((rc = sde_png_read(path, 0, &raw, &rawc, &h, &w))) return rc;
+    if ((rc = sde_png_read_max(path, 0, m->height, m->width, &raw, &rawc, &h, &w)))
+      return sde_fail_context(rc, "--mask");
     if (h != m->height || w != m->width) {
       free(raw);
       return sde_fail(SDE_EINVAL, "--mask is %dx%d pixels but the model's images are %dx%d", w,

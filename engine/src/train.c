@@ -252,7 +252,8 @@ int sde_dataset_load(const char *path, int image_size, int channels, sde_dataset
   float *raw = NULL;
   int n = 0, c = 0, h = 0, w = 0, rc;
   if (is_directory(path)) {
-    rc = sde_png_read_dir(path, channels, &raw, &n, &c, &h, &w);
+    /* images larger than the model are refused from their headers, before decoding */
+    rc = sde_png_read_dir_max(path, channels, image_size, image_size, &raw, &n, &c, &h, &w);
     if (rc) return rc;
   } else if (sde_has_suffix(path, ".npy")) {
     int nd;
