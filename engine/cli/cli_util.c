@@ -51,16 +51,17 @@ static const cli_option *find_option(const cli_option *opts, size_t nopts, unsig
 }
 
 static int in_range(const cli_option *o, double v) {
-  if (o->lo_open ? !(v > o->lo) : !(v >= o->lo)) return 0;
-  return v <= o->hi;
+  if ((o->open & CLI_OPEN_LO) ? !(v > o->lo) : !(v >= o->lo)) return 0;
+  return (o->open & CLI_OPEN_HI) ? v < o->hi : v <= o->hi;
 }
 
 static void range_text(const cli_option *o, char *buf, size_t size) {
   if (o->type == CLI_DOUBLE) {
+    const int lo_open = o->open & CLI_OPEN_LO, hi_open = o->open & CLI_OPEN_HI;
     if (isinf(o->hi))
-      snprintf(buf, size, "%s %g", o->lo_open ? ">" : ">=", o->lo);
+      snprintf(buf, size, "%s %g", lo_open ? ">" : ">=", o->lo);
     else
-      snprintf(buf, size, "in %s%g, %g]", o->lo_open ? "(" : "[", o->lo, o->hi);
+      snprintf(buf, size, "in %s%g, %g%s", lo_open ? "(" : "[", o->lo, o->hi, hi_open ? ")" : "]");
   } else {
     snprintf(buf, size, "an integer in [%.0f, %.0f]", o->lo, o->hi);
   }

@@ -17,8 +17,10 @@ typedef enum {
   CLI_INT,    /* int in [lo, hi] */
   CLI_INT64,  /* int64_t in [lo, hi] */
   CLI_U64,    /* uint64_t, any non-negative decimal or 0x hex */
-  CLI_DOUBLE, /* finite double in [lo, hi]; lo_open/hi_open make the bound exclusive */
+  CLI_DOUBLE, /* finite double in [lo, hi]; `open` makes a bound exclusive */
 } cli_type;
+
+enum { CLI_OPEN_LO = 1, CLI_OPEN_HI = 2 };
 
 /* One long option, --name VALUE or --name=VALUE. The value lands at (char *)base + offset. */
 typedef struct {
@@ -27,7 +29,7 @@ typedef struct {
   cli_type type;
   size_t offset;
   double lo, hi;       /* inclusive range of INT/INT64/DOUBLE values */
-  int lo_open;         /* 1: the value must be > lo rather than >= lo */
+  int open;            /* CLI_OPEN_LO: the value must be > lo; CLI_OPEN_HI: < hi */
   const char *metavar; /* shown in help: "FILE", "N", ... (NULL for flags) */
   const char *help;    /* one line, with the default in parentheses */
   unsigned groups;     /* the option is accepted by commands whose groups intersect this */

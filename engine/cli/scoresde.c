@@ -31,6 +31,7 @@ typedef struct {
   int num_scales;                                  /* -1: not given */
   double snr, eps, rtol, atol;                     /* NAN: not given */
   int corrector_steps, steps;                      /* -1: not given */
+  int64_t max_evals;                               /* 0: not given */
   int no_denoise, dequantize, quiet, centered, help_flag;
   int n;          /* -1: not given */
   uint64_t seed;  /* 0 */
@@ -143,11 +144,11 @@ static const cli_option options[] = {
    "langevin, ald or none (langevin)", G_PC},
   {"snr", NULL, CLI_DOUBLE, OFF(snr), 0, BIG, 1, "X", "corrector signal-to-noise ratio (0.16)",
    G_PC},
-  {"corrector-steps", NULL, CLI_INT, OFF(corrector_steps), 0, 100000, 0, "N",
+  {"corrector-steps", NULL, CLI_INT, OFF(corrector_steps), 0, SDE_MAX_CORRECTOR_STEPS, 0, "N",
    "corrector iterations per step (1)", G_PC},
-  {"steps", NULL, CLI_INT, OFF(steps), 1, 100000000, 0, "N",
-   "PC steps or fixed-step ODE steps (default: the SDE's N)", G_STEPS},
-  {"eps", NULL, CLI_DOUBLE, OFF(eps), 0, 1, 1, "T",
+  {"steps", NULL, CLI_INT, OFF(steps), 1, SDE_MAX_STEPS, 0, "N",
+   "PC steps (at least 2) or fixed-step ODE steps (default: the SDE's N)", G_STEPS},
+  {"eps", NULL, CLI_DOUBLE, OFF(eps), 0, SDE_T, CLI_OPEN_LO | CLI_OPEN_HI, "T",
    "smallest time (1e-5 for VE, 1e-3 for VP and sub-VP; likelihood: 1e-5)", G_EPS},
   {"no-denoise", NULL, CLI_FLAG, OFF(no_denoise), 0, 0, 0, NULL,
    "skip the final noise-removal (Tweedie) step", G_PC},
@@ -155,6 +156,8 @@ static const cli_option options[] = {
    "rk45 (adaptive), euler or heun (fixed steps) (rk45)", G_ODE},
   {"rtol", NULL, CLI_DOUBLE, OFF(rtol), 0, 1, 1, "X", "RK45 relative tolerance (1e-5)", G_TOL},
   {"atol", NULL, CLI_DOUBLE, OFF(atol), 0, 1, 1, "X", "RK45 absolute tolerance (1e-5)", G_TOL},
+  {"max-evals", NULL, CLI_INT64, OFF(max_evals), 1, 1e12, 0, "N",
+   "RK45: stop with an error after N score evaluations (10000)", G_TOL},
   /* likelihood */
   {"divergence", NULL, CLI_STR, OFF(div_name), 0, 0, 0, "KIND",
    "auto (exact when the model has it, else rademacher), exact, rademacher or gaussian (auto)",
@@ -493,9 +496,29 @@ static void make_sample_params(const cli_cfg *c, sde_sample_params *p, cli_progr
   if (c->ode_name) p->ode_method = c->ode_method;
   if (!isnan(c->rtol)) p->rtol = c->rtol;
   if (!isnan(c->atol)) p->atol = c->atol;
+  if (c->max_evals > 0) p->max_evals = c->max_evals;
   p->seed = c->seed;
   p->progress = cli_progress_cb;
   p->user = bar;
+}
+
+/* Refuses, as a usage error before any work, sampler settings the engine would refuse:
+ * one rule (sde_sample_params_check) for the CLI, the elements and the engine. */
+static int check_sample_params(const cli_command *cmd, const cli_cfg *c) {
+  if (!(cmd->groups & (G_PC | G_STEPS | G_ODE)) || (cmd->groups & G_LIK)) return 0;
+  sde_sample_params p;
+  make_sample_params(c, &p, NULL);
+  if (!(cmd->groups & G_SAMPLER) && !(cmd->groups & G_PC)) p.sampler = SDE_SAMPLER_ODE;
+  if (sde_sample_params_check(&p, NULL)) return cli_usage_error(cmd->name, "%s", sde_errmsg());
+  return 0;
+}
+
+/* Tolerances below what float32 resolves are raised by the engine; say so. */
+static void note_tolerances(const cli_command *cmd, const cli_cfg *c) {
+  if (c->quiet) return;
+  if ((!isnan(c->rtol) && c->rtol < SDE_ODE_MIN_TOL) || (!isnan(c->atol) && c->atol < SDE_ODE_MIN_TOL))
+    fprintf(stderr, "scoresde %s: note: rtol and atol below %g (what float32 scores resolve) "
+            "are raised to %g\n", cmd->name, SDE_ODE_MIN_TOL, SDE_ODE_MIN_TOL);
 }
 
 static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
@@ -724,6 +747,7 @@ static int run_likelihood(cli_cfg *c, const cli_command *cmd) {
   if (!isnan(c->rtol)) lp.rtol = c->rtol;
   if (!isnan(c->atol)) lp.atol = c->atol;
   if (!isnan(c->eps)) lp.eps = c->eps;
+  if (c->max_evals > 0) lp.max_evals = c->max_evals;
   if (c->div_name) lp.divergence = c->divergence;
   lp.seed = c->seed;
   lp.progress = cli_progress_cb;
@@ -1222,7 +1246,8 @@ int main(int argc, char **argv) {
   }
   if ((cmd->groups & G_MODEL) && !cfg.model)
     return cli_usage_error(cmd->name, "--model FILE is required");
-  if ((rc = parse_names(cmd, &cfg))) return rc;
+  if ((rc = parse_names(cmd, &cfg)) || (rc = check_sample_params(cmd, &cfg))) return rc;
+  note_tolerances(cmd, &cfg);
   cli_install_sigint();
   return cmd->run(&cfg, cmd);
 }

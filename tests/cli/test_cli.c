@@ -18,11 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "png_bomb.h"
 #include "scoresde/scoresde.h"
 #include "tap.h"
 
@@ -34,8 +36,10 @@ static char dir[256];
 /* ---- running the tool ------------------------------------------------------------------ */
 
 typedef struct {
-  int status; /* exit status, or -1 */
-  int sig;    /* terminating signal, or 0 */
+  int status;     /* exit status, or -1 */
+  int sig;        /* terminating signal, or 0 */
+  long maxrss_kb; /* peak resident memory of the run */
+  double seconds; /* its wall time */
   char out[16384], err[16384];
 } result;
 
@@ -57,8 +61,10 @@ static void slurp(const char *path, char *buf, size_t size) {
 static void wait_child(pid_t pid, double limit_s, result *r) {
   int st = 0;
   double waited = 0;
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
   for (;;) {
-    pid_t w = waitpid(pid, &st, WNOHANG);
+    pid_t w = wait4(pid, &st, WNOHANG, &ru);
     if (w == pid) break;
     if (w < 0 && errno != EINTR) {
       r->status = -1;
@@ -66,7 +72,7 @@ static void wait_child(pid_t pid, double limit_s, result *r) {
     }
     if (waited > limit_s) {
       kill(pid, SIGKILL);
-      waitpid(pid, &st, 0);
+      wait4(pid, &st, 0, &ru);
       break;
     }
     sleep_ms(2);
@@ -74,6 +80,7 @@ static void wait_child(pid_t pid, double limit_s, result *r) {
   }
   r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   r->sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+  r->maxrss_kb = ru.ru_maxrss;
 }
 
 /* Runs `scoresde args...` (NULL-terminated, relative paths inside the temp folder). */
@@ -100,8 +107,9 @@ static result *run_v(const char *const *args) {
   } else {
     double t0 = sde_now();
     wait_child(pid, 60.0, &r);
-    if (sde_now() - t0 > 2.0) TAP_DIAG("slow: %s %s took %.1f s", args[0], args[1] ? args[1] : "",
-                                       sde_now() - t0);
+    r.seconds = sde_now() - t0;
+    if (r.seconds > 2.0) TAP_DIAG("slow: %s %s took %.1f s", args[0], args[1] ? args[1] : "",
+                                  r.seconds);
     slurp(outp, r.out, sizeof r.out);
     slurp(errp, r.err, sizeof r.err);
   }
@@ -692,6 +700,104 @@ static void test_noise_scales(void) {
   check_error(r, 1, NULL, "noise-scales on a malformed .npy");
 }
 
+static int exists(const char *name) {
+  struct stat st;
+  return stat(P(name), &st) == 0;
+}
+
+/* A refusal that cost nothing: exit 1 naming `needle`, under 64 MB, no output file. */
+static void check_refused_cheaply(const result *r, const char *needle, const char *out,
+                                  const char *what) {
+  check_error(r, 1, needle, what);
+  TAP_CHECK(r->maxrss_kb < 64 * 1024 && !exists(out),
+            "%s: refused in %.2f s at a peak of %ld KB, %s not written", what, r->seconds,
+            r->maxrss_kb, out);
+}
+
+/* Decompression bombs: a 261 KB PNG declaring 16384x16384 pixels (before the header check:
+ * 3.4 GB and 9 s through colorize --in, 1.3 GB through --mask). */
+static void test_png_bombs(void) {
+  size_t len = write_bomb_png(P("bomb.png"), 16384, 16384);
+  TAP_CHECK(len > 0 && len < 300000, "a %zu-byte PNG declaring 16384x16384 pixels", len);
+  mkdir(P("bombdir"), 0755);
+  if (symlink(P("imgs/img0.png"), P("bombdir/a.png")) || symlink(P("bomb.png"), P("bombdir/b.png")))
+    TAP_DIAG("symlink failed");
+  result *r = RUN("colorize", "--model", "emp.json", "--in", "bomb.png", "--out", "bomb1.npy");
+  check_refused_cheaply(r, "bomb.png: the image is 16384x16384 pixels, larger than the 8x8",
+                        "bomb1.npy", "colorize --in bomb");
+  r = RUN("inpaint", "--model", "emp.json", "--in", "imgs/img0.png", "--mask", "bomb.png",
+          "--out", "bomb2.npy");
+  check_refused_cheaply(r, "--mask: ", "bomb2.npy", "inpaint --mask bomb");
+  r = RUN("encode", "--model", "emp.json", "--in", "bombdir", "--out", "bomb3.npy");
+  check_refused_cheaply(r, "b.png: the image is 16384x16384", "bomb3.npy",
+                        "encode --in a folder whose 2nd image is a bomb");
+  r = RUN("noise-scales", "--data", "bomb.png");
+  check_refused_cheaply(r, "more than the limit of 16777216 pixels", "bomb4.npy",
+                        "noise-scales --data bomb (no model: the global pixel limit)");
+  r = RUN("train", "--data", "bombdir", "--out", "bombrun", "--preset", "tiny", "--image-size",
+          "8", "--attn", "4", "--steps", "1", "--quiet");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "refused before decoding") &&
+                r->maxrss_kb < 64 * 1024 && !exists("bombrun/checkpoint.safetensors"),
+            "train --data with a bomb: refused at %ld KB, no checkpoint", r->maxrss_kb);
+}
+
+/* The ODE solvers always end: tolerances below float32 are raised, and --max-evals caps
+ * every solve with a message naming it (before: --rtol/--atol 1e-14 never ended). */
+static void test_bounded_solvers(void) {
+  result *r = RUN("sample", "--model", "gmm.json", "--out", "tight.npy", "--n", "4", "--sampler",
+                  "ode", "--sigma-max", "5", "--rtol", "1e-14", "--atol", "1e-14");
+  long long nfe = -1;
+  const char *s = strstr(r->err, "NFE ");
+  if (s) nfe = atoll(s + 4);
+  TAP_CHECK(r->status == 0 && strstr(r->err, "raised to 1e-06") && nfe > 0 && nfe < 10000 &&
+                exists("tight.npy"),
+            "sample --sampler ode --rtol 1e-14 --atol 1e-14 ends: NFE %lld in %.2f s, with a note",
+            nfe, r->seconds);
+  const char *const runs[][12] = {
+      {"sample", "--model", "gmm.json", "--out", "cap.npy", "--sampler", "ode", "--sigma-max",
+       "5", "--max-evals", "20", NULL},
+      {"encode", "--model", "gmm.json", "--in", "s.npy", "--out", "cap.npy", "--sigma-max", "5",
+       "--max-evals", "20", NULL},
+      {"decode", "--model", "gmm.json", "--in", "z.npy", "--out", "cap.npy", "--sigma-max", "5",
+       "--max-evals", "20", NULL},
+      {"likelihood", "--model", "gmm.json", "--in", "s.npy", "--logp-out", "cap.npy",
+       "--max-evals", "20", NULL},
+  };
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    r = run_v(runs[i]);
+    char what[64];
+    snprintf(what, sizeof what, "%s --max-evals 20", runs[i][0]);
+    check_error(r, 1, "reached max-evals = 20 score evaluations", what);
+    TAP_CHECK(!exists("cap.npy") && strstr(r->err, "raise max-evals"),
+              "%s: says how to go on, writes nothing", what);
+  }
+  r = RUN("sample", "--model", "gmm.json", "--out", "cap.npy", "--max-evals", "0");
+  check_error(r, 2, "--max-evals", "--max-evals 0 is a usage error");
+}
+
+/* One rule for the sampler settings (sde_sample_params_check): what the engine refuses is
+ * a usage error (exit 2) before anything runs; what it accepts runs. */
+static void test_setting_ranges(void) {
+  result *r = RUN("sample", "--model", "gmm.json", "--out", "refused.npy", "--steps", "1");
+  check_error(r, 2, "the pc sampler needs at least 2 steps", "sample --steps 1 (pc)");
+  r = RUN("inpaint", "--model", "emp.json", "--in", "imgs/img0.png", "--mask", "mask.png",
+          "--out", "refused.npy", "--steps", "1");
+  check_error(r, 2, "at least 2 steps", "inpaint --steps 1");
+  r = RUN("sample", "--model", "gmm.json", "--out", "refused.npy", "--eps", "1");
+  check_error(r, 2, "--eps must be a number in (0, 1)", "sample --eps 1");
+  r = RUN("likelihood", "--model", "gmm.json", "--in", "s.npy", "--eps", "1");
+  check_error(r, 2, "--eps must be a number in (0, 1)", "likelihood --eps 1");
+  r = RUN("sample", "--model", "gmm.json", "--out", "refused.npy", "--steps", "1000001");
+  check_error(r, 2, "--steps", "--steps above the engine's 1000000");
+  TAP_CHECK(!exists("refused.npy"), "refused settings write nothing");
+  r = RUN("sample", "--model", "gmm.json", "--out", "one.npy", "--n", "2", "--sampler", "ode",
+          "--ode-method", "euler", "--steps", "1", "--sigma-max", "5");
+  ok_run(r, "sample --sampler ode --ode-method euler --steps 1 runs (one step is enough there)");
+  r = RUN("encode", "--model", "gmm.json", "--in", "s.npy", "--out", "one.npy", "--ode-method",
+          "heun", "--steps", "1", "--sigma-max", "5");
+  ok_run(r, "encode --ode-method heun --steps 1 runs");
+}
+
 /* Network models, when the fixtures of tests/fixtures are around (SCORESDE_FIXTURES). */
 static void test_network(void) {
   const char *fx = getenv("SCORESDE_FIXTURES");
@@ -834,6 +940,9 @@ int main(int argc, char **argv) {
   test_gmm();
   test_images();
   test_noise_scales();
+  test_png_bombs();
+  test_bounded_solvers();
+  test_setting_ranges();
   test_network();
   test_tty();
   TAP_DIAG("%.1f s", sde_now() - t0);
