@@ -12,6 +12,7 @@
 #ifndef SCORESDE_SAMPLE_H
 #define SCORESDE_SAMPLE_H
 
+#include <float.h>
 #include <stdint.h>
 #include "model.h"
 #include "sde.h"
@@ -73,9 +74,10 @@ typedef struct {
 /* The adaptive ODE solver stops with an error after this many evaluations by default
  * (a solve takes about 100-1000 at the tolerances float32 can meet). */
 #define SDE_ODE_DEFAULT_MAX_EVALS 10000
-/* The smallest rtol and atol the solvers use: the score is float32, so tighter
- * tolerances only shrink the steps towards float32 rounding noise (about 8 ulps). */
-#define SDE_ODE_MIN_TOL 1e-6
+/* The smallest rtol and atol the solvers use: the score is float32, known to about
+ * FLT_EPSILON relative, so tighter tolerances only shrink the steps towards its rounding
+ * noise (and 1e-14 never ended). */
+#define SDE_ODE_MIN_TOL ((double)FLT_EPSILON)
 /* Upper bounds of steps and corrector_steps. */
 #define SDE_MAX_STEPS 1000000
 #define SDE_MAX_CORRECTOR_STEPS 100000
