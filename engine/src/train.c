@@ -662,27 +662,6 @@ static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
 
 /* ---- checkpoints ----------------------------------------------------------------------------- */
 
-static int write_atomic(const char *path, const sde_st_entry *e, int n, const char *const *meta,
-                        int n_meta) {
-  size_t len = strlen(path) + 32;
-  char *tmp = sde_malloc(len);
-  if (!tmp) return SDE_ENOMEM;
-  snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-  int rc = sde_st_write(tmp, e, n, meta, n_meta);
-  if (!rc) {
-    int fd = open(tmp, O_RDONLY);
-    if (fd >= 0) {
-      fsync(fd);
-      close(fd);
-    }
-    if (rename(tmp, path) != 0)
-      rc = sde_fail(SDE_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-  }
-  if (rc) remove(tmp);
-  free(tmp);
-  return rc;
-}
-
 int sde_trainer_save(const sde_trainer *t, const char *path, const char *const *extra_meta,
                      int n_extra) {
   char *net_json = sde_ncsnpp_config_to_json(&t->nc);
@@ -716,7 +695,7 @@ int sde_trainer_save(const sde_trainer *t, const char *path, const char *const *
     {"adam_v", 1, {t->P}, t->v},
     {"ema", 1, {t->P}, t->ema},
   };
-  rc = write_atomic(path, e, 4, meta, nm);
+  rc = sde_st_write(path, e, 4, meta, nm);
 done:
   free(net_json);
   free(train_json);
@@ -839,18 +818,7 @@ int sde_trainer_export(const sde_trainer *t, const char *path, const char *const
   sde_model *m;
   int rc = sde_trainer_ema_model(t, &m);
   if (rc) return rc;
-  size_t len = strlen(path) + 32;
-  char *tmp = sde_malloc(len);
-  if (!tmp) {
-    sde_model_free(m);
-    return SDE_ENOMEM;
-  }
-  snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-  rc = sde_network_save(m, tmp, extra_meta, n_extra);
-  if (!rc && rename(tmp, path) != 0)
-    rc = sde_fail(SDE_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-  if (rc) remove(tmp);
-  free(tmp);
+  rc = sde_network_save(m, path, extra_meta, n_extra); /* atomic, as every safetensors write */
   sde_model_free(m);
   return rc;
 }

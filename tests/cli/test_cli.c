@@ -26,6 +26,7 @@
 
 #include "png_bomb.h"
 #include "scoresde/scoresde.h"
+#include "scoresde/train.h"
 #include "tap.h"
 
 extern char **environ;
@@ -798,6 +799,130 @@ static void test_setting_ranges(void) {
   ok_run(r, "encode --ode-method heun --steps 1 runs");
 }
 
+/* Starts `scoresde args...` without waiting (stdout, stderr to /dev/null). */
+static pid_t spawn_quiet(const char *const *args) {
+  const char *argv[64];
+  int n = 0;
+  argv[n++] = exe;
+  for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, exe, &fa, NULL, (char *const *)argv, environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+/* Files named checkpoint.safetensors.tmp.* in the run folder. */
+static int count_temporaries(const char *run) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "ls '%s' 2>/dev/null | grep -c '^checkpoint.safetensors.tmp\\.'",
+           P(run));
+  FILE *f = popen(cmd, "r");
+  int n = 0;
+  if (f) {
+    if (fscanf(f, "%d", &n) != 1) n = 0;
+    pclose(f);
+  }
+  return n;
+}
+
+/* Training killed with SIGKILL while it checkpoints every step: the checkpoint is always
+ * whole (it is replaced by a rename), --resume removes the temporaries of dead writers
+ * (and only those), and --export writes atomically too. */
+static void test_killed_training(void) {
+  const char *train[] = {"train", "--data", "imgs", "--out", "krun", "--preset", "tiny",
+                         "--image-size", "8", "--attn", "4", "--batch", "2", "--steps",
+                         "1000000", "--ckpt-every", "1", "--sample-n", "0", "--quiet", NULL};
+  const char *resume[] = {"train", "--out", "krun", "--resume", "--steps", "1000000",
+                          "--ckpt-every", "1", "--sample-n", "0", "--quiet", NULL};
+  char ckpt[600];
+  snprintf(ckpt, sizeof ckpt, "%s", P("krun/checkpoint.safetensors"));
+  int killed = 0, whole = 0, left = 0;
+  for (int round = 0; round < 4; round++) {
+    pid_t pid = spawn_quiet(round ? resume : train);
+    struct stat st0, st;
+    int changes = 0;
+    /* let it write a few checkpoints, then kill it at a varying point of the next one */
+    if (stat(ckpt, &st0) != 0) memset(&st0, 0, sizeof st0);
+    for (int i = 0; pid > 0 && i < 20000 && changes < 3 + round; i++) {
+      if (stat(ckpt, &st) == 0 && (st.st_ino != st0.st_ino || st.st_mtim.tv_nsec != st0.st_mtim.tv_nsec)) {
+        st0 = st;
+        changes++;
+      }
+      sleep_ms(1);
+    }
+    sleep_ms(3 * round);
+    int status = 0;
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    killed += pid > 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    sde_trainer *t = NULL;
+    whole += sde_trainer_load(ckpt, &t) == 0;
+    sde_trainer_free(t);
+    left += count_temporaries("krun");
+  }
+  TAP_CHECK(killed == 4 && whole == 4,
+            "train killed 4 times with SIGKILL while checkpointing every step: checkpoint loads "
+            "after each kill (%d/4 killed, %d/4 whole; %d temporaries found after the kills)",
+            killed, whole, left);
+
+  /* temporaries of a writer that really died by SIGKILL, of a live one (us), and a name
+   * that is not a temporary */
+  pid_t dead = fork();
+  if (dead == 0) {
+    char mine[600];
+    snprintf(mine, sizeof mine, "%s/krun/checkpoint.safetensors.tmp.%ld", dir, (long)getpid());
+    FILE *f = fopen(mine, "wb");
+    if (f) {
+      fputs("half a checkpoint", f);
+      fclose(f);
+    }
+    raise(SIGKILL);
+    _exit(1);
+  }
+  int st = 0;
+  waitpid(dead, &st, 0);
+  char orphan[64], live[64];
+  snprintf(orphan, sizeof orphan, "krun/checkpoint.safetensors.tmp.%ld", (long)dead);
+  snprintf(live, sizeof live, "krun/checkpoint.safetensors.tmp.%ld", (long)getpid());
+  write_text(live, "being written by a live process");
+  write_text("krun/checkpoint.safetensors.tmp.notapid", "not ours");
+  char *step_text = sde_checkpoint_metadata(ckpt, "step");
+  long long step = step_text ? atoll(step_text) : -1;
+  free(step_text);
+  char target[32];
+  snprintf(target, sizeof target, "%lld", step + 2);
+  result *r = RUN("train", "--out", "krun", "--resume", "--steps", target, "--sample-n", "0",
+                  "--export", "kexport.safetensors");
+  int ok = r->status == 0 && WIFSIGNALED(st) && exists(live) &&
+           exists("krun/checkpoint.safetensors.tmp.notapid") && !exists(orphan) &&
+           strstr(r->err, "removed ") && strstr(r->err, "left by a killed run");
+  if (!TAP_CHECK(ok, "--resume removes the temporaries of dead writers (one killed by SIGKILL), "
+                     "keeps a live writer's and other names"))
+    TAP_DIAG("exit %d, stderr: %.400s", r->status, r->err);
+  step_text = sde_checkpoint_metadata(ckpt, "step");
+  TAP_CHECK(step_text && atoll(step_text) == step + 2, "the resumed run went on from step %lld to %s",
+            step, step_text ? step_text : "?");
+  free(step_text);
+  sde_model *m = NULL;
+  int rc = sde_model_load(P("kexport.safetensors"), &m);
+  sde_model_free(m);
+  TAP_CHECK(rc == 0 && count_temporaries("krun") == 2 && !exists("kexport.safetensors.tmp.0"),
+            "--export wrote a whole model atomically (%s)", rc ? sde_errmsg() : "loads");
+  r = RUN("train", "--out", "krun", "--resume", "--steps", target, "--sample-n", "0", "--export",
+          "nodir/kexport.safetensors", "--quiet");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "nodir/kexport.safetensors") && !exists("nodir"),
+            "--export into a missing folder: exit 1 naming it, nothing written");
+  remove(P(live));
+}
+
 /* Network models, when the fixtures of tests/fixtures are around (SCORESDE_FIXTURES). */
 static void test_network(void) {
   const char *fx = getenv("SCORESDE_FIXTURES");
@@ -943,6 +1068,7 @@ int main(int argc, char **argv) {
   test_png_bombs();
   test_bounded_solvers();
   test_setting_ranges();
+  test_killed_training();
   test_network();
   test_tty();
   TAP_DIAG("%.1f s", sde_now() - t0);

@@ -50,6 +50,14 @@ int sde_png_read_dir(const char *dir, int want_channels, float **data, int *n, i
 int sde_png_read_dir_max(const char *dir, int want_channels, int max_height, int max_width,
                          float **data, int *n, int *channels, int *height, int *width);
 
+/* Replaces path with data[len] atomically: written to path.tmp.<pid>, flushed to disk,
+ * renamed over path, and the folder flushed, so path is the old file or the complete new
+ * one even if the writer is killed. Stale temporaries of path are removed first. */
+int sde_write_file_atomic(const char *path, const void *data, size_t len);
+/* Removes path.tmp.<pid> files beside path whose writer process is no longer running (a
+ * killed writer leaves one); *removed (may be NULL) gets their number. */
+int sde_remove_stale_temporaries(const char *path, int *removed);
+
 /* Reads a whole file into a malloc'd buffer of at most max_bytes (plus a NUL). */
 int sde_read_file(const char *path, size_t max_bytes, char **data, size_t *len);
 
