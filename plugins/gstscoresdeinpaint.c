@@ -171,11 +171,12 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
    * GstScoreSdeInpaint:steps:
    *
    * Steps of the predictor-corrector time grid; 0 uses the SDE's N (1000 for the
-   * reference settings). The cost of a frame is proportional to it.
+   * reference settings), else at least 2 (a smaller value fails at start with
+   * LIBRARY/SETTINGS). The cost of a frame is proportional to it.
    */
   g_object_class_install_property (gobject_class, PROP_STEPS,
       g_param_spec_int ("steps", "Steps",
-          "Sampler steps per frame (0 = the SDE's N)", 0,
+          "Sampler steps per frame (0 = the SDE's N, else at least 2)", 0,
           GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
@@ -316,6 +317,9 @@ gst_scoresde_inpaint_set_property (GObject * object, guint prop_id,
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (object);
 
+  /* model, device, mask-location, n-frames...: never half-applied while running */
+  if (!gst_scoresde_property_settable (GST_ELEMENT (object), pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
@@ -496,6 +500,13 @@ gst_scoresde_inpaint_load (GstScoreSdeInpaint * self)
   GST_OBJECT_UNLOCK (self);
   if (!gst_scoresde_model_check_video (self->model, &err))
     goto load_failed;
+  if (!self->model->model->is_image) {
+    GST_ELEMENT_ERROR (self, LIBRARY, INIT,
+        ("scoresdeinpaint needs a model of images; '%s' models vectors of %"
+            G_GSIZE_FORMAT " values.", self->model->path,
+            gst_scoresde_model_dim (self->model)), (NULL));
+    goto done;
+  }
 
   channels = gst_scoresde_model_channels (self->model);
   if (mask_location != NULL && mask_location[0] != '\0') {
@@ -567,14 +578,24 @@ static gboolean
 gst_scoresde_inpaint_start (GstBaseTransform * trans)
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (trans);
+  GstScoreSdeSamplerSettings settings;
+  GError *err = NULL;
   gboolean reload;
 
   GST_OBJECT_LOCK (self);
   reload = self->reload || self->model == NULL;
+  settings = self->settings;
   GST_OBJECT_UNLOCK (self);
   /* model, device or mask-location changed in READY */
   if (reload && !gst_scoresde_inpaint_load (self))
     return FALSE;
+  /* refuse now what the first frame would: steps=1 is in range but not for pc */
+  settings.sampler = GST_SCORESDE_SAMPLER_PC;
+  if (!gst_scoresde_sampler_settings_check (&settings, &self->model->sde, &err)) {
+    GST_SCORESDE_ELEMENT_GERROR (self, err);
+    g_clear_error (&err);
+    return FALSE;
+  }
 
   self->frame = 0;
   gst_scoresde_progress_reset (&self->progress);
@@ -627,12 +648,47 @@ gst_scoresde_inpaint_transform_caps (GstBaseTransform * trans,
   return ret;
 }
 
+/* Frames of another size than the model's cannot be inpainted; says so (negotiation
+ * alone would only report not-negotiated). */
+static void
+gst_scoresde_inpaint_post_wrong_size (GstScoreSdeInpaint * self, gint width,
+    gint height)
+{
+  GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+      ("scoresdeinpaint works at the model's size %dx%d, got %dx%d; put "
+          "videoscale in front.", gst_scoresde_model_width (self->model),
+          gst_scoresde_model_height (self->model), width, height), (NULL));
+}
+
+/* Caps of a size the model cannot serve: the error that explains it comes first. */
+static void
+gst_scoresde_inpaint_check_caps_size (GstScoreSdeInpaint * self, GstCaps * caps)
+{
+  const GstStructure *s = gst_caps_get_structure (caps, 0);
+  gint width, height;
+
+  if (self->model == NULL || !gst_caps_is_fixed (caps) ||
+      !gst_structure_get_int (s, "width", &width) ||
+      !gst_structure_get_int (s, "height", &height))
+    return;
+  if (width != gst_scoresde_model_width (self->model) ||
+      height != gst_scoresde_model_height (self->model))
+    gst_scoresde_inpaint_post_wrong_size (self, width, height);
+}
+
 static gboolean
 gst_scoresde_inpaint_sink_event (GstBaseTransform * trans, GstEvent * event)
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (trans);
 
   switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_CAPS:{
+      GstCaps *caps;
+
+      gst_event_parse_caps (event, &caps);
+      gst_scoresde_inpaint_check_caps_size (self, caps);
+      break;
+    }
     case GST_EVENT_FLUSH_START:
       /* arrives outside the streaming thread: stop the running sampler */
       gst_scoresde_progress_cancel (&self->progress);
@@ -672,12 +728,8 @@ gst_scoresde_inpaint_set_info (GstVideoFilter * filter, GstCaps * incaps,
   /* ERRORS */
 wrong_size:
   {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-        ("scoresdeinpaint works at the model's size %dx%d, got %dx%d; put "
-            "videoscale in front.", gst_scoresde_model_width (self->model),
-            gst_scoresde_model_height (self->model),
-            GST_VIDEO_INFO_WIDTH (in_info), GST_VIDEO_INFO_HEIGHT (in_info)),
-        (NULL));
+    gst_scoresde_inpaint_post_wrong_size (self, GST_VIDEO_INFO_WIDTH (in_info),
+        GST_VIDEO_INFO_HEIGHT (in_info));
     return FALSE;
   }
 no_memory:
@@ -747,6 +799,10 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
         self->data, self->mask, self->result, &stats);
     if (rc != SDE_OK)
       return GST_SCORESDE_ELEMENT_ENGINE_ERROR (self, rc, "inpainting");
+    /* the known pixels are copied from the input below, whatever the result */
+    gst_scoresde_element_check_finite (GST_ELEMENT (self), self->result,
+        (gsize) mc * mhw, self->frame, "the filled frame",
+        "those pixels are drawn black");
     GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": NFE %" G_GINT64_FORMAT
         ", %.3f s", self->frame, (gint64) stats.nfe, stats.seconds);
   }

@@ -293,6 +293,16 @@ static int sample_shape_ok(const sde_model *m, int mode, int gray_ok, const int6
   return 0;
 }
 
+/* Refuses an input holding NaN or Inf: the solvers would carry it into every output. */
+static int check_finite_input(const char *what, const char *path, const float *x, int64_t n,
+                              int64_t D) {
+  for (int64_t i = 0; i < n * D; i++)
+    if (!isfinite(x[i]))
+      return sde_fail(SDE_EINVAL, "%s '%s' holds %g (sample %lld, value %lld); inputs must be "
+                      "finite", what, path, (double)x[i], (long long)(i / D), (long long)(i % D));
+  return SDE_OK;
+}
+
 /* Loads samples for model m from .npy, .png or a folder of PNGs into *out [count, D].
  * `what` names the input in messages. LOAD_LATENT accepts .npy only. gray_ok lets a
  * 3-channel image model take 1-channel inputs (expanded to R = G = B). No scaling here. */
@@ -376,6 +386,10 @@ static int load_samples(const char *what, const char *path, const sde_model *m, 
     free(x);
     return sde_fail(SDE_EINVAL, "%s '%s' holds too many samples (%lld)", what, path,
                     (long long)n64);
+  }
+  if ((rc = check_finite_input(what, path, x, n64, gray ? HW : D))) {
+    free(x);
+    return rc;
   }
   if (gray) {
     x = gray_to_rgb(x, (int)n64, HW);
@@ -870,6 +884,15 @@ static int load_mask(const char *path, const sde_model *m, int count, float **ou
     return sde_fail(SDE_EINVAL, "--mask '%s': expected a .npy or .png file", path);
   }
   int64_t total = (int64_t)*mcount * D;
+  /* the mask is thresholded: a NaN or a value outside [0,1] is a broken mask, not a choice */
+  for (int64_t i = 0; i < total; i++)
+    if (!((*out)[i] >= 0.0f && (*out)[i] <= 1.0f)) {
+      double v = (*out)[i];
+      free(*out);
+      *out = NULL;
+      return sde_fail(SDE_EINVAL, "--mask '%s' holds %g at entry %lld; mask values must be in "
+                      "[0, 1] (1 = known)", path, v, (long long)i);
+    }
   for (int64_t i = 0; i < total; i++) (*out)[i] = (*out)[i] >= 0.5f ? 1.0f : 0.0f;
   return SDE_OK;
 }

@@ -25,7 +25,6 @@
 #include "scoresde/sde.h"
 #include "scoresde/train.h"
 
-#define CKPT_FORMAT "scoresde-checkpoint-1"
 #define BATCH_STREAM 0x7ba7c4u
 
 /* ---- training configuration -------------------------------------------------------------- */
@@ -676,7 +675,7 @@ int sde_trainer_save(const sde_trainer *t, const char *path, const char *const *
   if ((rc = trainer_to_host(t))) goto done;
   snprintf(step, sizeof step, "%lld", (long long)t->step);
   int nm = 0;
-  meta[2 * nm] = "format"; meta[2 * nm + 1] = CKPT_FORMAT; nm++;
+  meta[2 * nm] = "format"; meta[2 * nm + 1] = SDE_CHECKPOINT_FORMAT; nm++;
   meta[2 * nm] = "step"; meta[2 * nm + 1] = step; nm++;
   meta[2 * nm] = "scoresde"; meta[2 * nm + 1] = net_json; nm++;
   meta[2 * nm] = "scoresde_train"; meta[2 * nm + 1] = train_json; nm++;
@@ -744,7 +743,7 @@ int sde_trainer_load(const char *path, sde_trainer **out) {
   sde_json *jn = NULL, *jt = NULL;
   const char *fmt = sde_st_metadata(st, "format"), *net_s = sde_st_metadata(st, "scoresde"),
              *train_s = sde_st_metadata(st, "scoresde_train"), *step_s = sde_st_metadata(st, "step");
-  if (!fmt || strcmp(fmt, CKPT_FORMAT) || !net_s || !train_s || !step_s) {
+  if (!fmt || strcmp(fmt, SDE_CHECKPOINT_FORMAT) || !net_s || !train_s || !step_s) {
     rc = sde_fail(SDE_EFORMAT, "%s: not a scoresde training checkpoint", path);
     goto done;
   }
