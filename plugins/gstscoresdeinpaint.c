@@ -598,6 +598,7 @@ gst_scoresde_inpaint_start (GstBaseTransform * trans)
   }
 
   self->frame = 0;
+  g_atomic_int_set (&self->size_explained, FALSE);
   gst_scoresde_progress_reset (&self->progress);
   return TRUE;
 }
@@ -609,6 +610,29 @@ gst_scoresde_inpaint_stop (GstBaseTransform * trans)
 
   gst_scoresde_inpaint_free_scratch (self);
   return TRUE;
+}
+
+/* Caps of one other size than the model's cannot be inpainted: a warning says why
+ * before the negotiation fails (which alone reports only not-negotiated). Once per
+ * start, as negotiation asks more than once. */
+static void
+gst_scoresde_inpaint_explain_size (GstScoreSdeInpaint * self, GstCaps * caps,
+    gint width, gint height)
+{
+  const GstStructure *s;
+  gint w, h;
+
+  if (gst_caps_is_empty (caps) || gst_caps_is_any (caps)
+      || g_atomic_int_get (&self->size_explained))
+    return;
+  s = gst_caps_get_structure (caps, 0);
+  if (!gst_structure_get_int (s, "width", &w)
+      || !gst_structure_get_int (s, "height", &h) || (w == width && h == height))
+    return;
+  g_atomic_int_set (&self->size_explained, TRUE);
+  GST_ELEMENT_WARNING (self, CORE, NEGOTIATION,
+      ("scoresdeinpaint works at the model's size %dx%d and cannot take %dx%d "
+          "frames; put videoscale in front.", width, height, w, h), (NULL));
 }
 
 static GstCaps *
@@ -643,37 +667,11 @@ gst_scoresde_inpaint_transform_caps (GstBaseTransform * trans,
     gst_caps_unref (ret);
     ret = tmp;
   }
+  if (width > 0 && gst_caps_is_empty (ret))
+    gst_scoresde_inpaint_explain_size (self, caps, width, height);
   GST_DEBUG_OBJECT (self, "%s caps %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
       direction == GST_PAD_SINK ? "sink" : "src", caps, ret);
   return ret;
-}
-
-/* Frames of another size than the model's cannot be inpainted; says so (negotiation
- * alone would only report not-negotiated). */
-static void
-gst_scoresde_inpaint_post_wrong_size (GstScoreSdeInpaint * self, gint width,
-    gint height)
-{
-  GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-      ("scoresdeinpaint works at the model's size %dx%d, got %dx%d; put "
-          "videoscale in front.", gst_scoresde_model_width (self->model),
-          gst_scoresde_model_height (self->model), width, height), (NULL));
-}
-
-/* Caps of a size the model cannot serve: the error that explains it comes first. */
-static void
-gst_scoresde_inpaint_check_caps_size (GstScoreSdeInpaint * self, GstCaps * caps)
-{
-  const GstStructure *s = gst_caps_get_structure (caps, 0);
-  gint width, height;
-
-  if (self->model == NULL || !gst_caps_is_fixed (caps) ||
-      !gst_structure_get_int (s, "width", &width) ||
-      !gst_structure_get_int (s, "height", &height))
-    return;
-  if (width != gst_scoresde_model_width (self->model) ||
-      height != gst_scoresde_model_height (self->model))
-    gst_scoresde_inpaint_post_wrong_size (self, width, height);
 }
 
 static gboolean
@@ -682,13 +680,6 @@ gst_scoresde_inpaint_sink_event (GstBaseTransform * trans, GstEvent * event)
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (trans);
 
   switch (GST_EVENT_TYPE (event)) {
-    case GST_EVENT_CAPS:{
-      GstCaps *caps;
-
-      gst_event_parse_caps (event, &caps);
-      gst_scoresde_inpaint_check_caps_size (self, caps);
-      break;
-    }
     case GST_EVENT_FLUSH_START:
       /* arrives outside the streaming thread: stop the running sampler */
       gst_scoresde_progress_cancel (&self->progress);
@@ -728,8 +719,12 @@ gst_scoresde_inpaint_set_info (GstVideoFilter * filter, GstCaps * incaps,
   /* ERRORS */
 wrong_size:
   {
-    gst_scoresde_inpaint_post_wrong_size (self, GST_VIDEO_INFO_WIDTH (in_info),
-        GST_VIDEO_INFO_HEIGHT (in_info));
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("scoresdeinpaint works at the model's size %dx%d, got %dx%d; put "
+            "videoscale in front.", gst_scoresde_model_width (self->model),
+            gst_scoresde_model_height (self->model),
+            GST_VIDEO_INFO_WIDTH (in_info), GST_VIDEO_INFO_HEIGHT (in_info)),
+        (NULL));
     return FALSE;
   }
 no_memory:

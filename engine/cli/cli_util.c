@@ -279,3 +279,29 @@ void cli_progress_finish(cli_progress *p) {
   }
   p->drawn = 0;
 }
+
+static void report_nonfinite(const char *cmd, const char *noun, int bad, int n) {
+  if (bad)
+    fprintf(stderr, "scoresde %s: warning: %d of %d %s%s hold%s NaN or Inf values (written "
+            "as they are; black in a PNG)\n", cmd, bad, n, noun, n == 1 ? "" : "s",
+            bad == 1 ? "s" : "");
+}
+
+int cli_warn_nonfinite(const char *cmd, const char *noun, const float *x, int n, int64_t D) {
+  int bad = 0;
+  for (int i = 0; i < n; i++)
+    for (int64_t j = 0; j < D; j++)
+      if (!isfinite(x[(int64_t)i * D + j])) {
+        bad++;
+        break;
+      }
+  report_nonfinite(cmd, noun, bad, n);
+  return bad;
+}
+
+int cli_warn_nonfinite_f64(const char *cmd, const char *noun, const double *x, int n) {
+  int bad = 0;
+  for (int i = 0; i < n; i++) bad += !isfinite(x[i]);
+  report_nonfinite(cmd, noun, bad, n);
+  return bad;
+}

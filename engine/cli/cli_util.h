@@ -75,6 +75,13 @@ int cli_progress_cb(void *user, int done, int total);
 /* Clears the bar's line. */
 void cli_progress_finish(cli_progress *p);
 
+/* Every command that writes results says so on stderr when some hold NaN or Inf (a
+ * diverging sampler, say), in one form: "scoresde CMD: warning: K of N <noun>s hold(s)
+ * NaN or Inf values (written as they are; black in a PNG)". x is [n, D]; returns K. */
+int cli_warn_nonfinite(const char *cmd, const char *noun, const float *x, int n, int64_t D);
+/* The same for n doubles (one per output). */
+int cli_warn_nonfinite_f64(const char *cmd, const char *noun, const double *x, int n);
+
 /* "1:05", "12:03:09" */
 void cli_format_duration(double seconds, char *buf, size_t size);
 

@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "scoresde/error.h"
 #include "scoresde/io.h"
@@ -295,6 +296,7 @@ int cmd_score(int argc, char **argv) {
     fail(cmd, NULL);
     goto done;
   }
+  cli_warn_nonfinite(cmd, raw ? "output" : "score", s, B, D);
   if (sde_npy_write(out, s, xnd, xs)) {
     fail(cmd, NULL);
     goto done;

@@ -389,6 +389,7 @@ static int write_grid(const sde_trainer *t, const char *run, const train_args *a
   float *x = malloc((size_t)a->sample_n * D * sizeof(float));
   int rc = x ? sde_sample(m, &m->sde, &p, a->sample_n, 0, x, NULL) : SDE_ENOMEM;
   if (!rc) {
+    cli_warn_nonfinite("train", "EMA sample", x, a->sample_n, D);
     if (m->centered)
       for (int64_t i = 0; i < (int64_t)a->sample_n * D; i++) x[i] = 0.5f * (x[i] + 1.0f);
     char dir[4096], path[4200];

@@ -543,20 +543,6 @@ static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
           (long long)st->nfe, seconds);
 }
 
-/* Warns (stderr) when some outputs are not finite: a diverging sampler, say. */
-static void warn_nonfinite(const char *cmd, const float *x, int n, int64_t D) {
-  int bad = 0;
-  for (int i = 0; i < n; i++)
-    for (int64_t j = 0; j < D; j++)
-      if (!isfinite(x[(int64_t)i * D + j])) {
-        bad++;
-        break;
-      }
-  if (bad)
-    fprintf(stderr, "scoresde %s: warning: %d of %d outputs contain NaN or Inf values\n", cmd,
-            bad, n);
-}
-
 static int progress_enabled(const cli_cfg *c) { return !c->quiet && isatty(STDERR_FILENO); }
 
 /* Parses the names given on the command line into enums (usage errors, exit 2). */
@@ -653,7 +639,7 @@ static int run_sample(cli_cfg *c, const cli_command *cmd) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
-  warn_nonfinite(cmd->name, out, n, D);
+  cli_warn_nonfinite(cmd->name, "sample", out, n, D);
   if ((rc = write_samples(c->out, m, out, n, 1))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;
@@ -702,7 +688,7 @@ static int run_codec(cli_cfg *c, const cli_command *cmd, int encode) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
-  warn_nonfinite(cmd->name, y, n, D);
+  cli_warn_nonfinite(cmd->name, encode ? "latent" : "sample", y, n, D);
   if ((rc = write_samples(c->out, m, y, n, !encode))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;
@@ -772,11 +758,7 @@ static int run_likelihood(cli_cfg *c, const cli_command *cmd) {
   cli_progress_finish(&bar);
   if (rc) goto fail;
 
-  int bad = 0;
-  for (int i = 0; i < n; i++) bad += !isfinite(logp[i]);
-  if (bad)
-    fprintf(stderr, "scoresde likelihood: warning: %d of %d log-likelihoods are not finite\n",
-            bad, n);
+  cli_warn_nonfinite_f64(cmd->name, "log-likelihood", logp, n);
   double offset = sde_dequant_offset(m), mean = 0, mlogp = 0, var = 0;
   for (int i = 0; i < n; i++) {
     mean += sde_bits_per_dim(logp[i], D, offset);
@@ -959,7 +941,7 @@ static int run_control(cli_cfg *c, const cli_command *cmd, int colorize) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
-  warn_nonfinite(cmd->name, y, n, D);
+  cli_warn_nonfinite(cmd->name, "sample", y, n, D);
   if ((rc = write_samples(c->out, m, y, n, 1))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;

@@ -799,6 +799,71 @@ static void test_setting_ranges(void) {
   ok_run(r, "encode --ode-method heun --steps 1 runs");
 }
 
+/* Values the math divides by or thresholds are refused with a message, never turned into
+ * NaN outputs: GMM weights whose sum overflows, dropout outside [0,1), masks and inputs
+ * with NaN or out of range, times outside [0,1]. */
+static void test_bad_values(void) {
+  write_text("gmm_huge.json", "{\"kind\":\"gmm\",\"weights\":[1e308,1e308],"
+                              "\"means\":[[-2,0],[2,0]],\"stds\":0.3}");
+  result *r = RUN("sample", "--model", "gmm_huge.json", "--out", "bv.npy", "--n", "2");
+  check_error(r, 1, "the weights sum to inf (overflow)", "GMM weights [1e308, 1e308]");
+  write_text("dropout.json", "{\"dropout\": 1.5}");
+  r = RUN("train", "--data", "imgs", "--out", "drun", "--model-config", "dropout.json",
+          "--steps", "1", "--quiet");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "dropout = 1.5 must be in [0, 1)") && !exists("drun/checkpoint.safetensors"),
+            "network config with dropout 1.5 refused: %.120s", r->err);
+  float m[3 * IMG_H * IMG_W];
+  int64_t msh[3] = {3, IMG_H, IMG_W};
+  const float bad_values[] = {NAN, 1.5f, -0.25f};
+  for (int k = 0; k < 3; k++) {
+    for (int i = 0; i < 3 * IMG_H * IMG_W; i++) m[i] = i == 17 ? bad_values[k] : 1.0f;
+    sde_npy_write(P("badmask.npy"), m, 3, msh);
+    r = RUN("inpaint", "--model", "emp.json", "--in", "imgs/img0.png", "--mask", "badmask.npy",
+            "--out", "bv.npy");
+    char what[64];
+    snprintf(what, sizeof what, "a mask holding %g", (double)bad_values[k]);
+    check_error(r, 1, "at entry 17; mask values must be in [0, 1]", what);
+  }
+  float xin[4 * 2] = {0, 0, 1, 1, INFINITY, 0, 2, 2};
+  int64_t xsh[2] = {4, 2};
+  sde_npy_write(P("xinf.npy"), xin, 2, xsh);
+  r = RUN("encode", "--model", "gmm.json", "--in", "xinf.npy", "--out", "bv.npy");
+  check_error(r, 1, "holds inf (sample 2, value 0); inputs must be finite", "an input with Inf");
+  float t_bad[2] = {0.5f, NAN};
+  int64_t tsh[1] = {2};
+  sde_npy_write(P("tnan.npy"), t_bad, 1, tsh);
+  sde_npy_write(P("x2.npy"), xin, 2, (int64_t[]){2, 2});
+  r = RUN("score", "--model", "gmm_vp.json", "--in", "x2.npy", "--t", "tnan.npy", "--out", "bv.npy");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "time t[1] = nan must be in [0, 1]"),
+            "score with t = NaN refused: %.120s", r->err);
+  t_bad[1] = 1.5f;
+  sde_npy_write(P("tnan.npy"), t_bad, 1, tsh);
+  r = RUN("score", "--model", "gmm_vp.json", "--in", "x2.npy", "--t", "tnan.npy", "--out", "bv.npy");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "time t[1] = 1.5 must be in [0, 1]"),
+            "score with t = 1.5 refused: %.120s", r->err);
+  TAP_CHECK(!exists("bv.npy"), "refused values write nothing");
+}
+
+/* A result with NaN or Inf is written (it is the result) but never silently: every command
+ * says so in one form. The trigger is natural: a VE prior of std 1e37 overflows float32. */
+static void test_nonfinite_warnings(void) {
+  const char *const runs[][14] = {
+      {"sample", "--model", "gmm.json", "--out", "nf.npy", "--n", "4", "--sigma-max", "1e37",
+       "--num-scales", "20", NULL},
+      {"inpaint", "--model", "emp.json", "--in", "imgs/img0.png", "--mask", "mask.png", "--out",
+       "nf.npy", "--sigma-max", "1e37", "--num-scales", "20", NULL},
+      {"colorize", "--model", "emp.json", "--in", "gray.png", "--out", "nf.npy", "--sigma-max",
+       "1e37", "--num-scales", "20", NULL},
+  };
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    remove(P("nf.npy"));
+    result *r = run_v(runs[i]);
+    TAP_CHECK(r->status == 0 && strstr(r->err, "warning: ") &&
+                  strstr(r->err, " NaN or Inf values (written as they are") && exists("nf.npy"),
+              "%s with a diverging prior: written, with the warning: %.160s", runs[i][0], r->err);
+  }
+}
+
 /* Starts `scoresde args...` without waiting (stdout, stderr to /dev/null). */
 static pid_t spawn_quiet(const char *const *args) {
   const char *argv[64];
@@ -921,6 +986,14 @@ static void test_killed_training(void) {
   TAP_CHECK(r->status == 1 && strstr(r->err, "nodir/kexport.safetensors") && !exists("nodir"),
             "--export into a missing folder: exit 1 naming it, nothing written");
   remove(P(live));
+
+  /* a checkpoint is not a model: info says what it is and how to export it */
+  r = RUN("info", "krun/checkpoint.safetensors");
+  TAP_CHECK(r->status == 0 && strstr(r->out, "training checkpoint") &&
+                strstr(r->out, "scoresde train --out") && strstr(r->out, "--export"),
+            "info on a checkpoint: says what it is and how to export it");
+  r = RUN("sample", "--model", "krun/checkpoint.safetensors", "--out", "ck.npy");
+  check_error(r, 1, "a training checkpoint (step", "a checkpoint given as --model");
 }
 
 /* Network models, when the fixtures of tests/fixtures are around (SCORESDE_FIXTURES). */
@@ -1069,6 +1142,8 @@ int main(int argc, char **argv) {
   test_bounded_solvers();
   test_setting_ranges();
   test_killed_training();
+  test_bad_values();
+  test_nonfinite_warnings();
   test_network();
   test_tty();
   TAP_DIAG("%.1f s", sde_now() - t0);
