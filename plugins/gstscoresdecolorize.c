@@ -884,8 +884,11 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
         self->model_out[i];
   if (gst_scoresde_element_check_finite (GST_ELEMENT (self), self->rgb,
           3 * mhw, self->frame, "the colours",
-          "those pixels keep the input's gray"))
+          "those pixels keep the input's gray")) {
+    /* and the frame is composed on the input's own luminance, whatever the mode */
     keep_gray_where_not_finite (self->rgb, self->small, mhw);
+    chroma_only = TRUE;
+  }
 
   if (chroma_only) {
     /* luminance of a gray value g: g times the column sum of the decoupling matrix */
