@@ -27,6 +27,10 @@
  *
  * At the model's native size both modes give the model's result.
  *
+ * Should the model's result hold NaN or Inf (a diverging sampler), a warning is posted
+ * on the bus and those pixels get the input's gray, the frame composed as with
+ * chroma-only: the input's luminance is never lost.
+ *
  * With #GstScoreSdeColorize:temporal-seed (the default) every frame uses noise stream 0
  * of #GstScoreSdeColorize:seed, so identical frames get identical colours and the
  * static parts of a video keep theirs; otherwise frame k (counted from 0 since the

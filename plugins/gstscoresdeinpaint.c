@@ -19,7 +19,9 @@
  * alpha is then ignored. The output alpha is 255.
  *
  * Frames are processed at the model's native size; other sizes are refused at
- * negotiation (put `videoscale` in front), nothing is rescaled silently. A 1-channel
+ * negotiation, with a warning that says so (put `videoscale` in front), nothing is
+ * rescaled silently. A filled region with NaN or Inf (a diverging sampler) is drawn
+ * black and reported by a warning on the bus. A 1-channel
  * model fills with gray (the mean of R, G and B); a 4-channel model needs
  * #GstScoreSdeInpaint:mask-location because its alpha is data.
  *
