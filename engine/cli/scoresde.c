@@ -157,7 +157,7 @@ static const cli_option options[] = {
   {"rtol", NULL, CLI_DOUBLE, OFF(rtol), 0, 1, 1, "X", "RK45 relative tolerance (1e-5)", G_TOL},
   {"atol", NULL, CLI_DOUBLE, OFF(atol), 0, 1, 1, "X", "RK45 absolute tolerance (1e-5)", G_TOL},
   {"max-evals", NULL, CLI_INT64, OFF(max_evals), 1, 1e12, 0, "N",
-   "RK45: stop with an error after N score evaluations (10000)", G_TOL},
+   "RK45: stop with an error after N score evaluations (100000)", G_TOL},
   /* likelihood */
   {"divergence", NULL, CLI_STR, OFF(div_name), 0, 0, 0, "KIND",
    "auto (exact when the model has it, else rademacher), exact, rademacher or gaussian (auto)",

@@ -99,16 +99,15 @@ int sde_write_file_atomic(const char *path, const void *data, size_t len) {
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) return sde_fail(SDE_EIO, "cannot create '%s': %s", tmp, strerror(errno));
-  const char *step = "write";
-  if (write_all(fd, data, len)) rc = SDE_EIO;
-  else if (step = "flush", fsync(fd) != 0) rc = SDE_EIO;
-  if (close(fd) != 0 && !rc) step = "close", rc = SDE_EIO;
-  if (!rc && rename(tmp, path) != 0) step = "rename", rc = SDE_EIO;
-  if (rc) {
-    int err = errno;
+  const char *failed = NULL; /* the step that failed, with its errno */
+  int err = 0;
+  if (write_all(fd, data, len)) failed = "write", err = errno;
+  else if (fsync(fd) != 0) failed = "flush", err = errno;
+  if (close(fd) != 0 && !failed) failed = "close", err = errno;
+  if (!failed && rename(tmp, path) != 0) failed = "rename", err = errno;
+  if (failed) {
     unlink(tmp);
-    return sde_fail(SDE_EIO, "cannot %s '%s': %s", step, strcmp(step, "rename") ? tmp : path,
-                    strerror(err));
+    return sde_fail(SDE_EIO, "cannot %s '%s': %s", failed, tmp, strerror(err));
   }
   if (sync_dir(sp.dir) != 0)
     return sde_fail(SDE_EIO, "wrote '%s' but cannot flush its folder: %s", path, strerror(errno));

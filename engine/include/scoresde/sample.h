@@ -71,9 +71,10 @@ typedef struct {
                          * with SDE_ENUMERIC (0 = SDE_ODE_DEFAULT_MAX_EVALS) */
 } sde_sample_params;
 
-/* The adaptive ODE solver stops with an error after this many evaluations by default
- * (a solve takes about 100-1000 at the tolerances float32 can meet). */
-#define SDE_ODE_DEFAULT_MAX_EVALS 10000
+/* The adaptive ODE solver stops with an error after this many evaluations by default. A
+ * solve usually takes 100-1000; a stiff one (an empirical model far from its data, at
+ * rtol 1e-6) some 70000. The cap bounds what would otherwise have no end. */
+#define SDE_ODE_DEFAULT_MAX_EVALS 100000
 /* The smallest rtol and atol the solvers use: the score is float32, known to about
  * FLT_EPSILON relative, so tighter tolerances only shrink the steps towards its rounding
  * noise (and 1e-14 never ended). */
