@@ -2,9 +2,10 @@
  * Copyright (C) 2025 The gst-scoresde authors
  * SPDX-License-Identifier: MIT
  *
- * The model cache. Entries are keyed by "<canonical path>\n<file identity>\n<device:id:precision>"
- * and hold one loaded sde_model each; the identity (device, inode, mtime, size) makes a
- * file replaced on disk a new entry, loaded fresh, while users of the old one keep it; handles are the entries themselves, refcounted under the
+ * The model cache. Entries are keyed by "<canonical path>\n<file identity>\n
+ * <device:id:precision>" and hold one loaded sde_model each; the identity (device, inode,
+ * mtime, size) makes a file replaced on disk a new entry, loaded fresh, while users of the
+ * old one keep theirs. Handles are the entries themselves, refcounted under the
  * cache mutex, so acquire/release from any thread (streaming threads, state changes)
  * is safe. A model is loaded under the mutex: two elements starting together load it
  * once, the second waits for the first.
