@@ -6,6 +6,7 @@
 #include "config.h"
 #endif
 
+#include <math.h>
 #include "gstscoresdeerror.h"
 
 GError *
@@ -68,4 +69,40 @@ gst_scoresde_element_post_engine_error (GstElement * element, int status,
       file, function, line);
   g_error_free (error);
   return GST_FLOW_ERROR;
+}
+
+gsize
+gst_scoresde_element_check_finite (GstElement * element, const gfloat * data,
+    gsize n, guint64 frame, const gchar * what, const gchar * fate)
+{
+  gsize i, bad = 0;
+
+  for (i = 0; i < n; i++)
+    bad += !isfinite (data[i]);
+  if (bad > 0)
+    GST_ELEMENT_WARNING (element, STREAM, FAILED,
+        ("Frame %" G_GUINT64_FORMAT ": %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT
+            " values of %s are NaN or Inf; %s.", frame, bad, n, what, fate),
+        ("the sampler diverged: lower snr, raise steps or check the model"));
+  return bad;
+}
+
+gboolean
+gst_scoresde_property_settable (GstElement * element, GParamSpec * pspec)
+{
+  GstState state, next;
+
+  if (!(pspec->flags & GST_PARAM_MUTABLE_READY))
+    return TRUE;
+  GST_OBJECT_LOCK (element);
+  state = GST_STATE (element);
+  next = GST_STATE_NEXT (element);
+  GST_OBJECT_UNLOCK (element);
+  if (state <= GST_STATE_READY && next <= GST_STATE_READY)
+    return TRUE;
+  GST_ELEMENT_WARNING (element, LIBRARY, SETTINGS,
+      ("Property '%s' can only be changed in the NULL or READY state; the new "
+          "value is ignored.", pspec->name), ("element is %s",
+          gst_element_state_get_name (MAX (state, next))));
+  return FALSE;
 }

@@ -33,6 +33,22 @@ GstFlowReturn gst_scoresde_element_post_engine_error (GstElement * element,
     int status, const gchar * what, const gchar * file,
     const gchar * function, gint line);
 
+/* Counts the NaN/Inf values of an engine result data[n] for frame `frame`. When there
+ * are any, posts a STREAM/FAILED warning on the bus saying how many, in `what` ("the
+ * sample", "the latent"...), and what becomes of them (`fate`); a result is never passed
+ * on silently. Returns their number. */
+gsize gst_scoresde_element_check_finite (GstElement * element,
+    const gfloat * data, gsize n, guint64 frame, const gchar * what,
+    const gchar * fate);
+
+/* For set_property: FALSE when `pspec` is flagged GST_PARAM_MUTABLE_READY and `element`
+ * is in (or on its way to) PAUSED or PLAYING. The change is then ignored with a warning
+ * on the bus: a model, mask or frame count swapped under a running stream would apply
+ * half (the size negotiated, the state allocated for the old one). It can be set again
+ * in NULL or READY. Call it without the object lock. */
+gboolean gst_scoresde_property_settable (GstElement * element,
+    GParamSpec * pspec);
+
 #define GST_SCORESDE_ELEMENT_GERROR(el, err) \
   gst_scoresde_element_post_gerror (GST_ELEMENT_CAST (el), (err), NULL, \
       __FILE__, GST_FUNCTION, __LINE__)

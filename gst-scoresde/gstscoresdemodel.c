@@ -2,8 +2,10 @@
  * Copyright (C) 2025 The gst-scoresde authors
  * SPDX-License-Identifier: MIT
  *
- * The model cache. Entries are keyed by "<canonical path>\n<device:id:precision>" and hold one
- * loaded sde_model each; handles are the entries themselves, refcounted under the
+ * The model cache. Entries are keyed by "<canonical path>\n<file identity>\n
+ * <device:id:precision>" and hold one loaded sde_model each; the identity (device, inode,
+ * mtime, size) makes a file replaced on disk a new entry, loaded fresh, while users of the
+ * old one keep theirs. Handles are the entries themselves, refcounted under the
  * cache mutex, so acquire/release from any thread (streaming threads, state changes)
  * is safe. A model is loaded under the mutex: two elements starting together load it
  * once, the second waits for the first.
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "gstscoresdemodel.h"
 
 #ifndef GST_SCORESDE_MODELSDIR
@@ -213,6 +216,7 @@ gst_scoresde_model_cache_acquire_full (GstElement * element,
 {
   sde_load_options opt = SDE_LOAD_OPTIONS_INIT;
   gchar *canon, *key;
+  struct stat st;
   CacheEntry *e;
 
   debug_init ();
@@ -244,7 +248,12 @@ gst_scoresde_model_cache_acquire_full (GstElement * element,
   canon = gst_scoresde_model_resolve_path (path, default_file, error);
   if (canon == NULL)
     return NULL;
-  key = g_strdup_printf ("%s\n%d:%d:%d", canon, (gint) opt.device,
+  if (stat (canon, &st) != 0)
+    memset (&st, 0, sizeof st);         /* the load reports the file's problem */
+  key = g_strdup_printf ("%s\n%" G_GUINT64_FORMAT ":%" G_GUINT64_FORMAT ":%"
+      G_GINT64_FORMAT ".%09ld:%" G_GINT64_FORMAT "\n%d:%d:%d", canon,
+      (guint64) st.st_dev, (guint64) st.st_ino, (gint64) st.st_mtim.tv_sec,
+      (long) st.st_mtim.tv_nsec, (gint64) st.st_size, (gint) opt.device,
       opt.device_id, (gint) opt.precision);
 
   g_mutex_lock (&cache_lock);

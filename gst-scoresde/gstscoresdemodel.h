@@ -3,7 +3,8 @@
  * SPDX-License-Identifier: MIT
  *
  * The model cache: one loaded engine model shared by every element that names the
- * same file (canonical path) and device.
+ * same file (canonical path and identity: device, inode, mtime, size) and device. A
+ * file replaced on disk is loaded afresh by the next element that starts.
  */
 #ifndef __GST_SCORESDE_MODEL_H__
 #define __GST_SCORESDE_MODEL_H__

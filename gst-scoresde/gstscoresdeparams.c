@@ -113,3 +113,17 @@ gst_scoresde_sampler_settings_to_params (const GstScoreSdeSamplerSettings * s,
   if (progress != NULL)
     gst_scoresde_progress_attach (progress, p);
 }
+
+gboolean
+gst_scoresde_sampler_settings_check (const GstScoreSdeSamplerSettings * s,
+    const sde_sde * sde, GError ** error)
+{
+  sde_sample_params p;
+
+  gst_scoresde_sampler_settings_to_params (s, NULL, &p);
+  if (sde_sample_params_check (&p, sde) == SDE_OK)
+    return TRUE;
+  g_set_error (error, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_SETTINGS,
+      "Invalid sampler settings: %s", sde_errmsg ());
+  return FALSE;
+}

@@ -25,7 +25,7 @@ G_BEGIN_DECLS
 #define GST_SCORESDE_DEFAULT_PREDICTOR GST_SCORESDE_PREDICTOR_REVERSE_DIFFUSION
 #define GST_SCORESDE_DEFAULT_CORRECTOR GST_SCORESDE_CORRECTOR_LANGEVIN
 #define GST_SCORESDE_DEFAULT_STEPS 0    /* 0 = the SDE's N (1000 for the references) */
-#define GST_SCORESDE_MAX_STEPS 100000
+#define GST_SCORESDE_MAX_STEPS SDE_MAX_STEPS /* the engine's range */
 #define GST_SCORESDE_DEFAULT_SNR 0.16
 #define GST_SCORESDE_MAX_SNR 10.0
 #define GST_SCORESDE_DEFAULT_CORRECTOR_STEPS 1
@@ -33,7 +33,7 @@ G_BEGIN_DECLS
 #define GST_SCORESDE_DEFAULT_ODE_METHOD GST_SCORESDE_ODE_METHOD_RK45
 #define GST_SCORESDE_DEFAULT_RTOL 1e-5
 #define GST_SCORESDE_DEFAULT_ATOL 1e-5
-#define GST_SCORESDE_MIN_TOL 1e-12
+#define GST_SCORESDE_MIN_TOL SDE_ODE_MIN_TOL /* what float32 scores resolve */
 #define GST_SCORESDE_MAX_TOL 1.0
 
 typedef struct
@@ -80,6 +80,12 @@ void gst_scoresde_device_settings_get (const GstScoreSdeDeviceSettings * d,
 
 /* Sets the GST_SCORESDE_DEFAULT_* values. */
 void gst_scoresde_sampler_settings_init (GstScoreSdeSamplerSettings * s);
+
+/* Checks the settings with the engine's rule (sde_sample_params_check) against the SDE
+ * they will sample: a property range cannot say that the pc sampler needs 2 steps where
+ * the others take 1. Sets GST_LIBRARY_ERROR_SETTINGS with the engine's message. */
+gboolean gst_scoresde_sampler_settings_check (const GstScoreSdeSamplerSettings * s,
+    const sde_sde * sde, GError ** error);
 
 /* Fills engine parameters (sde_sample_params_init + the settings); `progress` may be
  * NULL, else it becomes the progress/cancel callback. */

@@ -27,6 +27,10 @@
  *
  * At the model's native size both modes give the model's result.
  *
+ * Should the model's result hold NaN or Inf (a diverging sampler), a warning is posted
+ * on the bus and those pixels get the input's gray, the frame composed as with
+ * chroma-only: the input's luminance is never lost.
+ *
  * With #GstScoreSdeColorize:temporal-seed (the default) every frame uses noise stream 0
  * of #GstScoreSdeColorize:seed, so identical frames get identical colours and the
  * static parts of a video keep theirs; otherwise frame k (counted from 0 since the
@@ -165,11 +169,12 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * GstScoreSdeColorize:steps:
    *
    * Steps of the predictor-corrector time grid; 0 uses the SDE's N (1000 for the
-   * reference settings). The cost of a frame is proportional to it.
+   * reference settings), else at least 2 (a smaller value fails at start with
+   * LIBRARY/SETTINGS). The cost of a frame is proportional to it.
    */
   g_object_class_install_property (gobject_class, PROP_STEPS,
       g_param_spec_int ("steps", "Steps",
-          "Sampler steps per frame (0 = the SDE's N)", 0,
+          "Sampler steps per frame (0 = the SDE's N, else at least 2)", 0,
           GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
@@ -442,6 +447,9 @@ gst_scoresde_colorize_set_property (GObject * object, guint prop_id,
 {
   GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (object);
 
+  /* model, device, mask-location, n-frames...: never half-applied while running */
+  if (!gst_scoresde_property_settable (GST_ELEMENT (object), pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
@@ -618,14 +626,24 @@ static gboolean
 gst_scoresde_colorize_start (GstBaseTransform * trans)
 {
   GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (trans);
+  GstScoreSdeSamplerSettings settings;
+  GError *err = NULL;
   gboolean reload;
 
   GST_OBJECT_LOCK (self);
   reload = self->reload || self->model == NULL;
+  settings = self->settings;
   GST_OBJECT_UNLOCK (self);
   /* model or device changed in READY */
   if (reload && !gst_scoresde_colorize_load (self))
     return FALSE;
+  /* refuse now what the first frame would: steps=1 is in range but not for pc */
+  settings.sampler = GST_SCORESDE_SAMPLER_PC;
+  if (!gst_scoresde_sampler_settings_check (&settings, &self->model->sde, &err)) {
+    GST_SCORESDE_ELEMENT_GERROR (self, err);
+    g_clear_error (&err);
+    return FALSE;
+  }
 
   self->frame = 0;
   gst_scoresde_progress_reset (&self->progress);
@@ -794,6 +812,18 @@ fit_gamut (gfloat * rgb, const gfloat * gray, gsize n)
   }
 }
 
+/* A pixel of rgb[3, n] with a NaN or Inf becomes its gray value: no colour, but the
+ * luminance of the input is never lost. */
+static void
+keep_gray_where_not_finite (gfloat * rgb, const gfloat * gray, gsize n)
+{
+  gsize i;
+
+  for (i = 0; i < n; i++)
+    if (!isfinite (rgb[i]) || !isfinite (rgb[n + i]) || !isfinite (rgb[2 * n + i]))
+      rgb[i] = rgb[n + i] = rgb[2 * n + i] = gray[i];
+}
+
 static GstFlowReturn
 gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
     GstVideoFrame * inframe, GstVideoFrame * outframe)
@@ -856,6 +886,13 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
   for (i = 0; i < 3 * mhw; i++)
     self->rgb[i] = centered ? (self->model_out[i] + 1.0f) * 0.5f :
         self->model_out[i];
+  if (gst_scoresde_element_check_finite (GST_ELEMENT (self), self->rgb,
+          3 * mhw, self->frame, "the colours",
+          "those pixels keep the input's gray")) {
+    /* and the frame is composed on the input's own luminance, whatever the mode */
+    keep_gray_where_not_finite (self->rgb, self->small, mhw);
+    chroma_only = TRUE;
+  }
 
   if (chroma_only) {
     /* luminance of a gray value g: g times the column sum of the decoupling matrix */

@@ -209,6 +209,9 @@ gst_scoresde_decode_set_property (GObject * object, guint prop_id,
 {
   GstScoreSdeDecode *self = GST_SCORESDE_DECODE (object);
 
+  /* model, device, mask-location, n-frames...: never half-applied while running */
+  if (!gst_scoresde_property_settable (GST_ELEMENT (object), pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
@@ -575,6 +578,8 @@ gst_scoresde_decode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
         "Decoding a latent failed");
   }
 
+  gst_scoresde_element_check_finite (GST_ELEMENT (self), x, D,
+      GST_BUFFER_OFFSET (inbuf), "the decoded image", "they are drawn black");
   if (!gst_video_frame_map (&vframe, &info, outbuf, GST_MAP_WRITE)) {
     g_free (x);
     goto map_out_failed;

@@ -231,6 +231,9 @@ gst_scoresde_encode_set_property (GObject * object, guint prop_id,
 {
   GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (object);
 
+  /* model, device, mask-location, n-frames...: never half-applied while running */
+  if (!gst_scoresde_property_settable (GST_ELEMENT (object), pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
@@ -602,6 +605,10 @@ gst_scoresde_encode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
   self->progress.frame = frame;
   gst_scoresde_sampler_settings_to_params (&settings, &self->progress, &p);
   status = sde_encode (m, &model->sde, &p, 1, x, (float *) map.data, &stats);
+  if (status == SDE_OK)
+    gst_scoresde_element_check_finite (GST_ELEMENT (self),
+        (const gfloat *) map.data, D, frame, "the latent",
+        "they are passed on as they are");
   gst_buffer_unmap (outbuf, &map);
 
   if (status == SDE_OK && want_bpd) {

@@ -19,7 +19,9 @@
  * alpha is then ignored. The output alpha is 255.
  *
  * Frames are processed at the model's native size; other sizes are refused at
- * negotiation (put `videoscale` in front), nothing is rescaled silently. A 1-channel
+ * negotiation, with a warning that says so (put `videoscale` in front), nothing is
+ * rescaled silently. A filled region with NaN or Inf (a diverging sampler) is drawn
+ * black and reported by a warning on the bus. A 1-channel
  * model fills with gray (the mean of R, G and B); a 4-channel model needs
  * #GstScoreSdeInpaint:mask-location because its alpha is data.
  *
@@ -171,11 +173,12 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
    * GstScoreSdeInpaint:steps:
    *
    * Steps of the predictor-corrector time grid; 0 uses the SDE's N (1000 for the
-   * reference settings). The cost of a frame is proportional to it.
+   * reference settings), else at least 2 (a smaller value fails at start with
+   * LIBRARY/SETTINGS). The cost of a frame is proportional to it.
    */
   g_object_class_install_property (gobject_class, PROP_STEPS,
       g_param_spec_int ("steps", "Steps",
-          "Sampler steps per frame (0 = the SDE's N)", 0,
+          "Sampler steps per frame (0 = the SDE's N, else at least 2)", 0,
           GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
@@ -316,6 +319,9 @@ gst_scoresde_inpaint_set_property (GObject * object, guint prop_id,
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (object);
 
+  /* model, device, mask-location, n-frames...: never half-applied while running */
+  if (!gst_scoresde_property_settable (GST_ELEMENT (object), pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
@@ -412,7 +418,8 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
   gboolean use_alpha;
   int rc;
 
-  rc = sde_png_read (path, 0, &png, &c, &h, &w);
+  /* a mask larger than the model is refused from its header, before decoding */
+  rc = sde_png_read_max (path, 0, mh, mw, &png, &c, &h, &w);
   if (rc != SDE_OK) {
     if (rc == SDE_EIO)
       GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
@@ -423,8 +430,7 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
               sde_errmsg ()));
     else
       GST_ELEMENT_ERROR (self, RESOURCE, READ,
-          ("The mask '%s' is not a valid PNG file.", path), ("%s",
-              sde_errmsg ()));
+          ("The mask '%s' cannot be used: %s", path, sde_errmsg ()), (NULL));
     return FALSE;
   }
   if (h != mh || w != mw) {
@@ -496,6 +502,13 @@ gst_scoresde_inpaint_load (GstScoreSdeInpaint * self)
   GST_OBJECT_UNLOCK (self);
   if (!gst_scoresde_model_check_video (self->model, &err))
     goto load_failed;
+  if (!self->model->model->is_image) {
+    GST_ELEMENT_ERROR (self, LIBRARY, INIT,
+        ("scoresdeinpaint needs a model of images; '%s' models vectors of %"
+            G_GSIZE_FORMAT " values.", self->model->path,
+            gst_scoresde_model_dim (self->model)), (NULL));
+    goto done;
+  }
 
   channels = gst_scoresde_model_channels (self->model);
   if (mask_location != NULL && mask_location[0] != '\0') {
@@ -567,16 +580,27 @@ static gboolean
 gst_scoresde_inpaint_start (GstBaseTransform * trans)
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (trans);
+  GstScoreSdeSamplerSettings settings;
+  GError *err = NULL;
   gboolean reload;
 
   GST_OBJECT_LOCK (self);
   reload = self->reload || self->model == NULL;
+  settings = self->settings;
   GST_OBJECT_UNLOCK (self);
   /* model, device or mask-location changed in READY */
   if (reload && !gst_scoresde_inpaint_load (self))
     return FALSE;
+  /* refuse now what the first frame would: steps=1 is in range but not for pc */
+  settings.sampler = GST_SCORESDE_SAMPLER_PC;
+  if (!gst_scoresde_sampler_settings_check (&settings, &self->model->sde, &err)) {
+    GST_SCORESDE_ELEMENT_GERROR (self, err);
+    g_clear_error (&err);
+    return FALSE;
+  }
 
   self->frame = 0;
+  g_atomic_int_set (&self->size_explained, FALSE);
   gst_scoresde_progress_reset (&self->progress);
   return TRUE;
 }
@@ -588,6 +612,29 @@ gst_scoresde_inpaint_stop (GstBaseTransform * trans)
 
   gst_scoresde_inpaint_free_scratch (self);
   return TRUE;
+}
+
+/* Caps of one other size than the model's cannot be inpainted: a warning says why
+ * before the negotiation fails (which alone reports only not-negotiated). Once per
+ * start, as negotiation asks more than once. */
+static void
+gst_scoresde_inpaint_explain_size (GstScoreSdeInpaint * self, GstCaps * caps,
+    gint width, gint height)
+{
+  const GstStructure *s;
+  gint w, h;
+
+  if (gst_caps_is_empty (caps) || gst_caps_is_any (caps)
+      || g_atomic_int_get (&self->size_explained))
+    return;
+  s = gst_caps_get_structure (caps, 0);
+  if (!gst_structure_get_int (s, "width", &w)
+      || !gst_structure_get_int (s, "height", &h) || (w == width && h == height))
+    return;
+  g_atomic_int_set (&self->size_explained, TRUE);
+  GST_ELEMENT_WARNING (self, CORE, NEGOTIATION,
+      ("scoresdeinpaint works at the model's size %dx%d and cannot take %dx%d "
+          "frames; put videoscale in front.", width, height, w, h), (NULL));
 }
 
 static GstCaps *
@@ -622,6 +669,8 @@ gst_scoresde_inpaint_transform_caps (GstBaseTransform * trans,
     gst_caps_unref (ret);
     ret = tmp;
   }
+  if (width > 0 && gst_caps_is_empty (ret))
+    gst_scoresde_inpaint_explain_size (self, caps, width, height);
   GST_DEBUG_OBJECT (self, "%s caps %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
       direction == GST_PAD_SINK ? "sink" : "src", caps, ret);
   return ret;
@@ -747,6 +796,10 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
         self->data, self->mask, self->result, &stats);
     if (rc != SDE_OK)
       return GST_SCORESDE_ELEMENT_ENGINE_ERROR (self, rc, "inpainting");
+    /* the known pixels are copied from the input below, whatever the result */
+    gst_scoresde_element_check_finite (GST_ELEMENT (self), self->result,
+        (gsize) mc * mhw, self->frame, "the filled frame",
+        "those pixels are drawn black");
     GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": NFE %" G_GINT64_FORMAT
         ", %.3f s", self->frame, (gint64) stats.nfe, stats.seconds);
   }

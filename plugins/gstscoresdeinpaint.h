@@ -37,6 +37,7 @@ struct _GstScoreSdeInpaint
   gfloat *result;               /* the engine's output */
 
   guint64 frame;                /* frames processed since start: the noise stream */
+  gint size_explained;          /* a frame size it cannot take was explained (atomic) */
   GstScoreSdeProgress progress; /* cancel flag for flushes and state changes */
 };
 

@@ -173,6 +173,9 @@ gst_scoresde_interp_set_property (GObject * object, guint prop_id,
 {
   GstScoreSdeInterp *self = GST_SCORESDE_INTERP (object);
 
+  /* model, device, mask-location, n-frames...: never half-applied while running */
+  if (!gst_scoresde_property_settable (GST_ELEMENT (object), pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_N_FRAMES:

@@ -202,11 +202,13 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    * GstScoreSdeSrc:steps:
    *
    * Steps of the PC sampler (or of a fixed-step ODE method); 0 uses the SDE's own
-   * discretisation N (1000 for the reference models: slow, best quality).
+   * discretisation N (1000 for the reference models: slow, best quality). The PC
+   * sampler needs at least 2; a value it cannot take fails at start with
+   * LIBRARY/SETTINGS.
    */
   g_object_class_install_property (gobject_class, PROP_STEPS,
       g_param_spec_int ("steps", "Steps",
-          "PC sampler steps (or fixed-step ODE steps); 0 = the SDE's N", 0,
+          "PC sampler steps (at least 2) or fixed-step ODE steps; 0 = the SDE's N", 0,
           GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
@@ -403,6 +405,9 @@ gst_scoresde_src_set_property (GObject * object, guint prop_id,
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (object);
   GstScoreSdeSamplerSettings *s = &self->settings;
 
+  /* model, device, mask-location, n-frames...: never half-applied while running */
+  if (!gst_scoresde_property_settable (GST_ELEMENT (object), pspec))
+    return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
@@ -764,6 +769,7 @@ gst_scoresde_src_start (GstBaseSrc * bsrc)
   GstScoreSdeModel *model;
   gchar *path;
   GstScoreSdeDeviceSettings device;
+  GstScoreSdeSamplerSettings settings;
   GError *err = NULL;
   gsize D;
 
@@ -777,7 +783,12 @@ gst_scoresde_src_start (GstBaseSrc * bsrc)
   g_free (path);
   if (model == NULL)
     goto no_model;
-  if (!gst_scoresde_model_check_video (model, &err)) {
+  GST_OBJECT_LOCK (self);
+  settings = self->settings;
+  GST_OBJECT_UNLOCK (self);
+  /* refuse now what the first frame would: steps=1 is in range but not for pc */
+  if (!gst_scoresde_model_check_video (model, &err) ||
+      !gst_scoresde_sampler_settings_check (&settings, &model->sde, &err)) {
     gst_scoresde_model_cache_release (model);
     goto no_model;
   }
@@ -1167,6 +1178,8 @@ gst_scoresde_src_fill (GstPushSrc * psrc, GstBuffer * buffer)
         gst_message_new_latency (GST_OBJECT (self)));
   }
 
+  gst_scoresde_element_check_finite (GST_ELEMENT (self), frame, D, (guint64) k,
+      "the sample", "they are drawn black");
   if (!gst_video_frame_map (&vframe, &info, buffer, GST_MAP_WRITE))
     goto map_failed;
   gst_scoresde_video_frame_from_planar (&vframe, frame, channels,

@@ -51,16 +51,17 @@ static const cli_option *find_option(const cli_option *opts, size_t nopts, unsig
 }
 
 static int in_range(const cli_option *o, double v) {
-  if (o->lo_open ? !(v > o->lo) : !(v >= o->lo)) return 0;
-  return v <= o->hi;
+  if ((o->open & CLI_OPEN_LO) ? !(v > o->lo) : !(v >= o->lo)) return 0;
+  return (o->open & CLI_OPEN_HI) ? v < o->hi : v <= o->hi;
 }
 
 static void range_text(const cli_option *o, char *buf, size_t size) {
   if (o->type == CLI_DOUBLE) {
+    const int lo_open = o->open & CLI_OPEN_LO, hi_open = o->open & CLI_OPEN_HI;
     if (isinf(o->hi))
-      snprintf(buf, size, "%s %g", o->lo_open ? ">" : ">=", o->lo);
+      snprintf(buf, size, "%s %g", lo_open ? ">" : ">=", o->lo);
     else
-      snprintf(buf, size, "in %s%g, %g]", o->lo_open ? "(" : "[", o->lo, o->hi);
+      snprintf(buf, size, "in %s%g, %g%s", lo_open ? "(" : "[", o->lo, o->hi, hi_open ? ")" : "]");
   } else {
     snprintf(buf, size, "an integer in [%.0f, %.0f]", o->lo, o->hi);
   }
@@ -302,4 +303,30 @@ void cli_progress_finish(cli_progress *p) {
     fflush(stderr);
   }
   p->drawn = 0;
+}
+
+static void report_nonfinite(const char *cmd, const char *noun, int bad, int n) {
+  if (bad)
+    fprintf(stderr, "scoresde %s: warning: %d of %d %s%s hold%s NaN or Inf values (written "
+            "as they are; black in a PNG)\n", cmd, bad, n, noun, n == 1 ? "" : "s",
+            bad == 1 ? "s" : "");
+}
+
+int cli_warn_nonfinite(const char *cmd, const char *noun, const float *x, int n, int64_t D) {
+  int bad = 0;
+  for (int i = 0; i < n; i++)
+    for (int64_t j = 0; j < D; j++)
+      if (!isfinite(x[(int64_t)i * D + j])) {
+        bad++;
+        break;
+      }
+  report_nonfinite(cmd, noun, bad, n);
+  return bad;
+}
+
+int cli_warn_nonfinite_f64(const char *cmd, const char *noun, const double *x, int n) {
+  int bad = 0;
+  for (int i = 0; i < n; i++) bad += !isfinite(x[i]);
+  report_nonfinite(cmd, noun, bad, n);
+  return bad;
 }

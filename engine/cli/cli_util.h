@@ -17,8 +17,10 @@ typedef enum {
   CLI_INT,    /* int in [lo, hi] */
   CLI_INT64,  /* int64_t in [lo, hi] */
   CLI_U64,    /* uint64_t, any non-negative decimal or 0x hex */
-  CLI_DOUBLE, /* finite double in [lo, hi]; lo_open/hi_open make the bound exclusive */
+  CLI_DOUBLE, /* finite double in [lo, hi]; `open` makes a bound exclusive */
 } cli_type;
+
+enum { CLI_OPEN_LO = 1, CLI_OPEN_HI = 2 };
 
 /* One long option, --name VALUE or --name=VALUE. The value lands at (char *)base + offset. */
 typedef struct {
@@ -27,7 +29,7 @@ typedef struct {
   cli_type type;
   size_t offset;
   double lo, hi;       /* inclusive range of INT/INT64/DOUBLE values */
-  int lo_open;         /* 1: the value must be > lo rather than >= lo */
+  int open;            /* CLI_OPEN_LO: the value must be > lo; CLI_OPEN_HI: < hi */
   const char *metavar; /* shown in help: "FILE", "N", ... (NULL for flags) */
   const char *help;    /* one line, with the default in parentheses */
   unsigned groups;     /* the option is accepted by commands whose groups intersect this */
@@ -75,6 +77,13 @@ void cli_progress_init(cli_progress *p, const char *label, int enabled);
 int cli_progress_cb(void *user, int done, int total);
 /* Clears the bar's line. */
 void cli_progress_finish(cli_progress *p);
+
+/* Every command that writes results says so on stderr when some hold NaN or Inf (a
+ * diverging sampler, say), in one form: "scoresde CMD: warning: K of N <noun>s hold(s)
+ * NaN or Inf values (written as they are; black in a PNG)". x is [n, D]; returns K. */
+int cli_warn_nonfinite(const char *cmd, const char *noun, const float *x, int n, int64_t D);
+/* The same for n doubles (one per output). */
+int cli_warn_nonfinite_f64(const char *cmd, const char *noun, const double *x, int n);
 
 /* "1:05", "12:03:09" */
 void cli_format_duration(double seconds, char *buf, size_t size);

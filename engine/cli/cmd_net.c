@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "scoresde/error.h"
 #include "scoresde/io.h"
@@ -33,6 +34,7 @@
 #include "scoresde/network.h"
 #include "scoresde/scoresde.h"
 #include "scoresde/sde.h"
+#include "scoresde/train.h"
 
 static int fail(const char *cmd, const char *what) {
   fprintf(stderr, "scoresde %s: %s%s%s\n", cmd, what ? what : "", what && *sde_errmsg() ? ": " : "",
@@ -119,6 +121,36 @@ static void print_network(const sde_model *m) {
   free(json);
 }
 
+/* A training checkpoint is not a model: says what it is and how to export one. */
+static int print_checkpoint(const char *path) {
+  char *format = sde_checkpoint_metadata(path, "format");
+  int is_ckpt = format && !strcmp(format, SDE_CHECKPOINT_FORMAT);
+  free(format);
+  if (!is_ckpt) return 0;
+  char *step = sde_checkpoint_metadata(path, "step"), *net = sde_checkpoint_metadata(path, "scoresde");
+  char *wall = sde_checkpoint_metadata(path, "wall_seconds"), *data = sde_checkpoint_metadata(path, "data");
+  const char *slash = strrchr(path, '/');
+  const char *base = slash ? slash + 1 : path;
+  int dir_len = slash ? (int)(slash - path) : 1;
+  printf("file        %s\n", path);
+  printf("kind        training checkpoint (%s), not a model\n", SDE_CHECKPOINT_FORMAT);
+  printf("step        %s%s%s%s\n", step ? step : "?", wall ? ", " : "", wall ? wall : "",
+         wall ? " s of training" : "");
+  if (data) printf("data        %s\n", data);
+  if (net) printf("config      %s\n", net);
+  if (!strcmp(base, "checkpoint.safetensors"))
+    printf("export      scoresde train --out %.*s --resume --steps %s --export MODEL.safetensors\n",
+           dir_len, slash ? path : ".", step ? step : "N");
+  else /* train --resume reads RUNDIR/checkpoint.safetensors */
+    printf("export      copy it to RUNDIR/checkpoint.safetensors, then scoresde train --out RUNDIR "
+           "--resume --steps %s --export MODEL.safetensors\n", step ? step : "N");
+  free(step);
+  free(net);
+  free(wall);
+  free(data);
+  return 1;
+}
+
 int cmd_info(int argc, char **argv) {
   const char *cmd = "info";
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
@@ -127,6 +159,7 @@ int cmd_info(int argc, char **argv) {
   const char *path = argv[1];
   sde_model *m = NULL;
   int rc;
+  if (!is_dir(path) && sde_has_suffix(path, ".safetensors") && print_checkpoint(path)) return 0;
   if (is_dir(path)) {
     rc = sde_network_load_diffusers(path, &m);
   } else if (sde_has_suffix(path, ".safetensors")) {
@@ -263,6 +296,7 @@ int cmd_score(int argc, char **argv) {
     fail(cmd, NULL);
     goto done;
   }
+  cli_warn_nonfinite(cmd, raw ? "output" : "score", s, B, D);
   if (sde_npy_write(out, s, xnd, xs)) {
     fail(cmd, NULL);
     goto done;

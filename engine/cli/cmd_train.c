@@ -389,6 +389,7 @@ static int write_grid(const sde_trainer *t, const char *run, const train_args *a
   float *x = malloc((size_t)a->sample_n * D * sizeof(float));
   int rc = x ? sde_sample(m, &m->sde, &p, a->sample_n, 0, x, NULL) : SDE_ENOMEM;
   if (!rc) {
+    cli_warn_nonfinite("train", "EMA sample", x, a->sample_n, D);
     if (m->centered)
       for (int64_t i = 0; i < (int64_t)a->sample_n * D; i++) x[i] = 0.5f * (x[i] + 1.0f);
     char dir[4096], path[4200];
@@ -447,7 +448,14 @@ int cmd_train(int argc, char **argv) {
   sde_trainer *t = NULL;
   double wall0 = 0;
   char *data_saved = NULL, *cmdline = join_args(argc, argv);
-  int resumed = 0;
+  int resumed = 0, stale = 0;
+  /* a run killed while writing a checkpoint leaves checkpoint.safetensors.tmp.<pid> (the
+   * checkpoint itself is whole: it is replaced by a rename) */
+  if (a.resume && sde_remove_stale_temporaries(ckpt, &stale))
+    fprintf(stderr, "scoresde train: warning: %s\n", sde_errmsg());
+  if (stale && !a.quiet)
+    fprintf(stderr, "scoresde train: removed %d temporary file%s left by a killed run in %s\n",
+            stale, stale == 1 ? "" : "s", a.out);
   if (file_exists(ckpt)) {
     if (!a.resume) {
       fprintf(stderr, "scoresde train: %s exists; pass --resume to continue it (or choose "

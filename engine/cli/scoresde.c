@@ -31,6 +31,7 @@ typedef struct {
   int num_scales;                                  /* -1: not given */
   double snr, eps, rtol, atol;                     /* NAN: not given */
   int corrector_steps, steps;                      /* -1: not given */
+  int64_t max_evals;                               /* 0: not given */
   int no_denoise, dequantize, quiet, centered, help_flag;
   int n;          /* -1: not given */
   uint64_t seed;  /* 0 */
@@ -143,11 +144,11 @@ static const cli_option options[] = {
    "langevin, ald or none (langevin)", G_PC},
   {"snr", NULL, CLI_DOUBLE, OFF(snr), 0, BIG, 1, "X", "corrector signal-to-noise ratio (0.16)",
    G_PC},
-  {"corrector-steps", NULL, CLI_INT, OFF(corrector_steps), 0, 100000, 0, "N",
+  {"corrector-steps", NULL, CLI_INT, OFF(corrector_steps), 0, SDE_MAX_CORRECTOR_STEPS, 0, "N",
    "corrector iterations per step (1)", G_PC},
-  {"steps", NULL, CLI_INT, OFF(steps), 1, 100000000, 0, "N",
-   "PC steps or fixed-step ODE steps (default: the SDE's N)", G_STEPS},
-  {"eps", NULL, CLI_DOUBLE, OFF(eps), 0, 1, 1, "T",
+  {"steps", NULL, CLI_INT, OFF(steps), 1, SDE_MAX_STEPS, 0, "N",
+   "PC steps (at least 2) or fixed-step ODE steps (default: the SDE's N)", G_STEPS},
+  {"eps", NULL, CLI_DOUBLE, OFF(eps), 0, SDE_T, CLI_OPEN_LO | CLI_OPEN_HI, "T",
    "smallest time (1e-5 for VE, 1e-3 for VP and sub-VP; likelihood: 1e-5)", G_EPS},
   {"no-denoise", NULL, CLI_FLAG, OFF(no_denoise), 0, 0, 0, NULL,
    "skip the final noise-removal (Tweedie) step", G_PC},
@@ -155,6 +156,8 @@ static const cli_option options[] = {
    "rk45 (adaptive), euler or heun (fixed steps) (rk45)", G_ODE},
   {"rtol", NULL, CLI_DOUBLE, OFF(rtol), 0, 1, 1, "X", "RK45 relative tolerance (1e-5)", G_TOL},
   {"atol", NULL, CLI_DOUBLE, OFF(atol), 0, 1, 1, "X", "RK45 absolute tolerance (1e-5)", G_TOL},
+  {"max-evals", NULL, CLI_INT64, OFF(max_evals), 1, 1e12, 0, "N",
+   "RK45: stop with an error after N score evaluations (100000)", G_TOL},
   /* likelihood */
   {"divergence", NULL, CLI_STR, OFF(div_name), 0, 0, 0, "KIND",
    "auto (exact when the model has it, else rademacher), exact, rademacher or gaussian (auto)",
@@ -290,6 +293,16 @@ static int sample_shape_ok(const sde_model *m, int mode, int gray_ok, const int6
   return 0;
 }
 
+/* Refuses an input holding NaN or Inf: the solvers would carry it into every output. */
+static int check_finite_input(const char *what, const char *path, const float *x, int64_t n,
+                              int64_t D) {
+  for (int64_t i = 0; i < n * D; i++)
+    if (!isfinite(x[i]))
+      return sde_fail(SDE_EINVAL, "%s '%s' holds %g (sample %lld, value %lld); inputs must be "
+                      "finite", what, path, (double)x[i], (long long)(i / D), (long long)(i % D));
+  return SDE_OK;
+}
+
 /* Loads samples for model m from .npy, .png or a folder of PNGs into *out [count, D].
  * `what` names the input in messages. LOAD_LATENT accepts .npy only. gray_ok lets a
  * 3-channel image model take 1-channel inputs (expanded to R = G = B). No scaling here. */
@@ -314,10 +327,11 @@ static int load_samples(const char *what, const char *path, const sde_model *m, 
                       what, path, (long long)D);
     int want = png_channels_for(m);
     if (gray_ok && m->channels == 3) want = 3;
+    /* the model's size bounds what is decoded: a larger image is refused from its header */
     if (dir)
-      rc = sde_png_read_dir(path, want, &x, &n, &c, &h, &w);
+      rc = sde_png_read_dir_max(path, want, m->height, m->width, &x, &n, &c, &h, &w);
     else
-      rc = sde_png_read(path, want, &x, &c, &h, &w);
+      rc = sde_png_read_max(path, want, m->height, m->width, &x, &c, &h, &w);
     if (rc) return rc;
     if (c != m->channels || h != m->height || w != m->width) {
       int64_t dims[3] = {c, h, w};
@@ -372,6 +386,10 @@ static int load_samples(const char *what, const char *path, const sde_model *m, 
     free(x);
     return sde_fail(SDE_EINVAL, "%s '%s' holds too many samples (%lld)", what, path,
                     (long long)n64);
+  }
+  if ((rc = check_finite_input(what, path, x, n64, gray ? HW : D))) {
+    free(x);
+    return rc;
   }
   if (gray) {
     x = gray_to_rgb(x, (int)n64, HW);
@@ -492,9 +510,29 @@ static void make_sample_params(const cli_cfg *c, sde_sample_params *p, cli_progr
   if (c->ode_name) p->ode_method = c->ode_method;
   if (!isnan(c->rtol)) p->rtol = c->rtol;
   if (!isnan(c->atol)) p->atol = c->atol;
+  if (c->max_evals > 0) p->max_evals = c->max_evals;
   p->seed = c->seed;
   p->progress = cli_progress_cb;
   p->user = bar;
+}
+
+/* Refuses, as a usage error before any work, sampler settings the engine would refuse:
+ * one rule (sde_sample_params_check) for the CLI, the elements and the engine. */
+static int check_sample_params(const cli_command *cmd, const cli_cfg *c) {
+  if (!(cmd->groups & (G_PC | G_STEPS | G_ODE)) || (cmd->groups & G_LIK)) return 0;
+  sde_sample_params p;
+  make_sample_params(c, &p, NULL);
+  if (!(cmd->groups & G_SAMPLER) && !(cmd->groups & G_PC)) p.sampler = SDE_SAMPLER_ODE;
+  if (sde_sample_params_check(&p, NULL)) return cli_usage_error(cmd->name, "%s", sde_errmsg());
+  return 0;
+}
+
+/* Tolerances below what float32 resolves are raised by the engine; say so. */
+static void note_tolerances(const cli_command *cmd, const cli_cfg *c) {
+  if (c->quiet) return;
+  if ((!isnan(c->rtol) && c->rtol < SDE_ODE_MIN_TOL) || (!isnan(c->atol) && c->atol < SDE_ODE_MIN_TOL))
+    fprintf(stderr, "scoresde %s: note: rtol and atol below %g (what float32 scores resolve) "
+            "are raised to %g\n", cmd->name, SDE_ODE_MIN_TOL, SDE_ODE_MIN_TOL);
 }
 
 static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
@@ -503,20 +541,6 @@ static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
   if (st->seconds > 0) seconds = st->seconds;
   fprintf(stderr, "%s: %d %s%s, NFE %lld, %.2f s\n", cmd, n, noun, n == 1 ? "" : "s",
           (long long)st->nfe, seconds);
-}
-
-/* Warns (stderr) when some outputs are not finite: a diverging sampler, say. */
-static void warn_nonfinite(const char *cmd, const float *x, int n, int64_t D) {
-  int bad = 0;
-  for (int i = 0; i < n; i++)
-    for (int64_t j = 0; j < D; j++)
-      if (!isfinite(x[(int64_t)i * D + j])) {
-        bad++;
-        break;
-      }
-  if (bad)
-    fprintf(stderr, "scoresde %s: warning: %d of %d outputs contain NaN or Inf values\n", cmd,
-            bad, n);
 }
 
 static int progress_enabled(const cli_cfg *c) { return !c->quiet; }
@@ -615,7 +639,7 @@ static int run_sample(cli_cfg *c, const cli_command *cmd) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
-  warn_nonfinite(cmd->name, out, n, D);
+  cli_warn_nonfinite(cmd->name, "sample", out, n, D);
   if ((rc = write_samples(c->out, m, out, n, 1))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;
@@ -664,7 +688,7 @@ static int run_codec(cli_cfg *c, const cli_command *cmd, int encode) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
-  warn_nonfinite(cmd->name, y, n, D);
+  cli_warn_nonfinite(cmd->name, encode ? "latent" : "sample", y, n, D);
   if ((rc = write_samples(c->out, m, y, n, !encode))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;
@@ -723,6 +747,7 @@ static int run_likelihood(cli_cfg *c, const cli_command *cmd) {
   if (!isnan(c->rtol)) lp.rtol = c->rtol;
   if (!isnan(c->atol)) lp.atol = c->atol;
   if (!isnan(c->eps)) lp.eps = c->eps;
+  if (c->max_evals > 0) lp.max_evals = c->max_evals;
   if (c->div_name) lp.divergence = c->divergence;
   lp.seed = c->seed;
   lp.progress = cli_progress_cb;
@@ -733,11 +758,7 @@ static int run_likelihood(cli_cfg *c, const cli_command *cmd) {
   cli_progress_finish(&bar);
   if (rc) goto fail;
 
-  int bad = 0;
-  for (int i = 0; i < n; i++) bad += !isfinite(logp[i]);
-  if (bad)
-    fprintf(stderr, "scoresde likelihood: warning: %d of %d log-likelihoods are not finite\n",
-            bad, n);
+  cli_warn_nonfinite_f64(cmd->name, "log-likelihood", logp, n);
   double offset = sde_dequant_offset(m), mean = 0, mlogp = 0, var = 0;
   for (int i = 0; i < n; i++) {
     mean += sde_bits_per_dim(logp[i], D, offset);
@@ -788,7 +809,8 @@ static int load_mask(const char *path, const sde_model *m, int count, float **ou
     if (!m->is_image)
       return sde_fail(SDE_EINVAL, "--mask '%s' is a PNG image, but the model's samples are "
                                   "vectors; use a .npy mask", path);
-    if ((rc = sde_png_read(path, 0, &raw, &rawc, &h, &w))) return rc;
+    if ((rc = sde_png_read_max(path, 0, m->height, m->width, &raw, &rawc, &h, &w)))
+      return sde_fail_context(rc, "--mask");
     if (h != m->height || w != m->width) {
       free(raw);
       return sde_fail(SDE_EINVAL, "--mask is %dx%d pixels but the model's images are %dx%d", w,
@@ -844,6 +866,15 @@ static int load_mask(const char *path, const sde_model *m, int count, float **ou
     return sde_fail(SDE_EINVAL, "--mask '%s': expected a .npy or .png file", path);
   }
   int64_t total = (int64_t)*mcount * D;
+  /* the mask is thresholded: a NaN or a value outside [0,1] is a broken mask, not a choice */
+  for (int64_t i = 0; i < total; i++)
+    if (!((*out)[i] >= 0.0f && (*out)[i] <= 1.0f)) {
+      double v = (*out)[i];
+      free(*out);
+      *out = NULL;
+      return sde_fail(SDE_EINVAL, "--mask '%s' holds %g at entry %lld; mask values must be in "
+                      "[0, 1] (1 = known)", path, v, (long long)i);
+    }
   for (int64_t i = 0; i < total; i++) (*out)[i] = (*out)[i] >= 0.5f ? 1.0f : 0.0f;
   return SDE_OK;
 }
@@ -910,7 +941,7 @@ static int run_control(cli_cfg *c, const cli_command *cmd, int colorize) {
   double secs = sde_now() - t0;
   cli_progress_finish(&bar);
   if (rc) goto fail;
-  warn_nonfinite(cmd->name, y, n, D);
+  cli_warn_nonfinite(cmd->name, "sample", y, n, D);
   if ((rc = write_samples(c->out, m, y, n, 1))) goto fail;
   summary(c, cmd->name, n, "sample", &st, secs);
   status = CLI_EXIT_OK;
@@ -1241,7 +1272,8 @@ int main(int argc, char **argv) {
   }
   if ((cmd->groups & G_MODEL) && !cfg.model)
     return cli_usage_error(cmd->name, "--model FILE is required");
-  if ((rc = parse_names(cmd, &cfg))) return rc;
+  if ((rc = parse_names(cmd, &cfg)) || (rc = check_sample_params(cmd, &cfg))) return rc;
+  note_tolerances(cmd, &cfg);
   cli_install_sigint();
   return cmd->run(&cfg, cmd);
 }

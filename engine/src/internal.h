@@ -25,6 +25,7 @@ typedef struct {
   int steps;          /* Euler, Heun: equal steps (> 0) */
   sde_progress_fn progress;
   void *user;
+  int64_t max_evals;  /* RK45: evaluations allowed (0: no cap) */
 } sde_ode_opts;
 
 /* Integrates y[n, dim] in place from t0 to t1 (either direction). RK45 controls the step

@@ -21,6 +21,7 @@ void sde_likelihood_params_init(sde_likelihood_params *p) {
   p->atol = 1e-5;
   p->eps = SDE_LIKELIHOOD_EPS;
   p->divergence = SDE_DIV_AUTO;
+  p->max_evals = SDE_ODE_DEFAULT_MAX_EVALS;
 }
 
 const char *sde_divergence_name(sde_divergence d) {
@@ -129,6 +130,9 @@ static int check_args(const sde_model *m, const sde_sde *sde, const sde_likeliho
   if (!(p->eps >= 0 && p->eps < SDE_T))
     return sde_fail(SDE_EINVAL, "sde_likelihood: eps = %g must be in [0, %g) (0 = default)",
                     p->eps, SDE_T);
+  if (p->max_evals < 0)
+    return sde_fail(SDE_EINVAL, "sde_likelihood: max_evals = %lld must be >= 0 (0 = default)",
+                    (long long)p->max_evals);
   return SDE_OK;
 }
 
@@ -152,8 +156,11 @@ static int solve_augmented(const sde_model *m, const sde_sde *sde, const sde_lik
   sde_pf_ode f;
   int rc = sde_pf_ode_init(&f, m, sde, n, mode, noise);
   if (rc) return rc;
-  sde_ode_opts o = {.method = SDE_ODE_RK45, .rtol = p->rtol, .atol = p->atol,
-                    .progress = p->progress, .user = p->user};
+  /* float32 scores cannot meet tighter tolerances; the cap bounds the solve anyway */
+  sde_ode_opts o = {.method = SDE_ODE_RK45, .rtol = fmax(p->rtol, SDE_ODE_MIN_TOL),
+                    .atol = fmax(p->atol, SDE_ODE_MIN_TOL), .progress = p->progress,
+                    .user = p->user,
+                    .max_evals = p->max_evals > 0 ? p->max_evals : SDE_ODE_DEFAULT_MAX_EVALS};
   const double eps = p->eps > 0 ? p->eps : SDE_LIKELIHOOD_EPS;
   rc = sde_ode_integrate(sde_pf_ode_rhs, &f, n, f.dim, y, eps, SDE_T, &o, st);
   sde_pf_ode_free(&f);

@@ -10,12 +10,17 @@
 #include "scoresde/json.h"
 #include "scoresde/model.h"
 #include "scoresde/network.h"
+#include "scoresde/sde.h"
 
 #define MODEL_JSON_MAX_BYTES (256u << 20)
 
 int sde_model_score(const sde_model *m, const sde_sde *sde, int n, const float *x, const float *t,
                     float *out) {
   if (!m || !m->ops || !m->ops->score) return sde_fail(SDE_EINVAL, "no score model");
+  /* the models divide by the marginal std at t: a time outside [0, T] has none */
+  for (int i = 0; i < n; i++)
+    if (!(t[i] >= 0.0f && t[i] <= (float)SDE_T))
+      return sde_fail(SDE_EINVAL, "time t[%d] = %g must be in [0, %g]", i, (double)t[i], SDE_T);
   return m->ops->score(m, sde, n, x, t, out);
 }
 

@@ -5,6 +5,7 @@
  * its divergence and its Jacobian are exact. The empirical model is the same mixture
  * with one zero-variance component per training image. All arithmetic is in double. */
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -462,11 +463,19 @@ int sde_gmm_create(int K, int64_t D, const double *weights, const double *means,
     total += weights[k];
   }
   if (K >= 1 && !(total > 0.0)) return sde_fail(SDE_EINVAL, "gmm: weights sum to zero");
+  /* w / total would be 0 for every weight: log 0, then NaN scores */
+  if (!isfinite(total))
+    return sde_fail(SDE_EINVAL, "gmm: the weights sum to %g (overflow); scale them down, only "
+                    "their ratios matter", total);
+  /* samples are float32: larger means or stds cannot be sampled, and their squares
+   * (variances, distances) must stay finite in double */
   for (int64_t i = 0; i < (int64_t)K * D; i++) {
-    if (!isfinite(means[i])) return sde_fail(SDE_EINVAL, "gmm: mean entry %lld is not finite", (long long)i);
-    if (!(stds[i] >= 0.0) || !isfinite(stds[i]))
-      return sde_fail(SDE_EINVAL, "gmm: std entry %lld is %g; stds must be finite and >= 0",
-                      (long long)i, stds[i]);
+    if (!(fabs(means[i]) <= FLT_MAX))
+      return sde_fail(SDE_EINVAL, "gmm: mean entry %lld is %g; means must be finite in float32",
+                      (long long)i, means[i]);
+    if (!(stds[i] >= 0.0 && stds[i] <= FLT_MAX))
+      return sde_fail(SDE_EINVAL, "gmm: std entry %lld is %g; stds must be >= 0 and finite in "
+                      "float32", (long long)i, stds[i]);
   }
   sde_model *mdl;
   gmm *g;

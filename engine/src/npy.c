@@ -384,20 +384,38 @@ static void convert_to_f32(const unsigned char *src, npy_dtype dtype, size_t cou
   }
 }
 
-/* Reads count elements through a bounded staging buffer into out[count]. */
-static int read_elements(FILE *f, const char *path, const npy_header *h, size_t count, float *out) {
+/* Makes room for `need` floats in *out (capacity *cap): doubling, but never beyond
+ * `count`, so memory follows the data that actually arrives. */
+static int grow_output(float **out, size_t *cap, size_t need, size_t count) {
+  if (need <= *cap) return SDE_OK;
+  size_t new_cap = *cap > count / 2 ? count : *cap * 2;
+  if (new_cap < need) new_cap = need;
+  float *p = realloc(*out, new_cap * sizeof(float));
+  if (!p) return sde_fail(SDE_ENOMEM, "out of memory reading %zu elements", new_cap);
+  *out = p;
+  *cap = new_cap;
+  return SDE_OK;
+}
+
+/* Reads count elements through a bounded staging buffer into *out, allocated here. The
+ * size of a pipe is unknown, so its header may promise more than ever comes: the output
+ * grows with the data read instead of trusting the header. */
+static int read_elements(FILE *f, const char *path, const npy_header *h, size_t count,
+                         int size_known, float **out) {
   size_t per_chunk = NPY_CHUNK_BYTES / h->itemsize;
   size_t staging_bytes = (count < per_chunk ? count : per_chunk) * h->itemsize;
+  size_t cap = size_known ? count : (count < per_chunk ? count : per_chunk);
   unsigned char *staging = sde_malloc(staging_bytes);
-  if (!staging) return SDE_ENOMEM;
-  int rc = SDE_OK;
-  for (size_t done = 0; done < count;) {
+  *out = sde_malloc((cap ? cap : 1) * sizeof(float));
+  int rc = staging && *out ? SDE_OK : SDE_ENOMEM;
+  for (size_t done = 0; !rc && done < count;) {
     size_t n = count - done < per_chunk ? count - done : per_chunk;
     if (fread(staging, h->itemsize, n, f) != n) {
       rc = sde_fail(SDE_EFORMAT, "%s: truncated .npy data (expected %zu elements)", path, count);
       break;
     }
-    convert_to_f32(staging, h->dtype, n, out + done);
+    if ((rc = grow_output(out, &cap, done + n, count))) break;
+    convert_to_f32(staging, h->dtype, n, *out + done);
     done += n;
   }
   free(staging);
@@ -424,8 +442,7 @@ int sde_npy_read(const char *path, float **data, int *ndim, int64_t shape[SDE_NP
   if (!rc && file_size >= 0 && (unsigned long long)(file_size - data_offset) / h.itemsize < count)
     rc = sde_fail(SDE_EFORMAT, "%s: truncated .npy data: shape needs %zu bytes, file has %lld",
                   path, count * h.itemsize, file_size - (long long)data_offset);
-  if (!rc && !(out = sde_malloc(count * sizeof(float)))) rc = SDE_ENOMEM;
-  if (!rc) rc = read_elements(f, path, &h, count, out);
+  if (!rc) rc = read_elements(f, path, &h, count, file_size >= 0, &out);
   fclose(f);
   if (rc) {
     free(out);

@@ -16,6 +16,8 @@
 
 #define PNG_READ_MAX_SIDE 16384   // refuse larger images: hostile or not a dataset image
 #define PNG_WRITE_MAX_SIDE 1000000 // libpng's own default limit
+#define PNG_CHUNK_MAX (1u << 20)   // ancillary chunks (iCCP, zTXt...) we never use
+#define PNG_CHUNK_CACHE_MAX 128    // how many of them libpng keeps
 
 // ----------------------------------------------------------------------------
 // libpng error plumbing
@@ -39,9 +41,22 @@ static void on_png_warning(png_structp png, png_const_charp msg) {
   if (!st->warning[0] && msg) snprintf(st->warning, sizeof st->warning, "%s", msg);
 }
 
+/* The file after its signature: the IHDR bytes already read to check the size first,
+ * then the rest of the stream (no seek back, so pipes work too). */
+typedef struct {
+  FILE *f;
+  unsigned char head[16]; // IHDR length, type, width, height
+  size_t head_len, head_pos;
+} png_source;
+
 /* libpng read callback; a short read is a truncated file, said plainly. */
 static void read_from_file(png_structp png, png_bytep out, size_t n) {
-  if (fread(out, 1, n, (FILE *)png_get_io_ptr(png)) != n)
+  png_source *src = png_get_io_ptr(png);
+  size_t k = src->head_len - src->head_pos;
+  if (k > n) k = n;
+  memcpy(out, src->head + src->head_pos, k);
+  src->head_pos += k;
+  if (fread(out + k, 1, n - k, src->f) != n - k)
     png_error(png, "unexpected end of file (truncated PNG)");
 }
 
@@ -74,23 +89,27 @@ static void set_read_transforms(png_structp png, png_infop info) {
   png_read_update_info(png, info);
 }
 
-/* Decodes the image after its 8 signature bytes. May longjmp back here; everything it
- * allocates is stored in *r and freed by the caller. */
-static int decode_png(png_reader *r, FILE *f, const char *path) {
+/* Decodes the image after its 8 signature bytes, within max_w x max_h (libpng's own
+ * check, behind the one on the header). May longjmp back here; everything it allocates
+ * is stored in *r and freed by the caller. */
+static int decode_png(png_reader *r, png_source *src, const char *path, int max_w, int max_h) {
   if (setjmp(png_jmpbuf(r->png)))
     return sde_fail(SDE_EFORMAT, "%s: PNG: %s", path, r->err.message);
-  png_set_read_fn(r->png, f, read_from_file);
+  png_set_read_fn(r->png, src, read_from_file);
   png_set_sig_bytes(r->png, 8);
-  png_set_user_limits(r->png, PNG_READ_MAX_SIDE, PNG_READ_MAX_SIDE);
+  png_set_user_limits(r->png, (png_uint_32)max_w, (png_uint_32)max_h);
+  png_set_chunk_malloc_max(r->png, PNG_CHUNK_MAX);
+  png_set_chunk_cache_max(r->png, PNG_CHUNK_CACHE_MAX);
   png_read_info(r->png, r->info);
   set_read_transforms(r->png, r->info);
   png_uint_32 width = png_get_image_width(r->png, r->info);
   png_uint_32 height = png_get_image_height(r->png, r->info);
   r->channels = png_get_channels(r->png, r->info);
   size_t rowbytes = png_get_rowbytes(r->png, r->info);
-  if (width == 0 || height == 0 || width > PNG_READ_MAX_SIDE || height > PNG_READ_MAX_SIDE)
-    return sde_fail(SDE_EFORMAT, "%s: image size %ux%u is outside 1..%d", path, (unsigned)width,
-                    (unsigned)height, PNG_READ_MAX_SIDE);
+  if (width == 0 || height == 0 || width > (png_uint_32)max_w || height > (png_uint_32)max_h ||
+      (uint64_t)width * height > SDE_PNG_MAX_PIXELS)
+    return sde_fail(SDE_EFORMAT, "%s: image size %ux%u is outside 1x1..%dx%d", path,
+                    (unsigned)width, (unsigned)height, max_w, max_h);
   if (r->channels < 1 || r->channels > 4 || rowbytes != (size_t)width * r->channels)
     return sde_fail(SDE_EFORMAT, "%s: unexpected pixel layout after conversion", path);
   r->width = (int)width;
@@ -130,33 +149,71 @@ static void pixels_to_planar(const unsigned char *pixels, int file_channels, siz
   }
 }
 
-/* Opens path and checks the PNG signature, so non-PNG files get a plain message. */
-static int open_png(const char *path, FILE **f) {
-  unsigned char sig[8];
-  *f = fopen(path, "rb");
-  if (!*f) return sde_fail(SDE_EIO, "%s: cannot open: %s", path, strerror(errno));
-  if (fread(sig, 1, 8, *f) != 8 || png_sig_cmp(sig, 0, 8) != 0) {
-    fclose(*f);
-    *f = NULL;
-    return sde_fail(SDE_EFORMAT, "%s: not a PNG file", path);
-  }
+static uint32_t load_u32be(const unsigned char *b) {
+  return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
+}
+
+/* Refuses, from the IHDR's width and height alone, an image larger than max_w x max_h or
+ * than SDE_PNG_MAX_PIXELS: a small file can declare gigabytes of pixels, so the size is
+ * judged before anything is decoded or allocated. `bound` says where max_w x max_h comes
+ * from, for the message. */
+static int check_declared_size(const char *path, const png_source *src, int max_w, int max_h,
+                               const char *bound) {
+  if (src->head_len < 16 || memcmp(src->head + 4, "IHDR", 4) != 0)
+    return SDE_OK; // not a valid header: libpng says why
+  uint32_t w = load_u32be(src->head + 8), h = load_u32be(src->head + 12);
+  if (w > (uint32_t)max_w || h > (uint32_t)max_h)
+    return sde_fail(SDE_EFORMAT, "%s: the image is %ux%u pixels, larger than the %dx%d %s "
+                    "(refused before decoding)", path, (unsigned)w, (unsigned)h, max_w, max_h,
+                    bound);
+  if ((uint64_t)w * h > SDE_PNG_MAX_PIXELS)
+    return sde_fail(SDE_EFORMAT, "%s: the image is %ux%u pixels, more than the limit of %d "
+                    "pixels (refused before decoding)", path, (unsigned)w, (unsigned)h,
+                    SDE_PNG_MAX_PIXELS);
   return SDE_OK;
 }
 
-int sde_png_read(const char *path, int want_channels, float **data, int *channels, int *height,
-                 int *width) {
+/* Opens path, checks the PNG signature (so non-PNG files get a plain message) and reads
+ * the start of the IHDR chunk into src->head. */
+static int open_png(const char *path, png_source *src) {
+  unsigned char sig[8];
+  src->f = fopen(path, "rb");
+  if (!src->f) return sde_fail(SDE_EIO, "%s: cannot open: %s", path, strerror(errno));
+  if (fread(sig, 1, 8, src->f) != 8 || png_sig_cmp(sig, 0, 8) != 0) {
+    fclose(src->f);
+    src->f = NULL;
+    return sde_fail(SDE_EFORMAT, "%s: not a PNG file", path);
+  }
+  src->head_len = fread(src->head, 1, sizeof src->head, src->f);
+  src->head_pos = 0;
+  return SDE_OK;
+}
+
+/* A side limit: the caller's, else the global one. */
+static int side_limit(int max) { return max > 0 && max < PNG_READ_MAX_SIDE ? max : PNG_READ_MAX_SIDE; }
+
+/* sde_png_read_max, with the origin of the size limit named in its message. */
+static int png_read_limited(const char *path, int want_channels, int max_height, int max_width,
+                            const char *bound, float **data, int *channels, int *height,
+                            int *width) {
   *data = NULL;
   if (!path) return sde_fail(SDE_EINVAL, "sde_png_read: path is NULL");
   if (want_channels != 0 && want_channels != 1 && want_channels != 3 && want_channels != 4)
     return sde_fail(SDE_EINVAL, "%s: want_channels must be 0, 1, 3 or 4 (got %d)", path,
                     want_channels);
-  FILE *f;
-  int rc = open_png(path, &f);
+  const int max_w = side_limit(max_width), max_h = side_limit(max_height);
+  png_source src;
+  int rc = open_png(path, &src);
   if (rc) return rc;
+  if ((rc = check_declared_size(path, &src, max_w, max_h, bound))) {
+    fclose(src.f);
+    return rc;
+  }
   png_reader r = {0};
   r.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &r.err, on_png_error, on_png_warning);
   r.info = r.png ? png_create_info_struct(r.png) : NULL;
-  rc = r.info ? decode_png(&r, f, path) : sde_fail(SDE_ENOMEM, "%s: cannot create a PNG reader", path);
+  rc = r.info ? decode_png(&r, &src, path, max_w, max_h)
+              : sde_fail(SDE_ENOMEM, "%s: cannot create a PNG reader", path);
   float *out = NULL;
   int out_c = output_channels(r.channels, want_channels);
   size_t count = (size_t)r.width * (size_t)r.height;
@@ -165,13 +222,25 @@ int sde_png_read(const char *path, int want_channels, float **data, int *channel
   png_destroy_read_struct(&r.png, &r.info, NULL);
   free(r.rows);
   free(r.pixels);
-  fclose(f);
+  fclose(src.f);
   if (rc) return rc;
   *data = out;
   *channels = out_c;
   *height = r.height;
   *width = r.width;
   return SDE_OK;
+}
+
+int sde_png_read(const char *path, int want_channels, float **data, int *channels, int *height,
+                 int *width) {
+  return sde_png_read_max(path, want_channels, 0, 0, data, channels, height, width);
+}
+
+int sde_png_read_max(const char *path, int want_channels, int max_height, int max_width,
+                     float **data, int *channels, int *height, int *width) {
+  const char *bound = max_height > 0 || max_width > 0 ? "expected here" : "limit";
+  return png_read_limited(path, want_channels, max_height, max_width, bound, data, channels,
+                          height, width);
 }
 
 // ----------------------------------------------------------------------------
@@ -357,17 +426,23 @@ static int list_png_files(const char *dir, name_list *list) {
 typedef struct {
   const char *dir;
   name_list files;
-  float *all;  // [files.count, c, h, w]
-  int c, h, w; // fixed by the first file
+  float *all;        // [files.count, c, h, w]
+  int c, h, w;       // fixed by the first file
+  int max_h, max_w;  // the caller's limit (0: the global one)
 } dir_images;
 
-/* Reads file i into its slot (the first file fixes the size and allocates `all`). */
+/* Reads file i into its slot (the first file fixes the size and allocates `all`; the
+ * others may be no larger, checked on their headers). */
 static int load_dir_image(dir_images *d, size_t i, int want) {
   char *path = join_path(d->dir, d->files.names[i]);
   if (!path) return SDE_ENOMEM;
   float *img;
   int c, h, w;
-  int rc = sde_png_read(path, i ? d->c : want, &img, &c, &h, &w);
+  char bound[600];
+  if (i) snprintf(bound, sizeof bound, "of %s: all images must share the size", d->files.names[0]);
+  else snprintf(bound, sizeof bound, "%s", d->max_h > 0 || d->max_w > 0 ? "expected here" : "limit");
+  int rc = png_read_limited(path, i ? d->c : want, i ? d->h : d->max_h, i ? d->w : d->max_w,
+                            bound, &img, &c, &h, &w);
   if (rc) {
     free(path);
     return rc;
@@ -391,13 +466,18 @@ static int load_dir_image(dir_images *d, size_t i, int want) {
 
 int sde_png_read_dir(const char *dir, int want_channels, float **data, int *n, int *channels,
                      int *height, int *width) {
+  return sde_png_read_dir_max(dir, want_channels, 0, 0, data, n, channels, height, width);
+}
+
+int sde_png_read_dir_max(const char *dir, int want_channels, int max_height, int max_width,
+                         float **data, int *n, int *channels, int *height, int *width) {
   *data = NULL;
   *n = 0;
   if (!dir) return sde_fail(SDE_EINVAL, "sde_png_read_dir: dir is NULL");
   if (want_channels != 0 && want_channels != 1 && want_channels != 3 && want_channels != 4)
     return sde_fail(SDE_EINVAL, "%s: want_channels must be 0, 1, 3 or 4 (got %d)", dir,
                     want_channels);
-  dir_images d = {.dir = dir};
+  dir_images d = {.dir = dir, .max_h = max_height, .max_w = max_width};
   int rc = list_png_files(dir, &d.files);
   if (!rc && d.files.count > (size_t)INT32_MAX) rc = sde_fail(SDE_EINVAL, "%s: too many images", dir);
   for (size_t i = 0; !rc && i < d.files.count; i++) rc = load_dir_image(&d, i, want_channels);

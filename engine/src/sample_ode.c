@@ -389,6 +389,20 @@ static int rk_attempt(sde_ode_rhs_fn rhs, void *ctx, rk_ws *w, int na, double *y
   return rk_check_fail(w, na);
 }
 
+/* Refuses another attempt (6 evaluations) that would pass o->max_evals, naming the
+ * option and how far the slowest sample got. */
+static int rk_check_budget(const sde_ode_opts *o, int64_t evals, const rk_ws *w, int na,
+                           double t0, double t1) {
+  if (o->max_evals <= 0 || evals + 6 <= o->max_evals) return SDE_OK;
+  int slow = w->act[0];
+  for (int k = 1; k < na; k++)
+    if (fabs(w->t[w->act[k]] - t0) < fabs(w->t[slow] - t0)) slow = w->act[k];
+  return sde_fail(SDE_ENUMERIC,
+                  "the ODE solver reached max-evals = %lld score evaluations with sample %d at "
+                  "t = %.6g on the way from %g to %g (raise max-evals, or loosen rtol/atol)",
+                  (long long)o->max_evals, slow, w->t[slow], t0, t1);
+}
+
 static int rk45_solve(sde_ode_rhs_fn rhs, void *ctx, int n, int64_t dim, double *y, double t0,
                       double t1, const sde_ode_opts *o, sde_stats *st) {
   const double dir = t1 > t0 ? 1.0 : -1.0;
@@ -406,6 +420,7 @@ static int rk45_solve(sde_ode_rhs_fn rhs, void *ctx, int n, int64_t dim, double 
   if (!rc) rc = rk_initial_step(rhs, ctx, &w, y, t0, t1, rtol, atol, &evals);
   int na = n;
   while (!rc && na > 0) {
+    if ((rc = rk_check_budget(o, evals, &w, na, t0, t1))) break;
     rc = rk_attempt(rhs, ctx, &w, na, y, t1, dir, rtol, atol, &evals);
     if (rc) break;
     na = rk_compact(&w, na, t1, dir);
@@ -508,18 +523,10 @@ static int check_args(const sde_model *m, const sde_sde *sde, const sde_sample_p
   if (n < 0) return sde_fail(SDE_EINVAL, "%s: n = %d must be >= 0", fn, n);
   if (n > 0 && (!x || !out)) return sde_fail(SDE_EINVAL, "%s: NULL sample buffer", fn);
   if (sde_model_dim(m) <= 0) return sde_fail(SDE_EINVAL, "%s: model has no dimensions", fn);
-  if (p->ode_method == SDE_ODE_RK45) {
-    if (!(p->rtol > 0) || !(p->atol > 0) || !isfinite(p->rtol) || !isfinite(p->atol))
-      return sde_fail(SDE_EINVAL, "%s: rtol (%g) and atol (%g) must be > 0", fn, p->rtol, p->atol);
-  } else if (p->ode_method == SDE_ODE_EULER || p->ode_method == SDE_ODE_HEUN) {
-    if (p->steps < 0) return sde_fail(SDE_EINVAL, "%s: steps = %d must be >= 0", fn, p->steps);
-  } else {
-    return sde_fail(SDE_EINVAL, "%s: unknown ODE method %d", fn, (int)p->ode_method);
-  }
-  if (!(p->eps >= 0 && p->eps < SDE_T))
-    return sde_fail(SDE_EINVAL, "%s: eps = %g must be in [0, %g) (0 = default)", fn, p->eps,
-                    SDE_T);
-  return SDE_OK;
+  sde_sample_params q = *p; /* what runs here is the ODE, whatever p->sampler names */
+  q.sampler = SDE_SAMPLER_ODE;
+  rc = sde_sample_params_check(&q, sde);
+  return rc ? sde_fail_context(rc, "%s", fn) : SDE_OK;
 }
 
 static int check_time(double t, const char *what) {
@@ -528,13 +535,16 @@ static int check_time(double t, const char *what) {
   return SDE_OK;
 }
 
+/* The score is float32: tolerances below what it resolves are raised to SDE_ODE_MIN_TOL,
+ * and max_evals bounds the solve whatever the tolerances. */
 static void ode_opts_from(const sde_sample_params *p, const sde_sde *sde, sde_ode_opts *o) {
   o->method = p->ode_method;
-  o->rtol = p->rtol;
-  o->atol = p->atol;
+  o->rtol = fmax(p->rtol, SDE_ODE_MIN_TOL);
+  o->atol = fmax(p->atol, SDE_ODE_MIN_TOL);
   o->steps = p->steps > 0 ? p->steps : sde->N;
   o->progress = p->progress;
   o->user = p->user;
+  o->max_evals = p->max_evals > 0 ? p->max_evals : SDE_ODE_DEFAULT_MAX_EVALS;
 }
 
 static double sampling_eps(const sde_sample_params *p, const sde_sde *sde) {

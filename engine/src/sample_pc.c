@@ -27,6 +27,7 @@ void sde_sample_params_init(sde_sample_params *p) {
   p->lower_order_final = 1;
   p->churn = 0.0;
   p->seed = 0;
+  p->max_evals = SDE_ODE_DEFAULT_MAX_EVALS;
 }
 
 static const char *const sampler_names[SDE_SAMPLER_COUNT] = {
@@ -300,12 +301,7 @@ static int pc_validate(const sde_model *m, const sde_sde *sde, const sde_sample_
   if (n < 0 || (n > 0 && (!x || !out))) return sde_fail(SDE_EINVAL, "sample: bad batch arguments");
   int status = sde_validate(sde);
   if (status) return status;
-  if (p->steps < 0 || p->steps == 1 || p->steps > 1000000)
-    return sde_fail(SDE_EINVAL, "sample: steps = %d must be 0 (default) or in [2, 1000000]", p->steps);
-  if (p->corrector_steps < 0 || p->corrector_steps > 100000)
-    return sde_fail(SDE_EINVAL, "sample: corrector steps = %d out of range", p->corrector_steps);
-  if (!(p->snr >= 0.0) || !isfinite(p->snr)) return sde_fail(SDE_EINVAL, "sample: snr must be >= 0");
-  if (!(p->eps >= 0.0 && p->eps < SDE_T)) return sde_fail(SDE_EINVAL, "sample: eps must be in [0, 1)");
+  if ((status = sde_sample_params_check(p, sde))) return sde_fail_context(status, "sample");
   if (p->sampler == SDE_SAMPLER_PC && p->predictor == SDE_PRED_ANCESTRAL && sde->kind == SDE_SUBVP)
     return sde_fail(SDE_EUNSUPPORTED, "ancestral sampling is defined for the VE and VP SDEs only");
   return SDE_OK;

@@ -25,7 +25,6 @@
 #include "scoresde/sde.h"
 #include "scoresde/train.h"
 
-#define CKPT_FORMAT "scoresde-checkpoint-1"
 #define BATCH_STREAM 0x7ba7c4u
 
 /* ---- training configuration -------------------------------------------------------------- */
@@ -252,7 +251,8 @@ int sde_dataset_load(const char *path, int image_size, int channels, sde_dataset
   float *raw = NULL;
   int n = 0, c = 0, h = 0, w = 0, rc;
   if (is_directory(path)) {
-    rc = sde_png_read_dir(path, channels, &raw, &n, &c, &h, &w);
+    /* images larger than the model are refused from their headers, before decoding */
+    rc = sde_png_read_dir_max(path, channels, image_size, image_size, &raw, &n, &c, &h, &w);
     if (rc) return rc;
   } else if (sde_has_suffix(path, ".npy")) {
     int nd;
@@ -661,27 +661,6 @@ static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
 
 /* ---- checkpoints ----------------------------------------------------------------------------- */
 
-static int write_atomic(const char *path, const sde_st_entry *e, int n, const char *const *meta,
-                        int n_meta) {
-  size_t len = strlen(path) + 32;
-  char *tmp = sde_malloc(len);
-  if (!tmp) return SDE_ENOMEM;
-  snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-  int rc = sde_st_write(tmp, e, n, meta, n_meta);
-  if (!rc) {
-    int fd = open(tmp, O_RDONLY);
-    if (fd >= 0) {
-      fsync(fd);
-      close(fd);
-    }
-    if (rename(tmp, path) != 0)
-      rc = sde_fail(SDE_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-  }
-  if (rc) remove(tmp);
-  free(tmp);
-  return rc;
-}
-
 int sde_trainer_save(const sde_trainer *t, const char *path, const char *const *extra_meta,
                      int n_extra) {
   char *net_json = sde_ncsnpp_config_to_json(&t->nc);
@@ -696,7 +675,7 @@ int sde_trainer_save(const sde_trainer *t, const char *path, const char *const *
   if ((rc = trainer_to_host(t))) goto done;
   snprintf(step, sizeof step, "%lld", (long long)t->step);
   int nm = 0;
-  meta[2 * nm] = "format"; meta[2 * nm + 1] = CKPT_FORMAT; nm++;
+  meta[2 * nm] = "format"; meta[2 * nm + 1] = SDE_CHECKPOINT_FORMAT; nm++;
   meta[2 * nm] = "step"; meta[2 * nm + 1] = step; nm++;
   meta[2 * nm] = "scoresde"; meta[2 * nm + 1] = net_json; nm++;
   meta[2 * nm] = "scoresde_train"; meta[2 * nm + 1] = train_json; nm++;
@@ -715,7 +694,7 @@ int sde_trainer_save(const sde_trainer *t, const char *path, const char *const *
     {"adam_v", 1, {t->P}, t->v},
     {"ema", 1, {t->P}, t->ema},
   };
-  rc = write_atomic(path, e, 4, meta, nm);
+  rc = sde_st_write(path, e, 4, meta, nm);
 done:
   free(net_json);
   free(train_json);
@@ -764,7 +743,7 @@ int sde_trainer_load(const char *path, sde_trainer **out) {
   sde_json *jn = NULL, *jt = NULL;
   const char *fmt = sde_st_metadata(st, "format"), *net_s = sde_st_metadata(st, "scoresde"),
              *train_s = sde_st_metadata(st, "scoresde_train"), *step_s = sde_st_metadata(st, "step");
-  if (!fmt || strcmp(fmt, CKPT_FORMAT) || !net_s || !train_s || !step_s) {
+  if (!fmt || strcmp(fmt, SDE_CHECKPOINT_FORMAT) || !net_s || !train_s || !step_s) {
     rc = sde_fail(SDE_EFORMAT, "%s: not a scoresde training checkpoint", path);
     goto done;
   }
@@ -838,18 +817,7 @@ int sde_trainer_export(const sde_trainer *t, const char *path, const char *const
   sde_model *m;
   int rc = sde_trainer_ema_model(t, &m);
   if (rc) return rc;
-  size_t len = strlen(path) + 32;
-  char *tmp = sde_malloc(len);
-  if (!tmp) {
-    sde_model_free(m);
-    return SDE_ENOMEM;
-  }
-  snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-  rc = sde_network_save(m, tmp, extra_meta, n_extra);
-  if (!rc && rename(tmp, path) != 0)
-    rc = sde_fail(SDE_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-  if (rc) remove(tmp);
-  free(tmp);
+  rc = sde_network_save(m, path, extra_meta, n_extra); /* atomic, as every safetensors write */
   sde_model_free(m);
   return rc;
 }

@@ -18,12 +18,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "png_bomb.h"
 #include "scoresde/scoresde.h"
+#include "scoresde/train.h"
 #include "tap.h"
 
 extern char **environ;
@@ -34,8 +37,10 @@ static char dir[256];
 /* ---- running the tool ------------------------------------------------------------------ */
 
 typedef struct {
-  int status; /* exit status, or -1 */
-  int sig;    /* terminating signal, or 0 */
+  int status;     /* exit status, or -1 */
+  int sig;        /* terminating signal, or 0 */
+  long maxrss_kb; /* peak resident memory of the run */
+  double seconds; /* its wall time */
   char out[16384], err[16384];
 } result;
 
@@ -57,8 +62,10 @@ static void slurp(const char *path, char *buf, size_t size) {
 static void wait_child(pid_t pid, double limit_s, result *r) {
   int st = 0;
   double waited = 0;
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
   for (;;) {
-    pid_t w = waitpid(pid, &st, WNOHANG);
+    pid_t w = wait4(pid, &st, WNOHANG, &ru);
     if (w == pid) break;
     if (w < 0 && errno != EINTR) {
       r->status = -1;
@@ -66,7 +73,7 @@ static void wait_child(pid_t pid, double limit_s, result *r) {
     }
     if (waited > limit_s) {
       kill(pid, SIGKILL);
-      waitpid(pid, &st, 0);
+      wait4(pid, &st, 0, &ru);
       break;
     }
     sleep_ms(2);
@@ -74,6 +81,7 @@ static void wait_child(pid_t pid, double limit_s, result *r) {
   }
   r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   r->sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+  r->maxrss_kb = ru.ru_maxrss;
 }
 
 /* Runs `scoresde args...` (NULL-terminated, relative paths inside the temp folder). */
@@ -100,8 +108,9 @@ static result *run_v(const char *const *args) {
   } else {
     double t0 = sde_now();
     wait_child(pid, 60.0, &r);
-    if (sde_now() - t0 > 2.0) TAP_DIAG("slow: %s %s took %.1f s", args[0], args[1] ? args[1] : "",
-                                       sde_now() - t0);
+    r.seconds = sde_now() - t0;
+    if (r.seconds > 2.0) TAP_DIAG("slow: %s %s took %.1f s", args[0], args[1] ? args[1] : "",
+                                  r.seconds);
     slurp(outp, r.out, sizeof r.out);
     slurp(errp, r.err, sizeof r.err);
   }
@@ -709,6 +718,301 @@ static void test_noise_scales(void) {
   check_error(r, 1, NULL, "noise-scales on a malformed .npy");
 }
 
+static int exists(const char *name) {
+  struct stat st;
+  return stat(P(name), &st) == 0;
+}
+
+/* A refusal that cost nothing: exit 1 naming `needle`, under 64 MB, no output file. */
+static void check_refused_cheaply(const result *r, const char *needle, const char *out,
+                                  const char *what) {
+  check_error(r, 1, needle, what);
+  TAP_CHECK(r->maxrss_kb < 64 * 1024 && !exists(out),
+            "%s: refused in %.2f s at a peak of %ld KB, %s not written", what, r->seconds,
+            r->maxrss_kb, out);
+}
+
+/* Decompression bombs: a 261 KB PNG declaring 16384x16384 pixels (before the header check:
+ * 3.4 GB and 9 s through colorize --in, 1.3 GB through --mask). */
+static void test_png_bombs(void) {
+  size_t len = write_bomb_png(P("bomb.png"), 16384, 16384);
+  TAP_CHECK(len > 0 && len < 300000, "a %zu-byte PNG declaring 16384x16384 pixels", len);
+  mkdir(P("bombdir"), 0755);
+  if (symlink(P("imgs/img0.png"), P("bombdir/a.png")) || symlink(P("bomb.png"), P("bombdir/b.png")))
+    TAP_DIAG("symlink failed");
+  result *r = RUN("colorize", "--model", "emp.json", "--in", "bomb.png", "--out", "bomb1.npy");
+  check_refused_cheaply(r, "bomb.png: the image is 16384x16384 pixels, larger than the 8x8",
+                        "bomb1.npy", "colorize --in bomb");
+  r = RUN("inpaint", "--model", "emp.json", "--in", "imgs/img0.png", "--mask", "bomb.png",
+          "--out", "bomb2.npy");
+  check_refused_cheaply(r, "--mask: ", "bomb2.npy", "inpaint --mask bomb");
+  r = RUN("encode", "--model", "emp.json", "--in", "bombdir", "--out", "bomb3.npy");
+  check_refused_cheaply(r, "b.png: the image is 16384x16384", "bomb3.npy",
+                        "encode --in a folder whose 2nd image is a bomb");
+  r = RUN("noise-scales", "--data", "bomb.png");
+  check_refused_cheaply(r, "more than the limit of 16777216 pixels", "bomb4.npy",
+                        "noise-scales --data bomb (no model: the global pixel limit)");
+  r = RUN("train", "--data", "bombdir", "--out", "bombrun", "--preset", "tiny", "--image-size",
+          "8", "--attn", "4", "--steps", "1", "--quiet");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "refused before decoding") &&
+                r->maxrss_kb < 64 * 1024 && !exists("bombrun/checkpoint.safetensors"),
+            "train --data with a bomb: refused at %ld KB, no checkpoint", r->maxrss_kb);
+}
+
+/* The ODE solvers always end: tolerances below float32 are raised, and --max-evals caps
+ * every solve with a message naming it (before: --rtol/--atol 1e-14 never ended). */
+static void test_bounded_solvers(void) {
+  result *r = RUN("sample", "--model", "gmm.json", "--out", "tight.npy", "--n", "4", "--sampler",
+                  "ode", "--sigma-max", "5", "--rtol", "1e-14", "--atol", "1e-14");
+  long long nfe = -1;
+  const char *s = strstr(r->err, "NFE ");
+  if (s) nfe = atoll(s + 4);
+  TAP_CHECK(r->status == 0 && strstr(r->err, "are raised to") && nfe > 0 && nfe < 10000 &&
+                exists("tight.npy"),
+            "sample --sampler ode --rtol 1e-14 --atol 1e-14 ends: NFE %lld in %.2f s, with a note",
+            nfe, r->seconds);
+  const char *const runs[][12] = {
+      {"sample", "--model", "gmm.json", "--out", "cap.npy", "--sampler", "ode", "--sigma-max",
+       "5", "--max-evals", "20", NULL},
+      {"encode", "--model", "gmm.json", "--in", "s.npy", "--out", "cap.npy", "--sigma-max", "5",
+       "--max-evals", "20", NULL},
+      {"decode", "--model", "gmm.json", "--in", "z.npy", "--out", "cap.npy", "--sigma-max", "5",
+       "--max-evals", "20", NULL},
+      {"likelihood", "--model", "gmm.json", "--in", "s.npy", "--logp-out", "cap.npy",
+       "--max-evals", "20", NULL},
+  };
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    r = run_v(runs[i]);
+    char what[64];
+    snprintf(what, sizeof what, "%s --max-evals 20", runs[i][0]);
+    check_error(r, 1, "reached max-evals = 20 score evaluations", what);
+    TAP_CHECK(!exists("cap.npy") && strstr(r->err, "raise max-evals"),
+              "%s: says how to go on, writes nothing", what);
+  }
+  r = RUN("sample", "--model", "gmm.json", "--out", "cap.npy", "--max-evals", "0");
+  check_error(r, 2, "--max-evals", "--max-evals 0 is a usage error");
+}
+
+/* One rule for the sampler settings (sde_sample_params_check): what the engine refuses is
+ * a usage error (exit 2) before anything runs; what it accepts runs. */
+static void test_setting_ranges(void) {
+  result *r = RUN("sample", "--model", "gmm.json", "--out", "refused.npy", "--steps", "1");
+  check_error(r, 2, "the pc sampler needs at least 2 steps", "sample --steps 1 (pc)");
+  r = RUN("inpaint", "--model", "emp.json", "--in", "imgs/img0.png", "--mask", "mask.png",
+          "--out", "refused.npy", "--steps", "1");
+  check_error(r, 2, "at least 2 steps", "inpaint --steps 1");
+  r = RUN("sample", "--model", "gmm.json", "--out", "refused.npy", "--eps", "1");
+  check_error(r, 2, "--eps must be a number in (0, 1)", "sample --eps 1");
+  r = RUN("likelihood", "--model", "gmm.json", "--in", "s.npy", "--eps", "1");
+  check_error(r, 2, "--eps must be a number in (0, 1)", "likelihood --eps 1");
+  r = RUN("sample", "--model", "gmm.json", "--out", "refused.npy", "--steps", "1000001");
+  check_error(r, 2, "--steps", "--steps above the engine's 1000000");
+  TAP_CHECK(!exists("refused.npy"), "refused settings write nothing");
+  r = RUN("sample", "--model", "gmm.json", "--out", "one.npy", "--n", "2", "--sampler", "ode",
+          "--ode-method", "euler", "--steps", "1", "--sigma-max", "5");
+  ok_run(r, "sample --sampler ode --ode-method euler --steps 1 runs (one step is enough there)");
+  r = RUN("encode", "--model", "gmm.json", "--in", "s.npy", "--out", "one.npy", "--ode-method",
+          "heun", "--steps", "1", "--sigma-max", "5");
+  ok_run(r, "encode --ode-method heun --steps 1 runs");
+}
+
+/* Values the math divides by or thresholds are refused with a message, never turned into
+ * NaN outputs: GMM weights whose sum overflows, dropout outside [0,1), masks and inputs
+ * with NaN or out of range, times outside [0,1]. */
+static void test_bad_values(void) {
+  write_text("gmm_huge.json", "{\"kind\":\"gmm\",\"weights\":[1e308,1e308],"
+                              "\"means\":[[-2,0],[2,0]],\"stds\":0.3}");
+  result *r = RUN("sample", "--model", "gmm_huge.json", "--out", "bv.npy", "--n", "2");
+  check_error(r, 1, "the weights sum to inf (overflow)", "GMM weights [1e308, 1e308]");
+  write_text("dropout.json", "{\"dropout\": 1.5}");
+  r = RUN("train", "--data", "imgs", "--out", "drun", "--model-config", "dropout.json",
+          "--steps", "1", "--quiet");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "dropout = 1.5 must be in [0, 1)") && !exists("drun/checkpoint.safetensors"),
+            "network config with dropout 1.5 refused: %.120s", r->err);
+  float m[3 * IMG_H * IMG_W];
+  int64_t msh[3] = {3, IMG_H, IMG_W};
+  const float bad_values[] = {NAN, 1.5f, -0.25f};
+  for (int k = 0; k < 3; k++) {
+    for (int i = 0; i < 3 * IMG_H * IMG_W; i++) m[i] = i == 17 ? bad_values[k] : 1.0f;
+    sde_npy_write(P("badmask.npy"), m, 3, msh);
+    r = RUN("inpaint", "--model", "emp.json", "--in", "imgs/img0.png", "--mask", "badmask.npy",
+            "--out", "bv.npy");
+    char what[64];
+    snprintf(what, sizeof what, "a mask holding %g", (double)bad_values[k]);
+    check_error(r, 1, "at entry 17; mask values must be in [0, 1]", what);
+  }
+  float xin[4 * 2] = {0, 0, 1, 1, INFINITY, 0, 2, 2};
+  int64_t xsh[2] = {4, 2};
+  sde_npy_write(P("xinf.npy"), xin, 2, xsh);
+  r = RUN("encode", "--model", "gmm.json", "--in", "xinf.npy", "--out", "bv.npy");
+  check_error(r, 1, "holds inf (sample 2, value 0); inputs must be finite", "an input with Inf");
+  float t_bad[2] = {0.5f, NAN};
+  int64_t tsh[1] = {2};
+  sde_npy_write(P("tnan.npy"), t_bad, 1, tsh);
+  sde_npy_write(P("x2.npy"), xin, 2, (int64_t[]){2, 2});
+  r = RUN("score", "--model", "gmm_vp.json", "--in", "x2.npy", "--t", "tnan.npy", "--out", "bv.npy");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "time t[1] = nan must be in [0, 1]"),
+            "score with t = NaN refused: %.120s", r->err);
+  t_bad[1] = 1.5f;
+  sde_npy_write(P("tnan.npy"), t_bad, 1, tsh);
+  r = RUN("score", "--model", "gmm_vp.json", "--in", "x2.npy", "--t", "tnan.npy", "--out", "bv.npy");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "time t[1] = 1.5 must be in [0, 1]"),
+            "score with t = 1.5 refused: %.120s", r->err);
+  TAP_CHECK(!exists("bv.npy"), "refused values write nothing");
+}
+
+/* A result with NaN or Inf is written (it is the result) but never silently: every command
+ * says so in one form. The trigger is natural: a VE prior of std 1e37 overflows float32. */
+static void test_nonfinite_warnings(void) {
+  const char *const runs[][14] = {
+      {"sample", "--model", "gmm.json", "--out", "nf.npy", "--n", "4", "--sigma-max", "1e37",
+       "--num-scales", "20", NULL},
+      {"inpaint", "--model", "emp.json", "--in", "imgs/img0.png", "--mask", "mask.png", "--out",
+       "nf.npy", "--sigma-max", "1e37", "--num-scales", "20", NULL},
+      {"colorize", "--model", "emp.json", "--in", "gray.png", "--out", "nf.npy", "--sigma-max",
+       "1e37", "--num-scales", "20", NULL},
+  };
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    remove(P("nf.npy"));
+    result *r = run_v(runs[i]);
+    TAP_CHECK(r->status == 0 && strstr(r->err, "warning: ") &&
+                  strstr(r->err, " NaN or Inf values (written as they are") && exists("nf.npy"),
+              "%s with a diverging prior: written, with the warning: %.160s", runs[i][0], r->err);
+  }
+}
+
+/* Starts `scoresde args...` without waiting (stdout, stderr to /dev/null). */
+static pid_t spawn_quiet(const char *const *args) {
+  const char *argv[64];
+  int n = 0;
+  argv[n++] = exe;
+  for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, exe, &fa, NULL, (char *const *)argv, environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+/* Files named checkpoint.safetensors.tmp.* in the run folder. */
+static int count_temporaries(const char *run) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "ls '%s' 2>/dev/null | grep -c '^checkpoint.safetensors.tmp\\.'",
+           P(run));
+  FILE *f = popen(cmd, "r");
+  int n = 0;
+  if (f) {
+    if (fscanf(f, "%d", &n) != 1) n = 0;
+    pclose(f);
+  }
+  return n;
+}
+
+/* Training killed with SIGKILL while it checkpoints every step: the checkpoint is always
+ * whole (it is replaced by a rename), --resume removes the temporaries of dead writers
+ * (and only those), and --export writes atomically too. */
+static void test_killed_training(void) {
+  const char *train[] = {"train", "--data", "imgs", "--out", "krun", "--preset", "tiny",
+                         "--image-size", "8", "--attn", "4", "--batch", "2", "--steps",
+                         "1000000", "--ckpt-every", "1", "--sample-n", "0", "--quiet", NULL};
+  const char *resume[] = {"train", "--out", "krun", "--resume", "--steps", "1000000",
+                          "--ckpt-every", "1", "--sample-n", "0", "--quiet", NULL};
+  char ckpt[600];
+  snprintf(ckpt, sizeof ckpt, "%s", P("krun/checkpoint.safetensors"));
+  int killed = 0, whole = 0, left = 0;
+  for (int round = 0; round < 4; round++) {
+    pid_t pid = spawn_quiet(round ? resume : train);
+    struct stat st0, st;
+    int changes = 0;
+    /* let it write a few checkpoints, then kill it at a varying point of the next one */
+    if (stat(ckpt, &st0) != 0) memset(&st0, 0, sizeof st0);
+    for (int i = 0; pid > 0 && i < 20000 && changes < 3 + round; i++) {
+      if (stat(ckpt, &st) == 0 && (st.st_ino != st0.st_ino || st.st_mtim.tv_nsec != st0.st_mtim.tv_nsec)) {
+        st0 = st;
+        changes++;
+      }
+      sleep_ms(1);
+    }
+    sleep_ms(3 * round);
+    int status = 0;
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    killed += pid > 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    sde_trainer *t = NULL;
+    whole += sde_trainer_load(ckpt, &t) == 0;
+    sde_trainer_free(t);
+    left += count_temporaries("krun");
+  }
+  TAP_CHECK(killed == 4 && whole == 4,
+            "train killed 4 times with SIGKILL while checkpointing every step: checkpoint loads "
+            "after each kill (%d/4 killed, %d/4 whole; %d temporaries found after the kills)",
+            killed, whole, left);
+
+  /* temporaries of a writer that really died by SIGKILL, of a live one (us), and a name
+   * that is not a temporary */
+  pid_t dead = fork();
+  if (dead == 0) {
+    char mine[600];
+    snprintf(mine, sizeof mine, "%s/krun/checkpoint.safetensors.tmp.%ld", dir, (long)getpid());
+    FILE *f = fopen(mine, "wb");
+    if (f) {
+      fputs("half a checkpoint", f);
+      fclose(f);
+    }
+    raise(SIGKILL);
+    _exit(1);
+  }
+  int st = 0;
+  waitpid(dead, &st, 0);
+  char orphan[64], live[64];
+  snprintf(orphan, sizeof orphan, "krun/checkpoint.safetensors.tmp.%ld", (long)dead);
+  snprintf(live, sizeof live, "krun/checkpoint.safetensors.tmp.%ld", (long)getpid());
+  write_text(live, "being written by a live process");
+  write_text("krun/checkpoint.safetensors.tmp.notapid", "not ours");
+  char *step_text = sde_checkpoint_metadata(ckpt, "step");
+  long long step = step_text ? atoll(step_text) : -1;
+  free(step_text);
+  char target[32];
+  snprintf(target, sizeof target, "%lld", step + 2);
+  result *r = RUN("train", "--out", "krun", "--resume", "--steps", target, "--sample-n", "0",
+                  "--export", "kexport.safetensors");
+  int ok = r->status == 0 && WIFSIGNALED(st) && exists(live) &&
+           exists("krun/checkpoint.safetensors.tmp.notapid") && !exists(orphan) &&
+           strstr(r->err, "removed ") && strstr(r->err, "left by a killed run");
+  if (!TAP_CHECK(ok, "--resume removes the temporaries of dead writers (one killed by SIGKILL), "
+                     "keeps a live writer's and other names"))
+    TAP_DIAG("exit %d, stderr: %.400s", r->status, r->err);
+  step_text = sde_checkpoint_metadata(ckpt, "step");
+  TAP_CHECK(step_text && atoll(step_text) == step + 2, "the resumed run went on from step %lld to %s",
+            step, step_text ? step_text : "?");
+  free(step_text);
+  sde_model *m = NULL;
+  int rc = sde_model_load(P("kexport.safetensors"), &m);
+  sde_model_free(m);
+  TAP_CHECK(rc == 0 && count_temporaries("krun") == 2 && !exists("kexport.safetensors.tmp.0"),
+            "--export wrote a whole model atomically (%s)", rc ? sde_errmsg() : "loads");
+  r = RUN("train", "--out", "krun", "--resume", "--steps", target, "--sample-n", "0", "--export",
+          "nodir/kexport.safetensors", "--quiet");
+  TAP_CHECK(r->status == 1 && strstr(r->err, "nodir/kexport.safetensors") && !exists("nodir"),
+            "--export into a missing folder: exit 1 naming it, nothing written");
+  remove(P(live));
+
+  /* a checkpoint is not a model: info says what it is and how to export it */
+  r = RUN("info", "krun/checkpoint.safetensors");
+  TAP_CHECK(r->status == 0 && strstr(r->out, "training checkpoint") &&
+                strstr(r->out, "scoresde train --out") && strstr(r->out, "--export"),
+            "info on a checkpoint: says what it is and how to export it");
+  r = RUN("sample", "--model", "krun/checkpoint.safetensors", "--out", "ck.npy");
+  check_error(r, 1, "a training checkpoint (step", "a checkpoint given as --model");
+}
+
 /* Network models, when the fixtures of tests/fixtures are around (SCORESDE_FIXTURES). */
 static void test_network(void) {
   const char *fx = getenv("SCORESDE_FIXTURES");
@@ -851,6 +1155,12 @@ int main(int argc, char **argv) {
   test_gmm();
   test_images();
   test_noise_scales();
+  test_png_bombs();
+  test_bounded_solvers();
+  test_setting_ranges();
+  test_killed_training();
+  test_bad_values();
+  test_nonfinite_warnings();
   test_network();
   test_tty();
   TAP_DIAG("%.1f s", sde_now() - t0);

@@ -22,12 +22,13 @@ typedef enum {
 } sde_divergence;
 
 typedef struct {
-  double rtol, atol;      /* 1e-5 */
+  double rtol, atol;      /* 1e-5; at least SDE_ODE_MIN_TOL is used */
   double eps;             /* lower time limit (1e-5) */
   sde_divergence divergence;
   uint64_t seed;          /* Hutchinson noise, stream = stream0 + i */
   sde_progress_fn progress;
   void *user;
+  int64_t max_evals;      /* cap on the evaluations of the solve (0 = SDE_ODE_DEFAULT_MAX_EVALS) */
 } sde_likelihood_params;
 
 void sde_likelihood_params_init(sde_likelihood_params *p);

@@ -95,6 +95,7 @@ typedef struct {
  * space-padded so the data start on an 8-byte boundary. */
 int sde_st_serialize(const sde_st_entry *entries, int n, const char *const *meta, int n_meta,
                      uint8_t **bytes, size_t *len);
+/* Writes the file atomically (sde_write_file_atomic): path is never half-written. */
 int sde_st_write(const char *path, const sde_st_entry *entries, int n, const char *const *meta,
                  int n_meta);
 

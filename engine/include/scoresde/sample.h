@@ -12,6 +12,7 @@
 #ifndef SCORESDE_SAMPLE_H
 #define SCORESDE_SAMPLE_H
 
+#include <float.h>
 #include <stdint.h>
 #include "model.h"
 #include "sde.h"
@@ -59,14 +60,28 @@ typedef struct {
   double eps;           /* smallest time; 0 = sde_sampling_eps() */
   int denoise;          /* final noise removal (Tweedie step) (1) */
   sde_ode_method ode_method;
-  double rtol, atol;    /* RK45 tolerances (1e-5) */
+  double rtol, atol;    /* RK45 tolerances (1e-5; at least SDE_ODE_MIN_TOL is used) */
   sde_schedule schedule; /* few-step solvers' time grid (logsnr) */
   int lower_order_final; /* few-step multistep solvers: lower the order in the last steps (1) */
   double churn;         /* heun: stochastic churn S_churn (0 = deterministic) */
   uint64_t seed;
   sde_progress_fn progress;
   void *user;
+  int64_t max_evals;    /* RK45: cap on the score evaluations of one solve; reaching it fails
+                         * with SDE_ENUMERIC (0 = SDE_ODE_DEFAULT_MAX_EVALS) */
 } sde_sample_params;
+
+/* The adaptive ODE solver stops with an error after this many evaluations by default. A
+ * solve usually takes 100-1000; a stiff one (an empirical model far from its data, at
+ * rtol 1e-6) some 70000. The cap bounds what would otherwise have no end. */
+#define SDE_ODE_DEFAULT_MAX_EVALS 100000
+/* The smallest rtol and atol the solvers use: the score is float32, known to about
+ * FLT_EPSILON relative, so tighter tolerances only shrink the steps towards its rounding
+ * noise (and 1e-14 never ended). */
+#define SDE_ODE_MIN_TOL ((double)FLT_EPSILON)
+/* Upper bounds of steps and corrector_steps. */
+#define SDE_MAX_STEPS 1000000
+#define SDE_MAX_CORRECTOR_STEPS 100000
 
 typedef struct {
   int64_t nfe;          /* score evaluations, counted as the reference does */
@@ -76,6 +91,11 @@ typedef struct {
 } sde_stats;
 
 void sde_sample_params_init(sde_sample_params *p);
+/* Checks p for the sampler it names (the ODE entry points check it as the ode sampler):
+ * SDE_EINVAL with a message naming the parameter and its range. sde may be NULL; then
+ * steps = 0 (the SDE's N) is not judged. Every sampler calls this; front ends call it on
+ * their settings to refuse them before any work. */
+int sde_sample_params_check(const sde_sample_params *p, const sde_sde *sde);
 
 const char *sde_sampler_name(sde_sampler s);       /* "pc", "ode", "dpmpp-2m", ... */
 const char *sde_schedule_name(sde_schedule s);     /* "logsnr", "time", "karras" */

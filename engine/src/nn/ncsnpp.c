@@ -301,6 +301,11 @@ int sde_ncsnpp_config_validate(const sde_ncsnpp_config *c) {
   if (c->embedding_type == SDE_EMBED_FOURIER && !c->continuous)
     return sde_fail(SDE_EINVAL, "config: Fourier embeddings need continuous training");
   if (c->num_classes < 0) return sde_fail(SDE_EINVAL, "config: num_classes < 0");
+  if (!(c->dropout >= 0.0 && c->dropout < 1.0))
+    return sde_fail(SDE_EINVAL, "config: dropout = %g must be in [0, 1)", c->dropout);
+  if (!isfinite(c->init_scale) || !isfinite(c->fourier_scale))
+    return sde_fail(SDE_EINVAL, "config: init_scale (%g) and fourier_scale (%g) must be finite",
+                    c->init_scale, c->fourier_scale);
   if (c->num_classes > 0 && c->scale_by_sigma)
     return sde_fail(SDE_EINVAL, "config: a classifier (num_classes > 0) has no scale_by_sigma");
   if (c->embedding_type == SDE_EMBED_POSITIONAL && c->nf < 4)

@@ -17,6 +17,7 @@
 #include "scoresde/device.h"
 #include "scoresde/error.h"
 #include "scoresde/json.h"
+#include "scoresde/train.h"
 #include "scoresde/model.h"
 #include "scoresde/network.h"
 
@@ -193,7 +194,8 @@ int sde_network_labels(const sde_model *m, const sde_sde *sde, int n, const floa
   if (!c) return sde_fail(SDE_EINVAL, "not a network model");
   for (int i = 0; i < n; i++) {
     float ti = t[i];
-    if (!isfinite(ti)) return sde_fail(SDE_EINVAL, "time t[%d] is not finite", i);
+    if (!(ti >= 0.0f && ti <= (float)SDE_T))
+      return sde_fail(SDE_EINVAL, "time t[%d] = %g must be in [0, %g]", i, (double)ti, SDE_T);
     switch (sde->kind) {
       case SDE_VE:
         if (c->continuous) {
@@ -266,6 +268,9 @@ static int score_stds(const sde_model *m, const sde_sde *sde, int n, const float
       float v = 1.0f - expf(2.0f * lmc);
       stds[i] = sde->kind == SDE_VP ? sqrtf(v) : v;
     }
+    if (!(stds[i] > 0.0f)) /* t = 0: the score -out/std does not exist */
+      rc = sde_fail(SDE_EINVAL, "time t[%d] = %g: the %s marginal std is 0 there and the score "
+                    "undefined; use t > 0", i, (double)t[i], sde_kind_name(sde->kind));
   }
   free(owned);
   return rc;
@@ -734,6 +739,12 @@ static void shape_str(char *buf, size_t size, int ndim, const int64_t *shape) {
 
 int sde_network_from_safetensors(const sde_safetensors *st, sde_model **out) {
   *out = NULL;
+  const char *format = sde_st_metadata(st, "format"), *step = sde_st_metadata(st, "step");
+  if (format && !strcmp(format, SDE_CHECKPOINT_FORMAT)) /* its tensors are not a model's */
+    return sde_fail(SDE_EFORMAT, "a training checkpoint (step %s), not a model: export its EMA "
+                    "weights with 'scoresde train --out RUNDIR --resume --steps %s --export "
+                    "MODEL.safetensors' (RUNDIR holding it as checkpoint.safetensors)",
+                    step ? step : "?", step ? step : "N");
   const char *cfg_text = sde_st_metadata(st, "scoresde");
   const char *cfg_key = "scoresde";
   if (!cfg_text) {

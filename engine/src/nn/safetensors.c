@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "scoresde/error.h"
+#include "scoresde/io.h"
 #include "scoresde/json.h"
 #include "scoresde/network.h"
 
@@ -501,14 +502,7 @@ int sde_st_write(const char *path, const sde_st_entry *entries, int n, const cha
   size_t len;
   int rc = sde_st_serialize(entries, n, meta, n_meta, &bytes, &len);
   if (rc) return rc;
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    free(bytes);
-    return sde_fail(SDE_EIO, "cannot create '%s': %s", path, strerror(errno));
-  }
-  size_t w = fwrite(bytes, 1, len, f);
-  int cl = fclose(f);
+  rc = sde_write_file_atomic(path, bytes, len); /* checkpoints and models survive a kill */
   free(bytes);
-  if (w != len || cl != 0) return sde_fail(SDE_EIO, "error writing '%s'", path);
-  return SDE_OK;
+  return rc;
 }

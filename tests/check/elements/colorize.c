@@ -418,6 +418,93 @@ GST_START_TEST (test_bad_model)
 
 GST_END_TEST;
 
+/* A model whose result is NaN (its VE prior of std 1e37 overflows float32 draws): the
+ * warning reaches the bus and every output pixel keeps the input's gray value, in both
+ * modes, at the model's size and another. */
+GST_START_TEST (test_nonfinite_keeps_luminance)
+{
+  gchar *text = g_strdup_printf ("{\"kind\": \"empirical\", \"data\": "
+      "\"%s/shapes32\", \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
+      "\"sigma_max\": 1e37, \"N\": 1000}}", scoresde_test_models_dir ());
+  gchar *model = write_tmp ("scoresde-diverge-XXXXXX.json", text);
+  const gchar *modes[2] = { "chroma-only=true", "chroma-only=false" };
+  gint mode, size;
+
+  for (mode = 0; mode < 2; mode++)
+    for (size = 0; size < 2; size++) {
+      gint w = size ? 48 : 32, hh = size ? 40 : 32, x, y, off = 0;
+      gchar *props = g_strdup_printf ("steps=10 model=%s %s", model,
+          modes[mode]);
+      GstHarness *h = new_harness (props, w, hh, NULL);
+      GstBus *bus = gst_bus_new ();
+      guint8 *in = gray_picture (w, hh);
+      GstMessage *msg;
+      GError *err = NULL;
+      GstBuffer *out;
+      GstMapInfo map;
+
+      gst_element_set_bus (h->element, bus);
+      out = gst_harness_push_and_pull (h, scoresde_test_buffer (in, w * hh, 0,
+              GST_SECOND));
+      msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+      fail_unless (msg != NULL, "%s %dx%d: no warning", modes[mode], w, hh);
+      gst_message_parse_warning (msg, &err, NULL);
+      fail_unless (strstr (err->message, "are NaN or Inf; those pixels keep the "
+              "input's gray") != NULL, "%s", err->message);
+      g_clear_error (&err);
+      gst_message_unref (msg);
+      fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+      for (y = 0; y < hh; y++)
+        for (x = 0; x < w; x++) {
+          const guint8 *p = map.data + (gsize) y * GST_ROUND_UP_4 (w * 3) + x * 3;
+          off += fabs ((p[0] + p[1] + p[2]) / 3.0 - in[y * w + x]) > 1.0;
+        }
+      gst_buffer_unmap (out, &map);
+      GST_INFO ("%s %dx%d: %d pixels lost their luminance", modes[mode], w, hh,
+          off);
+      fail_unless_equals_int (off, 0);
+      gst_buffer_unref (out);
+      gst_element_set_bus (h->element, NULL);
+      gst_object_unref (bus);
+      gst_harness_teardown (h);
+      g_free (in);
+      g_free (props);
+    }
+  g_unlink (model);
+  g_free (model);
+  g_free (text);
+}
+
+GST_END_TEST;
+
+/* steps=1 is in the property range but the pc sampler needs 2: refused at start. */
+GST_START_TEST (test_steps_one_refused_at_start)
+{
+  GstElement *el = gst_element_factory_make ("scoresdecolorize", NULL);
+  GstBus *bus = gst_bus_new ();
+  GstMessage *msg;
+  GError *err = NULL;
+
+  gst_element_set_bus (el, bus);
+  g_object_set (el, "steps", 1, NULL);
+  fail_unless_equals_int (gst_element_set_state (el, GST_STATE_PAUSED),
+      GST_STATE_CHANGE_FAILURE);
+  msg = scoresde_test_pop_error (bus, 0);
+  scoresde_test_assert_error (msg, GST_LIBRARY_ERROR,
+      GST_LIBRARY_ERROR_SETTINGS);
+  gst_message_parse_error (msg, &err, NULL);
+  fail_unless (strstr (err->message, "at least 2 steps") != NULL, "%s",
+      err->message);
+  g_clear_error (&err);
+  gst_message_unref (msg);
+  gst_element_set_state (el, GST_STATE_NULL);
+  gst_element_set_bus (el, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (el);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_bad_caps)
 {
   GstHarness *h;
@@ -540,6 +627,8 @@ scoresdecolorize_suite (void)
   tcase_add_test (tc, test_bad_caps);
   tcase_add_test (tc, test_flush_cancels);
   tcase_add_test (tc, test_state_cycles);
+  tcase_add_test (tc, test_nonfinite_keeps_luminance);
+  tcase_add_test (tc, test_steps_one_refused_at_start);
   return s;
 }
 

@@ -14,6 +14,8 @@
 #include <glib/gstdio.h>
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
+#include <sys/resource.h>
+#include "png_bomb.h"
 #include "scoresdetestutil.h"
 
 #define W 32
@@ -378,6 +380,233 @@ GST_START_TEST (test_bad_model)
 
 GST_END_TEST;
 
+/* Peak resident memory of this process so far, in KB. */
+static glong
+peak_rss_kb (void)
+{
+  struct rusage ru;
+
+  getrusage (RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+/* A 261 KB mask-location declaring 16384x16384 pixels is refused from its header: READY
+ * fails with a message saying so, and the process does not grow (before: 1.3 GB). */
+GST_START_TEST (test_mask_bomb)
+{
+  GstElement *el = gst_element_factory_make ("scoresdeinpaint", NULL);
+  gchar *bomb = NULL;
+  gint fd = g_file_open_tmp ("scoresde-bomb-XXXXXX.png", &bomb, NULL);
+  GstMessage *msg;
+  GError *err = NULL;
+  gchar *dbg = NULL;
+  glong before, grew;
+
+  fail_unless (fd >= 0);
+  close (fd);
+  fail_unless (write_bomb_png (bomb, 16384, 16384) > 0);
+  g_object_set (el, "mask-location", bomb, NULL);
+  before = peak_rss_kb ();
+  msg = ready_error (el);
+  grew = peak_rss_kb () - before;
+  scoresde_test_assert_error (msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ);
+  gst_message_parse_error (msg, &err, &dbg);
+  GST_INFO ("bomb: %s; peak grew by %ld KB", err->message, grew);
+  fail_unless (strstr (err->message, "16384x16384 pixels, larger than the 32x32")
+      && strstr (err->message, "refused before decoding"), "%s", err->message);
+  fail_unless (grew < 64 * 1024, "peak memory grew by %ld KB", grew);
+  g_clear_error (&err);
+  g_free (dbg);
+  gst_message_unref (msg);
+  gst_object_unref (el);
+  g_unlink (bomb);
+  g_free (bomb);
+}
+
+GST_END_TEST;
+
+/* A model of vectors cannot be inpainted: READY says why. */
+GST_START_TEST (test_model_it_cannot_serve)
+{
+  GstElement *el = gst_element_factory_make ("scoresdeinpaint", NULL);
+  gchar *gmm = NULL;
+  gint fd = g_file_open_tmp ("scoresde-gmm-XXXXXX.json", &gmm, NULL);
+  GstMessage *msg;
+  GError *err = NULL;
+
+  fail_unless (fd >= 0);
+  close (fd);
+  fail_unless (g_file_set_contents (gmm, "{\"kind\": \"gmm\", \"weights\": [1], "
+          "\"means\": [[0, 0, 0]], \"stds\": 1}", -1, NULL));
+  g_object_set (el, "model", gmm, NULL);
+  msg = ready_error (el);
+  scoresde_test_assert_error (msg, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT);
+  gst_message_parse_error (msg, &err, NULL);
+  fail_unless (strstr (err->message, "needs a model of images") != NULL, "%s",
+      err->message);
+  g_clear_error (&err);
+  gst_message_unref (msg);
+  gst_object_unref (el);
+  g_unlink (gmm);
+  g_free (gmm);
+}
+
+GST_END_TEST;
+
+/* steps=1 is inside the property range, but the pc sampler needs 2: the element says
+ * so at start with the engine's rule, not at the first frame. */
+GST_START_TEST (test_steps_one_refused_at_start)
+{
+  GstElement *el = gst_element_factory_make ("scoresdeinpaint", NULL);
+  GstBus *bus = gst_bus_new ();
+  GstMessage *msg;
+  GError *err = NULL;
+
+  gst_element_set_bus (el, bus);
+  g_object_set (el, "steps", 1, NULL);
+  fail_unless_equals_int (gst_element_set_state (el, GST_STATE_PAUSED),
+      GST_STATE_CHANGE_FAILURE);
+  msg = scoresde_test_pop_error (bus, 0);
+  scoresde_test_assert_error (msg, GST_LIBRARY_ERROR,
+      GST_LIBRARY_ERROR_SETTINGS);
+  gst_message_parse_error (msg, &err, NULL);
+  fail_unless (strstr (err->message, "at least 2 steps") != NULL, "%s",
+      err->message);
+  g_clear_error (&err);
+  gst_message_unref (msg);
+  gst_element_set_state (el, GST_STATE_NULL);
+  gst_element_set_bus (el, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (el);
+}
+
+GST_END_TEST;
+
+/* Pops the first WARNING from `bus` within `timeout` and returns its text (g_free), or
+ * fails. */
+static gchar *
+expect_warning (GstBus * bus, GstClockTime timeout)
+{
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, timeout,
+      GST_MESSAGE_WARNING);
+  GError *err = NULL;
+  gchar *text;
+
+  fail_unless (msg != NULL, "expected a warning on the bus");
+  gst_message_parse_warning (msg, &err, NULL);
+  text = g_strdup (err->message);
+  GST_INFO ("warning: %s", text);
+  g_clear_error (&err);
+  gst_message_unref (msg);
+  return text;
+}
+
+/* model and mask-location are READY-only: set while PLAYING they are ignored with a
+ * warning on the bus, and the stream goes on as it was (never half applied). */
+GST_START_TEST (test_ready_only_properties_while_playing)
+{
+  GstHarness *h = new_harness ("steps=10");
+  GstBus *bus = gst_bus_new ();
+  GstElement *el;
+  gchar *mask = write_mask_png (W, H, 8), *text, *value;
+  guint8 *in = masked_image (5, 16);
+  GstBuffer *out;
+  GstMapInfo map;
+  gint y;
+
+  gst_element_set_bus (h->element, bus);
+  el = gst_harness_find_element (h, "scoresdeinpaint");
+  g_object_set (el, "mask-location", mask, NULL);
+  text = expect_warning (bus, 0);
+  fail_unless (strstr (text, "'mask-location' can only be changed in the NULL or "
+          "READY state") != NULL, "%s", text);
+  g_free (text);
+  g_object_set (el, "model", "/some/other/model.json", NULL);
+  text = expect_warning (bus, 0);
+  fail_unless (strstr (text, "'model'") != NULL, "%s", text);
+  g_free (text);
+  g_object_get (el, "mask-location", &value, NULL);
+  fail_unless (value == NULL, "mask-location became %s", value);
+  g_object_get (el, "model", &value, NULL);
+  fail_unless (value == NULL, "model became %s", value);
+  gst_object_unref (el);
+
+  /* the frame is still inpainted from its alpha: the left 16 columns pass through */
+  out = gst_harness_push_and_pull (h, scoresde_test_buffer (in, W * H * 4, 0,
+          GST_SECOND));
+  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+  for (y = 0; y < H; y++)
+    fail_unless (memcmp (map.data + y * W * 4, in + y * W * 4, 16 * 4) == 0,
+        "known row %d changed: the ignored mask was applied", y);
+  gst_buffer_unmap (out, &map);
+  gst_buffer_unref (out);
+
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (h);
+  g_unlink (mask);
+  g_free (mask);
+  g_free (in);
+}
+
+GST_END_TEST;
+
+/* Writes a copy of the shipped default model whose VE prior has std 1e37: its draws
+ * overflow float32, so the sampler yields NaN - a natural way to a non-finite result.
+ * Returns the JSON path (g_free; remove with g_unlink). */
+static gchar *
+write_diverging_model (void)
+{
+  gchar *path = NULL, *text;
+  gint fd = g_file_open_tmp ("scoresde-diverge-XXXXXX.json", &path, NULL);
+
+  fail_unless (fd >= 0);
+  close (fd);
+  text = g_strdup_printf ("{\"kind\": \"empirical\", \"data\": \"%s/shapes32\", "
+      "\"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, \"sigma_max\": 1e37, "
+      "\"N\": 1000}}", scoresde_test_models_dir ());
+  fail_unless (g_file_set_contents (path, text, -1, NULL));
+  g_free (text);
+  return path;
+}
+
+/* A result with NaN reaches the bus as a warning; the known pixels still pass through. */
+GST_START_TEST (test_nonfinite_result_warns)
+{
+  gchar *model = write_diverging_model ();
+  gchar *props = g_strdup_printf ("steps=10 model=%s", model);
+  GstHarness *h = new_harness (props);
+  GstBus *bus = gst_bus_new ();
+  guint8 *in = masked_image (5, 16);
+  GstBuffer *out;
+  GstMapInfo map;
+  gchar *text;
+  gint y;
+
+  gst_element_set_bus (h->element, bus);
+  out = gst_harness_push_and_pull (h, scoresde_test_buffer (in, W * H * 4, 0,
+          GST_SECOND));
+  text = expect_warning (bus, 0);
+  fail_unless (strstr (text, "Frame 0: ") && strstr (text, "are NaN or Inf"),
+      "%s", text);
+  g_free (text);
+  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+  for (y = 0; y < H; y++)
+    fail_unless (memcmp (map.data + y * W * 4, in + y * W * 4, 16 * 4) == 0,
+        "known row %d changed", y);
+  gst_buffer_unmap (out, &map);
+  gst_buffer_unref (out);
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (h);
+  g_unlink (model);
+  g_free (model);
+  g_free (props);
+  g_free (in);
+}
+
+GST_END_TEST;
+
 /* Only the model's native size negotiates; nothing is rescaled. */
 GST_START_TEST (test_bad_caps)
 {
@@ -385,6 +614,7 @@ GST_START_TEST (test_bad_caps)
   GstElement *pipe;
   GstBus *bus;
   GstMessage *msg;
+  gboolean explained = FALSE;
   guint8 *junk = g_malloc0 (64 * 48 * 4);
 
   h = gst_harness_new_parse ("scoresdeinpaint");
@@ -403,8 +633,19 @@ GST_START_TEST (test_bad_caps)
   fail_unless (pipe != NULL);
   bus = gst_element_get_bus (pipe);
   gst_element_set_state (pipe, GST_STATE_PLAYING);
-  msg = gst_bus_timed_pop_filtered (bus, 10 * GST_SECOND,
-      GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+  /* first a warning that says why, then the error */
+  while ((msg = gst_bus_timed_pop_filtered (bus, 10 * GST_SECOND,
+              GST_MESSAGE_ERROR | GST_MESSAGE_EOS | GST_MESSAGE_WARNING)) != NULL
+      && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_WARNING) {
+    GError *err = NULL;
+    gst_message_parse_warning (msg, &err, NULL);
+    if (strstr (err->message, "model's size 32x32 and cannot take 64x48 "
+            "frames; put videoscale in front") != NULL)
+      explained = TRUE;
+    g_clear_error (&err);
+    gst_message_unref (msg);
+  }
+  fail_unless (explained, "no warning explains the negotiation failure");
   fail_unless (msg != NULL && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR,
       "expected a negotiation error");
   {
@@ -525,6 +766,11 @@ scoresdeinpaint_suite (void)
   tcase_add_test (tc, test_videoscale_negotiates_native_size);
   tcase_add_test (tc, test_state_change_cancels);
   tcase_add_test (tc, test_state_cycles);
+  tcase_add_test (tc, test_mask_bomb);
+  tcase_add_test (tc, test_model_it_cannot_serve);
+  tcase_add_test (tc, test_steps_one_refused_at_start);
+  tcase_add_test (tc, test_ready_only_properties_while_playing);
+  tcase_add_test (tc, test_nonfinite_result_warns);
   return s;
 }
 

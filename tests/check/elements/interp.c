@@ -124,6 +124,42 @@ GST_START_TEST (test_interp_count_and_timestamps)
 
 GST_END_TEST;
 
+/* n-frames is READY-only: set while PLAYING it is ignored with a warning on the bus, and
+ * the stream keeps its frame count (never half applied to timestamps and counts). */
+GST_START_TEST (test_interp_n_frames_while_playing)
+{
+  GstHarness *h = interp_harness ("n-frames=3", 1);
+  GstElement *el = gst_harness_find_element (h, "scoresdeinterp");
+  GstBus *bus = attach_bus (h->element);
+  GstMessage *msg;
+  GError *err = NULL;
+  gint n_frames, j;
+
+  gst_harness_play (h);
+  fail_unless_equals_int (gst_harness_push (h, latent (0, 0, GST_SECOND)),
+      GST_FLOW_OK);
+  g_object_set (el, "n-frames", 7, NULL);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+  fail_unless (msg != NULL, "no warning on the bus");
+  gst_message_parse_warning (msg, &err, NULL);
+  fail_unless (strstr (err->message, "'n-frames' can only be changed in the NULL or "
+          "READY state") != NULL, "%s", err->message);
+  g_clear_error (&err);
+  gst_message_unref (msg);
+  g_object_get (el, "n-frames", &n_frames, NULL);
+  fail_unless_equals_int (n_frames, 3);
+  for (j = 1; j < 3; j++)
+    fail_unless_equals_int (gst_harness_push (h, latent (j, j * GST_SECOND,
+                GST_SECOND)), GST_FLOW_OK);
+  fail_unless_equals_int (gst_harness_buffers_in_queue (h), 2 * 4);
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (el);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_interp_lerp)
 {
   GstHarness *h = interp_harness ("n-frames=1 method=lerp", 10);
@@ -391,6 +427,7 @@ interp_suite (void)
   suite_add_tcase (s, tc);
   tcase_add_test (tc, test_interp_count_and_timestamps);
   tcase_add_test (tc, test_interp_lerp);
+  tcase_add_test (tc, test_interp_n_frames_while_playing);
   tcase_add_test (tc, test_interp_framerate_interval_and_n0);
   tcase_add_test (tc, test_interp_flush);
   tcase_add_test (tc, test_interp_refuses_bad_caps);

@@ -615,6 +615,129 @@ GST_START_TEST (test_model_cache_shares)
 
 GST_END_TEST;
 
+/* libgstscoresde: a model file replaced on disk (new inode, mtime, size) is a new cache
+ * entry, loaded fresh; users of the old one keep theirs. */
+GST_START_TEST (test_model_cache_identity)
+{
+  gchar *path = g_build_filename (test_tmp_dir (), "replaced.json", NULL);
+  gchar *tmp = g_build_filename (test_tmp_dir (), "replaced.json.new", NULL);
+  gchar *text = NULL;
+  GstScoreSdeModel *a, *b, *c;
+  GError *err = NULL;
+
+  fail_unless (g_file_get_contents (tiny_model_path (), &text, NULL, NULL));
+  fail_unless (g_file_set_contents (path, text, -1, NULL));
+  a = gst_scoresde_model_cache_acquire (NULL, path, &cpu_device, &err);
+  fail_unless (a != NULL, "%s", err ? err->message : "");
+  fail_unless (a->sde.sigma_max == 20.0);
+  b = gst_scoresde_model_cache_acquire (NULL, path, &cpu_device, &err);
+  fail_unless (b == a, "an unchanged file is shared");
+  gst_scoresde_model_cache_release (b);
+
+  /* replaced the way editors and installers do it: a new file renamed over it */
+  g_free (text);
+  text = g_strdup_printf ("{\"kind\": \"empirical\", \"data\": \"tiny0_c3.npy\", "
+      "\"centered\": false, \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
+      "\"sigma_max\": 30.0, \"N\": 1000}}\n");
+  fail_unless (g_file_set_contents (tmp, text, -1, NULL));
+  fail_unless (g_rename (tmp, path) == 0);
+  c = gst_scoresde_model_cache_acquire (NULL, path, &cpu_device, &err);
+  fail_unless (c != NULL && c != a, "the replaced file was served from the cache");
+  fail_unless (c->sde.sigma_max == 30.0, "stale model: sigma_max %g",
+      c->sde.sigma_max);
+  fail_unless (a->sde.sigma_max == 20.0, "the old user's model changed");
+  fail_unless_equals_int (gst_scoresde_model_cache_size (), 2);
+  gst_scoresde_model_cache_release (a);
+  gst_scoresde_model_cache_release (c);
+  fail_unless_equals_int (gst_scoresde_model_cache_size (), 0);
+  g_unlink (path);
+  g_free (path);
+  g_free (tmp);
+  g_free (text);
+}
+
+GST_END_TEST;
+
+/* steps=1: the pc sampler needs 2 and says so at start (the engine's rule); the ODE's
+ * fixed-step methods take 1. */
+GST_START_TEST (test_src_steps_rule_per_sampler)
+{
+  GstElement *src = gst_element_factory_make ("scoresdesrc", NULL);
+  GstBus *bus = attach_bus (src);
+  GstHarness *h;
+  GstBuffer *out;
+  GError *err;
+
+  g_object_set (src, "model", tiny_model_path (), "steps", 1, NULL);
+  fail_unless_equals_int (gst_element_set_state (src, GST_STATE_PAUSED),
+      GST_STATE_CHANGE_FAILURE);
+  err = expect_bus_error (bus, 0);
+  fail_unless (g_error_matches (err, GST_LIBRARY_ERROR,
+          GST_LIBRARY_ERROR_SETTINGS));
+  fail_unless (strstr (err->message, "the pc sampler needs at least 2 steps") !=
+      NULL, "%s", err->message);
+  g_error_free (err);
+  gst_element_set_state (src, GST_STATE_NULL);
+  gst_element_set_bus (src, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (src);
+
+  h = src_harness ("sampler=ode ode-method=euler steps=1 num-buffers=1");
+  gst_harness_play (h);
+  out = gst_harness_pull (h);
+  fail_unless (out != NULL, "ode euler with one step makes a frame");
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
+
+/* A frame with NaN (the VE prior of std 1e37 overflows float32 draws) is reported on
+ * the bus, not passed on silently. */
+GST_START_TEST (test_src_nonfinite_warns)
+{
+  gchar *path = g_build_filename (test_tmp_dir (), "diverging.json", NULL);
+  gchar *desc;
+  GstElement *pipe;
+  GstBus *bus;
+  GstMessage *msg;
+  gboolean warned = FALSE;
+
+  tiny_model_path ();           /* writes tiny0_c3.npy */
+  fail_unless (g_file_set_contents (path, "{\"kind\": \"empirical\", \"data\": "
+          "\"tiny0_c3.npy\", \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
+          "\"sigma_max\": 1e37, \"N\": 1000}}", -1, NULL));
+  desc = g_strdup_printf ("scoresdesrc model=%s steps=10 num-buffers=1 ! fakesink",
+      path);
+  pipe = gst_parse_launch (desc, NULL);
+  bus = gst_element_get_bus (pipe);
+  gst_element_set_state (pipe, GST_STATE_PLAYING);
+  while ((msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND,
+              GST_MESSAGE_WARNING | GST_MESSAGE_ERROR | GST_MESSAGE_EOS)) != NULL) {
+    GstMessageType type = GST_MESSAGE_TYPE (msg);
+    if (type == GST_MESSAGE_WARNING) {
+      GError *err = NULL;
+      gst_message_parse_warning (msg, &err, NULL);
+      warned |= strstr (err->message, "Frame 0: ") != NULL
+          && strstr (err->message, "of the sample are NaN or Inf") != NULL;
+      GST_INFO ("warning: %s", err->message);
+      g_clear_error (&err);
+    }
+    gst_message_unref (msg);
+    if (type != GST_MESSAGE_WARNING)
+      break;
+  }
+  fail_unless (warned, "no warning about the non-finite frame on the bus");
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (pipe);
+  g_unlink (path);
+  g_free (path);
+  g_free (desc);
+}
+
+GST_END_TEST;
+
 /* The shipped Fashion-MNIST model and its guidance classifier. */
 static gchar *
 shipped_model (const gchar * file)
@@ -804,6 +927,9 @@ scoresdesrc_suite (void)
   tcase_add_test (tc, test_src_state_cycle_with_model);
   tcase_add_test (tc, test_src_state_cycle_without_model);
   tcase_add_test (tc, test_model_cache_shares);
+  tcase_add_test (tc, test_model_cache_identity);
+  tcase_add_test (tc, test_src_steps_rule_per_sampler);
+  tcase_add_test (tc, test_src_nonfinite_warns);
   tcase_add_test (tc, test_src_class_guidance);
   tcase_add_test (tc, test_src_class_guidance_errors);
   tcase_add_test (tc, test_shipped_default_models);
