@@ -8,9 +8,12 @@
  * @title: scoresdecolorize
  *
  * Colorizes grayscale video frame by frame with a score-based model of 3-channel
- * images: the predictor-corrector sampler holds the luminance coordinate of the
- * orthogonal colour transform (`sde_color_decouple`) at the input's value and samples
- * the two chroma coordinates (Song et al. 2021, controllable generation). A gray value
+ * images: the sampler holds the luminance coordinate of the orthogonal colour
+ * transform (`sde_color_decouple`) at the input's value and samples the two chroma
+ * coordinates (Song et al. 2021, controllable generation). The default few-step
+ * solver (#GstScoreSdeColorize:sampler dpmpp-2m, 20 network evaluations) puts the
+ * luminance into every data prediction; sampler=pc runs the predictor-corrector
+ * sampler and re-noises it after every update. A gray value
  * is read as the mean of R, G and B, the convention of the engine and the `scoresde
  * colorize` command.
  *
@@ -39,7 +42,7 @@
  * ## Example launch line
  * |[
  * gst-launch-1.0 filesrc location=gray.mp4 ! decodebin ! videoconvert ! \
- *     video/x-raw,format=GRAY8 ! scoresdecolorize steps=200 ! videoconvert ! \
+ *     video/x-raw,format=GRAY8 ! scoresdecolorize ! videoconvert ! \
  *     x264enc ! mp4mux ! filesink location=colour.mp4
  * ]| Colorizes a video with the shipped default model.
  */

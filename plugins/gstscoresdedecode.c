@@ -7,8 +7,10 @@
  * @title: scoresdedecode
  *
  * Decodes latents into video frames: the probability-flow ODE carries each latent
- * from the prior (t = T) back to data (t = eps). No denoising step is applied, so
- * decoding what `scoresdeencode` made reproduces the frame to the solver tolerance.
+ * from the prior (t = T) back to data (t = eps), solved by default with dpmpp-2m in 20
+ * network evaluations (#GstScoreSdeDecode:sampler). No denoising step is applied, so
+ * decoding what `scoresdeencode` made with the same settings reproduces the frame to
+ * the solver's accuracy.
  *
  * Latents arrive as `other/tensors` (one float32 tensor, dimensions "W:H:C:1"). The
  * caps' `scoresde` field names the model that made them: a latent of another model, or

@@ -7,7 +7,9 @@
  * @title: scoresdeencode
  *
  * Encodes video frames into latents: the probability-flow ODE carries each frame from
- * data (t = eps) to the prior (t = T). The latent is a planar float32 tensor of the
+ * data (t = eps) to the prior (t = T), solved by default with dpmpp-2m in 20 network
+ * evaluations (#GstScoreSdeEncode:sampler; sampler=ode is the adaptive RK45 reference).
+ * Decode with the same sampler settings. The latent is a planar float32 tensor of the
  * model's shape, sent as `other/tensors` with dimensions "W:H:C:1" and a `scoresde`
  * caps field naming the model, so `scoresdedecode` can refuse latents of another
  * model. Per-buffer facts go in #GstScoreSdeLatentMeta.

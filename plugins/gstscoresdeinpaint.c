@@ -7,10 +7,12 @@
  * SECTION:element-scoresdeinpaint
  * @title: scoresdeinpaint
  *
- * Fills the unknown pixels of every RGBA frame with a score-based model: the
- * predictor-corrector sampler of the reverse-time SDE runs while the known pixels are
- * held to the frame, re-noised to the current time after every update (Song et al.
- * 2021, controllable generation).
+ * Fills the unknown pixels of every RGBA frame with a score-based model while the known
+ * pixels are held to the frame (Song et al. 2021, controllable generation). The
+ * default few-step solver (#GstScoreSdeInpaint:sampler dpmpp-2m, 20 network
+ * evaluations) puts the known pixels into every data prediction; sampler=pc runs the
+ * predictor-corrector sampler of the reverse-time SDE and re-noises them to the
+ * current time after every update.
  *
  * The mask is the alpha channel: pixels whose alpha is 0 are filled, every other pixel
  * is known and is passed through unchanged. Alternatively
@@ -33,7 +35,7 @@
  * ## Example launch line
  * |[
  * gst-launch-1.0 filesrc location=shape.png ! pngdec ! videoconvert ! \
- *     video/x-raw,format=RGBA ! scoresdeinpaint mask-location=mask.png steps=500 ! \
+ *     video/x-raw,format=RGBA ! scoresdeinpaint mask-location=mask.png ! \
  *     videoconvert ! pngenc ! filesink location=filled.png
  * ]| Fills the black part of mask.png in shape.png with the shipped default model.
  */
