@@ -99,7 +99,7 @@ gst_scoresde_sampler_settings_init (GstScoreSdeSamplerSettings * s)
 void
 gst_scoresde_install_sampler_properties (GObjectClass * klass,
     guint first_prop_id, GstScoreSdeSamplers samplers,
-    const gchar * seed_blurb)
+    GstScoreSdeSampler default_sampler, const gchar * seed_blurb)
 {
   const GParamFlags flags = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
       GST_PARAM_MUTABLE_PLAYING;
@@ -132,7 +132,7 @@ gst_scoresde_install_sampler_properties (GObjectClass * klass,
   g_object_class_install_property (klass,
       first_prop_id + GST_SCORESDE_SAMPLER_PROP_SAMPLER,
       g_param_spec_enum ("sampler", "Sampler", sampler_blurb, sampler_type,
-          GST_SCORESDE_DEFAULT_SAMPLER, flags));
+          default_sampler, flags));
   g_object_class_install_property (klass,
       first_prop_id + GST_SCORESDE_SAMPLER_PROP_SCHEDULE,
       g_param_spec_enum ("schedule", "Schedule",

@@ -82,7 +82,8 @@ void gst_scoresde_device_settings_set (GstScoreSdeDeviceSettings * d,
 void gst_scoresde_device_settings_get (const GstScoreSdeDeviceSettings * d,
     guint index, GValue * value);
 
-/* Sets the GST_SCORESDE_DEFAULT_* values. */
+/* Sets the GST_SCORESDE_DEFAULT_* values (an element with another default sampler
+ * sets it after). */
 void gst_scoresde_sampler_settings_init (GstScoreSdeSamplerSettings * s);
 
 /* Which samplers an element can run, beside the deterministic few-step solvers (ddim,
@@ -114,14 +115,14 @@ enum
   GST_SCORESDE_N_SAMPLER_PROPS
 };
 
-/* Installs sampler, schedule and steps; seed when `seed_blurb` is not NULL; the pc
- * properties with GST_SCORESDE_SAMPLERS_SDE and the ode ones with
- * GST_SCORESDE_SAMPLERS_ODE (all mutable in PLAYING). The sampler property's type
- * holds only the samplers the element runs: GstScoreSdeSampler (SDE | ODE),
- * GstScoreSdeOdeSampler (ODE) or GstScoreSdeControlSampler (SDE). */
+/* Installs sampler (default `default_sampler`), schedule and steps; seed when
+ * `seed_blurb` is not NULL; the pc properties with GST_SCORESDE_SAMPLERS_SDE and the
+ * ode ones with GST_SCORESDE_SAMPLERS_ODE (all mutable in PLAYING). The sampler
+ * property's type holds only the samplers the element runs: GstScoreSdeSampler
+ * (SDE | ODE), GstScoreSdeOdeSampler (ODE) or GstScoreSdeControlSampler (SDE). */
 void gst_scoresde_install_sampler_properties (GObjectClass * klass,
     guint first_prop_id, GstScoreSdeSamplers samplers,
-    const gchar * seed_blurb);
+    GstScoreSdeSampler default_sampler, const gchar * seed_blurb);
 /* Property `index` (GST_SCORESDE_SAMPLER_PROP_*) from / into a GValue. */
 void gst_scoresde_sampler_settings_set (GstScoreSdeSamplerSettings * s,
     guint index, const GValue * value);

@@ -151,7 +151,8 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * update. The noise stream is 0, or the frame number without temporal-seed.
    */
   gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
-      GST_SCORESDE_SAMPLERS_SDE, "Seed of the noise (stream 0, or the frame number without "
+      GST_SCORESDE_SAMPLERS_SDE, GST_SCORESDE_DEFAULT_SAMPLER,
+      "Seed of the noise (stream 0, or the frame number without "
       "temporal-seed)");
 
   /**

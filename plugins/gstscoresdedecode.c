@@ -131,7 +131,7 @@ gst_scoresde_decode_class_init (GstScoreSdeDecodeClass * klass)
    * solvers then retrace the encoding grid.
    */
   gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
-      GST_SCORESDE_SAMPLERS_ODE, NULL);
+      GST_SCORESDE_SAMPLERS_ODE, GST_SCORESDE_DEFAULT_SAMPLER, NULL);
 
   gst_element_class_set_static_metadata (element_class,
       "Score-SDE decoder", "Filter/Decoder/Video",

@@ -131,7 +131,7 @@ gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
    * Hutchinson noise (frame i uses stream i).
    */
   gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
-      GST_SCORESDE_SAMPLERS_ODE,
+      GST_SCORESDE_SAMPLERS_ODE, GST_SCORESDE_DEFAULT_SAMPLER,
       "Seed of the likelihood's dequantisation and Hutchinson noise");
   /**
    * GstScoreSdeEncode:bits-per-dim:

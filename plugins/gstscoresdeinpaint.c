@@ -9,10 +9,12 @@
  *
  * Fills the unknown pixels of every RGBA frame with a score-based model while the known
  * pixels are held to the frame (Song et al. 2021, controllable generation). The
- * default few-step solver (#GstScoreSdeInpaint:sampler dpmpp-2m, 20 network
- * evaluations) puts the known pixels into every data prediction; sampler=pc runs the
- * predictor-corrector sampler of the reverse-time SDE and re-noises them to the
- * current time after every update.
+ * few-step solvers put the known pixels into every data prediction; the default,
+ * #GstScoreSdeInpaint:sampler dpmpp-2m-sde at 20 network evaluations, is stochastic,
+ * and its noise blends the fill with the known part better than the deterministic
+ * solvers do (docs/BENCHMARKS.md). sampler=pc runs the predictor-corrector sampler of
+ * the reverse-time SDE and re-noises the known pixels to the current time after every
+ * update.
  *
  * The mask is the alpha channel: pixels whose alpha is 0 are filled, every other pixel
  * is known and is passed through unchanged. Alternatively
@@ -51,6 +53,9 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_inpaint_debug);
 
 #define DEFAULT_MODEL GST_SCORESDE_DEFAULT_MODEL
 #define DEFAULT_MASK_LOCATION NULL
+/* the stochastic solver: its noise blends the filled part with the known one (the
+ * deterministic ones leave seams; docs/BENCHMARKS.md) */
+#define DEFAULT_SAMPLER GST_SCORESDE_SAMPLER_DPMPP_2M_SDE
 
 enum
 {
@@ -154,10 +159,12 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
    * How the unknown pixels are sampled; with schedule, steps, seed and the PC
    * sampler's predictor, corrector, snr and corrector-steps. The few-step solvers
    * put the known pixels into every data prediction, pc re-noises them after every
-   * update. Frame k uses noise stream k of the seed.
+   * update. The default is the stochastic dpmpp-2m-sde. Frame k uses noise stream k
+   * of the seed.
    */
   gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
-      GST_SCORESDE_SAMPLERS_SDE, "Seed of the noise; frame k uses noise stream k");
+      GST_SCORESDE_SAMPLERS_SDE, DEFAULT_SAMPLER,
+      "Seed of the noise; frame k uses noise stream k");
 
   gst_element_class_set_static_metadata (element_class,
       "Score-SDE inpainting", "Filter/Effect/Video",
@@ -191,6 +198,7 @@ gst_scoresde_inpaint_init (GstScoreSdeInpaint * self)
   gst_scoresde_device_settings_init (&self->device);
   self->mask_location = g_strdup (DEFAULT_MASK_LOCATION);
   gst_scoresde_sampler_settings_init (&self->settings);
+  self->settings.sampler = DEFAULT_SAMPLER;
   gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
 
   /* A frame costs `steps` model evaluations: with QoS on, a live pipeline would see

@@ -171,6 +171,7 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    */
   gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
       GST_SCORESDE_SAMPLERS_SDE | GST_SCORESDE_SAMPLERS_ODE,
+      GST_SCORESDE_DEFAULT_SAMPLER,
       "Seed of the noise; frame k uses noise stream k");
   /**
    * GstScoreSdeSrc:batch-size:
