@@ -112,7 +112,7 @@ bench_colorize() {
 }
 
 echo "# bench/bench_elements.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-echo "# CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(settings)"
+echo "# CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(getconf _NPROCESSORS_ONLN) cores; $(settings)"
 case "${1:-all}" in
   walk) bench_walk ;;
   colorize) bench_colorize ;;
