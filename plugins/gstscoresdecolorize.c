@@ -13,9 +13,8 @@
  * coordinates (Song et al. 2021, controllable generation). The default few-step
  * solver (#GstScoreSdeColorize:sampler dpmpp-2m, 20 network evaluations) puts the
  * luminance into every data prediction; sampler=pc runs the predictor-corrector
- * sampler and re-noises it after every update. A gray value
- * is read as the mean of R, G and B, the convention of the engine and the `scoresde
- * colorize` command.
+ * sampler and re-noises it after every update. A gray value is read as the mean of R,
+ * G and B, the convention of the engine and the `scoresde colorize` command.
  *
  * Any input size is accepted and the output has the input's size. The gray frame is
  * shrunk to the model's native size with area averaging (or grown bilinearly), the

@@ -40,8 +40,9 @@
  *
  * ## Example launch lines
  * |[
- * gst-launch-1.0 scoresdesrc is-live=true ! videoconvert ! videoscale ! video/x-raw,width=256,height=256 ! autovideosink
- * ]| Live samples of the shipped default model, dpmpp-2m at 20 evaluations a frame.
+ * gst-launch-1.0 scoresdesrc is-live=true ! video/x-raw,framerate=10/1 ! videoconvert ! videoscale ! video/x-raw,width=256,height=256 ! autovideosink
+ * ]| Live samples of the shipped default model at 10 frames per second, dpmpp-2m at 20
+ * evaluations a frame (60-150 ms on two shared CPU cores).
  * |[
  * gst-launch-1.0 scoresdesrc num-buffers=16 sampler=pc steps=0 seed=7 ! videoconvert ! pngenc ! multifilesink location=ref_%02d.png
  * ]| The 1000-step predictor-corrector reference, for comparison.
