@@ -28,10 +28,40 @@ static const GEnumValue sde_kind_values[] = {
   {0, NULL, NULL}
 };
 
+#define SAMPLER_PC {GST_SCORESDE_SAMPLER_PC, \
+      "Predictor-corrector sampler of the reverse SDE", "pc"}
+#define SAMPLER_ODE {GST_SCORESDE_SAMPLER_ODE, \
+      "Probability-flow ODE (ode-method)", "ode"}
+#define SAMPLER_DETERMINISTIC_FEWSTEP \
+  {GST_SCORESDE_SAMPLER_DDIM, "DDIM (first order)", "ddim"}, \
+  {GST_SCORESDE_SAMPLER_DPMPP_2M, "DPM-Solver++ multistep, second order", \
+      "dpmpp-2m"}, \
+  {GST_SCORESDE_SAMPLER_DPMPP_3M, "DPM-Solver++ multistep, third order", \
+      "dpmpp-3m"}
+#define SAMPLER_DPMPP_2M_SDE {GST_SCORESDE_SAMPLER_DPMPP_2M_SDE, \
+      "DPM-Solver++ of the reverse SDE, second order (stochastic)", \
+      "dpmpp-2m-sde"}
+#define SAMPLER_HEUN {GST_SCORESDE_SAMPLER_HEUN, \
+      "Heun, second order (EDM)", "heun"}
+
 static const GEnumValue sampler_values[] = {
-  {GST_SCORESDE_SAMPLER_PC, "Predictor-corrector sampler of the reverse SDE",
-      "pc"},
-  {GST_SCORESDE_SAMPLER_ODE, "Probability-flow ODE", "ode"},
+  SAMPLER_PC, SAMPLER_ODE, SAMPLER_DETERMINISTIC_FEWSTEP, SAMPLER_DPMPP_2M_SDE,
+  SAMPLER_HEUN, {0, NULL, NULL}
+};
+
+static const GEnumValue ode_sampler_values[] = {
+  SAMPLER_ODE, SAMPLER_DETERMINISTIC_FEWSTEP, SAMPLER_HEUN, {0, NULL, NULL}
+};
+
+static const GEnumValue control_sampler_values[] = {
+  SAMPLER_PC, SAMPLER_DETERMINISTIC_FEWSTEP, SAMPLER_DPMPP_2M_SDE,
+  SAMPLER_HEUN, {0, NULL, NULL}
+};
+
+static const GEnumValue schedule_values[] = {
+  {GST_SCORESDE_SCHEDULE_LOGSNR, "Uniform in log-SNR", "logsnr"},
+  {GST_SCORESDE_SCHEDULE_TIME, "Uniform in time", "time"},
+  {GST_SCORESDE_SCHEDULE_KARRAS, "Karras et al. (rho = 7)", "karras"},
   {0, NULL, NULL}
 };
 
@@ -85,6 +115,9 @@ static const GEnumValue interp_method_values[] = {
 /* *INDENT-OFF* */
 DEFINE_ENUM_TYPE (gst_scoresde_sde_kind_get_type, "GstScoreSdeSdeKind", sde_kind_values)
 DEFINE_ENUM_TYPE (gst_scoresde_sampler_get_type, "GstScoreSdeSampler", sampler_values)
+DEFINE_ENUM_TYPE (gst_scoresde_ode_sampler_get_type, "GstScoreSdeOdeSampler", ode_sampler_values)
+DEFINE_ENUM_TYPE (gst_scoresde_control_sampler_get_type, "GstScoreSdeControlSampler", control_sampler_values)
+DEFINE_ENUM_TYPE (gst_scoresde_schedule_get_type, "GstScoreSdeSchedule", schedule_values)
 DEFINE_ENUM_TYPE (gst_scoresde_predictor_get_type, "GstScoreSdePredictor", predictor_values)
 DEFINE_ENUM_TYPE (gst_scoresde_corrector_get_type, "GstScoreSdeCorrector", corrector_values)
 DEFINE_ENUM_TYPE (gst_scoresde_ode_method_get_type, "GstScoreSdeOdeMethod", ode_method_values)
@@ -98,6 +131,9 @@ gst_scoresde_enums_mark_as_plugin_api (void)
 {
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_SDE_KIND, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_SAMPLER, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_ODE_SAMPLER, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_CONTROL_SAMPLER, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_SCHEDULE, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_PREDICTOR, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_CORRECTOR, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_SCORESDE_ODE_METHOD, 0);

@@ -28,14 +28,46 @@ typedef enum
 
 /**
  * GstScoreSdeSampler:
- * @GST_SCORESDE_SAMPLER_PC: predictor-corrector sampler of the reverse-time SDE
- * @GST_SCORESDE_SAMPLER_ODE: probability-flow ODE (deterministic given the prior draw)
+ * @GST_SCORESDE_SAMPLER_PC: predictor-corrector sampler of the reverse-time SDE (the
+ *   reference; `steps` is its grid size)
+ * @GST_SCORESDE_SAMPLER_ODE: probability-flow ODE with the ODE method (adaptive RK45 or
+ *   fixed-step Euler/Heun)
+ * @GST_SCORESDE_SAMPLER_DDIM: DDIM, first order (DPM-Solver-1) in data prediction
+ * @GST_SCORESDE_SAMPLER_DPMPP_2M: multistep DPM-Solver++, second order
+ * @GST_SCORESDE_SAMPLER_DPMPP_3M: multistep DPM-Solver++, third order
+ * @GST_SCORESDE_SAMPLER_DPMPP_2M_SDE: second-order DPM-Solver++ of the reverse SDE
+ *   (stochastic)
+ * @GST_SCORESDE_SAMPLER_HEUN: Heun's second-order method on the EDM (sigma)
+ *   parameterisation
+ *
+ * The few-step solvers (ddim to heun) count `steps` in network evaluations
+ * (docs/sampling.md).
  */
 typedef enum
 {
   GST_SCORESDE_SAMPLER_PC = SDE_SAMPLER_PC,
   GST_SCORESDE_SAMPLER_ODE = SDE_SAMPLER_ODE,
+  GST_SCORESDE_SAMPLER_DDIM = SDE_SAMPLER_DDIM,
+  GST_SCORESDE_SAMPLER_DPMPP_2M = SDE_SAMPLER_DPMPP_2M,
+  GST_SCORESDE_SAMPLER_DPMPP_3M = SDE_SAMPLER_DPMPP_3M,
+  GST_SCORESDE_SAMPLER_DPMPP_2M_SDE = SDE_SAMPLER_DPMPP_2M_SDE,
+  GST_SCORESDE_SAMPLER_HEUN = SDE_SAMPLER_HEUN,
 } GstScoreSdeSampler;
+
+/**
+ * GstScoreSdeSchedule:
+ * @GST_SCORESDE_SCHEDULE_LOGSNR: uniform in log-SNR
+ * @GST_SCORESDE_SCHEDULE_TIME: uniform in time
+ * @GST_SCORESDE_SCHEDULE_KARRAS: the Karras et al. grid (rho = 7)
+ *
+ * Time grid of the few-step samplers.
+ */
+typedef enum
+{
+  GST_SCORESDE_SCHEDULE_LOGSNR = SDE_SCHEDULE_LOGSNR,
+  GST_SCORESDE_SCHEDULE_TIME = SDE_SCHEDULE_TIME,
+  GST_SCORESDE_SCHEDULE_KARRAS = SDE_SCHEDULE_KARRAS,
+} GstScoreSdeSchedule;
 
 /**
  * GstScoreSdePredictor:
@@ -121,6 +153,15 @@ typedef enum
 GType gst_scoresde_sde_kind_get_type (void);
 #define GST_TYPE_SCORESDE_SAMPLER (gst_scoresde_sampler_get_type ())
 GType gst_scoresde_sampler_get_type (void);
+/* The subsets of GstScoreSdeSampler (same values and nicks) that encode/decode
+ * (deterministic: ode and the few-step solvers but dpmpp-2m-sde) and inpaint/colorize
+ * (pc and the few-step solvers) can run, so a property refuses the others. */
+#define GST_TYPE_SCORESDE_ODE_SAMPLER (gst_scoresde_ode_sampler_get_type ())
+GType gst_scoresde_ode_sampler_get_type (void);
+#define GST_TYPE_SCORESDE_CONTROL_SAMPLER (gst_scoresde_control_sampler_get_type ())
+GType gst_scoresde_control_sampler_get_type (void);
+#define GST_TYPE_SCORESDE_SCHEDULE (gst_scoresde_schedule_get_type ())
+GType gst_scoresde_schedule_get_type (void);
 #define GST_TYPE_SCORESDE_PREDICTOR (gst_scoresde_predictor_get_type ())
 GType gst_scoresde_predictor_get_type (void);
 #define GST_TYPE_SCORESDE_CORRECTOR (gst_scoresde_corrector_get_type ())

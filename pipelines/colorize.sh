@@ -7,9 +7,9 @@
 #   pipelines/colorize.sh
 #   INPUT=old_film.mp4 pipelines/colorize.sh
 #
-# Environment: FRAMES (16 frames of test video), FPS (4), SIZE (64), STEPS (500),
-# INPUT (a video file to colorize instead of the generated one), plus those of
-# common.sh.
+# Environment: FRAMES (16 frames of test video), FPS (4), SIZE (64), INPUT (a video file
+# to colorize instead of the generated one), plus those of common.sh (SAMPLER, STEPS,
+# ...).
 # Output: $OUT_DIR/gray_input.mp4 (when generated) and $OUT_DIR/colorized.mp4
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -17,7 +17,6 @@ set -euo pipefail
 FRAMES=${FRAMES:-16}
 FPS=${FPS:-4}
 SIZE=${SIZE:-64}
-STEPS=${STEPS:-500}
 INPUT=${INPUT:-}
 require_elements multifilesrc pngdec videoscale videoconvert x264enc mp4mux decodebin \
   scoresdecolorize
@@ -33,7 +32,7 @@ if [ -z "$INPUT" ]; then
 fi
 
 launch filesrc location="$INPUT" ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 ! \
-  scoresdecolorize steps="$STEPS" seed="$SEED" $(model_prop) ! videoconvert ! \
+  scoresdecolorize seed="$SEED" $(sampler_props) $(model_prop) ! videoconvert ! \
   video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink location="$OUT_DIR/colorized.mp4"
 
 echo "wrote $OUT_DIR/colorized.mp4 (from $INPUT)"

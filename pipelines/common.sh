@@ -4,7 +4,9 @@
 #   BUILD_DIR   meson build folder holding the plugin (default: <repo>/build)
 #   OUT_DIR     where results go (default: ./out)
 #   MODEL       model file; empty = the elements' shipped defaults (models/*.md)
-#   STEPS       sampler steps per frame
+#   SAMPLER     sampler of the scoresde elements (default: theirs, dpmpp-2m; pc with
+#               STEPS=0 is the 1000-step reference)
+#   STEPS       network evaluations per frame (default 20; pc: grid steps)
 #   SEED        noise seed (default 0)
 #   GST_PLUGIN_PATH  defaults to $BUILD_DIR/plugins when unset
 #   OMP_WAIT_POLICY  defaults to passive (see below)
@@ -15,6 +17,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 OUT_DIR=${OUT_DIR:-out}
 MODEL=${MODEL:-}
+SAMPLER=${SAMPLER:-}
+STEPS=${STEPS:-20}
 SEED=${SEED:-0}
 SHAPES_DIR=${SHAPES_DIR:-$ROOT/models/shapes32}
 
@@ -70,6 +74,12 @@ require_elements() {
 # "model=PATH" for the scoresde elements, nothing for the shipped default.
 model_prop() {
   if [ -n "$MODEL" ]; then printf 'model=%s' "$MODEL"; fi
+}
+
+# "steps=STEPS [sampler=SAMPLER]" for the scoresde elements that sample.
+sampler_props() {
+  printf 'steps=%s' "$STEPS"
+  if [ -n "$SAMPLER" ]; then printf ' sampler=%s' "$SAMPLER"; fi
 }
 
 # Runs gst-launch-1.0 quietly (-e: a Ctrl-C still finalises MP4 files), echoing the

@@ -6,13 +6,12 @@
 #
 # Environment: IMAGE (default: example image 3 of common.sh; must have the model's size),
 # MASK (a PNG of the same size, white = keep, black = fill; default: a generated mask
-# that hides the right half), STEPS (500), plus those of common.sh.
+# that hides the right half), plus those of common.sh (SAMPLER, STEPS, ...).
 # Output: $OUT_DIR/inpaint_mask.png (when generated) and $OUT_DIR/inpainted.png
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 IMAGE=${IMAGE:-$(printf "$GRAY_EXAMPLES" 3)}
-STEPS=${STEPS:-500}
 MASK=${MASK:-}
 require_elements filesrc pngdec videoconvert scoresdeinpaint pngenc
 
@@ -26,7 +25,7 @@ if [ -z "$MASK" ]; then
 fi
 
 launch filesrc location="$IMAGE" ! pngdec ! videoconvert ! video/x-raw,format=RGBA ! \
-  scoresdeinpaint mask-location="$MASK" steps="$STEPS" seed="$SEED" $(model_prop) ! \
+  scoresdeinpaint mask-location="$MASK" seed="$SEED" $(sampler_props) $(model_prop) ! \
   videoconvert ! pngenc ! filesink location="$OUT_DIR/inpainted.png"
 
 echo "wrote $OUT_DIR/inpainted.png (mask $MASK)"

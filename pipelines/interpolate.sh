@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Encode -> interpolate -> decode: FRAMES images are mapped to latents with the
-# probability-flow ODE (scoresdeencode), INTERP latents are inserted between
-# consecutive ones (scoresdeinterp, slerp) and every latent is decoded back to an image
-# (scoresdedecode), into an MP4.
+# probability-flow ODE (scoresdeencode; dpmpp-2m, STEPS network evaluations), INTERP
+# latents are inserted between consecutive ones (scoresdeinterp, slerp) and every
+# latent is decoded back to an image (scoresdedecode, the same solver), into an MP4.
 #
 #   pipelines/interpolate.sh
 #   FRAMES=8 INTERP=15 pipelines/interpolate.sh
@@ -10,7 +10,8 @@
 #
 # Environment: FRAMES (4 input images), INTERP (7), LOCATION (a printf pattern of PNG
 # files; default the example images of common.sh), FPS (8),
-# SIZE (256), plus those of common.sh.
+# SIZE (256), plus those of common.sh (SAMPLER: ode or a deterministic few-step solver,
+# STEPS, ...).
 # Output: $OUT_DIR/interpolation.mp4 ((FRAMES - 1) * (INTERP + 1) + 1 frames)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -27,8 +28,8 @@ require_elements multifilesrc pngdec videoconvert scoresdeencode scoresdeinterp 
 # plays at FPS.
 launch multifilesrc location="$LOCATION" index=0 stop-index=$((FRAMES - 1)) \
     caps="image/png,framerate=(fraction)$FPS/$((INTERP + 1))" ! \
-  pngdec ! videoconvert ! scoresdeencode $(model_prop) ! \
-  scoresdeinterp n-frames="$INTERP" ! scoresdedecode $(model_prop) ! \
+  pngdec ! videoconvert ! scoresdeencode $(sampler_props) $(model_prop) ! \
+  scoresdeinterp n-frames="$INTERP" ! scoresdedecode $(sampler_props) $(model_prop) ! \
   videoconvert ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
   videoconvert ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink location="$OUT_DIR/interpolation.mp4"
 

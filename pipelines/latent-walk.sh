@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # A latent walk as an MP4: scoresdesrc draws a new prior latent every WALK frames and
-# decodes the slerp between consecutive keyframe latents with the probability-flow ODE.
+# decodes the slerp between consecutive keyframe latents with the probability-flow ODE
+# (dpmpp-2m, STEPS network evaluations per frame).
 #
 #   pipelines/latent-walk.sh
 #   FRAMES=240 WALK=24 FPS=24 pipelines/latent-walk.sh
 #
 # Environment: FRAMES (48), WALK (12 frames per keyframe), FPS (12), SIZE (256: the
 # frames are scaled up for viewing), BATCH (4 frames per network batch: faster, same
-# frames), plus those of common.sh.
+# frames), plus those of common.sh (SAMPLER, STEPS, ...).
 # Output: $OUT_DIR/latent_walk.mp4 (H.264)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -19,8 +20,8 @@ BATCH=${BATCH:-4}
 SIZE=${SIZE:-256}
 require_elements scoresdesrc videoscale videoconvert x264enc mp4mux
 
-launch scoresdesrc walk-frames="$WALK" num-buffers="$FRAMES" batch-size="$BATCH" seed="$SEED" \
-    $(model_prop) ! \
+launch scoresdesrc walk-frames="$WALK" num-buffers="$FRAMES" batch-size="$BATCH" \
+    seed="$SEED" $(sampler_props) $(model_prop) ! \
   video/x-raw,framerate="$FPS/1" ! videoscale ! video/x-raw,width="$SIZE",height="$SIZE" ! \
   videoconvert ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink location="$OUT_DIR/latent_walk.mp4"
 

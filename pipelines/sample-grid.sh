@@ -3,23 +3,22 @@
 # each as a PNG and tiles them into one grid with compositor.
 #
 #   pipelines/sample-grid.sh
-#   FRAMES=64 COLS=8 STEPS=1000 pipelines/sample-grid.sh
+#   FRAMES=64 COLS=8 SAMPLER=pc STEPS=0 pipelines/sample-grid.sh   # the 1000-step reference
 #
-# Environment: FRAMES (16), COLS (about sqrt(FRAMES)), STEPS (500), PAD (2 pixels of
-# white between tiles), plus those of common.sh.
+# Environment: FRAMES (16), COLS (about sqrt(FRAMES)), PAD (2 pixels of white between
+# tiles), plus those of common.sh (SAMPLER, STEPS, ...).
 # Output: $OUT_DIR/samples/sample_NNN.png and $OUT_DIR/samples_grid.png
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 FRAMES=${FRAMES:-16}
-STEPS=${STEPS:-500}
 PAD=${PAD:-2}
 COLS=${COLS:-$(awk -v n="$FRAMES" 'BEGIN { c = int(sqrt(n)); if (c * c < n) c++; print c }')}
 require_elements scoresdesrc videoconvert pngenc multifilesink compositor imagefreeze pngdec
 
 rm -rf "$OUT_DIR/samples"
 mkdir -p "$OUT_DIR/samples"
-launch scoresdesrc num-buffers="$FRAMES" seed="$SEED" steps="$STEPS" $(model_prop) ! \
+launch scoresdesrc num-buffers="$FRAMES" seed="$SEED" $(sampler_props) $(model_prop) ! \
   videoconvert ! pngenc ! multifilesink location="$OUT_DIR/samples/sample_%03d.png"
 
 # The grid: one compositor input per sample.

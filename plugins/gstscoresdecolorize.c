@@ -8,11 +8,13 @@
  * @title: scoresdecolorize
  *
  * Colorizes grayscale video frame by frame with a score-based model of 3-channel
- * images: the predictor-corrector sampler holds the luminance coordinate of the
- * orthogonal colour transform (`sde_color_decouple`) at the input's value and samples
- * the two chroma coordinates (Song et al. 2021, controllable generation). A gray value
- * is read as the mean of R, G and B, the convention of the engine and the `scoresde
- * colorize` command.
+ * images: the sampler holds the luminance coordinate of the orthogonal colour
+ * transform (`sde_color_decouple`) at the input's value and samples the two chroma
+ * coordinates (Song et al. 2021, controllable generation). The default few-step
+ * solver (#GstScoreSdeColorize:sampler dpmpp-2m, 20 network evaluations) puts the
+ * luminance into every data prediction; sampler=pc runs the predictor-corrector
+ * sampler and re-noises it after every update. A gray value is read as the mean of R,
+ * G and B, the convention of the engine and the `scoresde colorize` command.
  *
  * Any input size is accepted and the output has the input's size. The gray frame is
  * shrunk to the model's native size with area averaging (or grown bilinearly), the
@@ -43,7 +45,7 @@
  * ## Example launch line
  * |[
  * gst-launch-1.0 filesrc location=gray.mp4 ! decodebin ! videoconvert ! \
- *     video/x-raw,format=GRAY8 ! scoresdecolorize steps=200 ! videoconvert ! \
+ *     video/x-raw,format=GRAY8 ! scoresdecolorize ! videoconvert ! \
  *     x264enc ! mp4mux ! filesink location=colour.mp4
  * ]| Colorizes a video with the shipped default model.
  */
@@ -59,12 +61,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_colorize_debug);
 #define GST_CAT_DEFAULT gst_scoresde_colorize_debug
 
 #define DEFAULT_MODEL GST_SCORESDE_DEFAULT_MODEL
-#define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
-#define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
-#define DEFAULT_SNR GST_SCORESDE_DEFAULT_SNR
-#define DEFAULT_CORRECTOR_STEPS GST_SCORESDE_DEFAULT_CORRECTOR_STEPS
-#define DEFAULT_PREDICTOR GST_SCORESDE_DEFAULT_PREDICTOR
-#define DEFAULT_CORRECTOR GST_SCORESDE_DEFAULT_CORRECTOR
 #define DEFAULT_TEMPORAL_SEED TRUE
 #define DEFAULT_CHROMA_ONLY TRUE
 
@@ -74,12 +70,8 @@ enum
   PROP_MODEL,
   PROP_DEVICE,                 /* + cuda-device-id, precision */
   PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
-  PROP_SEED,
-  PROP_STEPS,
-  PROP_SNR,
-  PROP_CORRECTOR_STEPS,
-  PROP_PREDICTOR,
-  PROP_CORRECTOR,
+  PROP_SAMPLER_FIRST,           /* seed, sampler, schedule, steps, pc knobs */
+  PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
   PROP_TEMPORAL_SEED,
   PROP_CHROMA_ONLY,
 };
@@ -154,77 +146,17 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
   gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
 
   /**
-   * GstScoreSdeColorize:seed:
+   * GstScoreSdeColorize:sampler:
    *
-   * Seed of the sampler's noise.
+   * How the chroma is sampled; with schedule, steps, seed and the PC sampler's
+   * predictor, corrector, snr and corrector-steps. The few-step solvers put the
+   * input's luminance into every data prediction, pc re-noises it after every
+   * update. The noise stream is 0, or the frame number without temporal-seed.
    */
-  g_object_class_install_property (gobject_class, PROP_SEED,
-      g_param_spec_uint64 ("seed", "Seed",
-          "Seed of the noise (stream 0, or the frame number without "
-          "temporal-seed)", 0, G_MAXUINT64, DEFAULT_SEED,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeColorize:steps:
-   *
-   * Steps of the predictor-corrector time grid; 0 uses the SDE's N (1000 for the
-   * reference settings), else at least 2 (a smaller value fails at start with
-   * LIBRARY/SETTINGS). The cost of a frame is proportional to it.
-   */
-  g_object_class_install_property (gobject_class, PROP_STEPS,
-      g_param_spec_int ("steps", "Steps",
-          "Sampler steps per frame (0 = the SDE's N, else at least 2)", 0,
-          GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeColorize:snr:
-   *
-   * Signal-to-noise ratio of the Langevin and annealed Langevin correctors.
-   */
-  g_object_class_install_property (gobject_class, PROP_SNR,
-      g_param_spec_double ("snr", "SNR",
-          "Signal-to-noise ratio of the corrector", 0.0, GST_SCORESDE_MAX_SNR,
-          DEFAULT_SNR, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeColorize:corrector-steps:
-   *
-   * Corrector iterations after every predictor step.
-   */
-  g_object_class_install_property (gobject_class, PROP_CORRECTOR_STEPS,
-      g_param_spec_int ("corrector-steps", "Corrector steps",
-          "Corrector iterations per predictor step", 0,
-          GST_SCORESDE_MAX_CORRECTOR_STEPS, DEFAULT_CORRECTOR_STEPS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeColorize:predictor:
-   *
-   * Predictor of the PC sampler.
-   */
-  g_object_class_install_property (gobject_class, PROP_PREDICTOR,
-      g_param_spec_enum ("predictor", "Predictor",
-          "Predictor of the PC sampler", GST_TYPE_SCORESDE_PREDICTOR,
-          DEFAULT_PREDICTOR,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeColorize:corrector:
-   *
-   * Corrector of the PC sampler.
-   */
-  g_object_class_install_property (gobject_class, PROP_CORRECTOR,
-      g_param_spec_enum ("corrector", "Corrector",
-          "Corrector of the PC sampler", GST_TYPE_SCORESDE_CORRECTOR,
-          DEFAULT_CORRECTOR,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
+  gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
+      GST_SCORESDE_SAMPLERS_SDE, GST_SCORESDE_DEFAULT_SAMPLER,
+      "Seed of the noise (stream 0, or the frame number without "
+      "temporal-seed)");
 
   /**
    * GstScoreSdeColorize:temporal-seed:
@@ -284,13 +216,6 @@ gst_scoresde_colorize_init (GstScoreSdeColorize * self)
   self->model_path = g_strdup (DEFAULT_MODEL);
   gst_scoresde_device_settings_init (&self->device);
   gst_scoresde_sampler_settings_init (&self->settings);
-  self->settings.seed = DEFAULT_SEED;
-  self->settings.steps = DEFAULT_STEPS;
-  self->settings.snr = DEFAULT_SNR;
-  self->settings.corrector_steps = DEFAULT_CORRECTOR_STEPS;
-  self->settings.predictor = DEFAULT_PREDICTOR;
-  self->settings.corrector = DEFAULT_CORRECTOR;
-  self->settings.sampler = GST_SCORESDE_SAMPLER_PC;
   self->temporal_seed = DEFAULT_TEMPORAL_SEED;
   self->chroma_only = DEFAULT_CHROMA_ONLY;
   gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
@@ -462,23 +387,9 @@ gst_scoresde_colorize_set_property (GObject * object, guint prop_id,
           value);
       self->reload = TRUE;
       break;
-    case PROP_SEED:
-      self->settings.seed = g_value_get_uint64 (value);
-      break;
-    case PROP_STEPS:
-      self->settings.steps = g_value_get_int (value);
-      break;
-    case PROP_SNR:
-      self->settings.snr = g_value_get_double (value);
-      break;
-    case PROP_CORRECTOR_STEPS:
-      self->settings.corrector_steps = g_value_get_int (value);
-      break;
-    case PROP_PREDICTOR:
-      self->settings.predictor = g_value_get_enum (value);
-      break;
-    case PROP_CORRECTOR:
-      self->settings.corrector = g_value_get_enum (value);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_set (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     case PROP_TEMPORAL_SEED:
       self->temporal_seed = g_value_get_boolean (value);
@@ -508,23 +419,9 @@ gst_scoresde_colorize_get_property (GObject * object, guint prop_id,
       gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
           value);
       break;
-    case PROP_SEED:
-      g_value_set_uint64 (value, self->settings.seed);
-      break;
-    case PROP_STEPS:
-      g_value_set_int (value, self->settings.steps);
-      break;
-    case PROP_SNR:
-      g_value_set_double (value, self->settings.snr);
-      break;
-    case PROP_CORRECTOR_STEPS:
-      g_value_set_int (value, self->settings.corrector_steps);
-      break;
-    case PROP_PREDICTOR:
-      g_value_set_enum (value, self->settings.predictor);
-      break;
-    case PROP_CORRECTOR:
-      g_value_set_enum (value, self->settings.corrector);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_get (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     case PROP_TEMPORAL_SEED:
       g_value_set_boolean (value, self->temporal_seed);
@@ -854,7 +751,6 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
   temporal_seed = self->temporal_seed;
   chroma_only = self->chroma_only;
   GST_OBJECT_UNLOCK (self);
-  settings.sampler = GST_SCORESDE_SAMPLER_PC;
   stream = temporal_seed ? 0 : self->frame;
 
   /* gray in [0,1] at the frame's size, then at the model's */

@@ -7,8 +7,10 @@
  * @title: scoresdedecode
  *
  * Decodes latents into video frames: the probability-flow ODE carries each latent
- * from the prior (t = T) back to data (t = eps). No denoising step is applied, so
- * decoding what `scoresdeencode` made reproduces the frame to the solver tolerance.
+ * from the prior (t = T) back to data (t = eps), solved by default with dpmpp-2m in 20
+ * network evaluations (#GstScoreSdeDecode:sampler). No denoising step is applied, so
+ * decoding what `scoresdeencode` made with the same settings reproduces the frame to
+ * the solver's accuracy.
  *
  * Latents arrive as `other/tensors` (one float32 tensor, dimensions "W:H:C:1"). The
  * caps' `scoresde` field names the model that made them: a latent of another model, or
@@ -36,10 +38,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_decode_debug);
 #define GST_CAT_DEFAULT gst_scoresde_decode_debug
 
 #define DEFAULT_MODEL NULL
-#define DEFAULT_ODE_METHOD GST_SCORESDE_DEFAULT_ODE_METHOD
-#define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
-#define DEFAULT_RTOL GST_SCORESDE_DEFAULT_RTOL
-#define DEFAULT_ATOL GST_SCORESDE_DEFAULT_ATOL
 
 enum
 {
@@ -47,10 +45,8 @@ enum
   PROP_MODEL,
   PROP_DEVICE,                 /* + cuda-device-id, precision */
   PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
-  PROP_ODE_METHOD,
-  PROP_STEPS,
-  PROP_RTOL,
-  PROP_ATOL,
+  PROP_SAMPLER_FIRST,           /* sampler, schedule, steps, ode knobs (no seed) */
+  PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -126,29 +122,16 @@ gst_scoresde_decode_class_init (GstScoreSdeDecodeClass * klass)
    * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
   gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
-  g_object_class_install_property (gobject_class, PROP_ODE_METHOD,
-      g_param_spec_enum ("ode-method", "ODE method",
-          "Solver of the probability-flow ODE", GST_TYPE_SCORESDE_ODE_METHOD,
-          DEFAULT_ODE_METHOD, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_STEPS,
-      g_param_spec_int ("steps", "Steps",
-          "Steps of the fixed-step ODE methods (euler, heun); 0 = the SDE's N",
-          0, GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_RTOL,
-      g_param_spec_double ("rtol", "Relative tolerance",
-          "Relative tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
-          GST_SCORESDE_MAX_TOL, DEFAULT_RTOL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_ATOL,
-      g_param_spec_double ("atol", "Absolute tolerance",
-          "Absolute tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
-          GST_SCORESDE_MAX_TOL, DEFAULT_ATOL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeDecode:sampler:
+   *
+   * Solver of the probability-flow ODE from the prior back to data; with schedule and
+   * steps (network evaluations) for the few-step solvers, ode-method, rtol and atol
+   * for sampler=ode. Use the settings the latents were encoded with: the few-step
+   * solvers then retrace the encoding grid.
+   */
+  gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
+      GST_SCORESDE_SAMPLERS_ODE, GST_SCORESDE_DEFAULT_SAMPLER, NULL);
 
   gst_element_class_set_static_metadata (element_class,
       "Score-SDE decoder", "Filter/Decoder/Video",
@@ -182,10 +165,7 @@ gst_scoresde_decode_init (GstScoreSdeDecode * self)
 {
   self->model_path = NULL;
   gst_scoresde_device_settings_init (&self->device);
-  self->ode_method = DEFAULT_ODE_METHOD;
-  self->steps = DEFAULT_STEPS;
-  self->rtol = DEFAULT_RTOL;
-  self->atol = DEFAULT_ATOL;
+  gst_scoresde_sampler_settings_init (&self->settings);
   gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
   gst_scoresde_latent_info_init (&self->in_info);
   gst_video_info_init (&self->out_info);
@@ -222,17 +202,9 @@ gst_scoresde_decode_set_property (GObject * object, guint prop_id,
       gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
           value);
       break;
-    case PROP_ODE_METHOD:
-      self->ode_method = g_value_get_enum (value);
-      break;
-    case PROP_STEPS:
-      self->steps = g_value_get_int (value);
-      break;
-    case PROP_RTOL:
-      self->rtol = g_value_get_double (value);
-      break;
-    case PROP_ATOL:
-      self->atol = g_value_get_double (value);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_set (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -256,17 +228,9 @@ gst_scoresde_decode_get_property (GObject * object, guint prop_id,
       gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
           value);
       break;
-    case PROP_ODE_METHOD:
-      g_value_set_enum (value, self->ode_method);
-      break;
-    case PROP_STEPS:
-      g_value_set_int (value, self->steps);
-      break;
-    case PROP_RTOL:
-      g_value_set_double (value, self->rtol);
-      break;
-    case PROP_ATOL:
-      g_value_set_double (value, self->atol);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_get (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -548,14 +512,9 @@ gst_scoresde_decode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
   gfloat *x;
   int status;
 
-  gst_scoresde_sampler_settings_init (&settings);
   GST_OBJECT_LOCK (self);
   info = self->out_info;
-  settings.sampler = GST_SCORESDE_SAMPLER_ODE;
-  settings.ode_method = self->ode_method;
-  settings.steps = self->steps;
-  settings.rtol = self->rtol;
-  settings.atol = self->atol;
+  settings = self->settings;
   GST_OBJECT_UNLOCK (self);
 
   if (!gst_buffer_map (inbuf, &map, GST_MAP_READ))

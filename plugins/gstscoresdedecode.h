@@ -23,9 +23,7 @@ struct _GstScoreSdeDecode
   /* properties (under the object lock) */
   gchar *model_path;
   GstScoreSdeDeviceSettings device;
-  GstScoreSdeOdeMethod ode_method;
-  gint steps;
-  gdouble rtol, atol;
+  GstScoreSdeSamplerSettings settings;
 
   /*< private >*/
   GstScoreSdeModel *model;      /* start .. stop */

@@ -7,7 +7,9 @@
  * @title: scoresdeencode
  *
  * Encodes video frames into latents: the probability-flow ODE carries each frame from
- * data (t = eps) to the prior (t = T). The latent is a planar float32 tensor of the
+ * data (t = eps) to the prior (t = T), solved by default with dpmpp-2m in 20 network
+ * evaluations (#GstScoreSdeEncode:sampler; sampler=ode is the adaptive RK45 reference).
+ * Decode with the same sampler settings. The latent is a planar float32 tensor of the
  * model's shape, sent as `other/tensors` with dimensions "W:H:C:1" and a `scoresde`
  * caps field naming the model, so `scoresdedecode` can refuse latents of another
  * model. Per-buffer facts go in #GstScoreSdeLatentMeta.
@@ -36,12 +38,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_encode_debug);
 #define GST_CAT_DEFAULT gst_scoresde_encode_debug
 
 #define DEFAULT_MODEL NULL
-#define DEFAULT_ODE_METHOD GST_SCORESDE_DEFAULT_ODE_METHOD
-#define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
-#define DEFAULT_RTOL GST_SCORESDE_DEFAULT_RTOL
-#define DEFAULT_ATOL GST_SCORESDE_DEFAULT_ATOL
 #define DEFAULT_BITS_PER_DIM FALSE
-#define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
 
 enum
 {
@@ -49,12 +46,9 @@ enum
   PROP_MODEL,
   PROP_DEVICE,                 /* + cuda-device-id, precision */
   PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
-  PROP_ODE_METHOD,
-  PROP_STEPS,
-  PROP_RTOL,
-  PROP_ATOL,
+  PROP_SAMPLER_FIRST,           /* seed, sampler, schedule, steps, ode knobs */
+  PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
   PROP_BITS_PER_DIM,
-  PROP_SEED,
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -127,29 +121,18 @@ gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
    * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
   gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
-  g_object_class_install_property (gobject_class, PROP_ODE_METHOD,
-      g_param_spec_enum ("ode-method", "ODE method",
-          "Solver of the probability-flow ODE", GST_TYPE_SCORESDE_ODE_METHOD,
-          DEFAULT_ODE_METHOD, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_STEPS,
-      g_param_spec_int ("steps", "Steps",
-          "Steps of the fixed-step ODE methods (euler, heun); 0 = the SDE's N",
-          0, GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_RTOL,
-      g_param_spec_double ("rtol", "Relative tolerance",
-          "Relative tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
-          GST_SCORESDE_MAX_TOL, DEFAULT_RTOL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_ATOL,
-      g_param_spec_double ("atol", "Absolute tolerance",
-          "Absolute tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
-          GST_SCORESDE_MAX_TOL, DEFAULT_ATOL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeEncode:sampler:
+   *
+   * Solver of the probability-flow ODE from data to the prior; with schedule and
+   * steps (network evaluations) for the few-step solvers, ode-method, rtol and atol
+   * for sampler=ode. Decode with the same settings: the few-step solvers then retrace
+   * the encoding grid backwards. seed keys the likelihood's dequantisation and
+   * Hutchinson noise (frame i uses stream i).
+   */
+  gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
+      GST_SCORESDE_SAMPLERS_ODE, GST_SCORESDE_DEFAULT_SAMPLER,
+      "Seed of the likelihood's dequantisation and Hutchinson noise");
   /**
    * GstScoreSdeEncode:bits-per-dim:
    *
@@ -161,18 +144,6 @@ gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
           "Compute the likelihood (bits/dim, log p) of each frame into the meta",
           DEFAULT_BITS_PER_DIM, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
-  /**
-   * GstScoreSdeEncode:seed:
-   *
-   * Seed of the dequantisation noise (and of Hutchinson probes for networks without an
-   * exact divergence) of the likelihood; frame i uses stream i.
-   */
-  g_object_class_install_property (gobject_class, PROP_SEED,
-      g_param_spec_uint64 ("seed", "Seed",
-          "Seed of the likelihood's dequantisation and Hutchinson noise", 0,
-          G_MAXUINT64, DEFAULT_SEED, G_PARAM_READWRITE |
-          G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
-
   gst_element_class_set_static_metadata (element_class,
       "Score-SDE encoder", "Filter/Encoder/Video",
       "Maps video frames to score-SDE latents with the probability-flow ODE",
@@ -203,12 +174,8 @@ gst_scoresde_encode_init (GstScoreSdeEncode * self)
 {
   self->model_path = NULL;
   gst_scoresde_device_settings_init (&self->device);
-  self->ode_method = DEFAULT_ODE_METHOD;
-  self->steps = DEFAULT_STEPS;
-  self->rtol = DEFAULT_RTOL;
-  self->atol = DEFAULT_ATOL;
+  gst_scoresde_sampler_settings_init (&self->settings);
   self->bits_per_dim = DEFAULT_BITS_PER_DIM;
-  self->seed = DEFAULT_SEED;
   gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
   gst_video_info_init (&self->in_info);
 }
@@ -244,23 +211,12 @@ gst_scoresde_encode_set_property (GObject * object, guint prop_id,
       gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
           value);
       break;
-    case PROP_ODE_METHOD:
-      self->ode_method = g_value_get_enum (value);
-      break;
-    case PROP_STEPS:
-      self->steps = g_value_get_int (value);
-      break;
-    case PROP_RTOL:
-      self->rtol = g_value_get_double (value);
-      break;
-    case PROP_ATOL:
-      self->atol = g_value_get_double (value);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_set (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     case PROP_BITS_PER_DIM:
       self->bits_per_dim = g_value_get_boolean (value);
-      break;
-    case PROP_SEED:
-      self->seed = g_value_get_uint64 (value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -284,23 +240,12 @@ gst_scoresde_encode_get_property (GObject * object, guint prop_id,
       gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
           value);
       break;
-    case PROP_ODE_METHOD:
-      g_value_set_enum (value, self->ode_method);
-      break;
-    case PROP_STEPS:
-      g_value_set_int (value, self->steps);
-      break;
-    case PROP_RTOL:
-      g_value_set_double (value, self->rtol);
-      break;
-    case PROP_ATOL:
-      g_value_set_double (value, self->atol);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_get (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     case PROP_BITS_PER_DIM:
       g_value_set_boolean (value, self->bits_per_dim);
-      break;
-    case PROP_SEED:
-      g_value_set_uint64 (value, self->seed);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -572,15 +517,9 @@ gst_scoresde_encode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
   gfloat *x;
   int status;
 
-  gst_scoresde_sampler_settings_init (&settings);
   GST_OBJECT_LOCK (self);
   info = self->in_info;
-  settings.sampler = GST_SCORESDE_SAMPLER_ODE;
-  settings.ode_method = self->ode_method;
-  settings.steps = self->steps;
-  settings.rtol = self->rtol;
-  settings.atol = self->atol;
-  settings.seed = self->seed;
+  settings = self->settings;
   want_bpd = self->bits_per_dim;
   GST_OBJECT_UNLOCK (self);
   frame = self->frame_count++;

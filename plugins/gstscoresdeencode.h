@@ -23,11 +23,8 @@ struct _GstScoreSdeEncode
   /* properties (under the object lock) */
   gchar *model_path;
   GstScoreSdeDeviceSettings device;
-  GstScoreSdeOdeMethod ode_method;
-  gint steps;
-  gdouble rtol, atol;
+  GstScoreSdeSamplerSettings settings;  /* seed: the likelihood's noise */
   gboolean bits_per_dim;
-  guint64 seed;
 
   /*< private >*/
   GstScoreSdeModel *model;      /* start .. stop */

@@ -7,10 +7,14 @@
  * SECTION:element-scoresdeinpaint
  * @title: scoresdeinpaint
  *
- * Fills the unknown pixels of every RGBA frame with a score-based model: the
- * predictor-corrector sampler of the reverse-time SDE runs while the known pixels are
- * held to the frame, re-noised to the current time after every update (Song et al.
- * 2021, controllable generation).
+ * Fills the unknown pixels of every RGBA frame with a score-based model while the known
+ * pixels are held to the frame (Song et al. 2021, controllable generation). The
+ * few-step solvers put the known pixels into every data prediction; the default,
+ * #GstScoreSdeInpaint:sampler dpmpp-2m-sde at 20 network evaluations, is stochastic,
+ * and its noise blends the fill with the known part better than the deterministic
+ * solvers do (docs/BENCHMARKS.md). sampler=pc runs the predictor-corrector sampler of
+ * the reverse-time SDE and re-noises the known pixels to the current time after every
+ * update.
  *
  * The mask is the alpha channel: pixels whose alpha is 0 are filled, every other pixel
  * is known and is passed through unchanged. Alternatively
@@ -35,7 +39,7 @@
  * ## Example launch line
  * |[
  * gst-launch-1.0 filesrc location=shape.png ! pngdec ! videoconvert ! \
- *     video/x-raw,format=RGBA ! scoresdeinpaint mask-location=mask.png steps=500 ! \
+ *     video/x-raw,format=RGBA ! scoresdeinpaint mask-location=mask.png ! \
  *     videoconvert ! pngenc ! filesink location=filled.png
  * ]| Fills the black part of mask.png in shape.png with the shipped default model.
  */
@@ -51,12 +55,9 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_inpaint_debug);
 
 #define DEFAULT_MODEL GST_SCORESDE_DEFAULT_MODEL
 #define DEFAULT_MASK_LOCATION NULL
-#define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
-#define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
-#define DEFAULT_SNR GST_SCORESDE_DEFAULT_SNR
-#define DEFAULT_CORRECTOR_STEPS GST_SCORESDE_DEFAULT_CORRECTOR_STEPS
-#define DEFAULT_PREDICTOR GST_SCORESDE_DEFAULT_PREDICTOR
-#define DEFAULT_CORRECTOR GST_SCORESDE_DEFAULT_CORRECTOR
+/* the stochastic solver: its noise blends the filled part with the known one (the
+ * deterministic ones leave seams; docs/BENCHMARKS.md) */
+#define DEFAULT_SAMPLER GST_SCORESDE_SAMPLER_DPMPP_2M_SDE
 
 enum
 {
@@ -65,12 +66,8 @@ enum
   PROP_DEVICE,                 /* + cuda-device-id, precision */
   PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
   PROP_MASK_LOCATION,
-  PROP_SEED,
-  PROP_STEPS,
-  PROP_SNR,
-  PROP_CORRECTOR_STEPS,
-  PROP_PREDICTOR,
-  PROP_CORRECTOR,
+  PROP_SAMPLER_FIRST,           /* seed, sampler, schedule, steps, pc knobs */
+  PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
 };
 
 #define INPAINT_CAPS GST_VIDEO_CAPS_MAKE ("RGBA")
@@ -159,76 +156,17 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
           GST_PARAM_MUTABLE_READY));
 
   /**
-   * GstScoreSdeInpaint:seed:
+   * GstScoreSdeInpaint:sampler:
    *
-   * Seed of the sampler's noise; frame k draws from stream k of this seed.
+   * How the unknown pixels are sampled; with schedule, steps, seed and the PC
+   * sampler's predictor, corrector, snr and corrector-steps. The few-step solvers
+   * put the known pixels into every data prediction, pc re-noises them after every
+   * update. The default is the stochastic dpmpp-2m-sde. Frame k uses noise stream k
+   * of the seed.
    */
-  g_object_class_install_property (gobject_class, PROP_SEED,
-      g_param_spec_uint64 ("seed", "Seed",
-          "Seed of the noise; frame k uses noise stream k", 0, G_MAXUINT64,
-          DEFAULT_SEED, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeInpaint:steps:
-   *
-   * Steps of the predictor-corrector time grid; 0 uses the SDE's N (1000 for the
-   * reference settings), else at least 2 (a smaller value fails at start with
-   * LIBRARY/SETTINGS). The cost of a frame is proportional to it.
-   */
-  g_object_class_install_property (gobject_class, PROP_STEPS,
-      g_param_spec_int ("steps", "Steps",
-          "Sampler steps per frame (0 = the SDE's N, else at least 2)", 0,
-          GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeInpaint:snr:
-   *
-   * Signal-to-noise ratio of the Langevin and annealed Langevin correctors.
-   */
-  g_object_class_install_property (gobject_class, PROP_SNR,
-      g_param_spec_double ("snr", "SNR",
-          "Signal-to-noise ratio of the corrector", 0.0, GST_SCORESDE_MAX_SNR,
-          DEFAULT_SNR, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeInpaint:corrector-steps:
-   *
-   * Corrector iterations after every predictor step.
-   */
-  g_object_class_install_property (gobject_class, PROP_CORRECTOR_STEPS,
-      g_param_spec_int ("corrector-steps", "Corrector steps",
-          "Corrector iterations per predictor step", 0,
-          GST_SCORESDE_MAX_CORRECTOR_STEPS, DEFAULT_CORRECTOR_STEPS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeInpaint:predictor:
-   *
-   * Predictor of the PC sampler.
-   */
-  g_object_class_install_property (gobject_class, PROP_PREDICTOR,
-      g_param_spec_enum ("predictor", "Predictor",
-          "Predictor of the PC sampler", GST_TYPE_SCORESDE_PREDICTOR,
-          DEFAULT_PREDICTOR,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-
-  /**
-   * GstScoreSdeInpaint:corrector:
-   *
-   * Corrector of the PC sampler.
-   */
-  g_object_class_install_property (gobject_class, PROP_CORRECTOR,
-      g_param_spec_enum ("corrector", "Corrector",
-          "Corrector of the PC sampler", GST_TYPE_SCORESDE_CORRECTOR,
-          DEFAULT_CORRECTOR,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
+  gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
+      GST_SCORESDE_SAMPLERS_SDE, DEFAULT_SAMPLER,
+      "Seed of the noise; frame k uses noise stream k");
 
   gst_element_class_set_static_metadata (element_class,
       "Score-SDE inpainting", "Filter/Effect/Video",
@@ -262,13 +200,7 @@ gst_scoresde_inpaint_init (GstScoreSdeInpaint * self)
   gst_scoresde_device_settings_init (&self->device);
   self->mask_location = g_strdup (DEFAULT_MASK_LOCATION);
   gst_scoresde_sampler_settings_init (&self->settings);
-  self->settings.seed = DEFAULT_SEED;
-  self->settings.steps = DEFAULT_STEPS;
-  self->settings.snr = DEFAULT_SNR;
-  self->settings.corrector_steps = DEFAULT_CORRECTOR_STEPS;
-  self->settings.predictor = DEFAULT_PREDICTOR;
-  self->settings.corrector = DEFAULT_CORRECTOR;
-  self->settings.sampler = GST_SCORESDE_SAMPLER_PC;
+  self->settings.sampler = DEFAULT_SAMPLER;
   gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
 
   /* A frame costs `steps` model evaluations: with QoS on, a live pipeline would see
@@ -339,23 +271,9 @@ gst_scoresde_inpaint_set_property (GObject * object, guint prop_id,
       self->mask_location = g_value_dup_string (value);
       self->reload = TRUE;
       break;
-    case PROP_SEED:
-      self->settings.seed = g_value_get_uint64 (value);
-      break;
-    case PROP_STEPS:
-      self->settings.steps = g_value_get_int (value);
-      break;
-    case PROP_SNR:
-      self->settings.snr = g_value_get_double (value);
-      break;
-    case PROP_CORRECTOR_STEPS:
-      self->settings.corrector_steps = g_value_get_int (value);
-      break;
-    case PROP_PREDICTOR:
-      self->settings.predictor = g_value_get_enum (value);
-      break;
-    case PROP_CORRECTOR:
-      self->settings.corrector = g_value_get_enum (value);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_set (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -382,23 +300,9 @@ gst_scoresde_inpaint_get_property (GObject * object, guint prop_id,
     case PROP_MASK_LOCATION:
       g_value_set_string (value, self->mask_location);
       break;
-    case PROP_SEED:
-      g_value_set_uint64 (value, self->settings.seed);
-      break;
-    case PROP_STEPS:
-      g_value_set_int (value, self->settings.steps);
-      break;
-    case PROP_SNR:
-      g_value_set_double (value, self->settings.snr);
-      break;
-    case PROP_CORRECTOR_STEPS:
-      g_value_set_int (value, self->settings.corrector_steps);
-      break;
-    case PROP_PREDICTOR:
-      g_value_set_enum (value, self->settings.predictor);
-      break;
-    case PROP_CORRECTOR:
-      g_value_set_enum (value, self->settings.corrector);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_get (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -762,7 +666,6 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
   GST_OBJECT_LOCK (self);
   settings = self->settings;
   GST_OBJECT_UNLOCK (self);
-  settings.sampler = GST_SCORESDE_SAMPLER_PC;
 
   gst_scoresde_video_frame_to_planar (inframe, mc, model->model->centered,
       self->data);

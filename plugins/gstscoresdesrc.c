@@ -7,7 +7,9 @@
  * @title: scoresdesrc
  *
  * Generates video by sampling a score-based generative model: every frame starts from
- * Gaussian noise keyed by (#GstScoreSdeSrc:seed, frame number) and is denoised by the
+ * Gaussian noise keyed by (#GstScoreSdeSrc:seed, frame number) and is denoised by a
+ * few-step solver (#GstScoreSdeSrc:sampler, by default dpmpp-2m with 20 network
+ * evaluations: a live source on two CPU cores for the shipped model), by the
  * predictor-corrector sampler of the reverse-time SDE or by the probability-flow ODE.
  * Frame k is a pure function of the model, the seed, the sampler settings and k, so a
  * seek to frame k reproduces it and two runs with one seed give identical bytes.
@@ -26,8 +28,8 @@
  * not depend on the batch size, with one exception inherited from the reference
  * implementation: the Langevin corrector's step size uses norms averaged over the
  * batch, so PC sampling with the langevin corrector differs (slightly) between batch
- * sizes. ODE sampling, the latent walk and PC without a corrector (or with ald) are
- * batch-independent.
+ * sizes. The few-step samplers, ODE sampling, the latent walk and PC without a
+ * corrector (or with ald) are batch-independent.
  *
  * A flush, a seek or a state change cancels a running sampler between two steps.
  *
@@ -38,8 +40,12 @@
  *
  * ## Example launch lines
  * |[
- * gst-launch-1.0 scoresdesrc num-buffers=30 sampler=ode seed=7 ! videoconvert ! autovideosink
- * ]| Samples 30 frames with the probability-flow ODE from the shipped default model.
+ * gst-launch-1.0 scoresdesrc is-live=true ! video/x-raw,framerate=10/1 ! videoconvert ! videoscale ! video/x-raw,width=256,height=256 ! autovideosink
+ * ]| Live samples of the shipped default model at 10 frames per second, dpmpp-2m at 20
+ * evaluations a frame (60-150 ms on two shared CPU cores).
+ * |[
+ * gst-launch-1.0 scoresdesrc num-buffers=16 sampler=pc steps=0 seed=7 ! videoconvert ! pngenc ! multifilesink location=ref_%02d.png
+ * ]| The 1000-step predictor-corrector reference, for comparison.
  * |[
  * gst-launch-1.0 scoresdesrc num-buffers=120 walk-frames=30 ! videoscale ! video/x-raw,width=256,height=256 ! videoconvert ! x264enc ! mp4mux ! filesink location=walk.mp4
  * ]| A 4-second latent walk through 5 keyframes, upscaled and encoded.
@@ -56,16 +62,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
 #define GST_CAT_DEFAULT gst_scoresde_src_debug
 
 #define DEFAULT_MODEL NULL
-#define DEFAULT_SEED GST_SCORESDE_DEFAULT_SEED
-#define DEFAULT_SAMPLER GST_SCORESDE_DEFAULT_SAMPLER
-#define DEFAULT_PREDICTOR GST_SCORESDE_DEFAULT_PREDICTOR
-#define DEFAULT_CORRECTOR GST_SCORESDE_DEFAULT_CORRECTOR
-#define DEFAULT_STEPS GST_SCORESDE_DEFAULT_STEPS
-#define DEFAULT_SNR GST_SCORESDE_DEFAULT_SNR
-#define DEFAULT_CORRECTOR_STEPS GST_SCORESDE_DEFAULT_CORRECTOR_STEPS
-#define DEFAULT_ODE_METHOD GST_SCORESDE_DEFAULT_ODE_METHOD
-#define DEFAULT_RTOL GST_SCORESDE_DEFAULT_RTOL
-#define DEFAULT_ATOL GST_SCORESDE_DEFAULT_ATOL
 #define DEFAULT_BATCH_SIZE 1
 #define MAX_BATCH_SIZE 256
 #define DEFAULT_WALK_FRAMES 0
@@ -86,16 +82,8 @@ enum
   PROP_MODEL,
   PROP_DEVICE,                 /* + cuda-device-id, precision */
   PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
-  PROP_SEED,
-  PROP_SAMPLER,
-  PROP_PREDICTOR,
-  PROP_CORRECTOR,
-  PROP_STEPS,
-  PROP_SNR,
-  PROP_CORRECTOR_STEPS,
-  PROP_ODE_METHOD,
-  PROP_RTOL,
-  PROP_ATOL,
+  PROP_SAMPLER_FIRST,           /* seed, sampler, schedule, steps, pc and ode knobs */
+  PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
   PROP_BATCH_SIZE,
   PROP_WALK_FRAMES,
   PROP_IS_LIVE,
@@ -173,75 +161,19 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    */
   gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
   /**
-   * GstScoreSdeSrc:seed:
+   * GstScoreSdeSrc:sampler:
    *
-   * Seed of the noise. Frame k uses noise stream k of this seed.
+   * How frames are sampled; with schedule, steps, seed, the PC sampler's predictor,
+   * corrector, snr and corrector-steps, and the ODE's ode-method, rtol and atol.
+   * The default, dpmpp-2m at 20 network evaluations, makes a frame of the shipped
+   * model in a few tens of milliseconds on a CPU core (docs/BENCHMARKS.md);
+   * sampler=pc steps=0 is the 1000-step reference. Frame k uses noise stream k of
+   * the seed.
    */
-  g_object_class_install_property (gobject_class, PROP_SEED,
-      g_param_spec_uint64 ("seed", "Seed",
-          "Seed of the noise; frame k uses noise stream k", 0, G_MAXUINT64,
-          DEFAULT_SEED, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_SAMPLER,
-      g_param_spec_enum ("sampler", "Sampler",
-          "Predictor-corrector sampler of the reverse SDE or probability-flow ODE",
-          GST_TYPE_SCORESDE_SAMPLER, DEFAULT_SAMPLER,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_PREDICTOR,
-      g_param_spec_enum ("predictor", "Predictor",
-          "Predictor of the PC sampler", GST_TYPE_SCORESDE_PREDICTOR,
-          DEFAULT_PREDICTOR, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_CORRECTOR,
-      g_param_spec_enum ("corrector", "Corrector",
-          "Corrector of the PC sampler", GST_TYPE_SCORESDE_CORRECTOR,
-          DEFAULT_CORRECTOR, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  /**
-   * GstScoreSdeSrc:steps:
-   *
-   * Steps of the PC sampler (or of a fixed-step ODE method); 0 uses the SDE's own
-   * discretisation N (1000 for the reference models: slow, best quality). The PC
-   * sampler needs at least 2; a value it cannot take fails at start with
-   * LIBRARY/SETTINGS.
-   */
-  g_object_class_install_property (gobject_class, PROP_STEPS,
-      g_param_spec_int ("steps", "Steps",
-          "PC sampler steps (at least 2) or fixed-step ODE steps; 0 = the SDE's N", 0,
-          GST_SCORESDE_MAX_STEPS, DEFAULT_STEPS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_SNR,
-      g_param_spec_double ("snr", "SNR",
-          "Signal-to-noise ratio of the Langevin corrector", 0.0,
-          GST_SCORESDE_MAX_SNR, DEFAULT_SNR,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_CORRECTOR_STEPS,
-      g_param_spec_int ("corrector-steps", "Corrector steps",
-          "Corrector iterations per sampler step", 0,
-          GST_SCORESDE_MAX_CORRECTOR_STEPS, DEFAULT_CORRECTOR_STEPS,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_ODE_METHOD,
-      g_param_spec_enum ("ode-method", "ODE method",
-          "Solver of the probability-flow ODE (sampler=ode and the latent walk)",
-          GST_TYPE_SCORESDE_ODE_METHOD, DEFAULT_ODE_METHOD,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_RTOL,
-      g_param_spec_double ("rtol", "Relative tolerance",
-          "Relative tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
-          GST_SCORESDE_MAX_TOL, DEFAULT_RTOL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
-  g_object_class_install_property (gobject_class, PROP_ATOL,
-      g_param_spec_double ("atol", "Absolute tolerance",
-          "Absolute tolerance of the RK45 ODE solver", GST_SCORESDE_MIN_TOL,
-          GST_SCORESDE_MAX_TOL, DEFAULT_ATOL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_PLAYING));
+  gst_scoresde_install_sampler_properties (gobject_class, PROP_SAMPLER_FIRST,
+      GST_SCORESDE_SAMPLERS_SDE | GST_SCORESDE_SAMPLERS_ODE,
+      GST_SCORESDE_DEFAULT_SAMPLER,
+      "Seed of the noise; frame k uses noise stream k");
   /**
    * GstScoreSdeSrc:batch-size:
    *
@@ -259,7 +191,9 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    * GstScoreSdeSrc:walk-frames:
    *
    * Latent walk: a new prior latent every N frames, frames in between decode the slerp
-   * of the surrounding keyframe latents with the probability-flow ODE. 0 = off.
+   * of the surrounding keyframe latents with the probability-flow ODE. 0 = off. The
+   * few-step samplers decode with themselves (dpmpp-2m-sde with its deterministic
+   * dpmpp-2m), pc and ode with ode-method.
    */
   g_object_class_install_property (gobject_class, PROP_WALK_FRAMES,
       g_param_spec_int ("walk-frames", "Walk frames",
@@ -403,7 +337,6 @@ gst_scoresde_src_set_property (GObject * object, guint prop_id,
     const GValue * value, GParamSpec * pspec)
 {
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (object);
-  GstScoreSdeSamplerSettings *s = &self->settings;
 
   /* model, device, mask-location, n-frames...: never half-applied while running */
   if (!gst_scoresde_property_settable (GST_ELEMENT (object), pspec))
@@ -418,35 +351,9 @@ gst_scoresde_src_set_property (GObject * object, guint prop_id,
       gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
           value);
       break;
-    case PROP_SEED:
-      s->seed = g_value_get_uint64 (value);
-      break;
-    case PROP_SAMPLER:
-      s->sampler = g_value_get_enum (value);
-      break;
-    case PROP_PREDICTOR:
-      s->predictor = g_value_get_enum (value);
-      break;
-    case PROP_CORRECTOR:
-      s->corrector = g_value_get_enum (value);
-      break;
-    case PROP_STEPS:
-      s->steps = g_value_get_int (value);
-      break;
-    case PROP_SNR:
-      s->snr = g_value_get_double (value);
-      break;
-    case PROP_CORRECTOR_STEPS:
-      s->corrector_steps = g_value_get_int (value);
-      break;
-    case PROP_ODE_METHOD:
-      s->ode_method = g_value_get_enum (value);
-      break;
-    case PROP_RTOL:
-      s->rtol = g_value_get_double (value);
-      break;
-    case PROP_ATOL:
-      s->atol = g_value_get_double (value);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_set (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     case PROP_BATCH_SIZE:
       self->batch_size = g_value_get_int (value);
@@ -488,7 +395,6 @@ gst_scoresde_src_get_property (GObject * object, guint prop_id,
     GValue * value, GParamSpec * pspec)
 {
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (object);
-  GstScoreSdeSamplerSettings *s = &self->settings;
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
@@ -499,35 +405,9 @@ gst_scoresde_src_get_property (GObject * object, guint prop_id,
       gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
           value);
       break;
-    case PROP_SEED:
-      g_value_set_uint64 (value, s->seed);
-      break;
-    case PROP_SAMPLER:
-      g_value_set_enum (value, s->sampler);
-      break;
-    case PROP_PREDICTOR:
-      g_value_set_enum (value, s->predictor);
-      break;
-    case PROP_CORRECTOR:
-      g_value_set_enum (value, s->corrector);
-      break;
-    case PROP_STEPS:
-      g_value_set_int (value, s->steps);
-      break;
-    case PROP_SNR:
-      g_value_set_double (value, s->snr);
-      break;
-    case PROP_CORRECTOR_STEPS:
-      g_value_set_int (value, s->corrector_steps);
-      break;
-    case PROP_ODE_METHOD:
-      g_value_set_enum (value, s->ode_method);
-      break;
-    case PROP_RTOL:
-      g_value_set_double (value, s->rtol);
-      break;
-    case PROP_ATOL:
-      g_value_set_double (value, s->atol);
+    case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
+      gst_scoresde_sampler_settings_get (&self->settings,
+          prop_id - PROP_SAMPLER_FIRST, value);
       break;
     case PROP_BATCH_SIZE:
       g_value_set_int (value, self->batch_size);
@@ -1037,7 +917,10 @@ generate (GstScoreSdeSrc * self, const GstScoreSdeModel * model,
         stats);
 
   /* Latent walk: keyframe K = k / N holds prior draw 0 of stream K; frame k decodes
-   * slerp(z_K, z_K+1, (k mod N) / N) with the probability-flow ODE. */
+   * slerp(z_K, z_K+1, (k mod N) / N) with the probability-flow ODE, so a stochastic
+   * solver walks with its deterministic counterpart. */
+  if (p.sampler == SDE_SAMPLER_DPMPP_2M_SDE)
+    p.sampler = SDE_SAMPLER_DPMPP_2M;
   {
     gfloat *z = g_new (gfloat, (gsize) n * D);
     gfloat *keys = self->walk_keys;

@@ -27,6 +27,9 @@
 typedef struct {
   const char *model, *in, *out, *mask, *logp_out;
   const char *sde_name, *sampler_name, *predictor_name, *corrector_name, *ode_name, *div_name;
+  const char *schedule_name;                       /* few-step solvers' time grid */
+  double churn;                                    /* NAN: not given */
+  int no_lower_order_final;
   double sigma_min, sigma_max, beta_min, beta_max; /* NAN: not given */
   int num_scales;                                  /* -1: not given */
   double snr, eps, rtol, atol;                     /* NAN: not given */
@@ -49,6 +52,7 @@ typedef struct {
   /* parsed names */
   sde_kind kind;
   sde_sampler sampler;
+  sde_schedule schedule;
   sde_predictor predictor;
   sde_corrector corrector;
   sde_ode_method ode_method;
@@ -75,6 +79,7 @@ enum {
   G_MASK = 1u << 16,
   G_LIK = 1u << 17,
   G_PLAN = 1u << 18,
+  G_FEW = 1u << 19,    /* --schedule --churn --no-lower-order-final */
 };
 
 #define OFF(f) offsetof(cli_cfg, f)
@@ -135,7 +140,14 @@ static const cli_option options[] = {
    "discretisation steps N of the SDE (model's, else 1000)", G_SDE},
   /* samplers */
   {"sampler", NULL, CLI_STR, OFF(sampler_name), 0, 0, 0, "NAME",
-   "pc (predictor-corrector) or ode (probability flow) (pc)", G_SAMPLER},
+   "pc (predictor-corrector), ode (probability flow, adaptive) or a few-step solver: ddim, "
+   "dpmpp-2m, dpmpp-3m, dpmpp-2m-sde, heun (pc; encode/decode: ode)", G_SAMPLER},
+  {"schedule", NULL, CLI_STR, OFF(schedule_name), 0, 0, 0, "NAME",
+   "few-step time grid: logsnr, time or karras (logsnr)", G_FEW},
+  {"no-lower-order-final", NULL, CLI_FLAG, OFF(no_lower_order_final), 0, 0, 0, NULL,
+   "dpmpp-*: keep the full order in the last steps of runs under 15 steps", G_FEW},
+  {"churn", NULL, CLI_DOUBLE, OFF(churn), 0, BIG, 0, "S",
+   "heun: stochastic churn S_churn, 0 = deterministic (0)", G_FEW},
   {"predictor", NULL, CLI_STR, OFF(predictor_name), 0, 0, 0, "NAME",
    "euler_maruyama (em), reverse_diffusion (rd), ancestral_sampling (ancestral) or none "
    "(reverse_diffusion)",
@@ -147,7 +159,8 @@ static const cli_option options[] = {
   {"corrector-steps", NULL, CLI_INT, OFF(corrector_steps), 0, SDE_MAX_CORRECTOR_STEPS, 0, "N",
    "corrector iterations per step (1)", G_PC},
   {"steps", NULL, CLI_INT, OFF(steps), 1, SDE_MAX_STEPS, 0, "N",
-   "PC steps (at least 2) or fixed-step ODE steps (default: the SDE's N)", G_STEPS},
+   "PC steps (at least 2), fixed-step ODE steps (default: the SDE's N), or network "
+   "evaluations of a few-step solver (20; heun: N/2 steps of two and a final one)", G_STEPS},
   {"eps", NULL, CLI_DOUBLE, OFF(eps), 0, SDE_T, CLI_OPEN_LO | CLI_OPEN_HI, "T",
    "smallest time (1e-5 for VE, 1e-3 for VP and sub-VP; likelihood: 1e-5)", G_EPS},
   {"no-denoise", NULL, CLI_FLAG, OFF(no_denoise), 0, 0, 0, NULL,
@@ -500,6 +513,9 @@ static int make_sde(const cli_cfg *c, const sde_model *m, sde_sde *sde) {
 static void make_sample_params(const cli_cfg *c, sde_sample_params *p, cli_progress *bar) {
   sde_sample_params_init(p);
   if (c->sampler_name) p->sampler = c->sampler;
+  if (c->schedule_name) p->schedule = c->schedule;
+  if (c->no_lower_order_final) p->lower_order_final = 0;
+  if (!isnan(c->churn)) p->churn = c->churn;
   if (c->predictor_name) p->predictor = c->predictor;
   if (c->corrector_name) p->corrector = c->corrector;
   if (!isnan(c->snr)) p->snr = c->snr;
@@ -539,8 +555,12 @@ static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
                     const sde_stats *st, double seconds) {
   if (c->quiet) return;
   if (st->seconds > 0) seconds = st->seconds;
-  fprintf(stderr, "%s: %d %s%s, NFE %lld, %.2f s\n", cmd, n, noun, n == 1 ? "" : "s",
-          (long long)st->nfe, seconds);
+  char how[64] = "";
+  if (c->sampler_name && c->sampler != SDE_SAMPLER_PC && c->sampler != SDE_SAMPLER_ODE)
+    snprintf(how, sizeof how, " (%s, %s)", sde_sampler_name(c->sampler),
+             sde_schedule_name(c->schedule_name ? c->schedule : SDE_SCHEDULE_LOGSNR));
+  fprintf(stderr, "%s: %d %s%s, NFE %lld%s, %.2f s\n", cmd, n, noun, n == 1 ? "" : "s",
+          (long long)st->nfe, how, seconds);
 }
 
 static int progress_enabled(const cli_cfg *c) { return !c->quiet; }
@@ -555,14 +575,20 @@ static int parse_names(const cli_command *cmd, cli_cfg *c) {
     return cli_usage_error(cmd->name, "%s", sde_errmsg());
   if (c->sde_name && sde_kind_from_name(c->sde_name, &c->kind))
     return cli_usage_error(cmd->name, "unknown SDE '%s' (use ve, vp or subvp)", c->sde_name);
-  if (c->sampler_name) {
-    if (strcmp(c->sampler_name, "pc") == 0)
-      c->sampler = SDE_SAMPLER_PC;
-    else if (strcmp(c->sampler_name, "ode") == 0)
-      c->sampler = SDE_SAMPLER_ODE;
-    else
-      return cli_usage_error(cmd->name, "unknown sampler '%s' (use pc or ode)", c->sampler_name);
-  }
+  if (c->sampler_name && sde_sampler_from_name(c->sampler_name, &c->sampler))
+    return cli_usage_error(cmd->name,
+                           "unknown sampler '%s' (use pc, ode, ddim, dpmpp-2m, dpmpp-3m, "
+                           "dpmpp-2m-sde or heun)",
+                           c->sampler_name);
+  if (c->sampler_name && c->sampler == SDE_SAMPLER_PC && (cmd->groups & (G_IN_LATENT | G_OUT_LATENT)))
+    return cli_usage_error(cmd->name, "--sampler pc has no inverse; use ode or a few-step solver");
+  if (c->sampler_name && c->sampler == SDE_SAMPLER_ODE && (cmd->groups & G_PC) &&
+      !(cmd->groups & G_ODE))
+    return cli_usage_error(cmd->name, "--sampler ode cannot condition; use pc or a few-step "
+                                      "solver");
+  if (c->schedule_name && sde_schedule_from_name(c->schedule_name, &c->schedule))
+    return cli_usage_error(cmd->name, "unknown schedule '%s' (use logsnr, time or karras)",
+                           c->schedule_name);
   if (c->predictor_name && sde_predictor_from_name(c->predictor_name, &c->predictor))
     return cli_usage_error(cmd->name,
                            "unknown predictor '%s' (use euler_maruyama, reverse_diffusion, "
@@ -1099,26 +1125,33 @@ static int run_noise_scales(cli_cfg *c, const cli_command *cmd) {
 
 static const cli_command commands[] = {
   {"sample", run_sample,
-   G_MODEL | G_SDE | G_SAMPLER | G_PC | G_STEPS | G_ODE | G_TOL | G_EPS | G_NSAMPLE | G_SEED |
+   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_PC | G_STEPS | G_ODE | G_TOL | G_EPS | G_NSAMPLE | G_SEED |
        G_IN_PRIOR | G_OUT_DATA,
-   "draw samples with the PC sampler or the probability-flow ODE",
+   "draw samples with the PC sampler, the probability-flow ODE or a few-step solver",
    "--model FILE --out FILE.npy|FILE.png [options]",
    "Draws --n samples from the model by solving the reverse-time SDE with a\n"
-   "predictor-corrector sampler (--sampler pc) or the probability-flow ODE (--sampler ode).\n"
-   "Sample i uses noise stream --stream + i, so a sample depends only on the seed, its\n"
-   "stream and the settings. Image samples are written in [0,1]; a .png output is a grid."},
+   "predictor-corrector sampler (--sampler pc), the probability-flow ODE (--sampler ode), or\n"
+   "a few-step solver (ddim, dpmpp-2m, dpmpp-3m, dpmpp-2m-sde, heun) with --steps network\n"
+   "evaluations (docs/sampling.md). Sample i uses noise stream --stream + i, so a sample\n"
+   "depends only on the seed, its stream and the settings. Image samples are written in\n"
+   "[0,1]; a .png output is a grid."},
   {"encode", run_encode,
-   G_MODEL | G_SDE | G_ODE | G_STEPS | G_TOL | G_EPS | G_NREUSE | G_IN_DATA | G_OUT_LATENT,
+   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_ODE | G_STEPS | G_TOL | G_EPS | G_NREUSE | G_IN_DATA |
+       G_OUT_LATENT,
    "map data to latents x(T) with the probability-flow ODE",
    "--model FILE --in DATA --out LATENTS.npy [options]",
    "Integrates the probability-flow ODE forwards from t = eps to T: a deterministic,\n"
-   "invertible map from data to latents. `decode` inverts it."},
+   "invertible map from data to latents. `decode` inverts it. --sampler ode (adaptive RK45,\n"
+   "the default) or a deterministic few-step solver (ddim, dpmpp-2m, dpmpp-3m, heun) with\n"
+   "--steps network evaluations."},
   {"decode", run_decode,
-   G_MODEL | G_SDE | G_ODE | G_STEPS | G_TOL | G_EPS | G_NREUSE | G_IN_LATENT | G_OUT_DATA,
+   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_ODE | G_STEPS | G_TOL | G_EPS | G_NREUSE |
+       G_IN_LATENT | G_OUT_DATA,
    "map latents back to data with the probability-flow ODE",
    "--model FILE --in LATENTS.npy --out FILE.npy|FILE.png [options]",
    "Integrates the probability-flow ODE backwards from T to eps, without a denoising step,\n"
-   "so decode(encode(x)) reproduces x to the ODE tolerance."},
+   "so decode(encode(x)) reproduces x to the ODE tolerance (with the same --sampler,\n"
+   "--schedule and --steps as the encoding)."},
   {"likelihood", run_likelihood,
    G_MODEL | G_SDE | G_TOL | G_EPS | G_NREUSE | G_SEED | G_IN_DATA | G_LIK,
    "exact log-likelihood and bits/dim through the probability-flow ODE",
@@ -1128,20 +1161,22 @@ static const cli_command commands[] = {
    "standard error. Image models add the offset that turns a density of scaled data into\n"
    "one of 8-bit pixels (8 for [0,1] models, 7 for centred ones); other models add none."},
   {"inpaint", run_inpaint,
-   G_MODEL | G_SDE | G_PC | G_STEPS | G_EPS | G_NREUSE | G_SEED | G_IN_DATA | G_OUT_DATA |
-       G_MASK,
+   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_PC | G_STEPS | G_EPS | G_NREUSE | G_SEED | G_IN_DATA |
+       G_OUT_DATA | G_MASK,
    "fill the unknown region of the inputs (mask: 1 = known)",
    "--model FILE --in DATA --mask MASK --out FILE.npy|FILE.png [options]",
    "Runs the PC sampler while holding the known region (mask = 1) to the input, re-noised\n"
-   "to the current time after every update. The mask is one per input or one for all; a\n"
+   "to the current time after every update; a few-step solver (--sampler) puts the input\n"
+   "into the known region of every data prediction instead. The mask is one per input or one for all; a\n"
    "PNG mask is white where known (its alpha channel when it has one and the model does\n"
    "not have 4 channels); one channel is applied to every channel."},
   {"colorize", run_colorize,
-   G_MODEL | G_SDE | G_PC | G_STEPS | G_EPS | G_NREUSE | G_SEED | G_IN_DATA | G_OUT_DATA,
+   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_PC | G_STEPS | G_EPS | G_NREUSE | G_SEED | G_IN_DATA |
+       G_OUT_DATA,
    "colour grayscale images with a 3-channel image model",
    "--model FILE --in GRAY --out FILE.npy|FILE.png [options]",
-   "Runs the PC sampler while holding the luminance coordinate of the orthogonal colour\n"
-   "transform to the input's. Inputs may be 1-channel or RGB (reduced to the mean of R, G\n"
+   "Runs the PC sampler (or a few-step solver, --sampler) while holding the luminance\n"
+   "coordinate of the orthogonal colour transform to the input's. Inputs may be 1-channel or RGB (reduced to the mean of R, G\n"
    "and B)."},
   {"noise-scales", run_noise_scales, G_PLAN,
    "plan NCSNv2 noise scales (sigma_1, gamma, L, epsilon) for a data set",
@@ -1199,6 +1234,7 @@ static void cfg_init(cli_cfg *c) {
   c->max_points = 0;
   c->class_id = -1;
   c->guidance = NAN;
+  c->churn = NAN;
 }
 
 /* OpenBLAS picks its kernels when it loads and falls back to generic ones on a CPU it does

@@ -1,10 +1,16 @@
-/* Controllable generation: PC inpainting and PC colorization (docs/score_sde_spec.md §5).
+/* Controllable generation: inpainting and colorization (docs/score_sde_spec.md §5).
  *
- * Both run the ordinary PC loop and, after every corrector and predictor update, replace
- * the known part of the state by the data noised to the current time. Unlike the
- * reference, x_mean keeps the predictor's mean in the unknown part (the reference
- * returns the noisy x there, spec §11 trap 7), so the final denoising step really
- * denoises; see docs/design.md. */
+ * With the PC sampler both run the ordinary PC loop and, after every corrector and
+ * predictor update, replace the known part of the state by the data noised to the current
+ * time. Unlike the reference, x_mean keeps the predictor's mean in the unknown part (the
+ * reference returns the noisy x there, spec §11 trap 7), so the final denoising step
+ * really denoises; see docs/design.md.
+ *
+ * With a few-step solver the replacement happens in the data-prediction form: every
+ * prediction x0 gets the data in its known part before the solver steps with it. The
+ * known part of the state then stays alpha_t·data + sigma_t·noise along the whole
+ * trajectory (the solvers' weights sum to the same factor as the data's), and the final
+ * prediction holds the data exactly there (docs/sampling.md). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +18,7 @@
 #include "internal.h"
 #include "scoresde/control.h"
 #include "scoresde/error.h"
+#include "scoresde/marginal.h"
 #include "scoresde/rng.h"
 
 /* Rows: input RGB channel i; columns: latent channel j (luminance first). */
@@ -102,13 +109,44 @@ static int constrain_known(void *ctx, int n, float t, uint32_t draw, float *x, f
   return SDE_OK;
 }
 
+/* x0 <- x0·(1 - mask) + data·mask: the known part of a data prediction. */
+static int constrain_x0(void *ctx, int n, float *x0) {
+  known_part *k = ctx;
+  float *y = k->colour ? k->tmp : x0;
+  if (k->colour) sde_color_transform(n, k->hw, x0, y, 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < (int64_t)n * k->D; j++)
+    y[j] = y[j] * (1.0f - k->mask[j]) + k->data[j] * k->mask[j];
+  if (k->colour) sde_color_transform(n, k->hw, y, x0, 1);
+  return SDE_OK;
+}
+
+static int is_fewstep(const sde_sample_params *p) {
+  return p->sampler != SDE_SAMPLER_PC && p->sampler != SDE_SAMPLER_ODE;
+}
+
+/* A few-step solver from the prior x[n, D] whose known part gets alpha_T·data first: the
+ * state is then on the marginal at T everywhere. */
+static int run_fewstep(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
+                       uint64_t stream0, known_part *k, float *x, float *out, sde_stats *stats) {
+  const double alpha_T = sde_marg_at(sde, SDE_T).alpha;
+  float *y = k->colour ? k->tmp : x;
+  if (k->colour) sde_color_transform(n, k->hw, x, y, 0);
+  for (int64_t j = 0; j < (int64_t)n * k->D; j++) y[j] += (float)alpha_T * k->data[j] * k->mask[j];
+  if (k->colour) sde_color_transform(n, k->hw, y, x, 1);
+  const double eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
+  return sde_fewstep_run(m, sde, p, n, stream0, 1, SDE_T, eps, p->denoise, x, out, constrain_x0,
+                         k, stats);
+}
+
 static int check_common(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                         const float *data, const float *out) {
   if (!m || !sde || !p || n < 0 || (n > 0 && (!data || !out)))
     return sde_fail(SDE_EINVAL, "missing model, SDE, parameters or data");
-  if (p->sampler != SDE_SAMPLER_PC)
-    return sde_fail(SDE_EUNSUPPORTED, "inpainting and colorization use the PC sampler");
-  return SDE_OK;
+  if (p->sampler == SDE_SAMPLER_ODE)
+    return sde_fail(SDE_EUNSUPPORTED, "inpainting and colorization use the PC sampler or a "
+                                      "few-step solver (ddim, dpmpp-2m, ...), not ode");
+  return sde_validate(sde);
 }
 
 int sde_inpaint(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
@@ -131,8 +169,12 @@ int sde_inpaint(const sde_model *m, const sde_sde *sde, const sde_sample_params 
     status = SDE_ENOMEM;
     goto done;
   }
-  /* x = data·mask + prior·(1 - mask) */
   sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
+  if (is_fewstep(p)) {
+    status = run_fewstep(m, sde, p, n, stream0, &k, x, out, stats);
+    goto done;
+  }
+  /* x = data·mask + prior·(1 - mask) */
   for (size_t j = 0; j < nd; j++) x[j] = data[j] * mask[j] + x[j] * (1.0f - mask[j]);
   status = sde_pc_run(m, sde, p, n, stream0, 1, x, out, constrain_known, &k, stats);
 done:
@@ -168,6 +210,10 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
   /* x = couple(decouple(gray)·mask + decouple(prior)·(1 - mask)); the reference masks the
    * RGB prior before decoupling (trap 8), which we do not reproduce. */
   sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
+  if (is_fewstep(p)) {
+    status = run_fewstep(m, sde, p, n, stream0, &k, x, out, stats);
+    goto done;
+  }
   sde_color_transform(n, hw, x, k.tmp, 0);
   for (size_t j = 0; j < nd; j++) k.tmp[j] = latent[j] * mask[j] + k.tmp[j] * (1.0f - mask[j]);
   sde_color_transform(n, hw, k.tmp, x, 1);

@@ -6,17 +6,12 @@
 #include "scoresde/error.h"
 #include "scoresde/sample.h"
 
-/* steps for the sampler that will run: pc spreads its grid over [eps, 1] with steps points
- * and needs two; the ODE's fixed-step methods and the few-step solvers (steps = network
- * evaluations) work from one. N stands in for steps = 0 when the SDE is known. */
-static int check_steps(const sde_sample_params *p, const sde_sde *sde) {
+/* steps: pc's grid points (with the exact kernel of the marginal one step works), the
+ * ODE's fixed steps or the few-step solvers' network evaluations, all from one. */
+static int check_steps(const sde_sample_params *p) {
   if (p->steps < 0 || p->steps > SDE_MAX_STEPS)
-    return sde_fail(SDE_EINVAL, "steps = %d must be in [0, %d] (0 = the SDE's N)", p->steps,
-                    SDE_MAX_STEPS);
-  const int steps = p->steps > 0 ? p->steps : sde ? sde->N : 0;
-  if (p->sampler == SDE_SAMPLER_PC && steps == 1)
-    return sde_fail(SDE_EINVAL, "the pc sampler needs at least 2 steps (steps = %d%s): its time "
-                    "grid runs from 1 down to eps", p->steps, p->steps ? "" : ", the SDE's N");
+    return sde_fail(SDE_EINVAL, "steps = %d must be in [0, %d] (0 = the sampler's default)",
+                    p->steps, SDE_MAX_STEPS);
   return SDE_OK;
 }
 
@@ -24,7 +19,7 @@ int sde_sample_params_check(const sde_sample_params *p, const sde_sde *sde) {
   if (!p) return sde_fail(SDE_EINVAL, "no sampler parameters");
   if ((unsigned)p->sampler >= SDE_SAMPLER_COUNT)
     return sde_fail(SDE_EINVAL, "unknown sampler %d", (int)p->sampler);
-  int rc = check_steps(p, sde);
+  int rc = check_steps(p);
   if (rc) return rc;
   if (!(p->eps >= 0.0 && p->eps < SDE_T))
     return sde_fail(SDE_EINVAL, "eps = %g must be in [0, %g) (0 = the default)", p->eps, SDE_T);

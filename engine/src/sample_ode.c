@@ -612,15 +612,33 @@ static int copy_and_solve(const sde_model *m, const sde_sde *sde, const sde_samp
   return rc;
 }
 
+static int is_fewstep(const sde_sample_params *p) {
+  return p && p->sampler != SDE_SAMPLER_PC && p->sampler != SDE_SAMPLER_ODE;
+}
+
+/* A few-step solver from t0 to t1 without a final denoising step (encode, decode). */
+static int fewstep_solve(const sde_model *m, const sde_sde *sde, const sde_sample_params *p,
+                         int n, const float *src, float *dst, double t0, double t1,
+                         sde_stats *st, const char *fn) {
+  int rc = check_args(m, sde, p, n, src, dst, fn);
+  if (!rc) rc = sde_fewstep_validate(p, 1);
+  if (!rc) rc = sde_fewstep_run(m, sde, p, n, 0, 1, t0, t1, 0, src, dst, NULL, NULL, st);
+  return rc ? sde_fail_context(rc, "%s", fn) : SDE_OK;
+}
+
 int sde_encode(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                const float *data, float *latent, sde_stats *stats) {
   double eps = (p && sde) ? sampling_eps(p, sde) : 0.0;
+  if (is_fewstep(p))
+    return fewstep_solve(m, sde, p, n, data, latent, eps, SDE_T, stats, "sde_encode");
   return copy_and_solve(m, sde, p, n, data, latent, eps, SDE_T, stats, "sde_encode");
 }
 
 int sde_decode(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                const float *latent, float *data, sde_stats *stats) {
   double eps = (p && sde) ? sampling_eps(p, sde) : 0.0;
+  if (is_fewstep(p))
+    return fewstep_solve(m, sde, p, n, latent, data, SDE_T, eps, stats, "sde_decode");
   return copy_and_solve(m, sde, p, n, latent, data, SDE_T, eps, stats, "sde_decode");
 }
 

@@ -6,7 +6,7 @@
 #include "backend/backend.h"
 #include "internal.h"
 #include "scoresde/error.h"
-#include "scoresde/network.h"
+#include "scoresde/marginal.h"
 #include "scoresde/rng.h"
 #include "scoresde/scoresde.h"
 
@@ -134,48 +134,68 @@ void sde_prior_sample(const sde_sde *sde, uint64_t seed, uint64_t stream0, uint3
   }
 }
 
-/* Working state of one PC run. */
+/* Working state of one PC run: the rows x, x_mean, score and noise live in the memory of
+ * the model's backend for the whole loop (sample_rows.c), so the loop below is the same
+ * on the CPU and on a device. */
 typedef struct {
-  const sde_model *m;
-  sde_sde sde;     /* a copy whose N is the grid size */
+  sde_rows rows;
+  const sde_sde *sde;
   const sde_sample_params *p;
-  int n;
-  int64_t D;
+  int steps;       /* grid size */
+  double eps;
+  int exact;       /* steps != sde->N: kernels between grid times from the marginal */
   uint64_t stream0;
   uint32_t draw;   /* next noise draw id: the `step` of the RNG key */
-  float *t;        /* [n] time of each sample (all equal here) */
-  float *score;    /* [n, D] */
-  float *noise;    /* [n, D] */
-  double *norms;   /* [2n] per-sample gradient and noise norms */
-  sde_stats *st;
+  float *x, *xm, *s, *z; /* [n, D] rows */
+  double *norms;   /* [2n] host: per-sample score and noise norms (Langevin) */
 } pc_run;
 
-static int pc_score(pc_run *r, const float *x, float t) {
-  for (int i = 0; i < r->n; i++) r->t[i] = t;
-  r->st->evals++;
-  r->st->nfe++;
-  return sde_model_score(r->m, &r->sde, r->n, x, r->t, r->score);
+/* out = a·x + c·y. Host rows keep the reference arithmetic of the PC sampler (float
+ * products and sum: its results stay bit-identical); a device computes it in double,
+ * rounded once (axpby_rows), within one rounding of the host. */
+static int pc_update(pc_run *r, float *out, float a, const float *x, float c, const float *y) {
+  if (!r->rows.be->host_memory) return sde_rows_axpby(&r->rows, out, a, x, c, y);
+  const int64_t nd = (int64_t)r->rows.n * r->rows.D;
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < nd; j++) out[j] = a * x[j] + c * y[j];
+  return SDE_OK;
 }
 
-static void pc_noise(pc_run *r) {
-  const uint32_t draw = r->draw++;
-#pragma omp parallel for schedule(static)
-  for (int i = 0; i < r->n; i++)
-    sde_randn(r->p->seed, r->stream0 + (uint64_t)i, draw, r->noise + (size_t)i * r->D, r->D);
+static int pc_noise(pc_run *r) {
+  return sde_rows_noise(&r->rows, r->p->seed, r->stream0, r->draw++, r->z);
+}
+
+/* The noise levels of grid time k and of the next one (the clean data after the last). */
+static void grid_levels(const pc_run *r, int k, sde_marg *hi, sde_marg *lo) {
+  *hi = sde_marg_at(r->sde, sde_time_grid(r->eps, r->steps, k));
+  *lo = k + 1 < r->steps ? sde_marg_at(r->sde, sde_time_grid(r->eps, r->steps, k + 1))
+                         : sde_marg_clean();
+}
+
+/* The forward kernel x(t_k) = a·x(t_{k+1}) + b·z between them: the exact discretisation
+ * used when steps != N. */
+static void grid_kernel(const pc_run *r, int k, double *a, double *b2) {
+  sde_marg hi, lo;
+  grid_levels(r, k, &hi, &lo);
+  sde_marg_kernel(&hi, &lo, a, b2);
 }
 
 /* α of the Langevin step: 1 for VE, 1 - β_i for VP. The reference reads VP tables that
- * sub-VP lacks (it crashes); we use the same DDPM α for sub-VP (docs/design.md). */
-static double langevin_alpha(const pc_run *r, float t) {
-  if (r->sde.kind == SDE_VE) return 1.0;
-  return 1.0 - sde_ddpm_beta(&r->sde, sde_time_index(&r->sde, t));
+ * sub-VP lacks (it crashes); we use the same DDPM α for sub-VP (docs/design.md). With
+ * the exact discretisation 1 - β_i is the ratio of alpha_bar between grid times. */
+static double langevin_alpha(const pc_run *r, int k, float t) {
+  if (r->sde->kind == SDE_VE) return 1.0;
+  if (!r->exact) return 1.0 - sde_ddpm_beta(r->sde, sde_time_index(r->sde, t));
+  double a, b2;
+  grid_kernel(r, k, &a, &b2);
+  return a * a;
 }
 
-/* The corrector's step size ε at t (Langevin: from the per-sample norms r->norms[2n]).
+/* The corrector's step size ε at grid time k (Langevin: from the norms r->norms[2n]).
  * Returns 0 when the score is zero everywhere (Langevin has nothing to correct). */
-static int corrector_step(const pc_run *r, float t, double *step) {
+static int corrector_step(const pc_run *r, int k, float t, double *step) {
   const sde_sample_params *p = r->p;
-  const int n = r->n;
+  const int n = r->rows.n;
   if (p->corrector == SDE_CORR_LANGEVIN) {
     /* One step size for the whole batch from batch-averaged norms, as the reference. */
     double grad_norm = 0.0, noise_norm = 0.0;
@@ -187,101 +207,86 @@ static int corrector_step(const pc_run *r, float t, double *step) {
     noise_norm /= n;
     if (!(grad_norm > 0.0)) return 0;
     double ratio = p->snr * noise_norm / grad_norm;
-    *step = 2.0 * langevin_alpha(r, t) * ratio * ratio;
+    *step = 2.0 * langevin_alpha(r, k, t) * ratio * ratio;
   } else { /* annealed Langevin: ε = 2 α (snr σ(t))² */
     double m, std;
-    sde_marginal(&r->sde, t, &m, &std);
-    *step = 2.0 * langevin_alpha(r, t) * (p->snr * std) * (p->snr * std);
+    sde_marginal(r->sde, t, &m, &std);
+    *step = 2.0 * langevin_alpha(r, k, t) * (p->snr * std) * (p->snr * std);
   }
   return 1;
 }
 
 /* One corrector iteration: x_mean = x + ε s, x = x_mean + sqrt(2ε) z. */
-static int pc_correct(pc_run *r, float *x, float *x_mean, float t) {
-  const sde_sample_params *p = r->p;
-  int status = pc_score(r, x, t);
-  if (status) return status;
-  pc_noise(r);
-  const int64_t D = r->D;
-  const int n = r->n;
+static int pc_correct(pc_run *r, int k, float t) {
+  const int n = r->rows.n;
+  const sde_backend *be = r->rows.be;
+  int rc = sde_rows_score(&r->rows, r->x, t, r->s);
+  if (!rc) rc = pc_noise(r);
+  if (!rc && r->p->corrector == SDE_CORR_LANGEVIN) {
+    rc = be->dot_rows(be, r->norms, r->s, r->s, n, r->rows.D);
+    if (!rc) rc = be->dot_rows(be, r->norms + n, r->z, r->z, n, r->rows.D);
+    for (int i = 0; i < 2 * n; i++) r->norms[i] = sqrt(r->norms[i]);
+  }
   double step;
-  if (p->corrector == SDE_CORR_LANGEVIN) {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < n; i++) {
-      double g2 = 0.0, z2 = 0.0;
-      for (int64_t d = 0; d < D; d++) {
-        g2 += (double)r->score[(size_t)i * D + d] * r->score[(size_t)i * D + d];
-        z2 += (double)r->noise[(size_t)i * D + d] * r->noise[(size_t)i * D + d];
-      }
-      r->norms[i] = sqrt(g2);
-      r->norms[n + i] = sqrt(z2);
-    }
-  }
-  if (!corrector_step(r, t, &step)) return SDE_OK; /* zero score: nothing to correct */
-  const float eps = (float)step, noise_scale = (float)sqrt(2.0 * step);
-#pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < (int64_t)n * D; j++) {
-    x_mean[j] = x[j] + eps * r->score[j];
-    x[j] = x_mean[j] + noise_scale * r->noise[j];
-  }
-  return SDE_OK;
+  if (rc || !corrector_step(r, k, t, &step)) return rc; /* zero score: nothing to correct */
+  rc = pc_update(r, r->xm, 1.0f, r->x, (float)step, r->s);
+  if (!rc) rc = pc_update(r, r->x, 1.0f, r->xm, (float)sqrt(2.0 * step), r->z);
+  return rc;
 }
 
-static int predictor_coefs(const pc_run *r, float t, double *pcx, double *pcs, double *pcz);
-
-/* One predictor update x -> (x, x_mean) at grid time t. */
-static int pc_predict(pc_run *r, float *x, float *x_mean, float t) {
-  const int64_t nd = (int64_t)r->n * r->D;
-  if (r->p->predictor == SDE_PRED_NONE) {
-    memcpy(x_mean, x, sizeof(float) * (size_t)nd);
-    return SDE_OK;
+/* Every predictor is x_mean = cx·x + cs·s, x = x_mean + cz·z. At steps == N the
+ * reference discretisation; otherwise the kernel (a, b²) between grid times. */
+static int predictor_coefs(const pc_run *r, int k, float t, double *pcx, double *pcs,
+                           double *pcz) {
+  const sde_sde *sde = r->sde;
+  double cx, cs, cz, a = 1.0, b2 = 0.0;
+  sde_marg hi, lo;
+  if (r->exact) {
+    grid_levels(r, k, &hi, &lo);
+    sde_marg_kernel(&hi, &lo, &a, &b2);
   }
-  int status = pc_score(r, x, t);
-  if (status) return status;
-  pc_noise(r);
-  double cx, cs, cz;
-  if ((status = predictor_coefs(r, t, &cx, &cs, &cz))) return status;
-  const float fx = (float)cx, fs = (float)cs, fz = (float)cz;
-#pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < nd; j++) {
-    x_mean[j] = fx * x[j] + fs * r->score[j];
-    x[j] = x_mean[j] + fz * r->noise[j];
-  }
-  return SDE_OK;
-}
-
-/* Every predictor is x_mean = cx·x + cs·s, x = x_mean + cz·z. */
-static int predictor_coefs(const pc_run *r, float t, double *pcx, double *pcs, double *pcz) {
-  const sde_sde *sde = &r->sde;
-  double cx, cs, cz;
   switch (r->p->predictor) {
     case SDE_PRED_EULER_MARUYAMA: {
-      double a, g, dt = 1.0 / sde->N; /* dt = 1/N as the reference (trap 4) */
-      sde_coefficients(sde, t, &a, &g);
-      cx = 1.0 - a * dt;
+      double fa, g, dt = 1.0 / r->steps; /* dt = 1/N as the reference (trap 4) */
+      sde_coefficients(sde, t, &fa, &g);
+      cx = 1.0 - fa * dt;
       cs = g * g * dt;
       cz = g * sqrt(dt);
       break;
     }
-    case SDE_PRED_REVERSE_DIFFUSION: {
+    case SDE_PRED_REVERSE_DIFFUSION: { /* the forward step f = fa·x, G, reversed */
       double fa, G;
-      sde_discretize(sde, t, &fa, &G);
+      if (r->exact) {
+        fa = a - 1.0;
+        G = sqrt(b2);
+      } else {
+        sde_discretize(sde, t, &fa, &G);
+      }
       cx = 1.0 - fa;
       cs = G * G;
       cz = G;
       break;
     }
     case SDE_PRED_ANCESTRAL: {
-      int i = sde_time_index(sde, t);
       if (sde->kind == SDE_VE) {
-        double s = sde_smld_sigma(sde, i), sp = sde_smld_sigma(sde, i - 1);
+        double s2, sp2; /* sigma_i², sigma_{i-1}² */
+        if (r->exact) {
+          s2 = hi.sigma * hi.sigma;
+          sp2 = lo.sigma * lo.sigma;
+        } else {
+          int i = sde_time_index(sde, t);
+          double s = sde_smld_sigma(sde, i), sp = sde_smld_sigma(sde, i - 1);
+          s2 = s * s;
+          sp2 = sp * sp;
+        }
         cx = 1.0;
-        cs = s * s - sp * sp;
-        cz = sqrt(sp * sp * (s * s - sp * sp) / (s * s));
-      } else {
-        double beta = sde_ddpm_beta(sde, i);
-        cx = 1.0 / sqrt(1.0 - beta);
-        cs = beta / sqrt(1.0 - beta);
+        cs = r->exact ? b2 : s2 - sp2;
+        cz = sqrt(sp2 * cs / s2);
+      } else { /* VP: beta_i and sqrt(1 - beta_i), = a of the kernel when exact */
+        double beta = r->exact ? b2 : sde_ddpm_beta(sde, sde_time_index(sde, t));
+        double root = r->exact ? a : sqrt(1.0 - beta);
+        cx = 1.0 / root;
+        cs = beta / root;
         cz = sqrt(beta);
       }
       break;
@@ -293,6 +298,31 @@ static int predictor_coefs(const pc_run *r, float t, double *pcx, double *pcs, d
   *pcs = cs;
   *pcz = cz;
   return SDE_OK;
+}
+
+/* One predictor update x -> (x, x_mean) at grid time k. */
+static int pc_predict(pc_run *r, int k, float t) {
+  double cx = 0.0, cs = 0.0, cz = 0.0;
+  int rc = sde_rows_score(&r->rows, r->x, t, r->s);
+  if (!rc) rc = pc_noise(r);
+  if (!rc) rc = predictor_coefs(r, k, t, &cx, &cs, &cz);
+  if (!rc) rc = pc_update(r, r->xm, (float)cx, r->x, (float)cs, r->s);
+  if (!rc) rc = pc_update(r, r->x, 1.0f, r->xm, (float)cz, r->z);
+  return rc;
+}
+
+/* A constraint sees host memory: the rows themselves, or host copies of device rows in
+ * hx, hxm. */
+static int pc_constrain(pc_run *r, float t, sde_pc_constraint_fn constrain, void *ctx,
+                        float *hx, float *hxm) {
+  const uint32_t draw = r->draw++;
+  if (r->rows.be->host_memory) return constrain(ctx, r->rows.n, t, draw, r->x, r->xm);
+  int rc = sde_rows_get(&r->rows, hx, r->x);
+  if (!rc) rc = sde_rows_get(&r->rows, hxm, r->xm);
+  if (!rc) rc = constrain(ctx, r->rows.n, t, draw, hx, hxm);
+  if (!rc) rc = sde_rows_put(&r->rows, r->x, hx);
+  if (!rc) rc = sde_rows_put(&r->rows, r->xm, hxm);
+  return rc;
 }
 
 static int pc_validate(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
@@ -307,129 +337,41 @@ static int pc_validate(const sde_model *m, const sde_sde *sde, const sde_sample_
   return SDE_OK;
 }
 
-/* ---- the PC loop on a device ------------------------------------------------------------
- * With a network model on a device backend, x, x_mean, the score and the noise stay in
- * backend memory for the whole loop: noise from randn_rows with the host keys (seed,
- * stream0 + i, draw), updates as axpby_rows with the host coefficients, Langevin norms from
- * dot_rows. Only the result is downloaded (and x, x_mean around a constraint, which works
- * on host memory). */
-
-typedef struct {
-  const sde_backend *be;
-  sde_net_workspace *ws; /* the network's scratch for the whole loop */
-  float *x, *xm, *s, *z; /* [n, D] backend memory */
-  double *a, *c;         /* [n] host coefficients */
-} pc_dev;
-
-static int pcd_score(pc_run *r, pc_dev *d, float t) {
-  for (int i = 0; i < r->n; i++) r->t[i] = t;
-  r->st->evals++;
-  r->st->nfe++;
-  return sde_network_score_dev_ws(r->m, &r->sde, r->n, d->x, r->t, d->s, d->ws);
+static void pc_free(pc_run *r) {
+  sde_rows_free(&r->rows, r->x);
+  sde_rows_free(&r->rows, r->xm);
+  sde_rows_free(&r->rows, r->s);
+  sde_rows_free(&r->rows, r->z);
+  sde_rows_close(&r->rows);
+  free(r->norms);
 }
 
-static int pcd_noise(pc_run *r, pc_dev *d) {
-  return d->be->randn_rows(d->be, d->z, r->p->seed, r->stream0, r->draw++, r->n, r->D);
-}
-
-/* xm = ca·x + cb·s; x = xm + cz·z, with the float-rounded coefficients of the host loop */
-static int pcd_update(pc_run *r, pc_dev *d, float ca, float cb, float cz) {
-  const int n = r->n;
-  for (int i = 0; i < n; i++) {
-    d->a[i] = ca;
-    d->c[i] = cb;
-  }
-  int rc = d->be->axpby_rows(d->be, d->xm, d->a, d->x, d->c, d->s, n, r->D);
-  for (int i = 0; i < n; i++) {
-    d->a[i] = 1.0;
-    d->c[i] = cz;
-  }
-  if (!rc) rc = d->be->axpby_rows(d->be, d->x, d->a, d->xm, d->c, d->z, n, r->D);
-  return rc;
-}
-
-static int pcd_correct(pc_run *r, pc_dev *d, float t) {
-  int rc = pcd_score(r, d, t);
-  if (!rc) rc = pcd_noise(r, d);
-  if (rc) return rc;
-  const int n = r->n;
-  if (r->p->corrector == SDE_CORR_LANGEVIN) {
-    if ((rc = d->be->dot_rows(d->be, r->norms, d->s, d->s, n, r->D)) ||
-        (rc = d->be->dot_rows(d->be, r->norms + n, d->z, d->z, n, r->D)))
-      return rc;
-    for (int i = 0; i < 2 * n; i++) r->norms[i] = sqrt(r->norms[i]);
-  }
-  double step;
-  if (!corrector_step(r, t, &step)) return SDE_OK;
-  return pcd_update(r, d, 1.0f, (float)step, (float)sqrt(2.0 * step));
-}
-
-static int pcd_predict(pc_run *r, pc_dev *d, float t) {
-  const size_t bytes = sizeof(float) * (size_t)r->n * (size_t)r->D;
-  if (r->p->predictor == SDE_PRED_NONE) return d->be->copy(d->be, d->xm, d->x, bytes);
-  int rc = pcd_score(r, d, t);
-  if (!rc) rc = pcd_noise(r, d);
-  double cx, cs, cz;
-  if (!rc) rc = predictor_coefs(r, t, &cx, &cs, &cz);
-  if (!rc) rc = pcd_update(r, d, (float)cx, (float)cs, (float)cz);
-  return rc;
-}
-
-/* A constraint on host copies of x and x_mean */
-static int pcd_constrain(pc_run *r, pc_dev *d, float t, float *x, float *x_mean,
-                         sde_pc_constraint_fn constrain, void *ctx) {
-  const size_t bytes = sizeof(float) * (size_t)r->n * (size_t)r->D;
-  int rc = d->be->download(d->be, x, d->x, bytes);
-  if (!rc) rc = d->be->download(d->be, x_mean, d->xm, bytes);
-  if (!rc) rc = constrain(ctx, r->n, t, r->draw++, x, x_mean);
-  if (!rc) rc = d->be->upload(d->be, d->x, x, bytes);
-  if (!rc) rc = d->be->upload(d->be, d->xm, x_mean, bytes);
-  return rc;
-}
-
-static int pc_loop_device(pc_run *r, const sde_backend *be, int steps, double eps, float *x,
-                          float *x_mean, float *out, sde_pc_constraint_fn constrain,
-                          void *ctx) {
+/* The loop: x[n, D] in (the prior draw) and out (the final state); out[n, D] gets x_mean
+ * (denoise) or x. Both double as host staging for a constraint on device rows. */
+static int pc_loop(pc_run *r, float *x, float *out, sde_pc_constraint_fn constrain, void *ctx) {
   const sde_sample_params *p = r->p;
-  const size_t bytes = sizeof(float) * (size_t)r->n * (size_t)r->D;
-  pc_dev d = {.be = be};
-  int status = SDE_OK;
-  d.a = sde_malloc(sizeof(double) * 2 * (size_t)r->n);
-  if (!d.a) return SDE_ENOMEM;
-  d.c = d.a + r->n;
-  if ((status = sde_net_workspace_create(r->m, r->n, &d.ws)) ||
-      (status = be->alloc(be, bytes, (void **)&d.x)) ||
-      (status = be->alloc(be, bytes, (void **)&d.xm)) ||
-      (status = be->alloc(be, bytes, (void **)&d.s)) ||
-      (status = be->alloc(be, bytes, (void **)&d.z)) ||
-      (status = be->upload(be, d.x, x, bytes)) || (status = be->upload(be, d.xm, x, bytes)))
-    goto done;
-  for (int k = 0; k < steps && !status; k++) {
-    const float t = sde_time_grid(eps, steps, k);
+  const sde_backend *be = r->rows.be;
+  const size_t bytes = sizeof(float) * (size_t)r->rows.n * (size_t)r->rows.D;
+  int rc = sde_rows_put(&r->rows, r->x, x);
+  if (!rc) rc = be->copy(be, r->xm, r->x, bytes);
+  for (int k = 0; k < r->steps && !rc; k++) {
+    const float t = sde_time_grid(r->eps, r->steps, k);
     if (p->corrector != SDE_CORR_NONE) {
-      for (int j = 0; j < p->corrector_steps && !status; j++) {
-        status = pcd_correct(r, &d, t);
-        if (!status && constrain) status = pcd_constrain(r, &d, t, x, x_mean, constrain, ctx);
+      for (int j = 0; j < p->corrector_steps && !rc; j++) {
+        rc = pc_correct(r, k, t);
+        if (!rc && constrain) rc = pc_constrain(r, t, constrain, ctx, x, out);
       }
     }
-    if (!status && p->predictor != SDE_PRED_NONE) {
-      status = pcd_predict(r, &d, t);
-      if (!status && constrain) status = pcd_constrain(r, &d, t, x, x_mean, constrain, ctx);
+    if (!rc && p->predictor != SDE_PRED_NONE) {
+      rc = pc_predict(r, k, t);
+      if (!rc && constrain) rc = pc_constrain(r, t, constrain, ctx, x, out);
     }
-    if (!status && p->progress && p->progress(p->user, k + 1, steps))
-      status = sde_fail(SDE_ECANCELLED, "sampling cancelled at step %d of %d", k + 1, steps);
+    if (!rc && p->progress && p->progress(p->user, k + 1, r->steps))
+      rc = sde_fail(SDE_ECANCELLED, "sampling cancelled at step %d of %d", k + 1, r->steps);
   }
-  if (!status) status = be->download(be, out, p->denoise ? d.xm : d.x, bytes);
-  if (!status) status = be->download(be, x, d.x, bytes); /* x holds the final state, as on the host */
-done:
-  be->synchronize(be); /* nothing may still use the buffers freed here */
-  sde_net_workspace_free(d.ws);
-  be->free(be, d.x);
-  be->free(be, d.xm);
-  be->free(be, d.s);
-  be->free(be, d.z);
-  free(d.a);
-  return status;
+  if (!rc) rc = sde_rows_get(&r->rows, out, p->denoise ? r->xm : r->x);
+  if (!rc) rc = sde_rows_get(&r->rows, x, r->x);
+  return rc;
 }
 
 int sde_pc_run(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
@@ -442,50 +384,20 @@ int sde_pc_run(const sde_model *m, const sde_sde *sde, const sde_sample_params *
   int status = pc_validate(m, sde, p, n, x, out);
   if (status) return status;
   if (n == 0) return SDE_OK;
-  pc_run r = {.m = m, .sde = *sde, .p = p, .n = n, .D = sde_model_dim(m), .stream0 = stream0,
-              .draw = first_draw, .st = st};
-  const int steps = p->steps > 0 ? p->steps : sde->N;
-  r.sde.N = steps; /* the grid and the discretisation share N, as in the reference */
-  const double eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
-  const size_t nd = (size_t)n * (size_t)r.D;
-  float *x_mean = sde_malloc(sizeof(float) * nd);
-  r.t = sde_malloc(sizeof(float) * (size_t)n);
-  r.score = sde_malloc(sizeof(float) * nd);
-  r.noise = sde_malloc(sizeof(float) * nd);
-  r.norms = sde_malloc(sizeof(double) * 2 * (size_t)n);
-  if (!x_mean || !r.t || !r.score || !r.noise || !r.norms) {
-    status = sde_fail(SDE_ENOMEM, "sample: out of memory for a batch of %d x %lld", n,
-                      (long long)r.D);
-    goto done;
+  pc_run r = {.sde = sde, .p = p, .stream0 = stream0, .draw = first_draw};
+  r.steps = p->steps > 0 ? p->steps : sde->N;
+  r.exact = r.steps != sde->N;
+  r.eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
+  status = sde_rows_open(&r.rows, m, sde, n, st);
+  if (!status) {
+    r.norms = sde_malloc(sizeof(double) * 2 * (size_t)n);
+    if (!r.norms || sde_rows_alloc(&r.rows, &r.x) || sde_rows_alloc(&r.rows, &r.xm) ||
+        sde_rows_alloc(&r.rows, &r.s) || sde_rows_alloc(&r.rows, &r.z))
+      status = sde_fail(SDE_ENOMEM, "sample: out of memory for a batch of %d x %lld", n,
+                        (long long)r.rows.D);
   }
-  const sde_backend *be = sde_network_backend(m);
-  if (be && !be->host_memory) {
-    status = pc_loop_device(&r, be, steps, eps, x, x_mean, out, constrain, ctx);
-    goto done;
-  }
-  memcpy(x_mean, x, sizeof(float) * nd);
-  for (int k = 0; k < steps && !status; k++) {
-    const float t = sde_time_grid(eps, steps, k);
-    if (p->corrector != SDE_CORR_NONE) {
-      for (int j = 0; j < p->corrector_steps && !status; j++) {
-        status = pc_correct(&r, x, x_mean, t);
-        if (!status && constrain) status = constrain(ctx, n, t, r.draw++, x, x_mean);
-      }
-    }
-    if (!status && p->predictor != SDE_PRED_NONE) {
-      status = pc_predict(&r, x, x_mean, t);
-      if (!status && constrain) status = constrain(ctx, n, t, r.draw++, x, x_mean);
-    }
-    if (!status && p->progress && p->progress(p->user, k + 1, steps))
-      status = sde_fail(SDE_ECANCELLED, "sampling cancelled at step %d of %d", k + 1, steps);
-  }
-  if (!status) memcpy(out, p->denoise ? x_mean : x, sizeof(float) * nd);
-done:
-  free(x_mean);
-  free(r.t);
-  free(r.score);
-  free(r.noise);
-  free(r.norms);
+  if (!status) status = pc_loop(&r, x, out, constrain, ctx);
+  pc_free(&r);
   st->seconds = sde_now() - t_start;
   return status;
 }
@@ -495,6 +407,11 @@ int sde_sample_from(const sde_model *m, const sde_sde *sde, const sde_sample_par
   int status = pc_validate(m, sde, p, n, x_T, out);
   if (status) return status;
   if (p->sampler == SDE_SAMPLER_ODE) return sde_ode_sample(m, sde, p, n, x_T, out, stats);
+  if (p->sampler != SDE_SAMPLER_PC) {
+    const double eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
+    return sde_fewstep_run(m, sde, p, n, stream0, 1, SDE_T, eps, p->denoise, x_T, out, NULL,
+                           NULL, stats);
+  }
   const size_t nd = (size_t)n * (size_t)sde_model_dim(m);
   float *x = sde_malloc(sizeof(float) * (nd ? nd : 1));
   if (!x) return SDE_ENOMEM;

@@ -1,4 +1,5 @@
-/* Controllable generation with the PC sampler (docs/score_sde_spec.md §5). */
+/* Controllable generation (docs/score_sde_spec.md §5) with the PC sampler or a few-step
+ * solver (p->sampler; not ode). */
 #ifndef SCORESDE_CONTROL_H
 #define SCORESDE_CONTROL_H
 
@@ -9,7 +10,8 @@ extern "C" {
 #endif
 
 /* Inpainting: data[n, D] in model space, mask[n, D] with 1 = known, 0 = fill.
- * The known region is re-noised to the current time after every update. */
+ * PC: the known region is re-noised to the current time after every update. Few-step
+ * solvers: every data prediction gets the data in the known region (docs/sampling.md). */
 int sde_inpaint(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                 uint64_t stream0, const float *data, const float *mask, float *out,
                 sde_stats *stats);

@@ -6,6 +6,7 @@
 #include "error.h"
 #include "rng.h"
 #include "sde.h"
+#include "marginal.h"
 #include "model.h"
 #include "device.h"
 #include "sample.h"

@@ -76,23 +76,25 @@ tiny_image (gint variant, gint i, gint channels, gfloat * out)
       }
 }
 
-/* Writes an empirical model over TINY_IMAGES 8x8 images (VE, sigma_max 20) and returns
- * its JSON path (owned by the helper). variant selects another data set, hence
- * another model id. */
+/* Writes an empirical model over TINY_IMAGES 8x8 images under the SDE `kind` (VE:
+ * sigma_max 20; VP and sub-VP: beta 0.1 .. 20) and returns its JSON path (owned by
+ * the helper). variant selects another data set, hence another model id. */
 static const gchar *
-tiny_model_path_full (gint variant, gint channels)
+tiny_model_path_sde (gint variant, gint channels, sde_kind kind)
 {
-  static gchar *paths[4][5];
+  static gchar *paths[4][5][3];
   gchar *base, *npy, *json, *npy_name, *text;
   gfloat *data;
   int64_t shape[4] = { TINY_IMAGES, channels, TINY_SIZE, TINY_SIZE };
   gint i;
 
   g_assert (variant >= 0 && variant < 4 && channels >= 1 && channels <= 4);
-  if (paths[variant][channels])
-    return paths[variant][channels];
+  g_assert ((guint) kind < 3);
+  if (paths[variant][channels][kind])
+    return paths[variant][channels][kind];
 
-  base = g_strdup_printf ("tiny%d_c%d", variant, channels);
+  base = g_strdup_printf ("tiny%d_c%d_%s", variant, channels,
+      sde_kind_name (kind));
   npy_name = g_strdup_printf ("%s.npy", base);
   npy = g_build_filename (test_tmp_dir (), npy_name, NULL);
   data = g_new (gfloat, TINY_IMAGES * channels * TINY_SIZE * TINY_SIZE);
@@ -104,16 +106,24 @@ tiny_model_path_full (gint variant, gint channels)
   g_free (data);
 
   text = g_strdup_printf ("{\"kind\": \"empirical\", \"data\": \"%s\", "
-      "\"centered\": false, \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
-      "\"sigma_max\": 20.0, \"N\": 1000}}\n", npy_name);
+      "\"centered\": false, \"sde\": {\"kind\": \"%s\", %s, \"N\": 1000}}\n",
+      npy_name, sde_kind_name (kind), kind == SDE_VE ?
+      "\"sigma_min\": 0.01, \"sigma_max\": 20.0" :
+      "\"beta_min\": 0.1, \"beta_max\": 20.0");
   json = g_strdup_printf ("%s/%s.json", test_tmp_dir (), base);
   g_assert (g_file_set_contents (json, text, -1, NULL));
   g_free (text);
   g_free (npy);
   g_free (npy_name);
   g_free (base);
-  paths[variant][channels] = json;
+  paths[variant][channels][kind] = json;
   return json;
+}
+
+static const gchar *
+tiny_model_path_full (gint variant, gint channels)
+{
+  return tiny_model_path_sde (variant, channels, SDE_VE);
 }
 
 static const gchar *

@@ -4,7 +4,7 @@
  */
 #include "common.c"
 
-#define DEC_PROPS "rtol=1e-5 atol=1e-5"
+#define DEC_PROPS "sampler=ode rtol=1e-5 atol=1e-5"
 
 static GstHarness *
 decode_harness (const gchar * model, const gchar * props)
@@ -80,10 +80,12 @@ GST_START_TEST (test_decode_negotiation_and_processing)
 
 GST_END_TEST;
 
-/* Decoding a prior draw under the empirical model lands on (near) a training image. */
-GST_START_TEST (test_decode_lands_on_training_image)
+/* Decoding a prior draw under the empirical model lands on (near) a training image,
+ * with the adaptive ODE and with each deterministic few-step solver. */
+static void
+check_lands_on_training_image (const gchar * props)
 {
-  GstHarness *h = decode_harness (tiny_model_path (), DEC_PROPS);
+  GstHarness *h = decode_harness (tiny_model_path (), props);
   gchar *id = model_id_of (tiny_model_path ());
   gchar *caps_str = latent_caps_str (id, 8, 8, 3, 1, 1);
   GstBuffer *out;
@@ -103,13 +105,23 @@ GST_START_TEST (test_decode_lands_on_training_image)
     gst_buffer_unmap (img, &mi);
     gst_buffer_unref (img);
   }
-  GST_INFO ("best PSNR to a training image %.1f dB", best);
-  fail_unless (best > 30.0, "decoded latent is %.1f dB from the data", best);
+  GST_INFO ("%s: best PSNR to a training image %.1f dB", props, best);
+  fail_unless (best > 30.0, "%s: decoded latent is %.1f dB from the data",
+      props, best);
   gst_buffer_unmap (out, &mo);
   gst_buffer_unref (out);
   g_free (caps_str);
   g_free (id);
   gst_harness_teardown (h);
+}
+
+GST_START_TEST (test_decode_lands_on_training_image)
+{
+  check_lands_on_training_image (DEC_PROPS);
+  check_lands_on_training_image ("");   /* the default, dpmpp-2m at 20 */
+  check_lands_on_training_image ("sampler=ddim steps=50");
+  check_lands_on_training_image ("sampler=dpmpp-3m steps=10");
+  check_lands_on_training_image ("sampler=heun steps=20 schedule=karras");
 }
 
 GST_END_TEST;
@@ -273,8 +285,8 @@ push_thread (gpointer data)
 GST_START_TEST (test_decode_flush_cancels)
 {
   /* the default model with 20000 Heun steps: one decode takes seconds */
-  GstHarness *h = gst_harness_new_parse ("scoresdedecode ode-method=heun "
-      "steps=20000");
+  GstHarness *h = gst_harness_new_parse ("scoresdedecode sampler=ode "
+      "ode-method=heun steps=20000");
   GstScoreSdeModel *m = gst_scoresde_model_cache_acquire (NULL, NULL,
       &cpu_device, NULL);
   gchar *caps_str;

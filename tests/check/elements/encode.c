@@ -4,7 +4,7 @@
  */
 #include "common.c"
 
-#define ENC_PROPS "rtol=1e-6 atol=1e-6"
+#define ENC_PROPS "sampler=ode rtol=1e-6 atol=1e-6"
 
 static GstHarness *
 encode_harness (const gchar * props)
@@ -174,6 +174,123 @@ GST_START_TEST (test_encode_decode_roundtrip)
 
 GST_END_TEST;
 
+/* TRUE when every element of the latent is finite; *rel = |a - b| / |b|. */
+static gboolean
+latent_finite_and_distance (GstBuffer * a, GstBuffer * b, gdouble * rel)
+{
+  GstMapInfo ma, mb;
+  const gfloat *x, *y;
+  gdouble dd = 0.0, bb = 0.0;
+  gboolean finite = TRUE;
+  gsize i, n;
+
+  fail_unless (gst_buffer_map (a, &ma, GST_MAP_READ));
+  fail_unless (gst_buffer_map (b, &mb, GST_MAP_READ));
+  fail_unless_equals_int (ma.size, mb.size);
+  x = (const gfloat *) ma.data;
+  y = (const gfloat *) mb.data;
+  n = ma.size / sizeof (gfloat);
+  for (i = 0; i < n; i++) {
+    finite &= isfinite (x[i]);
+    dd += ((gdouble) x[i] - y[i]) * ((gdouble) x[i] - y[i]);
+    bb += (gdouble) y[i] * y[i];
+  }
+  gst_buffer_unmap (a, &ma);
+  gst_buffer_unmap (b, &mb);
+  *rel = sqrt (dd / bb);
+  return finite;
+}
+
+/* The deterministic few-step solvers under each SDE, steps = 1 .. 20: encoding gives a
+ * finite latent in steps network evaluations (heun: at most steps + 1) and the same
+ * latent twice, decoding it with the same settings gives a frame. At 20 evaluations
+ * the latent is near the adaptive ODE's (rtol 1e-6), the closer the higher the
+ * solver's order, and the round trip gives the frame back. */
+GST_START_TEST (test_encode_fewstep_every_step_count)
+{
+  const sde_kind kinds[] = { SDE_VE, SDE_VP, SDE_SUBVP };
+  const gchar *samplers[] = { "ddim", "dpmpp-2m", "dpmpp-3m", "heun" };
+  /* at 20 evaluations, by order (measured: 0.07-0.16, 0.02-0.035, 0.002-0.01,
+   * 0.05-0.11 over the SDEs) */
+  const gdouble tolerance[] = { 0.25, 0.06, 0.02, 0.2 };
+  guint k, j;
+  gint steps;
+
+  for (k = 0; k < G_N_ELEMENTS (kinds); k++) {
+    const gchar *model = tiny_model_path_sde (0, 3, kinds[k]);
+    GstBuffer *ref[TINY_IMAGES];
+    gint i;
+
+    gchar *ref_desc = g_strdup_printf ("scoresdeencode model=%s " ENC_PROPS,
+        model);
+    GstHarness *h = gst_harness_new_parse (ref_desc);
+
+    gst_harness_set_src_caps_str (h, TINY_RGB_CAPS);
+    for (i = 0; i < TINY_IMAGES; i++)
+      ref[i] = gst_harness_push_and_pull (h, tiny_rgb_frame (0, i));
+    gst_harness_teardown (h);
+    g_free (ref_desc);
+    for (j = 0; j < G_N_ELEMENTS (samplers); j++)
+      for (steps = 1; steps <= 20; steps++) {
+        gchar *props = g_strdup_printf ("model=%s sampler=%s steps=%d",
+            model, samplers[j], steps);
+        gchar *enc_desc = g_strdup_printf ("scoresdeencode %s", props);
+        gchar *dec_desc = g_strdup_printf ("scoresdedecode %s", props);
+        GstHarness *enc = gst_harness_new_parse (enc_desc);
+        GstHarness *dec = gst_harness_new_parse (dec_desc);
+        gint image = steps % TINY_IMAGES;
+        GstBuffer *in = tiny_rgb_frame (0, image);
+        GstBuffer *latent, *again, *out;
+        GstScoreSdeLatentMeta *meta;
+        GstMapInfo mi, mo;
+        gdouble rel, psnr;
+
+        gst_harness_set_src_caps_str (enc, TINY_RGB_CAPS);
+        latent = gst_harness_push_and_pull (enc, gst_buffer_ref (in));
+        again = gst_harness_push_and_pull (enc, gst_buffer_ref (in));
+        fail_unless (latent != NULL && again != NULL, "%s", props);
+        fail_unless (buffers_equal (latent, again), "%s: not deterministic",
+            props);
+        fail_unless (latent_finite_and_distance (latent, ref[image], &rel),
+            "%s: non-finite latent", props);
+        meta = gst_buffer_get_scoresde_latent_meta (latent);
+        fail_unless (meta->nfe >= steps && meta->nfe <= steps + 1,
+            "%s: NFE %" G_GINT64_FORMAT, props, meta->nfe);
+
+        gst_harness_set_src_caps (dec, gst_pad_get_current_caps (enc->sinkpad));
+        out = gst_harness_push_and_pull (dec, gst_buffer_ref (latent));
+        fail_unless (out != NULL, "%s: no decoded frame", props);
+        gst_buffer_map (in, &mi, GST_MAP_READ);
+        gst_buffer_map (out, &mo, GST_MAP_READ);
+        psnr = psnr_u8 (mi.data, mo.data, mi.size);
+        gst_buffer_unmap (in, &mi);
+        gst_buffer_unmap (out, &mo);
+        GST_LOG ("%s %s: %.2g from the ODE latent, round trip %.1f dB",
+            sde_kind_name (kinds[k]), props, rel, psnr);
+        if (steps == 20) {
+          GST_INFO ("%s %s: %.2g from the ODE latent, round trip %.1f dB",
+              sde_kind_name (kinds[k]), samplers[j], rel, psnr);
+          fail_unless (rel < tolerance[j], "%s: latent %.2g from the ODE's",
+              props, rel);
+          fail_unless (psnr > 35.0, "%s: round trip %.1f dB", props, psnr);
+        }
+        gst_buffer_unref (in);
+        gst_buffer_unref (latent);
+        gst_buffer_unref (again);
+        gst_buffer_unref (out);
+        gst_harness_teardown (enc);
+        gst_harness_teardown (dec);
+        g_free (props);
+        g_free (enc_desc);
+        g_free (dec_desc);
+      }
+    for (i = 0; i < TINY_IMAGES; i++)
+      gst_buffer_unref (ref[i]);
+  }
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_encode_bits_per_dim)
 {
   GstHarness *h = encode_harness ("bits-per-dim=true rtol=1e-5 atol=1e-5");
@@ -333,6 +450,8 @@ encode_suite (void)
   TCase *tc = tcase_create ("general");
 
   tiny_model_path ();
+  tiny_model_path_sde (0, 3, SDE_VP);
+  tiny_model_path_sde (0, 3, SDE_SUBVP);
   bad_model_path ();
 
   suite_add_tcase (s, tc);
@@ -340,6 +459,7 @@ encode_suite (void)
   tcase_add_test (tc, test_encode_refuses_bad_caps);
   tcase_add_test (tc, test_encode_deterministic_and_eos);
   tcase_add_test (tc, test_encode_decode_roundtrip);
+  tcase_add_test (tc, test_encode_fewstep_every_step_count);
   tcase_add_test (tc, test_encode_bits_per_dim);
   tcase_add_test (tc, test_encode_gray_input);
   tcase_add_test (tc, test_encode_bad_model);

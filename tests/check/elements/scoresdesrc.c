@@ -211,6 +211,150 @@ GST_START_TEST (test_src_num_buffers_eos_duration)
 
 GST_END_TEST;
 
+/* A shipped model (Fashion-MNIST and its guidance classifier). */
+static gchar *
+shipped_model (const gchar * file)
+{
+  return g_build_filename (scoresde_test_models_dir (), file, NULL);
+}
+
+static const gchar *const fewstep_samplers[] = {
+  "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde", "heun"
+};
+
+/* n frames of scoresdesrc with `model` and `props`. */
+static void
+model_frames (const gchar * model, const gchar * props, gint n,
+    GstBuffer ** out)
+{
+  gchar *desc = g_strdup_printf ("scoresdesrc model=%s num-buffers=%d %s",
+      model, n, props);
+  GstHarness *h = gst_harness_new_parse (desc);
+
+  gst_harness_play (h);
+  pull_n (h, n, out);
+  gst_harness_teardown (h);
+  g_free (desc);
+}
+
+/* The best PSNR of an 8x8 RGB frame of the tiny model to one of its training images. */
+static gdouble
+psnr_to_training (GstBuffer * frame)
+{
+  GstMapInfo mo;
+  gdouble best = 0.0;
+  gint i;
+
+  fail_unless (gst_buffer_map (frame, &mo, GST_MAP_READ));
+  fail_unless_equals_int (mo.size, TINY_D);
+  for (i = 0; i < TINY_IMAGES; i++) {
+    GstBuffer *img = tiny_rgb_frame (0, i);
+    GstMapInfo mi;
+
+    gst_buffer_map (img, &mi, GST_MAP_READ);
+    best = MAX (best, psnr_u8 (mi.data, mo.data, mi.size));
+    gst_buffer_unmap (img, &mi);
+    gst_buffer_unref (img);
+  }
+  gst_buffer_unmap (frame, &mo);
+  return best;
+}
+
+/* Every few-step sampler: the same seed gives the same frames, another seed other
+ * frames, and at 20 evaluations the exact score of the empirical model lands every
+ * frame on a training image, under each of the three SDEs. */
+GST_START_TEST (test_src_fewstep_samplers)
+{
+  const sde_kind kinds[] = { SDE_VE, SDE_VP, SDE_SUBVP };
+  guint k, j;
+  gint i;
+
+  for (k = 0; k < G_N_ELEMENTS (kinds); k++) {
+    const gchar *model = tiny_model_path_sde (0, 3, kinds[k]);
+
+    for (j = 0; j < G_N_ELEMENTS (fewstep_samplers); j++) {
+      gchar *p42 = g_strdup_printf ("sampler=%s seed=42", fewstep_samplers[j]);
+      gchar *p43 = g_strdup_printf ("sampler=%s seed=43", fewstep_samplers[j]);
+      GstBuffer *a[4], *b[4], *c[4];
+      gboolean same_as_other_seed = TRUE;
+
+      model_frames (model, p42, 4, a);
+      model_frames (model, p42, 4, b);
+      model_frames (model, p43, 4, c);
+      for (i = 0; i < 4; i++) {
+        gdouble psnr = psnr_to_training (a[i]);
+
+        GST_INFO ("%s %s frame %d: %.1f dB from a training image",
+            sde_kind_name (kinds[k]), fewstep_samplers[j], i, psnr);
+        fail_unless (buffers_equal (a[i], b[i]), "%s %s: frame %d differs "
+            "between runs", sde_kind_name (kinds[k]), fewstep_samplers[j], i);
+        fail_unless (psnr > 30.0, "%s %s: frame %d is %.1f dB from the data",
+            sde_kind_name (kinds[k]), fewstep_samplers[j], i, psnr);
+        same_as_other_seed &= buffers_equal (a[i], c[i]);
+      }
+      /* four training images: the frames snap to them, so compare sequences */
+      fail_if (same_as_other_seed, "%s %s: seed 43 gave the frames of seed 42",
+          sde_kind_name (kinds[k]), fewstep_samplers[j]);
+      unref_n (a, 4);
+      unref_n (b, 4);
+      unref_n (c, 4);
+      g_free (p42);
+      g_free (p43);
+    }
+  }
+}
+
+GST_END_TEST;
+
+/* steps = 1 .. 20 give a frame (the engine refuses a non-finite sample with an error)
+ * with every few-step sampler under each SDE, and the shipped VP network is not
+ * black at any of them (the PC sampler's old failure below 20 steps). */
+GST_START_TEST (test_src_fewstep_every_step_count)
+{
+  const sde_kind kinds[] = { SDE_VE, SDE_VP, SDE_SUBVP };
+  gchar *fashion = shipped_model ("fashion-mnist-32.safetensors");
+  guint k, j;
+  gint steps;
+
+  for (k = 0; k < G_N_ELEMENTS (kinds); k++)
+    for (j = 0; j < G_N_ELEMENTS (fewstep_samplers); j++)
+      for (steps = 1; steps <= 20; steps++) {
+        gchar *props = g_strdup_printf ("sampler=%s steps=%d seed=%d",
+            fewstep_samplers[j], steps, steps);
+        GstBuffer *buf;
+
+        model_frames (tiny_model_path_sde (0, 3, kinds[k]), props, 1, &buf);
+        fail_unless (gst_buffer_get_scoresde_latent_meta (buf)->nfe > 0);
+        fail_unless (gst_buffer_get_scoresde_latent_meta (buf)->nfe <=
+            steps + 1, "%s: NFE %" G_GINT64_FORMAT, props,
+            gst_buffer_get_scoresde_latent_meta (buf)->nfe);
+        gst_buffer_unref (buf);
+        g_free (props);
+      }
+
+  for (steps = 1; steps <= 20; steps++) {
+    gchar *props = g_strdup_printf ("steps=%d", steps);
+    GstBuffer *buf;
+    GstMapInfo map;
+    guint sum = 0;
+    gsize p;
+
+    model_frames (fashion, props, 1, &buf);
+    fail_unless (gst_buffer_map (buf, &map, GST_MAP_READ));
+    for (p = 0; p < map.size; p++)
+      sum += map.data[p];
+    GST_INFO ("fashion-mnist-32, dpmpp-2m, %d steps: mean %.1f", steps,
+        (gdouble) sum / map.size);
+    fail_unless (sum > 10 * map.size, "%d steps: a black frame", steps);
+    gst_buffer_unmap (buf, &map);
+    gst_buffer_unref (buf);
+    g_free (props);
+  }
+  g_free (fashion);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_src_deterministic)
 {
   /* few steps: samples stop short of the training images, so every seed gives a
@@ -314,6 +458,8 @@ GST_START_TEST (test_src_batch_independent)
   const gchar *settings[] = {
     "sampler=ode rtol=1e-3 atol=1e-3 seed=3",
     "sampler=pc steps=20 corrector=none seed=3",
+    "seed=3",
+    "sampler=dpmpp-2m-sde steps=6 seed=3",
   };
   guint k;
 
@@ -344,10 +490,11 @@ GST_START_TEST (test_src_batch_independent)
 
 GST_END_TEST;
 
-/* The latent walk: frames morph, are reproducible and seekable. */
-GST_START_TEST (test_src_walk)
+/* The latent walk: frames morph, are reproducible and seekable, with the default
+ * few-step solver and with the adaptive ODE. */
+static void
+check_walk (const gchar * props)
 {
-  const gchar *props = "walk-frames=4 rtol=1e-4 atol=1e-4 seed=11";
   gchar *pn = g_strdup_printf ("%s num-buffers=6", props);
   GstHarness *h1 = src_harness (pn), *h2 = src_harness (pn);
   GstBuffer *a[6], *b[6];
@@ -369,6 +516,25 @@ GST_START_TEST (test_src_walk)
   g_free (pn);
 
   check_seek_reproduces (props);
+}
+
+GST_START_TEST (test_src_walk)
+{
+  check_walk ("walk-frames=4 seed=11");
+  check_walk ("walk-frames=4 sampler=ode rtol=1e-4 atol=1e-4 seed=11");
+  /* the stochastic solver walks with its deterministic counterpart */
+  {
+    GstBuffer *sde[3], *det[3];
+    gint i;
+
+    model_frames (tiny_model_path (), "walk-frames=2 sampler=dpmpp-2m-sde "
+        "seed=11", 3, sde);
+    model_frames (tiny_model_path (), "walk-frames=2 seed=11", 3, det);
+    for (i = 0; i < 3; i++)
+      fail_unless (buffers_equal (sde[i], det[i]));
+    unref_n (sde, 3);
+    unref_n (det, 3);
+  }
 }
 
 GST_END_TEST;
@@ -658,36 +824,34 @@ GST_START_TEST (test_model_cache_identity)
 
 GST_END_TEST;
 
-/* steps=1: the pc sampler needs 2 and says so at start (the engine's rule); the ODE's
- * fixed-step methods take 1. */
+/* steps=1 is in the property's range and works for every sampler: pc takes its one
+ * step with the exact kernel of the marginal, ode/euler one step, dpmpp-2m one
+ * evaluation; the frames are not flat. */
 GST_START_TEST (test_src_steps_rule_per_sampler)
 {
-  GstElement *src = gst_element_factory_make ("scoresdesrc", NULL);
-  GstBus *bus = attach_bus (src);
-  GstHarness *h;
-  GstBuffer *out;
-  GError *err;
+  const gchar *configs[] = { "sampler=pc", "sampler=ode ode-method=euler",
+    "sampler=dpmpp-2m"
+  };
+  guint i;
 
-  g_object_set (src, "model", tiny_model_path (), "steps", 1, NULL);
-  fail_unless_equals_int (gst_element_set_state (src, GST_STATE_PAUSED),
-      GST_STATE_CHANGE_FAILURE);
-  err = expect_bus_error (bus, 0);
-  fail_unless (g_error_matches (err, GST_LIBRARY_ERROR,
-          GST_LIBRARY_ERROR_SETTINGS));
-  fail_unless (strstr (err->message, "the pc sampler needs at least 2 steps") !=
-      NULL, "%s", err->message);
-  g_error_free (err);
-  gst_element_set_state (src, GST_STATE_NULL);
-  gst_element_set_bus (src, NULL);
-  gst_object_unref (bus);
-  gst_object_unref (src);
+  for (i = 0; i < G_N_ELEMENTS (configs); i++) {
+    gchar *desc = g_strdup_printf ("%s steps=1 num-buffers=1", configs[i]);
+    GstHarness *h = src_harness (desc);
+    GstBuffer *out;
+    GstMapInfo map;
+    gsize k;
 
-  h = src_harness ("sampler=ode ode-method=euler steps=1 num-buffers=1");
-  gst_harness_play (h);
-  out = gst_harness_pull (h);
-  fail_unless (out != NULL, "ode euler with one step makes a frame");
-  gst_buffer_unref (out);
-  gst_harness_teardown (h);
+    gst_harness_play (h);
+    out = gst_harness_pull (h);
+    fail_unless (out != NULL, "%s: no frame", desc);
+    fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+    for (k = 1; k < map.size && map.data[k] == map.data[0]; k++);
+    fail_unless (k < map.size, "%s: a flat frame", desc);
+    gst_buffer_unmap (out, &map);
+    gst_buffer_unref (out);
+    gst_harness_teardown (h);
+    g_free (desc);
+  }
 }
 
 GST_END_TEST;
@@ -737,13 +901,6 @@ GST_START_TEST (test_src_nonfinite_warns)
 }
 
 GST_END_TEST;
-
-/* The shipped Fashion-MNIST model and its guidance classifier. */
-static gchar *
-shipped_model (const gchar * file)
-{
-  return g_build_filename (scoresde_test_models_dir (), file, NULL);
-}
 
 /* Frames of scoresdesrc with the shipped Fashion-MNIST model and `props`. */
 static void
@@ -909,6 +1066,8 @@ scoresdesrc_suite (void)
   tiny_model_path ();
   tiny_model_path_full (1, 3);
   tiny_model_path_full (0, 1);
+  tiny_model_path_sde (0, 3, SDE_VP);
+  tiny_model_path_sde (0, 3, SDE_SUBVP);
   bad_model_path ();
 
   suite_add_tcase (s, tc);
@@ -917,6 +1076,8 @@ scoresdesrc_suite (void)
   tcase_add_test (tc, test_src_gray_model);
   tcase_add_test (tc, test_src_refuses_other_size);
   tcase_add_test (tc, test_src_num_buffers_eos_duration);
+  tcase_add_test (tc, test_src_fewstep_samplers);
+  tcase_add_test (tc, test_src_fewstep_every_step_count);
   tcase_add_test (tc, test_src_deterministic);
   tcase_add_test (tc, test_src_seek_reproduces_frame);
   tcase_add_test (tc, test_src_batch_independent);

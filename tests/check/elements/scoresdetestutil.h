@@ -85,11 +85,12 @@ scoresde_test_small_image (gint i, gint channels, gint size, gfloat * out)
       }
 }
 
-/* Writes an empirical model over n images of channels x size x size (VE, sigma_max
- * 20) into a new temporary folder and returns the JSON path (g_free); remove it
- * with scoresde_test_remove_model(). */
+/* Writes an empirical model over n images of channels x size x size under the SDE
+ * `kind` (VE: sigma_max 20; VP, sub-VP: beta 0.1 .. 20) into a new temporary folder
+ * and returns the JSON path (g_free); remove it with scoresde_test_remove_model(). */
 static inline gchar *
-scoresde_test_write_model (gint n, gint channels, gint size, gboolean centered)
+scoresde_test_write_model_sde (gint n, gint channels, gint size,
+    gboolean centered, sde_kind kind)
 {
   gchar *dir = g_dir_make_tmp ("scoresde-model-XXXXXX", NULL);
   gchar *npy = g_build_filename (dir, "data.npy", NULL);
@@ -106,14 +107,22 @@ scoresde_test_write_model (gint n, gint channels, gint size, gboolean centered)
     scoresde_test_small_image (i, channels, size, data + i * D);
   fail_unless (sde_npy_write (npy, data, 4, shape) == SDE_OK);
   text = g_strdup_printf ("{\"kind\": \"empirical\", \"data\": \"data.npy\", "
-      "\"centered\": %s, \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
-      "\"sigma_max\": 20.0, \"N\": 1000}}\n", centered ? "true" : "false");
+      "\"centered\": %s, \"sde\": {\"kind\": \"%s\", %s, \"N\": 1000}}\n",
+      centered ? "true" : "false", sde_kind_name (kind), kind == SDE_VE ?
+      "\"sigma_min\": 0.01, \"sigma_max\": 20.0" :
+      "\"beta_min\": 0.1, \"beta_max\": 20.0");
   fail_unless (g_file_set_contents (json, text, -1, NULL));
   g_free (text);
   g_free (data);
   g_free (npy);
   g_free (dir);
   return json;
+}
+
+static inline gchar *
+scoresde_test_write_model (gint n, gint channels, gint size, gboolean centered)
+{
+  return scoresde_test_write_model_sde (n, channels, size, centered, SDE_VE);
 }
 
 static inline void
