@@ -16,8 +16,9 @@
  *     replacement method).
  *  6. Encode/decode round trips, NFE accounting, determinism and argument errors.
  *
- * `test_fewstep conv` prints the convergence table (CSV) for tools/plot_convergence.py;
- * `test_fewstep roundtrip` the encode/decode round-trip table. */
+ * `test_fewstep conv` prints the convergence table (CSV) for tools/plot_convergence.py,
+ * `test_fewstep roundtrip` the encode/decode round-trip table, `test_fewstep dist20` the
+ * distribution tests with the sliced W1 at 20 NFE as well (docs/sampling.md). */
 #include <omp.h>
 #include <stdio.h>
 #include <string.h>
@@ -300,7 +301,7 @@ static double sw_limit(const sde_model *m, const sde_sde *sde, int n, const floa
  * (2-D, 64-D); measured, docs/sampling.md. At 20 the mode weights are checked. */
 static const int budget[5][2] = {{320, 80}, {40, 40}, {40, 40}, {80, 40}, {80, 80}};
 
-static void test_distributions(void) {
+static void test_distributions(int sw_at_20) {
   for (int mix = 0; mix < 2; mix++) {
     sde_model *m = mix ? mixture_64d() : mixture_2d();
     const int n = N_DIST, D = (int)sde_model_dim(m);
@@ -324,11 +325,13 @@ static void test_distributions(void) {
           if (!TAP_CHECK(sde_sample(m, &sde, &p, n, 0, x, &st) == SDE_OK, "%s %s %s runs (%s)",
                          mname, kname, name, sde_errmsg()))
             continue;
-          sample_report r = judge(m, &sde, n, x, exact, pass);
+          sample_report r = judge(m, &sde, n, x, exact, pass || sw_at_20);
           if (!pass) {
             TAP_CHECK(r.max_weight_err <= 0.02,
-                      "%s %s %s, NFE %lld: mode weights within 0.02 (%.4f; means %.4f std)",
-                      mname, kname, name, (long long)st.nfe, r.max_weight_err, r.max_mean_rms);
+                      "%s %s %s, NFE %lld: mode weights within 0.02 (%.4f; means %.4f std, "
+                      "sliced W1 %.4f, limit %.4f)",
+                      mname, kname, name, (long long)st.nfe, r.max_weight_err, r.max_mean_rms,
+                      r.sw, limit);
             continue;
           }
           TAP_CHECK(r.max_weight_err <= 0.02 && r.max_mean_rms <= 0.05 && r.sw <= limit,
@@ -847,10 +850,14 @@ int main(int argc, char **argv) {
     test_roundtrip(1);
     return 0;
   }
+  if (argc > 1 && !strcmp(argv[1], "dist20")) { /* the sliced W1 at 20 NFE too */
+    test_distributions(1);
+    return tap_done();
+  }
   double t0 = sde_now();
   test_marginal();
   test_convergence(0);
-  test_distributions();
+  test_distributions(0);
   test_finite();
   test_inpaint();
   test_images();
