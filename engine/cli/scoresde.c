@@ -518,7 +518,7 @@ static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
   if (c->quiet) return;
   if (st->seconds > 0) seconds = st->seconds;
   char how[64] = "";
-  if (c->sampler_name && c->sampler != SDE_SAMPLER_PC && c->sampler != SDE_SAMPLER_ODE)
+  if (c->sampler_name && sde_sampler_is_fewstep(c->sampler))
     snprintf(how, sizeof how, " (%s, %s)", sde_sampler_name(c->sampler),
              sde_schedule_name(c->schedule_name ? c->schedule : SDE_SCHEDULE_LOGSNR));
   fprintf(stderr, "%s: %d %s%s, NFE %lld%s, %.2f s\n", cmd, n, noun, n == 1 ? "" : "s",

@@ -264,7 +264,7 @@ static int fs_heun(fs_run *r, const double *t, int steps) {
 
 int sde_fewstep_validate(const sde_sample_params *p, int deterministic) {
   const sde_sampler s = p->sampler;
-  if (s < SDE_SAMPLER_DDIM || s > SDE_SAMPLER_HEUN)
+  if (!sde_sampler_is_fewstep(s))
     return sde_fail(SDE_EINVAL, "%s is not a few-step solver", sde_sampler_name(s));
   if ((unsigned)p->schedule >= SDE_SCHEDULE_COUNT)
     return sde_fail(SDE_EINVAL, "unknown schedule %d", (int)p->schedule);

@@ -82,6 +82,8 @@ void sde_sample_params_init(sde_sample_params *p);
 const char *sde_sampler_name(sde_sampler s);       /* "pc", "ode", "dpmpp-2m", ... */
 const char *sde_schedule_name(sde_schedule s);     /* "logsnr", "time", "karras" */
 int sde_sampler_from_name(const char *s, sde_sampler *out);
+/* True for ddim, dpmpp-2m, dpmpp-3m, dpmpp-2m-sde and heun (steps = evaluations). */
+int sde_sampler_is_fewstep(sde_sampler s);
 int sde_schedule_from_name(const char *s, sde_schedule *out);
 const char *sde_predictor_name(sde_predictor p);   /* "euler_maruyama", ... */
 const char *sde_corrector_name(sde_corrector c);   /* "langevin", "ald", "none" */
