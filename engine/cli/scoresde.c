@@ -556,7 +556,8 @@ static int parse_names(const cli_command *cmd, cli_cfg *c) {
                            "unknown sampler '%s' (use pc, ode, ddim, dpmpp-2m, dpmpp-3m, "
                            "dpmpp-2m-sde or heun)",
                            c->sampler_name);
-  if (c->sampler_name && c->sampler == SDE_SAMPLER_PC && (cmd->groups & (G_IN_LATENT | G_OUT_LATENT)))
+  if (c->sampler_name && c->sampler == SDE_SAMPLER_PC &&
+      (cmd->groups & (G_IN_LATENT | G_OUT_LATENT)))
     return cli_usage_error(cmd->name, "--sampler pc has no inverse; use ode or a few-step solver");
   if (c->sampler_name && c->sampler == SDE_SAMPLER_ODE && (cmd->groups & G_PC) &&
       !(cmd->groups & G_ODE))
@@ -1094,8 +1095,8 @@ static int run_noise_scales(cli_cfg *c, const cli_command *cmd) {
 
 static const cli_command commands[] = {
   {"sample", run_sample,
-   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_PC | G_STEPS | G_ODE | G_TOL | G_EPS | G_NSAMPLE | G_SEED |
-       G_IN_PRIOR | G_OUT_DATA,
+   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_PC | G_STEPS | G_ODE | G_TOL | G_EPS | G_NSAMPLE |
+       G_SEED | G_IN_PRIOR | G_OUT_DATA,
    "draw samples with the PC sampler, the probability-flow ODE or a few-step solver",
    "--model FILE --out FILE.npy|FILE.png [options]",
    "Draws --n samples from the model by solving the reverse-time SDE with a\n"
