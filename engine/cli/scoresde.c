@@ -556,7 +556,7 @@ static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
   if (c->quiet) return;
   if (st->seconds > 0) seconds = st->seconds;
   char how[64] = "";
-  if (c->sampler_name && c->sampler != SDE_SAMPLER_PC && c->sampler != SDE_SAMPLER_ODE)
+  if (c->sampler_name && sde_sampler_is_fewstep(c->sampler))
     snprintf(how, sizeof how, " (%s, %s)", sde_sampler_name(c->sampler),
              sde_schedule_name(c->schedule_name ? c->schedule : SDE_SCHEDULE_LOGSNR));
   fprintf(stderr, "%s: %d %s%s, NFE %lld%s, %.2f s\n", cmd, n, noun, n == 1 ? "" : "s",
@@ -580,7 +580,8 @@ static int parse_names(const cli_command *cmd, cli_cfg *c) {
                            "unknown sampler '%s' (use pc, ode, ddim, dpmpp-2m, dpmpp-3m, "
                            "dpmpp-2m-sde or heun)",
                            c->sampler_name);
-  if (c->sampler_name && c->sampler == SDE_SAMPLER_PC && (cmd->groups & (G_IN_LATENT | G_OUT_LATENT)))
+  if (c->sampler_name && c->sampler == SDE_SAMPLER_PC &&
+      (cmd->groups & (G_IN_LATENT | G_OUT_LATENT)))
     return cli_usage_error(cmd->name, "--sampler pc has no inverse; use ode or a few-step solver");
   if (c->sampler_name && c->sampler == SDE_SAMPLER_ODE && (cmd->groups & G_PC) &&
       !(cmd->groups & G_ODE))
@@ -1125,8 +1126,8 @@ static int run_noise_scales(cli_cfg *c, const cli_command *cmd) {
 
 static const cli_command commands[] = {
   {"sample", run_sample,
-   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_PC | G_STEPS | G_ODE | G_TOL | G_EPS | G_NSAMPLE | G_SEED |
-       G_IN_PRIOR | G_OUT_DATA,
+   G_MODEL | G_SDE | G_SAMPLER | G_FEW | G_PC | G_STEPS | G_ODE | G_TOL | G_EPS | G_NSAMPLE |
+       G_SEED | G_IN_PRIOR | G_OUT_DATA,
    "draw samples with the PC sampler, the probability-flow ODE or a few-step solver",
    "--model FILE --out FILE.npy|FILE.png [options]",
    "Draws --n samples from the model by solving the reverse-time SDE with a\n"

@@ -121,10 +121,6 @@ static int constrain_x0(void *ctx, int n, float *x0) {
   return SDE_OK;
 }
 
-static int is_fewstep(const sde_sample_params *p) {
-  return p->sampler != SDE_SAMPLER_PC && p->sampler != SDE_SAMPLER_ODE;
-}
-
 /* A few-step solver from the prior x[n, D] whose known part gets alpha_T·data first: the
  * state is then on the marginal at T everywhere. */
 static int run_fewstep(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
@@ -170,7 +166,7 @@ int sde_inpaint(const sde_model *m, const sde_sde *sde, const sde_sample_params 
     goto done;
   }
   sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
-  if (is_fewstep(p)) {
+  if (sde_sampler_is_fewstep(p->sampler)) {
     status = run_fewstep(m, sde, p, n, stream0, &k, x, out, stats);
     goto done;
   }
@@ -210,7 +206,7 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
   /* x = couple(decouple(gray)·mask + decouple(prior)·(1 - mask)); the reference masks the
    * RGB prior before decoupling (trap 8), which we do not reproduce. */
   sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
-  if (is_fewstep(p)) {
+  if (sde_sampler_is_fewstep(p->sampler)) {
     status = run_fewstep(m, sde, p, n, stream0, &k, x, out, stats);
     goto done;
   }

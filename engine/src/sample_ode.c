@@ -612,10 +612,6 @@ static int copy_and_solve(const sde_model *m, const sde_sde *sde, const sde_samp
   return rc;
 }
 
-static int is_fewstep(const sde_sample_params *p) {
-  return p && p->sampler != SDE_SAMPLER_PC && p->sampler != SDE_SAMPLER_ODE;
-}
-
 /* A few-step solver from t0 to t1 without a final denoising step (encode, decode). */
 static int fewstep_solve(const sde_model *m, const sde_sde *sde, const sde_sample_params *p,
                          int n, const float *src, float *dst, double t0, double t1,
@@ -629,7 +625,7 @@ static int fewstep_solve(const sde_model *m, const sde_sde *sde, const sde_sampl
 int sde_encode(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                const float *data, float *latent, sde_stats *stats) {
   double eps = (p && sde) ? sampling_eps(p, sde) : 0.0;
-  if (is_fewstep(p))
+  if (p && sde_sampler_is_fewstep(p->sampler))
     return fewstep_solve(m, sde, p, n, data, latent, eps, SDE_T, stats, "sde_encode");
   return copy_and_solve(m, sde, p, n, data, latent, eps, SDE_T, stats, "sde_encode");
 }
@@ -637,7 +633,7 @@ int sde_encode(const sde_model *m, const sde_sde *sde, const sde_sample_params *
 int sde_decode(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                const float *latent, float *data, sde_stats *stats) {
   double eps = (p && sde) ? sampling_eps(p, sde) : 0.0;
-  if (is_fewstep(p))
+  if (p && sde_sampler_is_fewstep(p->sampler))
     return fewstep_solve(m, sde, p, n, latent, data, SDE_T, eps, stats, "sde_decode");
   return copy_and_solve(m, sde, p, n, latent, data, SDE_T, eps, stats, "sde_decode");
 }

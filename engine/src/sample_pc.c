@@ -38,6 +38,10 @@ const char *sde_sampler_name(sde_sampler s) {
   return (unsigned)s < SDE_SAMPLER_COUNT ? sampler_names[s] : "?";
 }
 
+int sde_sampler_is_fewstep(sde_sampler s) {
+  return s >= SDE_SAMPLER_DDIM && s <= SDE_SAMPLER_HEUN;
+}
+
 const char *sde_schedule_name(sde_schedule s) {
   return (unsigned)s < SDE_SCHEDULE_COUNT ? schedule_names[s] : "?";
 }
@@ -407,7 +411,7 @@ int sde_sample_from(const sde_model *m, const sde_sde *sde, const sde_sample_par
   int status = pc_validate(m, sde, p, n, x_T, out);
   if (status) return status;
   if (p->sampler == SDE_SAMPLER_ODE) return sde_ode_sample(m, sde, p, n, x_T, out, stats);
-  if (p->sampler != SDE_SAMPLER_PC) {
+  if (sde_sampler_is_fewstep(p->sampler)) {
     const double eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
     return sde_fewstep_run(m, sde, p, n, stream0, 1, SDE_T, eps, p->denoise, x_T, out, NULL,
                            NULL, stats);

@@ -372,7 +372,7 @@ static void test_usage(void) {
   check_error(r, 2, "unknown corrector", "unknown corrector");
   r = RUN("sample", "--model", "gmm.json", "--out", "o.npy", "--sde", "cld");
   check_error(r, 2, "unknown SDE", "unknown SDE");
-  r = RUN("sample", "--model", "gmm.json", "--out", "o.npy", "--sampler", "ddim");
+  r = RUN("sample", "--model", "gmm.json", "--out", "o.npy", "--sampler", "dpm-fast");
   check_error(r, 2, "unknown sampler", "unknown sampler");
   r = RUN("encode", "--model", "gmm.json", "--in", "x.npy", "--out", "z.npy", "--ode-method",
           "rk4");

@@ -330,6 +330,27 @@ static void test_device_paths(const char *path, const sde_backend *be, double to
   if (!rc) rc = sde_sample(m, &m->sde, &p, n, 3, s1, NULL);
   e = rel_l2(s1, s0, n * D);
   TAP_CHECK(rc == 0 && e <= 10 * tol, "device path: ODE sampler (Heun) vs CPU, rel L2 %.3g", e);
+  /* the few-step solvers on the same rows: noise, axpby, the x0 constraint */
+  const sde_sampler fewstep[3] = {SDE_SAMPLER_DPMPP_2M_SDE, SDE_SAMPLER_DPMPP_3M, SDE_SAMPLER_HEUN};
+  for (int si = 0; si < 3; si++) {
+    sde_sample_params_init(&p);
+    p.sampler = fewstep[si];
+    p.steps = 6;
+    p.churn = 5.0;
+    p.seed = 5;
+    rc = sde_sample(ref, &ref->sde, &p, n, 3, s0, NULL);
+    if (!rc) rc = sde_sample(m, &m->sde, &p, n, 3, s1, NULL);
+    e = rel_l2(s1, s0, n * D);
+    TAP_CHECK(rc == 0 && e <= 10 * tol, "device path: %s (6 evaluations) vs CPU, rel L2 %.3g",
+              sde_sampler_name(fewstep[si]), e);
+  }
+  float *mask = calloc((size_t)(n * D), sizeof(float));
+  for (int64_t j = 0; j < n * D; j += 2) mask[j] = 1.0f;
+  rc = sde_inpaint(ref, &ref->sde, &p, n, 3, x, mask, s0, NULL);
+  if (!rc) rc = sde_inpaint(m, &m->sde, &p, n, 3, x, mask, s1, NULL);
+  e = rel_l2(s1, s0, n * D);
+  TAP_CHECK(rc == 0 && e <= 10 * tol, "device path: heun inpainting vs CPU, rel L2 %.3g", e);
+  free(mask);
 
   /* training forward/backward on the device path */
   sde_ncsnpp *n0 = sde_network_ncsnpp(ref), *n1 = sde_network_ncsnpp(m);

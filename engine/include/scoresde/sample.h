@@ -7,8 +7,8 @@
  *    The one exception is the Langevin corrector, whose step size uses norms averaged
  *    over the batch, as the reference does (docs/design.md).
  *  - NFE counts batched score evaluations, as the reference reports it.
- *  - progress(user, done, total) is called between steps; a non-zero return cancels
- *    the run promptly with SDE_ECANCELLED. */
+ *  - progress(user, done, total) is called between steps (few-step solvers: between
+ *    evaluations); a non-zero return cancels the run promptly with SDE_ECANCELLED. */
 #ifndef SCORESDE_SAMPLE_H
 #define SCORESDE_SAMPLE_H
 
@@ -22,9 +22,9 @@ extern "C" {
 #endif
 
 /* pc and ode are the references; the others are few-step solvers of the probability-flow
- * ODE (dpmpp-2m-sde: of the reverse SDE) where `steps` counts network evaluations
- * (docs/sampling.md). Names: "pc", "ode", "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde",
- * "heun". */
+ * ODE (dpmpp-2m-sde: of the reverse SDE) in the data-prediction form, where `steps` counts
+ * network evaluations: N, heun N or N + 1 (docs/sampling.md). Names: "pc", "ode", "ddim",
+ * "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde", "heun". */
 typedef enum {
   SDE_SAMPLER_PC = 0,
   SDE_SAMPLER_ODE = 1,
@@ -56,9 +56,11 @@ typedef struct {
   sde_corrector corrector;
   double snr;           /* Langevin / ALD signal-to-noise ratio (0.16) */
   int corrector_steps;  /* corrector iterations per step (1) */
-  int steps;            /* PC grid size; fixed-step ODE steps; 0 = sde->N */
+  int steps;            /* PC grid size (exact kernels when != sde->N); fixed-step ODE
+                         * steps; 0 = sde->N. Few-step solvers: evaluations, 0 = 20 */
   double eps;           /* smallest time; 0 = sde_sampling_eps() */
-  int denoise;          /* final noise removal (Tweedie step) (1) */
+  int denoise;          /* final noise removal (Tweedie step; few-step: the data
+                         * prediction at eps) (1) */
   sde_ode_method ode_method;
   double rtol, atol;    /* RK45 tolerances (1e-5; at least SDE_ODE_MIN_TOL is used) */
   sde_schedule schedule; /* few-step solvers' time grid (logsnr) */
@@ -100,6 +102,8 @@ int sde_sample_params_check(const sde_sample_params *p, const sde_sde *sde);
 const char *sde_sampler_name(sde_sampler s);       /* "pc", "ode", "dpmpp-2m", ... */
 const char *sde_schedule_name(sde_schedule s);     /* "logsnr", "time", "karras" */
 int sde_sampler_from_name(const char *s, sde_sampler *out);
+/* True for ddim, dpmpp-2m, dpmpp-3m, dpmpp-2m-sde and heun (steps = evaluations). */
+int sde_sampler_is_fewstep(sde_sampler s);
 int sde_schedule_from_name(const char *s, sde_schedule *out);
 const char *sde_predictor_name(sde_predictor p);   /* "euler_maruyama", ... */
 const char *sde_corrector_name(sde_corrector c);   /* "langevin", "ald", "none" */
@@ -109,11 +113,12 @@ int sde_predictor_from_name(const char *s, sde_predictor *p);
 int sde_corrector_from_name(const char *s, sde_corrector *c);
 int sde_ode_method_from_name(const char *s, sde_ode_method *m);
 
-/* Draws n samples into out[n, D] with the sampler chosen in p. */
+/* Draws n samples into out[n, D] with the sampler chosen in p. A few-step solver returns
+ * SDE_ENUMERIC when an output is not finite. */
 int sde_sample(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                uint64_t stream0, float *out, sde_stats *stats);
 
-/* Same, starting from given prior draws x_T[n, D] (PC and ODE). */
+/* Same, starting from given prior draws x_T[n, D]. */
 int sde_sample_from(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                     uint64_t stream0, const float *x_T, float *out, sde_stats *stats);
 
@@ -127,7 +132,9 @@ int sde_ode_solve(const sde_model *m, const sde_sde *sde, const sde_sample_param
                   float *x, double t0, double t1, sde_stats *stats);
 
 /* Encode data x(eps) -> latent x(T); decode latent x(T) -> data x(eps). Decode applies
- * no denoising step, so decode(encode(x)) ≈ x to the ODE tolerance. */
+ * no denoising step, so decode(encode(x)) ≈ x to the ODE tolerance. p->sampler pc or ode:
+ * the ODE with p->ode_method; ddim, dpmpp-2m, dpmpp-3m, heun (no churn): that solver with
+ * p->steps evaluations on the same grid both ways; stochastic solvers are refused. */
 int sde_encode(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                const float *data, float *latent, sde_stats *stats);
 int sde_decode(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,

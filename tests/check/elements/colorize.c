@@ -347,7 +347,9 @@ GST_START_TEST (test_temporal_seed)
   gst_buffer_unref (b);
   gst_harness_teardown (h);
 
-  h = new_harness ("steps=20 temporal-seed=false", 40, 30, NULL);
+  /* 5 steps: from 20 on, the exact discretisation lands on the one image the shapes
+   * model allows whatever the noise */
+  h = new_harness ("steps=5 temporal-seed=false", 40, 30, NULL);
   push_twice (h, in, 40 * 30, &a, &b);
   fail_unless (gst_buffer_map (a, &map, GST_MAP_READ));
   fail_if (gst_buffer_memcmp (b, 0, map.data, map.size) == 0,
