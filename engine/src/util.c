@@ -2,14 +2,17 @@
 #include <omp.h>
 #include <time.h>
 
+#include "parallel.h"
 #include "scoresde/scoresde.h"
 
+/* The OpenMP call is for the regions still in sample_pc.c, sample_ode.c, control.c and
+ * likelihood.c; it goes when they move to the pool. */
 void sde_set_num_threads(int n) {
-  if (n <= 0) n = omp_get_num_procs();
-  omp_set_num_threads(n);
+  sde_parallel_set_threads(n);
+  omp_set_num_threads(sde_parallel_threads());
 }
 
-int sde_get_num_threads(void) { return omp_get_max_threads(); }
+int sde_get_num_threads(void) { return sde_parallel_threads(); }
 
 double sde_now(void) {
   struct timespec ts;
