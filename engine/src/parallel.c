@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #ifndef SPIN_NS
-#define SPIN_NS 20000 /* how long an idle thread polls before it sleeps */
+#define SPIN_NS 50000 /* how long an idle thread polls before it sleeps */
 #endif
 #ifndef SPIN_YIELD
 #define SPIN_YIELD 1
@@ -172,12 +172,16 @@ static void wait_idle(void) {
 
 /* ---- the job -------------------------------------------------------------------------- */
 
+static void run_chunk(const job *j, int64_t k) {
+  int64_t i0 = k * j->chunk, i1 = i0 + j->chunk < j->n ? i0 + j->chunk : j->n;
+  j->fn(j->ctx, i0, i1);
+}
+
 static void run_chunks(const job *j) {
   for (;;) {
     int64_t k = atomic_fetch_add_explicit(&P.next, 1, memory_order_relaxed);
     if (k >= j->nchunks) return;
-    int64_t i0 = k * j->chunk, i1 = i0 + j->chunk < j->n ? i0 + j->chunk : j->n;
-    j->fn(j->ctx, i0, i1);
+    run_chunk(j, k);
   }
 }
 
@@ -249,20 +253,24 @@ __attribute__((destructor)) static void pool_shutdown(void) {
 
 /* ---- regions -------------------------------------------------------------------------- */
 
+/* The chunks are the same whether the pool runs them or the caller alone does, so a body
+ * sees the same ranges in either case. */
 static void run(int64_t n, int64_t chunk, sde_range_fn fn, void *ctx) {
-  int64_t nchunks = (n + chunk - 1) / chunk;
+  const job j = {fn, ctx, n, chunk, (n + chunk - 1) / chunk};
   /* a nested call finds the region lock taken by its caller: it runs serially too */
-  if (nchunks < 2 || sde_parallel_threads() < 2 || pthread_mutex_trylock(&P.region) != 0) {
-    fn(ctx, 0, n);
+  int pool = j.nchunks > 1 && sde_parallel_threads() > 1 && pthread_mutex_trylock(&P.region) == 0;
+  if (pool) {
+    resize();
+    if (P.nworkers == 0) {
+      pthread_mutex_unlock(&P.region);
+      pool = 0;
+    }
+  }
+  if (!pool) {
+    for (int64_t k = 0; k < j.nchunks; k++) run_chunk(&j, k);
     return;
   }
-  resize();
-  if (P.nworkers == 0) {
-    pthread_mutex_unlock(&P.region);
-    fn(ctx, 0, n);
-    return;
-  }
-  P.job = (job){fn, ctx, n, chunk, nchunks};
+  P.job = j;
   atomic_store_explicit(&P.next, 0, memory_order_relaxed);
   atomic_store(&P.open, 1);
   atomic_fetch_add(&P.gen, 1);

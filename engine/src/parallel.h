@@ -13,7 +13,7 @@
  * the thread count.
  *
  * Nested calls (from inside a body) and calls made while another thread's region is
- * running execute serially in the calling thread. */
+ * running execute serially in the calling thread, over the same ranges. */
 #ifndef SCORESDE_PARALLEL_H
 #define SCORESDE_PARALLEL_H
 
