@@ -221,9 +221,27 @@ static void stop_workers(void) {
   atomic_store(&P.stop, 0);
 }
 
+/* A child of fork() has only the forking thread: forget the workers (joining them would
+ * hang at exit) and any lock a parent thread held. */
+static void forget_after_fork(void) {
+  pthread_mutex_init(&P.region, NULL);
+  pthread_mutex_init(&P.mu, NULL);
+  pthread_cond_init(&P.wake, NULL);
+  pthread_cond_init(&P.idle, NULL);
+  P.nworkers = 0;
+  atomic_store(&P.open, 0);
+  atomic_store(&P.active, 0);
+  atomic_store(&P.waiter, 0);
+  atomic_store(&P.sleepers, 0);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void atfork_init(void) { pthread_atfork(NULL, NULL, forget_after_fork); }
+
 /* Workers block every signal, so that handlers (the CLI's Ctrl-C) run in the
  * application's threads. If a thread cannot be created we go on with fewer. */
 static void start_workers(int n) {
+  pthread_once(&atfork_once, atfork_init);
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);

@@ -4,6 +4,8 @@
  * built with ThreadSanitizer (test_parallel_tsan) with the pool compiled in. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +134,26 @@ static void test_shared(void) {
   TAP_CHECK(shared, "a worker thread takes part");
 }
 
+/* A forked child (gst-check forks per test) uses the pool with fresh workers and exits
+ * without waiting for its parent's. Not under ThreadSanitizer, which cannot start threads
+ * after a fork. */
+#ifndef __SANITIZE_THREAD__
+static void test_fork(void) {
+  sde_parallel_set_threads(2);
+  int ok = run_cover(1000, 1, 1) > 0;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int good = run_cover(1000, 1, 1) == 1000;
+    sde_parallel_set_threads(3);
+    good &= run_cover(1000, 1, 1) == 1000;
+    exit(good ? 0 : 1); /* the library's destructor joins the child's workers */
+  }
+  int status = -1;
+  ok &= pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  TAP_CHECK(ok, "a forked child runs loops and exits");
+}
+#endif
+
 int main(void) {
   const char *e = getenv("OMP_NUM_THREADS");
   if (e && atoi(e) > 0)
@@ -140,6 +162,9 @@ int main(void) {
   test_nested();
   test_concurrent();
   test_shared();
+#ifndef __SANITIZE_THREAD__
+  test_fork();
+#endif
   sde_parallel_set_threads(0);
   TAP_CHECK(sde_parallel_threads() >= 1, "0 = all CPUs (%d)", sde_parallel_threads());
   return tap_done();
