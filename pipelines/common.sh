@@ -7,7 +7,6 @@
 #   STEPS       sampler steps per frame
 #   SEED        noise seed (default 0)
 #   GST_PLUGIN_PATH  defaults to $BUILD_DIR/plugins when unset
-#   OMP_WAIT_POLICY  defaults to passive (see below)
 # Each script documents its own extra variables (FRAMES, ...).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,11 +32,6 @@ if [ -z "${GST_PLUGIN_PATH:-}" ]; then
   export GST_PLUGIN_PATH="$BUILD_DIR/plugins"
 fi
 mkdir -p "$OUT_DIR"
-
-# The engine runs many short OpenMP regions per frame. With OpenMP's default spinning
-# wait, a machine busy with other work slows it down 30-40 times (measured: 182 s
-# instead of 6 s for sample-grid.sh on 2 loaded cores); sleeping threads avoid that.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 # Fails early, with a hint, when an element is missing.
 require_elements() {
