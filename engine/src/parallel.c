@@ -6,9 +6,11 @@
  * started: a worker that is slow to wake (descheduled by a busy process, or asleep) just
  * finds nothing left. The caller waits only for chunks already taken.
  *
- * Between regions a worker spins for SPIN_NS (regions of a network forward follow each
- * other within microseconds, and a futex wake-up costs tens of microseconds on a VM),
- * then sleeps on a condition variable. A second thread that calls while a region runs
+ * Between regions a worker polls for SPIN_NS, yielding its core to anyone runnable, then
+ * sleeps on a condition variable. The regions of a network forward mostly follow each
+ * other within microseconds and a wake-up costs tens of microseconds on a VM; 50 us kept
+ * the small networks' forward as fast as OpenMP's spinning threads on an idle machine,
+ * 10-20 us did not (docs/BENCHMARKS.md). A second thread that calls while a region runs
  * (two pipelines, two elements) does not wait for the pool: it runs its loop serially.
  * The machine is busy then anyway, and waiting could only add latency; the pool goes to
  * whichever caller asks first once the region ends, so neither caller starves.
@@ -30,9 +32,6 @@
 
 #ifndef SPIN_NS
 #define SPIN_NS 50000 /* how long an idle thread polls before it sleeps */
-#endif
-#ifndef SPIN_YIELD
-#define SPIN_YIELD 1
 #endif
 #define MAX_THREADS 256
 
@@ -78,8 +77,7 @@ static int cpu_threads(void) {
 /* OMP_NUM_THREADS (its first entry) is still honoured: scripts and tests set it. */
 static int default_threads(void) {
   const char *e = getenv("OMP_NUM_THREADS");
-  char *end;
-  long n = e ? strtol(e, &end, 10) : 0;
+  long n = e ? strtol(e, NULL, 10) : 0;
   return n > 0 ? clamp_threads(n) : cpu_threads();
 }
 
@@ -138,7 +136,7 @@ static int spin_step(spinner *s, int yield) {
 static unsigned wait_gen(unsigned seen) {
   spinner s = {0, 0};
   while (atomic_load_explicit(&P.gen, memory_order_acquire) == seen) {
-    if (spin_step(&s, SPIN_YIELD)) continue;
+    if (spin_step(&s, 1)) continue;
     pthread_mutex_lock(&P.mu);
     atomic_fetch_add(&P.sleepers, 1);
     while (atomic_load(&P.gen) == seen) pthread_cond_wait(&P.wake, &P.mu);
@@ -271,21 +269,22 @@ __attribute__((destructor)) static void pool_shutdown(void) {
 
 /* ---- regions -------------------------------------------------------------------------- */
 
-/* The chunks are the same whether the pool runs them or the caller alone does, so a body
- * sees the same ranges in either case. */
+/* Without the pool the caller runs the same chunks, so a body sees the same ranges. */
+static void run_serial(const job *j) {
+  for (int64_t k = 0; k < j->nchunks; k++) run_chunk(j, k);
+}
+
 static void run(int64_t n, int64_t chunk, sde_range_fn fn, void *ctx) {
   const job j = {fn, ctx, n, chunk, (n + chunk - 1) / chunk};
   /* a nested call finds the region lock taken by its caller: it runs serially too */
-  int pool = j.nchunks > 1 && sde_parallel_threads() > 1 && pthread_mutex_trylock(&P.region) == 0;
-  if (pool) {
-    resize();
-    if (P.nworkers == 0) {
-      pthread_mutex_unlock(&P.region);
-      pool = 0;
-    }
+  if (j.nchunks < 2 || sde_parallel_threads() < 2 || pthread_mutex_trylock(&P.region) != 0) {
+    run_serial(&j);
+    return;
   }
-  if (!pool) {
-    for (int64_t k = 0; k < j.nchunks; k++) run_chunk(&j, k);
+  resize();
+  if (P.nworkers == 0) { /* no thread could be started */
+    pthread_mutex_unlock(&P.region);
+    run_serial(&j);
     return;
   }
   P.job = j;
