@@ -3,7 +3,7 @@
 # idle machine and next to one competing busy process (docs/BENCHMARKS.md, "Thread pool
 # vs OpenMP waiting").
 #
-#   bench/bench_wait_policy.sh [-r ROUNDS] [-o OUTDIR] LABEL=BUILD[,VAR=VALUE...] ...
+#   bench/bench_wait_policy.sh [-r ROUNDS] [-l "idle busy"] [-o OUTDIR] LABEL=BUILD[,VAR=VALUE...] ...
 #
 # e.g., with /tmp/omp a build of the last commit before the pool (2798b2c; copy this
 # tree's bench/bench_network.c over its own first: the old one has no --model):
@@ -26,16 +26,18 @@
 # (all cores) unless the configuration sets it.
 set -eu
 rounds=3
+loads="idle busy"
 out=${TMPDIR:-/tmp}/bench_wait_policy.$$
-while getopts r:o: opt; do
+while getopts r:l:o: opt; do
   case $opt in
     r) rounds=$OPTARG ;;
+    l) loads=$OPTARG ;;
     o) out=$OPTARG ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,13p' "$0"; exit 2; }
 mkdir -p "$out"
 src=$(cd "$(dirname "$0")/.." && pwd)
 model=$src/models/fashion-mnist-32.safetensors
@@ -71,7 +73,7 @@ run_config() {
 {
   trap stop_busy EXIT INT TERM
   echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) CPUs"
-  for load in idle busy; do
+  for load in $loads; do
     if [ $load = busy ]; then
       sh -c 'while :; do :; done' &
       busy=$!

@@ -20,11 +20,11 @@
 #include <string.h>
 
 #include "scoresde/error.h"
-#include "scoresde/scoresde.h"
 #include "scoresde/likelihood.h"
 #include "scoresde/model.h"
 #include "scoresde/network.h"
 #include "scoresde/rng.h"
+#include "scoresde/scoresde.h"
 #include "tap.h"
 
 static int verbose = 0;

@@ -16,11 +16,11 @@
 #include <unistd.h>
 
 #include "scoresde/error.h"
-#include "scoresde/scoresde.h"
 #include "scoresde/io.h"
 #include "scoresde/json.h"
 #include "scoresde/model.h"
 #include "scoresde/network.h"
+#include "scoresde/scoresde.h"
 #include "tap.h"
 
 static const char *fixtures_dir(void) {

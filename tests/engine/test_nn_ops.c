@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "scoresde/error.h"
-#include "scoresde/scoresde.h"
 #include "scoresde/io.h"
 #include "scoresde/nn.h"
+#include "scoresde/scoresde.h"
 #include "tap.h"
 
 /* ---------------------------------------------------------------------------------------

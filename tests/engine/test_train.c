@@ -21,11 +21,11 @@
 #include <zlib.h>
 
 #include "scoresde/error.h"
-#include "scoresde/scoresde.h"
 #include "scoresde/io.h"
 #include "scoresde/network.h"
 #include "scoresde/rng.h"
 #include "scoresde/sample.h"
+#include "scoresde/scoresde.h"
 #include "scoresde/train.h"
 #include "tap.h"
 
