@@ -16,7 +16,8 @@
 # spreads over all of them:
 #   fashion  bench_network --model models/fashion-mnist-32.safetensors, batch 1 and 8:
 #            median ms per forward (wall and process CPU)
-#   cifar    bench_network --only ncsnpp --batches 1 (NCSN++ CIFAR-10, 62.8 M parameters)
+#   cifar    the NCSN++ CIFAR-10 network (62.8 M parameters, random weights written once by
+#            bench_network --only ncsnpp), bench_network --model, batch 1
 #   cli      scoresde sample --model models/fashion-mnist-32.safetensors --n 8 --steps 50
 #            --sampler pc: seconds
 #   embed    pipelines/embed_example --frames 1 --steps 20 (scoresdesrc ! scoresdecolorize
@@ -58,8 +59,9 @@ run_config() {
   e="env $vars"
   $e "$build/bench/bench_network" --model "$model" --iters 40 --batches 1,8 --dir "$out" |
     awk -v p="$load $round $label" '/^model/ { print p, "fashion_b" $2 "_ms", $3; print p, "fashion_b" $2 "_cpu_ms", $8 }'
-  $e "$build/bench/bench_network" --only ncsnpp --batches 1 --iters 3 --dir "$out" |
-    awk -v p="$load $round $label" '/^ncsnpp/ { print p, "cifar_b1_ms", $3; print p, "cifar_b1_cpu_ms", $8 }'
+  $e "$build/bench/bench_network" --model "$out/bench_ncsnpp.safetensors" --batches 1 --iters 5 \
+      --dir "$out" |
+    awk -v p="$load $round $label" '/^model/ { print p, "cifar_b1_ms", $3; print p, "cifar_b1_cpu_ms", $8 }'
   t0=$(now)
   $e "$build/engine/scoresde" sample --model "$model" --n 8 --steps 50 --sampler pc \
     --out "$out/x.png" --quiet --device cpu
@@ -69,6 +71,11 @@ run_config() {
     "$build/pipelines/embed_example" --frames 1 --steps 20 >/dev/null
   echo "$load $round $label embed_s $(echo "$(now) - $t0" | bc)"
 }
+
+first=${1#*=}
+first=${first%%,*}
+case $first in /*) ;; *) first=$src/$first ;; esac
+"$first/bench/bench_network" --only ncsnpp --batches 1 --iters 1 --dir "$out" >/dev/null
 
 {
   trap stop_busy EXIT INT TERM
