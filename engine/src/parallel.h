@@ -3,8 +3,8 @@
  * Replaces OpenMP's `parallel for`: libgomp's default wait policy spins for milliseconds
  * at every barrier and between regions, which makes everything several times slower as
  * soon as another process wants the CPU, and an application embedding the engine cannot
- * change that policy (libgomp reads it at load time). Our workers spin for a few
- * microseconds, then sleep.
+ * change that policy (libgomp reads it at load time). Our idle workers poll for 50 us,
+ * yielding their core, then sleep.
  *
  * A loop body is a function over a range of indices, fn(ctx, i0, i1), that handles
  * i0 <= i < i1. Every index of [0, n) is handed to exactly one call; which thread makes
@@ -21,9 +21,9 @@
 
 typedef void (*sde_range_fn)(void *ctx, int64_t i0, int64_t i1);
 
-/* OpenMP schedule(static): [0, n) in one contiguous range per thread, each of at least
- * min_chunk indices. min_chunk >= n runs fn(ctx, 0, n) in the caller: pass
- * `work > threshold ? 1 : n` for OpenMP's `if (work > threshold)`. */
+/* OpenMP schedule(static): [0, n) cut into as many equal contiguous ranges as threads,
+ * each of at least min_chunk indices. min_chunk >= n runs fn(ctx, 0, n) in the caller:
+ * pass `work > threshold ? 1 : n` for OpenMP's `if (work > threshold)`. */
 void sde_parallel_for(int64_t n, int64_t min_chunk, sde_range_fn fn, void *ctx);
 
 /* OpenMP schedule(dynamic, grain): ranges of `grain` indices (the last may be shorter),
