@@ -1,8 +1,10 @@
 /* Time per network evaluation of the released CIFAR-10 networks at full size with random
- * weights: NCSN++ continuous (VE, 62.8M parameters) and DDPM++ continuous (VP, 61.8M).
+ * weights: NCSN++ continuous (VE, 62.8M parameters) and DDPM++ continuous (VP, 61.8M);
+ * or, with --model, of a saved network (e.g. models/fashion-mnist-32.safetensors).
  *
  *   env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2 \
  *     build/bench/bench_network [--iters N] [--batches 1,8] [--dir /tmp] [--only ncsnpp|ddpmpp]
+ *                               [--model FILE.safetensors]
  *
  * Writes the weights once to DIR/bench_<name>.safetensors (shared with bench_torch.py,
  * which loads the same file and the same inputs DIR/bench_x_B.npy) and the outputs to
@@ -10,7 +12,6 @@
  * median milliseconds per call, per sample, and GFLOP/s (2 x multiply-adds of the convs,
  * linears and attention, from sde_ncsnpp_count). */
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,26 +45,93 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* Times B-sample forwards of m; writes the inputs and outputs to dir for bench_torch.py. */
+static int bench_batches(const char *name, sde_model *m, double flops, int64_t np,
+                         const int *batches, int nb, int iters, const char *dir) {
+  const int64_t D = sde_model_dim(m);
+  for (int bi = 0; bi < nb; bi++) {
+    int B = batches[bi];
+    float *x = malloc(sizeof(float) * (size_t)(B * D)), *out = malloc(sizeof(float) * (size_t)(B * D));
+    float *t = malloc(sizeof(float) * (size_t)B), *lab = malloc(sizeof(float) * (size_t)B);
+    st = 12345 + (uint64_t)B;
+    for (int64_t i = 0; i < B * D; i++) x[i] = 0.5f + 0.3f * gauss();
+    for (int b = 0; b < B; b++) t[b] = (float)(b + 1) / (float)(B + 1);
+    sde_network_labels(m, &m->sde, B, t, lab);
+    char xp[1100];
+    int64_t shape[4] = {B, m->channels, m->height, m->width}, ts[1] = {B};
+    snprintf(xp, sizeof xp, "%s/bench_x_%d.npy", dir, B);
+    sde_npy_write(xp, x, 4, shape);
+    snprintf(xp, sizeof xp, "%s/bench_t_%d.npy", dir, B);
+    sde_npy_write(xp, t, 1, ts);
+    sde_net_workspace *ws;
+    if (sde_net_workspace_create(m, B, &ws)) {
+      fprintf(stderr, "workspace: %s\n", sde_errmsg());
+      return 1;
+    }
+    sde_network_forward_ws(m, ws, B, x, lab, out); /* warm-up */
+    double times[64], cpus[64];
+    int it = iters < 64 ? iters : 64;
+    for (int i = 0; i < it; i++) {
+      double t0 = sde_now(), c0 = cpu_now();
+      if (sde_network_forward_ws(m, ws, B, x, lab, out)) {
+        fprintf(stderr, "forward: %s\n", sde_errmsg());
+        return 1;
+      }
+      times[i] = sde_now() - t0;
+      cpus[i] = cpu_now() - c0;
+    }
+    qsort(times, (size_t)it, sizeof *times, cmp_double);
+    qsort(cpus, (size_t)it, sizeof *cpus, cmp_double);
+    double med = times[it / 2], cmed = cpus[it / 2];
+    printf("%-8s %5d %12.1f %12.1f %10.1f %12lld %10.2f %12.1f\n", name, B, med * 1e3,
+           med * 1e3 / B, flops * B / med * 1e-9, (long long)np, flops * 1e-9, cmed * 1e3);
+    fflush(stdout);
+    snprintf(xp, sizeof xp, "%s/bench_%s_out_%d.npy", dir, name, B);
+    sde_npy_write(xp, out, 4, shape);
+    sde_net_workspace_free(ws);
+    free(x); free(out); free(t); free(lab);
+  }
+  return 0;
+}
+
+/* --model FILE: the saved network instead of the CIFAR-10 ones */
+static int bench_file(const char *path, const int *batches, int nb, int iters, const char *dir) {
+  sde_model *m;
+  if (sde_network_load(path, &m)) {
+    fprintf(stderr, "%s: %s\n", path, sde_errmsg());
+    return 1;
+  }
+  int64_t np;
+  double flops;
+  sde_ncsnpp_count(sde_network_config(m), &np, NULL, &flops);
+  int rc = bench_batches("model", m, flops, np, batches, nb, iters, dir);
+  sde_model_free(m);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   int iters = 5, batches[8] = {1, 8}, nb = 2;
-  const char *dir = "/tmp", *only = NULL;
+  const char *dir = "/tmp", *only = NULL, *model = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+    else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
     else if (!strcmp(argv[i], "--batches") && i + 1 < argc) {
       nb = 0;
       for (char *s = strtok(argv[++i], ","); s && nb < 8; s = strtok(NULL, ",")) batches[nb++] = atoi(s);
     } else {
-      fprintf(stderr, "usage: bench_network [--iters N] [--batches 1,8] [--dir D] [--only ncsnpp|ddpmpp]\n");
+      fprintf(stderr, "usage: bench_network [--iters N] [--batches 1,8] [--dir D] "
+                      "[--only ncsnpp|ddpmpp] [--model FILE]\n");
       return 2;
     }
   }
-  printf("# threads %d (OMP_NUM_THREADS=%s, OPENBLAS_NUM_THREADS=%s)\n", omp_get_max_threads(),
+  printf("# threads %d (OMP_NUM_THREADS=%s, OPENBLAS_NUM_THREADS=%s)\n", sde_get_num_threads(),
          getenv("OMP_NUM_THREADS") ? getenv("OMP_NUM_THREADS") : "-",
          getenv("OPENBLAS_NUM_THREADS") ? getenv("OPENBLAS_NUM_THREADS") : "-");
   printf("%-8s %5s %12s %12s %10s %12s %10s %12s\n", "network", "batch", "ms/call", "ms/sample",
          "GFLOP/s", "params", "GFLOP/smp", "cpu-ms/call");
+  if (model) return bench_file(model, batches, nb, iters, dir);
   for (int which = 0; which < 2; which++) {
     const char *name = which == 0 ? "ncsnpp" : "ddpmpp";
     if (only && strcmp(only, name)) continue;
@@ -96,49 +164,7 @@ int main(int argc, char **argv) {
     char path[1024];
     snprintf(path, sizeof path, "%s/bench_%s.safetensors", dir, name);
     if (sde_network_save(m, path, NULL, 0)) fprintf(stderr, "save: %s\n", sde_errmsg());
-    const int64_t D = sde_model_dim(m);
-    for (int bi = 0; bi < nb; bi++) {
-      int B = batches[bi];
-      float *x = malloc(sizeof(float) * (size_t)(B * D)), *out = malloc(sizeof(float) * (size_t)(B * D));
-      float *t = malloc(sizeof(float) * (size_t)B), *lab = malloc(sizeof(float) * (size_t)B);
-      st = 12345 + (uint64_t)B;
-      for (int64_t i = 0; i < B * D; i++) x[i] = 0.5f + 0.3f * gauss();
-      for (int b = 0; b < B; b++) t[b] = (float)(b + 1) / (float)(B + 1);
-      sde_network_labels(m, &m->sde, B, t, lab);
-      char xp[1100];
-      int64_t shape[4] = {B, m->channels, m->height, m->width}, ts[1] = {B};
-      snprintf(xp, sizeof xp, "%s/bench_x_%d.npy", dir, B);
-      sde_npy_write(xp, x, 4, shape);
-      snprintf(xp, sizeof xp, "%s/bench_t_%d.npy", dir, B);
-      sde_npy_write(xp, t, 1, ts);
-      sde_net_workspace *ws;
-      if (sde_net_workspace_create(m, B, &ws)) {
-        fprintf(stderr, "workspace: %s\n", sde_errmsg());
-        return 1;
-      }
-      sde_network_forward_ws(m, ws, B, x, lab, out); /* warm-up */
-      double times[64], cpus[64];
-      int it = iters < 64 ? iters : 64;
-      for (int i = 0; i < it; i++) {
-        double t0 = sde_now(), c0 = cpu_now();
-        if (sde_network_forward_ws(m, ws, B, x, lab, out)) {
-          fprintf(stderr, "forward: %s\n", sde_errmsg());
-          return 1;
-        }
-        times[i] = sde_now() - t0;
-        cpus[i] = cpu_now() - c0;
-      }
-      qsort(times, (size_t)it, sizeof *times, cmp_double);
-      qsort(cpus, (size_t)it, sizeof *cpus, cmp_double);
-      double med = times[it / 2], cmed = cpus[it / 2];
-      printf("%-8s %5d %12.1f %12.1f %10.1f %12lld %10.2f %12.1f\n", name, B, med * 1e3,
-             med * 1e3 / B, flops * B / med * 1e-9, (long long)np, flops * 1e-9, cmed * 1e3);
-      fflush(stdout);
-      snprintf(xp, sizeof xp, "%s/bench_%s_out_%d.npy", dir, name, B);
-      sde_npy_write(xp, out, 4, shape);
-      sde_net_workspace_free(ws);
-      free(x); free(out); free(t); free(lab);
-    }
+    if (bench_batches(name, m, flops, np, batches, nb, iters, dir)) return 1;
     sde_model_free(m);
   }
   return 0;

@@ -15,6 +15,7 @@
 
 #include "scoresde/error.h"
 #include "scoresde/nn.h"
+#include "scoresde/scoresde.h"
 
 static double now(void) {
   struct timespec ts;
@@ -79,7 +80,7 @@ static double cpu;
 
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
-  printf("threads %d (OMP_NUM_THREADS), OPENBLAS_CORETYPE=%s\n", omp_get_max_threads(),
+  printf("threads %d (OMP_NUM_THREADS), OPENBLAS_CORETYPE=%s\n", sde_get_num_threads(),
          getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
   printf("%-22s %8s %8s %8s | %9s %9s %10s | %8s %8s\n", "conv2d 3x3 pad 1", "ms", "GFLOP/s",
          "cpu GF/s", "naive ms", "naive GF/s", "naive cpuGF", "speed-up", "cpu s-up");

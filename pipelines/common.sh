@@ -9,7 +9,6 @@
 #   STEPS       network evaluations per frame (default 20; pc: grid steps)
 #   SEED        noise seed (default 0)
 #   GST_PLUGIN_PATH  defaults to $BUILD_DIR/plugins when unset
-#   OMP_WAIT_POLICY  defaults to passive (see below)
 #   OPENBLAS_CORETYPE  set when OpenBLAS does not know this CPU (see below)
 # Each script documents its own extra variables (FRAMES, ...).
 
@@ -38,11 +37,6 @@ if [ -z "${GST_PLUGIN_PATH:-}" ]; then
   export GST_PLUGIN_PATH="$BUILD_DIR/plugins"
 fi
 mkdir -p "$OUT_DIR"
-
-# The engine runs many short OpenMP regions per frame. With OpenMP's default spinning
-# wait, a machine busy with other work slows it down 30-40 times (measured: 182 s
-# instead of 6 s for sample-grid.sh on 2 loaded cores); sleeping threads avoid that.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 # OpenBLAS picks its kernels when a process loads it and falls back to generic ones on a
 # CPU newer than itself (1.6-1.9x slower networks, docs/BENCHMARKS.md). The scoresde tool

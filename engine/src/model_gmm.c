@@ -7,12 +7,13 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
-#include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "parallel.h"
 #include "scoresde/error.h"
 #include "scoresde/model.h"
 #include "scoresde/rng.h"
@@ -157,34 +158,106 @@ gmm_score_one(const gmm *g, const gmm_table *tab, const float *x, const double *
   }
 }
 
-/* Runs the body for every sample i in parallel. Each thread owns scratch and a table
- * for the current time: r[K], g2[K], acc[D], prod[D] and `tab`. Sets *status to
- * SDE_ENOMEM when scratch cannot be allocated. */
-#define GMM_FOR_EACH_SAMPLE(g, sde, n, times, status, ...)                                        \
-  do {                                                                                      \
-    _Pragma("omp parallel") {                                                               \
-      const size_t kd_ = (g)->vars ? (size_t)(g)->K * (size_t)(g)->D : 0;                   \
-      double *scratch_ = malloc(sizeof(double) * (4 * (size_t)(g)->K + 3 * (size_t)(g)->D + kd_)); \
-      if (!scratch_) {                                                                      \
-        _Pragma("omp atomic write") *(status) = SDE_ENOMEM;                                 \
-      }                                                                                     \
-      gmm_table tab = {.t = NAN};                                                           \
-      if (scratch_) {                                                                       \
-        tab.log_norm = scratch_;                                                            \
-        tab.trace = scratch_ + (g)->K;                                                      \
-        tab.inv_var = kd_ ? scratch_ + 4 * (size_t)(g)->K + 3 * (size_t)(g)->D : NULL;      \
-      }                                                                                     \
-      _Pragma("omp for schedule(static)") for (int i = 0; i < (n); i++) {                   \
-        if (!scratch_) continue;                                                            \
-        double *r = scratch_ + 2 * (g)->K, *g2 = r + (g)->K, *acc = g2 + (g)->K;             \
-        double *prod = acc + (g)->D;                                                        \
-        if ((double)(times)[i] != tab.t) gmm_table_build((g), (sde), (double)(times)[i], &tab, prod + (g)->D); \
-        (void)g2; (void)acc; (void)prod;                                                    \
-        __VA_ARGS__                                                                         \
-      }                                                                                     \
-      free(scratch_);                                                                       \
-    }                                                                                       \
-  } while (0)
+/* What gmm_samples computes for each sample. */
+typedef enum { GMM_SCORE, GMM_DIV, GMM_VJP, GMM_LOGP, GMM_CLASSIFY } gmm_what;
+
+typedef struct {
+  const gmm *g;
+  const sde_sde *sde;
+  gmm_what what;
+  const float *x, *t, *v; /* samples [n, D], times [n], VJP vectors [n, D] */
+  float *out;             /* score or VJP [n, D] */
+  double *val;            /* divergence or log p [n] */
+  int *comp;              /* classification [n] */
+  atomic_int fail;        /* a range could not allocate its scratch */
+} gmm_job;
+
+/* ∇·s = Σ_k r_k (||g_k||² - tr Σ_k⁻¹) - ||s||² */
+static double gmm_div_one(const gmm *g, const gmm_table *tab, const double *r,
+                          const double *g2, const double *acc) {
+  double sum = 0.0, s_norm = 0.0;
+  for (int k = 0; k < g->K; k++) sum += r[k] * (g2[k] - tab->trace[k]);
+  for (int64_t d = 0; d < g->D; d++) s_norm += acc[d] * acc[d];
+  return sum - s_norm;
+}
+
+/* J v = Σ_k r_k (-v / var_k + g_k ((g_k - s)·v)); J is symmetric so vᵀJ = Jv. */
+static void gmm_vjp_one(const gmm *g, const gmm_table *tab, const float *xi, const float *vi,
+                        const double *r, const double *acc, double *prod) {
+  const int64_t D = g->D;
+  memset(prod, 0, sizeof(double) * (size_t)D);
+  for (int k = 0; k < g->K; k++) {
+    if (r[k] < GMM_NEGLIGIBLE) continue;
+    const double *mu = g->means + (size_t)k * D;
+    double dot = 0.0;
+    for (int64_t d = 0; d < D; d++) {
+      double gk = -((double)xi[d] - tab->m * mu[d]) * gmm_inv_var(tab, k, D, d);
+      dot += (gk - acc[d]) * vi[d];
+    }
+    for (int64_t d = 0; d < D; d++) {
+      double iv = gmm_inv_var(tab, k, D, d);
+      double gk = -((double)xi[d] - tab->m * mu[d]) * iv;
+      prod[d] += r[k] * (-(double)vi[d] * iv + gk * dot);
+    }
+  }
+}
+
+/* Sample i with the table at its time; r[K], g2[K], acc[D], prod[D] are scratch. */
+static void gmm_sample(const gmm_job *j, const gmm_table *tab, int64_t i, double *r,
+                       double *g2, double *acc, double *prod) {
+  const gmm *g = j->g;
+  const int64_t D = g->D;
+  const float *xi = j->x + (size_t)i * D;
+  double logp = gmm_posterior(g, tab, xi, r, g2);
+  if (j->what == GMM_LOGP) {
+    j->val[i] = logp;
+    return;
+  }
+  if (j->what == GMM_CLASSIFY) {
+    int best = 0;
+    for (int k = 1; k < g->K; k++)
+      if (r[k] > r[best]) best = k;
+    j->comp[i] = best;
+    return;
+  }
+  gmm_score_one(g, tab, xi, r, acc);
+  if (j->what == GMM_SCORE) {
+    for (int64_t d = 0; d < D; d++) j->out[(size_t)i * D + d] = (float)acc[d];
+  } else if (j->what == GMM_DIV) {
+    j->val[i] = gmm_div_one(g, tab, r, g2, acc);
+  } else {
+    gmm_vjp_one(g, tab, xi, j->v + (size_t)i * D, r, acc, prod);
+    for (int64_t d = 0; d < D; d++) j->out[(size_t)i * D + d] = (float)prod[d];
+  }
+}
+
+/* Samples [i0, i1), with scratch and a table for the current time, rebuilt only when the
+ * time changes (tables for equal times are equal, so results do not depend on the split). */
+static void gmm_samples(void *ctx, int64_t i0, int64_t i1) {
+  gmm_job *j = ctx;
+  const gmm *g = j->g;
+  const size_t K = (size_t)g->K, D = (size_t)g->D, kd = g->vars ? K * D : 0;
+  double *scratch = malloc(sizeof(double) * (4 * K + 3 * D + kd));
+  if (!scratch) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  gmm_table tab = {.t = NAN, .log_norm = scratch, .trace = scratch + K,
+                   .inv_var = kd ? scratch + 4 * K + 3 * D : NULL};
+  double *r = scratch + 2 * K, *g2 = r + K, *acc = g2 + K, *prod = acc + D;
+  for (int64_t i = i0; i < i1; i++) {
+    if ((double)j->t[i] != tab.t) gmm_table_build(g, j->sde, (double)j->t[i], &tab, prod + D);
+    gmm_sample(j, &tab, i, r, g2, acc, prod);
+  }
+  free(scratch);
+}
+
+/* Runs `what` for every sample in parallel; returns SDE_ENOMEM without a message. */
+static int gmm_run(gmm_job *j, int n) {
+  atomic_init(&j->fail, 0);
+  sde_parallel_for(n, 1, gmm_samples, j);
+  return atomic_load(&j->fail) ? SDE_ENOMEM : SDE_OK;
+}
 
 static int gmm_check(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
                      const float *t) {
@@ -195,68 +268,29 @@ static int gmm_check(const sde_model *mdl, const sde_sde *sde, int n, const floa
 
 static int gmm_score(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
                      const float *t, float *out) {
-  const gmm *g = mdl->impl;
   int status = gmm_check(mdl, sde, n, x, t);
   if (status) return status;
-  GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
-    const float *xi = x + (size_t)i * g->D;
-    gmm_posterior(g, &tab, xi, r, g2);
-    gmm_score_one(g, &tab, xi, r, acc);
-    for (int64_t d = 0; d < g->D; d++) out[(size_t)i * g->D + d] = (float)acc[d];
-  });
-  if (status) return sde_fail(status, "gmm: out of memory for scratch");
+  gmm_job j = {.g = mdl->impl, .sde = sde, .what = GMM_SCORE, .x = x, .t = t, .out = out};
+  if (gmm_run(&j, n)) return sde_fail(SDE_ENOMEM, "gmm: out of memory for scratch");
   return SDE_OK;
 }
 
-/* ∇·s = Σ_k r_k (||g_k||² - tr Σ_k⁻¹) - ||s||² */
 static int gmm_score_div(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
                          const float *t, double *div) {
-  const gmm *g = mdl->impl;
   int status = gmm_check(mdl, sde, n, x, t);
   if (status) return status;
-  GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
-    const float *xi = x + (size_t)i * g->D;
-    gmm_posterior(g, &tab, xi, r, g2);
-    gmm_score_one(g, &tab, xi, r, acc);
-    double sum = 0.0, s_norm = 0.0;
-    for (int k = 0; k < g->K; k++) sum += r[k] * (g2[k] - tab.trace[k]);
-    for (int64_t d = 0; d < g->D; d++) s_norm += acc[d] * acc[d];
-    div[i] = sum - s_norm;
-  });
-  if (status) return sde_fail(status, "gmm: out of memory for scratch");
+  gmm_job j = {.g = mdl->impl, .sde = sde, .what = GMM_DIV, .x = x, .t = t, .val = div};
+  if (gmm_run(&j, n)) return sde_fail(SDE_ENOMEM, "gmm: out of memory for scratch");
   return SDE_OK;
 }
 
-/* J v = Σ_k r_k (-v / var_k + g_k ((g_k - s)·v)); J is symmetric so vᵀJ = Jv. */
 static int gmm_score_vjp(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
                          const float *t, const float *v, float *out) {
-  const gmm *g = mdl->impl;
-  const int64_t D = g->D;
   int status = gmm_check(mdl, sde, n, x, t);
   if (status) return status;
   if (n > 0 && (!v || !out)) return sde_fail(SDE_EINVAL, "gmm: bad arguments");
-  GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
-    const float *xi = x + (size_t)i * D, *vi = v + (size_t)i * D;
-    gmm_posterior(g, &tab, xi, r, g2);
-    gmm_score_one(g, &tab, xi, r, acc);
-    memset(prod, 0, sizeof(double) * (size_t)D);
-    for (int k = 0; k < g->K; k++) {
-      if (r[k] < GMM_NEGLIGIBLE) continue;
-      const double *mu = g->means + (size_t)k * D;
-      double dot = 0.0;
-      for (int64_t d = 0; d < D; d++) {
-        double gk = -((double)xi[d] - tab.m * mu[d]) * gmm_inv_var(&tab, k, D, d);
-        dot += (gk - acc[d]) * vi[d];
-      }
-      for (int64_t d = 0; d < D; d++) {
-        double iv = gmm_inv_var(&tab, k, D, d);
-        double gk = -((double)xi[d] - tab.m * mu[d]) * iv;
-        prod[d] += r[k] * (-(double)vi[d] * iv + gk * dot);
-      }
-    }
-    for (int64_t d = 0; d < D; d++) out[(size_t)i * D + d] = (float)prod[d];
-  });
-  if (status) return sde_fail(status, "gmm: out of memory for scratch");
+  gmm_job j = {.g = mdl->impl, .sde = sde, .what = GMM_VJP, .x = x, .t = t, .v = v, .out = out};
+  if (gmm_run(&j, n)) return sde_fail(SDE_ENOMEM, "gmm: out of memory for scratch");
   return SDE_OK;
 }
 
@@ -272,91 +306,108 @@ static pthread_once_t empirical_blas_once = PTHREAD_ONCE_INIT;
 static void empirical_blas_single_thread(void) { openblas_set_num_threads(1); }
 #endif
 
-static int empirical_eval(const gmm *g, const sde_sde *sde, int n, const float *x, const float *t,
-                          float *score, double *div) {
+typedef struct {
+  const gmm *g;
+  const sde_sde *sde;
+  int n, block;
+  const float *x, *t;
+  float *score;   /* [n, D] or NULL */
+  double *div;    /* [n] or NULL */
+  atomic_int fail;
+} empirical_job;
+
+/* Samples [b0, b0 + bn) with scratch xd[bn, D], mix[bn, D], dots[bn, K] */
+static void empirical_block(const empirical_job *j, int b0, int bn, double *xd, double *mix,
+                            double *dots) {
+  const gmm *g = j->g;
   const int K = g->K;
   const int64_t D = g->D;
-  int status = SDE_OK;
+  for (int64_t e = 0; e < (int64_t)bn * D; e++) xd[e] = j->x[(size_t)b0 * D + e];
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bn, K, (int)D, 1.0, xd, (int)D,
+              g->means, (int)D, 0.0, dots, K);
+  for (int i = 0; i < bn; i++) {
+    double m, std;
+    sde_marginal(j->sde, (double)j->t[b0 + i], &m, &std);
+    const double s2 = std * std;
+    const double *xi = xd + (size_t)i * D;
+    double x2 = 0.0;
+    for (int64_t d = 0; d < D; d++) x2 += xi[d] * xi[d];
+    double *r = dots + (size_t)i * K, best = -INFINITY;
+    for (int k = 0; k < K; k++) {
+      double dist2 = fmax(x2 - 2.0 * m * r[k] + m * m * g->sq_norms[k], 0.0);
+      r[k] = g->log_w[k] - 0.5 * dist2 / s2; /* the common normaliser cancels */
+      best = fmax(best, r[k]);
+    }
+    double total = 0.0;
+    for (int k = 0; k < K; k++) total += (r[k] = exp(r[k] - best));
+    for (int k = 0; k < K; k++) r[k] /= total;
+  }
+  /* mix = R Y: the posterior mean of the clean image, per sample */
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, (int)D, K, 1.0, dots, K,
+              g->means, (int)D, 0.0, mix, (int)D);
+  for (int i = 0; i < bn; i++) {
+    double m, std;
+    sde_marginal(j->sde, (double)j->t[b0 + i], &m, &std);
+    const double s2 = std * std;
+    const double *xi = xd + (size_t)i * D, *yi = mix + (size_t)i * D;
+    double s_norm = 0.0;
+    for (int64_t d = 0; d < D; d++) {
+      double sd = (m * yi[d] - xi[d]) / s2;
+      if (j->score) j->score[(size_t)(b0 + i) * D + d] = (float)sd;
+      s_norm += sd * sd;
+    }
+    if (j->div) {
+      /* ∇·s = Σ_k r_k |g_k|² - D/s2 - |s|², with |g_k|² = |x - m y_k|²/s2² */
+      double sum = 0.0;
+      const double *r = dots + (size_t)i * K;
+      for (int k = 0; k < K; k++) {
+        if (r[k] < GMM_NEGLIGIBLE) continue;
+        const double *yk = g->means + (size_t)k * D;
+        double dist2 = 0.0;
+        for (int64_t d = 0; d < D; d++) {
+          double diff = xi[d] - m * yk[d];
+          dist2 += diff * diff;
+        }
+        sum += r[k] * dist2 / (s2 * s2);
+      }
+      j->div[b0 + i] = sum - (double)D / s2 - s_norm;
+    }
+  }
+}
+
+static void empirical_blocks(void *ctx, int64_t k0, int64_t k1) {
+  empirical_job *j = ctx;
+  double *xd = malloc(sizeof(double) * EMPIRICAL_BLOCK * (size_t)j->g->D);
+  double *mix = malloc(sizeof(double) * EMPIRICAL_BLOCK * (size_t)j->g->D);
+  double *dots = malloc(sizeof(double) * EMPIRICAL_BLOCK * (size_t)j->g->K);
+  if (!xd || !mix || !dots) {
+    atomic_store(&j->fail, 1);
+  } else {
+    for (int64_t k = k0; k < k1; k++) {
+      int b0 = (int)k * j->block, bn = j->n - b0 < j->block ? j->n - b0 : j->block;
+      empirical_block(j, b0, bn, xd, mix, dots);
+    }
+  }
+  free(xd);
+  free(mix);
+  free(dots);
+}
+
+static int empirical_eval(const gmm *g, const sde_sde *sde, int n, const float *x, const float *t,
+                          float *score, double *div) {
 #if defined(OPENBLAS_VERSION)
   pthread_once(&empirical_blas_once, empirical_blas_single_thread);
 #endif
   /* Small batches are split so every thread gets a share. Each sample's arithmetic is
    * the same in any block, so the result does not depend on the split. */
-  const int threads = omp_get_max_threads();
+  const int threads = sde_parallel_threads();
   int block = (n + threads - 1) / threads;
   if (block > EMPIRICAL_BLOCK) block = EMPIRICAL_BLOCK;
   if (block < 1) block = 1;
-#pragma omp parallel
-  {
-    double *xd = malloc(sizeof(double) * EMPIRICAL_BLOCK * (size_t)D);
-    double *mix = malloc(sizeof(double) * EMPIRICAL_BLOCK * (size_t)D);
-    double *dots = malloc(sizeof(double) * EMPIRICAL_BLOCK * (size_t)K);
-    if (!xd || !mix || !dots) {
-#pragma omp atomic write
-      status = SDE_ENOMEM;
-    }
-#pragma omp for schedule(static)
-    for (int b0 = 0; b0 < n; b0 += block) {
-      if (!xd || !mix || !dots) continue;
-      const int bn = n - b0 < block ? n - b0 : block;
-      for (int64_t j = 0; j < (int64_t)bn * D; j++) xd[j] = x[(size_t)b0 * D + j];
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bn, K, (int)D, 1.0, xd, (int)D,
-                  g->means, (int)D, 0.0, dots, K);
-      for (int i = 0; i < bn; i++) {
-        double m, std;
-        sde_marginal(sde, (double)t[b0 + i], &m, &std);
-        const double s2 = std * std;
-        const double *xi = xd + (size_t)i * D;
-        double x2 = 0.0;
-        for (int64_t d = 0; d < D; d++) x2 += xi[d] * xi[d];
-        double *r = dots + (size_t)i * K, best = -INFINITY;
-        for (int k = 0; k < K; k++) {
-          double dist2 = fmax(x2 - 2.0 * m * r[k] + m * m * g->sq_norms[k], 0.0);
-          r[k] = g->log_w[k] - 0.5 * dist2 / s2; /* the common normaliser cancels */
-          best = fmax(best, r[k]);
-        }
-        double total = 0.0;
-        for (int k = 0; k < K; k++) total += (r[k] = exp(r[k] - best));
-        for (int k = 0; k < K; k++) r[k] /= total;
-      }
-      /* mix = R Y: the posterior mean of the clean image, per sample */
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, (int)D, K, 1.0, dots, K,
-                  g->means, (int)D, 0.0, mix, (int)D);
-      for (int i = 0; i < bn; i++) {
-        double m, std;
-        sde_marginal(sde, (double)t[b0 + i], &m, &std);
-        const double s2 = std * std;
-        const double *xi = xd + (size_t)i * D, *yi = mix + (size_t)i * D;
-        double s_norm = 0.0;
-        for (int64_t d = 0; d < D; d++) {
-          double sd = (m * yi[d] - xi[d]) / s2;
-          if (score) score[(size_t)(b0 + i) * D + d] = (float)sd;
-          s_norm += sd * sd;
-        }
-        if (div) {
-          /* ∇·s = Σ_k r_k |g_k|² - D/s2 - |s|², with |g_k|² = |x - m y_k|²/s2² */
-          double x2 = 0.0, sum = 0.0;
-          const double *r = dots + (size_t)i * K;
-          for (int64_t d = 0; d < D; d++) x2 += xi[d] * xi[d];
-          for (int k = 0; k < K; k++) {
-            if (r[k] < GMM_NEGLIGIBLE) continue;
-            const double *yk = g->means + (size_t)k * D;
-            double dist2 = 0.0;
-            for (int64_t d = 0; d < D; d++) {
-              double diff = xi[d] - m * yk[d];
-              dist2 += diff * diff;
-            }
-            sum += r[k] * dist2 / (s2 * s2);
-          }
-          div[b0 + i] = sum - (double)D / s2 - s_norm;
-        }
-      }
-    }
-    free(xd);
-    free(mix);
-    free(dots);
-  }
-  return status ? sde_fail(status, "empirical model: out of memory for a batch") : SDE_OK;
+  empirical_job j = {g, sde, n, block, x, t, score, div, 0};
+  sde_parallel_for((n + block - 1) / block, 1, empirical_blocks, &j);
+  return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "empirical model: out of memory for a batch")
+                              : SDE_OK;
 }
 
 static int empirical_score(const sde_model *mdl, const sde_sde *sde, int n, const float *x,
@@ -536,59 +587,62 @@ static int is_mixture(const sde_model *m) {
 int sde_gmm_logp(const sde_model *mdl, const sde_sde *sde, int n, const float *x, const float *t,
                  double *logp) {
   if (!is_mixture(mdl)) return sde_fail(SDE_EINVAL, "not a mixture model");
-  const gmm *g = mdl->impl;
   int status = gmm_check(mdl, sde, n, x, t);
   if (status) return status;
-  GMM_FOR_EACH_SAMPLE(g, sde, n, t, &status, {
-    logp[i] = gmm_posterior(g, &tab, x + (size_t)i * g->D, r, g2);
-  });
-  if (status) return sde_fail(status, "gmm: out of memory for scratch");
+  gmm_job j = {.g = mdl->impl, .sde = sde, .what = GMM_LOGP, .x = x, .t = t, .val = logp};
+  if (gmm_run(&j, n)) return sde_fail(SDE_ENOMEM, "gmm: out of memory for scratch");
   return SDE_OK;
 }
 
 int sde_gmm_classify(const sde_model *mdl, const sde_sde *sde, int n, const float *x, double t,
                      int *comp) {
   if (!is_mixture(mdl)) return sde_fail(SDE_EINVAL, "not a mixture model");
-  const gmm *g = mdl->impl;
   float *tv = sde_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
   if (!tv) return SDE_ENOMEM;
   for (int i = 0; i < n; i++) tv[i] = (float)t;
   int status = gmm_check(mdl, sde, n, x, tv);
-  if (!status) {
-    GMM_FOR_EACH_SAMPLE(g, sde, n, tv, &status, {
-      gmm_posterior(g, &tab, x + (size_t)i * g->D, r, g2);
-      int best = 0;
-      for (int k = 1; k < g->K; k++)
-        if (r[k] > r[best]) best = k;
-      comp[i] = best;
-    });
-  }
+  gmm_job j = {.g = mdl->impl, .sde = sde, .what = GMM_CLASSIFY, .x = x, .t = tv, .comp = comp};
+  if (!status) status = gmm_run(&j, n);
   free(tv);
   return status ? sde_fail(status, "gmm: classification failed") : SDE_OK;
 }
 
-int sde_gmm_sample(const sde_model *mdl, const sde_sde *sde, double t, int n, uint64_t seed,
-                   uint64_t stream0, float *x, int *comp) {
-  if (!is_mixture(mdl)) return sde_fail(SDE_EINVAL, "not a mixture model");
-  const gmm *g = mdl->impl;
+typedef struct {
+  const gmm *g;
   double m, std;
-  sde_marginal(sde, t, &m, &std);
-#pragma omp parallel for schedule(static)
-  for (int i = 0; i < n; i++) {
+  uint64_t seed, stream0;
+  float *x;
+  int *comp;
+} draw_job;
+
+/* Exact draws i in [i0, i1): component from stream (seed, stream0 + i) step 0, noise step 1 */
+static void gmm_draws(void *ctx, int64_t i0, int64_t i1) {
+  const draw_job *j = ctx;
+  const gmm *g = j->g;
+  const double m = j->m, std = j->std;
+  for (int64_t i = i0; i < i1; i++) {
     float u;
-    float *xi = x + (size_t)i * g->D;
-    sde_randu(seed, stream0 + (uint64_t)i, 0, &u, 1);
+    float *xi = j->x + (size_t)i * g->D;
+    sde_randu(j->seed, j->stream0 + (uint64_t)i, 0, &u, 1);
     int k = 0;
     double cum = g->w[0];
     while (k < g->K - 1 && (double)u >= cum) cum += g->w[++k];
-    sde_randn(seed, stream0 + (uint64_t)i, 1, xi, g->D);
+    sde_randn(j->seed, j->stream0 + (uint64_t)i, 1, xi, g->D);
     const double *mu = g->means + (size_t)k * g->D;
     for (int64_t d = 0; d < g->D; d++) {
       double var = (g->vars ? m * m * g->vars[(size_t)k * g->D + d] : 0.0) + std * std;
       xi[d] = (float)(m * mu[d] + sqrt(var) * xi[d]);
     }
-    if (comp) comp[i] = k;
+    if (j->comp) j->comp[i] = k;
   }
+}
+
+int sde_gmm_sample(const sde_model *mdl, const sde_sde *sde, double t, int n, uint64_t seed,
+                   uint64_t stream0, float *x, int *comp) {
+  if (!is_mixture(mdl)) return sde_fail(SDE_EINVAL, "not a mixture model");
+  draw_job j = {.g = mdl->impl, .seed = seed, .stream0 = stream0, .x = x, .comp = comp};
+  sde_marginal(sde, t, &j.m, &j.std);
+  sde_parallel_for(n, 1, gmm_draws, &j);
   return SDE_OK;
 }
 

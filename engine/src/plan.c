@@ -3,19 +3,32 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "parallel.h"
 #include "scoresde/error.h"
 #include "scoresde/plan.h"
 
 #define PLAN_BLOCK 512
 
+typedef struct {
+  int64_t D;
+  const float *x;
+  double *norms;
+} norms_job;
+
+static void norms_range(void *ctx, int64_t i0, int64_t i1) {
+  const norms_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) {
+    const float *xi = j->x + (size_t)i * j->D;
+    double s = 0.0;
+    for (int64_t d = 0; d < j->D; d++) s += (double)xi[d] * xi[d];
+    j->norms[i] = s;
+  }
+}
+
 /* Squared norms in double. */
 static void row_norms(int n, int64_t D, const float *x, double *norms) {
-#pragma omp parallel for schedule(static)
-  for (int i = 0; i < n; i++) {
-    double s = 0.0;
-    for (int64_t d = 0; d < D; d++) s += (double)x[(size_t)i * D + d] * x[(size_t)i * D + d];
-    norms[i] = s;
-  }
+  norms_job j = {D, x, norms};
+  sde_parallel_for(n, 1, norms_range, &j);
 }
 
 static double exact_distance(int64_t D, const float *a, const float *b) {

@@ -1,15 +1,12 @@
 /* Threads and clocks. */
-#include <omp.h>
 #include <time.h>
 
+#include "parallel.h"
 #include "scoresde/scoresde.h"
 
-void sde_set_num_threads(int n) {
-  if (n <= 0) n = omp_get_num_procs();
-  omp_set_num_threads(n);
-}
+void sde_set_num_threads(int n) { sde_parallel_set_threads(n); }
 
-int sde_get_num_threads(void) { return omp_get_max_threads(); }
+int sde_get_num_threads(void) { return sde_parallel_threads(); }
 
 double sde_now(void) {
   struct timespec ts;

@@ -1,5 +1,4 @@
 /* RNG, SDE coefficients, analytic-model derivatives, determinism and the planner. */
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -243,9 +242,9 @@ static void test_determinism(void) {
     p.steps = 100;
     p.seed = 11;
     if (kinds[k] == SDE_SUBVP) p.predictor = SDE_PRED_EULER_MARUYAMA;
-    omp_set_num_threads(1);
+    sde_set_num_threads(1);
     sde_sample(m, &sde, &p, n, 0, a, NULL);
-    omp_set_num_threads(2);
+    sde_set_num_threads(2);
     sde_sample(m, &sde, &p, n, 0, b, NULL);
     TAP_CHECK(!memcmp(a, b, sizeof(float) * n * D), "%s PC: identical at 1 and 2 threads",
               sde_kind_name(kinds[k]));
@@ -376,9 +375,9 @@ static void test_empirical_matches_mixture(void) {
   for (int i = 0; i < n; i++) worst_div = fmax(worst_div, fabs(d1[i] - d2[i]) / fmax(1.0, fabs(d2[i])));
   TAP_CHECK(worst < 1e-5, "empirical score by GEMM = mixture score (rel err %.2g)", worst);
   TAP_CHECK(worst_div < 1e-6, "empirical divergence by GEMM = mixture divergence (rel err %.2g)", worst_div);
-  omp_set_num_threads(1);
+  sde_set_num_threads(1);
   sde_model_score(emp, &sde, n, x, t, s2);
-  omp_set_num_threads(2);
+  sde_set_num_threads(2);
   TAP_CHECK(!memcmp(s1, s2, sizeof(float) * n * Dm), "empirical score identical at 1 and 2 threads");
   sde_model_free(emp);
   sde_model_free(mix);

@@ -14,7 +14,6 @@
  *
  *   test_grad [--verbose] */
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include "scoresde/model.h"
 #include "scoresde/network.h"
 #include "scoresde/rng.h"
+#include "scoresde/scoresde.h"
 #include "tap.h"
 
 static int verbose = 0;
@@ -243,15 +243,15 @@ static void run_case(const grad_case *gc) {
   /* thread-count invariance of the gradients */
   {
     float *gp1 = calloc((size_t)P, 4), *gx1 = calloc(n, 4);
-    int nt = omp_get_max_threads();
-    omp_set_num_threads(1);
+    int nt = sde_get_num_threads();
+    sde_set_num_threads(1);
     loss_eval(&lc);
     sde_ncsnpp_train_backward(net, tw, lc.w, gp1, gx1);
-    omp_set_num_threads(nt > 1 ? nt : 2);
+    sde_set_num_threads(nt > 1 ? nt : 2);
     float *gp2 = calloc((size_t)P, 4), *gx2 = calloc(n, 4);
     loss_eval(&lc);
     sde_ncsnpp_train_backward(net, tw, lc.w, gp2, gx2);
-    omp_set_num_threads(nt);
+    sde_set_num_threads(nt);
     TAP_CHECK(!memcmp(gp1, gp2, (size_t)P * 4) && !memcmp(gx1, gx2, n * 4) &&
                   !memcmp(gp1, gp, (size_t)P * 4),
               "%s: gradients bit-identical with 1 and 2 threads", gc->name);

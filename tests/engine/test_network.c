@@ -7,7 +7,6 @@
  *
  * Environment (set by meson): SCORESDE_FIXTURES, SCORESDE_CLI, SCORESDE_SRC. */
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 #include "scoresde/json.h"
 #include "scoresde/model.h"
 #include "scoresde/network.h"
+#include "scoresde/scoresde.h"
 #include "tap.h"
 
 static const char *fixtures_dir(void) {
@@ -183,13 +183,13 @@ static void test_fixture(const char *name) {
             e_score, rc ? ": " : "", rc ? sde_errmsg() : "");
 
   /* bit-identical for 1 and 2 threads, and for a batch split in single samples */
-  int nt = omp_get_max_threads();
-  omp_set_num_threads(1);
+  int nt = sde_get_num_threads();
+  sde_set_num_threads(1);
   rc = sde_network_forward(m, B, x.data, labels.data, out1);
-  omp_set_num_threads(nt > 1 ? nt : 2);
+  sde_set_num_threads(nt > 1 ? nt : 2);
   TAP_CHECK(rc == 0 && memcmp(out, out1, sizeof(float) * B * D) == 0,
             "%s: 1 thread and %d threads give bit-identical outputs", name, nt > 1 ? nt : 2);
-  omp_set_num_threads(nt);
+  sde_set_num_threads(nt);
   /* bit-identical by construction: GEMM tiles depend on the shape only, never the batch */
   int same = 1;
   double e_batch = 0.0;

@@ -4,7 +4,6 @@
  *                            gradient checks for every op, 1-vs-2-thread determinism
  *   test_nn_ops --torch DIR  compare forward and backward against the PyTorch reference
  *                            written by tests/engine/nn_ref.py into DIR */
-#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include "scoresde/error.h"
 #include "scoresde/io.h"
 #include "scoresde/nn.h"
+#include "scoresde/scoresde.h"
 #include "tap.h"
 
 /* ---------------------------------------------------------------------------------------
@@ -913,9 +913,9 @@ static void run_det(outputs *o) {
 
 static void test_determinism(void) {
   outputs one, two;
-  omp_set_num_threads(1);
+  sde_set_num_threads(1);
   run_det(&one);
-  omp_set_num_threads(2);
+  sde_set_num_threads(2);
   run_det(&two);
   int same = one.count == two.count;
   for (int i = 0; same && i < one.count; i++) {

@@ -12,7 +12,6 @@
  *
  *   test_train [--smoke-steps N] */
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +25,7 @@
 #include "scoresde/network.h"
 #include "scoresde/rng.h"
 #include "scoresde/sample.h"
+#include "scoresde/scoresde.h"
 #include "scoresde/train.h"
 #include "tap.h"
 
@@ -156,13 +156,13 @@ static void test_resume_api(void) {
   sde_trainer_create(&nc, &tc, &c);
   TAP_CHECK(same_state(a, b), "two new runs with one seed start identical");
   /* uninterrupted: 6 steps, 2 threads */
-  int nt = omp_get_max_threads();
-  omp_set_num_threads(2);
+  int nt = sde_get_num_threads();
+  sde_set_num_threads(2);
   run_steps(a, &ds, 6, NULL);
   /* 1 thread */
-  omp_set_num_threads(1);
+  sde_set_num_threads(1);
   run_steps(c, &ds, 6, NULL);
-  omp_set_num_threads(nt);
+  sde_set_num_threads(nt);
   TAP_CHECK(same_state(a, c), "6 steps with 1 and 2 threads are bit-identical");
   /* interrupted: 3 steps, checkpoint, free, load, 3 more */
   char path[512];
@@ -337,9 +337,9 @@ static void test_smoke(int steps) {
   int rc = sde_trainer_create(&nc, &tc, &t);
   if (!TAP_CHECK(rc == 0, "smoke: trainer (%s)", rc ? sde_errmsg() : "")) return;
   double *loss = malloc((size_t)steps * sizeof(double));
-  double t0 = omp_get_wtime();
+  double t0 = sde_now();
   rc = run_steps(t, &ds, steps, loss);
-  double secs = omp_get_wtime() - t0;
+  double secs = sde_now() - t0;
   if (!TAP_CHECK(rc == 0, "smoke: %d steps in %.1f s", steps, secs)) return;
   double se1, se2;
   double m1 = mean_of(loss, 20, &se1), m2 = mean_of(loss + steps - 20, 20, &se2);

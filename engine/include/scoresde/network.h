@@ -20,7 +20,7 @@
  *
  * Threading: a loaded network is read-only and shared; every forward call takes its
  * scratch from a per-call workspace (see sde_net_workspace) and is reentrant. Results are
- * bit-identical for any OpenMP thread count. */
+ * bit-identical for any thread count. */
 #ifndef SCORESDE_NETWORK_H
 #define SCORESDE_NETWORK_H
 

@@ -7,9 +7,10 @@
  *    they produce (inputs and parameters alike), so zero gradients before the first
  *    backward. Every gradient pointer may be NULL to skip that gradient. Biases may be NULL.
  *  - Outputs must not alias inputs unless a function says so.
- *  - Threads: OpenMP over independent outputs; every result is bit-identical for any
- *    thread count. GEMMs are single-threaded OpenBLAS calls on tiles fixed by the shape
- *    alone (the first call sets OpenBLAS to one thread so its pool does not fight OpenMP).
+ *  - Threads: the engine's pool over independent outputs; every result is bit-identical
+ *    for any thread count. GEMMs are single-threaded OpenBLAS calls on tiles fixed by the
+ *    shape alone (the first call sets OpenBLAS to one thread so its pool does not fight
+ *    ours).
  *  - Functions returning int return SDE_OK or an sde_status with a message (sde_fail);
  *    they only fail on bad shapes/arguments or, when scratch is NULL, out of memory.
  *  - Scratch: ops that need work memory take `float *scratch` of the size given by their

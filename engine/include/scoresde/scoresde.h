@@ -18,8 +18,9 @@
 
 #define SCORESDE_VERSION "0.1.0"
 
-/* Number of worker threads the engine may use (OpenMP); 0 = all cores. Results do not
- * depend on it. */
+/* Number of threads the engine's parallel loops use, the caller's included; 0 = the CPUs
+ * this process may run on. Default: OMP_NUM_THREADS, else those CPUs. Results do not
+ * depend on it. Idle threads sleep after a few tens of microseconds. */
 void sde_set_num_threads(int n);
 int sde_get_num_threads(void);
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../parallel.h"
 #include "backend.h"
 #include "cuda/cuda_math.cuh" /* sde_adam_elem: one definition of the optimizer math */
 #include "scoresde/error.h"
@@ -182,10 +183,20 @@ WRAP_VOID(concat_channels_backward, (const sde_backend *be, float *da, float *db
           (da, db, dout, B, Ca, Cb, HW))
 
 /* not in nn.h: dropout's elementwise ops (the arithmetic ncsnpp.c had inline) */
+typedef struct {
+  float *out;
+  const float *a, *b;
+} mul_job;
+
+static void mul_range(void *ctx, int64_t i0, int64_t i1) {
+  const mul_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) j->out[i] = j->a[i] * j->b[i];
+}
+
 static void cpu_mul(const sde_backend *be, float *out, const float *a, const float *b, size_t n) {
   (void)be;
-#pragma omp parallel for schedule(static) if (n >= 65536)
-  for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i];
+  mul_job j = {out, a, b};
+  sde_parallel_for((int64_t)n, n >= 65536 ? 1 : (int64_t)n, mul_range, &j);
 }
 static void cpu_dropout_mask(const sde_backend *be, float *mask, float p, float keep, size_t n) {
   (void)be;
@@ -199,12 +210,26 @@ static void cpu_dropout_mask(const sde_backend *be, float *mask, float p, float 
 
 typedef void (*row_fn)(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n);
 
+typedef struct {
+  row_fn fn;
+  float *out;
+  uint64_t seed, stream0;
+  uint32_t step;
+  int64_t row_len;
+} rows_job;
+
+static void rows_range(void *ctx, int64_t i0, int64_t i1) {
+  const rows_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++)
+    j->fn(j->seed, j->stream0 + (uint64_t)i, j->step, j->out + i * j->row_len, j->row_len);
+}
+
 static int rows(row_fn fn, float *out, uint64_t seed, uint64_t stream0, uint32_t step,
                 int n_rows, int64_t row_len) {
   if (n_rows < 0 || row_len < 0) return sde_fail(SDE_EINVAL, "random rows: negative shape");
   /* rows are independent streams: any thread order gives the same bits */
-#pragma omp parallel for schedule(static) if (n_rows > 1 && row_len >= 4096)
-  for (int i = 0; i < n_rows; i++) fn(seed, stream0 + (uint64_t)i, step, out + (int64_t)i * row_len, row_len);
+  rows_job j = {fn, out, seed, stream0, step, row_len};
+  sde_parallel_for(n_rows, row_len >= 4096 ? 1 : n_rows, rows_range, &j);
   return SDE_OK;
 }
 
@@ -262,20 +287,31 @@ static int cpu_dot_rows(const sde_backend *be, double *out, const float *x, cons
 
 /* ---- optimizer ------------------------------------------------------------------------- */
 
+typedef struct {
+  float *p, *m, *v, *ema;
+  const float *grad, *trainable;
+  sde_adam_coef c;
+} adam_job;
+
+static void adam_range(void *ctx, int64_t i0, int64_t i1) {
+  const adam_job *j = ctx;
+  const sde_adam_coef c = j->c;
+  for (int64_t i = i0; i < i1; i++) {
+    if (j->trainable && j->trainable[i] == 0.0f) {
+      j->ema[i] = j->p[i];
+      continue;
+    }
+    sde_adam_elem(&j->p[i], &j->m[i], &j->v[i], &j->ema[i], j->grad[i], c.clip, c.b1, c.b2,
+                  c.step_size, c.sbc2, c.eps, c.one_m_decay);
+  }
+}
+
 static int cpu_adam_step(const sde_backend *be, float *p, float *m, float *v, float *ema,
                          const float *grad, const float *trainable, size_t n,
                          const sde_adam_coef *k) {
   (void)be;
-  const sde_adam_coef c = *k;
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i++) {
-    if (trainable && trainable[i] == 0.0f) {
-      ema[i] = p[i];
-      continue;
-    }
-    sde_adam_elem(&p[i], &m[i], &v[i], &ema[i], grad[i], c.clip, c.b1, c.b2, c.step_size, c.sbc2,
-                  c.eps, c.one_m_decay);
-  }
+  adam_job j = {p, m, v, ema, grad, trainable, *k};
+  sde_parallel_for((int64_t)n, 1, adam_range, &j);
   return SDE_OK;
 }
 

@@ -18,6 +18,7 @@
 
 #include "../backend/backend.h"
 #include "../internal.h"
+#include "../parallel.h"
 #include "scoresde/error.h"
 #include "scoresde/json.h"
 #include "scoresde/network.h"
@@ -932,6 +933,16 @@ static const float *P(const fwd_ctx *ctx, const net_module *m, int k) {
 
 static const float SQRT2 = 1.41421356237309504880f; /* np.sqrt(2.) in float32 */
 
+typedef struct {
+  float *out;
+  const float *a, *b;
+} join_job;
+
+static void join_rescaled(void *ctx, int64_t i0, int64_t i1) {
+  const join_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) j->out[i] = (j->a[i] + j->b[i]) / SQRT2;
+}
+
 /* out = (a + b) / sqrt(2) or a + b, elementwise; out may alias a or b. The table has no
  * divide: a device backend multiplies by 1/sqrt(2) (within 1 ulp of the CPU's division). */
 static void residual_join(fwd_ctx *ctx, float *out, const float *a, const float *b, size_t n,
@@ -941,8 +952,8 @@ static void residual_join(fwd_ctx *ctx, float *out, const float *a, const float 
   } else if (!ctx->be->host_memory) {
     BE(add_forward, out, a, b, 1.0f / SQRT2, n);
   } else {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = (a[i] + b[i]) / SQRT2;
+    join_job j = {out, a, b};
+    sde_parallel_for((int64_t)n, 1, join_rescaled, &j);
   }
 }
 

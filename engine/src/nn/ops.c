@@ -6,13 +6,14 @@
  * is computed by the same instruction sequence whatever the number of threads. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
-#include <omp.h>
 
+#include "../parallel.h"
 #include "scoresde/error.h"
 #include "scoresde/nn.h"
 
@@ -24,7 +25,7 @@ static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_single_thread(void) { openblas_set_num_threads(1); }
 #endif
 
-/* OpenBLAS's own pool would fight the OpenMP threads that call it; we parallelise
+/* OpenBLAS's own pool would fight the pool threads that call it; we parallelise
  * ourselves, so BLAS runs single-threaded. */
 static void blas_init(void) {
 #if defined(OPENBLAS_VERSION)
@@ -66,32 +67,48 @@ static void gemm_tile_sizes(int M, int N, double flops, int want, int *mt, int *
  *   reduce = 0:  C_i[M,N] = alpha·op(A_i)[M,K]·op(B_i)[K,N] + beta·C_i     (independent)
  *   reduce = 1:  C[M,N] = beta·C + Σ_i alpha·op(A_i)·op(B_i)  (items summed in order)
  * Work is split into (item, tile) tasks, each one single-threaded sgemm call per item. */
+typedef struct {
+  int batch, reduce, transA, transB, M, N, K;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+  int lda, ldb, ldc;
+  size_t strideA, strideB, strideC;
+  int mt, nt, tn, per_item; /* tile sizes, tiles per row of tiles and per item */
+} gemm_job;
+
+static void gemm_tasks(void *ctx, int64_t t0, int64_t t1) {
+  const gemm_job *g = ctx;
+  for (int64_t task = t0; task < t1; task++) {
+    int t = (int)(task % g->per_item);
+    int i0 = g->reduce ? 0 : (int)(task / g->per_item), i1 = g->reduce ? g->batch : i0 + 1;
+    int m0 = (t / g->tn) * g->mt, n0 = (t % g->tn) * g->nt;
+    int m = g->M - m0 < g->mt ? g->M - m0 : g->mt, n = g->N - n0 < g->nt ? g->N - n0 : g->nt;
+    for (int i = i0; i < i1; i++) {
+      const float *a = g->A + i * g->strideA + (g->transA ? (size_t)m0 : (size_t)m0 * g->lda);
+      const float *b = g->B + i * g->strideB + (g->transB ? (size_t)n0 * g->ldb : (size_t)n0);
+      float *c = g->C + (g->reduce ? 0 : i * g->strideC) + (size_t)m0 * g->ldc + n0;
+      cblas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
+                  g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, a, g->lda, b,
+                  g->ldb, (g->reduce && i > 0) ? 1.0f : g->beta, c, g->ldc);
+    }
+  }
+}
+
 static void gemm_batch(int batch, int reduce, int transA, int transB, int M, int N, int K,
                        float alpha, const float *A, int lda, size_t strideA, const float *Bm,
                        int ldb, size_t strideB, float beta, float *C, int ldc, size_t strideC) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
   blas_init();
+  gemm_job g = {batch, reduce, transA, transB, M, N, K, alpha, beta, A, Bm, C, lda, ldb, ldc,
+                strideA, strideB, strideC, 0, 0, 0, 0};
   /* Tiles depend on the GEMM shape only, never on the batch: OpenBLAS's kernels may round
    * differently for different tile shapes (generic kernels do), and sample i must come out
    * bit-identical whether it runs alone or in a batch. */
-  int mt, nt;
-  gemm_tile_sizes(M, N, 2.0 * M * N * K, GEMM_TASKS, &mt, &nt);
-  int tn = ceil_div(N, nt), per_item = ceil_div(M, mt) * tn;
-  int ntasks = reduce ? per_item : per_item * batch;
-#pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
-  for (int task = 0; task < ntasks; task++) {
-    int t = task % per_item, i0 = reduce ? 0 : task / per_item, i1 = reduce ? batch : i0 + 1;
-    int m0 = (t / tn) * mt, n0 = (t % tn) * nt;
-    int m = M - m0 < mt ? M - m0 : mt, n = N - n0 < nt ? N - n0 : nt;
-    for (int i = i0; i < i1; i++) {
-      const float *a = A + i * strideA + (transA ? (size_t)m0 : (size_t)m0 * lda);
-      const float *b = Bm + i * strideB + (transB ? (size_t)n0 * ldb : (size_t)n0);
-      float *c = C + (reduce ? 0 : i * strideC) + (size_t)m0 * ldc + n0;
-      cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                  transB ? CblasTrans : CblasNoTrans, m, n, K, alpha, a, lda, b, ldb,
-                  (reduce && i > 0) ? 1.0f : beta, c, ldc);
-    }
-  }
+  gemm_tile_sizes(M, N, 2.0 * M * N * K, GEMM_TASKS, &g.mt, &g.nt);
+  g.tn = ceil_div(N, g.nt);
+  g.per_item = ceil_div(M, g.mt) * g.tn;
+  sde_parallel_for_dynamic(reduce ? g.per_item : (int64_t)g.per_item * batch, 1, gemm_tasks, &g);
 }
 
 /* One GEMM: C[M,N] = alpha·op(A)·op(B) + beta·C */
@@ -101,8 +118,10 @@ static void gemm_tiled(int transA, int transB, int M, int N, int K, float alpha,
   gemm_batch(1, 0, transA, transB, M, N, K, alpha, A, lda, 0, Bm, ldb, 0, beta, C, ldc, 0);
 }
 
-/* Parallel-loop threshold for cheap elementwise work. */
+/* Parallel-loop threshold for cheap elementwise work: loops whose total work is below
+ * it run serially. grain(n, work) is sde_parallel_for's min_chunk for that rule. */
 #define PAR_MIN 16384
+static int64_t grain(int64_t n, size_t work) { return work > PAR_MIN ? 1 : n; }
 
 /* Scratch: the caller's buffer, or one we allocate into *owned (the caller frees it). */
 static float *scratch_get(float *given, size_t nfloats, float **owned) {
@@ -110,6 +129,47 @@ static float *scratch_get(float *given, size_t nfloats, float **owned) {
   if (given || nfloats == 0) return given;
   *owned = sde_malloc(nfloats * sizeof(float));
   return *owned;
+}
+
+/* Per-channel bias over [B, C, len] tensors: filling an output, and its gradient. */
+typedef struct {
+  float *out;
+  const float *in;
+  int B, C, len;
+} chan_job;
+
+static void fill_bias_rows(void *ctx, int64_t r0, int64_t r1) {
+  const chan_job *j = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    float bv = j->in ? j->in[r % j->C] : 0.0f;
+    float *o = j->out + r * j->len;
+    for (int p = 0; p < j->len; p++) o[p] = bv;
+  }
+}
+
+/* out[b, c, :] = bias[c] (0 without a bias) */
+static void fill_bias(float *out, const float *bias, int B, int C, int len) {
+  chan_job j = {out, bias, B, C, len};
+  int64_t rows = (int64_t)B * C;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * len), fill_bias_rows, &j);
+}
+
+static void sum_channels_range(void *ctx, int64_t c0, int64_t c1) {
+  const chan_job *j = ctx;
+  for (int64_t c = c0; c < c1; c++) {
+    double acc = 0.0;
+    for (int b = 0; b < j->B; b++) {
+      const float *g = j->in + ((size_t)b * j->C + c) * j->len;
+      for (int p = 0; p < j->len; p++) acc += g[p];
+    }
+    j->out[c] += (float)acc;
+  }
+}
+
+/* dbias[c] += Σ_b Σ_p dout[b, c, p], one channel per thread, the batch in order */
+static void sum_channels(float *dbias, const float *dout, int B, int C, int len) {
+  chan_job j = {dbias, dout, B, C, len};
+  sde_parallel_for(C, grain(C, (size_t)B * C * len), sum_channels_range, &j);
 }
 
 /* ======================================================================================
@@ -180,19 +240,29 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
   return n;
 }
 
-/* col[g][C_in·KH·KW][(oh1-oh0)·Wo] <- patches of x[g][C_in,H,W], output rows [oh0, oh1) */
-static void im2col(float *col, const float *x, int g, const sde_nn_conv2d_shape *s, int oh0,
-                   int oh1) {
-  int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride;
+/* im2col and col2im_add: g images, output rows [oh0, oh1) */
+typedef struct {
+  float *col;
+  const float *x;
+  float *dx;
+  const float *dcol;
+  const sde_nn_conv2d_shape *s;
+  int oh0, oh1;
+} col_job;
+
+static void im2col_rows(void *ctx, int64_t r0, int64_t r1) {
+  const col_job *j = ctx;
+  const sde_nn_conv2d_shape *s = j->s;
+  int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, oh0 = j->oh0, oh1 = j->oh1;
   int Wo = sde_nn_conv2d_out_w(s), nc = (oh1 - oh0) * Wo;
   int rows = s->C_in * KH * KW;
   size_t in_img = (size_t)s->C_in * H * W;
-#pragma omp parallel for schedule(static) if ((size_t)g * rows * nc > PAR_MIN)
-  for (int gr = 0; gr < g * rows; gr++) {
+  const float *x = j->x;
+  for (int gr = (int)r0; gr < r1; gr++) {
     int i = gr / rows, r = gr % rows;
     int c = r / (KH * KW), kh = (r / KW) % KH, kw = r % KW;
     const float *xc = x + i * in_img + (size_t)c * H * W;
-    float *dst = col + (size_t)gr * nc;
+    float *dst = j->col + (size_t)gr * nc;
     /* output columns whose input column iw = ow·st − pad_left + kw is inside [0, W) */
     int ow_lo = 0, ow_hi = Wo;
     while (ow_lo < Wo && ow_lo * st - s->pad_left + kw < 0) ow_lo++;
@@ -216,17 +286,25 @@ static void im2col(float *col, const float *x, int g, const sde_nn_conv2d_shape 
   }
 }
 
-/* dx[g][C_in,H,W] += scatter of dcol[g][C_in·KH·KW][(oh1-oh0)·Wo] (adjoint of im2col) */
-static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_shape *s,
-                       int oh0, int oh1) {
-  int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, Ci = s->C_in;
+/* col[g][C_in·KH·KW][(oh1-oh0)·Wo] <- patches of x[g][C_in,H,W], output rows [oh0, oh1) */
+static void im2col(float *col, const float *x, int g, const sde_nn_conv2d_shape *s, int oh0,
+                   int oh1) {
+  col_job j = {.col = col, .x = x, .s = s, .oh0 = oh0, .oh1 = oh1};
+  int64_t rows = (int64_t)g * s->C_in * s->KH * s->KW;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * (oh1 - oh0) * sde_nn_conv2d_out_w(s)),
+                   im2col_rows, &j);
+}
+
+static void col2im_planes(void *ctx, int64_t p0, int64_t p1) {
+  const col_job *j = ctx;
+  const sde_nn_conv2d_shape *s = j->s;
+  int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, oh0 = j->oh0, oh1 = j->oh1;
   int Wo = sde_nn_conv2d_out_w(s), nc = (oh1 - oh0) * Wo;
-#pragma omp parallel for schedule(static) if ((size_t)g * Ci * KH * KW * nc > PAR_MIN)
-  for (int gc = 0; gc < g * Ci; gc++) {
-    float *dxc = dx + (size_t)gc * H * W; /* image gc / Ci, channel gc % Ci */
+  for (int gc = (int)p0; gc < p1; gc++) {
+    float *dxc = j->dx + (size_t)gc * H * W; /* image gc / Ci, channel gc % Ci */
     for (int kh = 0; kh < KH; kh++) {
       for (int kw = 0; kw < KW; kw++) {
-        const float *src = dcol + ((size_t)(gc * KH + kh) * KW + kw) * nc;
+        const float *src = j->dcol + ((size_t)(gc * KH + kh) * KW + kw) * nc;
         int ow_lo = 0, ow_hi = Wo;
         while (ow_lo < Wo && ow_lo * st - s->pad_left + kw < 0) ow_lo++;
         while (ow_hi > ow_lo && (ow_hi - 1) * st - s->pad_left + kw >= W) ow_hi--;
@@ -240,6 +318,15 @@ static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_
       }
     }
   }
+}
+
+/* dx[g][C_in,H,W] += scatter of dcol[g][C_in·KH·KW][(oh1-oh0)·Wo] (adjoint of im2col) */
+static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_shape *s,
+                       int oh0, int oh1) {
+  col_job j = {.dx = dx, .dcol = dcol, .s = s, .oh0 = oh0, .oh1 = oh1};
+  int64_t planes = (int64_t)g * s->C_in;
+  size_t work = (size_t)planes * s->KH * s->KW * (oh1 - oh0) * sde_nn_conv2d_out_w(s);
+  sde_parallel_for(planes, grain(planes, work), col2im_planes, &j);
 }
 
 /* Direct 3x3 (any KH x KW) stride-1 convolution for AVX-512 CPUs, no im2col and no
@@ -410,142 +497,162 @@ DCONV_TILE33(3, 1)
 typedef void (*dconv_tile_fn)(float *, const float *, const ptrdiff_t *, const __mmask16 *,
                               const float *, size_t, int, int, size_t, int, int, int, int);
 
-static int dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         const sde_nn_conv2d_shape *s, float *scratch) {
+/* dconv_forward's state, shared by its two loops */
+typedef struct {
+  const sde_nn_conv2d_shape *s;
   dconv_plan p;
-  dconv_plan_make(s, &p);
-  const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, H = s->H, W = s->W;
-  const int KK = KH * KW, HWo = p.Ho * p.Wo, pt = s->pad_top, pl = s->pad_left;
-  const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK;
-  const int npad = s->B * Ci;
-  /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
-   * tile may span two images; tasks are (chunk of about one image's tiles) x (channel block) */
-  const int V = s->B * p.nvec, tpc = p.ntile < 32 ? p.ntile : 32;
-  const int cbk = 288 / KK > 8 ? 288 / KK : 8; /* input channels per pass */
-  const int nt = p.mode == DC_GRID ? s->B * p.ntile : ceil_div(V, DC_J);
-  int accbuf_fail = 0;
-  const int ntask = ceil_div(nt, tpc) * p.ncb;
-  float *xp = scratch;
+  float *out, *xp;
+  const float *inp, *weight, *bias;
+  __mmask16 km[16];
+  int V, tpc, cbk, nt, masked, k33;
+  atomic_int fail; /* a task could not allocate its buffer */
+} dconv_job;
+
+/* zero-padded input planes bc in [b0, b1) */
+static void dconv_pad(void *ctx, int64_t b0, int64_t b1) {
+  const dconv_job *j = ctx;
+  const dconv_plan *p = &j->p;
+  const int H = j->s->H, W = j->s->W, pt = j->s->pad_top, pl = j->s->pad_left;
+  for (int64_t bc = b0; bc < b1; bc++) {
+    float *d = j->xp + (size_t)bc * p->S;
+    const float *src = j->inp + (size_t)bc * H * W;
+    if (j->masked) {
+      size_t top = DC_SLACK + (size_t)pt * W, body = (size_t)H * W;
+      memset(d, 0, top * sizeof(float));
+      memcpy(d + top, src, body * sizeof(float));
+      memset(d + top + body, 0, (p->S - top - body) * sizeof(float));
+      continue;
+    }
+    memset(d, 0, (size_t)pt * p->Wp * sizeof(float));
+    for (int i = 0; i < H; i++) {
+      float *dr = d + (size_t)(i + pt) * p->Wp;
+      for (int k = 0; k < pl; k++) dr[k] = 0.0f;
+      memcpy(dr + pl, src + (size_t)i * W, (size_t)W * sizeof(float));
+      for (int k = pl + W; k < p->Wp; k++) dr[k] = 0.0f;
+    }
+    size_t used = (size_t)(H + pt) * p->Wp;
+    memset(d + used, 0, (p->S - used) * sizeof(float));
+  }
+}
+
+/* Tasks t in [t0, t1): (chunk of about one image's tiles) x (block of DC_R output
+ * channels). Partial sums of the task's tiles are kept while the input channels go by in
+ * chunks of cbk (whose weights stay in L1 across the tiles); reloading a float partial
+ * sum is exact, so every output is still one FMA chain over c = 0 .. C_in − 1 in order. */
+static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
+  dconv_job *j = ctx;
   static const dconv_tile_fn fns[2][2][3] = {
       {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0}, {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}},
       {{dconv_tile1_0_33, dconv_tile2_0_33, dconv_tile3_0_33},
        {dconv_tile1_1_33, dconv_tile2_1_33, dconv_tile3_1_33}}};
-  const int masked = p.mode == DC_MASK, k33 = KH == 3 && KW == 3;
-  __mmask16 km[16];
-  for (int kw = 0; kw < KW; kw++) {
+  const sde_nn_conv2d_shape *s = j->s;
+  const dconv_plan *p = &j->p;
+  const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, KK = KH * KW;
+  const int HWo = p->Ho * p->Wo, pl = s->pad_left, V = j->V, tpc = j->tpc, nt = j->nt;
+  const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK;
+  float *accbuf = malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V);
+  if (!accbuf) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  ptrdiff_t off[DC_J];
+  for (int t = (int)t0; t < t1; t++) {
+    int ch = t / p->ncb, cb = t % p->ncb;
+    const float *wb = j->weight + (size_t)cb * DC_R * wst;
+    int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
+    int tl1 = (ch + 1) * tpc < nt ? (ch + 1) * tpc : nt;
+    for (int c0 = 0; c0 < Ci; c0 += j->cbk) {
+    int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk, last = c0 + cn == Ci;
+    for (int tl = ch * tpc; tl < tl1; tl++) {
+      float *tile = accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V;
+      int v0, J, b = 0;
+      if (p->mode == DC_GRID) { /* chunk = image */
+        b = tl / p->ntile;
+        v0 = (tl % p->ntile) * DC_J;
+        J = p->nvec - v0 < DC_J ? p->nvec - v0 : DC_J;
+      } else if (V % DC_J == 1 && V > 1 && tl >= nt - 2) { /* 2 + 2 rather than 3 + 1 */
+        v0 = V - 4 + 2 * (tl - (nt - 2));
+        J = 2;
+      } else {
+        v0 = tl * DC_J;
+        J = V - v0 < DC_J ? V - v0 : DC_J;
+      }
+      for (int k = 0; k < J; k++) {
+        int v = v0 + k, bv = p->mode == DC_GRID ? b : v / p->nvec, vl = p->mode == DC_GRID ? v : v % p->nvec;
+        ptrdiff_t base = (ptrdiff_t)bv * Ci * p->S;
+        if (p->mode == DC_ROWS) {
+          int per_row = p->Wo / DC_V, oh = vl / per_row, ow0 = (vl % per_row) * DC_V;
+          off[k] = base + (ptrdiff_t)oh * p->Wp + ow0;
+        } else if (p->mode == DC_MASK) {
+          off[k] = base + DC_SLACK - pl + (ptrdiff_t)vl * DC_V;
+        } else {
+          off[k] = base + (ptrdiff_t)vl * DC_V;
+        }
+      }
+      fns[j->k33][j->masked][J - 1](tile, j->xp + (size_t)c0 * p->S, off, j->km,
+                                    wb + (size_t)c0 * KK, wst, nr, cn, p->S, KH, KW, p->rs,
+                                    c0 > 0);
+      if (!last) continue;
+      for (int r = 0; r < nr; r++) {
+        int co = cb * DC_R + r;
+        float bv = j->bias ? j->bias[co] : 0.0f;
+        const float *tr = tile + r * DC_J * DC_V;
+        if (p->mode != DC_GRID) {
+          /* global vector v is outputs [16·vl, 16·vl + 16) of image v / nvec */
+          for (int k = 0; k < J; k++) {
+            int v = v0 + k;
+            float *o = j->out + (size_t)(v / p->nvec) * out_img + (size_t)co * HWo +
+                       (size_t)(v % p->nvec) * DC_V;
+            const float *tv = tr + k * DC_V;
+            for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
+          }
+          continue;
+        }
+        /* DC_GRID: scatter the valid columns */
+        float *oc = j->out + (size_t)b * out_img + (size_t)co * HWo;
+        int q0 = v0 * DC_V, Np = p->Ho * p->Wp;
+        int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
+        while (q < qe) {
+          int oh = q / p->Wp, ow = q % p->Wp;
+          int seg = p->Wp - ow < qe - q ? p->Wp - ow : qe - q;
+          int nv = ow < p->Wo ? (p->Wo - ow < seg ? p->Wo - ow : seg) : 0;
+          float *o = oc + (size_t)oh * p->Wo + ow;
+          const float *tv = tr + (q - q0);
+          for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
+          q += seg;
+        }
+      }
+    }
+    }
+  }
+  free(accbuf);
+}
+
+static int dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         const sde_nn_conv2d_shape *s, float *scratch) {
+  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .weight = weight, .bias = bias};
+  dconv_plan_make(s, &j.p);
+  const dconv_plan *p = &j.p;
+  /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
+   * tile may span two images */
+  j.V = s->B * p->nvec;
+  j.tpc = p->ntile < 32 ? p->ntile : 32;
+  j.cbk = 288 / (s->KH * s->KW) > 8 ? 288 / (s->KH * s->KW) : 8; /* input channels per pass */
+  j.nt = p->mode == DC_GRID ? s->B * p->ntile : ceil_div(j.V, DC_J);
+  j.masked = p->mode == DC_MASK;
+  j.k33 = s->KH == 3 && s->KW == 3;
+  atomic_init(&j.fail, 0);
+  for (int kw = 0; kw < s->KW; kw++) {
     unsigned m = 0;
     for (int i = 0; i < DC_V; i++) {
-      int iw = i % W + kw - pl;
-      if (iw >= 0 && iw < W) m |= 1u << i;
+      int iw = i % s->W + kw - s->pad_left;
+      if (iw >= 0 && iw < s->W) m |= 1u << i;
     }
-    km[kw] = (__mmask16)m;
+    j.km[kw] = (__mmask16)m;
   }
-#pragma omp parallel
-  {
-    /* zero-padded input planes */
-#pragma omp for schedule(static)
-    for (int bc = 0; bc < npad; bc++) {
-      float *d = xp + (size_t)bc * p.S;
-      const float *src = inp + (size_t)bc * H * W;
-      if (masked) {
-        size_t top = DC_SLACK + (size_t)pt * W, body = (size_t)H * W;
-        memset(d, 0, top * sizeof(float));
-        memcpy(d + top, src, body * sizeof(float));
-        memset(d + top + body, 0, (p.S - top - body) * sizeof(float));
-        continue;
-      }
-      memset(d, 0, (size_t)pt * p.Wp * sizeof(float));
-      for (int i = 0; i < H; i++) {
-        float *dr = d + (size_t)(i + pt) * p.Wp;
-        for (int j = 0; j < pl; j++) dr[j] = 0.0f;
-        memcpy(dr + pl, src + (size_t)i * W, (size_t)W * sizeof(float));
-        for (int j = pl + W; j < p.Wp; j++) dr[j] = 0.0f;
-      }
-      size_t used = (size_t)(H + pt) * p.Wp;
-      memset(d + used, 0, (p.S - used) * sizeof(float));
-    }
-    /* partial sums of the task's tiles while the input channels go by in chunks of cbk
-     * (whose weights stay in L1 across the tiles); reloading a float partial sum is exact,
-     * so every output is still one FMA chain over c = 0 .. C_in − 1 in order */
-    float *accbuf = malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V);
-    ptrdiff_t off[DC_J];
-#pragma omp for schedule(dynamic, 1)
-    for (int t = 0; t < ntask; t++) {
-      if (!accbuf) {
-#pragma omp atomic write
-        accbuf_fail = 1;
-        continue;
-      }
-      int ch = t / p.ncb, cb = t % p.ncb;
-      const float *wb = weight + (size_t)cb * DC_R * wst;
-      int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
-      int tl1 = (ch + 1) * tpc < nt ? (ch + 1) * tpc : nt;
-      for (int c0 = 0; c0 < Ci; c0 += cbk) {
-      int cn = Ci - c0 < cbk ? Ci - c0 : cbk, last = c0 + cn == Ci;
-      for (int tl = ch * tpc; tl < tl1; tl++) {
-        float *tile = accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V;
-        int v0, J, b = 0;
-        if (p.mode == DC_GRID) { /* chunk = image */
-          b = tl / p.ntile;
-          v0 = (tl % p.ntile) * DC_J;
-          J = p.nvec - v0 < DC_J ? p.nvec - v0 : DC_J;
-        } else if (V % DC_J == 1 && V > 1 && tl >= nt - 2) { /* 2 + 2 rather than 3 + 1 */
-          v0 = V - 4 + 2 * (tl - (nt - 2));
-          J = 2;
-        } else {
-          v0 = tl * DC_J;
-          J = V - v0 < DC_J ? V - v0 : DC_J;
-        }
-        for (int j = 0; j < J; j++) {
-          int v = v0 + j, bv = p.mode == DC_GRID ? b : v / p.nvec, vl = p.mode == DC_GRID ? v : v % p.nvec;
-          ptrdiff_t base = (ptrdiff_t)bv * Ci * p.S;
-          if (p.mode == DC_ROWS) {
-            int per_row = p.Wo / DC_V, oh = vl / per_row, ow0 = (vl % per_row) * DC_V;
-            off[j] = base + (ptrdiff_t)oh * p.Wp + ow0;
-          } else if (p.mode == DC_MASK) {
-            off[j] = base + DC_SLACK - pl + (ptrdiff_t)vl * DC_V;
-          } else {
-            off[j] = base + (ptrdiff_t)vl * DC_V;
-          }
-        }
-        fns[k33][masked][J - 1](tile, xp + (size_t)c0 * p.S, off, km, wb + (size_t)c0 * KK, wst,
-                                nr, cn, p.S, KH, KW, p.rs, c0 > 0);
-        if (!last) continue;
-        for (int r = 0; r < nr; r++) {
-          int co = cb * DC_R + r;
-          float bv = bias ? bias[co] : 0.0f;
-          const float *tr = tile + r * DC_J * DC_V;
-          if (p.mode != DC_GRID) {
-            /* global vector v is outputs [16·vl, 16·vl + 16) of image v / nvec */
-            for (int j = 0; j < J; j++) {
-              int v = v0 + j;
-              float *o = out + (size_t)(v / p.nvec) * out_img + (size_t)co * HWo +
-                         (size_t)(v % p.nvec) * DC_V;
-              const float *tv = tr + j * DC_V;
-              for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
-            }
-            continue;
-          }
-          /* DC_GRID: scatter the valid columns */
-          float *oc = out + (size_t)b * out_img + (size_t)co * HWo;
-          int q0 = v0 * DC_V, Np = p.Ho * p.Wp;
-          int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
-          while (q < qe) {
-            int oh = q / p.Wp, ow = q % p.Wp;
-            int seg = p.Wp - ow < qe - q ? p.Wp - ow : qe - q;
-            int nv = ow < p.Wo ? (p.Wo - ow < seg ? p.Wo - ow : seg) : 0;
-            float *o = oc + (size_t)oh * p.Wo + ow;
-            const float *tv = tr + (q - q0);
-            for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
-            q += seg;
-          }
-        }
-      }
-      }
-    }
-    free(accbuf);
-  }
-  return accbuf_fail ? SDE_ENOMEM : SDE_OK;
+  sde_parallel_for(s->B * s->C_in, 1, dconv_pad, &j);
+  sde_parallel_for_dynamic((int64_t)ceil_div(j.nt, j.tpc) * p->ncb, 1, dconv_tasks, &j);
+  return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
 #endif
 
@@ -566,12 +673,7 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   }
 #endif
   /* out <- bias, then the GEMMs accumulate onto it (beta = 1) */
-#pragma omp parallel for schedule(static) if ((size_t)s->B * out_img > PAR_MIN)
-  for (size_t i = 0; i < (size_t)s->B * Co; i++) {
-    float bv = bias ? bias[i % Co] : 0.0f;
-    float *o = out + i * HWo;
-    for (int p = 0; p < HWo; p++) o[p] = bv;
-  }
+  fill_bias(out, bias, s->B, Co, HWo);
   if (conv2d_is_pointwise(s)) {
     /* y_b[Co,HW] += weight[Co,Ci] · x_b[Ci,HW] */
     gemm_batch(s->B, 0, 0, 0, Co, HWo, K, 1.0f, weight, K, 0, inp, HWo, in_img, 1.0f, out, HWo,
@@ -602,18 +704,7 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s), HWo = Ho * Wo;
   int K = s->C_in * s->KH * s->KW, Co = s->C_out;
   size_t in_img = (size_t)s->C_in * s->H * s->W, out_img = (size_t)Co * HWo;
-  if (dbias) {
-    /* dbias[co] += Σ_b Σ_p dout[b,co,p], one channel per thread */
-#pragma omp parallel for schedule(static) if ((size_t)s->B * out_img > PAR_MIN)
-    for (int co = 0; co < Co; co++) {
-      double acc = 0.0;
-      for (int b = 0; b < s->B; b++) {
-        const float *g = dout + b * out_img + (size_t)co * HWo;
-        for (int p = 0; p < HWo; p++) acc += g[p];
-      }
-      dbias[co] += (float)acc;
-    }
-  }
+  if (dbias) sum_channels(dbias, dout, s->B, Co, HWo);
   if (!dinp && !dweight) return SDE_OK;
   if (conv2d_is_pointwise(s)) {
     /* dweight[Co,Ci] += Σ_b g_b[Co,HW] · x_b[Ci,HW]ᵀ ; dx_b[Ci,HW] += weight[Co,Ci]ᵀ · g_b */
@@ -688,11 +779,7 @@ int sde_nn_linear_backward(float *dinp, float *dweight, float *dbias, const floa
 int sde_nn_nin_forward(float *out, const float *inp, const float *W, const float *bias, int B,
                        int C_in, int HW, int C_out) {
   if (B < 1 || C_in < 1 || HW < 1 || C_out < 1) return sde_fail(SDE_EINVAL, "nin: bad shape");
-#pragma omp parallel for schedule(static) if ((size_t)B * C_out * HW > PAR_MIN)
-  for (size_t i = 0; i < (size_t)B * C_out; i++) {
-    float bv = bias ? bias[i % C_out] : 0.0f;
-    for (int p = 0; p < HW; p++) out[i * HW + p] = bv;
-  }
+  fill_bias(out, bias, B, C_out, HW);
   /* out_b[Co,HW] += W[Ci,Co]ᵀ · inp_b[Ci,HW] */
   gemm_batch(B, 0, 1, 0, C_out, HW, C_in, 1.0f, W, C_out, 0, inp, HW, (size_t)C_in * HW, 1.0f,
              out, HW, (size_t)C_out * HW);
@@ -709,17 +796,7 @@ int sde_nn_nin_backward(float *dinp, float *dW, float *dbias, const float *dout,
   if (dW)
     gemm_batch(B, 1, 0, 1, C_in, C_out, HW, 1.0f, inp, HW, (size_t)C_in * HW, dout, HW,
                (size_t)C_out * HW, 1.0f, dW, C_out, 0);
-  if (dbias) {
-#pragma omp parallel for schedule(static) if ((size_t)B * C_out * HW > PAR_MIN)
-    for (int co = 0; co < C_out; co++) {
-      double acc = 0.0;
-      for (int b = 0; b < B; b++) {
-        const float *g = dout + ((size_t)b * C_out + co) * HW;
-        for (int p = 0; p < HW; p++) acc += g[p];
-      }
-      dbias[co] += (float)acc;
-    }
-  }
+  if (dbias) sum_channels(dbias, dout, B, C_out, HW);
   return SDE_OK;
 }
 
@@ -863,28 +940,43 @@ __attribute__((target("avx512f"))) static void silu_avx512(float *out, const flo
 }
 #endif
 
+/* GroupNorm forward and backward, one (sample, group) or one channel per index */
+typedef struct {
+  float *out, *mean, *rstd, *dgamma, *dbeta;
+  const float *inp, *dout, *gamma, *beta, *cmean, *crstd;
+  int B, C, HW, G, cpg, with_silu, simd;
+  float eps;
+} gn_job;
+
+static void groupnorm_groups(void *ctx, int64_t bg0, int64_t bg1) {
+  const gn_job *j = ctx;
+  const int cpg = j->cpg, HW = j->HW;
+  for (int bg = (int)bg0; bg < bg1; bg++) {
+    int g = bg % j->G;
+    size_t off = (size_t)bg * cpg * HW;
+    const float *gamma = j->gamma ? j->gamma + g * cpg : NULL;
+    const float *beta = j->beta ? j->beta + g * cpg : NULL;
+    float *mean = j->mean ? j->mean + bg : NULL, *rstd = j->rstd ? j->rstd + bg : NULL;
+#ifdef HAVE_DCONV
+    if (j->simd)
+      groupnorm_group_avx512(j->out + off, j->inp + off, gamma, beta, cpg, HW, j->eps,
+                             j->with_silu, mean, rstd);
+    else
+#endif
+      groupnorm_group(j->out + off, j->inp + off, gamma, beta, cpg, HW, j->eps, j->with_silu,
+                      mean, rstd);
+  }
+}
+
 static int groupnorm_forward_impl(float *out, float *mean, float *rstd, const float *inp,
                                   const float *gamma, const float *beta, int B, int C, int HW,
                                   int G, float eps, int with_silu) {
   int rc = groupnorm_check(B, C, HW, G);
   if (rc) return rc;
-  int cpg = C / G, simd = dconv_cpu_ok();
-  (void)simd;
-#pragma omp parallel for schedule(static) if ((size_t)B * C * HW > PAR_MIN)
-  for (int bg = 0; bg < B * G; bg++) {
-    int g = bg % G;
-    size_t off = (size_t)bg * cpg * HW;
-#ifdef HAVE_DCONV
-    if (simd)
-      groupnorm_group_avx512(out + off, inp + off, gamma ? gamma + g * cpg : NULL,
-                             beta ? beta + g * cpg : NULL, cpg, HW, eps, with_silu,
-                             mean ? mean + bg : NULL, rstd ? rstd + bg : NULL);
-    else
-#endif
-      groupnorm_group(out + off, inp + off, gamma ? gamma + g * cpg : NULL,
-                      beta ? beta + g * cpg : NULL, cpg, HW, eps, with_silu,
-                      mean ? mean + bg : NULL, rstd ? rstd + bg : NULL);
-  }
+  gn_job j = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .gamma = gamma, .beta = beta,
+              .B = B, .C = C, .HW = HW, .G = G, .cpg = C / G, .with_silu = with_silu,
+              .simd = dconv_cpu_ok(), .eps = eps};
+  sde_parallel_for(B * G, grain(B * G, (size_t)B * C * HW), groupnorm_groups, &j);
   return SDE_OK;
 }
 
@@ -899,93 +991,153 @@ int sde_nn_groupnorm_silu_forward(float *out, const float *inp, const float *gam
   return groupnorm_forward_impl(out, NULL, NULL, inp, gamma, beta, B, C, HW, G, eps, 1);
 }
 
+/* per group: dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dout·gamma */
+static void groupnorm_dinp_groups(void *ctx, int64_t bg0, int64_t bg1) {
+  const gn_job *j = ctx;
+  const int cpg = j->cpg, HW = j->HW;
+  const float *gamma = j->gamma, *inp = j->inp, *dout = j->dout;
+  float *dinp = j->out;
+  for (int bg = (int)bg0; bg < bg1; bg++) {
+    int g = bg % j->G;
+    size_t off = (size_t)bg * cpg * HW, n = (size_t)cpg * HW;
+    float mu = j->cmean[bg], rs = j->crstd[bg];
+    double s1 = 0.0, s2 = 0.0;
+    for (int c = 0; c < cpg; c++) {
+      float gm = gamma ? gamma[g * cpg + c] : 1.0f;
+      const float *x = inp + off + (size_t)c * HW, *dy = dout + off + (size_t)c * HW;
+      for (int p = 0; p < HW; p++) {
+        float dxhat = dy[p] * gm, xhat = (x[p] - mu) * rs;
+        s1 += dxhat;
+        s2 += (double)dxhat * xhat;
+      }
+    }
+    float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+    for (int c = 0; c < cpg; c++) {
+      float gm = gamma ? gamma[g * cpg + c] : 1.0f;
+      const float *x = inp + off + (size_t)c * HW, *dy = dout + off + (size_t)c * HW;
+      float *dx = dinp + off + (size_t)c * HW;
+      for (int p = 0; p < HW; p++) {
+        float xhat = (x[p] - mu) * rs;
+        dx[p] += rs * (dy[p] * gm - m1 - xhat * m2);
+      }
+    }
+  }
+}
+
+/* dgamma[c] += Σ_b Σ_p dout·xhat, dbeta[c] += Σ_b Σ_p dout, one channel per thread */
+static void groupnorm_dparam_channels(void *ctx, int64_t c0, int64_t c1) {
+  const gn_job *j = ctx;
+  const int HW = j->HW;
+  for (int c = (int)c0; c < c1; c++) {
+    double sg = 0.0, sb = 0.0;
+    for (int b = 0; b < j->B; b++) {
+      int bg = b * j->G + c / j->cpg;
+      float mu = j->cmean[bg], rs = j->crstd[bg];
+      size_t off = ((size_t)b * j->C + c) * HW;
+      for (int p = 0; p < HW; p++) {
+        sg += (double)j->dout[off + p] * ((j->inp[off + p] - mu) * rs);
+        sb += j->dout[off + p];
+      }
+    }
+    if (j->dgamma) j->dgamma[c] += (float)sg;
+    if (j->dbeta) j->dbeta[c] += (float)sb;
+  }
+}
+
 int sde_nn_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
                               const float *inp, const float *mean, const float *rstd,
                               const float *gamma, int B, int C, int HW, int G) {
   int rc = groupnorm_check(B, C, HW, G);
   if (rc) return rc;
-  int cpg = C / G;
+  gn_job j = {.out = dinp, .dgamma = dgamma, .dbeta = dbeta, .inp = inp, .dout = dout,
+              .gamma = gamma, .cmean = mean, .crstd = rstd, .B = B, .C = C, .HW = HW, .G = G,
+              .cpg = C / G};
   size_t total = (size_t)B * C * HW;
-  if (dinp) {
-    /* per group: dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dout·gamma */
-#pragma omp parallel for schedule(static) if (total > PAR_MIN)
-    for (int bg = 0; bg < B * G; bg++) {
-      int g = bg % G;
-      size_t off = (size_t)bg * cpg * HW, n = (size_t)cpg * HW;
-      float mu = mean[bg], rs = rstd[bg];
-      double s1 = 0.0, s2 = 0.0;
-      for (int c = 0; c < cpg; c++) {
-        float gm = gamma ? gamma[g * cpg + c] : 1.0f;
-        const float *x = inp + off + (size_t)c * HW, *dy = dout + off + (size_t)c * HW;
-        for (int p = 0; p < HW; p++) {
-          float dxhat = dy[p] * gm, xhat = (x[p] - mu) * rs;
-          s1 += dxhat;
-          s2 += (double)dxhat * xhat;
-        }
-      }
-      float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
-      for (int c = 0; c < cpg; c++) {
-        float gm = gamma ? gamma[g * cpg + c] : 1.0f;
-        const float *x = inp + off + (size_t)c * HW, *dy = dout + off + (size_t)c * HW;
-        float *dx = dinp + off + (size_t)c * HW;
-        for (int p = 0; p < HW; p++) {
-          float xhat = (x[p] - mu) * rs;
-          dx[p] += rs * (dy[p] * gm - m1 - xhat * m2);
-        }
-      }
-    }
-  }
-  if (dgamma || dbeta) {
-    /* dgamma[c] += Σ_b Σ_p dout·xhat, dbeta[c] += Σ_b Σ_p dout, one channel per thread */
-#pragma omp parallel for schedule(static) if (total > PAR_MIN)
-    for (int c = 0; c < C; c++) {
-      double sg = 0.0, sb = 0.0;
-      for (int b = 0; b < B; b++) {
-        int bg = b * G + c / cpg;
-        float mu = mean[bg], rs = rstd[bg];
-        size_t off = ((size_t)b * C + c) * HW;
-        for (int p = 0; p < HW; p++) {
-          sg += (double)dout[off + p] * ((inp[off + p] - mu) * rs);
-          sb += dout[off + p];
-        }
-      }
-      if (dgamma) dgamma[c] += (float)sg;
-      if (dbeta) dbeta[c] += (float)sb;
-    }
-  }
+  if (dinp) sde_parallel_for(B * G, grain(B * G, total), groupnorm_dinp_groups, &j);
+  if (dgamma || dbeta) sde_parallel_for(C, grain(C, total), groupnorm_dparam_channels, &j);
   return SDE_OK;
 }
 
-void sde_nn_silu_forward(float *out, const float *inp, size_t n) {
+/* Elementwise loops: out (and out2) from a (and b) */
+typedef struct {
+  float *out, *out2;
+  const float *a, *b;
+  float scale;
+  int simd;
+} ew_job;
+
+/* Each element's result depends only on its value, not on where a range starts. */
+static void silu_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
 #ifdef HAVE_DCONV
-  if (dconv_cpu_ok()) {
-    /* chunks of 4096 (a multiple of 16): the result of each element does not depend on
-     * the chunking, only on its value */
-    size_t nch = (n + 4095) / 4096;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t ch = 0; ch < nch; ch++) {
-      size_t i0 = ch * 4096, m = n - i0 < 4096 ? n - i0 : 4096;
-      silu_avx512(out + i0, inp + i0, m);
-    }
+  if (j->simd) {
+    silu_avx512(j->out + i0, j->a + i0, (size_t)(i1 - i0));
     return;
   }
 #endif
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (size_t i = 0; i < n; i++) out[i] = silu1(inp[i]);
+  for (int64_t i = i0; i < i1; i++) j->out[i] = silu1(j->a[i]);
+}
+
+void sde_nn_silu_forward(float *out, const float *inp, size_t n) {
+  ew_job j = {.out = out, .a = inp, .simd = dconv_cpu_ok()};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), silu_range, &j);
+}
+
+static void silu_backward_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) {
+    float x = j->b[i], sg = 1.0f / (1.0f + expf(-x));
+    j->out[i] += j->a[i] * sg * (1.0f + x * (1.0f - sg));
+  }
 }
 
 void sde_nn_silu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (size_t i = 0; i < n; i++) {
-    float x = inp[i], sg = 1.0f / (1.0f + expf(-x));
-    dinp[i] += dout[i] * sg * (1.0f + x * (1.0f - sg));
-  }
+  ew_job j = {.out = dinp, .a = dout, .b = inp};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), silu_backward_range, &j);
 }
 
 /* ======================================================================================
  * Spatial self-attention core */
 
 size_t sde_nn_attention_scratch_floats(int N) { return N > 0 ? (size_t)N * N : 0; }
+
+/* softmax over each row of att[rows, N] (the keys) */
+typedef struct {
+  float *att, *da;
+  const float *a;
+  float scale;
+  int N;
+} softmax_job;
+
+static void softmax_rows(void *ctx, int64_t r0, int64_t r1) {
+  const softmax_job *j = ctx;
+  const int N = j->N;
+  for (int64_t i = r0; i < r1; i++) {
+    float *row = j->att + i * N, mx = row[0];
+    for (int c = 1; c < N; c++) mx = row[c] > mx ? row[c] : mx;
+    double sum = 0.0;
+    for (int c = 0; c < N; c++) {
+      row[c] = expf(row[c] - mx);
+      sum += row[c];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int c = 0; c < N; c++) row[c] *= inv;
+  }
+}
+
+/* softmax backward, times the logit scale: dl = scale · a ⊙ (da − Σ_j a·da) */
+static void softmax_backward_rows(void *ctx, int64_t r0, int64_t r1) {
+  const softmax_job *j = ctx;
+  const int N = j->N;
+  for (int64_t i = r0; i < r1; i++) {
+    const float *ar = j->a + i * N;
+    float *dr = j->da + i * N;
+    double dot = 0.0;
+    for (int c = 0; c < N; c++) dot += (double)ar[c] * dr[c];
+    float dotf = (float)dot;
+    for (int c = 0; c < N; c++) dr[c] = j->scale * ar[c] * (dr[c] - dotf);
+  }
+}
 
 int sde_nn_attention_forward(float *out, float *att, const float *q, const float *k,
                              const float *v, int B, int C, int N) {
@@ -994,19 +1146,9 @@ int sde_nn_attention_forward(float *out, float *att, const float *q, const float
   size_t xs = (size_t)C * N, as = (size_t)N * N;
   /* att_b[N,N] = scale · q_b[C,N]ᵀ · k_b[C,N] */
   gemm_batch(B, 0, 1, 0, N, N, C, scale, q, N, xs, k, N, xs, 0.0f, att, N, as);
-  /* softmax over each row (the keys) */
-#pragma omp parallel for schedule(static) if ((size_t)B * N * N > PAR_MIN)
-  for (size_t i = 0; i < (size_t)B * N; i++) {
-    float *row = att + i * N, mx = row[0];
-    for (int j = 1; j < N; j++) mx = row[j] > mx ? row[j] : mx;
-    double sum = 0.0;
-    for (int j = 0; j < N; j++) {
-      row[j] = expf(row[j] - mx);
-      sum += row[j];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int j = 0; j < N; j++) row[j] *= inv;
-  }
+  softmax_job j = {.att = att, .N = N};
+  int64_t rows = (int64_t)B * N;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * N), softmax_rows, &j);
   /* out_b[C,N] = v_b[C,N] · att_b[N,N]ᵀ */
   gemm_batch(B, 0, 0, 1, C, N, N, 1.0f, v, N, xs, att, N, as, 0.0f, out, N, xs);
   return SDE_OK;
@@ -1027,16 +1169,8 @@ int sde_nn_attention_backward(float *dq, float *dk, float *dv, const float *dout
     if (!dq && !dk) continue;
     /* da[N,N] = g[C,N]ᵀ · v[C,N] */
     gemm_tiled(1, 0, N, N, C, 1.0f, g, N, v + xo, N, 0.0f, da, N);
-    /* softmax backward, times the logit scale: dl = scale · a ⊙ (da − Σ_j a·da) */
-#pragma omp parallel for schedule(static) if ((size_t)N * N > PAR_MIN)
-    for (int i = 0; i < N; i++) {
-      const float *ar = a + (size_t)i * N;
-      float *dr = da + (size_t)i * N;
-      double dot = 0.0;
-      for (int j = 0; j < N; j++) dot += (double)ar[j] * dr[j];
-      float dotf = (float)dot;
-      for (int j = 0; j < N; j++) dr[j] = scale * ar[j] * (dr[j] - dotf);
-    }
+    softmax_job j = {.da = da, .a = a, .scale = scale, .N = N};
+    sde_parallel_for(N, grain(N, (size_t)N * N), softmax_backward_rows, &j);
     /* dq[C,N] += k[C,N] · dl[N,N]ᵀ ; dk[C,N] += q[C,N] · dl[N,N] */
     if (dq) gemm_tiled(0, 1, C, N, N, 1.0f, k + xo, N, da, N, 1.0f, dq + xo, N);
     if (dk) gemm_tiled(0, 0, C, N, N, 1.0f, q + xo, N, da, N, 1.0f, dk + xo, N);
@@ -1123,26 +1257,27 @@ static void fir_build(fir_taps *t, int n_out, int n_in, fir_kind kind) {
   }
 }
 
-/* out[P,Ho,Wo] (=, or += when accumulate) FIR(inp[P,H,W]) along both axes.
- * Per plane: filter every row along W into tmp[H,Wo], then combine rows of tmp along H. */
-static int fir_apply(float *out, const float *inp, int P, int H, int W, int Ho, int Wo,
-                     fir_kind kind, int accumulate) {
-  int nth = omp_get_max_threads();
-  size_t per_thread = (size_t)H * Wo + Wo;
-  fir_taps *rt = sde_malloc(((size_t)Ho + Wo) * sizeof(fir_taps));
-  float *tmp = sde_malloc((size_t)nth * per_thread * sizeof(float));
-  if (!rt || !tmp) {
-    free(rt);
-    free(tmp);
-    return SDE_ENOMEM;
+/* fir_apply's planes [p0, p1): filter every row along W into tmp[H,Wo], then combine
+ * rows of tmp along H */
+typedef struct {
+  float *out;
+  const float *inp;
+  const fir_taps *rt, *ct; /* taps along H (Ho of them) and along W (Wo) */
+  int H, W, Ho, Wo, accumulate;
+  atomic_int fail;
+} fir_job;
+
+static void fir_planes(void *ctx, int64_t p0, int64_t p1) {
+  fir_job *j = ctx;
+  const int H = j->H, W = j->W, Ho = j->Ho, Wo = j->Wo;
+  const fir_taps *rt = j->rt, *ct = j->ct;
+  float *t = malloc(((size_t)H * Wo + Wo) * sizeof(float)), *acc = t + (size_t)H * Wo;
+  if (!t) {
+    atomic_store(&j->fail, 1);
+    return;
   }
-  fir_taps *ct = rt + Ho;
-  fir_build(rt, Ho, H, kind);
-  fir_build(ct, Wo, W, kind);
-#pragma omp parallel for schedule(static) num_threads(nth) if ((size_t)P * Ho * Wo > PAR_MIN)
-  for (int p = 0; p < P; p++) {
-    float *t = tmp + (size_t)omp_get_thread_num() * per_thread, *acc = t + (size_t)H * Wo;
-    const float *x = inp + (size_t)p * H * W;
+  for (int64_t p = p0; p < p1; p++) {
+    const float *x = j->inp + (size_t)p * H * W;
     for (int i = 0; i < H; i++) {
       const float *xr = x + (size_t)i * W;
       float *tr = t + (size_t)i * Wo;
@@ -1155,23 +1290,34 @@ static int fir_apply(float *out, const float *inp, int P, int H, int W, int Ho, 
     }
     for (int oh = 0; oh < Ho; oh++) {
       const fir_taps *r = &rt[oh];
-      float *y = out + ((size_t)p * Ho + oh) * Wo;
+      float *y = j->out + ((size_t)p * Ho + oh) * Wo;
       for (int ow = 0; ow < Wo; ow++) acc[ow] = 0.0f;
       for (int a = 0; a < r->n; a++) {
         const float *tr = t + (size_t)r->idx[a] * Wo;
         float w = r->w[a];
         for (int ow = 0; ow < Wo; ow++) acc[ow] += w * tr[ow];
       }
-      if (accumulate) {
+      if (j->accumulate) {
         for (int ow = 0; ow < Wo; ow++) y[ow] += acc[ow];
       } else {
         for (int ow = 0; ow < Wo; ow++) y[ow] = acc[ow];
       }
     }
   }
+  free(t);
+}
+
+/* out[P,Ho,Wo] (=, or += when accumulate) FIR(inp[P,H,W]) along both axes. */
+static int fir_apply(float *out, const float *inp, int P, int H, int W, int Ho, int Wo,
+                     fir_kind kind, int accumulate) {
+  fir_taps *rt = sde_malloc(((size_t)Ho + Wo) * sizeof(fir_taps));
+  if (!rt) return SDE_ENOMEM;
+  fir_build(rt, Ho, H, kind);
+  fir_build(rt + Ho, Wo, W, kind);
+  fir_job j = {out, inp, rt, rt + Ho, H, W, Ho, Wo, accumulate, 0};
+  sde_parallel_for(P, grain(P, (size_t)P * Ho * Wo), fir_planes, &j);
   free(rt);
-  free(tmp);
-  return SDE_OK;
+  return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "fir: out of memory") : SDE_OK;
 }
 
 static int resample_check(const char *op, int B, int C, int H, int W, int need_even) {
@@ -1262,19 +1408,74 @@ int sde_nn_fir_conv_downsample2x_backward(float *dinp, float *dweight, float *db
   return rc;
 }
 
+/* Nearest 2x upsampling and 2x2 average pooling, forward and backward. Index r runs over
+ * the P·h input rows (upsampling) or output rows (pooling) of all planes; its two rows on
+ * the fine side start at 2r·Wf, Wf the fine width. */
+typedef struct {
+  float *out;
+  const float *in;
+  int W;  /* the coarse width */
+} resample_job;
+
+static void upsample_rows(void *ctx, int64_t r0, int64_t r1) {
+  const resample_job *j = ctx;
+  const int W = j->W, Wo = 2 * W;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *x = j->in + r * W;
+    float *y0 = j->out + 2 * r * Wo, *y1 = y0 + Wo;
+    for (int c = 0; c < W; c++) y0[2 * c] = y0[2 * c + 1] = x[c];
+    memcpy(y1, y0, (size_t)Wo * sizeof(float));
+  }
+}
+
+static void upsample_backward_rows(void *ctx, int64_t r0, int64_t r1) {
+  const resample_job *j = ctx;
+  const int W = j->W, Wo = 2 * W;
+  for (int64_t r = r0; r < r1; r++) {
+    float *dx = j->out + r * W;
+    const float *g0 = j->in + 2 * r * Wo, *g1 = g0 + Wo;
+    for (int c = 0; c < W; c++) dx[c] += (g0[2 * c] + g0[2 * c + 1]) + (g1[2 * c] + g1[2 * c + 1]);
+  }
+}
+
+static void avgpool_rows(void *ctx, int64_t r0, int64_t r1) {
+  const resample_job *j = ctx;
+  const int Wo = j->W, W = 2 * Wo;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *x0 = j->in + 2 * r * W, *x1 = x0 + W;
+    float *y = j->out + r * Wo;
+    for (int c = 0; c < Wo; c++)
+      y[c] = ((x0[2 * c] + x0[2 * c + 1]) + (x1[2 * c] + x1[2 * c + 1])) * 0.25f;
+  }
+}
+
+static void avgpool_backward_rows(void *ctx, int64_t r0, int64_t r1) {
+  const resample_job *j = ctx;
+  const int Wo = j->W, W = 2 * Wo;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *g = j->in + r * Wo;
+    float *d0 = j->out + 2 * r * W, *d1 = d0 + W;
+    for (int c = 0; c < Wo; c++) {
+      float v = 0.25f * g[c];
+      d0[2 * c] += v;
+      d0[2 * c + 1] += v;
+      d1[2 * c] += v;
+      d1[2 * c + 1] += v;
+    }
+  }
+}
+
+/* fn over `rows` rows; parallel when the input image is large enough */
+static void resample(sde_range_fn fn, float *out, const float *in, int coarse_w, int64_t rows,
+                     size_t in_size) {
+  resample_job j = {out, in, coarse_w};
+  sde_parallel_for(rows, grain(rows, in_size), fn, &j);
+}
+
 int sde_nn_upsample_nearest2x_forward(float *out, const float *inp, int B, int C, int H, int W) {
   int rc = resample_check("upsample_nearest2x", B, C, H, W, 0);
   if (rc) return rc;
-  int P = B * C, Wo = 2 * W;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)P * H * W > PAR_MIN)
-  for (int p = 0; p < P; p++) {
-    for (int i = 0; i < H; i++) {
-      const float *x = inp + ((size_t)p * H + i) * W;
-      float *y0 = out + ((size_t)p * 2 * H + 2 * i) * Wo, *y1 = y0 + Wo;
-      for (int j = 0; j < W; j++) y0[2 * j] = y0[2 * j + 1] = x[j];
-      memcpy(y1, y0, (size_t)Wo * sizeof(float));
-    }
-  }
+  resample(upsample_rows, out, inp, W, (int64_t)B * C * H, (size_t)B * C * H * W);
   return SDE_OK;
 }
 
@@ -1282,52 +1483,22 @@ int sde_nn_upsample_nearest2x_backward(float *dinp, const float *dout, int B, in
                                        int W) {
   int rc = resample_check("upsample_nearest2x", B, C, H, W, 0);
   if (rc) return rc;
-  int P = B * C, Wo = 2 * W;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)P * H * W > PAR_MIN)
-  for (int p = 0; p < P; p++) {
-    for (int i = 0; i < H; i++) {
-      float *dx = dinp + ((size_t)p * H + i) * W;
-      const float *g0 = dout + ((size_t)p * 2 * H + 2 * i) * Wo, *g1 = g0 + Wo;
-      for (int j = 0; j < W; j++) dx[j] += (g0[2 * j] + g0[2 * j + 1]) + (g1[2 * j] + g1[2 * j + 1]);
-    }
-  }
+  resample(upsample_backward_rows, dinp, dout, W, (int64_t)B * C * H, (size_t)B * C * H * W);
   return SDE_OK;
 }
 
 int sde_nn_avgpool2x_forward(float *out, const float *inp, int B, int C, int H, int W) {
   int rc = resample_check("avgpool2x", B, C, H, W, 1);
   if (rc) return rc;
-  int P = B * C, Ho = H / 2, Wo = W / 2;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)P * H * W > PAR_MIN)
-  for (int p = 0; p < P; p++) {
-    for (int i = 0; i < Ho; i++) {
-      const float *x0 = inp + ((size_t)p * H + 2 * i) * W, *x1 = x0 + W;
-      float *y = out + ((size_t)p * Ho + i) * Wo;
-      for (int j = 0; j < Wo; j++)
-        y[j] = ((x0[2 * j] + x0[2 * j + 1]) + (x1[2 * j] + x1[2 * j + 1])) * 0.25f;
-    }
-  }
+  resample(avgpool_rows, out, inp, W / 2, (int64_t)B * C * (H / 2), (size_t)B * C * H * W);
   return SDE_OK;
 }
 
 int sde_nn_avgpool2x_backward(float *dinp, const float *dout, int B, int C, int H, int W) {
   int rc = resample_check("avgpool2x", B, C, H, W, 1);
   if (rc) return rc;
-  int P = B * C, Ho = H / 2, Wo = W / 2;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)P * H * W > PAR_MIN)
-  for (int p = 0; p < P; p++) {
-    for (int i = 0; i < Ho; i++) {
-      const float *g = dout + ((size_t)p * Ho + i) * Wo;
-      float *d0 = dinp + ((size_t)p * H + 2 * i) * W, *d1 = d0 + W;
-      for (int j = 0; j < Wo; j++) {
-        float v = 0.25f * g[j];
-        d0[2 * j] += v;
-        d0[2 * j + 1] += v;
-        d1[2 * j] += v;
-        d1[2 * j + 1] += v;
-      }
-    }
-  }
+  resample(avgpool_backward_rows, dinp, dout, W / 2, (int64_t)B * C * (H / 2),
+           (size_t)B * C * H * W);
   return SDE_OK;
 }
 
@@ -1421,50 +1592,80 @@ int sde_nn_timestep_embedding_backward(float *dt, const float *dout, const float
 /* ======================================================================================
  * Elementwise helpers */
 
-void sde_nn_add_forward(float *out, const float *a, const float *b, float scale, size_t n) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (size_t i = 0; i < n; i++) out[i] = (a[i] + b[i]) * scale;
+static void add_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) j->out[i] = (j->a[i] + j->b[i]) * j->scale;
 }
 
-void sde_nn_add_backward(float *da, float *db, const float *dout, float scale, size_t n) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (size_t i = 0; i < n; i++) {
-    float g = scale * dout[i];
-    if (da) da[i] += g;
-    if (db) db[i] += g;
+void sde_nn_add_forward(float *out, const float *a, const float *b, float scale, size_t n) {
+  ew_job j = {.out = out, .a = a, .b = b, .scale = scale};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), add_range, &j);
+}
+
+static void add_backward_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) {
+    float g = j->scale * j->a[i];
+    if (j->out) j->out[i] += g;
+    if (j->out2) j->out2[i] += g;
   }
 }
 
+void sde_nn_add_backward(float *da, float *db, const float *dout, float scale, size_t n) {
+  ew_job j = {.out = da, .out2 = db, .a = dout, .scale = scale};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), add_backward_range, &j);
+}
+
+static void scale_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) j->out[i] = j->a[i] * j->scale;
+}
+
 void sde_nn_scale(float *out, const float *inp, float scale, size_t n) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (size_t i = 0; i < n; i++) out[i] = inp[i] * scale;
+  ew_job j = {.out = out, .a = inp, .scale = scale};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), scale_range, &j);
+}
+
+static void accumulate_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) j->out[i] += j->a[i];
 }
 
 void sde_nn_accumulate(float *dst, const float *src, size_t n) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (size_t i = 0; i < n; i++) dst[i] += src[i];
+  ew_job j = {.out = dst, .a = src};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), accumulate_range, &j);
+}
+
+/* bias[r] per row r of x[B·C rows, HW] */
+static void channel_bias_rows(void *ctx, int64_t r0, int64_t r1) {
+  const chan_job *j = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    float bv = j->in[r], *xr = j->out + r * j->len;
+    for (int p = 0; p < j->len; p++) xr[p] += bv;
+  }
 }
 
 void sde_nn_add_channel_bias_forward(float *x, const float *bias, int B, int C, int HW) {
-  size_t rows = (size_t)B * C;
-#pragma omp parallel for schedule(static) if (rows * HW > PAR_MIN)
-  for (size_t r = 0; r < rows; r++) {
-    float bv = bias[r];
-    float *xr = x + r * HW;
-    for (int p = 0; p < HW; p++) xr[p] += bv;
+  chan_job j = {x, bias, B, C, HW};
+  int64_t rows = (int64_t)B * C;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * HW), channel_bias_rows, &j);
+}
+
+static void channel_bias_backward_rows(void *ctx, int64_t r0, int64_t r1) {
+  const chan_job *j = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    double acc = 0.0;
+    const float *g = j->in + r * j->len;
+    for (int p = 0; p < j->len; p++) acc += g[p];
+    j->out[r] += (float)acc;
   }
 }
 
 void sde_nn_add_channel_bias_backward(float *dbias, const float *dx, int B, int C, int HW) {
   if (!dbias) return;
-  size_t rows = (size_t)B * C;
-#pragma omp parallel for schedule(static) if (rows * HW > PAR_MIN)
-  for (size_t r = 0; r < rows; r++) {
-    double acc = 0.0;
-    const float *g = dx + r * HW;
-    for (int p = 0; p < HW; p++) acc += g[p];
-    dbias[r] += (float)acc;
-  }
+  chan_job j = {dbias, dx, B, C, HW};
+  int64_t rows = (int64_t)B * C;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * HW), channel_bias_backward_rows, &j);
 }
 
 void sde_nn_concat_channels_forward(float *out, const float *a, const float *b, int B, int Ca,
