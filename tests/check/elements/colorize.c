@@ -510,7 +510,7 @@ GST_START_TEST (test_nonfinite_keeps_luminance)
   for (mode = 0; mode < 2; mode++)
     for (size = 0; size < 2; size++) {
       gint w = size ? 48 : 32, hh = size ? 40 : 32, x, y, off = 0;
-      gchar *props = g_strdup_printf ("steps=10 model=%s %s", model,
+      gchar *props = g_strdup_printf ("sampler=pc steps=10 model=%s %s", model,
           modes[mode]);
       GstHarness *h = new_harness (props, w, hh, NULL);
       GstBus *bus = gst_bus_new ();
@@ -550,34 +550,6 @@ GST_START_TEST (test_nonfinite_keeps_luminance)
   g_unlink (model);
   g_free (model);
   g_free (text);
-}
-
-GST_END_TEST;
-
-/* steps=1 is in the property range but the pc sampler needs 2: refused at start. */
-GST_START_TEST (test_steps_one_refused_at_start)
-{
-  GstElement *el = gst_element_factory_make ("scoresdecolorize", NULL);
-  GstBus *bus = gst_bus_new ();
-  GstMessage *msg;
-  GError *err = NULL;
-
-  gst_element_set_bus (el, bus);
-  g_object_set (el, "steps", 1, NULL);
-  fail_unless_equals_int (gst_element_set_state (el, GST_STATE_PAUSED),
-      GST_STATE_CHANGE_FAILURE);
-  msg = scoresde_test_pop_error (bus, 0);
-  scoresde_test_assert_error (msg, GST_LIBRARY_ERROR,
-      GST_LIBRARY_ERROR_SETTINGS);
-  gst_message_parse_error (msg, &err, NULL);
-  fail_unless (strstr (err->message, "at least 2 steps") != NULL, "%s",
-      err->message);
-  g_clear_error (&err);
-  gst_message_unref (msg);
-  gst_element_set_state (el, GST_STATE_NULL);
-  gst_element_set_bus (el, NULL);
-  gst_object_unref (bus);
-  gst_object_unref (el);
 }
 
 GST_END_TEST;
@@ -706,7 +678,6 @@ scoresdecolorize_suite (void)
   tcase_add_test (tc, test_flush_cancels);
   tcase_add_test (tc, test_state_cycles);
   tcase_add_test (tc, test_nonfinite_keeps_luminance);
-  tcase_add_test (tc, test_steps_one_refused_at_start);
   return s;
 }
 

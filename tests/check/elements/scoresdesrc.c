@@ -802,7 +802,7 @@ GST_START_TEST (test_model_cache_identity)
 
   /* replaced the way editors and installers do it: a new file renamed over it */
   g_free (text);
-  text = g_strdup_printf ("{\"kind\": \"empirical\", \"data\": \"tiny0_c3.npy\", "
+  text = g_strdup_printf ("{\"kind\": \"empirical\", \"data\": \"tiny0_c3_ve.npy\", "
       "\"centered\": false, \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
       "\"sigma_max\": 30.0, \"N\": 1000}}\n");
   fail_unless (g_file_set_contents (tmp, text, -1, NULL));
@@ -867,11 +867,11 @@ GST_START_TEST (test_src_nonfinite_warns)
   GstMessage *msg;
   gboolean warned = FALSE;
 
-  tiny_model_path ();           /* writes tiny0_c3.npy */
+  tiny_model_path ();           /* writes tiny0_c3_ve.npy */
   fail_unless (g_file_set_contents (path, "{\"kind\": \"empirical\", \"data\": "
-          "\"tiny0_c3.npy\", \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
+          "\"tiny0_c3_ve.npy\", \"sde\": {\"kind\": \"ve\", \"sigma_min\": 0.01, "
           "\"sigma_max\": 1e37, \"N\": 1000}}", -1, NULL));
-  desc = g_strdup_printf ("scoresdesrc model=%s steps=10 num-buffers=1 ! fakesink",
+  desc = g_strdup_printf ("scoresdesrc model=%s sampler=pc steps=10 num-buffers=1 ! fakesink",
       path);
   pipe = gst_parse_launch (desc, NULL);
   bus = gst_element_get_bus (pipe);
