@@ -233,7 +233,7 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
   /**
    * GstScoreSdeSrc:class-label:
    *
-   * Classifier guidance (Song et al. 2021, §5.3 / Dhariwal & Nichol 2021): sample with
+   * Classifier guidance (Song et al. 2021, docs/math.md#guidance; Dhariwal & Nichol 2021): sample with
    * the score plus guidance-scale times the gradient of log p(class | x, t). -1 samples
    * unconditionally. For the shipped Fashion-MNIST model: 0 T-shirt/top, 1 trouser,
    * 2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot.

@@ -9,7 +9,7 @@
  * `score` reads x [B, C,H,W] (or [B, D]) in model space (what the network sees before
  * its own 2x-1) and times t [B] (or one time for all), and writes the score s(x, t) as
  * get_score_fn computes it; with --raw the raw network output at the labels derived from
- * t (VE: sigma(t), VP/sub-VP: 999 t; spec §2).
+ * t (VE: sigma(t), VP/sub-VP: 999 t; docs/math.md#labels).
  *
  * `convert --from pth` runs models/tools/convert_pth.py (found with --script, the
  * SCORESDE_CONVERT_PTH environment variable, or next to the executable's source tree) with

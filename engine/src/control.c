@@ -1,9 +1,9 @@
-/* Controllable generation: inpainting and colorization (docs/score_sde_spec.md §5).
+/* Controllable generation: inpainting and colorization (docs/math.md#control).
  *
  * With the PC sampler both run the ordinary PC loop and, after every corrector and
  * predictor update, replace the known part of the state by the data noised to the current
  * time. Unlike the reference, x_mean keeps the predictor's mean in the unknown part (the
- * reference returns the noisy x there, spec §11 trap 7), so the final denoising step
+ * reference returns the noisy x there, docs/math.md#pitfall-xmean), so the final denoising step
  * really denoises; see docs/design.md.
  *
  * With a few-step solver the replacement happens in the data-prediction form: every

@@ -1,4 +1,4 @@
-/* Exact log-likelihood through the probability-flow ODE (docs/score_sde_spec.md §4).
+/* Exact log-likelihood through the probability-flow ODE (docs/math.md#likelihood).
  *
  * Per sample the augmented state [x (D), Δlogp] is integrated forwards from eps to T
  * with the RK45 of sample_ode.c: each sample has its own step control and the error

@@ -1,7 +1,7 @@
 /* Probability-flow ODE: adaptive Dormand-Prince RK45 and fixed-step Euler/Heun solvers,
- * the ODE sampler, encode/decode and latent slerp (docs/score_sde_spec.md §3.4).
+ * the ODE sampler, encode/decode and latent slerp (docs/math.md#pf-ode).
  *
- * Design choice (deviates from the reference, spec §11 trap 22): the reference flattens
+ * Design choice (deviates from the reference, docs/math.md#pitfall-ode-batch): the reference flattens
  * the whole batch into one scipy state with ONE shared adaptive step, so a sample's
  * result and the NFE depend on what else is in the batch. Here every sample runs its own
  * RK45 step-size control (its own t, h, accept/reject), while all samples advance in
@@ -638,7 +638,7 @@ int sde_decode(const sde_model *m, const sde_sde *sde, const sde_sample_params *
   return copy_and_solve(m, sde, p, n, latent, data, SDE_T, eps, stats, "sde_decode");
 }
 
-/* One reverse-diffusion step at t = eps keeping the mean: x - f + G² s (spec §3.4). */
+/* One reverse-diffusion step at t = eps keeping the mean: x - f + G² s (docs/math.md#pf-ode). */
 static int denoise_step(const sde_model *m, const sde_sde *sde, double eps, int n, float *x,
                         sde_stats *st) {
   const int64_t D = sde_model_dim(m);

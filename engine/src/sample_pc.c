@@ -1,4 +1,4 @@
-/* Predictor-corrector samplers (docs/score_sde_spec.md §3.1-3.3). */
+/* Predictor-corrector samplers (docs/math.md#pc). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* VE, VP and sub-VP SDEs (docs/score_sde_spec.md §1). */
+/* VE, VP and sub-VP SDEs (docs/math.md#sdes). */
 #include <math.h>
 #include <string.h>
 

@@ -6,7 +6,7 @@
                    [--config CONFIG.json] [--preset NAME] [--set KEY=JSON ...]
                    [--weights ema|model]
 
-Weights (docs/score_sde_spec.md §6.8): the checkpoint dict holds 'model' (the raw
+Weights (docs/math.md#checkpoints): the checkpoint dict holds 'model' (the raw
 training weights, keys 'module.all_modules.<i>.<sub>') and 'ema' whose 'shadow_params'
 is an unnamed list in model.parameters() order restricted to trainable parameters, i.e.
 the state_dict order minus the 'sigmas' buffer and minus the frozen Fourier W. Sampling
@@ -14,7 +14,7 @@ uses the EMA weights, so by default every trainable tensor comes from shadow_par
 order, each shape checked) and only the Fourier W (all_modules.0.W) from 'model'.
 
 Config: the checkpoint does not store one. Give the architecture with --preset (a
-released config of spec §6.5), --config (the flat config.json of the conformance
+released config of docs/math.md#net-configs), --config (the flat config.json of the conformance
 fixtures, or a scoresde config with "sde"/"data" objects) and/or --set key=value
 overrides (value parsed as JSON, else taken as a string). The output's __metadata__ gets
 "format": "pt" and "scoresde": the full config JSON (model fields, "sde", "continuous",

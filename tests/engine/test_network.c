@@ -1,4 +1,4 @@
-/* NCSN++ / DDPM++ network: parameter counts of the released configs (spec §6.6), the
+/* NCSN++ / DDPM++ network: parameter counts of the released configs (docs/math.md#net-counts), the
  * official-code fixtures (tests/fixtures/ncsnpp, made with score_sde_pytorch: raw
  * output and score within 1e-4 of each sample's max |reference|), thread-count invariance, save/load round trip, the
  * checkpoint.pth and diffusers converters through the `scoresde` tool, and the options the

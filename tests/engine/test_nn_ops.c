@@ -110,7 +110,7 @@ static void conv2d_ref_backward(double *dx, double *dw, double *db, const double
         }
 }
 
-/* 1-D FIR formulas of spec §6.3, x outside [0,n) = 0 */
+/* 1-D FIR formulas of docs/math.md#fir, x outside [0,n) = 0 */
 static double at(const double *x, int n, int stride, int i) {
   return (i < 0 || i >= n) ? 0.0 : x[(size_t)i * stride];
 }

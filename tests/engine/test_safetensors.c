@@ -1,4 +1,4 @@
-/* safetensors reader/writer (spec §8.4): round trip, F16/BF16 widening, and one clear
+/* safetensors reader/writer (docs/math.md#safetensors): round trip, F16/BF16 widening, and one clear
  * error for each kind of malformed file; the network loader's name/shape/dtype checks. */
 #include <math.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* Controllable generation (docs/score_sde_spec.md §5) with the PC sampler or a few-step
+/* Controllable generation (docs/math.md#control) with the PC sampler or a few-step
  * solver (p->sampler; not ode). */
 #ifndef SCORESDE_CONTROL_H
 #define SCORESDE_CONTROL_H

@@ -1,4 +1,4 @@
-/* Exact likelihood through the probability-flow ODE (docs/score_sde_spec.md §4).
+/* Exact likelihood through the probability-flow ODE (docs/math.md#likelihood).
  *
  * log p_eps(x) = log p_T(x(T)) + ∫_eps^T ∇·f̃(x(t), t) dt, with f̃ the PF-ODE drift,
  * integrated forwards with RK45 on the augmented state [x, Δlogp]. The divergence is
@@ -41,7 +41,7 @@ int sde_likelihood(const sde_model *m, const sde_sde *sde, const sde_likelihood_
 
 /* bits/dim = -logp / ln 2 / D + offset. The offset converts a density of scaled data to
  * one of 8-bit pixels dequantised to [0,256): 8 for [0,1] data, 7 for [-1,1] data, 0 for
- * non-image data (docs/score_sde_spec.md §4). */
+ * non-image data (docs/math.md#bpd). */
 double sde_bits_per_dim(double logp, int64_t D, double offset);
 double sde_dequant_offset(const sde_model *m);
 

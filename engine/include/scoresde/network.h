@@ -148,7 +148,7 @@ typedef struct {
   int continuous;
 } sde_ncsnpp_config;
 
-/* The released configs of spec §6.5 (CIFAR-10, 32x32x3): VE NCSN++ continuous and
+/* The released configs of docs/math.md#net-configs (CIFAR-10, 32x32x3): VE NCSN++ continuous and
  * VP DDPM++ continuous. */
 void sde_ncsnpp_config_ncsnpp_cifar10(sde_ncsnpp_config *c);
 void sde_ncsnpp_config_ddpmpp_cifar10(sde_ncsnpp_config *c);
@@ -239,7 +239,7 @@ int sde_network_create(const sde_ncsnpp_config *c, const float *params, sde_mode
 int sde_network_save(const sde_model *m, const char *path, const char *const *extra_meta,
                      int n_extra);
 
-/* Classifier guidance (spec §5.3): a score model whose score is
+/* Classifier guidance (docs/math.md#guidance): a score model whose score is
  *   s(x, t) + scale · ∇x log p(y = class_id | x, t)
  * with p from a time-dependent classifier network (config num_classes > 0, trained by
  * `scoresde train --num-classes K`; labels from t as for the base model's SDE). Takes
@@ -256,7 +256,7 @@ int sde_classifier_logp(const sde_model *classifier, const sde_sde *sde, int n, 
 
 /* Imports a diffusers UNet2DModel NCSN++ folder (config.json +
  * diffusion_pytorch_model.safetensors; DIR or DIR/unet): SkipDownBlock2D /
- * AttnSkipDownBlock2D blocks, Fourier time embedding (spec §8.1, §8.3; the architecture of
+ * AttnSkipDownBlock2D blocks, Fourier time embedding (docs/math.md#diffusers; the architecture of
  * the google/ncsnpp-* models: biggan+FIR, output_skip/input_skip/sum, scale_by_sigma).
  * Keys are mapped back onto all_modules.<i>.<sub> (attention to_q/to_k/to_v/to_out.0 or
  * query/key/value/proj_attn weights transposed into NIN W). The VE SDE comes from
@@ -272,7 +272,7 @@ sde_ncsnpp *sde_network_ncsnpp(sde_model *m);
 /* The contiguous parameter buffer (read-only; state_dict order). */
 const float *sde_network_params(const sde_model *m, int64_t *count);
 
-/* Network labels for times t[n] under `sde` (spec §2, computed in float32 as the
+/* Network labels for times t[n] under `sde` (docs/math.md#labels, computed in float32 as the
  * reference): VE continuous sigma(t); VE discrete round((1-t)(N-1)); VP/sub-VP
  * continuous 999 t; VP discrete t (N-1). */
 int sde_network_labels(const sde_model *m, const sde_sde *sde, int n, const float *t,

@@ -1,5 +1,5 @@
 /* Neural-network ops of the CPU backend, used by the NCSN++ / DDPM++ score networks
- * (spec §6.2, §6.3). One function per op, forward and backward side by side.
+ * (docs/math.md#net-blocks). One function per op, forward and backward side by side.
  *
  * Conventions
  *  - float32, NCHW, contiguous row-major. B = batch, HW = H*W.
@@ -102,7 +102,7 @@ int sde_nn_attention_backward(float *dq, float *dk, float *dv, const float *dout
                               int B, int C, int N, float *scratch);
 
 /* ---------------------------------------------------------------------------------------
- * Resampling, all on [B,C,H,W] planes with zero padding (spec §6.3).
+ * Resampling, all on [B,C,H,W] planes with zero padding (docs/math.md#fir).
  * FIR [1,3,3,1] upsample x2: inp [B,C,H,W] -> out [B,C,2H,2W]
  *   y[2i] = ¼x[i−1] + ¾x[i], y[2i+1] = ¾x[i] + ¼x[i+1] per axis, x outside = 0. */
 int sde_nn_fir_upsample2x_forward(float *out, const float *inp, int B, int C, int H, int W);
@@ -135,7 +135,7 @@ int sde_nn_avgpool2x_forward(float *out, const float *inp, int B, int C, int H, 
 int sde_nn_avgpool2x_backward(float *dinp, const float *dout, int B, int C, int H, int W);
 
 /* ---------------------------------------------------------------------------------------
- * Embeddings (spec §6.2).
+ * Embeddings (docs/math.md#time-embedding).
  * Gaussian Fourier projection: u [B], W [E] -> out [B,2E] = [sin(u·W·2π), cos(u·W·2π)]
  * (NCSN++ feeds u = ln σ). Backward: du [B] += ..., dW [E] += ... */
 int sde_nn_fourier_embedding_forward(float *out, const float *u, const float *W, int B, int E);

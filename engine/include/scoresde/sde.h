@@ -2,7 +2,7 @@
  *
  * All three have a drift linear in x, f(x,t) = a(t)·x, and a scalar diffusion g(t),
  * so every function here works on scalar coefficients. Formulas and defaults follow
- * docs/score_sde_spec.md §1; see docs/design.md for the choices where the reference code
+ * docs/math.md#sdes; see docs/design.md for the choices where the reference code
  * and the paper disagree. */
 #ifndef SCORESDE_SDE_H
 #define SCORESDE_SDE_H

@@ -1,7 +1,7 @@
 /* Training NCSN++ / DDPM++ score networks with denoising score matching
- * (docs/score_sde_spec.md §7; docs/training.md).
+ * (docs/math.md#training; docs/training.md).
  *
- * Loss (continuous time, spec §7.1): per sample t ~ U(eps, 1), z ~ N(0, I),
+ * Loss (continuous time, docs/math.md#dsm-loss): per sample t ~ U(eps, 1), z ~ N(0, I),
  * x_t = mean(t)·x_0 + std(t)·z, s = score(x_t, t) (dropout active) and
  *   λ = std²:             reduce((s·std + z)²)
  *   likelihood weighting:  reduce((s + z/std)²)·g(t)²
@@ -20,7 +20,7 @@
  * uninterrupted run bit for bit.
  *
  * Classifier networks (config num_classes > 0) train the time-dependent classifier of
- * classifier guidance (spec §5.3) on the same noised batches: loss = mean cross-entropy of
+ * classifier guidance (docs/math.md#guidance) on the same noised batches: loss = mean cross-entropy of
  * log_softmax(logits(x_t, t))[y]; the data need labels. */
 #ifndef SCORESDE_TRAIN_H
 #define SCORESDE_TRAIN_H

@@ -1,4 +1,4 @@
-/* NCSN++ / DDPM++ (`NCSNpp` of score_sde_pytorch models/ncsnpp.py; spec §6.2-6.7).
+/* NCSN++ / DDPM++ (`NCSNpp` of score_sde_pytorch models/ncsnpp.py; docs/math.md#network).
  *
  * The constructor logic is replayed on the config to build a flat module list in the exact
  * order of `all_modules`, so every tensor name `all_modules.<i>.<sub>` and shape follows

@@ -1,5 +1,5 @@
 /* The NCSN++ / DDPM++ network behind the score-model interface (model.h), its file
- * loader/saver and the labels and output -> score maps of get_score_fn (spec §2).
+ * loader/saver and the labels and output -> score maps of get_score_fn (docs/math.md#labels).
  *
  * Model id: two 64-bit FNV-1a hashes (offset bases 0xcbf29ce484222325 and
  * 0x84222325cbf29ce4, prime 0x100000001b3) each run over the canonical config JSON
@@ -236,7 +236,7 @@ static int vp_discrete_table(net_impl *im, const sde_sde *sde, float **table) {
   return SDE_OK;
 }
 
-/* Per-sample std of the output -> score map s = -out/std (VP, sub-VP; spec §2), as
+/* Per-sample std of the output -> score map s = -out/std (VP, sub-VP; docs/math.md#labels), as
  * get_score_fn computes it in float32. Not called for VE (s = out). */
 static int score_stds(const sde_model *m, const sde_sde *sde, int n, const float *t,
                       const float *labels, float *stds) {

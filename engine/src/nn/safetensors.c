@@ -1,4 +1,4 @@
-/* safetensors reader (mmap, every entry validated) and float32 writer. Format: spec §8.4.
+/* safetensors reader (mmap, every entry validated) and float32 writer. Format: docs/math.md#safetensors.
  *
  *   [u64 LE n][n bytes of JSON header, maybe space-padded][data buffer]
  *   header = {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
