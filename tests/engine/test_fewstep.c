@@ -207,43 +207,7 @@ static void test_convergence(int table_only) {
   }
 }
 
-
 /* ---- 3. distributions ---------------------------------------------------------------- */
-
-/* sliced_w1 of mixtures.h with the directions spread over threads and summed in order:
- * the same value, faster. */
-static double sliced_w1_par(int n, int D, const float *a, const float *b) {
-  double w[SW_DIRS];
-#pragma omp parallel for schedule(dynamic)
-  for (int r = 0; r < SW_DIRS; r++) {
-    double *pa = malloc(sizeof(double) * n), *pb = malloc(sizeof(double) * n);
-    float *dir = malloc(sizeof(float) * D);
-    sde_randn(77, 0, (uint32_t)r, dir, D);
-    double norm = 0.0;
-    for (int d = 0; d < D; d++) norm += (double)dir[d] * dir[d];
-    norm = sqrt(norm);
-    for (int i = 0; i < n; i++) {
-      double sa = 0.0, sb = 0.0;
-      for (int d = 0; d < D; d++) {
-        sa += (double)a[(size_t)i * D + d] * dir[d];
-        sb += (double)b[(size_t)i * D + d] * dir[d];
-      }
-      pa[i] = sa / norm;
-      pb[i] = sb / norm;
-    }
-    qsort(pa, n, sizeof(double), cmp_double);
-    qsort(pb, n, sizeof(double), cmp_double);
-    double acc = 0.0;
-    for (int i = 0; i < n; i++) acc += fabs(pa[i] - pb[i]);
-    w[r] = acc / n;
-    free(pa);
-    free(pb);
-    free(dir);
-  }
-  double total = 0.0;
-  for (int r = 0; r < SW_DIRS; r++) total += w[r];
-  return total / SW_DIRS;
-}
 
 typedef struct {
   double max_weight_err, max_mean_rms, sw;
@@ -273,7 +237,7 @@ static sample_report judge(const sde_model *m, const sde_sde *sde, int n, const 
     r.max_weight_err = fmax(r.max_weight_err, fabs((double)count[k] / n - w[k]));
     r.max_mean_rms = fmax(r.max_mean_rms, count[k] > 0 ? sqrt(rms / D) : INFINITY);
   }
-  r.sw = with_sw ? sliced_w1_par(n, D, x, exact) : NAN;
+  r.sw = with_sw ? sliced_w1(n, D, x, exact, SW_DIRS, 77) : NAN;
   free(comp);
   free(count);
   free(sum);
@@ -288,7 +252,7 @@ static double sw_limit(const sde_model *m, const sde_sde *sde, int n, const floa
   double sum = 0.0, sq = 0.0;
   for (int r = 0; r < NULL_REPS; r++) {
     sde_gmm_sample(m, sde, 0.0, n, 2000 + r, 0, scratch, NULL);
-    const double w = sliced_w1_par(n, D, scratch, exact);
+    const double w = sliced_w1(n, D, scratch, exact, SW_DIRS, 77);
     sum += w;
     sq += w * w;
   }
@@ -698,7 +662,7 @@ static void test_guidance(void) {
       int rc = sde_sample_from(&guided, &sde, &p, n, 0, x, x, &st);
       sde_gmm_classify(mix, &sde, n, x, 0.0, got);
       const double right = (double)count_equal(got, want, n) / n;
-      const double sw = sliced_w1_par(n, D, x, exact);
+      const double sw = sliced_w1(n, D, x, exact, SW_DIRS, 77);
       TAP_CHECK(rc == SDE_OK && right == 1.0 && sw <= limit,
                 "%s guided %s, NFE %lld: every sample is of class %d (%.2f %%), sliced W1 to "
                 "exact class samples %.4f <= %.4f",
