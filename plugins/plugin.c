@@ -21,12 +21,8 @@
 #include "gstscoresdeencode.h"
 #include "gstscoresdedecode.h"
 #include "gstscoresdeinterp.h"
-#ifdef GST_SCORESDE_HAVE_INPAINT
 #include "gstscoresdeinpaint.h"
-#endif
-#ifdef GST_SCORESDE_HAVE_COLORIZE
 #include "gstscoresdecolorize.h"
-#endif
 
 GST_DEBUG_CATEGORY_STATIC (scoresde_plugin_debug);
 #define GST_CAT_DEFAULT scoresde_plugin_debug
@@ -54,12 +50,8 @@ plugin_init (GstPlugin * plugin)
   ret |= GST_ELEMENT_REGISTER (scoresdeencode, plugin);
   ret |= GST_ELEMENT_REGISTER (scoresdedecode, plugin);
   ret |= GST_ELEMENT_REGISTER (scoresdeinterp, plugin);
-#ifdef GST_SCORESDE_HAVE_INPAINT
   ret |= GST_ELEMENT_REGISTER (scoresdeinpaint, plugin);
-#endif
-#ifdef GST_SCORESDE_HAVE_COLORIZE
   ret |= GST_ELEMENT_REGISTER (scoresdecolorize, plugin);
-#endif
 
   return ret;
 }
