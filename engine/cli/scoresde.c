@@ -159,7 +159,7 @@ static const cli_option options[] = {
   {"corrector-steps", NULL, CLI_INT, OFF(corrector_steps), 0, SDE_MAX_CORRECTOR_STEPS, 0, "N",
    "corrector iterations per step (1)", G_PC},
   {"steps", NULL, CLI_INT, OFF(steps), 1, SDE_MAX_STEPS, 0, "N",
-   "PC steps (at least 2), fixed-step ODE steps (default: the SDE's N), or network "
+   "PC steps, fixed-step ODE steps (default: the SDE's N), or network "
    "evaluations of a few-step solver (20; heun: N/2 steps of two and a final one)", G_STEPS},
   {"eps", NULL, CLI_DOUBLE, OFF(eps), 0, SDE_T, CLI_OPEN_LO | CLI_OPEN_HI, "T",
    "smallest time (1e-5 for VE, 1e-3 for VP and sub-VP; likelihood: 1e-5)", G_EPS},

@@ -276,12 +276,18 @@ static void randn_block(uint64_t seed, uint64_t stream, uint32_t step, uint32_t 
   }
 }
 
-void sde_randn_scalar(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
-  for (int64_t base = 0; base < n; base += 4) {
+/* out[from..n) one block at a time (from a multiple of 4) */
+static void randn_scalar_from(uint64_t seed, uint64_t stream, uint32_t step, float *out,
+                              int64_t from, int64_t n) {
+  for (int64_t base = from; base < n; base += 4) {
     double z[4];
     randn_block(seed, stream, step, (uint32_t)(base / 4), z);
     for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (float)z[j];
   }
+}
+
+void sde_randn_scalar(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
+  randn_scalar_from(seed, stream, step, out, 0, n);
 }
 
 void sde_randn(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
@@ -291,11 +297,7 @@ void sde_randn(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_
     for (; done + 16 <= n; done += 16)
       randn_16(seed, stream, step, (uint32_t)(done / 4), out + done);
 #endif
-  for (int64_t base = done; base < n; base += 4) {
-    double z[4];
-    randn_block(seed, stream, step, (uint32_t)(base / 4), z);
-    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (float)z[j];
-  }
+  randn_scalar_from(seed, stream, step, out, done, n);
 }
 
 void sde_randn_rows(uint64_t seed, uint64_t stream0, uint32_t step, float *out, int n_rows,
