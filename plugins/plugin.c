@@ -41,7 +41,7 @@ plugin_init (GstPlugin * plugin)
   coretype = sde_blas_better_coretype ();
   if (coretype && !g_getenv ("OPENBLAS_CORETYPE"))
     GST_WARNING ("OpenBLAS runs its generic '%s' kernels on this CPU, so the "
-        "networks run 1.3-1.4x slower: start the application with "
+        "networks run 1.3-1.9x slower: start the application with "
         "OPENBLAS_CORETYPE=%s", sde_blas_corename (), coretype);
 
   gst_scoresde_enums_mark_as_plugin_api ();
