@@ -262,10 +262,15 @@ static double sw_limit(const sde_model *m, const sde_sde *sde, int n, const floa
 }
 
 /* Evaluations at which each solver passes the full acceptance on every SDE, per mixture
- * (2-D, 64-D); measured, docs/sampling.md. At 20 the mode weights are checked. */
+ * (2-D, 64-D); measured, docs/sampling.md. */
 static const int budget[5][2] = {{320, 80}, {40, 40}, {40, 40}, {80, 40}, {80, 80}};
+/* At 20 evaluations every solver keeps the mode weights within 0.02, and these pass the
+ * sliced-W1 limit of the 1000-step PC on every SDE (2-D, 64-D): the second- and
+ * third-order multistep solvers on both mixtures, the stochastic one on the 64-D one.
+ * ddim (first order) and heun (10 steps) do not, docs/sampling.md#distributions. */
+static const int sw_at_20[5][2] = {{0, 0}, {1, 1}, {1, 1}, {0, 1}, {0, 0}};
 
-static void test_distributions(int sw_at_20) {
+static void test_distributions(int all_at_20) {
   for (int mix = 0; mix < 2; mix++) {
     sde_model *m = mix ? mixture_64d() : mixture_2d();
     const int n = N_DIST, D = (int)sde_model_dim(m);
@@ -289,13 +294,14 @@ static void test_distributions(int sw_at_20) {
           if (!TAP_CHECK(sde_sample(m, &sde, &p, n, 0, x, &st) == SDE_OK, "%s %s %s runs (%s)",
                          mname, kname, name, sde_errmsg()))
             continue;
-          sample_report r = judge(m, &sde, n, x, exact, pass || sw_at_20);
+          sample_report r = judge(m, &sde, n, x, exact, 1);
           if (!pass) {
-            TAP_CHECK(r.max_weight_err <= 0.02,
-                      "%s %s %s, NFE %lld: mode weights within 0.02 (%.4f; means %.4f std, "
-                      "sliced W1 %.4f, limit %.4f)",
-                      mname, kname, name, (long long)st.nfe, r.max_weight_err, r.max_mean_rms,
-                      r.sw, limit);
+            const int sw_checked = sw_at_20[si][mix] || all_at_20;
+            TAP_CHECK(r.max_weight_err <= 0.02 && (!sw_checked || r.sw <= limit),
+                      "%s %s %s, NFE %lld: mode weights within 0.02 (%.4f)%s sliced W1 %.4f, "
+                      "limit %.4f (means %.4f std)",
+                      mname, kname, name, (long long)st.nfe, r.max_weight_err,
+                      sw_checked ? ", within the limit:" : ";", r.sw, limit, r.max_mean_rms);
             continue;
           }
           TAP_CHECK(r.max_weight_err <= 0.02 && r.max_mean_rms <= 0.05 && r.sw <= limit,
@@ -814,7 +820,7 @@ int main(int argc, char **argv) {
     test_roundtrip(1);
     return 0;
   }
-  if (argc > 1 && !strcmp(argv[1], "dist20")) { /* the sliced W1 at 20 NFE too */
+  if (argc > 1 && !strcmp(argv[1], "dist20")) { /* the sliced W1 limit at 20 NFE for all */
     test_distributions(1);
     return tap_done();
   }
