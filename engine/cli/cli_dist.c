@@ -7,6 +7,7 @@
 #include "cli_dist.h"
 #include "cli_util.h"
 #include "scoresde/error.h"
+#include "scoresde/scoresde.h"
 
 #ifdef SDE_HAVE_MPI
 #include <mpi.h>
@@ -37,13 +38,17 @@ const char *cli_dist_transport(const cli_dist *d) {
 #define MPI_CHUNK ((size_t)1 << 30)
 
 static int mpi_sum_f32(float *buf, size_t n, void *ctx) {
-  (void)ctx;
+  cli_dist *d = ctx;
+  const double t0 = sde_now();
   for (size_t i = 0; i < n; i += MPI_CHUNK) {
     int cnt = (int)(n - i < MPI_CHUNK ? n - i : MPI_CHUNK);
     if (MPI_Allreduce(MPI_IN_PLACE, buf + i, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) !=
         MPI_SUCCESS)
       return sde_fail(SDE_EIO, "MPI_Allreduce of %d floats failed", cnt);
   }
+  d->sum_seconds += sde_now() - t0;
+  d->sum_calls++;
+  d->sum_bytes += (double)n * sizeof(float);
   return SDE_OK;
 }
 
@@ -116,13 +121,18 @@ typedef struct {
 
 /* buf is device memory of the trainer's backend, every kernel writing it finished */
 static int nccl_sum_f32(float *buf, size_t n, void *ctx) {
-  nccl_state *s = ((cli_dist *)ctx)->nccl;
+  cli_dist *d = ctx;
+  nccl_state *s = d->nccl;
+  const double t0 = sde_now();
   if (cudaSetDevice(s->device) != cudaSuccess)
     return sde_fail(SDE_EIO, "cudaSetDevice(%d) failed", s->device);
   ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, s->comm, s->stream);
   if (r != ncclSuccess) return sde_fail(SDE_EIO, "ncclAllReduce: %s", ncclGetErrorString(r));
   cudaError_t e = cudaStreamSynchronize(s->stream);
   if (e != cudaSuccess) return sde_fail(SDE_EIO, "ncclAllReduce: %s", cudaGetErrorString(e));
+  d->sum_seconds += sde_now() - t0;
+  d->sum_calls++;
+  d->sum_bytes += (double)n * sizeof(float);
   return SDE_OK;
 }
 

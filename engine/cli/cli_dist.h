@@ -18,6 +18,10 @@ typedef struct {
   int mpi;             /* MPI_Init ran here: cli_dist_finish must finalize */
   void *nccl;          /* the NCCL communicator state when the gradient sums run there */
   sde_train_reduce reduce;
+  /* time and payload of the gradient sums so far (for the closing report) */
+  double sum_seconds;
+  int64_t sum_calls;
+  double sum_bytes;
 } cli_dist;
 
 /* Joins the group when a launcher started this process (mpirun and friends set

@@ -657,6 +657,14 @@ static int train_run(int argc, char **argv, train_args *ap, cli_dist *d) {
     }
   }
   double wall = wall0 + sde_now() - t_start;
+  if (d->world > 1 && d->sum_calls > 0 && !a.quiet) {
+    const int64_t n = sde_trainer_step_count(t) - step_begin;
+    fprintf(stderr, "scoresde train: %lld steps in %.1f s (%.3f s/step); gradient sums: %.1f ms "
+            "per step, %.0f bytes summed over %d ranks each step (%s)\n", (long long)n,
+            sde_now() - t_start, (sde_now() - t_start) / (double)(n > 0 ? n : 1),
+            1e3 * d->sum_seconds / (double)d->sum_calls, d->sum_bytes / (double)d->sum_calls,
+            d->world, cli_dist_transport(d));
+  }
   if (status == CLI_EXIT_OK && sde_trainer_step_count(t) >= a.steps) {
     /* no steps taken here (an export of a finished or running run): leave the checkpoint
      * alone, another process may be writing it */
