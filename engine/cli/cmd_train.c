@@ -548,7 +548,17 @@ static int train_run(int argc, char **argv, train_args *ap, cli_dist *d) {
       return fail("device");
     }
     cli_device_warn("train", &info, a.quiet);
-    if (d->world > 1 && info.device == SDE_DEVICE_CUDA && cli_dist_use_nccl(d, info.device_id) == 0 &&
+    /* every rank on the same kind of device (their updates must round alike); all on
+     * GPUs: the sums move into NCCL when this build has it */
+    const int kinds = cli_dist_or(d, info.device == SDE_DEVICE_CUDA ? 1 : 2);
+    if (kinds == 3) {
+      if (root)
+        fprintf(stderr, "scoresde train: some ranks run on a GPU and some on the CPU; pass "
+                "--device cuda or --device cpu\n");
+      sde_trainer_free(t);
+      return CLI_EXIT_ERROR;
+    }
+    if (d->world > 1 && kinds == 1 && cli_dist_use_nccl(d, info.device_id) == 0 &&
         sde_trainer_set_reduce(t, &d->reduce)) {
       sde_trainer_free(t);
       return fail("data-parallel training");

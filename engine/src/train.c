@@ -373,7 +373,6 @@ static int trainer_alloc(sde_trainer *t) {
   t->red.world = 1;
   t->b0 = 0;
   t->b1 = t->tc.batch;
-  if ((rc = sde_ncsnpp_train_create(t->net, t->tc.batch, t->nc.dropout > 0, &t->tw))) return rc;
   const size_t P = (size_t)t->P, B = (size_t)t->tc.batch,
                D = (size_t)t->nc.num_channels * t->nc.image_size * t->nc.image_size;
   t->grad = sde_malloc(P * sizeof(float));
@@ -510,6 +509,10 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
     return sde_fail(SDE_EINVAL, "training: dataset [%d, %d, %d, %d] does not fit the model's "
                     "[%d, %d, %d]", ds ? ds->n : 0, ds ? ds->channels : 0, ds ? ds->height : 0,
                     ds ? ds->width : 0, C, S, S);
+  /* the workspace, made at the first step on the trainer's backend for this rank's slice
+   * (never for the whole batch when the batch is split) */
+  int rc = SDE_OK;
+  if (!t->tw && (rc = sde_ncsnpp_train_create(t->net, Bl, nc->dropout > 0, &t->tw))) return rc;
   const uint64_t step = (uint64_t)t->step;
   const uint32_t key[2] = {(uint32_t)tc->seed, (uint32_t)(tc->seed >> 32)};
   double *mc = sde_malloc((size_t)Bl * 3 * sizeof(double));
@@ -551,7 +554,7 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
     float *xt = t->xt + (size_t)b * D;
     for (size_t i = 0; i < D; i++) xt[i] = mb * x0[i] + sb * z[i];
   }
-  int rc = sde_network_labels(t->model, sde, Bl, t->t, t->labels);
+  rc = sde_network_labels(t->model, sde, Bl, t->t, t->labels);
   if (!rc)
     rc = sde_ncsnpp_train_forward(t->net, t->tw, Bl, t->xt, t->labels, (float)nc->dropout,
                                   tc->seed + 2, (step << 16) + (uint64_t)b0, t->out);
@@ -744,11 +747,10 @@ int sde_trainer_use_backend(sde_trainer *t, const sde_backend *be, int fell_back
     return rc;
   }
   trainer_free_dev(t);
-  /* the training workspace is memory of the old backend */
+  /* the training workspace is memory of the old backend (the next step makes a new one) */
   sde_ncsnpp_train_free(t->tw);
   t->tw = NULL;
   rc = sde_network_use_backend(t->model, be, fell_back, reason); /* takes be */
-  if (!rc) rc = sde_ncsnpp_train_create(t->net, t->b1 - t->b0, t->nc.dropout > 0, &t->tw);
   if (!rc) rc = trainer_to_dev(t);
   return rc;
 }
@@ -768,12 +770,9 @@ int sde_trainer_set_reduce(sde_trainer *t, const sde_train_reduce *r) {
     return sde_fail(SDE_EINVAL, "data-parallel training: no sum functions");
   const int b0 = (int)((int64_t)r->rank * B / r->world),
             b1 = (int)((int64_t)(r->rank + 1) * B / r->world);
-  /* the workspace holds the activations of the local slice only */
-  sde_ncsnpp_train *tw = NULL;
-  int rc = sde_ncsnpp_train_create(t->net, b1 - b0, t->nc.dropout > 0, &tw);
-  if (rc) return rc;
+  /* the next step makes a workspace for the activations of the local slice only */
   sde_ncsnpp_train_free(t->tw);
-  t->tw = tw;
+  t->tw = NULL;
   t->red = *r;
   t->b0 = b0;
   t->b1 = b1;

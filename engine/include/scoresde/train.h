@@ -133,8 +133,9 @@ typedef struct {
 } sde_train_reduce;
 
 /* Makes t one rank of a data-parallel run (r NULL or world 1: a single process again).
- * The training workspace is resized to the local slice. Every rank must call it with the
- * same world, its own rank, and hold the same state (sde_trainer_state_hash). */
+ * The training workspace (made at the next step) holds only the local slice. Every rank
+ * must call it with the same world and its own rank, and hold the same state
+ * (sde_trainer_state_hash). */
 int sde_trainer_set_reduce(sde_trainer *t, const sde_train_reduce *r);
 /* The samples [*first, *first + *count) of the global batch that this rank trains on. */
 void sde_trainer_local_batch(const sde_trainer *t, int *first, int *count);
