@@ -1,5 +1,4 @@
 /* The process group of data-parallel training (cli_dist.h, docs/scale.md). */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
