@@ -59,6 +59,10 @@ render_segment() {
 }
 
 if [ -n "$SEGMENT" ]; then
+  if ! [ "$SEGMENT" -ge 0 ] 2>/dev/null || [ "$SEGMENT" -ge "$SEGMENTS" ]; then
+    echo "error: SEGMENT=$SEGMENT is not one of 0..$(( SEGMENTS - 1 ))" >&2
+    exit 1
+  fi
   render_segment "$SEGMENT"
   echo "wrote segment $SEGMENT of $SEGMENTS"
   exit 0
