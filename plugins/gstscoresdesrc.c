@@ -33,6 +33,15 @@
  *
  * A flush, a seek or a state change cancels a running sampler between two steps.
  *
+ * Split renders: #GstScoreSdeSrc:start-frame S makes the stream begin at frame S, with
+ * the timestamp S/framerate that frame has in a render from frame 0, and
+ * #GstBaseSrc:num-buffers N then ends it after frames S .. S+N-1 (EOS). Because frame k
+ * depends only on the settings and k, P processes rendering the ranges [S_i, S_i+N_i)
+ * produce exactly the frames of one long render, with continuous timestamps;
+ * pipelines/render-split.sh renders a clip that way and joins the pieces without
+ * re-encoding (docs/scale.md). Frame k keeps timestamp k/framerate under seeks too: a
+ * seek to time T goes to frame T·framerate whatever start-frame says.
+ *
  * When #GstBaseSrc:is-live is set, the LATENCY query reports one frame duration until
  * the first frame has been generated, then the larger of one frame duration and the
  * longest generation time of one frame measured so far; a LATENCY message is posted
@@ -65,6 +74,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
 #define DEFAULT_BATCH_SIZE 1
 #define MAX_BATCH_SIZE 256
 #define DEFAULT_WALK_FRAMES 0
+#define DEFAULT_START_FRAME 0
 #define DEFAULT_IS_LIVE FALSE
 #define DEFAULT_POST_MESSAGES FALSE
 #define DEFAULT_CLASSIFIER NULL
@@ -86,6 +96,7 @@ enum
   PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
   PROP_BATCH_SIZE,
   PROP_WALK_FRAMES,
+  PROP_START_FRAME,
   PROP_IS_LIVE,
   PROP_POST_MESSAGES,
   PROP_CLASSIFIER,
@@ -201,6 +212,21 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
           0, G_MAXINT, DEFAULT_WALK_FRAMES,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
+  /**
+   * GstScoreSdeSrc:start-frame:
+   *
+   * Index of the first frame: the stream starts with frame S at timestamp
+   * S/framerate, exactly as that frame appears in a render from frame 0, and
+   * #GstBaseSrc:num-buffers counts from it. For rendering one clip as segments in
+   * several processes (pipelines/render-split.sh, docs/scale.md).
+   */
+  g_object_class_install_property (gobject_class, PROP_START_FRAME,
+      g_param_spec_int64 ("start-frame", "Start frame",
+          "Index of the first frame (timestamp start-frame/framerate; num-buffers "
+          "counts from it): renders one segment of a longer clip",
+          0, G_MAXINT32, DEFAULT_START_FRAME,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_IS_LIVE,
       g_param_spec_boolean ("is-live", "Is Live",
           "Whether to act as a live source", DEFAULT_IS_LIVE,
@@ -296,6 +322,7 @@ gst_scoresde_src_init (GstScoreSdeSrc * self)
   gst_scoresde_sampler_settings_init (&self->settings);
   self->batch_size = DEFAULT_BATCH_SIZE;
   self->walk_frames = DEFAULT_WALK_FRAMES;
+  self->start_frame = DEFAULT_START_FRAME;
   self->post_messages = DEFAULT_POST_MESSAGES;
   gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
   gst_video_info_init (&self->info);
@@ -361,6 +388,9 @@ gst_scoresde_src_set_property (GObject * object, guint prop_id,
     case PROP_WALK_FRAMES:
       self->walk_frames = g_value_get_int (value);
       break;
+    case PROP_START_FRAME:
+      self->start_frame = g_value_get_int64 (value);
+      break;
     case PROP_IS_LIVE:
       GST_OBJECT_UNLOCK (self);
       gst_base_src_set_live (GST_BASE_SRC (self), g_value_get_boolean (value));
@@ -414,6 +444,9 @@ gst_scoresde_src_get_property (GObject * object, guint prop_id,
       break;
     case PROP_WALK_FRAMES:
       g_value_set_int (value, self->walk_frames);
+      break;
+    case PROP_START_FRAME:
+      g_value_set_int64 (value, self->start_frame);
       break;
     case PROP_IS_LIVE:
       GST_OBJECT_UNLOCK (self);
@@ -517,6 +550,11 @@ gst_scoresde_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps)
       && self->info.fps_n > 0) {
     self->accum_frames += self->n_frames;
     self->accum_rtime += self->running_time;
+  } else if (GST_VIDEO_INFO_FORMAT (&self->info) == GST_VIDEO_FORMAT_UNKNOWN) {
+    /* the first caps: the stream begins at start-frame, at its timestamp */
+    self->accum_frames = self->start_frame;
+    self->accum_rtime = info.fps_n > 0 ? gst_util_uint64_scale (self->start_frame,
+        info.fps_d * GST_SECOND, info.fps_n) : 0;
   }
   self->info = info;
   self->running_time = 0;
@@ -847,14 +885,17 @@ gst_scoresde_src_query (GstBaseSrc * bsrc, GstQuery * query)
         res = GST_BASE_SRC_CLASS (parent_class)->query (bsrc, query);
         break;
       }
+      /* the stream ends after frame start-frame + num-buffers - 1 */
       if (format == GST_FORMAT_DEFAULT) {
-        gst_query_set_duration (query, format, num_buffers);
+        GST_OBJECT_LOCK (self);
+        gst_query_set_duration (query, format, self->start_frame + num_buffers);
+        GST_OBJECT_UNLOCK (self);
         res = TRUE;
       } else if (format == GST_FORMAT_TIME) {
         GST_OBJECT_LOCK (self);
         if (self->info.fps_n > 0) {
           gst_query_set_duration (query, format,
-              gst_util_uint64_scale (num_buffers,
+              gst_util_uint64_scale (self->start_frame + num_buffers,
                   self->info.fps_d * GST_SECOND, self->info.fps_n));
           res = TRUE;
         }

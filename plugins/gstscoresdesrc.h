@@ -26,6 +26,7 @@ struct _GstScoreSdeSrc
   GstScoreSdeSamplerSettings settings;
   gint batch_size;
   gint walk_frames;
+  gint64 start_frame;           /* first frame of the stream (split renders) */
   gboolean post_messages;
   gchar *classifier_path;       /* NULL: <model>-classifier.safetensors beside the model */
   gint class_label;             /* -1: unconditional */

@@ -15,8 +15,9 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-plugins-base-apps
 )
 if [ "$purpose" = test ]; then
-  # valgrind: leak checks; python3-torch: independent reference for the network tests.
-  packages+=(valgrind python3 python3-numpy python3-torch)
+  # valgrind: leak checks; python3-torch: independent reference for the network tests;
+  # Open MPI: the data-parallel training test (mpirun -np 2, docs/scale.md).
+  packages+=(valgrind python3 python3-numpy python3-torch libopenmpi-dev openmpi-bin)
 elif [ "$purpose" = train ]; then
   # `scoresde train --data fashion-mnist` reads /usr/share/datasets/fashion-mnist
   packages+=(dataset-fashion-mnist)

@@ -12,6 +12,7 @@ void cli_device_args_init(cli_device_args *d) {
   d->device = NULL;
   d->precision = NULL;
   d->cuda_device_id = 0;
+  d->cuda_device_id_given = 0;
 }
 
 int cli_device_arg(const char *cmd, int argc, char **argv, int *i, cli_device_args *d) {
@@ -34,6 +35,7 @@ int cli_device_arg(const char *cmd, int argc, char **argv, int *i, cli_device_ar
         return -cli_usage_error(cmd, "--cuda-device-id must be an integer in [0, 4096], not '%s'",
                                 val);
       d->cuda_device_id = (int)v;
+      d->cuda_device_id_given = 1;
     }
     return 1;
   }

@@ -8,7 +8,11 @@
  * --ckpt-minutes minutes, on Ctrl-C/SIGTERM and at the end), loss.csv (one row per step)
  * and samples/step_NNNNNNN.png grids drawn with the EMA weights. --resume continues from
  * RUNDIR/checkpoint.safetensors (or starts a new run when there is none), exactly as if
- * the run had never stopped. */
+ * the run had never stopped.
+ *
+ * Started by mpirun (a build with MPI, cli_dist.h), the P processes are the ranks of one
+ * data-parallel run: each trains on 1/P of every global --batch, the gradients are
+ * summed over the ranks, and only rank 0 writes RUNDIR (docs/scale.md). */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -19,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "cli_dist.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "scoresde/error.h"
@@ -64,7 +69,12 @@ static const char TRAIN_USAGE[] =
     "  --quiet               no progress lines\n"
     "Device:\n"
     "  --device auto|cpu|cuda (auto: a GPU when there is one, else the CPU with a warning)\n"
-    "  --cuda-device-id N (0)  --precision fp32|tf32|bf16 (fp32)\n";
+    "  --cuda-device-id N (0; under mpirun: the rank's index on its host)\n"
+    "  --precision fp32|tf32|bf16 (fp32)\n"
+    "Several processes (a build with MPI; docs/scale.md):\n"
+    "  mpirun -np P scoresde train ...   P ranks share every --batch (the same run as one\n"
+    "                        process up to float rounding); rank 0 writes RUNDIR, which\n"
+    "                        every rank must see at the same path to --resume\n";
 
 #define FASHION_MNIST_TRAIN "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 #define FASHION_MNIST_TEST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
@@ -427,6 +437,11 @@ static char *join_args(int argc, char **argv) {
   return s;
 }
 
+/* Bits of the per-step agreement of the ranks (cli_dist_or). */
+enum { AGREE_CKPT = 1, AGREE_STOP = 2, AGREE_SIGNAL = 4 };
+
+static int train_run(int argc, char **argv, train_args *ap, cli_dist *d);
+
 int cmd_train(int argc, char **argv) {
   train_args a;
   int help = 0, rc = parse_args(argc, argv, &a, &help);
@@ -437,7 +452,30 @@ int cmd_train(int argc, char **argv) {
   }
   if (!a.out) return usage_error("%s", "--out RUNDIR is required");
   if (a.steps < 0) return usage_error("%s", "--steps N is required");
-  if (mkdir_p(a.out)) {
+  cli_dist d;
+  if ((rc = cli_dist_init(&d))) return rc;
+  rc = train_run(argc, argv, &a, &d);
+  /* a rank that failed alone would leave the others waiting in their next sum */
+  if (rc != CLI_EXIT_OK && rc != CLI_EXIT_CANCELLED) cli_dist_abort(&d, rc);
+  cli_dist_finish(&d);
+  return rc;
+}
+
+/* The states of all ranks are the same (their hashes agree); a message when not. */
+static int ranks_agree(const cli_dist *d, const sde_trainer *t, const char *when) {
+  if (d->world == 1) return 1;
+  if (cli_dist_same_u64(d, sde_trainer_state_hash(t))) return 1;
+  fprintf(stderr, "scoresde train: rank %d: the ranks' training states differ %s (a "
+          "checkpoint that not every host sees at RUNDIR, or different data?)\n", d->rank, when);
+  return 0;
+}
+
+static int train_run(int argc, char **argv, train_args *ap, cli_dist *d) {
+  train_args a = *ap;
+  int rc;
+  const int root = d->rank == 0;
+  if (!root) a.quiet = 1; /* rank 0 speaks for the run */
+  if (root && mkdir_p(a.out)) {
     fprintf(stderr, "scoresde train: cannot create %s: %s\n", a.out, strerror(errno));
     return CLI_EXIT_ERROR;
   }
@@ -451,15 +489,17 @@ int cmd_train(int argc, char **argv) {
   int resumed = 0, stale = 0;
   /* a run killed while writing a checkpoint leaves checkpoint.safetensors.tmp.<pid> (the
    * checkpoint itself is whole: it is replaced by a rename) */
-  if (a.resume && sde_remove_stale_temporaries(ckpt, &stale))
+  if (root && a.resume && sde_remove_stale_temporaries(ckpt, &stale))
     fprintf(stderr, "scoresde train: warning: %s\n", sde_errmsg());
   if (stale && !a.quiet)
     fprintf(stderr, "scoresde train: removed %d temporary file%s left by a killed run in %s\n",
             stale, stale == 1 ? "" : "s", a.out);
-  if (file_exists(ckpt)) {
+  /* rank 0 decides whether there is a run to continue; every rank then reads it */
+  if (cli_dist_bcast_int(d, root ? file_exists(ckpt) : 0)) {
     if (!a.resume) {
-      fprintf(stderr, "scoresde train: %s exists; pass --resume to continue it (or choose "
-              "another --out)\n", ckpt);
+      if (root)
+        fprintf(stderr, "scoresde train: %s exists; pass --resume to continue it (or choose "
+                "another --out)\n", ckpt);
       return CLI_EXIT_USAGE;
     }
     if (sde_trainer_load(ckpt, &t)) return fail("resume");
@@ -496,11 +536,37 @@ int cmd_train(int argc, char **argv) {
       sde_trainer_free(t);
       return CLI_EXIT_USAGE;
     }
+    /* one GPU per rank: the rank's index on its host, unless given */
+    if (d->world > 1 && !a.dev.cuda_device_id_given) lo.device_id = d->local_rank;
+    /* the local slice first: the device workspace then holds only its activations */
+    if (d->world > 1 && sde_trainer_set_reduce(t, &d->reduce)) {
+      sde_trainer_free(t);
+      return fail("data-parallel training");
+    }
     if (sde_trainer_set_device(t, &lo, &info)) {
       sde_trainer_free(t);
       return fail("device");
     }
     cli_device_warn("train", &info, a.quiet);
+    /* every rank on the same kind of device (their updates must round alike); all on
+     * GPUs: the sums move into NCCL when this build has it */
+    const int kinds = cli_dist_or(d, info.device == SDE_DEVICE_CUDA ? 1 : 2);
+    if (kinds == 3) {
+      if (root)
+        fprintf(stderr, "scoresde train: some ranks run on a GPU and some on the CPU; pass "
+                "--device cuda or --device cpu\n");
+      sde_trainer_free(t);
+      return CLI_EXIT_ERROR;
+    }
+    if (d->world > 1 && kinds == 1 && cli_dist_use_nccl(d, info.device_id) == 0 &&
+        sde_trainer_set_reduce(t, &d->reduce)) {
+      sde_trainer_free(t);
+      return fail("data-parallel training");
+    }
+    if (!ranks_agree(d, t, "at the start")) {
+      sde_trainer_free(t);
+      return CLI_EXIT_ERROR;
+    }
   }
   const sde_ncsnpp_config *nc = sde_trainer_net_config(t);
   const sde_train_config *tc = sde_trainer_train_config(t);
@@ -522,9 +588,16 @@ int cmd_train(int argc, char **argv) {
             (long long)nparams, sde_kind_name(nc->sde.kind), tc->batch, data, ds.n,
             ds.channels, ds.height, ds.width, (long long)sde_trainer_step_count(t),
             (long long)a.steps);
+    if (d->world > 1) {
+      int first, count;
+      sde_trainer_local_batch(t, &first, &count);
+      fprintf(stderr, "scoresde train: data-parallel over %d ranks, gradients summed by %s, "
+              "%d samples of each batch per rank (rank 0: %d..%d)\n", d->world,
+              cli_dist_transport(d), count, first, first + count - 1);
+    }
   }
-  FILE *lf = open_loss_csv(csv, sde_trainer_step_count(t));
-  if (!lf) fprintf(stderr, "scoresde train: warning: cannot write %s\n", csv);
+  FILE *lf = root ? open_loss_csv(csv, sde_trainer_step_count(t)) : NULL;
+  if (root && !lf) fprintf(stderr, "scoresde train: warning: cannot write %s\n", csv);
 
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
@@ -562,12 +635,19 @@ int cmd_train(int argc, char **argv) {
       loss_acc = 0;
       loss_n = 0;
     }
-    int want_ckpt = (a.ckpt_every > 0 && step % a.ckpt_every == 0) ||
-                    (a.ckpt_minutes > 0 && now - last_ckpt >= 60.0 * a.ckpt_minutes);
-    int stop = stop_requested || (a.max_minutes > 0 && now - t_start >= 60.0 * a.max_minutes);
+    /* the clocks are rank 0's; a signal to any rank stops them all */
+    int agree = (root && a.ckpt_minutes > 0 && now - last_ckpt >= 60.0 * a.ckpt_minutes
+                     ? AGREE_CKPT : 0) |
+                (root && a.max_minutes > 0 && now - t_start >= 60.0 * a.max_minutes
+                     ? AGREE_STOP : 0) |
+                (stop_requested ? AGREE_SIGNAL : 0);
+    agree = cli_dist_or(d, agree);
+    int want_ckpt = (a.ckpt_every > 0 && step % a.ckpt_every == 0) || (agree & AGREE_CKPT);
+    int stop = (agree & (AGREE_STOP | AGREE_SIGNAL)) != 0;
     if (want_ckpt || stop) {
       if (lf) fflush(lf);
-      if (save_ckpt(t, ckpt, data, wall0 + now - t_start, cmdline)) {
+      if (!ranks_agree(d, t, "at a checkpoint") ||
+          (root && save_ckpt(t, ckpt, data, wall0 + now - t_start, cmdline))) {
         status = CLI_EXIT_ERROR;
         break;
       }
@@ -576,25 +656,33 @@ int cmd_train(int argc, char **argv) {
     } else {
       saved_at_end = 0;
     }
-    if (a.sample_every > 0 && step % a.sample_every == 0 && step < a.steps && !stop)
+    if (root && a.sample_every > 0 && step % a.sample_every == 0 && step < a.steps && !stop)
       write_grid(t, a.out, &a);
     if (stop) {
       if (!a.quiet)
         fprintf(stderr, "scoresde train: stopped at step %lld; checkpoint %s (continue with "
                 "--resume)\n", (long long)step, ckpt);
-      status = stop_requested ? CLI_EXIT_CANCELLED : CLI_EXIT_OK;
+      status = (agree & AGREE_SIGNAL) ? CLI_EXIT_CANCELLED : CLI_EXIT_OK;
       break;
     }
   }
   double wall = wall0 + sde_now() - t_start;
+  if (d->world > 1 && d->sum_calls > 0 && !a.quiet) {
+    const int64_t n = sde_trainer_step_count(t) - step_begin;
+    fprintf(stderr, "scoresde train: %lld steps in %.1f s (%.3f s/step); gradient sums: %.1f ms "
+            "per step, %.0f bytes summed over %d ranks each step (%s)\n", (long long)n,
+            sde_now() - t_start, (sde_now() - t_start) / (double)(n > 0 ? n : 1),
+            1e3 * d->sum_seconds / (double)d->sum_calls, d->sum_bytes / (double)d->sum_calls,
+            d->world, cli_dist_transport(d));
+  }
   if (status == CLI_EXIT_OK && sde_trainer_step_count(t) >= a.steps) {
     /* no steps taken here (an export of a finished or running run): leave the checkpoint
      * alone, another process may be writing it */
     if (!saved_at_end && sde_trainer_step_count(t) > step_begin &&
-        save_ckpt(t, ckpt, data, wall, cmdline))
+        (!ranks_agree(d, t, "at the end") || (root && save_ckpt(t, ckpt, data, wall, cmdline))))
       status = CLI_EXIT_ERROR;
-    if (status == CLI_EXIT_OK && write_grid(t, a.out, &a)) status = CLI_EXIT_ERROR;
-    if (status == CLI_EXIT_OK && a.export_path) {
+    if (status == CLI_EXIT_OK && root && write_grid(t, a.out, &a)) status = CLI_EXIT_ERROR;
+    if (status == CLI_EXIT_OK && root && a.export_path) {
       char *tj = sde_train_config_to_json(tc);
       char facts[4096];
       snprintf(facts, sizeof facts,

@@ -17,6 +17,7 @@ int cmd_train(int argc, char **argv);   /* scoresde train --data SRC --out RUNDI
 typedef struct {
   const char *device, *precision; /* NULL: auto, fp32 */
   int cuda_device_id;
+  int cuda_device_id_given;       /* --cuda-device-id was on the command line */
 } cli_device_args;
 void cli_device_args_init(cli_device_args *d);
 /* If argv[*i] is a device option (--name VALUE or --name=VALUE), takes it (advancing *i

@@ -356,6 +356,9 @@ struct sde_trainer {
   float *d_m, *d_v, *d_ema, *d_mask;
   int host_stale;
   int64_t step;
+  /* data parallelism: this rank trains on samples [b0, b1) of each global batch */
+  sde_train_reduce red;
+  int b0, b1;
   /* batch scratch */
   float *x0, *xt, *out, *dout, *t, *labels, *z;
   int *cls;               /* [B] class labels of the batch (classifiers) */
@@ -366,7 +369,10 @@ static int trainer_alloc(sde_trainer *t) {
   if (rc) return rc;
   t->net = sde_network_ncsnpp(t->model);
   sde_ncsnpp_param_buffer(t->net, &t->P);
-  if ((rc = sde_ncsnpp_train_create(t->net, t->tc.batch, t->nc.dropout > 0, &t->tw))) return rc;
+  t->red.rank = 0;
+  t->red.world = 1;
+  t->b0 = 0;
+  t->b1 = t->tc.batch;
   const size_t P = (size_t)t->P, B = (size_t)t->tc.batch,
                D = (size_t)t->nc.num_channels * t->nc.image_size * t->nc.image_size;
   t->grad = sde_malloc(P * sizeof(float));
@@ -491,7 +497,10 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
   const sde_ncsnpp_config *nc = &t->nc;
   const sde_train_config *tc = &t->tc;
   const sde_sde *sde = &nc->sde;
-  const int B = tc->batch, C = nc->num_channels, S = nc->image_size;
+  /* B: the global batch (the normaliser); this rank draws samples b0 .. b0+Bl-1 of it
+   * into its scratch rows 0 .. Bl-1 */
+  const int B = tc->batch, b0 = t->b0, Bl = t->b1 - t->b0, C = nc->num_channels,
+            S = nc->image_size;
   const size_t D = (size_t)C * S * S;
   if (nc->num_classes > 0 && (!ds || !ds->labels || ds->num_classes > nc->num_classes))
     return sde_fail(SDE_EINVAL, "training a %d-class classifier needs data with labels in "
@@ -500,14 +509,20 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
     return sde_fail(SDE_EINVAL, "training: dataset [%d, %d, %d, %d] does not fit the model's "
                     "[%d, %d, %d]", ds ? ds->n : 0, ds ? ds->channels : 0, ds ? ds->height : 0,
                     ds ? ds->width : 0, C, S, S);
+  /* the workspace, made at the first step on the trainer's backend for this rank's slice
+   * (never for the whole batch when the batch is split) */
+  int rc = SDE_OK;
+  if (!t->tw && (rc = sde_ncsnpp_train_create(t->net, Bl, nc->dropout > 0, &t->tw))) return rc;
   const uint64_t step = (uint64_t)t->step;
   const uint32_t key[2] = {(uint32_t)tc->seed, (uint32_t)(tc->seed >> 32)};
-  double *mc = sde_malloc((size_t)B * 3 * sizeof(double));
+  double *mc = sde_malloc((size_t)Bl * 3 * sizeof(double));
   if (!mc) return SDE_ENOMEM;
-  double *sd = mc + B, *g2 = mc + 2 * B;
-  /* batch: indices, flips and times from one Philox draw per sample; noise z */
-  for (int b = 0; b < B; b++) {
-    uint32_t ctr[4] = {(uint32_t)b, (uint32_t)step, BATCH_STREAM, (uint32_t)(step >> 32)}, r[4];
+  double *sd = mc + Bl, *g2 = mc + 2 * Bl;
+  /* batch: indices, flips and times from one Philox draw per sample; noise z; all keyed
+   * by the global sample index gb */
+  for (int b = 0; b < Bl; b++) {
+    const int gb = b0 + b;
+    uint32_t ctr[4] = {(uint32_t)gb, (uint32_t)step, BATCH_STREAM, (uint32_t)(step >> 32)}, r[4];
     sde_philox4x32(ctr, key, r);
     uint64_t idx = (((uint64_t)r[0] << 32) | r[1]) % (uint64_t)ds->n;
     if (nc->num_classes > 0) t->cls[b] = ds->labels[idx];
@@ -526,23 +541,23 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
           dr[x] = nc->centered ? 2.0f * v - 1.0f : v;
         }
       }
-    sde_randn(tc->seed + 1, step, (uint32_t)b + 1u, t->z + (size_t)b * D, (int64_t)D);
+    sde_randn(tc->seed + 1, step, (uint32_t)gb + 1u, t->z + (size_t)b * D, (int64_t)D);
     double a, g;
     sde_marginal(sde, (double)tf, &mc[b], &sd[b]);
     sde_coefficients(sde, (double)tf, &a, &g);
     g2[b] = g * g;
   }
   /* x_t = mean·x0 + std·z */
-  for (int b = 0; b < B; b++) {
+  for (int b = 0; b < Bl; b++) {
     const float mb = (float)mc[b], sb = (float)sd[b];
     const float *x0 = t->x0 + (size_t)b * D, *z = t->z + (size_t)b * D;
     float *xt = t->xt + (size_t)b * D;
     for (size_t i = 0; i < D; i++) xt[i] = mb * x0[i] + sb * z[i];
   }
-  int rc = sde_network_labels(t->model, sde, B, t->t, t->labels);
+  rc = sde_network_labels(t->model, sde, Bl, t->t, t->labels);
   if (!rc)
-    rc = sde_ncsnpp_train_forward(t->net, t->tw, B, t->xt, t->labels, (float)nc->dropout,
-                                  tc->seed + 2, step << 16, t->out);
+    rc = sde_ncsnpp_train_forward(t->net, t->tw, Bl, t->xt, t->labels, (float)nc->dropout,
+                                  tc->seed + 2, (step << 16) + (uint64_t)b0, t->out);
   if (rc) {
     free(mc);
     return rc;
@@ -551,7 +566,7 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
   if (nc->num_classes > 0) {
     /* cross-entropy of log_softmax(logits)[y]; dL/dlogits = (softmax - onehot)/B */
     const int K = nc->num_classes;
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < Bl; b++) {
       const float *lg = t->out + (size_t)b * K;
       float *d = t->dout + (size_t)b * K;
       int y = t->cls[b];
@@ -569,7 +584,7 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
   }
   /* loss and dL/dout; score s = k·out with k = 1 (VE) or -1/std (VP, sub-VP) */
   const double red = tc->reduce_mean ? 1.0 / (double)D : 0.5;
-  for (int b = 0; b < B; b++) {
+  for (int b = 0; b < Bl; b++) {
     const double std = sd[b];
     const float k = sde->kind == SDE_VE ? 1.0f : (float)(-1.0 / std);
     const float sf = (float)std, izs = (float)(1.0 / std);
@@ -593,11 +608,32 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
   return finish_step(t, loss, st);
 }
 
+/* The gradient summed over the ranks (the local parts are already scaled by 1/batch). */
+static int reduce_grad(sde_trainer *t, const sde_backend *be, float *grad, size_t P) {
+  int rc = SDE_OK;
+  const int dev = !be->host_memory;
+  if (dev && (rc = be->synchronize(be))) return rc;
+  if (!dev || t->red.device_buffers) {
+    rc = t->red.sum_f32(grad, P, t->red.ctx);
+  } else {
+    rc = be->download(be, t->grad, grad, P * sizeof(float));
+    if (!rc) rc = t->red.sum_f32(t->grad, P, t->red.ctx);
+    if (!rc) rc = be->upload(be, grad, t->grad, P * sizeof(float));
+  }
+  if (rc) return sde_fail_context(rc, "training: summing the gradient over %d ranks",
+                                  t->red.world);
+  return SDE_OK;
+}
+
 /* backward of dout, clipping, Adam, EMA, step count */
 static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
   const sde_train_config *tc = &t->tc;
   const uint64_t step = (uint64_t)t->step;
+  const int parallel = t->red.world > 1;
   int rc;
+  /* every rank sees the global loss, so they all fail (or not) together */
+  if (parallel && (rc = t->red.sum_f64(&loss, 1, t->red.ctx)))
+    return sde_fail_context(rc, "training: summing the loss over %d ranks", t->red.world);
   if (!isfinite(loss)) return sde_fail(SDE_ENUMERIC, "training: loss is not finite at step %lld",
                                        (long long)t->step);
   const size_t P = (size_t)t->P;
@@ -614,6 +650,7 @@ static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
     rc = sde_ncsnpp_train_backward(t->net, t->tw, t->dout, t->grad, NULL);
   }
   if (rc) return rc;
+  if (parallel && (rc = reduce_grad(t, be, grad, P))) return rc;
   /* global norm over the trainable elements (the others zeroed), in double */
   const float *mask = dev ? t->d_mask : t->trainable;
   be->mul(be, grad, grad, mask, P);
@@ -710,13 +747,58 @@ int sde_trainer_use_backend(sde_trainer *t, const sde_backend *be, int fell_back
     return rc;
   }
   trainer_free_dev(t);
-  /* the training workspace is memory of the old backend */
+  /* the training workspace is memory of the old backend (the next step makes a new one) */
   sde_ncsnpp_train_free(t->tw);
   t->tw = NULL;
   rc = sde_network_use_backend(t->model, be, fell_back, reason); /* takes be */
-  if (!rc) rc = sde_ncsnpp_train_create(t->net, t->tc.batch, t->nc.dropout > 0, &t->tw);
   if (!rc) rc = trainer_to_dev(t);
   return rc;
+}
+
+int sde_trainer_set_reduce(sde_trainer *t, const sde_train_reduce *r) {
+  if (!t) return sde_fail(SDE_EINVAL, "trainer: none");
+  const int B = t->tc.batch;
+  sde_train_reduce one = {0, 1, NULL, NULL, 0, NULL};
+  if (!r || r->world == 1) r = &one;
+  if (r->world < 1 || r->rank < 0 || r->rank >= r->world)
+    return sde_fail(SDE_EINVAL, "data-parallel training: rank %d of %d", r->rank, r->world);
+  if (r->world > B)
+    return sde_fail(SDE_EINVAL, "data-parallel training: %d ranks for a batch of %d (each "
+                    "rank needs a sample; use at most %d ranks or a larger --batch)",
+                    r->world, B, B);
+  if (r->world > 1 && (!r->sum_f32 || !r->sum_f64))
+    return sde_fail(SDE_EINVAL, "data-parallel training: no sum functions");
+  const int b0 = (int)((int64_t)r->rank * B / r->world),
+            b1 = (int)((int64_t)(r->rank + 1) * B / r->world);
+  /* the next step makes a workspace for the activations of the local slice only */
+  sde_ncsnpp_train_free(t->tw);
+  t->tw = NULL;
+  t->red = *r;
+  t->b0 = b0;
+  t->b1 = b1;
+  return SDE_OK;
+}
+
+void sde_trainer_local_batch(const sde_trainer *t, int *first, int *count) {
+  *first = t->b0;
+  *count = t->b1 - t->b0;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+  const unsigned char *c = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 0x100000001b3ull;
+  return h;
+}
+
+uint64_t sde_trainer_state_hash(const sde_trainer *t) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  if (trainer_to_host(t)) return 0;
+  const size_t bytes = (size_t)t->P * sizeof(float);
+  h = fnv1a(h, &t->step, sizeof t->step);
+  h = fnv1a(h, sde_ncsnpp_param_buffer_const(t->net, NULL), bytes);
+  h = fnv1a(h, t->m, bytes);
+  h = fnv1a(h, t->v, bytes);
+  return fnv1a(h, t->ema, bytes);
 }
 
 int sde_trainer_set_device(sde_trainer *t, const sde_load_options *o, sde_device_info *info) {

@@ -15,9 +15,12 @@
  * Determinism: every random number of a step is keyed by (seed, step): the batch
  * indices and flips (Philox counter (b, step, stream 0x7ba7c4, 0) under key seed), the
  * times (same draw), the noise z (sde_randn(seed + 1, step, b + 1)), the dropout masks
- * (seed + 2, streams step·2^16 + b). Reductions run in a fixed order, so a run is
- * bit-identical for any thread count, and a run resumed from a checkpoint equals the
- * uninterrupted run bit for bit.
+ * (seed + 2, streams step·2^16 + b), b the sample's index in the global batch.
+ * Reductions run in a fixed order, so a run is bit-identical for any thread count, and a
+ * run resumed from a checkpoint equals the uninterrupted run bit for bit. A data-parallel
+ * run (sde_trainer_set_reduce) draws the same numbers and differs from one process only
+ * in the order of the gradient sums; it is bit-identical from run to run at a fixed
+ * number of ranks.
  *
  * Classifier networks (config num_classes > 0) train the time-dependent classifier of
  * classifier guidance (docs/math.md#guidance) on the same noised batches: loss = mean cross-entropy of
@@ -25,6 +28,7 @@
 #ifndef SCORESDE_TRAIN_H
 #define SCORESDE_TRAIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "json.h"
@@ -104,6 +108,40 @@ void sde_trainer_free(sde_trainer *t);
 /* One optimiser step on a batch drawn from ds (ds must match the network's image size
  * and channels). */
 int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st);
+
+/* Data-parallel training (docs/scale.md). `world` processes each hold a trainer with the
+ * same state and train on one slice of every global batch: rank r takes the samples
+ * [r·batch/world, (r+1)·batch/world) of the batch the single-process run would draw (the
+ * same indices, flips, times, noise and dropout masks: they are keyed by the global
+ * sample index). The loss and its gradient are normalised by the global batch, so the
+ * ranks' gradients SUM to the single-process one; after sum_f32 every rank clips, runs
+ * Adam and the EMA on the same numbers and the states stay identical. The engine knows
+ * nothing of the transport: the caller's functions do the sums (MPI, NCCL, ...).
+ *   sum_f32  buf[0..n) := its sum over all ranks, the same bits on every rank. When
+ *            device_buffers is set and the trainer runs on a device, buf is that
+ *            device's memory (every kernel writing it has finished); otherwise host
+ *            memory (a device gradient is downloaded, summed and uploaded).
+ *   sum_f64  the same for a few host doubles (the loss).
+ * They return SDE_OK or an SDE_* error (with sde_fail's message); an error in one rank
+ * must make the caller end all of them (the others wait in their next sum). */
+typedef struct {
+  int rank, world;  /* 0 <= rank < world <= batch */
+  int (*sum_f32)(float *buf, size_t n, void *ctx);
+  int (*sum_f64)(double *buf, size_t n, void *ctx);
+  int device_buffers;
+  void *ctx;
+} sde_train_reduce;
+
+/* Makes t one rank of a data-parallel run (r NULL or world 1: a single process again).
+ * The training workspace (made at the next step) holds only the local slice. Every rank
+ * must call it with the same world and its own rank, and hold the same state
+ * (sde_trainer_state_hash). */
+int sde_trainer_set_reduce(sde_trainer *t, const sde_train_reduce *r);
+/* The samples [*first, *first + *count) of the global batch that this rank trains on. */
+void sde_trainer_local_batch(const sde_trainer *t, int *first, int *count);
+/* 64-bit FNV-1a over the step, parameters, Adam moments and EMA: equal on every rank of a
+ * healthy data-parallel run (the callers compare it at checkpoints). */
+uint64_t sde_trainer_state_hash(const sde_trainer *t);
 
 int64_t sde_trainer_step_count(const sde_trainer *t);
 const sde_ncsnpp_config *sde_trainer_net_config(const sde_trainer *t);

@@ -211,6 +211,49 @@ GST_START_TEST (test_src_num_buffers_eos_duration)
 
 GST_END_TEST;
 
+/* start-frame S with num-buffers N: frames S .. S+N-1 of the full render, with their
+ * timestamps, offsets and latent meta, then EOS; the duration ends at S+N. */
+GST_START_TEST (test_src_start_frame)
+{
+  GstHarness *full = src_harness (SRC_FAST " seed=4 num-buffers=5");
+  GstHarness *part = src_harness (SRC_FAST " seed=4 start-frame=3 "
+      "num-buffers=2 name=part");
+  GstElement *src = gst_bin_get_by_name (GST_BIN (part->element), "part");
+  GstBuffer *a[5], *b[2];
+  gint64 dur = -1, start = -1;
+  gint i;
+
+  g_object_get (src, "start-frame", &start, NULL);
+  fail_unless_equals_int64 (start, 3);
+  gst_object_unref (src);
+  gst_harness_play (full);
+  gst_harness_play (part);
+  pull_n (full, 5, a);
+  pull_n (part, 2, b);
+  for (i = 0; i < 2; i++) {
+    fail_unless (buffers_equal (b[i], a[3 + i]), "frame %d differs", 3 + i);
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (b[i]), GST_BUFFER_PTS (a[3 + i]));
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (b[i]),
+        gst_util_uint64_scale (3 + i, GST_SECOND, 30));
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (b[i]), 3 + i);
+    fail_unless_equals_uint64 (gst_buffer_get_scoresde_latent_meta (b[i])->frame,
+        3 + i);
+  }
+  wait_for_eos (part);
+  fail_unless (gst_element_query_duration (part->element, GST_FORMAT_DEFAULT,
+          &dur));
+  fail_unless_equals_int64 (dur, 5);
+  fail_unless (gst_element_query_duration (part->element, GST_FORMAT_TIME,
+          &dur));
+  fail_unless_equals_int64 (dur, gst_util_uint64_scale (5, GST_SECOND, 30));
+  unref_n (a, 5);
+  unref_n (b, 2);
+  gst_harness_teardown (full);
+  gst_harness_teardown (part);
+}
+
+GST_END_TEST;
+
 /* A shipped model (Fashion-MNIST and its guidance classifier). */
 static gchar *
 shipped_model (const gchar * file)
@@ -1091,6 +1134,7 @@ scoresdesrc_suite (void)
 
   suite_add_tcase (s, tc);
   tcase_add_test (tc, test_src_negotiation);
+  tcase_add_test (tc, test_src_start_frame);
   tcase_add_test (tc, test_src_gray_is_luma_mean);
   tcase_add_test (tc, test_src_gray_model);
   tcase_add_test (tc, test_src_refuses_other_size);
