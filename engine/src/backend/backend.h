@@ -94,10 +94,7 @@ struct sde_backend {
                                         const float *dout, const float *inp,
                                         const float *weight, int B, int C_in, int H, int W,
                                         int C_out, float *scratch);
-  /* FIR upsample with a 3x3 conv (layerspp.Upsample fir=True, with_conv=True):
-   * inp [B,C_in,H,W] -> out [B,C_out,2H,2W]. Not in nn.h: the reference is
-   * sde_ncsnpp_fir_upsample_conv2x_forward/backward (nn/ncsnpp_extra.c, declared below),
-   * scratch of sde_ncsnpp_fir_upsample_conv2x_scratch_floats; backward accumulates. */
+  /* FIR upsample with a 3x3 conv (layerspp.Upsample fir=True, with_conv=True). */
   int (*fir_conv_upsample2x_forward)(const sde_backend *be, float *out, const float *inp, const float *weight,
                                      const float *bias, int B, int C_in, int H, int W, int C_out,
                                      float *scratch);
@@ -160,15 +157,9 @@ struct sde_backend {
   void *impl; /* backend state (CUDA: stream, cuBLAS/cuDNN handles, workspace) */
 };
 
-/* Reference ops of the table that are not in nn.h (nn/ncsnpp_extra.c). */
-size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
-int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
-                                           const float *bias, int B, int C_in, int H, int W,
-                                           int C_out, float *scratch);
-int sde_ncsnpp_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias,
-                                            const float *dout, const float *inp,
-                                            const float *weight, int B, int C_in, int H, int W,
-                                            int C_out, float *scratch);
+/* nn/ncsnpp.c asks the FIR upsample-conv's scratch size by its former name; the op is
+ * nn.h's sde_nn_fir_upsample_conv2x_*. Remove once ncsnpp.c uses that name. */
+#define sde_ncsnpp_fir_upsample_conv2x_scratch_floats sde_nn_fir_upsample_conv2x_scratch_floats
 
 /* The CPU backend (a static table, always available). */
 const sde_backend *sde_backend_cpu(void);

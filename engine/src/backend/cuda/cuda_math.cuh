@@ -157,7 +157,7 @@ SDE_HD float sde_softmax_dlogit(float a, float da, float dot, float scale) {
  * FIR resampling (ops.c fir_build/fir_apply): separable, ≤ 4 taps per axis. */
 
 /* UPCONV / UPCONV_T: the [1,3,3,1]/4 blur (gain 4, pad 1) after the stride-2 transposed
- * conv of the FIR upsample-conv (ncsnpp_extra.c), t[2H+1] -> out[2H], and its transpose. */
+ * conv of the FIR upsample-conv (nn/ops_resample.c), t[2H+1] -> out[2H], and its transpose. */
 enum { SDE_FIR_UP = 0, SDE_FIR_UP_T, SDE_FIR_DOWN, SDE_FIR_DOWN_T, SDE_FIR_BLUR2, SDE_FIR_BLUR2_T,
        SDE_FIR_UPCONV, SDE_FIR_UPCONV_T };
 
