@@ -150,7 +150,7 @@ struct sde_backend {
    *   g = grad·clip; m = b1·m + (1−b1)·g; v = b2·v + (1−b2)·g·g;
    *   p −= step_size·(m / (sqrt(v)/sbc2 + eps)); ema −= one_m_decay·(ema − p)
    * (torch.optim.Adam without weight decay, then the EMA), in float, in this order
-   * (cuda_math.cuh sde_adam_elem); elsewhere ema = p. k is host memory. */
+   * (exact_math.h sde_adam_elem); elsewhere ema = p. k is host memory. */
   int (*adam_step)(const sde_backend *be, float *p, float *m, float *v, float *ema, const float *grad,
                    const float *trainable, size_t n, const sde_adam_coef *k);
 

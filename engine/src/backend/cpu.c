@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../exact_math.h" /* sde_adam_elem: the optimizer math the CUDA kernel shares */
 #include "../parallel.h"
 #include "backend.h"
-#include "cuda/cuda_math.cuh" /* sde_adam_elem: one definition of the optimizer math */
 #include "scoresde/error.h"
 #include "scoresde/rng.h"
 
