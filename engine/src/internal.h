@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "scoresde/device.h"
 #include "scoresde/likelihood.h"
 #include "scoresde/model.h"
 #include "scoresde/sample.h"
@@ -140,7 +141,30 @@ int sde_pc_run(const sde_model *m, const sde_sde *sde, const sde_sample_params *
 
 /* ---- end PC sampler ------------------------------------------------------------------- */
 
-/* ---- models on a device (model_device.c, nn/network_model.c) -------------------------- */
+/* ---- network models (nn/network_model.c; used by nn/network_file.c, -------------------
+ * nn/network_diffusers.c, control_guidance.c and device.c) */
+
+struct sde_ncsnpp;
+struct sde_ncsnpp_train;
+
+/* Wraps a network (ownership taken, freed on failure) into a model. */
+int sde_network_wrap(struct sde_ncsnpp *net, sde_model **out);
+/* The bare network of a network model; NULL for other models. */
+const struct sde_ncsnpp *sde_network_net(const sde_model *m);
+/* A training workspace of at least n samples from the model's pool (made when the pool
+ * has none), and its return: score_vjp and classifier guidance run the network's training
+ * forward and backward in it. */
+int sde_network_train_acquire(const sde_model *m, int n, struct sde_ncsnpp_train **out);
+void sde_network_train_release(const sde_model *m, struct sde_ncsnpp_train *tw, int n);
+/* Fills the device fields of *info for a network model (sde_model_device, device.c). */
+void sde_network_device_info(const sde_model *m, sde_device_info *info);
+
+/* The model a guided model wraps, else m (control_guidance.c). */
+const sde_model *sde_guided_base(const sde_model *m);
+
+/* ---- end network models --------------------------------------------------------------- */
+
+/* ---- models on a device (device.c, nn/network_model.c) -------------------------------- */
 
 struct sde_backend;
 

@@ -162,6 +162,10 @@ int sde_ncsnpp_train_backward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, const
 
 /* ---- the network as a score model -------------------------------------------------- */
 
+/* The "format" metadata of a training checkpoint (train.h): the model loaders refuse such
+ * a file with the way to export it. */
+#define SDE_CHECKPOINT_FORMAT "scoresde-checkpoint-1"
+
 /* Loads a network .safetensors: config from __metadata__, every tensor name, dtype and
  * shape checked against the config (missing or extra tensors are errors; a `sigmas`
  * buffer is allowed). Fills channels/height/width, is_image = 1, centered, has_sde/sde
@@ -175,21 +179,6 @@ int sde_network_create(const sde_ncsnpp_config *c, const float *params, sde_mode
 /* Writes m (a network) as .safetensors with the "scoresde" metadata (+ extra pairs). */
 int sde_network_save(const sde_model *m, const char *path, const char *const *extra_meta,
                      int n_extra);
-
-/* Classifier guidance (docs/math.md#guidance): a score model whose score is
- *   s(x, t) + scale · ∇x log p(y = class_id | x, t)
- * with p from a time-dependent classifier network (config num_classes > 0, trained by
- * `scoresde train --num-classes K`; labels from t as for the base model's SDE). Takes
- * ownership of base and classifier (freed with the result, or on failure). No score_vjp. */
-int sde_guided_create(sde_model *base, sde_model *classifier, int class_id, double scale,
-                      sde_model **out);
-/* The same without ownership: base and classifier (shared, e.g. from a model cache) must
- * outlive the result; sde_model_free(result) frees only the wrapper. */
-int sde_guided_wrap(const sde_model *base, const sde_model *classifier, int class_id,
-                    double scale, sde_model **out);
-/* log p(y | x, t) for all classes: logp[n, num_classes] (log-softmax of the logits). */
-int sde_classifier_logp(const sde_model *classifier, const sde_sde *sde, int n, const float *x,
-                        const float *t, float *logp);
 
 /* Imports a diffusers UNet2DModel NCSN++ folder (config.json +
  * diffusion_pytorch_model.safetensors; DIR or DIR/unet): SkipDownBlock2D /

@@ -176,8 +176,9 @@ void sde_backend_close(const sde_backend *be);
 #ifdef SDE_HAVE_CUDA
 int sde_backend_cuda_open(int device_id, sde_precision precision, const sde_backend **out);
 void sde_backend_cuda_close(const sde_backend *be);
-int sde_cuda_device_count(void); /* 0 when no driver or device */
 #endif
+/* Number of CUDA devices: 0 without CUDA support (backend.c), driver or GPU (cuda_loader.c). */
+int sde_backend_cuda_count(void);
 
 #ifdef __cplusplus
 }
