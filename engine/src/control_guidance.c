@@ -5,7 +5,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "control_internal.h"
+#include "nn/network_internal.h"
 #include "scoresde/control.h"
 #include "scoresde/error.h"
 #include "scoresde/network.h"

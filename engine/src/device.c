@@ -7,7 +7,8 @@
 #include <sys/stat.h>
 
 #include "backend/backend.h"
-#include "internal.h"
+#include "control_internal.h"
+#include "nn/network_internal.h"
 #include "scoresde/device.h"
 #include "scoresde/error.h"
 #include "scoresde/io.h"
@@ -101,5 +102,12 @@ void sde_model_device(const sde_model *m, sde_device_info *info) {
   info->device = SDE_DEVICE_CPU;
   info->precision = SDE_PRECISION_FP32;
   m = sde_guided_base(m);
-  if (sde_network_is(m)) sde_network_device_info(m, info);
+  if (!sde_network_is(m)) return;
+  const sde_backend *be = sde_network_backend(m);
+  const char *reason;
+  info->device = be->host_memory ? SDE_DEVICE_CPU : SDE_DEVICE_CUDA;
+  info->device_id = be->device_id;
+  info->precision = be->precision;
+  info->fell_back = sde_network_fell_back(m, &reason);
+  snprintf(info->reason, sizeof info->reason, "%s", reason);
 }

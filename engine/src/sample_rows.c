@@ -8,7 +8,8 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "internal.h"
+#include "nn/network_internal.h"
+#include "sample_internal.h"
 #include "scoresde/error.h"
 #include "scoresde/network.h"
 

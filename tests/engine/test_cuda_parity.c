@@ -23,6 +23,7 @@
 
 #include "backend.h"
 #include "cuda/cuda_graph.h"
+#include "scoresde/device.h"
 #include "scoresde/error.h"
 #include "scoresde/nn.h"
 #include "scoresde/rng.h"

@@ -11,17 +11,12 @@
 #ifndef SCORESDE_DEVICE_H
 #define SCORESDE_DEVICE_H
 
+#include "device_kind.h"
 #include "model.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum { SDE_DEVICE_AUTO = 0, SDE_DEVICE_CPU, SDE_DEVICE_CUDA } sde_device_kind;
-/* fp32: full float32 math (the default; the CPU always computes in fp32).
- * tf32: tensor-core GEMMs/convs with 10-bit mantissa inputs, fp32 accumulation.
- * bf16: bfloat16 GEMM/conv inputs, fp32 accumulation. */
-typedef enum { SDE_PRECISION_FP32 = 0, SDE_PRECISION_TF32, SDE_PRECISION_BF16 } sde_precision;
 
 /* "auto", "cpu", "cuda" (case-insensitive) -> kind; SDE_EINVAL with a message otherwise. */
 int sde_device_parse(const char *s, sde_device_kind *out);

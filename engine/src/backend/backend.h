@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "scoresde/device.h" /* sde_device_kind, sde_precision */
+#include "scoresde/device_kind.h"
 #include "scoresde/nn.h"
 
 #ifdef __cplusplus

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "network_internal.h"
 #include "scoresde/error.h"
 #include "scoresde/io.h"
 #include "scoresde/json.h"

@@ -15,8 +15,7 @@
 #include <string.h>
 
 #include "../backend/backend.h"
-#include "../internal.h"
-#include "scoresde/device.h"
+#include "network_internal.h"
 #include "scoresde/error.h"
 #include "scoresde/model.h"
 #include "scoresde/network.h"
@@ -475,13 +474,10 @@ const sde_backend *sde_network_backend(const sde_model *m) {
   return sde_network_is(m) ? impl_of(m)->be : NULL;
 }
 
-void sde_network_device_info(const sde_model *m, sde_device_info *info) {
+int sde_network_fell_back(const sde_model *m, const char **reason) {
   const net_impl *im = impl_of(m);
-  info->device = im->be->host_memory ? SDE_DEVICE_CPU : SDE_DEVICE_CUDA;
-  info->device_id = im->be->device_id;
-  info->precision = im->be->precision;
-  info->fell_back = im->fell_back;
-  snprintf(info->reason, sizeof info->reason, "%s", im->reason);
+  *reason = im->reason;
+  return im->fell_back;
 }
 
 /* ---- construction --------------------------------------------------------------------- */
