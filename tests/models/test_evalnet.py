@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The independent Fashion-MNIST evaluation CNN (models/fashion-mnist-32-evalnet.safetensors)
-and the Frechet distance of models/tools/eval_fashion_mnist.py on real data.
+and the Frechet distance of tools/models/eval_fashion_mnist.py on real data.
 
 Checks, on the padded 32x32 test images exactly as the evaluation feeds them:
   * the shipped weights load and classify the first 1000 test images with >= 88 % accuracy;
