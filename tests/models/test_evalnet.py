@@ -19,7 +19,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "models", "tools"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "models"))
 
 try:
     import numpy as np

@@ -526,7 +526,7 @@ static int compute_id(const sde_ncsnpp *net, char id[33]) {
   return SDE_OK;
 }
 
-/* Wraps a network (ownership taken) into a model (internal.h). */
+/* Wraps a network (ownership taken) into a model (network_internal.h). */
 int sde_network_wrap(sde_ncsnpp *net, sde_model **out) {
   *out = NULL;
   const sde_ncsnpp_config *c = sde_ncsnpp_get_config(net);
