@@ -7,6 +7,7 @@
  *   gstscoresdeenums.h       GEnum types (sde, sampler, predictor, corrector, ode method,
  *                            device, interpolation method)
  *   gstscoresdemodel.h       the model cache (GstScoreSdeModel)
+ *   gstscoresdemodelslot.h   an element's model: properties, loading, state changes
  *   gstscoresdecaps.h        latent caps (other/tensors + scoresde field)
  *   gstscoresdelatentmeta.h  GstScoreSdeLatentMeta
  *   gstscoresdevideo.h       GstVideoFrame <-> planar float in model space
@@ -19,6 +20,7 @@
 
 #include "gstscoresdeenums.h"
 #include "gstscoresdemodel.h"
+#include "gstscoresdemodelslot.h"
 #include "gstscoresdecaps.h"
 #include "gstscoresdelatentmeta.h"
 #include "gstscoresdevideo.h"

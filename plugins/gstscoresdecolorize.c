@@ -60,16 +60,14 @@
 GST_DEBUG_CATEGORY_STATIC (gst_scoresde_colorize_debug);
 #define GST_CAT_DEFAULT gst_scoresde_colorize_debug
 
-#define DEFAULT_MODEL GST_SCORESDE_DEFAULT_MODEL
 #define DEFAULT_TEMPORAL_SEED TRUE
 #define DEFAULT_CHROMA_ONLY TRUE
 
 enum
 {
   PROP_0,
-  PROP_MODEL,
-  PROP_DEVICE,                 /* + cuda-device-id, precision */
-  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
+  PROP_MODEL,                   /* + device, cuda-device-id, precision */
+  PROP_MODEL_LAST = PROP_MODEL + GST_SCORESDE_N_MODEL_PROPS - 1,
   PROP_SAMPLER_FIRST,           /* seed, sampler, schedule, steps, pc knobs */
   PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
   PROP_TEMPORAL_SEED,
@@ -91,6 +89,8 @@ static void gst_scoresde_colorize_set_property (GObject * object,
 static void gst_scoresde_colorize_get_property (GObject * object,
     guint prop_id, GValue * value, GParamSpec * pspec);
 static void gst_scoresde_colorize_finalize (GObject * object);
+static gboolean gst_scoresde_colorize_model_loaded (GstElement * element,
+    GstScoreSdeModel * model);
 static GstStateChangeReturn gst_scoresde_colorize_change_state (GstElement *
     element, GstStateChange transition);
 static gboolean gst_scoresde_colorize_start (GstBaseTransform * trans);
@@ -129,12 +129,6 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * The model file (.json analytic model or .safetensors network) of 3-channel
    * images; empty selects the shipped default (emoji-32.safetensors).
    */
-  g_object_class_install_property (gobject_class, PROP_MODEL,
-      g_param_spec_string ("model", "Model",
-          "Model file (.json or .safetensors) of 3-channel images; empty = the "
-          "shipped default (emoji-32)", DEFAULT_MODEL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
 
   /**
    * GstScoreSdeColorize:device:
@@ -143,7 +137,9 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * GPU when this build has CUDA support and one answers, else the CPU (a warning in
    * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
-  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
+  gst_scoresde_install_model_properties (gobject_class, PROP_MODEL,
+      "Model file (.json or .safetensors) of 3-channel images; empty = the "
+      "shipped default (emoji-32)");
 
   /**
    * GstScoreSdeColorize:sampler:
@@ -213,12 +209,12 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
 static void
 gst_scoresde_colorize_init (GstScoreSdeColorize * self)
 {
-  self->model_path = g_strdup (DEFAULT_MODEL);
-  gst_scoresde_device_settings_init (&self->device);
   gst_scoresde_sampler_settings_init (&self->settings);
   self->temporal_seed = DEFAULT_TEMPORAL_SEED;
   self->chroma_only = DEFAULT_CHROMA_ONLY;
-  gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
+  gst_scoresde_model_slot_init (&self->slot, GST_ELEMENT (self),
+      GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE,
+      GST_SCORESDE_MODEL_SLOT_LOAD_AT_READY, gst_scoresde_colorize_model_loaded);
 
   /* A frame costs `steps` model evaluations: with QoS on, a live pipeline would see
    * every frame late and drop them all (GstVideoFilter enables QoS by default). */
@@ -349,19 +345,12 @@ gst_scoresde_colorize_free_scratch (GstScoreSdeColorize * self)
 }
 
 static void
-gst_scoresde_colorize_unload (GstScoreSdeColorize * self)
-{
-  gst_scoresde_colorize_free_scratch (self);
-  g_clear_pointer (&self->model, gst_scoresde_model_cache_release);
-}
-
-static void
 gst_scoresde_colorize_finalize (GObject * object)
 {
   GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (object);
 
-  gst_scoresde_colorize_unload (self);
-  g_free (self->model_path);
+  gst_scoresde_colorize_free_scratch (self);
+  gst_scoresde_model_slot_clear (&self->slot);
 
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -377,15 +366,9 @@ gst_scoresde_colorize_set_property (GObject * object, guint prop_id,
     return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_free (self->model_path);
-      self->model_path = g_value_dup_string (value);
-      self->reload = TRUE;
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_set_property (&self->slot, prop_id - PROP_MODEL,
           value);
-      self->reload = TRUE;
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
       gst_scoresde_sampler_settings_set (&self->settings,
@@ -412,11 +395,8 @@ gst_scoresde_colorize_get_property (GObject * object, guint prop_id,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_value_set_string (value, self->model_path);
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_get_property (&self->slot, prop_id - PROP_MODEL,
           value);
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
@@ -436,52 +416,28 @@ gst_scoresde_colorize_get_property (GObject * object, guint prop_id,
   GST_OBJECT_UNLOCK (self);
 }
 
-/* Acquires the model; posts an error and returns FALSE on failure. */
+/* The slot's check of a model just acquired: it must make 3-channel images. */
 static gboolean
-gst_scoresde_colorize_load (GstScoreSdeColorize * self)
+gst_scoresde_colorize_model_loaded (GstElement * element,
+    GstScoreSdeModel * model)
 {
-  GstScoreSdeDeviceSettings device;
-  GError *err = NULL;
-  gchar *path;
+  GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (element);
 
-  GST_OBJECT_LOCK (self);
-  path = g_strdup (self->model_path);
-  device = self->device;
-  self->reload = FALSE;
-  GST_OBJECT_UNLOCK (self);
-
-  gst_scoresde_colorize_unload (self);
-
-  self->model = gst_scoresde_model_cache_acquire_full (GST_ELEMENT (self),
-      path, GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE, &device, &err);
-  g_free (path);
-  if (self->model == NULL)
-    goto load_failed;
-  if (!self->model->model->is_image || gst_scoresde_model_channels (self->model)
-      != 3)
+  if (!model->model->is_image || gst_scoresde_model_channels (model) != 3)
     goto not_rgb;
 
-  GST_INFO_OBJECT (self, "model %s: 3 x %d x %d", self->model->path,
-      gst_scoresde_model_height (self->model),
-      gst_scoresde_model_width (self->model));
+  GST_INFO_OBJECT (self, "model %s: 3 x %d x %d", model->path,
+      gst_scoresde_model_height (model), gst_scoresde_model_width (model));
   return TRUE;
 
   /* ERRORS */
-load_failed:
-  {
-    GST_SCORESDE_ELEMENT_GERROR (self, err);
-    g_clear_error (&err);
-    return FALSE;
-  }
 not_rgb:
   {
     GST_ELEMENT_ERROR (self, LIBRARY, INIT,
         ("scoresdecolorize needs a model of 3-channel images; '%s' has %d "
-            "channel(s)%s.", self->model->path,
-            gst_scoresde_model_channels (self->model),
-            self->model->model->is_image ? "" : " and is not an image model"),
+            "channel(s)%s.", model->path, gst_scoresde_model_channels (model),
+            model->model->is_image ? "" : " and is not an image model"),
         (NULL));
-    gst_scoresde_colorize_unload (self);
     return FALSE;
   }
 }
@@ -491,32 +447,9 @@ gst_scoresde_colorize_change_state (GstElement * element,
     GstStateChange transition)
 {
   GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (element);
-  GstStateChangeReturn ret;
 
-  switch (transition) {
-    case GST_STATE_CHANGE_NULL_TO_READY:
-      /* Load at READY, so a bad model fails before any data flows. */
-      if (!gst_scoresde_colorize_load (self))
-        return GST_STATE_CHANGE_FAILURE;
-      break;
-    case GST_STATE_CHANGE_PAUSED_TO_READY:
-      /* stop a running sampler within one step */
-      gst_scoresde_progress_cancel (&self->progress);
-      break;
-    default:
-      break;
-  }
-
-  ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
-
-  switch (transition) {
-    case GST_STATE_CHANGE_READY_TO_NULL:
-      gst_scoresde_colorize_unload (self);
-      break;
-    default:
-      break;
-  }
-  return ret;
+  return gst_scoresde_model_slot_change_state (&self->slot, transition,
+      GST_ELEMENT_CLASS (parent_class));
 }
 
 static gboolean
@@ -524,26 +457,18 @@ gst_scoresde_colorize_start (GstBaseTransform * trans)
 {
   GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (trans);
   GstScoreSdeSamplerSettings settings;
-  GError *err = NULL;
-  gboolean reload;
 
+  /* model or device changed in READY: reloaded here */
+  if (!gst_scoresde_model_slot_start (&self->slot))
+    return FALSE;
   GST_OBJECT_LOCK (self);
-  reload = self->reload || self->model == NULL;
   settings = self->settings;
   GST_OBJECT_UNLOCK (self);
-  /* model or device changed in READY */
-  if (reload && !gst_scoresde_colorize_load (self))
-    return FALSE;
-  /* refuse now what the first frame would: steps=1 is in range but not for pc */
   settings.sampler = GST_SCORESDE_SAMPLER_PC;
-  if (!gst_scoresde_sampler_settings_check (&settings, &self->model->sde, &err)) {
-    GST_SCORESDE_ELEMENT_GERROR (self, err);
-    g_clear_error (&err);
+  if (!gst_scoresde_model_slot_check_sampler (&self->slot, &settings))
     return FALSE;
-  }
 
   self->frame = 0;
-  gst_scoresde_progress_reset (&self->progress);
   return TRUE;
 }
 
@@ -608,10 +533,10 @@ gst_scoresde_colorize_sink_event (GstBaseTransform * trans, GstEvent * event)
   switch (GST_EVENT_TYPE (event)) {
     case GST_EVENT_FLUSH_START:
       /* arrives outside the streaming thread: stop the running sampler */
-      gst_scoresde_progress_cancel (&self->progress);
+      gst_scoresde_progress_cancel (&self->slot.progress);
       break;
     case GST_EVENT_FLUSH_STOP:
-      gst_scoresde_progress_reset (&self->progress);
+      gst_scoresde_progress_reset (&self->slot.progress);
       break;
     default:
       break;
@@ -628,14 +553,14 @@ gst_scoresde_colorize_set_info (GstVideoFilter * filter, GstCaps * incaps,
   gsize full, small, tmp;
   gboolean ok;
 
-  if (self->model == NULL)
+  if (self->slot.model == NULL)
     return FALSE;
 
   gst_scoresde_colorize_free_scratch (self);
   fw = GST_VIDEO_INFO_WIDTH (in_info);
   fh = GST_VIDEO_INFO_HEIGHT (in_info);
-  mw = gst_scoresde_model_width (self->model);
-  mh = gst_scoresde_model_height (self->model);
+  mw = gst_scoresde_model_width (self->slot.model);
+  mh = gst_scoresde_model_height (self->slot.model);
   full = ((gsize) fw) * fh;
   small = ((gsize) mw) * mh;
   /* intermediate rows: fh x mw going down, mh x fw going up */
@@ -726,7 +651,7 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
     GstVideoFrame * inframe, GstVideoFrame * outframe)
 {
   GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (filter);
-  const GstScoreSdeModel *model = self->model;
+  const GstScoreSdeModel *model = self->slot.model;
   GstScoreSdeSamplerSettings settings;
   gboolean temporal_seed, chroma_only, centered;
   sde_sample_params params;
@@ -768,9 +693,9 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
   }
 
   memset (&stats, 0, sizeof stats);
-  gst_scoresde_sampler_settings_to_params (&settings, &self->progress, &params);
-  self->progress.pts = GST_BUFFER_PTS (inframe->buffer);
-  self->progress.frame = self->frame;
+  gst_scoresde_sampler_settings_to_params (&settings, &self->slot.progress, &params);
+  self->slot.progress.pts = GST_BUFFER_PTS (inframe->buffer);
+  self->slot.progress.frame = self->frame;
   rc = sde_colorize (model->model, &model->sde, &params, 1, stream,
       self->model_in, self->model_out, &stats);
   if (rc != SDE_OK)

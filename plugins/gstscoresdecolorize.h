@@ -30,16 +30,12 @@ struct _GstScoreSdeColorize
   GstVideoFilter parent;
 
   /* properties, under the object lock */
-  gchar *model_path;            /* NULL or "" = the shipped default */
-  GstScoreSdeDeviceSettings device;
+  GstScoreSdeModelSlot slot;    /* model and device properties, the model, cancel flag */
   GstScoreSdeSamplerSettings settings;
   gboolean temporal_seed;       /* every frame uses noise stream 0 */
   gboolean chroma_only;         /* keep the input's full-resolution luminance */
-  gboolean reload;              /* model or device changed since loading */
 
   /*< private >*/
-  GstScoreSdeModel *model;      /* acquired at NULL->READY, released at READY->NULL */
-
   /* geometry, from set_info: the frame is width x height, the model w x h */
   gint width, height;
   GstScoreSdeResampleAxis down_x, down_y;       /* frame -> model */
@@ -56,7 +52,6 @@ struct _GstScoreSdeColorize
   gfloat *dec;                  /* [3*h*w] its decoupled colours */
 
   guint64 frame;                /* frames processed since start */
-  GstScoreSdeProgress progress; /* cancel flag for flushes and state changes */
 };
 
 GST_ELEMENT_REGISTER_DECLARE (scoresdecolorize);

@@ -37,14 +37,12 @@
 GST_DEBUG_CATEGORY_STATIC (gst_scoresde_decode_debug);
 #define GST_CAT_DEFAULT gst_scoresde_decode_debug
 
-#define DEFAULT_MODEL NULL
 
 enum
 {
   PROP_0,
-  PROP_MODEL,
-  PROP_DEVICE,                 /* + cuda-device-id, precision */
-  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
+  PROP_MODEL,                   /* + device, cuda-device-id, precision */
+  PROP_MODEL_LAST = PROP_MODEL + GST_SCORESDE_N_MODEL_PROPS - 1,
   PROP_SAMPLER_FIRST,           /* sampler, schedule, steps, ode knobs (no seed) */
   PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
 };
@@ -108,12 +106,6 @@ gst_scoresde_decode_class_init (GstScoreSdeDecodeClass * klass)
    * shipped default ($SCORESDE_DEFAULT_MODEL, else fashion-mnist-32.safetensors). It
    * must be the model that made the latents.
    */
-  g_object_class_install_property (gobject_class, PROP_MODEL,
-      g_param_spec_string ("model", "Model",
-          "Model file (.json analytic model or .safetensors network); "
-          "empty = the shipped default (fashion-mnist-32)", DEFAULT_MODEL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
   /**
    * GstScoreSdeDecode:device:
    *
@@ -121,7 +113,9 @@ gst_scoresde_decode_class_init (GstScoreSdeDecodeClass * klass)
    * GPU when this build has CUDA support and one answers, else the CPU (a warning in
    * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
-  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
+  gst_scoresde_install_model_properties (gobject_class, PROP_MODEL,
+      "Model file (.json analytic model or .safetensors network); "
+      "empty = the shipped default (fashion-mnist-32)");
   /**
    * GstScoreSdeDecode:sampler:
    *
@@ -163,10 +157,9 @@ gst_scoresde_decode_class_init (GstScoreSdeDecodeClass * klass)
 static void
 gst_scoresde_decode_init (GstScoreSdeDecode * self)
 {
-  self->model_path = NULL;
-  gst_scoresde_device_settings_init (&self->device);
   gst_scoresde_sampler_settings_init (&self->settings);
-  gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
+  gst_scoresde_model_slot_init (&self->slot, GST_ELEMENT (self), NULL,
+      GST_SCORESDE_MODEL_SLOT_VIDEO, NULL);
   gst_scoresde_latent_info_init (&self->in_info);
   gst_video_info_init (&self->out_info);
 }
@@ -176,9 +169,7 @@ gst_scoresde_decode_finalize (GObject * object)
 {
   GstScoreSdeDecode *self = GST_SCORESDE_DECODE (object);
 
-  g_free (self->model_path);
-  if (self->model)
-    gst_scoresde_model_cache_release (self->model);
+  gst_scoresde_model_slot_clear (&self->slot);
 
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -194,12 +185,8 @@ gst_scoresde_decode_set_property (GObject * object, guint prop_id,
     return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_free (self->model_path);
-      self->model_path = g_value_dup_string (value);
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_set_property (&self->slot, prop_id - PROP_MODEL,
           value);
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
@@ -221,11 +208,8 @@ gst_scoresde_decode_get_property (GObject * object, guint prop_id,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_value_set_string (value, self->model_path);
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_get_property (&self->slot, prop_id - PROP_MODEL,
           value);
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
@@ -245,69 +229,30 @@ gst_scoresde_decode_change_state (GstElement * element,
 {
   GstScoreSdeDecode *self = GST_SCORESDE_DECODE (element);
 
-  /* stop a running ODE solve before the base class waits for the streaming thread */
-  if (transition == GST_STATE_CHANGE_PAUSED_TO_READY)
-    gst_scoresde_progress_cancel (&self->progress);
-  else if (transition == GST_STATE_CHANGE_READY_TO_PAUSED)
-    gst_scoresde_progress_reset (&self->progress);
-
-  return GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+  return gst_scoresde_model_slot_change_state (&self->slot, transition,
+      GST_ELEMENT_CLASS (parent_class));
 }
 
 static gboolean
 gst_scoresde_decode_start (GstBaseTransform * trans)
 {
   GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
-  GstScoreSdeModel *model;
-  GError *err = NULL;
-  gchar *path;
-  GstScoreSdeDeviceSettings device;
 
+  if (!gst_scoresde_model_slot_start (&self->slot))
+    return FALSE;
   GST_OBJECT_LOCK (self);
-  path = g_strdup (self->model_path);
-  device = self->device;
-  GST_OBJECT_UNLOCK (self);
-
-  model = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path,
-      &device, &err);
-  g_free (path);
-  if (model == NULL)
-    goto no_model;
-  if (!gst_scoresde_model_check_video (model, &err)) {
-    gst_scoresde_model_cache_release (model);
-    goto no_model;
-  }
-
-  GST_OBJECT_LOCK (self);
-  self->model = model;
   gst_scoresde_latent_info_init (&self->in_info);
   gst_video_info_init (&self->out_info);
   GST_OBJECT_UNLOCK (self);
-  gst_scoresde_progress_reset (&self->progress);
   return TRUE;
-
-  /* ERRORS */
-no_model:
-  {
-    GST_SCORESDE_ELEMENT_GERROR (self, err);
-    g_clear_error (&err);
-    return FALSE;
-  }
 }
 
 static gboolean
 gst_scoresde_decode_stop (GstBaseTransform * trans)
 {
   GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
-  GstScoreSdeModel *model;
 
-  GST_OBJECT_LOCK (self);
-  model = self->model;
-  self->model = NULL;
-  GST_OBJECT_UNLOCK (self);
-
-  if (model)
-    gst_scoresde_model_cache_release (model);
+  gst_scoresde_model_slot_stop (&self->slot);
   return TRUE;
 }
 
@@ -316,14 +261,9 @@ gst_scoresde_decode_transform_caps (GstBaseTransform * trans,
     GstPadDirection direction, GstCaps * caps, GstCaps * filter)
 {
   GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
-  GstScoreSdeModel *model = NULL;
+  GstScoreSdeModel *model = gst_scoresde_model_slot_ref_model (&self->slot);
   GstCaps *ret;
   guint i;
-
-  GST_OBJECT_LOCK (self);
-  if (self->model)
-    model = gst_scoresde_model_ref (self->model);
-  GST_OBJECT_UNLOCK (self);
 
   if (model == NULL) {
     ret = gst_pad_get_pad_template_caps (direction == GST_PAD_SINK ?
@@ -385,9 +325,9 @@ gst_scoresde_decode_fixate_caps (GstBaseTransform * trans,
 
   if (direction == GST_PAD_SINK) {
     GST_OBJECT_LOCK (self);
-    if (self->model)
+    if (self->slot.model)
       format = gst_video_format_to_string (gst_scoresde_video_format_for_model
-          (self->model));
+          (self->slot.model));
     GST_OBJECT_UNLOCK (self);
     if (format != NULL)
       gst_structure_fixate_field_string (s, "format", format);
@@ -405,7 +345,7 @@ gst_scoresde_decode_set_caps (GstBaseTransform * trans, GstCaps * incaps,
   GError *err = NULL;
   gchar *message = NULL;
 
-  if (self->model == NULL)
+  if (self->slot.model == NULL)
     return FALSE;
   if (!gst_scoresde_latent_caps_parse (incaps, &info, &err))
     goto bad_latent;
@@ -414,7 +354,7 @@ gst_scoresde_decode_set_caps (GstBaseTransform * trans, GstCaps * incaps,
           (&vinfo)))
     goto bad_video;
 
-  switch (gst_scoresde_latent_info_check_model (&info, self->model, &message)) {
+  switch (gst_scoresde_latent_info_check_model (&info, self->slot.model, &message)) {
     case GST_SCORESDE_LATENT_MISMATCH:
       goto mismatch;
     case GST_SCORESDE_LATENT_UNTAGGED:
@@ -483,10 +423,10 @@ gst_scoresde_decode_sink_event (GstBaseTransform * trans, GstEvent * event)
 
   switch (GST_EVENT_TYPE (event)) {
     case GST_EVENT_FLUSH_START:
-      gst_scoresde_progress_cancel (&self->progress);
+      gst_scoresde_progress_cancel (&self->slot.progress);
       break;
     case GST_EVENT_FLUSH_STOP:
-      gst_scoresde_progress_reset (&self->progress);
+      gst_scoresde_progress_reset (&self->slot.progress);
       break;
     default:
       break;
@@ -499,7 +439,7 @@ gst_scoresde_decode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
     GstBuffer * outbuf)
 {
   GstScoreSdeDecode *self = GST_SCORESDE_DECODE (trans);
-  GstScoreSdeModel *model = self->model;
+  GstScoreSdeModel *model = self->slot.model;
   const sde_model *m = model->model;
   const gsize D = gst_scoresde_model_dim (model);
   GstScoreSdeSamplerSettings settings;
@@ -525,9 +465,9 @@ gst_scoresde_decode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
   }
 
   x = g_new (gfloat, D);
-  self->progress.pts = GST_BUFFER_PTS (inbuf);
-  self->progress.frame = GST_BUFFER_OFFSET (inbuf);
-  gst_scoresde_sampler_settings_to_params (&settings, &self->progress, &p);
+  self->slot.progress.pts = GST_BUFFER_PTS (inbuf);
+  self->slot.progress.frame = GST_BUFFER_OFFSET (inbuf);
+  gst_scoresde_sampler_settings_to_params (&settings, &self->slot.progress, &p);
   status = sde_decode (m, &model->sde, &p, 1, (const float *) map.data, x,
       &stats);
   gst_buffer_unmap (inbuf, &map);

@@ -21,13 +21,10 @@ struct _GstScoreSdeDecode
   GstBaseTransform parent;
 
   /* properties (under the object lock) */
-  gchar *model_path;
-  GstScoreSdeDeviceSettings device;
+  GstScoreSdeModelSlot slot;    /* model and device properties, the model, cancel flag */
   GstScoreSdeSamplerSettings settings;
 
   /*< private >*/
-  GstScoreSdeModel *model;      /* start .. stop */
-  GstScoreSdeProgress progress;
   GstScoreSdeLatentInfo in_info;
   GstVideoInfo out_info;
 };

@@ -37,15 +37,13 @@
 GST_DEBUG_CATEGORY_STATIC (gst_scoresde_encode_debug);
 #define GST_CAT_DEFAULT gst_scoresde_encode_debug
 
-#define DEFAULT_MODEL NULL
 #define DEFAULT_BITS_PER_DIM FALSE
 
 enum
 {
   PROP_0,
-  PROP_MODEL,
-  PROP_DEVICE,                 /* + cuda-device-id, precision */
-  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
+  PROP_MODEL,                   /* + device, cuda-device-id, precision */
+  PROP_MODEL_LAST = PROP_MODEL + GST_SCORESDE_N_MODEL_PROPS - 1,
   PROP_SAMPLER_FIRST,           /* seed, sampler, schedule, steps, ode knobs */
   PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
   PROP_BITS_PER_DIM,
@@ -107,12 +105,6 @@ gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
    * Model file: a JSON analytic model or a .safetensors network. Empty selects the
    * shipped default ($SCORESDE_DEFAULT_MODEL, else fashion-mnist-32.safetensors).
    */
-  g_object_class_install_property (gobject_class, PROP_MODEL,
-      g_param_spec_string ("model", "Model",
-          "Model file (.json analytic model or .safetensors network); "
-          "empty = the shipped default (fashion-mnist-32)", DEFAULT_MODEL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
   /**
    * GstScoreSdeEncode:device:
    *
@@ -120,7 +112,9 @@ gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
    * GPU when this build has CUDA support and one answers, else the CPU (a warning in
    * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
-  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
+  gst_scoresde_install_model_properties (gobject_class, PROP_MODEL,
+      "Model file (.json analytic model or .safetensors network); "
+      "empty = the shipped default (fashion-mnist-32)");
   /**
    * GstScoreSdeEncode:sampler:
    *
@@ -172,11 +166,10 @@ gst_scoresde_encode_class_init (GstScoreSdeEncodeClass * klass)
 static void
 gst_scoresde_encode_init (GstScoreSdeEncode * self)
 {
-  self->model_path = NULL;
-  gst_scoresde_device_settings_init (&self->device);
   gst_scoresde_sampler_settings_init (&self->settings);
   self->bits_per_dim = DEFAULT_BITS_PER_DIM;
-  gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
+  gst_scoresde_model_slot_init (&self->slot, GST_ELEMENT (self), NULL,
+      GST_SCORESDE_MODEL_SLOT_VIDEO, NULL);
   gst_video_info_init (&self->in_info);
 }
 
@@ -185,9 +178,7 @@ gst_scoresde_encode_finalize (GObject * object)
 {
   GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (object);
 
-  g_free (self->model_path);
-  if (self->model)
-    gst_scoresde_model_cache_release (self->model);
+  gst_scoresde_model_slot_clear (&self->slot);
 
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -203,12 +194,8 @@ gst_scoresde_encode_set_property (GObject * object, guint prop_id,
     return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_free (self->model_path);
-      self->model_path = g_value_dup_string (value);
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_set_property (&self->slot, prop_id - PROP_MODEL,
           value);
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
@@ -233,11 +220,8 @@ gst_scoresde_encode_get_property (GObject * object, guint prop_id,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_value_set_string (value, self->model_path);
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_get_property (&self->slot, prop_id - PROP_MODEL,
           value);
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
@@ -260,69 +244,30 @@ gst_scoresde_encode_change_state (GstElement * element,
 {
   GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (element);
 
-  /* stop a running ODE solve before the base class waits for the streaming thread */
-  if (transition == GST_STATE_CHANGE_PAUSED_TO_READY)
-    gst_scoresde_progress_cancel (&self->progress);
-  else if (transition == GST_STATE_CHANGE_READY_TO_PAUSED)
-    gst_scoresde_progress_reset (&self->progress);
-
-  return GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+  return gst_scoresde_model_slot_change_state (&self->slot, transition,
+      GST_ELEMENT_CLASS (parent_class));
 }
 
 static gboolean
 gst_scoresde_encode_start (GstBaseTransform * trans)
 {
   GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
-  GstScoreSdeModel *model;
-  GError *err = NULL;
-  gchar *path;
-  GstScoreSdeDeviceSettings device;
 
+  if (!gst_scoresde_model_slot_start (&self->slot))
+    return FALSE;
   GST_OBJECT_LOCK (self);
-  path = g_strdup (self->model_path);
-  device = self->device;
-  GST_OBJECT_UNLOCK (self);
-
-  model = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path,
-      &device, &err);
-  g_free (path);
-  if (model == NULL)
-    goto no_model;
-  if (!gst_scoresde_model_check_video (model, &err)) {
-    gst_scoresde_model_cache_release (model);
-    goto no_model;
-  }
-
-  GST_OBJECT_LOCK (self);
-  self->model = model;
   self->frame_count = 0;
   gst_video_info_init (&self->in_info);
   GST_OBJECT_UNLOCK (self);
-  gst_scoresde_progress_reset (&self->progress);
   return TRUE;
-
-  /* ERRORS */
-no_model:
-  {
-    GST_SCORESDE_ELEMENT_GERROR (self, err);
-    g_clear_error (&err);
-    return FALSE;
-  }
 }
 
 static gboolean
 gst_scoresde_encode_stop (GstBaseTransform * trans)
 {
   GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
-  GstScoreSdeModel *model;
 
-  GST_OBJECT_LOCK (self);
-  model = self->model;
-  self->model = NULL;
-  GST_OBJECT_UNLOCK (self);
-
-  if (model)
-    gst_scoresde_model_cache_release (model);
+  gst_scoresde_model_slot_stop (&self->slot);
   return TRUE;
 }
 
@@ -349,14 +294,9 @@ gst_scoresde_encode_transform_caps (GstBaseTransform * trans,
     GstPadDirection direction, GstCaps * caps, GstCaps * filter)
 {
   GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
-  GstScoreSdeModel *model = NULL;
+  GstScoreSdeModel *model = gst_scoresde_model_slot_ref_model (&self->slot);
   GstCaps *ret;
   guint i;
-
-  GST_OBJECT_LOCK (self);
-  if (self->model)
-    model = gst_scoresde_model_ref (self->model);
-  GST_OBJECT_UNLOCK (self);
 
   if (model == NULL) {
     /* no model yet: anything of the other pad's template */
@@ -421,11 +361,11 @@ gst_scoresde_encode_set_caps (GstBaseTransform * trans, GstCaps * incaps,
 
   if (!gst_video_info_from_caps (&info, incaps))
     goto parse_failed;
-  if (self->model == NULL)
+  if (self->slot.model == NULL)
     return FALSE;
-  if (GST_VIDEO_INFO_WIDTH (&info) != gst_scoresde_model_width (self->model)
+  if (GST_VIDEO_INFO_WIDTH (&info) != gst_scoresde_model_width (self->slot.model)
       || GST_VIDEO_INFO_HEIGHT (&info) !=
-      gst_scoresde_model_height (self->model))
+      gst_scoresde_model_height (self->slot.model))
     goto wrong_size;
 
   GST_OBJECT_LOCK (self);
@@ -446,8 +386,8 @@ wrong_size:
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
         ("Frames are %dx%d but the model takes %dx%d; put videoscale in front",
             GST_VIDEO_INFO_WIDTH (&info), GST_VIDEO_INFO_HEIGHT (&info),
-            gst_scoresde_model_width (self->model),
-            gst_scoresde_model_height (self->model)), (NULL));
+            gst_scoresde_model_width (self->slot.model),
+            gst_scoresde_model_height (self->slot.model)), (NULL));
     return FALSE;
   }
 }
@@ -484,10 +424,10 @@ gst_scoresde_encode_sink_event (GstBaseTransform * trans, GstEvent * event)
 
   switch (GST_EVENT_TYPE (event)) {
     case GST_EVENT_FLUSH_START:
-      gst_scoresde_progress_cancel (&self->progress);
+      gst_scoresde_progress_cancel (&self->slot.progress);
       break;
     case GST_EVENT_FLUSH_STOP:
-      gst_scoresde_progress_reset (&self->progress);
+      gst_scoresde_progress_reset (&self->slot.progress);
       self->frame_count = 0;
       break;
     default:
@@ -501,7 +441,7 @@ gst_scoresde_encode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
     GstBuffer * outbuf)
 {
   GstScoreSdeEncode *self = GST_SCORESDE_ENCODE (trans);
-  GstScoreSdeModel *model = self->model;
+  GstScoreSdeModel *model = self->slot.model;
   const sde_model *m = model->model;
   const gsize D = gst_scoresde_model_dim (model);
   GstScoreSdeSamplerSettings settings;
@@ -540,9 +480,9 @@ gst_scoresde_encode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
     goto map_out_failed;
   }
 
-  self->progress.pts = GST_BUFFER_PTS (inbuf);
-  self->progress.frame = frame;
-  gst_scoresde_sampler_settings_to_params (&settings, &self->progress, &p);
+  self->slot.progress.pts = GST_BUFFER_PTS (inbuf);
+  self->slot.progress.frame = frame;
+  gst_scoresde_sampler_settings_to_params (&settings, &self->slot.progress, &p);
   status = sde_encode (m, &model->sde, &p, 1, x, (float *) map.data, &stats);
   if (status == SDE_OK)
     gst_scoresde_element_check_finite (GST_ELEMENT (self),
@@ -558,7 +498,7 @@ gst_scoresde_encode_transform (GstBaseTransform * trans, GstBuffer * inbuf,
     lp.atol = settings.atol;
     lp.seed = settings.seed;
     lp.progress = gst_scoresde_progress_func;
-    lp.user = &self->progress;
+    lp.user = &self->slot.progress;
     /* back to [0,1] pixels / 255, then uniform dequantisation into model space */
     if (m->centered) {
       gsize i;

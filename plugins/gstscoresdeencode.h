@@ -21,14 +21,11 @@ struct _GstScoreSdeEncode
   GstBaseTransform parent;
 
   /* properties (under the object lock) */
-  gchar *model_path;
-  GstScoreSdeDeviceSettings device;
+  GstScoreSdeModelSlot slot;    /* model and device properties, the model, cancel flag */
   GstScoreSdeSamplerSettings settings;  /* seed: the likelihood's noise */
   gboolean bits_per_dim;
 
   /*< private >*/
-  GstScoreSdeModel *model;      /* start .. stop */
-  GstScoreSdeProgress progress;
   GstVideoInfo in_info;
   guint64 frame_count;          /* buffers encoded since start or flush */
 };

@@ -53,7 +53,6 @@
 GST_DEBUG_CATEGORY_STATIC (gst_scoresde_inpaint_debug);
 #define GST_CAT_DEFAULT gst_scoresde_inpaint_debug
 
-#define DEFAULT_MODEL GST_SCORESDE_DEFAULT_MODEL
 #define DEFAULT_MASK_LOCATION NULL
 /* the stochastic solver: its noise blends the filled part with the known one (the
  * deterministic ones leave seams; docs/BENCHMARKS.md) */
@@ -62,9 +61,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_inpaint_debug);
 enum
 {
   PROP_0,
-  PROP_MODEL,
-  PROP_DEVICE,                 /* + cuda-device-id, precision */
-  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
+  PROP_MODEL,                   /* + device, cuda-device-id, precision */
+  PROP_MODEL_LAST = PROP_MODEL + GST_SCORESDE_N_MODEL_PROPS - 1,
   PROP_MASK_LOCATION,
   PROP_SAMPLER_FIRST,           /* seed, sampler, schedule, steps, pc knobs */
   PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
@@ -87,6 +85,8 @@ static void gst_scoresde_inpaint_set_property (GObject * object,
 static void gst_scoresde_inpaint_get_property (GObject * object,
     guint prop_id, GValue * value, GParamSpec * pspec);
 static void gst_scoresde_inpaint_finalize (GObject * object);
+static gboolean gst_scoresde_inpaint_model_loaded (GstElement * element,
+    GstScoreSdeModel * model);
 static GstStateChangeReturn gst_scoresde_inpaint_change_state (GstElement *
     element, GstStateChange transition);
 static gboolean gst_scoresde_inpaint_start (GstBaseTransform * trans);
@@ -124,12 +124,6 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
    * The model file (.json analytic model or .safetensors network); empty selects the
    * shipped default (fashion-mnist-32.safetensors).
    */
-  g_object_class_install_property (gobject_class, PROP_MODEL,
-      g_param_spec_string ("model", "Model",
-          "Model file (.json or .safetensors); empty = the shipped default "
-          "(fashion-mnist-32)",
-          DEFAULT_MODEL, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
 
   /**
    * GstScoreSdeInpaint:device:
@@ -138,7 +132,9 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
    * GPU when this build has CUDA support and one answers, else the CPU (a warning in
    * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
-  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
+  gst_scoresde_install_model_properties (gobject_class, PROP_MODEL,
+      "Model file (.json or .safetensors); empty = the shipped default "
+      "(fashion-mnist-32)");
 
   /**
    * GstScoreSdeInpaint:mask-location:
@@ -196,12 +192,12 @@ gst_scoresde_inpaint_class_init (GstScoreSdeInpaintClass * klass)
 static void
 gst_scoresde_inpaint_init (GstScoreSdeInpaint * self)
 {
-  self->model_path = g_strdup (DEFAULT_MODEL);
-  gst_scoresde_device_settings_init (&self->device);
   self->mask_location = g_strdup (DEFAULT_MASK_LOCATION);
   gst_scoresde_sampler_settings_init (&self->settings);
   self->settings.sampler = DEFAULT_SAMPLER;
-  gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
+  gst_scoresde_model_slot_init (&self->slot, GST_ELEMENT (self), NULL,
+      GST_SCORESDE_MODEL_SLOT_LOAD_AT_READY | GST_SCORESDE_MODEL_SLOT_VIDEO,
+      gst_scoresde_inpaint_model_loaded);
 
   /* A frame costs `steps` model evaluations: with QoS on, a live pipeline would see
    * every frame late and drop them all (GstVideoFilter enables QoS by default). */
@@ -217,29 +213,13 @@ gst_scoresde_inpaint_free_scratch (GstScoreSdeInpaint * self)
 }
 
 static void
-gst_scoresde_inpaint_unload (GstScoreSdeInpaint * self)
-{
-  GstScoreSdeModel *model;
-
-  gst_scoresde_inpaint_free_scratch (self);
-  g_clear_pointer (&self->static_mask, g_free);
-
-  /* transform_caps reads the model under the object lock */
-  GST_OBJECT_LOCK (self);
-  model = self->model;
-  self->model = NULL;
-  GST_OBJECT_UNLOCK (self);
-  if (model != NULL)
-    gst_scoresde_model_cache_release (model);
-}
-
-static void
 gst_scoresde_inpaint_finalize (GObject * object)
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (object);
 
-  gst_scoresde_inpaint_unload (self);
-  g_free (self->model_path);
+  gst_scoresde_inpaint_free_scratch (self);
+  g_clear_pointer (&self->static_mask, g_free);
+  gst_scoresde_model_slot_clear (&self->slot);
   g_free (self->mask_location);
 
   G_OBJECT_CLASS (parent_class)->finalize (object);
@@ -256,20 +236,14 @@ gst_scoresde_inpaint_set_property (GObject * object, guint prop_id,
     return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_free (self->model_path);
-      self->model_path = g_value_dup_string (value);
-      self->reload = TRUE;
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_set_property (&self->slot, prop_id - PROP_MODEL,
           value);
-      self->reload = TRUE;
       break;
     case PROP_MASK_LOCATION:
       g_free (self->mask_location);
       self->mask_location = g_value_dup_string (value);
-      self->reload = TRUE;
+      self->slot.reload = TRUE;       /* the mask is read with the model */
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
       gst_scoresde_sampler_settings_set (&self->settings,
@@ -290,11 +264,8 @@ gst_scoresde_inpaint_get_property (GObject * object, guint prop_id,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_value_set_string (value, self->model_path);
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_get_property (&self->slot, prop_id - PROP_MODEL,
           value);
       break;
     case PROP_MASK_LOCATION:
@@ -315,8 +286,8 @@ gst_scoresde_inpaint_get_property (GObject * object, guint prop_id,
 static gboolean
 gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
 {
-  gint mw = gst_scoresde_model_width (self->model);
-  gint mh = gst_scoresde_model_height (self->model);
+  gint mw = gst_scoresde_model_width (self->slot.model);
+  gint mh = gst_scoresde_model_height (self->slot.model);
   gfloat *png = NULL;
   gint c, h, w, ch, i, mhw;
   gboolean use_alpha;
@@ -376,72 +347,44 @@ gst_scoresde_inpaint_load_mask (GstScoreSdeInpaint * self, const gchar * path)
   return TRUE;
 }
 
-/* Acquires the model (and the static mask); posts an error and returns FALSE on
- * failure. */
+/* The slot's check of a model just acquired: reads the static mask. */
 static gboolean
-gst_scoresde_inpaint_load (GstScoreSdeInpaint * self)
+gst_scoresde_inpaint_model_loaded (GstElement * element,
+    GstScoreSdeModel * model)
 {
-  gchar *path, *mask_location;
-  GstScoreSdeDeviceSettings device;
-  GstScoreSdeModel *model;
-  GError *err = NULL;
+  GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (element);
+  gchar *mask_location;
   gboolean ok = FALSE;
   gint channels;
 
   GST_OBJECT_LOCK (self);
-  path = g_strdup (self->model_path);
   mask_location = g_strdup (self->mask_location);
-  device = self->device;
-  self->reload = FALSE;
   GST_OBJECT_UNLOCK (self);
+  g_clear_pointer (&self->static_mask, g_free);
 
-  gst_scoresde_inpaint_unload (self);
-
-  model = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path,
-      &device, &err);
-  if (model == NULL)
-    goto load_failed;
-  GST_OBJECT_LOCK (self);
-  self->model = model;
-  GST_OBJECT_UNLOCK (self);
-  if (!gst_scoresde_model_check_video (self->model, &err))
-    goto load_failed;
-  if (!self->model->model->is_image) {
+  if (!model->model->is_image) {
     GST_ELEMENT_ERROR (self, LIBRARY, INIT,
         ("scoresdeinpaint needs a model of images; '%s' models vectors of %"
-            G_GSIZE_FORMAT " values.", self->model->path,
-            gst_scoresde_model_dim (self->model)), (NULL));
+            G_GSIZE_FORMAT " values.", model->path,
+            gst_scoresde_model_dim (model)), (NULL));
     goto done;
   }
 
-  channels = gst_scoresde_model_channels (self->model);
+  channels = gst_scoresde_model_channels (model);
   if (mask_location != NULL && mask_location[0] != '\0') {
     if (!gst_scoresde_inpaint_load_mask (self, mask_location))
       goto done;
   } else if (channels == 4) {
     GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
         ("The model '%s' has 4 channels, so the alpha channel cannot be the mask; "
-            "set mask-location.", self->model->path), (NULL));
+            "set mask-location.", model->path), (NULL));
     goto done;
   }
 
-  GST_INFO_OBJECT (self, "model %s: %d x %d x %d", self->model->path,
-      channels, gst_scoresde_model_height (self->model),
-      gst_scoresde_model_width (self->model));
+  GST_INFO_OBJECT (self, "model %s: %d x %d x %d", model->path, channels,
+      gst_scoresde_model_height (model), gst_scoresde_model_width (model));
   ok = TRUE;
-  goto done;
-
-  /* ERRORS */
-load_failed:
-  {
-    GST_SCORESDE_ELEMENT_GERROR (self, err);
-    g_clear_error (&err);
-    goto done;
-  }
 done:
-  if (!ok)
-    gst_scoresde_inpaint_unload (self);
-  g_free (path);
   g_free (mask_location);
   return ok;
 }
@@ -451,33 +394,9 @@ gst_scoresde_inpaint_change_state (GstElement * element,
     GstStateChange transition)
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (element);
-  GstStateChangeReturn ret;
 
-  switch (transition) {
-    case GST_STATE_CHANGE_NULL_TO_READY:
-      /* Load at READY, so a bad model fails early and caps queries know the size. */
-      if (!gst_scoresde_inpaint_load (self))
-        return GST_STATE_CHANGE_FAILURE;
-      break;
-    case GST_STATE_CHANGE_PAUSED_TO_READY:
-      /* Stop a running sampler within one step; the streaming thread then returns
-       * FLUSHING and the base class can deactivate the pads. */
-      gst_scoresde_progress_cancel (&self->progress);
-      break;
-    default:
-      break;
-  }
-
-  ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
-
-  switch (transition) {
-    case GST_STATE_CHANGE_READY_TO_NULL:
-      gst_scoresde_inpaint_unload (self);
-      break;
-    default:
-      break;
-  }
-  return ret;
+  return gst_scoresde_model_slot_change_state (&self->slot, transition,
+      GST_ELEMENT_CLASS (parent_class));
 }
 
 static gboolean
@@ -485,27 +404,19 @@ gst_scoresde_inpaint_start (GstBaseTransform * trans)
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (trans);
   GstScoreSdeSamplerSettings settings;
-  GError *err = NULL;
-  gboolean reload;
 
+  /* model, device or mask-location changed in READY: reloaded here */
+  if (!gst_scoresde_model_slot_start (&self->slot))
+    return FALSE;
   GST_OBJECT_LOCK (self);
-  reload = self->reload || self->model == NULL;
   settings = self->settings;
   GST_OBJECT_UNLOCK (self);
-  /* model, device or mask-location changed in READY */
-  if (reload && !gst_scoresde_inpaint_load (self))
-    return FALSE;
-  /* refuse now what the first frame would: steps=1 is in range but not for pc */
   settings.sampler = GST_SCORESDE_SAMPLER_PC;
-  if (!gst_scoresde_sampler_settings_check (&settings, &self->model->sde, &err)) {
-    GST_SCORESDE_ELEMENT_GERROR (self, err);
-    g_clear_error (&err);
+  if (!gst_scoresde_model_slot_check_sampler (&self->slot, &settings))
     return FALSE;
-  }
 
   self->frame = 0;
   g_atomic_int_set (&self->size_explained, FALSE);
-  gst_scoresde_progress_reset (&self->progress);
   return TRUE;
 }
 
@@ -550,9 +461,9 @@ gst_scoresde_inpaint_transform_caps (GstBaseTransform * trans,
   gint width = 0, height = 0;
 
   GST_OBJECT_LOCK (self);
-  if (self->model != NULL) {
-    width = gst_scoresde_model_width (self->model);
-    height = gst_scoresde_model_height (self->model);
+  if (self->slot.model != NULL) {
+    width = gst_scoresde_model_width (self->slot.model);
+    height = gst_scoresde_model_height (self->slot.model);
   }
   GST_OBJECT_UNLOCK (self);
 
@@ -588,10 +499,10 @@ gst_scoresde_inpaint_sink_event (GstBaseTransform * trans, GstEvent * event)
   switch (GST_EVENT_TYPE (event)) {
     case GST_EVENT_FLUSH_START:
       /* arrives outside the streaming thread: stop the running sampler */
-      gst_scoresde_progress_cancel (&self->progress);
+      gst_scoresde_progress_cancel (&self->slot.progress);
       break;
     case GST_EVENT_FLUSH_STOP:
-      gst_scoresde_progress_reset (&self->progress);
+      gst_scoresde_progress_reset (&self->slot.progress);
       break;
     default:
       break;
@@ -606,15 +517,15 @@ gst_scoresde_inpaint_set_info (GstVideoFilter * filter, GstCaps * incaps,
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (filter);
   gsize dim;
 
-  if (self->model == NULL)
+  if (self->slot.model == NULL)
     return FALSE;
-  if (GST_VIDEO_INFO_WIDTH (in_info) != gst_scoresde_model_width (self->model)
+  if (GST_VIDEO_INFO_WIDTH (in_info) != gst_scoresde_model_width (self->slot.model)
       || GST_VIDEO_INFO_HEIGHT (in_info) !=
-      gst_scoresde_model_height (self->model))
+      gst_scoresde_model_height (self->slot.model))
     goto wrong_size;
 
   gst_scoresde_inpaint_free_scratch (self);
-  dim = gst_scoresde_model_dim (self->model);
+  dim = gst_scoresde_model_dim (self->slot.model);
   self->data = g_try_new (gfloat, dim);
   self->mask = g_try_new (gfloat, dim);
   self->result = g_try_new (gfloat, dim);
@@ -627,8 +538,8 @@ wrong_size:
   {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
         ("scoresdeinpaint works at the model's size %dx%d, got %dx%d; put "
-            "videoscale in front.", gst_scoresde_model_width (self->model),
-            gst_scoresde_model_height (self->model),
+            "videoscale in front.", gst_scoresde_model_width (self->slot.model),
+            gst_scoresde_model_height (self->slot.model),
             GST_VIDEO_INFO_WIDTH (in_info), GST_VIDEO_INFO_HEIGHT (in_info)),
         (NULL));
     return FALSE;
@@ -647,7 +558,7 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
     GstVideoFrame * inframe, GstVideoFrame * outframe)
 {
   GstScoreSdeInpaint *self = GST_SCORESDE_INPAINT (filter);
-  const GstScoreSdeModel *model = self->model;
+  const GstScoreSdeModel *model = self->slot.model;
   GstScoreSdeSamplerSettings settings;
   sde_sample_params params;
   sde_stats stats;
@@ -688,10 +599,10 @@ gst_scoresde_inpaint_transform_frame (GstVideoFilter * filter,
     memcpy (self->result, self->data, (gsize) mc * mhw * sizeof (gfloat));
   } else {
     memset (&stats, 0, sizeof stats);
-    gst_scoresde_sampler_settings_to_params (&settings, &self->progress,
+    gst_scoresde_sampler_settings_to_params (&settings, &self->slot.progress,
         &params);
-    self->progress.pts = GST_BUFFER_PTS (inframe->buffer);
-    self->progress.frame = self->frame;
+    self->slot.progress.pts = GST_BUFFER_PTS (inframe->buffer);
+    self->slot.progress.frame = self->frame;
     GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": filling %"
         G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " pixels", self->frame,
         mhw - known, mhw);

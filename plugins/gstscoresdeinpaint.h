@@ -21,14 +21,11 @@ struct _GstScoreSdeInpaint
   GstVideoFilter parent;
 
   /* properties, under the object lock */
-  gchar *model_path;            /* NULL or "" = the shipped default */
-  GstScoreSdeDeviceSettings device;
+  GstScoreSdeModelSlot slot;    /* model and device properties, the model, cancel flag */
   gchar *mask_location;         /* NULL or "" = the alpha channel is the mask */
   GstScoreSdeSamplerSettings settings;
-  gboolean reload;              /* model, device or mask-location changed since loading */
 
   /*< private >*/
-  GstScoreSdeModel *model;      /* acquired at NULL->READY, released at READY->NULL */
   gfloat *static_mask;          /* [H*W] from mask-location: 1 = known; NULL = alpha */
 
   /* scratch, [C*H*W] at the model's size, allocated in set_info */
@@ -38,7 +35,6 @@ struct _GstScoreSdeInpaint
 
   guint64 frame;                /* frames processed since start: the noise stream */
   gint size_explained;          /* a frame size it cannot take was explained (atomic) */
-  GstScoreSdeProgress progress; /* cancel flag for flushes and state changes */
 };
 
 GST_ELEMENT_REGISTER_DECLARE (scoresdeinpaint);

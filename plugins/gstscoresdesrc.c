@@ -70,7 +70,6 @@
 GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
 #define GST_CAT_DEFAULT gst_scoresde_src_debug
 
-#define DEFAULT_MODEL NULL
 #define DEFAULT_BATCH_SIZE 1
 #define MAX_BATCH_SIZE 256
 #define DEFAULT_WALK_FRAMES 0
@@ -89,9 +88,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_src_debug);
 enum
 {
   PROP_0,
-  PROP_MODEL,
-  PROP_DEVICE,                 /* + cuda-device-id, precision */
-  PROP_DEVICE_LAST = PROP_DEVICE + GST_SCORESDE_N_DEVICE_PROPS - 1,
+  PROP_MODEL,                   /* + device, cuda-device-id, precision */
+  PROP_MODEL_LAST = PROP_MODEL + GST_SCORESDE_N_MODEL_PROPS - 1,
   PROP_SAMPLER_FIRST,           /* seed, sampler, schedule, steps, pc and ode knobs */
   PROP_SAMPLER_LAST = PROP_SAMPLER_FIRST + GST_SCORESDE_N_SAMPLER_PROPS - 1,
   PROP_BATCH_SIZE,
@@ -157,12 +155,6 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    * Model file: a JSON analytic model or a .safetensors network. Empty selects the
    * shipped default ($SCORESDE_DEFAULT_MODEL, else fashion-mnist-32.safetensors).
    */
-  g_object_class_install_property (gobject_class, PROP_MODEL,
-      g_param_spec_string ("model", "Model",
-          "Model file (.json analytic model or .safetensors network); "
-          "empty = the shipped default (fashion-mnist-32)", DEFAULT_MODEL,
-          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-          GST_PARAM_MUTABLE_READY));
   /**
    * GstScoreSdeSrc:device:
    *
@@ -170,7 +162,9 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    * GPU when this build has CUDA support and one answers, else the CPU (a warning in
    * the log). cuda without a usable GPU fails at start with LIBRARY/INIT.
    */
-  gst_scoresde_install_device_properties (gobject_class, PROP_DEVICE);
+  gst_scoresde_install_model_properties (gobject_class, PROP_MODEL,
+      "Model file (.json analytic model or .safetensors network); "
+      "empty = the shipped default (fashion-mnist-32)");
   /**
    * GstScoreSdeSrc:sampler:
    *
@@ -314,17 +308,16 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
 static void
 gst_scoresde_src_init (GstScoreSdeSrc * self)
 {
-  self->model_path = NULL;
   self->classifier_path = NULL;
   self->class_label = DEFAULT_CLASS_LABEL;
   self->guidance_scale = DEFAULT_GUIDANCE_SCALE;
-  gst_scoresde_device_settings_init (&self->device);
   gst_scoresde_sampler_settings_init (&self->settings);
   self->batch_size = DEFAULT_BATCH_SIZE;
   self->walk_frames = DEFAULT_WALK_FRAMES;
   self->start_frame = DEFAULT_START_FRAME;
   self->post_messages = DEFAULT_POST_MESSAGES;
-  gst_scoresde_progress_init (&self->progress, GST_ELEMENT (self));
+  gst_scoresde_model_slot_init (&self->slot, GST_ELEMENT (self), NULL,
+      GST_SCORESDE_MODEL_SLOT_VIDEO, NULL);
   gst_video_info_init (&self->info);
   self->batch_first = -1;
   self->walk_key_index = -1;
@@ -338,12 +331,10 @@ gst_scoresde_src_finalize (GObject * object)
 {
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (object);
 
-  g_free (self->model_path);
   g_free (self->classifier_path);
   g_free (self->batch);
   g_free (self->walk_keys);
-  if (self->model)
-    gst_scoresde_model_cache_release (self->model);
+  gst_scoresde_model_slot_clear (&self->slot);
   if (self->classifier)
     gst_scoresde_model_cache_release (self->classifier);
 
@@ -370,12 +361,8 @@ gst_scoresde_src_set_property (GObject * object, guint prop_id,
     return;
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_free (self->model_path);
-      self->model_path = g_value_dup_string (value);
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_set (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_set_property (&self->slot, prop_id - PROP_MODEL,
           value);
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
@@ -428,11 +415,8 @@ gst_scoresde_src_get_property (GObject * object, guint prop_id,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MODEL:
-      g_value_set_string (value, self->model_path);
-      break;
-    case PROP_DEVICE ... PROP_DEVICE_LAST:
-      gst_scoresde_device_settings_get (&self->device, prop_id - PROP_DEVICE,
+    case PROP_MODEL ... PROP_MODEL_LAST:
+      gst_scoresde_model_slot_get_property (&self->slot, prop_id - PROP_MODEL,
           value);
       break;
     case PROP_SAMPLER_FIRST ... PROP_SAMPLER_LAST:
@@ -478,8 +462,8 @@ gst_scoresde_src_get_caps (GstBaseSrc * bsrc, GstCaps * filter)
   GstCaps *caps, *tmp;
 
   GST_OBJECT_LOCK (self);
-  if (self->model != NULL) {
-    caps = gst_scoresde_video_caps_new (self->model, -1, 1);
+  if (self->slot.model != NULL) {
+    caps = gst_scoresde_video_caps_new (self->slot.model, -1, 1);
     gst_caps_set_simple (caps, "pixel-aspect-ratio", GST_TYPE_FRACTION, 1, 1,
         NULL);
   } else {
@@ -507,13 +491,13 @@ gst_scoresde_src_fixate (GstBaseSrc * bsrc, GstCaps * caps)
   s = gst_caps_get_structure (caps, 0);
 
   GST_OBJECT_LOCK (self);
-  if (self->model != NULL) {
+  if (self->slot.model != NULL) {
     gst_structure_fixate_field_nearest_int (s, "width",
-        gst_scoresde_model_width (self->model));
+        gst_scoresde_model_width (self->slot.model));
     gst_structure_fixate_field_nearest_int (s, "height",
-        gst_scoresde_model_height (self->model));
+        gst_scoresde_model_height (self->slot.model));
     preferred = gst_video_format_to_string
-        (gst_scoresde_video_format_for_model (self->model));
+        (gst_scoresde_video_format_for_model (self->slot.model));
   }
   GST_OBJECT_UNLOCK (self);
 
@@ -538,10 +522,10 @@ gst_scoresde_src_set_caps (GstBaseSrc * bsrc, GstCaps * caps)
     goto unsupported_caps;
 
   GST_OBJECT_LOCK (self);
-  if (self->model == NULL
-      || GST_VIDEO_INFO_WIDTH (&info) != gst_scoresde_model_width (self->model)
+  if (self->slot.model == NULL
+      || GST_VIDEO_INFO_WIDTH (&info) != gst_scoresde_model_width (self->slot.model)
       || GST_VIDEO_INFO_HEIGHT (&info) !=
-      gst_scoresde_model_height (self->model)) {
+      gst_scoresde_model_height (self->slot.model)) {
     GST_OBJECT_UNLOCK (self);
     goto wrong_size;
   }
@@ -636,7 +620,7 @@ gst_scoresde_src_decide_allocation (GstBaseSrc * bsrc, GstQuery * query)
   return GST_BASE_SRC_CLASS (parent_class)->decide_allocation (bsrc, query);
 }
 
-/* Loads the guidance classifier (streaming thread or start; self->model is set):
+/* Loads the guidance classifier (streaming thread or start; self->slot.model is set):
  * the classifier property, else <model stem>-classifier.safetensors beside the model. */
 static gboolean
 load_classifier (GstScoreSdeSrc * self, GError ** error)
@@ -646,11 +630,11 @@ load_classifier (GstScoreSdeSrc * self, GError ** error)
   gchar *path;
 
   GST_OBJECT_LOCK (self);
-  device = self->device;
+  device = self->slot.device;
   if (self->classifier_path != NULL && self->classifier_path[0] != '\0') {
     path = g_strdup (self->classifier_path);
   } else {
-    const gchar *model_path = self->model->path;
+    const gchar *model_path = self->slot.model->path;
     const gchar *dot = strrchr (model_path, '.');
     gsize stem = dot && dot > strrchr (model_path, '/') ?
         (gsize) (dot - model_path) : strlen (model_path);
@@ -685,35 +669,23 @@ gst_scoresde_src_start (GstBaseSrc * bsrc)
 {
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
   GstScoreSdeModel *model;
-  gchar *path;
-  GstScoreSdeDeviceSettings device;
   GstScoreSdeSamplerSettings settings;
   GError *err = NULL;
   gsize D;
 
-  GST_OBJECT_LOCK (self);
-  path = g_strdup (self->model_path);
-  device = self->device;
-  GST_OBJECT_UNLOCK (self);
-
-  model = gst_scoresde_model_cache_acquire (GST_ELEMENT (self), path,
-      &device, &err);
-  g_free (path);
-  if (model == NULL)
-    goto no_model;
+  if (!gst_scoresde_model_slot_start (&self->slot))
+    return FALSE;
   GST_OBJECT_LOCK (self);
   settings = self->settings;
   GST_OBJECT_UNLOCK (self);
-  /* refuse now what the first frame would: steps=1 is in range but not for pc */
-  if (!gst_scoresde_model_check_video (model, &err) ||
-      !gst_scoresde_sampler_settings_check (&settings, &model->sde, &err)) {
-    gst_scoresde_model_cache_release (model);
-    goto no_model;
+  if (!gst_scoresde_model_slot_check_sampler (&self->slot, &settings)) {
+    gst_scoresde_model_slot_unload (&self->slot);
+    return FALSE;
   }
 
+  model = self->slot.model;
   D = gst_scoresde_model_dim (model);
   GST_OBJECT_LOCK (self);
-  self->model = model;
   g_free (self->walk_keys);
   self->walk_keys = g_new (gfloat, 2 * D);
   g_free (self->batch);
@@ -729,7 +701,6 @@ gst_scoresde_src_start (GstBaseSrc * bsrc)
   self->reported_latency = GST_CLOCK_TIME_NONE;
   GST_OBJECT_UNLOCK (self);
 
-  gst_scoresde_progress_reset (&self->progress);
   GST_INFO_OBJECT (self, "model %s (%s), %dx%dx%d", model->path, model->id,
       gst_scoresde_model_channels (model), gst_scoresde_model_height (model),
       gst_scoresde_model_width (model));
@@ -739,10 +710,8 @@ gst_scoresde_src_start (GstBaseSrc * bsrc)
 
   /* ERRORS */
 no_classifier:
-  gst_scoresde_src_stop (bsrc);
-  /* fallthrough */
-no_model:
   {
+    gst_scoresde_src_stop (bsrc);
     GST_SCORESDE_ELEMENT_GERROR (self, err);
     g_clear_error (&err);
     return FALSE;
@@ -753,11 +722,9 @@ static gboolean
 gst_scoresde_src_stop (GstBaseSrc * bsrc)
 {
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
-  GstScoreSdeModel *model, *classifier;
+  GstScoreSdeModel *classifier;
 
   GST_OBJECT_LOCK (self);
-  model = self->model;
-  self->model = NULL;
   classifier = self->classifier;
   self->classifier = NULL;
   g_clear_pointer (&self->batch, g_free);
@@ -766,8 +733,7 @@ gst_scoresde_src_stop (GstBaseSrc * bsrc)
   gst_video_info_init (&self->info);
   GST_OBJECT_UNLOCK (self);
 
-  if (model)
-    gst_scoresde_model_cache_release (model);
+  gst_scoresde_model_slot_stop (&self->slot);
   if (classifier)
     gst_scoresde_model_cache_release (classifier);
   return TRUE;
@@ -779,7 +745,7 @@ gst_scoresde_src_unlock (GstBaseSrc * bsrc)
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
 
   GST_DEBUG_OBJECT (self, "cancelling sampling");
-  gst_scoresde_progress_cancel (&self->progress);
+  gst_scoresde_progress_cancel (&self->slot.progress);
   return TRUE;
 }
 
@@ -788,7 +754,7 @@ gst_scoresde_src_unlock_stop (GstBaseSrc * bsrc)
 {
   GstScoreSdeSrc *self = GST_SCORESDE_SRC (bsrc);
 
-  gst_scoresde_progress_reset (&self->progress);
+  gst_scoresde_progress_reset (&self->slot.progress);
   return TRUE;
 }
 
@@ -951,7 +917,7 @@ generate (GstScoreSdeSrc * self, const GstScoreSdeModel * model,
   int status;
   gint i;
 
-  gst_scoresde_sampler_settings_to_params (settings, &self->progress, &p);
+  gst_scoresde_sampler_settings_to_params (settings, &self->slot.progress, &p);
 
   if (walk_frames <= 0)
     return sde_sample (score, &model->sde, &p, n, (uint64_t) first, out,
@@ -1013,7 +979,7 @@ gst_scoresde_src_fill (GstPushSrc * psrc, GstBuffer * buffer)
   int status = SDE_OK;
 
   GST_OBJECT_LOCK (self);
-  model = self->model;
+  model = self->slot.model;
   info = self->info;
   if (G_UNLIKELY (model == NULL
           || GST_VIDEO_INFO_FORMAT (&info) == GST_VIDEO_FORMAT_UNKNOWN)) {
@@ -1033,7 +999,7 @@ gst_scoresde_src_fill (GstPushSrc * psrc, GstBuffer * buffer)
   cookie = self->settings_cookie;
   class_label = self->class_label;
   guidance_scale = self->guidance_scale;
-  self->progress.post_messages = self->post_messages;
+  self->slot.progress.post_messages = self->post_messages;
   GST_OBJECT_UNLOCK (self);
 
   D = gst_scoresde_model_dim (model);
@@ -1054,8 +1020,8 @@ gst_scoresde_src_fill (GstPushSrc * psrc, GstBuffer * buffer)
     self->batch = g_renew (gfloat, self->batch, (gsize) n * D);
     GST_OBJECT_UNLOCK (self);
 
-    self->progress.frame = (guint64) k;
-    self->progress.pts = self->accum_rtime + self->running_time;
+    self->slot.progress.frame = (guint64) k;
+    self->slot.progress.pts = self->accum_rtime + self->running_time;
     if (class_label >= 0) {
       if (self->classifier == NULL && !load_classifier (self, &err))
         goto classifier_error;

@@ -21,8 +21,7 @@ struct _GstScoreSdeSrc
   GstPushSrc parent;
 
   /* properties (under the object lock) */
-  gchar *model_path;
-  GstScoreSdeDeviceSettings device;
+  GstScoreSdeModelSlot slot;    /* model and device properties, the model, cancel flag */
   GstScoreSdeSamplerSettings settings;
   gint batch_size;
   gint walk_frames;
@@ -34,10 +33,7 @@ struct _GstScoreSdeSrc
   guint settings_cookie;        /* bumped by every setting that changes frames */
 
   /*< private >*/
-  /* the loaded model (start .. stop) */
-  GstScoreSdeModel *model;
   GstScoreSdeModel *classifier; /* loaded when class-label is first >= 0 */
-  GstScoreSdeProgress progress;
 
   /* negotiated format */
   GstVideoInfo info;

@@ -10,7 +10,7 @@
 #                                                       (an intermediate export)
 #
 # The data (runs/emoji-32/data/train.npy, 3,368 RGB glyphs) is made from the Debian
-# package fonts-noto-color-emoji by models/tools/make_emoji.py, run here when missing
+# package fonts-noto-color-emoji by tools/models/make_emoji.py, run here when missing
 # (needs python3-fonttools, python3-pil, python3-numpy).
 # The run is bit-identical however often it is interrupted. A second copy refuses to
 # start (lock runs/emoji-32.lock). The tool is copied to runs/bin-emoji once, so
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 mkdir -p runs
 if [ ! -f runs/emoji-32/data/train.npy ]; then
-  /usr/bin/python3 models/tools/make_emoji.py runs/emoji-32/data
+  /usr/bin/python3 tools/models/make_emoji.py runs/emoji-32/data
 fi
 if [ ! -x runs/bin-emoji/scoresde ] || [ -n "$REFRESH_BIN" ]; then
   mkdir -p runs/bin-emoji

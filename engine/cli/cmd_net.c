@@ -11,7 +11,7 @@
  * get_score_fn computes it; with --raw the raw network output at the labels derived from
  * t (VE: sigma(t), VP/sub-VP: 999 t; docs/math.md#labels).
  *
- * `convert --from pth` runs models/tools/convert_pth.py (found with --script, the
+ * `convert --from pth` runs tools/models/convert_pth.py (found with --script, the
  * SCORESDE_CONVERT_PTH environment variable, or next to the executable's source tree) with
  * --python (else SCORESDE_PYTHON, else /usr/bin/python3), then loads its output to check
  * every tensor against the config and rewrites it with the canonical metadata. */
@@ -342,14 +342,14 @@ static const char *find_script(const char *given, char *buf, size_t size) {
   if (env && *env) return env;
   char dir[PATH_MAX];
   if (exe_dir(dir, sizeof dir) == 0) {
-    const char *rel[] = {"/../../models/tools/convert_pth.py", "/../models/tools/convert_pth.py",
+    const char *rel[] = {"/../../tools/models/convert_pth.py", "/../tools/models/convert_pth.py",
                          "/../share/scoresde/convert_pth.py", "/convert_pth.py"};
     for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
       snprintf(buf, size, "%s%s", dir, rel[i]);
       if (file_exists(buf)) return buf;
     }
   }
-  if (file_exists("models/tools/convert_pth.py")) return "models/tools/convert_pth.py";
+  if (file_exists("tools/models/convert_pth.py")) return "tools/models/convert_pth.py";
   return NULL;
 }
 

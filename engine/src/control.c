@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "sample_internal.h"
 #include "scoresde/control.h"
 #include "scoresde/error.h"
 #include "scoresde/marginal.h"

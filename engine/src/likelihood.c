@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "sample_internal.h"
 #include "scoresde/scoresde.h"
 
 void sde_likelihood_params_init(sde_likelihood_params *p) {

@@ -1,4 +1,5 @@
-/* Score-model dispatch and the JSON descriptions of the analytic models. */
+/* Score-model dispatch and the JSON descriptions of the analytic models (model.h). Loading
+ * any model file, networks included, is device.c's (sde_model_load, device.h). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,6 @@
 #include "scoresde/io.h"
 #include "scoresde/json.h"
 #include "scoresde/model.h"
-#include "scoresde/network.h"
 #include "scoresde/sde.h"
 
 #define MODEL_JSON_MAX_BYTES (256u << 20)
@@ -188,13 +188,4 @@ int sde_model_load_json(const char *path, sde_model **out) {
   }
   sde_json_free(root);
   return status ? sde_fail_context(status, "%s", path) : SDE_OK;
-}
-
-int sde_model_load(const char *path, sde_model **out) {
-  if (!path || !*path) return sde_fail(SDE_EINVAL, "no model file given");
-  struct stat st;
-  if (stat(path, &st) != 0) return sde_fail(SDE_EIO, "%s: no such model file", path);
-  if (sde_has_suffix(path, ".json")) return sde_model_load_json(path, out);
-  if (sde_has_suffix(path, ".safetensors")) return sde_network_load(path, out);
-  return sde_fail(SDE_EFORMAT, "%s: unknown model file type (expected .json or .safetensors)", path);
 }

@@ -1,99 +1,21 @@
-/* Philox-4x32-10 (Salmon et al., SC'11) and the distributions built on it. */
+/* Philox-4x32-10 (Salmon et al., SC'11) and the distributions built on it: the scalar
+ * arithmetic is exact_math.h's; this file adds the AVX2 path of sde_randn, which must give
+ * the same bits (test_core compares it with sde_randn_scalar). */
 #include <math.h>
 #include <string.h>
 
+#include "exact_math.h" /* the scalar math, shared with the CPU backend and CUDA */
 #include "scoresde/rng.h"
 
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u
-#define PHILOX_W1 0xBB67AE85u
-
-static inline void mulhilo32(uint32_t a, uint32_t b, uint32_t *hi, uint32_t *lo) {
-  uint64_t p = (uint64_t)a * b;
-  *hi = (uint32_t)(p >> 32);
-  *lo = (uint32_t)p;
-}
-
 void sde_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
-  uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3];
-  uint32_t k0 = key[0], k1 = key[1];
-  for (int round = 0; round < 10; round++) {
-    uint32_t hi0, lo0, hi1, lo1;
-    mulhilo32(PHILOX_M0, c0, &hi0, &lo0);
-    mulhilo32(PHILOX_M1, c2, &hi1, &lo1);
-    c0 = hi1 ^ c1 ^ k0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ k1;
-    c3 = lo0;
-    k0 += PHILOX_W0;
-    k1 += PHILOX_W1;
-  }
-  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+  sde_philox_rounds(ctr, key, out);
 }
-
-/* The 4 raw words for block `block` of (seed, stream, step). */
-static inline void philox_block(uint64_t seed, uint64_t stream, uint32_t step, uint32_t block,
-                                uint32_t out[4]) {
-  const uint32_t ctr[4] = {block, step, (uint32_t)stream, (uint32_t)(stream >> 32)};
-  const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-  sde_philox4x32(ctr, key, out);
-}
-
-/* Box-Muller needs log, sin and cos. libm's differ between platforms and from CUDA's,
- * so these are written with +, -, *, / and sqrt only (all correctly rounded in IEEE
- * double): the same bits on every backend. Accuracy ~1e-12, far below float32. */
-
-/* ln(u) for normal u in (0, 1]: u = 2^e m with m in [√½, √2),
- * ln m = 2 atanh((m-1)/(m+1)). Splitting the exponent off the bits is exact. */
-static inline double det_log(double u) {
-  uint64_t bits;
-  memcpy(&bits, &u, sizeof bits);
-  int e = (int)((bits >> 52) & 0x7ff) - 1022;
-  bits = (bits & 0x800fffffffffffffULL) | (1022ULL << 52);
-  double m;
-  memcpy(&m, &bits, sizeof m); /* m in [0.5, 1) */
-  if (m < 0.70710678118654752440) {
-    m *= 2.0;
-    e--;
-  }
-  const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
-  /* |s| <= 0.1716: the series to s^13 leaves < 1e-12 */
-  const double series =
-      1.0 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (1.0 / 13))))));
-  return 2.0 * s * series + (double)e * 0.69314718055994530942;
-}
-
-/* sin and cos of 2πf for f in [0, 1): quadrant from 4f, then Taylor series around the
- * quadrant's middle (|x| <= π/4, so terms to x^13 leave < 1e-12). */
-static inline void det_sincos_2pi(double f, double *sin_out, double *cos_out) {
-  const double v = 4.0 * f;
-  const int quadrant = (int)v;
-  const double x = (v - quadrant - 0.5) * 1.57079632679489661923; /* in [-π/4, π/4) */
-  const double x2 = x * x;
-  const double sn = x * (1.0 + x2 * (-1.0 / 6 + x2 * (1.0 / 120 + x2 * (-1.0 / 5040 +
-                    x2 * (1.0 / 362880 + x2 * (-1.0 / 39916800 + x2 * (1.0 / 6227020800.0)))))));
-  const double cs = 1.0 + x2 * (-0.5 + x2 * (1.0 / 24 + x2 * (-1.0 / 720 + x2 * (1.0 / 40320 +
-                    x2 * (-1.0 / 3628800 + x2 * (1.0 / 479001600))))));
-  /* angle = quadrant·π/2 + π/4 + x */
-  const double r = 0.70710678118654752440;
-  const double s0 = r * (sn + cs), c0 = r * (cs - sn);
-  switch (quadrant & 3) {
-    case 0: *sin_out = s0; *cos_out = c0; break;
-    case 1: *sin_out = c0; *cos_out = -s0; break;
-    case 2: *sin_out = -s0; *cos_out = -c0; break;
-    default: *sin_out = -c0; *cos_out = s0; break;
-  }
-}
-
-/* u in (0,1), never 0, so log(u) is finite. */
-static inline double open_unit(uint32_t r) { return ((double)r + 0.5) * (1.0 / 4294967296.0); }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_RANDN_AVX2 1
 
-/* det_log on 4 lanes, the same IEEE operations in the same order (so the same bits);
+/* sde_det_log on 4 lanes, the same IEEE operations in the same order (so the same bits);
  * the target has no FMA, so nothing can be contracted. */
 __attribute__((target("avx2"))) static inline __m256d det_log_x4(__m256d u) {
   const __m256i bits = _mm256_castpd_si256(u);
@@ -124,7 +46,7 @@ __attribute__((target("avx2"))) static inline __m256d det_log_x4(__m256d u) {
                        _mm256_mul_pd(e, _mm256_set1_pd(0.69314718055994530942)));
 }
 
-/* det_sincos_2pi on 4 lanes, operation for operation */
+/* sde_det_sincos_2pi on 4 lanes, operation for operation */
 __attribute__((target("avx2"))) static inline void det_sincos_2pi_x4(__m256d f, __m256d *sin_out,
                                                                     __m256d *cos_out) {
   const __m256d v = _mm256_mul_pd(_mm256_set1_pd(4.0), f);
@@ -171,7 +93,7 @@ __attribute__((target("avx2"))) static inline void philox_x4(uint64_t seed, cons
                                                             uint32_t step, const uint32_t block[4],
                                                             __m256i w[4]) {
   const __m256i lo32 = _mm256_set1_epi64x(0xffffffffLL);
-  const __m256i m0 = _mm256_set1_epi64x(PHILOX_M0), m1 = _mm256_set1_epi64x(PHILOX_M1);
+  const __m256i m0 = _mm256_set1_epi64x(SDE_PHILOX_M0), m1 = _mm256_set1_epi64x(SDE_PHILOX_M1);
   __m256i c0 = _mm256_setr_epi64x(block[0], block[1], block[2], block[3]);
   __m256i c1 = _mm256_set1_epi64x(step);
   __m256i c2 = _mm256_setr_epi64x((uint32_t)stream[0], (uint32_t)stream[1], (uint32_t)stream[2],
@@ -187,8 +109,8 @@ __attribute__((target("avx2"))) static inline void philox_x4(uint64_t seed, cons
     c1 = lo1;
     c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi64x(k1));
     c3 = lo0;
-    k0 += PHILOX_W0;
-    k1 += PHILOX_W1;
+    k0 += SDE_PHILOX_W0;
+    k1 += SDE_PHILOX_W1;
   }
   w[0] = c0;
   w[1] = c1;
@@ -262,27 +184,13 @@ static int randn_avx2_ok(void) {
 }
 #endif
 
-/* The 4 normals of one block, scalar (the reference the vector path must equal) */
-static void randn_block(uint64_t seed, uint64_t stream, uint32_t step, uint32_t block,
-                        double z[4]) {
-  uint32_t r[4];
-  philox_block(seed, stream, step, block, r);
-  for (int pair = 0; pair < 2; pair++) {
-    double radius = sqrt(-2.0 * det_log(open_unit(r[2 * pair])));
-    double s, c;
-    det_sincos_2pi((double)r[2 * pair + 1] * (1.0 / 4294967296.0), &s, &c);
-    z[2 * pair] = radius * c;
-    z[2 * pair + 1] = radius * s;
-  }
-}
-
 /* out[from..n) one block at a time (from a multiple of 4) */
 static void randn_scalar_from(uint64_t seed, uint64_t stream, uint32_t step, float *out,
                               int64_t from, int64_t n) {
   for (int64_t base = from; base < n; base += 4) {
-    double z[4];
-    randn_block(seed, stream, step, (uint32_t)(base / 4), z);
-    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (float)z[j];
+    float z[4];
+    sde_randn_block(seed, stream, step, (uint32_t)(base / 4), z);
+    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = z[j];
   }
 }
 
@@ -315,16 +223,15 @@ void sde_randn_rows(uint64_t seed, uint64_t stream0, uint32_t step, float *out, 
 void sde_randu(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
   for (int64_t base = 0; base < n; base += 4) {
     uint32_t r[4];
-    philox_block(seed, stream, step, (uint32_t)(base / 4), r);
-    /* 24 random bits: exactly representable, in [0,1). */
-    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (float)(r[j] >> 8) * 0x1p-24f;
+    sde_philox_block(seed, stream, step, (uint32_t)(base / 4), r);
+    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = sde_randu_word(r[j]);
   }
 }
 
 void sde_rand_rademacher(uint64_t seed, uint64_t stream, uint32_t step, float *out, int64_t n) {
   for (int64_t base = 0; base < n; base += 4) {
     uint32_t r[4];
-    philox_block(seed, stream, step, (uint32_t)(base / 4), r);
-    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = (r[j] >> 31) ? 1.0f : -1.0f;
+    sde_philox_block(seed, stream, step, (uint32_t)(base / 4), r);
+    for (int j = 0; j < 4 && base + j < n; j++) out[base + j] = sde_rademacher_word(r[j]);
   }
 }

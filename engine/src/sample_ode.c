@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "sample_internal.h"
 #include "scoresde/scoresde.h"
 
 /* ---- Dormand-Prince 5(4) tableau, as scipy's RK45 ---------------------------------- */

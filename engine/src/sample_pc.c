@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "internal.h"
+#include "sample_internal.h"
 #include "scoresde/error.h"
 #include "scoresde/marginal.h"
 #include "scoresde/rng.h"

@@ -1,4 +1,4 @@
-/* Sampler rows: a batch in backend memory, the score model and the row ops (internal.h).
+/* Sampler rows: a batch in backend memory, the score model and the row ops (sample_internal.h).
  *
  * A network model on a device keeps the rows there for the whole run and evaluates the
  * score in place (sde_network_score_dev_ws, with one workspace for the run); every other
@@ -8,7 +8,8 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "internal.h"
+#include "nn/network_internal.h"
+#include "sample_internal.h"
 #include "scoresde/error.h"
 #include "scoresde/network.h"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent PyTorch reference for the C neural-network ops (engine/src/nn/ops.c).
+"""Independent PyTorch reference for the C neural-network ops (engine/src/nn/ops_*.c).
 
 Each op is written the way score_sde_pytorch (models/layers.py, layerspp.py,
 up_or_down_sampling.py, op/upfirdn2d.py native path) computes it, on random inputs. For

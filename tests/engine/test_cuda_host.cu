@@ -368,12 +368,12 @@ static void test_conv_padding(void) {
 /* ---- FIR conv-up: zero insert + 3x3 conv pad 2 (conv_naive on a padded copy) + UPCONV blur ---- */
 
 extern "C" {
-size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
-int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                           int B, int C_in, int H, int W, int C_out, float *scratch);
-int sde_ncsnpp_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                                            const float *inp, const float *weight, int B, int C_in, int H, int W,
-                                            int C_out, float *scratch);
+size_t sde_nn_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
+int sde_nn_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight, const float *bias,
+                                       int B, int C_in, int H, int W, int C_out, float *scratch);
+int sde_nn_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                        const float *inp, const float *weight, int B, int C_in, int H, int W,
+                                        int C_out, float *scratch);
 }
 
 static void test_fir_conv_up(int B, int Ci, int H, int W, int Co) {
@@ -382,9 +382,9 @@ static void test_fir_conv_up(int B, int Ci, int H, int W, int Co) {
   size_t nx = (size_t)B * Ci * H * W, nz = (size_t)B * Ci * Hz * Wz, np = (size_t)B * Ci * Hp * Wp;
   size_t nt = (size_t)B * Co * Ht * Wt, ny = (size_t)B * Co * Ho * Wo;
   float *x = rand_f(nx, 1.0f), *w = rand_f((size_t)Co * Ci * 9, 0.5f), *bias = rand_f(Co, 0.5f);
-  float *scratch = zeros(sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, Ci, H, W, Co));
+  float *scratch = zeros(sde_nn_fir_upsample_conv2x_scratch_floats(B, Ci, H, W, Co));
   float *ref = zeros(ny), *got = zeros(ny), *z = zeros(nz), *zp = zeros(np), *t = zeros(nt);
-  sde_ncsnpp_fir_upsample_conv2x_forward(ref, x, w, bias, B, Ci, H, W, Co, scratch);
+  sde_nn_fir_upsample_conv2x_forward(ref, x, w, bias, B, Ci, H, W, Co, scratch);
   for (int p = 0; p < B * Ci; p++)
     for (int h = 0; h < Hz; h++)
       for (int q = 0; q < Wz; q++) z[((size_t)p * Hz + h) * Wz + q] = sde_zero_insert_elem(x + (size_t)p * H * W, W, h, q);
@@ -398,7 +398,7 @@ static void test_fir_conv_up(int B, int Ci, int H, int W, int Co) {
             H, W, Co);
   /* input gradient: UPCONV_T, the conv transposed (pad 2), dx += dz at the even positions */
   float *gy = rand_f(ny, 1.0f), *dr = rand_f(nx, 0.1f), *dg = copy_f(dr, nx), *dt = zeros(nt), *dzp = zeros(np);
-  sde_ncsnpp_fir_upsample_conv2x_backward(dr, NULL, NULL, gy, x, w, B, Ci, H, W, Co, scratch);
+  sde_nn_fir_upsample_conv2x_backward(dr, NULL, NULL, gy, x, w, B, Ci, H, W, Co, scratch);
   fir_host(dt, gy, B * Co, Ho, Wo, Ht, Wt, SDE_FIR_UPCONV_T, 0);
   for (int b = 0; b < B; b++)
     for (int co = 0; co < Co; co++)

@@ -23,6 +23,7 @@
 
 #include "backend.h"
 #include "cuda/cuda_graph.h"
+#include "scoresde/device.h"
 #include "scoresde/error.h"
 #include "scoresde/nn.h"
 #include "scoresde/rng.h"
@@ -241,7 +242,7 @@ static void test_resampling(int B, int C, int H, int W) {
   buf w = mk(nw, 0.3f), bias = mk(Co, 0.5f), y = mk(ny, 0), gy = mk(ny, 1), dw = mk(nw, 0.1f), db = mk(Co, 0.1f);
   buf yu = mk(nu, 0), gu = mk(nu, 1);
   buf scratch = mk(sde_nn_fir_conv_downsample2x_scratch_floats(B, C, H, W, Co), 0);
-  buf scratch_u = mk(sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, C, H, W, Co), 0);
+  buf scratch_u = mk(sde_nn_fir_upsample_conv2x_scratch_floats(B, C, H, W, Co), 0);
 #define FIR_CONV(fwd, bwd, out, gout, scr, name)                                             \
   for (int with_scratch = 0; with_scratch < 2; with_scratch++) {                             \
     float *sc = with_scratch ? scr.d : NULL;                                                 \

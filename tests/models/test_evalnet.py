@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The independent Fashion-MNIST evaluation CNN (models/fashion-mnist-32-evalnet.safetensors)
-and the Frechet distance of models/tools/eval_fashion_mnist.py on real data.
+and the Frechet distance of tools/models/eval_fashion_mnist.py on real data.
 
 Checks, on the padded 32x32 test images exactly as the evaluation feeds them:
   * the shipped weights load and classify the first 1000 test images with >= 88 % accuracy;
@@ -19,7 +19,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "models", "tools"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "models"))
 
 try:
     import numpy as np

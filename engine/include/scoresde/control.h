@@ -1,5 +1,6 @@
-/* Controllable generation (docs/math.md#control) with the PC sampler or a few-step
- * solver (p->sampler; not ode). */
+/* Controllable generation (docs/math.md#control): inpainting and colorization with the PC
+ * sampler or a few-step solver (p->sampler; not ode), and classifier guidance, a score
+ * model that any sampler runs. */
 #ifndef SCORESDE_CONTROL_H
 #define SCORESDE_CONTROL_H
 
@@ -25,6 +26,21 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
 extern const float sde_color_decouple[3][3];
 /* in/out [n,3,H,W]; inverse = 1 applies M⁻¹ (couple). May work in place. */
 void sde_color_transform(int n, int64_t hw, const float *in, float *out, int inverse);
+
+/* Classifier guidance (docs/math.md#guidance): a score model whose score is
+ *   s(x, t) + scale · ∇x log p(y = class_id | x, t)
+ * with p from a time-dependent classifier network (config num_classes > 0, trained by
+ * `scoresde train --num-classes K`; labels from t as for the base model's SDE). Takes
+ * ownership of base and classifier (freed with the result, or on failure). No score_vjp. */
+int sde_guided_create(sde_model *base, sde_model *classifier, int class_id, double scale,
+                      sde_model **out);
+/* The same without ownership: base and classifier (shared, e.g. from a model cache) must
+ * outlive the result; sde_model_free(result) frees only the wrapper. */
+int sde_guided_wrap(const sde_model *base, const sde_model *classifier, int class_id,
+                    double scale, sde_model **out);
+/* log p(y | x, t) for all classes: logp[n, num_classes] (log-softmax of the logits). */
+int sde_classifier_logp(const sde_model *classifier, const sde_sde *sde, int n, const float *x,
+                        const float *t, float *logp);
 
 #ifdef __cplusplus
 }

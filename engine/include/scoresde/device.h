@@ -1,5 +1,5 @@
-/* Devices: where a model's tensors live and its ops run (the CPU, or a CUDA GPU), and the
- * precision of its GEMMs and convolutions.
+/* Devices and model files: where a model's tensors live and its ops run (the CPU, or a
+ * CUDA GPU), the precision of its GEMMs and convolutions, and loading a model file onto one.
  *
  * A model is loaded onto a device once (sde_model_load_ex); every later call (score,
  * samplers, likelihood) runs there. SDE_DEVICE_AUTO takes the GPU when this build has
@@ -11,17 +11,12 @@
 #ifndef SCORESDE_DEVICE_H
 #define SCORESDE_DEVICE_H
 
+#include "device_kind.h"
 #include "model.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum { SDE_DEVICE_AUTO = 0, SDE_DEVICE_CPU, SDE_DEVICE_CUDA } sde_device_kind;
-/* fp32: full float32 math (the default; the CPU always computes in fp32).
- * tf32: tensor-core GEMMs/convs with 10-bit mantissa inputs, fp32 accumulation.
- * bf16: bfloat16 GEMM/conv inputs, fp32 accumulation. */
-typedef enum { SDE_PRECISION_FP32 = 0, SDE_PRECISION_TF32, SDE_PRECISION_BF16 } sde_precision;
 
 /* "auto", "cpu", "cuda" (case-insensitive) -> kind; SDE_EINVAL with a message otherwise. */
 int sde_device_parse(const char *s, sde_device_kind *out);
@@ -32,6 +27,10 @@ const char *sde_precision_name(sde_precision p); /* "fp32", "tf32", "bf16" */
 
 /* Number of CUDA devices this build can use (0 without CUDA support, driver or GPU). */
 int sde_cuda_device_count(void);
+
+/* Loads any model file onto the CPU: a JSON analytic model (model.h) or a network
+ * .safetensors (network.h), told apart by the suffix. */
+int sde_model_load(const char *path, sde_model **out);
 
 /* Options of sde_model_load_ex. Zero-initialised = {AUTO, device 0, fp32}. */
 typedef struct {

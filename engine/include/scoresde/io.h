@@ -1,4 +1,5 @@
-/* File I/O: .npy arrays and PNG images (single images, folders and grids).
+/* File I/O: .npy arrays, PNG images (single images, folders and grids), the safetensors
+ * container (docs/math.md#safetensors) and atomic file writes.
  * Every reader validates what it reads and reports a clear SDE_EFORMAT/SDE_EIO message. */
 #ifndef SCORESDE_IO_H
 #define SCORESDE_IO_H
@@ -49,6 +50,70 @@ int sde_png_read_dir(const char *dir, int want_channels, float **data, int *n, i
  * first is also held to the first one's size before it is decoded). */
 int sde_png_read_dir_max(const char *dir, int want_channels, int max_height, int max_width,
                          float **data, int *n, int *channels, int *height, int *width);
+
+/* ---- safetensors ------------------------------------------------------------------- */
+
+#define SDE_ST_MAX_DIMS 8
+#define SDE_ST_MAX_HEADER (100u * 1024u * 1024u) /* larger headers are rejected */
+
+typedef enum {
+  SDE_ST_F32, SDE_ST_F16, SDE_ST_BF16, SDE_ST_F64, SDE_ST_I64, SDE_ST_I32, SDE_ST_I16,
+  SDE_ST_I8, SDE_ST_U8, SDE_ST_BOOL, SDE_ST_U16, SDE_ST_U32, SDE_ST_U64,
+  SDE_ST_NUM_DTYPES
+} sde_st_dtype;
+
+typedef struct {
+  char *name;
+  sde_st_dtype dtype;
+  int ndim;
+  int64_t shape[SDE_ST_MAX_DIMS];
+  int64_t numel;          /* product of shape (1 for a scalar) */
+  uint64_t begin, end;    /* byte range inside the data buffer, end exclusive */
+} sde_st_tensor;
+
+typedef struct {
+  int n_tensors;
+  sde_st_tensor *tensors; /* sorted by name */
+  int n_meta;
+  char **meta_keys, **meta_values; /* __metadata__ string pairs */
+  const uint8_t *data;    /* the byte buffer after the header */
+  uint64_t data_len;
+  /* private */
+  void *map;
+  size_t map_len;
+} sde_safetensors;
+
+/* Maps and validates a file: header length sane (<= SDE_ST_MAX_HEADER and inside the
+ * file), JSON object, every entry with a known dtype, a shape whose byte size does not
+ * overflow and equals end - begin, offsets in range, no two tensors overlapping, no
+ * duplicate names, __metadata__ string -> string. Errors are SDE_EIO / SDE_EFORMAT. */
+int sde_st_open(const char *path, sde_safetensors **out);
+/* The same over bytes[len] in memory (not copied: keep them alive until close). */
+int sde_st_open_memory(const void *bytes, size_t len, sde_safetensors **out);
+void sde_st_close(sde_safetensors *st);
+
+const sde_st_tensor *sde_st_find(const sde_safetensors *st, const char *name);
+const char *sde_st_metadata(const sde_safetensors *st, const char *key); /* NULL if absent */
+const char *sde_st_dtype_name(sde_st_dtype dtype);                      /* "F32", ... */
+/* Copies tensor t into out[numel] as float32 (F32 as is; F16, BF16, F64 converted). */
+int sde_st_read_f32(const sde_safetensors *st, const sde_st_tensor *t, float *out);
+
+/* One float32 tensor to write. */
+typedef struct {
+  const char *name;
+  int ndim;
+  int64_t shape[SDE_ST_MAX_DIMS];
+  const float *data;
+} sde_st_entry;
+
+/* Serialises entries[n] (F32, in the given order) plus metadata pairs
+ * meta[2*n_meta] = {key0, value0, key1, ...} into a malloc'd buffer; the header is
+ * space-padded so the data start on an 8-byte boundary. */
+int sde_st_serialize(const sde_st_entry *entries, int n, const char *const *meta, int n_meta,
+                     uint8_t **bytes, size_t *len);
+/* Writes the file atomically (sde_write_file_atomic): path is never half-written. */
+int sde_st_write(const char *path, const sde_st_entry *entries, int n, const char *const *meta,
+                 int n_meta);
 
 /* Replaces path with data[len] atomically: written to path.tmp.<pid>, flushed to disk,
  * renamed over path, and the folder flushed, so path is the old file or the complete new

@@ -86,11 +86,10 @@ int sde_empirical_create(int M, int channels, int height, int width, const float
  *   {"kind":"gmm","weights":[...],"means":[[...],...],"stds":[[...],...]}
  *   {"kind":"empirical","data":"file.npy|folder of PNGs", "centered":false,
  *    "sde":{"kind":"ve","sigma_max":..}}
- * Relative data paths are resolved against the JSON file's folder. */
+ * Relative data paths are resolved against the JSON file's folder. sde_model_load (device.h)
+ * loads any model file. */
 int sde_model_load_json(const char *path, sde_model **out);
 
-/* Loads any model file: a JSON analytic model or (when built) a network .safetensors. */
-int sde_model_load(const char *path, sde_model **out);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
-/* Neural score networks: the safetensors container, the NCSN++ / DDPM++ network of
- * Song et al. (2021) (`NCSNpp` of score_sde_pytorch; DDPM++ is the same class with other
- * options) and the score-model wrapper around it.
+/* Neural score networks: the NCSN++ / DDPM++ network of Song et al. (2021) (`NCSNpp` of
+ * score_sde_pytorch; DDPM++ is the same class with other options) and the score-model
+ * wrapper around it.
  *
  * Model file = one .safetensors file. Its tensors are the official state_dict entries
  * `all_modules.<i>.<sub>` (prefix `module.` stripped), EMA weights, float32 (F16/BF16 are
@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io.h" /* sde_safetensors */
 #include "json.h"
 #include "model.h"
 #include "sde.h"
@@ -34,70 +35,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- safetensors ------------------------------------------------------------------- */
-
-#define SDE_ST_MAX_DIMS 8
-#define SDE_ST_MAX_HEADER (100u * 1024u * 1024u) /* larger headers are rejected */
-
-typedef enum {
-  SDE_ST_F32, SDE_ST_F16, SDE_ST_BF16, SDE_ST_F64, SDE_ST_I64, SDE_ST_I32, SDE_ST_I16,
-  SDE_ST_I8, SDE_ST_U8, SDE_ST_BOOL, SDE_ST_U16, SDE_ST_U32, SDE_ST_U64,
-  SDE_ST_NUM_DTYPES
-} sde_st_dtype;
-
-typedef struct {
-  char *name;
-  sde_st_dtype dtype;
-  int ndim;
-  int64_t shape[SDE_ST_MAX_DIMS];
-  int64_t numel;          /* product of shape (1 for a scalar) */
-  uint64_t begin, end;    /* byte range inside the data buffer, end exclusive */
-} sde_st_tensor;
-
-typedef struct {
-  int n_tensors;
-  sde_st_tensor *tensors; /* sorted by name */
-  int n_meta;
-  char **meta_keys, **meta_values; /* __metadata__ string pairs */
-  const uint8_t *data;    /* the byte buffer after the header */
-  uint64_t data_len;
-  /* private */
-  void *map;
-  size_t map_len;
-} sde_safetensors;
-
-/* Maps and validates a file: header length sane (<= SDE_ST_MAX_HEADER and inside the
- * file), JSON object, every entry with a known dtype, a shape whose byte size does not
- * overflow and equals end - begin, offsets in range, no two tensors overlapping, no
- * duplicate names, __metadata__ string -> string. Errors are SDE_EIO / SDE_EFORMAT. */
-int sde_st_open(const char *path, sde_safetensors **out);
-/* The same over bytes[len] in memory (not copied: keep them alive until close). */
-int sde_st_open_memory(const void *bytes, size_t len, sde_safetensors **out);
-void sde_st_close(sde_safetensors *st);
-
-const sde_st_tensor *sde_st_find(const sde_safetensors *st, const char *name);
-const char *sde_st_metadata(const sde_safetensors *st, const char *key); /* NULL if absent */
-const char *sde_st_dtype_name(sde_st_dtype dtype);                      /* "F32", ... */
-/* Copies tensor t into out[numel] as float32 (F32 as is; F16, BF16, F64 converted). */
-int sde_st_read_f32(const sde_safetensors *st, const sde_st_tensor *t, float *out);
-
-/* One float32 tensor to write. */
-typedef struct {
-  const char *name;
-  int ndim;
-  int64_t shape[SDE_ST_MAX_DIMS];
-  const float *data;
-} sde_st_entry;
-
-/* Serialises entries[n] (F32, in the given order) plus metadata pairs
- * meta[2*n_meta] = {key0, value0, key1, ...} into a malloc'd buffer; the header is
- * space-padded so the data start on an 8-byte boundary. */
-int sde_st_serialize(const sde_st_entry *entries, int n, const char *const *meta, int n_meta,
-                     uint8_t **bytes, size_t *len);
-/* Writes the file atomically (sde_write_file_atomic): path is never half-written. */
-int sde_st_write(const char *path, const sde_st_entry *entries, int n, const char *const *meta,
-                 int n_meta);
 
 /* ---- NCSN++ configuration ----------------------------------------------------------- */
 
@@ -225,6 +162,10 @@ int sde_ncsnpp_train_backward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, const
 
 /* ---- the network as a score model -------------------------------------------------- */
 
+/* The "format" metadata of a training checkpoint (train.h): the model loaders refuse such
+ * a file with the way to export it. */
+#define SDE_CHECKPOINT_FORMAT "scoresde-checkpoint-1"
+
 /* Loads a network .safetensors: config from __metadata__, every tensor name, dtype and
  * shape checked against the config (missing or extra tensors are errors; a `sigmas`
  * buffer is allowed). Fills channels/height/width, is_image = 1, centered, has_sde/sde
@@ -238,21 +179,6 @@ int sde_network_create(const sde_ncsnpp_config *c, const float *params, sde_mode
 /* Writes m (a network) as .safetensors with the "scoresde" metadata (+ extra pairs). */
 int sde_network_save(const sde_model *m, const char *path, const char *const *extra_meta,
                      int n_extra);
-
-/* Classifier guidance (docs/math.md#guidance): a score model whose score is
- *   s(x, t) + scale · ∇x log p(y = class_id | x, t)
- * with p from a time-dependent classifier network (config num_classes > 0, trained by
- * `scoresde train --num-classes K`; labels from t as for the base model's SDE). Takes
- * ownership of base and classifier (freed with the result, or on failure). No score_vjp. */
-int sde_guided_create(sde_model *base, sde_model *classifier, int class_id, double scale,
-                      sde_model **out);
-/* The same without ownership: base and classifier (shared, e.g. from a model cache) must
- * outlive the result; sde_model_free(result) frees only the wrapper. */
-int sde_guided_wrap(const sde_model *base, const sde_model *classifier, int class_id,
-                    double scale, sde_model **out);
-/* log p(y | x, t) for all classes: logp[n, num_classes] (log-softmax of the logits). */
-int sde_classifier_logp(const sde_model *classifier, const sde_sde *sde, int n, const float *x,
-                        const float *t, float *logp);
 
 /* Imports a diffusers UNet2DModel NCSN++ folder (config.json +
  * diffusion_pytorch_model.safetensors; DIR or DIR/unet): SkipDownBlock2D /

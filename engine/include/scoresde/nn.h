@@ -125,6 +125,19 @@ int sde_nn_fir_conv_downsample2x_backward(float *dinp, float *dweight, float *db
                                           const float *weight, int B, int C_in, int H, int W,
                                           int C_out, float *scratch);
 
+/* FIR conv-upsample (up_or_down_sampling.Conv2d with up=True; upsample_conv_2d): a
+ * stride-2 transposed 3x3 conv, then the [1,3,3,1] blur with pad 1, + bias:
+ * inp [B,C_in,H,W], weight [C_out,C_in,3,3], bias [C_out] -> out [B,C_out,2H,2W].
+ * The scratch covers both directions; backward accumulates. */
+size_t sde_nn_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
+int sde_nn_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
+                                       const float *bias, int B, int C_in, int H, int W,
+                                       int C_out, float *scratch);
+int sde_nn_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias,
+                                        const float *dout, const float *inp,
+                                        const float *weight, int B, int C_in, int H, int W,
+                                        int C_out, float *scratch);
+
 /* Nearest x2 upsampling (naive_upsample_2d): inp [B,C,H,W] -> out [B,C,2H,2W] */
 int sde_nn_upsample_nearest2x_forward(float *out, const float *inp, int B, int C, int H, int W);
 int sde_nn_upsample_nearest2x_backward(float *dinp, const float *dout, int B, int C, int H,

@@ -153,12 +153,8 @@ const float *sde_trainer_ema(const sde_trainer *t);
 const float *sde_trainer_adam_m(const sde_trainer *t);
 const float *sde_trainer_adam_v(const sde_trainer *t);
 
-/* The "format" metadata of a checkpoint: the model loaders refuse such a file with the
- * way to export it. */
-#define SDE_CHECKPOINT_FORMAT "scoresde-checkpoint-1"
-
 /* Checkpoint: a safetensors file with 1-D F32 tensors params, adam_m, adam_v, ema and
- * __metadata__ format SDE_CHECKPOINT_FORMAT, step, scoresde (network config JSON),
+ * __metadata__ format SDE_CHECKPOINT_FORMAT (network.h), step, scoresde (network config JSON),
  * scoresde_train (training config JSON) plus extra pairs. Written to PATH.tmp.PID, flushed
  * to disk and renamed over PATH (then the folder flushed), so PATH is always a complete
  * checkpoint; temporaries of killed writers are removed (sde_write_file_atomic). */

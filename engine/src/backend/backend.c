@@ -1,4 +1,4 @@
-/* Opening and closing backends, and the public device helpers of device.h. */
+/* Opening and closing backends (device.c offers them as devices, device.h). */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -7,52 +7,14 @@
 #include "scoresde/error.h"
 
 #ifndef SDE_HAVE_CUDA
-int sde_cuda_device_count(void) { return 0; }
+int sde_backend_cuda_count(void) { return 0; }
 #endif
-
-int sde_device_parse(const char *s, sde_device_kind *out) {
-  static const char *const names[] = {"auto", "cpu", "cuda"};
-  for (int i = 0; s && i < 3; i++)
-    if (!strcasecmp(s, names[i])) {
-      *out = (sde_device_kind)i;
-      return SDE_OK;
-    }
-  return sde_fail(SDE_EINVAL, "device '%s' is not one of auto, cpu, cuda", s ? s : "(null)");
-}
-
-const char *sde_device_name(sde_device_kind kind) {
-  switch (kind) {
-    case SDE_DEVICE_AUTO: return "auto";
-    case SDE_DEVICE_CPU: return "cpu";
-    case SDE_DEVICE_CUDA: return "cuda";
-  }
-  return "?";
-}
-
-int sde_precision_parse(const char *s, sde_precision *out) {
-  static const char *const names[] = {"fp32", "tf32", "bf16"};
-  for (int i = 0; s && i < 3; i++)
-    if (!strcasecmp(s, names[i])) {
-      *out = (sde_precision)i;
-      return SDE_OK;
-    }
-  return sde_fail(SDE_EINVAL, "precision '%s' is not one of fp32, tf32, bf16", s ? s : "(null)");
-}
-
-const char *sde_precision_name(sde_precision p) {
-  switch (p) {
-    case SDE_PRECISION_FP32: return "fp32";
-    case SDE_PRECISION_TF32: return "tf32";
-    case SDE_PRECISION_BF16: return "bf16";
-  }
-  return "?";
-}
 
 /* CUDA: the device count is asked first so "no device" gets its own message (and the
  * backend constructor is only called when it can succeed). */
 static int open_cuda(int device_id, sde_precision precision, const sde_backend **out) {
 #ifdef SDE_HAVE_CUDA
-  int n = sde_cuda_device_count();
+  int n = sde_backend_cuda_count();
   if (n <= 0) return sde_fail(SDE_ENODEV, "no CUDA device (no GPU or no driver)");
   if (device_id < 0 || device_id >= n)
     return sde_fail(SDE_ENODEV, "no CUDA device %d (%d present)", device_id, n);
@@ -84,7 +46,7 @@ int sde_backend_open(sde_device_kind kind, int device_id, sde_precision precisio
       /* no GPU (or no driver) is the normal case of a CPU machine, not worth a warning;
        * a GPU that is there but cannot be used is */
 #ifdef SDE_HAVE_CUDA
-      int gpus = sde_cuda_device_count();
+      int gpus = sde_backend_cuda_count();
 #else
       int gpus = 0;
 #endif

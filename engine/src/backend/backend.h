@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "scoresde/device.h" /* sde_device_kind, sde_precision */
+#include "scoresde/device_kind.h"
 #include "scoresde/nn.h"
 
 #ifdef __cplusplus
@@ -94,10 +94,7 @@ struct sde_backend {
                                         const float *dout, const float *inp,
                                         const float *weight, int B, int C_in, int H, int W,
                                         int C_out, float *scratch);
-  /* FIR upsample with a 3x3 conv (layerspp.Upsample fir=True, with_conv=True):
-   * inp [B,C_in,H,W] -> out [B,C_out,2H,2W]. Not in nn.h: the reference is
-   * sde_ncsnpp_fir_upsample_conv2x_forward/backward (nn/ncsnpp_extra.c, declared below),
-   * scratch of sde_ncsnpp_fir_upsample_conv2x_scratch_floats; backward accumulates. */
+  /* FIR upsample with a 3x3 conv (layerspp.Upsample fir=True, with_conv=True). */
   int (*fir_conv_upsample2x_forward)(const sde_backend *be, float *out, const float *inp, const float *weight,
                                      const float *bias, int B, int C_in, int H, int W, int C_out,
                                      float *scratch);
@@ -153,22 +150,16 @@ struct sde_backend {
    *   g = grad·clip; m = b1·m + (1−b1)·g; v = b2·v + (1−b2)·g·g;
    *   p −= step_size·(m / (sqrt(v)/sbc2 + eps)); ema −= one_m_decay·(ema − p)
    * (torch.optim.Adam without weight decay, then the EMA), in float, in this order
-   * (cuda_math.cuh sde_adam_elem); elsewhere ema = p. k is host memory. */
+   * (exact_math.h sde_adam_elem); elsewhere ema = p. k is host memory. */
   int (*adam_step)(const sde_backend *be, float *p, float *m, float *v, float *ema, const float *grad,
                    const float *trainable, size_t n, const sde_adam_coef *k);
 
   void *impl; /* backend state (CUDA: stream, cuBLAS/cuDNN handles, workspace) */
 };
 
-/* Reference ops of the table that are not in nn.h (nn/ncsnpp_extra.c). */
-size_t sde_ncsnpp_fir_upsample_conv2x_scratch_floats(int B, int C_in, int H, int W, int C_out);
-int sde_ncsnpp_fir_upsample_conv2x_forward(float *out, const float *inp, const float *weight,
-                                           const float *bias, int B, int C_in, int H, int W,
-                                           int C_out, float *scratch);
-int sde_ncsnpp_fir_upsample_conv2x_backward(float *dinp, float *dweight, float *dbias,
-                                            const float *dout, const float *inp,
-                                            const float *weight, int B, int C_in, int H, int W,
-                                            int C_out, float *scratch);
+/* nn/ncsnpp.c asks the FIR upsample-conv's scratch size by its former name; the op is
+ * nn.h's sde_nn_fir_upsample_conv2x_*. Remove once ncsnpp.c uses that name. */
+#define sde_ncsnpp_fir_upsample_conv2x_scratch_floats sde_nn_fir_upsample_conv2x_scratch_floats
 
 /* The CPU backend (a static table, always available). */
 const sde_backend *sde_backend_cpu(void);
@@ -185,8 +176,9 @@ void sde_backend_close(const sde_backend *be);
 #ifdef SDE_HAVE_CUDA
 int sde_backend_cuda_open(int device_id, sde_precision precision, const sde_backend **out);
 void sde_backend_cuda_close(const sde_backend *be);
-int sde_cuda_device_count(void); /* 0 when no driver or device */
 #endif
+/* Number of CUDA devices: 0 without CUDA support (backend.c), driver or GPU (cuda_loader.c). */
+int sde_backend_cuda_count(void);
 
 #ifdef __cplusplus
 }

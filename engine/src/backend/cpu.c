@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../exact_math.h" /* sde_adam_elem: the optimizer math the CUDA kernel shares */
 #include "../parallel.h"
 #include "backend.h"
-#include "cuda/cuda_math.cuh" /* sde_adam_elem: one definition of the optimizer math */
 #include "scoresde/error.h"
 #include "scoresde/rng.h"
 
@@ -104,18 +104,18 @@ WRAP_INT(fir_conv_downsample2x_backward, (const sde_backend *be, float *dinp, fl
                                           const float *weight, int B, int C_in, int H, int W,
                                           int C_out, float *scratch),
          (dinp, dweight, dbias, dout, inp, weight, B, C_in, H, W, C_out, scratch))
-/* not in nn.h: the NCSN++ reference of ncsnpp_extra.c */
+/* the FIR upsample-conv (nn/ops_resample.c) */
 static int cpu_fir_conv_upsample2x_forward(const sde_backend *be, float *out, const float *inp,
                                            const float *weight, const float *bias, int B, int C_in,
                                            int H, int W, int C_out, float *scratch) {
   (void)be;
   float *own = NULL;
   if (!scratch) { /* NULL: the backend allocates (the table's scratch convention) */
-    own = sde_malloc(sizeof(float) * sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, C_in, H, W, C_out));
+    own = sde_malloc(sizeof(float) * sde_nn_fir_upsample_conv2x_scratch_floats(B, C_in, H, W, C_out));
     if (!own) return SDE_ENOMEM;
   }
-  int rc = sde_ncsnpp_fir_upsample_conv2x_forward(out, inp, weight, bias, B, C_in, H, W, C_out,
-                                                  scratch ? scratch : own);
+  int rc = sde_nn_fir_upsample_conv2x_forward(out, inp, weight, bias, B, C_in, H, W, C_out,
+                                              scratch ? scratch : own);
   free(own);
   return rc;
 }
@@ -126,11 +126,11 @@ static int cpu_fir_conv_upsample2x_backward(const sde_backend *be, float *dinp, 
   (void)be;
   float *own = NULL;
   if (!scratch) {
-    own = sde_malloc(sizeof(float) * sde_ncsnpp_fir_upsample_conv2x_scratch_floats(B, C_in, H, W, C_out));
+    own = sde_malloc(sizeof(float) * sde_nn_fir_upsample_conv2x_scratch_floats(B, C_in, H, W, C_out));
     if (!own) return SDE_ENOMEM;
   }
-  int rc = sde_ncsnpp_fir_upsample_conv2x_backward(dinp, dweight, dbias, dout, inp, weight, B, C_in,
-                                                   H, W, C_out, scratch ? scratch : own);
+  int rc = sde_nn_fir_upsample_conv2x_backward(dinp, dweight, dbias, dout, inp, weight, B, C_in,
+                                               H, W, C_out, scratch ? scratch : own);
   free(own);
   return rc;
 }

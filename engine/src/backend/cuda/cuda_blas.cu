@@ -507,7 +507,7 @@ static int cuda_fir_conv_downsample2x_backward(const sde_backend *be, float *din
 }
 
 /* =======================================================================================
- * FIR conv-upsample (layerspp.Upsample fir=True with_conv=True; ncsnpp_extra.c): zero-insert
+ * FIR conv-upsample (layerspp.Upsample fir=True with_conv=True; nn/ops_resample.c): zero-insert
  * x into z[B,C_in,2H-1,2W-1], 3x3 conv pad 2 -> t[B,C_out,2H+1,2W+1] (cuDNN), then the
  * [1,3,3,1]/4 blur (pad 1) -> out[B,C_out,2H,2W], + bias. Backward: the blur transposed,
  * the conv's data/filter gradients on the recomputed z, dx += dz at the even positions.

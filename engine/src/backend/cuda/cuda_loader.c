@@ -74,7 +74,7 @@ static void load_module(void) {
   }
 }
 
-int sde_cuda_device_count(void) {
+int sde_backend_cuda_count(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     cudaGetLastError();

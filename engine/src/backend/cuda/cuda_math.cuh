@@ -3,8 +3,8 @@
  * Each kernel of the CUDA backend is "one thread computes one output with one of these
  * functions" (or a fixed-order reduction around them), so test_cuda_host.cu can run the
  * very same code on the CPU over every index and compare it with the reference ops of
- * nn.h and rng.h without a GPU. The arithmetic follows engine/src/nn/ops.c and
- * engine/src/rng.c operation by operation. */
+ * nn.h and rng.h without a GPU. The arithmetic follows engine/src/nn/ops_*.c operation by
+ * operation; the random numbers and the Adam update are engine/src/exact_math.h itself. */
 #ifndef SDE_CUDA_MATH_CUH
 #define SDE_CUDA_MATH_CUH
 
@@ -12,144 +12,42 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifdef __CUDACC__
-#define SDE_HD __host__ __device__ __forceinline__
-#else
-#define SDE_HD static inline
-#endif
+#include "../../exact_math.h" /* Philox, Box-Muller, Adam: shared with the CPU */
 
 /* =======================================================================================
- * Philox-4x32-10 and Box-Muller, bit-identical to engine/src/rng.c. The Box-Muller part is
- * double arithmetic with +, -, *, / and sqrt only; the kernels that use it are compiled
- * with --fmad=false (cuda_exact.cu), so no multiply-add is contracted, as on the CPU. */
-
-#define SDE_PHILOX_M0 0xD2511F53u
-#define SDE_PHILOX_M1 0xCD9E8D57u
-#define SDE_PHILOX_W0 0x9E3779B9u
-#define SDE_PHILOX_W1 0xBB67AE85u
-
-/* The 4 raw words for block `block` of (seed, stream, step):
- * counter = (block, step, stream lo, stream hi), key = (seed lo, seed hi). */
-SDE_HD void sde_philox_block(uint64_t seed, uint64_t stream, uint32_t step, uint32_t block,
-                             uint32_t out[4]) {
-  uint32_t c0 = block, c1 = step, c2 = (uint32_t)stream, c3 = (uint32_t)(stream >> 32);
-  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-  for (int round = 0; round < 10; round++) {
-    uint64_t p0 = (uint64_t)SDE_PHILOX_M0 * c0, p1 = (uint64_t)SDE_PHILOX_M1 * c2;
-    uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
-    uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
-    c0 = hi1 ^ c1 ^ k0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ k1;
-    c3 = lo0;
-    k0 += SDE_PHILOX_W0;
-    k1 += SDE_PHILOX_W1;
-  }
-  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
-
-/* ln(u) for normal u in (0, 1] (rng.c det_log) */
-SDE_HD double sde_det_log(double u) {
-  uint64_t bits;
-  memcpy(&bits, &u, sizeof bits);
-  int e = (int)((bits >> 52) & 0x7ff) - 1022;
-  bits = (bits & 0x800fffffffffffffULL) | (1022ULL << 52);
-  double m;
-  memcpy(&m, &bits, sizeof m); /* m in [0.5, 1) */
-  if (m < 0.70710678118654752440) {
-    m *= 2.0;
-    e--;
-  }
-  const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
-  const double series =
-      1.0 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (1.0 / 13))))));
-  return 2.0 * s * series + (double)e * 0.69314718055994530942;
-}
-
-/* sin and cos of 2πf for f in [0, 1) (rng.c det_sincos_2pi) */
-SDE_HD void sde_det_sincos_2pi(double f, double *sin_out, double *cos_out) {
-  const double v = 4.0 * f;
-  const int quadrant = (int)v;
-  const double x = (v - quadrant - 0.5) * 1.57079632679489661923;
-  const double x2 = x * x;
-  const double sn = x * (1.0 + x2 * (-1.0 / 6 + x2 * (1.0 / 120 + x2 * (-1.0 / 5040 +
-                    x2 * (1.0 / 362880 + x2 * (-1.0 / 39916800 + x2 * (1.0 / 6227020800.0)))))));
-  const double cs = 1.0 + x2 * (-0.5 + x2 * (1.0 / 24 + x2 * (-1.0 / 720 + x2 * (1.0 / 40320 +
-                    x2 * (-1.0 / 3628800 + x2 * (1.0 / 479001600))))));
-  const double r = 0.70710678118654752440;
-  const double s0 = r * (sn + cs), c0 = r * (cs - sn);
-  switch (quadrant & 3) {
-    case 0: *sin_out = s0; *cos_out = c0; break;
-    case 1: *sin_out = c0; *cos_out = -s0; break;
-    case 2: *sin_out = -s0; *cos_out = -c0; break;
-    default: *sin_out = -c0; *cos_out = s0; break;
-  }
-}
-
-/* The 4 normals of one Philox block (rng.c sde_randn) */
-SDE_HD void sde_randn_block(uint64_t seed, uint64_t stream, uint32_t step, uint32_t block,
-                            float z[4]) {
-  uint32_t r[4];
-  sde_philox_block(seed, stream, step, block, r);
-  for (int pair = 0; pair < 2; pair++) {
-    double u = ((double)r[2 * pair] + 0.5) * (1.0 / 4294967296.0); /* in (0,1) */
-    double radius = sqrt(-2.0 * sde_det_log(u));
-    double s, c;
-    sde_det_sincos_2pi((double)r[2 * pair + 1] * (1.0 / 4294967296.0), &s, &c);
-    z[2 * pair] = (float)(radius * c);
-    z[2 * pair + 1] = (float)(radius * s);
-  }
-}
-
-/* uniform [0,1) from 24 bits; Rademacher from the top bit */
-SDE_HD float sde_randu_word(uint32_t r) { return (float)(r >> 8) * 0x1p-24f; }
-SDE_HD float sde_rademacher_word(uint32_t r) { return (r >> 31) ? 1.0f : -1.0f; }
+ * Sampler updates and dropout */
 
 /* out = a·x + c·y in double, rounded once (the axpby_rows contract) */
-SDE_HD float sde_axpby_elem(double a, float x, double c, float y) {
+SDE_HOST_DEVICE float sde_axpby_elem(double a, float x, double c, float y) {
   return (float)(a * (double)x + c * (double)y);
 }
 
 /* dropout: the mask value of a uniform u (0 with probability p, else keep = 1/(1-p)) */
-SDE_HD float sde_dropout_elem(float u, float p, float keep) { return u < p ? 0.0f : keep; }
-
-/* One Adam (torch.optim.Adam, no weight decay) + EMA update of one parameter: the float
- * arithmetic of train.c, operation by operation. The CUDA kernel is compiled without
- * multiply-add contraction (cuda_exact.cu) and sqrtf/÷ are correctly rounded on both
- * sides, so it gives the CPU's bits. */
-SDE_HD void sde_adam_elem(float *p, float *m, float *v, float *ema, float grad, float clip, float b1,
-                          float b2, float step_size, float sbc2, float aeps, float one_m_decay) {
-  float g = grad * clip;
-  *m = b1 * *m + (1.0f - b1) * g;
-  *v = b2 * *v + (1.0f - b2) * g * g;
-  float denom = sqrtf(*v) / sbc2 + aeps;
-  *p -= step_size * (*m / denom);
-  *ema -= one_m_decay * (*ema - *p);
-}
+SDE_HOST_DEVICE float sde_dropout_elem(float u, float p, float keep) { return u < p ? 0.0f : keep; }
 
 /* =======================================================================================
  * Activations and normalisation */
 
-SDE_HD float sde_silu(float x) { return x / (1.0f + expf(-x)); }
+SDE_HOST_DEVICE float sde_silu(float x) { return x / (1.0f + expf(-x)); }
 /* dout · silu'(x) */
-SDE_HD float sde_silu_grad(float dout, float x) {
+SDE_HOST_DEVICE float sde_silu_grad(float dout, float x) {
   float sg = 1.0f / (1.0f + expf(-x));
   return dout * sg * (1.0f + x * (1.0f - sg));
 }
 
 /* GroupNorm: rstd from the double sum of squared deviations of n values */
-SDE_HD float sde_gn_rstd(double ss, double n, float eps) { return (float)(1.0 / sqrt(ss / n + eps)); }
-SDE_HD float sde_gn_apply(float x, float mean, float scale, float shift) {
+SDE_HOST_DEVICE float sde_gn_rstd(double ss, double n, float eps) { return (float)(1.0 / sqrt(ss / n + eps)); }
+SDE_HOST_DEVICE float sde_gn_apply(float x, float mean, float scale, float shift) {
   return (x - mean) * scale + shift;
 }
 /* dx of one element: rstd·(dout·gamma − m1 − xhat·m2), m1 = mean(dxhat), m2 = mean(dxhat·xhat) */
-SDE_HD float sde_gn_dx(float dy, float x, float gm, float mu, float rs, float m1, float m2) {
+SDE_HOST_DEVICE float sde_gn_dx(float dy, float x, float gm, float mu, float rs, float m1, float m2) {
   float xhat = (x - mu) * rs;
   return rs * (dy * gm - m1 - xhat * m2);
 }
 
 /* softmax backward times the logit scale: scale·a·(da − Σ a·da) */
-SDE_HD float sde_softmax_dlogit(float a, float da, float dot, float scale) {
+SDE_HOST_DEVICE float sde_softmax_dlogit(float a, float da, float dot, float scale) {
   return scale * a * (da - dot);
 }
 
@@ -157,11 +55,11 @@ SDE_HD float sde_softmax_dlogit(float a, float da, float dot, float scale) {
  * FIR resampling (ops.c fir_build/fir_apply): separable, ≤ 4 taps per axis. */
 
 /* UPCONV / UPCONV_T: the [1,3,3,1]/4 blur (gain 4, pad 1) after the stride-2 transposed
- * conv of the FIR upsample-conv (ncsnpp_extra.c), t[2H+1] -> out[2H], and its transpose. */
+ * conv of the FIR upsample-conv (nn/ops_resample.c), t[2H+1] -> out[2H], and its transpose. */
 enum { SDE_FIR_UP = 0, SDE_FIR_UP_T, SDE_FIR_DOWN, SDE_FIR_DOWN_T, SDE_FIR_BLUR2, SDE_FIR_BLUR2_T,
        SDE_FIR_UPCONV, SDE_FIR_UPCONV_T };
 
-SDE_HD void sde_fir_tap_add(int *n, int idx[4], float w[4], int i, float wi, int n_in) {
+SDE_HOST_DEVICE void sde_fir_tap_add(int *n, int idx[4], float w[4], int i, float wi, int n_in) {
   if (i < 0 || i >= n_in) return;
   idx[*n] = i;
   w[*n] = wi;
@@ -170,7 +68,7 @@ SDE_HD void sde_fir_tap_add(int *n, int idx[4], float w[4], int i, float wi, int
 
 /* The two taps of a parity-dependent 2-tap filter (x2 upsample, the downsample's
  * transpose): output o sits at m = o/2, even o takes (m-1, m), odd o (m, m+1). */
-SDE_HD void sde_fir_taps_pair(int *n, int idx[4], float w[4], int o, float outer, float inner,
+SDE_HOST_DEVICE void sde_fir_taps_pair(int *n, int idx[4], float w[4], int o, float outer, float inner,
                               int n_in) {
   const int m = o / 2;
   if (o % 2 == 0) {
@@ -184,7 +82,7 @@ SDE_HD void sde_fir_taps_pair(int *n, int idx[4], float w[4], int o, float outer
 
 /* Four symmetric taps (outer, inner, inner, outer) at first, first+step, ... (step ±1;
  * the order is the summation order of ops.c). */
-SDE_HD void sde_fir_taps_run(int *n, int idx[4], float w[4], int first, int step, float outer,
+SDE_HOST_DEVICE void sde_fir_taps_run(int *n, int idx[4], float w[4], int first, int step, float outer,
                              float inner, int n_in) {
   sde_fir_tap_add(n, idx, w, first, outer, n_in);
   sde_fir_tap_add(n, idx, w, first + step, inner, n_in);
@@ -193,7 +91,7 @@ SDE_HD void sde_fir_taps_run(int *n, int idx[4], float w[4], int first, int step
 }
 
 /* taps of output index o along one axis of length n_in; returns their count */
-SDE_HD int sde_fir_taps(int kind, int o, int n_in, int idx[4], float w[4]) {
+SDE_HOST_DEVICE int sde_fir_taps(int kind, int o, int n_in, int idx[4], float w[4]) {
   int n = 0;
   switch (kind) {
     case SDE_FIR_UP: sde_fir_taps_pair(&n, idx, w, o, 0.25f, 0.75f, n_in); break;
@@ -212,7 +110,7 @@ SDE_HD int sde_fir_taps(int kind, int o, int n_in, int idx[4], float w[4]) {
 
 /* One output (oh, ow) of a plane x[H,W]: rows filtered along W first, then combined along
  * H, each sum in tap order from 0 (the order of ops.c fir_apply). */
-SDE_HD float sde_fir_elem(const float *x, int H, int W, int kind, int oh, int ow) {
+SDE_HOST_DEVICE float sde_fir_elem(const float *x, int H, int W, int kind, int oh, int ow) {
   int ri[4], ci[4];
   float rw[4], cw[4];
   int nr = sde_fir_taps(kind, oh, H, ri, rw), nc = sde_fir_taps(kind, ow, W, ci, cw);
@@ -227,28 +125,28 @@ SDE_HD float sde_fir_elem(const float *x, int H, int W, int kind, int oh, int ow
 }
 
 /* zero padding: element (h, w) of the padded plane of x[H,W] padded by (pt top, pl left) */
-SDE_HD float sde_pad_elem(const float *x, int H, int W, int pt, int pl, int h, int w) {
+SDE_HOST_DEVICE float sde_pad_elem(const float *x, int H, int W, int pt, int pl, int h, int w) {
   h -= pt;
   w -= pl;
   return (h >= 0 && h < H && w >= 0 && w < W) ? x[(size_t)h * W + w] : 0.0f;
 }
 
 /* zero insert: element (h, w) of z[2H-1,2W-1] with x[H,W] at the even positions */
-SDE_HD float sde_zero_insert_elem(const float *x, int W, int h, int w) {
+SDE_HOST_DEVICE float sde_zero_insert_elem(const float *x, int W, int h, int w) {
   return ((h | w) & 1) ? 0.0f : x[(size_t)(h >> 1) * W + (w >> 1)];
 }
 /* its transpose: the gradient of x at (i, j) from dz[2H-1, Wz] */
-SDE_HD float sde_zero_insert_grad(const float *dz, int Wz, int i, int j) {
+SDE_HOST_DEVICE float sde_zero_insert_grad(const float *dz, int Wz, int i, int j) {
   return dz[(size_t)(2 * i) * Wz + 2 * j];
 }
 
 /* nearest x2 backward: the sum of the 2x2 block of dout[2H,2W] over input (i, j) */
-SDE_HD float sde_nearest_up_grad(const float *g, int W, int i, int j) {
+SDE_HOST_DEVICE float sde_nearest_up_grad(const float *g, int W, int i, int j) {
   const float *g0 = g + (size_t)(2 * i) * (2 * W), *g1 = g0 + 2 * W;
   return (g0[2 * j] + g0[2 * j + 1]) + (g1[2 * j] + g1[2 * j + 1]);
 }
 /* 2x2 average of x[H,W] at output (i, j) */
-SDE_HD float sde_avgpool_elem(const float *x, int W, int i, int j) {
+SDE_HOST_DEVICE float sde_avgpool_elem(const float *x, int W, int i, int j) {
   const float *x0 = x + (size_t)(2 * i) * W, *x1 = x0 + W;
   return ((x0[2 * j] + x0[2 * j + 1]) + (x1[2 * j] + x1[2 * j + 1])) * 0.25f;
 }
@@ -259,21 +157,21 @@ SDE_HD float sde_avgpool_elem(const float *x, int W, int i, int j) {
 #define SDE_PI_F 3.14159265358979323846f
 
 /* proj = ((u·W)·2)·π in float */
-SDE_HD float sde_fourier_proj(float u, float w) { return u * w * 2.0f * SDE_PI_F; }
+SDE_HOST_DEVICE float sde_fourier_proj(float u, float w) { return u * w * 2.0f * SDE_PI_F; }
 /* one term of du (times W) or dW (times u): (g_sin·cos − g_cos·sin)·2π·factor */
-SDE_HD double sde_fourier_grad_term(float g_sin, float g_cos, float proj, float factor) {
+SDE_HOST_DEVICE double sde_fourier_grad_term(float g_sin, float g_cos, float proj, float factor) {
   const double two_pi = 2.0 * (double)SDE_PI_F;
   double p = (double)proj;
   return (g_sin * cos(p) - g_cos * sin(p)) * two_pi * factor;
 }
 
 /* freq_k = exp(k · (−ln(10000)/(half−1))) as the float32 PyTorch code */
-SDE_HD float sde_timestep_freq(int k, int half) {
+SDE_HOST_DEVICE float sde_timestep_freq(int k, int half) {
   float neg = (float)(-log(10000.0) / (double)(half - 1));
   return (float)exp((double)((float)k * neg));
 }
 /* one term of dt: f·(g_sin·cos(t·f) − g_cos·sin(t·f)) */
-SDE_HD double sde_timestep_grad_term(float g_sin, float g_cos, float t, float f) {
+SDE_HOST_DEVICE double sde_timestep_grad_term(float g_sin, float g_cos, float t, float f) {
   double arg = (double)(t * f);
   return f * (g_sin * cos(arg) - g_cos * sin(arg));
 }

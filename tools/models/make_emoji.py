@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Builds the emoji-32 data set (models/emoji-32.md) from Debian's fonts-noto-color-emoji.
 
-    /usr/bin/python3 models/tools/make_emoji.py [OUTDIR]      (default runs/emoji-32/data)
+    /usr/bin/python3 tools/models/make_emoji.py [OUTDIR]      (default runs/emoji-32/data)
 
 Needs the Debian packages fonts-noto-color-emoji, python3-fonttools, python3-pil and
 python3-numpy. Every glyph of NotoColorEmoji.ttf's CBDT colour strike (a 136x128 PNG)

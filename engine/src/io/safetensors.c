@@ -17,7 +17,6 @@
 #include "scoresde/error.h"
 #include "scoresde/io.h"
 #include "scoresde/json.h"
-#include "scoresde/network.h"
 
 static const struct {
   const char *name;

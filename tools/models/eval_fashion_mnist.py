@@ -1,14 +1,14 @@
 #!/usr/bin/python3
 """Evaluate a Fashion-MNIST score model with an independent classifier (issue 5).
 
-    /usr/bin/python3 models/tools/eval_fashion_mnist.py --model models/fashion-mnist-32.safetensors \
+    /usr/bin/python3 tools/models/eval_fashion_mnist.py --model models/fashion-mnist-32.safetensors \
         --out runs/eval/final --bin runs/bin/scoresde --n 1000 --guided-n 50 --guidance 32
 
 (about 30 minutes on the shared 2-core machine: 1000 unconditional samples ~16 min, 500
 guided ~14 min, at ancestral sampling with 100 steps.)
 
 (a) draws --n unconditional samples with the `scoresde` tool, labels them with the
-    independent clean-data CNN of models/tools/fashion_classifier.py (weights
+    independent clean-data CNN of tools/models/fashion_classifier.py (weights
     models/fashion-mnist-32-evalnet.safetensors) and reports the class histogram (every
     count must lie within 2x of uniform: [n/20, n/5]) and the Frechet distance between
     the CNN's 128-d features of the samples and of the 10,000 test images, calibrated by

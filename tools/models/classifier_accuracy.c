@@ -2,7 +2,7 @@
  * the first M Fashion-MNIST test images, scaled to [-1,1], noised to x_t at several t
  * (noise keyed by (123, image, t index)), classified by argmax log p(y | x_t, t).
  *
- *   cc -O2 -o /tmp/clfacc models/tools/classifier_accuracy.c -Iengine/include \
+ *   cc -O2 -o /tmp/clfacc tools/models/classifier_accuracy.c -Iengine/include \
  *      -Lbuild/engine -lscoresde -Wl,-rpath,$PWD/build/engine
  *   /tmp/clfacc models/fashion-mnist-32-classifier.safetensors [M] */
 #include <stdio.h>

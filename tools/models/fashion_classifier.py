@@ -3,7 +3,7 @@
 
 A small CNN (PyTorch, CPU) trained on the CLEAN Fashion-MNIST training images only --
 no noise, no time input, nothing shared with scoresde's own time-dependent guidance
-classifier. It is the judge of models/tools/eval_fashion_mnist.py: it labels generated
+classifier. It is the judge of tools/models/eval_fashion_mnist.py: it labels generated
 samples (class histogram, guided-class accuracy) and its 128-d penultimate layer gives
 the features of a Frechet distance (an FID-like number with this net in place of
 Inception).
@@ -11,8 +11,8 @@ Inception).
 Inputs are exactly the score model's data: 28x28 images zero-padded by 2 pixels per side
 to 32x32 (engine/cli/cmd_train.c, docs/training.md), values in [0,1], shape [N,1,32,32].
 
-    /usr/bin/python3 models/tools/fashion_classifier.py train      # writes the weights
-    /usr/bin/python3 models/tools/fashion_classifier.py test       # test accuracy
+    /usr/bin/python3 tools/models/fashion_classifier.py train      # writes the weights
+    /usr/bin/python3 tools/models/fashion_classifier.py test       # test accuracy
 
 Weights: models/fashion-mnist-32-evalnet.safetensors (float32, safetensors format written
 by the tiny writer below; metadata holds the test accuracy and the training recipe).
@@ -240,7 +240,7 @@ def train(epochs=4, batch=128, lr=2e-3, seed=0, out=WEIGHTS):
     acc = accuracy(net, xte, yte)
     meta = {"format": "scoresde-evalnet-1",
             "description": "independent Fashion-MNIST CNN for evaluation (clean data only), "
-                           "models/tools/fashion_classifier.py",
+                           "tools/models/fashion_classifier.py",
             "input": "[N,1,32,32] in [0,1], 28x28 zero-padded by 2 pixels per side",
             "classes": json.dumps(CLASSES),
             "test_accuracy": f"{acc:.4f}",

@@ -2,7 +2,7 @@
 """Colorization and likelihood evaluation of an RGB score model on the held-out emoji
 (models/emoji-32.md). Runs the `scoresde` CLI, then computes the metrics with numpy.
 
-    /usr/bin/python3 models/tools/eval_colorize.py --model models/emoji-32.safetensors \
+    /usr/bin/python3 tools/models/eval_colorize.py --model models/emoji-32.safetensors \
         [--bin build/engine/scoresde] [--data runs/emoji-32/data/heldout.npy] \
         [--n 64] [--steps 500] [--bpd-n 16] [--threads 2] [--work runs/emoji-32/eval] \
         [--figure models/emoji-32-colorize.png]

@@ -1,0 +1,768 @@
+/* CPU reference ops (scoresde/nn.h): GEMM on fixed tiles, conv2d (im2col + GEMM, or the
+ * AVX-512 direct convolution), linear and NIN.
+ *
+ * Determinism: every parallel loop runs over independent outputs, and every reduction is
+ * done by one thread in a fixed order. GEMMs are split into tiles whose sizes depend only
+ * on the GEMM shape; each tile is one single-threaded sgemm call, so each output element
+ * is computed by the same instruction sequence whatever the number of threads. */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "../parallel.h"
+#include "ops_internal.h"
+#include "scoresde/error.h"
+#include "scoresde/nn.h"
+
+/* ======================================================================================
+ * GEMM on fixed tiles */
+
+#if defined(OPENBLAS_VERSION)
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_single_thread(void) { openblas_set_num_threads(1); }
+#endif
+
+/* OpenBLAS's own pool would fight the pool threads that call it; we parallelise
+ * ourselves, so BLAS runs single-threaded. */
+static void blas_init(void) {
+#if defined(OPENBLAS_VERSION)
+  pthread_once(&blas_once, blas_single_thread);
+#endif
+}
+
+static int round_up16(int a) { return (a + 15) / 16 * 16; }
+
+/* Tile sizes for an M x N GEMM, chosen from the shape alone. `want` tiles are asked for,
+ * but no more than leave GEMM_TILE_FLOPS of work each, so that sgemm's packing (which a
+ * split repeats: the A panel once per column tile, the B panel once per row tile) stays
+ * cheap. N (the pixel axis) is split first, down to GEMM_MIN_NT columns, then M. */
+#ifndef GEMM_TILE_FLOPS
+#define GEMM_TILE_FLOPS 16e6
+#endif
+#ifndef GEMM_TASKS
+#define GEMM_TASKS 4 /* parallel tasks aimed at per GEMM batch */
+#endif
+#ifndef GEMM_MIN_NT
+#define GEMM_MIN_NT 128
+#endif
+#ifndef GEMM_MIN_MT
+#define GEMM_MIN_MT 64
+#endif
+static void gemm_tile_sizes(int M, int N, double flops, int want, int *mt, int *nt) {
+  if (want > flops / GEMM_TILE_FLOPS) want = (int)(flops / GEMM_TILE_FLOPS);
+  *mt = M;
+  *nt = N;
+  while (ceil_div(M, *mt) * ceil_div(N, *nt) < want) {
+    if (*nt >= 2 * GEMM_MIN_NT) *nt = round_up16(ceil_div(*nt, 2));
+    else if (*mt >= 2 * GEMM_MIN_MT) *mt = round_up16(ceil_div(*mt, 2));
+    else break;
+  }
+}
+
+/* Strided batch of row-major GEMMs, item i using X + i·strideX for X in A, B, C:
+ *   reduce = 0:  C_i[M,N] = alpha·op(A_i)[M,K]·op(B_i)[K,N] + beta·C_i     (independent)
+ *   reduce = 1:  C[M,N] = beta·C + Σ_i alpha·op(A_i)·op(B_i)  (items summed in order)
+ * Work is split into (item, tile) tasks, each one single-threaded sgemm call per item. */
+typedef struct {
+  int batch, reduce, transA, transB, M, N, K;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+  int lda, ldb, ldc;
+  size_t strideA, strideB, strideC;
+  int mt, nt, tn, per_item; /* tile sizes, tiles per row of tiles and per item */
+} gemm_job;
+
+static void gemm_tasks(void *ctx, int64_t t0, int64_t t1) {
+  const gemm_job *g = ctx;
+  for (int64_t task = t0; task < t1; task++) {
+    int t = (int)(task % g->per_item);
+    int i0 = g->reduce ? 0 : (int)(task / g->per_item), i1 = g->reduce ? g->batch : i0 + 1;
+    int m0 = (t / g->tn) * g->mt, n0 = (t % g->tn) * g->nt;
+    int m = g->M - m0 < g->mt ? g->M - m0 : g->mt, n = g->N - n0 < g->nt ? g->N - n0 : g->nt;
+    for (int i = i0; i < i1; i++) {
+      const float *a = g->A + i * g->strideA + (g->transA ? (size_t)m0 : (size_t)m0 * g->lda);
+      const float *b = g->B + i * g->strideB + (g->transB ? (size_t)n0 * g->ldb : (size_t)n0);
+      float *c = g->C + (g->reduce ? 0 : i * g->strideC) + (size_t)m0 * g->ldc + n0;
+      cblas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
+                  g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, a, g->lda, b,
+                  g->ldb, (g->reduce && i > 0) ? 1.0f : g->beta, c, g->ldc);
+    }
+  }
+}
+
+void sde_ops_gemm_batch(int batch, int reduce, int transA, int transB, int M, int N, int K,
+                       float alpha, const float *A, int lda, size_t strideA, const float *Bm,
+                       int ldb, size_t strideB, float beta, float *C, int ldc, size_t strideC) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  blas_init();
+  gemm_job g = {batch, reduce, transA, transB, M, N, K, alpha, beta, A, Bm, C, lda, ldb, ldc,
+                strideA, strideB, strideC, 0, 0, 0, 0};
+  /* Tiles depend on the GEMM shape only, never on the batch: OpenBLAS's kernels may round
+   * differently for different tile shapes (generic kernels do), and sample i must come out
+   * bit-identical whether it runs alone or in a batch. */
+  gemm_tile_sizes(M, N, 2.0 * M * N * K, GEMM_TASKS, &g.mt, &g.nt);
+  g.tn = ceil_div(N, g.nt);
+  g.per_item = ceil_div(M, g.mt) * g.tn;
+  sde_parallel_for_dynamic(reduce ? g.per_item : (int64_t)g.per_item * batch, 1, gemm_tasks, &g);
+}
+
+/* One GEMM: C[M,N] = alpha·op(A)·op(B) + beta·C */
+void sde_ops_gemm_tiled(int transA, int transB, int M, int N, int K, float alpha,
+                       const float *A, int lda, const float *Bm, int ldb, float beta, float *C,
+                       int ldc) {
+  sde_ops_gemm_batch(1, 0, transA, transB, M, N, K, alpha, A, lda, 0, Bm, ldb, 0, beta, C, ldc, 0);
+}
+
+
+static void fill_bias_rows(void *ctx, int64_t r0, int64_t r1) {
+  const sde_ops_chan_job *j = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    float bv = j->in ? j->in[r % j->C] : 0.0f;
+    float *o = j->out + r * j->len;
+    for (int p = 0; p < j->len; p++) o[p] = bv;
+  }
+}
+
+/* out[b, c, :] = bias[c] (0 without a bias) */
+void sde_ops_fill_bias(float *out, const float *bias, int B, int C, int len) {
+  sde_ops_chan_job j = {out, bias, B, C, len};
+  int64_t rows = (int64_t)B * C;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * len), fill_bias_rows, &j);
+}
+
+static void sum_channels_range(void *ctx, int64_t c0, int64_t c1) {
+  const sde_ops_chan_job *j = ctx;
+  for (int64_t c = c0; c < c1; c++) {
+    double acc = 0.0;
+    for (int b = 0; b < j->B; b++) {
+      const float *g = j->in + ((size_t)b * j->C + c) * j->len;
+      for (int p = 0; p < j->len; p++) acc += g[p];
+    }
+    j->out[c] += (float)acc;
+  }
+}
+
+/* dbias[c] += Σ_b Σ_p dout[b, c, p], one channel per thread, the batch in order */
+void sde_ops_sum_channels(float *dbias, const float *dout, int B, int C, int len) {
+  sde_ops_chan_job j = {dbias, dout, B, C, len};
+  sde_parallel_for(C, grain(C, (size_t)B * C * len), sum_channels_range, &j);
+}
+
+/* ======================================================================================
+ * conv2d */
+
+sde_nn_conv2d_shape sde_nn_conv2d_shape_make(int B, int C_in, int H, int W, int C_out, int k,
+                                             int stride, int pad) {
+  sde_nn_conv2d_shape s = {B, C_in, H, W, C_out, k, k, stride, pad, pad, pad, pad};
+  return s;
+}
+
+int sde_nn_conv2d_out_h(const sde_nn_conv2d_shape *s) {
+  return (s->H + s->pad_top + s->pad_bottom - s->KH) / s->stride + 1;
+}
+
+int sde_nn_conv2d_out_w(const sde_nn_conv2d_shape *s) {
+  return (s->W + s->pad_left + s->pad_right - s->KW) / s->stride + 1;
+}
+
+static int conv2d_is_pointwise(const sde_nn_conv2d_shape *s) {
+  return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad_top == 0 && s->pad_bottom == 0 &&
+         s->pad_left == 0 && s->pad_right == 0;
+}
+
+static int conv2d_check(const sde_nn_conv2d_shape *s) {
+  if (!s || s->B < 1 || s->C_in < 1 || s->H < 1 || s->W < 1 || s->C_out < 1 || s->KH < 1 ||
+      s->KW < 1 || s->stride < 1 || s->pad_top < 0 || s->pad_bottom < 0 || s->pad_left < 0 ||
+      s->pad_right < 0)
+    return sde_fail(SDE_EINVAL, "conv2d: bad shape");
+  if (s->H + s->pad_top + s->pad_bottom < s->KH || s->W + s->pad_left + s->pad_right < s->KW)
+    return sde_fail(SDE_EINVAL, "conv2d: kernel %dx%d larger than padded input %dx%d", s->KH,
+                    s->KW, s->H + s->pad_top + s->pad_bottom, s->W + s->pad_left + s->pad_right);
+  return SDE_OK;
+}
+
+/* Work plan: the im2col matrix [C_in·KH·KW, Ho·Wo] of `imgs` whole images is built at once
+ * (layout [imgs][K][Ho·Wo]); an image too big for CONV_COL_FLOATS alone is done a band of
+ * `rows` output rows at a time. Depends on the shape only. */
+#define CONV_COL_FLOATS (1 << 21)
+
+static void conv2d_plan(const sde_nn_conv2d_shape *s, int *imgs, int *rows) {
+  int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s);
+  size_t K = (size_t)s->C_in * s->KH * s->KW, per_img = K * Ho * Wo;
+  if (per_img <= CONV_COL_FLOATS) {
+    size_t g = 1; /* a power of two, for even work among 2^k threads */
+    while (2 * g * per_img <= CONV_COL_FLOATS && 2 * g <= (size_t)s->B) g *= 2;
+    *imgs = (int)g;
+    *rows = Ho;
+  } else {
+    size_t r = CONV_COL_FLOATS / (K * Wo);
+    *imgs = 1;
+    *rows = r < 1 ? 1 : (int)r;
+  }
+}
+
+static int dconv_usable(const sde_nn_conv2d_shape *s);
+static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s);
+
+size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
+  if (conv2d_check(s) != SDE_OK || conv2d_is_pointwise(s)) return 0;
+  int imgs, rows;
+  conv2d_plan(s, &imgs, &rows);
+  size_t n = (size_t)s->C_in * s->KH * s->KW * imgs * rows * sde_nn_conv2d_out_w(s);
+  if (dconv_usable(s)) {
+    size_t d = dconv_scratch_floats(s);
+    if (d > n) n = d;
+  }
+  return n;
+}
+
+/* im2col and col2im_add: g images, output rows [oh0, oh1) */
+typedef struct {
+  float *col;
+  const float *x;
+  float *dx;
+  const float *dcol;
+  const sde_nn_conv2d_shape *s;
+  int oh0, oh1;
+} col_job;
+
+static void im2col_rows(void *ctx, int64_t r0, int64_t r1) {
+  const col_job *j = ctx;
+  const sde_nn_conv2d_shape *s = j->s;
+  int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, oh0 = j->oh0, oh1 = j->oh1;
+  int Wo = sde_nn_conv2d_out_w(s), nc = (oh1 - oh0) * Wo;
+  int rows = s->C_in * KH * KW;
+  size_t in_img = (size_t)s->C_in * H * W;
+  const float *x = j->x;
+  for (int gr = (int)r0; gr < r1; gr++) {
+    int i = gr / rows, r = gr % rows;
+    int c = r / (KH * KW), kh = (r / KW) % KH, kw = r % KW;
+    const float *xc = x + i * in_img + (size_t)c * H * W;
+    float *dst = j->col + (size_t)gr * nc;
+    /* output columns whose input column iw = ow·st − pad_left + kw is inside [0, W) */
+    int ow_lo = 0, ow_hi = Wo;
+    while (ow_lo < Wo && ow_lo * st - s->pad_left + kw < 0) ow_lo++;
+    while (ow_hi > ow_lo && (ow_hi - 1) * st - s->pad_left + kw >= W) ow_hi--;
+    for (int oh = oh0; oh < oh1; oh++) {
+      float *d = dst + (size_t)(oh - oh0) * Wo;
+      int ih = oh * st - s->pad_top + kh;
+      if (ih < 0 || ih >= H) {
+        memset(d, 0, (size_t)Wo * sizeof(float));
+        continue;
+      }
+      const float *xr = xc + (size_t)ih * W - s->pad_left + kw;
+      for (int ow = 0; ow < ow_lo; ow++) d[ow] = 0.0f;
+      if (st == 1) {
+        memcpy(d + ow_lo, xr + ow_lo, (size_t)(ow_hi - ow_lo) * sizeof(float));
+      } else {
+        for (int ow = ow_lo; ow < ow_hi; ow++) d[ow] = xr[(size_t)ow * st];
+      }
+      for (int ow = ow_hi; ow < Wo; ow++) d[ow] = 0.0f;
+    }
+  }
+}
+
+/* col[g][C_in·KH·KW][(oh1-oh0)·Wo] <- patches of x[g][C_in,H,W], output rows [oh0, oh1) */
+static void im2col(float *col, const float *x, int g, const sde_nn_conv2d_shape *s, int oh0,
+                   int oh1) {
+  col_job j = {.col = col, .x = x, .s = s, .oh0 = oh0, .oh1 = oh1};
+  int64_t rows = (int64_t)g * s->C_in * s->KH * s->KW;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * (oh1 - oh0) * sde_nn_conv2d_out_w(s)),
+                   im2col_rows, &j);
+}
+
+static void col2im_planes(void *ctx, int64_t p0, int64_t p1) {
+  const col_job *j = ctx;
+  const sde_nn_conv2d_shape *s = j->s;
+  int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, oh0 = j->oh0, oh1 = j->oh1;
+  int Wo = sde_nn_conv2d_out_w(s), nc = (oh1 - oh0) * Wo;
+  for (int gc = (int)p0; gc < p1; gc++) {
+    float *dxc = j->dx + (size_t)gc * H * W; /* image gc / Ci, channel gc % Ci */
+    for (int kh = 0; kh < KH; kh++) {
+      for (int kw = 0; kw < KW; kw++) {
+        const float *src = j->dcol + ((size_t)(gc * KH + kh) * KW + kw) * nc;
+        int ow_lo = 0, ow_hi = Wo;
+        while (ow_lo < Wo && ow_lo * st - s->pad_left + kw < 0) ow_lo++;
+        while (ow_hi > ow_lo && (ow_hi - 1) * st - s->pad_left + kw >= W) ow_hi--;
+        for (int oh = oh0; oh < oh1; oh++) {
+          int ih = oh * st - s->pad_top + kh;
+          if (ih < 0 || ih >= H) continue;
+          const float *sr = src + (size_t)(oh - oh0) * Wo;
+          float *dr = dxc + (size_t)ih * W - s->pad_left + kw;
+          for (int ow = ow_lo; ow < ow_hi; ow++) dr[(size_t)ow * st] += sr[ow];
+        }
+      }
+    }
+  }
+}
+
+/* dx[g][C_in,H,W] += scatter of dcol[g][C_in·KH·KW][(oh1-oh0)·Wo] (adjoint of im2col) */
+static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_shape *s,
+                       int oh0, int oh1) {
+  col_job j = {.dx = dx, .dcol = dcol, .s = s, .oh0 = oh0, .oh1 = oh1};
+  int64_t planes = (int64_t)g * s->C_in;
+  size_t work = (size_t)planes * s->KH * s->KW * (oh1 - oh0) * sde_nn_conv2d_out_w(s);
+  sde_parallel_for(planes, grain(planes, work), col2im_planes, &j);
+}
+
+/* Direct 3x3 (any KH x KW) stride-1 convolution for AVX-512 CPUs, no im2col and no
+ * per-tile repacking (the path sde_nn_conv2d_forward takes when the CPU has AVX-512F).
+ *
+ * Each image is copied once into zero-padded planes [C_in][Hp·Wp (+ slack)]. Outputs are
+ * computed on the padded grid, q = oh·Wp + ow with ow in [0, Wp), so that the input of tap
+ * (kh, kw) is the same plane shifted by kh·Wp + kw: every tap is one unaligned vector
+ * load, and the Wp − Wo columns past the right edge are computed and thrown away. A
+ * register tile is DC_R output channels x DC_J vectors of 16 positions, accumulated over
+ * (c_in, kh, kw) in that fixed order (one FMA chain per output element), so the result
+ * does not depend on the thread count or on how tasks fall on threads. The weights are
+ * read in place. */
+#define DC_R 8
+#define DC_J 3
+#define DC_V 16
+
+
+/* Three layouts (the mode depends on the shape only):
+ *  DC_GRID: outputs on the padded grid as above (any shape; wastes Wp − Wo columns).
+ *  DC_ROWS: Wo a multiple of 16: the padded planes as above, but each vector is 16 outputs
+ *           of one output row, so nothing is computed twice or thrown away.
+ *  DC_MASK: 16 a multiple of Wo = W ("same" padding horizontally, Ho·Wo a multiple of 16):
+ *           the planes are padded vertically only (row stride W), a vector is 16/W whole
+ *           output rows, and the horizontal zero padding is a per-kw lane mask on the loads.
+ * In every mode tap (kh, kw) of vector v is the load at off[v] + kh·rs + kw, rs the row
+ * stride of the padded planes. */
+enum { DC_GRID, DC_ROWS, DC_MASK };
+#define DC_SLACK 16 /* floats before each DC_MASK plane (reads at kw − pad_left < 0) */
+
+typedef struct {
+  int mode, Hp, Wp, Ho, Wo, rs, nvec, ntile, ncb;
+  size_t S; /* floats per padded plane */
+} dconv_plan;
+
+static int dconv_usable(const sde_nn_conv2d_shape *s) {
+  return s->stride == 1 && !conv2d_is_pointwise(s) && s->KW <= 16 && dconv_cpu_ok();
+}
+
+static void dconv_plan_make(const sde_nn_conv2d_shape *s, dconv_plan *p) {
+  p->Hp = s->H + s->pad_top + s->pad_bottom;
+  p->Wp = s->W + s->pad_left + s->pad_right;
+  p->Ho = p->Hp - s->KH + 1;
+  p->Wo = p->Wp - s->KW + 1;
+  p->ncb = ceil_div(s->C_out, DC_R);
+  size_t plane = (size_t)p->Hp * p->Wp, need;
+  if (p->Wo % DC_V == 0) {
+    p->mode = DC_ROWS;
+    p->rs = p->Wp;
+    p->nvec = p->Ho * p->Wo / DC_V;
+    need = plane + DC_V;
+  } else if (DC_V % p->Wo == 0 && p->Wo == s->W && (p->Ho * p->Wo) % DC_V == 0 &&
+             s->pad_left < DC_SLACK) {
+    p->mode = DC_MASK;
+    p->rs = s->W;
+    p->nvec = p->Ho * p->Wo / DC_V;
+    need = DC_SLACK + (size_t)p->Hp * s->W + DC_SLACK;
+    plane = 0;
+  } else {
+    p->mode = DC_GRID;
+    p->rs = p->Wp;
+    p->nvec = ceil_div(p->Ho * p->Wp, DC_V);
+    need = (size_t)ceil_div(p->nvec, DC_J) * DC_J * DC_V + (size_t)(s->KH - 1) * p->Wp + s->KW;
+  }
+  p->ntile = ceil_div(p->nvec, DC_J);
+  p->S = (size_t)round_up16((int)(need > plane ? need : plane));
+}
+
+static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
+  dconv_plan p;
+  dconv_plan_make(s, &p);
+  return (size_t)s->B * s->C_in * p.S + 16;
+}
+
+#ifdef HAVE_DCONV
+/* tile[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + off[j] + kh·rs + kw + i] (lanes
+ * outside km[kw] read as 0 when MASKED), with w_r = w + min(r, nr − 1)·wstride: the weights
+ * are read in place (one broadcast per output channel and tap); rows past the last output
+ * channel repeat it and are thrown away. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w,
+             size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, const int J,
+             const int MASKED, int load) {
+  __m512 acc[DC_R][DC_J];
+  const float *wr[DC_R];
+  const float *xj[DC_J];
+#pragma GCC unroll 3
+  for (int j = 0; j < J; j++) xj[j] = x + off[j];
+#pragma GCC unroll 8
+  for (int r = 0; r < DC_R; r++) {
+    wr[r] = w + (size_t)(r < nr ? r : nr - 1) * wstride;
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++)
+      acc[r][j] = load ? _mm512_loadu_ps(tile + r * DC_J * DC_V + j * DC_V) : _mm512_setzero_ps();
+  }
+  size_t k = 0;
+  for (int c = 0; c < Cin; c++) {
+    const size_t xc = (size_t)c * S;
+#pragma GCC unroll 3
+    for (int kh = 0; kh < KH; kh++) {
+      const size_t xr = xc + (size_t)kh * rs;
+#pragma GCC unroll 3
+      for (int kw = 0; kw < KW; kw++, k++) {
+        __m512 xv[DC_J];
+#pragma GCC unroll 3
+        for (int j = 0; j < J; j++)
+          xv[j] = MASKED ? _mm512_maskz_loadu_ps(km[kw], xj[j] + xr + kw)
+                         : _mm512_loadu_ps(xj[j] + xr + kw);
+#pragma GCC unroll 8
+        for (int r = 0; r < DC_R; r++) {
+          __m512 wv = _mm512_set1_ps(wr[r][k]);
+#pragma GCC unroll 3
+          for (int j = 0; j < J; j++) acc[r][j] = _mm512_fmadd_ps(wv, xv[j], acc[r][j]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < DC_R; r++)
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) _mm512_storeu_ps(tile + r * DC_J * DC_V + j * DC_V, acc[r][j]);
+}
+
+#define DCONV_TILE(JJ, MM)                                                                    \
+  __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM(                       \
+      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
+      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, int load) {          \
+    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, KH, KW, rs, JJ, MM, load);         \
+  }
+/* the same with KH = KW = 3 known at compile time (the taps unrolled) */
+#define DCONV_TILE33(JJ, MM)                                                                  \
+  __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM##_33(                  \
+      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
+      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, int load) {          \
+    (void)KH;                                                                                 \
+    (void)KW;                                                                                 \
+    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, 3, 3, rs, JJ, MM, load);           \
+  }
+DCONV_TILE(1, 0)
+DCONV_TILE(2, 0)
+DCONV_TILE(3, 0)
+DCONV_TILE(1, 1)
+DCONV_TILE(2, 1)
+DCONV_TILE(3, 1)
+DCONV_TILE33(1, 0)
+DCONV_TILE33(2, 0)
+DCONV_TILE33(3, 0)
+DCONV_TILE33(1, 1)
+DCONV_TILE33(2, 1)
+DCONV_TILE33(3, 1)
+
+typedef void (*dconv_tile_fn)(float *, const float *, const ptrdiff_t *, const __mmask16 *,
+                              const float *, size_t, int, int, size_t, int, int, int, int);
+
+/* dconv_forward's state, shared by its two loops */
+typedef struct {
+  const sde_nn_conv2d_shape *s;
+  dconv_plan p;
+  float *out, *xp;
+  const float *inp, *weight, *bias;
+  __mmask16 km[16];
+  int V, tpc, cbk, nt, masked, k33;
+  atomic_int fail; /* a task could not allocate its buffer */
+} dconv_job;
+
+/* zero-padded input planes bc in [b0, b1) */
+static void dconv_pad(void *ctx, int64_t b0, int64_t b1) {
+  const dconv_job *j = ctx;
+  const dconv_plan *p = &j->p;
+  const int H = j->s->H, W = j->s->W, pt = j->s->pad_top, pl = j->s->pad_left;
+  for (int64_t bc = b0; bc < b1; bc++) {
+    float *d = j->xp + (size_t)bc * p->S;
+    const float *src = j->inp + (size_t)bc * H * W;
+    if (j->masked) {
+      size_t top = DC_SLACK + (size_t)pt * W, body = (size_t)H * W;
+      memset(d, 0, top * sizeof(float));
+      memcpy(d + top, src, body * sizeof(float));
+      memset(d + top + body, 0, (p->S - top - body) * sizeof(float));
+      continue;
+    }
+    memset(d, 0, (size_t)pt * p->Wp * sizeof(float));
+    for (int i = 0; i < H; i++) {
+      float *dr = d + (size_t)(i + pt) * p->Wp;
+      for (int k = 0; k < pl; k++) dr[k] = 0.0f;
+      memcpy(dr + pl, src + (size_t)i * W, (size_t)W * sizeof(float));
+      for (int k = pl + W; k < p->Wp; k++) dr[k] = 0.0f;
+    }
+    size_t used = (size_t)(H + pt) * p->Wp;
+    memset(d + used, 0, (p->S - used) * sizeof(float));
+  }
+}
+
+/* Tasks t in [t0, t1): (chunk of about one image's tiles) x (block of DC_R output
+ * channels). Partial sums of the task's tiles are kept while the input channels go by in
+ * chunks of cbk (whose weights stay in L1 across the tiles); reloading a float partial
+ * sum is exact, so every output is still one FMA chain over c = 0 .. C_in − 1 in order. */
+static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
+  dconv_job *j = ctx;
+  static const dconv_tile_fn fns[2][2][3] = {
+      {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0}, {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}},
+      {{dconv_tile1_0_33, dconv_tile2_0_33, dconv_tile3_0_33},
+       {dconv_tile1_1_33, dconv_tile2_1_33, dconv_tile3_1_33}}};
+  const sde_nn_conv2d_shape *s = j->s;
+  const dconv_plan *p = &j->p;
+  const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, KK = KH * KW;
+  const int HWo = p->Ho * p->Wo, pl = s->pad_left, V = j->V, tpc = j->tpc, nt = j->nt;
+  const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK;
+  float *accbuf = malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V);
+  if (!accbuf) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  ptrdiff_t off[DC_J];
+  for (int t = (int)t0; t < t1; t++) {
+    int ch = t / p->ncb, cb = t % p->ncb;
+    const float *wb = j->weight + (size_t)cb * DC_R * wst;
+    int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
+    int tl1 = (ch + 1) * tpc < nt ? (ch + 1) * tpc : nt;
+    for (int c0 = 0; c0 < Ci; c0 += j->cbk) {
+    int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk, last = c0 + cn == Ci;
+    for (int tl = ch * tpc; tl < tl1; tl++) {
+      float *tile = accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V;
+      int v0, J, b = 0;
+      if (p->mode == DC_GRID) { /* chunk = image */
+        b = tl / p->ntile;
+        v0 = (tl % p->ntile) * DC_J;
+        J = p->nvec - v0 < DC_J ? p->nvec - v0 : DC_J;
+      } else if (V % DC_J == 1 && V > 1 && tl >= nt - 2) { /* 2 + 2 rather than 3 + 1 */
+        v0 = V - 4 + 2 * (tl - (nt - 2));
+        J = 2;
+      } else {
+        v0 = tl * DC_J;
+        J = V - v0 < DC_J ? V - v0 : DC_J;
+      }
+      for (int k = 0; k < J; k++) {
+        int v = v0 + k, bv = p->mode == DC_GRID ? b : v / p->nvec, vl = p->mode == DC_GRID ? v : v % p->nvec;
+        ptrdiff_t base = (ptrdiff_t)bv * Ci * p->S;
+        if (p->mode == DC_ROWS) {
+          int per_row = p->Wo / DC_V, oh = vl / per_row, ow0 = (vl % per_row) * DC_V;
+          off[k] = base + (ptrdiff_t)oh * p->Wp + ow0;
+        } else if (p->mode == DC_MASK) {
+          off[k] = base + DC_SLACK - pl + (ptrdiff_t)vl * DC_V;
+        } else {
+          off[k] = base + (ptrdiff_t)vl * DC_V;
+        }
+      }
+      fns[j->k33][j->masked][J - 1](tile, j->xp + (size_t)c0 * p->S, off, j->km,
+                                    wb + (size_t)c0 * KK, wst, nr, cn, p->S, KH, KW, p->rs,
+                                    c0 > 0);
+      if (!last) continue;
+      for (int r = 0; r < nr; r++) {
+        int co = cb * DC_R + r;
+        float bv = j->bias ? j->bias[co] : 0.0f;
+        const float *tr = tile + r * DC_J * DC_V;
+        if (p->mode != DC_GRID) {
+          /* global vector v is outputs [16·vl, 16·vl + 16) of image v / nvec */
+          for (int k = 0; k < J; k++) {
+            int v = v0 + k;
+            float *o = j->out + (size_t)(v / p->nvec) * out_img + (size_t)co * HWo +
+                       (size_t)(v % p->nvec) * DC_V;
+            const float *tv = tr + k * DC_V;
+            for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
+          }
+          continue;
+        }
+        /* DC_GRID: scatter the valid columns */
+        float *oc = j->out + (size_t)b * out_img + (size_t)co * HWo;
+        int q0 = v0 * DC_V, Np = p->Ho * p->Wp;
+        int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
+        while (q < qe) {
+          int oh = q / p->Wp, ow = q % p->Wp;
+          int seg = p->Wp - ow < qe - q ? p->Wp - ow : qe - q;
+          int nv = ow < p->Wo ? (p->Wo - ow < seg ? p->Wo - ow : seg) : 0;
+          float *o = oc + (size_t)oh * p->Wo + ow;
+          const float *tv = tr + (q - q0);
+          for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
+          q += seg;
+        }
+      }
+    }
+    }
+  }
+  free(accbuf);
+}
+
+static int dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         const sde_nn_conv2d_shape *s, float *scratch) {
+  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .weight = weight, .bias = bias};
+  dconv_plan_make(s, &j.p);
+  const dconv_plan *p = &j.p;
+  /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
+   * tile may span two images */
+  j.V = s->B * p->nvec;
+  j.tpc = p->ntile < 32 ? p->ntile : 32;
+  j.cbk = 288 / (s->KH * s->KW) > 8 ? 288 / (s->KH * s->KW) : 8; /* input channels per pass */
+  j.nt = p->mode == DC_GRID ? s->B * p->ntile : ceil_div(j.V, DC_J);
+  j.masked = p->mode == DC_MASK;
+  j.k33 = s->KH == 3 && s->KW == 3;
+  atomic_init(&j.fail, 0);
+  for (int kw = 0; kw < s->KW; kw++) {
+    unsigned m = 0;
+    for (int i = 0; i < DC_V; i++) {
+      int iw = i % s->W + kw - s->pad_left;
+      if (iw >= 0 && iw < s->W) m |= 1u << i;
+    }
+    j.km[kw] = (__mmask16)m;
+  }
+  sde_parallel_for(s->B * s->C_in, 1, dconv_pad, &j);
+  sde_parallel_for_dynamic((int64_t)ceil_div(j.nt, j.tpc) * p->ncb, 1, dconv_tasks, &j);
+  return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
+}
+#endif
+
+int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                          const sde_nn_conv2d_shape *s, float *scratch) {
+  int rc = conv2d_check(s);
+  if (rc) return rc;
+  int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s), HWo = Ho * Wo;
+  int K = s->C_in * s->KH * s->KW, Co = s->C_out;
+  size_t in_img = (size_t)s->C_in * s->H * s->W, out_img = (size_t)Co * HWo;
+  float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
+  if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
+#ifdef HAVE_DCONV
+  if (dconv_usable(s)) {
+    rc = dconv_forward(out, inp, weight, bias, s, col);
+    free(owned);
+    return rc;
+  }
+#endif
+  /* out <- bias, then the GEMMs accumulate onto it (beta = 1) */
+  sde_ops_fill_bias(out, bias, s->B, Co, HWo);
+  if (conv2d_is_pointwise(s)) {
+    /* y_b[Co,HW] += weight[Co,Ci] · x_b[Ci,HW] */
+    sde_ops_gemm_batch(s->B, 0, 0, 0, Co, HWo, K, 1.0f, weight, K, 0, inp, HWo, in_img, 1.0f, out, HWo,
+               out_img);
+    return SDE_OK;
+  }
+  int imgs, rows;
+  conv2d_plan(s, &imgs, &rows);
+  for (int b0 = 0; b0 < s->B; b0 += imgs) {
+    int g = s->B - b0 < imgs ? s->B - b0 : imgs;
+    for (int oh0 = 0; oh0 < Ho; oh0 += rows) {
+      int oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, nc = (oh1 - oh0) * Wo;
+      im2col(col, inp + b0 * in_img, g, s, oh0, oh1);
+      /* y_b[Co, band] += weight[Co,K] · col_b[K, nc] */
+      sde_ops_gemm_batch(g, 0, 0, 0, Co, nc, K, 1.0f, weight, K, 0, col, nc, (size_t)K * nc, 1.0f,
+                 out + b0 * out_img + (size_t)oh0 * Wo, HWo, out_img);
+    }
+  }
+  free(owned);
+  return SDE_OK;
+}
+
+int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const sde_nn_conv2d_shape *s,
+                           float *scratch) {
+  int rc = conv2d_check(s);
+  if (rc) return rc;
+  int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s), HWo = Ho * Wo;
+  int K = s->C_in * s->KH * s->KW, Co = s->C_out;
+  size_t in_img = (size_t)s->C_in * s->H * s->W, out_img = (size_t)Co * HWo;
+  if (dbias) sde_ops_sum_channels(dbias, dout, s->B, Co, HWo);
+  if (!dinp && !dweight) return SDE_OK;
+  if (conv2d_is_pointwise(s)) {
+    /* dweight[Co,Ci] += Σ_b g_b[Co,HW] · x_b[Ci,HW]ᵀ ; dx_b[Ci,HW] += weight[Co,Ci]ᵀ · g_b */
+    if (dweight)
+      sde_ops_gemm_batch(s->B, 1, 0, 1, Co, K, HWo, 1.0f, dout, HWo, out_img, inp, HWo, in_img, 1.0f,
+                 dweight, K, 0);
+    if (dinp)
+      sde_ops_gemm_batch(s->B, 0, 1, 0, K, HWo, Co, 1.0f, weight, K, 0, dout, HWo, out_img, 1.0f, dinp,
+                 HWo, in_img);
+    return SDE_OK;
+  }
+  float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
+  if (!col) return SDE_ENOMEM;
+  int imgs, rows;
+  conv2d_plan(s, &imgs, &rows);
+  for (int b0 = 0; b0 < s->B; b0 += imgs) {
+    int g = s->B - b0 < imgs ? s->B - b0 : imgs;
+    for (int oh0 = 0; oh0 < Ho; oh0 += rows) {
+      int oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, nc = (oh1 - oh0) * Wo;
+      const float *gb = dout + b0 * out_img + (size_t)oh0 * Wo;
+      if (dweight) {
+        /* dweight[Co,K] += Σ_b g_b[Co,nc] · col_b[K,nc]ᵀ, images in order */
+        im2col(col, inp + b0 * in_img, g, s, oh0, oh1);
+        sde_ops_gemm_batch(g, 1, 0, 1, Co, K, nc, 1.0f, gb, HWo, out_img, col, nc, (size_t)K * nc, 1.0f,
+                   dweight, K, 0);
+      }
+      if (dinp) {
+        /* dcol_b[K,nc] = weight[Co,K]ᵀ · g_b[Co,nc], scattered back into dx_b */
+        sde_ops_gemm_batch(g, 0, 1, 0, K, nc, Co, 1.0f, weight, K, 0, gb, HWo, out_img, 0.0f, col, nc,
+                   (size_t)K * nc);
+        col2im_add(dinp + b0 * in_img, col, g, s, oh0, oh1);
+      }
+    }
+  }
+  free(owned);
+  return SDE_OK;
+}
+
+/* ======================================================================================
+ * linear and NIN */
+
+int sde_nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                          int B, int in_f, int out_f) {
+  if (B < 1 || in_f < 1 || out_f < 1) return sde_fail(SDE_EINVAL, "linear: bad shape");
+  for (int b = 0; b < B; b++)
+    for (int o = 0; o < out_f; o++) out[(size_t)b * out_f + o] = bias ? bias[o] : 0.0f;
+  /* out_b[1,out] += inp_b[1,in] · weight[out,in]ᵀ, one GEMM per sample so that a sample's
+   * result does not depend on the batch it is in */
+  sde_ops_gemm_batch(B, 0, 0, 1, 1, out_f, in_f, 1.0f, inp, in_f, in_f, weight, in_f, 0, 1.0f, out,
+             out_f, out_f);
+  return SDE_OK;
+}
+
+int sde_nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, int B, int in_f, int out_f) {
+  if (B < 1 || in_f < 1 || out_f < 1) return sde_fail(SDE_EINVAL, "linear: bad shape");
+  /* dinp[B,in] += dout[B,out] · weight[out,in] */
+  if (dinp) sde_ops_gemm_tiled(0, 0, B, in_f, out_f, 1.0f, dout, out_f, weight, in_f, 1.0f, dinp, in_f);
+  /* dweight[out,in] += dout[B,out]ᵀ · inp[B,in] */
+  if (dweight)
+    sde_ops_gemm_tiled(1, 0, out_f, in_f, B, 1.0f, dout, out_f, inp, in_f, 1.0f, dweight, in_f);
+  if (dbias) {
+    for (int o = 0; o < out_f; o++) {
+      double acc = 0.0;
+      for (int b = 0; b < B; b++) acc += dout[(size_t)b * out_f + o];
+      dbias[o] += (float)acc;
+    }
+  }
+  return SDE_OK;
+}
+
+int sde_nn_nin_forward(float *out, const float *inp, const float *W, const float *bias, int B,
+                       int C_in, int HW, int C_out) {
+  if (B < 1 || C_in < 1 || HW < 1 || C_out < 1) return sde_fail(SDE_EINVAL, "nin: bad shape");
+  sde_ops_fill_bias(out, bias, B, C_out, HW);
+  /* out_b[Co,HW] += W[Ci,Co]ᵀ · inp_b[Ci,HW] */
+  sde_ops_gemm_batch(B, 0, 1, 0, C_out, HW, C_in, 1.0f, W, C_out, 0, inp, HW, (size_t)C_in * HW, 1.0f,
+             out, HW, (size_t)C_out * HW);
+  return SDE_OK;
+}
+
+int sde_nn_nin_backward(float *dinp, float *dW, float *dbias, const float *dout,
+                        const float *inp, const float *W, int B, int C_in, int HW, int C_out) {
+  if (B < 1 || C_in < 1 || HW < 1 || C_out < 1) return sde_fail(SDE_EINVAL, "nin: bad shape");
+  /* dinp_b[Ci,HW] += W[Ci,Co] · g_b[Co,HW] ; dW[Ci,Co] += Σ_b x_b[Ci,HW] · g_b[Co,HW]ᵀ */
+  if (dinp)
+    sde_ops_gemm_batch(B, 0, 0, 0, C_in, HW, C_out, 1.0f, W, C_out, 0, dout, HW, (size_t)C_out * HW,
+               1.0f, dinp, HW, (size_t)C_in * HW);
+  if (dW)
+    sde_ops_gemm_batch(B, 1, 0, 1, C_in, C_out, HW, 1.0f, inp, HW, (size_t)C_in * HW, dout, HW,
+               (size_t)C_out * HW, 1.0f, dW, C_out, 0);
+  if (dbias) sde_ops_sum_channels(dbias, dout, B, C_out, HW);
+  return SDE_OK;
+}
+

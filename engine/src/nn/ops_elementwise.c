@@ -1,0 +1,111 @@
+/* CPU reference ops (scoresde/nn.h): elementwise adds and scales, channel biases and
+ * channel concatenation.
+ * Determinism as in ops_conv.c: parallel loops over independent outputs, reductions
+ * in a fixed order by one thread. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../parallel.h"
+#include "ops_internal.h"
+#include "scoresde/error.h"
+#include "scoresde/nn.h"
+
+/* ======================================================================================
+ * Elementwise helpers */
+
+static void add_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) j->out[i] = (j->a[i] + j->b[i]) * j->scale;
+}
+
+void sde_nn_add_forward(float *out, const float *a, const float *b, float scale, size_t n) {
+  ew_job j = {.out = out, .a = a, .b = b, .scale = scale};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), add_range, &j);
+}
+
+static void add_backward_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) {
+    float g = j->scale * j->a[i];
+    if (j->out) j->out[i] += g;
+    if (j->out2) j->out2[i] += g;
+  }
+}
+
+void sde_nn_add_backward(float *da, float *db, const float *dout, float scale, size_t n) {
+  ew_job j = {.out = da, .out2 = db, .a = dout, .scale = scale};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), add_backward_range, &j);
+}
+
+static void scale_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) j->out[i] = j->a[i] * j->scale;
+}
+
+void sde_nn_scale(float *out, const float *inp, float scale, size_t n) {
+  ew_job j = {.out = out, .a = inp, .scale = scale};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), scale_range, &j);
+}
+
+static void accumulate_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) j->out[i] += j->a[i];
+}
+
+void sde_nn_accumulate(float *dst, const float *src, size_t n) {
+  ew_job j = {.out = dst, .a = src};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), accumulate_range, &j);
+}
+
+/* bias[r] per row r of x[B·C rows, HW] */
+static void channel_bias_rows(void *ctx, int64_t r0, int64_t r1) {
+  const sde_ops_chan_job *j = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    float bv = j->in[r], *xr = j->out + r * j->len;
+    for (int p = 0; p < j->len; p++) xr[p] += bv;
+  }
+}
+
+void sde_nn_add_channel_bias_forward(float *x, const float *bias, int B, int C, int HW) {
+  sde_ops_chan_job j = {x, bias, B, C, HW};
+  int64_t rows = (int64_t)B * C;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * HW), channel_bias_rows, &j);
+}
+
+static void channel_bias_backward_rows(void *ctx, int64_t r0, int64_t r1) {
+  const sde_ops_chan_job *j = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    double acc = 0.0;
+    const float *g = j->in + r * j->len;
+    for (int p = 0; p < j->len; p++) acc += g[p];
+    j->out[r] += (float)acc;
+  }
+}
+
+void sde_nn_add_channel_bias_backward(float *dbias, const float *dx, int B, int C, int HW) {
+  if (!dbias) return;
+  sde_ops_chan_job j = {dbias, dx, B, C, HW};
+  int64_t rows = (int64_t)B * C;
+  sde_parallel_for(rows, grain(rows, (size_t)rows * HW), channel_bias_backward_rows, &j);
+}
+
+void sde_nn_concat_channels_forward(float *out, const float *a, const float *b, int B, int Ca,
+                                    int Cb, int HW) {
+  size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
+  for (int i = 0; i < B; i++) {
+    memcpy(out + i * (na + nb), a + i * na, na * sizeof(float));
+    memcpy(out + i * (na + nb) + na, b + i * nb, nb * sizeof(float));
+  }
+}
+
+void sde_nn_concat_channels_backward(float *da, float *db, const float *dout, int B, int Ca,
+                                     int Cb, int HW) {
+  size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
+  for (int i = 0; i < B; i++) {
+    if (da) sde_nn_accumulate(da + i * na, dout + i * (na + nb), na);
+    if (db) sde_nn_accumulate(db + i * nb, dout + i * (na + nb) + na, nb);
+  }
+}
+

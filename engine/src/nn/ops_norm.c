@@ -1,0 +1,301 @@
+/* CPU reference ops (scoresde/nn.h): GroupNorm (with the fused SiLU) and SiLU.
+ * Determinism as in ops_conv.c: parallel loops over independent outputs, reductions
+ * in a fixed order by one thread. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../parallel.h"
+#include "ops_internal.h"
+#include "scoresde/error.h"
+#include "scoresde/nn.h"
+
+/* ======================================================================================
+ * GroupNorm and SiLU */
+
+int sde_nn_groupnorm_groups(int C) {
+  int g = C / 4 < 32 ? C / 4 : 32;
+  return g < 1 ? 1 : g;
+}
+
+static int groupnorm_check(int B, int C, int HW, int G) {
+  if (B < 1 || C < 1 || HW < 1 || G < 1 || C % G)
+    return sde_fail(SDE_EINVAL, "groupnorm: bad shape B=%d C=%d HW=%d groups=%d", B, C, HW, G);
+  return SDE_OK;
+}
+
+static float silu1(float x) { return x / (1.0f + expf(-x)); }
+
+/* Normalises one (b, g) group of n = (C/G)·HW contiguous values; optionally applies SiLU. */
+static void groupnorm_group(float *y, const float *x, const float *gamma, const float *beta,
+                            int cpg, int HW, float eps, int with_silu, float *mean_out,
+                            float *rstd_out) {
+  size_t n = (size_t)cpg * HW;
+  double sum = 0.0;
+  for (size_t i = 0; i < n; i++) sum += x[i];
+  double mean = sum / (double)n, ss = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    double d = x[i] - mean;
+    ss += d * d;
+  }
+  float meanf = (float)mean, rstd = (float)(1.0 / sqrt(ss / (double)n + eps));
+  for (int c = 0; c < cpg; c++) {
+    float scale = rstd * (gamma ? gamma[c] : 1.0f), shift = beta ? beta[c] : 0.0f;
+    const float *xc = x + (size_t)c * HW;
+    float *yc = y + (size_t)c * HW;
+    if (with_silu) {
+      for (int p = 0; p < HW; p++) yc[p] = silu1((xc[p] - meanf) * scale + shift);
+    } else {
+      for (int p = 0; p < HW; p++) yc[p] = (xc[p] - meanf) * scale + shift;
+    }
+  }
+  if (mean_out) *mean_out = meanf;
+  if (rstd_out) *rstd_out = rstd;
+}
+
+#ifdef HAVE_DCONV
+/* AVX-512 GroupNorm(+SiLU) of one group, same arithmetic as groupnorm_group up to the
+ * order of the double-precision sums (16 fixed lanes, reduced in a fixed order) and the
+ * exponential (exp512: Cody-Waite reduction + degree-6 polynomial, max error ~2 ulp on
+ * the float range). Deterministic: one group is one thread's sequential work. */
+__attribute__((target("avx512f"))) static inline __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+/* silu(y) = y / (1 + exp(−y)) */
+__attribute__((target("avx512f"))) static inline __m512 silu512(__m512 y) {
+  __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), y));
+  return _mm512_div_ps(y, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+__attribute__((target("avx512f"))) static double hsum_pd2(__m512d a, __m512d b) {
+  double t[16];
+  _mm512_storeu_pd(t, a);
+  _mm512_storeu_pd(t + 8, b);
+  double s = 0.0;
+  for (int i = 0; i < 16; i++) s += t[i];
+  return s;
+}
+
+__attribute__((target("avx512f"))) static void
+groupnorm_group_avx512(float *y, const float *x, const float *gamma, const float *beta, int cpg,
+                       int HW, float eps, int with_silu, float *mean_out, float *rstd_out) {
+  size_t n = (size_t)cpg * HW, n16 = n & ~(size_t)15;
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (size_t i = 0; i < n16; i += 16) {
+    s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+    s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
+  }
+  double sum = hsum_pd2(s0, s1);
+  for (size_t i = n16; i < n; i++) sum += x[i];
+  double mean = sum / (double)n;
+  __m512d m = _mm512_set1_pd(mean);
+  s0 = _mm512_setzero_pd();
+  s1 = _mm512_setzero_pd();
+  for (size_t i = 0; i < n16; i += 16) {
+    __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), m);
+    __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), m);
+    s0 = _mm512_fmadd_pd(d0, d0, s0);
+    s1 = _mm512_fmadd_pd(d1, d1, s1);
+  }
+  double ss = hsum_pd2(s0, s1);
+  for (size_t i = n16; i < n; i++) {
+    double d = x[i] - mean;
+    ss += d * d;
+  }
+  float meanf = (float)mean, rstd = (float)(1.0 / sqrt(ss / (double)n + eps));
+  __m512 mv = _mm512_set1_ps(meanf);
+  for (int c = 0; c < cpg; c++) {
+    float scale = rstd * (gamma ? gamma[c] : 1.0f), shift = beta ? beta[c] : 0.0f;
+    __m512 sv = _mm512_set1_ps(scale), bv = _mm512_set1_ps(shift);
+    const float *xc = x + (size_t)c * HW;
+    float *yc = y + (size_t)c * HW;
+    int p = 0;
+    for (; p + 16 <= HW; p += 16) {
+      __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xc + p), mv), sv), bv);
+      _mm512_storeu_ps(yc + p, with_silu ? silu512(v) : v);
+    }
+    if (p < HW) {
+      __mmask16 k = (__mmask16)((1u << (HW - p)) - 1);
+      __m512 v = _mm512_add_ps(
+          _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xc + p), mv), sv), bv);
+      _mm512_mask_storeu_ps(yc + p, k, with_silu ? silu512(v) : v);
+    }
+  }
+  if (mean_out) *mean_out = meanf;
+  if (rstd_out) *rstd_out = rstd;
+}
+
+__attribute__((target("avx512f"))) static void silu_avx512(float *out, const float *inp,
+                                                           size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, silu512(_mm512_loadu_ps(inp + i)));
+  if (i < n) {
+    __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(out + i, k, silu512(_mm512_maskz_loadu_ps(k, inp + i)));
+  }
+}
+#endif
+
+/* GroupNorm forward and backward, one (sample, group) or one channel per index */
+typedef struct {
+  float *out, *mean, *rstd, *dgamma, *dbeta;
+  const float *inp, *dout, *gamma, *beta, *cmean, *crstd;
+  int B, C, HW, G, cpg, with_silu, simd;
+  float eps;
+} gn_job;
+
+static void groupnorm_groups(void *ctx, int64_t bg0, int64_t bg1) {
+  const gn_job *j = ctx;
+  const int cpg = j->cpg, HW = j->HW;
+  for (int bg = (int)bg0; bg < bg1; bg++) {
+    int g = bg % j->G;
+    size_t off = (size_t)bg * cpg * HW;
+    const float *gamma = j->gamma ? j->gamma + g * cpg : NULL;
+    const float *beta = j->beta ? j->beta + g * cpg : NULL;
+    float *mean = j->mean ? j->mean + bg : NULL, *rstd = j->rstd ? j->rstd + bg : NULL;
+#ifdef HAVE_DCONV
+    if (j->simd)
+      groupnorm_group_avx512(j->out + off, j->inp + off, gamma, beta, cpg, HW, j->eps,
+                             j->with_silu, mean, rstd);
+    else
+#endif
+      groupnorm_group(j->out + off, j->inp + off, gamma, beta, cpg, HW, j->eps, j->with_silu,
+                      mean, rstd);
+  }
+}
+
+static int groupnorm_forward_impl(float *out, float *mean, float *rstd, const float *inp,
+                                  const float *gamma, const float *beta, int B, int C, int HW,
+                                  int G, float eps, int with_silu) {
+  int rc = groupnorm_check(B, C, HW, G);
+  if (rc) return rc;
+  gn_job j = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .gamma = gamma, .beta = beta,
+              .B = B, .C = C, .HW = HW, .G = G, .cpg = C / G, .with_silu = with_silu,
+              .simd = dconv_cpu_ok(), .eps = eps};
+  sde_parallel_for(B * G, grain(B * G, (size_t)B * C * HW), groupnorm_groups, &j);
+  return SDE_OK;
+}
+
+int sde_nn_groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                             const float *gamma, const float *beta, int B, int C, int HW, int G,
+                             float eps) {
+  return groupnorm_forward_impl(out, mean, rstd, inp, gamma, beta, B, C, HW, G, eps, 0);
+}
+
+int sde_nn_groupnorm_silu_forward(float *out, const float *inp, const float *gamma,
+                                  const float *beta, int B, int C, int HW, int G, float eps) {
+  return groupnorm_forward_impl(out, NULL, NULL, inp, gamma, beta, B, C, HW, G, eps, 1);
+}
+
+/* per group: dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dout·gamma */
+static void groupnorm_dinp_groups(void *ctx, int64_t bg0, int64_t bg1) {
+  const gn_job *j = ctx;
+  const int cpg = j->cpg, HW = j->HW;
+  const float *gamma = j->gamma, *inp = j->inp, *dout = j->dout;
+  float *dinp = j->out;
+  for (int bg = (int)bg0; bg < bg1; bg++) {
+    int g = bg % j->G;
+    size_t off = (size_t)bg * cpg * HW, n = (size_t)cpg * HW;
+    float mu = j->cmean[bg], rs = j->crstd[bg];
+    double s1 = 0.0, s2 = 0.0;
+    for (int c = 0; c < cpg; c++) {
+      float gm = gamma ? gamma[g * cpg + c] : 1.0f;
+      const float *x = inp + off + (size_t)c * HW, *dy = dout + off + (size_t)c * HW;
+      for (int p = 0; p < HW; p++) {
+        float dxhat = dy[p] * gm, xhat = (x[p] - mu) * rs;
+        s1 += dxhat;
+        s2 += (double)dxhat * xhat;
+      }
+    }
+    float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+    for (int c = 0; c < cpg; c++) {
+      float gm = gamma ? gamma[g * cpg + c] : 1.0f;
+      const float *x = inp + off + (size_t)c * HW, *dy = dout + off + (size_t)c * HW;
+      float *dx = dinp + off + (size_t)c * HW;
+      for (int p = 0; p < HW; p++) {
+        float xhat = (x[p] - mu) * rs;
+        dx[p] += rs * (dy[p] * gm - m1 - xhat * m2);
+      }
+    }
+  }
+}
+
+/* dgamma[c] += Σ_b Σ_p dout·xhat, dbeta[c] += Σ_b Σ_p dout, one channel per thread */
+static void groupnorm_dparam_channels(void *ctx, int64_t c0, int64_t c1) {
+  const gn_job *j = ctx;
+  const int HW = j->HW;
+  for (int c = (int)c0; c < c1; c++) {
+    double sg = 0.0, sb = 0.0;
+    for (int b = 0; b < j->B; b++) {
+      int bg = b * j->G + c / j->cpg;
+      float mu = j->cmean[bg], rs = j->crstd[bg];
+      size_t off = ((size_t)b * j->C + c) * HW;
+      for (int p = 0; p < HW; p++) {
+        sg += (double)j->dout[off + p] * ((j->inp[off + p] - mu) * rs);
+        sb += j->dout[off + p];
+      }
+    }
+    if (j->dgamma) j->dgamma[c] += (float)sg;
+    if (j->dbeta) j->dbeta[c] += (float)sb;
+  }
+}
+
+int sde_nn_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                              const float *inp, const float *mean, const float *rstd,
+                              const float *gamma, int B, int C, int HW, int G) {
+  int rc = groupnorm_check(B, C, HW, G);
+  if (rc) return rc;
+  gn_job j = {.out = dinp, .dgamma = dgamma, .dbeta = dbeta, .inp = inp, .dout = dout,
+              .gamma = gamma, .cmean = mean, .crstd = rstd, .B = B, .C = C, .HW = HW, .G = G,
+              .cpg = C / G};
+  size_t total = (size_t)B * C * HW;
+  if (dinp) sde_parallel_for(B * G, grain(B * G, total), groupnorm_dinp_groups, &j);
+  if (dgamma || dbeta) sde_parallel_for(C, grain(C, total), groupnorm_dparam_channels, &j);
+  return SDE_OK;
+}
+
+/* Each element's result depends only on its value, not on where a range starts. */
+static void silu_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+#ifdef HAVE_DCONV
+  if (j->simd) {
+    silu_avx512(j->out + i0, j->a + i0, (size_t)(i1 - i0));
+    return;
+  }
+#endif
+  for (int64_t i = i0; i < i1; i++) j->out[i] = silu1(j->a[i]);
+}
+
+void sde_nn_silu_forward(float *out, const float *inp, size_t n) {
+  ew_job j = {.out = out, .a = inp, .simd = dconv_cpu_ok()};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), silu_range, &j);
+}
+
+static void silu_backward_range(void *ctx, int64_t i0, int64_t i1) {
+  const ew_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) {
+    float x = j->b[i], sg = 1.0f / (1.0f + expf(-x));
+    j->out[i] += j->a[i] * sg * (1.0f + x * (1.0f - sg));
+  }
+}
+
+void sde_nn_silu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+  ew_job j = {.out = dinp, .a = dout, .b = inp};
+  sde_parallel_for((int64_t)n, grain((int64_t)n, n), silu_backward_range, &j);
+}
+
