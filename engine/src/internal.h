@@ -153,7 +153,7 @@ int sde_network_use_backend(sde_model *m, const struct sde_backend *be, int fell
  * models. */
 const struct sde_backend *sde_network_backend(const sde_model *m);
 
-/* The bare network on a backend (nn/ncsnpp.c). set_backend uploads the parameters (NULL:
+/* The bare network on a backend (nn/ncsnpp_plan.c). set_backend uploads the parameters (NULL:
  * back to the CPU); the backend is not owned. forward_dev is sde_ncsnpp_forward with x,
  * out and the workspace in backend memory (labels stay on the host). */
 struct sde_ncsnpp;
