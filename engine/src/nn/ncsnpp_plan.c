@@ -1,9 +1,11 @@
-/* NCSN++ / DDPM++ (`NCSNpp` of score_sde_pytorch models/ncsnpp.py; docs/math.md#network).
+/* NCSN++ / DDPM++ (`NCSNpp` of score_sde_pytorch models/ncsnpp.py; docs/math.md#network):
+ * the config compiled into modules and a plan.
  *
- * The constructor logic is replayed on the config to build a flat module list in the exact
- * order of `all_modules`, so every tensor name `all_modules.<i>.<sub>` and shape follows
- * from the config. Parameters live in one contiguous float buffer in state_dict order; the
- * forward walks the module list with a counter exactly like NCSNpp.forward.
+ * One walk over the topology (plan_network) replays the constructor and the forward
+ * together: it builds the flat module list in the exact order of `all_modules`, so every
+ * tensor name `all_modules.<i>.<sub>` and shape follows from the config, and the op list
+ * over activation slots (ncsnpp_internal.h) that inference and training interpret.
+ * Parameters live in one contiguous float buffer in state_dict order.
  *
  * Where the PyTorch port cannot run a combination (FIR upsample with conv: negative-step
  * slicing; fir=False Upsample: F.interpolate called with size and scale_factor), this file
@@ -80,10 +82,9 @@ typedef struct {
   sde_net_param *params;
   int n_params, cap_params;
   int64_t offset;
-  int hs_ch[4 * SDE_NET_MAX_LEVELS * 64 + 8], hs_res[4 * SDE_NET_MAX_LEVELS * 64 + 8];
-  int n_hs, max_hs;
-  int64_t max_act;
   double flops;
+  net_plan plan;
+  int cap_ops, cap_slots;
   int oom;
 } planner;
 
@@ -103,8 +104,6 @@ static net_module *add_module(planner *p, module_kind kind, int in_ch, int out_c
   m->out_ch = out_ch;
   m->res = res;
   m->first_param = p->n_params;
-  int64_t a = (int64_t)(in_ch > out_ch ? in_ch : out_ch) * res * res * 4; /* up x2 */
-  if (a > p->max_act) p->max_act = a;
   return m;
 }
 
@@ -162,10 +161,11 @@ static double conv_flops(int in, int out, int k, int out_res) {
   return 2.0 * in * out * k * k * (double)out_res * out_res;
 }
 
-static void plan_resblock(planner *p, int in_ch, int out_ch, int res, int up, int down) {
+/* Each plan_<module> adds a module with its parameters and returns its index (-1: no memory). */
+static int plan_resblock(planner *p, int in_ch, int out_ch, int res, int up, int down) {
   const sde_ncsnpp_config *c = &p->c;
   net_module *m = add_module(p, M_RESBLOCK, in_ch, out_ch, res);
-  if (!m) return;
+  if (!m) return -1;
   m->up = up;
   m->down = down;
   int out_res = up ? 2 * res : down ? res / 2 : res;
@@ -189,10 +189,11 @@ static void plan_resblock(planner *p, int in_ch, int out_ch, int res, int up, in
     nin_params(p, "NIN_0.", in_ch, out_ch);
     p->flops += conv_flops(in_ch, out_ch, 1, out_res);
   }
+  return p->oom ? -1 : p->n_mods - 1;
 }
 
-static void plan_attn(planner *p, int ch, int res) {
-  if (!add_module(p, M_ATTN, ch, ch, res)) return;
+static int plan_attn(planner *p, int ch, int res) {
+  if (!add_module(p, M_ATTN, ch, ch, res)) return -1;
   gn_params(p, "GroupNorm_0.", ch);
   nin_params(p, "NIN_0.", ch, ch);
   nin_params(p, "NIN_1.", ch, ch);
@@ -200,51 +201,217 @@ static void plan_attn(planner *p, int ch, int res) {
   nin_params(p, "NIN_3.", ch, ch);
   double N = (double)res * res;
   p->flops += 4 * conv_flops(ch, ch, 1, res) + 2.0 * 2.0 * ch * N * N;
+  return p->oom ? -1 : p->n_mods - 1;
 }
 
-static void plan_conv3(planner *p, int in_ch, int out_ch, int res) {
-  if (!add_module(p, M_CONV3, in_ch, out_ch, res)) return;
+static int plan_conv3(planner *p, int in_ch, int out_ch, int res) {
+  if (!add_module(p, M_CONV3, in_ch, out_ch, res)) return -1;
   conv_params(p, "", out_ch, in_ch, 3);
   p->flops += conv_flops(in_ch, out_ch, 3, res);
+  return p->oom ? -1 : p->n_mods - 1;
 }
 
-static void plan_groupnorm(planner *p, int ch, int res) {
-  if (!add_module(p, M_GROUPNORM, ch, ch, res)) return;
+static int plan_groupnorm(planner *p, int ch, int res) {
+  if (!add_module(p, M_GROUPNORM, ch, ch, res)) return -1;
   gn_params(p, "", ch);
+  return p->oom ? -1 : p->n_mods - 1;
 }
 
 /* layerspp.Downsample / Upsample (with_conv decides whether weights exist) */
-static void plan_resample(planner *p, module_kind kind, int in_ch, int out_ch, int res,
-                          int with_conv) {
+static int plan_resample(planner *p, module_kind kind, int in_ch, int out_ch, int res,
+                         int with_conv) {
   net_module *m = add_module(p, kind, in_ch, out_ch, res);
-  if (!m) return;
+  if (!m) return -1;
   m->with_conv = with_conv;
-  if (!with_conv) return;
-  int out_res = kind == M_UPSAMPLE ? 2 * res : res / 2;
-  conv_params(p, p->c.fir ? "Conv2d_0." : "Conv_0.", out_ch, in_ch, 3);
-  p->flops += conv_flops(in_ch, out_ch, 3, out_res);
+  if (with_conv) {
+    int out_res = kind == M_UPSAMPLE ? 2 * res : res / 2;
+    conv_params(p, p->c.fir ? "Conv2d_0." : "Conv_0.", out_ch, in_ch, 3);
+    p->flops += conv_flops(in_ch, out_ch, 3, out_res);
+  }
+  return p->oom ? -1 : p->n_mods - 1;
 }
 
-static void push_hs(planner *p, int ch, int res) {
-  if (p->n_hs >= p->max_hs) { p->oom = 1; return; }
-  p->hs_ch[p->n_hs] = ch;
-  p->hs_res[p->n_hs] = res;
-  p->n_hs++;
+/* ---- the plan: ops over activation slots ------------------------------------------------ */
+
+const char *const ncsnpp_op_names[OP_KINDS] = {
+    "conv", "resblock", "attention", "norm_conv", "downsample", "upsample",
+    "resample_up", "resample_down", "add", "concat", "head", "sigma_scale",
+};
+
+/* A new slot [C, H, H], written by the next op (the input: before every op). */
+static int new_slot(planner *p, int C, int H) {
+  net_plan *pl = &p->plan;
+  if (p->oom) return -1;
+  if (pl->n_slots == p->cap_slots) {
+    int cap = p->cap_slots ? 2 * p->cap_slots : 64;
+    net_slot *s = realloc(pl->slots, (size_t)cap * sizeof *s);
+    if (!s) { p->oom = 1; return -1; }
+    pl->slots = s;
+    p->cap_slots = cap;
+  }
+  net_slot *s = &pl->slots[pl->n_slots];
+  s->C = C;
+  s->H = H;
+  s->producer = s->last_use = pl->n_ops;
+  s->offset = 0;
+  return pl->n_slots++;
 }
 
-/* Replays NCSNpp.__init__. Fills p (modules, params, hs shapes, flops). */
+/* An op reading in0 (and in1) into a new slot [C_out, H_out, H_out]; returns that slot. */
+static int emit(planner *p, op_kind kind, int module, int module2, int in0, int in1, int C_out,
+                int H_out) {
+  net_plan *pl = &p->plan;
+  if (p->oom || in0 < 0) return -1;
+  if (pl->n_ops == p->cap_ops) {
+    int cap = p->cap_ops ? 2 * p->cap_ops : 64;
+    net_op *o = realloc(pl->ops, (size_t)cap * sizeof *o);
+    if (!o) { p->oom = 1; return -1; }
+    pl->ops = o;
+    p->cap_ops = cap;
+  }
+  int out = new_slot(p, C_out, H_out);
+  if (out < 0) return -1;
+  net_op *op = &pl->ops[pl->n_ops];
+  memset(op, 0, sizeof *op);
+  op->kind = kind;
+  op->module = module;
+  op->module2 = module2;
+  op->in0 = in0;
+  op->in1 = in1;
+  op->out = out;
+  op->C = pl->slots[in0].C;
+  op->H = pl->slots[in0].H;
+  pl->slots[in0].last_use = pl->n_ops;
+  if (in1 >= 0) pl->slots[in1].last_use = pl->n_ops;
+  pl->n_ops++;
+  return out;
+}
+
+static const net_slot *slot(const planner *p, int s) { return &p->plan.slots[s]; }
+
+static int conv_op(planner *p, int mi, int in, int k) {
+  if (mi < 0) return -1;
+  int out = emit(p, OP_CONV, mi, -1, in, -1, p->mods[mi].out_ch, slot(p, in)->H);
+  if (out >= 0) {
+    p->plan.ops[p->plan.n_ops - 1].C2 = p->mods[mi].out_ch;
+    p->plan.ops[p->plan.n_ops - 1].k = k;
+  }
+  return out;
+}
+
+static int resblock_op(planner *p, int mi, int in) {
+  if (mi < 0) return -1;
+  const net_module *m = &p->mods[mi];
+  int H = m->up ? 2 * m->res : m->down ? m->res / 2 : m->res;
+  return emit(p, OP_RESBLOCK, mi, -1, in, -1, m->out_ch, H);
+}
+
+static int attn_op(planner *p, int mi, int in) {
+  if (mi < 0 || in < 0) return -1;
+  return emit(p, OP_ATTN, mi, -1, in, -1, slot(p, in)->C, slot(p, in)->H);
+}
+
+static int norm_conv_op(planner *p, int gn, int cv, int in) {
+  if (gn < 0 || cv < 0 || in < 0) return -1;
+  return emit(p, OP_NORM_CONV, gn, cv, in, -1, p->mods[cv].out_ch, slot(p, in)->H);
+}
+
+static int downsample_op(planner *p, int mi, int in) {
+  if (mi < 0) return -1;
+  return emit(p, OP_DOWNSAMPLE, mi, -1, in, -1, p->mods[mi].out_ch, p->mods[mi].res / 2);
+}
+
+static int upsample_op(planner *p, int mi, int in) {
+  if (mi < 0) return -1;
+  return emit(p, OP_UPSAMPLE, mi, -1, in, -1, p->mods[mi].out_ch, 2 * p->mods[mi].res);
+}
+
+static int resample_op(planner *p, int up, int in) {
+  if (in < 0) return -1;
+  int H = slot(p, in)->H;
+  return emit(p, up ? OP_RESAMPLE_UP : OP_RESAMPLE_DOWN, -1, -1, in, -1, slot(p, in)->C,
+              up ? 2 * H : H / 2);
+}
+
+static int add_op(planner *p, int a, int b, int rescale) {
+  if (a < 0 || b < 0) return -1;
+  int out = emit(p, OP_ADD, -1, -1, a, b, slot(p, a)->C, slot(p, a)->H);
+  if (out >= 0) p->plan.ops[p->plan.n_ops - 1].rescale = rescale;
+  return out;
+}
+
+static int concat_op(planner *p, int a, int b) {
+  if (a < 0 || b < 0) return -1;
+  int out = emit(p, OP_CONCAT, -1, -1, a, b, slot(p, a)->C + slot(p, b)->C, slot(p, a)->H);
+  if (out >= 0) p->plan.ops[p->plan.n_ops - 1].C2 = slot(p, b)->C;
+  return out;
+}
+
+/* Inference arena: slots in production order, each at the lowest offset free of the slots
+ * alive when it is written (first fit; an op's inputs are alive, so never overwritten).
+ * The output (and a centred input) live in the caller's memory. */
+static int assign_arena(planner *p) {
+  net_plan *pl = &p->plan;
+  int64_t (*busy)[2] = malloc((size_t)pl->n_slots * sizeof *busy);
+  if (!busy) return SDE_ENOMEM;
+  pl->arena_per_sample = 0;
+  for (int s = 0; s < pl->n_slots; s++) {
+    net_slot *ns = &pl->slots[s];
+    if (s == pl->output_slot || (s == pl->input_slot && p->c.centered)) {
+      ns->offset = -1;
+      continue;
+    }
+    int nb = 0;
+    for (int t = 0; t < s; t++) {
+      const net_slot *ts = &pl->slots[t];
+      if (ts->offset < 0 || ts->last_use < ns->producer) continue;
+      busy[nb][0] = ts->offset;
+      busy[nb][1] = ts->offset + (int64_t)ws_round((size_t)slot_floats(ts));
+      nb++;
+    }
+    /* lowest offset not inside a busy interval: try 0 and the end of each interval */
+    const int64_t need = (int64_t)ws_round((size_t)slot_floats(ns));
+    int64_t best = -1;
+    for (int i = -1; i < nb; i++) {
+      int64_t at = i < 0 ? 0 : busy[i][1];
+      if (best >= 0 && at >= best) continue;
+      int ok = 1;
+      for (int j = 0; j < nb && ok; j++) ok = at + need <= busy[j][0] || at >= busy[j][1];
+      if (ok) best = at;
+    }
+    ns->offset = best;
+    if (best + need > pl->arena_per_sample) pl->arena_per_sample = best + need;
+  }
+  free(busy);
+  return SDE_OK;
+}
+
+static int is_attn_res(const sde_ncsnpp_config *c, int res) {
+  for (int i = 0; i < c->num_attn; i++)
+    if (c->attn_resolutions[i] == res) return 1;
+  return 0;
+}
+
+#define MAX_SKIPS (4 * SDE_NET_MAX_LEVELS * 64 + 8)
+
+/* Replays NCSNpp.__init__ and NCSNpp.forward together: the modules in `all_modules` order
+ * (their parameters, flops) and the ops in execution order (docs/math.md#net-graph). */
 static int plan_network(const sde_ncsnpp_config *c, planner *p) {
   memset(p, 0, sizeof *p);
   p->c = *c;
-  p->max_hs = (int)(sizeof p->hs_ch / sizeof p->hs_ch[0]);
   int rc = sde_ncsnpp_config_validate(c);
   if (rc) return rc;
-  if ((int64_t)c->num_levels * (c->num_res_blocks + 1) + 1 > p->max_hs)
+  if ((int64_t)c->num_levels * (c->num_res_blocks + 1) + 1 > MAX_SKIPS)
     return sde_fail(SDE_EUNSUPPORTED, "config: too many blocks (%d levels x %d)", c->num_levels,
                     c->num_res_blocks);
   const int nf = c->nf, L = c->num_levels, R = c->num_res_blocks, C0 = c->num_channels;
+  const int ddpm = c->resblock_type == SDE_RESBLOCK_DDPM;
+  net_plan *pl = &p->plan;
+  /* time embedding (run before the op list, ncsnpp_time_embedding) */
   int embed_dim;
+  pl->mod_fourier = pl->mod_temb = -1;
   if (c->embedding_type == SDE_EMBED_FOURIER) {
+    pl->mod_fourier = p->n_mods;
     add_module(p, M_FOURIER, 1, 2 * nf, 1);
     add_param(p, "W", 0, 1, nf, 0, 0, 0);
     embed_dim = 2 * nf;
@@ -252,6 +419,7 @@ static int plan_network(const sde_ncsnpp_config *c, planner *p) {
     embed_dim = nf;
   }
   if (c->conditional) {
+    pl->mod_temb = p->n_mods;
     add_module(p, M_LINEAR, embed_dim, 4 * nf, 1);
     add_param(p, "weight", 1, 2, 4 * nf, embed_dim, 0, 0);
     add_param(p, "bias", 1, 1, 4 * nf, 0, 0, 0);
@@ -261,96 +429,125 @@ static int plan_network(const sde_ncsnpp_config *c, planner *p) {
     p->flops += 2.0 * embed_dim * 4 * nf + 2.0 * 16 * nf * nf;
   }
   int res = c->image_size;
-  int input_pyramid_ch = C0;
-  plan_conv3(p, C0, nf, res);
-  push_hs(p, nf, res);
-  int in_ch = nf;
+  pl->input_slot = new_slot(p, C0, res);
+  if (pl->input_slot >= 0) pl->slots[pl->input_slot].producer = -1;
+  int hs[MAX_SKIPS], n_hs = 0; /* the skip connections: slots, pushed on the way down */
+  int h = conv_op(p, plan_conv3(p, C0, nf, res), pl->input_slot, 3);
+  hs[n_hs++] = h;
+  int in_ch = nf, pyramid_in = pl->input_slot;
   for (int l = 0; l < L; l++) {
     for (int b = 0; b < R; b++) {
       int out_ch = nf * c->ch_mult[l];
-      plan_resblock(p, in_ch, out_ch, res, 0, 0);
+      h = resblock_op(p, plan_resblock(p, in_ch, out_ch, res, 0, 0), hs[n_hs - 1]);
       in_ch = out_ch;
-      if (is_attn_res(c, res)) plan_attn(p, in_ch, res);
-      push_hs(p, in_ch, res);
+      if (is_attn_res(c, res)) h = attn_op(p, plan_attn(p, in_ch, res), h);
+      hs[n_hs++] = h;
     }
     if (l != L - 1) {
-      if (c->resblock_type == SDE_RESBLOCK_DDPM)
-        plan_resample(p, M_DOWNSAMPLE, in_ch, in_ch, res, c->resamp_with_conv);
+      if (ddpm)
+        h = downsample_op(p, plan_resample(p, M_DOWNSAMPLE, in_ch, in_ch, res, c->resamp_with_conv),
+                          hs[n_hs - 1]);
       else
-        plan_resblock(p, in_ch, in_ch, res, 0, 1);
+        h = resblock_op(p, plan_resblock(p, in_ch, in_ch, res, 0, 1), hs[n_hs - 1]);
       if (c->progressive_input == SDE_PROG_INPUT_SKIP) {
-        add_module(p, M_COMBINE, input_pyramid_ch, in_ch, res / 2);
-        conv_params(p, "Conv_0.", in_ch, input_pyramid_ch, 1);
-        p->flops += conv_flops(input_pyramid_ch, in_ch, 1, res / 2);
-        if (c->progressive_combine == SDE_COMBINE_CAT) in_ch *= 2;
+        /* Combine: Conv_0(pyramid) then sum or cat [Conv_0(pyramid), h] */
+        pyramid_in = resample_op(p, 0, pyramid_in);
+        int cm = -1;
+        if (add_module(p, M_COMBINE, C0, in_ch, res / 2)) {
+          cm = p->n_mods - 1;
+          conv_params(p, "Conv_0.", in_ch, C0, 1);
+          p->flops += conv_flops(C0, in_ch, 1, res / 2);
+        }
+        int hc = conv_op(p, cm, pyramid_in, 1);
+        if (c->progressive_combine == SDE_COMBINE_SUM) {
+          h = add_op(p, hc, h, 0);
+        } else {
+          h = concat_op(p, hc, h);
+          in_ch *= 2;
+        }
       } else if (c->progressive_input == SDE_PROG_RESIDUAL) {
-        plan_resample(p, M_DOWNSAMPLE, input_pyramid_ch, in_ch, res, 1);
-        input_pyramid_ch = in_ch;
+        int pc = pyramid_in >= 0 ? slot(p, pyramid_in)->C : 0;
+        int d = downsample_op(p, plan_resample(p, M_DOWNSAMPLE, pc, in_ch, res, 1), pyramid_in);
+        h = pyramid_in = add_op(p, d, h, c->skip_rescale);
       }
       res /= 2;
-      push_hs(p, in_ch, res);
+      hs[n_hs++] = h;
     }
   }
-  in_ch = p->hs_ch[p->n_hs - 1];
   if (c->num_classes > 0) { /* classifier head: GroupNorm, act, mean over H, W, Linear */
-    plan_groupnorm(p, in_ch, res);
-    add_module(p, M_LINEAR, in_ch, c->num_classes, 1);
-    add_param(p, "weight", 1, 2, c->num_classes, in_ch, 0, 0);
-    add_param(p, "bias", 1, 1, c->num_classes, 0, 0, 0);
-    p->flops += 2.0 * in_ch * c->num_classes;
-    if (p->oom) return sde_fail(SDE_ENOMEM, "out of memory planning the network");
-    return SDE_OK;
-  }
-  plan_resblock(p, in_ch, in_ch, res, 0, 0);
-  plan_attn(p, in_ch, res);
-  plan_resblock(p, in_ch, in_ch, res, 0, 0);
-  int pyramid_ch = 0, hs_top = p->n_hs;
-  for (int l = L - 1; l >= 0; l--) {
-    for (int b = 0; b < R + 1; b++) {
-      int out_ch = nf * c->ch_mult[l];
-      int skip = p->hs_ch[--hs_top];
-      plan_resblock(p, in_ch + skip, out_ch, res, 0, 0);
-      in_ch = out_ch;
+    int gn = plan_groupnorm(p, in_ch, res), lin = -1;
+    if (add_module(p, M_LINEAR, in_ch, c->num_classes, 1)) {
+      lin = p->n_mods - 1;
+      add_param(p, "weight", 1, 2, c->num_classes, in_ch, 0, 0);
+      add_param(p, "bias", 1, 1, c->num_classes, 0, 0, 0);
+      p->flops += 2.0 * in_ch * c->num_classes;
     }
-    if (is_attn_res(c, res)) plan_attn(p, in_ch, res);
-    if (c->progressive != SDE_PROG_NONE) {
-      if (l == L - 1) {
-        plan_groupnorm(p, in_ch, res);
-        if (c->progressive == SDE_PROG_OUTPUT_SKIP) {
-          plan_conv3(p, in_ch, C0, res);
-          pyramid_ch = C0;
-        } else {
-          plan_conv3(p, in_ch, in_ch, res);
-          pyramid_ch = in_ch;
+    if (gn >= 0 && lin >= 0) pl->output_slot = emit(p, OP_HEAD, gn, lin, hs[n_hs - 1], -1, c->num_classes, 1);
+  } else {
+    /* middle */
+    h = resblock_op(p, plan_resblock(p, in_ch, in_ch, res, 0, 0), hs[n_hs - 1]);
+    h = attn_op(p, plan_attn(p, in_ch, res), h);
+    h = resblock_op(p, plan_resblock(p, in_ch, in_ch, res, 0, 0), h);
+    /* up path */
+    int pyramid = -1;
+    for (int l = L - 1; l >= 0; l--) {
+      for (int b = 0; b < R + 1; b++) {
+        int out_ch = nf * c->ch_mult[l], skip = hs[--n_hs];
+        int skip_ch = skip >= 0 ? slot(p, skip)->C : 0;
+        int cat = concat_op(p, h, skip); /* current first */
+        h = resblock_op(p, plan_resblock(p, in_ch + skip_ch, out_ch, res, 0, 0), cat);
+        in_ch = out_ch;
+      }
+      if (is_attn_res(c, res)) h = attn_op(p, plan_attn(p, in_ch, res), h);
+      if (c->progressive != SDE_PROG_NONE) {
+        if (l == L - 1) {
+          int gn = plan_groupnorm(p, in_ch, res);
+          int cv = plan_conv3(p, in_ch, c->progressive == SDE_PROG_OUTPUT_SKIP ? C0 : in_ch, res);
+          pyramid = norm_conv_op(p, gn, cv, h);
+        } else if (c->progressive == SDE_PROG_OUTPUT_SKIP) {
+          int up = resample_op(p, 1, pyramid);
+          int gn = plan_groupnorm(p, in_ch, res);
+          int ph = norm_conv_op(p, gn, plan_conv3(p, in_ch, C0, res), h);
+          pyramid = add_op(p, up, ph, 0);
+        } else { /* residual: h = pyramid = (Upsample(pyramid) + h) / sqrt(2) */
+          int pc = pyramid >= 0 ? slot(p, pyramid)->C : 0;
+          int up = upsample_op(p, plan_resample(p, M_UPSAMPLE, pc, in_ch, res / 2, 1), pyramid);
+          h = pyramid = add_op(p, up, h, c->skip_rescale);
         }
-      } else if (c->progressive == SDE_PROG_OUTPUT_SKIP) {
-        plan_groupnorm(p, in_ch, res);
-        plan_conv3(p, in_ch, C0, res);
-        pyramid_ch = C0;
-      } else {
-        plan_resample(p, M_UPSAMPLE, pyramid_ch, in_ch, res / 2, 1);
-        pyramid_ch = in_ch;
+      }
+      if (l != 0) {
+        if (ddpm)
+          h = upsample_op(p, plan_resample(p, M_UPSAMPLE, in_ch, in_ch, res, c->resamp_with_conv), h);
+        else
+          h = resblock_op(p, plan_resblock(p, in_ch, in_ch, res, 1, 0), h);
+        res *= 2;
       }
     }
-    if (l != 0) {
-      if (c->resblock_type == SDE_RESBLOCK_DDPM)
-        plan_resample(p, M_UPSAMPLE, in_ch, in_ch, res, c->resamp_with_conv);
-      else
-        plan_resblock(p, in_ch, in_ch, res, 1, 0);
-      res *= 2;
+    int out;
+    if (c->progressive == SDE_PROG_OUTPUT_SKIP) {
+      out = pyramid;
+    } else {
+      int gn = plan_groupnorm(p, in_ch, res);
+      out = norm_conv_op(p, gn, plan_conv3(p, in_ch, C0, res), h);
     }
+    if (c->scale_by_sigma && out >= 0) out = emit(p, OP_SIGMA_SCALE, -1, -1, out, -1, C0, res);
+    pl->output_slot = out;
   }
-  if (c->progressive != SDE_PROG_OUTPUT_SKIP) {
-    plan_groupnorm(p, in_ch, res);
-    plan_conv3(p, in_ch, C0, res);
-  }
-  if (p->oom) return sde_fail(SDE_ENOMEM, "out of memory planning the network");
+  if (p->oom || pl->output_slot < 0) return sde_fail(SDE_ENOMEM, "out of memory planning the network");
+  if ((rc = assign_arena(p))) return sde_fail(rc, "out of memory planning the network");
   return SDE_OK;
+}
+
+static void plan_free(net_plan *pl) {
+  free(pl->ops);
+  free(pl->slots);
+  memset(pl, 0, sizeof *pl);
 }
 
 static void planner_free(planner *p) {
   free(p->mods);
   free(p->params);
+  plan_free(&p->plan);
 }
 
 int sde_ncsnpp_param_list(const sde_ncsnpp_config *c, sde_net_param **params, int *n) {
@@ -362,9 +559,10 @@ int sde_ncsnpp_param_list(const sde_ncsnpp_config *c, sde_net_param **params, in
     planner_free(&p);
     return rc;
   }
-  free(p.mods);
   *params = p.params;
   *n = p.n_params;
+  p.params = NULL;
+  planner_free(&p);
   return SDE_OK;
 }
 
@@ -400,10 +598,7 @@ int sde_ncsnpp_create(const sde_ncsnpp_config *c, sde_ncsnpp **out) {
   net->params = p.params;
   net->n_params = p.n_params;
   net->num_floats = p.offset;
-  net->n_hs = p.n_hs;
-  memcpy(net->hs_ch, p.hs_ch, sizeof p.hs_ch);
-  memcpy(net->hs_res, p.hs_res, sizeof p.hs_res);
-  net->max_act = p.max_act;
+  net->plan = p.plan;
   net->param_buf = sde_calloc((size_t)(p.offset > 0 ? p.offset : 1), sizeof(float));
   if (!net->param_buf) {
     sde_ncsnpp_free(net);
@@ -429,6 +624,7 @@ void sde_ncsnpp_free(sde_ncsnpp *net) {
   if (net->be && !net->be->host_memory) net->be->free(net->be, net->dev_params);
   free(net->modules);
   free(net->params);
+  plan_free(&net->plan);
   free(net->param_buf);
   free(net->sigmas);
   free(net);
