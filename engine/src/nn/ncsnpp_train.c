@@ -302,12 +302,23 @@ static void resblock_sizes(const sde_ncsnpp *net, const net_op *op, int B, int w
   const int resampled = m->up || m->down;
   *saved = 2 * ws_round(in_n) + 2 * ws_round(G0) + (resampled ? 2 * ws_round(r_n) : 0) +
            3 * ws_round(o_n) + 2 * ws_round(G1) + (with_dropout ? 2 * ws_round(o_n) : 0);
-  size_t conv = max_size(ncsnpp_conv_same_scratch(B, Cin, Cout, Ho, 3),
-                         ncsnpp_conv_same_scratch(B, Cout, Cout, Ho, 3));
-  conv = max_size(conv, ncsnpp_conv_same_scratch(B, Cin, Cout, Ho, 1));
-  /* backward: dj dd1 dg1 dh1, dproj, dhr dxr, da0 dg0 (the forward's proj h2 xc fit) */
-  *temp = 4 * ws_round(o_n) + ws_round((size_t)B * Cout) + 2 * ws_round(r_n) +
-          2 * ws_round(in_n) + conv;
+  const size_t conv0 = ncsnpp_conv_same_scratch(B, Cin, Cout, Ho, 3),
+               conv1 = ncsnpp_conv_same_scratch(B, Cout, Cout, Ho, 3),
+               conv2 = m->shortcut && net->config.resblock_type == SDE_RESBLOCK_BIGGAN
+                           ? ncsnpp_conv_same_scratch(B, Cin, Cout, Ho, 1)
+                           : 0;
+  const size_t proj = net->config.conditional ? ws_round((size_t)B * Cout) : 0;
+  /* forward: Conv_0; proj, h2 and Conv_1; then xc and the shortcut conv */
+  size_t fwd = max_size(conv0, proj + ws_round(o_n) + conv1);
+  fwd = max_size(fwd, proj + 2 * ws_round(o_n) + conv2);
+  /* backward: dj dd1 and Conv_1; dg1 dh1 dproj dhr and Conv_0; dxr and the shortcut conv;
+   * da0 dg0 */
+  const size_t base = 4 * ws_round(o_n) + proj + ws_round(r_n);
+  const size_t dxr = m->shortcut ? ws_round(r_n) : 0;
+  size_t bwd = max_size(2 * ws_round(o_n) + conv1, base + conv0);
+  bwd = max_size(bwd, base + dxr + conv2);
+  bwd = max_size(bwd, base + dxr + (resampled ? ws_round(in_n) : 0) + ws_round(in_n));
+  *temp = max_size(fwd, bwd);
 }
 
 /* OP_ATTN. Saved: s0 h = GN(x), s1 mean, s2 rstd, s3 q, s4 k, s5 v, s6 att, s7 o = attention. */
