@@ -289,8 +289,12 @@ static int emit(planner *p, op_kind kind, int module, int module2, int in0, int 
 
 static const net_slot *slot(const planner *p, int s) { return &p->plan.slots[s]; }
 
+/* The emitters: one per op kind, given its modules (-1: planning ran out of memory) and
+ * input slots; each returns the slot it writes. */
+
+/* conv k x k of module mi: [C,H,H] -> [out_ch,H,H] */
 static int conv_op(planner *p, int mi, int in, int k) {
-  if (mi < 0) return -1;
+  if (mi < 0 || in < 0) return -1;
   int out = emit(p, OP_CONV, mi, -1, in, -1, p->mods[mi].out_ch, slot(p, in)->H);
   if (out >= 0) {
     p->plan.ops[p->plan.n_ops - 1].C2 = p->mods[mi].out_ch;
@@ -299,6 +303,7 @@ static int conv_op(planner *p, int mi, int in, int k) {
   return out;
 }
 
+/* [in_ch,H,H] -> [out_ch,H',H'], H' = 2H (up), H/2 (down) or H */
 static int resblock_op(planner *p, int mi, int in) {
   if (mi < 0) return -1;
   const net_module *m = &p->mods[mi];
@@ -306,16 +311,19 @@ static int resblock_op(planner *p, int mi, int in) {
   return emit(p, OP_RESBLOCK, mi, -1, in, -1, m->out_ch, H);
 }
 
+/* [C,H,H] -> [C,H,H] */
 static int attn_op(planner *p, int mi, int in) {
   if (mi < 0 || in < 0) return -1;
   return emit(p, OP_ATTN, mi, -1, in, -1, slot(p, in)->C, slot(p, in)->H);
 }
 
+/* conv3x3 cv of act(GroupNorm gn): [C,H,H] -> [cv.out_ch,H,H] */
 static int norm_conv_op(planner *p, int gn, int cv, int in) {
   if (gn < 0 || cv < 0 || in < 0) return -1;
   return emit(p, OP_NORM_CONV, gn, cv, in, -1, p->mods[cv].out_ch, slot(p, in)->H);
 }
 
+/* layerspp.Downsample / Upsample: [in_ch,H,H] -> [out_ch,H/2,H/2] / [out_ch,2H,2H] */
 static int downsample_op(planner *p, int mi, int in) {
   if (mi < 0) return -1;
   return emit(p, OP_DOWNSAMPLE, mi, -1, in, -1, p->mods[mi].out_ch, p->mods[mi].res / 2);
@@ -326,6 +334,7 @@ static int upsample_op(planner *p, int mi, int in) {
   return emit(p, OP_UPSAMPLE, mi, -1, in, -1, p->mods[mi].out_ch, 2 * p->mods[mi].res);
 }
 
+/* parameter-free: [C,H,H] -> [C,2H,2H] (up) or [C,H/2,H/2] */
 static int resample_op(planner *p, int up, int in) {
   if (in < 0) return -1;
   int H = slot(p, in)->H;
@@ -333,6 +342,7 @@ static int resample_op(planner *p, int up, int in) {
               up ? 2 * H : H / 2);
 }
 
+/* a + b, or (a + b)/sqrt(2): [C,H,H] */
 static int add_op(planner *p, int a, int b, int rescale) {
   if (a < 0 || b < 0) return -1;
   int out = emit(p, OP_ADD, -1, -1, a, b, slot(p, a)->C, slot(p, a)->H);
@@ -340,6 +350,7 @@ static int add_op(planner *p, int a, int b, int rescale) {
   return out;
 }
 
+/* [a, b] over channels: [Ca+Cb,H,H] */
 static int concat_op(planner *p, int a, int b) {
   if (a < 0 || b < 0) return -1;
   int out = emit(p, OP_CONCAT, -1, -1, a, b, slot(p, a)->C + slot(p, b)->C, slot(p, a)->H);
