@@ -1,4 +1,4 @@
-/* Private declarations for the files that reach across modules (nn/ncsnpp.c, train.c):
+/* Private declarations for the files that reach across modules (nn/ncsnpp_*.c, train.c):
  * the samplers' and the network models' own private headers, and the trainer's backend
  * move. Other files include the private header of the module they use. Not installed. */
 #ifndef SCORESDE_INTERNAL_H

@@ -552,7 +552,7 @@ static void test_embeddings(int B, int E, int dim) {
   free(t), free(tr), free(tg), free(gt), free(dtr), free(dtg);
 }
 
-/* ---- dropout: the mask of ncsnpp.c's reference arithmetic, bit for bit ------------------ */
+/* ---- dropout: the mask of nn/ncsnpp_train.c's reference arithmetic, bit for bit ------------------ */
 
 static void test_dropout(void) {
   const size_t n = 4099;

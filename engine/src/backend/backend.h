@@ -116,7 +116,7 @@ struct sde_backend {
   void (*add_backward)(const sde_backend *be, float *da, float *db, const float *dout, float scale, size_t n);
   void (*scale)(const sde_backend *be, float *out, const float *inp, float scale, size_t n);
   void (*accumulate)(const sde_backend *be, float *dst, const float *src, size_t n);
-  /* not in nn.h (the training forward's dropout, ncsnpp.c): out[i] = a[i]·b[i] (out may
+  /* not in nn.h (the training forward's dropout, nn/ncsnpp_train.c): out[i] = a[i]·b[i] (out may
    * alias a or b); mask[i] = mask[i] < p ? 0 : keep in place (uniforms from randu_rows) */
   void (*mul)(const sde_backend *be, float *out, const float *a, const float *b, size_t n);
   void (*dropout_mask)(const sde_backend *be, float *mask, float p, float keep, size_t n);
@@ -156,10 +156,6 @@ struct sde_backend {
 
   void *impl; /* backend state (CUDA: stream, cuBLAS/cuDNN handles, workspace) */
 };
-
-/* nn/ncsnpp.c asks the FIR upsample-conv's scratch size by its former name; the op is
- * nn.h's sde_nn_fir_upsample_conv2x_*. Remove once ncsnpp.c uses that name. */
-#define sde_ncsnpp_fir_upsample_conv2x_scratch_floats sde_nn_fir_upsample_conv2x_scratch_floats
 
 /* The CPU backend (a static table, always available). */
 const sde_backend *sde_backend_cpu(void);

@@ -182,7 +182,7 @@ WRAP_VOID(concat_channels_backward, (const sde_backend *be, float *da, float *db
                                      const float *dout, int B, int Ca, int Cb, int HW),
           (da, db, dout, B, Ca, Cb, HW))
 
-/* not in nn.h: dropout's elementwise ops (the arithmetic ncsnpp.c had inline) */
+/* not in nn.h: dropout's elementwise ops (the arithmetic of nn/ncsnpp_train.c) */
 typedef struct {
   float *out;
   const float *a, *b;

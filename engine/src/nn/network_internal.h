@@ -1,4 +1,4 @@
-/* Private declarations of the network models (nn/network_*.c, nn/ncsnpp.c), shared with
+/* Private declarations of the network models (nn/network_*.c, nn/ncsnpp_*.c), shared with
  * the samplers, guidance, device.c and training. Not installed. */
 #ifndef SCORESDE_NETWORK_INTERNAL_H
 #define SCORESDE_NETWORK_INTERNAL_H
@@ -27,7 +27,7 @@ int sde_network_fell_back(const sde_model *m, const char **reason);
 
 /* ---- end network models --------------------------------------------------------------- */
 
-/* ---- network models on a device (nn/network_model.c, nn/ncsnpp.c; used by device.c, ----
+/* ---- network models on a device (nn/network_model.c, nn/ncsnpp_plan.c; used by device.c, ----
  * sample_rows.c and train.c) */
 
 struct sde_backend;
@@ -41,7 +41,7 @@ int sde_network_use_backend(sde_model *m, const struct sde_backend *be, int fell
  * models. */
 const struct sde_backend *sde_network_backend(const sde_model *m);
 
-/* The bare network on a backend (nn/ncsnpp.c). set_backend uploads the parameters (NULL:
+/* The bare network on a backend (nn/ncsnpp_plan.c). set_backend uploads the parameters (NULL:
  * back to the CPU); the backend is not owned. forward_dev is sde_ncsnpp_forward with x,
  * out and the workspace in backend memory (labels stay on the host). */
 struct sde_ncsnpp;
