@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """Frechet distance against NFE for every sampler on fashion-mnist-32 (docs/sampling.md).
 
-Reads the results.json of models/tools/eval_fashion_mnist.py runs named SAMPLER-NFE
+Reads the results.json of tools/models/eval_fashion_mnist.py runs named SAMPLER-NFE
 (e.g. dpmpp-2m-20), plus `rk45` and `pc1000`, under one folder, prints the markdown table
 and writes the plot:
 
     for s in ddim dpmpp-2m dpmpp-3m dpmpp-2m-sde heun; do for n in 5 10 20 50; do
-      /usr/bin/python3 models/tools/eval_fashion_mnist.py --model models/fashion-mnist-32.safetensors \\
+      /usr/bin/python3 tools/models/eval_fashion_mnist.py --model models/fashion-mnist-32.safetensors \\
         --out runs/fd/$s-$n --sampler "--sampler $s --steps $n" --n 1000 --guided-n 0; done; done
     # and --out runs/fd/rk45 --sampler "--sampler ode", --out runs/fd/pc1000 --sampler "--sampler pc --steps 1000"
     tools/plot_fd_vs_nfe.py runs/fd docs/img/fashion-fd-vs-nfe.png rk45=NFE
