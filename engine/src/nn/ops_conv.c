@@ -210,13 +210,36 @@ static void conv2d_plan(const sde_nn_conv2d_shape *s, int *imgs, int *rows) {
 static int dconv_usable(const sde_nn_conv2d_shape *s);
 static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s);
 
+/* dweight of a group of imgs images is summed in dw_parts(s, imgs) partials, part c over
+ * images [c·imgs/parts, (c+1)·imgs/parts) in order, one task each, then the partials are
+ * added in part order (0 = one reduction over the group's images, the GEMM tiles in
+ * parallel). Depends on the shape only, so the sums do not depend on the thread count. */
+#define DW_PARTS 8
+static int dw_parts(const sde_nn_conv2d_shape *s, int imgs) {
+  const size_t per = (size_t)s->C_out * s->C_in * s->KH * s->KW;
+  int p = imgs < DW_PARTS ? imgs : DW_PARTS;
+  while (p > 1 && (size_t)p * per > CONV_COL_FLOATS) p /= 2;
+  return p > 1 ? p : 0;
+}
+
+static int dw_parts(const sde_nn_conv2d_shape *s, int imgs);
+static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t);
+
 size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
   if (conv2d_check(s) != SDE_OK || conv2d_is_pointwise(s)) return 0;
   int imgs, rows;
   conv2d_plan(s, &imgs, &rows);
-  size_t n = (size_t)s->C_in * s->KH * s->KW * imgs * rows * sde_nn_conv2d_out_w(s);
+  const size_t K = (size_t)s->C_in * s->KH * s->KW;
+  size_t n = K * imgs * rows * sde_nn_conv2d_out_w(s);
+  /* backward: the dweight partials after the columns */
+  n += (size_t)dw_parts(s, imgs) * s->C_out * K;
   if (dconv_usable(s)) {
     size_t d = dconv_scratch_floats(s);
+    if (d > n) n = d;
+  }
+  sde_nn_conv2d_shape t;
+  if (dconv_dinp_shape(s, &t)) { /* backward: dinp as a direct conv, flipped weights after */
+    size_t d = dconv_scratch_floats(&t) + (size_t)s->C_out * K;
     if (d > n) n = d;
   }
   return n;
@@ -383,6 +406,21 @@ static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
   return (size_t)s->B * s->C_in * p.S + 16;
 }
 
+/* The input gradient of a stride-1 conv is a stride-1 conv of dout[B,C_out,Ho,Wo] with the
+ * flipped, transposed weights wT[ci][co][kh][kw] = w[co][ci][KH-1-kh][KW-1-kw] and padding
+ * KH-1-pad_top etc.: 1 (and *t that shape) when the direct conv can do it. */
+static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
+  if (s->stride != 1 || !dconv_usable(s) || s->pad_top >= s->KH || s->pad_bottom >= s->KH ||
+      s->pad_left >= s->KW || s->pad_right >= s->KW)
+    return 0;
+  sde_nn_conv2d_shape u = {s->B,  s->C_out, sde_nn_conv2d_out_h(s), sde_nn_conv2d_out_w(s),
+                           s->C_in, s->KH, s->KW, 1, s->KH - 1 - s->pad_top,
+                           s->KH - 1 - s->pad_bottom, s->KW - 1 - s->pad_left,
+                           s->KW - 1 - s->pad_right};
+  *t = u;
+  return dconv_usable(t);
+}
+
 #ifdef HAVE_DCONV
 /* tile[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + off[j] + kh·rs + kw + i] (lanes
  * outside km[kw] read as 0 when MASKED), with w_r = w + min(r, nr − 1)·wstride: the weights
@@ -470,7 +508,7 @@ typedef struct {
   float *out, *xp;
   const float *inp, *weight, *bias;
   __mmask16 km[16];
-  int V, tpc, cbk, nt, masked, k33;
+  int V, tpc, cbk, nt, masked, k33, accum;
   atomic_int fail; /* a task could not allocate its buffer */
 } dconv_job;
 
@@ -570,7 +608,10 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
             float *o = j->out + (size_t)(v / p->nvec) * out_img + (size_t)co * HWo +
                        (size_t)(v % p->nvec) * DC_V;
             const float *tv = tr + k * DC_V;
-            for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
+            if (j->accum)
+              for (int i = 0; i < DC_V; i++) o[i] += tv[i];
+            else
+              for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
           }
           continue;
         }
@@ -584,7 +625,10 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
           int nv = ow < p->Wo ? (p->Wo - ow < seg ? p->Wo - ow : seg) : 0;
           float *o = oc + (size_t)oh * p->Wo + ow;
           const float *tv = tr + (q - q0);
-          for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
+          if (j->accum)
+            for (int i = 0; i < nv; i++) o[i] += tv[i];
+          else
+            for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
           q += seg;
         }
       }
@@ -594,9 +638,11 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
   free(accbuf);
 }
 
+/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused) */
 static int dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         const sde_nn_conv2d_shape *s, float *scratch) {
-  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .weight = weight, .bias = bias};
+                         const sde_nn_conv2d_shape *s, float *scratch, int accum) {
+  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .weight = weight, .bias = bias,
+                 .accum = accum};
   dconv_plan_make(s, &j.p);
   const dconv_plan *p = &j.p;
   /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
@@ -622,6 +668,45 @@ static int dconv_forward(float *out, const float *inp, const float *weight, cons
 }
 #endif
 
+/* dweight parts: part c[Co,K] = Σ_{i in chunk c} g_i[Co,HWo] · col_i[K,HWo]ᵀ, one task and
+ * one sgemm per image in order; then dweight += part 0 + part 1 + ... per element. */
+typedef struct {
+  float *dw, *part;
+  const float *g, *col;
+  int n, cs, Co, K, HWo, nparts;
+  size_t out_img;
+} dw_job;
+
+static void dw_part_tasks(void *ctx, int64_t c0, int64_t c1) {
+  const dw_job *j = ctx;
+  for (int64_t c = c0; c < c1; c++) {
+    int i0 = (int)c * j->cs, i1 = i0 + j->cs < j->n ? i0 + j->cs : j->n;
+    for (int i = i0; i < i1; i++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->Co, j->K, j->HWo, 1.0f,
+                  j->g + i * j->out_img, j->HWo, j->col + (size_t)i * j->K * j->HWo, j->HWo,
+                  i > i0 ? 1.0f : 0.0f, j->part + (size_t)c * j->Co * j->K, j->K);
+  }
+}
+
+static void dw_part_sum(void *ctx, int64_t e0, int64_t e1) {
+  const dw_job *j = ctx;
+  const size_t per = (size_t)j->Co * j->K;
+  for (int64_t e = e0; e < e1; e++) {
+    float acc = j->part[e];
+    for (int c = 1; c < j->nparts; c++) acc += j->part[c * per + e];
+    j->dw[e] += acc;
+  }
+}
+
+static void conv2d_dweight_parts(float *dweight, float *part, const float *g, const float *col,
+                                 int n, int cs, int Co, int K, int HWo, size_t out_img) {
+  blas_init();
+  dw_job j = {dweight, part, g, col, n, cs, Co, K, HWo, ceil_div(n, cs), out_img};
+  sde_parallel_for_dynamic(j.nparts, 1, dw_part_tasks, &j);
+  const int64_t per = (int64_t)Co * K;
+  sde_parallel_for(per, grain(per, (size_t)per * j.nparts), dw_part_sum, &j);
+}
+
 int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                           const sde_nn_conv2d_shape *s, float *scratch) {
   int rc = conv2d_check(s);
@@ -633,7 +718,7 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
   if (dconv_usable(s)) {
-    rc = dconv_forward(out, inp, weight, bias, s, col);
+    rc = dconv_forward(out, inp, weight, bias, s, col, 0);
     free(owned);
     return rc;
   }
@@ -686,6 +771,10 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   if (!col) return SDE_ENOMEM;
   int imgs, rows;
   conv2d_plan(s, &imgs, &rows);
+  sde_nn_conv2d_shape t;
+  const int direct = dinp && dconv_dinp_shape(s, &t);
+  const int parts = dw_parts(s, imgs);
+  float *part = col + (size_t)K * imgs * rows * Wo;
   for (int b0 = 0; b0 < s->B; b0 += imgs) {
     int g = s->B - b0 < imgs ? s->B - b0 : imgs;
     for (int oh0 = 0; oh0 < Ho; oh0 += rows) {
@@ -694,10 +783,13 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
       if (dweight) {
         /* dweight[Co,K] += Σ_b g_b[Co,nc] · col_b[K,nc]ᵀ, images in order */
         im2col(col, inp + b0 * in_img, g, s, oh0, oh1);
-        sde_ops_gemm_batch(g, 1, 0, 1, Co, K, nc, 1.0f, gb, HWo, out_img, col, nc, (size_t)K * nc, 1.0f,
-                   dweight, K, 0);
+        if (parts && nc == HWo)
+          conv2d_dweight_parts(dweight, part, gb, col, g, imgs / parts, Co, K, HWo, out_img);
+        else
+          sde_ops_gemm_batch(g, 1, 0, 1, Co, K, nc, 1.0f, gb, HWo, out_img, col, nc,
+                             (size_t)K * nc, 1.0f, dweight, K, 0);
       }
-      if (dinp) {
+      if (dinp && !direct) {
         /* dcol_b[K,nc] = weight[Co,K]ᵀ · g_b[Co,nc], scattered back into dx_b */
         sde_ops_gemm_batch(g, 0, 1, 0, K, nc, Co, 1.0f, weight, K, 0, gb, HWo, out_img, 0.0f, col, nc,
                    (size_t)K * nc);
@@ -705,8 +797,20 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
       }
     }
   }
+#ifdef HAVE_DCONV
+  if (direct) {
+    /* dinp += conv(dout, flipped transposed weights), no columns */
+    const int KK = s->KH * s->KW;
+    float *wT = col + dconv_scratch_floats(&t);
+    for (int co = 0; co < Co; co++)
+      for (int ci = 0; ci < s->C_in; ci++)
+        for (int k = 0; k < KK; k++)
+          wT[((size_t)ci * Co + co) * KK + (KK - 1 - k)] = weight[((size_t)co * s->C_in + ci) * KK + k];
+    rc = dconv_forward(dinp, dout, wT, NULL, &t, col, 1);
+  }
+#endif
   free(owned);
-  return SDE_OK;
+  return rc;
 }
 
 /* ======================================================================================
