@@ -666,6 +666,80 @@ static int dconv_forward(float *out, const float *inp, const float *weight, cons
   sde_parallel_for_dynamic((int64_t)ceil_div(j.nt, j.tpc) * p->ncb, 1, dconv_tasks, &j);
   return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
+
+/* dweight of a 3x3 stride-1 conv directly from the padded input planes (DC_ROWS / DC_MASK
+ * layouts of dconv_pad) and dout, no im2col and no packing: task (pair of output channels,
+ * input channel) keeps 2 x 9 vector accumulators, one per tap, over every image and output
+ * vector in order, then sums each vector's lanes in a fixed order. Each dweight element is
+ * one task's work, so the sums do not depend on the thread count. */
+typedef struct {
+  dconv_job *d;
+  float *dw;
+  const float *g;
+} dconv_dw_job;
+
+__attribute__((target("avx512f"))) static void dconv_dw_tasks(void *ctx, int64_t t0, int64_t t1) {
+  const dconv_dw_job *jj = ctx;
+  const dconv_job *j = jj->d;
+  const sde_nn_conv2d_shape *s = j->s;
+  const dconv_plan *p = &j->p;
+  const int Ci = s->C_in, Co = s->C_out, HWo = p->Ho * p->Wo, rs = p->rs;
+  const int per_row = p->Wo / DC_V > 0 ? p->Wo / DC_V : 1;
+  const size_t out_img = (size_t)Co * HWo;
+  for (int64_t t = t0; t < t1; t++) {
+    const int ci = (int)(t % Ci), co0 = (int)(t / Ci) * 2, nr = Co - co0 < 2 ? 1 : 2;
+    __m512 a0[9], a1[9];
+    for (int k = 0; k < 9; k++) a0[k] = a1[k] = _mm512_setzero_ps();
+    for (int b = 0; b < s->B; b++) {
+      const float *xb = j->xp + ((size_t)b * Ci + ci) * p->S;
+      const float *g0 = jj->g + b * out_img + (size_t)co0 * HWo;
+      const float *g1 = g0 + (nr > 1 ? HWo : 0);
+      for (int v = 0; v < p->nvec; v++) {
+        const ptrdiff_t base = j->masked ? DC_SLACK - s->pad_left + (ptrdiff_t)v * DC_V
+                                         : (ptrdiff_t)(v / per_row) * p->Wp + (v % per_row) * DC_V;
+        const __m512 gv0 = _mm512_loadu_ps(g0 + (size_t)v * DC_V),
+                     gv1 = _mm512_loadu_ps(g1 + (size_t)v * DC_V);
+#pragma GCC unroll 3
+        for (int kh = 0; kh < 3; kh++)
+#pragma GCC unroll 3
+          for (int kw = 0; kw < 3; kw++) {
+            const float *xq = xb + base + kh * rs + kw;
+            __m512 xv = j->masked ? _mm512_maskz_loadu_ps(j->km[kw], xq) : _mm512_loadu_ps(xq);
+            a0[kh * 3 + kw] = _mm512_fmadd_ps(gv0, xv, a0[kh * 3 + kw]);
+            a1[kh * 3 + kw] = _mm512_fmadd_ps(gv1, xv, a1[kh * 3 + kw]);
+          }
+      }
+    }
+    float *d0 = jj->dw + ((size_t)co0 * Ci + ci) * 9;
+    for (int k = 0; k < 9; k++) d0[k] += _mm512_reduce_add_ps(a0[k]);
+    if (nr > 1) {
+      float *d1 = jj->dw + ((size_t)(co0 + 1) * Ci + ci) * 9;
+      for (int k = 0; k < 9; k++) d1[k] += _mm512_reduce_add_ps(a1[k]);
+    }
+  }
+}
+
+/* 1 (and dweight updated) when the direct path takes the shape; scratch: the padded planes */
+static int dconv_dweight(float *dweight, const float *dout, const float *inp,
+                         const sde_nn_conv2d_shape *s, float *scratch) {
+  if (!dconv_usable(s) || s->KH != 3 || s->KW != 3) return 0;
+  dconv_job j = {.s = s, .xp = scratch, .inp = inp};
+  dconv_plan_make(s, &j.p);
+  if (j.p.mode == DC_GRID) return 0;
+  j.masked = j.p.mode == DC_MASK;
+  for (int kw = 0; kw < s->KW; kw++) {
+    unsigned m = 0;
+    for (int i = 0; i < DC_V; i++) {
+      int iw = i % s->W + kw - s->pad_left;
+      if (iw >= 0 && iw < s->W) m |= 1u << i;
+    }
+    j.km[kw] = (__mmask16)m;
+  }
+  sde_parallel_for(s->B * s->C_in, 1, dconv_pad, &j);
+  dconv_dw_job jj = {&j, dweight, dout};
+  sde_parallel_for_dynamic((int64_t)ceil_div(s->C_out, 2) * s->C_in, 1, dconv_dw_tasks, &jj);
+  return 1;
+}
 #endif
 
 /* dweight parts: part c[Co,K] = Σ_{i in chunk c} g_i[Co,HWo] · col_i[K,HWo]ᵀ, one task and
@@ -775,7 +849,10 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   const int direct = dinp && dconv_dinp_shape(s, &t);
   const int parts = dw_parts(s, imgs);
   float *part = col + (size_t)K * imgs * rows * Wo;
-  for (int b0 = 0; b0 < s->B; b0 += imgs) {
+#ifdef HAVE_DCONV
+  if (dweight && dconv_dweight(dweight, dout, inp, s, col)) dweight = NULL;
+#endif
+  for (int b0 = 0; b0 < s->B && (dweight || (dinp && !direct)); b0 += imgs) {
     int g = s->B - b0 < imgs ? s->B - b0 : imgs;
     for (int oh0 = 0; oh0 < Ho; oh0 += rows) {
       int oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, nc = (oh1 - oh0) * Wo;
