@@ -10,7 +10,8 @@ score_sde_pytorch's NCSNpp.forward) on the weights and config of MODEL (a `score
 --export` file), trained with the official recipe (losses.get_sde_loss_fn, continuous, mean
 over pixels off; optimization_manager: warmup lr, grad clip 1; EMA 0.9999) at
 torch.set_num_threads(THREADS). Input: random data in [-1, 1] (the timing does not depend on
-it). Prints the median and minimum wall time per step (the first step is a warm-up).
+it). Prints the median and minimum wall time per step and the median process CPU time per
+step (all threads); the first step is a warm-up.
 """
 import argparse
 import json
@@ -44,9 +45,9 @@ def main():
     C, S = cfg["data"]["num_channels"], cfg["data"]["image_size"]
     x0 = torch.rand(B, C, S, S) * 2 - 1
     eps = 1e-5
-    times = []
+    times, cpus = [], []
     for step in range(args.steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         t = torch.rand(B) * (1 - eps) + eps
         z = torch.randn_like(x0)
         s = cfg["sde"]
@@ -67,13 +68,15 @@ def main():
         with torch.no_grad():
             for k, p in params.items():
                 ema[k].mul_(0.9999).add_(p.detach(), alpha=1 - 0.9999)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if step > 0:
             times.append(dt)
-    ts = sorted(times)
+            cpus.append(dc)
+    ts, cs = sorted(times), sorted(cpus)
     print("torch %s threads %d batch %d steps %d: median %.1f ms/step, min %.1f ms/step, "
-          "%.2f steps/s (median)" % (torch.__version__, torch.get_num_threads(), B, len(ts),
-                                     ts[len(ts) // 2] * 1e3, ts[0] * 1e3, 1.0 / ts[len(ts) // 2]))
+          "%.2f steps/s (median), median cpu %.1f ms/step" %
+          (torch.__version__, torch.get_num_threads(), B, len(ts), ts[len(ts) // 2] * 1e3,
+           ts[0] * 1e3, 1.0 / ts[len(ts) // 2], cs[len(cs) // 2] * 1e3))
 
 
 if __name__ == "__main__":
