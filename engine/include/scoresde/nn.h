@@ -31,7 +31,9 @@ extern "C" {
  * stride-1 non-pointwise convs are computed directly (zero-padded planes, register tiles of
  * 8 output channels x 48 positions, one fixed-order FMA chain per output; set
  * SDE_NN_NO_DIRECT_CONV=1 to disable it and the AVX-512 GroupNorm/SiLU); otherwise
- * im2col + sgemm (no im2col for 1x1, stride 1, no padding). */
+ * im2col + sgemm (no im2col for 1x1, stride 1, no padding). The backward on such CPUs
+ * computes dinp of stride-1 convs as the direct conv of dout with the flipped weights and
+ * dweight of 3x3 stride-1 convs directly from the padded planes; both split by shape only. */
 typedef struct {
   int B, C_in, H, W;  /* input [B, C_in, H, W] */
   int C_out, KH, KW;  /* weight [C_out, C_in, KH, KW], bias [C_out] */

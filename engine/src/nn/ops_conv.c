@@ -136,8 +136,38 @@ void sde_ops_fill_bias(float *out, const float *bias, int B, int C, int len) {
   sde_parallel_for(rows, grain(rows, (size_t)rows * len), fill_bias_rows, &j);
 }
 
+#ifdef HAVE_DCONV
+/* Σ_b Σ_p of channel c in 16 double lanes (plus a scalar tail), reduced in a fixed order */
+__attribute__((target("avx512f"))) static double sum_channel_avx512(const float *in, int B, int C,
+                                                                   int c, int len) {
+  __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+  double tail = 0.0;
+  const int l16 = len & ~15;
+  for (int b = 0; b < B; b++) {
+    const float *g = in + ((size_t)b * C + c) * len;
+    for (int p = 0; p < l16; p += 16) {
+      a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm256_loadu_ps(g + p)));
+      a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_loadu_ps(g + p + 8)));
+    }
+    for (int p = l16; p < len; p++) tail += g[p];
+  }
+  double t[16];
+  _mm512_storeu_pd(t, a0);
+  _mm512_storeu_pd(t + 8, a1);
+  double acc = 0.0;
+  for (int i = 0; i < 16; i++) acc += t[i];
+  return acc + tail;
+}
+#endif
+
 static void sum_channels_range(void *ctx, int64_t c0, int64_t c1) {
   const sde_ops_chan_job *j = ctx;
+#ifdef HAVE_DCONV
+  if (dconv_cpu_ok()) {
+    for (int64_t c = c0; c < c1; c++) j->out[c] += (float)sum_channel_avx512(j->in, j->B, j->C, (int)c, j->len);
+    return;
+  }
+#endif
   for (int64_t c = c0; c < c1; c++) {
     double acc = 0.0;
     for (int b = 0; b < j->B; b++) {
@@ -210,13 +240,36 @@ static void conv2d_plan(const sde_nn_conv2d_shape *s, int *imgs, int *rows) {
 static int dconv_usable(const sde_nn_conv2d_shape *s);
 static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s);
 
+/* dweight of a group of imgs images is summed in dw_parts(s, imgs) partials, part c over
+ * images [c·imgs/parts, (c+1)·imgs/parts) in order, one task each, then the partials are
+ * added in part order (0 = one reduction over the group's images, the GEMM tiles in
+ * parallel). Depends on the shape only, so the sums do not depend on the thread count. */
+#define DW_PARTS 8
+static int dw_parts(const sde_nn_conv2d_shape *s, int imgs) {
+  const size_t per = (size_t)s->C_out * s->C_in * s->KH * s->KW;
+  int p = imgs < DW_PARTS ? imgs : DW_PARTS;
+  while (p > 1 && (size_t)p * per > CONV_COL_FLOATS) p /= 2;
+  return p > 1 ? p : 0;
+}
+
+static int dw_parts(const sde_nn_conv2d_shape *s, int imgs);
+static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t);
+
 size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
   if (conv2d_check(s) != SDE_OK || conv2d_is_pointwise(s)) return 0;
   int imgs, rows;
   conv2d_plan(s, &imgs, &rows);
-  size_t n = (size_t)s->C_in * s->KH * s->KW * imgs * rows * sde_nn_conv2d_out_w(s);
+  const size_t K = (size_t)s->C_in * s->KH * s->KW;
+  size_t n = K * imgs * rows * sde_nn_conv2d_out_w(s);
+  /* backward: the dweight partials after the columns */
+  n += (size_t)dw_parts(s, imgs) * s->C_out * K;
   if (dconv_usable(s)) {
     size_t d = dconv_scratch_floats(s);
+    if (d > n) n = d;
+  }
+  sde_nn_conv2d_shape t;
+  if (dconv_dinp_shape(s, &t)) { /* backward: dinp as a direct conv, flipped weights after */
+    size_t d = dconv_scratch_floats(&t) + (size_t)s->C_out * K;
     if (d > n) n = d;
   }
   return n;
@@ -383,6 +436,21 @@ static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
   return (size_t)s->B * s->C_in * p.S + 16;
 }
 
+/* The input gradient of a stride-1 conv is a stride-1 conv of dout[B,C_out,Ho,Wo] with the
+ * flipped, transposed weights wT[ci][co][kh][kw] = w[co][ci][KH-1-kh][KW-1-kw] and padding
+ * KH-1-pad_top etc.: 1 (and *t that shape) when the direct conv can do it. */
+static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
+  if (s->stride != 1 || !dconv_usable(s) || s->pad_top >= s->KH || s->pad_bottom >= s->KH ||
+      s->pad_left >= s->KW || s->pad_right >= s->KW)
+    return 0;
+  sde_nn_conv2d_shape u = {s->B,  s->C_out, sde_nn_conv2d_out_h(s), sde_nn_conv2d_out_w(s),
+                           s->C_in, s->KH, s->KW, 1, s->KH - 1 - s->pad_top,
+                           s->KH - 1 - s->pad_bottom, s->KW - 1 - s->pad_left,
+                           s->KW - 1 - s->pad_right};
+  *t = u;
+  return dconv_usable(t);
+}
+
 #ifdef HAVE_DCONV
 /* tile[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + off[j] + kh·rs + kw + i] (lanes
  * outside km[kw] read as 0 when MASKED), with w_r = w + min(r, nr − 1)·wstride: the weights
@@ -470,7 +538,7 @@ typedef struct {
   float *out, *xp;
   const float *inp, *weight, *bias;
   __mmask16 km[16];
-  int V, tpc, cbk, nt, masked, k33;
+  int V, tpc, cbk, nt, masked, k33, accum;
   atomic_int fail; /* a task could not allocate its buffer */
 } dconv_job;
 
@@ -570,7 +638,10 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
             float *o = j->out + (size_t)(v / p->nvec) * out_img + (size_t)co * HWo +
                        (size_t)(v % p->nvec) * DC_V;
             const float *tv = tr + k * DC_V;
-            for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
+            if (j->accum)
+              for (int i = 0; i < DC_V; i++) o[i] += tv[i];
+            else
+              for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
           }
           continue;
         }
@@ -584,7 +655,10 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
           int nv = ow < p->Wo ? (p->Wo - ow < seg ? p->Wo - ow : seg) : 0;
           float *o = oc + (size_t)oh * p->Wo + ow;
           const float *tv = tr + (q - q0);
-          for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
+          if (j->accum)
+            for (int i = 0; i < nv; i++) o[i] += tv[i];
+          else
+            for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
           q += seg;
         }
       }
@@ -594,9 +668,11 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
   free(accbuf);
 }
 
+/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused) */
 static int dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         const sde_nn_conv2d_shape *s, float *scratch) {
-  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .weight = weight, .bias = bias};
+                         const sde_nn_conv2d_shape *s, float *scratch, int accum) {
+  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .weight = weight, .bias = bias,
+                 .accum = accum};
   dconv_plan_make(s, &j.p);
   const dconv_plan *p = &j.p;
   /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
@@ -620,7 +696,120 @@ static int dconv_forward(float *out, const float *inp, const float *weight, cons
   sde_parallel_for_dynamic((int64_t)ceil_div(j.nt, j.tpc) * p->ncb, 1, dconv_tasks, &j);
   return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
+
+/* dweight of a 3x3 stride-1 conv directly from the padded input planes (DC_ROWS / DC_MASK
+ * layouts of dconv_pad) and dout, no im2col and no packing: task (pair of output channels,
+ * input channel) keeps 2 x 9 vector accumulators, one per tap, over every image and output
+ * vector in order, then sums each vector's lanes in a fixed order. Each dweight element is
+ * one task's work, so the sums do not depend on the thread count. */
+typedef struct {
+  dconv_job *d;
+  float *dw;
+  const float *g;
+} dconv_dw_job;
+
+__attribute__((target("avx512f"))) static void dconv_dw_tasks(void *ctx, int64_t t0, int64_t t1) {
+  const dconv_dw_job *jj = ctx;
+  const dconv_job *j = jj->d;
+  const sde_nn_conv2d_shape *s = j->s;
+  const dconv_plan *p = &j->p;
+  const int Ci = s->C_in, Co = s->C_out, HWo = p->Ho * p->Wo, rs = p->rs;
+  const int per_row = p->Wo / DC_V > 0 ? p->Wo / DC_V : 1;
+  const size_t out_img = (size_t)Co * HWo;
+  for (int64_t t = t0; t < t1; t++) {
+    const int ci = (int)(t % Ci), co0 = (int)(t / Ci) * 2, nr = Co - co0 < 2 ? 1 : 2;
+    __m512 a0[9], a1[9];
+    for (int k = 0; k < 9; k++) a0[k] = a1[k] = _mm512_setzero_ps();
+    for (int b = 0; b < s->B; b++) {
+      const float *xb = j->xp + ((size_t)b * Ci + ci) * p->S;
+      const float *g0 = jj->g + b * out_img + (size_t)co0 * HWo;
+      const float *g1 = g0 + (nr > 1 ? HWo : 0);
+      for (int v = 0; v < p->nvec; v++) {
+        const ptrdiff_t base = j->masked ? DC_SLACK - s->pad_left + (ptrdiff_t)v * DC_V
+                                         : (ptrdiff_t)(v / per_row) * p->Wp + (v % per_row) * DC_V;
+        const __m512 gv0 = _mm512_loadu_ps(g0 + (size_t)v * DC_V),
+                     gv1 = _mm512_loadu_ps(g1 + (size_t)v * DC_V);
+#pragma GCC unroll 3
+        for (int kh = 0; kh < 3; kh++)
+#pragma GCC unroll 3
+          for (int kw = 0; kw < 3; kw++) {
+            const float *xq = xb + base + kh * rs + kw;
+            __m512 xv = j->masked ? _mm512_maskz_loadu_ps(j->km[kw], xq) : _mm512_loadu_ps(xq);
+            a0[kh * 3 + kw] = _mm512_fmadd_ps(gv0, xv, a0[kh * 3 + kw]);
+            a1[kh * 3 + kw] = _mm512_fmadd_ps(gv1, xv, a1[kh * 3 + kw]);
+          }
+      }
+    }
+    float *d0 = jj->dw + ((size_t)co0 * Ci + ci) * 9;
+    for (int k = 0; k < 9; k++) d0[k] += _mm512_reduce_add_ps(a0[k]);
+    if (nr > 1) {
+      float *d1 = jj->dw + ((size_t)(co0 + 1) * Ci + ci) * 9;
+      for (int k = 0; k < 9; k++) d1[k] += _mm512_reduce_add_ps(a1[k]);
+    }
+  }
+}
+
+/* 1 (and dweight updated) when the direct path takes the shape; scratch: the padded planes */
+static int dconv_dweight(float *dweight, const float *dout, const float *inp,
+                         const sde_nn_conv2d_shape *s, float *scratch) {
+  if (!dconv_usable(s) || s->KH != 3 || s->KW != 3) return 0;
+  dconv_job j = {.s = s, .xp = scratch, .inp = inp};
+  dconv_plan_make(s, &j.p);
+  if (j.p.mode == DC_GRID) return 0;
+  j.masked = j.p.mode == DC_MASK;
+  for (int kw = 0; kw < s->KW; kw++) {
+    unsigned m = 0;
+    for (int i = 0; i < DC_V; i++) {
+      int iw = i % s->W + kw - s->pad_left;
+      if (iw >= 0 && iw < s->W) m |= 1u << i;
+    }
+    j.km[kw] = (__mmask16)m;
+  }
+  sde_parallel_for(s->B * s->C_in, 1, dconv_pad, &j);
+  dconv_dw_job jj = {&j, dweight, dout};
+  sde_parallel_for_dynamic((int64_t)ceil_div(s->C_out, 2) * s->C_in, 1, dconv_dw_tasks, &jj);
+  return 1;
+}
 #endif
+
+/* dweight parts: part c[Co,K] = Σ_{i in chunk c} g_i[Co,HWo] · col_i[K,HWo]ᵀ, one task and
+ * one sgemm per image in order; then dweight += part 0 + part 1 + ... per element. */
+typedef struct {
+  float *dw, *part;
+  const float *g, *col;
+  int n, cs, Co, K, HWo, nparts;
+  size_t out_img;
+} dw_job;
+
+static void dw_part_tasks(void *ctx, int64_t c0, int64_t c1) {
+  const dw_job *j = ctx;
+  for (int64_t c = c0; c < c1; c++) {
+    int i0 = (int)c * j->cs, i1 = i0 + j->cs < j->n ? i0 + j->cs : j->n;
+    for (int i = i0; i < i1; i++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->Co, j->K, j->HWo, 1.0f,
+                  j->g + i * j->out_img, j->HWo, j->col + (size_t)i * j->K * j->HWo, j->HWo,
+                  i > i0 ? 1.0f : 0.0f, j->part + (size_t)c * j->Co * j->K, j->K);
+  }
+}
+
+static void dw_part_sum(void *ctx, int64_t e0, int64_t e1) {
+  const dw_job *j = ctx;
+  const size_t per = (size_t)j->Co * j->K;
+  for (int64_t e = e0; e < e1; e++) {
+    float acc = j->part[e];
+    for (int c = 1; c < j->nparts; c++) acc += j->part[c * per + e];
+    j->dw[e] += acc;
+  }
+}
+
+static void conv2d_dweight_parts(float *dweight, float *part, const float *g, const float *col,
+                                 int n, int cs, int Co, int K, int HWo, size_t out_img) {
+  blas_init();
+  dw_job j = {dweight, part, g, col, n, cs, Co, K, HWo, ceil_div(n, cs), out_img};
+  sde_parallel_for_dynamic(j.nparts, 1, dw_part_tasks, &j);
+  const int64_t per = (int64_t)Co * K;
+  sde_parallel_for(per, grain(per, (size_t)per * j.nparts), dw_part_sum, &j);
+}
 
 int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                           const sde_nn_conv2d_shape *s, float *scratch) {
@@ -633,7 +822,7 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
   if (dconv_usable(s)) {
-    rc = dconv_forward(out, inp, weight, bias, s, col);
+    rc = dconv_forward(out, inp, weight, bias, s, col, 0);
     free(owned);
     return rc;
   }
@@ -686,7 +875,14 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   if (!col) return SDE_ENOMEM;
   int imgs, rows;
   conv2d_plan(s, &imgs, &rows);
-  for (int b0 = 0; b0 < s->B; b0 += imgs) {
+  sde_nn_conv2d_shape t;
+  const int direct = dinp && dconv_dinp_shape(s, &t);
+  const int parts = dw_parts(s, imgs);
+  float *part = col + (size_t)K * imgs * rows * Wo;
+#ifdef HAVE_DCONV
+  if (dweight && dconv_dweight(dweight, dout, inp, s, col)) dweight = NULL;
+#endif
+  for (int b0 = 0; b0 < s->B && (dweight || (dinp && !direct)); b0 += imgs) {
     int g = s->B - b0 < imgs ? s->B - b0 : imgs;
     for (int oh0 = 0; oh0 < Ho; oh0 += rows) {
       int oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, nc = (oh1 - oh0) * Wo;
@@ -694,10 +890,13 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
       if (dweight) {
         /* dweight[Co,K] += Σ_b g_b[Co,nc] · col_b[K,nc]ᵀ, images in order */
         im2col(col, inp + b0 * in_img, g, s, oh0, oh1);
-        sde_ops_gemm_batch(g, 1, 0, 1, Co, K, nc, 1.0f, gb, HWo, out_img, col, nc, (size_t)K * nc, 1.0f,
-                   dweight, K, 0);
+        if (parts && nc == HWo)
+          conv2d_dweight_parts(dweight, part, gb, col, g, imgs / parts, Co, K, HWo, out_img);
+        else
+          sde_ops_gemm_batch(g, 1, 0, 1, Co, K, nc, 1.0f, gb, HWo, out_img, col, nc,
+                             (size_t)K * nc, 1.0f, dweight, K, 0);
       }
-      if (dinp) {
+      if (dinp && !direct) {
         /* dcol_b[K,nc] = weight[Co,K]ᵀ · g_b[Co,nc], scattered back into dx_b */
         sde_ops_gemm_batch(g, 0, 1, 0, K, nc, Co, 1.0f, weight, K, 0, gb, HWo, out_img, 0.0f, col, nc,
                    (size_t)K * nc);
@@ -705,8 +904,20 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
       }
     }
   }
+#ifdef HAVE_DCONV
+  if (direct) {
+    /* dinp += conv(dout, flipped transposed weights), no columns */
+    const int KK = s->KH * s->KW;
+    float *wT = col + dconv_scratch_floats(&t);
+    for (int co = 0; co < Co; co++)
+      for (int ci = 0; ci < s->C_in; ci++)
+        for (int k = 0; k < KK; k++)
+          wT[((size_t)ci * Co + co) * KK + (KK - 1 - k)] = weight[((size_t)co * s->C_in + ci) * KK + k];
+    rc = dconv_forward(dinp, dout, wT, NULL, &t, col, 1);
+  }
+#endif
   free(owned);
-  return SDE_OK;
+  return rc;
 }
 
 /* ======================================================================================

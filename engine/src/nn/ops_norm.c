@@ -149,6 +149,114 @@ __attribute__((target("avx512f"))) static void silu_avx512(float *out, const flo
     _mm512_mask_storeu_ps(out + i, k, silu512(_mm512_maskz_loadu_ps(k, inp + i)));
   }
 }
+
+/* 16 floats as two double vectors (low, high 8) */
+__attribute__((target("avx512f"))) static inline __m512d lo_pd(__m512 v) {
+  return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+}
+__attribute__((target("avx512f"))) static inline __m512d hi_pd(__m512 v) {
+  return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+/* GroupNorm backward of one (b, g) group, the scalar loops' arithmetic with the double sums
+ * in 16 fixed lanes (reduced in a fixed order): one thread's sequential work */
+__attribute__((target("avx512f"))) static void
+groupnorm_dinp_group_avx512(float *dinp, const float *inp, const float *dout, const float *gamma,
+                            int cpg, int HW, float mu, float rs) {
+  const size_t n = (size_t)cpg * HW;
+  const int HW16 = HW & ~15;
+  const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs);
+  __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), b0 = _mm512_setzero_pd(),
+          b1 = _mm512_setzero_pd();
+  double s1 = 0.0, s2 = 0.0;
+  for (int c = 0; c < cpg; c++) {
+    const float gm = gamma ? gamma[c] : 1.0f;
+    const __m512 vg = _mm512_set1_ps(gm);
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    for (int p = 0; p < HW16; p += 16) {
+      __m512 dxhat = _mm512_mul_ps(_mm512_loadu_ps(dy + p), vg);
+      __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + p), vmu), vrs);
+      __m512d dl = lo_pd(dxhat), dh = hi_pd(dxhat);
+      a0 = _mm512_add_pd(a0, dl);
+      a1 = _mm512_add_pd(a1, dh);
+      b0 = _mm512_fmadd_pd(dl, lo_pd(xhat), b0);
+      b1 = _mm512_fmadd_pd(dh, hi_pd(xhat), b1);
+    }
+    for (int p = HW16; p < HW; p++) {
+      float dxhat = dy[p] * gm, xhat = (x[p] - mu) * rs;
+      s1 += dxhat;
+      s2 += (double)dxhat * xhat;
+    }
+  }
+  s1 += hsum_pd2(a0, a1);
+  s2 += hsum_pd2(b0, b1);
+  const float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+  const __m512 vm1 = _mm512_set1_ps(m1), vm2 = _mm512_set1_ps(m2);
+  for (int c = 0; c < cpg; c++) {
+    const float gm = gamma ? gamma[c] : 1.0f;
+    const __m512 vg = _mm512_set1_ps(gm);
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    float *dx = dinp + (size_t)c * HW;
+    for (int p = 0; p < HW16; p += 16) {
+      __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + p), vmu), vrs);
+      __m512 t = _mm512_sub_ps(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(dy + p), vg), vm1),
+                               _mm512_mul_ps(xhat, vm2));
+      _mm512_storeu_ps(dx + p, _mm512_add_ps(_mm512_loadu_ps(dx + p), _mm512_mul_ps(vrs, t)));
+    }
+    for (int p = HW16; p < HW; p++) {
+      float xhat = (x[p] - mu) * rs;
+      dx[p] += rs * (dy[p] * gm - m1 - xhat * m2);
+    }
+  }
+}
+
+/* channel c: *sg = Σ_b Σ_p dout·xhat, *sb = Σ_b Σ_p dout, the batch in order */
+__attribute__((target("avx512f"))) static void
+groupnorm_dparam_channel_avx512(const float *dout, const float *inp, const float *cmean,
+                                const float *crstd, int B, int C, int HW, int G, int cpg, int c,
+                                double *sg, double *sb) {
+  const int HW16 = HW & ~15;
+  __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), b0 = _mm512_setzero_pd(),
+          b1 = _mm512_setzero_pd();
+  double tg = 0.0, tb = 0.0;
+  for (int b = 0; b < B; b++) {
+    const int bg = b * G + c / cpg;
+    const float mu = cmean[bg], rs = crstd[bg];
+    const size_t off = ((size_t)b * C + c) * HW;
+    const float *dy = dout + off, *x = inp + off;
+    const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs);
+    for (int p = 0; p < HW16; p += 16) {
+      __m512 d = _mm512_loadu_ps(dy + p);
+      __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + p), vmu), vrs);
+      __m512d dl = lo_pd(d), dh = hi_pd(d);
+      a0 = _mm512_fmadd_pd(dl, lo_pd(xhat), a0);
+      a1 = _mm512_fmadd_pd(dh, hi_pd(xhat), a1);
+      b0 = _mm512_add_pd(b0, dl);
+      b1 = _mm512_add_pd(b1, dh);
+    }
+    for (int p = HW16; p < HW; p++) {
+      tg += (double)dy[p] * ((x[p] - mu) * rs);
+      tb += dy[p];
+    }
+  }
+  *sg = hsum_pd2(a0, a1) + tg;
+  *sb = hsum_pd2(b0, b1) + tb;
+}
+
+/* dinp += dout·silu'(x), silu'(x) = s·(1 + x·(1 − s)), s = 1/(1 + exp(−x)) */
+__attribute__((target("avx512f"))) static void silu_backward_avx512(float *dinp, const float *dout,
+                                                                    const float *inp, size_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  size_t i = 0;
+  for (; i < n; i += 16) {
+    __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+    __m512 x = _mm512_maskz_loadu_ps(k, inp + i);
+    __m512 sg = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    __m512 d = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, dout + i), sg),
+                             _mm512_fmadd_ps(x, _mm512_sub_ps(one, sg), one));
+    _mm512_mask_storeu_ps(dinp + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dinp + i), d));
+  }
+}
 #endif
 
 /* GroupNorm forward and backward, one (sample, group) or one channel per index */
@@ -212,6 +320,13 @@ static void groupnorm_dinp_groups(void *ctx, int64_t bg0, int64_t bg1) {
     int g = bg % j->G;
     size_t off = (size_t)bg * cpg * HW, n = (size_t)cpg * HW;
     float mu = j->cmean[bg], rs = j->crstd[bg];
+#ifdef HAVE_DCONV
+    if (j->simd) {
+      groupnorm_dinp_group_avx512(dinp + off, inp + off, dout + off, gamma ? gamma + g * cpg : NULL,
+                                  cpg, HW, mu, rs);
+      continue;
+    }
+#endif
     double s1 = 0.0, s2 = 0.0;
     for (int c = 0; c < cpg; c++) {
       float gm = gamma ? gamma[g * cpg + c] : 1.0f;
@@ -241,6 +356,15 @@ static void groupnorm_dparam_channels(void *ctx, int64_t c0, int64_t c1) {
   const int HW = j->HW;
   for (int c = (int)c0; c < c1; c++) {
     double sg = 0.0, sb = 0.0;
+#ifdef HAVE_DCONV
+    if (j->simd) {
+      groupnorm_dparam_channel_avx512(j->dout, j->inp, j->cmean, j->crstd, j->B, j->C, HW, j->G,
+                                      j->cpg, c, &sg, &sb);
+      if (j->dgamma) j->dgamma[c] += (float)sg;
+      if (j->dbeta) j->dbeta[c] += (float)sb;
+      continue;
+    }
+#endif
     for (int b = 0; b < j->B; b++) {
       int bg = b * j->G + c / j->cpg;
       float mu = j->cmean[bg], rs = j->crstd[bg];
@@ -262,7 +386,7 @@ int sde_nn_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const fl
   if (rc) return rc;
   gn_job j = {.out = dinp, .dgamma = dgamma, .dbeta = dbeta, .inp = inp, .dout = dout,
               .gamma = gamma, .cmean = mean, .crstd = rstd, .B = B, .C = C, .HW = HW, .G = G,
-              .cpg = C / G};
+              .cpg = C / G, .simd = dconv_cpu_ok()};
   size_t total = (size_t)B * C * HW;
   if (dinp) sde_parallel_for(B * G, grain(B * G, total), groupnorm_dinp_groups, &j);
   if (dgamma || dbeta) sde_parallel_for(C, grain(C, total), groupnorm_dparam_channels, &j);
@@ -288,6 +412,12 @@ void sde_nn_silu_forward(float *out, const float *inp, size_t n) {
 
 static void silu_backward_range(void *ctx, int64_t i0, int64_t i1) {
   const ew_job *j = ctx;
+#ifdef HAVE_DCONV
+  if (j->simd) {
+    silu_backward_avx512(j->out + i0, j->a + i0, j->b + i0, (size_t)(i1 - i0));
+    return;
+  }
+#endif
   for (int64_t i = i0; i < i1; i++) {
     float x = j->b[i], sg = 1.0f / (1.0f + expf(-x));
     j->out[i] += j->a[i] * sg * (1.0f + x * (1.0f - sg));
@@ -295,7 +425,7 @@ static void silu_backward_range(void *ctx, int64_t i0, int64_t i1) {
 }
 
 void sde_nn_silu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-  ew_job j = {.out = dinp, .a = dout, .b = inp};
+  ew_job j = {.out = dinp, .a = dout, .b = inp, .simd = dconv_cpu_ok()};
   sde_parallel_for((int64_t)n, grain((int64_t)n, n), silu_backward_range, &j);
 }
 
