@@ -20,6 +20,8 @@ scoresdecolorize ..., and the outputs are compared with the originals.
 * PSNR on 8-bit RGB against the original, per image (mean +- standard error over the
   images, median) and pooled over all pixels; for the model and for the gray input
   replicated to RGB (the baseline of issue 14).
+* Baseline 2: the gray input plus the training set's mean chroma (a constant RGB offset
+  of zero mean, the best fixed colouring in the MSE sense), clipped to [0, 255].
 * Colourfulness M of Hasler & Suesstrunk (2003) on [0, 255] per image (mean +- SE), for
   the originals and the colorized; the ratio of the means.
 * Figure (--figure): rows gray / [--compare model] / model / original for the first
@@ -119,15 +121,24 @@ def images(a):
     gray = to_gray(orig)
     gray3 = np.repeat(gray[..., None], 3, axis=-1)
     col, dt = colorize(gray, a.work, a.model, a.sampler, a.steps, a.plugins)
+    # baseline: gray plus the training set's mean chroma (one RGB offset of zero mean,
+    # the best constant colouring in the MSE sense), clipped to [0, 255]
+    tr = np.load(a.train, mmap_mode="r")
+    off = (tr - tr.mean(axis=1, keepdims=True)).mean(axis=(0, 2, 3)) * 255.0
+    meanc = np.clip(np.round(gray3.astype(np.float64) + off), 0, 255).astype(np.uint8)
     lum = np.abs(col.astype(np.float64).mean(axis=-1) - gray).max()
     res = {"model": a.model, "sampler": a.sampler or "(element default)",
            "steps": a.steps, "n": int(len(orig)), "wall_s": round(dt, 1),
            "max_luminance_deviation_8bit": float(lum),
-           "psnr": {"colorized": stat(psnr(col, orig)), "gray": stat(psnr(gray3, orig))},
+           "mean_chroma_offset_rgb": off.round(2).tolist(),
+           "psnr": {"colorized": stat(psnr(col, orig)), "gray": stat(psnr(gray3, orig)),
+                    "gray_plus_mean_chroma": stat(psnr(meanc, orig))},
            "psnr_pooled": {"colorized": pooled_psnr(col, orig),
-                           "gray": pooled_psnr(gray3, orig)},
+                           "gray": pooled_psnr(gray3, orig),
+                           "gray_plus_mean_chroma": pooled_psnr(meanc, orig)},
            "colourfulness": {"original": stat(colourfulness(orig)),
-                             "colorized": stat(colourfulness(col))}}
+                             "colorized": stat(colourfulness(col)),
+                             "gray_plus_mean_chroma": stat(colourfulness(meanc))}}
     d = psnr(col, orig) - psnr(gray3, orig)
     res["psnr"]["colorized_minus_gray"] = stat(d)
     res["psnr"]["colorized_better_than_gray"] = int((d > 0).sum())
@@ -153,13 +164,13 @@ def images(a):
     ps, cf = res["psnr"], res["colourfulness"]
     print("\n%s, %s, %d held-out 256x256 images through scoresdecolorize, %.0f s" % (
         a.label or a.model, res["sampler"], len(orig), dt))
-    for k in ("colorized", "gray", "colorized_minus_gray"):
+    for k in ("colorized", "gray", "gray_plus_mean_chroma", "colorized_minus_gray"):
         print("PSNR %-22s %6.2f +- %.2f dB (median %.2f)%s" % (
             k, ps[k]["mean"], ps[k]["se"], ps[k]["median"],
             "  pooled %.2f dB" % res["psnr_pooled"][k] if k in res["psnr_pooled"] else ""))
     print("colorized better than gray on %d of %d" % (ps["colorized_better_than_gray"], len(orig)))
-    for k in ("original", "colorized"):
-        print("colourfulness %-10s %6.1f +- %.1f" % (k, cf[k]["mean"], cf[k]["se"]))
+    for k in ("original", "colorized", "gray_plus_mean_chroma"):
+        print("colourfulness %-21s %6.1f +- %.1f" % (k, cf[k]["mean"], cf[k]["se"]))
     print("colourfulness ratio colorized/original: %.2f" % res["colourfulness_ratio"])
     print("max |mean(RGB) - gray| (8-bit): %.1f" % lum)
 
@@ -236,6 +247,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", default="runs/photo-32/data/heldout256.npy")
+    ap.add_argument("--train", default="runs/photo-32/data/train.npy")
     ap.add_argument("--plugins", default="build/plugins")
     ap.add_argument("--sampler", default=None)
     ap.add_argument("--steps", type=int, default=0)
