@@ -10,6 +10,8 @@
 #   PHOTO=cat.jpg FRAMES=48 WIDTH=320 HEIGHT=240 pipelines/colorize-photo-video.sh
 #   TEMPORAL_SEED=false pipelines/colorize-photo-video.sh    (fresh noise every frame)
 #
+# Model: MODEL, else $SCORESDE_DEFAULT_MODEL, else models/photo-32.safetensors (the photo
+# colorizer, models/photo-32.md), not the element's shipped default.
 # Environment: PHOTO (default: the held-out photograph EveningGlow of
 # plasma-workspace-wallpapers when installed, else an example image of common.sh),
 # FRAMES (24), FPS (8), WIDTH (256), HEIGHT (192), TEMPORAL_SEED (true), plus those of
@@ -19,6 +21,10 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
+if [ -z "$MODEL" ] && [ -z "${SCORESDE_DEFAULT_MODEL:-}" ] && \
+   [ -f "$ROOT/models/photo-32.safetensors" ]; then
+  MODEL=$ROOT/models/photo-32.safetensors
+fi
 FRAMES=${FRAMES:-24}
 FPS=${FPS:-8}
 WIDTH=${WIDTH:-256}
