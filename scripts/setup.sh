@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what gst-scoresde needs on Debian 12, idempotently, then configures and builds.
 #   scripts/setup.sh [build|test|train]   "test" also installs what the test suite uses,
-#                                          "train" the Fashion-MNIST data set
+#                                          "train" the Fashion-MNIST data set and the
+#                                          packages the emoji and photo data sets are made from
 # Only missing packages are installed; apt-get update runs only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,11 @@ if [ "$purpose" = test ]; then
   packages+=(valgrind python3 python3-numpy python3-torch libopenmpi-dev openmpi-bin)
 elif [ "$purpose" = train ]; then
   # `scoresde train --data fashion-mnist` reads /usr/share/datasets/fashion-mnist
-  packages+=(dataset-fashion-mnist)
+  # tools/models/make_emoji.py: fonts-noto-color-emoji, python3-fonttools;
+  # tools/models/make_photos.py: the photographs of mate-backgrounds and
+  # plasma-workspace-wallpapers (models/photo-32.md); both need python3-pil, python3-numpy
+  packages+=(dataset-fashion-mnist fonts-noto-color-emoji python3-fonttools
+             mate-backgrounds plasma-workspace-wallpapers python3 python3-pil python3-numpy)
 fi
 
 missing=()

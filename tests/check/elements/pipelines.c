@@ -367,11 +367,27 @@ GST_START_TEST (test_render_split)
 
 GST_END_TEST;
 
+/* The pan-and-zoom clip of one photo (the shapes model's example image when the
+ * wallpaper package is missing), colorized with temporal-seed. */
+GST_START_TEST (test_colorize_photo_video)
+{
+  gchar *out = run_script ("colorize-photo-video.sh", "FRAMES", "3", "STEPS", "20",
+      "WIDTH", "48", "HEIGHT", "32", NULL);
+
+  assert_video (out, "gray_input.mp4", 3, 48, 32);
+  assert_video (out, "colorized.mp4", 3, 48, 32);
+  remove_tree (out);
+  g_free (out);
+}
+
+GST_END_TEST;
+
 /* A new script in pipelines/ needs a test here. */
 GST_START_TEST (test_every_script_covered)
 {
   const gchar *covered[] = { "sample-grid.sh", "latent-walk.sh",
-    "interpolate.sh", "inpaint.sh", "colorize.sh", "render-split.sh", NULL
+    "interpolate.sh", "inpaint.sh", "colorize.sh", "render-split.sh",
+    "colorize-photo-video.sh", NULL
   };
   gchar *dir = g_build_filename (env_dir ("SCORESDE_SOURCE_ROOT"), "pipelines",
       NULL);
@@ -409,6 +425,7 @@ pipelines_suite (void)
   tcase_add_test (tc, test_inpaint);
   tcase_add_test (tc, test_colorize);
   tcase_add_test (tc, test_render_split);
+  tcase_add_test (tc, test_colorize_photo_video);
   return s;
 }
 

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Trains, or resumes after any interruption, the shipped photo-32 model
+# (models/photo-32.md, the default of scoresdecolorize) in runs/photo-32/.
+#
+#   scripts/train-photo.sh [BUILD_DIR]                  foreground (Ctrl-C checkpoints)
+#   nohup scripts/train-photo.sh >> runs/photo-32.log 2>&1 &
+#   EXPORT=1 scripts/train-photo.sh                     export the EMA weights of the
+#                                                       latest checkpoint, no training
+#   EXPORT=1 OUT_MODEL=runs/photo-32/s2000.safetensors scripts/train-photo.sh
+#                                                       (an intermediate export)
+#
+# To go on from the committed checkpoint on a fresh machine:
+#   mkdir -p runs/photo-32
+#   cp models/checkpoints/photo-32.ckpt.safetensors runs/photo-32/checkpoint.safetensors
+#   scripts/train-photo.sh
+#
+# The data (runs/photo-32/data/train.npy, 19,200 RGB 32x32 crops of 16 photographs) is
+# made from the Debian packages mate-backgrounds and plasma-workspace-wallpapers by
+# tools/models/make_photos.py, run here when missing (needs python3-pil, python3-numpy;
+# `scripts/setup.sh train` installs all of them).
+# The run is bit-identical however often it is interrupted. A second copy refuses to
+# start (lock runs/photo-32.lock). The tool is copied to runs/bin-photo once, so
+# rebuilding does not disturb a running training (REFRESH_BIN=1 copies it again).
+set -e
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+mkdir -p runs
+if [ ! -f runs/photo-32/data/train.npy ]; then
+  /usr/bin/python3 tools/models/make_photos.py runs/photo-32/data
+fi
+if [ ! -x runs/bin-photo/scoresde ] || [ -n "$REFRESH_BIN" ]; then
+  mkdir -p runs/bin-photo
+  cp "$BUILD/engine/scoresde" "$BUILD/engine/libscoresde.so" runs/bin-photo/
+fi
+ENV="env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=${THREADS:-1} OMP_WAIT_POLICY=passive"
+if [ -n "$EXPORT" ]; then
+  exec $ENV runs/bin-photo/scoresde train --out runs/photo-32 --resume --steps 0 \
+    --sample-n 36 --sample-steps 200 --export ${OUT_MODEL:-models/photo-32.safetensors}
+fi
+exec 9>runs/photo-32.lock
+flock -n 9 || { echo "another training of runs/photo-32 is running" >&2; exit 1; }
+exec $ENV nice -n 19 runs/bin-photo/scoresde train --data runs/photo-32/data/train.npy \
+  --out runs/photo-32 --preset fashion-mnist-32 --channels 3 --dataset-name photo-32 \
+  --batch 32 --lr 5e-4 --warmup 200 --ema 0.999 --ema-warmup \
+  --reduce-mean --seed 0 --steps ${STEPS:-100000} --ckpt-every 100 --ckpt-minutes 3 \
+  --log-every 50 --sample-every 1000 --sample-steps 200 --resume
