@@ -42,6 +42,9 @@ import time
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import eval_colorize as ec  # noqa: E402
+
 
 def psnr(a, b):
     a, b = a.astype(np.float64), b.astype(np.float64)
@@ -54,19 +57,12 @@ def pooled_psnr(a, b):
 
 
 def colourfulness(x):
-    """x: uint8 [n,H,W,3]."""
-    x = x.astype(np.float64)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    rg = (r - g).reshape(len(x), -1)
-    yb = (0.5 * (r + g) - b).reshape(len(x), -1)
-    return (np.sqrt(rg.std(axis=1) ** 2 + yb.std(axis=1) ** 2)
-            + 0.3 * np.sqrt(rg.mean(axis=1) ** 2 + yb.mean(axis=1) ** 2))
+    """x: uint8 [n,H,W,3]; eval_colorize's measure (Hasler & Suesstrunk) on [0, 255]."""
+    return ec.colourfulness(x.transpose(0, 3, 1, 2) / 255.0)
 
 
 def stat(v):
-    v = np.asarray(v, dtype=np.float64)
-    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1
-            else 0.0, "median": float(np.median(v)), "n": int(len(v))}
+    return ec.stat(v) if len(v) > 1 else {**ec.stat(list(v) * 2), "se": 0.0, "n": 1}
 
 
 def to_gray(x):
