@@ -3,11 +3,15 @@
  * or, with --model, of a saved network (e.g. models/fashion-mnist-32.safetensors).
  *
  *   env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2 \
- *     build/bench/bench_network [--iters N] [--batches 1,8] [--dir /tmp] [--only ncsnpp|ddpmpp]
+ *     build/bench/bench_network [--iters N] [--batches 1,8] [--dir /tmp]
+ *                               [--only ncsnpp|ddpmpp|ncsnpp256]
  *                               [--model FILE.safetensors]
  *
+ * ncsnpp256 is the 256 px NCSN++ of ve/celebahq_256_ncsnpp_continuous (ch_mult 1,1,2,2,2,2,2,
+ * output_skip / input_skip progressive paths; 65.6M parameters); it runs only when named.
+ *
  * Writes the weights once to DIR/bench_<name>.safetensors (shared with bench_torch.py,
- * which loads the same file and the same inputs DIR/bench_x_B.npy) and the outputs to
+ * which loads the same file and the same inputs DIR/bench_<name>_x_B.npy) and the outputs to
  * DIR/bench_<name>_out_B.npy for the comparison. Prints one line per (network, batch):
  * median milliseconds per call, per sample, and GFLOP/s (2 x multiply-adds of the convs,
  * linears and attention, from sde_ncsnpp_count). */
@@ -59,9 +63,9 @@ static int bench_batches(const char *name, sde_model *m, double flops, int64_t n
     sde_network_labels(m, &m->sde, B, t, lab);
     char xp[1100];
     int64_t shape[4] = {B, m->channels, m->height, m->width}, ts[1] = {B};
-    snprintf(xp, sizeof xp, "%s/bench_x_%d.npy", dir, B);
+    snprintf(xp, sizeof xp, "%s/bench_%s_x_%d.npy", dir, name, B);
     sde_npy_write(xp, x, 4, shape);
-    snprintf(xp, sizeof xp, "%s/bench_t_%d.npy", dir, B);
+    snprintf(xp, sizeof xp, "%s/bench_%s_t_%d.npy", dir, name, B);
     sde_npy_write(xp, t, 1, ts);
     sde_net_workspace *ws;
     if (sde_net_workspace_create(m, B, &ws)) {
@@ -122,7 +126,7 @@ int main(int argc, char **argv) {
       for (char *s = strtok(argv[++i], ","); s && nb < 8; s = strtok(NULL, ",")) batches[nb++] = atoi(s);
     } else {
       fprintf(stderr, "usage: bench_network [--iters N] [--batches 1,8] [--dir D] "
-                      "[--only ncsnpp|ddpmpp] [--model FILE]\n");
+                      "[--only ncsnpp|ddpmpp|ncsnpp256] [--model FILE]\n");
       return 2;
     }
   }
@@ -132,13 +136,25 @@ int main(int argc, char **argv) {
   printf("%-8s %5s %12s %12s %10s %12s %10s %12s\n", "network", "batch", "ms/call", "ms/sample",
          "GFLOP/s", "params", "GFLOP/smp", "cpu-ms/call");
   if (model) return bench_file(model, batches, nb, iters, dir);
-  for (int which = 0; which < 2; which++) {
-    const char *name = which == 0 ? "ncsnpp" : "ddpmpp";
-    if (only && strcmp(only, name)) continue;
+  for (int which = 0; which < 3; which++) {
+    const char *name = which == 0 ? "ncsnpp" : which == 1 ? "ddpmpp" : "ncsnpp256";
+    if (only ? strcmp(only, name) != 0 : which == 2) continue;
     sde_ncsnpp_config c;
-    if (which == 0) sde_ncsnpp_config_ncsnpp_cifar10(&c);
-    else sde_ncsnpp_config_ddpmpp_cifar10(&c);
+    if (which == 1) sde_ncsnpp_config_ddpmpp_cifar10(&c);
+    else sde_ncsnpp_config_ncsnpp_cifar10(&c);
     c.dropout = 0.1;
+    if (which == 2) { /* ve/celebahq_256_ncsnpp_continuous */
+      static const int mult[] = {1, 1, 2, 2, 2, 2, 2};
+      c.num_levels = 7;
+      memcpy(c.ch_mult, mult, sizeof mult);
+      c.num_res_blocks = 2;
+      c.progressive = SDE_PROG_OUTPUT_SKIP;
+      c.progressive_input = SDE_PROG_INPUT_SKIP;
+      c.dropout = 0.0;
+      c.image_size = 256;
+      c.sde.sigma_max = 348.0;
+      snprintf(c.dataset, sizeof c.dataset, "celebahq");
+    }
     int64_t np;
     double flops;
     sde_ncsnpp_count(&c, &np, NULL, &flops);

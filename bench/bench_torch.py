@@ -5,7 +5,7 @@
         /usr/bin/python3 bench/bench_torch.py [--dir /tmp] [--iters N] [--batches 1,8]
 
 Run build/bench/bench_network first: it writes DIR/bench_<name>.safetensors, the inputs
-DIR/bench_x_B.npy / bench_t_B.npy and its outputs DIR/bench_<name>_out_B.npy. The torch
+DIR/bench_<name>_x_B.npy / bench_<name>_t_B.npy and its outputs DIR/bench_<name>_out_B.npy. The torch
 network is tests/engine/ncsnpp_ref.py (a functional re-implementation of score_sde_pytorch
 NCSNpp.forward), run with torch.set_num_threads(2) under torch.no_grad(). Prints the
 median wall time per call, the median process CPU time per call (all threads) and the max
@@ -35,9 +35,8 @@ def main():
     print("# torch %s, threads %d" % (torch.__version__, torch.get_num_threads()))
     print("%-8s %5s %12s %12s %10s %12s %12s" % ("network", "batch", "ms/call", "ms/sample", "GFLOP/s",
                                                  "max rel diff", "cpu-ms/call"))
-    flops = {"ncsnpp": None, "ddpmpp": None}
-    for name in ("ncsnpp", "ddpmpp"):
-        if args.only and args.only != name:
+    for name in ("ncsnpp", "ddpmpp", "ncsnpp256"):
+        if (args.only != name) if args.only else name == "ncsnpp256":
             continue
         path = os.path.join(args.dir, "bench_%s.safetensors" % name)
         sd, meta = ncsnpp_ref.read_safetensors(path)
@@ -47,8 +46,8 @@ def main():
             cfg[k] = v
         gflop = float(os.environ.get("GFLOP_" + name.upper(), "0")) or None
         for B in [int(b) for b in args.batches.split(",")]:
-            x = torch.from_numpy(np.load(os.path.join(args.dir, "bench_x_%d.npy" % B)))
-            t = torch.from_numpy(np.load(os.path.join(args.dir, "bench_t_%d.npy" % B)))
+            x = torch.from_numpy(np.load(os.path.join(args.dir, "bench_%s_x_%d.npy" % (name, B))))
+            t = torch.from_numpy(np.load(os.path.join(args.dir, "bench_%s_t_%d.npy" % (name, B))))
             with torch.no_grad():
                 lab, _ = ncsnpp_ref.labels_and_std(cfg, t)
                 out = ncsnpp_ref.forward(cfg, sd, x, lab)  # warm-up
