@@ -22,19 +22,10 @@ mkdir -p runs
 if [ ! -f runs/emoji-32/data/train.npy ]; then
   /usr/bin/python3 tools/models/make_emoji.py runs/emoji-32/data
 fi
-if [ ! -x runs/bin-emoji/scoresde ] || [ -n "$REFRESH_BIN" ]; then
-  mkdir -p runs/bin-emoji
-  cp "$BUILD/engine/scoresde" "$BUILD/engine/libscoresde.so" runs/bin-emoji/
-fi
-ENV="env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=${THREADS:-1} OMP_WAIT_POLICY=passive"
-if [ -n "$EXPORT" ]; then
-  exec $ENV runs/bin-emoji/scoresde train --out runs/emoji-32 --resume --steps 0 \
-    --sample-n 36 --sample-steps 200 --export ${OUT_MODEL:-models/emoji-32.safetensors}
-fi
-exec 9>runs/emoji-32.lock
-flock -n 9 || { echo "another training of runs/emoji-32 is running" >&2; exit 1; }
-exec $ENV nice -n 19 runs/bin-emoji/scoresde train --data runs/emoji-32/data/train.npy \
-  --out runs/emoji-32 --preset fashion-mnist-32 --channels 3 --dataset-name emoji-32 \
+. scripts/train-common.sh
+train_run emoji-32 runs/bin-emoji models/emoji-32.safetensors 1 \
+  --data runs/emoji-32/data/train.npy \
+  --preset fashion-mnist-32 --channels 3 --dataset-name emoji-32 \
   --batch 32 --lr 5e-4 --warmup 500 --ema 0.999 --ema-warmup \
   --reduce-mean --seed 0 --steps ${STEPS:-100000} --ckpt-every 250 --ckpt-minutes 5 \
-  --log-every 50 --sample-every 1000 --sample-steps 200 --resume
+  --log-every 50 --sample-every 1000 --sample-steps 200

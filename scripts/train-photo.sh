@@ -28,19 +28,10 @@ mkdir -p runs
 if [ ! -f runs/photo-32/data/train.npy ]; then
   /usr/bin/python3 tools/models/make_photos.py runs/photo-32/data
 fi
-if [ ! -x runs/bin-photo/scoresde ] || [ -n "$REFRESH_BIN" ]; then
-  mkdir -p runs/bin-photo
-  cp "$BUILD/engine/scoresde" "$BUILD/engine/libscoresde.so" runs/bin-photo/
-fi
-ENV="env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=${THREADS:-1} OMP_WAIT_POLICY=passive"
-if [ -n "$EXPORT" ]; then
-  exec $ENV runs/bin-photo/scoresde train --out runs/photo-32 --resume --steps 0 \
-    --sample-n 36 --sample-steps 200 --export ${OUT_MODEL:-models/photo-32.safetensors}
-fi
-exec 9>runs/photo-32.lock
-flock -n 9 || { echo "another training of runs/photo-32 is running" >&2; exit 1; }
-exec $ENV nice -n 19 runs/bin-photo/scoresde train --data runs/photo-32/data/train.npy \
-  --out runs/photo-32 --preset fashion-mnist-32 --channels 3 --dataset-name photo-32 \
+. scripts/train-common.sh
+train_run photo-32 runs/bin-photo models/photo-32.safetensors 1 \
+  --data runs/photo-32/data/train.npy \
+  --preset fashion-mnist-32 --channels 3 --dataset-name photo-32 \
   --batch 32 --lr 5e-4 --warmup 200 --ema 0.999 --ema-warmup \
   --reduce-mean --seed 0 --steps ${STEPS:-100000} --ckpt-every 100 --ckpt-minutes 3 \
-  --log-every 50 --sample-every 1000 --sample-steps 200 --resume
+  --log-every 50 --sample-every 1000 --sample-steps 200
