@@ -72,13 +72,14 @@ the file's stem for the rest), CROPS_V2 crops per training photo, HELD_CROPS_V2 
 photo. Split by source photograph: the 5 held-out photos of v1 stay held out and v1's 16
 training photos stay training photos; the 132 new ones, sorted by "package/name", have every
 fourth (positions 3, 7, ...) held out: 115 training photos x CROPS_V2 = 28,750 crops,
-38 held out (5 + 33) x HELD_CROPS_V2 = 3,800 crops and 152 256-px images. Photos with a
-short side under 512 px (chelsea, coffee, rocket, china, flower, cabrillo,
-victoriaMemorial, crocodile: 300-506 px) are upsampled to 512 by load() as in v1, so the 256-px squares of the held-out chelsea (300 px) and flower
-(427 px) are softer than the others. photos.tsv then has split,
-package, version (dpkg-query's, with a warning when it is not the one of PKG_VERSIONS),
-file, licence, author, size, crops. --contact PNG writes a contact sheet of the set's
-photographs (thumbnails, names, held-out ones marked).
+38 held out (5 + 33) x HELD_CROPS_V2 = 7,600 crops and 152 256-px images; the first
+1,000 crops and 20 256-px images are exactly v1's (same seeds, same number of draws).
+Photos with a short side under 512 px (chelsea, coffee, rocket, china, flower, cabrillo,
+victoriaMemorial, crocodile: 300-506 px) are upsampled to 512 by load() as in v1, so the
+256-px squares of the held-out chelsea (300 px) and flower (427 px) are softer than the
+others. photos.tsv has split, package, version (dpkg-query's, with a warning when it is
+not the one of PKG_VERSIONS), file, licence, author, size, crops. --contact PNG writes a
+contact sheet of the set's photographs (thumbnails, names, held-out ones marked).
 """
 import bz2
 import io
@@ -129,7 +130,7 @@ PHOTOS = [
 
 # ---- v2 -------------------------------------------------------------------------------
 CROPS_V2 = 250
-HELD_CROPS_V2 = 100
+HELD_CROPS_V2 = 200      # = HELD_CROPS: the 5 v1 held-out photos get v1's crops and 256-px squares
 PKG_VERSIONS = {
     "mate-backgrounds": "1.26.0-1",
     "plasma-workspace-wallpapers": "4:5.27.5-2",
