@@ -23,9 +23,13 @@ elif [ "$purpose" = train ]; then
   # `scoresde train --data fashion-mnist` reads /usr/share/datasets/fashion-mnist
   # tools/models/make_emoji.py: fonts-noto-color-emoji, python3-fonttools;
   # tools/models/make_photos.py: the photographs of mate-backgrounds and
-  # plasma-workspace-wallpapers (models/photo-32.md); both need python3-pil, python3-numpy
+  # plasma-workspace-wallpapers (models/photo-32.md), and for its --set v2 those of
+  # lomiri-wallpapers-16.04/-20.04, palapeli-data, gcompris-qt-data, python3-skimage,
+  # python3-sklearn, python-matplotlib-data, python3-scipy; both need python3-pil, python3-numpy
   packages+=(dataset-fashion-mnist fonts-noto-color-emoji python3-fonttools
-             mate-backgrounds plasma-workspace-wallpapers python3 python3-pil python3-numpy)
+             mate-backgrounds plasma-workspace-wallpapers python3 python3-pil python3-numpy
+             lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 palapeli-data gcompris-qt-data
+             python3-skimage python3-sklearn python-matplotlib-data python3-scipy)
 fi
 
 missing=()
