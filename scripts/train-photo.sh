@@ -9,6 +9,11 @@
 #   EXPORT=1 OUT_MODEL=runs/photo-32/s2000.safetensors scripts/train-photo.sh
 #                                                       (an intermediate export)
 #
+#   SET=v2 scripts/train-photo.sh                      the successor on the 153-photograph
+#                                                       data set v2 (make_photos.py --set v2):
+#                                                       runs/photo-v2-32, exported to
+#                                                       models/photo-v2-32.safetensors
+#
 # To go on from the committed checkpoint on a fresh machine:
 #   mkdir -p runs/photo-32
 #   cp models/checkpoints/photo-32.ckpt.safetensors runs/photo-32/checkpoint.safetensors
@@ -24,14 +29,15 @@
 set -e
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
-mkdir -p runs
-if [ ! -f runs/photo-32/data/train.npy ]; then
-  /usr/bin/python3 tools/models/make_photos.py runs/photo-32/data
+RUN=photo-32 DATA=runs/photo-32/data
+if [ "${SET:-v1}" = v2 ]; then RUN=photo-v2-32 DATA=runs/photo-v2/data; fi
+if [ ! -f $DATA/train.npy ]; then
+  /usr/bin/python3 tools/models/make_photos.py --set ${SET:-v1} $DATA
 fi
 . scripts/train-common.sh
-train_run photo-32 runs/bin-photo models/photo-32.safetensors 1 \
-  --data runs/photo-32/data/train.npy \
-  --preset fashion-mnist-32 --channels 3 --dataset-name photo-32 \
+train_run $RUN runs/bin-photo models/$RUN.safetensors 1 \
+  --data $DATA/train.npy \
+  --preset fashion-mnist-32 --channels 3 --dataset-name $RUN \
   --batch 32 --lr 5e-4 --warmup 200 --ema 0.999 --ema-warmup \
   --reduce-mean --seed 0 --steps ${STEPS:-100000} --ckpt-every 100 --ckpt-minutes 3 \
   --log-every 50 --sample-every 1000 --sample-steps 200
