@@ -854,12 +854,12 @@ static void test_hand_embeddings(void) {
 }
 
 /* The fused GroupNorm+SiLU backward against SiLU backward then GroupNorm backward (what it
- * replaced in training) on network-sized groups. dinp: the same float operations in the same
- * order (y recomputed with the forward's expression; the vector path's lanes match when
- * HW % 16 == 0), so bit-identical there; with vector tails the double sums are split
- * differently, which moves m1, m2 by ~1 float ulp: 1e-6 relative. dgamma, dbeta: per-row
- * double sums then the batch in order, instead of one running double sum per channel: equal up
- * to the final float rounding, 1e-6 relative. */
+ * replaced in training) on network-sized groups. Not bit-identical: the vector path's sigmoid
+ * is rcp14 + a Newton step (<= 2 ulp from the division), its row sums run in float over
+ * blocks of 16 terms a lane before double, and both paths form the group sums from the row
+ * sums (Σ_c gamma_c·Σ_p dy, not Σ dy·gamma per element); dgamma, dbeta sum per row then over
+ * the batch. Each moves results by a few float ulp (measured <= 2e-7 relative to the largest
+ * entry): 1e-6 relative, ~8 ulp. */
 static void test_gnsilu_fused(void) {
   const int shapes[3][4] = {{4, 64, 256, 16}, {2, 32, 1024, 8}, {3, 16, 49, 4}};
   for (int i = 0; i < 3; i++) {
@@ -881,11 +881,9 @@ static void test_gnsilu_fused(void) {
     rc |= sde_nn_groupnorm_silu_backward(dx1, dga1, dbe1, da, x, mean, rstd, ga, be, B, C, HW, G);
     const double ex = rel_err_ff(dx1, dx0, n), eg = rel_err_ff(dga1, dga0, C),
                  eb = rel_err_ff(dbe1, dbe0, C);
-    const int same = !memcmp(dx1, dx0, n * sizeof(float));
-    TAP_CHECK(rc == 0 && (HW % 16 ? ex <= 1e-6 : same) && eg <= 1e-6 && eb <= 1e-6,
-              "groupnorm_silu_backward B%d C%d HW%d G%d vs silu+groupnorm backward: dinp %s "
-              "(rel %.3g), dgamma rel %.3g, dbeta rel %.3g",
-              B, C, HW, G, same ? "bit-identical" : "differs", ex, eg, eb);
+    TAP_CHECK(rc == 0 && ex <= 1e-6 && eg <= 1e-6 && eb <= 1e-6,
+              "groupnorm_silu_backward B%d C%d HW%d G%d vs silu+groupnorm backward: dinp rel %.3g, "
+              "dgamma rel %.3g, dbeta rel %.3g", B, C, HW, G, ex, eg, eb);
     free(x), free(ga), free(be), free(da), free(y), free(mean), free(rstd), free(dg);
     free(dx0), free(dga0), free(dbe0), free(dx1), free(dga1), free(dbe1);
   }
