@@ -259,7 +259,9 @@ __attribute__((target("avx512f"))) static void silu_backward_avx512(float *dinp,
 }
 
 /* dy = dout·silu'(y) with y = (x − mu)·scale + shift recomputed exactly as the forward
- * (groupnorm_group_avx512), silu' as silu_backward_avx512; *xhat = (x − mu)·rstd */
+ * (groupnorm_group_avx512) and silu' as silu_backward_avx512 but for the sigmoid's
+ * reciprocal (rcp14 + one Newton step, <= 2 ulp, a fraction of a division's cost);
+ * *xhat = (x − mu)·rstd */
 __attribute__((target("avx512f"))) static inline __m512
 gnsilu_dy512(__m512 x, __m512 dout, __m512 vmu, __m512 vrs, __m512 vsc, __m512 vsh, __m512 *xhat) {
   const __m512 one = _mm512_set1_ps(1.0f);
@@ -274,10 +276,9 @@ gnsilu_dy512(__m512 x, __m512 dout, __m512 vmu, __m512 vrs, __m512 vsc, __m512 v
 
 /* Fused GroupNorm+SiLU backward of one (b, g) group [cpg, HW], gnsilu_bwd_group's structure.
  * The row sums Σ dy·xhat, Σ dy run in float over blocks of 16 vectors (16 terms a lane, error
- * <= 16 ulp of the block's Σ|term|), each block then added to double lanes: a third of the
- * work of converting every vector to double, which made this op compute-bound. Sigmoid
- * through rcp14 + one Newton step (<= 2 ulp) instead of a division. A partial vector's
- * masked lanes load 0 and add exactly 0. part [cpg] (Σ dy·xhat, Σ dy) pairs; dinp NULL:
+ * <= 16 ulp of the block's Σ|term|), each block then added to double lanes: converting every
+ * vector to double (as groupnorm_dinp_group_avx512 does) made this op compute-bound. A
+ * partial vector's masked lanes load 0 and add exactly 0. part [cpg] (Σ dy·xhat, Σ dy) pairs; dinp NULL:
  * pass 1 only; dyb [cpg·HW] or NULL: see gnsilu_bwd_group. One thread's sequential work. */
 __attribute__((target("avx512f"))) static void
 gnsilu_bwd_group_avx512(float *dinp, double *part, float *dyb, const float *inp,
