@@ -7,7 +7,8 @@ of the same NCSN++/DDPM++ network as `scoresde train`, timed per step.
 
 The network is tests/engine/ncsnpp_ref.py (a functional re-implementation of
 score_sde_pytorch's NCSNpp.forward) on the weights and config of MODEL (a `scoresde train
---export` file), trained with the official recipe (losses.get_sde_loss_fn, continuous, mean
+--export` file: channels, nf and the rest come from its config, so `--channels 3` or
+`--nf 32` on the C side carry over), trained with the official recipe (losses.get_sde_loss_fn, continuous, mean
 over pixels off; optimization_manager: warmup lr, grad clip 1; EMA 0.9999) at
 torch.set_num_threads(THREADS). Input: random data in [-1, 1] (the timing does not depend on
 it). Prints the median and minimum wall time per step and the median process CPU time per

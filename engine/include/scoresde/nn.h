@@ -85,6 +85,13 @@ int sde_nn_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const fl
 /* Fused inference path: out = silu(groupnorm(inp)). out may equal inp. */
 int sde_nn_groupnorm_silu_forward(float *out, const float *inp, const float *gamma,
                                   const float *beta, int B, int C, int HW, int G, float eps);
+/* Backward of out = silu(groupnorm(inp)) in one op: dinp, dgamma, dbeta += (each may be
+ * NULL). The GroupNorm output is recomputed from inp, mean, rstd (groupnorm_forward's),
+ * gamma, beta, so neither it nor the SiLU input gradient is needed as a tensor. */
+int sde_nn_groupnorm_silu_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                   const float *inp, const float *mean, const float *rstd,
+                                   const float *gamma, const float *beta, int B, int C, int HW,
+                                   int G);
 
 /* SiLU (swish): out[n] = x·sigmoid(x). out may equal inp. */
 void sde_nn_silu_forward(float *out, const float *inp, size_t n);

@@ -96,6 +96,24 @@ static int conv_same_bwd(fwd_ctx *ctx, float *dinp, float *dw, float *db, const 
   return SDE_OK;
 }
 
+/* Backward of a = silu(GN(x)) [B, C, HW]: dx += (dgamma, dbeta too), from da and the saved
+ * g = GN(x), mean, rstd. One fused op where the backend has it (it recomputes g from x and
+ * reads neither g nor a dg plane), else SiLU backward into dg then GroupNorm backward. */
+static int gn_silu_bwd(fwd_ctx *ctx, float *dx, float *dgamma, float *dbeta, const float *da,
+                       const float *x, const float *g, const float *mean, const float *rstd,
+                       const float *gamma, const float *beta, int C, int HW) {
+  const int B = ctx->B, G = sde_nn_groupnorm_groups(C);
+  if (ctx->be->groupnorm_silu_backward)
+    return BE(groupnorm_silu_backward, dx, dgamma, dbeta, da, x, mean, rstd, gamma, beta, B, C,
+              HW, G);
+  const size_t n = (size_t)B * C * HW, mark = ctx->top;
+  float *dg = zalloc(ctx, n);
+  BE(silu_backward, dg, da, g, n);
+  int rc = BE(groupnorm_backward, dx, dgamma, dbeta, dg, x, mean, rstd, gamma, B, C, HW, G);
+  ctx->top = mark;
+  return rc;
+}
+
 static int resample_up_bwd(fwd_ctx *ctx, float *dinp, const float *dout, int C, int H) {
   if (ctx->net->config.fir) return BE(fir_upsample2x_backward, dinp, dout, ctx->B, C, H, H);
   return BE(upsample_nearest2x_backward, dinp, dout, ctx->B, C, H, H);
@@ -230,7 +248,6 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
   const net_module *m = MOD(ctx, mi);
   const int B = ctx->B, Cin = m->in_ch, Cout = m->out_ch, H = m->res;
   const int Ho = m->up ? 2 * H : m->down ? H / 2 : H;
-  const int G0 = sde_nn_groupnorm_groups(Cin), G1 = sde_nn_groupnorm_groups(Cout);
   const size_t in_n = (size_t)B * Cin * H * H, out_hw = (size_t)Ho * Ho,
                o_n = (size_t)B * Cout * out_hw, r_n = (size_t)B * Cin * out_hw;
   float *const *s = tp->s;
@@ -244,11 +261,9 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
   TRY(conv_same_bwd(ctx, dd1, GP(ctx, mi, 8), GP(ctx, mi, 9), dj, s[11], P(ctx, mi, 8), Cout,
                     Cout, Ho, 3));
   if (s[12]) BE(mul, dd1, dd1, s[12], o_n);
-  float *dg1 = zalloc(ctx, o_n);
-  BE(silu_backward, dg1, dd1, s[7], o_n);
   float *dh1 = zalloc(ctx, o_n);
-  TRY(BE(groupnorm_backward, dh1, GP(ctx, mi, 6), GP(ctx, mi, 7), dg1, s[6], s[8], s[9],
-         P(ctx, mi, 6), B, Cout, (int)out_hw, G1));
+  TRY(gn_silu_bwd(ctx, dh1, GP(ctx, mi, 6), GP(ctx, mi, 7), dd1, s[6], s[7], s[8], s[9],
+                  P(ctx, mi, 6), P(ctx, mi, 7), Cout, (int)out_hw));
   if (c->conditional) {
     float *dproj = zalloc(ctx, (size_t)B * Cout);
     BE(add_channel_bias_backward, dproj, dh1, B, Cout, (int)out_hw);
@@ -282,10 +297,8 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
   } else {
     BE(accumulate, dx, dxr, in_n);
   }
-  float *dg0 = zalloc(ctx, in_n);
-  BE(silu_backward, dg0, da0, s[0], in_n);
-  TRY(BE(groupnorm_backward, dx, GP(ctx, mi, 0), GP(ctx, mi, 1), dg0, x, s[2], s[3],
-         P(ctx, mi, 0), B, Cin, H * H, G0));
+  TRY(gn_silu_bwd(ctx, dx, GP(ctx, mi, 0), GP(ctx, mi, 1), da0, x, s[0], s[2], s[3],
+                  P(ctx, mi, 0), P(ctx, mi, 1), Cin, H * H));
   ctx->top = mark;
   return SDE_OK;
 }
@@ -401,7 +414,6 @@ static int norm_conv_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
 
 static int norm_conv_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
   const int gn = op->module, cv = op->module2, B = ctx->B, C = op->C, H = op->H;
-  const int G = sde_nn_groupnorm_groups(C);
   const size_t n = (size_t)B * C * H * H;
   float *const *s = tp->s;
   const float *gout = TG(ctx, op->out);
@@ -410,10 +422,8 @@ static int norm_conv_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp)
   float *da = zalloc(ctx, n);
   TRY(conv_same_bwd(ctx, da, GP(ctx, cv, 0), GP(ctx, cv, 1), gout, s[3], P(ctx, cv, 0), C,
                     MOD(ctx, cv)->out_ch, H, 3));
-  float *dg = zalloc(ctx, n);
-  BE(silu_backward, dg, da, s[0], n);
-  TRY(BE(groupnorm_backward, dx, GP(ctx, gn, 0), GP(ctx, gn, 1), dg, TD(ctx, op->in0), s[1],
-         s[2], P(ctx, gn, 0), B, C, H * H, G));
+  TRY(gn_silu_bwd(ctx, dx, GP(ctx, gn, 0), GP(ctx, gn, 1), da, TD(ctx, op->in0), s[0], s[1],
+                  s[2], P(ctx, gn, 0), P(ctx, gn, 1), C, H * H));
   ctx->top = mark;
   return SDE_OK;
 }
@@ -601,12 +611,12 @@ static int head_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
 
 static int head_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
   const int gn = op->module, lin = op->module2, B = ctx->B, C = op->C, H = op->H;
-  const int G = sde_nn_groupnorm_groups(C), K = MOD(ctx, lin)->out_ch;
+  const int K = MOD(ctx, lin)->out_ch;
   const size_t n = (size_t)B * C * H * H, HW = (size_t)H * H;
   float *const *s = tp->s;
   float *dx = TG(ctx, op->in0);
   size_t mark = ctx->top;
-  float *dp = zalloc(ctx, (size_t)B * C), *da = ws_alloc(ctx, n), *dg = zalloc(ctx, n);
+  float *dp = zalloc(ctx, (size_t)B * C), *da = ws_alloc(ctx, n);
   TRY(BE(linear_backward, dp, GP(ctx, lin, 0), GP(ctx, lin, 1), TG(ctx, op->out), s[4],
          P(ctx, lin, 0), B, C, K));
   float *w = ws_alloc(ctx, HW);
@@ -619,9 +629,8 @@ static int head_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
     TRY(ncsnpp_fill_const(ctx, w, 1.0f / (float)HW, HW));
     TRY(BE(linear_forward, da, dp, w, NULL, B * C, 1, (int)HW));
   }
-  BE(silu_backward, dg, da, s[0], n);
-  TRY(BE(groupnorm_backward, dx, GP(ctx, gn, 0), GP(ctx, gn, 1), dg, TD(ctx, op->in0), s[1],
-         s[2], P(ctx, gn, 0), B, C, (int)HW, G));
+  TRY(gn_silu_bwd(ctx, dx, GP(ctx, gn, 0), GP(ctx, gn, 1), da, TD(ctx, op->in0), s[0], s[1],
+                  s[2], P(ctx, gn, 0), P(ctx, gn, 1), C, (int)HW));
   ctx->top = mark;
   return SDE_OK;
 }

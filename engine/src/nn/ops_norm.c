@@ -257,11 +257,97 @@ __attribute__((target("avx512f"))) static void silu_backward_avx512(float *dinp,
     _mm512_mask_storeu_ps(dinp + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dinp + i), d));
   }
 }
+
+/* dy = dout·silu'(y) with y = (x − mu)·scale + shift recomputed exactly as the forward
+ * (groupnorm_group_avx512) and silu' as silu_backward_avx512 but for the sigmoid's
+ * reciprocal (rcp14 + one Newton step, <= 2 ulp, a fraction of a division's cost);
+ * *xhat = (x − mu)·rstd */
+__attribute__((target("avx512f"))) static inline __m512
+gnsilu_dy512(__m512 x, __m512 dout, __m512 vmu, __m512 vrs, __m512 vsc, __m512 vsh, __m512 *xhat) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 xm = _mm512_sub_ps(x, vmu);
+  *xhat = _mm512_mul_ps(xm, vrs);
+  const __m512 y = _mm512_add_ps(_mm512_mul_ps(xm, vsc), vsh);
+  const __m512 den = _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), y)));
+  __m512 sg = _mm512_rcp14_ps(den);
+  sg = _mm512_mul_ps(sg, _mm512_fnmadd_ps(den, sg, _mm512_set1_ps(2.0f)));
+  return _mm512_mul_ps(_mm512_mul_ps(dout, sg), _mm512_fmadd_ps(y, _mm512_sub_ps(one, sg), one));
+}
+
+/* Fused GroupNorm+SiLU backward of one (b, g) group [cpg, HW], gnsilu_bwd_group's structure.
+ * The row sums Σ dy·xhat, Σ dy run in float over blocks of 16 vectors (16 terms a lane, error
+ * <= 16 ulp of the block's Σ|term|), each block then added to double lanes: converting every
+ * vector to double (as groupnorm_dinp_group_avx512 does) made this op compute-bound. A
+ * partial vector's masked lanes load 0 and add exactly 0. part [cpg] (Σ dy·xhat, Σ dy) pairs; dinp NULL:
+ * pass 1 only; dyb [cpg·HW] or NULL: see gnsilu_bwd_group. One thread's sequential work. */
+__attribute__((target("avx512f"))) static void
+gnsilu_bwd_group_avx512(float *dinp, double *part, float *dyb, const float *inp,
+                        const float *dout, const float *gamma, const float *beta, int cpg, int HW,
+                        float mu, float rs) {
+  const size_t n = (size_t)cpg * HW;
+  const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs);
+  double s1 = 0.0, s2 = 0.0;
+  for (int c = 0; c < cpg; c++) { /* pass 1: the rows' sums, from them the group's */
+    const float gm = gamma ? gamma[c] : 1.0f, sh = beta ? beta[c] : 0.0f;
+    const __m512 vsc = _mm512_set1_ps(rs * gm), vsh = _mm512_set1_ps(sh);
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    __m512d g0 = _mm512_setzero_pd(), g1 = _mm512_setzero_pd(), e0 = _mm512_setzero_pd(),
+            e1 = _mm512_setzero_pd();
+    for (int p0 = 0; p0 < HW; p0 += 256) {
+      const int pe = HW - p0 < 256 ? HW : p0 + 256;
+      __m512 gf = _mm512_setzero_ps(), ef = _mm512_setzero_ps();
+      for (int p = p0; p < pe; p += 16) {
+        const __mmask16 k = HW - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (HW - p)) - 1);
+        __m512 xhat;
+        const __m512 d = gnsilu_dy512(_mm512_maskz_loadu_ps(k, x + p),
+                                      _mm512_maskz_loadu_ps(k, dy + p), vmu, vrs, vsc, vsh, &xhat);
+        if (dyb) _mm512_mask_storeu_ps(dyb + (size_t)c * HW + p, k, d);
+        gf = _mm512_fmadd_ps(d, xhat, gf);
+        ef = _mm512_add_ps(ef, d);
+      }
+      g0 = _mm512_add_pd(g0, lo_pd(gf));
+      g1 = _mm512_add_pd(g1, hi_pd(gf));
+      e0 = _mm512_add_pd(e0, lo_pd(ef));
+      e1 = _mm512_add_pd(e1, hi_pd(ef));
+    }
+    /* a fixed shuffle tree, cheaper than hsum_pd2's 16 dependent adds on short rows */
+    const double rg = _mm512_reduce_add_pd(_mm512_add_pd(g0, g1)),
+                 rb = _mm512_reduce_add_pd(_mm512_add_pd(e0, e1));
+    part[2 * c] = rg;
+    part[2 * c + 1] = rb;
+    s1 += (double)gm * rb;
+    s2 += (double)gm * rg;
+  }
+  if (!dinp) return;
+  const float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+  const __m512 vm1 = _mm512_set1_ps(m1), vm2 = _mm512_set1_ps(m2);
+  for (int c = 0; c < cpg; c++) { /* pass 2: dy from dyb, else recomputed */
+    const float gm = gamma ? gamma[c] : 1.0f, sh = beta ? beta[c] : 0.0f;
+    const __m512 vg = _mm512_set1_ps(gm), vsc = _mm512_set1_ps(rs * gm), vsh = _mm512_set1_ps(sh);
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    const float *db = dyb ? dyb + (size_t)c * HW : NULL;
+    float *dx = dinp + (size_t)c * HW;
+    for (int p = 0; p < HW; p += 16) {
+      const __mmask16 k = HW - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (HW - p)) - 1);
+      const __m512 xv = _mm512_maskz_loadu_ps(k, x + p);
+      __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vmu), vrs), d;
+      if (db)
+        d = _mm512_maskz_loadu_ps(k, db + p);
+      else
+        d = gnsilu_dy512(xv, _mm512_maskz_loadu_ps(k, dy + p), vmu, vrs, vsc, vsh, &xhat);
+      const __m512 t = _mm512_sub_ps(_mm512_sub_ps(_mm512_mul_ps(d, vg), vm1),
+                                     _mm512_mul_ps(xhat, vm2));
+      _mm512_mask_storeu_ps(dx + p, k,
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(k, dx + p), _mm512_mul_ps(vrs, t)));
+    }
+  }
+}
 #endif
 
 /* GroupNorm forward and backward, one (sample, group) or one channel per index */
 typedef struct {
   float *out, *mean, *rstd, *dgamma, *dbeta;
+  double *part; /* fused backward: [B, C] (Σ dy·xhat, Σ dy) pairs, rows of one thread */
   const float *inp, *dout, *gamma, *beta, *cmean, *crstd;
   int B, C, HW, G, cpg, with_silu, simd;
   float eps;
@@ -390,6 +476,107 @@ int sde_nn_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const fl
   size_t total = (size_t)B * C * HW;
   if (dinp) sde_parallel_for(B * G, grain(B * G, total), groupnorm_dinp_groups, &j);
   if (dgamma || dbeta) sde_parallel_for(C, grain(C, total), groupnorm_dparam_channels, &j);
+  return SDE_OK;
+}
+
+/* ---- fused GroupNorm+SiLU backward ------------------------------------------------------
+ * out = silu(y), y = xhat·gamma + beta, xhat = (x − mean)·rstd. Per (b, g) group two passes
+ * over x and dout that recompute y and dy = dout·silu'(y) (no y or dy plane is written or
+ * read again):
+ *   pass 1: per row (b, c) Σ dy·xhat, Σ dy; from them Σ dy·gamma, Σ dy·gamma·xhat over
+ *           the group
+ *   pass 2: dx += rstd·(dy·gamma − mean(dy·gamma) − xhat·mean(dy·gamma·xhat))
+ * then dgamma, dbeta += the rows' sums over b in order: fixed order for any thread count.
+ * dyb: one group's dy [cpg·HW] kept by pass 1 for pass 2 (a cache-sized buffer per thread
+ * that spares the second exp and division; the same bits as recomputing), NULL: recompute. */
+static void gnsilu_bwd_group(float *dinp, double *part, float *dyb, const float *inp,
+                             const float *dout, const float *gamma, const float *beta, int cpg,
+                             int HW, float mu, float rs) {
+  const size_t n = (size_t)cpg * HW;
+  double s1 = 0.0, s2 = 0.0;
+  for (int c = 0; c < cpg; c++) {
+    const float gm = gamma ? gamma[c] : 1.0f, scale = rs * gm, sh = beta ? beta[c] : 0.0f;
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    double rg = 0.0, rb = 0.0;
+    for (int p = 0; p < HW; p++) {
+      /* y exactly as groupnorm_group computed it, silu' as sde_nn_silu_backward */
+      float xhat = (x[p] - mu) * rs, y = (x[p] - mu) * scale + sh;
+      float sg = 1.0f / (1.0f + expf(-y)), d = dy[p] * sg * (1.0f + y * (1.0f - sg));
+      if (dyb) dyb[(size_t)c * HW + p] = d;
+      rg += (double)d * xhat;
+      rb += d;
+    }
+    part[2 * c] = rg;
+    part[2 * c + 1] = rb;
+    s1 += (double)gm * rb; /* Σ dy·gamma, Σ dy·gamma·xhat over the group */
+    s2 += (double)gm * rg;
+  }
+  if (!dinp) return;
+  const float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+  for (int c = 0; c < cpg; c++) {
+    const float gm = gamma ? gamma[c] : 1.0f, scale = rs * gm, sh = beta ? beta[c] : 0.0f;
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    const float *db = dyb ? dyb + (size_t)c * HW : NULL;
+    float *dx = dinp + (size_t)c * HW;
+    for (int p = 0; p < HW; p++) {
+      float xhat = (x[p] - mu) * rs, d;
+      if (db) {
+        d = db[p];
+      } else {
+        float y = (x[p] - mu) * scale + sh, sg = 1.0f / (1.0f + expf(-y));
+        d = dy[p] * sg * (1.0f + y * (1.0f - sg));
+      }
+      dx[p] += rs * (d * gm - m1 - xhat * m2);
+    }
+  }
+}
+
+static void gnsilu_bwd_groups(void *ctx, int64_t bg0, int64_t bg1) {
+  const gn_job *j = ctx;
+  const int cpg = j->cpg, HW = j->HW;
+  float *dyb = j->out ? malloc((size_t)cpg * HW * sizeof(float)) : NULL; /* NULL: recompute */
+  for (int bg = (int)bg0; bg < bg1; bg++) {
+    const int g = bg % j->G;
+    const size_t off = (size_t)bg * cpg * HW;
+    const float *gamma = j->gamma ? j->gamma + g * cpg : NULL;
+    const float *beta = j->beta ? j->beta + g * cpg : NULL;
+    double *part = j->part + 2 * (size_t)bg * cpg; /* rows (b, g·cpg + c) */
+#ifdef HAVE_DCONV
+    if (j->simd) {
+      gnsilu_bwd_group_avx512(j->out ? j->out + off : NULL, part, dyb, j->inp + off,
+                              j->dout + off, gamma, beta, cpg, HW, j->cmean[bg], j->crstd[bg]);
+      continue;
+    }
+#endif
+    gnsilu_bwd_group(j->out ? j->out + off : NULL, part, dyb, j->inp + off, j->dout + off, gamma,
+                     beta, cpg, HW, j->cmean[bg], j->crstd[bg]);
+  }
+  free(dyb);
+}
+
+int sde_nn_groupnorm_silu_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                   const float *inp, const float *mean, const float *rstd,
+                                   const float *gamma, const float *beta, int B, int C, int HW,
+                                   int G) {
+  int rc = groupnorm_check(B, C, HW, G);
+  if (rc) return rc;
+  if (!dinp && !dgamma && !dbeta) return SDE_OK;
+  double *part = sde_malloc(2 * (size_t)B * C * sizeof(double));
+  if (!part) return SDE_ENOMEM;
+  gn_job j = {.out = dinp, .part = part, .inp = inp, .dout = dout,
+              .gamma = gamma, .beta = beta, .cmean = mean, .crstd = rstd, .B = B, .C = C,
+              .HW = HW, .G = G, .cpg = C / G, .simd = dconv_cpu_ok()};
+  sde_parallel_for(B * G, grain(B * G, (size_t)B * C * HW), gnsilu_bwd_groups, &j);
+  for (int c = 0; (dgamma || dbeta) && c < C; c++) { /* the batch in order */
+    double sg = 0.0, sb = 0.0;
+    for (int b = 0; b < B; b++) {
+      sg += part[2 * ((size_t)b * C + c)];
+      sb += part[2 * ((size_t)b * C + c) + 1];
+    }
+    if (dgamma) dgamma[c] += (float)sg;
+    if (dbeta) dbeta[c] += (float)sb;
+  }
+  free(part);
   return SDE_OK;
 }
 
