@@ -34,6 +34,8 @@ struct _GstScoreSdeColorize
   GstScoreSdeSamplerSettings settings;
   gboolean temporal_seed;       /* every frame uses noise stream 0 */
   gboolean chroma_only;         /* keep the input's full-resolution luminance */
+  gboolean clip_denoised;       /* few-step: clamp the data predictions to the data range */
+  gdouble t_start;              /* few-step: start time from the noised gray (1: prior) */
 
   /*< private >*/
   /* geometry, from set_info: the frame is width x height, the model w x h */

@@ -30,6 +30,8 @@ typedef struct {
   const char *schedule_name;                       /* few-step solvers' time grid */
   double churn;                                    /* NAN: not given */
   int no_lower_order_final;
+  int clip_denoised, no_clip_denoised;             /* colorize: on unless --no-clip-denoised */
+  double t_start;                                  /* NAN: not given */
   double sigma_min, sigma_max, beta_min, beta_max; /* NAN: not given */
   int num_scales;                                  /* -1: not given */
   double snr, eps, rtol, atol;                     /* NAN: not given */
@@ -79,7 +81,7 @@ enum {
   G_MASK = 1u << 16,
   G_LIK = 1u << 17,
   G_PLAN = 1u << 18,
-  G_FEW = 1u << 19,    /* --schedule --churn --no-lower-order-final */
+  G_FEW = 1u << 19,    /* --schedule --churn --no-lower-order-final --[no-]clip-denoised */
 };
 
 #define OFF(f) offsetof(cli_cfg, f)
@@ -148,6 +150,13 @@ static const cli_option options[] = {
    "dpmpp-*: keep the full order in the last steps of runs under 15 steps", G_FEW},
   {"churn", NULL, CLI_DOUBLE, OFF(churn), 0, BIG, 0, "S",
    "heun: stochastic churn S_churn, 0 = deterministic (0)", G_FEW},
+  {"clip-denoised", NULL, CLI_FLAG, OFF(clip_denoised), 0, 0, 0, NULL,
+   "few-step solvers: clamp every data prediction to the data range (colorize: on)", G_FEW},
+  {"no-clip-denoised", NULL, CLI_FLAG, OFF(no_clip_denoised), 0, 0, 0, NULL,
+   "colorize: leave the data predictions unclamped", G_FEW},
+  {"t-start", NULL, CLI_DOUBLE, OFF(t_start), 0, 1, CLI_OPEN_LO, "T",
+   "colorize, few-step: start at time T from the gray image noised to it (SDEdit; 1 = the "
+   "prior, the paper's method) (1)", G_FEW},
   {"predictor", NULL, CLI_STR, OFF(predictor_name), 0, 0, 0, "NAME",
    "euler_maruyama (em), reverse_diffusion (rd), ancestral_sampling (ancestral) or none "
    "(reverse_diffusion)",
@@ -516,6 +525,8 @@ static void make_sample_params(const cli_cfg *c, sde_sample_params *p, cli_progr
   if (c->schedule_name) p->schedule = c->schedule;
   if (c->no_lower_order_final) p->lower_order_final = 0;
   if (!isnan(c->churn)) p->churn = c->churn;
+  p->clip_denoised = c->clip_denoised && !c->no_clip_denoised;
+  if (!isnan(c->t_start) && c->t_start < SDE_T) p->t_start = c->t_start;
   if (c->predictor_name) p->predictor = c->predictor;
   if (c->corrector_name) p->corrector = c->corrector;
   if (!isnan(c->snr)) p->snr = c->snr;
@@ -960,6 +971,9 @@ static int run_control(cli_cfg *c, const cli_command *cmd, int colorize) {
   memset(&st, 0, sizeof st);
   cli_progress_init(&bar, cmd->name, progress_enabled(c));
   make_sample_params(c, &p, &bar);
+  /* colorize clamps by default: an undertrained prior's global colour drifts far out of
+   * range at high noise (docs/sampling.md#clip-denoised) */
+  if (colorize && sde_sampler_is_fewstep(p.sampler) && !c->no_clip_denoised) p.clip_denoised = 1;
   double t0 = sde_now();
   if (colorize)
     rc = sde_colorize(m, &sde, &p, n, (uint64_t)c->stream, x, y, &st);
@@ -1236,6 +1250,7 @@ static void cfg_init(cli_cfg *c) {
   c->class_id = -1;
   c->guidance = NAN;
   c->churn = NAN;
+  c->t_start = NAN;
 }
 
 /* OpenBLAS picks its kernels when it loads and falls back to generic ones on a CPU it does

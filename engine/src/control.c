@@ -205,6 +205,25 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
   k.mask = mask;
   /* x = couple(decouple(gray)·mask + decouple(prior)·(1 - mask)); the reference masks the
    * RGB prior before decoupling (trap 8), which we do not reproduce. */
+  const double eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
+  if (p->t_start != 0.0) {
+    if (!sde_sampler_is_fewstep(p->sampler)) {
+      status = sde_fail(SDE_EUNSUPPORTED, "colorize: t_start needs a few-step solver");
+      goto done;
+    }
+    if (!(p->t_start > eps && p->t_start <= SDE_T)) {
+      status = sde_fail(SDE_EINVAL, "colorize: t_start = %g must lie in (%g, %g]", p->t_start,
+                        eps, SDE_T);
+      goto done;
+    }
+    /* SDEdit: the gray image on the marginal at t_start; the solver goes on from there */
+    const sde_marg mt = sde_marg_at(sde, p->t_start);
+    for (int b = 0; b < n; b++) sde_randn(p->seed, stream0 + (uint64_t)b, 0, x + (size_t)b * D, D);
+    for (size_t j = 0; j < nd; j++) x[j] = (float)(mt.alpha * gray[j] + mt.sigma * x[j]);
+    status = sde_fewstep_run(m, sde, p, n, stream0, 1, p->t_start, eps, p->denoise, x, out,
+                             constrain_x0, &k, stats);
+    goto done;
+  }
   sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
   if (sde_sampler_is_fewstep(p->sampler)) {
     status = run_fewstep(m, sde, p, n, stream0, &k, x, out, stats);

@@ -41,7 +41,9 @@ typedef struct {
   uint32_t draw;              /* next noise draw id */
   sde_x0_constraint_fn constrain;
   void *ctx;
-  float *host;                /* [n, D] host copy for the constraint (device rows only) */
+  float *host;                /* [n, D] host copy for the constraint and the clip (device
+                               * rows only) */
+  float lo, hi;               /* the data range of p->clip_denoised */
   float *x, *s, *z, *xe;      /* [n, D] rows: state, score, noise, Heun's Euler point */
   float *x0[3];               /* data predictions, newest first */
   double lam[3];              /* their log-SNRs */
@@ -166,18 +168,32 @@ static int fs_progress(fs_run *r) {
   return SDE_OK;
 }
 
-/* dst = x0(x, mk): the data prediction, with the constraint applied. */
+/* Clamps the finite entries of x0[n, D] to [lo, hi]; NaN and infinities stay, so a
+ * diverging solve is still reported. */
+static void clip_x0(float *x0, size_t count, float lo, float hi) {
+  for (size_t j = 0; j < count; j++)
+    if (isfinite(x0[j])) x0[j] = x0[j] < lo ? lo : x0[j] > hi ? hi : x0[j];
+}
+
+/* The host-side edits of a data prediction: the clip to the data range, then the
+ * constraint (the known part is data, already in range). */
+static int fs_x0_host(fs_run *r, float *x0) {
+  if (r->p->clip_denoised) clip_x0(x0, (size_t)r->rows.n * (size_t)r->rows.D, r->lo, r->hi);
+  return r->constrain ? r->constrain(r->ctx, r->rows.n, x0) : SDE_OK;
+}
+
+/* dst = x0(x, mk): the data prediction, clipped and constrained when asked. */
 static int fs_x0(fs_run *r, const float *x, const sde_marg *mk, float *dst) {
   double cx, cy;
   sde_marg_convert(mk, SDE_PARAM_SCORE, SDE_PARAM_X0, &cx, &cy);
   int rc = sde_rows_score(&r->rows, x, (float)mk->t, r->s);
   if (!rc) rc = sde_rows_axpby(&r->rows, dst, cx, x, cy, r->s);
-  if (!rc && r->constrain) {
+  if (!rc && (r->constrain || r->p->clip_denoised)) {
     if (r->rows.be->host_memory) {
-      rc = r->constrain(r->ctx, r->rows.n, dst);
+      rc = fs_x0_host(r, dst);
     } else {
       rc = sde_rows_get(&r->rows, r->host, dst);
-      if (!rc) rc = r->constrain(r->ctx, r->rows.n, r->host);
+      if (!rc) rc = fs_x0_host(r, r->host);
       if (!rc) rc = sde_rows_put(&r->rows, dst, r->host);
     }
   }
@@ -293,7 +309,7 @@ static int fs_alloc(fs_run *r, int order, int noise) {
   for (int j = 0; j < order && !rc; j++) rc = sde_rows_alloc(&r->rows, &r->x0[j]);
   if (!rc && noise) rc = sde_rows_alloc(&r->rows, &r->z);
   if (!rc && r->p->sampler == SDE_SAMPLER_HEUN) rc = sde_rows_alloc(&r->rows, &r->xe);
-  if (!rc && r->constrain && !r->rows.be->host_memory) {
+  if (!rc && (r->constrain || r->p->clip_denoised) && !r->rows.be->host_memory) {
     r->host = sde_malloc(sizeof(float) * (size_t)r->rows.n * (size_t)r->rows.D);
     if (!r->host) rc = SDE_ENOMEM;
   }
@@ -330,9 +346,12 @@ int sde_fewstep_run(const sde_model *m, const sde_sde *sde, const sde_sample_par
   const int order = s == SDE_SAMPLER_DDIM ? 1 : s == SDE_SAMPLER_DPMPP_3M ? 3 : 2;
   const int noise = s == SDE_SAMPLER_DPMPP_2M_SDE || (s == SDE_SAMPLER_HEUN && p->churn > 0);
   if (encode) denoise = 0;
+  if (p->clip_denoised && (encode || !m->is_image))
+    return sde_fail(SDE_EINVAL, "clip-denoised needs an image model with a data range and a "
+                                "sampling direction (not encode)");
   const int npts = fs_points(p, denoise), steps = npts - 1;
   fs_run r = {.p = p, .stream0 = stream0, .draw = first_draw, .constrain = constrain,
-              .ctx = ctx};
+              .ctx = ctx, .lo = m->centered ? -1.0f : 0.0f, .hi = 1.0f};
   r.total = (s == SDE_SAMPLER_HEUN ? 2 * steps : steps) + denoise;
   double *t = sde_malloc(sizeof(double) * (size_t)npts);
   if (!t) return SDE_ENOMEM;

@@ -26,6 +26,8 @@ void sde_sample_params_init(sde_sample_params *p) {
   p->schedule = SDE_SCHEDULE_LOGSNR;
   p->lower_order_final = 1;
   p->churn = 0.0;
+  p->clip_denoised = 0;
+  p->t_start = 0.0;
   p->seed = 0;
   p->max_evals = SDE_ODE_DEFAULT_MAX_EVALS;
 }

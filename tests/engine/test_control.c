@@ -98,6 +98,81 @@ int main(void) {
               sde_kind_name(kinds[s]), gray_err);
   }
 
+  /* Few-step colorization started from the gray image noised to t_start (SDEdit): the
+   * luminance kept, the same bits for the same seed, a start of its own. */
+  {
+    sde_sde sde;
+    sde_init(&sde, SDE_VP);
+    const float *truth = img + (size_t)9 * D;
+    for (int i = 0; i < H * W; i++) {
+      float l = (truth[i] + truth[H * W + i] + truth[2 * H * W + i]) / 3.0f;
+      gray[i] = gray[H * W + i] = gray[2 * H * W + i] = l;
+    }
+    float first[D], again[D];
+    const double starts[2] = {0.0, 0.2};
+    for (int k = 0; k < 2; k++) {
+      sde_sample_params p;
+      sde_sample_params_init(&p);
+      p.sampler = SDE_SAMPLER_DPMPP_2M;
+      p.seed = 3;
+      p.clip_denoised = 1;
+      p.t_start = starts[k];
+      float *o = k ? out : first;
+      int status = sde_colorize(m, &sde, &p, 1, 0, gray, o, NULL);
+      status = status ? status : sde_colorize(m, &sde, &p, 1, 0, gray, again, NULL);
+      double gray_err = 0;
+      for (int i = 0; i < H * W; i++)
+        gray_err = fmax(gray_err, fabs((o[i] + o[H * W + i] + o[2 * H * W + i]) / 3.0f - gray[i]));
+      TAP_CHECK(status == SDE_OK && gray_err < 1e-3 && !memcmp(o, again, sizeof again),
+                "colorize dpmpp-2m, clip-denoised, t_start %.1f: luminance kept (%.2g), "
+                "repeatable (%s)", starts[k], gray_err, sde_errmsg());
+    }
+    TAP_CHECK(memcmp(first, out, sizeof first) != 0, "t_start 0.2 starts elsewhere than T");
+    sde_sample_params p;
+    sde_sample_params_init(&p);
+    p.t_start = 0.5;
+    TAP_CHECK(sde_colorize(m, &sde, &p, 1, 0, gray, out, NULL) == SDE_EUNSUPPORTED,
+              "t_start with the pc sampler is refused: %s", sde_errmsg());
+    p.sampler = SDE_SAMPLER_DDIM;
+    p.t_start = 1e-4;
+    TAP_CHECK(sde_colorize(m, &sde, &p, 1, 0, gray, out, NULL) == SDE_EINVAL,
+              "t_start below eps is refused: %s", sde_errmsg());
+  }
+
+  /* clip-denoised: a data set that leaves the range [0, 1] (pixels up to 1.5) is sampled
+   * out of range, and clamped into it with the clip; never without an image model. */
+  {
+    float *wide = malloc(sizeof(float) * M * D), *x = malloc(sizeof(float) * 8 * D);
+    for (int i = 0; i < M * D; i++) wide[i] = 1.5f * img[i];
+    sde_model *wm = NULL;
+    TAP_CHECK(sde_empirical_create(M, C, H, W, wide, 0, &wm) == SDE_OK, "model of wide data");
+    wm->is_image = 1;
+    sde_sde sde;
+    sde_init(&sde, SDE_VP);
+    for (int clip = 0; clip < 2; clip++) {
+      sde_sample_params p;
+      sde_sample_params_init(&p);
+      p.sampler = SDE_SAMPLER_DPMPP_2M;
+      p.clip_denoised = clip;
+      int status = sde_sample(wm, &sde, &p, 8, 0, x, NULL);
+      double hi = -1e9, lo = 1e9;
+      for (int i = 0; i < 8 * D; i++) hi = fmax(hi, x[i]), lo = fmin(lo, x[i]);
+      TAP_CHECK(status == SDE_OK && (clip ? hi <= 1.0 && lo >= 0.0 : hi > 1.2),
+                "dpmpp-2m %s clip-denoised: samples in [%.3f, %.3f]", clip ? "with" : "without",
+                lo, hi);
+    }
+    sde_sample_params p;
+    sde_sample_params_init(&p);
+    p.sampler = SDE_SAMPLER_DPMPP_2M;
+    p.clip_denoised = 1;
+    wm->is_image = 0;
+    TAP_CHECK(sde_sample(wm, &sde, &p, 1, 0, x, NULL) == SDE_EINVAL,
+              "clip-denoised without an image model is refused: %s", sde_errmsg());
+    sde_model_free(wm);
+    free(wide);
+    free(x);
+  }
+
   /* The colour transform is orthogonal: decouple then couple is the identity. */
   float back[D];
   sde_color_transform(1, H * W, img, out, 0);

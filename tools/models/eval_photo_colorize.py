@@ -116,7 +116,7 @@ def images(a):
     orig = np.load(a.data)
     gray = to_gray(orig)
     gray3 = np.repeat(gray[..., None], 3, axis=-1)
-    col, dt = colorize(gray, a.work, a.model, a.sampler, a.steps, a.plugins)
+    col, dt = colorize(gray, a.work, a.model, a.sampler, a.steps, a.plugins, a.prop)
     # baseline: gray plus the training set's mean chroma (one RGB offset of zero mean,
     # the best constant colouring in the MSE sense), clipped to [0, 255]
     tr = np.load(a.train, mmap_mode="r")
@@ -251,6 +251,8 @@ def main():
     ap.add_argument("--figure", default=None)
     ap.add_argument("--compare", default=None)
     ap.add_argument("--label", default=None)
+    ap.add_argument("--prop", action="append", default=[],
+                    help="one more element property NAME=VALUE (repeatable)")
     ap.add_argument("--video", default=None, help="photo to pan over (held-out)")
     ap.add_argument("--frames", type=int, default=24)
     a = ap.parse_args()

@@ -66,6 +66,13 @@ typedef struct {
   sde_schedule schedule; /* few-step solvers' time grid (logsnr) */
   int lower_order_final; /* few-step multistep solvers: lower the order in the last steps (1) */
   double churn;         /* heun: stochastic churn S_churn (0 = deterministic) */
+  int clip_denoised;    /* few-step solvers: clamp every data prediction to the model's
+                         * data range, [-1,1] when centered else [0,1] (DDPM's
+                         * clip_denoised); image models only, not encode; pc and ode
+                         * ignore it (0) */
+  double t_start;       /* colorize with a few-step solver: start at this time from the
+                         * gray image noised to it (SDEdit) instead of from the prior at T;
+                         * smaller keeps the colours nearer the gray (0 = T) */
   uint64_t seed;
   sde_progress_fn progress;
   void *user;
