@@ -311,6 +311,50 @@ GST_START_TEST (test_any_size_keeps_luma)
 
 GST_END_TEST;
 
+/* t-start (SDEdit from the noised gray) keeps the luminance and changes the colours;
+ * the defaults read back. */
+GST_START_TEST (test_t_start)
+{
+  const gchar *modes[2] = { QUICK, QUICK " t-start=0.3" };
+  gdouble chroma[2], t_start = 0.0;
+  gboolean clip = FALSE;
+  guint8 *in = gray_picture (32, 32);
+  GstElement *e = gst_element_factory_make ("scoresdecolorize", NULL);
+  gint m, i;
+
+  g_object_get (e, "t-start", &t_start, "clip-denoised", &clip, NULL);
+  fail_unless (t_start == 1.0 && clip, "defaults: t-start %g, clip-denoised %d",
+      t_start, clip);
+  gst_object_unref (e);
+
+  for (m = 0; m < 2; m++) {
+    GstHarness *h = new_harness (modes[m], 32, 32, "RGB");
+    GstBuffer *out = gst_harness_push_and_pull (h,
+        scoresde_test_buffer (in, 32 * 32, 0, GST_SECOND));
+    GstMapInfo map;
+    gdouble luma_err = 0.0;
+
+    fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+    chroma[m] = 0.0;
+    for (i = 0; i < 32 * 32; i++) {
+      const guint8 *p = map.data + 3 * i;
+      luma_err = MAX (luma_err, fabs ((p[0] + p[1] + p[2]) / 3.0 - in[i]));
+      chroma[m] += MAX (MAX (p[0], p[1]), p[2]) - MIN (MIN (p[0], p[1]), p[2]);
+    }
+    chroma[m] /= 32 * 32;
+    gst_buffer_unmap (out, &map);
+    GST_INFO ("%s: mean chroma spread %.2f, max luma error %.2f", modes[m],
+        chroma[m], luma_err);
+    fail_unless (luma_err <= 1.0, "%s: luma error %.2f", modes[m], luma_err);
+    gst_buffer_unref (out);
+    gst_harness_teardown (h);
+  }
+  fail_unless (chroma[1] != chroma[0], "t-start=0.3 changed nothing");
+  g_free (in);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_any_size_rgb_mode)
 {
   GstHarness *h = new_harness (QUICK " chroma-only=false", 20, 50, "RGBA");
@@ -671,6 +715,7 @@ scoresdecolorize_suite (void)
   tcase_add_test (tc, test_every_step_count);
   tcase_add_test (tc, test_any_size_keeps_luma);
   tcase_add_test (tc, test_any_size_rgb_mode);
+  tcase_add_test (tc, test_t_start);
   tcase_add_test (tc, test_temporal_seed);
   tcase_add_test (tc, test_centered_model);
   tcase_add_test (tc, test_bad_model);
