@@ -191,7 +191,7 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * before the luminance goes in (DDPM's clip_denoised). A prior that has not learnt
    * an image's global colour well predicts it far out of range at high noise, and the
    * solver carries that drift into a saturated cast; clamped, the colours stay
-   * plausible (docs/sampling.md#clip-denoised). No effect with sampler=pc.
+   * plausible (docs/sampling.md#clip-denoised-and-t-start). No effect with sampler=pc.
    */
   g_object_class_install_property (gobject_class, PROP_CLIP_DENOISED,
       g_param_spec_boolean ("clip-denoised", "Clip denoised",

@@ -972,7 +972,7 @@ static int run_control(cli_cfg *c, const cli_command *cmd, int colorize) {
   cli_progress_init(&bar, cmd->name, progress_enabled(c));
   make_sample_params(c, &p, &bar);
   /* colorize clamps by default: an undertrained prior's global colour drifts far out of
-   * range at high noise (docs/sampling.md#clip-denoised) */
+   * range at high noise (docs/sampling.md#clip-denoised-and-t-start) */
   if (colorize && sde_sampler_is_fewstep(p.sampler) && !c->no_clip_denoised) p.clip_denoised = 1;
   double t0 = sde_now();
   if (colorize)
