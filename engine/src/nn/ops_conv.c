@@ -796,11 +796,12 @@ static int dconv_dweight(float *dweight, const float *dout, const float *inp,
 #define PC_G 16 /* output-channel blocks per task (128 channels): the panel is copied once */
 #define PC_P (DC_J * DC_V) /* panel row: the positions of one tile */
 
-/* tile[r][j·16 + i] = Σ_{k < K} w_r[k·wc] · panel[k·PC_P + j·16 + i], w_r = w + min(r, nr − 1)·wr
- * (rows past nr repeat the last one and are dropped) */
+/* dst[r·ds + j·16 + i] = bias[r] + Σ_{k < K} w_r[k·wc] · panel[k·PC_P + j·16 + i] for r < nr,
+ * w_r = w + min(r, nr − 1)·wr (rows past nr repeat the last one and are dropped); bias NULL:
+ * + 0 (so that a sum of −0 comes out +0 whichever way the output is written) */
 __attribute__((target("avx512f"), always_inline)) static inline void
-pconv_kernel(float *tile, const float *panel, const float *w, size_t wr, size_t wc, int nr, int K,
-             const int J) {
+pconv_kernel(float *dst, size_t ds, const float *bias, const float *panel, const float *w,
+             size_t wr, size_t wc, int nr, int K, const int J) {
   __m512 acc[DC_R][DC_J];
   const float *wp[DC_R];
 #pragma GCC unroll 8
@@ -823,15 +824,19 @@ pconv_kernel(float *tile, const float *panel, const float *w, size_t wr, size_t 
     }
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < DC_R; r++)
+  for (int r = 0; r < DC_R; r++) {
+    if (r >= nr) break;
+    const __m512 bv = _mm512_set1_ps(bias ? bias[r] : 0.0f);
 #pragma GCC unroll 3
-    for (int j = 0; j < J; j++) _mm512_storeu_ps(tile + r * PC_P + j * DC_V, acc[r][j]);
+    for (int j = 0; j < J; j++) _mm512_storeu_ps(dst + r * ds + j * DC_V, _mm512_add_ps(acc[r][j], bv));
+  }
 }
 
-#define PCONV_TILE(JJ)                                                                      \
-  __attribute__((target("avx512f"))) static void pconv_tile##JJ(                            \
-      float *tile, const float *panel, const float *w, size_t wr, size_t wc, int nr, int K) { \
-    pconv_kernel(tile, panel, w, wr, wc, nr, K, JJ);                                        \
+#define PCONV_TILE(JJ)                                                                         \
+  __attribute__((target("avx512f"))) static void pconv_tile##JJ(                               \
+      float *dst, size_t ds, const float *bias, const float *panel, const float *w, size_t wr, \
+      size_t wc, int nr, int K) {                                                              \
+    pconv_kernel(dst, ds, bias, panel, w, wr, wc, nr, K, JJ);                                  \
   }
 PCONV_TILE(1)
 PCONV_TILE(2)
@@ -867,8 +872,27 @@ static int pconv_runs(const pconv_job *j, int tl, pconv_run_t *runs) {
   return n;
 }
 
+/* panel[c][0, 48) = x[c][0, 48) for c < Ci (a whole tile of a 1x1 conv), the rows PC_PF
+ * ahead prefetched: the columns of an image the caches do not hold come from memory in
+ * 192-byte pieces, one per channel */
+#define PC_PF 8
+__attribute__((target("avx512f"))) static void pconv_pack_whole(float *panel, const float *x,
+                                                                size_t S, int Ci) {
+  for (int c = 0; c < Ci; c++) {
+    const float *src = x + (size_t)c * S;
+    if (c + PC_PF < Ci)
+      for (int l = 0; l < PC_P; l += 16) __builtin_prefetch(src + PC_PF * S + l);
+    for (int l = 0; l < PC_P; l += 16)
+      _mm512_storeu_ps(panel + (size_t)c * PC_P + l, _mm512_loadu_ps(src + l));
+  }
+}
+
 /* panel[k][0, n) for the tile's n positions (the rest of each row 0) */
 static void pconv_pack(const pconv_job *j, float *panel, const pconv_run_t *runs, int nrun, int n) {
+  if (!j->s2 && nrun == 1 && n == PC_P) {
+    pconv_pack_whole(panel, j->x + (size_t)runs[0].b * j->ximg + runs[0].p, j->S, j->Ci);
+    return;
+  }
   for (int c = 0; c < j->Ci; c++) {
     if (!j->s2) {
       float *d = panel + (size_t)c * PC_P;
@@ -897,8 +921,8 @@ static void pconv_pack(const pconv_job *j, float *panel, const pconv_run_t *runs
  * fastest */
 static void pconv_tasks(void *ctx, int64_t t0, int64_t t1) {
   pconv_job *j = ctx;
-  static void (*const fns[3])(float *, const float *, const float *, size_t, size_t, int, int) = {
-      pconv_tile1, pconv_tile2, pconv_tile3};
+  static void (*const fns[3])(float *, size_t, const float *, const float *, const float *,
+                              size_t, size_t, int, int) = {pconv_tile1, pconv_tile2, pconv_tile3};
   float tile[DC_R * PC_P] __attribute__((aligned(64)));
   pconv_run_t runs[PC_P];
   float *panel = malloc((size_t)j->K * PC_P * sizeof(float));
@@ -913,24 +937,30 @@ static void pconv_tasks(void *ctx, int64_t t0, int64_t t1) {
     const int n = runs[nrun - 1].d + runs[nrun - 1].len, J = ceil_div(n, DC_V);
     pconv_pack(j, panel, runs, nrun, n);
     const int cb1 = (g + 1) * j->G < ncb ? (g + 1) * j->G : ncb;
+    const int whole = nrun == 1 && n == PC_P && !j->s2; /* the tile is 48 outputs of a row */
     for (int cb = g * j->G; cb < cb1; cb++) {
       const int nr = j->Co - cb * DC_R < DC_R ? j->Co - cb * DC_R : DC_R;
-      fns[J - 1](tile, panel, j->w + (size_t)cb * DC_R * j->wr, j->wr, j->wc, nr, j->K);
+      const float *wb = j->w + (size_t)cb * DC_R * j->wr, *bb = j->bias ? j->bias + cb * DC_R : NULL;
+      if (whole) { /* straight into the output rows */
+        fns[J - 1](j->out + ((size_t)runs[0].b * j->Co + cb * DC_R) * j->HWo + runs[0].p, j->HWo,
+                   bb, panel, wb, j->wr, j->wc, nr, j->K);
+        continue;
+      }
+      fns[J - 1](tile, PC_P, bb, panel, wb, j->wr, j->wc, nr, j->K);
       for (int r = 0; r < nr; r++) {
         const int co = cb * DC_R + r;
-        const float bv = j->bias ? j->bias[co] : 0.0f;
         for (int u = 0; u < nrun; u++) {
           const float *tr = tile + r * PC_P + runs[u].d - runs[u].p;
           float *o = j->out + ((size_t)runs[u].b * j->Co + co) * j->HWo;
           const int p0 = runs[u].p, p1 = p0 + runs[u].len;
           if (j->Wq == j->Wo) {
-            for (int q = p0; q < p1; q++) o[q] = tr[q] + bv;
+            memcpy(o + p0, tr + p0, (size_t)(p1 - p0) * sizeof(float));
             continue;
           }
           /* stride 2: grid row oh holds outputs oh·Wo .. from oh·Wq, then a column to drop */
           for (int q = p0; q < p1;) {
             const int oh = q / j->Wq, ow = q % j->Wq, e = p1 < (oh + 1) * j->Wq ? p1 : (oh + 1) * j->Wq;
-            for (int i = ow; i < j->Wo && q + i - ow < e; i++) o[oh * j->Wo + i] = tr[q + i - ow] + bv;
+            for (int i = ow; i < j->Wo && q + i - ow < e; i++) o[oh * j->Wo + i] = tr[q + i - ow];
             q = e;
           }
         }
