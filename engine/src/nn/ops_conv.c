@@ -850,6 +850,7 @@ typedef struct {
   int s2, Wq, Wo, HWo, HWp;    /* stride 2: phase row; output row, outputs per channel;
                                   positions per image (HWo; stride 2: Ho·Wq, the grid) */
   int B, ntile, G, ngr;        /* tiles of the batch; channel blocks per task, groups of them */
+  float *panels;               /* few tiles: every tile's panel, packed once before the tasks */
   atomic_int fail;             /* a task could not allocate its panel */
 } pconv_job;
 
@@ -925,8 +926,8 @@ static void pconv_tasks(void *ctx, int64_t t0, int64_t t1) {
                               size_t, size_t, int, int) = {pconv_tile1, pconv_tile2, pconv_tile3};
   float tile[DC_R * PC_P] __attribute__((aligned(64)));
   pconv_run_t runs[PC_P];
-  float *panel = malloc((size_t)j->K * PC_P * sizeof(float));
-  if (!panel) {
+  float *own = j->panels ? NULL : malloc((size_t)j->K * PC_P * sizeof(float)), *panel = own;
+  if (!j->panels && !own) {
     atomic_store(&j->fail, 1);
     return;
   }
@@ -935,7 +936,8 @@ static void pconv_tasks(void *ctx, int64_t t0, int64_t t1) {
     const int g = (int)(t % j->ngr), tl = (int)(t / j->ngr);
     const int nrun = pconv_runs(j, tl, runs);
     const int n = runs[nrun - 1].d + runs[nrun - 1].len, J = ceil_div(n, DC_V);
-    pconv_pack(j, panel, runs, nrun, n);
+    if (j->panels) panel = j->panels + (size_t)tl * j->K * PC_P;
+    else pconv_pack(j, panel, runs, nrun, n);
     const int cb1 = (g + 1) * j->G < ncb ? (g + 1) * j->G : ncb;
     const int whole = nrun == 1 && n == PC_P && !j->s2; /* the tile is 48 outputs of a row */
     for (int cb = g * j->G; cb < cb1; cb++) {
@@ -967,18 +969,38 @@ static void pconv_tasks(void *ctx, int64_t t0, int64_t t1) {
       }
     }
   }
-  free(panel);
+  free(own);
 }
 
-/* the tasks; fewer channel blocks per task when that leaves under 8 tasks */
+/* the panels of tiles [t0, t1) into j->panels */
+static void pconv_pack_tiles(void *ctx, int64_t t0, int64_t t1) {
+  const pconv_job *j = ctx;
+  pconv_run_t runs[PC_P];
+  for (int64_t tl = t0; tl < t1; tl++) {
+    const int nrun = pconv_runs(j, (int)tl, runs);
+    pconv_pack(j, j->panels + (size_t)tl * j->K * PC_P, runs, nrun,
+               runs[nrun - 1].d + runs[nrun - 1].len);
+  }
+}
+
+/* The tasks. Under PC_FEW tiles (small images) every panel is packed once up front and the
+ * channel blocks are split further, to 8 tasks or more, without packing a panel twice. */
+#define PC_FEW 8
 static int pconv_run(pconv_job *j) {
   const int ncb = ceil_div(j->Co, DC_R);
   j->ntile = (int)(((int64_t)j->B * j->HWp + PC_P - 1) / PC_P);
   j->G = PC_G < ncb ? PC_G : ncb;
-  while (j->G > 1 && (int64_t)j->ntile * ceil_div(ncb, j->G) < 8) j->G = ceil_div(j->G, 2);
+  j->panels = NULL;
+  if (j->ntile < PC_FEW) {
+    j->panels = malloc((size_t)j->ntile * j->K * PC_P * sizeof(float));
+    if (!j->panels) return sde_fail(SDE_ENOMEM, "conv2d: out of memory");
+    sde_parallel_for(j->ntile, 1, pconv_pack_tiles, j);
+    while (j->G > 1 && (int64_t)j->ntile * ceil_div(ncb, j->G) < 8) j->G = ceil_div(j->G, 2);
+  }
   j->ngr = ceil_div(ncb, j->G);
   atomic_init(&j->fail, 0);
   sde_parallel_for_dynamic((int64_t)j->ntile * j->ngr, 1, pconv_tasks, j);
+  free(j->panels);
   return atomic_load(&j->fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
 
