@@ -932,12 +932,13 @@ static void pconv_tasks(void *ctx, int64_t t0, int64_t t1) {
     return;
   }
   const int ncb = ceil_div(j->Co, DC_R);
+  int packed = -1; /* the tile whose panel is in `own` */
   for (int64_t t = t0; t < t1; t++) {
     const int g = (int)(t % j->ngr), tl = (int)(t / j->ngr);
     const int nrun = pconv_runs(j, tl, runs);
     const int n = runs[nrun - 1].d + runs[nrun - 1].len, J = ceil_div(n, DC_V);
     if (j->panels) panel = j->panels + (size_t)tl * j->K * PC_P;
-    else pconv_pack(j, panel, runs, nrun, n);
+    else if (tl != packed) pconv_pack(j, panel, runs, nrun, n), packed = tl;
     const int cb1 = (g + 1) * j->G < ncb ? (g + 1) * j->G : ncb;
     const int whole = nrun == 1 && n == PC_P && !j->s2; /* the tile is 48 outputs of a row */
     for (int cb = g * j->G; cb < cb1; cb++) {
@@ -999,7 +1000,8 @@ static int pconv_run(pconv_job *j) {
   }
   j->ngr = ceil_div(ncb, j->G);
   atomic_init(&j->fail, 0);
-  sde_parallel_for_dynamic((int64_t)j->ntile * j->ngr, 1, pconv_tasks, j);
+  /* packed per task: a tile's groups in one call, one pack and one buffer for them */
+  sde_parallel_for_dynamic((int64_t)j->ntile * j->ngr, j->panels ? 1 : j->ngr, pconv_tasks, j);
   free(j->panels);
   return atomic_load(&j->fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
