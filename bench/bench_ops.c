@@ -178,5 +178,33 @@ int main(int argc, char **argv) {
     free(x), free(da), free(gm), free(bt), free(y), free(dg), free(dx), free(dgm), free(dbt);
     free(mean), free(rstd);
   }
+
+  /* the 1x1 / NIN and stride-2 shapes of the CIFAR-10 NCSN++ (best of 5) */
+  printf("\n%-28s %10s %10s %10s\n", "1x1 / NIN / stride 2", "ms", "GFLOP/s", "cpu GF/s");
+  const int pw[][6] = {/* kind (0 conv1x1, 1 NIN, 2 conv3x3 s2 pad 0), B, Ci, H, Co */
+                       {0, 8, 256, 32, 128}, {0, 8, 512, 16, 256}, {0, 8, 512, 8, 256},
+                       {0, 1, 256, 32, 128}, {1, 8, 256, 16, 256}, {1, 1, 256, 16, 256},
+                       {2, 8, 256, 9, 256},  {2, 8, 128, 17, 256}, {2, 1, 128, 17, 256}};
+  for (size_t i = 0; i < sizeof pw / sizeof pw[0]; i++) {
+    const int kind = pw[i][0], B = pw[i][1], Ci = pw[i][2], H = pw[i][3], Co = pw[i][4];
+    const int k = kind == 2 ? 3 : 1, Ho = kind == 2 ? (H - 3) / 2 + 1 : H;
+    sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, H, Co, k, kind == 2 ? 2 : 1, 0);
+    float *x = rand_f((size_t)B * Ci * H * H, 1), *w = rand_f((size_t)Co * Ci * k * k, 0.05f);
+    float *b = rand_f(Co, 0.1f), *y = malloc((size_t)B * Co * Ho * Ho * sizeof(float));
+    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    double flops = 2.0 * B * Co * Ci * k * k * Ho * Ho, t;
+    if (kind == 1) {
+      sde_nn_nin_forward(y, x, w, b, B, Ci, H * H, Co);
+      TIME_BEST(t, 5, sde_nn_nin_forward(y, x, w, b, B, Ci, H * H, Co));
+    } else {
+      sde_nn_conv2d_forward(y, x, w, b, &s, scratch);
+      TIME_BEST(t, 5, sde_nn_conv2d_forward(y, x, w, b, &s, scratch));
+    }
+    char label[64];
+    snprintf(label, sizeof label, "%s B=%d %d->%d %dx%d", kind == 0 ? "1x1" : kind == 1 ? "nin" : "s2",
+             B, Ci, Co, H, H);
+    printf("%-28s %10.2f %10.1f %10.1f\n", label, t * 1e3, flops / t * 1e-9, flops / cpu * 1e-9);
+    free(x), free(w), free(b), free(y), free(scratch);
+  }
   return 0;
 }

@@ -30,7 +30,9 @@ extern "C" {
  * Ho = (H + pad_top + pad_bottom - KH)/stride + 1, Wo likewise. On CPUs with AVX-512F,
  * stride-1 non-pointwise convs are computed directly (zero-padded planes, register tiles of
  * 8 output channels x 48 positions, one fixed-order FMA chain per output; set
- * SDE_NN_NO_DIRECT_CONV=1 to disable it and the AVX-512 GroupNorm/SiLU); otherwise
+ * SDE_NN_NO_DIRECT_CONV=1 to disable it and the AVX-512 GroupNorm/SiLU), and so are 1x1
+ * stride-1 unpadded convs, NIN and 3x3 stride-2 convs (the same tiles over a small
+ * per-task copy of 48 input columns, or of their 9 taps from polyphase planes); otherwise
  * im2col + sgemm (no im2col for 1x1, stride 1, no padding). The backward on such CPUs
  * computes dinp of stride-1 convs as the direct conv of dout with the flipped weights and
  * dweight of 3x3 stride-1 convs directly from the padded planes; both split by shape only. */

@@ -239,6 +239,10 @@ static void conv2d_plan(const sde_nn_conv2d_shape *s, int *imgs, int *rows) {
 
 static int dconv_usable(const sde_nn_conv2d_shape *s);
 static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s);
+#ifdef HAVE_DCONV
+static int pconv_s2_usable(const sde_nn_conv2d_shape *s);
+static size_t pconv_s2_scratch_floats(const sde_nn_conv2d_shape *s);
+#endif
 
 /* dweight of a group of imgs images is summed in dw_parts(s, imgs) partials, part c over
  * images [c·imgs/parts, (c+1)·imgs/parts) in order, one task each, then the partials are
@@ -267,6 +271,12 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
     size_t d = dconv_scratch_floats(s);
     if (d > n) n = d;
   }
+#ifdef HAVE_DCONV
+  if (pconv_s2_usable(s)) {
+    size_t d = pconv_s2_scratch_floats(s);
+    if (d > n) n = d;
+  }
+#endif
   sde_nn_conv2d_shape t;
   if (dconv_dinp_shape(s, &t)) { /* backward: dinp as a direct conv, flipped weights after */
     size_t d = dconv_scratch_floats(&t) + (size_t)s->C_out * K;
@@ -770,6 +780,288 @@ static int dconv_dweight(float *dweight, const float *dout, const float *inp,
   sde_parallel_for_dynamic((int64_t)ceil_div(s->C_out, 2) * s->C_in, 1, dconv_dw_tasks, &jj);
   return 1;
 }
+
+/* ---- direct 1x1 (pointwise, NIN) and 3x3 stride-2 convolutions ---------------------------
+ * Both are GEMMs out[co][p] = bias[co] + Σ_k w(co, k) · panel[k][p] over k = input channel
+ * (1x1, NIN) or (input channel, tap) (stride 2), the weights read in place at
+ * w[co·wr + k·wc] (conv [Co][Ci][KH][KW] or NIN [Ci][Co]). A task takes 48 output
+ * positions of the batch (runs of several images when H·W < 48), copies their K input
+ * columns into a contiguous panel [K][48] (read in place, the columns of a 1x1 conv on a
+ * 32x32 image lie 4 KiB apart and all fall in the same few L1 sets: 1.8x slower), and runs
+ * register tiles of DC_R output channels x DC_J vectors over it for up to PC_G blocks of
+ * channels. One FMA chain per output over k in order: the bits depend neither on the
+ * thread count nor on the batch.
+ * Stride 2 takes its panel from the four polyphase planes of the zero-padded input (input
+ * column 2·ow + kw is column ow + kw/2 of phase kw & 1, rows alike): contiguous copies. */
+#define PC_G 16 /* output-channel blocks per task (128 channels): the panel is copied once */
+#define PC_P (DC_J * DC_V) /* panel row: the positions of one tile */
+
+/* dst[r·ds + j·16 + i] = bias[r] + Σ_{k < K} w_r[k·wc] · panel[k·PC_P + j·16 + i] for r < nr,
+ * w_r = w + min(r, nr − 1)·wr (rows past nr repeat the last one and are dropped); bias NULL:
+ * + 0 (so that a sum of −0 comes out +0 whichever way the output is written) */
+__attribute__((target("avx512f"), always_inline)) static inline void
+pconv_kernel(float *dst, size_t ds, const float *bias, const float *panel, const float *w,
+             size_t wr, size_t wc, int nr, int K, const int J) {
+  __m512 acc[DC_R][DC_J];
+  const float *wp[DC_R];
+#pragma GCC unroll 8
+  for (int r = 0; r < DC_R; r++) {
+    wp[r] = w + (size_t)(r < nr ? r : nr - 1) * wr;
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) acc[r][j] = _mm512_setzero_ps();
+  }
+  for (int k = 0; k < K; k++) {
+    const float *pk = panel + (size_t)k * PC_P;
+    const size_t wo = (size_t)k * wc;
+    __m512 xv[DC_J];
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) xv[j] = _mm512_loadu_ps(pk + j * DC_V);
+#pragma GCC unroll 8
+    for (int r = 0; r < DC_R; r++) {
+      __m512 wv = _mm512_set1_ps(wp[r][wo]);
+#pragma GCC unroll 3
+      for (int j = 0; j < J; j++) acc[r][j] = _mm512_fmadd_ps(wv, xv[j], acc[r][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < DC_R; r++) {
+    if (r >= nr) break;
+    const __m512 bv = _mm512_set1_ps(bias ? bias[r] : 0.0f);
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) _mm512_storeu_ps(dst + r * ds + j * DC_V, _mm512_add_ps(acc[r][j], bv));
+  }
+}
+
+#define PCONV_TILE(JJ)                                                                         \
+  __attribute__((target("avx512f"))) static void pconv_tile##JJ(                               \
+      float *dst, size_t ds, const float *bias, const float *panel, const float *w, size_t wr, \
+      size_t wc, int nr, int K) {                                                              \
+    pconv_kernel(dst, ds, bias, panel, w, wr, wc, nr, K, JJ);                                  \
+  }
+PCONV_TILE(1)
+PCONV_TILE(2)
+PCONV_TILE(3)
+
+typedef struct {
+  float *out;
+  const float *x, *w, *bias, *inp;
+  int Ci, Co, K, H, W, pt, pl; /* K = Ci (1x1) or 9·Ci (stride 2); H, W, pads: stride 2 */
+  size_t S, Sq, ximg, wr, wc;  /* x: S floats per input channel (Sq per phase), ximg per image */
+  int s2, Wq, Wo, HWo, HWp;    /* stride 2: phase row; output row, outputs per channel;
+                                  positions per image (HWo; stride 2: Ho·Wq, the grid) */
+  int B, ntile, G, ngr;        /* tiles of the batch; channel blocks per task, groups of them */
+  float *panels;               /* few tiles: every tile's panel, packed once before the tasks */
+  atomic_int fail;             /* a task could not allocate its panel */
+} pconv_job;
+
+/* A tile's positions: runs of one image each (several images when H·W < 48) */
+typedef struct {
+  int b, p, len, d; /* image, first position, count, offset in the tile */
+} pconv_run_t;
+
+/* the runs of tile tl; returns their count */
+static int pconv_runs(const pconv_job *j, int tl, pconv_run_t *runs) {
+  const int64_t all = (int64_t)j->B * j->HWp, g0 = (int64_t)tl * PC_P;
+  const int64_t g1 = g0 + PC_P < all ? g0 + PC_P : all;
+  int n = 0;
+  for (int64_t g = g0; g < g1; n++) {
+    const int b = (int)(g / j->HWp), p = (int)(g % j->HWp);
+    const int len = j->HWp - p < g1 - g ? j->HWp - p : (int)(g1 - g);
+    runs[n] = (pconv_run_t){b, p, len, (int)(g - g0)};
+    g += len;
+  }
+  return n;
+}
+
+/* panel[c][0, 48) = x[c][0, 48) for c < Ci (a whole tile of a 1x1 conv), the rows PC_PF
+ * ahead prefetched: the columns of an image the caches do not hold come from memory in
+ * 192-byte pieces, one per channel */
+#define PC_PF 8
+__attribute__((target("avx512f"))) static void pconv_pack_whole(float *panel, const float *x,
+                                                                size_t S, int Ci) {
+  for (int c = 0; c < Ci; c++) {
+    const float *src = x + (size_t)c * S;
+    if (c + PC_PF < Ci)
+      for (int l = 0; l < PC_P; l += 16) __builtin_prefetch(src + PC_PF * S + l);
+    for (int l = 0; l < PC_P; l += 16)
+      _mm512_storeu_ps(panel + (size_t)c * PC_P + l, _mm512_loadu_ps(src + l));
+  }
+}
+
+/* panel[k][0, n) for the tile's n positions (the rest of each row 0) */
+static void pconv_pack(const pconv_job *j, float *panel, const pconv_run_t *runs, int nrun, int n) {
+  if (!j->s2 && nrun == 1 && n == PC_P) {
+    pconv_pack_whole(panel, j->x + (size_t)runs[0].b * j->ximg + runs[0].p, j->S, j->Ci);
+    return;
+  }
+  for (int c = 0; c < j->Ci; c++) {
+    if (!j->s2) {
+      float *d = panel + (size_t)c * PC_P;
+      for (int u = 0; u < nrun; u++)
+        memcpy(d + runs[u].d, j->x + (size_t)runs[u].b * j->ximg + (size_t)c * j->S + runs[u].p,
+               (size_t)runs[u].len * sizeof(float));
+      for (int i = n; i < PC_P; i++) d[i] = 0.0f;
+      continue;
+    }
+    /* stride 2: tap (kh, kw) of grid position oh·Wq + ow is phase (kh & 1, kw & 1) at
+     * position (oh + kh/2)·Wq + ow + kw/2: one contiguous copy per run */
+    for (int t = 0; t < 9; t++) {
+      const int kh = t / 3, kw = t % 3;
+      const size_t tap = (size_t)c * j->S + (size_t)(2 * (kh & 1) + (kw & 1)) * j->Sq +
+                         (size_t)(kh >> 1) * j->Wq + (kw >> 1);
+      float *d = panel + ((size_t)c * 9 + t) * PC_P;
+      for (int u = 0; u < nrun; u++)
+        memcpy(d + runs[u].d, j->x + (size_t)runs[u].b * j->ximg + tap + runs[u].p,
+               (size_t)runs[u].len * sizeof(float));
+      for (int i = n; i < PC_P; i++) d[i] = 0.0f;
+    }
+  }
+}
+
+/* Tasks (tile of 48 positions of the batch, group of PC_G output-channel blocks), the group
+ * fastest */
+static void pconv_tasks(void *ctx, int64_t t0, int64_t t1) {
+  pconv_job *j = ctx;
+  static void (*const fns[3])(float *, size_t, const float *, const float *, const float *,
+                              size_t, size_t, int, int) = {pconv_tile1, pconv_tile2, pconv_tile3};
+  float tile[DC_R * PC_P] __attribute__((aligned(64)));
+  pconv_run_t runs[PC_P];
+  float *own = j->panels ? NULL : malloc((size_t)j->K * PC_P * sizeof(float)), *panel = own;
+  if (!j->panels && !own) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  const int ncb = ceil_div(j->Co, DC_R);
+  int packed = -1; /* the tile whose panel is in `own` */
+  for (int64_t t = t0; t < t1; t++) {
+    const int g = (int)(t % j->ngr), tl = (int)(t / j->ngr);
+    const int nrun = pconv_runs(j, tl, runs);
+    const int n = runs[nrun - 1].d + runs[nrun - 1].len, J = ceil_div(n, DC_V);
+    if (j->panels) panel = j->panels + (size_t)tl * j->K * PC_P;
+    else if (tl != packed) pconv_pack(j, panel, runs, nrun, n), packed = tl;
+    const int cb1 = (g + 1) * j->G < ncb ? (g + 1) * j->G : ncb;
+    const int whole = nrun == 1 && n == PC_P && !j->s2; /* the tile is 48 outputs of a row */
+    for (int cb = g * j->G; cb < cb1; cb++) {
+      const int nr = j->Co - cb * DC_R < DC_R ? j->Co - cb * DC_R : DC_R;
+      const float *wb = j->w + (size_t)cb * DC_R * j->wr, *bb = j->bias ? j->bias + cb * DC_R : NULL;
+      if (whole) { /* straight into the output rows */
+        fns[J - 1](j->out + ((size_t)runs[0].b * j->Co + cb * DC_R) * j->HWo + runs[0].p, j->HWo,
+                   bb, panel, wb, j->wr, j->wc, nr, j->K);
+        continue;
+      }
+      fns[J - 1](tile, PC_P, bb, panel, wb, j->wr, j->wc, nr, j->K);
+      for (int r = 0; r < nr; r++) {
+        const int co = cb * DC_R + r;
+        for (int u = 0; u < nrun; u++) {
+          const float *tr = tile + r * PC_P + runs[u].d - runs[u].p;
+          float *o = j->out + ((size_t)runs[u].b * j->Co + co) * j->HWo;
+          const int p0 = runs[u].p, p1 = p0 + runs[u].len;
+          if (j->Wq == j->Wo) {
+            memcpy(o + p0, tr + p0, (size_t)(p1 - p0) * sizeof(float));
+            continue;
+          }
+          /* stride 2: grid row oh holds outputs oh·Wo .. from oh·Wq, then a column to drop */
+          for (int q = p0; q < p1;) {
+            const int oh = q / j->Wq, ow = q % j->Wq, e = p1 < (oh + 1) * j->Wq ? p1 : (oh + 1) * j->Wq;
+            for (int i = ow; i < j->Wo && q + i - ow < e; i++) o[oh * j->Wo + i] = tr[q + i - ow];
+            q = e;
+          }
+        }
+      }
+    }
+  }
+  free(own);
+}
+
+/* the panels of tiles [t0, t1) into j->panels */
+static void pconv_pack_tiles(void *ctx, int64_t t0, int64_t t1) {
+  const pconv_job *j = ctx;
+  pconv_run_t runs[PC_P];
+  for (int64_t tl = t0; tl < t1; tl++) {
+    const int nrun = pconv_runs(j, (int)tl, runs);
+    pconv_pack(j, j->panels + (size_t)tl * j->K * PC_P, runs, nrun,
+               runs[nrun - 1].d + runs[nrun - 1].len);
+  }
+}
+
+/* The tasks. Under PC_FEW tiles (small images) every panel is packed once up front and the
+ * channel blocks are split further, to 8 tasks or more, without packing a panel twice. */
+#define PC_FEW 8
+static int pconv_run(pconv_job *j) {
+  const int ncb = ceil_div(j->Co, DC_R);
+  j->ntile = (int)(((int64_t)j->B * j->HWp + PC_P - 1) / PC_P);
+  j->G = PC_G < ncb ? PC_G : ncb;
+  j->panels = NULL;
+  if (j->ntile < PC_FEW) {
+    j->panels = malloc((size_t)j->ntile * j->K * PC_P * sizeof(float));
+    if (!j->panels) return sde_fail(SDE_ENOMEM, "conv2d: out of memory");
+    sde_parallel_for(j->ntile, 1, pconv_pack_tiles, j);
+    while (j->G > 1 && (int64_t)j->ntile * ceil_div(ncb, j->G) < 8) j->G = ceil_div(j->G, 2);
+  }
+  j->ngr = ceil_div(ncb, j->G);
+  atomic_init(&j->fail, 0);
+  /* packed per task: a tile's groups in one call, one pack and one buffer for them */
+  sde_parallel_for_dynamic((int64_t)j->ntile * j->ngr, j->panels ? 1 : j->ngr, pconv_tasks, j);
+  free(j->panels);
+  return atomic_load(&j->fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
+}
+
+/* out[b][co][p] = bias[co] + Σ_c w[co·wr + c·wc] · inp[b][c][p]: a 1x1 conv (wr = Ci, wc = 1)
+ * or a NIN (wr = 1, wc = Co) over [B, Ci, HW] */
+static int pconv_pointwise(float *out, const float *inp, const float *w, const float *bias, int B,
+                           int Ci, int HW, int Co, size_t wr, size_t wc) {
+  pconv_job j = {.out = out, .x = inp, .w = w, .bias = bias, .B = B, .Ci = Ci, .Co = Co, .K = Ci,
+                 .S = (size_t)HW, .ximg = (size_t)Ci * HW, .wr = wr, .wc = wc, .Wq = HW,
+                 .Wo = HW, .HWo = HW, .HWp = HW};
+  return pconv_run(&j);
+}
+
+static int pconv_s2_usable(const sde_nn_conv2d_shape *s) {
+  return s->stride == 2 && s->KH == 3 && s->KW == 3 && dconv_cpu_ok();
+}
+
+/* the polyphase planes: 4 per input channel, Ho + 1 rows of Wq = Wo + 1 columns and a 0 */
+static size_t pconv_s2_scratch_floats(const sde_nn_conv2d_shape *s) {
+  return (size_t)s->B * s->C_in * 4 * ((sde_nn_conv2d_out_h(s) + 1) * (sde_nn_conv2d_out_w(s) + 1) + 1);
+}
+
+/* phase (a, e) of plane bc: P[i][jj] = xpad[2i + a][2jj + e], 0 outside the input */
+static void pconv_phases(void *ctx, int64_t p0, int64_t p1) {
+  const pconv_job *j = ctx;
+  const int Hq = j->HWp / j->Wq + 1, Wq = j->Wq;
+  for (int64_t bc = p0; bc < p1; bc++) {
+    const float *src = j->inp + (size_t)bc * j->H * j->W;
+    float *d = (float *)j->x + (size_t)bc * j->S;
+    for (int ph = 0; ph < 4; ph++) {
+      float *P = d + (size_t)ph * j->Sq;
+      const int a = ph >> 1, e = ph & 1;
+      for (int i = 0; i < Hq; i++) {
+        const int ih = 2 * i + a - j->pt;
+        for (int jj = 0; jj < Wq; jj++) {
+          const int iw = 2 * jj + e - j->pl;
+          P[(size_t)i * Wq + jj] =
+              ih >= 0 && ih < j->H && iw >= 0 && iw < j->W ? src[(size_t)ih * j->W + iw] : 0.0f;
+        }
+      }
+      P[(size_t)Hq * Wq] = 0.0f;
+    }
+  }
+}
+
+/* out = conv(inp) + bias for a 3x3 stride-2 conv (any padding); scratch: the phase planes */
+static int pconv_stride2(float *out, const float *inp, const float *w, const float *bias,
+                         const sde_nn_conv2d_shape *s, float *scratch) {
+  const int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s);
+  pconv_job j = {.out = out, .x = scratch, .inp = inp, .w = w, .bias = bias, .B = s->B, .Ci = s->C_in,
+                 .Co = s->C_out, .K = 9 * s->C_in, .H = s->H, .W = s->W, .pt = s->pad_top,
+                 .pl = s->pad_left, .wr = (size_t)s->C_in * 9, .wc = 1, .s2 = 1, .Wq = Wo + 1,
+                 .Wo = Wo, .HWo = Ho * Wo, .HWp = Ho * (Wo + 1)};
+  j.Sq = (size_t)(Ho + 1) * j.Wq + 1; /* the last grid position's tap (2, 2) reads the 1 */
+  j.S = 4 * j.Sq;
+  j.ximg = (size_t)s->C_in * j.S;
+  sde_parallel_for((int64_t)s->B * s->C_in, 1, pconv_phases, &j);
+  return pconv_run(&j);
+}
 #endif
 
 /* dweight parts: part c[Co,K] = Σ_{i in chunk c} g_i[Co,HWo] · col_i[K,HWo]ᵀ, one task and
@@ -823,6 +1115,14 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
 #ifdef HAVE_DCONV
   if (dconv_usable(s)) {
     rc = dconv_forward(out, inp, weight, bias, s, col, 0);
+    free(owned);
+    return rc;
+  }
+  if (conv2d_is_pointwise(s) && dconv_cpu_ok()) {
+    return pconv_pointwise(out, inp, weight, bias, s->B, s->C_in, HWo, Co, (size_t)K, 1);
+  }
+  if (pconv_s2_usable(s)) {
+    rc = pconv_stride2(out, inp, weight, bias, s, col);
     free(owned);
     return rc;
   }
@@ -956,6 +1256,11 @@ int sde_nn_linear_backward(float *dinp, float *dweight, float *dbias, const floa
 int sde_nn_nin_forward(float *out, const float *inp, const float *W, const float *bias, int B,
                        int C_in, int HW, int C_out) {
   if (B < 1 || C_in < 1 || HW < 1 || C_out < 1) return sde_fail(SDE_EINVAL, "nin: bad shape");
+#ifdef HAVE_DCONV
+  if (dconv_cpu_ok()) {
+    return pconv_pointwise(out, inp, W, bias, B, C_in, HW, C_out, 1, (size_t)C_out);
+  }
+#endif
   sde_ops_fill_bias(out, bias, B, C_out, HW);
   /* out_b[Co,HW] += W[Ci,Co]ᵀ · inp_b[Ci,HW] */
   sde_ops_gemm_batch(B, 0, 1, 0, C_out, HW, C_in, 1.0f, W, C_out, 0, inp, HW, (size_t)C_in * HW, 1.0f,

@@ -1,0 +1,185 @@
+/* The direct 1x1 / NIN / 3x3 stride-2 convolutions (ops_conv.c, pconv_*) against an im2col +
+ * sgemm reference computed here, over odd shapes: channel counts that are not multiples of
+ * 8 or 16, sides 1 .. 32 and 7, batches 1 and 3.
+ *
+ * Tolerance: the library and the reference compute the same K + 1 float32 terms (K products
+ * and the bias) in different orders (one FMA chain per output here, OpenBLAS's blocked
+ * sums there). Any such order is within γ(K+1)·A of the exact sum, A = Σ|w·x| + |bias| and
+ * γ(n) = n·u / (1 − n·u), u = 2^-24, so the two are within 2·γ(K+1)·A of each other, and
+ * the library is within γ(K+1)·A of the float64 sum. Both bounds are checked per element.
+ *
+ * Also: bit-identical results for 1, 2 and 3 threads, and image i of a batch of 3
+ * bit-identical to the same image run alone. Under SDE_NN_NO_DIRECT_CONV=1 (or without
+ * AVX-512) the same checks run on the im2col path. */
+#include <cblas.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scoresde/nn.h"
+#include "scoresde/scoresde.h"
+#include "tap.h"
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static float frand(void) { /* xorshift64* -> [-1, 1) */
+  rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
+  return (float)((double)((rng * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-52 - 1.0);
+}
+static float *rand_f(size_t n) {
+  float *p = malloc((n ? n : 1) * sizeof(float));
+  for (size_t i = 0; i < n; i++) p[i] = frand();
+  return p;
+}
+
+enum { K_CONV1, K_NIN, K_S2 };
+typedef struct {
+  int kind, B, Ci, H, W, Co, pt, pb, pl, pr; /* pads: stride 2 only */
+} cv_case;
+
+static sde_nn_conv2d_shape cv_shape(const cv_case *c) {
+  sde_nn_conv2d_shape s = {c->B, c->Ci, c->H, c->W, c->Co, 1, 1, 1, 0, 0, 0, 0};
+  if (c->kind == K_S2) {
+    s.KH = s.KW = 3;
+    s.stride = 2;
+    s.pad_top = c->pt, s.pad_bottom = c->pb, s.pad_left = c->pl, s.pad_right = c->pr;
+  }
+  return s;
+}
+
+/* the library: conv2d (weight [Co,Ci,k,k]) or NIN (W [Ci,Co]) */
+static int lib_forward(const cv_case *c, float *y, const float *x, const float *w, const float *b) {
+  if (c->kind == K_NIN) return sde_nn_nin_forward(y, x, w, b, c->B, c->Ci, c->H * c->W, c->Co);
+  sde_nn_conv2d_shape s = cv_shape(c);
+  return sde_nn_conv2d_forward(y, x, w, b, &s, NULL);
+}
+
+/* im2col [K, Ho·Wo] of image x (the weight as a [Co, K] row-major matrix; NIN transposed) */
+static void im2col(float *col, const float *x, const sde_nn_conv2d_shape *s) {
+  const int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s);
+  for (int ci = 0; ci < s->C_in; ci++)
+    for (int kh = 0; kh < s->KH; kh++)
+      for (int kw = 0; kw < s->KW; kw++) {
+        float *d = col + (((size_t)ci * s->KH + kh) * s->KW + kw) * Ho * Wo;
+        for (int oh = 0; oh < Ho; oh++)
+          for (int ow = 0; ow < Wo; ow++) {
+            int ih = oh * s->stride - s->pad_top + kh, iw = ow * s->stride - s->pad_left + kw;
+            d[oh * Wo + ow] = ih >= 0 && ih < s->H && iw >= 0 && iw < s->W
+                                  ? x[((size_t)ci * s->H + ih) * s->W + iw]
+                                  : 0.0f;
+          }
+      }
+}
+
+/* y = bias, then y_b[Co, HWo] += W[Co,K] · col_b[K, HWo] by sgemm (the portable path's
+ * operation order); yd: the float64 sum, amag: Σ|w·x| + |bias| */
+static void reference(const cv_case *c, float *y, double *yd, double *amag, const float *x,
+                      const float *w, const float *b) {
+  sde_nn_conv2d_shape s = cv_shape(c);
+  const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s), N = Ho * Wo;
+  const int K = c->Ci * s.KH * s.KW, nin = c->kind == K_NIN;
+  float *col = malloc((size_t)K * N * sizeof(float));
+  for (int bi = 0; bi < c->B; bi++) {
+    im2col(col, x + (size_t)bi * c->Ci * c->H * c->W, &s);
+    float *yb = y + (size_t)bi * c->Co * N;
+    for (int co = 0; co < c->Co; co++)
+      for (int p = 0; p < N; p++) yb[(size_t)co * N + p] = b[co];
+    cblas_sgemm(CblasRowMajor, nin ? CblasTrans : CblasNoTrans, CblasNoTrans, c->Co, N, K, 1.0f,
+                w, nin ? c->Co : K, col, N, 1.0f, yb, N);
+    for (int co = 0; co < c->Co; co++)
+      for (int p = 0; p < N; p++) {
+        double acc = b[co], mag = fabs((double)b[co]);
+        for (int k = 0; k < K; k++) {
+          double t = (double)(nin ? w[(size_t)k * c->Co + co] : w[(size_t)co * K + k]) *
+                     col[(size_t)k * N + p];
+          acc += t;
+          mag += fabs(t);
+        }
+        yd[((size_t)bi * c->Co + co) * N + p] = acc;
+        amag[((size_t)bi * c->Co + co) * N + p] = mag;
+      }
+  }
+  free(col);
+}
+
+static void run_case(const cv_case *c) {
+  sde_nn_conv2d_shape s = cv_shape(c);
+  const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
+  const int K = c->Ci * s.KH * s.KW;
+  const size_t nx = (size_t)c->B * c->Ci * c->H * c->W, ny = (size_t)c->B * c->Co * Ho * Wo;
+  const size_t img_x = nx / c->B, img_y = ny / c->B;
+  float *x = rand_f(nx), *w = rand_f((size_t)c->Co * K), *b = rand_f(c->Co);
+  float *y[3], *yr = malloc(ny * sizeof(float)), *y1 = malloc(img_y * sizeof(float));
+  double *yd = malloc(ny * sizeof(double)), *amag = malloc(ny * sizeof(double));
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    y[t] = malloc(ny * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= lib_forward(c, y[t], x, w, b);
+  }
+  reference(c, yr, yd, amag, x, w, b);
+  const double u = 0x1.0p-24, gam = (K + 1) * u / (1 - (K + 1) * u);
+  double worst_ref = 0, worst_exact = 0; /* error / bound, must stay <= 1 */
+  for (size_t i = 0; i < ny; i++) {
+    double bound = gam * amag[i] + 1e-30;
+    double er = fabs((double)y[1][i] - yr[i]) / (2 * bound), ee = fabs(y[1][i] - yd[i]) / bound;
+    worst_ref = er > worst_ref ? er : worst_ref;
+    worst_exact = ee > worst_exact ? ee : worst_exact;
+  }
+  const char *kn = c->kind == K_CONV1 ? "conv1x1" : c->kind == K_NIN ? "nin" : "conv3x3/2";
+  char name[128];
+  if (c->kind == K_S2)
+    snprintf(name, sizeof name, "%s B=%d %d->%d %dx%d pad(%d,%d,%d,%d)", kn, c->B, c->Ci, c->Co,
+             c->H, c->W, c->pt, c->pb, c->pl, c->pr);
+  else
+    snprintf(name, sizeof name, "%s B=%d %d->%d %dx%d", kn, c->B, c->Ci, c->Co, c->H, c->W);
+  TAP_CHECK(rc == 0 && worst_ref <= 1 && worst_exact <= 1,
+            "%s: vs im2col+sgemm %.3g, vs float64 %.3g of the bound", name, worst_ref, worst_exact);
+  int same = !memcmp(y[0], y[1], ny * sizeof(float)) && !memcmp(y[0], y[2], ny * sizeof(float));
+  /* the last image alone */
+  cv_case one = *c;
+  one.B = 1;
+  sde_set_num_threads(2);
+  rc = lib_forward(&one, y1, x + (c->B - 1) * img_x, w, b);
+  int alone = rc == 0 && !memcmp(y1, y[1] + (c->B - 1) * img_y, img_y * sizeof(float));
+  TAP_CHECK(same && alone, "%s: 1/2/3 threads bit-identical (%d), image %d alone (%d)", name,
+            same, c->B - 1, alone);
+  for (int t = 0; t < 3; t++) free(y[t]);
+  free(x), free(w), free(b), free(yr), free(y1), free(yd), free(amag);
+}
+
+int main(void) {
+  const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
+  TAP_DIAG("direct paths %s", off && *off && *off != '0' ? "off (SDE_NN_NO_DIRECT_CONV)"
+                                                          : "on where the CPU has AVX-512F");
+  const int sides[] = {1, 2, 4, 7, 8, 16, 32};
+  const int chans[][2] = {{3, 5}, {13, 17}, {37, 40}}; /* C_in, C_out */
+  for (int kind = K_CONV1; kind <= K_NIN; kind++)
+    for (int si = 0; si < 7; si++)
+      for (int ci = 0; ci < 3; ci++)
+        for (int B = 1; B <= 3; B += 2) {
+          if (sides[si] == 32 && ci < 2 && B == 3) continue; /* keep the run short */
+          cv_case c = {kind, B, chans[ci][0], sides[si], sides[si], chans[ci][1], 0, 0, 0, 0};
+          run_case(&c);
+        }
+  /* non-square, and wide channel counts (several channel blocks and task groups) */
+  run_case(&(cv_case){K_CONV1, 3, 70, 7, 5, 137, 0, 0, 0, 0});
+  run_case(&(cv_case){K_NIN, 1, 129, 16, 16, 131, 0, 0, 0, 0});
+  /* stride 2: resamp_with_conv's pad (0,1,0,1), the FIR conv-downsample's unpadded odd sides,
+   * pad 1 all round */
+  const int pads[][4] = {{0, 1, 0, 1}, {0, 0, 0, 0}, {1, 1, 1, 1}};
+  for (int pi = 0; pi < 3; pi++)
+    for (int si = 0; si < 7; si++)
+      for (int ci = 0; ci < 3; ci++)
+        for (int B = 1; B <= 3; B += 2) {
+          int H = sides[si] + (pi == 1); /* odd sides 2 .. 33 for the FIR case */
+          if (H + pads[pi][0] + pads[pi][1] < 3) continue;
+          if (H >= 32 && ci < 2 && B == 3) continue;
+          cv_case c = {K_S2, B, chans[ci][0], H, H, chans[ci][1],
+                       pads[pi][0], pads[pi][1], pads[pi][2], pads[pi][3]};
+          run_case(&c);
+        }
+  run_case(&(cv_case){K_S2, 3, 21, 9, 14, 70, 0, 1, 0, 1});
+  run_case(&(cv_case){K_S2, 2, 130, 17, 17, 136, 0, 0, 0, 0});
+  return tap_done();
+}
