@@ -414,13 +414,7 @@ def main_v2(out, contact):
         c = crops(im, n, rng)
         (held if h else train).extend(c)
         if h:
-            im2 = load(full, 2 * EVAL)
-            w, hh = im2.size
-            m = min(w, hh)
-            sq = [im2.crop(((w - m) // 2, (hh - m) // 2, (w - m) // 2 + m, (hh - m) // 2 + m))
-                  .resize((EVAL, EVAL), Image.LANCZOS, reducing_gap=3.0)]
-            sq += [Image.fromarray(a) for a in crops(im2, 3, rng, 0.4, 0.8, EVAL)]
-            held256.extend(np.asarray(s, dtype=np.uint8) for s in sq)
+            held256.extend(eval_squares(load(full, 2 * EVAL), rng))
         rows.append(("heldout" if h else "train", pkg, versions[pkg], path, lic, author,
                      "%dx%d" % full.size, n))
         if contact:
@@ -478,6 +472,18 @@ def crops(im, n, rng, lo=0.15, hi=1.0, size=SIZE):
     return out
 
 
+
+def eval_squares(im, rng):
+    """The EVAL-px evaluation images of one held-out photo (short side 2 * EVAL): the
+    centred full-height square and 3 random squares of 0.4-0.8 of the short side."""
+    w, h = im.size
+    m = min(w, h)
+    sq = [im.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
+          .resize((EVAL, EVAL), Image.LANCZOS, reducing_gap=3.0)]
+    sq += [Image.fromarray(a) for a in crops(im, 3, rng, 0.4, 0.8, EVAL)]
+    return [np.asarray(s, dtype=np.uint8) for s in sq]
+
+
 def write(out, train, held, held256):
     f32 = lambda l: np.ascontiguousarray(np.stack(l).transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
     np.save(os.path.join(out, "train.npy"), f32(train))
@@ -518,13 +524,7 @@ def main():
         c = crops(im, n, rng)
         (held if h else train).extend(c)
         if h:
-            im2 = load(path, 2 * EVAL)     # short side 512 for the 256-px squares
-            w, hh = im2.size
-            m = min(w, hh)
-            sq = [im2.crop(((w - m) // 2, (hh - m) // 2, (w - m) // 2 + m, (hh - m) // 2 + m))
-                  .resize((EVAL, EVAL), Image.LANCZOS, reducing_gap=3.0)]
-            sq += [Image.fromarray(a) for a in crops(im2, 3, rng, 0.4, 0.8, EVAL)]
-            held256.extend(np.asarray(s, dtype=np.uint8) for s in sq)
+            held256.extend(eval_squares(load(path, 2 * EVAL), rng))   # short side 512
         rows.append(("heldout" if h else "train", pkg, path,
                      MATE_LIC if pkg == "mate-backgrounds" else PLASMA_LIC, author,
                      "%dx%d" % full.size, n))
