@@ -472,7 +472,6 @@ def crops(im, n, rng, lo=0.15, hi=1.0, size=SIZE):
     return out
 
 
-
 def eval_squares(im, rng):
     """The EVAL-px evaluation images of one held-out photo (short side 2 * EVAL): the
     centred full-height square and 3 random squares of 0.4-0.8 of the short side."""
