@@ -212,7 +212,7 @@ def video(a):
     outs = {}
     for ts in ("true", "false"):
         col, dt = colorize(gray, a.work + "-video-ts" + ts, a.model, a.sampler, a.steps,
-                           a.plugins, ["temporal-seed=" + ts], fps=8)
+                           a.plugins, ["temporal-seed=" + ts] + a.prop, fps=8)
         outs[ts] = col
         res["temporal_seed_" + ts] = {"chroma_change": stat(frame_change(col)),
                                       "wall_s": round(dt, 1),
