@@ -203,8 +203,6 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
   sde_color_transform(n, hw, gray, latent, 0);
   k.data = latent;
   k.mask = mask;
-  /* x = couple(decouple(gray)·mask + decouple(prior)·(1 - mask)); the reference masks the
-   * RGB prior before decoupling (trap 8), which we do not reproduce. */
   const double eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
   if (p->t_start != 0.0) {
     if (!sde_sampler_is_fewstep(p->sampler)) {
@@ -229,6 +227,8 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
     status = run_fewstep(m, sde, p, n, stream0, &k, x, out, stats);
     goto done;
   }
+  /* x = couple(decouple(gray)·mask + decouple(prior)·(1 - mask)); the reference masks the
+   * RGB prior before decoupling (trap 8), which we do not reproduce. */
   sde_color_transform(n, hw, x, k.tmp, 0);
   for (size_t j = 0; j < nd; j++) k.tmp[j] = latent[j] * mask[j] + k.tmp[j] * (1.0f - mask[j]);
   sde_color_transform(n, hw, k.tmp, x, 1);
