@@ -9,13 +9,15 @@
 #   pipelines/colorize-photo-video.sh
 #   PHOTO=cat.jpg FRAMES=48 WIDTH=320 HEIGHT=240 pipelines/colorize-photo-video.sh
 #   TEMPORAL_SEED=false pipelines/colorize-photo-video.sh    (fresh noise every frame)
+#   T_START=1 pipelines/colorize-photo-video.sh              (from the prior, as the paper)
 #
 # Model: MODEL, else $SCORESDE_DEFAULT_MODEL, else models/photo-32.safetensors (the photo
 # colorizer, models/photo-32.md), not the element's shipped default.
 # Environment: PHOTO (default: the held-out photograph EveningGlow of
 # plasma-workspace-wallpapers when installed, else an example image of common.sh),
-# FRAMES (24), FPS (8), WIDTH (256), HEIGHT (192), TEMPORAL_SEED (true), plus those of
-# common.sh (MODEL, SAMPLER, STEPS, SEED, ...).
+# FRAMES (24), FPS (8), WIDTH (256), HEIGHT (192), TEMPORAL_SEED (true), T_START (0.5:
+# start from the gray noised to t = 0.5, the setting models/photo-32.md's held-out tables
+# support for photographs), plus those of common.sh (MODEL, SAMPLER, STEPS, SEED, ...).
 # Output: $OUT_DIR/gray_input.mp4, $OUT_DIR/colorized.mp4 and the gray frames
 # $OUT_DIR/photo-video/gray_NNN.png
 set -euo pipefail
@@ -30,6 +32,7 @@ FPS=${FPS:-8}
 WIDTH=${WIDTH:-256}
 HEIGHT=${HEIGHT:-192}
 TEMPORAL_SEED=${TEMPORAL_SEED:-true}
+T_START=${T_START:-0.5}
 DEFAULT_PHOTO=/usr/share/wallpapers/EveningGlow/contents/images/2560x1600.jpg
 [ -f "$DEFAULT_PHOTO" ] || DEFAULT_PHOTO=$(printf "$COLOR_EXAMPLES" 0)
 PHOTO=${PHOTO:-$DEFAULT_PHOTO}
@@ -69,7 +72,8 @@ launch multifilesrc location="$FRAME_DIR/gray_%03d.png" index=0 stop-index=$((FR
 launch multifilesrc location="$FRAME_DIR/gray_%03d.png" index=0 stop-index=$((FRAMES - 1)) \
     caps="image/png,framerate=(fraction)$FPS/1" ! pngdec ! videoconvert ! \
   video/x-raw,format=GRAY8 ! \
-  scoresdecolorize seed="$SEED" temporal-seed="$TEMPORAL_SEED" $(sampler_props) $(model_prop) ! \
+  scoresdecolorize seed="$SEED" temporal-seed="$TEMPORAL_SEED" t-start="$T_START" \
+    $(sampler_props) $(model_prop) ! \
   videoconvert ! video/x-raw,format=I420 ! x264enc ! mp4mux ! \
   filesink location="$OUT_DIR/colorized.mp4"
 
