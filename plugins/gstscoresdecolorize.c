@@ -744,10 +744,9 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
 
   memset (&stats, 0, sizeof stats);
   gst_scoresde_sampler_settings_to_params (&settings, &self->slot.progress, &params);
-  if (sde_sampler_is_fewstep (params.sampler)) {
-    params.clip_denoised = clip_denoised;
-    params.t_start = t_start < SDE_T ? t_start : 0.0;
-  }
+  params.clip_denoised = clip_denoised;        /* pc ignores it */
+  if (sde_sampler_is_fewstep (params.sampler))
+    params.t_start = t_start;                  /* pc refuses a start below T */
   self->slot.progress.pts = GST_BUFFER_PTS (inframe->buffer);
   self->slot.progress.frame = self->frame;
   rc = sde_colorize (model->model, &model->sde, &params, 1, stream,

@@ -526,7 +526,7 @@ static void make_sample_params(const cli_cfg *c, sde_sample_params *p, cli_progr
   if (c->no_lower_order_final) p->lower_order_final = 0;
   if (!isnan(c->churn)) p->churn = c->churn;
   p->clip_denoised = c->clip_denoised && !c->no_clip_denoised;
-  if (!isnan(c->t_start) && c->t_start < SDE_T) p->t_start = c->t_start;
+  if (!isnan(c->t_start)) p->t_start = c->t_start;
   if (c->predictor_name) p->predictor = c->predictor;
   if (c->corrector_name) p->corrector = c->corrector;
   if (!isnan(c->snr)) p->snr = c->snr;
@@ -972,8 +972,8 @@ static int run_control(cli_cfg *c, const cli_command *cmd, int colorize) {
   cli_progress_init(&bar, cmd->name, progress_enabled(c));
   make_sample_params(c, &p, &bar);
   /* colorize clamps by default: an undertrained prior's global colour drifts far out of
-   * range at high noise (docs/sampling.md#clip-denoised-and-t-start) */
-  if (colorize && sde_sampler_is_fewstep(p.sampler) && !c->no_clip_denoised) p.clip_denoised = 1;
+   * range at high noise (docs/sampling.md#clip-denoised-and-t-start); pc ignores it */
+  if (colorize && !c->no_clip_denoised) p.clip_denoised = 1;
   double t0 = sde_now();
   if (colorize)
     rc = sde_colorize(m, &sde, &p, n, (uint64_t)c->stream, x, y, &st);

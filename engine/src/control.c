@@ -204,14 +204,14 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
   k.data = latent;
   k.mask = mask;
   const double eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
-  if (p->t_start != 0.0) {
+  if (p->t_start != 0.0 && !(p->t_start > eps && p->t_start <= SDE_T)) {
+    status = sde_fail(SDE_EINVAL, "colorize: t_start = %g must lie in (%g, %g]", p->t_start, eps,
+                      SDE_T);
+    goto done;
+  }
+  if (p->t_start != 0.0 && p->t_start < SDE_T) {
     if (!sde_sampler_is_fewstep(p->sampler)) {
       status = sde_fail(SDE_EUNSUPPORTED, "colorize: t_start needs a few-step solver");
-      goto done;
-    }
-    if (!(p->t_start > eps && p->t_start <= SDE_T)) {
-      status = sde_fail(SDE_EINVAL, "colorize: t_start = %g must lie in (%g, %g]", p->t_start,
-                        eps, SDE_T);
       goto done;
     }
     /* SDEdit: the gray image on the marginal at t_start; the solver goes on from there */

@@ -130,6 +130,14 @@ int main(void) {
     TAP_CHECK(memcmp(first, out, sizeof first) != 0, "t_start 0.2 starts elsewhere than T");
     sde_sample_params p;
     sde_sample_params_init(&p);
+    p.sampler = SDE_SAMPLER_DPMPP_2M;
+    p.seed = 3;
+    p.clip_denoised = 1;
+    p.t_start = SDE_T;
+    TAP_CHECK(sde_colorize(m, &sde, &p, 1, 0, gray, out, NULL) == SDE_OK &&
+                  !memcmp(first, out, sizeof first),
+              "t_start = T is the start from the prior (t_start 0), bit for bit");
+    sde_sample_params_init(&p);
     p.t_start = 0.5;
     TAP_CHECK(sde_colorize(m, &sde, &p, 1, 0, gray, out, NULL) == SDE_EUNSUPPORTED,
               "t_start with the pc sampler is refused: %s", sde_errmsg());

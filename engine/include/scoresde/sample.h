@@ -72,7 +72,7 @@ typedef struct {
                          * ignore it (0) */
   double t_start;       /* colorize with a few-step solver: start at this time from the
                          * gray image noised to it (SDEdit) instead of from the prior at T;
-                         * smaller keeps the colours nearer the gray (0 = T) */
+                         * smaller keeps the colours nearer the gray (0 or T: the prior) */
   uint64_t seed;
   sde_progress_fn progress;
   void *user;
