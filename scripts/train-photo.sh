@@ -14,6 +14,12 @@
 #                                                       runs/photo-v2-32, exported to
 #                                                       models/photo-v2-32.safetensors
 #
+#   SET=global scripts/train-photo.sh                  photo-global-32: photo-v2-32's network
+#                                                       plus the global head (--global-head),
+#                                                       started from photo-v2-32's weights at
+#                                                       step 11,572 (exported from the committed
+#                                                       checkpoint when missing), data set v2
+#
 # To go on from the committed checkpoint on a fresh machine:
 #   mkdir -p runs/photo-32
 #   cp models/checkpoints/photo-32.ckpt.safetensors runs/photo-32/checkpoint.safetensors
@@ -29,13 +35,28 @@
 set -e
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
-RUN=photo-32 DATA=runs/photo-32/data
-if [ "${SET:-v1}" = v2 ]; then RUN=photo-v2-32 DATA=runs/photo-v2/data; fi
+RUN=photo-32 DATA=runs/photo-32/data PHOTOS=v1 BIN=runs/bin-photo
+EXTRA=
+case "${SET:-v1}" in
+  v1) ;;
+  v2) RUN=photo-v2-32 DATA=runs/photo-v2/data PHOTOS=v2 ;;
+  global)
+    RUN=photo-global-32 DATA=runs/photo-v2/data PHOTOS=v2 BIN=runs/bin-photo-global
+    INIT=runs/photo-v2-32/step11572.safetensors
+    EXTRA="--global-head --init-from $INIT"
+    if [ ! -f runs/$RUN/checkpoint.safetensors ] && [ ! -f $INIT ]; then
+      mkdir -p runs/photo-v2-32
+      [ -f runs/photo-v2-32/checkpoint.safetensors ] ||
+        cp models/checkpoints/photo-v2-32.ckpt.safetensors runs/photo-v2-32/checkpoint.safetensors
+      SET=v2 EXPORT=1 OUT_MODEL=$INIT "$0" "$BUILD"
+    fi ;;
+  *) echo "SET must be v1, v2 or global" >&2; exit 2 ;;
+esac
 if [ ! -f $DATA/train.npy ]; then
-  /usr/bin/python3 tools/models/make_photos.py --set ${SET:-v1} $DATA
+  /usr/bin/python3 tools/models/make_photos.py --set $PHOTOS $DATA
 fi
 . scripts/train-common.sh
-train_run $RUN runs/bin-photo models/$RUN.safetensors 1 \
+train_run $RUN $BIN models/$RUN.safetensors 1 $EXTRA \
   --data $DATA/train.npy \
   --preset fashion-mnist-32 --channels 3 --dataset-name $RUN \
   --batch 32 --lr 5e-4 --warmup 200 --ema 0.999 --ema-warmup \

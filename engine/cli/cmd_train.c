@@ -49,6 +49,10 @@ static const char TRAIN_USAGE[] =
     "  --nf N  --ch-mult 1,2,2  --res-blocks N  --attn 16[,8]  --dropout P\n"
     "  --image-size N  --channels N  --sde vp|subvp|ve  --sigma-max S  --dataset-name NAME\n"
     "                        override single fields of the preset / config\n"
+    "  --global-head         add the global head (docs/math.md#global-head): predicts each\n"
+    "                        channel's mean, which the convolutions all but cannot see\n"
+    "  --init-from FILE      start a new run from a model .safetensors: tensors of the same\n"
+    "                        name and shape are copied (e.g. a trained network, to add a head)\n"
     "  --num-classes K       train a time-dependent classifier (for `sample --classifier`)\n"
     "  --labels FILE         class labels: IDX label file or .npy [N] (IDX image files find\n"
     "                        their ...labels-idx1-ubyte[.gz] by themselves)\n"
@@ -170,7 +174,8 @@ static int parse_int_list(const char *s, int *out, int max, int *n) {
 typedef struct {
   cli_device_args dev;
   const char *data, *out, *preset, *model_config, *export_path, *ch_mult, *attn, *sde_name,
-      *dataset_name, *labels;
+      *dataset_name, *labels, *init_from;
+  int global_head;
   int nf, res_blocks, image_size, channels, num_classes;
   double dropout, sigma_max;
   int64_t steps;
@@ -263,7 +268,8 @@ static int parse_args(int argc, char **argv, train_args *a, int *help) {
   }
     STR("data", data) STR("out", out) STR("preset", preset) STR("model-config", model_config)
     STR("export", export_path) STR("ch-mult", ch_mult) STR("attn", attn) STR("sde", sde_name)
-    STR("dataset-name", dataset_name) STR("labels", labels)
+    STR("dataset-name", dataset_name) STR("labels", labels) STR("init-from", init_from)
+    FLAG("global-head", global_head)
     NUM("num-classes", num_classes, 1, 1 << 20)
     NUM("nf", nf, 4, 65536) NUM("res-blocks", res_blocks, 1, 1000)
     NUM("image-size", image_size, 1, 65536) NUM("channels", channels, 1, 4)
@@ -283,6 +289,20 @@ static int parse_args(int argc, char **argv, train_args *a, int *help) {
 #undef NUM
 #undef U64
   }
+  return 0;
+}
+
+/* a new run's weights from a model file (sde_trainer_init_from) */
+static int init_from(sde_trainer *t, const char *path, int verbose) {
+  sde_model *m = NULL;
+  int copied = 0, total = 0;
+  if (sde_network_load(path, &m)) return fail(path);
+  int rc = sde_trainer_init_from(t, m, &copied, &total);
+  sde_model_free(m);
+  if (rc) return fail(path);
+  if (verbose)
+    fprintf(stderr, "scoresde train: --init-from %s: %d of the network's %d tensors copied, "
+            "%d initialised\n", path, copied, total, total - copied);
   return 0;
 }
 
@@ -306,6 +326,7 @@ static int build_net_config(const train_args *a, sde_ncsnpp_config *c) {
     return usage_error("unknown --preset '%s'", preset);
   }
   if (a->nf > 0) c->nf = a->nf;
+  if (a->global_head) c->global_head = 1;
   if (a->res_blocks > 0) c->num_res_blocks = a->res_blocks;
   if (a->image_size > 0) c->image_size = a->image_size;
   if (a->channels > 0) c->num_channels = a->channels;
@@ -510,7 +531,7 @@ static int train_run(int argc, char **argv, train_args *ap, cli_dist *d) {
     resumed = 1;
     if (a.preset || a.model_config || a.ch_mult || a.attn || a.sde_name || a.nf > 0 ||
         a.res_blocks > 0 || a.image_size > 0 || a.channels > 0 || !isnan(a.dropout) ||
-        a.num_classes > 0 || a.batch > 0 || !isnan(a.lr) || a.warmup >= 0 ||
+        a.num_classes > 0 || a.global_head || a.init_from || a.batch > 0 || !isnan(a.lr) || a.warmup >= 0 ||
         !isnan(a.grad_clip) || !isnan(a.ema) || a.ema_warmup || a.reduce_mean || a.lw ||
         a.no_flip || a.have_seed)
       if (!a.quiet)
@@ -528,6 +549,10 @@ static int train_run(int argc, char **argv, train_args *ap, cli_dist *d) {
     if ((rc = build_net_config(&a, &nc))) return rc;
     build_train_config(&a, &tc);
     if (sde_trainer_create(&nc, &tc, &t)) return fail("new run");
+    if (a.init_from && (rc = init_from(t, a.init_from, root && !a.quiet))) {
+      sde_trainer_free(t);
+      return rc;
+    }
   }
   {
     sde_load_options lo;

@@ -426,6 +426,37 @@ int sde_trainer_create(const sde_ncsnpp_config *net, const sde_train_config *tc,
   return SDE_OK;
 }
 
+int sde_trainer_init_from(sde_trainer *t, sde_model *src, int *copied, int *total) {
+  if (!t || !src || !sde_network_is(src))
+    return sde_fail(SDE_EINVAL, "init-from: needs a trainer and a network model");
+  if (t->step != 0 || t->dbe)
+    return sde_fail(SDE_EINVAL, "init-from: only a new run on the host (step %lld)",
+                    (long long)t->step);
+  int ns, nd;
+  const sde_ncsnpp *snet = sde_network_ncsnpp(src);
+  const sde_net_param *sp = sde_ncsnpp_params(snet, &ns), *dp = sde_ncsnpp_params(t->net, &nd);
+  const float *sbuf = sde_network_params(src, NULL);
+  float *dbuf = sde_ncsnpp_param_buffer(t->net, NULL);
+  int n = 0;
+  for (int i = 0; i < nd; i++) {
+    const sde_net_param *d = &dp[i];
+    for (int j = 0; j < ns; j++) {
+      const sde_net_param *q = &sp[j];
+      if (strcmp(q->name, d->name) || q->ndim != d->ndim ||
+          memcmp(q->shape, d->shape, (size_t)d->ndim * sizeof d->shape[0]))
+        continue;
+      memcpy(dbuf + d->offset, sbuf + q->offset, (size_t)d->numel * sizeof(float));
+      memcpy(t->ema + d->offset, sbuf + q->offset, (size_t)d->numel * sizeof(float));
+      n++;
+      break;
+    }
+  }
+  if (copied) *copied = n;
+  if (total) *total = nd;
+  if (!n) return sde_fail(SDE_EINVAL, "init-from: no tensor of the source matches the network");
+  return SDE_OK;
+}
+
 /* The optimizer state of a device backend back into the host arrays (parameters: the
  * network downloads its own when read). */
 static int trainer_to_host(const sde_trainer *ct) {

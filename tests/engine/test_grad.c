@@ -141,6 +141,22 @@ static int make_cases(grad_case *cs) {
   g->c.scale_by_sigma = 0;
   g->c.num_classes = 3;
   g->dropout = 0.1f;
+  /* H: DDPM++ with the global head (pooled input and middle, time-modulated channel offset),
+   * 3 channels, inputs in [0, 1] */
+  g = &cs[n++];
+  g->name = "ddpm++ global head 3 channels uncentred";
+  sde_ncsnpp_config_ddpmpp_cifar10(&g->c);
+  g->c.nf = 8;
+  g->c.num_levels = 2;
+  g->c.ch_mult[0] = 1;
+  g->c.ch_mult[1] = 2;
+  g->c.num_res_blocks = 1;
+  g->c.attn_resolutions[0] = 4;
+  g->c.image_size = 8;
+  g->c.num_channels = 3;
+  g->c.centered = 0;
+  g->c.global_head = 1;
+  g->dropout = 0.1f;
   return n;
 }
 
@@ -437,11 +453,12 @@ static void run_vjp(const grad_case *gc, sde_kind kind) {
 int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--verbose")) verbose = 1;
-  grad_case cases[8];
+  grad_case cases[9];
   int n = make_cases(cases);
   for (int i = 0; i < n; i++) run_case(&cases[i]);
   run_vjp(&cases[0], SDE_VE);
   run_vjp(&cases[4], SDE_VP);
   run_vjp(&cases[1], SDE_SUBVP);
+  run_vjp(&cases[7], SDE_VP);
   return tap_done();
 }

@@ -503,7 +503,7 @@ static int bar_label(int i) {
 }
 
 static void test_classifier(void) {
-  const int S = 8, N = 256;
+  enum { S = 16, N = 256 };
   sde_dataset ds = {N, 1, S, S, malloc((size_t)N * S * S * sizeof(float)), malloc(N * sizeof(int)), 2};
   make_images(N, S, ds.data);
   for (int i = 0; i < N; i++) ds.labels[i] = bar_label(i);
@@ -590,6 +590,126 @@ static void test_classifier(void) {
   free(ds.labels);
 }
 
+/* (uncentred data, as the trainer feeds it) Mean over images of (mean_HW(eps_hat) - mean_HW(eps))^2 / mean_HW(eps)^2 at time tt:
+ * how much of the noise's spatial mean (the image's mean, at large t) the EMA network misses
+ * (1: none predicted). */
+static double dc_miss(const sde_trainer *t, const sde_dataset *ds, double tt) {
+  const sde_ncsnpp_config *c = sde_trainer_net_config(t);
+  const int n = 64, D = c->num_channels * c->image_size * c->image_size,
+            HW = c->image_size * c->image_size;
+  sde_model *m = NULL;
+  if (sde_trainer_ema_model(t, &m)) return NAN;
+  float *x = malloc(sizeof(float) * n * D), *z = malloc(sizeof(float) * n * D),
+        *out = malloc(sizeof(float) * n * D), tv[64], lab[64];
+  double a, sd, miss = 0.0, ref = 0.0;
+  sde_marginal(&c->sde, tt, &a, &sd);
+  for (int i = 0; i < n; i++) {
+    tv[i] = (float)tt;
+    sde_randn(99, 0, (uint32_t)i, z + (size_t)i * D, D);
+    const float *x0 = ds->data + (size_t)(i % ds->n) * D;
+    for (int k = 0; k < D; k++) x[(size_t)i * D + k] = (float)(a * x0[k] + sd * z[(size_t)i * D + k]);
+  }
+  int rc = sde_network_labels(m, &c->sde, n, tv, lab);
+  if (!rc) rc = sde_network_forward(m, n, x, lab, out);
+  for (int i = 0; !rc && i < n * c->num_channels; i++) {
+    double me = 0.0, mz = 0.0;
+    for (int k = 0; k < HW; k++) {
+      me += out[(size_t)i * HW + k];
+      mz += z[(size_t)i * HW + k];
+    }
+    miss += (me / HW - mz / HW) * (me / HW - mz / HW);
+    ref += (mz / HW) * (mz / HW);
+  }
+  free(x), free(z), free(out);
+  sde_model_free(m);
+  return rc ? NAN : miss / ref;
+}
+
+/* The global head: added to a trained network by sde_trainer_init_from it changes nothing
+ * (bitwise); init-from refuses a run that has started and a network with nothing in common;
+ * and on images whose mean varies from image to image it learns the noise's spatial mean,
+ * which the network without it does not. */
+static void test_global_head(void) {
+  enum { S = 16, N = 256 };
+  sde_ncsnpp_config nc, nh;
+  tiny_config(&nc, S, 0.0);
+  nc.centered = 0;
+  nh = nc;
+  nh.global_head = 1;
+  sde_train_config tc;
+  sde_train_config_init(&tc);
+  tc.batch = 16;
+  tc.lr = 2e-3;
+  tc.warmup = 10;
+  tc.ema = 0.9;
+  tc.ema_warmup = 1;
+  tc.reduce_mean = 1;
+  tc.seed = 3;
+  /* images: the bars and blobs of make_images, each plus its own offset in [-0.4, 0.4] */
+  sde_dataset ds = {0};
+  ds.n = N, ds.channels = 1, ds.height = ds.width = S;
+  ds.data = malloc(sizeof(float) * N * S * S);
+  make_images(N, S, ds.data);
+  for (int i = 0; i < N; i++) {
+    float off = 0.8f * ((float)((i * 37) % N) / (float)(N - 1) - 0.5f);
+    for (int k = 0; k < S * S; k++) {
+      float v = 0.5f * ds.data[(size_t)i * S * S + k] + 0.25f + off;
+      ds.data[(size_t)i * S * S + k] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+  }
+  sde_trainer *plain = NULL, *head = NULL;
+  int rc = sde_trainer_create(&nc, &tc, &plain);
+  if (!rc) rc = run_steps(plain, &ds, 5, NULL);
+  tc.seed = 4;
+  if (!rc) rc = sde_trainer_create(&nh, &tc, &head);
+  sde_model *src = NULL;
+  if (!rc) rc = sde_trainer_ema_model(plain, &src);
+  int copied = 0, total = 0;
+  if (!rc) rc = sde_trainer_init_from(head, src, &copied, &total);
+  if (!TAP_CHECK(rc == 0 && copied == total - 6, "init-from copies all but the head's 6 tensors "
+                 "(%d of %d; %s)", copied, total, rc ? sde_errmsg() : "")) {
+    sde_model_free(src), sde_trainer_free(plain), sde_trainer_free(head), free(ds.data);
+    return;
+  }
+  /* same outputs, bit for bit */
+  sde_model *mh = NULL;
+  rc = sde_trainer_ema_model(head, &mh);
+  enum { n = 4, D = S * S };
+  float x[n * D], lab[n] = {999.0f, 500.0f, 50.0f, 1.0f}, o1[n * D], o2[n * D];
+  sde_randn(1, 2, 3, x, n * D);
+  if (!rc) rc = sde_network_forward(src, n, x, lab, o1);
+  if (!rc) rc = sde_network_forward(mh, n, x, lab, o2);
+  TAP_CHECK(rc == 0 && !memcmp(o1, o2, sizeof o1),
+            "a network with the (zero-initialised) head computes what it was copied from, bitwise");
+  sde_model_free(mh);
+  /* refusals */
+  sde_ncsnpp_config other = nc;
+  other.nf = 16;
+  other.num_channels = 3;
+  sde_trainer *o = NULL;
+  sde_trainer_create(&other, &tc, &o);
+  rc = o ? sde_trainer_init_from(o, src, &copied, &total) : -1;
+  TAP_CHECK(rc == SDE_EINVAL && copied == 0, "init-from a network with no tensor in common: "
+            "EINVAL (%s)", sde_errmsg());
+  sde_trainer_free(o);
+  rc = run_steps(plain, &ds, 1, NULL);
+  rc = rc ? rc : sde_trainer_init_from(plain, src, NULL, NULL);
+  TAP_CHECK(rc == SDE_EINVAL, "init-from after a step: EINVAL (%s)", sde_errmsg());
+  sde_model_free(src);
+  /* learning the mean: both train on (the head from the copied state) */
+  const int more = 1000;
+  rc = run_steps(plain, &ds, more, NULL);
+  if (!rc) rc = run_steps(head, &ds, more, NULL);
+  /* at t = 0.9 the mean of eps is that of x_t but for 0.5 % of its variance */
+  double mp = dc_miss(plain, &ds, 0.9), mhd = dc_miss(head, &ds, 0.9);
+  TAP_CHECK(rc == 0 && mhd < 0.5 * mp && mhd < 0.15,
+            "after %d steps the share of the noise's spatial mean missed at t = 0.9: %.3f with "
+            "the head, %.3f without", more, mhd, mp);
+  sde_trainer_free(plain);
+  sde_trainer_free(head);
+  free(ds.data);
+}
+
 int main(int argc, char **argv) {
   int smoke = 600;
   for (int i = 1; i + 1 < argc; i++)
@@ -601,6 +721,7 @@ int main(int argc, char **argv) {
   test_data_parallel();
   test_resume_cli();
   test_classifier();
+  test_global_head();
   test_smoke(smoke);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -76,6 +76,12 @@ typedef struct {
    * (modules GroupNorm + Linear after the down path; no middle, up path or heads). Runs
    * only through sde_ncsnpp_train_forward/backward. "num_classes" in the JSON. */
   int num_classes;
+  /* 1: a global head adds a per-channel constant to the output, predicted from the input's and
+   * the middle block's spatial means and the time embedding (docs/math.md#global-head): the
+   * convolutional trunk, normalised by GroupNorm in every block, all but cannot predict an
+   * image's mean colour. Needs conditional; not with num_classes. "global_head" in the JSON;
+   * an extension of this project, absent from the official configs. */
+  int global_head;
   /* data */
   int image_size, num_channels, centered;
   char dataset[64];

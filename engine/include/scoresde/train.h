@@ -104,6 +104,12 @@ typedef struct {
 int sde_trainer_create(const sde_ncsnpp_config *net, const sde_train_config *tc,
                        sde_trainer **out);
 void sde_trainer_free(sde_trainer *t);
+/* Starts a new run from another network's weights (fine-tuning, or adding a global head to a
+ * trained network, docs/training.md#init-from): every tensor of src whose name and shape
+ * match one of t's is copied into the parameters and the EMA; the others keep their
+ * initialisation. Only before the first step, on the host. *copied / *total (may be NULL):
+ * tensors copied / tensors of t. SDE_EINVAL when nothing matches. */
+int sde_trainer_init_from(sde_trainer *t, sde_model *src, int *copied, int *total);
 
 /* One optimiser step on a batch drawn from ds (ds must match the network's image size
  * and channels). */

@@ -181,6 +181,8 @@ static int parse_model_fields(const sde_json *o, sde_ncsnpp_config *c) {
   if ((rc = sde_json_opt_bool(o, "resamp_with_conv", &c->resamp_with_conv)))
     return sde_fail_context(rc, "config");
   if ((rc = parse_int(o, "num_classes", 0, 1 << 20, &c->num_classes))) return rc;
+  if ((rc = sde_json_opt_bool(o, "global_head", &c->global_head)))
+    return sde_fail_context(rc, "config");
   return SDE_OK;
 }
 
@@ -294,6 +296,9 @@ int sde_ncsnpp_config_validate(const sde_ncsnpp_config *c) {
                     c->init_scale, c->fourier_scale);
   if (c->num_classes > 0 && c->scale_by_sigma)
     return sde_fail(SDE_EINVAL, "config: a classifier (num_classes > 0) has no scale_by_sigma");
+  if (c->global_head && (c->num_classes > 0 || !c->conditional))
+    return sde_fail(SDE_EINVAL, "config: global_head needs a time-conditional score network "
+                    "(conditional, no num_classes)");
   if (c->embedding_type == SDE_EMBED_POSITIONAL && c->nf < 4)
     return sde_fail(SDE_EINVAL, "config: positional embedding needs nf >= 4");
   if (c->has_sde) {
@@ -359,6 +364,7 @@ char *sde_ncsnpp_config_to_json(const sde_ncsnpp_config *c) {
             c->scale_by_sigma ? "true" : "false", c->conditional ? "true" : "false",
             c->init_scale, c->dropout, c->resamp_with_conv ? "true" : "false");
   if (c->num_classes > 0) sb_printf(&b, "\"num_classes\":%d,", c->num_classes);
+  if (c->global_head) sb_printf(&b, "\"global_head\":true,");
   if (c->has_sde)
     sb_printf(&b, "\"sde\":{\"kind\":\"%s\",\"sigma_min\":%.17g,\"sigma_max\":%.17g,"
               "\"beta_min\":%.17g,\"beta_max\":%.17g,\"N\":%d},",

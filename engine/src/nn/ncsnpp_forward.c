@@ -466,6 +466,65 @@ static int head_forward(fwd_ctx *ctx, const net_op *op, const float *x, const fl
   return sde_fail(SDE_EUNSUPPORTED, "a classifier network runs through the training forward");
 }
 
+/* OP_GLOBAL_POOL: out [B, Ca+Cb] = [sum_HW(a)/Ha, sum_HW(b)/Hb], a [B,Ca,Ha,Ha], b [B,Cb,Hb,Hb] */
+int ncsnpp_global_pool(fwd_ctx *ctx, const net_op *op, const float *a, const float *b, float *out) {
+  const int B = ctx->B, Ca = op->C, Ha = op->H, Cb = op->C2, Hb = op->H2;
+  size_t mark = ctx->top;
+  float *pa = ws_alloc(ctx, (size_t)B * Ca), *pb = ws_alloc(ctx, (size_t)B * Cb);
+  TRY(ctx->be->zero(ctx->be, pa, (size_t)B * Ca * sizeof(float)));
+  TRY(ctx->be->zero(ctx->be, pb, (size_t)B * Cb * sizeof(float)));
+  BE(add_channel_bias_backward, pa, a, B, Ca, Ha * Ha); /* += the sum over the plane */
+  BE(add_channel_bias_backward, pb, b, B, Cb, Hb * Hb);
+  BE(scale, pa, pa, 1.0f / (float)Ha, (size_t)B * Ca);
+  BE(scale, pb, pb, 1.0f / (float)Hb, (size_t)B * Cb);
+  BE(concat_channels_forward, out, pa, pb, B, Ca, Cb, 1);
+  ctx->top = mark;
+  return SDE_OK;
+}
+
+/* OP_GLOBAL_HEAD: out [B,C,H,H] = x + dc/H per channel, dc = Linear_2(u * g) [B,C],
+ * u = Linear_0(pooled [B,F]), g = Linear_1(act(temb) [B,E]); u and g [B,hid] are the
+ * caller's (saved by training), u becomes u * g */
+int ncsnpp_global_head(fwd_ctx *ctx, const net_op *op, const float *x, const float *pooled,
+                       float *u, float *g, float *out) {
+  const int B = ctx->B, C = op->C, H = op->H, F = op->C2, E = 4 * ctx->net->config.nf;
+  const int l0 = op->module, l2 = op->module2, hid = MOD(ctx, l0)->out_ch;
+  size_t mark = ctx->top;
+  float *ug = ws_alloc(ctx, (size_t)B * hid), *dc = ws_alloc(ctx, (size_t)B * C);
+  TRY(BE(linear_forward, u, pooled, P(ctx, l0, 0), P(ctx, l0, 1), B, F, hid));
+  TRY(BE(linear_forward, g, ctx->temb_act, P(ctx, l0 + 1, 0), P(ctx, l0 + 1, 1), B, E, hid));
+  BE(mul, ug, u, g, (size_t)B * hid);
+  TRY(BE(linear_forward, dc, ug, P(ctx, l2, 0), P(ctx, l2, 1), B, hid, C));
+  BE(scale, dc, dc, 1.0f / (float)H, (size_t)B * C);
+  if (out != x) TRY(ctx->be->copy(ctx->be, out, x, (size_t)B * C * H * H * sizeof(float)));
+  BE(add_channel_bias_forward, out, dc, B, C, H * H);
+  ctx->top = mark;
+  return SDE_OK;
+}
+
+size_t ncsnpp_global_scratch(const sde_ncsnpp *net, const net_op *op, int B) {
+  if (op->kind == OP_GLOBAL_POOL) return ws_round((size_t)B * op->C) + ws_round((size_t)B * op->C2);
+  return ws_round((size_t)B * net->modules[op->module].out_ch) + ws_round((size_t)B * op->C);
+}
+
+static int global_pool_forward(fwd_ctx *ctx, const net_op *op, const float *a, const float *b,
+                               float *out) {
+  return ncsnpp_global_pool(ctx, op, a, b, out);
+}
+
+/* u and g on top of the head's own scratch */
+static int global_head_forward(fwd_ctx *ctx, const net_op *op, const float *x,
+                               const float *pooled, float *out) {
+  const size_t n = (size_t)ctx->B * MOD(ctx, op->module)->out_ch;
+  float *u = ws_alloc(ctx, n), *g = ws_alloc(ctx, n);
+  return ncsnpp_global_head(ctx, op, x, pooled, u, g, out);
+}
+
+static size_t global_head_scratch(const sde_ncsnpp *net, const net_op *op, int B) {
+  return 2 * ws_round((size_t)B * net->modules[op->module].out_ch) +
+         ncsnpp_global_scratch(net, op, B);
+}
+
 static size_t no_scratch(const sde_ncsnpp *net, const net_op *op, int B) {
   (void)net, (void)op, (void)B;
   return 0;
@@ -487,6 +546,8 @@ static const struct {
     [OP_CONCAT] = {concat_forward, no_scratch},
     [OP_HEAD] = {head_forward, no_scratch},
     [OP_SIGMA_SCALE] = {sigma_scale_forward, no_scratch},
+    [OP_GLOBAL_POOL] = {global_pool_forward, ncsnpp_global_scratch},
+    [OP_GLOBAL_HEAD] = {global_head_forward, global_head_scratch},
 };
 
 /* ---- the interpreter -------------------------------------------------------------------------- */

@@ -65,6 +65,10 @@ typedef enum {
   OP_CONCAT,        /* [in0 (C channels), in1 (C2 channels)] over channels */
   OP_HEAD,          /* classifier: Linear(mean_HW(act(GroupNorm(x)))), module GN, module2 Linear */
   OP_SIGMA_SCALE,   /* x / sigma per sample (scale_by_sigma): [C,H,H] */
+  OP_GLOBAL_POOL,   /* [sum_HW(in0)/H0, sum_HW(in1)/H1]: [C,H0,H0], [C2,H1,H1] -> [C+C2,1,1] */
+  OP_GLOBAL_HEAD,   /* in0 + Linear_2(Linear_0(in1) * Linear_1(act(temb)))/H per channel:
+                     * modules Linear_0, Linear_1 (= module + 1), module2 Linear_2;
+                     * in0 [C,H,H], in1 [F,1,1] -> [C,H,H] */
   OP_KINDS
 } op_kind;
 
@@ -73,7 +77,8 @@ typedef struct {
   int module, module2; /* indices into the module list (-1: none) */
   int in0, in1, out;   /* activation slots (in1 = -1 unless ADD / CONCAT) */
   int C, H;            /* in0: channels, side */
-  int C2;              /* CONV: output channels; CONCAT: in1 channels */
+  int C2;              /* CONV: output channels; CONCAT, GLOBAL_POOL, GLOBAL_HEAD: in1 channels */
+  int H2;              /* GLOBAL_POOL: in1 side */
   int k;               /* CONV: kernel size */
   int rescale;         /* ADD: divide by sqrt(2) (skip_rescale) */
 } net_op;
@@ -198,6 +203,11 @@ int ncsnpp_resample_down(fwd_ctx *ctx, float *out, const float *inp, int C, int 
 int ncsnpp_downsample_forward(fwd_ctx *ctx, const net_op *op, const float *x, float *out);
 int ncsnpp_upsample_forward(fwd_ctx *ctx, const net_op *op, const float *x, float *out);
 size_t ncsnpp_resample_module_scratch(const sde_ncsnpp *net, const net_op *op, int B);
+int ncsnpp_global_pool(fwd_ctx *ctx, const net_op *op, const float *a, const float *b, float *out);
+int ncsnpp_global_head(fwd_ctx *ctx, const net_op *op, const float *x, const float *pooled,
+                       float *u, float *g, float *out);
+/* the temporaries of ncsnpp_global_pool / ncsnpp_global_head above ctx->top */
+size_t ncsnpp_global_scratch(const sde_ncsnpp *net, const net_op *op, int B);
 
 #pragma GCC visibility pop
 

@@ -236,6 +236,7 @@ static int plan_resample(planner *p, module_kind kind, int in_ch, int out_ch, in
 const char *const ncsnpp_op_names[OP_KINDS] = {
     "conv", "resblock", "attention", "norm_conv", "downsample", "upsample",
     "resample_up", "resample_down", "add", "concat", "head", "sigma_scale",
+    "global_pool", "global_head",
 };
 
 /* A new slot [C, H, H], written by the next op (the input: before every op). */
@@ -356,6 +357,41 @@ static int concat_op(planner *p, int a, int b) {
   int out = emit(p, OP_CONCAT, -1, -1, a, b, slot(p, a)->C + slot(p, b)->C, slot(p, a)->H);
   if (out >= 0) p->plan.ops[p->plan.n_ops - 1].C2 = slot(p, b)->C;
   return out;
+}
+
+/* [sum_HW(a)/Ha, sum_HW(b)/Hb] per channel: [Ca,Ha,Ha], [Cb,Hb,Hb] -> [Ca+Cb,1,1]. Sums
+ * over the side, not the area: the coefficient of the constant image in an orthonormal basis,
+ * so white noise pools to unit variance at every resolution. */
+static int global_pool_op(planner *p, int a, int b) {
+  if (a < 0 || b < 0) return -1;
+  int out = emit(p, OP_GLOBAL_POOL, -1, -1, a, b, slot(p, a)->C + slot(p, b)->C, 1);
+  if (out >= 0) {
+    p->plan.ops[p->plan.n_ops - 1].C2 = slot(p, b)->C;
+    p->plan.ops[p->plan.n_ops - 1].H2 = slot(p, b)->H;
+  }
+  return out;
+}
+
+/* x + Linear_2(Linear_0(pooled) * Linear_1(act(temb))) / H per channel: [C,H,H] -> [C,H,H].
+ * For a given time the offset is linear in the pooled means (a gain the time embedding sets,
+ * e.g. eps's mean = the input's mean at t = T, and less as t falls); a plain MLP of [pooled,
+ * temb] learns such a product slowly. The Linears are the last modules, so a network with
+ * the head has the names and values of the one without it first (sde_trainer_init_from);
+ * Linear_2 starts at zero. */
+static int global_head_op(planner *p, int x, int pooled) {
+  if (x < 0 || pooled < 0) return -1;
+  const int C = slot(p, x)->C, F = slot(p, pooled)->C, E = 4 * p->c.nf, hid = 4 * p->c.nf;
+  const int l0 = p->n_mods;
+  const int in[3] = {F, E, hid}, out[3] = {hid, hid, C};
+  for (int k = 0; k < 3; k++) {
+    if (!add_module(p, M_LINEAR, in[k], out[k], 1)) return -1;
+    add_param(p, "weight", 1, 2, out[k], in[k], 0, 0);
+    add_param(p, "bias", 1, 1, out[k], 0, 0, 0);
+    p->flops += 2.0 * in[k] * out[k];
+  }
+  int o = emit(p, OP_GLOBAL_HEAD, l0, l0 + 2, x, pooled, C, slot(p, x)->H);
+  if (o >= 0) p->plan.ops[p->plan.n_ops - 1].C2 = F;
+  return o;
 }
 
 /* Inference arena: slots in production order, each at the lowest offset free of the slots
@@ -499,6 +535,9 @@ static int plan_network(const sde_ncsnpp_config *c, planner *p) {
     h = resblock_op(p, plan_resblock(p, in_ch, in_ch, res, 0, 0), hs[n_hs - 1]);
     h = attn_op(p, plan_attn(p, in_ch, res), h);
     h = resblock_op(p, plan_resblock(p, in_ch, in_ch, res, 0, 0), h);
+    /* global head, part 1: the input's and the middle's channel means, pooled here so that
+     * neither slot lives longer than it does without the head */
+    int pooled = c->global_head ? global_pool_op(p, pl->input_slot, h) : -1;
     /* up path */
     int pyramid = -1;
     for (int l = L - 1; l >= 0; l--) {
@@ -541,6 +580,7 @@ static int plan_network(const sde_ncsnpp_config *c, planner *p) {
       int gn = plan_groupnorm(p, in_ch, res);
       out = norm_conv_op(p, gn, plan_conv3(p, in_ch, C0, res), h);
     }
+    if (c->global_head) out = global_head_op(p, out, pooled);
     if (c->scale_by_sigma && out >= 0) out = emit(p, OP_SIGMA_SCALE, -1, -1, out, -1, C0, res);
     pl->output_slot = out;
   }
@@ -673,6 +713,13 @@ static void init_uniform(float *w, const sde_net_param *p, double scale, uint64_
   for (int64_t i = 0; i < p->numel; i++) w[i] = (float)((2.0 * w[i] - 1.0) * bound);
 }
 
+/* module index of the global head's output Linear (Linear_2), -1 without a head */
+static int global_head_output(const sde_ncsnpp *net) {
+  for (int i = net->plan.n_ops - 1; i >= 0; i--)
+    if (net->plan.ops[i].kind == OP_GLOBAL_HEAD) return net->plan.ops[i].module2;
+  return -1;
+}
+
 int sde_ncsnpp_init_params(sde_ncsnpp *net, uint64_t seed) {
   if (!net) return sde_fail(SDE_EINVAL, "init: no network");
   const sde_ncsnpp_config *c = &net->config;
@@ -699,6 +746,9 @@ int sde_ncsnpp_init_params(sde_ncsnpp *net, uint64_t seed) {
           else if (strstr(p->name, ".NIN_0.")) scale = 0.1;
         } else if (m->kind == M_ATTN) {
           scale = strstr(p->name, ".NIN_3.") ? c->init_scale : 0.1;
+        } else if (m->kind == M_LINEAR && mi == global_head_output(net)) {
+          memset(w, 0, (size_t)p->numel * sizeof(float)); /* the head starts as a no-op */
+          continue;
         } else if (m->kind == M_CONV3 && mi > 0 && net->modules[mi - 1].kind == M_GROUPNORM &&
                    m->out_ch == c->num_channels) {
           scale = c->init_scale; /* output heads (final and output_skip pyramid) */

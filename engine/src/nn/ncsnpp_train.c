@@ -688,6 +688,74 @@ static void sigma_scale_sizes(const sde_ncsnpp *net, const net_op *op, int B, in
   *temp = 0;
 }
 
+/* OP_GLOBAL_POOL: out [B, C+C2] = [sum_HW(in0)/H, sum_HW(in1)/H2]; nothing saved */
+static int global_pool_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
+  (void)tp;
+  return ncsnpp_global_pool(ctx, op, TD(ctx, op->in0), TD(ctx, op->in1), TD(ctx, op->out));
+}
+
+/* every pixel of channel c gets d pooled[c] / side */
+static int global_pool_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
+  (void)tp;
+  const int B = ctx->B, Ca = op->C, Ha = op->H, Cb = op->C2, Hb = op->H2;
+  size_t mark = ctx->top;
+  float *da = zalloc(ctx, (size_t)B * Ca), *db = zalloc(ctx, (size_t)B * Cb);
+  BE(concat_channels_backward, da, db, TG(ctx, op->out), B, Ca, Cb, 1);
+  BE(scale, da, da, 1.0f / (float)Ha, (size_t)B * Ca);
+  BE(scale, db, db, 1.0f / (float)Hb, (size_t)B * Cb);
+  BE(add_channel_bias_forward, TG(ctx, op->in0), da, B, Ca, Ha * Ha);
+  BE(add_channel_bias_forward, TG(ctx, op->in1), db, B, Cb, Hb * Hb);
+  ctx->top = mark;
+  return SDE_OK;
+}
+
+static void global_pool_sizes(const sde_ncsnpp *net, const net_op *op, int B, int with_dropout,
+                              size_t *saved, size_t *temp) {
+  (void)with_dropout;
+  *saved = 0;
+  *temp = ncsnpp_global_scratch(net, op, B);
+}
+
+/* OP_GLOBAL_HEAD. Saved: s0 u = Linear_0(pooled), s1 g = Linear_1(act(temb)). */
+static int global_head_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
+  const size_t n = (size_t)ctx->B * MOD(ctx, op->module)->out_ch;
+  float *u = ws_alloc(ctx, n), *g = ws_alloc(ctx, n);
+  tp->s[0] = u;
+  tp->s[1] = g;
+  return ncsnpp_global_head(ctx, op, TD(ctx, op->in0), TD(ctx, op->in1), u, g, TD(ctx, op->out));
+}
+
+static int global_head_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
+  const int B = ctx->B, C = op->C, H = op->H, F = op->C2, E = 4 * ctx->net->config.nf;
+  const int l0 = op->module, l2 = op->module2, hid = MOD(ctx, l0)->out_ch;
+  const size_t n = (size_t)B * hid;
+  const float *u = tp->s[0], *g = tp->s[1], *dout = TG(ctx, op->out);
+  BE(accumulate, TG(ctx, op->in0), dout, (size_t)B * C * H * H);
+  size_t mark = ctx->top;
+  float *ddc = zalloc(ctx, (size_t)B * C), *ug = ws_alloc(ctx, n), *dug = zalloc(ctx, n),
+        *du = ws_alloc(ctx, n), *dg = ws_alloc(ctx, n);
+  BE(add_channel_bias_backward, ddc, dout, B, C, H * H);
+  BE(scale, ddc, ddc, 1.0f / (float)H, (size_t)B * C);
+  BE(mul, ug, u, g, n);
+  TRY(BE(linear_backward, dug, GP(ctx, l2, 0), GP(ctx, l2, 1), ddc, ug, P(ctx, l2, 0), B, hid, C));
+  BE(mul, du, dug, g, n);
+  BE(mul, dg, dug, u, n);
+  TRY(BE(linear_backward, TG(ctx, op->in1), GP(ctx, l0, 0), GP(ctx, l0, 1), du, TD(ctx, op->in1),
+         P(ctx, l0, 0), B, F, hid));
+  TRY(BE(linear_backward, ctx->tr->dta, GP(ctx, l0 + 1, 0), GP(ctx, l0 + 1, 1), dg,
+         ctx->temb_act, P(ctx, l0 + 1, 0), B, E, hid));
+  ctx->top = mark;
+  return SDE_OK;
+}
+
+static void global_head_sizes(const sde_ncsnpp *net, const net_op *op, int B, int with_dropout,
+                              size_t *saved, size_t *temp) {
+  (void)with_dropout;
+  const size_t n = ws_round((size_t)B * net->modules[op->module].out_ch);
+  *saved = 2 * n;
+  *temp = max_size(ncsnpp_global_scratch(net, op, B), ws_round((size_t)B * op->C) + 4 * n);
+}
+
 static const struct {
   op_train_fn forward;
   op_backward_fn backward;
@@ -705,6 +773,8 @@ static const struct {
     [OP_CONCAT] = {concat_train, concat_backward, no_sizes},
     [OP_HEAD] = {head_train, head_backward, head_sizes},
     [OP_SIGMA_SCALE] = {sigma_scale_train, sigma_scale_backward, sigma_scale_sizes},
+    [OP_GLOBAL_POOL] = {global_pool_train, global_pool_backward, global_pool_sizes},
+    [OP_GLOBAL_HEAD] = {global_head_train, global_head_backward, global_head_sizes},
 };
 
 /* ---- the interpreter -------------------------------------------------------------------------- */
