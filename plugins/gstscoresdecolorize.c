@@ -64,6 +64,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_scoresde_colorize_debug);
 #define DEFAULT_CHROMA_ONLY TRUE
 #define DEFAULT_CLIP_DENOISED TRUE
 #define DEFAULT_T_START 1.0
+#define DEFAULT_CENTER_CHROMA TRUE
 
 enum
 {
@@ -76,6 +77,7 @@ enum
   PROP_CHROMA_ONLY,
   PROP_CLIP_DENOISED,
   PROP_T_START,
+  PROP_CENTER_CHROMA,
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -213,6 +215,22 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
           "(1: from the prior)", 0.01, 1.0, DEFAULT_T_START,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
 
+  /**
+   * GstScoreSdeColorize:center-chroma:
+   *
+   * Start from noise whose two chroma channels have no mean over the frame. The noise's
+   * mean is the one thing a GroupNorm network hardly sees, so with it the frame's
+   * overall tint follows the noise draw (a green or magenta cast that differs from seed
+   * to seed); without it the tint comes from the model and the picture. FALSE is the
+   * paper's prior. On held-out photographs it moves the colorized frames from 11 dB
+   * below the gray input's PSNR to within 1 dB of it (docs/sampling.md#center-chroma).
+   */
+  g_object_class_install_property (gobject_class, PROP_CENTER_CHROMA,
+      g_param_spec_boolean ("center-chroma", "Center chroma",
+          "Start from noise without a chroma mean: the overall tint comes from the "
+          "model, not from the noise draw", DEFAULT_CENTER_CHROMA,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
+
   gst_element_class_set_static_metadata (element_class,
       "Score-SDE colorization", "Filter/Effect/Video",
       "Colorizes grayscale video with a score-based generative model",
@@ -246,6 +264,7 @@ gst_scoresde_colorize_init (GstScoreSdeColorize * self)
   self->temporal_seed = DEFAULT_TEMPORAL_SEED;
   self->chroma_only = DEFAULT_CHROMA_ONLY;
   self->clip_denoised = DEFAULT_CLIP_DENOISED;
+  self->center_chroma = DEFAULT_CENTER_CHROMA;
   self->t_start = DEFAULT_T_START;
   gst_scoresde_model_slot_init (&self->slot, GST_ELEMENT (self),
       GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE,
@@ -418,6 +437,9 @@ gst_scoresde_colorize_set_property (GObject * object, guint prop_id,
     case PROP_CLIP_DENOISED:
       self->clip_denoised = g_value_get_boolean (value);
       break;
+    case PROP_CENTER_CHROMA:
+      self->center_chroma = g_value_get_boolean (value);
+      break;
     case PROP_T_START:
       self->t_start = g_value_get_double (value);
       break;
@@ -452,6 +474,9 @@ gst_scoresde_colorize_get_property (GObject * object, guint prop_id,
       break;
     case PROP_CLIP_DENOISED:
       g_value_set_boolean (value, self->clip_denoised);
+      break;
+    case PROP_CENTER_CHROMA:
+      g_value_set_boolean (value, self->center_chroma);
       break;
     case PROP_T_START:
       g_value_set_double (value, self->t_start);
@@ -700,7 +725,7 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
   GstScoreSdeColorize *self = GST_SCORESDE_COLORIZE (filter);
   const GstScoreSdeModel *model = self->slot.model;
   GstScoreSdeSamplerSettings settings;
-  gboolean temporal_seed, chroma_only, clip_denoised, centered;
+  gboolean temporal_seed, chroma_only, clip_denoised, center_chroma, centered;
   gdouble t_start;
   sde_sample_params params;
   sde_stats stats;
@@ -724,6 +749,7 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
   temporal_seed = self->temporal_seed;
   chroma_only = self->chroma_only;
   clip_denoised = self->clip_denoised;
+  center_chroma = self->center_chroma;
   t_start = self->t_start;
   GST_OBJECT_UNLOCK (self);
   stream = temporal_seed ? 0 : self->frame;
@@ -745,6 +771,7 @@ gst_scoresde_colorize_transform_frame (GstVideoFilter * filter,
   memset (&stats, 0, sizeof stats);
   gst_scoresde_sampler_settings_to_params (&settings, &self->slot.progress, &params);
   params.clip_denoised = clip_denoised;        /* pc ignores it */
+  params.center_chroma = center_chroma;
   if (sde_sampler_is_fewstep (params.sampler))
     params.t_start = t_start;                  /* pc refuses a start below T */
   self->slot.progress.pts = GST_BUFFER_PTS (inframe->buffer);

@@ -102,6 +102,7 @@ static void print_network(const sde_model *m) {
          c->embedding_type == SDE_EMBED_FOURIER ? "fourier" : "positional",
          c->embedding_type == SDE_EMBED_FOURIER ? "" : " (sinusoidal)",
          c->scale_by_sigma ? "yes" : "no", c->conditional ? "yes" : "no");
+  if (c->global_head) printf("head        global (docs/math.md#global-head)\n");
   if (c->has_sde) {
     if (c->sde.kind == SDE_VE)
       printf("sde         ve, sigma %g..%g, N %d, %s\n", c->sde.sigma_min, c->sde.sigma_max,

@@ -31,6 +31,7 @@ typedef struct {
   double churn;                                    /* NAN: not given */
   int no_lower_order_final;
   int clip_denoised, no_clip_denoised;             /* colorize: on unless --no-clip-denoised */
+  int no_center_chroma;                            /* colorize: centred unless given */
   double t_start;                                  /* NAN: not given */
   double sigma_min, sigma_max, beta_min, beta_max; /* NAN: not given */
   int num_scales;                                  /* -1: not given */
@@ -154,6 +155,9 @@ static const cli_option options[] = {
    "few-step solvers: clamp every data prediction to the data range (colorize: on)", G_FEW},
   {"no-clip-denoised", NULL, CLI_FLAG, OFF(no_clip_denoised), 0, 0, 0, NULL,
    "colorize: leave the data predictions unclamped", G_FEW},
+  {"no-center-chroma", NULL, CLI_FLAG, OFF(no_center_chroma), 0, 0, 0, NULL,
+   "colorize: keep the chroma mean of the starting noise (default: removed, so the overall "
+   "tint comes from the model, not from the noise draw)", G_FEW},
   {"t-start", NULL, CLI_DOUBLE, OFF(t_start), 0, 1, CLI_OPEN_LO, "T",
    "colorize, few-step: start at time T from the gray image noised to it (SDEdit; 1 = the "
    "prior, the paper's method) (1)", G_FEW},
@@ -974,6 +978,8 @@ static int run_control(cli_cfg *c, const cli_command *cmd, int colorize) {
   /* colorize clamps by default: an undertrained prior's global colour drifts far out of
    * range at high noise (docs/sampling.md#clip-denoised-and-t-start); pc ignores it */
   if (colorize && !c->no_clip_denoised) p.clip_denoised = 1;
+  /* and starts from noise without a chroma mean (docs/sampling.md#center-chroma) */
+  p.center_chroma = colorize && !c->no_center_chroma;
   double t0 = sde_now();
   if (colorize)
     rc = sde_colorize(m, &sde, &p, n, (uint64_t)c->stream, x, y, &st);

@@ -179,6 +179,21 @@ done:
   return status;
 }
 
+/* center_chroma: noise x [n, 3, hw] (RGB) minus the spatial mean of its two chroma channels
+ * in the decoupled colours; tmp [n, 3, hw] */
+static void center_chroma(int n, int64_t hw, float *x, float *tmp) {
+  sde_color_transform(n, hw, x, tmp, 0);
+  for (int b = 0; b < n; b++)
+    for (int c = 1; c < 3; c++) {
+      float *r = tmp + ((size_t)b * 3 + c) * hw;
+      double acc = 0.0;
+      for (int64_t q = 0; q < hw; q++) acc += r[q];
+      const float mu = (float)(acc / (double)hw);
+      for (int64_t q = 0; q < hw; q++) r[q] -= mu;
+    }
+  sde_color_transform(n, hw, tmp, x, 1);
+}
+
 int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params *p, int n,
                  uint64_t stream0, const float *gray, float *out, sde_stats *stats) {
   int status = check_common(m, sde, p, n, gray, out);
@@ -217,12 +232,14 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
     /* SDEdit: the gray image on the marginal at t_start; the solver goes on from there */
     const sde_marg mt = sde_marg_at(sde, p->t_start);
     for (int b = 0; b < n; b++) sde_randn(p->seed, stream0 + (uint64_t)b, 0, x + (size_t)b * D, D);
+    if (p->center_chroma) center_chroma(n, hw, x, k.tmp);
     for (size_t j = 0; j < nd; j++) x[j] = (float)(mt.alpha * gray[j] + mt.sigma * x[j]);
     status = sde_fewstep_run(m, sde, p, n, stream0, 1, p->t_start, eps, p->denoise, x, out,
                              constrain_x0, &k, stats);
     goto done;
   }
   sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
+  if (p->center_chroma) center_chroma(n, hw, x, k.tmp);
   if (sde_sampler_is_fewstep(p->sampler)) {
     status = run_fewstep(m, sde, p, n, stream0, &k, x, out, stats);
     goto done;

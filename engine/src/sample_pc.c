@@ -28,6 +28,7 @@ void sde_sample_params_init(sde_sample_params *p) {
   p->churn = 0.0;
   p->clip_denoised = 0;
   p->t_start = 0.0;
+  p->center_chroma = 0;
   p->seed = 0;
   p->max_evals = SDE_ODE_DEFAULT_MAX_EVALS;
 }

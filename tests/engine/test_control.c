@@ -181,6 +181,54 @@ int main(void) {
     free(x);
   }
 
+  /* center-chroma on an isotropic Gaussian N(mu, 0.15^2 I) (exact score): the chroma
+   * posterior is the prior, and the probability-flow map is affine and acts on the
+   * spatial mean on its own. Started from noise without a chroma mean, the colorized
+   * image's chroma mean is mu's for every seed; from the full prior it scatters by
+   * 0.15 / sqrt(H W) around it. */
+  {
+    const double sd = 0.15;
+    double *mu = malloc(sizeof(double) * D), *sds = malloc(sizeof(double) * D), w = 1.0;
+    for (int i = 0; i < D; i++) mu[i] = img[i], sds[i] = sd;
+    sde_model *g = NULL;
+    TAP_CHECK(sde_gmm_create(1, D, &w, mu, sds, &g) == SDE_OK, "isotropic Gaussian model");
+    g->channels = C, g->height = H, g->width = W, g->is_image = 1;
+    sde_sde sde;
+    sde_init(&sde, SDE_VP);
+    float cm[D];
+    sde_color_transform(1, H * W, img, cm, 0);
+    double mu_dc[2] = {0, 0};
+    for (int c = 1; c < 3; c++)
+      for (int q = 0; q < H * W; q++) mu_dc[c - 1] += cm[c * H * W + q] / (H * W);
+    for (int i = 0; i < H * W; i++) gray[i] = gray[H * W + i] = gray[2 * H * W + i] = 0.5f;
+    double dev[2] = {0, 0}, worst[2] = {0, 0};
+    int ok = 1;
+    for (int centre = 0; centre < 2; centre++)
+      for (int seed = 0; seed < 8; seed++) {
+        sde_sample_params p;
+        sde_sample_params_init(&p);
+        p.sampler = SDE_SAMPLER_DPMPP_2M;
+        p.seed = (uint64_t)seed;
+        p.center_chroma = centre;
+        ok = ok && sde_colorize(g, &sde, &p, 1, 0, gray, out, NULL) == SDE_OK;
+        sde_color_transform(1, H * W, out, cm, 0);
+        for (int c = 1; c < 3; c++) {
+          double mc = 0;
+          for (int q = 0; q < H * W; q++) mc += cm[c * H * W + q] / (H * W);
+          dev[centre] += (mc - mu_dc[c - 1]) * (mc - mu_dc[c - 1]) / 16.0;
+          worst[centre] = fmax(worst[centre], fabs(mc - mu_dc[c - 1]));
+        }
+      }
+    TAP_CHECK(ok && worst[1] < 1e-3 && sqrt(dev[0]) > 0.5 * sd / sqrt(H * W) &&
+                  sqrt(dev[0]) < 2.0 * sd / sqrt(H * W),
+              "center-chroma: the colorized chroma mean is the Gaussian's for all 8 seeds (worst "
+              "%.2g); from the full prior it scatters by %.4f (expected %.4f)",
+              worst[1], sqrt(dev[0]), sd / sqrt(H * W));
+    sde_model_free(g);
+    free(mu);
+    free(sds);
+  }
+
   /* The colour transform is orthogonal: decouple then couple is the identity. */
   float back[D];
   sde_color_transform(1, H * W, img, out, 0);

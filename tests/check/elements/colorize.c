@@ -311,23 +311,29 @@ GST_START_TEST (test_any_size_keeps_luma)
 
 GST_END_TEST;
 
-/* t-start (SDEdit from the noised gray) keeps the luminance and changes the colours;
- * the defaults read back. */
+/* t-start (SDEdit from the noised gray) and center-chroma=false (the paper's prior) keep
+ * the luminance and change the colours; the defaults read back. */
 GST_START_TEST (test_t_start)
 {
-  const gchar *modes[2] = { QUICK, QUICK " t-start=0.3" };
-  gdouble chroma[2], t_start = 0.0;
-  gboolean clip = FALSE;
+  gchar *vp = scoresde_test_write_model_sde (4, 3, 8, FALSE, SDE_VP);
+  gchar *modes[3] = { g_strdup_printf (QUICK " model=%s", vp),
+    g_strdup_printf (QUICK " model=%s t-start=0.3", vp),
+    g_strdup_printf (QUICK " model=%s center-chroma=false", vp)
+  };
+  gdouble chroma[3], t_start = 0.0;
+  gboolean clip = FALSE, center = FALSE;
   guint8 *in = gray_picture (32, 32);
   GstElement *e = gst_element_factory_make ("scoresdecolorize", NULL);
   gint m, i;
 
-  g_object_get (e, "t-start", &t_start, "clip-denoised", &clip, NULL);
-  fail_unless (t_start == 1.0 && clip, "defaults: t-start %g, clip-denoised %d",
-      t_start, clip);
+  g_object_get (e, "t-start", &t_start, "clip-denoised", &clip,
+      "center-chroma", &center, NULL);
+  fail_unless (t_start == 1.0 && clip && center,
+      "defaults: t-start %g, clip-denoised %d, center-chroma %d", t_start, clip,
+      center);
   gst_object_unref (e);
 
-  for (m = 0; m < 2; m++) {
+  for (m = 0; m < 3; m++) {
     GstHarness *h = new_harness (modes[m], 32, 32, "RGB");
     GstBuffer *out = gst_harness_push_and_pull (h,
         scoresde_test_buffer (in, 32 * 32, 0, GST_SECOND));
@@ -350,6 +356,11 @@ GST_START_TEST (test_t_start)
     gst_harness_teardown (h);
   }
   fail_unless (chroma[1] != chroma[0], "t-start=0.3 changed nothing");
+  fail_unless (chroma[2] != chroma[0], "center-chroma=false changed nothing");
+  for (m = 0; m < 3; m++)
+    g_free (modes[m]);
+  scoresde_test_remove_model (vp);
+  g_free (vp);
   g_free (in);
 }
 
