@@ -3,7 +3,9 @@
  *
  * Run as:  env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2 build/bench/bench_ops
  * (OpenBLAS's forced Haswell core type halves sgemm speed on AVX-512 machines.)
- * Options: --quick (skip the slow naive runs at batch 8).
+ * Options: --quick (skip the slow naive runs at batch 8); --dweight [REPS] (only the 3x3
+ * stride-1 weight gradient at the training shapes of fashion-mnist-32 and its 3-channel
+ * variant, batch 32: median and best of REPS calls, default 30).
  * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
  * shared, loaded machine is the steadier measure of single-thread efficiency. */
 #include <math.h>
@@ -78,8 +80,52 @@ static double cpu;
     }                                                \
   } while (0)
 
+/* The weight gradient alone (sde_nn_conv2d_backward with dinp = dbias = NULL: the input's
+ * zero-padded planes, then the direct dweight kernel) at the 3x3 stride-1 shapes of the
+ * fashion-mnist-32 / colorizer DDPM++ (nf 16, ch_mult 1,2,2), batch 32. Prints the median and
+ * best wall ms of `reps` calls and GFLOP/s of the median (2·B·Co·Ci·9·H·W per call). */
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void bench_dweight(int reps) {
+  const int shapes[][3] = {/* Ci, Co, H (= W) */
+                           {16, 16, 32}, {32, 16, 32}, {48, 16, 32}, {3, 16, 32}, {16, 3, 32},
+                           {16, 32, 16}, {32, 32, 16}, {64, 32, 16}, {32, 32, 8},  {64, 32, 8}};
+  printf("dweight 3x3 pad 1, B=32       median ms    best ms  GFLOP/s (median)\n");
+  double tot = 0;
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    const int B = 32, Ci = shapes[i][0], Co = shapes[i][1], H = shapes[i][2];
+    sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, H, Co, 3, 1, 1);
+    float *x = rand_f((size_t)B * Ci * H * H, 1), *g = rand_f((size_t)B * Co * H * H, 1);
+    float *w = rand_f((size_t)Co * Ci * 9, 0.05f), *dw = calloc((size_t)Co * Ci * 9, sizeof(float));
+    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    double *t = malloc(sizeof(double) * reps), flops = 2.0 * B * Co * Ci * 9 * H * H;
+    sde_nn_conv2d_backward(NULL, dw, NULL, g, x, w, &s, scratch); /* warm-up */
+    for (int r = 0; r < reps; r++) {
+      double t0 = now();
+      sde_nn_conv2d_backward(NULL, dw, NULL, g, x, w, &s, scratch);
+      t[r] = now() - t0;
+    }
+    qsort(t, reps, sizeof(double), cmp_double);
+    char label[64];
+    snprintf(label, sizeof label, "%d->%d %dx%d", Ci, Co, H, H);
+    printf("%-28s %10.3f %10.3f %9.1f\n", label, t[reps / 2] * 1e3, t[0] * 1e3,
+           flops / t[reps / 2] * 1e-9);
+    tot += t[reps / 2];
+    free(x), free(g), free(w), free(dw), free(scratch), free(t);
+  }
+  printf("%-28s %10.3f\n", "sum of medians", tot * 1e3);
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  if (argc > 1 && !strcmp(argv[1], "--dweight")) {
+    printf("threads %d (OMP_NUM_THREADS)\n", sde_get_num_threads());
+    bench_dweight(argc > 2 ? atoi(argv[2]) : 30);
+    return 0;
+  }
   printf("threads %d (OMP_NUM_THREADS), OPENBLAS_CORETYPE=%s\n", sde_get_num_threads(),
          getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
   printf("%-22s %8s %8s %8s | %9s %9s %10s | %8s %8s\n", "conv2d 3x3 pad 1", "ms", "GFLOP/s",

@@ -18,7 +18,8 @@
 # 3 x (`scoresde info`'s GFLOP per evaluation) x BATCH per step (backward = 2 x forward for
 # the convolutions, linears and attention); the load average is printed before every run. Environment: OPENBLAS_CORETYPE is passed through as set (check with
 # OPENBLAS_VERBOSE=2). BASE_BUILD=DIR adds a third side per round: that build's scoresde
-# (e.g. an older commit), labelled "C base".
+# (e.g. an older commit), labelled "C base". NO_TORCH=1 leaves the PyTorch side out (an A/B
+# of two builds on a loaded machine, where PyTorch's spinning threads take most of the run).
 set -e
 BUILD=${1:-build}
 ROUNDS=${2:-3}
@@ -59,6 +60,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "## round $r: $(uptime | sed 's/.*load/load/')"
     c_round "$BASE_BUILD/engine/scoresde" "C base"
   fi
+  [ -n "$NO_TORCH" ] && continue
   echo "## round $r: $(uptime | sed 's/.*load/load/')"
   /usr/bin/python3 "$HERE/bench_train_torch.py" --model "$DIR/net.safetensors" --batch "$BATCH" \
     --steps "$STEPS" --threads "$THREADS" |

@@ -10,7 +10,12 @@
  *
  * Also: bit-identical results for 1, 2 and 3 threads, and image i of a batch of 3
  * bit-identical to the same image run alone. Under SDE_NN_NO_DIRECT_CONV=1 (or without
- * AVX-512) the same checks run on the im2col path. */
+ * AVX-512) the same checks run on the im2col path.
+ *
+ * The weight gradient of 3x3 stride-1 convs (the direct dweight kernel, dconv_dw_tasks, on
+ * its row and lane-mask layouts; im2col + sgemm on the others): dweight += Σ_b Σ_p dout·x
+ * against float64, within γ(n)·A (n = B·Ho·Wo products and the prior dweight, A = Σ|dout·x|
+ * + |prior|) for any order of the sum, and bit-identical for 1, 2 and 3 threads. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -148,6 +153,51 @@ static void run_case(const cv_case *c) {
   free(x), free(w), free(b), free(yr), free(y1), free(yd), free(amag);
 }
 
+/* dweight of a 3x3 stride-1 conv, pads (pt, pb, pl, pr) */
+static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int pl, int pr) {
+  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, 3, 3, 1, pt, pb, pl, pr};
+  const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
+  const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * 9;
+  float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw), *d0 = rand_f(nw), *dw[3];
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    dw[t] = malloc(nw * sizeof(float));
+    memcpy(dw[t], d0, nw * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= sde_nn_conv2d_backward(NULL, dw[t], NULL, g, x, w, &s, NULL);
+  }
+  sde_set_num_threads(2);
+  const double u = 0x1.0p-24, n = (double)B * Ho * Wo + 1, gam = n * u / (1 - n * u);
+  double worst = 0;
+  for (int co = 0; co < Co; co++)
+    for (int ci = 0; ci < Ci; ci++)
+      for (int kh = 0; kh < 3; kh++)
+        for (int kw = 0; kw < 3; kw++) {
+          const size_t wi = ((size_t)(co * Ci + ci) * 3 + kh) * 3 + kw;
+          double acc = d0[wi], mag = fabs(d0[wi]);
+          for (int b = 0; b < B; b++)
+            for (int oh = 0; oh < Ho; oh++) {
+              const int ih = oh - pt + kh;
+              if (ih < 0 || ih >= H) continue;
+              for (int ow = 0; ow < Wo; ow++) {
+                const int iw = ow - pl + kw;
+                if (iw < 0 || iw >= W) continue;
+                const double p = (double)g[(((size_t)b * Co + co) * Ho + oh) * Wo + ow] *
+                                 x[(((size_t)b * Ci + ci) * H + ih) * W + iw];
+                acc += p, mag += fabs(p);
+              }
+            }
+          const double e = fabs(dw[1][wi] - acc) / (gam * mag + 1e-30);
+          worst = e > worst ? e : worst;
+        }
+  const int same = !memcmp(dw[0], dw[1], nw * sizeof(float)) && !memcmp(dw[0], dw[2], nw * sizeof(float));
+  TAP_CHECK(rc == 0 && worst <= 1 && same,
+            "dweight 3x3 B=%d %d->%d %dx%d pad(%d,%d,%d,%d): vs float64 %.3g of the bound, "
+            "1/2/3 threads bit-identical (%d)", B, Ci, Co, H, W, pt, pb, pl, pr, worst, same);
+  for (int t = 0; t < 3; t++) free(dw[t]);
+  free(x), free(g), free(w), free(d0);
+}
+
 int main(void) {
   const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
   TAP_DIAG("direct paths %s", off && *off && *off != '0' ? "off (SDE_NN_NO_DIRECT_CONV)"
@@ -181,5 +231,27 @@ int main(void) {
         }
   run_case(&(cv_case){K_S2, 3, 21, 9, 14, 70, 0, 1, 0, 1});
   run_case(&(cv_case){K_S2, 2, 130, 17, 17, 136, 0, 0, 0, 0});
+  /* dweight of 3x3 stride 1: the training shapes' layouts (rows of 16 at 16 and 32 wide,
+   * lane masks at 8, 4, 2, 1 wide), channel counts 1 .. 40 that are not multiples of 3
+   * (blocks of 1 and 2 output channels), batches that end in a short chunk of images
+   * (37 at 8x8: chunks of 16), "valid" and one-sided pads, and widths no layout takes */
+  const int dsides[][2] = {{32, 32}, {16, 16}, {8, 8}, {4, 4}, {16, 2}, {16, 1}, {7, 7}, {5, 9}};
+  const int dch[][2] = {{1, 1}, {3, 16}, {16, 3}, {13, 17}, {37, 40}};
+  for (int si = 0; si < 8; si++)
+    for (int ci = 0; ci < 5; ci++)
+      for (int B = 1; B <= 3; B += 2) {
+        if (dsides[si][0] == 32 && ci == 4 && B == 3) continue; /* keep the run short */
+        run_dw_case(B, dch[ci][0], dch[ci][1], dsides[si][0], dsides[si][1], 1, 1, 1, 1);
+      }
+  run_dw_case(37, 5, 7, 8, 8, 1, 1, 1, 1);
+  run_dw_case(37, 4, 2, 4, 4, 1, 1, 1, 1);
+  run_dw_case(5, 11, 8, 16, 16, 1, 1, 1, 1);
+  run_dw_case(3, 6, 5, 18, 18, 0, 0, 0, 0);  /* 16x16 out, rows, no padding */
+  run_dw_case(3, 6, 5, 34, 18, 0, 0, 0, 0);  /* 32x16 out */
+  run_dw_case(2, 4, 7, 17, 17, 0, 1, 0, 1);  /* 16x16 out, one-sided pads */
+  run_dw_case(2, 9, 10, 48, 48, 1, 1, 1, 1); /* 3 vectors a row */
+  run_dw_case(2, 5, 3, 14, 8, 1, 1, 1, 1);   /* lane masks, 7 vectors an image */
+  run_dw_case(2, 5, 3, 14, 8, 0, 2, 1, 1);   /* lane masks, one-sided pads */
+  run_dw_case(32, 16, 16, 16, 16, 1, 1, 1, 1);
   return tap_done();
 }
