@@ -30,7 +30,7 @@ G_BEGIN_DECLS
  * decode, interp, inpaint) and the trained emoji model (scoresdecolorize, which needs
  * colour). */
 #define GST_SCORESDE_DEFAULT_MODEL_FILE "fashion-mnist-32.safetensors"
-#define GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE "emoji-32.safetensors"
+#define GST_SCORESDE_DEFAULT_COLOR_MODEL_FILE "photo-global-32.safetensors"
 
 typedef struct _GstScoreSdeModel GstScoreSdeModel;
 

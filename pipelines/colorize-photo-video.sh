@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Colorizes a grayscale pan-and-zoom clip made from one photograph (models/photo-32.md,
+# Colorizes a grayscale pan-and-zoom clip made from one photograph (models/photo-global-32.md,
 # the "video" evaluation): the camera pans from the left edge of the photo to the right
 # one while zooming in from the full height to 60% of it; each frame is cut from the
 # photo with videocrop, scaled to WIDTHxHEIGHT and made gray, then scoresdecolorize
@@ -9,30 +9,26 @@
 #   pipelines/colorize-photo-video.sh
 #   PHOTO=cat.jpg FRAMES=48 WIDTH=320 HEIGHT=240 pipelines/colorize-photo-video.sh
 #   TEMPORAL_SEED=false pipelines/colorize-photo-video.sh    (fresh noise every frame)
-#   T_START=1 pipelines/colorize-photo-video.sh              (from the prior, as the paper)
+#   T_START=0.8 pipelines/colorize-photo-video.sh            (start from the gray noised
+#                                                              to t = 0.8: fainter colours)
 #
-# Model: MODEL, else $SCORESDE_DEFAULT_MODEL, else models/photo-32.safetensors (the photo
-# colorizer, models/photo-32.md), not the element's shipped default.
+# Model: MODEL, else $SCORESDE_DEFAULT_MODEL, else the element's shipped default, the
+# photograph colorizer models/photo-global-32.safetensors.
 # Environment: PHOTO (default: the held-out photograph EveningGlow of
 # plasma-workspace-wallpapers when installed, else an example image of common.sh),
-# FRAMES (24), FPS (8), WIDTH (256), HEIGHT (192), TEMPORAL_SEED (true), T_START (0.5:
-# start from the gray noised to t = 0.5, the setting models/photo-32.md's held-out tables
-# support for photographs), plus those of common.sh (MODEL, SAMPLER, STEPS, SEED, ...).
+# FRAMES (24), FPS (8), WIDTH (256), HEIGHT (192), TEMPORAL_SEED (true), T_START (1: from
+# the prior, the paper's method), plus those of common.sh (MODEL, SAMPLER, STEPS, SEED, ...).
 # Output: $OUT_DIR/gray_input.mp4, $OUT_DIR/colorized.mp4 and the gray frames
 # $OUT_DIR/photo-video/gray_NNN.png
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-if [ -z "$MODEL" ] && [ -z "${SCORESDE_DEFAULT_MODEL:-}" ] && \
-   [ -f "$ROOT/models/photo-32.safetensors" ]; then
-  MODEL=$ROOT/models/photo-32.safetensors
-fi
 FRAMES=${FRAMES:-24}
 FPS=${FPS:-8}
 WIDTH=${WIDTH:-256}
 HEIGHT=${HEIGHT:-192}
 TEMPORAL_SEED=${TEMPORAL_SEED:-true}
-T_START=${T_START:-0.5}
+T_START=${T_START:-1}
 DEFAULT_PHOTO=/usr/share/wallpapers/EveningGlow/contents/images/2560x1600.jpg
 [ -f "$DEFAULT_PHOTO" ] || DEFAULT_PHOTO=$(printf "$COLOR_EXAMPLES" 0)
 PHOTO=${PHOTO:-$DEFAULT_PHOTO}

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Colorizes a grayscale video into an MP4. A short gray test video is made first from
-# the example images of common.sh (held-out emoji for the default model), scaled up to
+# the example images of common.sh (held-out photographs for the default model), scaled to
 # SIZE, so the colorizer works above the model's size and keeps the input's
 # full-resolution luminance.
 #
 #   pipelines/colorize.sh
 #   INPUT=old_film.mp4 pipelines/colorize.sh
 #
-# Environment: FRAMES (16 frames of test video), FPS (4), SIZE (64), INPUT (a video file
+# Environment: FRAMES (16 frames of test video), FPS (4), SIZE (128), INPUT (a video file
 # to colorize instead of the generated one), plus those of common.sh (SAMPLER, STEPS,
 # ...).
 # Output: $OUT_DIR/gray_input.mp4 (when generated) and $OUT_DIR/colorized.mp4
@@ -16,7 +16,7 @@ set -euo pipefail
 
 FRAMES=${FRAMES:-16}
 FPS=${FPS:-4}
-SIZE=${SIZE:-64}
+SIZE=${SIZE:-128}
 INPUT=${INPUT:-}
 require_elements multifilesrc pngdec videoscale videoconvert x264enc mp4mux decodebin \
   scoresdecolorize

@@ -23,14 +23,14 @@ SHAPES_DIR=${SHAPES_DIR:-$ROOT/models/shapes32}
 
 # Example inputs that suit the model in use: the training images of the analytic shapes
 # model when that is in use (the test suite's), else Fashion-MNIST test images for the
-# gray default model and held-out emoji for the colour one (models/examples/).
+# gray default model and held-out photographs for the colour one (models/examples/).
 case "${MODEL:-${SCORESDE_DEFAULT_MODEL:-}}" in
   *shapes-32.json)
     GRAY_EXAMPLES=$SHAPES_DIR/shape_%02d.png
     COLOR_EXAMPLES=$SHAPES_DIR/shape_%02d.png ;;
   *)
     GRAY_EXAMPLES=$ROOT/models/examples/fashion-mnist/test_%02d.png
-    COLOR_EXAMPLES=$ROOT/models/examples/emoji/emoji_%02d.png ;;
+    COLOR_EXAMPLES=$ROOT/models/examples/photos/photo_%02d.png ;;
 esac
 
 if [ -z "${GST_PLUGIN_PATH:-}" ]; then

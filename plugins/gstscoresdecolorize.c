@@ -133,7 +133,8 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    * GstScoreSdeColorize:model:
    *
    * The model file (.json analytic model or .safetensors network) of 3-channel
-   * images; empty selects the shipped default (emoji-32.safetensors).
+   * images; empty selects the shipped default (photo-global-32.safetensors, the
+   * photograph colorizer of models/photo-global-32.md).
    */
 
   /**
@@ -145,7 +146,7 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    */
   gst_scoresde_install_model_properties (gobject_class, PROP_MODEL,
       "Model file (.json or .safetensors) of 3-channel images; empty = the "
-      "shipped default (emoji-32)");
+      "shipped default (photo-global-32)");
 
   /**
    * GstScoreSdeColorize:sampler:

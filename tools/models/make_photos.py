@@ -4,6 +4,9 @@
     /usr/bin/python3 tools/models/make_photos.py [OUTDIR]      (default runs/photo-32/data)
     /usr/bin/python3 tools/models/make_photos.py --set v2 [--contact PNG] [OUTDIR]
                                                       (default runs/photo-v2/data)
+    /usr/bin/python3 tools/models/make_photos.py --examples models/examples/photos
+                      the pipelines' example inputs: 8 held-out v2 photographs in the
+                      public domain or under CC0, centred squares at 128 px, sources.md
 
 Needs the Debian packages mate-backgrounds, plasma-workspace-wallpapers, python3-pil and
 python3-numpy (`scripts/setup.sh train` installs them); --set v2 also lomiri-wallpapers-16.04,
@@ -434,6 +437,28 @@ def main_v2(out, contact):
                       sum(r[0] == "heldout" for r in rows), out))
 
 
+def examples(out, n=8, size=128):
+    """The pipelines' example inputs (models/examples/photos/): the centred square of the
+    first n held-out v2 photographs in the public domain or under CC0, at size x size,
+    and a README.md table of their sources."""
+    os.makedirs(out, exist_ok=True)
+    rows = [r for r in split_v2() if r[0] and ("cc0" in r[3].lower() or
+                                                "public domain" in r[3].lower())][:n]
+    lines = ["| file | package | source | licence | author |", "|---|---|---|---|---|"]
+    for i, (_, pkg, path, lic, author, name) in enumerate(rows):
+        full = open_image(path).convert("RGB")
+        w, h = full.size
+        m = min(w, h)
+        sq = full.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
+        sq.resize((size, size), Image.LANCZOS, reducing_gap=3.0).save(
+            os.path.join(out, "photo_%02d.png" % i), optimize=True)
+        lines.append("| photo_%02d.png | `%s` %s | `%s` | %s | %s |" % (
+            i, pkg, pkg_version(pkg), path, lic, author))
+    with open(os.path.join(out, "sources.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("%d example photos -> %s" % (len(rows), out))
+
+
 def name_of(path):
     return path.split("/")[4] if path.startswith("/usr/share/wallpapers/") else \
         os.path.splitext(os.path.basename(path))[0]
@@ -503,6 +528,8 @@ def main():
             contact = args.pop(0)
         elif a.startswith("--contact="):
             contact = a[10:]
+        elif a == "--examples" and args:
+            return examples(args.pop(0))
         elif a.startswith("-"):
             sys.exit(__doc__)
         else:
