@@ -278,8 +278,8 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
   }
 #endif
   sde_nn_conv2d_shape t;
-  if (dconv_dinp_shape(s, &t)) { /* backward: dinp as a direct conv, flipped weights after */
-    size_t d = dconv_scratch_floats(&t) + (size_t)s->C_out * K;
+  if (dconv_dinp_shape(s, &t)) { /* backward: dinp as a direct conv */
+    size_t d = dconv_scratch_floats(&t);
     if (d > n) n = d;
   }
   return n;
@@ -440,10 +440,12 @@ static void dconv_plan_make(const sde_nn_conv2d_shape *s, dconv_plan *p) {
   p->S = (size_t)round_up16((int)(need > plane ? need : plane));
 }
 
+static size_t dconv_wpk_floats(const sde_nn_conv2d_shape *s);
+/* the padded planes, then (64-byte aligned) the packed weights */
 static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
   dconv_plan p;
   dconv_plan_make(s, &p);
-  return (size_t)s->B * s->C_in * p.S + 16;
+  return (size_t)s->B * s->C_in * p.S + 32 + dconv_wpk_floats(s);
 }
 
 /* The input gradient of a stride-1 conv is a stride-1 conv of dout[B,C_out,Ho,Wo] with the
@@ -462,68 +464,91 @@ static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t
 }
 
 #ifdef HAVE_DCONV
-/* tile[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + off[j] + kh·rs + kw + i] (lanes
- * outside km[kw] read as 0 when MASKED), with w_r = w + min(r, nr − 1)·wstride: the weights
- * are read in place (one broadcast per output channel and tap); rows past the last output
- * channel repeat it and are thrown away. */
+/* acc[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + off[j] + kh·rs + kw + i] (lanes
+ * outside km[kw] read as 0 when MASKED), the weights packed as wp[c][kh·KW + kw][r] (the
+ * DC_R rows of one tap contiguous: one pointer, constant offsets; rows past the last output
+ * channel repeat it). The accumulators start from tile (load) or 0. At the end they go to
+ * tile (dst NULL), or, for the rows r < nr, straight to the output vectors dst[j] + r·ds:
+ * acc + bias[r] (+ 0 without bias, so that a sum of −0 comes out +0), or dst + acc
+ * (accum). One load per input vector and tap, kept in a register by an empty asm (gcc
+ * otherwise folds it into each of the DC_R FMAs, or hoists the loads of later taps and
+ * spills accumulators). */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w,
-             size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, const int J,
-             const int MASKED, int load) {
+dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *wp,
+             int Cin, size_t S, int KH, int KW, int rs, const int J, const int MASKED, int load,
+             float *const *dst, size_t ds, int nr, const float *bias, int accum) {
   __m512 acc[DC_R][DC_J];
-  const float *wr[DC_R];
   const float *xj[DC_J];
 #pragma GCC unroll 3
   for (int j = 0; j < J; j++) xj[j] = x + off[j];
 #pragma GCC unroll 8
-  for (int r = 0; r < DC_R; r++) {
-    wr[r] = w + (size_t)(r < nr ? r : nr - 1) * wstride;
+  for (int r = 0; r < DC_R; r++)
 #pragma GCC unroll 3
     for (int j = 0; j < J; j++)
       acc[r][j] = load ? _mm512_loadu_ps(tile + r * DC_J * DC_V + j * DC_V) : _mm512_setzero_ps();
-  }
-  size_t k = 0;
-  for (int c = 0; c < Cin; c++) {
+  const int KK = KH * KW;
+  for (int c = 0; c < Cin; c++, wp += (size_t)KK * DC_R) {
     const size_t xc = (size_t)c * S;
 #pragma GCC unroll 3
     for (int kh = 0; kh < KH; kh++) {
       const size_t xr = xc + (size_t)kh * rs;
 #pragma GCC unroll 3
-      for (int kw = 0; kw < KW; kw++, k++) {
+      for (int kw = 0; kw < KW; kw++) {
+        const float *wk = wp + (size_t)(kh * KW + kw) * DC_R;
         __m512 xv[DC_J];
 #pragma GCC unroll 3
-        for (int j = 0; j < J; j++)
+        for (int j = 0; j < J; j++) {
           xv[j] = MASKED ? _mm512_maskz_loadu_ps(km[kw], xj[j] + xr + kw)
                          : _mm512_loadu_ps(xj[j] + xr + kw);
+          __asm__("" : "+v"(xv[j]));
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < DC_R; r++) {
-          __m512 wv = _mm512_set1_ps(wr[r][k]);
+          __m512 wv = _mm512_set1_ps(wk[r]);
 #pragma GCC unroll 3
           for (int j = 0; j < J; j++) acc[r][j] = _mm512_fmadd_ps(wv, xv[j], acc[r][j]);
         }
       }
     }
   }
+  if (!dst) {
 #pragma GCC unroll 8
-  for (int r = 0; r < DC_R; r++)
+    for (int r = 0; r < DC_R; r++)
 #pragma GCC unroll 3
-    for (int j = 0; j < J; j++) _mm512_storeu_ps(tile + r * DC_J * DC_V + j * DC_V, acc[r][j]);
+      for (int j = 0; j < J; j++) _mm512_storeu_ps(tile + r * DC_J * DC_V + j * DC_V, acc[r][j]);
+    return;
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < DC_R; r++) {
+    if (r >= nr) break;
+    const __m512 bv = _mm512_set1_ps(bias ? bias[r] : 0.0f);
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) {
+      float *o = dst[j] + (size_t)r * ds;
+      _mm512_storeu_ps(o, accum ? _mm512_add_ps(_mm512_loadu_ps(o), acc[r][j])
+                                : _mm512_add_ps(acc[r][j], bv));
+    }
+  }
 }
 
 #define DCONV_TILE(JJ, MM)                                                                    \
   __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM(                       \
-      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
-      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, int load) {          \
-    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, KH, KW, rs, JJ, MM, load);         \
+      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *wp, \
+      int Cin, size_t S, int KH, int KW, int rs, int load, float *const *dst, size_t ds,      \
+      int nr, const float *bias, int accum) {                                                 \
+    dconv_kernel(tile, x, off, km, wp, Cin, S, KH, KW, rs, JJ, MM, load, dst, ds, nr, bias,   \
+                 accum);                                                                      \
   }
 /* the same with KH = KW = 3 known at compile time (the taps unrolled) */
 #define DCONV_TILE33(JJ, MM)                                                                  \
   __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM##_33(                  \
-      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
-      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, int load) {          \
+      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *wp, \
+      int Cin, size_t S, int KH, int KW, int rs, int load, float *const *dst, size_t ds,      \
+      int nr, const float *bias, int accum) {                                                 \
     (void)KH;                                                                                 \
     (void)KW;                                                                                 \
-    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, 3, 3, rs, JJ, MM, load);           \
+    dconv_kernel(tile, x, off, km, wp, Cin, S, 3, 3, rs, JJ, MM, load, dst, ds, nr, bias,     \
+                 accum);                                                                      \
   }
 DCONV_TILE(1, 0)
 DCONV_TILE(2, 0)
@@ -539,14 +564,15 @@ DCONV_TILE33(2, 1)
 DCONV_TILE33(3, 1)
 
 typedef void (*dconv_tile_fn)(float *, const float *, const ptrdiff_t *, const __mmask16 *,
-                              const float *, size_t, int, int, size_t, int, int, int, int);
+                              const float *, int, size_t, int, int, int, int, float *const *,
+                              size_t, int, const float *, int);
 
 /* dconv_forward's state, shared by its two loops */
 typedef struct {
   const sde_nn_conv2d_shape *s;
   dconv_plan p;
   float *out, *xp;
-  const float *inp, *weight, *bias;
+  const float *inp, *wpk, *bias; /* wpk: the packed weights [ncb][C_in][KH·KW][DC_R] */
   __mmask16 km[16];
   int V, tpc, cbk, nt, masked, k33, accum;
   atomic_int fail; /* a task could not allocate its buffer */
@@ -592,8 +618,10 @@ static void dconv_pad(void *ctx, int64_t b0, int64_t b1) {
 /* Tasks t in [t0, t1): (chunk of about one image's tiles) x (block of DC_R output
  * channels). Partial sums of the task's tiles are kept while the input channels go by in
  * chunks of cbk (whose weights stay in L1 across the tiles); reloading a float partial
- * sum is exact, so every output is still one FMA chain over c = 0 .. C_in − 1 in order. */
-static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
+ * sum is exact, so every output is still one FMA chain over c = 0 .. C_in − 1 in order.
+ * After the last chunk the kernel writes the DC_ROWS / DC_MASK outputs itself (each vector
+ * is 16 consecutive outputs of one image and channel); DC_GRID tiles are scattered here. */
+__attribute__((target("avx512f"))) static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
   dconv_job *j = ctx;
   static const dconv_tile_fn fns[2][2][3] = {
       {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0}, {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}},
@@ -603,22 +631,25 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
   const dconv_plan *p = &j->p;
   const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, KK = KH * KW;
   const int HWo = p->Ho * p->Wo, pl = s->pad_left, V = j->V, tpc = j->tpc, nt = j->nt;
-  const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK;
-  float *accbuf = malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V);
-  if (!accbuf) {
+  const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK * DC_R;
+  const int multi = Ci > j->cbk || p->mode == DC_GRID; /* tiles parked in accbuf */
+  float *accbuf = multi ? malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V) : NULL;
+  if (multi && !accbuf) {
     atomic_store(&j->fail, 1);
     return;
   }
   ptrdiff_t off[DC_J];
+  float *dst[DC_J];
   for (int t = (int)t0; t < t1; t++) {
     int ch = t / p->ncb, cb = t % p->ncb;
-    const float *wb = j->weight + (size_t)cb * DC_R * wst;
+    const float *wb = j->wpk + (size_t)cb * wst;
+    const float *bb = j->bias ? j->bias + cb * DC_R : NULL;
     int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
     int tl1 = (ch + 1) * tpc < nt ? (ch + 1) * tpc : nt;
     for (int c0 = 0; c0 < Ci; c0 += j->cbk) {
     int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk, last = c0 + cn == Ci;
     for (int tl = ch * tpc; tl < tl1; tl++) {
-      float *tile = accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V;
+      float *tile = multi ? accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V : NULL;
       int v0, J, b = 0;
       if (p->mode == DC_GRID) { /* chunk = image */
         b = tl / p->ntile;
@@ -631,6 +662,7 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
         v0 = tl * DC_J;
         J = V - v0 < DC_J ? V - v0 : DC_J;
       }
+      const int direct = last && p->mode != DC_GRID;
       for (int k = 0; k < J; k++) {
         int v = v0 + k, bv = p->mode == DC_GRID ? b : v / p->nvec, vl = p->mode == DC_GRID ? v : v % p->nvec;
         ptrdiff_t base = (ptrdiff_t)bv * Ci * p->S;
@@ -642,30 +674,19 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
         } else {
           off[k] = base + (ptrdiff_t)vl * DC_V;
         }
+        /* global vector v is outputs [16·vl, 16·vl + 16) of image v / nvec */
+        if (direct)
+          dst[k] = j->out + (size_t)bv * out_img + (size_t)cb * DC_R * HWo + (size_t)vl * DC_V;
       }
       fns[j->k33][j->masked][J - 1](tile, j->xp + (size_t)c0 * p->S, off, j->km,
-                                    wb + (size_t)c0 * KK, wst, nr, cn, p->S, KH, KW, p->rs,
-                                    c0 > 0);
-      if (!last) continue;
+                                    wb + (size_t)c0 * KK * DC_R, cn, p->S, KH, KW, p->rs,
+                                    c0 > 0, direct ? dst : NULL, (size_t)HWo, nr, bb, j->accum);
+      if (!last || direct) continue;
+      /* DC_GRID: scatter the valid columns */
       for (int r = 0; r < nr; r++) {
         int co = cb * DC_R + r;
         float bv = j->bias ? j->bias[co] : 0.0f;
         const float *tr = tile + r * DC_J * DC_V;
-        if (p->mode != DC_GRID) {
-          /* global vector v is outputs [16·vl, 16·vl + 16) of image v / nvec */
-          for (int k = 0; k < J; k++) {
-            int v = v0 + k;
-            float *o = j->out + (size_t)(v / p->nvec) * out_img + (size_t)co * HWo +
-                       (size_t)(v % p->nvec) * DC_V;
-            const float *tv = tr + k * DC_V;
-            if (j->accum)
-              for (int i = 0; i < DC_V; i++) o[i] += tv[i];
-            else
-              for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
-          }
-          continue;
-        }
-        /* DC_GRID: scatter the valid columns */
         float *oc = j->out + (size_t)b * out_img + (size_t)co * HWo;
         int q0 = v0 * DC_V, Np = p->Ho * p->Wp;
         int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
@@ -688,13 +709,37 @@ static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
   free(accbuf);
 }
 
-/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused) */
-static int dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         const sde_nn_conv2d_shape *s, float *scratch, int accum) {
-  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .weight = weight, .bias = bias,
-                 .accum = accum};
+/* The packed weights of dconv_forward: wpk[cb][c][k][r] = w(o = min(cb·DC_R + r, Co − 1), c,
+ * k) with w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k] when flip (the
+ * flipped, transposed weights of the input gradient without a copy of them) */
+static size_t dconv_wpk_floats(const sde_nn_conv2d_shape *s) {
+  return (size_t)ceil_div(s->C_out, DC_R) * DC_R * s->C_in * s->KH * s->KW;
+}
+
+static void dconv_pack_weights(float *wpk, const float *w, const sde_nn_conv2d_shape *s,
+                               size_t so, size_t sc, int flip) {
+  const int Co = s->C_out, Ci = s->C_in, KK = s->KH * s->KW, ncb = ceil_div(Co, DC_R);
+  for (int cb = 0; cb < ncb; cb++)
+    for (int c = 0; c < Ci; c++)
+      for (int k = 0; k < KK; k++)
+        for (int r = 0; r < DC_R; r++) {
+          const int o = cb * DC_R + r < Co ? cb * DC_R + r : Co - 1;
+          *wpk++ = w[(size_t)o * so + (size_t)c * sc + (size_t)(flip ? KK - 1 - k : k)];
+        }
+}
+
+/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused); the weights w(o, c, k)
+ * as in dconv_pack_weights */
+static int dconv_forward(float *out, const float *inp, const float *weight, size_t so, size_t sc,
+                         int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
+                         int accum) {
+  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .bias = bias, .accum = accum};
   dconv_plan_make(s, &j.p);
   const dconv_plan *p = &j.p;
+  float *wpk = scratch + (size_t)s->B * s->C_in * p->S;
+  wpk += (16 - ((uintptr_t)wpk / sizeof(float)) % 16) % 16;
+  dconv_pack_weights(wpk, weight, s, so, sc, flip);
+  j.wpk = wpk;
   /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
    * tile may span two images */
   j.V = s->B * p->nvec;
@@ -1248,7 +1293,8 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
   if (dconv_usable(s)) {
-    rc = dconv_forward(out, inp, weight, bias, s, col, 0);
+    rc = dconv_forward(out, inp, weight, (size_t)s->C_in * s->KH * s->KW, (size_t)s->KH * s->KW,
+                       0, bias, s, col, 0);
     free(owned);
     return rc;
   }
@@ -1347,14 +1393,10 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   }
 #ifdef HAVE_DCONV
   if (direct) {
-    /* dinp += conv(dout, flipped transposed weights), no columns */
-    const int KK = s->KH * s->KW;
-    float *wT = col + dconv_scratch_floats(&t);
-    for (int co = 0; co < Co; co++)
-      for (int ci = 0; ci < s->C_in; ci++)
-        for (int k = 0; k < KK; k++)
-          wT[((size_t)ci * Co + co) * KK + (KK - 1 - k)] = weight[((size_t)co * s->C_in + ci) * KK + k];
-    rc = dconv_forward(dinp, dout, wT, NULL, &t, col, 1);
+    /* dinp += conv(dout, flipped transposed weights wT[ci][co][k] = w[co][ci][KK-1-k]),
+     * no columns */
+    const size_t KK = (size_t)s->KH * s->KW;
+    rc = dconv_forward(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, 1);
   }
 #endif
   free(owned);
