@@ -401,6 +401,11 @@ static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_
  * stride of the padded planes. */
 enum { DC_GRID, DC_ROWS, DC_MASK };
 #define DC_SLACK 16 /* floats before each DC_MASK plane (reads at kw − pad_left < 0) */
+#ifndef DC_LOCAL
+#define DC_LOCAL 65536 /* floats of padded planes per task, at most, for per-task padding */
+#endif
+#define DC_CHUNK 1024 /* outputs per channel aimed at per chunk of images (per-task padding) */
+#define DC_TASKS 8    /* tasks aimed at (per-task padding) */
 
 typedef struct {
   int mode, Hp, Wp, Ho, Wo, rs, nvec, ntile, ncb;
@@ -575,6 +580,7 @@ typedef struct {
   const float *inp, *wpk, *bias; /* wpk: the packed weights [ncb][C_in][KH·KW][DC_R] */
   __mmask16 km[16];
   int V, tpc, cbk, nt, masked, k33, accum;
+  int nb, gsz; /* dconv_local_tasks: images per chunk, output-channel blocks per task */
   atomic_int fail; /* a task could not allocate its buffer */
 } dconv_job;
 
@@ -615,98 +621,164 @@ static void dconv_pad(void *ctx, int64_t b0, int64_t b1) {
     dconv_pad_plane(j, j->xp + (size_t)bc * j->p.S, j->inp + (size_t)bc * j->s->H * j->s->W);
 }
 
-/* Tasks t in [t0, t1): (chunk of about one image's tiles) x (block of DC_R output
- * channels). Partial sums of the task's tiles are kept while the input channels go by in
- * chunks of cbk (whose weights stay in L1 across the tiles); reloading a float partial
- * sum is exact, so every output is still one FMA chain over c = 0 .. C_in − 1 in order.
- * After the last chunk the kernel writes the DC_ROWS / DC_MASK outputs itself (each vector
- * is 16 consecutive outputs of one image and channel); DC_GRID tiles are scattered here. */
-__attribute__((target("avx512f"))) static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
-  dconv_job *j = ctx;
+/* One register tile: J vectors from vector v0 of a run of images whose padded planes start
+ * at xb (image i at xb + i·C_in·S) and whose outputs start at ob. DC_ROWS / DC_MASK number
+ * the vectors across the run (vector v is vector v % nvec of image v / nvec, so a tile may
+ * span two images); DC_GRID tiles stay in image b. Input channels [c0, c0 + cn): the
+ * accumulators come from tile when c0 > 0 and go back to it unless this is the last
+ * chunk, where the kernel writes DC_ROWS / DC_MASK outputs itself (each vector is 16
+ * consecutive outputs of one image and channel) and DC_GRID tiles are scattered here. */
+__attribute__((target("avx512f"))) static void dconv_tile_run(const dconv_job *j, const float *xb,
+                                                             float *ob, float *tile, int cb,
+                                                             int c0, int cn, int v0, int J, int b) {
   static const dconv_tile_fn fns[2][2][3] = {
       {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0}, {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}},
       {{dconv_tile1_0_33, dconv_tile2_0_33, dconv_tile3_0_33},
        {dconv_tile1_1_33, dconv_tile2_1_33, dconv_tile3_1_33}}};
   const sde_nn_conv2d_shape *s = j->s;
   const dconv_plan *p = &j->p;
-  const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, KK = KH * KW;
-  const int HWo = p->Ho * p->Wo, pl = s->pad_left, V = j->V, tpc = j->tpc, nt = j->nt;
-  const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK * DC_R;
+  const int Ci = s->C_in, Co = s->C_out, KK = s->KH * s->KW;
+  const int HWo = p->Ho * p->Wo, last = c0 + cn == Ci, direct = last && p->mode != DC_GRID;
+  const size_t out_img = (size_t)Co * HWo;
+  const int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
+  ptrdiff_t off[DC_J];
+  float *dst[DC_J];
+  for (int k = 0; k < J; k++) {
+    int v = v0 + k, bv = p->mode == DC_GRID ? b : v / p->nvec, vl = p->mode == DC_GRID ? v : v % p->nvec;
+    ptrdiff_t base = (ptrdiff_t)bv * Ci * p->S;
+    if (p->mode == DC_ROWS) {
+      int per_row = p->Wo / DC_V, oh = vl / per_row, ow0 = (vl % per_row) * DC_V;
+      off[k] = base + (ptrdiff_t)oh * p->Wp + ow0;
+    } else if (p->mode == DC_MASK) {
+      off[k] = base + DC_SLACK - s->pad_left + (ptrdiff_t)vl * DC_V;
+    } else {
+      off[k] = base + (ptrdiff_t)vl * DC_V;
+    }
+    if (direct) dst[k] = ob + (size_t)bv * out_img + (size_t)cb * DC_R * HWo + (size_t)vl * DC_V;
+  }
+  fns[j->k33][j->masked][J - 1](tile, xb + (size_t)c0 * p->S, off, j->km,
+                                j->wpk + ((size_t)cb * Ci + c0) * KK * DC_R, cn, p->S, s->KH,
+                                s->KW, p->rs, c0 > 0, direct ? dst : NULL, (size_t)HWo, nr,
+                                j->bias ? j->bias + cb * DC_R : NULL, j->accum);
+  if (!last || direct) return;
+  /* DC_GRID: scatter the valid columns */
+  for (int r = 0; r < nr; r++) {
+    int co = cb * DC_R + r;
+    float bv = j->bias ? j->bias[co] : 0.0f;
+    const float *tr = tile + r * DC_J * DC_V;
+    float *oc = ob + (size_t)b * out_img + (size_t)co * HWo;
+    int q0 = v0 * DC_V, Np = p->Ho * p->Wp;
+    int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
+    while (q < qe) {
+      int oh = q / p->Wp, ow = q % p->Wp;
+      int seg = p->Wp - ow < qe - q ? p->Wp - ow : qe - q;
+      int nv = ow < p->Wo ? (p->Wo - ow < seg ? p->Wo - ow : seg) : 0;
+      float *o = oc + (size_t)oh * p->Wo + ow;
+      const float *tv = tr + (q - q0);
+      if (j->accum)
+        for (int i = 0; i < nv; i++) o[i] += tv[i];
+      else
+        for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
+      q += seg;
+    }
+  }
+}
+
+/* tile tl of a run of nimg images: *v0 and *J (and *b for DC_GRID); DC_ROWS / DC_MASK cut
+ * the run's V vectors in tiles of 3, the last four as 2 + 2 rather than 3 + 1 */
+static void dconv_tile_at(const dconv_plan *p, int nimg, int tl, int *v0, int *J, int *b) {
+  if (p->mode == DC_GRID) {
+    *b = tl / p->ntile;
+    *v0 = (tl % p->ntile) * DC_J;
+    *J = p->nvec - *v0 < DC_J ? p->nvec - *v0 : DC_J;
+    return;
+  }
+  const int V = nimg * p->nvec, nt = ceil_div(V, DC_J);
+  *b = 0;
+  if (V % DC_J == 1 && V > 1 && tl >= nt - 2) {
+    *v0 = V - 4 + 2 * (tl - (nt - 2));
+    *J = 2;
+  } else {
+    *v0 = tl * DC_J;
+    *J = V - *v0 < DC_J ? V - *v0 : DC_J;
+  }
+}
+
+static int dconv_run_tiles(const dconv_plan *p, int nimg) {
+  return p->mode == DC_GRID ? nimg * p->ntile : ceil_div(nimg * p->nvec, DC_J);
+}
+
+/* Whole-batch padding (j->xp holds every image's planes, padded by dconv_pad first): tasks t
+ * in [t0, t1) are (chunk of tpc tiles of the batch) x (block of DC_R output channels).
+ * Partial sums of the task's tiles are kept while the input channels go by in chunks of
+ * cbk (whose weights stay in L1 across the tiles); reloading a float partial sum is exact,
+ * so every output is still one FMA chain over c = 0 .. C_in − 1 in order. */
+static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
+  dconv_job *j = ctx;
+  const dconv_plan *p = &j->p;
+  const int Ci = j->s->C_in, tpc = j->tpc, nt = j->nt;
   const int multi = Ci > j->cbk || p->mode == DC_GRID; /* tiles parked in accbuf */
   float *accbuf = multi ? malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V) : NULL;
   if (multi && !accbuf) {
     atomic_store(&j->fail, 1);
     return;
   }
-  ptrdiff_t off[DC_J];
-  float *dst[DC_J];
   for (int t = (int)t0; t < t1; t++) {
     int ch = t / p->ncb, cb = t % p->ncb;
-    const float *wb = j->wpk + (size_t)cb * wst;
-    const float *bb = j->bias ? j->bias + cb * DC_R : NULL;
-    int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
     int tl1 = (ch + 1) * tpc < nt ? (ch + 1) * tpc : nt;
     for (int c0 = 0; c0 < Ci; c0 += j->cbk) {
-    int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk, last = c0 + cn == Ci;
-    for (int tl = ch * tpc; tl < tl1; tl++) {
-      float *tile = multi ? accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V : NULL;
-      int v0, J, b = 0;
-      if (p->mode == DC_GRID) { /* chunk = image */
-        b = tl / p->ntile;
-        v0 = (tl % p->ntile) * DC_J;
-        J = p->nvec - v0 < DC_J ? p->nvec - v0 : DC_J;
-      } else if (V % DC_J == 1 && V > 1 && tl >= nt - 2) { /* 2 + 2 rather than 3 + 1 */
-        v0 = V - 4 + 2 * (tl - (nt - 2));
-        J = 2;
-      } else {
-        v0 = tl * DC_J;
-        J = V - v0 < DC_J ? V - v0 : DC_J;
+      int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk;
+      for (int tl = ch * tpc; tl < tl1; tl++) {
+        int v0, J, b;
+        dconv_tile_at(p, j->s->B, tl, &v0, &J, &b);
+        dconv_tile_run(j, j->xp, j->out,
+                       multi ? accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V : NULL, cb,
+                       c0, cn, v0, J, b);
       }
-      const int direct = last && p->mode != DC_GRID;
-      for (int k = 0; k < J; k++) {
-        int v = v0 + k, bv = p->mode == DC_GRID ? b : v / p->nvec, vl = p->mode == DC_GRID ? v : v % p->nvec;
-        ptrdiff_t base = (ptrdiff_t)bv * Ci * p->S;
-        if (p->mode == DC_ROWS) {
-          int per_row = p->Wo / DC_V, oh = vl / per_row, ow0 = (vl % per_row) * DC_V;
-          off[k] = base + (ptrdiff_t)oh * p->Wp + ow0;
-        } else if (p->mode == DC_MASK) {
-          off[k] = base + DC_SLACK - pl + (ptrdiff_t)vl * DC_V;
-        } else {
-          off[k] = base + (ptrdiff_t)vl * DC_V;
-        }
-        /* global vector v is outputs [16·vl, 16·vl + 16) of image v / nvec */
-        if (direct)
-          dst[k] = j->out + (size_t)bv * out_img + (size_t)cb * DC_R * HWo + (size_t)vl * DC_V;
-      }
-      fns[j->k33][j->masked][J - 1](tile, j->xp + (size_t)c0 * p->S, off, j->km,
-                                    wb + (size_t)c0 * KK * DC_R, cn, p->S, KH, KW, p->rs,
-                                    c0 > 0, direct ? dst : NULL, (size_t)HWo, nr, bb, j->accum);
-      if (!last || direct) continue;
-      /* DC_GRID: scatter the valid columns */
-      for (int r = 0; r < nr; r++) {
-        int co = cb * DC_R + r;
-        float bv = j->bias ? j->bias[co] : 0.0f;
-        const float *tr = tile + r * DC_J * DC_V;
-        float *oc = j->out + (size_t)b * out_img + (size_t)co * HWo;
-        int q0 = v0 * DC_V, Np = p->Ho * p->Wp;
-        int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
-        while (q < qe) {
-          int oh = q / p->Wp, ow = q % p->Wp;
-          int seg = p->Wp - ow < qe - q ? p->Wp - ow : qe - q;
-          int nv = ow < p->Wo ? (p->Wo - ow < seg ? p->Wo - ow : seg) : 0;
-          float *o = oc + (size_t)oh * p->Wo + ow;
-          const float *tv = tr + (q - q0);
-          if (j->accum)
-            for (int i = 0; i < nv; i++) o[i] += tv[i];
-          else
-            for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
-          q += seg;
-        }
-      }
-    }
     }
   }
   free(accbuf);
+}
+
+/* Padding per task (when a chunk's planes are small): tasks t in [t0, t1) are (chunk of nb
+ * images) x (group of gsz blocks of DC_R output channels). A task pads its chunk's input
+ * planes into its own buffer (they stay in L2 for all its blocks; no pass over the whole
+ * input and no barrier before the tiles), then runs the chunk's tiles per block. The tiles
+ * differ from dconv_tasks' but each output is the same FMA chain, so the bits do not. */
+static void dconv_local_tasks(void *ctx, int64_t t0, int64_t t1) {
+  dconv_job *j = ctx;
+  const sde_nn_conv2d_shape *s = j->s;
+  const dconv_plan *p = &j->p;
+  const int Ci = s->C_in, nb = j->nb, ngrp = ceil_div(p->ncb, j->gsz);
+  const size_t HW = (size_t)s->H * s->W, tile = DC_R * DC_J * DC_V;
+  const int multi = Ci > j->cbk || p->mode == DC_GRID;
+  const size_t nx = (size_t)nb * Ci * p->S + DC_V;
+  const size_t nacc = multi ? (size_t)dconv_run_tiles(p, nb) * tile : 0;
+  float *xl = aligned_alloc(64, sizeof(float) * (size_t)round_up16((int)(nx + nacc)));
+  if (!xl) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  float *accbuf = multi ? xl + nx : NULL;
+  for (int64_t t = t0; t < t1; t++) {
+    const int ch = (int)(t / ngrp), grp = (int)(t % ngrp);
+    const int b0 = ch * nb, nimg = s->B - b0 < nb ? s->B - b0 : nb;
+    const int cb0 = grp * j->gsz, cb1 = cb0 + j->gsz < p->ncb ? cb0 + j->gsz : p->ncb;
+    for (int i = 0; i < nimg * Ci; i++)
+      dconv_pad_plane(j, xl + (size_t)i * p->S, j->inp + ((size_t)b0 * Ci + i) * HW);
+    const int nt = dconv_run_tiles(p, nimg);
+    float *ob = j->out + (size_t)b0 * s->C_out * p->Ho * p->Wo;
+    for (int cb = cb0; cb < cb1; cb++)
+      for (int c0 = 0; c0 < Ci; c0 += j->cbk) {
+        int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk;
+        for (int tl = 0; tl < nt; tl++) {
+          int v0, J, b;
+          dconv_tile_at(p, nimg, tl, &v0, &J, &b);
+          dconv_tile_run(j, xl, ob, multi ? accbuf + (size_t)tl * tile : NULL, cb, c0, cn, v0, J, b);
+        }
+      }
+  }
+  free(xl);
 }
 
 /* The packed weights of dconv_forward: wpk[cb][c][k][r] = w(o = min(cb·DC_R + r, Co − 1), c,
@@ -757,8 +829,25 @@ static int dconv_forward(float *out, const float *inp, const float *weight, size
     }
     j.km[kw] = (__mmask16)m;
   }
-  sde_parallel_for(s->B * s->C_in, 1, dconv_pad, &j);
-  sde_parallel_for_dynamic((int64_t)ceil_div(j.nt, j.tpc) * p->ncb, 1, dconv_tasks, &j);
+  /* per-task padding when one image's padded planes fit in L2 easily: chunks of images
+   * with about DC_CHUNK outputs per channel and at most DC_LOCAL floats of planes, at
+   * least DC_TASKS tasks (the output-channel blocks split when the chunks are fewer) */
+  const size_t img = (size_t)s->C_in * p->S;
+  if (img <= DC_LOCAL) {
+    const int hwo = p->Ho * p->Wo;
+    int nb = hwo >= DC_CHUNK ? 1 : DC_CHUNK / hwo;
+    if ((size_t)nb * img > DC_LOCAL) nb = (int)(DC_LOCAL / img);
+    while (nb > 1 && ceil_div(s->B, nb) < DC_TASKS) nb--;
+    const int nch = ceil_div(s->B, nb);
+    int ngrp = nch >= DC_TASKS ? 1 : ceil_div(DC_TASKS, nch);
+    if (ngrp > p->ncb) ngrp = p->ncb;
+    j.nb = nb;
+    j.gsz = ceil_div(p->ncb, ngrp);
+    sde_parallel_for_dynamic((int64_t)nch * ceil_div(p->ncb, j.gsz), 1, dconv_local_tasks, &j);
+  } else {
+    sde_parallel_for(s->B * s->C_in, 1, dconv_pad, &j);
+    sde_parallel_for_dynamic((int64_t)ceil_div(j.nt, j.tpc) * p->ncb, 1, dconv_tasks, &j);
+  }
   return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
 
