@@ -384,7 +384,7 @@ static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_
  * register tile is DC_R output channels x DC_J vectors of 16 positions, accumulated over
  * (c_in, kh, kw) in that fixed order (one FMA chain per output element), so the result
  * does not depend on the thread count or on how tasks fall on threads. The weights are
- * read in place. */
+ * packed per call, the DC_R channels of a tap contiguous (dconv_pack_weights). */
 #define DC_R 8
 #define DC_J 3
 #define DC_V 16
@@ -445,7 +445,11 @@ static void dconv_plan_make(const sde_nn_conv2d_shape *s, dconv_plan *p) {
   p->S = (size_t)round_up16((int)(need > plane ? need : plane));
 }
 
-static size_t dconv_wpk_floats(const sde_nn_conv2d_shape *s);
+/* the packed weights of dconv_forward (dconv_pack_weights) */
+static size_t dconv_wpk_floats(const sde_nn_conv2d_shape *s) {
+  return (size_t)ceil_div(s->C_out, DC_R) * DC_R * s->C_in * s->KH * s->KW;
+}
+
 /* the padded planes, then (64-byte aligned) the packed weights */
 static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
   dconv_plan p;
@@ -784,10 +788,6 @@ static void dconv_local_tasks(void *ctx, int64_t t0, int64_t t1) {
 /* The packed weights of dconv_forward: wpk[cb][c][k][r] = w(o = min(cb·DC_R + r, Co − 1), c,
  * k) with w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k] when flip (the
  * flipped, transposed weights of the input gradient without a copy of them) */
-static size_t dconv_wpk_floats(const sde_nn_conv2d_shape *s) {
-  return (size_t)ceil_div(s->C_out, DC_R) * DC_R * s->C_in * s->KH * s->KW;
-}
-
 static void dconv_pack_weights(float *wpk, const float *w, const sde_nn_conv2d_shape *s,
                                size_t so, size_t sc, int flip) {
   const int Co = s->C_out, Ci = s->C_in, KK = s->KH * s->KW, ncb = ceil_div(Co, DC_R);
