@@ -5,7 +5,8 @@
  * (OpenBLAS's forced Haswell core type halves sgemm speed on AVX-512 machines.)
  * Options: --quick (skip the slow naive runs at batch 8); --dweight [REPS] (only the 3x3
  * stride-1 weight gradient at the training shapes of fashion-mnist-32 and its 3-channel
- * variant, batch 32: median and best of REPS calls, default 30).
+ * variant, batch 32: median and best of REPS calls, default 30); --conv [REPS] (the forward
+ * and the input gradient of the same shapes).
  * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
  * shared, loaded machine is the steadier measure of single-thread efficiency. */
 #include <math.h>
@@ -119,11 +120,59 @@ static void bench_dweight(int reps) {
   printf("%-28s %10.3f\n", "sum of medians", tot * 1e3);
 }
 
+/* The forward (with bias) and the input gradient alone (sde_nn_conv2d_backward with only
+ * dinp: the direct conv of dout with the flipped weights, accumulating) of the same 3x3
+ * stride-1 shapes, batch 32, median and best wall ms of `reps` calls each. */
+static void bench_conv(int reps) {
+  const int shapes[][3] = {/* Ci, Co, H (= W) */
+                           {16, 16, 32}, {32, 16, 32}, {48, 16, 32}, {3, 16, 32}, {16, 3, 32},
+                           {1, 16, 32},  {16, 1, 32},  {16, 32, 16}, {32, 32, 16}, {64, 32, 16},
+                           {32, 32, 8},  {64, 32, 8}};
+  printf("conv 3x3 pad 1, B=32     fwd median    best GFLOP/s | dinp median    best GFLOP/s\n");
+  double tf = 0, td = 0;
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    const int B = 32, Ci = shapes[i][0], Co = shapes[i][1], H = shapes[i][2];
+    sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, H, Co, 3, 1, 1);
+    float *x = rand_f((size_t)B * Ci * H * H, 1), *g = rand_f((size_t)B * Co * H * H, 1);
+    float *w = rand_f((size_t)Co * Ci * 9, 0.05f), *bias = rand_f(Co, 0.1f);
+    float *y = malloc((size_t)B * Co * H * H * sizeof(float));
+    float *dx = calloc((size_t)B * Ci * H * H, sizeof(float));
+    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    double *t = malloc(sizeof(double) * reps), *u = malloc(sizeof(double) * reps);
+    double flops = 2.0 * B * Co * Ci * 9 * H * H;
+    sde_nn_conv2d_forward(y, x, w, bias, &s, scratch); /* warm-up */
+    sde_nn_conv2d_backward(dx, NULL, NULL, g, x, w, &s, scratch);
+    for (int r = 0; r < reps; r++) {
+      double t0 = now();
+      sde_nn_conv2d_forward(y, x, w, bias, &s, scratch);
+      double t1 = now();
+      sde_nn_conv2d_backward(dx, NULL, NULL, g, x, w, &s, scratch);
+      t[r] = t1 - t0;
+      u[r] = now() - t1;
+    }
+    qsort(t, reps, sizeof(double), cmp_double);
+    qsort(u, reps, sizeof(double), cmp_double);
+    char label[64];
+    snprintf(label, sizeof label, "%d->%d %dx%d", Ci, Co, H, H);
+    printf("%-20s %10.3f %7.3f %7.1f | %10.3f %7.3f %7.1f\n", label, t[reps / 2] * 1e3, t[0] * 1e3,
+           flops / t[reps / 2] * 1e-9, u[reps / 2] * 1e3, u[0] * 1e3, flops / u[reps / 2] * 1e-9);
+    tf += t[reps / 2];
+    td += u[reps / 2];
+    free(x), free(g), free(w), free(bias), free(y), free(dx), free(scratch), free(t), free(u);
+  }
+  printf("%-20s %10.3f %15s | %10.3f\n", "sum of medians", tf * 1e3, "", td * 1e3);
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   if (argc > 1 && !strcmp(argv[1], "--dweight")) {
     printf("threads %d (OMP_NUM_THREADS)\n", sde_get_num_threads());
     bench_dweight(argc > 2 ? atoi(argv[2]) : 30);
+    return 0;
+  }
+  if (argc > 1 && !strcmp(argv[1], "--conv")) {
+    printf("threads %d (OMP_NUM_THREADS)\n", sde_get_num_threads());
+    bench_conv(argc > 2 ? atoi(argv[2]) : 30);
     return 0;
   }
   printf("threads %d (OMP_NUM_THREADS), OPENBLAS_CORETYPE=%s\n", sde_get_num_threads(),

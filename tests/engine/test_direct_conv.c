@@ -37,16 +37,17 @@ static float *rand_f(size_t n) {
   return p;
 }
 
-enum { K_CONV1, K_NIN, K_S2 };
+enum { K_CONV1, K_NIN, K_S2, K_S1 };
 typedef struct {
-  int kind, B, Ci, H, W, Co, pt, pb, pl, pr; /* pads: stride 2 only */
+  int kind, B, Ci, H, W, Co, pt, pb, pl, pr; /* pads: strides 2 and 1 */
+  int k;                                     /* K_S1: kernel side (0: 3) */
 } cv_case;
 
 static sde_nn_conv2d_shape cv_shape(const cv_case *c) {
   sde_nn_conv2d_shape s = {c->B, c->Ci, c->H, c->W, c->Co, 1, 1, 1, 0, 0, 0, 0};
-  if (c->kind == K_S2) {
-    s.KH = s.KW = 3;
-    s.stride = 2;
+  if (c->kind == K_S2 || c->kind == K_S1) {
+    s.KH = s.KW = c->kind == K_S1 && c->k ? c->k : 3;
+    s.stride = c->kind == K_S2 ? 2 : 1;
     s.pad_top = c->pt, s.pad_bottom = c->pb, s.pad_left = c->pl, s.pad_right = c->pr;
   }
   return s;
@@ -131,9 +132,13 @@ static void run_case(const cv_case *c) {
     worst_ref = er > worst_ref ? er : worst_ref;
     worst_exact = ee > worst_exact ? ee : worst_exact;
   }
-  const char *kn = c->kind == K_CONV1 ? "conv1x1" : c->kind == K_NIN ? "nin" : "conv3x3/2";
+  const char *kn = c->kind == K_CONV1 ? "conv1x1"
+                   : c->kind == K_NIN   ? "nin"
+                   : c->kind == K_S2    ? "conv3x3/2"
+                   : s.KH == 3          ? "conv3x3/1"
+                                        : "conv5x5/1";
   char name[128];
-  if (c->kind == K_S2)
+  if (c->kind == K_S2 || c->kind == K_S1)
     snprintf(name, sizeof name, "%s B=%d %d->%d %dx%d pad(%d,%d,%d,%d)", kn, c->B, c->Ci, c->Co,
              c->H, c->W, c->pt, c->pb, c->pl, c->pr);
   else
@@ -198,6 +203,64 @@ static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int
   free(x), free(g), free(w), free(d0);
 }
 
+/* The input gradient of a KxK stride-1 conv (the direct conv of dout with the flipped,
+ * transposed weights, accumulating into dinp): dinp += Σ_{co,kh,kw} w·dout against float64
+ * within γ(n)·A (n = C_out·K·K products and the prior dinp, A = Σ|w·dout| + |prior|),
+ * bit-identical for 1, 2 and 3 threads, and the last image alone bit-identical to its
+ * place in the batch. */
+static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, int pb, int pl,
+                          int pr) {
+  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, k, k, 1, pt, pb, pl, pr};
+  const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
+  const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * k * k;
+  const size_t img_x = nx / B, img_g = ng / B;
+  float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw), *d0 = rand_f(nx), *dx[3];
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    dx[t] = malloc(nx * sizeof(float));
+    memcpy(dx[t], d0, nx * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= sde_nn_conv2d_backward(dx[t], NULL, NULL, g, x, w, &s, NULL);
+  }
+  sde_set_num_threads(2);
+  const double u = 0x1.0p-24, n = (double)Co * k * k + 1, gam = n * u / (1 - n * u);
+  double worst = 0;
+  for (int b = 0; b < B; b++)
+    for (int ci = 0; ci < Ci; ci++)
+      for (int ih = 0; ih < H; ih++)
+        for (int iw = 0; iw < W; iw++) {
+          const size_t xi = (((size_t)b * Ci + ci) * H + ih) * W + iw;
+          double acc = d0[xi], mag = fabs(d0[xi]);
+          for (int co = 0; co < Co; co++)
+            for (int kh = 0; kh < k; kh++) {
+              const int oh = ih + pt - kh;
+              if (oh < 0 || oh >= Ho) continue;
+              for (int kw = 0; kw < k; kw++) {
+                const int ow = iw + pl - kw;
+                if (ow < 0 || ow >= Wo) continue;
+                const double p = (double)w[(((size_t)co * Ci + ci) * k + kh) * k + kw] *
+                                 g[(((size_t)b * Co + co) * Ho + oh) * Wo + ow];
+                acc += p, mag += fabs(p);
+              }
+            }
+          const double e = fabs(dx[1][xi] - acc) / (gam * mag + 1e-30);
+          worst = e > worst ? e : worst;
+        }
+  const int same = !memcmp(dx[0], dx[1], nx * sizeof(float)) && !memcmp(dx[0], dx[2], nx * sizeof(float));
+  sde_nn_conv2d_shape one = s;
+  one.B = 1;
+  float *d1 = malloc(img_x * sizeof(float));
+  memcpy(d1, d0 + (B - 1) * img_x, img_x * sizeof(float));
+  rc |= sde_nn_conv2d_backward(d1, NULL, NULL, g + (B - 1) * img_g, x + (B - 1) * img_x, w, &one, NULL);
+  const int alone = !memcmp(d1, dx[1] + (B - 1) * img_x, img_x * sizeof(float));
+  TAP_CHECK(rc == 0 && worst <= 1 && same && alone,
+            "dinp %dx%d/1 B=%d %d->%d %dx%d pad(%d,%d,%d,%d): vs float64 %.3g of the bound, "
+            "1/2/3 threads bit-identical (%d), image %d alone (%d)", k, k, B, Ci, Co, H, W, pt, pb,
+            pl, pr, worst, same, B - 1, alone);
+  for (int t = 0; t < 3; t++) free(dx[t]);
+  free(x), free(g), free(w), free(d0), free(d1);
+}
+
 int main(void) {
   const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
   TAP_DIAG("direct paths %s", off && *off && *off != '0' ? "off (SDE_NN_NO_DIRECT_CONV)"
@@ -209,12 +272,12 @@ int main(void) {
       for (int ci = 0; ci < 3; ci++)
         for (int B = 1; B <= 3; B += 2) {
           if (sides[si] == 32 && ci < 2 && B == 3) continue; /* keep the run short */
-          cv_case c = {kind, B, chans[ci][0], sides[si], sides[si], chans[ci][1], 0, 0, 0, 0};
+          cv_case c = {kind, B, chans[ci][0], sides[si], sides[si], chans[ci][1], 0, 0, 0, 0, 0};
           run_case(&c);
         }
   /* non-square, and wide channel counts (several channel blocks and task groups) */
-  run_case(&(cv_case){K_CONV1, 3, 70, 7, 5, 137, 0, 0, 0, 0});
-  run_case(&(cv_case){K_NIN, 1, 129, 16, 16, 131, 0, 0, 0, 0});
+  run_case(&(cv_case){K_CONV1, 3, 70, 7, 5, 137, 0, 0, 0, 0, 0});
+  run_case(&(cv_case){K_NIN, 1, 129, 16, 16, 131, 0, 0, 0, 0, 0});
   /* stride 2: resamp_with_conv's pad (0,1,0,1), the FIR conv-downsample's unpadded odd sides,
    * pad 1 all round */
   const int pads[][4] = {{0, 1, 0, 1}, {0, 0, 0, 0}, {1, 1, 1, 1}};
@@ -226,11 +289,11 @@ int main(void) {
           if (H + pads[pi][0] + pads[pi][1] < 3) continue;
           if (H >= 32 && ci < 2 && B == 3) continue;
           cv_case c = {K_S2, B, chans[ci][0], H, H, chans[ci][1],
-                       pads[pi][0], pads[pi][1], pads[pi][2], pads[pi][3]};
+                       pads[pi][0], pads[pi][1], pads[pi][2], pads[pi][3], 0};
           run_case(&c);
         }
-  run_case(&(cv_case){K_S2, 3, 21, 9, 14, 70, 0, 1, 0, 1});
-  run_case(&(cv_case){K_S2, 2, 130, 17, 17, 136, 0, 0, 0, 0});
+  run_case(&(cv_case){K_S2, 3, 21, 9, 14, 70, 0, 1, 0, 1, 0});
+  run_case(&(cv_case){K_S2, 2, 130, 17, 17, 136, 0, 0, 0, 0, 0});
   /* dweight of 3x3 stride 1: the training shapes' layouts (rows of 16 at 16 and 32 wide,
    * lane masks at 8, 4, 2, 1 wide), channel counts 1 .. 40 that are not multiples of 3
    * (blocks of 1 and 2 output channels), batches that end in a short chunk of images
@@ -253,5 +316,35 @@ int main(void) {
   run_dw_case(2, 5, 3, 14, 8, 1, 1, 1, 1);   /* lane masks, 7 vectors an image */
   run_dw_case(2, 5, 3, 14, 8, 0, 2, 1, 1);   /* lane masks, one-sided pads */
   run_dw_case(32, 16, 16, 16, 16, 1, 1, 1, 1);
+  /* 3x3 stride 1 forward and input gradient (the direct conv: rows of 16 at 16, 32 and 48
+   * wide, lane masks at 8, 4, 2, 1 wide, the padded grid at 7 and 5 wide; output channels
+   * that leave a block of 8 partly empty; more than 32 input channels (partial sums kept
+   * between passes); batches whose vectors end in 2 + 2; per-task padding of chunks of
+   * images and, for planes too large for it (70 channels at 32x32), the whole-batch pass) */
+  const int ssides[][2] = {{32, 32}, {16, 16}, {8, 8}, {4, 4}, {16, 2}, {2, 1}, {7, 7}, {5, 9}};
+  for (int si = 0; si < 8; si++)
+    for (int ci = 0; ci < 3; ci++)
+      for (int B = 1; B <= 3; B += 2) {
+        if (ssides[si][0] == 32 && ci == 2 && B == 3) continue; /* keep the run short */
+        cv_case c = {K_S1, B, chans[ci][0], ssides[si][0], ssides[si][1], chans[ci][1], 1, 1, 1, 1, 3};
+        run_case(&c);
+        run_dinp_case(B, chans[ci][0], chans[ci][1], ssides[si][0], ssides[si][1], 3, 1, 1, 1, 1);
+      }
+  run_case(&(cv_case){K_S1, 2, 70, 32, 32, 9, 1, 1, 1, 1, 3});
+  run_dinp_case(2, 9, 70, 32, 32, 3, 1, 1, 1, 1);
+  run_case(&(cv_case){K_S1, 33, 6, 8, 8, 11, 1, 1, 1, 1, 3});
+  run_dinp_case(33, 11, 6, 8, 8, 3, 1, 1, 1, 1);
+  run_case(&(cv_case){K_S1, 5, 16, 16, 16, 3, 1, 1, 1, 1, 3});
+  run_dinp_case(5, 3, 16, 16, 16, 3, 1, 1, 1, 1);
+  run_case(&(cv_case){K_S1, 2, 5, 48, 48, 7, 1, 1, 1, 1, 3});
+  run_dinp_case(2, 7, 5, 48, 48, 3, 1, 1, 1, 1);
+  run_case(&(cv_case){K_S1, 3, 6, 18, 18, 5, 0, 0, 0, 0, 3}); /* 16x16 out, no padding */
+  run_dinp_case(3, 6, 5, 18, 18, 3, 0, 0, 0, 0);
+  run_case(&(cv_case){K_S1, 2, 4, 17, 17, 7, 0, 1, 0, 1, 3}); /* one-sided pads */
+  run_dinp_case(2, 4, 7, 17, 17, 3, 0, 1, 0, 1);
+  run_case(&(cv_case){K_S1, 3, 5, 16, 16, 9, 2, 2, 2, 2, 5}); /* 5x5 */
+  run_dinp_case(3, 5, 9, 16, 16, 5, 2, 2, 2, 2);
+  run_case(&(cv_case){K_S1, 2, 40, 8, 8, 12, 2, 2, 2, 2, 5});
+  run_dinp_case(2, 40, 12, 8, 8, 5, 2, 2, 2, 2);
   return tap_done();
 }

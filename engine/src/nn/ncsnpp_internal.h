@@ -145,6 +145,7 @@ typedef struct {
   float dropout;
   uint64_t drop_seed, drop_stream0;
   float *dparams;        /* backward: gradient buffer [num_floats] or NULL */
+  int no_dx;             /* backward: the input's gradient is not wanted */
 } fwd_ctx;
 
 /* 64-byte granularity of every workspace block */

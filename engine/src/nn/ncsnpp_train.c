@@ -144,7 +144,10 @@ static int conv_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
 
 static int conv_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
   (void)tp;
-  return conv_same_bwd(ctx, TG(ctx, op->in0), GP(ctx, op->module, 0), GP(ctx, op->module, 1),
+  /* conv_in of a training step: the input gradient of the network input is not wanted */
+  const int skip = ctx->no_dx && op->in0 == ctx->net->plan.input_slot;
+  return conv_same_bwd(ctx, skip ? NULL : TG(ctx, op->in0), GP(ctx, op->module, 0),
+                       GP(ctx, op->module, 1),
                        TG(ctx, op->out), TD(ctx, op->in0), P(ctx, op->module, 0), op->C, op->C2,
                        op->H, op->k);
 }
@@ -854,6 +857,7 @@ static int train_backward_run(fwd_ctx *ctx, const float *dout, float *dx) {
   const int B = ctx->B, nf = c->nf;
   int rc;
   for (int i = 0; i < pl->n_slots; i++) tr->t[i].touched = 0;
+  ctx->no_dx = !dx;
   if (tr->dta && (rc = ctx->be->zero(ctx->be, tr->dta, (size_t)B * 4 * nf * sizeof(float))))
     return rc;
   const tape_slot *o = &tr->t[pl->output_slot];

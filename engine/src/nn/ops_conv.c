@@ -278,8 +278,8 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
   }
 #endif
   sde_nn_conv2d_shape t;
-  if (dconv_dinp_shape(s, &t)) { /* backward: dinp as a direct conv, flipped weights after */
-    size_t d = dconv_scratch_floats(&t) + (size_t)s->C_out * K;
+  if (dconv_dinp_shape(s, &t)) { /* backward: dinp as a direct conv */
+    size_t d = dconv_scratch_floats(&t);
     if (d > n) n = d;
   }
   return n;
@@ -384,7 +384,7 @@ static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_
  * register tile is DC_R output channels x DC_J vectors of 16 positions, accumulated over
  * (c_in, kh, kw) in that fixed order (one FMA chain per output element), so the result
  * does not depend on the thread count or on how tasks fall on threads. The weights are
- * read in place. */
+ * packed per call, the DC_R channels of a tap contiguous (dconv_pack_weights). */
 #define DC_R 8
 #define DC_J 3
 #define DC_V 16
@@ -401,6 +401,11 @@ static void col2im_add(float *dx, const float *dcol, int g, const sde_nn_conv2d_
  * stride of the padded planes. */
 enum { DC_GRID, DC_ROWS, DC_MASK };
 #define DC_SLACK 16 /* floats before each DC_MASK plane (reads at kw − pad_left < 0) */
+#ifndef DC_LOCAL
+#define DC_LOCAL 65536 /* floats of padded planes per task, at most, for per-task padding */
+#endif
+#define DC_CHUNK 1024 /* outputs per channel aimed at per chunk of images (per-task padding) */
+#define DC_TASKS 8    /* tasks aimed at (per-task padding) */
 
 typedef struct {
   int mode, Hp, Wp, Ho, Wo, rs, nvec, ntile, ncb;
@@ -440,10 +445,16 @@ static void dconv_plan_make(const sde_nn_conv2d_shape *s, dconv_plan *p) {
   p->S = (size_t)round_up16((int)(need > plane ? need : plane));
 }
 
+/* the packed weights of dconv_forward (dconv_pack_weights) */
+static size_t dconv_wpk_floats(const sde_nn_conv2d_shape *s) {
+  return (size_t)ceil_div(s->C_out, DC_R) * DC_R * s->C_in * s->KH * s->KW;
+}
+
+/* the padded planes, then (64-byte aligned) the packed weights */
 static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
   dconv_plan p;
   dconv_plan_make(s, &p);
-  return (size_t)s->B * s->C_in * p.S + 16;
+  return (size_t)s->B * s->C_in * p.S + 32 + dconv_wpk_floats(s);
 }
 
 /* The input gradient of a stride-1 conv is a stride-1 conv of dout[B,C_out,Ho,Wo] with the
@@ -462,68 +473,91 @@ static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t
 }
 
 #ifdef HAVE_DCONV
-/* tile[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + off[j] + kh·rs + kw + i] (lanes
- * outside km[kw] read as 0 when MASKED), with w_r = w + min(r, nr − 1)·wstride: the weights
- * are read in place (one broadcast per output channel and tap); rows past the last output
- * channel repeat it and are thrown away. */
+/* acc[r][j·16 + i] = Σ_{c,kh,kw} w_r[c][kh][kw] · x[c·S + off[j] + kh·rs + kw + i] (lanes
+ * outside km[kw] read as 0 when MASKED), the weights packed as wp[c][kh·KW + kw][r] (the
+ * DC_R rows of one tap contiguous: one pointer, constant offsets; rows past the last output
+ * channel repeat it). The accumulators start from tile (load) or 0. At the end they go to
+ * tile (dst NULL), or, for the rows r < nr, straight to the output vectors dst[j] + r·ds:
+ * acc + bias[r] (+ 0 without bias, so that a sum of −0 comes out +0), or dst + acc
+ * (accum). One load per input vector and tap, kept in a register by an empty asm (gcc
+ * otherwise folds it into each of the DC_R FMAs, or hoists the loads of later taps and
+ * spills accumulators). */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w,
-             size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, const int J,
-             const int MASKED, int load) {
+dconv_kernel(float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *wp,
+             int Cin, size_t S, int KH, int KW, int rs, const int J, const int MASKED, int load,
+             float *const *dst, size_t ds, int nr, const float *bias, int accum) {
   __m512 acc[DC_R][DC_J];
-  const float *wr[DC_R];
   const float *xj[DC_J];
 #pragma GCC unroll 3
   for (int j = 0; j < J; j++) xj[j] = x + off[j];
 #pragma GCC unroll 8
-  for (int r = 0; r < DC_R; r++) {
-    wr[r] = w + (size_t)(r < nr ? r : nr - 1) * wstride;
+  for (int r = 0; r < DC_R; r++)
 #pragma GCC unroll 3
     for (int j = 0; j < J; j++)
       acc[r][j] = load ? _mm512_loadu_ps(tile + r * DC_J * DC_V + j * DC_V) : _mm512_setzero_ps();
-  }
-  size_t k = 0;
-  for (int c = 0; c < Cin; c++) {
+  const int KK = KH * KW;
+  for (int c = 0; c < Cin; c++, wp += (size_t)KK * DC_R) {
     const size_t xc = (size_t)c * S;
 #pragma GCC unroll 3
     for (int kh = 0; kh < KH; kh++) {
       const size_t xr = xc + (size_t)kh * rs;
 #pragma GCC unroll 3
-      for (int kw = 0; kw < KW; kw++, k++) {
+      for (int kw = 0; kw < KW; kw++) {
+        const float *wk = wp + (size_t)(kh * KW + kw) * DC_R;
         __m512 xv[DC_J];
 #pragma GCC unroll 3
-        for (int j = 0; j < J; j++)
+        for (int j = 0; j < J; j++) {
           xv[j] = MASKED ? _mm512_maskz_loadu_ps(km[kw], xj[j] + xr + kw)
                          : _mm512_loadu_ps(xj[j] + xr + kw);
+          __asm__("" : "+v"(xv[j]));
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < DC_R; r++) {
-          __m512 wv = _mm512_set1_ps(wr[r][k]);
+          __m512 wv = _mm512_set1_ps(wk[r]);
 #pragma GCC unroll 3
           for (int j = 0; j < J; j++) acc[r][j] = _mm512_fmadd_ps(wv, xv[j], acc[r][j]);
         }
       }
     }
   }
+  if (!dst) {
 #pragma GCC unroll 8
-  for (int r = 0; r < DC_R; r++)
+    for (int r = 0; r < DC_R; r++)
 #pragma GCC unroll 3
-    for (int j = 0; j < J; j++) _mm512_storeu_ps(tile + r * DC_J * DC_V + j * DC_V, acc[r][j]);
+      for (int j = 0; j < J; j++) _mm512_storeu_ps(tile + r * DC_J * DC_V + j * DC_V, acc[r][j]);
+    return;
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < DC_R; r++) {
+    if (r >= nr) break;
+    const __m512 bv = _mm512_set1_ps(bias ? bias[r] : 0.0f);
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) {
+      float *o = dst[j] + (size_t)r * ds;
+      _mm512_storeu_ps(o, accum ? _mm512_add_ps(_mm512_loadu_ps(o), acc[r][j])
+                                : _mm512_add_ps(acc[r][j], bv));
+    }
+  }
 }
 
 #define DCONV_TILE(JJ, MM)                                                                    \
   __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM(                       \
-      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
-      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, int load) {          \
-    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, KH, KW, rs, JJ, MM, load);         \
+      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *wp, \
+      int Cin, size_t S, int KH, int KW, int rs, int load, float *const *dst, size_t ds,      \
+      int nr, const float *bias, int accum) {                                                 \
+    dconv_kernel(tile, x, off, km, wp, Cin, S, KH, KW, rs, JJ, MM, load, dst, ds, nr, bias,   \
+                 accum);                                                                      \
   }
 /* the same with KH = KW = 3 known at compile time (the taps unrolled) */
 #define DCONV_TILE33(JJ, MM)                                                                  \
   __attribute__((target("avx512f"))) static void dconv_tile##JJ##_##MM##_33(                  \
-      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *w, \
-      size_t wstride, int nr, int Cin, size_t S, int KH, int KW, int rs, int load) {          \
+      float *tile, const float *x, const ptrdiff_t *off, const __mmask16 *km, const float *wp, \
+      int Cin, size_t S, int KH, int KW, int rs, int load, float *const *dst, size_t ds,      \
+      int nr, const float *bias, int accum) {                                                 \
     (void)KH;                                                                                 \
     (void)KW;                                                                                 \
-    dconv_kernel(tile, x, off, km, w, wstride, nr, Cin, S, 3, 3, rs, JJ, MM, load);           \
+    dconv_kernel(tile, x, off, km, wp, Cin, S, 3, 3, rs, JJ, MM, load, dst, ds, nr, bias,     \
+                 accum);                                                                      \
   }
 DCONV_TILE(1, 0)
 DCONV_TILE(2, 0)
@@ -539,16 +573,18 @@ DCONV_TILE33(2, 1)
 DCONV_TILE33(3, 1)
 
 typedef void (*dconv_tile_fn)(float *, const float *, const ptrdiff_t *, const __mmask16 *,
-                              const float *, size_t, int, int, size_t, int, int, int, int);
+                              const float *, int, size_t, int, int, int, int, float *const *,
+                              size_t, int, const float *, int);
 
 /* dconv_forward's state, shared by its two loops */
 typedef struct {
   const sde_nn_conv2d_shape *s;
   dconv_plan p;
   float *out, *xp;
-  const float *inp, *weight, *bias;
+  const float *inp, *wpk, *bias; /* wpk: the packed weights [ncb][C_in][KH·KW][DC_R] */
   __mmask16 km[16];
   int V, tpc, cbk, nt, masked, k33, accum;
+  int nb, gsz; /* dconv_local_tasks: images per chunk, output-channel blocks per task */
   atomic_int fail; /* a task could not allocate its buffer */
 } dconv_job;
 
@@ -589,112 +625,193 @@ static void dconv_pad(void *ctx, int64_t b0, int64_t b1) {
     dconv_pad_plane(j, j->xp + (size_t)bc * j->p.S, j->inp + (size_t)bc * j->s->H * j->s->W);
 }
 
-/* Tasks t in [t0, t1): (chunk of about one image's tiles) x (block of DC_R output
- * channels). Partial sums of the task's tiles are kept while the input channels go by in
- * chunks of cbk (whose weights stay in L1 across the tiles); reloading a float partial
- * sum is exact, so every output is still one FMA chain over c = 0 .. C_in − 1 in order. */
-static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
-  dconv_job *j = ctx;
+/* One register tile: J vectors from vector v0 of a run of images whose padded planes start
+ * at xb (image i at xb + i·C_in·S) and whose outputs start at ob. DC_ROWS / DC_MASK number
+ * the vectors across the run (vector v is vector v % nvec of image v / nvec, so a tile may
+ * span two images); DC_GRID tiles stay in image b. Input channels [c0, c0 + cn): the
+ * accumulators come from tile when c0 > 0 and go back to it unless this is the last
+ * chunk, where the kernel writes DC_ROWS / DC_MASK outputs itself (each vector is 16
+ * consecutive outputs of one image and channel) and DC_GRID tiles are scattered here. */
+__attribute__((target("avx512f"))) static void dconv_tile_run(const dconv_job *j, const float *xb,
+                                                             float *ob, float *tile, int cb,
+                                                             int c0, int cn, int v0, int J, int b) {
   static const dconv_tile_fn fns[2][2][3] = {
       {{dconv_tile1_0, dconv_tile2_0, dconv_tile3_0}, {dconv_tile1_1, dconv_tile2_1, dconv_tile3_1}},
       {{dconv_tile1_0_33, dconv_tile2_0_33, dconv_tile3_0_33},
        {dconv_tile1_1_33, dconv_tile2_1_33, dconv_tile3_1_33}}};
   const sde_nn_conv2d_shape *s = j->s;
   const dconv_plan *p = &j->p;
-  const int Ci = s->C_in, Co = s->C_out, KH = s->KH, KW = s->KW, KK = KH * KW;
-  const int HWo = p->Ho * p->Wo, pl = s->pad_left, V = j->V, tpc = j->tpc, nt = j->nt;
-  const size_t out_img = (size_t)Co * HWo, wst = (size_t)Ci * KK;
-  float *accbuf = malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V);
-  if (!accbuf) {
+  const int Ci = s->C_in, Co = s->C_out, KK = s->KH * s->KW;
+  const int HWo = p->Ho * p->Wo, last = c0 + cn == Ci, direct = last && p->mode != DC_GRID;
+  const size_t out_img = (size_t)Co * HWo;
+  const int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
+  ptrdiff_t off[DC_J];
+  float *dst[DC_J];
+  for (int k = 0; k < J; k++) {
+    int v = v0 + k, bv = p->mode == DC_GRID ? b : v / p->nvec, vl = p->mode == DC_GRID ? v : v % p->nvec;
+    ptrdiff_t base = (ptrdiff_t)bv * Ci * p->S;
+    if (p->mode == DC_ROWS) {
+      int per_row = p->Wo / DC_V, oh = vl / per_row, ow0 = (vl % per_row) * DC_V;
+      off[k] = base + (ptrdiff_t)oh * p->Wp + ow0;
+    } else if (p->mode == DC_MASK) {
+      off[k] = base + DC_SLACK - s->pad_left + (ptrdiff_t)vl * DC_V;
+    } else {
+      off[k] = base + (ptrdiff_t)vl * DC_V;
+    }
+    if (direct) dst[k] = ob + (size_t)bv * out_img + (size_t)cb * DC_R * HWo + (size_t)vl * DC_V;
+  }
+  fns[j->k33][j->masked][J - 1](tile, xb + (size_t)c0 * p->S, off, j->km,
+                                j->wpk + ((size_t)cb * Ci + c0) * KK * DC_R, cn, p->S, s->KH,
+                                s->KW, p->rs, c0 > 0, direct ? dst : NULL, (size_t)HWo, nr,
+                                j->bias ? j->bias + cb * DC_R : NULL, j->accum);
+  if (!last || direct) return;
+  /* DC_GRID: scatter the valid columns */
+  for (int r = 0; r < nr; r++) {
+    int co = cb * DC_R + r;
+    float bv = j->bias ? j->bias[co] : 0.0f;
+    const float *tr = tile + r * DC_J * DC_V;
+    float *oc = ob + (size_t)b * out_img + (size_t)co * HWo;
+    int q0 = v0 * DC_V, Np = p->Ho * p->Wp;
+    int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
+    while (q < qe) {
+      int oh = q / p->Wp, ow = q % p->Wp;
+      int seg = p->Wp - ow < qe - q ? p->Wp - ow : qe - q;
+      int nv = ow < p->Wo ? (p->Wo - ow < seg ? p->Wo - ow : seg) : 0;
+      float *o = oc + (size_t)oh * p->Wo + ow;
+      const float *tv = tr + (q - q0);
+      if (j->accum)
+        for (int i = 0; i < nv; i++) o[i] += tv[i];
+      else
+        for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
+      q += seg;
+    }
+  }
+}
+
+/* tile tl of a run of nimg images: *v0 and *J (and *b for DC_GRID); DC_ROWS / DC_MASK cut
+ * the run's V vectors in tiles of 3, the last four as 2 + 2 rather than 3 + 1 */
+static void dconv_tile_at(const dconv_plan *p, int nimg, int tl, int *v0, int *J, int *b) {
+  if (p->mode == DC_GRID) {
+    *b = tl / p->ntile;
+    *v0 = (tl % p->ntile) * DC_J;
+    *J = p->nvec - *v0 < DC_J ? p->nvec - *v0 : DC_J;
+    return;
+  }
+  const int V = nimg * p->nvec, nt = ceil_div(V, DC_J);
+  *b = 0;
+  if (V % DC_J == 1 && V > 1 && tl >= nt - 2) {
+    *v0 = V - 4 + 2 * (tl - (nt - 2));
+    *J = 2;
+  } else {
+    *v0 = tl * DC_J;
+    *J = V - *v0 < DC_J ? V - *v0 : DC_J;
+  }
+}
+
+static int dconv_run_tiles(const dconv_plan *p, int nimg) {
+  return p->mode == DC_GRID ? nimg * p->ntile : ceil_div(nimg * p->nvec, DC_J);
+}
+
+/* Whole-batch padding (j->xp holds every image's planes, padded by dconv_pad first): tasks t
+ * in [t0, t1) are (chunk of tpc tiles of the batch) x (block of DC_R output channels).
+ * Partial sums of the task's tiles are kept while the input channels go by in chunks of
+ * cbk (whose weights stay in L1 across the tiles); reloading a float partial sum is exact,
+ * so every output is still one FMA chain over c = 0 .. C_in − 1 in order. */
+static void dconv_tasks(void *ctx, int64_t t0, int64_t t1) {
+  dconv_job *j = ctx;
+  const dconv_plan *p = &j->p;
+  const int Ci = j->s->C_in, tpc = j->tpc, nt = j->nt;
+  const int multi = Ci > j->cbk || p->mode == DC_GRID; /* tiles parked in accbuf */
+  float *accbuf = multi ? malloc(sizeof(float) * (size_t)tpc * DC_R * DC_J * DC_V) : NULL;
+  if (multi && !accbuf) {
     atomic_store(&j->fail, 1);
     return;
   }
-  ptrdiff_t off[DC_J];
   for (int t = (int)t0; t < t1; t++) {
     int ch = t / p->ncb, cb = t % p->ncb;
-    const float *wb = j->weight + (size_t)cb * DC_R * wst;
-    int nr = Co - cb * DC_R < DC_R ? Co - cb * DC_R : DC_R;
     int tl1 = (ch + 1) * tpc < nt ? (ch + 1) * tpc : nt;
     for (int c0 = 0; c0 < Ci; c0 += j->cbk) {
-    int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk, last = c0 + cn == Ci;
-    for (int tl = ch * tpc; tl < tl1; tl++) {
-      float *tile = accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V;
-      int v0, J, b = 0;
-      if (p->mode == DC_GRID) { /* chunk = image */
-        b = tl / p->ntile;
-        v0 = (tl % p->ntile) * DC_J;
-        J = p->nvec - v0 < DC_J ? p->nvec - v0 : DC_J;
-      } else if (V % DC_J == 1 && V > 1 && tl >= nt - 2) { /* 2 + 2 rather than 3 + 1 */
-        v0 = V - 4 + 2 * (tl - (nt - 2));
-        J = 2;
-      } else {
-        v0 = tl * DC_J;
-        J = V - v0 < DC_J ? V - v0 : DC_J;
+      int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk;
+      for (int tl = ch * tpc; tl < tl1; tl++) {
+        int v0, J, b;
+        dconv_tile_at(p, j->s->B, tl, &v0, &J, &b);
+        dconv_tile_run(j, j->xp, j->out,
+                       multi ? accbuf + (size_t)(tl - ch * tpc) * DC_R * DC_J * DC_V : NULL, cb,
+                       c0, cn, v0, J, b);
       }
-      for (int k = 0; k < J; k++) {
-        int v = v0 + k, bv = p->mode == DC_GRID ? b : v / p->nvec, vl = p->mode == DC_GRID ? v : v % p->nvec;
-        ptrdiff_t base = (ptrdiff_t)bv * Ci * p->S;
-        if (p->mode == DC_ROWS) {
-          int per_row = p->Wo / DC_V, oh = vl / per_row, ow0 = (vl % per_row) * DC_V;
-          off[k] = base + (ptrdiff_t)oh * p->Wp + ow0;
-        } else if (p->mode == DC_MASK) {
-          off[k] = base + DC_SLACK - pl + (ptrdiff_t)vl * DC_V;
-        } else {
-          off[k] = base + (ptrdiff_t)vl * DC_V;
-        }
-      }
-      fns[j->k33][j->masked][J - 1](tile, j->xp + (size_t)c0 * p->S, off, j->km,
-                                    wb + (size_t)c0 * KK, wst, nr, cn, p->S, KH, KW, p->rs,
-                                    c0 > 0);
-      if (!last) continue;
-      for (int r = 0; r < nr; r++) {
-        int co = cb * DC_R + r;
-        float bv = j->bias ? j->bias[co] : 0.0f;
-        const float *tr = tile + r * DC_J * DC_V;
-        if (p->mode != DC_GRID) {
-          /* global vector v is outputs [16·vl, 16·vl + 16) of image v / nvec */
-          for (int k = 0; k < J; k++) {
-            int v = v0 + k;
-            float *o = j->out + (size_t)(v / p->nvec) * out_img + (size_t)co * HWo +
-                       (size_t)(v % p->nvec) * DC_V;
-            const float *tv = tr + k * DC_V;
-            if (j->accum)
-              for (int i = 0; i < DC_V; i++) o[i] += tv[i];
-            else
-              for (int i = 0; i < DC_V; i++) o[i] = tv[i] + bv;
-          }
-          continue;
-        }
-        /* DC_GRID: scatter the valid columns */
-        float *oc = j->out + (size_t)b * out_img + (size_t)co * HWo;
-        int q0 = v0 * DC_V, Np = p->Ho * p->Wp;
-        int q = q0, qe = q0 + J * DC_V < Np ? q0 + J * DC_V : Np;
-        while (q < qe) {
-          int oh = q / p->Wp, ow = q % p->Wp;
-          int seg = p->Wp - ow < qe - q ? p->Wp - ow : qe - q;
-          int nv = ow < p->Wo ? (p->Wo - ow < seg ? p->Wo - ow : seg) : 0;
-          float *o = oc + (size_t)oh * p->Wo + ow;
-          const float *tv = tr + (q - q0);
-          if (j->accum)
-            for (int i = 0; i < nv; i++) o[i] += tv[i];
-          else
-            for (int i = 0; i < nv; i++) o[i] = tv[i] + bv;
-          q += seg;
-        }
-      }
-    }
     }
   }
   free(accbuf);
 }
 
-/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused) */
-static int dconv_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         const sde_nn_conv2d_shape *s, float *scratch, int accum) {
-  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .weight = weight, .bias = bias,
-                 .accum = accum};
+/* Padding per task (when a chunk's planes are small): tasks t in [t0, t1) are (chunk of nb
+ * images) x (group of gsz blocks of DC_R output channels). A task pads its chunk's input
+ * planes into its own buffer (they stay in L2 for all its blocks; no pass over the whole
+ * input and no barrier before the tiles), then runs the chunk's tiles per block. The tiles
+ * differ from dconv_tasks' but each output is the same FMA chain, so the bits do not. */
+static void dconv_local_tasks(void *ctx, int64_t t0, int64_t t1) {
+  dconv_job *j = ctx;
+  const sde_nn_conv2d_shape *s = j->s;
+  const dconv_plan *p = &j->p;
+  const int Ci = s->C_in, nb = j->nb, ngrp = ceil_div(p->ncb, j->gsz);
+  const size_t HW = (size_t)s->H * s->W, tile = DC_R * DC_J * DC_V;
+  const int multi = Ci > j->cbk || p->mode == DC_GRID;
+  const size_t nx = (size_t)nb * Ci * p->S + DC_V;
+  const size_t nacc = multi ? (size_t)dconv_run_tiles(p, nb) * tile : 0;
+  float *xl = aligned_alloc(64, sizeof(float) * (size_t)round_up16((int)(nx + nacc)));
+  if (!xl) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  float *accbuf = multi ? xl + nx : NULL;
+  for (int64_t t = t0; t < t1; t++) {
+    const int ch = (int)(t / ngrp), grp = (int)(t % ngrp);
+    const int b0 = ch * nb, nimg = s->B - b0 < nb ? s->B - b0 : nb;
+    const int cb0 = grp * j->gsz, cb1 = cb0 + j->gsz < p->ncb ? cb0 + j->gsz : p->ncb;
+    for (int i = 0; i < nimg * Ci; i++)
+      dconv_pad_plane(j, xl + (size_t)i * p->S, j->inp + ((size_t)b0 * Ci + i) * HW);
+    const int nt = dconv_run_tiles(p, nimg);
+    float *ob = j->out + (size_t)b0 * s->C_out * p->Ho * p->Wo;
+    for (int cb = cb0; cb < cb1; cb++)
+      for (int c0 = 0; c0 < Ci; c0 += j->cbk) {
+        int cn = Ci - c0 < j->cbk ? Ci - c0 : j->cbk;
+        for (int tl = 0; tl < nt; tl++) {
+          int v0, J, b;
+          dconv_tile_at(p, nimg, tl, &v0, &J, &b);
+          dconv_tile_run(j, xl, ob, multi ? accbuf + (size_t)tl * tile : NULL, cb, c0, cn, v0, J, b);
+        }
+      }
+  }
+  free(xl);
+}
+
+/* The packed weights of dconv_forward: wpk[cb][c][k][r] = w(o = min(cb·DC_R + r, Co − 1), c,
+ * k) with w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k] when flip (the
+ * flipped, transposed weights of the input gradient without a copy of them) */
+static void dconv_pack_weights(float *wpk, const float *w, const sde_nn_conv2d_shape *s,
+                               size_t so, size_t sc, int flip) {
+  const int Co = s->C_out, Ci = s->C_in, KK = s->KH * s->KW, ncb = ceil_div(Co, DC_R);
+  for (int cb = 0; cb < ncb; cb++)
+    for (int c = 0; c < Ci; c++)
+      for (int k = 0; k < KK; k++)
+        for (int r = 0; r < DC_R; r++) {
+          const int o = cb * DC_R + r < Co ? cb * DC_R + r : Co - 1;
+          *wpk++ = w[(size_t)o * so + (size_t)c * sc + (size_t)(flip ? KK - 1 - k : k)];
+        }
+}
+
+/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused); the weights w(o, c, k)
+ * as in dconv_pack_weights */
+static int dconv_forward(float *out, const float *inp, const float *weight, size_t so, size_t sc,
+                         int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
+                         int accum) {
+  dconv_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .bias = bias, .accum = accum};
   dconv_plan_make(s, &j.p);
   const dconv_plan *p = &j.p;
+  float *wpk = scratch + (size_t)s->B * s->C_in * p->S;
+  wpk += (16 - ((uintptr_t)wpk / sizeof(float)) % 16) % 16;
+  dconv_pack_weights(wpk, weight, s, so, sc, flip);
+  j.wpk = wpk;
   /* tiles of DC_J vectors; ROWS/MASK number the vectors across the batch (V of them), so a
    * tile may span two images */
   j.V = s->B * p->nvec;
@@ -712,8 +829,25 @@ static int dconv_forward(float *out, const float *inp, const float *weight, cons
     }
     j.km[kw] = (__mmask16)m;
   }
-  sde_parallel_for(s->B * s->C_in, 1, dconv_pad, &j);
-  sde_parallel_for_dynamic((int64_t)ceil_div(j.nt, j.tpc) * p->ncb, 1, dconv_tasks, &j);
+  /* per-task padding when one image's padded planes fit in L2 easily: chunks of images
+   * with about DC_CHUNK outputs per channel and at most DC_LOCAL floats of planes, at
+   * least DC_TASKS tasks (the output-channel blocks split when the chunks are fewer) */
+  const size_t img = (size_t)s->C_in * p->S;
+  if (img <= DC_LOCAL) {
+    const int hwo = p->Ho * p->Wo;
+    int nb = hwo >= DC_CHUNK ? 1 : DC_CHUNK / hwo;
+    if ((size_t)nb * img > DC_LOCAL) nb = (int)(DC_LOCAL / img);
+    while (nb > 1 && ceil_div(s->B, nb) < DC_TASKS) nb--;
+    const int nch = ceil_div(s->B, nb);
+    int ngrp = nch >= DC_TASKS ? 1 : ceil_div(DC_TASKS, nch);
+    if (ngrp > p->ncb) ngrp = p->ncb;
+    j.nb = nb;
+    j.gsz = ceil_div(p->ncb, ngrp);
+    sde_parallel_for_dynamic((int64_t)nch * ceil_div(p->ncb, j.gsz), 1, dconv_local_tasks, &j);
+  } else {
+    sde_parallel_for(s->B * s->C_in, 1, dconv_pad, &j);
+    sde_parallel_for_dynamic((int64_t)ceil_div(j.nt, j.tpc) * p->ncb, 1, dconv_tasks, &j);
+  }
   return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
 
@@ -1248,7 +1382,8 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
   if (dconv_usable(s)) {
-    rc = dconv_forward(out, inp, weight, bias, s, col, 0);
+    rc = dconv_forward(out, inp, weight, (size_t)s->C_in * s->KH * s->KW, (size_t)s->KH * s->KW,
+                       0, bias, s, col, 0);
     free(owned);
     return rc;
   }
@@ -1347,14 +1482,10 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   }
 #ifdef HAVE_DCONV
   if (direct) {
-    /* dinp += conv(dout, flipped transposed weights), no columns */
-    const int KK = s->KH * s->KW;
-    float *wT = col + dconv_scratch_floats(&t);
-    for (int co = 0; co < Co; co++)
-      for (int ci = 0; ci < s->C_in; ci++)
-        for (int k = 0; k < KK; k++)
-          wT[((size_t)ci * Co + co) * KK + (KK - 1 - k)] = weight[((size_t)co * s->C_in + ci) * KK + k];
-    rc = dconv_forward(dinp, dout, wT, NULL, &t, col, 1);
+    /* dinp += conv(dout, flipped transposed weights wT[ci][co][k] = w[co][ci][KK-1-k]),
+     * no columns */
+    const size_t KK = (size_t)s->KH * s->KW;
+    rc = dconv_forward(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, 1);
   }
 #endif
   free(owned);
