@@ -507,11 +507,6 @@ size_t ncsnpp_global_scratch(const sde_ncsnpp *net, const net_op *op, int B) {
   return ws_round((size_t)B * net->modules[op->module].out_ch) + ws_round((size_t)B * op->C);
 }
 
-static int global_pool_forward(fwd_ctx *ctx, const net_op *op, const float *a, const float *b,
-                               float *out) {
-  return ncsnpp_global_pool(ctx, op, a, b, out);
-}
-
 /* u and g on top of the head's own scratch */
 static int global_head_forward(fwd_ctx *ctx, const net_op *op, const float *x,
                                const float *pooled, float *out) {
@@ -546,7 +541,7 @@ static const struct {
     [OP_CONCAT] = {concat_forward, no_scratch},
     [OP_HEAD] = {head_forward, no_scratch},
     [OP_SIGMA_SCALE] = {sigma_scale_forward, no_scratch},
-    [OP_GLOBAL_POOL] = {global_pool_forward, ncsnpp_global_scratch},
+    [OP_GLOBAL_POOL] = {ncsnpp_global_pool, ncsnpp_global_scratch},
     [OP_GLOBAL_HEAD] = {global_head_forward, global_head_scratch},
 };
 
