@@ -228,8 +228,9 @@ gst_scoresde_colorize_class_init (GstScoreSdeColorizeClass * klass)
    */
   g_object_class_install_property (gobject_class, PROP_CENTER_CHROMA,
       g_param_spec_boolean ("center-chroma", "Center chroma",
-          "Start from noise without a chroma mean: the overall tint comes from the "
-          "model, not from the noise draw", DEFAULT_CENTER_CHROMA,
+          "Noise without a chroma mean (the start and every fresh draw of a stochastic "
+          "sampler): the overall tint comes from the model, not from the noise",
+          DEFAULT_CENTER_CHROMA,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
 
   gst_element_class_set_static_metadata (element_class,

@@ -35,7 +35,7 @@ struct _GstScoreSdeColorize
   gboolean temporal_seed;       /* every frame uses noise stream 0 */
   gboolean chroma_only;         /* keep the input's full-resolution luminance */
   gboolean clip_denoised;       /* few-step: clamp the data predictions to the data range */
-  gboolean center_chroma;       /* starting noise without a chroma mean */
+  gboolean center_chroma;       /* noise without a chroma mean */
   gdouble t_start;              /* few-step: start time from the noised gray (1: prior) */
 
   /*< private >*/

@@ -156,8 +156,8 @@ static const cli_option options[] = {
   {"no-clip-denoised", NULL, CLI_FLAG, OFF(no_clip_denoised), 0, 0, 0, NULL,
    "colorize: leave the data predictions unclamped", G_FEW},
   {"no-center-chroma", NULL, CLI_FLAG, OFF(no_center_chroma), 0, 0, 0, NULL,
-   "colorize: keep the chroma mean of the starting noise (default: removed, so the overall "
-   "tint comes from the model, not from the noise draw)", G_FEW},
+   "colorize: keep the chroma mean of the noise (default: removed from the start and from "
+   "every fresh draw, so the overall tint comes from the model, not from the noise)", G_FEW},
   {"t-start", NULL, CLI_DOUBLE, OFF(t_start), 0, 1, CLI_OPEN_LO, "T",
    "colorize, few-step: start at time T from the gray image noised to it (SDEdit; 1 = the "
    "prior, the paper's method) (1)", G_FEW},

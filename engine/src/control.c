@@ -179,9 +179,7 @@ done:
   return status;
 }
 
-/* center_chroma: noise x [n, 3, hw] (RGB) minus the spatial mean of its two chroma channels
- * in the decoupled colours; tmp [n, 3, hw] */
-static void center_chroma(int n, int64_t hw, float *x, float *tmp) {
+void sde_center_chroma(int n, int64_t hw, float *x, float *tmp) {
   sde_color_transform(n, hw, x, tmp, 0);
   for (int b = 0; b < n; b++)
     for (int c = 1; c < 3; c++) {
@@ -232,14 +230,14 @@ int sde_colorize(const sde_model *m, const sde_sde *sde, const sde_sample_params
     /* SDEdit: the gray image on the marginal at t_start; the solver goes on from there */
     const sde_marg mt = sde_marg_at(sde, p->t_start);
     for (int b = 0; b < n; b++) sde_randn(p->seed, stream0 + (uint64_t)b, 0, x + (size_t)b * D, D);
-    if (p->center_chroma) center_chroma(n, hw, x, k.tmp);
+    if (p->center_chroma) sde_center_chroma(n, hw, x, k.tmp);
     for (size_t j = 0; j < nd; j++) x[j] = (float)(mt.alpha * gray[j] + mt.sigma * x[j]);
     status = sde_fewstep_run(m, sde, p, n, stream0, 1, p->t_start, eps, p->denoise, x, out,
                              constrain_x0, &k, stats);
     goto done;
   }
   sde_prior_sample(sde, p->seed, stream0, 0, n, D, x);
-  if (p->center_chroma) center_chroma(n, hw, x, k.tmp);
+  if (p->center_chroma) sde_center_chroma(n, hw, x, k.tmp);
   if (sde_sampler_is_fewstep(p->sampler)) {
     status = run_fewstep(m, sde, p, n, stream0, &k, x, out, stats);
     goto done;

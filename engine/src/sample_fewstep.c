@@ -369,6 +369,7 @@ int sde_fewstep_run(const sde_model *m, const sde_sde *sde, const sde_sample_par
     fs_grid(sde, p->schedule, t0, t_end, npts, t);
   }
   rc = sde_rows_open(&r.rows, m, sde, n, st);
+  if (!rc && noise) rc = sde_rows_center_chroma(&r.rows, p);
   if (!rc) rc = fs_alloc(&r, s == SDE_SAMPLER_HEUN ? 2 : order, noise);
   if (!rc) rc = sde_rows_put(&r.rows, r.x, x);
   if (!rc && s == SDE_SAMPLER_HEUN) rc = fs_heun(&r, t, steps);

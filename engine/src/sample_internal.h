@@ -63,6 +63,10 @@ int sde_ode_sample(const sde_model *m, const sde_sde *sde, const sde_sample_para
 
 /* ---- end ODE solvers ------------------------------------------------------------------ */
 
+/* x [n, 3, hw] (RGB noise) minus the spatial mean of its two chroma channels in the
+ * decoupled colours of control.h; tmp [n, 3, hw] (control.c; center_chroma) */
+void sde_center_chroma(int n, int64_t hw, float *x, float *tmp);
+
 /* ---- sampler rows (sample_rows.c; used by sample_pc.c and sample_fewstep.c) ------------
  * The samplers' view of a batch: n rows of D floats in the memory of a backend (the
  * network's backend, else the CPU), the score model, and the row ops (noise, axpby, dot)
@@ -81,6 +85,8 @@ typedef struct {
   float *t;                      /* [n] host times of a score call */
   double *a, *c;                 /* [n] host coefficients of an axpby */
   sde_stats *st;                 /* evals and nfe are counted here */
+  int64_t chroma_hw;             /* > 0: every noise draw is chroma-centred over hw pixels */
+  float *chroma_host;            /* [2, n, D] host scratch of the centring */
 } sde_rows;
 
 int sde_rows_open(sde_rows *r, const sde_model *m, const sde_sde *sde, int n, sde_stats *st);
@@ -90,7 +96,11 @@ int sde_rows_alloc(const sde_rows *r, float **buf);
 void sde_rows_free(const sde_rows *r, float *buf);
 /* s[n, D] = score(x[n, D], t) with every row at time t; counts one evaluation */
 int sde_rows_score(sde_rows *r, const float *x, float t, float *s);
-/* z[n, D]: row i = sde_randn(seed, stream0 + i, draw) */
+/* Fresh noise without a chroma mean from now on (p->center_chroma on an RGB image model;
+ * a no-op otherwise): the colorizer's stochastic solvers add no chroma mean the network
+ * cannot see (docs/sampling.md#center-chroma). */
+int sde_rows_center_chroma(sde_rows *r, const sde_sample_params *p);
+/* z[n, D]: row i = sde_randn(seed, stream0 + i, draw) (chroma-centred, see above) */
 int sde_rows_noise(const sde_rows *r, uint64_t seed, uint64_t stream0, uint32_t draw, float *z);
 /* out = a·x + c·y on every row (double, rounded once; out may alias x or y) */
 int sde_rows_axpby(sde_rows *r, float *out, double a, const float *x, double c, const float *y);

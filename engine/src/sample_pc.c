@@ -396,6 +396,7 @@ int sde_pc_run(const sde_model *m, const sde_sde *sde, const sde_sample_params *
   r.exact = r.steps != sde->N;
   r.eps = p->eps > 0.0 ? p->eps : sde_sampling_eps(sde);
   status = sde_rows_open(&r.rows, m, sde, n, st);
+  if (!status) status = sde_rows_center_chroma(&r.rows, p);
   if (!status) {
     r.norms = sde_malloc(sizeof(double) * 2 * (size_t)n);
     if (!r.norms || sde_rows_alloc(&r.rows, &r.x) || sde_rows_alloc(&r.rows, &r.xm) ||

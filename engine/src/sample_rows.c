@@ -39,6 +39,9 @@ void sde_rows_close(sde_rows *r) {
   sde_net_workspace_free(r->ws);
   free(r->t);
   free(r->a);
+  free(r->chroma_host);
+  r->chroma_host = NULL;
+  r->chroma_hw = 0;
   r->ws = NULL;
   r->t = NULL;
   r->a = r->c = NULL;
@@ -61,8 +64,23 @@ int sde_rows_score(sde_rows *r, const float *x, float t, float *s) {
   return sde_model_score(r->m, r->sde, r->n, x, r->t, s);
 }
 
+int sde_rows_center_chroma(sde_rows *r, const sde_sample_params *p) {
+  if (!p->center_chroma || r->m->channels != 3 || !r->m->is_image) return SDE_OK;
+  r->chroma_host = sde_malloc(sizeof(float) * 2 * (size_t)r->n * (size_t)r->D);
+  if (!r->chroma_host) return sde_fail(SDE_ENOMEM, "center-chroma: out of memory");
+  r->chroma_hw = (int64_t)r->m->height * r->m->width;
+  return SDE_OK;
+}
+
 int sde_rows_noise(const sde_rows *r, uint64_t seed, uint64_t stream0, uint32_t draw, float *z) {
-  return r->be->randn_rows(r->be, z, seed, stream0, draw, r->n, r->D);
+  int rc = r->be->randn_rows(r->be, z, seed, stream0, draw, r->n, r->D);
+  if (rc || !r->chroma_hw) return rc;
+  float *host = r->be->host_memory ? z : r->chroma_host;
+  float *tmp = r->chroma_host + (size_t)r->n * (size_t)r->D;
+  if (!r->be->host_memory) rc = sde_rows_get(r, host, z);
+  if (!rc) sde_center_chroma(r->n, r->chroma_hw, host, tmp);
+  if (!rc && !r->be->host_memory) rc = sde_rows_put(r, z, host);
+  return rc;
 }
 
 int sde_rows_axpby(sde_rows *r, float *out, double a, const float *x, double c, const float *y) {

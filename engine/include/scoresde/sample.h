@@ -74,10 +74,10 @@ typedef struct {
                          * gray image noised to it (SDEdit) instead of from the prior at T;
                          * smaller keeps the colours nearer the gray (0 or T: the prior) */
   int center_chroma;    /* colorize: the starting noise's two chroma channels (decoupled
-                         * colours) have their spatial mean removed, so the picture's overall
-                         * tint comes from the model and not from the noise draw
-                         * (docs/sampling.md#center-chroma); stochastic samplers add fresh
-                         * noise after the start (0) */
+                         * colours) have their spatial mean removed, and so has every fresh
+                         * draw of a stochastic sampler (pc, dpmpp-2m-sde, heun with churn),
+                         * so the picture's overall tint comes from the model and not from
+                         * the noise (docs/sampling.md#center-chroma) (0) */
   uint64_t seed;
   sde_progress_fn progress;
   void *user;
