@@ -242,6 +242,8 @@ static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s);
 #ifdef HAVE_DCONV
 static int pconv_s2_usable(const sde_nn_conv2d_shape *s);
 static size_t pconv_s2_scratch_floats(const sde_nn_conv2d_shape *s);
+static int wino_shape_ok(const sde_nn_conv2d_shape *s);
+static size_t wino_scratch_floats(const sde_nn_conv2d_shape *s);
 #endif
 
 /* dweight of a group of imgs images is summed in dw_parts(s, imgs) partials, part c over
@@ -274,6 +276,10 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
 #ifdef HAVE_DCONV
   if (pconv_s2_usable(s)) {
     size_t d = pconv_s2_scratch_floats(s);
+    if (d > n) n = d;
+  }
+  if (wino_shape_ok(s)) {
+    size_t d = wino_scratch_floats(s);
     if (d > n) n = d;
   }
 #endif
@@ -1330,6 +1336,312 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
   sde_parallel_for((int64_t)s->B * s->C_in, 1, pconv_phases, &j);
   return pconv_run(&j);
 }
+
+/* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions ------------------------------
+ * y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A on 2x2 output tiles: each tile's 4x4 input patch d (rows
+ * 2·th − 1 .., columns 2·tw − 1 .., zeros outside the image) goes to 16 values V[ξ] (ξ = 4i + j),
+ * the weights g[co][ci] to U[ξ][co][ci] (computed in float64, rounded once), and then
+ *   M[ξ][co][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]
+ * is 16 independent 1x1 convolutions over the tiles t, each run by pconv's register tile
+ * (8 output channels x 48 tiles, one FMA chain over ci in order). 4 multiplications per
+ * output and input channel instead of 9. A task takes WG_NP panels of 48 consecutive tiles of
+ * the batch (tiles numbered (b, th, tw)), transforms their inputs into its own buffer (every
+ * input channel, kept in L2), and runs a group of output-channel blocks over them, each
+ * block's 16 products then its output transform (+ bias) straight into the output.
+ * Each output is the same fixed sequence of operations whatever task, lane or thread it
+ * falls on, so the bits depend neither on the thread count nor on the batch.
+ * Error (float32, u = 2^-24): |ŷ − y| ≤ γ(C_in + 8)·(|Aᵀ|(Σ_ci |G||g||Gᵀ| ⊙ |Bᵀ||d||B|)|A| +
+ * |bias|), the bound tests/engine/test_direct_conv.c checks; within a few ulp of the direct
+ * conv's in practice (a sum of C_in products of transformed values instead of 9·C_in). */
+#define WG_P PC_P /* tiles per panel */
+#ifndef WG_L2
+#define WG_L2 (768 * 1024 / 4) /* floats of transformed input per task, at most */
+#endif
+#ifndef WG_MIN_CI
+#define WG_MIN_CI 32
+#endif
+#ifndef WG_MIN_CO
+#define WG_MIN_CO 32
+#endif
+#ifndef WG_MIN_TILES
+#define WG_MIN_TILES 16
+#endif
+
+typedef struct {
+  float *out;
+  const float *inp, *U, *bias;
+  int B, Ci, Co, H, W, nth, ntw, T; /* tile rows and columns per image, tiles of the batch */
+  int np, nchunk, G, ngr;           /* panels per task; chunks; channel blocks per group; groups */
+  const float *w;                   /* weight transform: the [Co][Ci][3][3] weights */
+  float *Uw;
+  atomic_int fail;
+} wino_job;
+
+static int wino_disabled(void) {
+  const char *e = getenv("SDE_NN_NO_WINOGRAD"); /* A/B switch (read per call: tests toggle it) */
+  return e && *e && *e != '0';
+}
+
+/* the shapes the Winograd path takes (SDE_NN_NO_WINOGRAD aside): 3x3, stride 1, pad 1, and
+ * enough channels and tiles for the transforms to pay (measured: docs/BENCHMARKS.md) */
+static int wino_shape_ok(const sde_nn_conv2d_shape *s) {
+  if (!(s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 && s->pad_bottom == 1 &&
+        s->pad_left == 1 && s->pad_right == 1 && dconv_cpu_ok()))
+    return 0;
+  const int64_t tiles = (int64_t)s->B * ((s->H + 1) / 2) * ((s->W + 1) / 2);
+  return s->C_in >= WG_MIN_CI && s->C_out >= WG_MIN_CO && tiles >= WG_MIN_TILES;
+}
+
+static int wino_usable(const sde_nn_conv2d_shape *s) { return wino_shape_ok(s) && !wino_disabled(); }
+
+/* U[ξ][co][ci] (64-byte aligned in the scratch) */
+static size_t wino_scratch_floats(const sde_nn_conv2d_shape *s) {
+  return (size_t)16 * s->C_out * s->C_in + 16;
+}
+
+/* U[ξ][co][ci] = (G g Gᵀ)[ξ] in float64, rounded once; G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]:
+ * per output channel, the weights transposed to [tap][ci], then 8 input channels a vector */
+__attribute__((target("avx512f"))) static void wino_weights(void *ctx, int64_t o0, int64_t o1) {
+  const wino_job *j = ctx;
+  const int Ci = j->Ci;
+  float *gt = malloc((size_t)9 * (Ci + 8) * sizeof(float));
+  if (!gt) {
+    atomic_store((atomic_int *)&j->fail, 1);
+    return;
+  }
+  const __m512d half = _mm512_set1_pd(0.5);
+  for (int64_t co = o0; co < o1; co++) {
+    const float *w = j->w + (size_t)co * Ci * 9;
+    for (int ci = 0; ci < Ci; ci++)
+      for (int k = 0; k < 9; k++) gt[(size_t)k * (Ci + 8) + ci] = w[(size_t)ci * 9 + k];
+    for (int ci = 0; ci < Ci; ci += 8) {
+      const __mmask8 m = Ci - ci >= 8 ? 0xFF : (__mmask8)((1u << (Ci - ci)) - 1u);
+      __m512d g[9], t[4][3];
+      for (int k = 0; k < 9; k++)
+        g[k] = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(m, gt + (size_t)k * (Ci + 8) + ci)));
+      for (int k = 0; k < 3; k++) { /* G g: rows */
+        const __m512d s = _mm512_add_pd(g[k], g[6 + k]);
+        t[0][k] = g[k];
+        t[1][k] = _mm512_mul_pd(half, _mm512_add_pd(s, g[3 + k]));
+        t[2][k] = _mm512_mul_pd(half, _mm512_sub_pd(s, g[3 + k]));
+        t[3][k] = g[6 + k];
+      }
+      for (int a = 0; a < 4; a++) { /* (G g) Gᵀ: columns */
+        const __m512d s = _mm512_add_pd(t[a][0], t[a][2]);
+        const __m512d u[4] = {t[a][0], _mm512_mul_pd(half, _mm512_add_pd(s, t[a][1])),
+                              _mm512_mul_pd(half, _mm512_sub_pd(s, t[a][1])), t[a][2]};
+        for (int e = 0; e < 4; e++)
+          _mm512_mask_storeu_ps(j->Uw + ((size_t)(4 * a + e) * j->Co + co) * Ci + ci, m,
+                                _mm512_castps256_ps512(_mm512_cvtpd_ps(u[e])));
+      }
+    }
+  }
+  free(gt);
+}
+
+/* lanes i of a 16-float load at column c0 + i that lie in [0, W) */
+static inline __mmask16 wino_colmask(int c0, int W) {
+  const int lo = c0 < 0 ? -c0 : 0, hi = W - c0 < 16 ? W - c0 : 16;
+  if (hi <= lo) return 0;
+  return (__mmask16)((((1u << hi) - 1u) >> lo) << lo);
+}
+
+/* The transformed inputs of tiles tw0 .. tw0 + 15 of tile row th of one input plane x[H][W]:
+ * v[ξ] for the 16 tiles, lane i = tile tw0 + i (lanes past the row are computed and unused).
+ * Row r of the patch: the 4 columns 2·tw − 1 .. 2·tw + 2 of every tile, deinterleaved from
+ * two pairs of lane-masked loads (zeros outside the image). */
+__attribute__((target("avx512f"))) static inline void wino_in16(__m512 v[16], const float *x, int H,
+                                                               int W, int th, int tw0) {
+  const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const int c0 = 2 * tw0 - 1;
+  const __mmask16 m0 = wino_colmask(c0, W), m1 = wino_colmask(c0 + 16, W),
+                  m2 = wino_colmask(c0 + 2, W), m3 = wino_colmask(c0 + 18, W);
+  __m512 d[4][4];
+  for (int r = 0; r < 4; r++) {
+    const int ih = 2 * th - 1 + r;
+    if (ih < 0 || ih >= H) {
+      for (int k = 0; k < 4; k++) d[r][k] = _mm512_setzero_ps();
+      continue;
+    }
+    const float *row = x + (size_t)ih * W + c0;
+    const __m512 a = _mm512_maskz_loadu_ps(m0, row), b = _mm512_maskz_loadu_ps(m1, row + 16);
+    const __m512 c = _mm512_maskz_loadu_ps(m2, row + 2), e = _mm512_maskz_loadu_ps(m3, row + 18);
+    d[r][0] = _mm512_permutex2var_ps(a, ev, b);
+    d[r][1] = _mm512_permutex2var_ps(a, od, b);
+    d[r][2] = _mm512_permutex2var_ps(c, ev, e);
+    d[r][3] = _mm512_permutex2var_ps(c, od, e);
+  }
+  /* Bᵀ d: rows; then (Bᵀ d) B: columns. Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] */
+  __m512 t[4][4];
+  for (int k = 0; k < 4; k++) {
+    t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+    t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+    t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+    t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+  }
+  for (int a = 0; a < 4; a++) {
+    v[4 * a + 0] = _mm512_sub_ps(t[a][0], t[a][2]);
+    v[4 * a + 1] = _mm512_add_ps(t[a][1], t[a][2]);
+    v[4 * a + 2] = _mm512_sub_ps(t[a][2], t[a][1]);
+    v[4 * a + 3] = _mm512_sub_ps(t[a][1], t[a][3]);
+  }
+}
+
+/* The task's transformed inputs: vb[ξ][p][ci][48] for its panels p < np (n tiles from tile g0;
+ * lanes past n up to a whole vector zero) */
+__attribute__((target("avx512f"))) static void wino_input(const wino_job *j, float *vb, int64_t g0,
+                                                         int n, int np) {
+  const size_t pstride = (size_t)j->Ci * WG_P, xstride = (size_t)np * pstride;
+  const int per = j->nth * j->ntw;
+  /* zero the lanes past n up to a whole vector (the kernel reads whole vectors) */
+  if (n % DC_V) {
+    const int p = n / WG_P, l0 = n % WG_P, l1 = (l0 + DC_V - 1) / DC_V * DC_V;
+    for (int xi = 0; xi < 16; xi++)
+      for (int ci = 0; ci < j->Ci; ci++)
+        memset(vb + xi * xstride + p * pstride + (size_t)ci * WG_P + l0, 0,
+               (size_t)(l1 - l0) * sizeof(float));
+  }
+  /* runs of tiles in one tile row of one image and one panel */
+  for (int64_t g = g0; g < g0 + n;) {
+    const int b = (int)(g / per), rem = (int)(g % per), th = rem / j->ntw, tw = rem % j->ntw;
+    const int lane = (int)(g - g0), p = lane / WG_P, lp = lane % WG_P;
+    int len = j->ntw - tw;
+    if (len > WG_P - lp) len = WG_P - lp;
+    if (len > g0 + n - g) len = (int)(g0 + n - g);
+    for (int ci = 0; ci < j->Ci; ci++) {
+      const float *x = j->inp + ((size_t)b * j->Ci + ci) * j->H * j->W;
+      float *d = vb + p * pstride + (size_t)ci * WG_P + lp;
+      for (int i = 0; i < len; i += DC_V) {
+        __m512 v[16];
+        wino_in16(v, x, j->H, j->W, th, tw + i);
+        const __mmask16 m = len - i >= DC_V ? 0xFFFF : (__mmask16)((1u << (len - i)) - 1u);
+#pragma GCC unroll 16
+        for (int xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps(d + xi * xstride + i, m, v[xi]);
+      }
+    }
+    g += len;
+  }
+}
+
+/* Output transform of one block of nr ≤ 8 output channels over the panel's n tiles from g0:
+ * m[ξ][r][48] -> out, + bias. Aᵀ = [1 1 1 0; 0 1 −1 −1]. */
+__attribute__((target("avx512f"))) static void wino_output(const wino_job *j, const float *m,
+                                                          int64_t g0, int n, int co0, int nr) {
+  float y[4][WG_P] __attribute__((aligned(64)));
+  const int per = j->nth * j->ntw, HW = j->H * j->W;
+  for (int r = 0; r < nr; r++) {
+    const __m512 bv = _mm512_set1_ps(j->bias ? j->bias[co0 + r] : 0.0f);
+    for (int l = 0; l < n; l += DC_V) {
+      __m512 q[16];
+#pragma GCC unroll 16
+      for (int xi = 0; xi < 16; xi++) q[xi] = _mm512_load_ps(m + ((size_t)xi * DC_R + r) * WG_P + l);
+      __m512 t[2][4];
+      for (int k = 0; k < 4; k++) {
+        t[0][k] = _mm512_add_ps(_mm512_add_ps(q[k], q[4 + k]), q[8 + k]);
+        t[1][k] = _mm512_sub_ps(_mm512_sub_ps(q[4 + k], q[8 + k]), q[12 + k]);
+      }
+      for (int a = 0; a < 2; a++) {
+        const __m512 y0 = _mm512_add_ps(_mm512_add_ps(t[a][0], t[a][1]), t[a][2]);
+        const __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(t[a][1], t[a][2]), t[a][3]);
+        _mm512_store_ps(y[2 * a] + l, _mm512_add_ps(y0, bv));
+        _mm512_store_ps(y[2 * a + 1] + l, _mm512_add_ps(y1, bv));
+      }
+    }
+    for (int l = 0; l < n;) {
+      const int64_t g = g0 + l;
+      const int b = (int)(g / per), rem = (int)(g % per), th = rem / j->ntw, tw = rem % j->ntw;
+      int len = j->ntw - tw;
+      if (len > n - l) len = n - l;
+      float *o = j->out + ((size_t)b * j->Co + co0 + r) * HW;
+      for (int dy = 0; dy < 2; dy++) {
+        const int oh = 2 * th + dy;
+        if (oh >= j->H) break;
+        float *orow = o + (size_t)oh * j->W + 2 * tw;
+        const float *y0 = y[2 * dy] + l, *y1 = y[2 * dy + 1] + l;
+        const int full = 2 * (tw + len) <= j->W ? len : len - 1; /* tiles with both columns */
+        int i = 0;
+        for (; i + DC_V <= full; i += DC_V) { /* 16 tiles -> 32 outputs, interleaved */
+          const __m512 a = _mm512_loadu_ps(y0 + i), c = _mm512_loadu_ps(y1 + i);
+          const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+          const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+          _mm512_storeu_ps(orow + 2 * i, _mm512_permutex2var_ps(a, lo, c));
+          _mm512_storeu_ps(orow + 2 * i + DC_V, _mm512_permutex2var_ps(a, hi, c));
+        }
+        for (; i < full; i++) orow[2 * i] = y0[i], orow[2 * i + 1] = y1[i];
+        if (full < len) orow[2 * i] = y0[i];
+      }
+      l += len;
+    }
+  }
+}
+
+/* Tasks (chunk of np panels, group of G output-channel blocks), the group fastest */
+static void wino_tasks(void *ctx, int64_t t0, int64_t t1) {
+  wino_job *j = ctx;
+  static void (*const fns[3])(float *, size_t, const float *, const float *, const float *,
+                              size_t, size_t, int, int) = {pconv_tile1, pconv_tile2, pconv_tile3};
+  const size_t vfl = (size_t)16 * j->np * j->Ci * WG_P;
+  float *vb = aligned_alloc(64, (vfl + (size_t)16 * DC_R * WG_P) * sizeof(float));
+  if (!vb) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  float *m = vb + vfl;
+  const int ncb = ceil_div(j->Co, DC_R);
+  int64_t done = -1; /* the chunk whose inputs are in vb */
+  for (int64_t t = t0; t < t1; t++) {
+    const int64_t ch = t / j->ngr;
+    const int gr = (int)(t % j->ngr);
+    const int64_t g0 = ch * j->np * WG_P;
+    const int n = (int)(j->T - g0 < (int64_t)j->np * WG_P ? j->T - g0 : (int64_t)j->np * WG_P);
+    const int np = ceil_div(n, WG_P);
+    if (ch != done) wino_input(j, vb, g0, n, j->np), done = ch;
+    const int cb1 = (gr + 1) * j->G < ncb ? (gr + 1) * j->G : ncb;
+    for (int cb = gr * j->G; cb < cb1; cb++) {
+      const int nr = j->Co - cb * DC_R < DC_R ? j->Co - cb * DC_R : DC_R;
+      for (int p = 0; p < np; p++) {
+        const int pn = n - p * WG_P < WG_P ? n - p * WG_P : WG_P, J = ceil_div(pn, DC_V);
+        for (int xi = 0; xi < 16; xi++)
+          fns[J - 1](m + (size_t)xi * DC_R * WG_P, WG_P, NULL,
+                     vb + ((size_t)xi * j->np + p) * j->Ci * WG_P,
+                     j->U + ((size_t)xi * j->Co + cb * DC_R) * j->Ci, (size_t)j->Ci, 1, nr, j->Ci);
+        wino_output(j, m, g0 + p * WG_P, pn, cb * DC_R, nr);
+      }
+    }
+  }
+  free(vb);
+}
+
+/* out = conv3x3(inp, pad 1) + bias by Winograd F(2x2, 3x3); scratch: wino_scratch_floats */
+static int wino_forward(float *out, const float *inp, const float *weight, const float *bias,
+                        const sde_nn_conv2d_shape *s, float *scratch) {
+  wino_job j = {.out = out, .inp = inp, .bias = bias, .B = s->B, .Ci = s->C_in, .Co = s->C_out,
+                .H = s->H, .W = s->W, .w = weight};
+  j.nth = (s->H + 1) / 2;
+  j.ntw = (s->W + 1) / 2;
+  j.T = s->B * j.nth * j.ntw;
+  float *U = scratch + (16 - ((uintptr_t)scratch / sizeof(float)) % 16) % 16;
+  j.Uw = U;
+  j.U = U;
+  sde_parallel_for(s->C_out, 1, wino_weights, &j);
+  /* panels per task: the transformed inputs within WG_L2, no more than the tiles need */
+  const int npan = ceil_div(j.T, WG_P);
+  j.np = (int)(WG_L2 / ((size_t)16 * s->C_in * WG_P));
+  if (j.np < 1) j.np = 1;
+  if (j.np > 4) j.np = 4;
+  while (j.np > 1 && ceil_div(npan, j.np) < 8) j.np--;
+  j.nchunk = ceil_div(npan, j.np);
+  const int ncb = ceil_div(s->C_out, DC_R);
+  /* channel groups: at least 8 tasks where the chunks are fewer */
+  int ngr = j.nchunk >= 8 ? 1 : ceil_div(8, j.nchunk);
+  if (ngr > ncb) ngr = ncb;
+  j.G = ceil_div(ncb, ngr);
+  j.ngr = ceil_div(ncb, j.G);
+  atomic_init(&j.fail, 0);
+  sde_parallel_for_dynamic((int64_t)j.nchunk * j.ngr, 1, wino_tasks, &j);
+  return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
+}
 #endif
 
 /* dweight parts: part c[Co,K] = Σ_{i in chunk c} g_i[Co,HWo] · col_i[K,HWo]ᵀ, one task and
@@ -1381,6 +1693,11 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
+  if (wino_usable(s)) {
+    rc = wino_forward(out, inp, weight, bias, s, col);
+    free(owned);
+    return rc;
+  }
   if (dconv_usable(s)) {
     rc = dconv_forward(out, inp, weight, (size_t)s->C_in * s->KH * s->KW, (size_t)s->KH * s->KW,
                        0, bias, s, col, 0);
