@@ -1357,6 +1357,7 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
 #ifndef WG_L2
 #define WG_L2 (768 * 1024 / 4) /* floats of transformed input per task, at most */
 #endif
+#define WG_PF 4 /* input channels prefetched ahead */
 #ifndef WG_MIN_CI
 #define WG_MIN_CI 32
 #endif
@@ -1394,31 +1395,36 @@ static int wino_shape_ok(const sde_nn_conv2d_shape *s) {
 
 static int wino_usable(const sde_nn_conv2d_shape *s) { return wino_shape_ok(s) && !wino_disabled(); }
 
-/* U[ξ][co][ci] (64-byte aligned in the scratch) */
+/* U[ξ][cb][ci][DC_R] (64-byte aligned in the scratch) */
 static size_t wino_scratch_floats(const sde_nn_conv2d_shape *s) {
-  return (size_t)16 * s->C_out * s->C_in + 16;
+  return (size_t)16 * ceil_div(s->C_out, DC_R) * DC_R * s->C_in + 16;
 }
 
-/* U[ξ][co][ci] = (G g Gᵀ)[ξ] in float64, rounded once; G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]:
- * per output channel, the weights transposed to [tap][ci], then 8 input channels a vector */
-__attribute__((target("avx512f"))) static void wino_weights(void *ctx, int64_t o0, int64_t o1) {
-  const wino_job *j = ctx;
-  const int Ci = j->Ci;
-  float *gt = malloc((size_t)9 * (Ci + 8) * sizeof(float));
+/* U = (G g Gᵀ) in float64, rounded once (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]), packed for the
+ * register tiles as U[ξ][cb][ci][r] = U(ξ, co = cb·DC_R + r, ci) (the DC_R channels of a block
+ * contiguous; 0 past C_out). Tasks over output-channel blocks: each block's weights
+ * transposed to [tap][ci][r], then one vector of DC_R channels per input channel. */
+__attribute__((target("avx512f"))) static void wino_weights(void *ctx, int64_t c0, int64_t c1) {
+  wino_job *j = ctx;
+  const int Ci = j->Ci, ncb = ceil_div(j->Co, DC_R);
+  float *gt = malloc((size_t)9 * Ci * DC_R * sizeof(float));
   if (!gt) {
-    atomic_store((atomic_int *)&j->fail, 1);
+    atomic_store(&j->fail, 1);
     return;
   }
   const __m512d half = _mm512_set1_pd(0.5);
-  for (int64_t co = o0; co < o1; co++) {
-    const float *w = j->w + (size_t)co * Ci * 9;
-    for (int ci = 0; ci < Ci; ci++)
-      for (int k = 0; k < 9; k++) gt[(size_t)k * (Ci + 8) + ci] = w[(size_t)ci * 9 + k];
-    for (int ci = 0; ci < Ci; ci += 8) {
-      const __mmask8 m = Ci - ci >= 8 ? 0xFF : (__mmask8)((1u << (Ci - ci)) - 1u);
+  for (int64_t cb = c0; cb < c1; cb++) {
+    for (int r = 0; r < DC_R; r++) {
+      const int co = (int)cb * DC_R + r;
+      for (int ci = 0; ci < Ci; ci++)
+        for (int k = 0; k < 9; k++)
+          gt[((size_t)k * Ci + ci) * DC_R + r] = co < j->Co ? j->w[((size_t)co * Ci + ci) * 9 + k] : 0.0f;
+    }
+    for (int ci = 0; ci < Ci; ci++) {
       __m512d g[9], t[4][3];
       for (int k = 0; k < 9; k++)
-        g[k] = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(m, gt + (size_t)k * (Ci + 8) + ci)));
+        g[k] = _mm512_cvtps_pd(_mm512_castps512_ps256(
+            _mm512_maskz_loadu_ps(0xFF, gt + ((size_t)k * Ci + ci) * DC_R)));
       for (int k = 0; k < 3; k++) { /* G g: rows */
         const __m512d s = _mm512_add_pd(g[k], g[6 + k]);
         t[0][k] = g[k];
@@ -1431,7 +1437,7 @@ __attribute__((target("avx512f"))) static void wino_weights(void *ctx, int64_t o
         const __m512d u[4] = {t[a][0], _mm512_mul_pd(half, _mm512_add_pd(s, t[a][1])),
                               _mm512_mul_pd(half, _mm512_sub_pd(s, t[a][1])), t[a][2]};
         for (int e = 0; e < 4; e++)
-          _mm512_mask_storeu_ps(j->Uw + ((size_t)(4 * a + e) * j->Co + co) * Ci + ci, m,
+          _mm512_mask_storeu_ps(j->Uw + (((size_t)(4 * a + e) * ncb + cb) * Ci + ci) * DC_R, 0xFF,
                                 _mm512_castps256_ps512(_mm512_cvtpd_ps(u[e])));
       }
     }
@@ -1509,8 +1515,14 @@ __attribute__((target("avx512f"))) static void wino_input(const wino_job *j, flo
     int len = j->ntw - tw;
     if (len > WG_P - lp) len = WG_P - lp;
     if (len > g0 + n - g) len = (int)(g0 + n - g);
+    const size_t HW = (size_t)j->H * j->W;
+    const int r0 = 2 * th - 1 > 0 ? 2 * th - 1 : 0, r1 = 2 * th + 3 < j->H ? 2 * th + 3 : j->H;
     for (int ci = 0; ci < j->Ci; ci++) {
-      const float *x = j->inp + ((size_t)b * j->Ci + ci) * j->H * j->W;
+      const float *x = j->inp + ((size_t)b * j->Ci + ci) * HW;
+      if (ci + WG_PF < j->Ci) /* the rows WG_PF channels ahead (the loads miss otherwise) */
+        for (int r = r0; r < r1; r++)
+          for (int c = 2 * tw > 0 ? 2 * tw - 1 : 0; c < 2 * (tw + len) + 1 && c < j->W; c += 16)
+            __builtin_prefetch(x + WG_PF * HW + (size_t)r * j->W + c);
       float *d = vb + p * pstride + (size_t)ci * WG_P + lp;
       for (int i = 0; i < len; i += DC_V) {
         __m512 v[16];
@@ -1605,7 +1617,7 @@ static void wino_tasks(void *ctx, int64_t t0, int64_t t1) {
         for (int xi = 0; xi < 16; xi++)
           fns[J - 1](m + (size_t)xi * DC_R * WG_P, WG_P, NULL,
                      vb + ((size_t)xi * j->np + p) * j->Ci * WG_P,
-                     j->U + ((size_t)xi * j->Co + cb * DC_R) * j->Ci, (size_t)j->Ci, 1, nr, j->Ci);
+                     j->U + ((size_t)xi * ncb + cb) * j->Ci * DC_R, 1, DC_R, nr, j->Ci);
         wino_output(j, m, g0 + p * WG_P, pn, cb * DC_R, nr);
       }
     }
@@ -1624,7 +1636,8 @@ static int wino_forward(float *out, const float *inp, const float *weight, const
   float *U = scratch + (16 - ((uintptr_t)scratch / sizeof(float)) % 16) % 16;
   j.Uw = U;
   j.U = U;
-  sde_parallel_for(s->C_out, 1, wino_weights, &j);
+  atomic_init(&j.fail, 0);
+  sde_parallel_for(ceil_div(s->C_out, DC_R), 1, wino_weights, &j);
   /* panels per task: the transformed inputs within WG_L2, no more than the tiles need */
   const int npan = ceil_div(j.T, WG_P);
   j.np = (int)(WG_L2 / ((size_t)16 * s->C_in * WG_P));
@@ -1638,7 +1651,6 @@ static int wino_forward(float *out, const float *inp, const float *weight, const
   if (ngr > ncb) ngr = ncb;
   j.G = ceil_div(ncb, ngr);
   j.ngr = ceil_div(ncb, j.G);
-  atomic_init(&j.fail, 0);
   sde_parallel_for_dynamic((int64_t)j.nchunk * j.ngr, 1, wino_tasks, &j);
   return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
