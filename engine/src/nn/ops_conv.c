@@ -1358,15 +1358,15 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
 #define WG_L2 (768 * 1024 / 4) /* floats of transformed input per task, at most */
 #endif
 #define WG_PF 4 /* input channels prefetched ahead */
-#ifndef WG_MIN_CI
-#define WG_MIN_CI 32
-#endif
-#ifndef WG_MIN_CO
-#define WG_MIN_CO 32
-#endif
-#ifndef WG_MIN_TILES
-#define WG_MIN_TILES 16
-#endif
+/* Where it pays (one thread against the direct conv, docs/BENCHMARKS.md): planes with 8 tiles
+ * a row or more (at least 15 wide: a vector holds two tile rows, or 16 tiles of one) and 64
+ * tiles an image, 32 channels in and out or more: 1.0-1.7x (16x16 at batch 1: 1.0x; 32x32
+ * and batch 8: 1.3-1.7x). Narrower planes leave part of each vector empty (8x8, 256
+ * channels: 0.9x at batch 8). The choice depends on the image shape only, never on the
+ * batch, so a sample's output stays bit-identical alone or in a batch. */
+#define WG_MIN_C 32
+#define WG_MIN_TW 8
+#define WG_MIN_TILES 64
 
 typedef struct {
   float *out;
@@ -1378,22 +1378,26 @@ typedef struct {
   atomic_int fail;
 } wino_job;
 
-static int wino_disabled(void) {
-  const char *e = getenv("SDE_NN_NO_WINOGRAD"); /* A/B switch (read per call: tests toggle it) */
-  return e && *e && *e != '0';
+/* SDE_NN_WINOGRAD: 0 off (the direct conv), 2 every 3x3 stride-1 pad-1 shape (tests), else
+ * (unset, 1) the shapes where it pays. Read per call: tests and benchmarks switch it. */
+static int wino_mode(void) {
+  const char *e = getenv("SDE_NN_WINOGRAD");
+  return e && *e ? atoi(e) : 1;
 }
 
-/* the shapes the Winograd path takes (SDE_NN_NO_WINOGRAD aside): 3x3, stride 1, pad 1, and
- * enough channels and tiles for the transforms to pay (measured: docs/BENCHMARKS.md) */
+/* the shapes the Winograd path can take: 3x3, stride 1, pad 1, on AVX-512 */
 static int wino_shape_ok(const sde_nn_conv2d_shape *s) {
-  if (!(s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 && s->pad_bottom == 1 &&
-        s->pad_left == 1 && s->pad_right == 1 && dconv_cpu_ok()))
-    return 0;
-  const int64_t tiles = (int64_t)s->B * ((s->H + 1) / 2) * ((s->W + 1) / 2);
-  return s->C_in >= WG_MIN_CI && s->C_out >= WG_MIN_CO && tiles >= WG_MIN_TILES;
+  return s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 && s->pad_bottom == 1 &&
+         s->pad_left == 1 && s->pad_right == 1 && dconv_cpu_ok();
 }
 
-static int wino_usable(const sde_nn_conv2d_shape *s) { return wino_shape_ok(s) && !wino_disabled(); }
+static int wino_usable(const sde_nn_conv2d_shape *s) {
+  if (!wino_shape_ok(s)) return 0;
+  const int mode = wino_mode();
+  if (mode == 0 || mode == 2) return mode == 2;
+  const int ntw = (s->W + 1) / 2, cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
+  return cmin >= WG_MIN_C && ntw >= WG_MIN_TW && (int64_t)((s->H + 1) / 2) * ntw >= WG_MIN_TILES;
+}
 
 /* U[ξ][cb][ci][DC_R] (64-byte aligned in the scratch) */
 static size_t wino_scratch_floats(const sde_nn_conv2d_shape *s) {
@@ -1452,33 +1456,10 @@ static inline __mmask16 wino_colmask(int c0, int W) {
   return (__mmask16)((((1u << hi) - 1u) >> lo) << lo);
 }
 
-/* The transformed inputs of tiles tw0 .. tw0 + 15 of tile row th of one input plane x[H][W]:
- * v[ξ] for the 16 tiles, lane i = tile tw0 + i (lanes past the row are computed and unused).
- * Row r of the patch: the 4 columns 2·tw − 1 .. 2·tw + 2 of every tile, deinterleaved from
- * two pairs of lane-masked loads (zeros outside the image). */
-__attribute__((target("avx512f"))) static inline void wino_in16(__m512 v[16], const float *x, int H,
-                                                               int W, int th, int tw0) {
-  const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-  const int c0 = 2 * tw0 - 1;
-  const __mmask16 m0 = wino_colmask(c0, W), m1 = wino_colmask(c0 + 16, W),
-                  m2 = wino_colmask(c0 + 2, W), m3 = wino_colmask(c0 + 18, W);
-  __m512 d[4][4];
-  for (int r = 0; r < 4; r++) {
-    const int ih = 2 * th - 1 + r;
-    if (ih < 0 || ih >= H) {
-      for (int k = 0; k < 4; k++) d[r][k] = _mm512_setzero_ps();
-      continue;
-    }
-    const float *row = x + (size_t)ih * W + c0;
-    const __m512 a = _mm512_maskz_loadu_ps(m0, row), b = _mm512_maskz_loadu_ps(m1, row + 16);
-    const __m512 c = _mm512_maskz_loadu_ps(m2, row + 2), e = _mm512_maskz_loadu_ps(m3, row + 18);
-    d[r][0] = _mm512_permutex2var_ps(a, ev, b);
-    d[r][1] = _mm512_permutex2var_ps(a, od, b);
-    d[r][2] = _mm512_permutex2var_ps(c, ev, e);
-    d[r][3] = _mm512_permutex2var_ps(c, od, e);
-  }
-  /* Bᵀ d: rows; then (Bᵀ d) B: columns. Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] */
+/* v = Bᵀ d B for 16 tiles a vector, d[r][k] the patches' rows r and columns k;
+ * Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]: rows first, then columns */
+__attribute__((target("avx512f"), always_inline)) static inline void wino_bt(__m512 v[16],
+                                                                             __m512 d[4][4]) {
   __m512 t[4][4];
   for (int k = 0; k < 4; k++) {
     t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
@@ -1492,6 +1473,45 @@ __attribute__((target("avx512f"))) static inline void wino_in16(__m512 v[16], co
     v[4 * a + 2] = _mm512_sub_ps(t[a][2], t[a][1]);
     v[4 * a + 3] = _mm512_sub_ps(t[a][1], t[a][3]);
   }
+}
+
+/* The transformed inputs of 16 tiles of one input plane x[H][W], lane i = tile
+ * (th, tw0 + i) (lanes past the row computed and unused), or with two rows (ntw ≤ 8, tw0 = 0):
+ * lanes i < ntw tile (th, i), lanes ntw + i tile (th + 1, i). Row r of a patch: its 4 columns
+ * 2·tw − 1 .. 2·tw + 2, deinterleaved from two pairs of lane-masked loads (zeros outside the
+ * image) by one permute each. The same operations per lane either way. */
+__attribute__((target("avx512f"))) static inline void wino_in16(__m512 v[16], const float *x, int H,
+                                                               int W, int th, int tw0, int two,
+                                                               int ntw) {
+  __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  if (two) { /* lanes ntw + i: element 2i (2i + 1) of the second source */
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __mmask16 hi = _mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32(ntw));
+    const __m512i e2 = _mm512_add_epi32(_mm512_slli_epi32(_mm512_sub_epi32(lane, _mm512_set1_epi32(ntw)), 1),
+                                        _mm512_set1_epi32(16));
+    ev = _mm512_mask_mov_epi32(ev, hi, e2);
+    od = _mm512_mask_mov_epi32(od, hi, _mm512_add_epi32(e2, _mm512_set1_epi32(1)));
+  }
+  const int c0 = 2 * tw0 - 1;
+  const __mmask16 m0 = wino_colmask(c0, W), m1 = wino_colmask(c0 + 16, W),
+                  m2 = wino_colmask(c0 + 2, W), m3 = wino_colmask(c0 + 18, W);
+  __m512 d[4][4];
+  for (int r = 0; r < 4; r++) {
+    const int ih = 2 * th - 1 + r, ih2 = ih + 2; /* the second source: the next row or tile row */
+    const int ok = ih >= 0 && ih < H, ok2 = two ? ih2 >= 0 && ih2 < H : ok;
+    const float *row = x + (size_t)ih * W + c0;
+    const float *row2 = two ? x + (size_t)ih2 * W + c0 : row + 16;
+    const __m512 a = _mm512_maskz_loadu_ps(ok ? m0 : 0, row);
+    const __m512 b = _mm512_maskz_loadu_ps(ok2 ? (two ? m0 : m1) : 0, row2);
+    const __m512 c = _mm512_maskz_loadu_ps(ok ? m2 : 0, row + 2);
+    const __m512 e = _mm512_maskz_loadu_ps(ok2 ? (two ? m2 : m3) : 0, row2 + 2);
+    d[r][0] = _mm512_permutex2var_ps(a, ev, b);
+    d[r][1] = _mm512_permutex2var_ps(a, od, b);
+    d[r][2] = _mm512_permutex2var_ps(c, ev, e);
+    d[r][3] = _mm512_permutex2var_ps(c, od, e);
+  }
+  wino_bt(v, d);
 }
 
 /* The task's transformed inputs: vb[ξ][p][ci][48] for its panels p < np (n tiles from tile g0;
@@ -1508,25 +1528,31 @@ __attribute__((target("avx512f"))) static void wino_input(const wino_job *j, flo
         memset(vb + xi * xstride + p * pstride + (size_t)ci * WG_P + l0, 0,
                (size_t)(l1 - l0) * sizeof(float));
   }
-  /* runs of tiles in one tile row of one image and one panel */
+  /* runs of tiles in one tile row of one image and one panel, or of two whole tile rows
+   * (ntw ≤ 8) where both lie in the same image, panel and chunk */
   for (int64_t g = g0; g < g0 + n;) {
     const int b = (int)(g / per), rem = (int)(g % per), th = rem / j->ntw, tw = rem % j->ntw;
     const int lane = (int)(g - g0), p = lane / WG_P, lp = lane % WG_P;
     int len = j->ntw - tw;
     if (len > WG_P - lp) len = WG_P - lp;
     if (len > g0 + n - g) len = (int)(g0 + n - g);
+    const int two = 2 * j->ntw <= DC_V && tw == 0 && th + 1 < j->nth &&
+                    lp + 2 * j->ntw <= WG_P && lane + 2 * j->ntw <= n;
+    if (two) len = 2 * j->ntw;
     const size_t HW = (size_t)j->H * j->W;
-    const int r0 = 2 * th - 1 > 0 ? 2 * th - 1 : 0, r1 = 2 * th + 3 < j->H ? 2 * th + 3 : j->H;
+    const int r0 = 2 * th - 1 > 0 ? 2 * th - 1 : 0;
+    const int r1 = 2 * th + 3 + 2 * two < j->H ? 2 * th + 3 + 2 * two : j->H;
+    const int cw1 = 2 * (two ? j->ntw : tw + len) + 1 < j->W ? 2 * (two ? j->ntw : tw + len) + 1 : j->W;
     for (int ci = 0; ci < j->Ci; ci++) {
       const float *x = j->inp + ((size_t)b * j->Ci + ci) * HW;
       if (ci + WG_PF < j->Ci) /* the rows WG_PF channels ahead (the loads miss otherwise) */
         for (int r = r0; r < r1; r++)
-          for (int c = 2 * tw > 0 ? 2 * tw - 1 : 0; c < 2 * (tw + len) + 1 && c < j->W; c += 16)
+          for (int c = 2 * tw > 0 ? 2 * tw - 1 : 0; c < cw1; c += 16)
             __builtin_prefetch(x + WG_PF * HW + (size_t)r * j->W + c);
       float *d = vb + p * pstride + (size_t)ci * WG_P + lp;
       for (int i = 0; i < len; i += DC_V) {
         __m512 v[16];
-        wino_in16(v, x, j->H, j->W, th, tw + i);
+        wino_in16(v, x, j->H, j->W, th, tw + i, two, j->ntw);
         const __mmask16 m = len - i >= DC_V ? 0xFFFF : (__mmask16)((1u << (len - i)) - 1u);
 #pragma GCC unroll 16
         for (int xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps(d + xi * xstride + i, m, v[xi]);
