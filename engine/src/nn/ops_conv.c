@@ -1,5 +1,6 @@
 /* CPU reference ops (scoresde/nn.h): GEMM on fixed tiles, conv2d (im2col + GEMM, or the
- * AVX-512 direct convolution), linear and NIN.
+ * AVX-512 direct convolution, or for wide 3x3 pad-1 layers Winograd F(2x2, 3x3)), linear and
+ * NIN.
  *
  * Determinism: every parallel loop runs over independent outputs, and every reduction is
  * done by one thread in a fixed order. GEMMs are split into tiles whose sizes depend only
@@ -1340,19 +1341,26 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
 /* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions ------------------------------
  * y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A on 2x2 output tiles: each tile's 4x4 input patch d (rows
  * 2·th − 1 .., columns 2·tw − 1 .., zeros outside the image) goes to 16 values V[ξ] (ξ = 4i + j),
- * the weights g[co][ci] to U[ξ][co][ci] (computed in float64, rounded once), and then
+ * the weights g[co][ci] to U[ξ][co][ci] (computed in float64, rounded once; packed 8 output
+ * channels contiguous, wino_weights), and then
  *   M[ξ][co][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]
  * is 16 independent 1x1 convolutions over the tiles t, each run by pconv's register tile
  * (8 output channels x 48 tiles, one FMA chain over ci in order). 4 multiplications per
- * output and input channel instead of 9. A task takes WG_NP panels of 48 consecutive tiles of
- * the batch (tiles numbered (b, th, tw)), transforms their inputs into its own buffer (every
- * input channel, kept in L2), and runs a group of output-channel blocks over them, each
- * block's 16 products then its output transform (+ bias) straight into the output.
+ * output and input channel instead of 9. A task takes 1-4 panels of 48 consecutive tiles of
+ * the batch (tiles numbered (b, th, tw); as many panels as keep the transformed inputs of
+ * every input channel within WG_L2 floats), transforms their inputs into its own buffer,
+ * and runs a group of output-channel blocks over them (all of them unless the chunks are
+ * fewer than 8), each block's 16 products then its output transform (+ bias) straight
+ * into the output. The training forward shares this path (sde_nn_conv2d_forward), so it
+ * still equals the inference forward bit for bit; the backward stays on the direct kernels.
  * Each output is the same fixed sequence of operations whatever task, lane or thread it
  * falls on, so the bits depend neither on the thread count nor on the batch.
- * Error (float32, u = 2^-24): |ŷ − y| ≤ γ(C_in + 8)·(|Aᵀ|(Σ_ci |G||g||Gᵀ| ⊙ |Bᵀ||d||B|)|A| +
- * |bias|), the bound tests/engine/test_direct_conv.c checks; within a few ulp of the direct
- * conv's in practice (a sum of C_in products of transformed values instead of 9·C_in). */
+ * Error (float32, u = 2^-24; roundings: 2 in V, 1 in U, C_in in the FMA chain, 4 in the
+ * output transform, 1 for the bias): |ŷ − y| ≤ γ(C_in + 8)·(|Aᵀ|(Σ_ci |G||g||Gᵀ| ⊙ |Bᵀ||d||B|)|A|
+ * + |bias|), which tests/engine/test_direct_conv.c checks (with 2 spare). Not bounded by
+ * Σ|w·x| as the direct conv's is (terms of different taps cancel only in exact arithmetic),
+ * but in practice as close to float64: about 1e-7 of Σ|w·x| on random data, and the
+ * networks' outputs agree with PyTorch as closely as with the direct conv (docs/BENCHMARKS.md). */
 #define WG_P PC_P /* tiles per panel */
 #ifndef WG_L2
 #define WG_L2 (768 * 1024 / 4) /* floats of transformed input per task, at most */
@@ -1375,6 +1383,7 @@ typedef struct {
   int np, nchunk, G, ngr;           /* panels per task; chunks; channel blocks per group; groups */
   const float *w;                   /* weight transform: the [Co][Ci][3][3] weights */
   float *Uw;
+  float *vall; /* fewer than 8 chunks: every chunk's transformed inputs, made once */
   atomic_int fail;
 } wino_job;
 
@@ -1620,12 +1629,12 @@ static void wino_tasks(void *ctx, int64_t t0, int64_t t1) {
   static void (*const fns[3])(float *, size_t, const float *, const float *, const float *,
                               size_t, size_t, int, int) = {pconv_tile1, pconv_tile2, pconv_tile3};
   const size_t vfl = (size_t)16 * j->np * j->Ci * WG_P;
-  float *vb = aligned_alloc(64, (vfl + (size_t)16 * DC_R * WG_P) * sizeof(float));
-  if (!vb) {
+  float *own = aligned_alloc(64, ((j->vall ? 0 : vfl) + (size_t)16 * DC_R * WG_P) * sizeof(float));
+  if (!own) {
     atomic_store(&j->fail, 1);
     return;
   }
-  float *m = vb + vfl;
+  float *vb = own, *m = own + (j->vall ? 0 : vfl);
   const int ncb = ceil_div(j->Co, DC_R);
   int64_t done = -1; /* the chunk whose inputs are in vb */
   for (int64_t t = t0; t < t1; t++) {
@@ -1634,7 +1643,8 @@ static void wino_tasks(void *ctx, int64_t t0, int64_t t1) {
     const int64_t g0 = ch * j->np * WG_P;
     const int n = (int)(j->T - g0 < (int64_t)j->np * WG_P ? j->T - g0 : (int64_t)j->np * WG_P);
     const int np = ceil_div(n, WG_P);
-    if (ch != done) wino_input(j, vb, g0, n, j->np), done = ch;
+    if (j->vall) vb = j->vall + ch * vfl;
+    else if (ch != done) wino_input(j, vb, g0, n, j->np), done = ch;
     const int cb1 = (gr + 1) * j->G < ncb ? (gr + 1) * j->G : ncb;
     for (int cb = gr * j->G; cb < cb1; cb++) {
       const int nr = j->Co - cb * DC_R < DC_R ? j->Co - cb * DC_R : DC_R;
@@ -1648,7 +1658,18 @@ static void wino_tasks(void *ctx, int64_t t0, int64_t t1) {
       }
     }
   }
-  free(vb);
+  free(own);
+}
+
+/* the transformed inputs of chunks [c0, c1) into j->vall */
+static void wino_input_tasks(void *ctx, int64_t c0, int64_t c1) {
+  const wino_job *j = ctx;
+  const size_t vfl = (size_t)16 * j->np * j->Ci * WG_P;
+  for (int64_t ch = c0; ch < c1; ch++) {
+    const int64_t g0 = ch * j->np * WG_P;
+    const int n = (int)(j->T - g0 < (int64_t)j->np * WG_P ? j->T - g0 : (int64_t)j->np * WG_P);
+    wino_input(j, j->vall + ch * vfl, g0, n, j->np);
+  }
 }
 
 /* out = conv3x3(inp, pad 1) + bias by Winograd F(2x2, 3x3); scratch: wino_scratch_floats */
@@ -1677,7 +1698,15 @@ static int wino_forward(float *out, const float *inp, const float *weight, const
   if (ngr > ncb) ngr = ncb;
   j.G = ceil_div(ncb, ngr);
   j.ngr = ceil_div(ncb, j.G);
+  /* several groups a chunk: its inputs transformed once, up front, not once per group */
+  j.vall = NULL;
+  if (j.ngr > 1) {
+    j.vall = aligned_alloc(64, (size_t)j.nchunk * 16 * j.np * s->C_in * WG_P * sizeof(float));
+    if (!j.vall) return sde_fail(SDE_ENOMEM, "conv2d: out of memory");
+    sde_parallel_for(j.nchunk, 1, wino_input_tasks, &j);
+  }
   sde_parallel_for_dynamic((int64_t)j.nchunk * j.ngr, 1, wino_tasks, &j);
+  free(j.vall);
   return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
 #endif
