@@ -1366,6 +1366,7 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
 #define WG_L2 (768 * 1024 / 4) /* floats of transformed input per task, at most */
 #endif
 #define WG_PF 4 /* input channels prefetched ahead */
+#define WG_MAXSEG (4 * WG_P + 4 * WG_P / DC_V) /* segments of a chunk (4 panels), at most */
 /* Where it pays (one thread against the direct conv, docs/BENCHMARKS.md): planes with 8 tiles
  * a row or more (at least 15 wide: a vector holds two tile rows, or 16 tiles of one) and 64
  * tiles an image, 32 channels in and out or more: 1.0-1.7x (16x16 at batch 1: 1.0x; 32x32
@@ -1484,37 +1485,40 @@ __attribute__((target("avx512f"), always_inline)) static inline void wino_bt(__m
   }
 }
 
-/* The transformed inputs of 16 tiles of one input plane x[H][W], lane i = tile
- * (th, tw0 + i) (lanes past the row computed and unused), or with two rows (ntw ≤ 8, tw0 = 0):
- * lanes i < ntw tile (th, i), lanes ntw + i tile (th + 1, i). Row r of a patch: its 4 columns
- * 2·tw − 1 .. 2·tw + 2, deinterleaved from two pairs of lane-masked loads (zeros outside the
- * image) by one permute each. The same operations per lane either way. */
-__attribute__((target("avx512f"))) static inline void wino_in16(__m512 v[16], const float *x, int H,
-                                                               int W, int th, int tw0, int two,
-                                                               int ntw) {
-  __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-  if (two) { /* lanes ntw + i: element 2i (2i + 1) of the second source */
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __mmask16 hi = _mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32(ntw));
-    const __m512i e2 = _mm512_add_epi32(_mm512_slli_epi32(_mm512_sub_epi32(lane, _mm512_set1_epi32(ntw)), 1),
-                                        _mm512_set1_epi32(16));
-    ev = _mm512_mask_mov_epi32(ev, hi, e2);
-    od = _mm512_mask_mov_epi32(od, hi, _mm512_add_epi32(e2, _mm512_set1_epi32(1)));
-  }
+/* 16 tiles of one input plane: lane i = tile (th, tw0 + i) (lanes past the row computed and
+ * unused), or with two rows (ntw ≤ 8, tw0 = 0): lanes i < ntw tile (th, i), lanes ntw + i
+ * tile (th + 1, i). Row r of a patch: its 4 columns 2·tw − 1 .. 2·tw + 2, deinterleaved from
+ * two pairs of lane-masked loads (zeros outside the image) by one permute each: the loads'
+ * offsets in the plane and masks, the same for every input channel (wino_seg_make). */
+typedef struct {
+  ptrdiff_t off[4][4]; /* row r: the loads a, b (first pair), c, e (second pair) */
+  __mmask16 m[4][4];
+} wino_seg;
+
+static void wino_seg_make(wino_seg *sg, int H, int W, int th, int tw0, int two) {
   const int c0 = 2 * tw0 - 1;
   const __mmask16 m0 = wino_colmask(c0, W), m1 = wino_colmask(c0 + 16, W),
                   m2 = wino_colmask(c0 + 2, W), m3 = wino_colmask(c0 + 18, W);
-  __m512 d[4][4];
   for (int r = 0; r < 4; r++) {
     const int ih = 2 * th - 1 + r, ih2 = ih + 2; /* the second source: the next row or tile row */
     const int ok = ih >= 0 && ih < H, ok2 = two ? ih2 >= 0 && ih2 < H : ok;
-    const float *row = x + (size_t)ih * W + c0;
-    const float *row2 = two ? x + (size_t)ih2 * W + c0 : row + 16;
-    const __m512 a = _mm512_maskz_loadu_ps(ok ? m0 : 0, row);
-    const __m512 b = _mm512_maskz_loadu_ps(ok2 ? (two ? m0 : m1) : 0, row2);
-    const __m512 c = _mm512_maskz_loadu_ps(ok ? m2 : 0, row + 2);
-    const __m512 e = _mm512_maskz_loadu_ps(ok2 ? (two ? m2 : m3) : 0, row2 + 2);
+    const ptrdiff_t row = ok ? (ptrdiff_t)ih * W + c0 : 0;
+    const ptrdiff_t row2 = two ? (ok2 ? (ptrdiff_t)ih2 * W + c0 : 0) : row + 16;
+    sg->off[r][0] = row, sg->off[r][1] = row2, sg->off[r][2] = row + 2, sg->off[r][3] = row2 + 2;
+    sg->m[r][0] = ok ? m0 : 0, sg->m[r][1] = ok2 ? (two ? m0 : m1) : 0;
+    sg->m[r][2] = ok ? m2 : 0, sg->m[r][3] = ok2 ? (two ? m2 : m3) : 0;
+  }
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+wino_in16(__m512 v[16], const float *x, const wino_seg *sg, __m512i ev, __m512i od) {
+  __m512 d[4][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; r++) {
+    const __m512 a = _mm512_maskz_loadu_ps(sg->m[r][0], x + sg->off[r][0]);
+    const __m512 b = _mm512_maskz_loadu_ps(sg->m[r][1], x + sg->off[r][1]);
+    const __m512 c = _mm512_maskz_loadu_ps(sg->m[r][2], x + sg->off[r][2]);
+    const __m512 e = _mm512_maskz_loadu_ps(sg->m[r][3], x + sg->off[r][3]);
     d[r][0] = _mm512_permutex2var_ps(a, ev, b);
     d[r][1] = _mm512_permutex2var_ps(a, od, b);
     d[r][2] = _mm512_permutex2var_ps(c, ev, e);
@@ -1528,6 +1532,7 @@ __attribute__((target("avx512f"))) static inline void wino_in16(__m512 v[16], co
 __attribute__((target("avx512f"))) static void wino_input(const wino_job *j, float *vb, int64_t g0,
                                                          int n, int np) {
   const size_t pstride = (size_t)j->Ci * WG_P, xstride = (size_t)np * pstride;
+  const size_t HW = (size_t)j->H * j->W;
   const int per = j->nth * j->ntw;
   /* zero the lanes past n up to a whole vector (the kernel reads whole vectors) */
   if (n % DC_V) {
@@ -1537,38 +1542,61 @@ __attribute__((target("avx512f"))) static void wino_input(const wino_job *j, flo
         memset(vb + xi * xstride + p * pstride + (size_t)ci * WG_P + l0, 0,
                (size_t)(l1 - l0) * sizeof(float));
   }
+  /* the deinterleave: lane i takes element 2i (2i + 1) of the pair; with two rows, lanes
+   * ntw + i element 2i (2i + 1) of the second source */
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i ev1 = _mm512_slli_epi32(lane, 1), od1 = _mm512_add_epi32(ev1, _mm512_set1_epi32(1));
+  const __mmask16 hi = _mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32(j->ntw));
+  const __m512i e2 = _mm512_add_epi32(_mm512_slli_epi32(_mm512_sub_epi32(lane, _mm512_set1_epi32(j->ntw)), 1),
+                                      _mm512_set1_epi32(16));
+  const __m512i ev2 = _mm512_mask_mov_epi32(ev1, hi, e2);
+  const __m512i od2 = _mm512_mask_mov_epi32(od1, hi, _mm512_add_epi32(e2, _mm512_set1_epi32(1)));
   /* runs of tiles in one tile row of one image and one panel, or of two whole tile rows
-   * (ntw ≤ 8) where both lie in the same image, panel and chunk */
+   * (ntw ≤ 8) where both lie in the same image, panel and chunk; cut in segments of 16 */
+  typedef struct {
+    wino_seg sg;
+    const float *x;    /* the image's plane 0 */
+    size_t dst;        /* in vb: panel, lane */
+    __mmask16 sm, two; /* lanes stored; two rows */
+  } seg_t;
+  seg_t segs[WG_MAXSEG];
+  int ns = 0;
   for (int64_t g = g0; g < g0 + n;) {
     const int b = (int)(g / per), rem = (int)(g % per), th = rem / j->ntw, tw = rem % j->ntw;
-    const int lane = (int)(g - g0), p = lane / WG_P, lp = lane % WG_P;
+    const int lane0 = (int)(g - g0), p = lane0 / WG_P, lp = lane0 % WG_P;
     int len = j->ntw - tw;
     if (len > WG_P - lp) len = WG_P - lp;
     if (len > g0 + n - g) len = (int)(g0 + n - g);
     const int two = 2 * j->ntw <= DC_V && tw == 0 && th + 1 < j->nth &&
-                    lp + 2 * j->ntw <= WG_P && lane + 2 * j->ntw <= n;
+                    lp + 2 * j->ntw <= WG_P && lane0 + 2 * j->ntw <= n;
     if (two) len = 2 * j->ntw;
-    const size_t HW = (size_t)j->H * j->W;
-    const int r0 = 2 * th - 1 > 0 ? 2 * th - 1 : 0;
-    const int r1 = 2 * th + 3 + 2 * two < j->H ? 2 * th + 3 + 2 * two : j->H;
-    const int cw1 = 2 * (two ? j->ntw : tw + len) + 1 < j->W ? 2 * (two ? j->ntw : tw + len) + 1 : j->W;
-    for (int ci = 0; ci < j->Ci; ci++) {
-      const float *x = j->inp + ((size_t)b * j->Ci + ci) * HW;
-      if (ci + WG_PF < j->Ci) /* the rows WG_PF channels ahead (the loads miss otherwise) */
-        for (int r = r0; r < r1; r++)
-          for (int c = 2 * tw > 0 ? 2 * tw - 1 : 0; c < cw1; c += 16)
-            __builtin_prefetch(x + WG_PF * HW + (size_t)r * j->W + c);
-      float *d = vb + p * pstride + (size_t)ci * WG_P + lp;
-      for (int i = 0; i < len; i += DC_V) {
-        __m512 v[16];
-        wino_in16(v, x, j->H, j->W, th, tw + i, two, j->ntw);
-        const __mmask16 m = len - i >= DC_V ? 0xFFFF : (__mmask16)((1u << (len - i)) - 1u);
-#pragma GCC unroll 16
-        for (int xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps(d + xi * xstride + i, m, v[xi]);
-      }
+    for (int q = 0; q * DC_V < len; q++, ns++) {
+      seg_t *t = &segs[ns];
+      wino_seg_make(&t->sg, j->H, j->W, th, tw + q * DC_V, two);
+      t->x = j->inp + (size_t)b * j->Ci * HW;
+      t->dst = p * pstride + lp + q * DC_V;
+      t->sm = len - q * DC_V >= DC_V ? 0xFFFF : (__mmask16)((1u << (len - q * DC_V)) - 1u);
+      t->two = (__mmask16)two;
     }
     g += len;
   }
+  /* channel by channel, the segments in order (consecutive rows of one plane) */
+  for (int ci = 0; ci < j->Ci; ci++)
+    for (int q = 0; q < ns; q++) {
+      const seg_t *t = &segs[q];
+      const float *x = t->x + (size_t)ci * HW;
+      if (ci + WG_PF < j->Ci) /* the rows WG_PF channels ahead (the loads miss otherwise) */
+        for (int r = 0; r < 4; r++) {
+          if (t->sg.m[r][0]) __builtin_prefetch(x + WG_PF * HW + t->sg.off[r][0]);
+          if (t->sg.m[r][3]) __builtin_prefetch(x + WG_PF * HW + t->sg.off[r][3] + 15);
+          if (t->two && t->sg.m[r][1]) __builtin_prefetch(x + WG_PF * HW + t->sg.off[r][1]);
+        }
+      __m512 v[16];
+      wino_in16(v, x, &t->sg, t->two ? ev2 : ev1, t->two ? od2 : od1);
+      float *d = vb + t->dst + (size_t)ci * WG_P;
+#pragma GCC unroll 16
+      for (int xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps(d + xi * xstride, t->sm, v[xi]);
+    }
 }
 
 /* Output transform of one block of nr ≤ 8 output channels over the panel's n tiles from g0:
