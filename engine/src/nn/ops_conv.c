@@ -1713,16 +1713,18 @@ static int wino_forward(float *out, const float *inp, const float *weight, const
   j.U = U;
   atomic_init(&j.fail, 0);
   sde_parallel_for(ceil_div(s->C_out, DC_R), 1, wino_weights, &j);
-  /* panels per task: the transformed inputs within WG_L2, no more than the tiles need */
+  /* panels per task: the transformed inputs within WG_L2, no more than leave `want` tasks
+   * (4 a thread, for an even split; the task layout does not change any bits) */
+  const int th4 = 4 * sde_parallel_threads(), want = th4 > 8 ? th4 : 8;
   const int npan = ceil_div(j.T, WG_P);
   j.np = (int)(WG_L2 / ((size_t)16 * s->C_in * WG_P));
   if (j.np < 1) j.np = 1;
   if (j.np > 4) j.np = 4;
-  while (j.np > 1 && ceil_div(npan, j.np) < 8) j.np--;
+  while (j.np > 1 && ceil_div(npan, j.np) < want) j.np--;
   j.nchunk = ceil_div(npan, j.np);
   const int ncb = ceil_div(s->C_out, DC_R);
-  /* channel groups: at least 8 tasks where the chunks are fewer */
-  int ngr = j.nchunk >= 8 ? 1 : ceil_div(8, j.nchunk);
+  /* channel groups: `want` tasks where the chunks are fewer */
+  int ngr = j.nchunk >= want ? 1 : ceil_div(want, j.nchunk);
   if (ngr > ncb) ngr = ncb;
   j.G = ceil_div(ncb, ngr);
   j.ngr = ceil_div(ncb, j.G);
