@@ -1417,7 +1417,7 @@ static size_t wino_scratch_floats(const sde_nn_conv2d_shape *s) {
 /* U = (G g Gᵀ) in float64, rounded once (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]), packed for the
  * register tiles as U[ξ][cb][ci][r] = U(ξ, co = cb·DC_R + r, ci) (the DC_R channels of a block
  * contiguous; 0 past C_out). Tasks over output-channel blocks: each block's weights
- * transposed to [tap][ci][r], then one vector of DC_R channels per input channel. */
+ * transposed to [ci][tap][r], then one vector of DC_R channels per input channel. */
 __attribute__((target("avx512f"))) static void wino_weights(void *ctx, int64_t c0, int64_t c1) {
   wino_job *j = ctx;
   const int Ci = j->Ci, ncb = ceil_div(j->Co, DC_R);
@@ -1428,17 +1428,43 @@ __attribute__((target("avx512f"))) static void wino_weights(void *ctx, int64_t c
   }
   const __m512d half = _mm512_set1_pd(0.5);
   for (int64_t cb = c0; cb < c1; cb++) {
-    for (int r = 0; r < DC_R; r++) {
-      const int co = (int)cb * DC_R + r;
-      for (int ci = 0; ci < Ci; ci++)
+    /* gt[ci][k][r] = w[cb·8 + r][ci][k]: the 8 x 72 floats of 8 input channels, 9 8x8
+     * transposes; the last channels (and rows past C_out) one by one */
+    const int nr = j->Co - (int)cb * DC_R < DC_R ? j->Co - (int)cb * DC_R : DC_R;
+    const float *wb = j->w + (size_t)cb * DC_R * Ci * 9;
+    int ci0 = 0;
+    if (nr == DC_R)
+      for (; ci0 + 8 <= Ci; ci0 += 8)
+        for (int q = 0; q < 9; q++) {
+          __m256 a[8], t[8];
+          for (int r = 0; r < 8; r++) a[r] = _mm256_loadu_ps(wb + ((size_t)r * Ci + ci0) * 9 + 8 * q);
+          for (int r = 0; r < 8; r += 2) {
+            t[r] = _mm256_unpacklo_ps(a[r], a[r + 1]);
+            t[r + 1] = _mm256_unpackhi_ps(a[r], a[r + 1]);
+          }
+          const __m256 u0 = _mm256_shuffle_ps(t[0], t[2], 0x44), u1 = _mm256_shuffle_ps(t[0], t[2], 0xEE);
+          const __m256 u2 = _mm256_shuffle_ps(t[1], t[3], 0x44), u3 = _mm256_shuffle_ps(t[1], t[3], 0xEE);
+          const __m256 u4 = _mm256_shuffle_ps(t[4], t[6], 0x44), u5 = _mm256_shuffle_ps(t[4], t[6], 0xEE);
+          const __m256 u6 = _mm256_shuffle_ps(t[5], t[7], 0x44), u7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
+          float *d = gt + ((size_t)ci0 * 9 + 8 * q) * DC_R; /* column m = 8q + c: d + c·8 */
+          _mm256_storeu_ps(d + 0 * DC_R, _mm256_permute2f128_ps(u0, u4, 0x20));
+          _mm256_storeu_ps(d + 1 * DC_R, _mm256_permute2f128_ps(u1, u5, 0x20));
+          _mm256_storeu_ps(d + 2 * DC_R, _mm256_permute2f128_ps(u2, u6, 0x20));
+          _mm256_storeu_ps(d + 3 * DC_R, _mm256_permute2f128_ps(u3, u7, 0x20));
+          _mm256_storeu_ps(d + 4 * DC_R, _mm256_permute2f128_ps(u0, u4, 0x31));
+          _mm256_storeu_ps(d + 5 * DC_R, _mm256_permute2f128_ps(u1, u5, 0x31));
+          _mm256_storeu_ps(d + 6 * DC_R, _mm256_permute2f128_ps(u2, u6, 0x31));
+          _mm256_storeu_ps(d + 7 * DC_R, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    for (int r = 0; r < DC_R; r++)
+      for (int ci = ci0; ci < Ci; ci++)
         for (int k = 0; k < 9; k++)
-          gt[((size_t)k * Ci + ci) * DC_R + r] = co < j->Co ? j->w[((size_t)co * Ci + ci) * 9 + k] : 0.0f;
-    }
+          gt[((size_t)ci * 9 + k) * DC_R + r] = r < nr ? wb[((size_t)r * Ci + ci) * 9 + k] : 0.0f;
     for (int ci = 0; ci < Ci; ci++) {
       __m512d g[9], t[4][3];
       for (int k = 0; k < 9; k++)
         g[k] = _mm512_cvtps_pd(_mm512_castps512_ps256(
-            _mm512_maskz_loadu_ps(0xFF, gt + ((size_t)k * Ci + ci) * DC_R)));
+            _mm512_maskz_loadu_ps(0xFF, gt + ((size_t)ci * 9 + k) * DC_R)));
       for (int k = 0; k < 3; k++) { /* G g: rows */
         const __m512d s = _mm512_add_pd(g[k], g[6 + k]);
         t[0][k] = g[k];
