@@ -261,10 +261,137 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
   free(x), free(g), free(w), free(d0), free(d1);
 }
 
+/* Winograd F(2x2, 3x3) (ops_conv.c, wino_*: 3x3 stride-1 pad-1 convs on AVX-512 CPUs; forced
+ * onto every shape here by SDE_NN_WINOGRAD=2) against float64. Its error is not bounded by
+ * Σ|w·x| (the transforms add and subtract inputs and weights of different taps, which cancel
+ * exactly only in exact arithmetic), but by the same sums taken in absolute value: with
+ * Ũ = |G||g||Gᵀ| and Ṽ = |Bᵀ||d||B| per input channel (d the tile's 4x4 zero-padded patch),
+ *   |ŷ − y| ≤ γ(C_in + 10)·(|Aᵀ|(Σ_ci Ũ ⊙ Ṽ)|A| + |bias|)
+ * (roundings: 2 in each V, 1 in each U (float64, rounded once), C_in in the FMA chain of a
+ * product, 4 in the output transform, 1 for the bias; 2 spare). Checked per element, with
+ * max |ŷ − y| / (Σ|w·x| + |bias|) reported. Also: 1/2/3 threads bit-identical, and the last
+ * image alone bit-identical to its place in the batch. Without AVX-512 (or under
+ * SDE_NN_NO_DIRECT_CONV=1) these shapes run on the im2col path and are checked against its
+ * own bound, γ(9·C_in + 1)·(Σ|w·x| + |bias|). */
+static void run_wino_case(int B, int Ci, int Co, int H, int W) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
+  const size_t img_x = nx / B, img_y = ny / B;
+  float *x = rand_f(nx), *w = rand_f(nw), *b = rand_f(Co), *y[3], *y1 = malloc(img_y * sizeof(float));
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    y[t] = malloc(ny * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= sde_nn_conv2d_forward(y[t], x, w, b, &s, NULL);
+  }
+  sde_set_num_threads(2);
+  const int nth = (H + 1) / 2, ntw = (W + 1) / 2;
+  /* Ũ[co][ci][16], Ṽ[b][ci][tile][16] */
+  double *Ua = malloc(nw / 9 * 16 * sizeof(double));
+  double *Va = malloc((size_t)B * Ci * nth * ntw * 16 * sizeof(double));
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};
+  static const double Bt[4][4] = {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}};
+  for (size_t oc = 0; oc < nw / 9; oc++)
+    for (int a = 0; a < 4; a++)
+      for (int e = 0; e < 4; e++) {
+        double acc = 0;
+        for (int kh = 0; kh < 3; kh++)
+          for (int kw = 0; kw < 3; kw++) acc += G[a][kh] * fabs(w[oc * 9 + kh * 3 + kw]) * G[e][kw];
+        Ua[oc * 16 + a * 4 + e] = acc;
+      }
+  for (int bi = 0; bi < B; bi++)
+    for (int ci = 0; ci < Ci; ci++)
+      for (int th = 0; th < nth; th++)
+        for (int tw = 0; tw < ntw; tw++) {
+          double *v = Va + ((((size_t)bi * Ci + ci) * nth + th) * ntw + tw) * 16;
+          for (int a = 0; a < 4; a++)
+            for (int e = 0; e < 4; e++) {
+              double acc = 0;
+              for (int r = 0; r < 4; r++)
+                for (int k = 0; k < 4; k++) {
+                  const int ih = 2 * th - 1 + r, iw = 2 * tw - 1 + k;
+                  if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                    acc += Bt[a][r] * fabs(x[(((size_t)bi * Ci + ci) * H + ih) * W + iw]) * Bt[e][k];
+                }
+              v[a * 4 + e] = acc;
+            }
+        }
+  const int avx = __builtin_cpu_supports("avx512f") && !(getenv("SDE_NN_NO_DIRECT_CONV") &&
+                                                         atoi(getenv("SDE_NN_NO_DIRECT_CONV")));
+  const double u = 0x1.0p-24, n = avx ? Ci + 10.0 : 9.0 * Ci + 1, gam = n * u / (1 - n * u);
+  static const double At[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
+  double worst = 0, rel = 0;
+  for (int bi = 0; bi < B; bi++)
+    for (int co = 0; co < Co; co++)
+      for (int th = 0; th < nth; th++)
+        for (int tw = 0; tw < ntw; tw++) {
+          double S[16] = {0};
+          for (int ci = 0; ci < Ci; ci++) {
+            const double *uu = Ua + ((size_t)co * Ci + ci) * 16;
+            const double *v = Va + ((((size_t)bi * Ci + ci) * nth + th) * ntw + tw) * 16;
+            for (int k = 0; k < 16; k++) S[k] += uu[k] * v[k];
+          }
+          for (int dy = 0; dy < 2; dy++)
+            for (int dx = 0; dx < 2; dx++) {
+              const int oh = 2 * th + dy, ow = 2 * tw + dx;
+              if (oh >= H || ow >= W) continue;
+              double mw = fabs((double)b[co]), acc = b[co], mag = fabs((double)b[co]);
+              for (int i = 0; i < 4; i++)
+                for (int k = 0; k < 4; k++) mw += At[dy][i] * S[i * 4 + k] * At[dx][k];
+              for (int ci = 0; ci < Ci; ci++)
+                for (int kh = 0; kh < 3; kh++)
+                  for (int kw = 0; kw < 3; kw++) {
+                    const int ih = oh - 1 + kh, iw = ow - 1 + kw;
+                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                    const double p = (double)w[(((size_t)co * Ci + ci) * 3 + kh) * 3 + kw] *
+                                     x[(((size_t)bi * Ci + ci) * H + ih) * W + iw];
+                    acc += p, mag += fabs(p);
+                  }
+              const double err = fabs(y[1][(((size_t)bi * Co + co) * H + oh) * W + ow] - acc);
+              const double e = err / (gam * (avx ? mw : mag) + 1e-30), r = err / (mag + 1e-30);
+              worst = e > worst ? e : worst;
+              rel = r > rel ? r : rel;
+            }
+        }
+  const int same = !memcmp(y[0], y[1], ny * sizeof(float)) && !memcmp(y[0], y[2], ny * sizeof(float));
+  sde_nn_conv2d_shape one = s;
+  one.B = 1;
+  rc |= sde_nn_conv2d_forward(y1, x + (B - 1) * img_x, w, b, &one, NULL);
+  const int alone = !memcmp(y1, y[1] + (B - 1) * img_y, img_y * sizeof(float));
+  TAP_CHECK(rc == 0 && worst <= 1 && same && alone,
+            "winograd 3x3 B=%d %d->%d %dx%d: vs float64 %.3g of the bound (max err / Σ|w·x| "
+            "%.3g), 1/2/3 threads bit-identical (%d), image %d alone (%d)",
+            B, Ci, Co, H, W, worst, rel, same, B - 1, alone);
+  for (int t = 0; t < 3; t++) free(y[t]);
+  free(x), free(w), free(b), free(y1), free(Ua), free(Va);
+}
+
+/* The shapes the networks' 3x3 convs take by default go through Winograd (they differ from
+ * the direct conv), the others do not; shapes only, whatever the batch */
+static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W;
+  float *x = rand_f(nx), *w = rand_f((size_t)Co * Ci * 9), *b = rand_f(Co);
+  float *yd = malloc(ny * sizeof(float)), *yw = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float));
+  int rc = 0;
+  setenv("SDE_NN_WINOGRAD", "0", 1);
+  rc |= sde_nn_conv2d_forward(yd, x, w, b, &s, NULL);
+  setenv("SDE_NN_WINOGRAD", "2", 1);
+  rc |= sde_nn_conv2d_forward(yw, x, w, b, &s, NULL);
+  unsetenv("SDE_NN_WINOGRAD");
+  rc |= sde_nn_conv2d_forward(y, x, w, b, &s, NULL);
+  const int took = !memcmp(y, yw, ny * sizeof(float)), direct = !memcmp(y, yd, ny * sizeof(float));
+  TAP_CHECK(rc == 0 && (expect ? took : direct),
+            "winograd by default B=%d %d->%d %dx%d: %s (expected %s)", B, Ci, Co, H, W,
+            took && !direct ? "winograd" : direct ? "direct" : "?", expect ? "winograd" : "direct");
+  free(x), free(w), free(b), free(yd), free(yw), free(y);
+}
+
 int main(void) {
   const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
   TAP_DIAG("direct paths %s", off && *off && *off != '0' ? "off (SDE_NN_NO_DIRECT_CONV)"
                                                           : "on where the CPU has AVX-512F");
+  setenv("SDE_NN_WINOGRAD", "0", 1); /* the direct 3x3 kernels below; Winograd at the end */
   const int sides[] = {1, 2, 4, 7, 8, 16, 32};
   const int chans[][2] = {{3, 5}, {13, 17}, {37, 40}}; /* C_in, C_out */
   for (int kind = K_CONV1; kind <= K_NIN; kind++)
@@ -346,5 +473,25 @@ int main(void) {
   run_dinp_case(3, 5, 9, 16, 16, 5, 2, 2, 2, 2);
   run_case(&(cv_case){K_S1, 2, 40, 8, 8, 12, 2, 2, 2, 2, 5});
   run_dinp_case(2, 40, 12, 8, 8, 5, 2, 2, 2, 2);
+  /* Winograd: channel counts 1 .. 256 (blocks of 8 partly empty), odd sides (a last tile row
+   * or column half outside), one tile row a vector (32, 47 wide: 16 + 8 tiles), two (16, 15,
+   * 14 wide), part of one (8, 4, 2, 1), batches whose tiles span panels and images */
+  setenv("SDE_NN_WINOGRAD", "2", 1);
+  const int wc[][5] = {{1, 1, 1, 1, 1},    {2, 1, 5, 3, 3},     {3, 3, 17, 7, 5},
+                       {2, 13, 9, 16, 16}, {3, 37, 40, 15, 17}, {1, 64, 64, 32, 32},
+                       {2, 33, 70, 9, 33}, {2, 40, 12, 33, 47}, {5, 20, 24, 16, 15},
+                       {4, 8, 8, 14, 14},  {3, 8, 8, 8, 8},     {2, 8, 8, 2, 2},
+                       {1, 5, 3, 1, 7},    {37, 6, 11, 8, 8},   {1, 256, 256, 8, 8},
+                       {2, 128, 256, 16, 16}, {1, 256, 3, 12, 11}, {8, 3, 256, 32, 32}};
+  for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
+    run_wino_case(wc[i][0], wc[i][1], wc[i][2], wc[i][3], wc[i][4]);
+  unsetenv("SDE_NN_WINOGRAD");
+  const int wino = __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0');
+  run_wino_dispatch(1, 128, 128, 32, 32, wino);
+  run_wino_dispatch(3, 256, 256, 16, 16, wino);
+  run_wino_dispatch(1, 32, 40, 15, 15, wino);
+  run_wino_dispatch(2, 256, 256, 8, 8, 0);
+  run_wino_dispatch(2, 16, 128, 32, 32, 0);
+  run_wino_dispatch(2, 128, 16, 32, 32, 0);
   return tap_done();
 }

@@ -1,5 +1,6 @@
 /* CPU reference ops (scoresde/nn.h): GEMM on fixed tiles, conv2d (im2col + GEMM, or the
- * AVX-512 direct convolution), linear and NIN.
+ * AVX-512 direct convolution, or for wide 3x3 pad-1 layers Winograd F(2x2, 3x3)), linear and
+ * NIN.
  *
  * Determinism: every parallel loop runs over independent outputs, and every reduction is
  * done by one thread in a fixed order. GEMMs are split into tiles whose sizes depend only
@@ -242,6 +243,8 @@ static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s);
 #ifdef HAVE_DCONV
 static int pconv_s2_usable(const sde_nn_conv2d_shape *s);
 static size_t pconv_s2_scratch_floats(const sde_nn_conv2d_shape *s);
+static int wino_shape_ok(const sde_nn_conv2d_shape *s);
+static size_t wino_scratch_floats(const sde_nn_conv2d_shape *s);
 #endif
 
 /* dweight of a group of imgs images is summed in dw_parts(s, imgs) partials, part c over
@@ -274,6 +277,10 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
 #ifdef HAVE_DCONV
   if (pconv_s2_usable(s)) {
     size_t d = pconv_s2_scratch_floats(s);
+    if (d > n) n = d;
+  }
+  if (wino_shape_ok(s)) {
+    size_t d = wino_scratch_floats(s);
     if (d > n) n = d;
   }
 #endif
@@ -1330,6 +1337,434 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
   sde_parallel_for((int64_t)s->B * s->C_in, 1, pconv_phases, &j);
   return pconv_run(&j);
 }
+
+/* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions ------------------------------
+ * y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A on 2x2 output tiles: each tile's 4x4 input patch d (rows
+ * 2·th − 1 .., columns 2·tw − 1 .., zeros outside the image) goes to 16 values V[ξ] (ξ = 4i + j),
+ * the weights g[co][ci] to U[ξ][co][ci] (computed in float64, rounded once; packed 8 output
+ * channels contiguous, wino_weights), and then
+ *   M[ξ][co][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]
+ * is 16 independent 1x1 convolutions over the tiles t, each run by pconv's register tile
+ * (8 output channels x 48 tiles, one FMA chain over ci in order). 4 multiplications per
+ * output and input channel instead of 9. A task takes 1-4 panels of 48 consecutive tiles of
+ * the batch (tiles numbered (b, th, tw); as many panels as keep the transformed inputs of
+ * every input channel within WG_L2 floats), transforms their inputs into its own buffer,
+ * and runs a group of output-channel blocks over them (all of them unless the chunks are
+ * fewer than 8), each block's 16 products then its output transform (+ bias) straight
+ * into the output. The training forward shares this path (sde_nn_conv2d_forward), so it
+ * still equals the inference forward bit for bit; the backward stays on the direct kernels.
+ * Each output is the same fixed sequence of operations whatever task, lane or thread it
+ * falls on, so the bits depend neither on the thread count nor on the batch.
+ * Error (float32, u = 2^-24; roundings: 2 in V, 1 in U, C_in in the FMA chain, 4 in the
+ * output transform, 1 for the bias): |ŷ − y| ≤ γ(C_in + 8)·(|Aᵀ|(Σ_ci |G||g||Gᵀ| ⊙ |Bᵀ||d||B|)|A|
+ * + |bias|), which tests/engine/test_direct_conv.c checks (with 2 spare). Not bounded by
+ * Σ|w·x| as the direct conv's is (terms of different taps cancel only in exact arithmetic),
+ * but in practice as close to float64: about 1e-7 of Σ|w·x| on random data, and the
+ * networks' outputs agree with PyTorch as closely as with the direct conv (docs/BENCHMARKS.md). */
+#define WG_P PC_P /* tiles per panel */
+#ifndef WG_L2
+#define WG_L2 (768 * 1024 / 4) /* floats of transformed input per task, at most */
+#endif
+#define WG_PF 4 /* input channels prefetched ahead */
+#define WG_MAXSEG (4 * WG_P + 4 * WG_P / DC_V) /* segments of a chunk (4 panels), at most */
+/* Where it pays (one thread against the direct conv, docs/BENCHMARKS.md): planes with 8 tiles
+ * a row or more (at least 15 wide: a vector holds two tile rows, or 16 tiles of one) and 64
+ * tiles an image, 32 channels in and out or more: 1.0-1.7x (16x16 at batch 1: 1.0x; 32x32
+ * and batch 8: 1.3-1.7x). Narrower planes leave part of each vector empty (8x8, 256
+ * channels: 0.9x at batch 8). The choice depends on the image shape only, never on the
+ * batch, so a sample's output stays bit-identical alone or in a batch. */
+#define WG_MIN_C 32
+#define WG_MIN_TW 8
+#define WG_MIN_TILES 64
+
+typedef struct {
+  float *out;
+  const float *inp, *U, *bias;
+  int B, Ci, Co, H, W, nth, ntw, T; /* tile rows and columns per image, tiles of the batch */
+  int np, nchunk, G, ngr;           /* panels per task; chunks; channel blocks per group; groups */
+  const float *w;                   /* weight transform: the [Co][Ci][3][3] weights */
+  float *Uw;
+  float *vall; /* fewer than 8 chunks: every chunk's transformed inputs, made once */
+  atomic_int fail;
+} wino_job;
+
+/* SDE_NN_WINOGRAD: 0 off (the direct conv), 2 every 3x3 stride-1 pad-1 shape (tests), else
+ * (unset, 1) the shapes where it pays. Read per call: tests and benchmarks switch it. */
+static int wino_mode(void) {
+  const char *e = getenv("SDE_NN_WINOGRAD");
+  return e && *e ? atoi(e) : 1;
+}
+
+/* the shapes the Winograd path can take: 3x3, stride 1, pad 1, on AVX-512 */
+static int wino_shape_ok(const sde_nn_conv2d_shape *s) {
+  return s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 && s->pad_bottom == 1 &&
+         s->pad_left == 1 && s->pad_right == 1 && dconv_cpu_ok();
+}
+
+static int wino_usable(const sde_nn_conv2d_shape *s) {
+  if (!wino_shape_ok(s)) return 0;
+  const int mode = wino_mode();
+  if (mode == 0 || mode == 2) return mode == 2;
+  const int ntw = (s->W + 1) / 2, cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
+  return cmin >= WG_MIN_C && ntw >= WG_MIN_TW && (int64_t)((s->H + 1) / 2) * ntw >= WG_MIN_TILES;
+}
+
+/* U[ξ][cb][ci][DC_R] (64-byte aligned in the scratch) */
+static size_t wino_scratch_floats(const sde_nn_conv2d_shape *s) {
+  return (size_t)16 * ceil_div(s->C_out, DC_R) * DC_R * s->C_in + 16;
+}
+
+/* U = (G g Gᵀ) in float64, rounded once (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]), packed for the
+ * register tiles as U[ξ][cb][ci][r] = U(ξ, co = cb·DC_R + r, ci) (the DC_R channels of a block
+ * contiguous; 0 past C_out). Tasks over output-channel blocks: each block's weights
+ * transposed to [ci][tap][r], then one vector of DC_R channels per input channel. */
+__attribute__((target("avx512f"))) static void wino_weights(void *ctx, int64_t c0, int64_t c1) {
+  wino_job *j = ctx;
+  const int Ci = j->Ci, ncb = ceil_div(j->Co, DC_R);
+  float *gt = malloc((size_t)9 * Ci * DC_R * sizeof(float));
+  if (!gt) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  const __m512d half = _mm512_set1_pd(0.5);
+  for (int64_t cb = c0; cb < c1; cb++) {
+    /* gt[ci][k][r] = w[cb·8 + r][ci][k]: the 8 x 72 floats of 8 input channels, 9 8x8
+     * transposes; the last channels (and rows past C_out) one by one */
+    const int nr = j->Co - (int)cb * DC_R < DC_R ? j->Co - (int)cb * DC_R : DC_R;
+    const float *wb = j->w + (size_t)cb * DC_R * Ci * 9;
+    int ci0 = 0;
+    if (nr == DC_R)
+      for (; ci0 + 8 <= Ci; ci0 += 8)
+        for (int q = 0; q < 9; q++) {
+          __m256 a[8], t[8];
+          for (int r = 0; r < 8; r++) a[r] = _mm256_loadu_ps(wb + ((size_t)r * Ci + ci0) * 9 + 8 * q);
+          for (int r = 0; r < 8; r += 2) {
+            t[r] = _mm256_unpacklo_ps(a[r], a[r + 1]);
+            t[r + 1] = _mm256_unpackhi_ps(a[r], a[r + 1]);
+          }
+          const __m256 u0 = _mm256_shuffle_ps(t[0], t[2], 0x44), u1 = _mm256_shuffle_ps(t[0], t[2], 0xEE);
+          const __m256 u2 = _mm256_shuffle_ps(t[1], t[3], 0x44), u3 = _mm256_shuffle_ps(t[1], t[3], 0xEE);
+          const __m256 u4 = _mm256_shuffle_ps(t[4], t[6], 0x44), u5 = _mm256_shuffle_ps(t[4], t[6], 0xEE);
+          const __m256 u6 = _mm256_shuffle_ps(t[5], t[7], 0x44), u7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
+          float *d = gt + ((size_t)ci0 * 9 + 8 * q) * DC_R; /* column m = 8q + c: d + c·8 */
+          _mm256_storeu_ps(d + 0 * DC_R, _mm256_permute2f128_ps(u0, u4, 0x20));
+          _mm256_storeu_ps(d + 1 * DC_R, _mm256_permute2f128_ps(u1, u5, 0x20));
+          _mm256_storeu_ps(d + 2 * DC_R, _mm256_permute2f128_ps(u2, u6, 0x20));
+          _mm256_storeu_ps(d + 3 * DC_R, _mm256_permute2f128_ps(u3, u7, 0x20));
+          _mm256_storeu_ps(d + 4 * DC_R, _mm256_permute2f128_ps(u0, u4, 0x31));
+          _mm256_storeu_ps(d + 5 * DC_R, _mm256_permute2f128_ps(u1, u5, 0x31));
+          _mm256_storeu_ps(d + 6 * DC_R, _mm256_permute2f128_ps(u2, u6, 0x31));
+          _mm256_storeu_ps(d + 7 * DC_R, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    for (int r = 0; r < DC_R; r++)
+      for (int ci = ci0; ci < Ci; ci++)
+        for (int k = 0; k < 9; k++)
+          gt[((size_t)ci * 9 + k) * DC_R + r] = r < nr ? wb[((size_t)r * Ci + ci) * 9 + k] : 0.0f;
+    for (int ci = 0; ci < Ci; ci++) {
+      __m512d g[9], t[4][3];
+      for (int k = 0; k < 9; k++)
+        g[k] = _mm512_cvtps_pd(_mm512_castps512_ps256(
+            _mm512_maskz_loadu_ps(0xFF, gt + ((size_t)ci * 9 + k) * DC_R)));
+      for (int k = 0; k < 3; k++) { /* G g: rows */
+        const __m512d s = _mm512_add_pd(g[k], g[6 + k]);
+        t[0][k] = g[k];
+        t[1][k] = _mm512_mul_pd(half, _mm512_add_pd(s, g[3 + k]));
+        t[2][k] = _mm512_mul_pd(half, _mm512_sub_pd(s, g[3 + k]));
+        t[3][k] = g[6 + k];
+      }
+      for (int a = 0; a < 4; a++) { /* (G g) Gᵀ: columns */
+        const __m512d s = _mm512_add_pd(t[a][0], t[a][2]);
+        const __m512d u[4] = {t[a][0], _mm512_mul_pd(half, _mm512_add_pd(s, t[a][1])),
+                              _mm512_mul_pd(half, _mm512_sub_pd(s, t[a][1])), t[a][2]};
+        for (int e = 0; e < 4; e++)
+          _mm512_mask_storeu_ps(j->Uw + (((size_t)(4 * a + e) * ncb + cb) * Ci + ci) * DC_R, 0xFF,
+                                _mm512_castps256_ps512(_mm512_cvtpd_ps(u[e])));
+      }
+    }
+  }
+  free(gt);
+}
+
+/* lanes i of a 16-float load at column c0 + i that lie in [0, W) */
+static inline __mmask16 wino_colmask(int c0, int W) {
+  const int lo = c0 < 0 ? -c0 : 0, hi = W - c0 < 16 ? W - c0 : 16;
+  if (hi <= lo) return 0;
+  return (__mmask16)((((1u << hi) - 1u) >> lo) << lo);
+}
+
+/* v = Bᵀ d B for 16 tiles a vector, d[r][k] the patches' rows r and columns k;
+ * Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]: rows first, then columns */
+__attribute__((target("avx512f"), always_inline)) static inline void wino_bt(__m512 v[16],
+                                                                             __m512 d[4][4]) {
+  __m512 t[4][4];
+  for (int k = 0; k < 4; k++) {
+    t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+    t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+    t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+    t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+  }
+  for (int a = 0; a < 4; a++) {
+    v[4 * a + 0] = _mm512_sub_ps(t[a][0], t[a][2]);
+    v[4 * a + 1] = _mm512_add_ps(t[a][1], t[a][2]);
+    v[4 * a + 2] = _mm512_sub_ps(t[a][2], t[a][1]);
+    v[4 * a + 3] = _mm512_sub_ps(t[a][1], t[a][3]);
+  }
+}
+
+/* 16 tiles of one input plane: lane i = tile (th, tw0 + i) (lanes past the row computed and
+ * unused), or with two rows (ntw ≤ 8, tw0 = 0): lanes i < ntw tile (th, i), lanes ntw + i
+ * tile (th + 1, i). Row r of a patch: its 4 columns 2·tw − 1 .. 2·tw + 2, deinterleaved from
+ * two pairs of lane-masked loads (zeros outside the image) by one permute each: the loads'
+ * offsets in the plane and masks, the same for every input channel (wino_seg_make). */
+typedef struct {
+  ptrdiff_t off[4][4]; /* row r: the loads a, b (first pair), c, e (second pair) */
+  __mmask16 m[4][4];
+} wino_seg;
+
+static void wino_seg_make(wino_seg *sg, int H, int W, int th, int tw0, int two) {
+  const int c0 = 2 * tw0 - 1;
+  const __mmask16 m0 = wino_colmask(c0, W), m1 = wino_colmask(c0 + 16, W),
+                  m2 = wino_colmask(c0 + 2, W), m3 = wino_colmask(c0 + 18, W);
+  for (int r = 0; r < 4; r++) {
+    const int ih = 2 * th - 1 + r, ih2 = ih + 2; /* the second source: the next row or tile row */
+    const int ok = ih >= 0 && ih < H, ok2 = two ? ih2 >= 0 && ih2 < H : ok;
+    const ptrdiff_t row = ok ? (ptrdiff_t)ih * W + c0 : 0;
+    const ptrdiff_t row2 = two ? (ok2 ? (ptrdiff_t)ih2 * W + c0 : 0) : row + 16;
+    sg->off[r][0] = row, sg->off[r][1] = row2, sg->off[r][2] = row + 2, sg->off[r][3] = row2 + 2;
+    sg->m[r][0] = ok ? m0 : 0, sg->m[r][1] = ok2 ? (two ? m0 : m1) : 0;
+    sg->m[r][2] = ok ? m2 : 0, sg->m[r][3] = ok2 ? (two ? m2 : m3) : 0;
+  }
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+wino_in16(__m512 v[16], const float *x, const wino_seg *sg, __m512i ev, __m512i od) {
+  __m512 d[4][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; r++) {
+    const __m512 a = _mm512_maskz_loadu_ps(sg->m[r][0], x + sg->off[r][0]);
+    const __m512 b = _mm512_maskz_loadu_ps(sg->m[r][1], x + sg->off[r][1]);
+    const __m512 c = _mm512_maskz_loadu_ps(sg->m[r][2], x + sg->off[r][2]);
+    const __m512 e = _mm512_maskz_loadu_ps(sg->m[r][3], x + sg->off[r][3]);
+    d[r][0] = _mm512_permutex2var_ps(a, ev, b);
+    d[r][1] = _mm512_permutex2var_ps(a, od, b);
+    d[r][2] = _mm512_permutex2var_ps(c, ev, e);
+    d[r][3] = _mm512_permutex2var_ps(c, od, e);
+  }
+  wino_bt(v, d);
+}
+
+/* The task's transformed inputs: vb[ξ][p][ci][48] for its panels p < np (n tiles from tile g0;
+ * lanes past n up to a whole vector zero) */
+__attribute__((target("avx512f"))) static void wino_input(const wino_job *j, float *vb, int64_t g0,
+                                                         int n, int np) {
+  const size_t pstride = (size_t)j->Ci * WG_P, xstride = (size_t)np * pstride;
+  const size_t HW = (size_t)j->H * j->W;
+  const int per = j->nth * j->ntw;
+  /* zero the lanes past n up to a whole vector (the kernel reads whole vectors) */
+  if (n % DC_V) {
+    const int p = n / WG_P, l0 = n % WG_P, l1 = (l0 + DC_V - 1) / DC_V * DC_V;
+    for (int xi = 0; xi < 16; xi++)
+      for (int ci = 0; ci < j->Ci; ci++)
+        memset(vb + xi * xstride + p * pstride + (size_t)ci * WG_P + l0, 0,
+               (size_t)(l1 - l0) * sizeof(float));
+  }
+  /* the deinterleave: lane i takes element 2i (2i + 1) of the pair; with two rows, lanes
+   * ntw + i element 2i (2i + 1) of the second source */
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i ev1 = _mm512_slli_epi32(lane, 1), od1 = _mm512_add_epi32(ev1, _mm512_set1_epi32(1));
+  const __mmask16 hi = _mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32(j->ntw));
+  const __m512i e2 = _mm512_add_epi32(_mm512_slli_epi32(_mm512_sub_epi32(lane, _mm512_set1_epi32(j->ntw)), 1),
+                                      _mm512_set1_epi32(16));
+  const __m512i ev2 = _mm512_mask_mov_epi32(ev1, hi, e2);
+  const __m512i od2 = _mm512_mask_mov_epi32(od1, hi, _mm512_add_epi32(e2, _mm512_set1_epi32(1)));
+  /* runs of tiles in one tile row of one image and one panel, or of two whole tile rows
+   * (ntw ≤ 8) where both lie in the same image, panel and chunk; cut in segments of 16 */
+  typedef struct {
+    wino_seg sg;
+    const float *x;    /* the image's plane 0 */
+    size_t dst;        /* in vb: panel, lane */
+    __mmask16 sm, two; /* lanes stored; two rows */
+  } seg_t;
+  seg_t segs[WG_MAXSEG];
+  int ns = 0;
+  for (int64_t g = g0; g < g0 + n;) {
+    const int b = (int)(g / per), rem = (int)(g % per), th = rem / j->ntw, tw = rem % j->ntw;
+    const int lane0 = (int)(g - g0), p = lane0 / WG_P, lp = lane0 % WG_P;
+    int len = j->ntw - tw;
+    if (len > WG_P - lp) len = WG_P - lp;
+    if (len > g0 + n - g) len = (int)(g0 + n - g);
+    const int two = 2 * j->ntw <= DC_V && tw == 0 && th + 1 < j->nth &&
+                    lp + 2 * j->ntw <= WG_P && lane0 + 2 * j->ntw <= n;
+    if (two) len = 2 * j->ntw;
+    for (int q = 0; q * DC_V < len; q++, ns++) {
+      seg_t *t = &segs[ns];
+      wino_seg_make(&t->sg, j->H, j->W, th, tw + q * DC_V, two);
+      t->x = j->inp + (size_t)b * j->Ci * HW;
+      t->dst = p * pstride + lp + q * DC_V;
+      t->sm = len - q * DC_V >= DC_V ? 0xFFFF : (__mmask16)((1u << (len - q * DC_V)) - 1u);
+      t->two = (__mmask16)two;
+    }
+    g += len;
+  }
+  /* channel by channel, the segments in order (consecutive rows of one plane) */
+  for (int ci = 0; ci < j->Ci; ci++)
+    for (int q = 0; q < ns; q++) {
+      const seg_t *t = &segs[q];
+      const float *x = t->x + (size_t)ci * HW;
+      if (ci + WG_PF < j->Ci) /* the rows WG_PF channels ahead (the loads miss otherwise) */
+        for (int r = 0; r < 4; r++) {
+          if (t->sg.m[r][0]) __builtin_prefetch(x + WG_PF * HW + t->sg.off[r][0]);
+          if (t->sg.m[r][3]) __builtin_prefetch(x + WG_PF * HW + t->sg.off[r][3] + 15);
+          if (t->two && t->sg.m[r][1]) __builtin_prefetch(x + WG_PF * HW + t->sg.off[r][1]);
+        }
+      __m512 v[16];
+      wino_in16(v, x, &t->sg, t->two ? ev2 : ev1, t->two ? od2 : od1);
+      float *d = vb + t->dst + (size_t)ci * WG_P;
+#pragma GCC unroll 16
+      for (int xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps(d + xi * xstride, t->sm, v[xi]);
+    }
+}
+
+/* Output transform of one block of nr ≤ 8 output channels over the panel's n tiles from g0:
+ * m[ξ][r][48] -> out, + bias. Aᵀ = [1 1 1 0; 0 1 −1 −1]. */
+__attribute__((target("avx512f"))) static void wino_output(const wino_job *j, const float *m,
+                                                          int64_t g0, int n, int co0, int nr) {
+  float y[4][WG_P] __attribute__((aligned(64)));
+  const int per = j->nth * j->ntw, HW = j->H * j->W;
+  for (int r = 0; r < nr; r++) {
+    const __m512 bv = _mm512_set1_ps(j->bias ? j->bias[co0 + r] : 0.0f);
+    for (int l = 0; l < n; l += DC_V) {
+      __m512 q[16];
+#pragma GCC unroll 16
+      for (int xi = 0; xi < 16; xi++) q[xi] = _mm512_load_ps(m + ((size_t)xi * DC_R + r) * WG_P + l);
+      __m512 t[2][4];
+      for (int k = 0; k < 4; k++) {
+        t[0][k] = _mm512_add_ps(_mm512_add_ps(q[k], q[4 + k]), q[8 + k]);
+        t[1][k] = _mm512_sub_ps(_mm512_sub_ps(q[4 + k], q[8 + k]), q[12 + k]);
+      }
+      for (int a = 0; a < 2; a++) {
+        const __m512 y0 = _mm512_add_ps(_mm512_add_ps(t[a][0], t[a][1]), t[a][2]);
+        const __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(t[a][1], t[a][2]), t[a][3]);
+        _mm512_store_ps(y[2 * a] + l, _mm512_add_ps(y0, bv));
+        _mm512_store_ps(y[2 * a + 1] + l, _mm512_add_ps(y1, bv));
+      }
+    }
+    for (int l = 0; l < n;) {
+      const int64_t g = g0 + l;
+      const int b = (int)(g / per), rem = (int)(g % per), th = rem / j->ntw, tw = rem % j->ntw;
+      int len = j->ntw - tw;
+      if (len > n - l) len = n - l;
+      float *o = j->out + ((size_t)b * j->Co + co0 + r) * HW;
+      for (int dy = 0; dy < 2; dy++) {
+        const int oh = 2 * th + dy;
+        if (oh >= j->H) break;
+        float *orow = o + (size_t)oh * j->W + 2 * tw;
+        const float *y0 = y[2 * dy] + l, *y1 = y[2 * dy + 1] + l;
+        const int full = 2 * (tw + len) <= j->W ? len : len - 1; /* tiles with both columns */
+        int i = 0;
+        for (; i + DC_V <= full; i += DC_V) { /* 16 tiles -> 32 outputs, interleaved */
+          const __m512 a = _mm512_loadu_ps(y0 + i), c = _mm512_loadu_ps(y1 + i);
+          const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+          const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+          _mm512_storeu_ps(orow + 2 * i, _mm512_permutex2var_ps(a, lo, c));
+          _mm512_storeu_ps(orow + 2 * i + DC_V, _mm512_permutex2var_ps(a, hi, c));
+        }
+        for (; i < full; i++) orow[2 * i] = y0[i], orow[2 * i + 1] = y1[i];
+        if (full < len) orow[2 * i] = y0[i];
+      }
+      l += len;
+    }
+  }
+}
+
+/* Tasks (chunk of np panels, group of G output-channel blocks), the group fastest */
+static void wino_tasks(void *ctx, int64_t t0, int64_t t1) {
+  wino_job *j = ctx;
+  static void (*const fns[3])(float *, size_t, const float *, const float *, const float *,
+                              size_t, size_t, int, int) = {pconv_tile1, pconv_tile2, pconv_tile3};
+  const size_t vfl = (size_t)16 * j->np * j->Ci * WG_P;
+  float *own = aligned_alloc(64, ((j->vall ? 0 : vfl) + (size_t)16 * DC_R * WG_P) * sizeof(float));
+  if (!own) {
+    atomic_store(&j->fail, 1);
+    return;
+  }
+  float *vb = own, *m = own + (j->vall ? 0 : vfl);
+  const int ncb = ceil_div(j->Co, DC_R);
+  int64_t done = -1; /* the chunk whose inputs are in vb */
+  for (int64_t t = t0; t < t1; t++) {
+    const int64_t ch = t / j->ngr;
+    const int gr = (int)(t % j->ngr);
+    const int64_t g0 = ch * j->np * WG_P;
+    const int n = (int)(j->T - g0 < (int64_t)j->np * WG_P ? j->T - g0 : (int64_t)j->np * WG_P);
+    const int np = ceil_div(n, WG_P);
+    if (j->vall) vb = j->vall + ch * vfl;
+    else if (ch != done) wino_input(j, vb, g0, n, j->np), done = ch;
+    const int cb1 = (gr + 1) * j->G < ncb ? (gr + 1) * j->G : ncb;
+    for (int cb = gr * j->G; cb < cb1; cb++) {
+      const int nr = j->Co - cb * DC_R < DC_R ? j->Co - cb * DC_R : DC_R;
+      for (int p = 0; p < np; p++) {
+        const int pn = n - p * WG_P < WG_P ? n - p * WG_P : WG_P, J = ceil_div(pn, DC_V);
+        for (int xi = 0; xi < 16; xi++)
+          fns[J - 1](m + (size_t)xi * DC_R * WG_P, WG_P, NULL,
+                     vb + ((size_t)xi * j->np + p) * j->Ci * WG_P,
+                     j->U + ((size_t)xi * ncb + cb) * j->Ci * DC_R, 1, DC_R, nr, j->Ci);
+        wino_output(j, m, g0 + p * WG_P, pn, cb * DC_R, nr);
+      }
+    }
+  }
+  free(own);
+}
+
+/* the transformed inputs of chunks [c0, c1) into j->vall */
+static void wino_input_tasks(void *ctx, int64_t c0, int64_t c1) {
+  const wino_job *j = ctx;
+  const size_t vfl = (size_t)16 * j->np * j->Ci * WG_P;
+  for (int64_t ch = c0; ch < c1; ch++) {
+    const int64_t g0 = ch * j->np * WG_P;
+    const int n = (int)(j->T - g0 < (int64_t)j->np * WG_P ? j->T - g0 : (int64_t)j->np * WG_P);
+    wino_input(j, j->vall + ch * vfl, g0, n, j->np);
+  }
+}
+
+/* out = conv3x3(inp, pad 1) + bias by Winograd F(2x2, 3x3); scratch: wino_scratch_floats */
+static int wino_forward(float *out, const float *inp, const float *weight, const float *bias,
+                        const sde_nn_conv2d_shape *s, float *scratch) {
+  wino_job j = {.out = out, .inp = inp, .bias = bias, .B = s->B, .Ci = s->C_in, .Co = s->C_out,
+                .H = s->H, .W = s->W, .w = weight};
+  j.nth = (s->H + 1) / 2;
+  j.ntw = (s->W + 1) / 2;
+  j.T = s->B * j.nth * j.ntw;
+  float *U = scratch + (16 - ((uintptr_t)scratch / sizeof(float)) % 16) % 16;
+  j.Uw = U;
+  j.U = U;
+  atomic_init(&j.fail, 0);
+  sde_parallel_for(ceil_div(s->C_out, DC_R), 1, wino_weights, &j);
+  /* panels per task: the transformed inputs within WG_L2, no more than leave `want` tasks
+   * (4 a thread, for an even split; the task layout does not change any bits) */
+  const int th4 = 4 * sde_parallel_threads(), want = th4 > 8 ? th4 : 8;
+  const int npan = ceil_div(j.T, WG_P);
+  j.np = (int)(WG_L2 / ((size_t)16 * s->C_in * WG_P));
+  if (j.np < 1) j.np = 1;
+  if (j.np > 4) j.np = 4;
+  while (j.np > 1 && ceil_div(npan, j.np) < want) j.np--;
+  j.nchunk = ceil_div(npan, j.np);
+  const int ncb = ceil_div(s->C_out, DC_R);
+  /* channel groups: `want` tasks where the chunks are fewer */
+  int ngr = j.nchunk >= want ? 1 : ceil_div(want, j.nchunk);
+  if (ngr > ncb) ngr = ncb;
+  j.G = ceil_div(ncb, ngr);
+  j.ngr = ceil_div(ncb, j.G);
+  /* several groups a chunk: its inputs transformed once, up front, not once per group */
+  j.vall = NULL;
+  if (j.ngr > 1) {
+    j.vall = aligned_alloc(64, (size_t)j.nchunk * 16 * j.np * s->C_in * WG_P * sizeof(float));
+    if (!j.vall) return sde_fail(SDE_ENOMEM, "conv2d: out of memory");
+    sde_parallel_for(j.nchunk, 1, wino_input_tasks, &j);
+  }
+  sde_parallel_for_dynamic((int64_t)j.nchunk * j.ngr, 1, wino_tasks, &j);
+  free(j.vall);
+  return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
+}
 #endif
 
 /* dweight parts: part c[Co,K] = Σ_{i in chunk c} g_i[Co,HWo] · col_i[K,HWo]ᵀ, one task and
@@ -1381,6 +1816,11 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
+  if (wino_usable(s)) {
+    rc = wino_forward(out, inp, weight, bias, s, col);
+    free(owned);
+    return rc;
+  }
   if (dconv_usable(s)) {
     rc = dconv_forward(out, inp, weight, (size_t)s->C_in * s->KH * s->KW, (size_t)s->KH * s->KW,
                        0, bias, s, col, 0);
