@@ -5,7 +5,7 @@
 #   scripts/train-fashion-mnist.sh [BUILD_DIR]          foreground (Ctrl-C checkpoints)
 #   nohup scripts/train-fashion-mnist.sh >> runs/fashion-mnist-32-nf32.log 2>&1 &
 #   STEPS=N scripts/train-fashion-mnist.sh              stop at step N (default 100,000;
-#                                                       the shipped file is step 28,155)
+#                                                       the shipped file is step 28,444)
 #   EXPORT=1 scripts/train-fashion-mnist.sh             export the EMA weights of the
 #                                                       latest checkpoint, no training
 #
@@ -21,9 +21,11 @@ set -e
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 NF=${NF:-32}
-if [ "$NF" = 16 ]; then RUN=fashion-mnist-32 MODEL=models/fashion-mnist-32-nf16.safetensors
-else RUN=fashion-mnist-32-nf$NF MODEL=models/fashion-mnist-32.safetensors; fi
-[ "$NF" = 32 ] || [ "$NF" = 16 ] || MODEL=models/$RUN.safetensors
+case $NF in
+  16) RUN=fashion-mnist-32 MODEL=models/fashion-mnist-32-nf16.safetensors ;;
+  32) RUN=fashion-mnist-32-nf32 MODEL=models/fashion-mnist-32.safetensors ;;
+  *) RUN=fashion-mnist-32-nf$NF MODEL=models/$RUN.safetensors ;;
+esac
 . scripts/train-common.sh
 train_run $RUN runs/bin $MODEL 2 \
   --data fashion-mnist --preset fashion-mnist-32 --nf "$NF" \
