@@ -366,6 +366,46 @@ static void run_wino_case(int B, int Ci, int Co, int H, int W) {
   free(x), free(w), free(b), free(y1), free(Ua), free(Va);
 }
 
+/* The input gradient by Winograd (SDE_NN_WINOGRAD=2): dinp += the forward conv of dout with
+ * the flipped, transposed weights, bit for bit the forward path (checked against float64 by
+ * run_wino_case on the transposed shape) added onto what dinp held; 1/2/3 threads
+ * bit-identical. */
+static void run_wino_dinp_case(int B, int Ci, int Co, int H, int W) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  sde_nn_conv2d_shape t = sde_nn_conv2d_shape_make(B, Co, H, W, Ci, 3, 1, 1);
+  const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
+  float *x = rand_f(nx), *g = rand_f(ny), *w = rand_f(nw), *d0 = rand_f(nx), *wT = malloc(nw * sizeof(float));
+  float *ref = malloc(nx * sizeof(float)), *dx[3];
+  for (int co = 0; co < Co; co++)
+    for (int ci = 0; ci < Ci; ci++)
+      for (int k = 0; k < 9; k++) wT[((size_t)ci * Co + co) * 9 + k] = w[((size_t)co * Ci + ci) * 9 + 8 - k];
+  int rc = sde_nn_conv2d_forward(ref, g, wT, NULL, &t, NULL);
+  for (size_t i = 0; i < nx; i++) ref[i] = d0[i] + ref[i];
+  for (int th = 0; th < 3; th++) {
+    dx[th] = malloc(nx * sizeof(float));
+    memcpy(dx[th], d0, nx * sizeof(float));
+    sde_set_num_threads(th + 1);
+    rc |= sde_nn_conv2d_backward(dx[th], NULL, NULL, g, x, w, &s, NULL);
+  }
+  sde_set_num_threads(2);
+  const int same = !memcmp(dx[0], dx[1], nx * sizeof(float)) && !memcmp(dx[0], dx[2], nx * sizeof(float));
+  /* without AVX-512 both sides take the im2col path, in different summation orders */
+  const int avx = __builtin_cpu_supports("avx512f") && !(getenv("SDE_NN_NO_DIRECT_CONV") &&
+                                                         atoi(getenv("SDE_NN_NO_DIRECT_CONV")));
+  double diff = 0, mag = 0;
+  for (size_t i = 0; i < nx; i++) {
+    const double e = fabs((double)dx[1][i] - ref[i]), m = fabs((double)ref[i]);
+    diff = e > diff ? e : diff, mag = m > mag ? m : mag;
+  }
+  const int exact = avx ? !memcmp(dx[1], ref, nx * sizeof(float)) : diff <= 1e-5 * (mag + 1);
+  TAP_CHECK(rc == 0 && same && exact,
+            "winograd dinp B=%d %d->%d %dx%d: = dinp + forward(dout, flipped wT) %s (max diff "
+            "%.3g), 1/2/3 threads bit-identical (%d)", B, Ci, Co, H, W,
+            avx ? "bitwise" : "within 1e-5", diff, same);
+  for (int th = 0; th < 3; th++) free(dx[th]);
+  free(x), free(g), free(w), free(d0), free(wT), free(ref);
+}
+
 /* The shapes the networks' 3x3 convs take by default go through Winograd (they differ from
  * the direct conv), the others do not; shapes only, whatever the batch */
 static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
@@ -485,6 +525,9 @@ int main(void) {
                        {2, 128, 256, 16, 16}, {1, 256, 3, 12, 11}, {8, 3, 256, 32, 32}};
   for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
     run_wino_case(wc[i][0], wc[i][1], wc[i][2], wc[i][3], wc[i][4]);
+  /* the input gradient of every shape whose transpose (C_in and C_out swapped) is above */
+  for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
+    run_wino_dinp_case(wc[i][0], wc[i][2], wc[i][1], wc[i][3], wc[i][4]);
   unsetenv("SDE_NN_WINOGRAD");
   const int wino = __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0');
   run_wino_dispatch(1, 128, 128, 32, 32, wino);

@@ -279,9 +279,12 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
     size_t d = pconv_s2_scratch_floats(s);
     if (d > n) n = d;
   }
-  if (wino_shape_ok(s)) {
-    size_t d = wino_scratch_floats(s);
+  if (wino_shape_ok(s)) { /* the forward, and the input gradient (C_in and C_out swapped) */
+    sde_nn_conv2d_shape t = *s;
+    t.C_in = s->C_out, t.C_out = s->C_in;
+    size_t d = wino_scratch_floats(s), e = wino_scratch_floats(&t);
     if (d > n) n = d;
+    if (e > n) n = e;
   }
 #endif
   sde_nn_conv2d_shape t;
@@ -1385,6 +1388,7 @@ typedef struct {
   const float *w;                   /* weight transform: the [Co][Ci][3][3] weights */
   float *Uw;
   float *vall; /* fewer than 8 chunks: every chunk's transformed inputs, made once */
+  int accum;   /* out += conv (the input gradient) instead of out = conv + bias */
   atomic_int fail;
 } wino_job;
 
@@ -1666,11 +1670,21 @@ __attribute__((target("avx512f"))) static void wino_output(const wino_job *j, co
           const __m512 a = _mm512_loadu_ps(y0 + i), c = _mm512_loadu_ps(y1 + i);
           const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
           const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-          _mm512_storeu_ps(orow + 2 * i, _mm512_permutex2var_ps(a, lo, c));
-          _mm512_storeu_ps(orow + 2 * i + DC_V, _mm512_permutex2var_ps(a, hi, c));
+          __m512 v0 = _mm512_permutex2var_ps(a, lo, c), v1 = _mm512_permutex2var_ps(a, hi, c);
+          if (j->accum) {
+            v0 = _mm512_add_ps(_mm512_loadu_ps(orow + 2 * i), v0);
+            v1 = _mm512_add_ps(_mm512_loadu_ps(orow + 2 * i + DC_V), v1);
+          }
+          _mm512_storeu_ps(orow + 2 * i, v0);
+          _mm512_storeu_ps(orow + 2 * i + DC_V, v1);
         }
-        for (; i < full; i++) orow[2 * i] = y0[i], orow[2 * i + 1] = y1[i];
-        if (full < len) orow[2 * i] = y0[i];
+        if (j->accum) {
+          for (; i < full; i++) orow[2 * i] += y0[i], orow[2 * i + 1] += y1[i];
+          if (full < len) orow[2 * i] += y0[i];
+        } else {
+          for (; i < full; i++) orow[2 * i] = y0[i], orow[2 * i + 1] = y1[i];
+          if (full < len) orow[2 * i] = y0[i];
+        }
       }
       l += len;
     }
@@ -1726,11 +1740,12 @@ static void wino_input_tasks(void *ctx, int64_t c0, int64_t c1) {
   }
 }
 
-/* out = conv3x3(inp, pad 1) + bias by Winograd F(2x2, 3x3); scratch: wino_scratch_floats */
+/* out = conv3x3(inp, pad 1) + bias (accum: out += conv3x3(inp, pad 1)) by Winograd
+ * F(2x2, 3x3); scratch: wino_scratch_floats */
 static int wino_forward(float *out, const float *inp, const float *weight, const float *bias,
-                        const sde_nn_conv2d_shape *s, float *scratch) {
+                        const sde_nn_conv2d_shape *s, float *scratch, int accum) {
   wino_job j = {.out = out, .inp = inp, .bias = bias, .B = s->B, .Ci = s->C_in, .Co = s->C_out,
-                .H = s->H, .W = s->W, .w = weight};
+                .H = s->H, .W = s->W, .w = weight, .accum = accum};
   j.nth = (s->H + 1) / 2;
   j.ntw = (s->W + 1) / 2;
   j.T = s->B * j.nth * j.ntw;
@@ -1764,6 +1779,25 @@ static int wino_forward(float *out, const float *inp, const float *weight, const
   sde_parallel_for_dynamic((int64_t)j.nchunk * j.ngr, 1, wino_tasks, &j);
   free(j.vall);
   return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
+}
+
+/* dinp[B,Ci,H,W] += conv3x3(dout[B,Co,H,W], wT, pad 1): the input gradient of a 3x3 stride-1
+ * pad-1 conv is that conv with the flipped, transposed weights wT[ci][co][k] = w[co][ci][8-k]
+ * (made here, Ci·Co·9 floats); scratch: wino_scratch_floats of the transposed shape */
+static int wino_dinp(float *dinp, const float *dout, const float *weight,
+                     const sde_nn_conv2d_shape *s, float *scratch) {
+  const int Ci = s->C_in, Co = s->C_out;
+  float *wT = malloc((size_t)Ci * Co * 9 * sizeof(float));
+  if (!wT) return sde_fail(SDE_ENOMEM, "conv2d: out of memory");
+  for (int co = 0; co < Co; co++)
+    for (int ci = 0; ci < Ci; ci++)
+      for (int k = 0; k < 9; k++)
+        wT[((size_t)ci * Co + co) * 9 + k] = weight[((size_t)co * Ci + ci) * 9 + 8 - k];
+  sde_nn_conv2d_shape t = *s;
+  t.C_in = Co, t.C_out = Ci;
+  const int rc = wino_forward(dinp, dout, wT, NULL, &t, scratch, 1);
+  free(wT);
+  return rc;
 }
 #endif
 
@@ -1817,7 +1851,7 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
   if (wino_usable(s)) {
-    rc = wino_forward(out, inp, weight, bias, s, col);
+    rc = wino_forward(out, inp, weight, bias, s, col, 0);
     free(owned);
     return rc;
   }
@@ -1885,7 +1919,11 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   int imgs, rows;
   conv2d_plan(s, &imgs, &rows);
   sde_nn_conv2d_shape t;
-  const int direct = dinp && dconv_dinp_shape(s, &t);
+  int wino = 0;
+#ifdef HAVE_DCONV
+  wino = dinp && wino_usable(s); /* the same shapes as the forward: symmetric in C_in, C_out */
+#endif
+  const int direct = dinp && (wino || dconv_dinp_shape(s, &t));
   const int parts = dw_parts(s, imgs);
   float *part = col + (size_t)K * imgs * rows * Wo;
 #ifdef HAVE_DCONV
@@ -1921,7 +1959,8 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
     }
   }
 #ifdef HAVE_DCONV
-  if (direct) {
+  if (wino) rc = wino_dinp(dinp, dout, weight, s, col);
+  else if (direct) {
     /* dinp += conv(dout, flipped transposed weights wT[ci][co][k] = w[co][ci][KK-1-k]),
      * no columns */
     const size_t KK = (size_t)s->KH * s->KW;
