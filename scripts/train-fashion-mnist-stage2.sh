@@ -1,0 +1,40 @@
+#!/bin/sh
+# Stage 2 of the shipped Fashion-MNIST model (models/fashion-mnist-32.md): a second run
+# started from stage 1's EMA weights (step 28,444 of scripts/train-fashion-mnist.sh, the
+# file shipped until commit 20a712a), Adam restarted, seed 1, its EMA (0.999) starting from
+# those weights. The run's EMA is exported at each step of SNAPS and the shipped file is
+# their mean (tools/models/average_weights.py): the 0.999 EMA averages about 1,000 steps,
+# the mean of the snapshots several thousand.
+#
+#   scripts/train-fashion-mnist-stage2.sh [BUILD_DIR]   train (or resume) to each step of
+#                                                      SNAPS, export, average into OUT
+#   SNAPS="k1 k2 ..." OUT=file ...                      other snapshot steps, another output
+#
+# Resumable like stage 1 (bit-identical however often it is interrupted; runs/RUN.lock).
+# Stage 1's weights come from git history (runs/fashion-mnist-32-stage1.safetensors), or
+# from `STEPS=28444 scripts/train-fashion-mnist.sh; EXPORT=1
+# OUT_MODEL=runs/fashion-mnist-32-stage1.safetensors scripts/train-fashion-mnist.sh`.
+set -e
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+RUN=fashion-mnist-32-nf32b
+INIT=runs/fashion-mnist-32-stage1.safetensors
+SNAPS=${SNAPS:-"7000 8000 9000 9750 10750 11750 12750 14500"}
+OUT=${OUT:-models/fashion-mnist-32.safetensors}
+mkdir -p runs
+[ -s $INIT ] || git show 20a712a:models/fashion-mnist-32.safetensors > $INIT
+. scripts/train-common.sh
+exports=
+for k in $SNAPS; do
+  e=runs/$RUN/ema-$k.safetensors
+  if [ ! -s "$e" ]; then
+    (train_run $RUN runs/bin - 2 \
+      --init-from $INIT --data fashion-mnist --preset fashion-mnist-32 --nf 32 \
+      --batch 32 --lr 5e-4 --warmup 500 --ema 0.999 --reduce-mean --seed 1 \
+      --steps "$k" --ckpt-every 250 --ckpt-minutes 5 --log-every 250 --sample-n 0)
+    (EXPORT=1 OUT_MODEL=$e train_run $RUN runs/bin - 2)
+  fi
+  exports="$exports $e"
+done
+# shellcheck disable=SC2086 # exports: words
+/usr/bin/python3 tools/models/average_weights.py --out "$OUT" $exports
