@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 RUN=fashion-mnist-32-nf32b
 INIT=runs/fashion-mnist-32-stage1.safetensors
-SNAPS=${SNAPS:-"7000 8000 9000 9750 10750 11750 12750 14500"}
+SNAPS=${SNAPS:-"12750 14500 15250 16000 16750 17500 18500 19250 20000"}
 OUT=${OUT:-models/fashion-mnist-32.safetensors}
 mkdir -p runs
 [ -s $INIT ] || git show 20a712a:models/fashion-mnist-32.safetensors > $INIT
