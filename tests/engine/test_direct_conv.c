@@ -203,6 +203,20 @@ static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int
   free(x), free(g), free(w), free(d0);
 }
 
+/* dinp after sde_nn_conv2d_backward onto d0, at 1, 2 and 3 threads: dx[t] (malloc'd) */
+static int dinp_at_1_2_3_threads(float *dx[3], const float *d0, const float *g, const float *x,
+                                 const float *w, const sde_nn_conv2d_shape *s, size_t nx) {
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    dx[t] = malloc(nx * sizeof(float));
+    memcpy(dx[t], d0, nx * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= sde_nn_conv2d_backward(dx[t], NULL, NULL, g, x, w, s, NULL);
+  }
+  sde_set_num_threads(2);
+  return rc;
+}
+
 /* The input gradient of a KxK stride-1 conv (the direct conv of dout with the flipped,
  * transposed weights, accumulating into dinp): dinp += Σ_{co,kh,kw} w·dout against float64
  * within γ(n)·A (n = C_out·K·K products and the prior dinp, A = Σ|w·dout| + |prior|),
@@ -215,14 +229,7 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
   const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * k * k;
   const size_t img_x = nx / B, img_g = ng / B;
   float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw), *d0 = rand_f(nx), *dx[3];
-  int rc = 0;
-  for (int t = 0; t < 3; t++) {
-    dx[t] = malloc(nx * sizeof(float));
-    memcpy(dx[t], d0, nx * sizeof(float));
-    sde_set_num_threads(t + 1);
-    rc |= sde_nn_conv2d_backward(dx[t], NULL, NULL, g, x, w, &s, NULL);
-  }
-  sde_set_num_threads(2);
+  int rc = dinp_at_1_2_3_threads(dx, d0, g, x, w, &s, nx);
   const double u = 0x1.0p-24, n = (double)Co * k * k + 1, gam = n * u / (1 - n * u);
   double worst = 0;
   for (int b = 0; b < B; b++)
@@ -273,6 +280,13 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
  * image alone bit-identical to its place in the batch. Without AVX-512 (or under
  * SDE_NN_NO_DIRECT_CONV=1) these shapes run on the im2col path and are checked against its
  * own bound, γ(9·C_in + 1)·(Σ|w·x| + |bias|). */
+/* the AVX-512 kernels (direct and Winograd) run: the CPU has AVX-512F and
+ * SDE_NN_NO_DIRECT_CONV is not set */
+static int direct_paths_on(void) {
+  const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
+  return __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0');
+}
+
 static void run_wino_case(int B, int Ci, int Co, int H, int W) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
@@ -316,8 +330,7 @@ static void run_wino_case(int B, int Ci, int Co, int H, int W) {
               v[a * 4 + e] = acc;
             }
         }
-  const int avx = __builtin_cpu_supports("avx512f") && !(getenv("SDE_NN_NO_DIRECT_CONV") &&
-                                                         atoi(getenv("SDE_NN_NO_DIRECT_CONV")));
+  const int avx = direct_paths_on();
   const double u = 0x1.0p-24, n = avx ? Ci + 10.0 : 9.0 * Ci + 1, gam = n * u / (1 - n * u);
   static const double At[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
   double worst = 0, rel = 0;
@@ -381,17 +394,10 @@ static void run_wino_dinp_case(int B, int Ci, int Co, int H, int W) {
       for (int k = 0; k < 9; k++) wT[((size_t)ci * Co + co) * 9 + k] = w[((size_t)co * Ci + ci) * 9 + 8 - k];
   int rc = sde_nn_conv2d_forward(ref, g, wT, NULL, &t, NULL);
   for (size_t i = 0; i < nx; i++) ref[i] = d0[i] + ref[i];
-  for (int th = 0; th < 3; th++) {
-    dx[th] = malloc(nx * sizeof(float));
-    memcpy(dx[th], d0, nx * sizeof(float));
-    sde_set_num_threads(th + 1);
-    rc |= sde_nn_conv2d_backward(dx[th], NULL, NULL, g, x, w, &s, NULL);
-  }
-  sde_set_num_threads(2);
+  rc |= dinp_at_1_2_3_threads(dx, d0, g, x, w, &s, nx);
   const int same = !memcmp(dx[0], dx[1], nx * sizeof(float)) && !memcmp(dx[0], dx[2], nx * sizeof(float));
   /* without AVX-512 both sides take the im2col path, in different summation orders */
-  const int avx = __builtin_cpu_supports("avx512f") && !(getenv("SDE_NN_NO_DIRECT_CONV") &&
-                                                         atoi(getenv("SDE_NN_NO_DIRECT_CONV")));
+  const int avx = direct_paths_on();
   double diff = 0, mag = 0;
   for (size_t i = 0; i < nx; i++) {
     const double e = fabs((double)dx[1][i] - ref[i]), m = fabs((double)ref[i]);
@@ -529,7 +535,7 @@ int main(void) {
   for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
     run_wino_dinp_case(wc[i][0], wc[i][2], wc[i][1], wc[i][3], wc[i][4]);
   unsetenv("SDE_NN_WINOGRAD");
-  const int wino = __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0');
+  const int wino = direct_paths_on();
   run_wino_dispatch(1, 128, 128, 32, 32, wino);
   run_wino_dispatch(3, 256, 256, 16, 16, wino);
   run_wino_dispatch(1, 32, 40, 15, 15, wino);
