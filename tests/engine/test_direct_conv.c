@@ -10,7 +10,10 @@
  *
  * Also: bit-identical results for 1, 2 and 3 threads, and image i of a batch of 3
  * bit-identical to the same image run alone. Under SDE_NN_NO_DIRECT_CONV=1 (or without
- * AVX-512) the same checks run on the im2col path.
+ * AVX-512) the same checks run on the im2col path; without AVX-512, or under
+ * SDE_NN_ISA=avx2, the stride-1 KxK forward and input gradient on the AVX2 direct conv
+ * (ops_conv_avx2.c: rows of 8 outputs where Wo is a multiple of 8, the padded grid
+ * elsewhere).
  *
  * The weight gradient of 3x3 stride-1 convs (the direct dweight kernel, dconv_dw_tasks, on
  * its row and lane-mask layouts; im2col + sgemm on the others): dweight += Σ_b Σ_p dout·x
@@ -283,8 +286,9 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
 /* the AVX-512 kernels (direct and Winograd) run: the CPU has AVX-512F and
  * SDE_NN_NO_DIRECT_CONV is not set */
 static int direct_paths_on(void) {
-  const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
-  return __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0');
+  const char *off = getenv("SDE_NN_NO_DIRECT_CONV"), *isa = getenv("SDE_NN_ISA");
+  return __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0') &&
+         !(isa && !strcmp(isa, "avx2"));
 }
 
 static void run_wino_case(int B, int Ci, int Co, int H, int W) {
@@ -435,8 +439,11 @@ static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
 
 int main(void) {
   const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
+  const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   TAP_DIAG("direct paths %s", off && *off && *off != '0' ? "off (SDE_NN_NO_DIRECT_CONV)"
-                                                          : "on where the CPU has AVX-512F");
+                              : direct_paths_on()         ? "AVX-512"
+                              : avx2                      ? "AVX2 (stride-1 KxK convs)"
+                                                          : "off (no AVX2 or AVX-512)");
   setenv("SDE_NN_WINOGRAD", "0", 1); /* the direct 3x3 kernels below; Winograd at the end */
   const int sides[] = {1, 2, 4, 7, 8, 16, 32};
   const int chans[][2] = {{3, 5}, {13, 17}, {37, 40}}; /* C_in, C_out */

@@ -261,6 +261,7 @@ static int dw_parts(const sde_nn_conv2d_shape *s, int imgs) {
 
 static int dw_parts(const sde_nn_conv2d_shape *s, int imgs);
 static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t);
+static int avx2_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t);
 
 size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
   if (conv2d_check(s) != SDE_OK || conv2d_is_pointwise(s)) return 0;
@@ -290,6 +291,14 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
   sde_nn_conv2d_shape t;
   if (dconv_dinp_shape(s, &t)) { /* backward: dinp as a direct conv */
     size_t d = dconv_scratch_floats(&t);
+    if (d > n) n = d;
+  }
+  if (sde_ops_conv_avx2_usable(s)) { /* AVX2: the forward and dweight */
+    size_t d = sde_ops_conv_avx2_scratch_floats(s);
+    if (d > n) n = d;
+  }
+  if (avx2_dinp_shape(s, &t)) { /* AVX2: dinp as a direct conv */
+    size_t d = sde_ops_conv_avx2_scratch_floats(&t);
     if (d > n) n = d;
   }
   return n;
@@ -480,6 +489,20 @@ static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t
                            s->KW - 1 - s->pad_right};
   *t = u;
   return dconv_usable(t);
+}
+
+/* the same for the AVX2 direct conv (ops_conv_avx2.c): 1 (and *t) when it takes s's
+ * forward and its input gradient */
+static int avx2_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
+  if (!sde_ops_conv_avx2_usable(s) || s->pad_top >= s->KH || s->pad_bottom >= s->KH ||
+      s->pad_left >= s->KW || s->pad_right >= s->KW)
+    return 0;
+  sde_nn_conv2d_shape u = {s->B,  s->C_out, sde_nn_conv2d_out_h(s), sde_nn_conv2d_out_w(s),
+                           s->C_in, s->KH, s->KW, 1, s->KH - 1 - s->pad_top,
+                           s->KH - 1 - s->pad_bottom, s->KW - 1 - s->pad_left,
+                           s->KW - 1 - s->pad_right};
+  *t = u;
+  return 1;
 }
 
 #ifdef HAVE_DCONV
@@ -1870,6 +1893,12 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
     return rc;
   }
 #endif
+  sde_nn_conv2d_shape t;
+  if (avx2_dinp_shape(s, &t)) {
+    rc = sde_ops_conv_avx2(out, inp, weight, (size_t)K, (size_t)s->KH * s->KW, 0, bias, s, col, 0);
+    free(owned);
+    return rc;
+  }
   /* out <- bias, then the GEMMs accumulate onto it (beta = 1) */
   sde_ops_fill_bias(out, bias, s->B, Co, HWo);
   if (conv2d_is_pointwise(s)) {
@@ -1923,9 +1952,14 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
 #ifdef HAVE_DCONV
   wino = dinp && wino_usable(s); /* the same shapes as the forward: symmetric in C_in, C_out */
 #endif
-  const int direct = dinp && (wino || dconv_dinp_shape(s, &t));
+  const int avx2 = dinp && avx2_dinp_shape(s, &t);
+  const int direct = dinp && (wino || avx2 || dconv_dinp_shape(s, &t));
   const int parts = dw_parts(s, imgs);
   float *part = col + (size_t)K * imgs * rows * Wo;
+  if (dweight && sde_ops_conv_avx2_dweight_usable(s)) {
+    sde_ops_conv_avx2_dweight(dweight, dout, inp, s, col);
+    dweight = NULL;
+  }
 #ifdef HAVE_DCONV
   if (dweight) {
     const int dd = dconv_dweight(dweight, dout, inp, s);
@@ -1960,13 +1994,17 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   }
 #ifdef HAVE_DCONV
   if (wino) rc = wino_dinp(dinp, dout, weight, s, col);
-  else if (direct) {
+  else if (direct && !avx2) {
     /* dinp += conv(dout, flipped transposed weights wT[ci][co][k] = w[co][ci][KK-1-k]),
      * no columns */
     const size_t KK = (size_t)s->KH * s->KW;
     rc = dconv_forward(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, 1);
   }
 #endif
+  if (avx2) { /* the same on AVX2 */
+    const size_t KK = (size_t)s->KH * s->KW;
+    rc = sde_ops_conv_avx2(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, 1);
+  }
   free(owned);
   return rc;
 }

@@ -6,8 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "scoresde/error.h"
+#include "scoresde/nn.h"
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -24,24 +26,35 @@ static inline float *scratch_get(float *given, size_t nfloats, float **owned) {
   return *owned;
 }
 
-/* The AVX-512 paths (direct conv, GroupNorm, SiLU) exist when HAVE_DCONV is defined and
- * run when dconv_cpu_ok(): the CPU has AVX-512F and SDE_NN_NO_DIRECT_CONV is unset or 0
- * (an A/B switch for benchmarks). */
+/* The SIMD kernels the CPU ops take, read once per process:
+ *   2: AVX-512F (ops_conv.c's direct, pointwise and Winograd convolutions, and ops_norm.c's
+ *      GroupNorm and SiLU): dconv_cpu_ok();
+ *   1: AVX2 + FMA without AVX-512F (AMD Zen 1-3, Intel client cores; ops_conv_avx2.c and
+ *      the AVX2 branches of ops_norm.c): avx2_cpu_ok();
+ *   0: neither (portable C and OpenBLAS).
+ * Environment: SDE_NN_NO_DIRECT_CONV=1 forces 0 (an A/B switch for benchmarks);
+ * SDE_NN_ISA=avx2 takes the AVX2 kernels on an AVX-512 CPU too (tests, benchmarks). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(SDE_NO_DCONV)
 #include <immintrin.h>
 #define HAVE_DCONV 1
-static inline int dconv_cpu_ok(void) {
-  static int ok = -1;
-  if (ok < 0) {
+static inline int simd_level(void) {
+  static int level = -1;
+  if (level < 0) {
     __builtin_cpu_init();
-    ok = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    const char *e = getenv("SDE_NN_NO_DIRECT_CONV"); /* A/B switch for benchmarks */
-    if (e && *e && *e != '0') ok = 0;
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int l = __builtin_cpu_supports("avx512f") ? 2 : avx2 ? 1 : 0;
+    const char *isa = getenv("SDE_NN_ISA"), *off = getenv("SDE_NN_NO_DIRECT_CONV");
+    if (isa && !strcmp(isa, "avx2") && avx2) l = 1;
+    if (off && *off && *off != '0') l = 0;
+    level = l;
   }
-  return ok;
+  return level;
 }
+static inline int dconv_cpu_ok(void) { return simd_level() == 2; }
+static inline int avx2_cpu_ok(void) { return simd_level() == 1; }
 #else
 static inline int dconv_cpu_ok(void) { return 0; }
+static inline int avx2_cpu_ok(void) { return 0; }
 #endif
 
 /* Elementwise loops: out (and out2) from a (and b) */
@@ -75,5 +88,21 @@ typedef struct {
 void sde_ops_fill_bias(float *out, const float *bias, int B, int C, int len);
 /* dbias[c] += Σ_b Σ_p dout[b, c, p], one channel per thread, the batch in order */
 void sde_ops_sum_channels(float *dbias, const float *dout, int B, int C, int len);
+
+
+/* ---- direct stride-1 convolution on AVX2 + FMA CPUs (ops_conv_avx2.c) ------------------- */
+/* 1 when the CPU takes the AVX2 path (avx2_cpu_ok) and s is stride 1, not 1x1 */
+int sde_ops_conv_avx2_usable(const sde_nn_conv2d_shape *s);
+size_t sde_ops_conv_avx2_scratch_floats(const sde_nn_conv2d_shape *s);
+/* out = conv(inp) + bias, or out += conv(inp) (accum); weights w[o·so + c·sc + k] (k
+ * reversed when flip: the input gradient's flipped, transposed weights in place) */
+int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
+                      int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
+                      int accum);
+/* dweight += the weight gradient of a 3x3 stride-1 conv whose output rows are multiples of
+ * 8 wide (sde_ops_conv_avx2_dweight_usable); scratch as sde_ops_conv_avx2 */
+int sde_ops_conv_avx2_dweight_usable(const sde_nn_conv2d_shape *s);
+int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *inp,
+                              const sde_nn_conv2d_shape *s, float *scratch);
 
 #endif

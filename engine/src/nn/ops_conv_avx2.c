@@ -1,0 +1,415 @@
+/* Direct stride-1 convolution for CPUs with AVX2 + FMA but no AVX-512 (AMD Zen 1-3, Intel
+ * client cores): the path sde_nn_conv2d_forward and the input gradient of
+ * sde_nn_conv2d_backward take there instead of im2col + GEMM (ops_conv.c keeps the AVX-512
+ * kernels, which need 32 vector registers and 16-lane masks).
+ *
+ * Each image is copied once into zero-padded planes [C_in][S] (Hp x Wp, row stride Wp).
+ * Outputs are computed on the padded grid, so that the input of tap (kh, kw) for output
+ * position q is the plane at q + kh·Wp + kw: every tap is one unaligned 8-float load.
+ *  A2_ROWS (Wo a multiple of 8): a vector is 8 outputs of one output row, written straight
+ *          to the output; nothing is computed twice or thrown away.
+ *  A2_GRID (any other shape): a vector is 8 consecutive positions q = oh·Wp + ow of the
+ *          padded grid; the Wp − Wo columns past the right edge are computed and dropped.
+ * A register tile is A2_R = 4 output channels x up to A2_J = 3 vectors: 12 accumulators,
+ * 3 input loads and 4 weight broadcasts per tap feed 12 FMAs (16 ymm registers in all).
+ * Every output is one FMA chain over (c_in, kh, kw) in that order, then + bias, whatever
+ * tile, task or thread it falls on: the bits depend neither on the thread count nor on the
+ * batch (a sample alone or in a batch comes out the same). */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../parallel.h"
+#include "ops_internal.h"
+#include "scoresde/error.h"
+
+#ifdef HAVE_DCONV
+
+#define A2_R 4   /* output channels per register tile */
+#define A2_J 3   /* vectors per register tile */
+#define A2_V 8   /* floats per vector */
+#define A2_TPC 16 /* tiles per task */
+
+enum { A2_ROWS, A2_GRID };
+
+typedef struct {
+  int mode, Hp, Wp, Ho, Wo, nvec, ncb; /* nvec: vectors per image */
+  size_t S;                            /* floats per padded plane (with read slack) */
+} a2_plan;
+
+static void a2_plan_make(const sde_nn_conv2d_shape *s, a2_plan *p) {
+  p->Hp = s->H + s->pad_top + s->pad_bottom;
+  p->Wp = s->W + s->pad_left + s->pad_right;
+  p->Ho = p->Hp - s->KH + 1;
+  p->Wo = p->Wp - s->KW + 1;
+  p->ncb = ceil_div(s->C_out, A2_R);
+  size_t need = (size_t)p->Hp * p->Wp;
+  if (p->Wo % A2_V == 0) {
+    p->mode = A2_ROWS; /* the last vector's last tap reads (Hp−1)·Wp + Wp − 1: inside */
+    p->nvec = p->Ho * p->Wo / A2_V;
+  } else {
+    p->mode = A2_GRID; /* vectors past Ho·Wp and their taps read up to here */
+    p->nvec = ceil_div(p->Ho * p->Wp, A2_V);
+    size_t reach = (size_t)p->nvec * A2_V + (size_t)(s->KH - 1) * p->Wp + s->KW;
+    if (reach > need) need = reach;
+  }
+  p->S = (need + 7) / 8 * 8;
+}
+
+int sde_ops_conv_avx2_usable(const sde_nn_conv2d_shape *s) {
+  return s->stride == 1 && !(s->KH == 1 && s->KW == 1) && avx2_cpu_ok();
+}
+
+static size_t a2_wpk_floats(const sde_nn_conv2d_shape *s) {
+  return (size_t)ceil_div(s->C_out, A2_R) * A2_R * s->C_in * s->KH * s->KW;
+}
+
+size_t sde_ops_conv_avx2_scratch_floats(const sde_nn_conv2d_shape *s) {
+  a2_plan p;
+  a2_plan_make(s, &p);
+  return (size_t)s->B * s->C_in * p.S + 8 + a2_wpk_floats(s);
+}
+
+/* acc[r][j] = Σ_{c, kh, kw} wp[c][kh·KW + kw][r] · x[c·S + off[j] + kh·Wp + kw + 0..7]; then
+ * for rows r < nr: dst[j] + r·ds <- acc + bias[r] (+ 0 without bias, so that a sum of −0
+ * comes out +0), or += acc (accum); or the whole tile to tile[r][j·8] when dst is NULL. One
+ * load per input vector and tap, kept in a register by an empty asm (gcc otherwise folds it
+ * into each of the A2_R FMAs). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_kernel(float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,
+          const int KH, const int KW, int Wp, const int J, float *const *dst, size_t ds, int nr,
+          const float *bias, int accum) {
+  __m256 acc[A2_R][A2_J];
+#pragma GCC unroll 4
+  for (int r = 0; r < A2_R; r++)
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) acc[r][j] = _mm256_setzero_ps();
+  const int KK = KH * KW;
+  for (int c = 0; c < Cin; c++, wp += (size_t)KK * A2_R) {
+    const float *xc = x + (size_t)c * S;
+#pragma GCC unroll 3
+    for (int kh = 0; kh < KH; kh++) {
+#pragma GCC unroll 3
+      for (int kw = 0; kw < KW; kw++) {
+        const float *wk = wp + (size_t)(kh * KW + kw) * A2_R;
+        const ptrdiff_t t = (ptrdiff_t)kh * Wp + kw;
+        __m256 xv[A2_J];
+#pragma GCC unroll 3
+        for (int j = 0; j < J; j++) {
+          xv[j] = _mm256_loadu_ps(xc + off[j] + t);
+          __asm__("" : "+x"(xv[j]));
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < A2_R; r++) {
+          const __m256 wv = _mm256_broadcast_ss(wk + r);
+#pragma GCC unroll 3
+          for (int j = 0; j < J; j++) acc[r][j] = _mm256_fmadd_ps(wv, xv[j], acc[r][j]);
+        }
+      }
+    }
+  }
+  if (!dst) {
+#pragma GCC unroll 4
+    for (int r = 0; r < A2_R; r++)
+#pragma GCC unroll 3
+      for (int j = 0; j < J; j++) _mm256_storeu_ps(tile + (r * A2_J + j) * A2_V, acc[r][j]);
+    return;
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < A2_R; r++) {
+    if (r >= nr) break;
+    const __m256 bv = _mm256_set1_ps(bias ? bias[r] : 0.0f);
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) {
+      float *o = dst[j] + (size_t)r * ds;
+      _mm256_storeu_ps(o, accum ? _mm256_add_ps(_mm256_loadu_ps(o), acc[r][j])
+                                : _mm256_add_ps(acc[r][j], bv));
+    }
+  }
+}
+
+typedef void (*a2_tile_fn)(float *, const float *, const ptrdiff_t *, const float *, int, size_t,
+                           int, int, int, float *const *, size_t, int, const float *, int);
+
+/* instances: J vectors, KH x KW fixed at 3 x 3 (33) or read at run time */
+#define A2_TILE(JJ)                                                                             \
+  __attribute__((target("avx2,fma"))) static void a2_tile##JJ(                                  \
+      float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,    \
+      int KH, int KW, int Wp, float *const *dst, size_t ds, int nr, const float *bias,          \
+      int accum) {                                                                              \
+    a2_kernel(tile, x, off, wp, Cin, S, KH, KW, Wp, JJ, dst, ds, nr, bias, accum);              \
+  }                                                                                             \
+  __attribute__((target("avx2,fma"))) static void a2_tile##JJ##_33(                             \
+      float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,    \
+      int KH, int KW, int Wp, float *const *dst, size_t ds, int nr, const float *bias,          \
+      int accum) {                                                                              \
+    (void)KH;                                                                                   \
+    (void)KW;                                                                                   \
+    a2_kernel(tile, x, off, wp, Cin, S, 3, 3, Wp, JJ, dst, ds, nr, bias, accum);                \
+  }
+A2_TILE(1)
+A2_TILE(2)
+A2_TILE(3)
+
+typedef struct {
+  const sde_nn_conv2d_shape *s;
+  a2_plan p;
+  float *out, *xp;
+  const float *inp, *wpk, *bias; /* wpk: [ncb][C_in][KH·KW][A2_R] */
+  int ntile, k33, accum;         /* tiles of the batch */
+} a2_job;
+
+/* zero-padded planes bc in [b0, b1) of the batch */
+static void a2_pad(void *ctx, int64_t b0, int64_t b1) {
+  const a2_job *j = ctx;
+  const sde_nn_conv2d_shape *s = j->s;
+  const a2_plan *p = &j->p;
+  for (int64_t bc = b0; bc < b1; bc++) {
+    float *d = j->xp + (size_t)bc * p->S;
+    const float *src = j->inp + (size_t)bc * s->H * s->W;
+    memset(d, 0, p->S * sizeof(float));
+    for (int r = 0; r < s->H; r++)
+      memcpy(d + (size_t)(r + s->pad_top) * p->Wp + s->pad_left, src + (size_t)r * s->W,
+             (size_t)s->W * sizeof(float));
+  }
+}
+
+/* tile tl: its first vector *v0 and *J vectors. A2_ROWS numbers the vectors across the batch
+ * (vector v is vector v % nvec of image v / nvec: a tile may span two images) and cuts the
+ * last four as 2 + 2 rather than 3 + 1; A2_GRID tiles stay in one image (*b). */
+static void a2_tile_at(const a2_plan *p, int B, int tl, int *v0, int *J, int *b) {
+  if (p->mode == A2_GRID) {
+    const int per = ceil_div(p->nvec, A2_J);
+    *b = tl / per;
+    *v0 = (tl % per) * A2_J;
+    *J = p->nvec - *v0 < A2_J ? p->nvec - *v0 : A2_J;
+    return;
+  }
+  const int V = B * p->nvec, nt = ceil_div(V, A2_J);
+  *b = 0;
+  if (V % A2_J == 1 && V > 1 && tl >= nt - 2) {
+    *v0 = V - 4 + 2 * (tl - (nt - 2));
+    *J = 2;
+  } else {
+    *v0 = tl * A2_J;
+    *J = V - *v0 < A2_J ? V - *v0 : A2_J;
+  }
+}
+
+static int a2_ntile(const a2_plan *p, int B) {
+  return p->mode == A2_GRID ? B * ceil_div(p->nvec, A2_J) : ceil_div(B * p->nvec, A2_J);
+}
+
+/* tasks t: (chunk of A2_TPC tiles) x (block of A2_R output channels) */
+static void a2_tasks(void *ctx, int64_t t0, int64_t t1) {
+  static const a2_tile_fn fns[2][A2_J] = {{a2_tile1, a2_tile2, a2_tile3},
+                                          {a2_tile1_33, a2_tile2_33, a2_tile3_33}};
+  const a2_job *j = ctx;
+  const sde_nn_conv2d_shape *s = j->s;
+  const a2_plan *p = &j->p;
+  const int Ci = s->C_in, Co = s->C_out, KK = s->KH * s->KW, HWo = p->Ho * p->Wo;
+  const size_t img = (size_t)Ci * p->S, out_img = (size_t)Co * HWo;
+  float tile[A2_R * A2_J * A2_V];
+  for (int64_t t = t0; t < t1; t++) {
+    const int ch = (int)(t / p->ncb), cb = (int)(t % p->ncb);
+    const int nr = Co - cb * A2_R < A2_R ? Co - cb * A2_R : A2_R;
+    const float *wp = j->wpk + (size_t)cb * Ci * KK * A2_R;
+    const float *bias = j->bias ? j->bias + cb * A2_R : NULL;
+    const int tl1 = (ch + 1) * A2_TPC < j->ntile ? (ch + 1) * A2_TPC : j->ntile;
+    for (int tl = ch * A2_TPC; tl < tl1; tl++) {
+      int v0, J, b;
+      a2_tile_at(p, s->B, tl, &v0, &J, &b);
+      ptrdiff_t off[A2_J];
+      float *dst[A2_J];
+      for (int k = 0; k < J; k++) {
+        const int v = v0 + k;
+        if (p->mode == A2_ROWS) {
+          const int bv = v / p->nvec, vl = v % p->nvec, per_row = p->Wo / A2_V;
+          const int oh = vl / per_row, ow0 = (vl % per_row) * A2_V;
+          off[k] = (ptrdiff_t)(bv * img) + (ptrdiff_t)oh * p->Wp + ow0;
+          dst[k] = j->out + bv * out_img + (size_t)cb * A2_R * HWo + (size_t)oh * p->Wo + ow0;
+        } else {
+          off[k] = (ptrdiff_t)(b * img) + (ptrdiff_t)v * A2_V;
+        }
+      }
+      const int grid = p->mode == A2_GRID;
+      fns[j->k33][J - 1](tile, j->xp, off, wp, Ci, p->S, s->KH, s->KW, p->Wp, grid ? NULL : dst,
+                         (size_t)HWo, nr, bias, j->accum);
+      if (!grid) continue;
+      /* A2_GRID: the tile's positions q that are outputs (ow < Wo, oh < Ho) */
+      const int q0 = v0 * A2_V, qe = q0 + J * A2_V;
+      for (int r = 0; r < nr; r++) {
+        const float bv = bias ? bias[r] : 0.0f;
+        float *oc = j->out + b * out_img + (size_t)(cb * A2_R + r) * HWo;
+        for (int k = 0; k < J; k++)
+          for (int i = 0; i < A2_V; i++) {
+            const int q = q0 + k * A2_V + i, oh = q / p->Wp, ow = q % p->Wp;
+            if (q >= qe || oh >= p->Ho || ow >= p->Wo) continue;
+            const float a = tile[(r * A2_J + k) * A2_V + i];
+            float *o = oc + (size_t)oh * p->Wo + ow;
+            *o = j->accum ? *o + a : a + bv;
+          }
+      }
+    }
+  }
+}
+
+/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused), for a stride-1 conv
+ * of shape s; the weights w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k]
+ * when flip (the flipped, transposed weights of an input gradient, read in place). scratch:
+ * sde_ops_conv_avx2_scratch_floats(s). */
+int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
+                      int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
+                      int accum) {
+  a2_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .bias = accum ? NULL : bias,
+              .accum = accum, .k33 = s->KH == 3 && s->KW == 3};
+  a2_plan_make(s, &j.p);
+  const int Co = s->C_out, Ci = s->C_in, KK = s->KH * s->KW;
+  /* the packed weights after the planes, 32-byte aligned; rows past C_out repeat the last */
+  float *wpk = scratch + (size_t)s->B * Ci * j.p.S;
+  wpk += (8 - ((uintptr_t)wpk / sizeof(float)) % 8) % 8;
+  float *d = wpk;
+  for (int cb = 0; cb < j.p.ncb; cb++)
+    for (int c = 0; c < Ci; c++)
+      for (int k = 0; k < KK; k++)
+        for (int r = 0; r < A2_R; r++) {
+          const int o = cb * A2_R + r < Co ? cb * A2_R + r : Co - 1;
+          *d++ = w[(size_t)o * so + (size_t)c * sc + (size_t)(flip ? KK - 1 - k : k)];
+        }
+  j.wpk = wpk;
+  j.ntile = a2_ntile(&j.p, s->B);
+  sde_parallel_for((int64_t)s->B * Ci, 1, a2_pad, &j);
+  sde_parallel_for_dynamic((int64_t)ceil_div(j.ntile, A2_TPC) * j.p.ncb, 1, a2_tasks, &j);
+  return SDE_OK;
+}
+
+/* ---- weight gradient of 3x3 stride-1 convs (A2_ROWS shapes) ------------------------------
+ *   dw[co][ci][kh·3 + kw] += Σ_lanes Σ_b Σ_v dout[b][co][8v .. 8v + 8) ·
+ *                            xpad[b][ci][base(v) + kh·Wp + kw .. + 8)
+ * on the zero-padded planes of the forward. Each (co, ci, tap) has one vector accumulator
+ * (lane i takes lane i of every output vector, images and vectors in order), whose 8 lanes
+ * are summed in a fixed order at the end: the order depends on the shape alone. Register
+ * tile: R ≤ 3 output channels x the 3 taps of one kernel row (9 accumulators, R dout and
+ * 3 input loads per 3·R FMAs); the three kernel rows are three passes over a chunk of
+ * about A2_DW_CHUNK outputs of nb images (its dout rows stay in L1). A task is (block of
+ * output channels, block of ≤ A2_DW_CB input channels): each dweight element is one task's
+ * work, so the sums depend neither on the thread count nor on how tasks fall on threads. */
+#define A2_DW_R 3
+#define A2_DW_CB 8
+#define A2_DW_CHUNK 1024
+#define A2_DW_TASKS 8
+
+typedef struct {
+  const a2_job *a;
+  float *dw;
+  const float *g;
+  int nblk, q, rem; /* output-channel blocks: the first rem have q + 1 channels, the rest q */
+  int cb, ncib, nb; /* input channels per task, input-channel blocks, images per chunk */
+} a2_dw_job;
+
+/* part[r][kw] (+)= Σ over images [0, nb) and output rows of x (row kh of the taps, image
+ * stride xs, row stride Wp) times dout rows g + r·HWo (image stride gs, row stride Wo) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_dw_kernel(float *part, int load, const float *x, size_t xs, const float *g, size_t gs,
+             size_t HWo, int nb, int Ho, int per_row, int Wp, int Wo, const int R) {
+  __m256 acc[A2_DW_R][3];
+#pragma GCC unroll 3
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+    for (int k = 0; k < 3; k++)
+      acc[r][k] = load ? _mm256_loadu_ps(part + (r * 9 + k) * A2_V) : _mm256_setzero_ps();
+  for (int b = 0; b < nb; b++)
+    for (int oh = 0; oh < Ho; oh++) {
+      const float *xr = x + b * xs + (size_t)oh * Wp, *gr = g + b * gs + (size_t)oh * Wo;
+      for (int i = 0; i < per_row; i++, xr += A2_V, gr += A2_V) {
+        __m256 gv[A2_DW_R];
+#pragma GCC unroll 3
+        for (int r = 0; r < R; r++) gv[r] = _mm256_loadu_ps(gr + r * HWo);
+#pragma GCC unroll 3
+        for (int kw = 0; kw < 3; kw++) {
+          __m256 xv = _mm256_loadu_ps(xr + kw);
+          __asm__("" : "+x"(xv));
+#pragma GCC unroll 3
+          for (int r = 0; r < R; r++) acc[r][kw] = _mm256_fmadd_ps(gv[r], xv, acc[r][kw]);
+        }
+      }
+    }
+#pragma GCC unroll 3
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+    for (int k = 0; k < 3; k++) _mm256_storeu_ps(part + (r * 9 + k) * A2_V, acc[r][k]);
+}
+
+typedef void (*a2_dw_fn)(float *, int, const float *, size_t, const float *, size_t, size_t, int,
+                         int, int, int, int);
+#define A2_DW_TILE(RR)                                                                          \
+  __attribute__((target("avx2,fma"))) static void a2_dw_tile##RR(                               \
+      float *part, int load, const float *x, size_t xs, const float *g, size_t gs, size_t HWo,  \
+      int nb, int Ho, int per_row, int Wp, int Wo) {                                            \
+    a2_dw_kernel(part, load, x, xs, g, gs, HWo, nb, Ho, per_row, Wp, Wo, RR);                   \
+  }
+A2_DW_TILE(1)
+A2_DW_TILE(2)
+A2_DW_TILE(3)
+
+static void a2_dw_tasks(void *ctx, int64_t t0, int64_t t1) {
+  static const a2_dw_fn fns[A2_DW_R] = {a2_dw_tile1, a2_dw_tile2, a2_dw_tile3};
+  const a2_dw_job *jj = ctx;
+  const a2_job *j = jj->a;
+  const sde_nn_conv2d_shape *s = j->s;
+  const a2_plan *p = &j->p;
+  const int Ci = s->C_in, Co = s->C_out, per_row = p->Wo / A2_V;
+  const size_t HWo = (size_t)p->Ho * p->Wo, gs = (size_t)Co * HWo, xs = (size_t)Ci * p->S;
+  float part[A2_DW_CB * A2_DW_R * 9 * A2_V];
+  for (int64_t t = t0; t < t1; t++) {
+    const int blk = (int)(t / jj->ncib), cib = (int)(t % jj->ncib);
+    const int co0 = blk * jj->q + (blk < jj->rem ? blk : jj->rem), R = jj->q + (blk < jj->rem);
+    const int ci0 = cib * jj->cb, cn = Ci - ci0 < jj->cb ? Ci - ci0 : jj->cb;
+    for (int b0 = 0; b0 < s->B; b0 += jj->nb) {
+      const int nb = s->B - b0 < jj->nb ? s->B - b0 : jj->nb;
+      const float *g = jj->g + b0 * gs + (size_t)co0 * HWo;
+      for (int c = 0; c < cn; c++)
+        for (int kh = 0; kh < 3; kh++)
+          fns[R - 1](part + ((size_t)c * A2_DW_R * 9 + kh * 3) * A2_V, b0 > 0,
+                     j->xp + b0 * xs + (size_t)(ci0 + c) * p->S + (size_t)kh * p->Wp, xs, g, gs,
+                     HWo, nb, p->Ho, per_row, p->Wp, p->Wo);
+    }
+    for (int c = 0; c < cn; c++)
+      for (int r = 0; r < R; r++)
+        for (int k = 0; k < 9; k++) {
+          const float *l = part + (((size_t)c * A2_DW_R + r) * 9 + k) * A2_V;
+          const float sum = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+          jj->dw[((size_t)(co0 + r) * Ci + ci0 + c) * 9 + k] += sum;
+        }
+  }
+}
+
+int sde_ops_conv_avx2_dweight_usable(const sde_nn_conv2d_shape *s) {
+  if (!sde_ops_conv_avx2_usable(s) || s->KH != 3 || s->KW != 3) return 0;
+  a2_plan p;
+  a2_plan_make(s, &p);
+  return p.mode == A2_ROWS;
+}
+
+/* dweight += the weight gradient of a 3x3 stride-1 conv (sde_ops_conv_avx2_dweight_usable)
+ * from dout and inp; scratch: sde_ops_conv_avx2_scratch_floats(s) */
+int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *inp,
+                              const sde_nn_conv2d_shape *s, float *scratch) {
+  a2_job j = {.s = s, .xp = scratch, .inp = inp};
+  a2_plan_make(s, &j.p);
+  a2_dw_job jj = {.a = &j, .dw = dweight, .g = dout};
+  jj.nblk = ceil_div(s->C_out, A2_DW_R);
+  jj.q = s->C_out / jj.nblk;
+  jj.rem = s->C_out % jj.nblk;
+  jj.cb = A2_DW_CB; /* halved down to 1 while there are fewer than A2_DW_TASKS tasks */
+  while (jj.cb > 1 && (int64_t)jj.nblk * ceil_div(s->C_in, jj.cb) < A2_DW_TASKS) jj.cb /= 2;
+  jj.ncib = ceil_div(s->C_in, jj.cb);
+  const int hw = j.p.Ho * j.p.Wo;
+  jj.nb = hw >= A2_DW_CHUNK ? 1 : A2_DW_CHUNK / hw;
+  sde_parallel_for((int64_t)s->B * s->C_in, 1, a2_pad, &j);
+  sde_parallel_for_dynamic((int64_t)jj.nblk * jj.ncib, 1, a2_dw_tasks, &jj);
+  return SDE_OK;
+}
+
+#endif
