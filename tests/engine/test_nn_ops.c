@@ -997,6 +997,185 @@ static void test_determinism(void) {
 }
 
 /* ---------------------------------------------------------------------------------------
+ * (d) the vector paths of GroupNorm and SiLU (ops_norm.c: AVX-512, or AVX2 + FMA on CPUs
+ * without AVX-512F and under SDE_NN_ISA=avx2, the nn_ops_avx2 test) against the scalar
+ * loops, which SDE_NN_NO_DIRECT_CONV=1 selects (ops_norm.c reads it on every call). Not
+ * bit-identical: the vector exp (Cody-Waite + degree-6 polynomial, <= 1 float eps from e^x)
+ * is not libm's expf, the double sums run in 16 lanes, and the fused backward forms its row
+ * sums in float blocks (and on AVX-512 its sigmoid by rcp14 + a Newton step). Asserted: every
+ * output within 1e-6 relative (GroupNorm: of the tensor's largest entry; SiLU forward: of
+ * each entry, entries below 1e-20 taken as 1e-20) over odd plane sizes (1x1, 5x5, 3x7, 17x17,
+ * 300) and |y| up to ~1e4; SiLU at ±87.3, ±88.7, ±100, ±1e4 finite; the vector results
+ * bit-identical for 1, 2 and 3 threads. Skipped without a vector path. */
+
+/* as ops_internal.h's simd_level(): 2 AVX-512, 1 AVX2 + FMA (no AVX-512F, or SDE_NN_ISA=avx2),
+ * 0 none */
+static int norm_vec_path(void) {
+  const char *off = getenv("SDE_NN_NO_DIRECT_CONV"), *isa = getenv("SDE_NN_ISA");
+  if (off && *off && *off != '0') return 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+  const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2 && isa && !strcmp(isa, "avx2")) return 1;
+  if (__builtin_cpu_supports("avx512f")) return 2;
+  if (avx2) return 1;
+#else
+  (void)isa;
+#endif
+  return 0;
+}
+
+static void set_scalar_norm(int on) {
+  if (on)
+    setenv("SDE_NN_NO_DIRECT_CONV", "1", 1);
+  else
+    unsetenv("SDE_NN_NO_DIRECT_CONV");
+}
+
+typedef struct {
+  int B, C, HW, G;
+  float gscale, bscale; /* gamma, beta uniform in ±scale */
+} norm_case;
+
+/* GroupNorm forward (y, mean, rstd), GroupNorm+SiLU forward, GroupNorm backward and the fused
+ * GroupNorm+SiLU backward (dinp, dgamma, dbeta onto random values) of one case; the same
+ * inputs on every call */
+static void run_norm_case(const norm_case *k, outputs *o) {
+  uint64_t saved = rng_state;
+  rng_state = 777;
+  const int B = k->B, C = k->C, HW = k->HW, G = k->G, BG = B * G;
+  const size_t n = (size_t)B * C * HW;
+  float *x = rand_f(n, 3), *ga = rand_f(C, k->gscale), *be = rand_f(C, k->bscale);
+  float *g = rand_f(n, 1);
+  for (size_t i = 0; i < n; i++) x[i] += 20.0f; /* an offset the variance must cancel */
+  float *y = malloc(n * sizeof(float)), *ys = malloc(n * sizeof(float));
+  float *mean = malloc(BG * sizeof(float)), *rstd = malloc(BG * sizeof(float));
+  float *dx = rand_f(n, 1), *dga = rand_f(C, 1), *dbe = rand_f(C, 1);
+  float *dxf = rand_f(n, 1), *dgaf = rand_f(C, 1), *dbef = rand_f(C, 1);
+  int rc = sde_nn_groupnorm_forward(y, mean, rstd, x, ga, be, B, C, HW, G, SDE_NN_GROUPNORM_EPS);
+  rc |= sde_nn_groupnorm_silu_forward(ys, x, ga, be, B, C, HW, G, SDE_NN_GROUPNORM_EPS);
+  rc |= sde_nn_groupnorm_backward(dx, dga, dbe, g, x, mean, rstd, ga, B, C, HW, G);
+  rc |= sde_nn_groupnorm_silu_backward(dxf, dgaf, dbef, g, x, mean, rstd, ga, be, B, C, HW, G);
+  if (rc) TAP_DIAG("groupnorm case B%d C%d HW%d G%d: rc %d", B, C, HW, G, rc);
+  o->count = 0;
+#define KEEP(p, len) (o->buf[o->count] = (p), o->n[o->count] = (len), o->count++)
+  KEEP(y, n), KEEP(mean, (size_t)BG), KEEP(rstd, (size_t)BG), KEEP(ys, n);
+  KEEP(dx, n), KEEP(dga, (size_t)C), KEEP(dbe, (size_t)C);
+  KEEP(dxf, n), KEEP(dgaf, (size_t)C), KEEP(dbef, (size_t)C);
+#undef KEEP
+  free(x), free(ga), free(be), free(g);
+  rng_state = saved;
+}
+
+static void free_outputs(outputs *o) {
+  for (int i = 0; i < o->count; i++) free(o->buf[i]);
+  o->count = 0;
+}
+
+/* o[0..2]: the vector path at 1, 2, 3 threads, *s: the scalar loops; returns whether o[1],
+ * o[2] are bit-identical to o[0] */
+static int vec_and_scalar(void (*run)(const void *, outputs *), const void *arg, outputs o[3],
+                          outputs *s) {
+  const int nt = sde_get_num_threads();
+  int same = 1;
+  for (int t = 0; t < 3; t++) { /* the vector path first: the CPU checks cache their answer */
+    sde_set_num_threads(t + 1);
+    run(arg, &o[t]);
+    for (int i = 0; t && i < o[0].count; i++)
+      same &= !memcmp(o[t].buf[i], o[0].buf[i], o[0].n[i] * sizeof(float));
+  }
+  set_scalar_norm(1);
+  run(arg, s);
+  set_scalar_norm(0);
+  sde_set_num_threads(nt);
+  return same;
+}
+
+static void run_norm_case_v(const void *k, outputs *o) { run_norm_case(k, o); }
+
+/* SiLU forward and backward (onto random values) of n values: random in ±10 and, at the
+ * start, ±87.3, ±88.7, ±100, ±1e4, 0 */
+static void run_silu_case(const void *pn, outputs *o) {
+  uint64_t saved = rng_state;
+  rng_state = 4242;
+  const size_t n = *(const size_t *)pn;
+  static const float special[] = {-87.3f, 87.3f, -88.7f, 88.7f, -100, 100, -1e4f, 1e4f, 0};
+  float *x = rand_f(n, 10), *g = rand_f(n, 1), *y = malloc(n * sizeof(float));
+  float *dx = rand_f(n, 1);
+  for (size_t i = 0; i < n && i < sizeof special / sizeof special[0]; i++) x[i] = special[i];
+  sde_nn_silu_forward(y, x, n);
+  sde_nn_silu_backward(dx, g, x, n);
+  o->count = 0;
+  o->buf[o->count] = y, o->n[o->count++] = n;
+  o->buf[o->count] = dx, o->n[o->count++] = n;
+  free(x), free(g);
+  rng_state = saved;
+}
+
+static void test_norm_vector_paths(void) {
+  const int path = norm_vec_path();
+  if (!path) {
+    TAP_DIAG("GroupNorm/SiLU vector paths vs scalar: skipped (no AVX2/AVX-512 path, or "
+             "SDE_NN_NO_DIRECT_CONV set)");
+    return;
+  }
+  const char *name = path == 2 ? "AVX-512" : "AVX2";
+  static const char *const what[10] = {"y", "mean", "rstd", "silu(y)", "dinp", "dgamma",
+                                       "dbeta", "fused dinp", "fused dgamma", "fused dbeta"};
+  const norm_case cases[] = {
+      {2, 8, 25, 2, 1.5f, 1},     /* 5x5 */
+      {3, 4, 1, 1, 1.5f, 1},      /* 1x1: groups of 4 values, no full vector */
+      {2, 6, 21, 3, 1.5f, 1},     /* 3x7 */
+      {2, 8, 25, 2, 1e4f, 100},   /* |y| up to ~2e4: exp clamped, sigmoid saturated */
+      {2, 64, 64, 32, 1.5f, 1},   /* 8x8, the network's group size */
+      {1, 16, 300, 4, 1.5f, 1},   /* rows over one 256-value block, tails */
+      {3, 32, 289, 8, 1.5f, 1},   /* 17x17, parallel (24 groups) */
+      {2, 32, 1024, 8, 2.0f, 1},  /* 32x32 */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const norm_case *k = &cases[i];
+    outputs o[3], s;
+    const int same = vec_and_scalar(run_norm_case_v, k, o, &s);
+    double worst = 0;
+    int wi = 0, finite = 1;
+    for (int t = 0; t < o[0].count; t++) {
+      const double e = rel_err_ff(o[0].buf[t], s.buf[t], o[0].n[t]);
+      for (size_t q = 0; q < o[0].n[t]; q++) finite &= isfinite(o[0].buf[t][q]);
+      if (!(e <= worst)) worst = e, wi = t;
+    }
+    TAP_CHECK(worst <= 1e-6 && finite && same,
+              "groupnorm %s vs scalar, B%d C%d HW%d G%d gamma ±%g beta ±%g: worst rel %.3g (%s), "
+              "finite %d, 1/2/3 threads bit-identical %d",
+              name, k->B, k->C, k->HW, k->G, k->gscale, k->bscale, worst, what[wi], finite, same);
+    for (int t = 0; t < 3; t++) free_outputs(&o[t]);
+    free_outputs(&s);
+  }
+  const size_t sizes[] = {1, 7, 9, 37, 40001};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    const size_t n = sizes[i];
+    outputs o[3], s;
+    const int same = vec_and_scalar(run_silu_case, &n, o, &s);
+    double ef = 0; /* forward: per entry */
+    size_t differ = 0;
+    int finite = 1;
+    for (size_t q = 0; q < n; q++) {
+      const double a = o[0].buf[0][q], b = s.buf[0][q];
+      ef = fmax(ef, fabs(a - b) / fmax(fabs(b), 1e-20));
+      differ += a != b;
+      finite &= isfinite(a) && isfinite(o[0].buf[1][q]);
+    }
+    const double eb = rel_err_ff(o[0].buf[1], s.buf[1], n);
+    TAP_CHECK(ef <= 1e-6 && eb <= 1e-6 && finite && same,
+              "silu %s vs scalar, n %zu: forward rel %.3g per entry, backward rel %.3g, finite %d, "
+              "1/2/3 threads bit-identical %d", name, n, ef, eb, finite, same);
+    if (n == 40001)
+      TAP_CHECK(differ > 0, "silu %s: the vector path ran (%zu of %zu values differ from the "
+                "scalar loops' bits)", name, differ, n);
+    for (int t = 0; t < 3; t++) free_outputs(&o[t]);
+    free_outputs(&s);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------
  * PyTorch comparison (nn_ref.py writes DIR/cases.txt and the .npy files) */
 
 static float *load(const char *dir, const char *name, const char *suffix, size_t *n) {
@@ -1083,5 +1262,6 @@ int main(int argc, char **argv) {
   test_conv_chunked();
   test_gnsilu_fused();
   test_determinism();
+  test_norm_vector_paths();
   return tap_done();
 }

@@ -342,14 +342,345 @@ gnsilu_bwd_group_avx512(float *dinp, double *part, float *dyb, const float *inp,
     }
   }
 }
+
+/* ---- AVX2 + FMA versions of the paths above (avx2_cpu_ok: CPUs without AVX-512F, or any
+ * AVX2 CPU under SDE_NN_ISA=avx2) ----------------------------------------------------------
+ * The AVX-512 functions' operations in the same order, 8 floats a vector: the double sums
+ * keep the AVX-512 layout of 16 lanes (pd16: lane i takes a row's terms i mod 16, as the two
+ * __m512d did) and its reduction orders, and exp256 gives exp512's bits (checked against a
+ * scalar emulation of exp512), so all but the fused GroupNorm+SiLU backward should match the
+ * AVX-512 paths bit for bit (not checked on an AVX-512 CPU). That one's sigmoid is a true
+ * division here (rcp_ps, unlike rcp14, differs between CPU vendors). Partial vectors:
+ * maskload (the masked lanes read 0) and maskstore. */
+__attribute__((target("avx2,fma"))) static inline __m256i mask8(int k) { /* lanes < k, k <= 8 */
+  static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256((const __m256i *)(m + 8 - k));
+}
+/* the first min(k, 8) floats at p (k >= 1), the other lanes 0 */
+__attribute__((target("avx2,fma"))) static inline __m256 load8(const float *p, int k) {
+  return k >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask8(k));
+}
+__attribute__((target("avx2,fma"))) static inline void store8(float *p, int k, __m256 v) {
+  if (k >= 8)
+    _mm256_storeu_ps(p, v);
+  else
+    _mm256_maskstore_ps(p, mask8(k), v);
+}
+
+/* exp512's clamp, reduction and polynomial; p·2^n by adding n to p's exponent field (AVX2
+ * has no scalef). After the clamp n is in [−126, 128] and p = e^r in [0.70, 1.42], with
+ * r > 0.03 (p > 1) when n = −126 and r < −0.02 (p < 1) when n = 128: the biased exponent
+ * stays in [1, 254], a normal float equal to scalef's result (never inf, NaN or denormal). */
+__attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 r2 = _mm256_mul_ps(r, r);
+  p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+
+/* silu(y) = y / (1 + exp(−y)) */
+__attribute__((target("avx2,fma"))) static inline __m256 silu256(__m256 y) {
+  __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), y));
+  return _mm256_div_ps(y, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+/* 16 double lanes, v[0] lanes 0..3, ..., v[3] lanes 12..15 */
+typedef struct {
+  __m256d v[4];
+} pd16;
+/* floats 0..3, 4..7 of a as doubles */
+__attribute__((target("avx2,fma"))) static inline __m256d lo4_pd(__m256 a) {
+  return _mm256_cvtps_pd(_mm256_castps256_ps128(a));
+}
+__attribute__((target("avx2,fma"))) static inline __m256d hi4_pd(__m256 a) {
+  return _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+}
+/* lanes 0..7 += a, lanes 8..15 += b */
+__attribute__((target("avx2,fma"))) static inline void pd16_add(pd16 *s, __m256 a, __m256 b) {
+  s->v[0] = _mm256_add_pd(s->v[0], lo4_pd(a));
+  s->v[1] = _mm256_add_pd(s->v[1], hi4_pd(a));
+  s->v[2] = _mm256_add_pd(s->v[2], lo4_pd(b));
+  s->v[3] = _mm256_add_pd(s->v[3], hi4_pd(b));
+}
+/* lanes 0..7 += a·x, lanes 8..15 += b·y, in double */
+__attribute__((target("avx2,fma"))) static inline void pd16_fma(pd16 *s, __m256 a, __m256 x,
+                                                                __m256 b, __m256 y) {
+  s->v[0] = _mm256_fmadd_pd(lo4_pd(a), lo4_pd(x), s->v[0]);
+  s->v[1] = _mm256_fmadd_pd(hi4_pd(a), hi4_pd(x), s->v[1]);
+  s->v[2] = _mm256_fmadd_pd(lo4_pd(b), lo4_pd(y), s->v[2]);
+  s->v[3] = _mm256_fmadd_pd(hi4_pd(b), hi4_pd(y), s->v[3]);
+}
+/* the 16 lanes in order, as hsum_pd2 */
+__attribute__((target("avx2,fma"))) static double pd16_sum(const pd16 *s) {
+  double t[16];
+  for (int q = 0; q < 4; q++) _mm256_storeu_pd(t + 4 * q, s->v[q]);
+  double r = 0.0;
+  for (int i = 0; i < 16; i++) r += t[i];
+  return r;
+}
+/* _mm512_reduce_add_pd(lanes 0..7 + lanes 8..15): the same tree */
+__attribute__((target("avx2,fma"))) static inline double pd16_tree(const pd16 *s) {
+  const __m256d t = _mm256_add_pd(_mm256_add_pd(s->v[1], s->v[3]), _mm256_add_pd(s->v[0], s->v[2]));
+  const __m128d u = _mm_add_pd(_mm256_extractf128_pd(t, 1), _mm256_castpd256_pd128(t));
+  return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+}
+
+/* groupnorm_group_avx512 */
+__attribute__((target("avx2,fma"))) static void
+groupnorm_group_avx2(float *y, const float *x, const float *gamma, const float *beta, int cpg,
+                     int HW, float eps, int with_silu, float *mean_out, float *rstd_out) {
+  size_t n = (size_t)cpg * HW, n16 = n & ~(size_t)15;
+  pd16 s = {{_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()}};
+  for (size_t i = 0; i < n16; i += 16)
+    pd16_add(&s, _mm256_loadu_ps(x + i), _mm256_loadu_ps(x + i + 8));
+  double sum = pd16_sum(&s);
+  for (size_t i = n16; i < n; i++) sum += x[i];
+  double mean = sum / (double)n;
+  const __m256d m = _mm256_set1_pd(mean);
+  for (int q = 0; q < 4; q++) s.v[q] = _mm256_setzero_pd();
+  for (size_t i = 0; i < n16; i += 16) {
+    for (int q = 0; q < 4; q++) {
+      __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * q)), m);
+      s.v[q] = _mm256_fmadd_pd(d, d, s.v[q]);
+    }
+  }
+  double ss = pd16_sum(&s);
+  for (size_t i = n16; i < n; i++) {
+    double d = x[i] - mean;
+    ss += d * d;
+  }
+  float meanf = (float)mean, rstd = (float)(1.0 / sqrt(ss / (double)n + eps));
+  const __m256 mv = _mm256_set1_ps(meanf);
+  for (int c = 0; c < cpg; c++) {
+    float scale = rstd * (gamma ? gamma[c] : 1.0f), shift = beta ? beta[c] : 0.0f;
+    const __m256 sv = _mm256_set1_ps(scale), bv = _mm256_set1_ps(shift);
+    const float *xc = x + (size_t)c * HW;
+    float *yc = y + (size_t)c * HW;
+    for (int p = 0; p < HW; p += 8) {
+      const int k = HW - p;
+      __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(load8(xc + p, k), mv), sv), bv);
+      store8(yc + p, k, with_silu ? silu256(v) : v);
+    }
+  }
+  if (mean_out) *mean_out = meanf;
+  if (rstd_out) *rstd_out = rstd;
+}
+
+__attribute__((target("avx2,fma"))) static void silu_avx2(float *out, const float *inp,
+                                                         size_t n) {
+  for (size_t i = 0; i < n; i += 8) {
+    const int k = n - i >= 8 ? 8 : (int)(n - i);
+    store8(out + i, k, silu256(load8(inp + i, k)));
+  }
+}
+
+/* groupnorm_dinp_group_avx512 */
+__attribute__((target("avx2,fma"))) static void
+groupnorm_dinp_group_avx2(float *dinp, const float *inp, const float *dout, const float *gamma,
+                          int cpg, int HW, float mu, float rs) {
+  const size_t n = (size_t)cpg * HW;
+  const int HW16 = HW & ~15;
+  const __m256 vmu = _mm256_set1_ps(mu), vrs = _mm256_set1_ps(rs);
+  const __m256d z = _mm256_setzero_pd();
+  pd16 a = {{z, z, z, z}}, b = {{z, z, z, z}};
+  double s1 = 0.0, s2 = 0.0;
+  for (int c = 0; c < cpg; c++) {
+    const float gm = gamma ? gamma[c] : 1.0f;
+    const __m256 vg = _mm256_set1_ps(gm);
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    for (int p = 0; p < HW16; p += 16) {
+      __m256 dxhat0 = _mm256_mul_ps(_mm256_loadu_ps(dy + p), vg),
+             dxhat1 = _mm256_mul_ps(_mm256_loadu_ps(dy + p + 8), vg);
+      __m256 xhat0 = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + p), vmu), vrs),
+             xhat1 = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + p + 8), vmu), vrs);
+      pd16_add(&a, dxhat0, dxhat1);
+      pd16_fma(&b, dxhat0, xhat0, dxhat1, xhat1);
+    }
+    for (int p = HW16; p < HW; p++) {
+      float dxhat = dy[p] * gm, xhat = (x[p] - mu) * rs;
+      s1 += dxhat;
+      s2 += (double)dxhat * xhat;
+    }
+  }
+  s1 += pd16_sum(&a);
+  s2 += pd16_sum(&b);
+  const float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+  const __m256 vm1 = _mm256_set1_ps(m1), vm2 = _mm256_set1_ps(m2);
+  for (int c = 0; c < cpg; c++) {
+    const float gm = gamma ? gamma[c] : 1.0f;
+    const __m256 vg = _mm256_set1_ps(gm);
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    float *dx = dinp + (size_t)c * HW;
+    int p = 0;
+    for (; p + 8 <= HW16; p += 8) {
+      __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + p), vmu), vrs);
+      __m256 t = _mm256_sub_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(dy + p), vg), vm1),
+                               _mm256_mul_ps(xhat, vm2));
+      _mm256_storeu_ps(dx + p, _mm256_add_ps(_mm256_loadu_ps(dx + p), _mm256_mul_ps(vrs, t)));
+    }
+    for (; p < HW; p++) {
+      float xhat = (x[p] - mu) * rs;
+      dx[p] += rs * (dy[p] * gm - m1 - xhat * m2);
+    }
+  }
+}
+
+/* groupnorm_dparam_channel_avx512 */
+__attribute__((target("avx2,fma"))) static void
+groupnorm_dparam_channel_avx2(const float *dout, const float *inp, const float *cmean,
+                              const float *crstd, int B, int C, int HW, int G, int cpg, int c,
+                              double *sg, double *sb) {
+  const int HW16 = HW & ~15;
+  const __m256d z = _mm256_setzero_pd();
+  pd16 a = {{z, z, z, z}}, e = {{z, z, z, z}};
+  double tg = 0.0, tb = 0.0;
+  for (int b = 0; b < B; b++) {
+    const int bg = b * G + c / cpg;
+    const float mu = cmean[bg], rs = crstd[bg];
+    const size_t off = ((size_t)b * C + c) * HW;
+    const float *dy = dout + off, *x = inp + off;
+    const __m256 vmu = _mm256_set1_ps(mu), vrs = _mm256_set1_ps(rs);
+    for (int p = 0; p < HW16; p += 16) {
+      __m256 d0 = _mm256_loadu_ps(dy + p), d1 = _mm256_loadu_ps(dy + p + 8);
+      __m256 xhat0 = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + p), vmu), vrs),
+             xhat1 = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + p + 8), vmu), vrs);
+      pd16_fma(&a, d0, xhat0, d1, xhat1);
+      pd16_add(&e, d0, d1);
+    }
+    for (int p = HW16; p < HW; p++) {
+      tg += (double)dy[p] * ((x[p] - mu) * rs);
+      tb += dy[p];
+    }
+  }
+  *sg = pd16_sum(&a) + tg;
+  *sb = pd16_sum(&e) + tb;
+}
+
+/* silu_backward_avx512 */
+__attribute__((target("avx2,fma"))) static void silu_backward_avx2(float *dinp, const float *dout,
+                                                                  const float *inp, size_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (size_t i = 0; i < n; i += 8) {
+    const int k = n - i >= 8 ? 8 : (int)(n - i);
+    __m256 x = load8(inp + i, k);
+    __m256 sg =
+        _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    __m256 d = _mm256_mul_ps(_mm256_mul_ps(load8(dout + i, k), sg),
+                             _mm256_fmadd_ps(x, _mm256_sub_ps(one, sg), one));
+    store8(dinp + i, k, _mm256_add_ps(load8(dinp + i, k), d));
+  }
+}
+
+/* gnsilu_dy512 with the sigmoid by division */
+__attribute__((target("avx2,fma"))) static inline __m256
+gnsilu_dy256(__m256 x, __m256 dout, __m256 vmu, __m256 vrs, __m256 vsc, __m256 vsh, __m256 *xhat) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 xm = _mm256_sub_ps(x, vmu);
+  *xhat = _mm256_mul_ps(xm, vrs);
+  const __m256 y = _mm256_add_ps(_mm256_mul_ps(xm, vsc), vsh);
+  const __m256 sg =
+      _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), y))));
+  return _mm256_mul_ps(_mm256_mul_ps(dout, sg), _mm256_fmadd_ps(y, _mm256_sub_ps(one, sg), one));
+}
+
+/* gf += dy·xhat, ef += dy over min(k, 8) values at x, dout (the other lanes add 0); dy also
+ * to db (NULL: not kept) */
+__attribute__((target("avx2,fma"))) static inline void
+gnsilu_sums8(__m256 *gf, __m256 *ef, float *db, const float *x, const float *dout, int k,
+             __m256 vmu, __m256 vrs, __m256 vsc, __m256 vsh) {
+  __m256 xhat;
+  const __m256 d = gnsilu_dy256(load8(x, k), load8(dout, k), vmu, vrs, vsc, vsh, &xhat);
+  if (db) store8(db, k, d);
+  *gf = _mm256_fmadd_ps(d, xhat, *gf);
+  *ef = _mm256_add_ps(*ef, d);
+}
+
+/* gnsilu_bwd_group_avx512: the row sums in float over blocks of 256 values (lane i of the
+ * pair gf0, gf1 takes the values i mod 16, 16 terms a lane), each block then added to the 16
+ * double lanes */
+__attribute__((target("avx2,fma"))) static void
+gnsilu_bwd_group_avx2(float *dinp, double *part, float *dyb, const float *inp, const float *dout,
+                      const float *gamma, const float *beta, int cpg, int HW, float mu, float rs) {
+  const size_t n = (size_t)cpg * HW;
+  const __m256 vmu = _mm256_set1_ps(mu), vrs = _mm256_set1_ps(rs);
+  const __m256d z = _mm256_setzero_pd();
+  double s1 = 0.0, s2 = 0.0;
+  for (int c = 0; c < cpg; c++) { /* pass 1: the rows' sums, from them the group's */
+    const float gm = gamma ? gamma[c] : 1.0f, sh = beta ? beta[c] : 0.0f;
+    const __m256 vsc = _mm256_set1_ps(rs * gm), vsh = _mm256_set1_ps(sh);
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    float *db = dyb ? dyb + (size_t)c * HW : NULL;
+    pd16 g = {{z, z, z, z}}, e = {{z, z, z, z}};
+    for (int p0 = 0; p0 < HW; p0 += 256) {
+      const int pe = HW - p0 < 256 ? HW : p0 + 256;
+      __m256 gf0 = _mm256_setzero_ps(), gf1 = gf0, ef0 = gf0, ef1 = gf0;
+      for (int p = p0; p < pe; p += 16) {
+        gnsilu_sums8(&gf0, &ef0, db ? db + p : NULL, x + p, dy + p, HW - p, vmu, vrs, vsc, vsh);
+        if (HW - p > 8)
+          gnsilu_sums8(&gf1, &ef1, db ? db + p + 8 : NULL, x + p + 8, dy + p + 8, HW - p - 8, vmu,
+                       vrs, vsc, vsh);
+      }
+      pd16_add(&g, gf0, gf1);
+      pd16_add(&e, ef0, ef1);
+    }
+    const double rg = pd16_tree(&g), rb = pd16_tree(&e);
+    part[2 * c] = rg;
+    part[2 * c + 1] = rb;
+    s1 += (double)gm * rb;
+    s2 += (double)gm * rg;
+  }
+  if (!dinp) return;
+  const float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+  const __m256 vm1 = _mm256_set1_ps(m1), vm2 = _mm256_set1_ps(m2);
+  for (int c = 0; c < cpg; c++) { /* pass 2: dy from dyb, else recomputed */
+    const float gm = gamma ? gamma[c] : 1.0f, sh = beta ? beta[c] : 0.0f;
+    const __m256 vg = _mm256_set1_ps(gm), vsc = _mm256_set1_ps(rs * gm), vsh = _mm256_set1_ps(sh);
+    const float *x = inp + (size_t)c * HW, *dy = dout + (size_t)c * HW;
+    const float *db = dyb ? dyb + (size_t)c * HW : NULL;
+    float *dx = dinp + (size_t)c * HW;
+    for (int p = 0; p < HW; p += 8) {
+      const int k = HW - p;
+      const __m256 xv = load8(x + p, k);
+      __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(xv, vmu), vrs), d;
+      if (db)
+        d = load8(db + p, k);
+      else
+        d = gnsilu_dy256(xv, load8(dy + p, k), vmu, vrs, vsc, vsh, &xhat);
+      const __m256 t = _mm256_sub_ps(_mm256_sub_ps(_mm256_mul_ps(d, vg), vm1),
+                                     _mm256_mul_ps(xhat, vm2));
+      store8(dx + p, k, _mm256_add_ps(load8(dx + p, k), _mm256_mul_ps(vrs, t)));
+    }
+  }
+}
 #endif
+
+/* The vector paths of this file, numbered as simd_level(): 2 AVX-512, 1 AVX2 + FMA, 0 none
+ * (the scalar loops). SDE_NN_NO_DIRECT_CONV is read again on each call (the CPU checks keep
+ * their first answer), so that a test can compare a vector path with the scalar loops in one
+ * process. */
+static int norm_simd(void) {
+  const int level = dconv_cpu_ok() ? 2 : avx2_cpu_ok() ? 1 : 0;
+  const char *e = getenv("SDE_NN_NO_DIRECT_CONV");
+  return e && *e && *e != '0' ? 0 : level;
+}
 
 /* GroupNorm forward and backward, one (sample, group) or one channel per index */
 typedef struct {
   float *out, *mean, *rstd, *dgamma, *dbeta;
   double *part; /* fused backward: [B, C] (Σ dy·xhat, Σ dy) pairs, rows of one thread */
   const float *inp, *dout, *gamma, *beta, *cmean, *crstd;
-  int B, C, HW, G, cpg, with_silu, simd;
+  int B, C, HW, G, cpg, with_silu, simd; /* simd: norm_simd() */
   float eps;
 } gn_job;
 
@@ -363,9 +694,12 @@ static void groupnorm_groups(void *ctx, int64_t bg0, int64_t bg1) {
     const float *beta = j->beta ? j->beta + g * cpg : NULL;
     float *mean = j->mean ? j->mean + bg : NULL, *rstd = j->rstd ? j->rstd + bg : NULL;
 #ifdef HAVE_DCONV
-    if (j->simd)
+    if (j->simd == 2)
       groupnorm_group_avx512(j->out + off, j->inp + off, gamma, beta, cpg, HW, j->eps,
                              j->with_silu, mean, rstd);
+    else if (j->simd == 1)
+      groupnorm_group_avx2(j->out + off, j->inp + off, gamma, beta, cpg, HW, j->eps,
+                           j->with_silu, mean, rstd);
     else
 #endif
       groupnorm_group(j->out + off, j->inp + off, gamma, beta, cpg, HW, j->eps, j->with_silu,
@@ -380,7 +714,7 @@ static int groupnorm_forward_impl(float *out, float *mean, float *rstd, const fl
   if (rc) return rc;
   gn_job j = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .gamma = gamma, .beta = beta,
               .B = B, .C = C, .HW = HW, .G = G, .cpg = C / G, .with_silu = with_silu,
-              .simd = dconv_cpu_ok(), .eps = eps};
+              .simd = norm_simd(), .eps = eps};
   sde_parallel_for(B * G, grain(B * G, (size_t)B * C * HW), groupnorm_groups, &j);
   return SDE_OK;
 }
@@ -407,9 +741,14 @@ static void groupnorm_dinp_groups(void *ctx, int64_t bg0, int64_t bg1) {
     size_t off = (size_t)bg * cpg * HW, n = (size_t)cpg * HW;
     float mu = j->cmean[bg], rs = j->crstd[bg];
 #ifdef HAVE_DCONV
-    if (j->simd) {
+    if (j->simd == 2) {
       groupnorm_dinp_group_avx512(dinp + off, inp + off, dout + off, gamma ? gamma + g * cpg : NULL,
                                   cpg, HW, mu, rs);
+      continue;
+    }
+    if (j->simd == 1) {
+      groupnorm_dinp_group_avx2(dinp + off, inp + off, dout + off, gamma ? gamma + g * cpg : NULL,
+                                cpg, HW, mu, rs);
       continue;
     }
 #endif
@@ -444,7 +783,11 @@ static void groupnorm_dparam_channels(void *ctx, int64_t c0, int64_t c1) {
     double sg = 0.0, sb = 0.0;
 #ifdef HAVE_DCONV
     if (j->simd) {
-      groupnorm_dparam_channel_avx512(j->dout, j->inp, j->cmean, j->crstd, j->B, j->C, HW, j->G,
+      if (j->simd == 2)
+        groupnorm_dparam_channel_avx512(j->dout, j->inp, j->cmean, j->crstd, j->B, j->C, HW, j->G,
+                                        j->cpg, c, &sg, &sb);
+      else
+        groupnorm_dparam_channel_avx2(j->dout, j->inp, j->cmean, j->crstd, j->B, j->C, HW, j->G,
                                       j->cpg, c, &sg, &sb);
       if (j->dgamma) j->dgamma[c] += (float)sg;
       if (j->dbeta) j->dbeta[c] += (float)sb;
@@ -472,7 +815,7 @@ int sde_nn_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const fl
   if (rc) return rc;
   gn_job j = {.out = dinp, .dgamma = dgamma, .dbeta = dbeta, .inp = inp, .dout = dout,
               .gamma = gamma, .cmean = mean, .crstd = rstd, .B = B, .C = C, .HW = HW, .G = G,
-              .cpg = C / G, .simd = dconv_cpu_ok()};
+              .cpg = C / G, .simd = norm_simd()};
   size_t total = (size_t)B * C * HW;
   if (dinp) sde_parallel_for(B * G, grain(B * G, total), groupnorm_dinp_groups, &j);
   if (dgamma || dbeta) sde_parallel_for(C, grain(C, total), groupnorm_dparam_channels, &j);
@@ -542,9 +885,14 @@ static void gnsilu_bwd_groups(void *ctx, int64_t bg0, int64_t bg1) {
     const float *beta = j->beta ? j->beta + g * cpg : NULL;
     double *part = j->part + 2 * (size_t)bg * cpg; /* rows (b, g·cpg + c) */
 #ifdef HAVE_DCONV
-    if (j->simd) {
+    if (j->simd == 2) {
       gnsilu_bwd_group_avx512(j->out ? j->out + off : NULL, part, dyb, j->inp + off,
                               j->dout + off, gamma, beta, cpg, HW, j->cmean[bg], j->crstd[bg]);
+      continue;
+    }
+    if (j->simd == 1) {
+      gnsilu_bwd_group_avx2(j->out ? j->out + off : NULL, part, dyb, j->inp + off, j->dout + off,
+                            gamma, beta, cpg, HW, j->cmean[bg], j->crstd[bg]);
       continue;
     }
 #endif
@@ -565,7 +913,7 @@ int sde_nn_groupnorm_silu_backward(float *dinp, float *dgamma, float *dbeta, con
   if (!part) return SDE_ENOMEM;
   gn_job j = {.out = dinp, .part = part, .inp = inp, .dout = dout,
               .gamma = gamma, .beta = beta, .cmean = mean, .crstd = rstd, .B = B, .C = C,
-              .HW = HW, .G = G, .cpg = C / G, .simd = dconv_cpu_ok()};
+              .HW = HW, .G = G, .cpg = C / G, .simd = norm_simd()};
   sde_parallel_for(B * G, grain(B * G, (size_t)B * C * HW), gnsilu_bwd_groups, &j);
   for (int c = 0; (dgamma || dbeta) && c < C; c++) { /* the batch in order */
     double sg = 0.0, sb = 0.0;
@@ -584,8 +932,12 @@ int sde_nn_groupnorm_silu_backward(float *dinp, float *dgamma, float *dbeta, con
 static void silu_range(void *ctx, int64_t i0, int64_t i1) {
   const ew_job *j = ctx;
 #ifdef HAVE_DCONV
-  if (j->simd) {
+  if (j->simd == 2) {
     silu_avx512(j->out + i0, j->a + i0, (size_t)(i1 - i0));
+    return;
+  }
+  if (j->simd == 1) {
+    silu_avx2(j->out + i0, j->a + i0, (size_t)(i1 - i0));
     return;
   }
 #endif
@@ -593,15 +945,19 @@ static void silu_range(void *ctx, int64_t i0, int64_t i1) {
 }
 
 void sde_nn_silu_forward(float *out, const float *inp, size_t n) {
-  ew_job j = {.out = out, .a = inp, .simd = dconv_cpu_ok()};
+  ew_job j = {.out = out, .a = inp, .simd = norm_simd()};
   sde_parallel_for((int64_t)n, grain((int64_t)n, n), silu_range, &j);
 }
 
 static void silu_backward_range(void *ctx, int64_t i0, int64_t i1) {
   const ew_job *j = ctx;
 #ifdef HAVE_DCONV
-  if (j->simd) {
+  if (j->simd == 2) {
     silu_backward_avx512(j->out + i0, j->a + i0, j->b + i0, (size_t)(i1 - i0));
+    return;
+  }
+  if (j->simd == 1) {
+    silu_backward_avx2(j->out + i0, j->a + i0, j->b + i0, (size_t)(i1 - i0));
     return;
   }
 #endif
@@ -612,7 +968,7 @@ static void silu_backward_range(void *ctx, int64_t i0, int64_t i1) {
 }
 
 void sde_nn_silu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-  ew_job j = {.out = dinp, .a = dout, .b = inp, .simd = dconv_cpu_ok()};
+  ew_job j = {.out = dinp, .a = dout, .b = inp, .simd = norm_simd()};
   sde_parallel_for((int64_t)n, grain((int64_t)n, n), silu_backward_range, &j);
 }
 
