@@ -30,6 +30,7 @@
 #define A2_J 3   /* vectors per register tile */
 #define A2_V 8   /* floats per vector */
 #define A2_TPC 16 /* tiles per task */
+#define A2_CB 288 /* taps (input channels x KH·KW) per pass: the pass's weights stay in L1 */
 
 enum { A2_ROWS, A2_GRID };
 
@@ -71,20 +72,22 @@ size_t sde_ops_conv_avx2_scratch_floats(const sde_nn_conv2d_shape *s) {
   return (size_t)s->B * s->C_in * p.S + 8 + a2_wpk_floats(s);
 }
 
-/* acc[r][j] = Σ_{c, kh, kw} wp[c][kh·KW + kw][r] · x[c·S + off[j] + kh·Wp + kw + 0..7]; then
- * for rows r < nr: dst[j] + r·ds <- acc + bias[r] (+ 0 without bias, so that a sum of −0
- * comes out +0), or += acc (accum); or the whole tile to tile[r][j·8] when dst is NULL. One
- * load per input vector and tap, kept in a register by an empty asm (gcc otherwise folds it
- * into each of the A2_R FMAs). */
+/* acc[r][j] = Σ_{c, kh, kw} wp[c][kh·KW + kw][r] · x[c·S + off[j] + kh·Wp + kw + 0..7], the
+ * accumulators starting from tile[r][j·8] (load) or 0; then for rows r < nr: dst[j] + r·ds
+ * <- acc + bias[r] (+ 0 without bias, so that a sum of −0 comes out +0), or += acc (accum);
+ * or the whole tile back to tile when dst is NULL (a float parked and reloaded is exact:
+ * the FMA chain goes on unchanged). One load per input vector and tap, kept in a register
+ * by an empty asm (gcc otherwise folds it into each of the A2_R FMAs). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 a2_kernel(float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,
-          const int KH, const int KW, int Wp, const int J, float *const *dst, size_t ds, int nr,
-          const float *bias, int accum) {
+          const int KH, const int KW, int Wp, const int J, int load, float *const *dst, size_t ds,
+          int nr, const float *bias, int accum) {
   __m256 acc[A2_R][A2_J];
 #pragma GCC unroll 4
   for (int r = 0; r < A2_R; r++)
 #pragma GCC unroll 3
-    for (int j = 0; j < J; j++) acc[r][j] = _mm256_setzero_ps();
+    for (int j = 0; j < J; j++)
+      acc[r][j] = load ? _mm256_loadu_ps(tile + (r * A2_J + j) * A2_V) : _mm256_setzero_ps();
   const int KK = KH * KW;
   for (int c = 0; c < Cin; c++, wp += (size_t)KK * A2_R) {
     const float *xc = x + (size_t)c * S;
@@ -130,23 +133,23 @@ a2_kernel(float *tile, const float *x, const ptrdiff_t *off, const float *wp, in
 }
 
 typedef void (*a2_tile_fn)(float *, const float *, const ptrdiff_t *, const float *, int, size_t,
-                           int, int, int, float *const *, size_t, int, const float *, int);
+                           int, int, int, int, float *const *, size_t, int, const float *, int);
 
 /* instances: J vectors, KH x KW fixed at 3 x 3 (33) or read at run time */
 #define A2_TILE(JJ)                                                                             \
   __attribute__((target("avx2,fma"))) static void a2_tile##JJ(                                  \
       float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,    \
-      int KH, int KW, int Wp, float *const *dst, size_t ds, int nr, const float *bias,          \
-      int accum) {                                                                              \
-    a2_kernel(tile, x, off, wp, Cin, S, KH, KW, Wp, JJ, dst, ds, nr, bias, accum);              \
+      int KH, int KW, int Wp, int load, float *const *dst, size_t ds, int nr,                   \
+      const float *bias, int accum) {                                                           \
+    a2_kernel(tile, x, off, wp, Cin, S, KH, KW, Wp, JJ, load, dst, ds, nr, bias, accum);        \
   }                                                                                             \
   __attribute__((target("avx2,fma"))) static void a2_tile##JJ##_33(                             \
       float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,    \
-      int KH, int KW, int Wp, float *const *dst, size_t ds, int nr, const float *bias,          \
-      int accum) {                                                                              \
+      int KH, int KW, int Wp, int load, float *const *dst, size_t ds, int nr,                   \
+      const float *bias, int accum) {                                                           \
     (void)KH;                                                                                   \
     (void)KW;                                                                                   \
-    a2_kernel(tile, x, off, wp, Cin, S, 3, 3, Wp, JJ, dst, ds, nr, bias, accum);                \
+    a2_kernel(tile, x, off, wp, Cin, S, 3, 3, Wp, JJ, load, dst, ds, nr, bias, accum);          \
   }
 A2_TILE(1)
 A2_TILE(2)
@@ -201,7 +204,9 @@ static int a2_ntile(const a2_plan *p, int B) {
   return p->mode == A2_GRID ? B * ceil_div(p->nvec, A2_J) : ceil_div(B * p->nvec, A2_J);
 }
 
-/* tasks t: (chunk of A2_TPC tiles) x (block of A2_R output channels) */
+/* tasks t: (chunk of A2_TPC tiles) x (block of A2_R output channels). The input channels go
+ * by in passes of cpp (A2_CB taps), each over all the task's tiles, whose partial sums are
+ * parked in acc between passes: the pass's weights stay in L1 across the tiles. */
 static void a2_tasks(void *ctx, int64_t t0, int64_t t1) {
   static const a2_tile_fn fns[2][A2_J] = {{a2_tile1, a2_tile2, a2_tile3},
                                           {a2_tile1_33, a2_tile2_33, a2_tile3_33}};
@@ -209,47 +214,52 @@ static void a2_tasks(void *ctx, int64_t t0, int64_t t1) {
   const sde_nn_conv2d_shape *s = j->s;
   const a2_plan *p = &j->p;
   const int Ci = s->C_in, Co = s->C_out, KK = s->KH * s->KW, HWo = p->Ho * p->Wo;
-  const size_t img = (size_t)Ci * p->S, out_img = (size_t)Co * HWo;
-  float tile[A2_R * A2_J * A2_V];
+  const int cpp = A2_CB / KK > 1 ? A2_CB / KK : 1, grid = p->mode == A2_GRID;
+  const size_t img = (size_t)Ci * p->S, out_img = (size_t)Co * HWo, tsz = A2_R * A2_J * A2_V;
+  float acc[A2_TPC * A2_R * A2_J * A2_V];
   for (int64_t t = t0; t < t1; t++) {
     const int ch = (int)(t / p->ncb), cb = (int)(t % p->ncb);
     const int nr = Co - cb * A2_R < A2_R ? Co - cb * A2_R : A2_R;
-    const float *wp = j->wpk + (size_t)cb * Ci * KK * A2_R;
     const float *bias = j->bias ? j->bias + cb * A2_R : NULL;
-    const int tl1 = (ch + 1) * A2_TPC < j->ntile ? (ch + 1) * A2_TPC : j->ntile;
-    for (int tl = ch * A2_TPC; tl < tl1; tl++) {
-      int v0, J, b;
-      a2_tile_at(p, s->B, tl, &v0, &J, &b);
-      ptrdiff_t off[A2_J];
-      float *dst[A2_J];
-      for (int k = 0; k < J; k++) {
-        const int v = v0 + k;
-        if (p->mode == A2_ROWS) {
-          const int bv = v / p->nvec, vl = v % p->nvec, per_row = p->Wo / A2_V;
-          const int oh = vl / per_row, ow0 = (vl % per_row) * A2_V;
-          off[k] = (ptrdiff_t)(bv * img) + (ptrdiff_t)oh * p->Wp + ow0;
-          dst[k] = j->out + bv * out_img + (size_t)cb * A2_R * HWo + (size_t)oh * p->Wo + ow0;
-        } else {
-          off[k] = (ptrdiff_t)(b * img) + (ptrdiff_t)v * A2_V;
-        }
-      }
-      const int grid = p->mode == A2_GRID;
-      fns[j->k33][J - 1](tile, j->xp, off, wp, Ci, p->S, s->KH, s->KW, p->Wp, grid ? NULL : dst,
-                         (size_t)HWo, nr, bias, j->accum);
-      if (!grid) continue;
-      /* A2_GRID: the tile's positions q that are outputs (ow < Wo, oh < Ho) */
-      const int q0 = v0 * A2_V, qe = q0 + J * A2_V;
-      for (int r = 0; r < nr; r++) {
-        const float bv = bias ? bias[r] : 0.0f;
-        float *oc = j->out + b * out_img + (size_t)(cb * A2_R + r) * HWo;
-        for (int k = 0; k < J; k++)
-          for (int i = 0; i < A2_V; i++) {
-            const int q = q0 + k * A2_V + i, oh = q / p->Wp, ow = q % p->Wp;
-            if (q >= qe || oh >= p->Ho || ow >= p->Wo) continue;
-            const float a = tile[(r * A2_J + k) * A2_V + i];
-            float *o = oc + (size_t)oh * p->Wo + ow;
-            *o = j->accum ? *o + a : a + bv;
+    const int tl0 = ch * A2_TPC, tl1 = tl0 + A2_TPC < j->ntile ? tl0 + A2_TPC : j->ntile;
+    for (int c0 = 0; c0 < Ci; c0 += cpp) {
+      const int cn = Ci - c0 < cpp ? Ci - c0 : cpp, last = c0 + cn == Ci;
+      const float *wp = j->wpk + ((size_t)cb * Ci + c0) * KK * A2_R;
+      for (int tl = tl0; tl < tl1; tl++) {
+        int v0, J, b;
+        a2_tile_at(p, s->B, tl, &v0, &J, &b);
+        ptrdiff_t off[A2_J];
+        float *dst[A2_J];
+        for (int k = 0; k < J; k++) {
+          const int v = v0 + k;
+          if (!grid) {
+            const int bv = v / p->nvec, vl = v % p->nvec, per_row = p->Wo / A2_V;
+            const int oh = vl / per_row, ow0 = (vl % per_row) * A2_V;
+            off[k] = (ptrdiff_t)(bv * img) + (ptrdiff_t)oh * p->Wp + ow0;
+            dst[k] = j->out + bv * out_img + (size_t)cb * A2_R * HWo + (size_t)oh * p->Wo + ow0;
+          } else {
+            off[k] = (ptrdiff_t)(b * img) + (ptrdiff_t)v * A2_V;
           }
+        }
+        float *tile = acc + (size_t)(tl - tl0) * tsz;
+        fns[j->k33][J - 1](tile, j->xp + (size_t)c0 * p->S, off, wp, cn, p->S, s->KH, s->KW,
+                           p->Wp, c0 > 0, last && !grid ? dst : NULL, (size_t)HWo, nr, bias,
+                           j->accum);
+        if (!last || !grid) continue;
+        /* A2_GRID: the tile's positions q that are outputs (ow < Wo, oh < Ho) */
+        const int q0 = v0 * A2_V;
+        for (int r = 0; r < nr; r++) {
+          const float bv = bias ? bias[r] : 0.0f;
+          float *oc = j->out + b * out_img + (size_t)(cb * A2_R + r) * HWo;
+          for (int k = 0; k < J; k++)
+            for (int i = 0; i < A2_V; i++) {
+              const int q = q0 + k * A2_V + i, oh = q / p->Wp, ow = q % p->Wp;
+              if (oh >= p->Ho || ow >= p->Wo) continue;
+              const float a = tile[(r * A2_J + k) * A2_V + i];
+              float *o = oc + (size_t)oh * p->Wo + ow;
+              *o = j->accum ? *o + a : a + bv;
+            }
+        }
       }
     }
   }
