@@ -291,6 +291,14 @@ static int direct_paths_on(void) {
          !(isa && !strcmp(isa, "avx2"));
 }
 
+/* the Winograd kernels run: AVX-512 (as direct_paths_on), or AVX2 + FMA (ops_conv_avx2.c) */
+static int wino_paths_on(void) {
+  const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
+  return !(off && *off && *off != '0') &&
+         (__builtin_cpu_supports("avx512f") ||
+          (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")));
+}
+
 static void run_wino_case(int B, int Ci, int Co, int H, int W) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
@@ -334,7 +342,7 @@ static void run_wino_case(int B, int Ci, int Co, int H, int W) {
               v[a * 4 + e] = acc;
             }
         }
-  const int avx = direct_paths_on();
+  const int avx = wino_paths_on();
   const double u = 0x1.0p-24, n = avx ? Ci + 10.0 : 9.0 * Ci + 1, gam = n * u / (1 - n * u);
   static const double At[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
   double worst = 0, rel = 0;
@@ -401,7 +409,7 @@ static void run_wino_dinp_case(int B, int Ci, int Co, int H, int W) {
   rc |= dinp_at_1_2_3_threads(dx, d0, g, x, w, &s, nx);
   const int same = !memcmp(dx[0], dx[1], nx * sizeof(float)) && !memcmp(dx[0], dx[2], nx * sizeof(float));
   /* without AVX-512 both sides take the im2col path, in different summation orders */
-  const int avx = direct_paths_on();
+  const int avx = wino_paths_on();
   double diff = 0, mag = 0;
   for (size_t i = 0; i < nx; i++) {
     const double e = fabs((double)dx[1][i] - ref[i]), m = fabs((double)ref[i]);
@@ -542,7 +550,7 @@ int main(void) {
   for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
     run_wino_dinp_case(wc[i][0], wc[i][2], wc[i][1], wc[i][3], wc[i][4]);
   unsetenv("SDE_NN_WINOGRAD");
-  const int wino = direct_paths_on();
+  const int wino = wino_paths_on();
   run_wino_dispatch(1, 128, 128, 32, 32, wino);
   run_wino_dispatch(3, 256, 256, 16, 16, wino);
   run_wino_dispatch(1, 32, 40, 15, 15, wino);

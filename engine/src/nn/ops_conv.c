@@ -284,6 +284,7 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
     sde_nn_conv2d_shape t = *s;
     t.C_in = s->C_out, t.C_out = s->C_in;
     size_t d = wino_scratch_floats(s), e = wino_scratch_floats(&t);
+    if (avx2_cpu_ok()) d = sde_ops_wino_avx2_scratch_floats(s), e = sde_ops_wino_avx2_scratch_floats(&t);
     if (d > n) n = d;
     if (e > n) n = e;
   }
@@ -1422,10 +1423,12 @@ static int wino_mode(void) {
   return e && *e ? atoi(e) : 1;
 }
 
-/* the shapes the Winograd path can take: 3x3, stride 1, pad 1, on AVX-512 */
+/* the shapes the Winograd path can take: 3x3, stride 1, pad 1, on AVX-512 (or AVX2:
+ * ops_conv_avx2.c's F(2x2, 3x3), the same arithmetic on 8-float vectors) */
 static int wino_shape_ok(const sde_nn_conv2d_shape *s) {
-  return s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 && s->pad_bottom == 1 &&
-         s->pad_left == 1 && s->pad_right == 1 && dconv_cpu_ok();
+  return (s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 && s->pad_bottom == 1 &&
+          s->pad_left == 1 && s->pad_right == 1 && dconv_cpu_ok()) ||
+         sde_ops_wino_avx2_usable(s);
 }
 
 static int wino_usable(const sde_nn_conv2d_shape *s) {
@@ -1818,7 +1821,8 @@ static int wino_dinp(float *dinp, const float *dout, const float *weight,
         wT[((size_t)ci * Co + co) * 9 + k] = weight[((size_t)co * Ci + ci) * 9 + 8 - k];
   sde_nn_conv2d_shape t = *s;
   t.C_in = Co, t.C_out = Ci;
-  const int rc = wino_forward(dinp, dout, wT, NULL, &t, scratch, 1);
+  const int rc = avx2_cpu_ok() ? sde_ops_wino_avx2(dinp, dout, wT, NULL, &t, scratch, 1)
+                                : wino_forward(dinp, dout, wT, NULL, &t, scratch, 1);
   free(wT);
   return rc;
 }
@@ -1874,7 +1878,8 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
 #ifdef HAVE_DCONV
   if (wino_usable(s)) {
-    rc = wino_forward(out, inp, weight, bias, s, col, 0);
+    rc = avx2_cpu_ok() ? sde_ops_wino_avx2(out, inp, weight, bias, s, col, 0)
+                       : wino_forward(out, inp, weight, bias, s, col, 0);
     free(owned);
     return rc;
   }
@@ -2001,7 +2006,7 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
     rc = dconv_forward(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, 1);
   }
 #endif
-  if (avx2) { /* the same on AVX2 */
+  if (avx2 && !wino) { /* the direct conv's input gradient on AVX2 */
     const size_t KK = (size_t)s->KH * s->KW;
     rc = sde_ops_conv_avx2(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, 1);
   }

@@ -154,6 +154,19 @@ typedef void (*a2_tile_fn)(float *, const float *, const ptrdiff_t *, const floa
 A2_TILE(1)
 A2_TILE(2)
 A2_TILE(3)
+/* KH = KW = 1: the Winograd products */
+#define A2_TILE11(JJ)                                                                           \
+  __attribute__((target("avx2,fma"))) static void a2_tile##JJ##_11(                             \
+      float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,    \
+      int KH, int KW, int Wp, int load, float *const *dst, size_t ds, int nr,                   \
+      const float *bias, int accum) {                                                           \
+    (void)KH;                                                                                   \
+    (void)KW;                                                                                   \
+    a2_kernel(tile, x, off, wp, Cin, S, 1, 1, Wp, JJ, load, dst, ds, nr, bias, accum);          \
+  }
+A2_TILE11(1)
+A2_TILE11(2)
+A2_TILE11(3)
 
 typedef struct {
   const sde_nn_conv2d_shape *s;
@@ -419,6 +432,222 @@ int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *in
   jj.nb = hw >= A2_DW_CHUNK ? 1 : A2_DW_CHUNK / hw;
   sde_parallel_for((int64_t)s->B * s->C_in, 1, a2_pad, &j);
   sde_parallel_for_dynamic((int64_t)jj.nblk * jj.ncib, 1, a2_dw_tasks, &jj);
+  return SDE_OK;
+}
+
+
+/* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convs --------------------------------------
+ * y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A on 2x2 output tiles, as ops_conv.c's AVX-512 path (the same
+ * matrices and the same roundings: 2 in each transformed input V, 1 in each transformed
+ * weight U, computed in float64 and rounded once, C_in in each product's FMA chain, 4 in the
+ * output transform, 1 for the bias), so tests/engine/test_direct_conv.c checks both against
+ * one bound. An image's tiles go by in bands of whole tile rows (about A2_WG_BAND tiles):
+ *   V[ξ][ci][t] = (Bᵀ d B)[ξ] of tile t's 4x4 zero-padded patch (tasks over ci),
+ *   M[ξ][co][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]: 16 1x1 convolutions over the band's
+ *                 tiles, run by the direct conv's register tile (a2_tile*, KH = KW = 1),
+ *   y = Aᵀ M A (+ bias, or added to y) (tasks over co).
+ * Bands are cut per image by the image shape alone and every output is one fixed sequence
+ * of operations, so the bits depend neither on the thread count nor on the batch. */
+#define A2_WG_BAND 256
+
+typedef struct {
+  float *out, *V, *M;
+  const float *inp, *w, *bias;
+  float *U; /* [16][ncb][Ci][A2_R] */
+  int Ci, Co, H, W, nth, ntw, ncb, accum;
+  int b, th0, nrow, Tp; /* the band: image, first tile row, tile rows, tiles rounded up to 8 */
+  int ntile;            /* register tiles of the products per ξ and channel block */
+} a2_wg_job;
+
+/* U = G g Gᵀ in float64, rounded once (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]), packed
+ * U[ξ][cb][ci][r] (rows past C_out repeat the last), output-channel blocks [c0, c1) */
+static void a2_wg_weights(void *ctx, int64_t c0, int64_t c1) {
+  const a2_wg_job *j = ctx;
+  for (int64_t cb = c0; cb < c1; cb++)
+    for (int ci = 0; ci < j->Ci; ci++)
+      for (int r = 0; r < A2_R; r++) {
+        const int co = (int)cb * A2_R + r < j->Co ? (int)cb * A2_R + r : j->Co - 1;
+        const float *g = j->w + ((size_t)co * j->Ci + ci) * 9;
+        double t[4][3], u[4][4];
+        for (int k = 0; k < 3; k++) {
+          const double s = (double)g[k] + g[6 + k];
+          t[0][k] = g[k], t[1][k] = 0.5 * (s + g[3 + k]), t[2][k] = 0.5 * (s - g[3 + k]);
+          t[3][k] = g[6 + k];
+        }
+        for (int a = 0; a < 4; a++) {
+          const double s = t[a][0] + t[a][2];
+          u[a][0] = t[a][0], u[a][1] = 0.5 * (s + t[a][1]), u[a][2] = 0.5 * (s - t[a][1]);
+          u[a][3] = t[a][2];
+        }
+        for (int x = 0; x < 16; x++)
+          j->U[(((size_t)x * j->ncb + cb) * j->Ci + ci) * A2_R + r] = (float)u[x / 4][x % 4];
+      }
+}
+
+/* V of the band for input channels [c0, c1): Bᵀ d B, Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
+ * 0 1 0 −1], rows first, then columns. Each padded input row (columns −1 .. 2·ntw) is split
+ * into its even and odd columns, so that column k of every tile's patch is a contiguous
+ * run (ev[tw], od[tw], ev[tw + 1], od[tw + 1]) and the loop over tiles vectorises; the
+ * tiles past the band's last read zeros. */
+__attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c0, int64_t c1) {
+  const a2_wg_job *j = ctx;
+  const int H = j->H, W = j->W, ntw = j->ntw;
+  const size_t xs = (size_t)j->Ci * j->Tp;
+  float ev[4][512 + 1], od[4][512 + 1];
+  for (int64_t ci = c0; ci < c1; ci++) {
+    const float *x = j->inp + ((size_t)j->b * j->Ci + ci) * H * W;
+    float *v = j->V + (size_t)ci * j->Tp;
+    for (int tr = 0; tr < j->nrow; tr++) {
+      const int th = j->th0 + tr;
+      for (int i = 0; i < 4; i++) { /* input row 2·th − 1 + i: column 2c − 1 even, 2c odd */
+        const int ih = 2 * th - 1 + i;
+        const float *xr = ih >= 0 && ih < H ? x + (size_t)ih * W : NULL;
+        for (int c = 0; c <= ntw; c++) {
+          ev[i][c] = xr && c > 0 && 2 * c - 1 < W ? xr[2 * c - 1] : 0.0f;
+          od[i][c] = xr && 2 * c < W ? xr[2 * c] : 0.0f;
+        }
+      }
+      float *vt = v + (size_t)tr * ntw;
+      int tw = 0;
+      for (; tw + A2_V <= ntw; tw += A2_V) { /* 8 tiles */
+        __m256 e[4][4];
+        for (int k = 0; k < 4; k++) {
+          const int c = tw + k / 2;
+          __m256 d[4];
+          for (int i = 0; i < 4; i++) d[i] = _mm256_loadu_ps(k & 1 ? od[i] + c : ev[i] + c);
+          e[0][k] = _mm256_sub_ps(d[0], d[2]), e[1][k] = _mm256_add_ps(d[1], d[2]);
+          e[2][k] = _mm256_sub_ps(d[2], d[1]), e[3][k] = _mm256_sub_ps(d[1], d[3]);
+        }
+        for (int a = 0; a < 4; a++) {
+          _mm256_storeu_ps(vt + (4 * a + 0) * xs + tw, _mm256_sub_ps(e[a][0], e[a][2]));
+          _mm256_storeu_ps(vt + (4 * a + 1) * xs + tw, _mm256_add_ps(e[a][1], e[a][2]));
+          _mm256_storeu_ps(vt + (4 * a + 2) * xs + tw, _mm256_sub_ps(e[a][2], e[a][1]));
+          _mm256_storeu_ps(vt + (4 * a + 3) * xs + tw, _mm256_sub_ps(e[a][1], e[a][3]));
+        }
+      }
+      for (; tw < ntw; tw++) { /* the same, one tile */
+        float e[4][4];
+        for (int k = 0; k < 4; k++) {
+          const int c = tw + k / 2;
+          const float d0 = k & 1 ? od[0][c] : ev[0][c], d1 = k & 1 ? od[1][c] : ev[1][c];
+          const float d2 = k & 1 ? od[2][c] : ev[2][c], d3 = k & 1 ? od[3][c] : ev[3][c];
+          e[0][k] = d0 - d2, e[1][k] = d1 + d2, e[2][k] = d2 - d1, e[3][k] = d1 - d3;
+        }
+        for (int a = 0; a < 4; a++) {
+          vt[(4 * a + 0) * xs + tw] = e[a][0] - e[a][2];
+          vt[(4 * a + 1) * xs + tw] = e[a][1] + e[a][2];
+          vt[(4 * a + 2) * xs + tw] = e[a][2] - e[a][1];
+          vt[(4 * a + 3) * xs + tw] = e[a][1] - e[a][3];
+        }
+      }
+    }
+    for (int xi = 0; xi < 16; xi++) /* the padding tiles */
+      memset(v + (size_t)xi * xs + (size_t)j->nrow * ntw, 0,
+             (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
+  }
+}
+
+/* products, tasks t: (ξ, output-channel block, chunk of A2_TPC register tiles) */
+static void a2_wg_products(void *ctx, int64_t t0, int64_t t1) {
+  static const a2_tile_fn fns[A2_J] = {a2_tile1_11, a2_tile2_11, a2_tile3_11};
+  const a2_wg_job *j = ctx;
+  const int nv = j->Tp / A2_V, nch = ceil_div(j->ntile, A2_TPC), cpp = A2_CB;
+  const size_t tsz = A2_R * A2_J * A2_V;
+  float acc[A2_TPC * A2_R * A2_J * A2_V];
+  for (int64_t t = t0; t < t1; t++) {
+    const int xi = (int)(t / ((int64_t)j->ncb * nch)), rest = (int)(t % ((int64_t)j->ncb * nch));
+    const int cb = rest / nch, ch = rest % nch;
+    const int nr = j->Co - cb * A2_R < A2_R ? j->Co - cb * A2_R : A2_R;
+    const float *vx = j->V + (size_t)xi * j->Ci * j->Tp;
+    float *m = j->M + ((size_t)xi * j->Co + (size_t)cb * A2_R) * j->Tp;
+    const int tl0 = ch * A2_TPC, tl1 = tl0 + A2_TPC < j->ntile ? tl0 + A2_TPC : j->ntile;
+    for (int c0 = 0; c0 < j->Ci; c0 += cpp) {
+      const int cn = j->Ci - c0 < cpp ? j->Ci - c0 : cpp, last = c0 + cn == j->Ci;
+      const float *wp = j->U + (((size_t)xi * j->ncb + cb) * j->Ci + c0) * A2_R;
+      for (int tl = tl0; tl < tl1; tl++) {
+        const int v0 = tl * A2_J, J = nv - v0 < A2_J ? nv - v0 : A2_J;
+        ptrdiff_t off[A2_J];
+        float *dst[A2_J];
+        for (int k = 0; k < J; k++) off[k] = (ptrdiff_t)(v0 + k) * A2_V, dst[k] = m + (size_t)(v0 + k) * A2_V;
+        fns[J - 1](acc + (size_t)(tl - tl0) * tsz, vx + (size_t)c0 * j->Tp, off, wp, cn,
+                   (size_t)j->Tp, 1, 1, 0, c0 > 0, last ? dst : NULL, (size_t)j->Tp, nr, NULL, 0);
+      }
+    }
+  }
+}
+
+/* y = Aᵀ M A (Aᵀ = [1 1 1 0; 0 1 −1 −1]), rows first, for output channels [c0, c1) */
+static void a2_wg_output(void *ctx, int64_t c0, int64_t c1) {
+  const a2_wg_job *j = ctx;
+  const int H = j->H, W = j->W, ntw = j->ntw;
+  const size_t ms = (size_t)j->Co * j->Tp;
+  for (int64_t co = c0; co < c1; co++) {
+    const float *m = j->M + (size_t)co * j->Tp;
+    float *y = j->out + ((size_t)j->b * j->Co + co) * H * W;
+    const float bv = j->bias ? j->bias[co] : 0.0f;
+    for (int tr = 0; tr < j->nrow; tr++)
+      for (int tw = 0; tw < ntw; tw++) {
+        const size_t t = (size_t)tr * ntw + tw;
+        float e[2][4];
+        for (int k = 0; k < 4; k++) {
+          const float m0 = m[(0 + k) * ms + t], m1 = m[(4 + k) * ms + t];
+          const float m2 = m[(8 + k) * ms + t], m3 = m[(12 + k) * ms + t];
+          e[0][k] = m0 + m1 + m2, e[1][k] = m1 - m2 - m3;
+        }
+        for (int dy = 0; dy < 2; dy++) {
+          const int oh = 2 * (j->th0 + tr) + dy;
+          if (oh >= H) continue;
+          const float r[2] = {e[dy][0] + e[dy][1] + e[dy][2], e[dy][1] - e[dy][2] - e[dy][3]};
+          for (int dx = 0; dx < 2; dx++) {
+            const int ow = 2 * tw + dx;
+            if (ow >= W) continue;
+            float *o = y + (size_t)oh * W + ow;
+            *o = j->accum ? *o + r[dx] : r[dx] + bv;
+          }
+        }
+      }
+  }
+}
+
+/* the band's tile rows: about A2_WG_BAND tiles */
+static int a2_wg_band_rows(int ntw) { return A2_WG_BAND / ntw > 1 ? A2_WG_BAND / ntw : 1; }
+
+int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
+  return avx2_cpu_ok() && s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 &&
+         s->pad_bottom == 1 && s->pad_left == 1 && s->pad_right == 1 && s->W <= 1024;
+}
+
+size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s) {
+  const int nth = (s->H + 1) / 2, ntw = (s->W + 1) / 2, rows = a2_wg_band_rows(ntw);
+  const size_t Tp = (size_t)ceil_div((rows < nth ? rows : nth) * ntw, A2_V) * A2_V;
+  return (size_t)16 * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
+         (size_t)16 * (s->C_in + s->C_out) * Tp;
+}
+
+/* out = conv3x3(inp, pad 1) + bias, or out += conv3x3(inp, pad 1) (accum, bias unused), the
+ * weights [C_out][C_in][3][3]; scratch: sde_ops_wino_avx2_scratch_floats(s) */
+int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
+                      const sde_nn_conv2d_shape *s, float *scratch, int accum) {
+  a2_wg_job j = {.out = out, .inp = inp, .w = w, .bias = accum ? NULL : bias, .Ci = s->C_in,
+                 .Co = s->C_out, .H = s->H, .W = s->W, .accum = accum};
+  j.nth = (s->H + 1) / 2;
+  j.ntw = (s->W + 1) / 2;
+  j.ncb = ceil_div(s->C_out, A2_R);
+  j.U = scratch + (8 - ((uintptr_t)scratch / sizeof(float)) % 8) % 8;
+  const int rows = a2_wg_band_rows(j.ntw);
+  const size_t Tmax = (size_t)ceil_div((rows < j.nth ? rows : j.nth) * j.ntw, A2_V) * A2_V;
+  j.V = j.U + (size_t)16 * j.ncb * A2_R * s->C_in;
+  j.M = j.V + (size_t)16 * s->C_in * Tmax;
+  sde_parallel_for(j.ncb, 1, a2_wg_weights, &j);
+  for (j.b = 0; j.b < s->B; j.b++)
+    for (j.th0 = 0; j.th0 < j.nth; j.th0 += rows) {
+      j.nrow = j.nth - j.th0 < rows ? j.nth - j.th0 : rows;
+      j.Tp = ceil_div(j.nrow * j.ntw, A2_V) * A2_V;
+      j.ntile = ceil_div(j.Tp / A2_V, A2_J);
+      sde_parallel_for(s->C_in, 1, a2_wg_input, &j);
+      sde_parallel_for_dynamic((int64_t)16 * j.ncb * ceil_div(j.ntile, A2_TPC), 1, a2_wg_products, &j);
+      sde_parallel_for(s->C_out, 1, a2_wg_output, &j);
+    }
   return SDE_OK;
 }
 
