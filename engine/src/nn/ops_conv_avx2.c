@@ -460,28 +460,38 @@ typedef struct {
 } a2_wg_job;
 
 /* U = G g Gᵀ in float64, rounded once (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]), packed
- * U[ξ][cb][ci][r] (rows past C_out repeat the last), output-channel blocks [c0, c1) */
-static void a2_wg_weights(void *ctx, int64_t c0, int64_t c1) {
+ * U[ξ][cb][ci][r] (rows past C_out repeat the last), output-channel blocks [c0, c1): the 4
+ * output channels of a block are the 4 double lanes, so each (ξ, ci) is one 4-float store */
+__attribute__((target("avx2,fma"))) static void a2_wg_weights(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
-  for (int64_t cb = c0; cb < c1; cb++)
-    for (int ci = 0; ci < j->Ci; ci++)
-      for (int r = 0; r < A2_R; r++) {
-        const int co = (int)cb * A2_R + r < j->Co ? (int)cb * A2_R + r : j->Co - 1;
-        const float *g = j->w + ((size_t)co * j->Ci + ci) * 9;
-        double t[4][3], u[4][4];
-        for (int k = 0; k < 3; k++) {
-          const double s = (double)g[k] + g[6 + k];
-          t[0][k] = g[k], t[1][k] = 0.5 * (s + g[3 + k]), t[2][k] = 0.5 * (s - g[3 + k]);
-          t[3][k] = g[6 + k];
-        }
-        for (int a = 0; a < 4; a++) {
-          const double s = t[a][0] + t[a][2];
-          u[a][0] = t[a][0], u[a][1] = 0.5 * (s + t[a][1]), u[a][2] = 0.5 * (s - t[a][1]);
-          u[a][3] = t[a][2];
-        }
-        for (int x = 0; x < 16; x++)
-          j->U[(((size_t)x * j->ncb + cb) * j->Ci + ci) * A2_R + r] = (float)u[x / 4][x % 4];
+  const __m256d half = _mm256_set1_pd(0.5);
+  for (int64_t cb = c0; cb < c1; cb++) {
+    const float *g[A2_R];
+    for (int r = 0; r < A2_R; r++) {
+      const int co = (int)cb * A2_R + r < j->Co ? (int)cb * A2_R + r : j->Co - 1;
+      g[r] = j->w + (size_t)co * j->Ci * 9;
+    }
+    for (int ci = 0; ci < j->Ci; ci++) {
+      __m256d k9[9], t[4][3];
+      for (int k = 0; k < 9; k++)
+        k9[k] = _mm256_set_pd(g[3][ci * 9 + k], g[2][ci * 9 + k], g[1][ci * 9 + k], g[0][ci * 9 + k]);
+      for (int k = 0; k < 3; k++) { /* G g: rows */
+        const __m256d sum = _mm256_add_pd(k9[k], k9[6 + k]);
+        t[0][k] = k9[k];
+        t[1][k] = _mm256_mul_pd(half, _mm256_add_pd(sum, k9[3 + k]));
+        t[2][k] = _mm256_mul_pd(half, _mm256_sub_pd(sum, k9[3 + k]));
+        t[3][k] = k9[6 + k];
       }
+      for (int a = 0; a < 4; a++) { /* (G g) Gᵀ: columns */
+        const __m256d sum = _mm256_add_pd(t[a][0], t[a][2]);
+        const __m256d u[4] = {t[a][0], _mm256_mul_pd(half, _mm256_add_pd(sum, t[a][1])),
+                              _mm256_mul_pd(half, _mm256_sub_pd(sum, t[a][1])), t[a][2]};
+        for (int e = 0; e < 4; e++)
+          _mm_storeu_ps(j->U + (((size_t)(4 * a + e) * j->ncb + cb) * j->Ci + ci) * A2_R,
+                        _mm256_cvtpd_ps(u[e]));
+      }
+    }
+  }
 }
 
 /* V of the band for input channels [c0, c1): Bᵀ d B, Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
