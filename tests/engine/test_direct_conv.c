@@ -553,7 +553,7 @@ int main(void) {
   const int wino = wino_paths_on();
   run_wino_dispatch(1, 128, 128, 32, 32, wino);
   run_wino_dispatch(3, 256, 256, 16, 16, wino);
-  run_wino_dispatch(1, 32, 40, 15, 15, wino);
+  run_wino_dispatch(1, 32, 40, 15, 15, direct_paths_on()); /* AVX2: from 128 channels */
   run_wino_dispatch(2, 256, 256, 8, 8, 0);
   run_wino_dispatch(2, 16, 128, 32, 32, 0);
   run_wino_dispatch(2, 128, 16, 32, 32, 0);
