@@ -1,6 +1,6 @@
 /* CPU reference ops (scoresde/nn.h): GEMM on fixed tiles, conv2d (im2col + GEMM, or the
- * AVX-512 direct convolution, or for wide 3x3 pad-1 layers Winograd F(2x2, 3x3)), linear and
- * NIN.
+ * AVX-512 direct convolution, or for wide 3x3 pad-1 layers Winograd F(2x2, 3x3); on AVX2
+ * CPUs without AVX-512 the kernels of ops_conv_avx2.c), linear and NIN.
  *
  * Determinism: every parallel loop runs over independent outputs, and every reduction is
  * done by one thread in a fixed order. GEMMs are split into tiles whose sizes depend only

@@ -586,8 +586,10 @@ static void a2_wg_products(void *ctx, int64_t t0, int64_t t1) {
   }
 }
 
-/* y = Aᵀ M A (Aᵀ = [1 1 1 0; 0 1 −1 −1]), rows first, for output channels [c0, c1) */
-static void a2_wg_output(void *ctx, int64_t c0, int64_t c1) {
+/* y = Aᵀ M A (Aᵀ = [1 1 1 0; 0 1 −1 −1]), rows first, for output channels [c0, c1): 8 tiles
+ * of a tile row at a time (their 2 x 16 outputs interleaved back into two output rows),
+ * the rest and the last column of an odd width one tile at a time, in the same order */
+__attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
   const size_t ms = (size_t)j->Co * j->Tp;
@@ -595,8 +597,39 @@ static void a2_wg_output(void *ctx, int64_t c0, int64_t c1) {
     const float *m = j->M + (size_t)co * j->Tp;
     float *y = j->out + ((size_t)j->b * j->Co + co) * H * W;
     const float bv = j->bias ? j->bias[co] : 0.0f;
-    for (int tr = 0; tr < j->nrow; tr++)
-      for (int tw = 0; tw < ntw; tw++) {
+    const __m256 bias8 = _mm256_set1_ps(bv);
+    for (int tr = 0; tr < j->nrow; tr++) {
+      int tw = 0;
+      for (; tw + A2_V <= ntw && 2 * tw + 2 * A2_V <= W; tw += A2_V) {
+        const size_t t = (size_t)tr * ntw + tw;
+        __m256 e[2][4];
+        for (int k = 0; k < 4; k++) {
+          const __m256 m0 = _mm256_loadu_ps(m + (0 + k) * ms + t), m1 = _mm256_loadu_ps(m + (4 + k) * ms + t);
+          const __m256 m2 = _mm256_loadu_ps(m + (8 + k) * ms + t), m3 = _mm256_loadu_ps(m + (12 + k) * ms + t);
+          e[0][k] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+          e[1][k] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+        }
+        for (int dy = 0; dy < 2; dy++) {
+          const int oh = 2 * (j->th0 + tr) + dy;
+          if (oh >= H) continue;
+          const __m256 r0 = _mm256_add_ps(_mm256_add_ps(e[dy][0], e[dy][1]), e[dy][2]);
+          const __m256 r1 = _mm256_sub_ps(_mm256_sub_ps(e[dy][1], e[dy][2]), e[dy][3]);
+          /* tile i's (r0, r1) at columns 2·(tw + i), 2·(tw + i) + 1 */
+          const __m256 lo = _mm256_unpacklo_ps(r0, r1), hi = _mm256_unpackhi_ps(r0, r1);
+          __m256 y0 = _mm256_permute2f128_ps(lo, hi, 0x20), y1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+          float *o = y + (size_t)oh * W + 2 * tw;
+          if (j->accum) {
+            y0 = _mm256_add_ps(_mm256_loadu_ps(o), y0);
+            y1 = _mm256_add_ps(_mm256_loadu_ps(o + A2_V), y1);
+          } else {
+            y0 = _mm256_add_ps(y0, bias8);
+            y1 = _mm256_add_ps(y1, bias8);
+          }
+          _mm256_storeu_ps(o, y0);
+          _mm256_storeu_ps(o + A2_V, y1);
+        }
+      }
+      for (; tw < ntw; tw++) {
         const size_t t = (size_t)tr * ntw + tw;
         float e[2][4];
         for (int k = 0; k < 4; k++) {
@@ -616,6 +649,7 @@ static void a2_wg_output(void *ctx, int64_t c0, int64_t c1) {
           }
         }
       }
+    }
   }
 }
 
