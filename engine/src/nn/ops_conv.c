@@ -1967,7 +1967,11 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   const int parts = dw_parts(s, imgs);
   float *part = col + (size_t)K * imgs * rows * Wo;
   if (dweight && sde_ops_conv_avx2_dweight_usable(s)) {
-    sde_ops_conv_avx2_dweight(dweight, dout, inp, s, col);
+    rc = sde_ops_conv_avx2_dweight(dweight, dout, inp, s, col);
+    if (rc) {
+      free(owned);
+      return rc;
+    }
     dweight = NULL;
   }
 #ifdef HAVE_DCONV

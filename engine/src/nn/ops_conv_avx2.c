@@ -329,35 +329,38 @@ typedef struct {
   const float *g;
   int nblk, q, rem; /* output-channel blocks: the first rem have q + 1 channels, the rest q */
   int cb, ncib, nb; /* input channels per task, input-channel blocks, images per chunk */
+  const int *xoff;  /* output vector v's input offset in its padded plane */
 } a2_dw_job;
 
-/* part[r][kw] (+)= Σ over images [0, nb) and output rows of x (row kh of the taps, image
- * stride xs, row stride Wp) times dout rows g + r·HWo (image stride gs, row stride Wo) */
+/* part[r][kw] (+)= Σ over images [0, nb) and the nvec output vectors of x (row kh of the
+ * taps, image stride xs; vector v's input at xoff[v]) times dout vectors g + r·HWo + 8v
+ * (image stride gs); one flat loop over the vectors (the rows of 1-4 vectors each were a
+ * branch misprediction apiece) */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 a2_dw_kernel(float *part, int load, const float *x, size_t xs, const float *g, size_t gs,
-             size_t HWo, int nb, int Ho, int per_row, int Wp, int Wo, const int R) {
+             size_t HWo, int nb, int nvec, const int *xoff, const int R) {
   __m256 acc[A2_DW_R][3];
 #pragma GCC unroll 3
   for (int r = 0; r < R; r++)
 #pragma GCC unroll 3
     for (int k = 0; k < 3; k++)
       acc[r][k] = load ? _mm256_loadu_ps(part + (r * 9 + k) * A2_V) : _mm256_setzero_ps();
-  for (int b = 0; b < nb; b++)
-    for (int oh = 0; oh < Ho; oh++) {
-      const float *xr = x + b * xs + (size_t)oh * Wp, *gr = g + b * gs + (size_t)oh * Wo;
-      for (int i = 0; i < per_row; i++, xr += A2_V, gr += A2_V) {
-        __m256 gv[A2_DW_R];
+  for (int b = 0; b < nb; b++) {
+    const float *xb = x + b * xs, *gr = g + b * gs;
+    for (int v = 0; v < nvec; v++, gr += A2_V) {
+      const float *xr = xb + xoff[v];
+      __m256 gv[A2_DW_R];
 #pragma GCC unroll 3
-        for (int r = 0; r < R; r++) gv[r] = _mm256_loadu_ps(gr + r * HWo);
+      for (int r = 0; r < R; r++) gv[r] = _mm256_loadu_ps(gr + r * HWo);
 #pragma GCC unroll 3
-        for (int kw = 0; kw < 3; kw++) {
-          __m256 xv = _mm256_loadu_ps(xr + kw);
-          __asm__("" : "+x"(xv));
+      for (int kw = 0; kw < 3; kw++) {
+        __m256 xv = _mm256_loadu_ps(xr + kw);
+        __asm__("" : "+x"(xv));
 #pragma GCC unroll 3
-          for (int r = 0; r < R; r++) acc[r][kw] = _mm256_fmadd_ps(gv[r], xv, acc[r][kw]);
-        }
+        for (int r = 0; r < R; r++) acc[r][kw] = _mm256_fmadd_ps(gv[r], xv, acc[r][kw]);
       }
     }
+  }
 #pragma GCC unroll 3
   for (int r = 0; r < R; r++)
 #pragma GCC unroll 3
@@ -365,12 +368,12 @@ a2_dw_kernel(float *part, int load, const float *x, size_t xs, const float *g, s
 }
 
 typedef void (*a2_dw_fn)(float *, int, const float *, size_t, const float *, size_t, size_t, int,
-                         int, int, int, int);
+                         int, const int *);
 #define A2_DW_TILE(RR)                                                                          \
   __attribute__((target("avx2,fma"))) static void a2_dw_tile##RR(                               \
       float *part, int load, const float *x, size_t xs, const float *g, size_t gs, size_t HWo,  \
-      int nb, int Ho, int per_row, int Wp, int Wo) {                                            \
-    a2_dw_kernel(part, load, x, xs, g, gs, HWo, nb, Ho, per_row, Wp, Wo, RR);                   \
+      int nb, int nvec, const int *xoff) {                                                      \
+    a2_dw_kernel(part, load, x, xs, g, gs, HWo, nb, nvec, xoff, RR);                            \
   }
 A2_DW_TILE(1)
 A2_DW_TILE(2)
@@ -382,7 +385,7 @@ static void a2_dw_tasks(void *ctx, int64_t t0, int64_t t1) {
   const a2_job *j = jj->a;
   const sde_nn_conv2d_shape *s = j->s;
   const a2_plan *p = &j->p;
-  const int Ci = s->C_in, Co = s->C_out, per_row = p->Wo / A2_V;
+  const int Ci = s->C_in, Co = s->C_out;
   const size_t HWo = (size_t)p->Ho * p->Wo, gs = (size_t)Co * HWo, xs = (size_t)Ci * p->S;
   float part[A2_DW_CB * A2_DW_R * 9 * A2_V];
   for (int64_t t = t0; t < t1; t++) {
@@ -396,7 +399,7 @@ static void a2_dw_tasks(void *ctx, int64_t t0, int64_t t1) {
         for (int kh = 0; kh < 3; kh++)
           fns[R - 1](part + ((size_t)c * A2_DW_R * 9 + kh * 3) * A2_V, b0 > 0,
                      j->xp + b0 * xs + (size_t)(ci0 + c) * p->S + (size_t)kh * p->Wp, xs, g, gs,
-                     HWo, nb, p->Ho, per_row, p->Wp, p->Wo);
+                     HWo, nb, p->nvec, jj->xoff);
     }
     for (int c = 0; c < cn; c++)
       for (int r = 0; r < R; r++)
@@ -430,8 +433,14 @@ int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *in
   jj.ncib = ceil_div(s->C_in, jj.cb);
   const int hw = j.p.Ho * j.p.Wo;
   jj.nb = hw >= A2_DW_CHUNK ? 1 : A2_DW_CHUNK / hw;
+  int *xoff = malloc((size_t)j.p.nvec * sizeof(int));
+  if (!xoff) return sde_fail(SDE_ENOMEM, "conv2d: out of memory");
+  for (int v = 0, per_row = j.p.Wo / A2_V; v < j.p.nvec; v++)
+    xoff[v] = v / per_row * j.p.Wp + v % per_row * A2_V;
+  jj.xoff = xoff;
   sde_parallel_for((int64_t)s->B * s->C_in, 1, a2_pad, &j);
   sde_parallel_for_dynamic((int64_t)jj.nblk * jj.ncib, 1, a2_dw_tasks, &jj);
+  free(xoff);
   return SDE_OK;
 }
 
