@@ -206,6 +206,41 @@ static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int
   free(x), free(g), free(w), free(d0);
 }
 
+/* dbias += Σ_b Σ_p dout[b][co][p] (summed in float64 on every path, then rounded once onto
+ * the prior dbias): within 2 float32 roundings of the float64 sum, 1/2/3 threads
+ * bit-identical; lengths with and without a tail past the 16-lane vectors */
+static void run_dbias_case(int B, int Co, int H, int W) {
+  sde_nn_conv2d_shape s = {B, 2, H, W, Co, 3, 3, 1, 1, 1, 1, 1};
+  const size_t ng = (size_t)B * Co * H * W, nx = (size_t)B * 2 * H * W;
+  float *g = rand_f(ng), *x = rand_f(nx), *w = rand_f((size_t)Co * 2 * 9), *d0 = rand_f(Co), *db[3];
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    db[t] = malloc(Co * sizeof(float));
+    memcpy(db[t], d0, Co * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= sde_nn_conv2d_backward(NULL, NULL, db[t], g, x, w, &s, NULL);
+  }
+  sde_set_num_threads(2);
+  double worst = 0;
+  for (int co = 0; co < Co; co++) {
+    double acc = 0, mag = 0;
+    for (int b = 0; b < B; b++)
+      for (int p = 0; p < H * W; p++) {
+        const double v = g[((size_t)b * Co + co) * H * W + p];
+        acc += v, mag += fabs(v);
+      }
+    const double want = (double)d0[co] + (float)acc, bound = 0x1.0p-23 * (fabs(d0[co]) + mag) + 1e-30;
+    const double e = fabs(db[1][co] - want) / bound;
+    worst = e > worst ? e : worst;
+  }
+  const int same = !memcmp(db[0], db[1], Co * sizeof(float)) && !memcmp(db[0], db[2], Co * sizeof(float));
+  TAP_CHECK(rc == 0 && worst <= 1 && same,
+            "dbias B=%d %d channels %dx%d: vs float64 %.3g of the bound, 1/2/3 threads "
+            "bit-identical (%d)", B, Co, H, W, worst, same);
+  for (int t = 0; t < 3; t++) free(db[t]);
+  free(g), free(x), free(w), free(d0);
+}
+
 /* dinp after sde_nn_conv2d_backward onto d0, at 1, 2 and 3 threads: dx[t] (malloc'd) */
 static int dinp_at_1_2_3_threads(float *dx[3], const float *d0, const float *g, const float *x,
                                  const float *w, const sde_nn_conv2d_shape *s, size_t nx) {
@@ -494,6 +529,9 @@ int main(void) {
         if (dsides[si][0] == 32 && ci == 4 && B == 3) continue; /* keep the run short */
         run_dw_case(B, dch[ci][0], dch[ci][1], dsides[si][0], dsides[si][1], 1, 1, 1, 1);
       }
+  run_dbias_case(3, 5, 7, 7);
+  run_dbias_case(2, 17, 32, 32);
+  run_dbias_case(1, 3, 1, 1);
   run_dw_case(37, 5, 7, 8, 8, 1, 1, 1, 1);
   run_dw_case(37, 4, 2, 4, 4, 1, 1, 1, 1);
   run_dw_case(5, 11, 8, 16, 16, 1, 1, 1, 1);
