@@ -347,6 +347,7 @@ a2_dw_kernel(float *part, int load, const float *x, size_t xs, const float *g, s
       acc[r][k] = load ? _mm256_loadu_ps(part + (r * 9 + k) * A2_V) : _mm256_setzero_ps();
   for (int b = 0; b < nb; b++) {
     const float *xb = x + b * xs, *gr = g + b * gs;
+#pragma GCC unroll 2
     for (int v = 0; v < nvec; v++, gr += A2_V) {
       const float *xr = xb + xoff[v];
       __m256 gv[A2_DW_R];
