@@ -499,24 +499,10 @@ static size_t dconv_scratch_floats(const sde_nn_conv2d_shape *s) {
 
 /* The input gradient of a stride-1 conv is a stride-1 conv of dout[B,C_out,Ho,Wo] with the
  * flipped, transposed weights wT[ci][co][kh][kw] = w[co][ci][KH-1-kh][KW-1-kw] and padding
- * KH-1-pad_top etc.: 1 (and *t that shape) when the direct conv can do it. */
-static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
-  if (s->stride != 1 || !dconv_usable(s) || s->pad_top >= s->KH || s->pad_bottom >= s->KH ||
-      s->pad_left >= s->KW || s->pad_right >= s->KW)
-    return 0;
-  sde_nn_conv2d_shape u = {s->B,  s->C_out, sde_nn_conv2d_out_h(s), sde_nn_conv2d_out_w(s),
-                           s->C_in, s->KH, s->KW, 1, s->KH - 1 - s->pad_top,
-                           s->KH - 1 - s->pad_bottom, s->KW - 1 - s->pad_left,
-                           s->KW - 1 - s->pad_right};
-  *t = u;
-  return dconv_usable(t);
-}
-
-/* the same for the AVX2 direct conv (ops_conv_avx2.c): 1 (and *t) when it takes s's
- * forward and its input gradient */
-static int avx2_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
-  if (!sde_ops_conv_avx2_usable(s) || s->pad_top >= s->KH || s->pad_bottom >= s->KH ||
-      s->pad_left >= s->KW || s->pad_right >= s->KW)
+ * KH-1-pad_top etc.: *t that shape, 0 when a pad is KH or more (no such conv) */
+static int dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
+  if (s->stride != 1 || s->pad_top >= s->KH || s->pad_bottom >= s->KH || s->pad_left >= s->KW ||
+      s->pad_right >= s->KW)
     return 0;
   sde_nn_conv2d_shape u = {s->B,  s->C_out, sde_nn_conv2d_out_h(s), sde_nn_conv2d_out_w(s),
                            s->C_in, s->KH, s->KW, 1, s->KH - 1 - s->pad_top,
@@ -524,6 +510,16 @@ static int avx2_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t)
                            s->KW - 1 - s->pad_right};
   *t = u;
   return 1;
+}
+
+/* 1 (and *t as dinp_shape) when the AVX-512 direct conv can do the input gradient */
+static int dconv_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
+  return dconv_usable(s) && dinp_shape(s, t) && dconv_usable(t);
+}
+
+/* the same for the AVX2 direct conv (ops_conv_avx2.c), which then takes s's forward too */
+static int avx2_dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
+  return sde_ops_conv_avx2_usable(s) && dinp_shape(s, t);
 }
 
 #ifdef HAVE_DCONV

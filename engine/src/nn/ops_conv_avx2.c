@@ -1,7 +1,8 @@
-/* Direct stride-1 convolution for CPUs with AVX2 + FMA but no AVX-512 (AMD Zen 1-3, Intel
- * client cores): the path sde_nn_conv2d_forward and the input gradient of
- * sde_nn_conv2d_backward take there instead of im2col + GEMM (ops_conv.c keeps the AVX-512
- * kernels, which need 32 vector registers and 16-lane masks).
+/* Convolution kernels for CPUs with AVX2 + FMA but no AVX-512 (AMD Zen 1-3, Intel client
+ * cores), which sde_nn_conv2d_forward / _backward (ops_conv.c) take there instead of im2col +
+ * GEMM: the direct stride-1 conv (forward and input gradient), the 3x3 weight gradient, and
+ * Winograd F(2x2, 3x3) from 128 channels. ops_conv.c keeps the AVX-512 kernels, which need
+ * 32 vector registers and 16-lane masks.
  *
  * Each image is copied once into zero-padded planes [C_in][S] (Hp x Wp, row stride Wp).
  * Outputs are computed on the padded grid, so that the input of tap (kh, kw) for output
@@ -15,7 +16,6 @@
  * Every output is one FMA chain over (c_in, kh, kw) in that order, then + bias, whatever
  * tile, task or thread it falls on: the bits depend neither on the thread count nor on the
  * batch (a sample alone or in a batch comes out the same). */
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,38 +135,33 @@ a2_kernel(float *tile, const float *x, const ptrdiff_t *off, const float *wp, in
 typedef void (*a2_tile_fn)(float *, const float *, const ptrdiff_t *, const float *, int, size_t,
                            int, int, int, int, float *const *, size_t, int, const float *, int);
 
-/* instances: J vectors, KH x KW fixed at 3 x 3 (33) or read at run time */
+/* instances: J vectors, KH x KW read at run time, or fixed at K x K (3: the 3x3 convs; 1:
+ * the Winograd products), which unrolls the taps */
 #define A2_TILE(JJ)                                                                             \
   __attribute__((target("avx2,fma"))) static void a2_tile##JJ(                                  \
       float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,    \
       int KH, int KW, int Wp, int load, float *const *dst, size_t ds, int nr,                   \
       const float *bias, int accum) {                                                           \
     a2_kernel(tile, x, off, wp, Cin, S, KH, KW, Wp, JJ, load, dst, ds, nr, bias, accum);        \
-  }                                                                                             \
-  __attribute__((target("avx2,fma"))) static void a2_tile##JJ##_33(                             \
+  }
+#define A2_TILE_KK(JJ, K)                                                                       \
+  __attribute__((target("avx2,fma"))) static void a2_tile##JJ##_##K##K(                         \
       float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,    \
       int KH, int KW, int Wp, int load, float *const *dst, size_t ds, int nr,                   \
       const float *bias, int accum) {                                                           \
     (void)KH;                                                                                   \
     (void)KW;                                                                                   \
-    a2_kernel(tile, x, off, wp, Cin, S, 3, 3, Wp, JJ, load, dst, ds, nr, bias, accum);          \
+    a2_kernel(tile, x, off, wp, Cin, S, K, K, Wp, JJ, load, dst, ds, nr, bias, accum);          \
   }
 A2_TILE(1)
 A2_TILE(2)
 A2_TILE(3)
-/* KH = KW = 1: the Winograd products */
-#define A2_TILE11(JJ)                                                                           \
-  __attribute__((target("avx2,fma"))) static void a2_tile##JJ##_11(                             \
-      float *tile, const float *x, const ptrdiff_t *off, const float *wp, int Cin, size_t S,    \
-      int KH, int KW, int Wp, int load, float *const *dst, size_t ds, int nr,                   \
-      const float *bias, int accum) {                                                           \
-    (void)KH;                                                                                   \
-    (void)KW;                                                                                   \
-    a2_kernel(tile, x, off, wp, Cin, S, 1, 1, Wp, JJ, load, dst, ds, nr, bias, accum);          \
-  }
-A2_TILE11(1)
-A2_TILE11(2)
-A2_TILE11(3)
+A2_TILE_KK(1, 3)
+A2_TILE_KK(2, 3)
+A2_TILE_KK(3, 3)
+A2_TILE_KK(1, 1)
+A2_TILE_KK(2, 1)
+A2_TILE_KK(3, 1)
 
 typedef struct {
   const sde_nn_conv2d_shape *s;
