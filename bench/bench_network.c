@@ -130,9 +130,9 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  printf("# threads %d (OMP_NUM_THREADS=%s, OPENBLAS_NUM_THREADS=%s)\n", sde_get_num_threads(),
-         getenv("OMP_NUM_THREADS") ? getenv("OMP_NUM_THREADS") : "-",
-         getenv("OPENBLAS_NUM_THREADS") ? getenv("OPENBLAS_NUM_THREADS") : "-");
+  printf("# threads %d (OMP_NUM_THREADS=%s, OPENBLAS_NUM_THREADS=%s), CPU kernels %s\n",
+         sde_get_num_threads(), getenv("OMP_NUM_THREADS") ? getenv("OMP_NUM_THREADS") : "-",
+         getenv("OPENBLAS_NUM_THREADS") ? getenv("OPENBLAS_NUM_THREADS") : "-", sde_cpu_kernels());
   printf("%-8s %5s %12s %12s %10s %12s %10s %12s\n", "network", "batch", "ms/call", "ms/sample",
          "GFLOP/s", "params", "GFLOP/smp", "cpu-ms/call");
   if (model) return bench_file(model, batches, nb, iters, dir);

@@ -34,7 +34,7 @@ export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=$THREADS
 mkdir -p "$DIR"
 DATA=fashion-mnist
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || { echo "no fashion-mnist installed" >&2; exit 1; }
-echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cpus, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, threads $THREADS, batch $BATCH, preset $PRESET ${TRAIN_ARGS}"
+echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cpus, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, threads $THREADS, batch $BATCH, preset $PRESET ${TRAIN_ARGS}, $("$SCORESDE" --version | grep 'CPU kernels')"
 # the network and its initial weights for the PyTorch side (the sample grid kept tiny)
 rm -rf "$DIR/init"
 # shellcheck disable=SC2086 # TRAIN_ARGS: words

@@ -1306,6 +1306,7 @@ int main(int argc, char **argv) {
     else if (core)
       printf("OpenBLAS kernels: %s%s%s\n", core, better ? "; faster on this CPU: " : "",
              better ? better : "");
+    printf("CPU kernels: %s\n", sde_cpu_kernels());
     return CLI_EXIT_OK;
   }
   for (size_t i = 0; i < NNET; i++)

@@ -331,6 +331,28 @@ static void test_usage(void) {
     else unsetenv("OPENBLAS_CORETYPE");
     free(saved);
   }
+  { /* the conv / norm kernel set: the CPU's, or portable under SDE_NN_NO_DIRECT_CONV=1 */
+    char *saved = getenv("SDE_NN_NO_DIRECT_CONV") ? strdup(getenv("SDE_NN_NO_DIRECT_CONV")) : NULL;
+    unsetenv("SDE_NN_NO_DIRECT_CONV");
+    r = RUN("--version");
+    const char *want = "portable";
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+      want = getenv("SDE_NN_ISA") && !strcmp(getenv("SDE_NN_ISA"), "avx2") ? "avx2" : "avx512";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) want = "avx2";
+#endif
+    char line[64];
+    snprintf(line, sizeof line, "CPU kernels: %s\n", want);
+    TAP_CHECK(r->status == 0 && strstr(r->out, line), "--version names this CPU's kernels (%s)", want);
+    setenv("SDE_NN_NO_DIRECT_CONV", "1", 1);
+    r = RUN("--version");
+    TAP_CHECK(r->status == 0 && strstr(r->out, "CPU kernels: portable\n"),
+              "SDE_NN_NO_DIRECT_CONV=1: portable kernels");
+    if (saved) setenv("SDE_NN_NO_DIRECT_CONV", saved, 1);
+    else unsetenv("SDE_NN_NO_DIRECT_CONV");
+    free(saved);
+  }
   r = run_v((const char *const[]){NULL});
   TAP_CHECK(r->status == 2 && strstr(r->err, "Usage"), "no arguments: usage on stderr, exit 2");
   for (int i = 0; i < 7; i++) {

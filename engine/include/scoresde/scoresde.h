@@ -31,6 +31,12 @@ int sde_get_num_threads(void);
 const char *sde_blas_corename(void);
 const char *sde_blas_better_coretype(void);
 
+/* The SIMD kernel set the CPU ops take on this CPU (convolutions, GroupNorm, SiLU):
+ * "avx512", "avx2" or "portable" (im2col + BLAS and plain C: no AVX2 and FMA, a build for
+ * another architecture, or SDE_NN_NO_DIRECT_CONV=1). SDE_NN_ISA=avx2 makes an AVX-512 CPU
+ * take "avx2". Read once per process. */
+const char *sde_cpu_kernels(void);
+
 /* Monotonic wall-clock time in seconds. */
 double sde_now(void);
 

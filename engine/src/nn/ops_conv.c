@@ -19,6 +19,7 @@
 #include "ops_internal.h"
 #include "scoresde/error.h"
 #include "scoresde/nn.h"
+#include "scoresde/scoresde.h"
 
 /* ======================================================================================
  * GEMM on fixed tiles */
@@ -203,6 +204,10 @@ static void sum_channels_range(void *ctx, int64_t c0, int64_t c1) {
 void sde_ops_sum_channels(float *dbias, const float *dout, int B, int C, int len) {
   sde_ops_chan_job j = {dbias, dout, B, C, len};
   sde_parallel_for(C, grain(C, (size_t)B * C * len), sum_channels_range, &j);
+}
+
+const char *sde_cpu_kernels(void) {
+  return dconv_cpu_ok() ? "avx512" : avx2_cpu_ok() ? "avx2" : "portable";
 }
 
 /* ======================================================================================
