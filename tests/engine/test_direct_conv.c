@@ -11,9 +11,9 @@
  * Also: bit-identical results for 1, 2 and 3 threads, and image i of a batch of 3
  * bit-identical to the same image run alone. Under SDE_NN_NO_DIRECT_CONV=1 (or without
  * AVX-512) the same checks run on the im2col path; without AVX-512, or under
- * SDE_NN_ISA=avx2, the stride-1 KxK forward and input gradient on the AVX2 direct conv
- * (ops_conv_avx2.c: rows of 8 outputs where Wo is a multiple of 8, the padded grid
- * elsewhere).
+ * SDE_NN_ISA=avx2, the stride-1 KxK forward and input gradient, the 3x3 weight gradient and
+ * Winograd on the AVX2 kernels (ops_conv_avx2.c: rows of 8 outputs where Wo is a multiple of
+ * 8, the padded grid elsewhere). Which set runs: sde_cpu_kernels().
  *
  * The weight gradient of 3x3 stride-1 convs (the direct dweight kernel, dconv_dw_tasks, on
  * its row and lane-mask layouts; im2col + sgemm on the others): dweight += Σ_b Σ_p dout·x
@@ -306,7 +306,7 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
   free(x), free(g), free(w), free(d0), free(d1);
 }
 
-/* Winograd F(2x2, 3x3) (ops_conv.c, wino_*: 3x3 stride-1 pad-1 convs on AVX-512 CPUs; forced
+/* Winograd F(2x2, 3x3) (ops_conv.c wino_* on AVX-512, ops_conv_avx2.c a2_wg_* on AVX2; forced
  * onto every shape here by SDE_NN_WINOGRAD=2) against float64. Its error is not bounded by
  * Σ|w·x| (the transforms add and subtract inputs and weights of different taps, which cancel
  * exactly only in exact arithmetic), but by the same sums taken in absolute value: with
@@ -315,24 +315,15 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
  * (roundings: 2 in each V, 1 in each U (float64, rounded once), C_in in the FMA chain of a
  * product, 4 in the output transform, 1 for the bias; 2 spare). Checked per element, with
  * max |ŷ − y| / (Σ|w·x| + |bias|) reported. Also: 1/2/3 threads bit-identical, and the last
- * image alone bit-identical to its place in the batch. Without AVX-512 (or under
+ * image alone bit-identical to its place in the batch. Without AVX-512 or AVX2 (or under
  * SDE_NN_NO_DIRECT_CONV=1) these shapes run on the im2col path and are checked against its
  * own bound, γ(9·C_in + 1)·(Σ|w·x| + |bias|). */
-/* the AVX-512 kernels (direct and Winograd) run: the CPU has AVX-512F and
- * SDE_NN_NO_DIRECT_CONV is not set */
-static int direct_paths_on(void) {
-  const char *off = getenv("SDE_NN_NO_DIRECT_CONV"), *isa = getenv("SDE_NN_ISA");
-  return __builtin_cpu_supports("avx512f") && !(off && *off && *off != '0') &&
-         !(isa && !strcmp(isa, "avx2"));
-}
+/* the AVX-512 kernels (direct and Winograd) run (sde_cpu_kernels, which test_cli checks
+ * against the CPU) */
+static int direct_paths_on(void) { return !strcmp(sde_cpu_kernels(), "avx512"); }
 
-/* the Winograd kernels run: AVX-512 (as direct_paths_on), or AVX2 + FMA (ops_conv_avx2.c) */
-static int wino_paths_on(void) {
-  const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
-  return !(off && *off && *off != '0') &&
-         (__builtin_cpu_supports("avx512f") ||
-          (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")));
-}
+/* the Winograd kernels run: AVX-512, or AVX2 + FMA (ops_conv_avx2.c) */
+static int wino_paths_on(void) { return strcmp(sde_cpu_kernels(), "portable") != 0; }
 
 static void run_wino_case(int B, int Ci, int Co, int H, int W) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
@@ -443,7 +434,7 @@ static void run_wino_dinp_case(int B, int Ci, int Co, int H, int W) {
   for (size_t i = 0; i < nx; i++) ref[i] = d0[i] + ref[i];
   rc |= dinp_at_1_2_3_threads(dx, d0, g, x, w, &s, nx);
   const int same = !memcmp(dx[0], dx[1], nx * sizeof(float)) && !memcmp(dx[0], dx[2], nx * sizeof(float));
-  /* without AVX-512 both sides take the im2col path, in different summation orders */
+  /* without AVX-512 or AVX2 both sides take the im2col path, in different summation orders */
   const int avx = wino_paths_on();
   double diff = 0, mag = 0;
   for (size_t i = 0; i < nx; i++) {
@@ -481,12 +472,7 @@ static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
 }
 
 int main(void) {
-  const char *off = getenv("SDE_NN_NO_DIRECT_CONV");
-  const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  TAP_DIAG("direct paths %s", off && *off && *off != '0' ? "off (SDE_NN_NO_DIRECT_CONV)"
-                              : direct_paths_on()         ? "AVX-512"
-                              : avx2                      ? "AVX2 (stride-1 KxK convs)"
-                                                          : "off (no AVX2 or AVX-512)");
+  TAP_DIAG("CPU kernels: %s", sde_cpu_kernels());
   setenv("SDE_NN_WINOGRAD", "0", 1); /* the direct 3x3 kernels below; Winograd at the end */
   const int sides[] = {1, 2, 4, 7, 8, 16, 32};
   const int chans[][2] = {{3, 5}, {13, 17}, {37, 40}}; /* C_in, C_out */

@@ -1008,22 +1008,6 @@ static void test_determinism(void) {
  * 300) and |y| up to ~1e4; SiLU at ±87.3, ±88.7, ±100, ±1e4 finite; the vector results
  * bit-identical for 1, 2 and 3 threads. Skipped without a vector path. */
 
-/* as ops_internal.h's simd_level(): 2 AVX-512, 1 AVX2 + FMA (no AVX-512F, or SDE_NN_ISA=avx2),
- * 0 none */
-static int norm_vec_path(void) {
-  const char *off = getenv("SDE_NN_NO_DIRECT_CONV"), *isa = getenv("SDE_NN_ISA");
-  if (off && *off && *off != '0') return 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-  const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2 && isa && !strcmp(isa, "avx2")) return 1;
-  if (__builtin_cpu_supports("avx512f")) return 2;
-  if (avx2) return 1;
-#else
-  (void)isa;
-#endif
-  return 0;
-}
-
 static void set_scalar_norm(int on) {
   if (on)
     setenv("SDE_NN_NO_DIRECT_CONV", "1", 1);
@@ -1112,13 +1096,12 @@ static void run_silu_case(const void *pn, outputs *o) {
 }
 
 static void test_norm_vector_paths(void) {
-  const int path = norm_vec_path();
-  if (!path) {
+  const char *name = sde_cpu_kernels(); /* checked against the CPU by test_cli */
+  if (!strcmp(name, "portable")) {
     TAP_DIAG("GroupNorm/SiLU vector paths vs scalar: skipped (no AVX2/AVX-512 path, or "
              "SDE_NN_NO_DIRECT_CONV set)");
     return;
   }
-  const char *name = path == 2 ? "AVX-512" : "AVX2";
   static const char *const what[10] = {"y", "mean", "rstd", "silu(y)", "dinp", "dgamma",
                                        "dbeta", "fused dinp", "fused dgamma", "fused dbeta"};
   const norm_case cases[] = {

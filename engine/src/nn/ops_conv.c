@@ -1422,9 +1422,9 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
  * channels: 0.9x at batch 8). The choice depends on the image shape only, never on the
  * batch, so a sample's output stays bit-identical alone or in a batch. */
 #define WG_MIN_C 32
-/* On AVX2 (ops_conv_avx2.c, against its direct conv at 78 % of the FMA peak; 2 threads, Zen
- * 3, docs/BENCHMARKS.md): 0.60x the time at 256 channels 16x16, 0.86-0.94x at 128, 1.1-2.3x
- * (slower) at 32-64 channels, so from 128 channels only. */
+/* On AVX2 (ops_conv_avx2.c, against its direct conv at 74-81 % of the FMA peak; 2 threads,
+ * Zen 3, docs/BENCHMARKS.md): 0.60-0.86x the time at 256 channels 16x16, 0.89-0.94x at 128
+ * (32x32), 1.1-2.3x (slower) at 32-64 channels, so from 128 channels only. */
 #define WG_MIN_C_AVX2 128
 #define WG_MIN_TW 8
 #define WG_MIN_TILES 64

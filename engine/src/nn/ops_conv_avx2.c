@@ -329,8 +329,7 @@ typedef struct {
 
 /* part[r][kw] (+)= Σ over images [0, nb) and the nvec output vectors of x (row kh of the
  * taps, image stride xs; vector v's input at xoff[v]) times dout vectors g + r·HWo + 8v
- * (image stride gs); one flat loop over the vectors (the rows of 1-4 vectors each were a
- * branch misprediction apiece) */
+ * (image stride gs); one flat loop over the vectors, not one per output row of 1-4 */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 a2_dw_kernel(float *part, int load, const float *x, size_t xs, const float *g, size_t gs,
              size_t HWo, int nb, int nvec, const int *xoff, const int R) {
@@ -439,7 +438,6 @@ int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *in
   free(xoff);
   return SDE_OK;
 }
-
 
 /* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convs --------------------------------------
  * y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A on 2x2 output tiles, as ops_conv.c's AVX-512 path (the same
@@ -700,4 +698,28 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
   return SDE_OK;
 }
 
+#else /* no x86-64 SIMD: the usable checks say no, so ops_conv.c never calls the others */
+int sde_ops_conv_avx2_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+int sde_ops_conv_avx2_dweight_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+size_t sde_ops_conv_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
+                      int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
+                      int accum) {
+  (void)out, (void)inp, (void)w, (void)so, (void)sc, (void)flip, (void)bias, (void)s;
+  (void)scratch, (void)accum;
+  return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
+}
+int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *inp,
+                              const sde_nn_conv2d_shape *s, float *scratch) {
+  (void)dweight, (void)dout, (void)inp, (void)s, (void)scratch;
+  return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
+}
+int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
+                      const sde_nn_conv2d_shape *s, float *scratch, int accum) {
+  (void)out, (void)inp, (void)w, (void)bias, (void)s, (void)scratch, (void)accum;
+  return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
+}
 #endif
+

@@ -50,12 +50,11 @@ static inline int simd_level(void) {
   }
   return level;
 }
+#else
+static inline int simd_level(void) { return 0; }
+#endif
 static inline int dconv_cpu_ok(void) { return simd_level() == 2; }
 static inline int avx2_cpu_ok(void) { return simd_level() == 1; }
-#else
-static inline int dconv_cpu_ok(void) { return 0; }
-static inline int avx2_cpu_ok(void) { return 0; }
-#endif
 
 /* Elementwise loops: out (and out2) from a (and b) */
 typedef struct {
@@ -88,7 +87,6 @@ typedef struct {
 void sde_ops_fill_bias(float *out, const float *bias, int B, int C, int len);
 /* dbias[c] += Σ_b Σ_p dout[b, c, p], one channel per thread, the batch in order */
 void sde_ops_sum_channels(float *dbias, const float *dout, int B, int C, int len);
-
 
 /* ---- direct stride-1 convolution on AVX2 + FMA CPUs (ops_conv_avx2.c) ------------------- */
 /* 1 when the CPU takes the AVX2 path (avx2_cpu_ok) and s is stride 1, not 1x1 */

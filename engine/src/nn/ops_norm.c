@@ -665,14 +665,13 @@ gnsilu_bwd_group_avx2(float *dinp, double *part, float *dyb, const float *inp, c
 }
 #endif
 
-/* The vector paths of this file, numbered as simd_level(): 2 AVX-512, 1 AVX2 + FMA, 0 none
- * (the scalar loops). SDE_NN_NO_DIRECT_CONV is read again on each call (the CPU checks keep
- * their first answer), so that a test can compare a vector path with the scalar loops in one
- * process. */
+/* The vector paths of this file: simd_level(), except that SDE_NN_NO_DIRECT_CONV is read
+ * again on each call (simd_level keeps its first answer), so that a test can compare a vector
+ * path with the scalar loops in one process. Only here: these ops size no scratch, whereas a
+ * conv's workspace, planned once, must match the path it later runs. */
 static int norm_simd(void) {
-  const int level = dconv_cpu_ok() ? 2 : avx2_cpu_ok() ? 1 : 0;
   const char *e = getenv("SDE_NN_NO_DIRECT_CONV");
-  return e && *e && *e != '0' ? 0 : level;
+  return e && *e && *e != '0' ? 0 : simd_level();
 }
 
 /* GroupNorm forward and backward, one (sample, group) or one channel per index */
