@@ -14,15 +14,24 @@
 # Stage 1's weights come from git history (runs/fashion-mnist-32-stage1.safetensors), or
 # from `STEPS=28444 scripts/train-fashion-mnist.sh; EXPORT=1
 # OUT_MODEL=runs/fashion-mnist-32-stage1.safetensors scripts/train-fashion-mnist.sh`.
+#
+# STAGE=3 runs stage 3 the same way: from stage 2's shipped mean (the file shipped until
+# commit ea42461), lr 2e-4 (a refinement, not a restart), seed 2, in runs/fashion-mnist-32-nf32c.
 set -e
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
-RUN=fashion-mnist-32-nf32b
-INIT=runs/fashion-mnist-32-stage1.safetensors
-SNAPS=${SNAPS:-"12750 14500 15250 16000 16750 17500 18500 19250 20000"}
+case ${STAGE:-2} in
+  2) RUN=fashion-mnist-32-nf32b INIT=runs/fashion-mnist-32-stage1.safetensors INIT_REV=20a712a
+     LR=5e-4 WARMUP=500 SEED=1
+     SNAPS=${SNAPS:-"12750 14500 15250 16000 16750 17500 18500 19250 20000"} ;;
+  3) RUN=fashion-mnist-32-nf32c INIT=runs/fashion-mnist-32-stage2.safetensors INIT_REV=ea42461
+     LR=2e-4 WARMUP=200 SEED=2
+     SNAPS=${SNAPS:-"$(seq -s ' ' 1000 500 10000)"} ;;
+  *) echo "STAGE must be 2 or 3" >&2; exit 2 ;;
+esac
 OUT=${OUT:-models/fashion-mnist-32.safetensors}
 mkdir -p runs
-[ -s $INIT ] || git show 20a712a:models/fashion-mnist-32.safetensors > $INIT
+[ -s $INIT ] || git show $INIT_REV:models/fashion-mnist-32.safetensors > $INIT
 . scripts/train-common.sh
 exports=
 for k in $SNAPS; do
@@ -30,7 +39,7 @@ for k in $SNAPS; do
   if [ ! -s "$e" ]; then
     (train_run $RUN runs/bin - 2 \
       --init-from $INIT --data fashion-mnist --preset fashion-mnist-32 --nf 32 \
-      --batch 32 --lr 5e-4 --warmup 500 --ema 0.999 --reduce-mean --seed 1 \
+      --batch 32 --lr $LR --warmup $WARMUP --ema 0.999 --reduce-mean --seed $SEED \
       --steps "$k" --ckpt-every 250 --ckpt-minutes 5 --log-every 250 --sample-n 0)
     (EXPORT=1 OUT_MODEL=$e train_run $RUN runs/bin - 2)
   fi

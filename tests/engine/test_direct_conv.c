@@ -325,6 +325,13 @@ static int direct_paths_on(void) { return !strcmp(sde_cpu_kernels(), "avx512"); 
 /* the Winograd kernels run: AVX-512, or AVX2 + FMA (ops_conv_avx2.c) */
 static int wino_paths_on(void) { return strcmp(sde_cpu_kernels(), "portable") != 0; }
 
+/* the output tile side the Winograd kernels take: the AVX2 kernels F(2x2) or F(4x4) as
+ * SDE_NN_WINOGRAD_TILE says (main sets it), the AVX-512 kernels F(2x2) always */
+static int wino_tile(void) {
+  const char *e = getenv("SDE_NN_WINOGRAD_TILE");
+  return !strcmp(sde_cpu_kernels(), "avx2") && e && *e == '4' ? 4 : 2;
+}
+
 static void run_wino_case(int B, int Ci, int Co, int H, int W) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
@@ -337,58 +344,70 @@ static void run_wino_case(int B, int Ci, int Co, int H, int W) {
     rc |= sde_nn_conv2d_forward(y[t], x, w, b, &s, NULL);
   }
   sde_set_num_threads(2);
-  const int nth = (H + 1) / 2, ntw = (W + 1) / 2;
-  /* Ũ[co][ci][16], Ṽ[b][ci][tile][16] */
-  double *Ua = malloc(nw / 9 * 16 * sizeof(double));
-  double *Va = malloc((size_t)B * Ci * nth * ntw * 16 * sizeof(double));
-  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};
-  static const double Bt[4][4] = {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}};
+  const int m = wino_tile(), P = m + 2, PP = P * P, nth = (H + m - 1) / m, ntw = (W + m - 1) / m;
+  /* |G|, |Bᵀ|, |Aᵀ| of F(m x m, 3x3) */
+  static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};
+  static const double Bt2[4][4] = {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}};
+  static const double At2[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
+  static const double G4[6][3] = {{0.25, 0, 0},          {1.0 / 6, 1.0 / 6, 1.0 / 6},
+                                  {1.0 / 6, 1.0 / 6, 1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+  static const double Bt4[6][6] = {{4, 0, 5, 0, 1, 0}, {0, 4, 4, 1, 1, 0}, {0, 4, 4, 1, 1, 0},
+                                   {0, 2, 1, 2, 1, 0}, {0, 2, 1, 2, 1, 0}, {0, 4, 0, 5, 0, 1}};
+  static const double At4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, 1, 2, 2, 0}, {0, 1, 1, 4, 4, 0},
+                                   {0, 1, 1, 8, 8, 1}};
+  const double *G = m == 4 ? &G4[0][0] : &G2[0][0], *Bt = m == 4 ? &Bt4[0][0] : &Bt2[0][0];
+  const double *At = m == 4 ? &At4[0][0] : &At2[0][0];
+  /* Ũ[co][ci][PP], Ṽ[b][ci][tile][PP] */
+  double *Ua = malloc(nw / 9 * PP * sizeof(double));
+  double *Va = malloc((size_t)B * Ci * nth * ntw * PP * sizeof(double));
   for (size_t oc = 0; oc < nw / 9; oc++)
-    for (int a = 0; a < 4; a++)
-      for (int e = 0; e < 4; e++) {
+    for (int a = 0; a < P; a++)
+      for (int e = 0; e < P; e++) {
         double acc = 0;
         for (int kh = 0; kh < 3; kh++)
-          for (int kw = 0; kw < 3; kw++) acc += G[a][kh] * fabs(w[oc * 9 + kh * 3 + kw]) * G[e][kw];
-        Ua[oc * 16 + a * 4 + e] = acc;
+          for (int kw = 0; kw < 3; kw++)
+            acc += G[a * 3 + kh] * fabs(w[oc * 9 + kh * 3 + kw]) * G[e * 3 + kw];
+        Ua[oc * PP + a * P + e] = acc;
       }
   for (int bi = 0; bi < B; bi++)
     for (int ci = 0; ci < Ci; ci++)
       for (int th = 0; th < nth; th++)
         for (int tw = 0; tw < ntw; tw++) {
-          double *v = Va + ((((size_t)bi * Ci + ci) * nth + th) * ntw + tw) * 16;
-          for (int a = 0; a < 4; a++)
-            for (int e = 0; e < 4; e++) {
+          double *v = Va + ((((size_t)bi * Ci + ci) * nth + th) * ntw + tw) * PP;
+          for (int a = 0; a < P; a++)
+            for (int e = 0; e < P; e++) {
               double acc = 0;
-              for (int r = 0; r < 4; r++)
-                for (int k = 0; k < 4; k++) {
-                  const int ih = 2 * th - 1 + r, iw = 2 * tw - 1 + k;
+              for (int r = 0; r < P; r++)
+                for (int k = 0; k < P; k++) {
+                  const int ih = m * th - 1 + r, iw = m * tw - 1 + k;
                   if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                    acc += Bt[a][r] * fabs(x[(((size_t)bi * Ci + ci) * H + ih) * W + iw]) * Bt[e][k];
+                    acc += Bt[a * P + r] * fabs(x[(((size_t)bi * Ci + ci) * H + ih) * W + iw]) * Bt[e * P + k];
                 }
-              v[a * 4 + e] = acc;
+              v[a * P + e] = acc;
             }
         }
   const int avx = wino_paths_on();
-  const double u = 0x1.0p-24, n = avx ? Ci + 10.0 : 9.0 * Ci + 1, gam = n * u / (1 - n * u);
-  static const double At[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
+  const double u = 0x1.0p-24, n = avx ? Ci + (m == 4 ? 14.0 : 10.0) : 9.0 * Ci + 1;
+  const double gam = n * u / (1 - n * u);
   double worst = 0, rel = 0;
   for (int bi = 0; bi < B; bi++)
     for (int co = 0; co < Co; co++)
       for (int th = 0; th < nth; th++)
         for (int tw = 0; tw < ntw; tw++) {
-          double S[16] = {0};
+          double S[36] = {0};
           for (int ci = 0; ci < Ci; ci++) {
-            const double *uu = Ua + ((size_t)co * Ci + ci) * 16;
-            const double *v = Va + ((((size_t)bi * Ci + ci) * nth + th) * ntw + tw) * 16;
-            for (int k = 0; k < 16; k++) S[k] += uu[k] * v[k];
+            const double *uu = Ua + ((size_t)co * Ci + ci) * PP;
+            const double *v = Va + ((((size_t)bi * Ci + ci) * nth + th) * ntw + tw) * PP;
+            for (int k = 0; k < PP; k++) S[k] += uu[k] * v[k];
           }
-          for (int dy = 0; dy < 2; dy++)
-            for (int dx = 0; dx < 2; dx++) {
-              const int oh = 2 * th + dy, ow = 2 * tw + dx;
+          for (int dy = 0; dy < m; dy++)
+            for (int dx = 0; dx < m; dx++) {
+              const int oh = m * th + dy, ow = m * tw + dx;
               if (oh >= H || ow >= W) continue;
               double mw = fabs((double)b[co]), acc = b[co], mag = fabs((double)b[co]);
-              for (int i = 0; i < 4; i++)
-                for (int k = 0; k < 4; k++) mw += At[dy][i] * S[i * 4 + k] * At[dx][k];
+              for (int i = 0; i < P; i++)
+                for (int k = 0; k < P; k++) mw += At[dy * P + i] * S[i * P + k] * At[dx * P + k];
               for (int ci = 0; ci < Ci; ci++)
                 for (int kh = 0; kh < 3; kh++)
                   for (int kw = 0; kw < 3; kw++) {
@@ -410,9 +429,9 @@ static void run_wino_case(int B, int Ci, int Co, int H, int W) {
   rc |= sde_nn_conv2d_forward(y1, x + (B - 1) * img_x, w, b, &one, NULL);
   const int alone = !memcmp(y1, y[1] + (B - 1) * img_y, img_y * sizeof(float));
   TAP_CHECK(rc == 0 && worst <= 1 && same && alone,
-            "winograd 3x3 B=%d %d->%d %dx%d: vs float64 %.3g of the bound (max err / Σ|w·x| "
-            "%.3g), 1/2/3 threads bit-identical (%d), image %d alone (%d)",
-            B, Ci, Co, H, W, worst, rel, same, B - 1, alone);
+            "winograd F(%dx%d) B=%d %d->%d %dx%d: vs float64 %.3g of the bound (max err / "
+            "Σ|w·x| %.3g), 1/2/3 threads bit-identical (%d), image %d alone (%d)",
+            m, m, B, Ci, Co, H, W, worst, rel, same, B - 1, alone);
   for (int t = 0; t < 3; t++) free(y[t]);
   free(x), free(w), free(b), free(y1), free(Ua), free(Va);
 }
@@ -443,15 +462,16 @@ static void run_wino_dinp_case(int B, int Ci, int Co, int H, int W) {
   }
   const int exact = avx ? !memcmp(dx[1], ref, nx * sizeof(float)) : diff <= 1e-5 * (mag + 1);
   TAP_CHECK(rc == 0 && same && exact,
-            "winograd dinp B=%d %d->%d %dx%d: = dinp + forward(dout, flipped wT) %s (max diff "
-            "%.3g), 1/2/3 threads bit-identical (%d)", B, Ci, Co, H, W,
+            "winograd F(%dx%d) dinp B=%d %d->%d %dx%d: = dinp + forward(dout, flipped wT) %s "
+            "(max diff %.3g), 1/2/3 threads bit-identical (%d)", wino_tile(), wino_tile(), B, Ci, Co, H, W,
             avx ? "bitwise" : "within 1e-5", diff, same);
   for (int th = 0; th < 3; th++) free(dx[th]);
   free(x), free(g), free(w), free(d0), free(wT), free(ref);
 }
 
 /* The shapes the networks' 3x3 convs take by default go through Winograd (they differ from
- * the direct conv), the others do not; shapes only, whatever the batch */
+ * the direct conv), the others do not; shapes only, whatever the batch. On AVX2, F(4x4, 3x3)
+ * from 64 tiles of 4x4 per image, F(2x2, 3x3) below (expect 4 or 2). */
 static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W;
@@ -461,13 +481,16 @@ static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
   setenv("SDE_NN_WINOGRAD", "0", 1);
   rc |= sde_nn_conv2d_forward(yd, x, w, b, &s, NULL);
   setenv("SDE_NN_WINOGRAD", "2", 1);
+  setenv("SDE_NN_WINOGRAD_TILE", expect == 4 ? "4" : "2", 1);
   rc |= sde_nn_conv2d_forward(yw, x, w, b, &s, NULL);
   unsetenv("SDE_NN_WINOGRAD");
+  unsetenv("SDE_NN_WINOGRAD_TILE");
   rc |= sde_nn_conv2d_forward(y, x, w, b, &s, NULL);
   const int took = !memcmp(y, yw, ny * sizeof(float)), direct = !memcmp(y, yd, ny * sizeof(float));
   TAP_CHECK(rc == 0 && (expect ? took : direct),
             "winograd by default B=%d %d->%d %dx%d: %s (expected %s)", B, Ci, Co, H, W,
-            took && !direct ? "winograd" : direct ? "direct" : "?", expect ? "winograd" : "direct");
+            took && !direct ? "winograd" : direct ? "direct" : "?",
+            expect == 4 ? "winograd, F(4x4) on AVX2" : expect ? "winograd, F(2x2)" : "direct");
   free(x), free(w), free(b), free(yd), free(yw), free(y);
 }
 
@@ -560,23 +583,32 @@ int main(void) {
   run_dinp_case(2, 40, 12, 8, 8, 5, 2, 2, 2, 2);
   /* Winograd: channel counts 1 .. 256 (blocks of 8 partly empty), odd sides (a last tile row
    * or column half outside), one tile row a vector (32, 47 wide: 16 + 8 tiles), two (16, 15,
-   * 14 wide), part of one (8, 4, 2, 1), batches whose tiles span panels and images */
+   * 14 wide), part of one (8, 4, 2, 1), batches whose tiles span panels and images, the
+   * widest rows the AVX2 kernels take (1024) */
   setenv("SDE_NN_WINOGRAD", "2", 1);
   const int wc[][5] = {{1, 1, 1, 1, 1},    {2, 1, 5, 3, 3},     {3, 3, 17, 7, 5},
                        {2, 13, 9, 16, 16}, {3, 37, 40, 15, 17}, {1, 64, 64, 32, 32},
                        {2, 33, 70, 9, 33}, {2, 40, 12, 33, 47}, {5, 20, 24, 16, 15},
                        {4, 8, 8, 14, 14},  {3, 8, 8, 8, 8},     {2, 8, 8, 2, 2},
                        {1, 5, 3, 1, 7},    {37, 6, 11, 8, 8},   {1, 256, 256, 8, 8},
-                       {2, 128, 256, 16, 16}, {1, 256, 3, 12, 11}, {8, 3, 256, 32, 32}};
-  for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
-    run_wino_case(wc[i][0], wc[i][1], wc[i][2], wc[i][3], wc[i][4]);
-  /* the input gradient of every shape whose transpose (C_in and C_out swapped) is above */
-  for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
-    run_wino_dinp_case(wc[i][0], wc[i][2], wc[i][1], wc[i][3], wc[i][4]);
+                       {2, 128, 256, 16, 16}, {1, 256, 3, 12, 11}, {8, 3, 256, 32, 32},
+                       {1, 3, 5, 6, 1024},  {2, 4, 3, 9, 1021}};
+  /* on AVX2 both tile sizes, F(2x2, 3x3) and F(4x4, 3x3) */
+  for (int tile = 2; tile <= (strcmp(sde_cpu_kernels(), "avx2") ? 2 : 4); tile += 2) {
+    setenv("SDE_NN_WINOGRAD_TILE", tile == 4 ? "4" : "2", 1);
+    for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
+      run_wino_case(wc[i][0], wc[i][1], wc[i][2], wc[i][3], wc[i][4]);
+    /* the input gradient of every shape whose transpose (C_in and C_out swapped) is above */
+    for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
+      run_wino_dinp_case(wc[i][0], wc[i][2], wc[i][1], wc[i][3], wc[i][4]);
+  }
+  unsetenv("SDE_NN_WINOGRAD_TILE");
   unsetenv("SDE_NN_WINOGRAD");
   const int wino = wino_paths_on();
-  run_wino_dispatch(1, 128, 128, 32, 32, wino);
-  run_wino_dispatch(3, 256, 256, 16, 16, wino);
+  run_wino_dispatch(1, 128, 128, 32, 32, wino ? 4 : 0);
+  run_wino_dispatch(3, 256, 256, 16, 16, wino ? 2 : 0);
+  run_wino_dispatch(1, 128, 128, 29, 32, wino ? 4 : 0);
+  run_wino_dispatch(1, 128, 128, 28, 32, wino ? 2 : 0);
   run_wino_dispatch(1, 32, 40, 15, 15, direct_paths_on()); /* AVX2: from 128 channels */
   run_wino_dispatch(2, 256, 256, 8, 8, 0);
   run_wino_dispatch(2, 16, 128, 32, 32, 0);

@@ -16,6 +16,7 @@
  * Every output is one FMA chain over (c_in, kh, kw) in that order, then + bias, whatever
  * tile, task or thread it falls on: the bits depend neither on the thread count nor on the
  * batch (a sample alone or in a batch comes out the same). */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,21 +445,25 @@ int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *in
  * matrices and the same roundings: 2 in each transformed input V, 1 in each transformed
  * weight U, computed in float64 and rounded once, C_in in each product's FMA chain, 4 in the
  * output transform, 1 for the bias), so tests/engine/test_direct_conv.c checks both against
- * one bound. An image's tiles go by in bands of whole tile rows (about A2_WG_BAND tiles):
+ * one bound. The batch's tiles go by in bands of whole tile rows (about A2_WG_BAND tiles; a
+ * band may hold the last rows of one image and the first of the next):
  *   V[ξ][ci][t] = (Bᵀ d B)[ξ] of tile t's 4x4 zero-padded patch (tasks over ci),
  *   M[ξ][co][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]: 16 1x1 convolutions over the band's
  *                 tiles, run by the direct conv's register tile (a2_tile*, KH = KW = 1),
  *   y = Aᵀ M A (+ bias, or added to y) (tasks over co).
- * Bands are cut per image by the image shape alone and every output is one fixed sequence
- * of operations, so the bits depend neither on the thread count nor on the batch. */
+ * A tile's outputs are one fixed sequence of operations wherever its band starts (its lane of
+ * the products, its place in its tile row for the transforms), so the bits depend neither on
+ * the thread count nor on the batch. */
 #define A2_WG_BAND 256
 
 typedef struct {
   float *out, *V, *M;
   const float *inp, *w, *bias;
-  float *U; /* [16][ncb][Ci][A2_R] */
+  float *U; /* [nxi][ncb][Ci][A2_R] */
+  int m, nxi; /* output tile side (2 or 4) and transformed positions ((m + 2)²) */
   int Ci, Co, H, W, nth, ntw, ncb, accum;
-  int b, th0, nrow, Tp; /* the band: image, first tile row, tile rows, tiles rounded up to 8 */
+  int th0, nrow, Tp; /* the band: first tile row of the batch (image b's tile row th is row
+                      * b·nth + th), tile rows, tiles rounded up to 8 */
   int ntile;            /* register tiles of the products per ξ and channel block */
 } a2_wg_job;
 
@@ -508,10 +513,10 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
   const size_t xs = (size_t)j->Ci * j->Tp;
   float ev[4][512 + 1], od[4][512 + 1];
   for (int64_t ci = c0; ci < c1; ci++) {
-    const float *x = j->inp + ((size_t)j->b * j->Ci + ci) * H * W;
     float *v = j->V + (size_t)ci * j->Tp;
     for (int tr = 0; tr < j->nrow; tr++) {
-      const int th = j->th0 + tr;
+      const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
+      const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
       for (int i = 0; i < 4; i++) { /* input row 2·th − 1 + i: column 2c − 1 even, 2c odd */
         const int ih = 2 * th - 1 + i;
         const float *xr = ih >= 0 && ih < H ? x + (size_t)ih * W : NULL;
@@ -560,30 +565,28 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
   }
 }
 
-/* products, tasks t: (ξ, output-channel block, chunk of A2_TPC register tiles) */
+/* products, tasks t: (ξ, register tile of A2_J·8 tiles), all output-channel blocks in turn,
+ * so that the register tile's column of V (C_in x 24 floats) stays in L1 while U streams */
 static void a2_wg_products(void *ctx, int64_t t0, int64_t t1) {
   static const a2_tile_fn fns[A2_J] = {a2_tile1_11, a2_tile2_11, a2_tile3_11};
   const a2_wg_job *j = ctx;
-  const int nv = j->Tp / A2_V, nch = ceil_div(j->ntile, A2_TPC), cpp = A2_CB;
-  const size_t tsz = A2_R * A2_J * A2_V;
-  float acc[A2_TPC * A2_R * A2_J * A2_V];
+  const int nv = j->Tp / A2_V, cpp = A2_CB;
+  float acc[A2_R * A2_J * A2_V];
   for (int64_t t = t0; t < t1; t++) {
-    const int xi = (int)(t / ((int64_t)j->ncb * nch)), rest = (int)(t % ((int64_t)j->ncb * nch));
-    const int cb = rest / nch, ch = rest % nch;
-    const int nr = j->Co - cb * A2_R < A2_R ? j->Co - cb * A2_R : A2_R;
+    const int xi = (int)(t / j->ntile), tl = (int)(t % j->ntile);
     const float *vx = j->V + (size_t)xi * j->Ci * j->Tp;
-    float *m = j->M + ((size_t)xi * j->Co + (size_t)cb * A2_R) * j->Tp;
-    const int tl0 = ch * A2_TPC, tl1 = tl0 + A2_TPC < j->ntile ? tl0 + A2_TPC : j->ntile;
-    for (int c0 = 0; c0 < j->Ci; c0 += cpp) {
-      const int cn = j->Ci - c0 < cpp ? j->Ci - c0 : cpp, last = c0 + cn == j->Ci;
-      const float *wp = j->U + (((size_t)xi * j->ncb + cb) * j->Ci + c0) * A2_R;
-      for (int tl = tl0; tl < tl1; tl++) {
-        const int v0 = tl * A2_J, J = nv - v0 < A2_J ? nv - v0 : A2_J;
-        ptrdiff_t off[A2_J];
-        float *dst[A2_J];
-        for (int k = 0; k < J; k++) off[k] = (ptrdiff_t)(v0 + k) * A2_V, dst[k] = m + (size_t)(v0 + k) * A2_V;
-        fns[J - 1](acc + (size_t)(tl - tl0) * tsz, vx + (size_t)c0 * j->Tp, off, wp, cn,
-                   (size_t)j->Tp, 1, 1, 0, c0 > 0, last ? dst : NULL, (size_t)j->Tp, nr, NULL, 0);
+    const int v0 = tl * A2_J, J = nv - v0 < A2_J ? nv - v0 : A2_J;
+    ptrdiff_t off[A2_J];
+    for (int k = 0; k < J; k++) off[k] = (ptrdiff_t)(v0 + k) * A2_V;
+    for (int cb = 0; cb < j->ncb; cb++) {
+      const int nr = j->Co - cb * A2_R < A2_R ? j->Co - cb * A2_R : A2_R;
+      float *m = j->M + ((size_t)xi * j->Co + (size_t)cb * A2_R) * j->Tp, *dst[A2_J];
+      for (int k = 0; k < J; k++) dst[k] = m + (size_t)(v0 + k) * A2_V;
+      for (int c0 = 0; c0 < j->Ci; c0 += cpp) {
+        const int cn = j->Ci - c0 < cpp ? j->Ci - c0 : cpp, last = c0 + cn == j->Ci;
+        const float *wp = j->U + (((size_t)xi * j->ncb + cb) * j->Ci + c0) * A2_R;
+        fns[J - 1](acc, vx + (size_t)c0 * j->Tp, off, wp, cn, (size_t)j->Tp, 1, 1, 0, c0 > 0,
+                   last ? dst : NULL, (size_t)j->Tp, nr, NULL, 0);
       }
     }
   }
@@ -598,10 +601,11 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
   const size_t ms = (size_t)j->Co * j->Tp;
   for (int64_t co = c0; co < c1; co++) {
     const float *m = j->M + (size_t)co * j->Tp;
-    float *y = j->out + ((size_t)j->b * j->Co + co) * H * W;
     const float bv = j->bias ? j->bias[co] : 0.0f;
     const __m256 bias8 = _mm256_set1_ps(bv);
     for (int tr = 0; tr < j->nrow; tr++) {
+      const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
+      float *y = j->out + ((size_t)img * j->Co + co) * H * W;
       int tw = 0;
       for (; tw + A2_V <= ntw && 2 * tw + 2 * A2_V <= W; tw += A2_V) {
         const size_t t = (size_t)tr * ntw + tw;
@@ -613,7 +617,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
           e[1][k] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
         }
         for (int dy = 0; dy < 2; dy++) {
-          const int oh = 2 * (j->th0 + tr) + dy;
+          const int oh = 2 * th + dy;
           if (oh >= H) continue;
           const __m256 r0 = _mm256_add_ps(_mm256_add_ps(e[dy][0], e[dy][1]), e[dy][2]);
           const __m256 r1 = _mm256_sub_ps(_mm256_sub_ps(e[dy][1], e[dy][2]), e[dy][3]);
@@ -641,7 +645,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
           e[0][k] = m0 + m1 + m2, e[1][k] = m1 - m2 - m3;
         }
         for (int dy = 0; dy < 2; dy++) {
-          const int oh = 2 * (j->th0 + tr) + dy;
+          const int oh = 2 * th + dy;
           if (oh >= H) continue;
           const float r[2] = {e[dy][0] + e[dy][1] + e[dy][2], e[dy][1] - e[dy][2] - e[dy][3]};
           for (int dx = 0; dx < 2; dx++) {
@@ -656,45 +660,294 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
   }
 }
 
-/* the band's tile rows: about A2_WG_BAND tiles */
-static int a2_wg_band_rows(int ntw) { return A2_WG_BAND / ntw > 1 ? A2_WG_BAND / ntw : 1; }
+/* ---- Winograd F(4x4, 3x3): the same scheme on 4x4 output tiles and 6x6 patches ------------
+ * 36 products for 16 outputs where F(2x2, 3x3) spends 64, at the price of larger transform
+ * coefficients (interpolation points 0, ±1, ±2, ∞):
+ *   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
+ *   G  = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1]
+ *   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
+ * Roundings (tests/engine/test_direct_conv.c bounds them): at most 4 in each V (2 per pass:
+ * one add, one multiply-add), 1 in each U (float64, rounded once), C_in in a product's FMA
+ * chain, at most 6 in the output transform (3 per pass), 1 for the bias. Scalar and vector
+ * code run the same operations (fmaf where the vectors use an FMA), so every output is one
+ * fixed sequence whichever path its tile takes. */
+#define A2_WG4_BAND 192
+
+/* d[0..5] -> Bᵀ d, two roundings each */
+#define A2_BT6(T, ADD, SUB, FMA, FNMA, C4, C5, C2, d, r)                                        \
+  do {                                                                                          \
+    const T s12 = ADD(d[1], d[2]), s34 = ADD(d[3], d[4]), d12 = SUB(d[1], d[2]);               \
+    const T d43 = SUB(d[4], d[3]), d31 = SUB(d[3], d[1]), d42 = SUB(d[4], d[2]);               \
+    r[0] = FMA(C4, d[0], FNMA(C5, d[2], d[4]));                                                 \
+    r[1] = FNMA(C4, s12, s34);                                                                  \
+    r[2] = FMA(C4, d12, d43);                                                                   \
+    r[3] = FMA(C2, d31, d42);                                                                   \
+    r[4] = FNMA(C2, d31, d42);                                                                  \
+    r[5] = FMA(C4, d[1], FNMA(C5, d[3], d[5]));                                                 \
+  } while (0)
+
+/* m[0..5] -> Aᵀ m (4 values), three roundings at most */
+#define A2_AT6(T, ADD, SUB, FMA, C2, C4, C8, m, y)                                              \
+  do {                                                                                          \
+    const T a = ADD(m[1], m[2]), b = SUB(m[1], m[2]), c = ADD(m[3], m[4]), d = SUB(m[3], m[4]); \
+    y[0] = ADD(ADD(m[0], a), c);                                                                \
+    y[1] = FMA(C2, d, b);                                                                       \
+    y[2] = FMA(C4, c, a);                                                                       \
+    y[3] = ADD(FMA(C8, d, b), m[5]);                                                            \
+  } while (0)
+
+#define S_ADD(a, b) ((a) + (b))
+#define S_SUB(a, b) ((a) - (b))
+#define S_FMA(k, a, b) fmaf(k, a, b)
+#define S_FNMA(k, a, b) fmaf(-(k), a, b)
+#define V_FMA(k, a, b) _mm256_fmadd_ps(k, a, b)
+#define V_FNMA(k, a, b) _mm256_fnmadd_ps(k, a, b)
+
+/* U = G g Gᵀ in float64, rounded once, packed U[ξ][cb][ci][r] as a2_wg_weights */
+__attribute__((target("avx2,fma"))) static void a2_wg4_weights(void *ctx, int64_t c0, int64_t c1) {
+  const a2_wg_job *j = ctx;
+  const __m256d q = _mm256_set1_pd(0.25), s6 = _mm256_set1_pd(1.0 / 6), s12 = _mm256_set1_pd(1.0 / 12);
+  const __m256d s24 = _mm256_set1_pd(1.0 / 24);
+#define G6(g0, g1, g2, o)                                                                       \
+  do {                                                                                          \
+    const __m256d e02 = _mm256_add_pd(g0, g2);                                                  \
+    const __m256d p = _mm256_add_pd(_mm256_mul_pd(s24, g0), _mm256_mul_pd(s6, g2));             \
+    o[0] = _mm256_mul_pd(q, g0);                                                                \
+    o[1] = _mm256_mul_pd(_mm256_sub_pd(_mm256_setzero_pd(), s6), _mm256_add_pd(e02, g1));       \
+    o[2] = _mm256_mul_pd(_mm256_sub_pd(_mm256_setzero_pd(), s6), _mm256_sub_pd(e02, g1));       \
+    o[3] = _mm256_add_pd(p, _mm256_mul_pd(s12, g1));                                            \
+    o[4] = _mm256_sub_pd(p, _mm256_mul_pd(s12, g1));                                            \
+    o[5] = g2;                                                                                  \
+  } while (0)
+  for (int64_t cb = c0; cb < c1; cb++) {
+    const float *g[A2_R];
+    for (int r = 0; r < A2_R; r++) {
+      const int co = (int)cb * A2_R + r < j->Co ? (int)cb * A2_R + r : j->Co - 1;
+      g[r] = j->w + (size_t)co * j->Ci * 9;
+    }
+    for (int ci = 0; ci < j->Ci; ci++) {
+      __m256d k9[9], t[6][3];
+      for (int k = 0; k < 9; k++)
+        k9[k] = _mm256_set_pd(g[3][ci * 9 + k], g[2][ci * 9 + k], g[1][ci * 9 + k], g[0][ci * 9 + k]);
+      for (int k = 0; k < 3; k++) { /* G g: column k of the kernel */
+        __m256d o[6];
+        G6(k9[k], k9[3 + k], k9[6 + k], o);
+        for (int a = 0; a < 6; a++) t[a][k] = o[a];
+      }
+      for (int a = 0; a < 6; a++) { /* (G g) Gᵀ: row a */
+        __m256d u[6];
+        G6(t[a][0], t[a][1], t[a][2], u);
+        for (int e = 0; e < 6; e++)
+          _mm_storeu_ps(j->U + (((size_t)(6 * a + e) * j->ncb + cb) * j->Ci + ci) * A2_R,
+                        _mm256_cvtpd_ps(u[e]));
+      }
+    }
+  }
+#undef G6
+}
+
+/* V of the band for input channels [c0, c1): Bᵀ d B on each tile's 6x6 patch (rows 4·th − 1
+ * .. 4·th + 4, columns 4·tw − 1 .. 4·tw + 4, zero outside), rows first. Each padded input
+ * row is split into its 4 column phases (ph[p][c] = column 4c − 1 + p), so that column k of
+ * tile tw's patch is ph[k % 4][tw + k / 4] and 8 neighbouring tiles are one vector. */
+__attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t c0, int64_t c1) {
+  const a2_wg_job *j = ctx;
+  const int H = j->H, W = j->W, ntw = j->ntw;
+  const size_t xs = (size_t)j->Ci * j->Tp;
+  const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5);
+  const int nb = (ntw + A2_V) / A2_V; /* blocks of 8 phase entries: c = 0 .. ntw */
+  float ph[6][4][(1024 / 4 + A2_V) / A2_V * A2_V], row[(1024 / 4 + A2_V) / A2_V * A2_V * 4];
+  for (int64_t ci = c0; ci < c1; ci++) {
+    float *v = j->V + (size_t)ci * j->Tp;
+    for (int tr = 0; tr < j->nrow; tr++) {
+      const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
+      const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
+      for (int i = 0; i < 6; i++) {
+        const int ih = 4 * th - 1 + i;
+        if (ih < 0 || ih >= H) {
+          memset(ph[i], 0, sizeof ph[i]);
+          continue;
+        }
+        /* row[k] = column k − 1, zero outside; 8 blocks of 4 phases transposed to 4 x 8 */
+        row[0] = 0.0f;
+        memcpy(row + 1, x + (size_t)ih * W, (size_t)W * sizeof(float));
+        memset(row + 1 + W, 0, (size_t)(nb * 4 * A2_V - 1 - W) * sizeof(float));
+        for (int q = 0; q < nb; q++) {
+          const float *r = row + q * 4 * A2_V;
+          const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
+          const __m256 q2 = _mm256_loadu_ps(r + 16), q3 = _mm256_loadu_ps(r + 24);
+          const __m256 a = _mm256_permute2f128_ps(q0, q2, 0x20), b = _mm256_permute2f128_ps(q0, q2, 0x31);
+          const __m256 c = _mm256_permute2f128_ps(q1, q3, 0x20), d = _mm256_permute2f128_ps(q1, q3, 0x31);
+          const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+          const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+          _mm256_storeu_ps(ph[i][0] + q * A2_V, _mm256_shuffle_ps(t0, t2, 0x44));
+          _mm256_storeu_ps(ph[i][1] + q * A2_V, _mm256_shuffle_ps(t0, t2, 0xEE));
+          _mm256_storeu_ps(ph[i][2] + q * A2_V, _mm256_shuffle_ps(t1, t3, 0x44));
+          _mm256_storeu_ps(ph[i][3] + q * A2_V, _mm256_shuffle_ps(t1, t3, 0xEE));
+        }
+      }
+      float *vt = v + (size_t)tr * ntw;
+      int tw = 0;
+      for (; tw + A2_V <= ntw; tw += A2_V) { /* 8 tiles */
+        __m256 e[6][6];
+        for (int k = 0; k < 6; k++) {
+          __m256 d[6], r[6];
+          for (int i = 0; i < 6; i++) d[i] = _mm256_loadu_ps(ph[i][k % 4] + tw + k / 4);
+          A2_BT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, V_FNMA, c4, c5, c2, d, r);
+          for (int a = 0; a < 6; a++) e[a][k] = r[a];
+        }
+        for (int a = 0; a < 6; a++) {
+          __m256 r[6];
+          A2_BT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, V_FNMA, c4, c5, c2, e[a], r);
+          for (int b = 0; b < 6; b++) _mm256_storeu_ps(vt + (6 * a + b) * xs + tw, r[b]);
+        }
+      }
+      for (; tw < ntw; tw++) { /* the same, one tile */
+        float e[6][6];
+        for (int k = 0; k < 6; k++) {
+          float d[6], r[6];
+          for (int i = 0; i < 6; i++) d[i] = ph[i][k % 4][tw + k / 4];
+          A2_BT6(float, S_ADD, S_SUB, S_FMA, S_FNMA, 4.0f, 5.0f, 2.0f, d, r);
+          for (int a = 0; a < 6; a++) e[a][k] = r[a];
+        }
+        for (int a = 0; a < 6; a++) {
+          float r[6];
+          A2_BT6(float, S_ADD, S_SUB, S_FMA, S_FNMA, 4.0f, 5.0f, 2.0f, e[a], r);
+          for (int b = 0; b < 6; b++) vt[(6 * a + b) * xs + tw] = r[b];
+        }
+      }
+    }
+    for (int xi = 0; xi < 36; xi++) /* the padding tiles */
+      memset(v + (size_t)xi * xs + (size_t)j->nrow * ntw, 0,
+             (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
+  }
+}
+
+/* y = Aᵀ M A, columns of the tile first (over ξ rows), for output channels [c0, c1): 8 tiles
+ * of a tile row at a time where their 32 columns lie inside the image (4 rows of 8 tiles x 4
+ * outputs, transposed into place), the rest one tile at a time */
+__attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t c0, int64_t c1) {
+  const a2_wg_job *j = ctx;
+  const int H = j->H, W = j->W, ntw = j->ntw;
+  const size_t ms = (size_t)j->Co * j->Tp;
+  const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c8 = _mm256_set1_ps(8);
+  for (int64_t co = c0; co < c1; co++) {
+    const float *m = j->M + (size_t)co * j->Tp;
+    const float bv = j->bias ? j->bias[co] : 0.0f;
+    const __m256 bias8 = _mm256_set1_ps(bv);
+    for (int tr = 0; tr < j->nrow; tr++) {
+      const int img = (j->th0 + tr) / j->nth, oh0 = 4 * ((j->th0 + tr) % j->nth);
+      float *y = j->out + ((size_t)img * j->Co + co) * H * W;
+      int tw = 0;
+      for (; tw + A2_V <= ntw && 4 * tw + 4 * A2_V <= W; tw += A2_V) {
+        const size_t t = (size_t)tr * ntw + tw;
+        __m256 e[4][6];
+        for (int k = 0; k < 6; k++) {
+          __m256 mv[6], r[4];
+          for (int i = 0; i < 6; i++) mv[i] = _mm256_loadu_ps(m + (6 * i + k) * ms + t);
+          A2_AT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, c2, c4, c8, mv, r);
+          for (int dy = 0; dy < 4; dy++) e[dy][k] = r[dy];
+        }
+        for (int dy = 0; dy < 4 && oh0 + dy < H; dy++) {
+          __m256 r[4];
+          A2_AT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, c2, c4, c8, e[dy], r);
+          /* r[dx] holds column dx of tiles tw .. tw + 7: transpose to tile-major order */
+          const __m256 a = _mm256_unpacklo_ps(r[0], r[1]), b = _mm256_unpackhi_ps(r[0], r[1]);
+          const __m256 c = _mm256_unpacklo_ps(r[2], r[3]), d = _mm256_unpackhi_ps(r[2], r[3]);
+          const __m256 t04 = _mm256_shuffle_ps(a, c, 0x44), t15 = _mm256_shuffle_ps(a, c, 0xEE);
+          const __m256 t26 = _mm256_shuffle_ps(b, d, 0x44), t37 = _mm256_shuffle_ps(b, d, 0xEE);
+          __m256 o[4] = {_mm256_permute2f128_ps(t04, t15, 0x20), _mm256_permute2f128_ps(t26, t37, 0x20),
+                         _mm256_permute2f128_ps(t04, t15, 0x31), _mm256_permute2f128_ps(t26, t37, 0x31)};
+          float *yo = y + (size_t)(oh0 + dy) * W + 4 * tw;
+          for (int q = 0; q < 4; q++)
+            _mm256_storeu_ps(yo + q * A2_V, j->accum ? _mm256_add_ps(_mm256_loadu_ps(yo + q * A2_V), o[q])
+                                                     : _mm256_add_ps(o[q], bias8));
+        }
+      }
+      for (; tw < ntw; tw++) {
+        const size_t t = (size_t)tr * ntw + tw;
+        float e[4][6];
+        for (int k = 0; k < 6; k++) {
+          float mv[6], r[4];
+          for (int i = 0; i < 6; i++) mv[i] = m[(6 * i + k) * ms + t];
+          A2_AT6(float, S_ADD, S_SUB, S_FMA, 2.0f, 4.0f, 8.0f, mv, r);
+          for (int dy = 0; dy < 4; dy++) e[dy][k] = r[dy];
+        }
+        for (int dy = 0; dy < 4 && oh0 + dy < H; dy++) {
+          float r[4];
+          A2_AT6(float, S_ADD, S_SUB, S_FMA, 2.0f, 4.0f, 8.0f, e[dy], r);
+          for (int dx = 0; dx < 4 && 4 * tw + dx < W; dx++) {
+            float *o = y + (size_t)(oh0 + dy) * W + 4 * tw + dx;
+            *o = j->accum ? *o + r[dx] : r[dx] + bv;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* SDE_NN_WINOGRAD_TILE=2 or 4 (read per call, for tests and benchmarks) picks F(2x2, 3x3) or
+ * F(4x4, 3x3) on every shape; otherwise F(4x4, 3x3) where an image has at least
+ * A2_WG4_MIN_TILES 4x4 tiles: it spends 36/16 times F(2x2)'s weight transform per call, which
+ * smaller planes do not earn back at batch 1. The choice depends on the image shape alone,
+ * so that a sample gives the same bits alone and in a batch. */
+#define A2_WG4_MIN_TILES 64
+static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
+  const char *e = getenv("SDE_NN_WINOGRAD_TILE");
+  if (e && (*e == '2' || *e == '4')) return *e - '0';
+  return (int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4) >= A2_WG4_MIN_TILES ? 4 : 2;
+}
+
+/* the band's tile rows: about band tiles */
+static int a2_wg_band_rows(int ntw, int band) { return band / ntw > 1 ? band / ntw : 1; }
 
 int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
   return avx2_cpu_ok() && s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 &&
          s->pad_bottom == 1 && s->pad_left == 1 && s->pad_right == 1 && s->W <= 1024;
 }
 
+/* the scratch for tile side m: U, then V and M of the largest band */
+static size_t a2_wg_scratch(const sde_nn_conv2d_shape *s, int m) {
+  const int nxi = (m + 2) * (m + 2), nth = (s->H + m - 1) / m, ntw = (s->W + m - 1) / m;
+  const int rows = a2_wg_band_rows(ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
+  const int64_t all = (int64_t)s->B * nth;
+  const size_t Tp = (size_t)ceil_div((int)(rows < all ? rows : all) * ntw, A2_V) * A2_V;
+  return (size_t)nxi * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
+         (size_t)nxi * (s->C_in + s->C_out) * Tp;
+}
+
+/* either tile size (the choice may change between sizing and running) */
 size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s) {
-  const int nth = (s->H + 1) / 2, ntw = (s->W + 1) / 2, rows = a2_wg_band_rows(ntw);
-  const size_t Tp = (size_t)ceil_div((rows < nth ? rows : nth) * ntw, A2_V) * A2_V;
-  return (size_t)16 * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
-         (size_t)16 * (s->C_in + s->C_out) * Tp;
+  const size_t a = a2_wg_scratch(s, 2), b = a2_wg_scratch(s, 4);
+  return a > b ? a : b;
 }
 
 /* out = conv3x3(inp, pad 1) + bias, or out += conv3x3(inp, pad 1) (accum, bias unused), the
  * weights [C_out][C_in][3][3]; scratch: sde_ops_wino_avx2_scratch_floats(s) */
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
                       const sde_nn_conv2d_shape *s, float *scratch, int accum) {
+  const int m = a2_wg_tile(s);
   a2_wg_job j = {.out = out, .inp = inp, .w = w, .bias = accum ? NULL : bias, .Ci = s->C_in,
-                 .Co = s->C_out, .H = s->H, .W = s->W, .accum = accum};
-  j.nth = (s->H + 1) / 2;
-  j.ntw = (s->W + 1) / 2;
+                 .Co = s->C_out, .H = s->H, .W = s->W, .accum = accum, .m = m,
+                 .nxi = (m + 2) * (m + 2)};
+  j.nth = (s->H + m - 1) / m;
+  j.ntw = (s->W + m - 1) / m;
   j.ncb = ceil_div(s->C_out, A2_R);
   j.U = scratch + (8 - ((uintptr_t)scratch / sizeof(float)) % 8) % 8;
-  const int rows = a2_wg_band_rows(j.ntw);
-  const size_t Tmax = (size_t)ceil_div((rows < j.nth ? rows : j.nth) * j.ntw, A2_V) * A2_V;
-  j.V = j.U + (size_t)16 * j.ncb * A2_R * s->C_in;
-  j.M = j.V + (size_t)16 * s->C_in * Tmax;
-  sde_parallel_for(j.ncb, 1, a2_wg_weights, &j);
-  for (j.b = 0; j.b < s->B; j.b++)
-    for (j.th0 = 0; j.th0 < j.nth; j.th0 += rows) {
-      j.nrow = j.nth - j.th0 < rows ? j.nth - j.th0 : rows;
-      j.Tp = ceil_div(j.nrow * j.ntw, A2_V) * A2_V;
-      j.ntile = ceil_div(j.Tp / A2_V, A2_J);
-      sde_parallel_for(s->C_in, 1, a2_wg_input, &j);
-      sde_parallel_for_dynamic((int64_t)16 * j.ncb * ceil_div(j.ntile, A2_TPC), 1, a2_wg_products, &j);
-      sde_parallel_for(s->C_out, 1, a2_wg_output, &j);
-    }
+  const int rows = a2_wg_band_rows(j.ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
+  const int all = s->B * j.nth; /* tile rows of the batch */
+  const size_t Tmax = (size_t)ceil_div((rows < all ? rows : all) * j.ntw, A2_V) * A2_V;
+  j.V = j.U + (size_t)j.nxi * j.ncb * A2_R * s->C_in;
+  j.M = j.V + (size_t)j.nxi * s->C_in * Tmax;
+  sde_parallel_for(j.ncb, 1, m == 4 ? a2_wg4_weights : a2_wg_weights, &j);
+  for (j.th0 = 0; j.th0 < all; j.th0 += rows) {
+    j.nrow = all - j.th0 < rows ? all - j.th0 : rows;
+    j.Tp = ceil_div(j.nrow * j.ntw, A2_V) * A2_V;
+    j.ntile = ceil_div(j.Tp / A2_V, A2_J);
+    sde_parallel_for(s->C_in, 1, m == 4 ? a2_wg4_input : a2_wg_input, &j);
+    sde_parallel_for_dynamic((int64_t)j.nxi * j.ntile, 1, a2_wg_products, &j);
+    sde_parallel_for(s->C_out, 1, m == 4 ? a2_wg4_output : a2_wg_output, &j);
+  }
   return SDE_OK;
 }
 
