@@ -278,6 +278,30 @@ static void a2_tasks(void *ctx, int64_t t0, int64_t t1) {
  * of shape s; the weights w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k]
  * when flip (the flipped, transposed weights of an input gradient, read in place). scratch:
  * sde_ops_conv_avx2_scratch_floats(s). */
+typedef struct {
+  float *wpk;
+  const float *w;
+  size_t so, sc;
+  int Co, Ci, KK, flip;
+} a2_pack_job;
+
+/* wpk[cb][c][k][r] = w[o = cb·A2_R + r][c][k] (taps reversed when flip; rows past C_out
+ * repeat the last) for channel blocks [c0, c1) */
+static void a2_pack(void *ctx, int64_t c0, int64_t c1) {
+  const a2_pack_job *pk = ctx;
+  for (int64_t cb = c0; cb < c1; cb++) {
+    const float *row[A2_R];
+    for (int r = 0; r < A2_R; r++)
+      row[r] = pk->w + (size_t)(cb * A2_R + r < pk->Co ? cb * A2_R + r : pk->Co - 1) * pk->so;
+    float *d = pk->wpk + (size_t)cb * pk->Ci * pk->KK * A2_R;
+    for (int c = 0; c < pk->Ci; c++)
+      for (int k = 0; k < pk->KK; k++, d += A2_R) {
+        const size_t at = (size_t)c * pk->sc + (size_t)(pk->flip ? pk->KK - 1 - k : k);
+        for (int r = 0; r < A2_R; r++) d[r] = row[r][at];
+      }
+  }
+}
+
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
                       int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
                       int accum) {
@@ -288,14 +312,8 @@ int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, s
   /* the packed weights after the planes, 32-byte aligned; rows past C_out repeat the last */
   float *wpk = scratch + (size_t)s->B * Ci * j.p.S;
   wpk += (8 - ((uintptr_t)wpk / sizeof(float)) % 8) % 8;
-  float *d = wpk;
-  for (int cb = 0; cb < j.p.ncb; cb++)
-    for (int c = 0; c < Ci; c++)
-      for (int k = 0; k < KK; k++)
-        for (int r = 0; r < A2_R; r++) {
-          const int o = cb * A2_R + r < Co ? cb * A2_R + r : Co - 1;
-          *d++ = w[(size_t)o * so + (size_t)c * sc + (size_t)(flip ? KK - 1 - k : k)];
-        }
+  a2_pack_job pk = {.wpk = wpk, .w = w, .so = so, .sc = sc, .Co = Co, .Ci = Ci, .KK = KK, .flip = flip};
+  sde_parallel_for(j.p.ncb, 1, a2_pack, &pk);
   j.wpk = wpk;
   j.ntile = a2_ntile(&j.p, s->B);
   sde_parallel_for((int64_t)s->B * Ci, 1, a2_pad, &j);
@@ -467,18 +485,38 @@ typedef struct {
   int ntile;            /* register tiles of the products per ξ and channel block */
 } a2_wg_job;
 
+/* The weight transforms compute U for A2_WG_CCH input channels into a small buffer
+ * tmp[ξ][ci % A2_WG_CCH][A2_R] and then copy each ξ's run into U[ξ][cb][ci][A2_R]: written
+ * straight to U, the nxi stores per input channel land nxi·ncb·C_in floats apart (a power
+ * of two for the usual channel counts), in one L1 set, and the transform ran 4-5x slower. */
+#define A2_WG_CCH 16
+
+/* the A2_R output channels of block cb (rows past C_out repeat the last) */
+static void a2_wg_rows(const a2_wg_job *j, int64_t cb, const float *g[A2_R]) {
+  for (int r = 0; r < A2_R; r++) {
+    const int co = (int)cb * A2_R + r < j->Co ? (int)cb * A2_R + r : j->Co - 1;
+    g[r] = j->w + (size_t)co * j->Ci * 9;
+  }
+}
+
+/* tmp's channels up to ci (the chunk ci ends) into U */
+static void a2_wg_flush(const a2_wg_job *j, const float *tmp, int64_t cb, int ci) {
+  const int ci0 = ci - ci % A2_WG_CCH, n = ci - ci0 + 1;
+  for (int xi = 0; xi < j->nxi; xi++)
+    memcpy(j->U + (((size_t)xi * j->ncb + cb) * j->Ci + ci0) * A2_R,
+           tmp + (size_t)xi * A2_WG_CCH * A2_R, (size_t)n * A2_R * sizeof(float));
+}
+
 /* U = G g Gᵀ in float64, rounded once (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]), packed
  * U[ξ][cb][ci][r] (rows past C_out repeat the last), output-channel blocks [c0, c1): the 4
  * output channels of a block are the 4 double lanes, so each (ξ, ci) is one 4-float store */
 __attribute__((target("avx2,fma"))) static void a2_wg_weights(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const __m256d half = _mm256_set1_pd(0.5);
+  float tmp[16 * A2_WG_CCH * A2_R];
   for (int64_t cb = c0; cb < c1; cb++) {
     const float *g[A2_R];
-    for (int r = 0; r < A2_R; r++) {
-      const int co = (int)cb * A2_R + r < j->Co ? (int)cb * A2_R + r : j->Co - 1;
-      g[r] = j->w + (size_t)co * j->Ci * 9;
-    }
+    a2_wg_rows(j, cb, g);
     for (int ci = 0; ci < j->Ci; ci++) {
       __m256d k9[9], t[4][3];
       for (int k = 0; k < 9; k++)
@@ -495,9 +533,10 @@ __attribute__((target("avx2,fma"))) static void a2_wg_weights(void *ctx, int64_t
         const __m256d u[4] = {t[a][0], _mm256_mul_pd(half, _mm256_add_pd(sum, t[a][1])),
                               _mm256_mul_pd(half, _mm256_sub_pd(sum, t[a][1])), t[a][2]};
         for (int e = 0; e < 4; e++)
-          _mm_storeu_ps(j->U + (((size_t)(4 * a + e) * j->ncb + cb) * j->Ci + ci) * A2_R,
+          _mm_storeu_ps(tmp + ((size_t)(4 * a + e) * A2_WG_CCH + ci % A2_WG_CCH) * A2_R,
                         _mm256_cvtpd_ps(u[e]));
       }
+      if (ci % A2_WG_CCH == A2_WG_CCH - 1 || ci == j->Ci - 1) a2_wg_flush(j, tmp, cb, ci);
     }
   }
 }
@@ -719,12 +758,10 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_weights(void *ctx, int64_
     o[4] = _mm256_sub_pd(p, _mm256_mul_pd(s12, g1));                                            \
     o[5] = g2;                                                                                  \
   } while (0)
+  float tmp[36 * A2_WG_CCH * A2_R];
   for (int64_t cb = c0; cb < c1; cb++) {
     const float *g[A2_R];
-    for (int r = 0; r < A2_R; r++) {
-      const int co = (int)cb * A2_R + r < j->Co ? (int)cb * A2_R + r : j->Co - 1;
-      g[r] = j->w + (size_t)co * j->Ci * 9;
-    }
+    a2_wg_rows(j, cb, g);
     for (int ci = 0; ci < j->Ci; ci++) {
       __m256d k9[9], t[6][3];
       for (int k = 0; k < 9; k++)
@@ -738,9 +775,10 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_weights(void *ctx, int64_
         __m256d u[6];
         G6(t[a][0], t[a][1], t[a][2], u);
         for (int e = 0; e < 6; e++)
-          _mm_storeu_ps(j->U + (((size_t)(6 * a + e) * j->ncb + cb) * j->Ci + ci) * A2_R,
+          _mm_storeu_ps(tmp + ((size_t)(6 * a + e) * A2_WG_CCH + ci % A2_WG_CCH) * A2_R,
                         _mm256_cvtpd_ps(u[e]));
       }
+      if (ci % A2_WG_CCH == A2_WG_CCH - 1 || ci == j->Ci - 1) a2_wg_flush(j, tmp, cb, ci);
     }
   }
 #undef G6
