@@ -6,8 +6,8 @@
  * Options: --quick (skip the slow naive runs at batch 8); --dweight [REPS] (only the 3x3
  * stride-1 weight gradient at the training shapes of fashion-mnist-32 and its 3-channel
  * variant, batch 32: median and best of REPS calls, default 30); --conv [REPS] (the forward
- * and the input gradient of the same shapes); --wino [REPS] (the AVX2 Winograd tile sizes,
- * F(2x2, 3x3) against F(4x4, 3x3), on the NCSN++ shapes, default 9).
+ * and the input gradient of the same shapes); --wino [REPS] (the direct conv against
+ * the AVX2 Winograd tile sizes F(2x2, 3x3) and F(4x4, 3x3), default 9).
  * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
  * shared, loaded machine is the steadier measure of single-thread efficiency. */
 #include <math.h>
@@ -164,39 +164,48 @@ static void bench_conv(int reps) {
   printf("%-20s %10.3f %15s | %10.3f\n", "sum of medians", tf * 1e3, "", td * 1e3);
 }
 
-/* The Winograd tile sizes on the AVX2 kernels: F(2x2, 3x3) and F(4x4, 3x3) forced in turn
- * (SDE_NN_WINOGRAD=2, SDE_NN_WINOGRAD_TILE=2 / 4), interleaved call by call so that both see
- * the same machine, on the 3x3 shapes of NCSN++ CIFAR-10 (32 px) and CelebA-HQ (256 px) at
- * batch 1 and 8: median and best wall ms of `reps` calls each, and their ratio. */
+/* The direct conv against Winograd F(2x2, 3x3) and F(4x4, 3x3) (SDE_NN_WINOGRAD=0, then 2
+ * with SDE_NN_WINOGRAD_TILE=2 / 4; the tile sizes are the AVX2 kernels' choice, AVX-512 runs
+ * F(2x2) for both), interleaved call by call so that all see the same machine: the 3x3
+ * shapes of NCSN++ CIFAR-10 (32 px) and CelebA-HQ (256 px) and of fashion-mnist-32 nf 32
+ * training (batch 32). Best wall ms of `reps` calls each, and the ratios to the direct conv;
+ * "*" marks what the library takes by default. */
 static void bench_wino(int reps) {
   const int shapes[][3] = {/* C (in = out), H (= W), batch */
-                           {128, 32, 1}, {128, 32, 8}, {256, 16, 1}, {256, 16, 8}, {256, 8, 1},
-                           {256, 8, 8},  {128, 256, 1}, {128, 128, 1}, {256, 64, 1}, {256, 32, 1}};
-  printf("conv 3x3 pad 1         F(2x2) median    best | F(4x4) median    best | 4/2 median\n");
+                           {128, 32, 1}, {128, 32, 8},  {256, 16, 1},  {256, 16, 8},
+                           {256, 8, 8},  {128, 256, 1}, {128, 128, 1}, {256, 64, 1},
+                           {256, 32, 1}, {32, 32, 32},  {64, 16, 32},  {64, 8, 32},
+                           {32, 32, 1},  {64, 16, 1},   {48, 16, 32},  {16, 32, 32}};
+  static const char *mode[3][2] = {{"0", "2"}, {"2", "2"}, {"2", "4"}};
+  printf("conv 3x3 pad 1, best ms   direct |  F(2x2)  ratio |  F(4x4)  ratio\n");
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     const int C = shapes[i][0], H = shapes[i][1], B = shapes[i][2];
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, H, C, 3, 1, 1);
     const size_t nx = (size_t)B * C * H * H;
     float *x = rand_f(nx, 1), *w = rand_f((size_t)C * C * 9, 0.05f), *bias = rand_f(C, 0.1f);
-    float *y = malloc(nx * sizeof(float));
+    float *y = malloc(nx * sizeof(float)), *yd = malloc(nx * sizeof(float));
     float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
-    double *t[2] = {malloc(sizeof(double) * reps), malloc(sizeof(double) * reps)};
-    setenv("SDE_NN_WINOGRAD", "2", 1);
+    double best[3] = {1e30, 1e30, 1e30};
+    int taken = -1;
+    sde_nn_conv2d_forward(yd, x, w, bias, &s, scratch); /* the default path, warm-up */
     for (int r = -1; r < reps; r++) /* r = −1: warm-up */
-      for (int k = 0; k < 2; k++) {
-        setenv("SDE_NN_WINOGRAD_TILE", k ? "4" : "2", 1);
+      for (int k = 0; k < 3; k++) {
+        setenv("SDE_NN_WINOGRAD", mode[k][0], 1);
+        setenv("SDE_NN_WINOGRAD_TILE", mode[k][1], 1);
         const double t0 = now();
         sde_nn_conv2d_forward(y, x, w, bias, &s, scratch);
-        if (r >= 0) t[k][r] = now() - t0;
+        const double t = now() - t0;
+        if (r >= 0 && t < best[k]) best[k] = t;
+        if (r < 0 && taken < 0 && !memcmp(y, yd, nx * sizeof(float))) taken = k;
       }
     unsetenv("SDE_NN_WINOGRAD");
     unsetenv("SDE_NN_WINOGRAD_TILE");
-    for (int k = 0; k < 2; k++) qsort(t[k], reps, sizeof(double), cmp_double);
     char label[64];
     snprintf(label, sizeof label, "B=%d C=%d %dx%d", B, C, H, H);
-    printf("%-22s %13.3f %7.3f | %13.3f %7.3f | %10.2f\n", label, t[0][reps / 2] * 1e3,
-           t[0][0] * 1e3, t[1][reps / 2] * 1e3, t[1][0] * 1e3, t[1][reps / 2] / t[0][reps / 2]);
-    free(x), free(w), free(bias), free(y), free(scratch), free(t[0]), free(t[1]);
+    printf("%-20s %8.3f%s | %7.3f%s %5.2f | %7.3f%s %5.2f\n", label, best[0] * 1e3,
+           taken == 0 ? "*" : " ", best[1] * 1e3, taken == 1 ? "*" : " ", best[1] / best[0],
+           best[2] * 1e3, taken == 2 ? "*" : " ", best[2] / best[0]);
+    free(x), free(w), free(bias), free(y), free(yd), free(scratch);
   }
 }
 

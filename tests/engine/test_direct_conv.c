@@ -609,7 +609,9 @@ int main(void) {
   run_wino_dispatch(3, 256, 256, 16, 16, wino ? 2 : 0);
   run_wino_dispatch(1, 128, 128, 29, 32, wino ? 4 : 0);
   run_wino_dispatch(1, 128, 128, 28, 32, wino ? 2 : 0);
-  run_wino_dispatch(1, 32, 40, 15, 15, direct_paths_on()); /* AVX2: from 128 channels */
+  run_wino_dispatch(1, 32, 40, 15, 15, direct_paths_on() ? 2 : 0); /* AVX2: F(2x2) from 64 */
+  run_wino_dispatch(2, 32, 40, 32, 32, wino ? 4 : 0);
+  run_wino_dispatch(3, 64, 96, 16, 16, wino ? 2 : 0);
   run_wino_dispatch(2, 256, 256, 8, 8, 0);
   run_wino_dispatch(2, 16, 128, 32, 32, 0);
   run_wino_dispatch(2, 128, 16, 32, 32, 0);

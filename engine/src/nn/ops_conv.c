@@ -1422,10 +1422,7 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
  * channels: 0.9x at batch 8). The choice depends on the image shape only, never on the
  * batch, so a sample's output stays bit-identical alone or in a batch. */
 #define WG_MIN_C 32
-/* On AVX2 (ops_conv_avx2.c, against its direct conv at 74-81 % of the FMA peak; 2 threads,
- * Zen 3, docs/BENCHMARKS.md): 0.60-0.86x the time at 256 channels 16x16, 0.89-0.94x at 128
- * (32x32), 1.1-2.3x (slower) at 32-64 channels, so from 128 channels only. */
-#define WG_MIN_C_AVX2 128
+/* (AVX2 CPUs: sde_ops_wino_avx2_pays, ops_conv_avx2.c, which also picks the tile size) */
 #define WG_MIN_TW 8
 #define WG_MIN_TILES 64
 
@@ -1460,9 +1457,9 @@ static int wino_usable(const sde_nn_conv2d_shape *s) {
   if (!wino_shape_ok(s)) return 0;
   const int mode = wino_mode();
   if (mode == 0 || mode == 2) return mode == 2;
+  if (avx2_cpu_ok()) return sde_ops_wino_avx2_pays(s);
   const int ntw = (s->W + 1) / 2, cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
-  return cmin >= (avx2_cpu_ok() ? WG_MIN_C_AVX2 : WG_MIN_C) && ntw >= WG_MIN_TW &&
-         (int64_t)((s->H + 1) / 2) * ntw >= WG_MIN_TILES;
+  return cmin >= WG_MIN_C && ntw >= WG_MIN_TW && (int64_t)((s->H + 1) / 2) * ntw >= WG_MIN_TILES;
 }
 
 /* U[ξ][cb][ci][DC_R] (64-byte aligned in the scratch) */

@@ -924,16 +924,30 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
   }
 }
 
+/* 4x4 tiles per image from which F(4x4, 3x3) is taken */
+#define A2_WG4_MIN_TILES 64
+
 /* SDE_NN_WINOGRAD_TILE=2 or 4 (read per call, for tests and benchmarks) picks F(2x2, 3x3) or
  * F(4x4, 3x3) on every shape; otherwise F(4x4, 3x3) where an image has at least
- * A2_WG4_MIN_TILES 4x4 tiles: it spends 36/16 times F(2x2)'s weight transform per call, which
- * smaller planes do not earn back at batch 1. The choice depends on the image shape alone,
- * so that a sample gives the same bits alone and in a batch. */
-#define A2_WG4_MIN_TILES 64
+ * A2_WG4_MIN_TILES 4x4 tiles: below that, its per-call weight transform (36/16 of F(2x2)'s)
+ * outweighs the products at batch 1. The choice depends on the image shape alone, so that a
+ * sample gives the same bits alone and in a batch. */
 static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
   const char *e = getenv("SDE_NN_WINOGRAD_TILE");
   if (e && (*e == '2' || *e == '4')) return *e - '0';
   return (int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4) >= A2_WG4_MIN_TILES ? 4 : 2;
+}
+
+/* Winograd against the direct conv, 2 threads, Zen 3, one conv at batch 1-32 (best of 9,
+ * interleaved; docs/BENCHMARKS.md): F(4x4) 0.79-0.87x the time at 32 channels 32x32,
+ * 0.51-0.53x at 64, 0.40-0.45x from 128; F(2x2) at 16x16 0.77-0.96x at 64 channels,
+ * 0.59-0.80x from 128, but 1.1-1.4x (slower) at 32-48, and 2x at 8x8. So: F(4x4) shapes
+ * from 32 channels in and out, F(2x2) shapes (planes ≥ 15 wide, ≥ 64 tiles of 2x2) from 64. */
+int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
+  if (!sde_ops_wino_avx2_usable(s)) return 0;
+  const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out, ntw = (s->W + 1) / 2;
+  if ((int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4) >= A2_WG4_MIN_TILES) return cmin >= 32;
+  return cmin >= 64 && ntw >= 8 && (int64_t)((s->H + 1) / 2) * ntw >= 64;
 }
 
 /* the band's tile rows: about band tiles */
@@ -993,6 +1007,7 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
 int sde_ops_conv_avx2_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 int sde_ops_conv_avx2_dweight_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 size_t sde_ops_conv_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
