@@ -1,7 +1,8 @@
 /* Convolution kernels for CPUs with AVX2 + FMA but no AVX-512 (AMD Zen 1-3, Intel client
  * cores), which sde_nn_conv2d_forward / _backward (ops_conv.c) take there instead of im2col +
  * GEMM: the direct stride-1 conv (forward and input gradient), the 3x3 weight gradient, and
- * Winograd F(2x2, 3x3) from 128 channels. ops_conv.c keeps the AVX-512 kernels, which need
+ * Winograd F(2x2, 3x3) and F(4x4, 3x3) where they pay (sde_ops_wino_avx2_pays). ops_conv.c
+ * keeps the AVX-512 kernels, which need
  * 32 vector registers and 16-lane masks.
  *
  * Each image is copied once into zero-padded planes [C_in][S] (Hp x Wp, row stride Wp).
@@ -274,10 +275,6 @@ static void a2_tasks(void *ctx, int64_t t0, int64_t t1) {
   }
 }
 
-/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused), for a stride-1 conv
- * of shape s; the weights w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k]
- * when flip (the flipped, transposed weights of an input gradient, read in place). scratch:
- * sde_ops_conv_avx2_scratch_floats(s). */
 typedef struct {
   float *wpk;
   const float *w;
@@ -302,6 +299,10 @@ static void a2_pack(void *ctx, int64_t c0, int64_t c1) {
   }
 }
 
+/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused), for a stride-1 conv
+ * of shape s; the weights w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k]
+ * when flip (the flipped, transposed weights of an input gradient, read in place). scratch:
+ * sde_ops_conv_avx2_scratch_floats(s). */
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
                       int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
                       int accum) {
@@ -482,13 +483,14 @@ typedef struct {
   int Ci, Co, H, W, nth, ntw, ncb, accum;
   int th0, nrow, Tp; /* the band: first tile row of the batch (image b's tile row th is row
                       * b·nth + th), tile rows, tiles rounded up to 8 */
-  int ntile;            /* register tiles of the products per ξ and channel block */
+  int ntile;         /* register tiles of the products per ξ (over the band's tiles) */
 } a2_wg_job;
 
 /* The weight transforms compute U for A2_WG_CCH input channels into a small buffer
  * tmp[ξ][ci % A2_WG_CCH][A2_R] and then copy each ξ's run into U[ξ][cb][ci][A2_R]: written
  * straight to U, the nxi stores per input channel land nxi·ncb·C_in floats apart (a power
- * of two for the usual channel counts), in one L1 set, and the transform ran 4-5x slower. */
+ * of two for the usual channel counts), in one L1 set, and the F(4x4) transform took twice
+ * as long. */
 #define A2_WG_CCH 16
 
 /* the A2_R output channels of block cb (rows past C_out repeat the last) */
@@ -507,34 +509,53 @@ static void a2_wg_flush(const a2_wg_job *j, const float *tmp, int64_t cb, int ci
            tmp + (size_t)xi * A2_WG_CCH * A2_R, (size_t)n * A2_R * sizeof(float));
 }
 
-/* U = G g Gᵀ in float64, rounded once (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]), packed
- * U[ξ][cb][ci][r] (rows past C_out repeat the last), output-channel blocks [c0, c1): the 4
- * output channels of a block are the 4 double lanes, so each (ξ, ci) is one 4-float store */
+/* G applied to one column (g0, g1, g2) of 4 output channels' kernels, in float64: F(2x2, 3x3)
+ * (m = 2, G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]) or F(4x4, 3x3) (m = 4, G below), m + 2 values */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wg_g(int m, __m256d g0, __m256d g1, __m256d g2, __m256d *o) {
+  const __m256d e02 = _mm256_add_pd(g0, g2);
+  if (m == 2) {
+    const __m256d half = _mm256_set1_pd(0.5);
+    o[0] = g0;
+    o[1] = _mm256_mul_pd(half, _mm256_add_pd(e02, g1));
+    o[2] = _mm256_mul_pd(half, _mm256_sub_pd(e02, g1));
+    o[3] = g2;
+    return;
+  }
+  const __m256d s6 = _mm256_set1_pd(-1.0 / 6), s12 = _mm256_set1_pd(1.0 / 12);
+  const __m256d p = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(1.0 / 24), g0),
+                                  _mm256_mul_pd(_mm256_set1_pd(1.0 / 6), g2));
+  o[0] = _mm256_mul_pd(_mm256_set1_pd(0.25), g0);
+  o[1] = _mm256_mul_pd(s6, _mm256_add_pd(e02, g1));
+  o[2] = _mm256_mul_pd(s6, _mm256_sub_pd(e02, g1));
+  o[3] = _mm256_add_pd(p, _mm256_mul_pd(s12, g1));
+  o[4] = _mm256_sub_pd(p, _mm256_mul_pd(s12, g1));
+  o[5] = g2;
+}
+
+/* U = G g Gᵀ in float64, rounded once, packed U[ξ][cb][ci][r] (rows past C_out repeat the
+ * last), output-channel blocks [c0, c1): the 4 output channels of a block are the 4 double
+ * lanes, so each (ξ, ci) is one 4-float store (into tmp, then U) */
 __attribute__((target("avx2,fma"))) static void a2_wg_weights(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
-  const __m256d half = _mm256_set1_pd(0.5);
-  float tmp[16 * A2_WG_CCH * A2_R];
+  const int P = j->m + 2;
+  float tmp[36 * A2_WG_CCH * A2_R];
   for (int64_t cb = c0; cb < c1; cb++) {
     const float *g[A2_R];
     a2_wg_rows(j, cb, g);
     for (int ci = 0; ci < j->Ci; ci++) {
-      __m256d k9[9], t[4][3];
+      __m256d k9[9], t[6][3], o[6];
       for (int k = 0; k < 9; k++)
         k9[k] = _mm256_set_pd(g[3][ci * 9 + k], g[2][ci * 9 + k], g[1][ci * 9 + k], g[0][ci * 9 + k]);
-      for (int k = 0; k < 3; k++) { /* G g: rows */
-        const __m256d sum = _mm256_add_pd(k9[k], k9[6 + k]);
-        t[0][k] = k9[k];
-        t[1][k] = _mm256_mul_pd(half, _mm256_add_pd(sum, k9[3 + k]));
-        t[2][k] = _mm256_mul_pd(half, _mm256_sub_pd(sum, k9[3 + k]));
-        t[3][k] = k9[6 + k];
+      for (int k = 0; k < 3; k++) { /* G g: column k of the kernel */
+        a2_wg_g(j->m, k9[k], k9[3 + k], k9[6 + k], o);
+        for (int a = 0; a < P; a++) t[a][k] = o[a];
       }
-      for (int a = 0; a < 4; a++) { /* (G g) Gᵀ: columns */
-        const __m256d sum = _mm256_add_pd(t[a][0], t[a][2]);
-        const __m256d u[4] = {t[a][0], _mm256_mul_pd(half, _mm256_add_pd(sum, t[a][1])),
-                              _mm256_mul_pd(half, _mm256_sub_pd(sum, t[a][1])), t[a][2]};
-        for (int e = 0; e < 4; e++)
-          _mm_storeu_ps(tmp + ((size_t)(4 * a + e) * A2_WG_CCH + ci % A2_WG_CCH) * A2_R,
-                        _mm256_cvtpd_ps(u[e]));
+      for (int a = 0; a < P; a++) { /* (G g) Gᵀ: row a */
+        a2_wg_g(j->m, t[a][0], t[a][1], t[a][2], o);
+        for (int e = 0; e < P; e++)
+          _mm_storeu_ps(tmp + ((size_t)(P * a + e) * A2_WG_CCH + ci % A2_WG_CCH) * A2_R,
+                        _mm256_cvtpd_ps(o[e]));
       }
       if (ci % A2_WG_CCH == A2_WG_CCH - 1 || ci == j->Ci - 1) a2_wg_flush(j, tmp, cb, ci);
     }
@@ -742,48 +763,6 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
 #define V_FMA(k, a, b) _mm256_fmadd_ps(k, a, b)
 #define V_FNMA(k, a, b) _mm256_fnmadd_ps(k, a, b)
 
-/* U = G g Gᵀ in float64, rounded once, packed U[ξ][cb][ci][r] as a2_wg_weights */
-__attribute__((target("avx2,fma"))) static void a2_wg4_weights(void *ctx, int64_t c0, int64_t c1) {
-  const a2_wg_job *j = ctx;
-  const __m256d q = _mm256_set1_pd(0.25), s6 = _mm256_set1_pd(1.0 / 6), s12 = _mm256_set1_pd(1.0 / 12);
-  const __m256d s24 = _mm256_set1_pd(1.0 / 24);
-#define G6(g0, g1, g2, o)                                                                       \
-  do {                                                                                          \
-    const __m256d e02 = _mm256_add_pd(g0, g2);                                                  \
-    const __m256d p = _mm256_add_pd(_mm256_mul_pd(s24, g0), _mm256_mul_pd(s6, g2));             \
-    o[0] = _mm256_mul_pd(q, g0);                                                                \
-    o[1] = _mm256_mul_pd(_mm256_sub_pd(_mm256_setzero_pd(), s6), _mm256_add_pd(e02, g1));       \
-    o[2] = _mm256_mul_pd(_mm256_sub_pd(_mm256_setzero_pd(), s6), _mm256_sub_pd(e02, g1));       \
-    o[3] = _mm256_add_pd(p, _mm256_mul_pd(s12, g1));                                            \
-    o[4] = _mm256_sub_pd(p, _mm256_mul_pd(s12, g1));                                            \
-    o[5] = g2;                                                                                  \
-  } while (0)
-  float tmp[36 * A2_WG_CCH * A2_R];
-  for (int64_t cb = c0; cb < c1; cb++) {
-    const float *g[A2_R];
-    a2_wg_rows(j, cb, g);
-    for (int ci = 0; ci < j->Ci; ci++) {
-      __m256d k9[9], t[6][3];
-      for (int k = 0; k < 9; k++)
-        k9[k] = _mm256_set_pd(g[3][ci * 9 + k], g[2][ci * 9 + k], g[1][ci * 9 + k], g[0][ci * 9 + k]);
-      for (int k = 0; k < 3; k++) { /* G g: column k of the kernel */
-        __m256d o[6];
-        G6(k9[k], k9[3 + k], k9[6 + k], o);
-        for (int a = 0; a < 6; a++) t[a][k] = o[a];
-      }
-      for (int a = 0; a < 6; a++) { /* (G g) Gᵀ: row a */
-        __m256d u[6];
-        G6(t[a][0], t[a][1], t[a][2], u);
-        for (int e = 0; e < 6; e++)
-          _mm_storeu_ps(tmp + ((size_t)(6 * a + e) * A2_WG_CCH + ci % A2_WG_CCH) * A2_R,
-                        _mm256_cvtpd_ps(u[e]));
-      }
-      if (ci % A2_WG_CCH == A2_WG_CCH - 1 || ci == j->Ci - 1) a2_wg_flush(j, tmp, cb, ci);
-    }
-  }
-#undef G6
-}
-
 /* V of the band for input channels [c0, c1): Bᵀ d B on each tile's 6x6 patch (rows 4·th − 1
  * .. 4·th + 4, columns 4·tw − 1 .. 4·tw + 4, zero outside), rows first. Each padded input
  * row is split into its 4 column phases (ph[p][c] = column 4c − 1 + p), so that column k of
@@ -938,11 +917,12 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
   return (int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4) >= A2_WG4_MIN_TILES ? 4 : 2;
 }
 
-/* Winograd against the direct conv, 2 threads, Zen 3, one conv at batch 1-32 (best of 9,
- * interleaved; docs/BENCHMARKS.md): F(4x4) 0.79-0.87x the time at 32 channels 32x32,
- * 0.51-0.53x at 64, 0.40-0.45x from 128; F(2x2) at 16x16 0.77-0.96x at 64 channels,
- * 0.59-0.80x from 128, but 1.1-1.4x (slower) at 32-48, and 2x at 8x8. So: F(4x4) shapes
- * from 32 channels in and out, F(2x2) shapes (planes ≥ 15 wide, ≥ 64 tiles of 2x2) from 64. */
+/* Winograd against the direct conv, 2 threads, Zen 3, one conv at batch 1-32 (best of 7-9,
+ * interleaved, several runs on a noisy VM; docs/BENCHMARKS.md): F(4x4) at 32 channels 32x32
+ * 0.69-0.92x the time in most runs (1.2-1.3x in two of nine), 0.51-0.53x at 64, 0.33-0.56x
+ * from 128; F(2x2) at 16x16 0.70-0.96x at 64 channels (1.24x in one run of eight),
+ * 0.60-0.80x from 128, 1.0-1.4x at 32-48, 1.7-2x at 8x8. So: F(4x4) shapes from 32 channels
+ * in and out, F(2x2) shapes (planes ≥ 15 wide, ≥ 64 tiles of 2x2) from 64. */
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   if (!sde_ops_wino_avx2_usable(s)) return 0;
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out, ntw = (s->W + 1) / 2;
@@ -991,7 +971,7 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
   const size_t Tmax = (size_t)ceil_div((rows < all ? rows : all) * j.ntw, A2_V) * A2_V;
   j.V = j.U + (size_t)j.nxi * j.ncb * A2_R * s->C_in;
   j.M = j.V + (size_t)j.nxi * s->C_in * Tmax;
-  sde_parallel_for(j.ncb, 1, m == 4 ? a2_wg4_weights : a2_wg_weights, &j);
+  sde_parallel_for(j.ncb, 1, a2_wg_weights, &j);
   for (j.th0 = 0; j.th0 < all; j.th0 += rows) {
     j.nrow = all - j.th0 < rows ? all - j.th0 : rows;
     j.Tp = ceil_div(j.nrow * j.ntw, A2_V) * A2_V;
