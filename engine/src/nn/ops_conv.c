@@ -1422,7 +1422,6 @@ static int pconv_stride2(float *out, const float *inp, const float *w, const flo
  * channels: 0.9x at batch 8). The choice depends on the image shape only, never on the
  * batch, so a sample's output stays bit-identical alone or in a batch. */
 #define WG_MIN_C 32
-/* (AVX2 CPUs: sde_ops_wino_avx2_pays, ops_conv_avx2.c, which also picks the tile size) */
 #define WG_MIN_TW 8
 #define WG_MIN_TILES 64
 
@@ -1446,7 +1445,7 @@ static int wino_mode(void) {
 }
 
 /* the shapes the Winograd path can take: 3x3, stride 1, pad 1, on AVX-512 (or AVX2:
- * ops_conv_avx2.c's F(2x2, 3x3), the same arithmetic on 8-float vectors) */
+ * ops_conv_avx2.c's F(2x2, 3x3), the same arithmetic on 8-float vectors, and F(4x4, 3x3)) */
 static int wino_shape_ok(const sde_nn_conv2d_shape *s) {
   return (s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 && s->pad_bottom == 1 &&
           s->pad_left == 1 && s->pad_right == 1 && dconv_cpu_ok()) ||
@@ -1457,7 +1456,7 @@ static int wino_usable(const sde_nn_conv2d_shape *s) {
   if (!wino_shape_ok(s)) return 0;
   const int mode = wino_mode();
   if (mode == 0 || mode == 2) return mode == 2;
-  if (avx2_cpu_ok()) return sde_ops_wino_avx2_pays(s);
+  if (avx2_cpu_ok()) return sde_ops_wino_avx2_pays(s); /* its own measured gate */
   const int ntw = (s->W + 1) / 2, cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
   return cmin >= WG_MIN_C && ntw >= WG_MIN_TW && (int64_t)((s->H + 1) / 2) * ntw >= WG_MIN_TILES;
 }

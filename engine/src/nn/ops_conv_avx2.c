@@ -782,7 +782,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
       for (int i = 0; i < 6; i++) {
         const int ih = 4 * th - 1 + i;
         if (ih < 0 || ih >= H) {
-          memset(ph[i], 0, sizeof ph[i]);
+          for (int p = 0; p < 4; p++) memset(ph[i][p], 0, (size_t)nb * A2_V * sizeof(float));
           continue;
         }
         /* row[k] = column k − 1, zero outside; 8 blocks of 4 phases transposed to 4 x 8 */
@@ -906,6 +906,11 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
 /* 4x4 tiles per image from which F(4x4, 3x3) is taken */
 #define A2_WG4_MIN_TILES 64
 
+/* the image shape of s has enough 4x4 tiles for F(4x4, 3x3) */
+static int a2_wg4_shape(const sde_nn_conv2d_shape *s) {
+  return (int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4) >= A2_WG4_MIN_TILES;
+}
+
 /* SDE_NN_WINOGRAD_TILE=2 or 4 (read per call, for tests and benchmarks) picks F(2x2, 3x3) or
  * F(4x4, 3x3) on every shape; otherwise F(4x4, 3x3) where an image has at least
  * A2_WG4_MIN_TILES 4x4 tiles: below that, its per-call weight transform (36/16 of F(2x2)'s)
@@ -914,7 +919,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
 static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
   const char *e = getenv("SDE_NN_WINOGRAD_TILE");
   if (e && (*e == '2' || *e == '4')) return *e - '0';
-  return (int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4) >= A2_WG4_MIN_TILES ? 4 : 2;
+  return a2_wg4_shape(s) ? 4 : 2;
 }
 
 /* Winograd against the direct conv, 2 threads, Zen 3, one conv at batch 1-32 (best of 7-9,
@@ -926,7 +931,7 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   if (!sde_ops_wino_avx2_usable(s)) return 0;
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out, ntw = (s->W + 1) / 2;
-  if ((int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4) >= A2_WG4_MIN_TILES) return cmin >= 32;
+  if (a2_wg4_shape(s)) return cmin >= 32;
   return cmin >= 64 && ntw >= 8 && (int64_t)((s->H + 1) / 2) * ntw >= 64;
 }
 

@@ -102,8 +102,9 @@ int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, s
 int sde_ops_conv_avx2_dweight_usable(const sde_nn_conv2d_shape *s);
 int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *inp,
                               const sde_nn_conv2d_shape *s, float *scratch);
-/* out = conv3x3(inp, pad 1) + bias (or out += conv, accum) by Winograd F(2x2, 3x3), weights
- * [C_out][C_in][3][3]: 3x3 stride-1 pad-1 shapes on AVX2 CPUs (sde_ops_wino_avx2_usable) */
+/* out = conv3x3(inp, pad 1) + bias (or out += conv, accum) by Winograd F(2x2, 3x3) or
+ * F(4x4, 3x3) (chosen by the image shape), weights [C_out][C_in][3][3]: 3x3 stride-1 pad-1
+ * shapes on AVX2 CPUs (sde_ops_wino_avx2_usable) */
 int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s);
 /* the usable shapes where Winograd beats the AVX2 direct conv (measured) */
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s);
