@@ -170,33 +170,42 @@ static void bench_conv(int reps) {
  * shapes of NCSN++ CIFAR-10 (32 px) and CelebA-HQ (256 px) and of fashion-mnist-32 nf 32
  * training (batch 32). Best wall ms of `reps` calls each, and the ratios to the direct conv;
  * "*" marks what the library takes by default. */
-static void bench_wino(int reps) {
+static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b) {
   const int shapes[][3] = {/* C (in = out), H (= W), batch */
                            {128, 32, 1}, {128, 32, 8},  {256, 16, 1},  {256, 16, 8},
                            {256, 8, 8},  {128, 256, 1}, {128, 128, 1}, {256, 64, 1},
                            {256, 32, 1}, {32, 32, 32},  {64, 16, 32},  {64, 8, 32},
-                           {32, 32, 1},  {64, 16, 1},   {48, 16, 32},  {16, 32, 32}};
+                           {32, 32, 1},  {64, 16, 1},   {48, 16, 32},  {16, 32, 32},
+                           {128, 32, 32}};
   static const char *mode[3][2] = {{"0", "2"}, {"2", "2"}, {"2", "4"}};
-  printf("conv 3x3 pad 1, best ms   direct |  F(2x2)  ratio |  F(4x4)  ratio\n");
+  printf("%s best ms   direct |  F(2x2)  ratio |  F(4x4)  ratio\n",
+         dweight ? "conv 3x3 dweight," : "conv 3x3 pad 1, ");
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     const int C = shapes[i][0], H = shapes[i][1], B = shapes[i][2];
+    if (only_c && (C != only_c || H != only_h || B != only_b)) continue;
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, H, C, 3, 1, 1);
     const size_t nx = (size_t)B * C * H * H;
     float *x = rand_f(nx, 1), *w = rand_f((size_t)C * C * 9, 0.05f), *bias = rand_f(C, 0.1f);
-    float *y = malloc(nx * sizeof(float)), *yd = malloc(nx * sizeof(float));
+    /* dweight: y and yd hold the weight gradient, from the output gradient g */
+    const size_t ny = dweight ? (size_t)C * C * 9 : nx;
+    float *y = malloc(ny * sizeof(float)), *yd = malloc(ny * sizeof(float)), *g = rand_f(nx, 1);
     float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double best[3] = {1e30, 1e30, 1e30};
     int taken = -1;
-    sde_nn_conv2d_forward(yd, x, w, bias, &s, scratch); /* the default path, warm-up */
+#define WINO_RUN(out)                                                                           \
+  (dweight ? (memset(out, 0, ny * sizeof(float)),                                               \
+              sde_nn_conv2d_backward(NULL, out, NULL, g, x, w, &s, scratch))                    \
+           : sde_nn_conv2d_forward(out, x, w, bias, &s, scratch))
+    WINO_RUN(yd); /* the default path, warm-up */
     for (int r = -1; r < reps; r++) /* r = −1: warm-up */
       for (int k = 0; k < 3; k++) {
         setenv("SDE_NN_WINOGRAD", mode[k][0], 1);
         setenv("SDE_NN_WINOGRAD_TILE", mode[k][1], 1);
         const double t0 = now();
-        sde_nn_conv2d_forward(y, x, w, bias, &s, scratch);
+        WINO_RUN(y);
         const double t = now() - t0;
         if (r >= 0 && t < best[k]) best[k] = t;
-        if (r < 0 && taken < 0 && !memcmp(y, yd, nx * sizeof(float))) taken = k;
+        if (r < 0 && taken < 0 && !memcmp(y, yd, ny * sizeof(float))) taken = k;
       }
     unsetenv("SDE_NN_WINOGRAD");
     unsetenv("SDE_NN_WINOGRAD_TILE");
@@ -205,14 +214,16 @@ static void bench_wino(int reps) {
     printf("%-20s %8.3f%s | %7.3f%s %5.2f | %7.3f%s %5.2f\n", label, best[0] * 1e3,
            taken == 0 ? "*" : " ", best[1] * 1e3, taken == 1 ? "*" : " ", best[1] / best[0],
            best[2] * 1e3, taken == 2 ? "*" : " ", best[2] / best[0]);
-    free(x), free(w), free(bias), free(y), free(yd), free(scratch);
+    free(x), free(w), free(bias), free(y), free(yd), free(g), free(scratch);
   }
+#undef WINO_RUN
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && !strcmp(argv[1], "--wino")) {
+  if (argc > 1 && (!strcmp(argv[1], "--wino") || !strcmp(argv[1], "--wino-dweight"))) {
     printf("threads %d (OMP_NUM_THREADS), CPU kernels %s\n", sde_get_num_threads(), sde_cpu_kernels());
-    bench_wino(argc > 2 ? atoi(argv[2]) : 9);
+    bench_wino(argc > 2 ? atoi(argv[2]) : 9, !strcmp(argv[1], "--wino-dweight"),
+               argc > 5 ? atoi(argv[3]) : 0, argc > 5 ? atoi(argv[4]) : 0, argc > 5 ? atoi(argv[5]) : 0);
     return 0;
   }
   int quick = argc > 1 && !strcmp(argv[1], "--quick");

@@ -469,6 +469,115 @@ static void run_wino_dinp_case(int B, int Ci, int Co, int H, int W) {
   free(x), free(g), free(w), free(d0), free(wT), free(ref);
 }
 
+/* The weight gradient by Winograd on AVX2 (ops_conv_avx2.c a2_wgdw_*, SDE_NN_WINOGRAD=2):
+ * dg = Gᵀ[Σ_t (A dy_t Aᵀ) ⊙ (Bᵀ d_t B)]G over the tiles t, the adjoint of the forward.
+ * Against float64 under the same sums in absolute value: with D̃ = |A||dy||Aᵀ| and
+ * Ṽ = |Bᵀ||d||B| per tile,
+ *   |dĝ − dg| ≤ γ(⌈T/8⌉ + 24)·(|Gᵀ|(Σ_t D̃ ⊙ Ṽ)|G| + |dweight before|)
+ * (T the batch's tiles: a band's products are 8-lane float32 sums of at most ⌈T/8⌉ terms,
+ * 3 more across the lanes, ≤ 6 roundings in each transform, 1 onto dweight; the bands are
+ * added in float64). 1/2/3 threads bit-identical. Elsewhere (AVX-512: the direct dweight)
+ * the direct bound of run_dw_case, γ(B·H·W + 1)·(Σ|dy·x| + |dweight before|). */
+static void run_wino_dw_case(int B, int Ci, int Co, int H, int W) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
+  float *x = rand_f(nx), *g = rand_f(ny), *w = rand_f(nw), *d0 = rand_f(nw), *dw[3];
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    dw[t] = malloc(nw * sizeof(float));
+    memcpy(dw[t], d0, nw * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= sde_nn_conv2d_backward(NULL, dw[t], NULL, g, x, w, &s, NULL);
+  }
+  sde_set_num_threads(2);
+  const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
+  const int m = wino_tile(), P = m + 2, PP = P * P, nth = (H + m - 1) / m, ntw = (W + m - 1) / m;
+  static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};
+  static const double Bt2[4][4] = {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}};
+  static const double At2[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
+  static const double G4[6][3] = {{0.25, 0, 0},          {1.0 / 6, 1.0 / 6, 1.0 / 6},
+                                  {1.0 / 6, 1.0 / 6, 1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+  static const double Bt4[6][6] = {{4, 0, 5, 0, 1, 0}, {0, 4, 4, 1, 1, 0}, {0, 4, 4, 1, 1, 0},
+                                   {0, 2, 1, 2, 1, 0}, {0, 2, 1, 2, 1, 0}, {0, 4, 0, 5, 0, 1}};
+  static const double At4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, 1, 2, 2, 0}, {0, 1, 1, 4, 4, 0},
+                                   {0, 1, 1, 8, 8, 1}};
+  const double *G = m == 4 ? &G4[0][0] : &G2[0][0], *Bt = m == 4 ? &Bt4[0][0] : &Bt2[0][0];
+  const double *At = m == 4 ? &At4[0][0] : &At2[0][0];
+  const size_t T = (size_t)B * nth * ntw;
+  /* Ṽ[ci][t][PP], D̃[co][t][PP] */
+  double *Va = malloc((size_t)Ci * T * PP * sizeof(double)), *Da = malloc((size_t)Co * T * PP * sizeof(double));
+  for (int bi = 0; bi < B; bi++)
+    for (int th = 0; th < nth; th++)
+      for (int tw = 0; tw < ntw; tw++) {
+        const size_t t = ((size_t)bi * nth + th) * ntw + tw;
+        for (int ci = 0; ci < Ci; ci++)
+          for (int a = 0; a < P; a++)
+            for (int e = 0; e < P; e++) {
+              double acc = 0;
+              for (int r = 0; r < P; r++)
+                for (int k = 0; k < P; k++) {
+                  const int ih = m * th - 1 + r, iw = m * tw - 1 + k;
+                  if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                    acc += Bt[a * P + r] * fabs(x[(((size_t)bi * Ci + ci) * H + ih) * W + iw]) * Bt[e * P + k];
+                }
+              Va[((size_t)ci * T + t) * PP + a * P + e] = acc;
+            }
+        for (int co = 0; co < Co; co++)
+          for (int a = 0; a < P; a++)
+            for (int e = 0; e < P; e++) {
+              double acc = 0;
+              for (int i = 0; i < m; i++)
+                for (int k = 0; k < m; k++) {
+                  const int oh = m * th + i, ow = m * tw + k;
+                  if (oh < H && ow < W)
+                    acc += At[i * P + a] * fabs(g[(((size_t)bi * Co + co) * H + oh) * W + ow]) * At[k * P + e];
+                }
+              Da[((size_t)co * T + t) * PP + a * P + e] = acc;
+            }
+      }
+  const double u = 0x1.0p-24, n = avx2 ? ceil(T / 8.0) + 24 : (double)B * H * W + 1;
+  const double gam = n * u / (1 - n * u);
+  double worst = 0, rel = 0;
+  for (int co = 0; co < Co; co++)
+    for (int ci = 0; ci < Ci; ci++) {
+      double S[36] = {0};
+      for (size_t t = 0; t < T; t++) {
+        const double *v = Va + ((size_t)ci * T + t) * PP, *d = Da + ((size_t)co * T + t) * PP;
+        for (int k = 0; k < PP; k++) S[k] += d[k] * v[k];
+      }
+      for (int kh = 0; kh < 3; kh++)
+        for (int kw = 0; kw < 3; kw++) {
+          const size_t wi = ((size_t)(co * Ci + ci) * 3 + kh) * 3 + kw;
+          double acc = d0[wi], mag = fabs(d0[wi]), mw = fabs(d0[wi]);
+          for (int a = 0; a < P; a++)
+            for (int e = 0; e < P; e++) mw += G[a * 3 + kh] * S[a * P + e] * G[e * 3 + kw];
+          for (int bi = 0; bi < B; bi++)
+            for (int oh = 0; oh < H; oh++) {
+              const int ih = oh - 1 + kh;
+              if (ih < 0 || ih >= H) continue;
+              for (int ow = 0; ow < W; ow++) {
+                const int iw = ow - 1 + kw;
+                if (iw < 0 || iw >= W) continue;
+                const double p = (double)g[(((size_t)bi * Co + co) * H + oh) * W + ow] *
+                                 x[(((size_t)bi * Ci + ci) * H + ih) * W + iw];
+                acc += p, mag += fabs(p);
+              }
+            }
+          const double err = fabs(dw[1][wi] - acc);
+          const double e = err / (gam * (avx2 ? mw : mag) + 1e-30), r = err / (mag + 1e-30);
+          worst = e > worst ? e : worst;
+          rel = r > rel ? r : rel;
+        }
+    }
+  const int same = !memcmp(dw[0], dw[1], nw * sizeof(float)) && !memcmp(dw[0], dw[2], nw * sizeof(float));
+  TAP_CHECK(rc == 0 && worst <= 1 && same,
+            "winograd F(%dx%d) dweight B=%d %d->%d %dx%d: vs float64 %.3g of the bound (max err / "
+            "Σ|dy·x| %.3g), 1/2/3 threads bit-identical (%d)", m, m, B, Ci, Co, H, W, worst, rel, same);
+  for (int t = 0; t < 3; t++) free(dw[t]);
+  free(x), free(g), free(w), free(d0), free(Va), free(Da);
+}
+
 /* The shapes the networks' 3x3 convs take by default go through Winograd (they differ from
  * the direct conv), the others do not; shapes only, whatever the batch. On AVX2, F(4x4, 3x3)
  * from 64 tiles of 4x4 per image, F(2x2, 3x3) below (expect 4 or 2). */
@@ -492,6 +601,30 @@ static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
             took && !direct ? "winograd" : direct ? "direct" : "?",
             expect == 4 ? "winograd, F(4x4) on AVX2" : expect ? "winograd, F(2x2)" : "direct");
   free(x), free(w), free(b), free(yd), free(yw), free(y);
+}
+
+/* The weight gradient goes through Winograd by default where sde_ops_wino_avx2_dweight_pays
+ * says (AVX2: F(4x4) shapes from 128 channels and 512 tiles in the batch), the direct
+ * weight gradient elsewhere */
+static void run_wino_dw_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
+  float *x = rand_f(nx), *g = rand_f(ny), *w = rand_f(nw), *dw[3];
+  static const char *mode[3] = {"0", "2", NULL};
+  int rc = 0;
+  for (int k = 0; k < 3; k++) {
+    dw[k] = calloc(nw, sizeof(float));
+    if (mode[k]) setenv("SDE_NN_WINOGRAD", mode[k], 1), setenv("SDE_NN_WINOGRAD_TILE", "4", 1);
+    else unsetenv("SDE_NN_WINOGRAD"), unsetenv("SDE_NN_WINOGRAD_TILE");
+    rc |= sde_nn_conv2d_backward(NULL, dw[k], NULL, g, x, w, &s, NULL);
+  }
+  const int direct = !memcmp(dw[2], dw[0], nw * sizeof(float));
+  const int took = !memcmp(dw[2], dw[1], nw * sizeof(float)) && !direct;
+  TAP_CHECK(rc == 0 && (expect ? took : direct),
+            "winograd dweight by default B=%d %d->%d %dx%d: %s (expected %s)", B, Ci, Co, H, W,
+            took ? "winograd" : direct ? "direct" : "?", expect ? "winograd" : "direct");
+  for (int k = 0; k < 3; k++) free(dw[k]);
+  free(x), free(g), free(w);
 }
 
 int main(void) {
@@ -601,6 +734,8 @@ int main(void) {
     /* the input gradient of every shape whose transpose (C_in and C_out swapped) is above */
     for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
       run_wino_dinp_case(wc[i][0], wc[i][2], wc[i][1], wc[i][3], wc[i][4]);
+    for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
+      run_wino_dw_case(wc[i][0], wc[i][1], wc[i][2], wc[i][3], wc[i][4]);
   }
   unsetenv("SDE_NN_WINOGRAD_TILE");
   unsetenv("SDE_NN_WINOGRAD");
@@ -615,5 +750,11 @@ int main(void) {
   run_wino_dispatch(2, 256, 256, 8, 8, 0);
   run_wino_dispatch(2, 16, 128, 32, 32, 0);
   run_wino_dispatch(2, 128, 16, 32, 32, 0);
+  const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
+  run_wino_dw_dispatch(2, 128, 128, 64, 64, avx2);
+  run_wino_dw_dispatch(8, 128, 160, 32, 32, avx2);
+  run_wino_dw_dispatch(1, 128, 128, 32, 32, 0); /* 64 tiles */
+  run_wino_dw_dispatch(8, 64, 64, 32, 32, 0);   /* 64 channels */
+  run_wino_dw_dispatch(8, 128, 128, 16, 16, 0); /* F(2x2) shapes */
   return tap_done();
 }

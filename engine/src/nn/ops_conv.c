@@ -312,6 +312,7 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
     if (avx2_cpu_ok()) d = sde_ops_wino_avx2_scratch_floats(s), e = sde_ops_wino_avx2_scratch_floats(&t);
     if (d > n) n = d;
     if (e > n) n = e;
+    if (avx2_cpu_ok() && (e = sde_ops_wino_avx2_dweight_scratch_floats(s)) > n) n = e;
   }
 #endif
   sde_nn_conv2d_shape t;
@@ -1461,6 +1462,13 @@ static int wino_usable(const sde_nn_conv2d_shape *s) {
   return cmin >= WG_MIN_C && ntw >= WG_MIN_TW && (int64_t)((s->H + 1) / 2) * ntw >= WG_MIN_TILES;
 }
 
+/* the weight gradient by Winograd: AVX2 only (ops_conv_avx2.c), its own measured gate */
+static int wino_dweight_usable(const sde_nn_conv2d_shape *s) {
+  if (!avx2_cpu_ok() || !sde_ops_wino_avx2_usable(s)) return 0;
+  const int mode = wino_mode();
+  return mode == 2 || (mode != 0 && sde_ops_wino_avx2_dweight_pays(s));
+}
+
 /* U[ξ][cb][ci][DC_R] (64-byte aligned in the scratch) */
 static size_t wino_scratch_floats(const sde_nn_conv2d_shape *s) {
   return (size_t)16 * ceil_div(s->C_out, DC_R) * DC_R * s->C_in + 16;
@@ -1983,6 +1991,16 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   const int direct = dinp && (wino || avx2 || dconv_dinp_shape(s, &t));
   const int parts = dw_parts(s, imgs);
   float *part = col + (size_t)K * imgs * rows * Wo;
+#ifdef HAVE_DCONV
+  if (dweight && wino_dweight_usable(s)) {
+    rc = sde_ops_wino_avx2_dweight(dweight, dout, inp, s, col);
+    if (rc) {
+      free(owned);
+      return rc;
+    }
+    dweight = NULL;
+  }
+#endif
   if (dweight && sde_ops_conv_avx2_dweight_usable(s)) {
     rc = sde_ops_conv_avx2_dweight(dweight, dout, inp, s, col);
     if (rc) {

@@ -988,6 +988,275 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
   return SDE_OK;
 }
 
+/* ---- Winograd weight gradient --------------------------------------------------------------
+ * The forward y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is exact and linear in g, so its adjoint is the
+ * weight gradient: for the output gradient dy of each tile,
+ *   dg = Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G.
+ * Per band of tiles (as the forward): V = Bᵀ d B by the forward's input transform,
+ * D[ξ][co][t] = (A dy Aᵀ)[ξ] (a2_wgdw_dout; dy zero outside the image), and per ξ the
+ * products P[ξ][ci][co] += Σ_t D[ξ][co][t]·V[ξ][ci][t] (a2_wgdw_products: 8-lane float32
+ * sums over the band's tiles, then into float64 P); at the end dg += Gᵀ P G in float64,
+ * rounded once. A weight-gradient element is summed by one task in a fixed order: the bits do
+ * not depend on the thread count. F(4x4) needs 2.25 multiplications per input and output
+ * channel and output position (the direct kernel 9), F(2x2) 4. */
+typedef struct {
+  a2_wg_job w; /* the bands, V, and D in w.M ([ξ][Co rounded up to A2_R][Tp]) */
+  const float *dout;
+  float *dweight;
+  double *P; /* [ξ][Ci][Co4] */
+  int Co4;
+} a2_wgdw_job;
+
+/* A·(column of m values) for F(2x2): (y0, y0 + y1, y0 − y1, −y1); F(4x4): (y0, (y0 + y2) ±
+ * (y1 + y3), (y0 + 4y2) ± (2y1 + 8y3), y3) — the transposes of A2_AT6's Aᵀ, exact in
+ * powers of two but for the sums */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wgdw_a(int m, const __m256 *y, __m256 *o) {
+  if (m == 2) {
+    o[0] = y[0], o[1] = _mm256_add_ps(y[0], y[1]), o[2] = _mm256_sub_ps(y[0], y[1]);
+    o[3] = _mm256_sub_ps(_mm256_setzero_ps(), y[1]);
+    return;
+  }
+  const __m256 p = _mm256_add_ps(y[0], y[2]), q = _mm256_add_ps(y[1], y[3]);
+  const __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(4), y[2], y[0]);
+  const __m256 t = _mm256_fmadd_ps(_mm256_set1_ps(8), y[3], _mm256_add_ps(y[1], y[1]));
+  o[0] = y[0], o[1] = _mm256_add_ps(p, q), o[2] = _mm256_sub_ps(p, q);
+  o[3] = _mm256_add_ps(r, t), o[4] = _mm256_sub_ps(r, t), o[5] = y[3];
+}
+
+/* D of the band for output channel co of Co4 (channels past C_out: zeros), 8 tiles of a
+ * tile row at a time: the tile row's m rows of dy (zero past the image) are copied into
+ * zero-padded rows, and each 8 tiles' m x m values split into column phases (lanes = tiles:
+ * a 4x8 transpose for m = 4, even/odd for m = 2) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
+  const a2_wg_job *j = &jj->w;
+  const int P = m + 2, H = j->H, W = j->W, ntw = j->ntw;
+  const size_t ds = (size_t)jj->Co4 * j->Tp;
+  float *d = j->M + (size_t)co * j->Tp;
+  if (co >= j->Co) {
+    for (int xi = 0; xi < j->nxi; xi++) memset(d + xi * ds, 0, (size_t)j->Tp * sizeof(float));
+    return;
+  }
+  const int nw = (ntw + A2_V - 1) / A2_V * A2_V * m; /* padded row length */
+  float rows[4][1024 + 4 * A2_V];
+  for (int tr = 0; tr < j->nrow; tr++) {
+    const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
+    const float *y = jj->dout + ((size_t)img * j->Co + co) * H * W;
+    for (int i = 0; i < m; i++) {
+      const int oh = m * th + i, n = oh < H ? W : 0;
+      if (n) memcpy(rows[i], y + (size_t)oh * W, (size_t)n * sizeof(float));
+      memset(rows[i] + n, 0, (size_t)(nw - n) * sizeof(float));
+    }
+    float *dt = d + (size_t)tr * ntw;
+    for (int tw = 0; tw < ntw; tw += A2_V) {
+      __m256 c[4][4]; /* c[i][k]: row i, column k of the 8 tiles */
+      for (int i = 0; i < m; i++) {
+        const float *r = rows[i] + m * tw;
+        if (m == 2) {
+          const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
+          /* shuffles give tiles 0 1 4 5 2 3 6 7; the 64-bit permute puts them in order */
+          c[i][0] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(q0, q1, 0x88)), 0xD8));
+          c[i][1] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(q0, q1, 0xDD)), 0xD8));
+          continue;
+        }
+        const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
+        const __m256 q2 = _mm256_loadu_ps(r + 16), q3 = _mm256_loadu_ps(r + 24);
+        const __m256 a = _mm256_permute2f128_ps(q0, q2, 0x20), b = _mm256_permute2f128_ps(q0, q2, 0x31);
+        const __m256 cc = _mm256_permute2f128_ps(q1, q3, 0x20), dd = _mm256_permute2f128_ps(q1, q3, 0x31);
+        const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+        const __m256 t2 = _mm256_unpacklo_ps(cc, dd), t3 = _mm256_unpackhi_ps(cc, dd);
+        c[i][0] = _mm256_shuffle_ps(t0, t2, 0x44), c[i][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+        c[i][2] = _mm256_shuffle_ps(t1, t3, 0x44), c[i][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+      }
+      __m256 e[6][4];
+      for (int k = 0; k < m; k++) { /* column k of the tiles: A dy */
+        __m256 col[4], o[6];
+        for (int i = 0; i < m; i++) col[i] = c[i][k];
+        a2_wgdw_a(m, col, o);
+        for (int a = 0; a < P; a++) e[a][k] = o[a];
+      }
+      const int n = ntw - tw < A2_V ? ntw - tw : A2_V;
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      for (int a = 0; a < P; a++) { /* (A dy) Aᵀ: row a */
+        __m256 o[6];
+        a2_wgdw_a(m, e[a], o);
+        for (int b = 0; b < P; b++) /* (a masked store is slow on AMD: only for the tail) */
+          if (n == A2_V) _mm256_storeu_ps(dt + (P * a + b) * ds + tw, o[b]);
+          else _mm256_maskstore_ps(dt + (P * a + b) * ds + tw, mask, o[b]);
+      }
+    }
+  }
+  for (int xi = 0; xi < j->nxi; xi++) /* the padding tiles */
+    memset(d + xi * ds + (size_t)j->nrow * ntw, 0, (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
+}
+
+__attribute__((target("avx2,fma"))) static void a2_wgdw_dout2(const a2_wgdw_job *jj, int co) {
+  a2_wgdw_dout_m(jj, co, 2);
+}
+__attribute__((target("avx2,fma"))) static void a2_wgdw_dout4(const a2_wgdw_job *jj, int co) {
+  a2_wgdw_dout_m(jj, co, 4);
+}
+
+/* transforms of the band: tasks [0, C_in) V (the forward's input transform), then D */
+static void a2_wgdw_transforms(void *ctx, int64_t c0, int64_t c1) {
+  const a2_wgdw_job *jj = ctx;
+  for (int64_t c = c0; c < c1; c++) {
+    if (c < jj->w.Ci) (jj->w.m == 4 ? a2_wg4_input : a2_wg_input)((void *)&jj->w, c, c + 1);
+    else (jj->w.m == 4 ? a2_wgdw_dout4 : a2_wgdw_dout2)(jj, (int)(c - jj->w.Ci));
+  }
+}
+
+#define A2_DWW_C 3 /* input channels per register tile (A2_R output channels x 3: 12 sums) */
+
+/* P[c][r] += Σ over nvec vectors of D rows d + r·Tp times V rows v + c·Tp (P: float64,
+ * row stride ps), each 8-lane sum added across in a fixed order ((l0 + l1) + (l2 + l3)) +
+ * ((l4 + l5) + (l6 + l7)), 4 output channels at a time (three hadds and one add) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wgdw_kernel(double *P, size_t ps, const float *d, const float *v, size_t Tp, int nvec,
+               const int NC) {
+  __m256 acc[A2_R][A2_DWW_C];
+#pragma GCC unroll 4
+  for (int r = 0; r < A2_R; r++)
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_ps();
+  for (int t = 0; t < nvec * A2_V; t += A2_V) {
+    __m256 vv[A2_DWW_C];
+#pragma GCC unroll 3
+    for (int c = 0; c < NC; c++) vv[c] = _mm256_loadu_ps(v + c * Tp + t);
+#pragma GCC unroll 4
+    for (int r = 0; r < A2_R; r++) {
+      const __m256 dv = _mm256_loadu_ps(d + r * Tp + t);
+#pragma GCC unroll 3
+      for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(dv, vv[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 3
+  for (int c = 0; c < NC; c++) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0][c], acc[1][c]),
+                                    _mm256_hadd_ps(acc[2][c], acc[3][c]));
+    const __m128 sum = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    double *p = P + c * ps;
+    _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), _mm256_cvtps_pd(sum)));
+  }
+}
+
+typedef void (*a2_wgdw_fn)(double *, size_t, const float *, const float *, size_t, int);
+#define A2_WGDW_TILE(NC)                                                                        \
+  __attribute__((target("avx2,fma"))) static void a2_wgdw_tile##NC(                             \
+      double *P, size_t ps, const float *d, const float *v, size_t Tp, int nvec) {              \
+    a2_wgdw_kernel(P, ps, d, v, Tp, nvec, NC);                                                  \
+  }
+A2_WGDW_TILE(1)
+A2_WGDW_TILE(2)
+A2_WGDW_TILE(3)
+
+/* products, tasks t: (ξ, block of A2_R output channels), over all input channels */
+static void a2_wgdw_products(void *ctx, int64_t t0, int64_t t1) {
+  static const a2_wgdw_fn fns[A2_DWW_C] = {a2_wgdw_tile1, a2_wgdw_tile2, a2_wgdw_tile3};
+  const a2_wgdw_job *jj = ctx;
+  const a2_wg_job *j = &jj->w;
+  const int nb = jj->Co4 / A2_R, Ci = j->Ci;
+  for (int64_t t = t0; t < t1; t++) {
+    const int xi = (int)(t / nb), co0 = (int)(t % nb) * A2_R;
+    const float *d = j->M + ((size_t)xi * jj->Co4 + co0) * j->Tp;
+    for (int ci0 = 0; ci0 < Ci; ci0 += A2_DWW_C) {
+      const int nc = Ci - ci0 < A2_DWW_C ? Ci - ci0 : A2_DWW_C;
+      fns[nc - 1](jj->P + ((size_t)xi * Ci + ci0) * jj->Co4 + co0, jj->Co4, d,
+                  j->V + ((size_t)xi * Ci + ci0) * j->Tp, j->Tp, j->Tp / A2_V);
+    }
+  }
+}
+
+/* dweight[co] += Gᵀ P G for output channels [c0, c1), in float64 */
+__attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_t c0, int64_t c1) {
+  const a2_wgdw_job *jj = ctx;
+  const int m = jj->w.m, P = m + 2, Ci = jj->w.Ci;
+  double G[6][3]; /* G[a][k] from a2_wg_g on the unit vectors */
+  for (int k = 0; k < 3; k++) {
+    __m256d o[6], e[3];
+    for (int i = 0; i < 3; i++) e[i] = _mm256_set1_pd(i == k ? 1.0 : 0.0);
+    a2_wg_g(m, e[0], e[1], e[2], o);
+    for (int a = 0; a < P; a++) G[a][k] = _mm256_cvtsd_f64(o[a]);
+  }
+  for (int64_t co = c0; co < c1; co++)
+    for (int ci = 0; ci < Ci; ci++) {
+      const double *p = jj->P + (size_t)ci * jj->Co4 + co;
+      const size_t ps = (size_t)Ci * jj->Co4; /* ξ's stride */
+      double t[6][3]; /* P G */
+      for (int a = 0; a < P; a++)
+        for (int kw = 0; kw < 3; kw++) {
+          double acc = 0;
+          for (int b = 0; b < P; b++) acc += p[(a * P + b) * ps] * G[b][kw];
+          t[a][kw] = acc;
+        }
+      float *dw = jj->dweight + ((size_t)co * Ci + ci) * 9;
+      for (int kh = 0; kh < 3; kh++)
+        for (int kw = 0; kw < 3; kw++) {
+          double acc = 0;
+          for (int a = 0; a < P; a++) acc += G[a][kh] * t[a][kw];
+          dw[kh * 3 + kw] = (float)((double)dw[kh * 3 + kw] + acc);
+        }
+    }
+}
+
+/* Where the Winograd weight gradient beats the direct one (bench_ops --wino-dweight, Zen 3,
+ * 2 threads; docs/BENCHMARKS.md): F(4x4) at 128 channels and ≥ 512 tiles in the batch
+ * (0.47-0.94x the time), not at 32-64 channels (0.9-1.1x: the transforms of x and dy cost
+ * about what the products save), nor with few tiles (1.5-2.2x at batch 1, 32x32: the
+ * 36·C_in·C_out sums per tile outweigh the products), F(2x2) nowhere (0.9-3x). */
+int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) {
+  const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
+  return sde_ops_wino_avx2_usable(s) && a2_wg4_shape(s) && cmin >= 128 &&
+         (int64_t)s->B * ((s->H + 3) / 4) * ((s->W + 3) / 4) >= 512;
+}
+
+/* scratch of the weight gradient for tile side m: P (float64), then V and D of the largest
+ * band */
+static size_t a2_wgdw_scratch(const sde_nn_conv2d_shape *s, int m) {
+  const int nxi = (m + 2) * (m + 2), nth = (s->H + m - 1) / m, ntw = (s->W + m - 1) / m;
+  const int rows = a2_wg_band_rows(ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
+  const int64_t all = (int64_t)s->B * nth;
+  const size_t Tp = (size_t)ceil_div((int)(rows < all ? rows : all) * ntw, A2_V) * A2_V;
+  return (size_t)2 * nxi * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
+         (size_t)nxi * (s->C_in + ceil_div(s->C_out, A2_R) * A2_R) * Tp;
+}
+
+/* either tile size (the choice may change between sizing and running) */
+size_t sde_ops_wino_avx2_dweight_scratch_floats(const sde_nn_conv2d_shape *s) {
+  const size_t a = a2_wgdw_scratch(s, 2), b = a2_wgdw_scratch(s, 4);
+  return a > b ? a : b;
+}
+
+/* dweight += the weight gradient of a 3x3 stride-1 pad-1 conv (sde_ops_wino_avx2_usable) by
+ * Winograd, F(4x4) or F(2x2) as the forward takes; scratch:
+ * sde_ops_wino_avx2_dweight_scratch_floats(s) */
+int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *inp,
+                              const sde_nn_conv2d_shape *s, float *scratch) {
+  const int m = a2_wg_tile(s);
+  a2_wgdw_job jj = {.dout = dout, .dweight = dweight, .Co4 = ceil_div(s->C_out, A2_R) * A2_R};
+  a2_wg_job *j = &jj.w;
+  *j = (a2_wg_job){.inp = inp, .Ci = s->C_in, .Co = s->C_out, .H = s->H, .W = s->W, .m = m,
+                   .nxi = (m + 2) * (m + 2), .nth = (s->H + m - 1) / m, .ntw = (s->W + m - 1) / m};
+  float *base = scratch + (8 - ((uintptr_t)scratch / sizeof(float)) % 8) % 8;
+  jj.P = (double *)base;
+  const size_t np = (size_t)j->nxi * jj.Co4 * s->C_in;
+  memset(jj.P, 0, np * sizeof(double));
+  const int rows = a2_wg_band_rows(j->ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
+  const int all = s->B * j->nth;
+  const size_t Tmax = (size_t)ceil_div((rows < all ? rows : all) * j->ntw, A2_V) * A2_V;
+  j->V = base + 2 * np;
+  j->M = j->V + (size_t)j->nxi * s->C_in * Tmax;
+  for (j->th0 = 0; j->th0 < all; j->th0 += rows) {
+    j->nrow = all - j->th0 < rows ? all - j->th0 : rows;
+    j->Tp = ceil_div(j->nrow * j->ntw, A2_V) * A2_V;
+    sde_parallel_for(s->C_in + jj.Co4, 1, a2_wgdw_transforms, &jj);
+    sde_parallel_for_dynamic((int64_t)j->nxi * (jj.Co4 / A2_R), 1, a2_wgdw_products, &jj);
+  }
+  sde_parallel_for(s->C_out, 1, a2_wgdw_finish, &jj);
+  return SDE_OK;
+}
+
 #else /* no x86-64 SIMD: the usable checks say no, so ops_conv.c never calls the others */
 int sde_ops_conv_avx2_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 int sde_ops_conv_avx2_dweight_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
@@ -995,6 +1264,8 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; 
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 size_t sde_ops_conv_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+size_t sde_ops_wino_avx2_dweight_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
                       int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
                       int accum) {
@@ -1003,6 +1274,11 @@ int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, s
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
 }
 int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *inp,
+                              const sde_nn_conv2d_shape *s, float *scratch) {
+  (void)dweight, (void)dout, (void)inp, (void)s, (void)scratch;
+  return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
+}
+int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *inp,
                               const sde_nn_conv2d_shape *s, float *scratch) {
   (void)dweight, (void)dout, (void)inp, (void)s, (void)scratch;
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
