@@ -475,14 +475,21 @@ int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *in
  * the thread count nor on the batch. */
 #define A2_WG_BAND 256
 
+/* The row stride of V and M for Tp tiles: an odd number of 8-float half lines, so that the
+ * C_in rows of a register tile's column of V fall on all L1 sets. At a stride of a power
+ * of two (256 tiles: 1 KB) they share a few sets and the column, which should stay in L1
+ * while every output-channel block streams past it, came from L2 each time. */
+static int a2_wg_stride(int Tp) { return Tp / A2_V % 2 ? Tp : Tp + A2_V; }
+
 typedef struct {
   float *out, *V, *M;
   const float *inp, *w, *bias;
   float *U; /* [nxi][ncb][Ci][A2_R] */
   int m, nxi; /* output tile side (2 or 4) and transformed positions ((m + 2)²) */
   int Ci, Co, H, W, nth, ntw, ncb, accum;
-  int th0, nrow, Tp; /* the band: first tile row of the batch (image b's tile row th is row
-                      * b·nth + th), tile rows, tiles rounded up to 8 */
+  int th0, nrow, Tp, Ts; /* the band: first tile row of the batch (image b's tile row th is
+                          * row b·nth + th), tile rows, tiles rounded up to 8, and the row
+                          * stride of V and M (a2_wg_stride) */
   int ntile;         /* register tiles of the products per ξ (over the band's tiles) */
 } a2_wg_job;
 
@@ -570,10 +577,10 @@ __attribute__((target("avx2,fma"))) static void a2_wg_weights(void *ctx, int64_t
 __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
-  const size_t xs = (size_t)j->Ci * j->Tp;
+  const size_t xs = (size_t)j->Ci * j->Ts;
   float ev[4][512 + 1], od[4][512 + 1];
   for (int64_t ci = c0; ci < c1; ci++) {
-    float *v = j->V + (size_t)ci * j->Tp;
+    float *v = j->V + (size_t)ci * j->Ts;
     for (int tr = 0; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
       const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
@@ -634,19 +641,19 @@ static void a2_wg_products(void *ctx, int64_t t0, int64_t t1) {
   float acc[A2_R * A2_J * A2_V];
   for (int64_t t = t0; t < t1; t++) {
     const int xi = (int)(t / j->ntile), tl = (int)(t % j->ntile);
-    const float *vx = j->V + (size_t)xi * j->Ci * j->Tp;
+    const float *vx = j->V + (size_t)xi * j->Ci * j->Ts;
     const int v0 = tl * A2_J, J = nv - v0 < A2_J ? nv - v0 : A2_J;
     ptrdiff_t off[A2_J];
     for (int k = 0; k < J; k++) off[k] = (ptrdiff_t)(v0 + k) * A2_V;
     for (int cb = 0; cb < j->ncb; cb++) {
       const int nr = j->Co - cb * A2_R < A2_R ? j->Co - cb * A2_R : A2_R;
-      float *m = j->M + ((size_t)xi * j->Co + (size_t)cb * A2_R) * j->Tp, *dst[A2_J];
+      float *m = j->M + ((size_t)xi * j->Co + (size_t)cb * A2_R) * j->Ts, *dst[A2_J];
       for (int k = 0; k < J; k++) dst[k] = m + (size_t)(v0 + k) * A2_V;
       for (int c0 = 0; c0 < j->Ci; c0 += cpp) {
         const int cn = j->Ci - c0 < cpp ? j->Ci - c0 : cpp, last = c0 + cn == j->Ci;
         const float *wp = j->U + (((size_t)xi * j->ncb + cb) * j->Ci + c0) * A2_R;
-        fns[J - 1](acc, vx + (size_t)c0 * j->Tp, off, wp, cn, (size_t)j->Tp, 1, 1, 0, c0 > 0,
-                   last ? dst : NULL, (size_t)j->Tp, nr, NULL, 0);
+        fns[J - 1](acc, vx + (size_t)c0 * j->Ts, off, wp, cn, (size_t)j->Ts, 1, 1, 0, c0 > 0,
+                   last ? dst : NULL, (size_t)j->Ts, nr, NULL, 0);
       }
     }
   }
@@ -658,9 +665,9 @@ static void a2_wg_products(void *ctx, int64_t t0, int64_t t1) {
 __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
-  const size_t ms = (size_t)j->Co * j->Tp;
+  const size_t ms = (size_t)j->Co * j->Ts;
   for (int64_t co = c0; co < c1; co++) {
-    const float *m = j->M + (size_t)co * j->Tp;
+    const float *m = j->M + (size_t)co * j->Ts;
     const float bv = j->bias ? j->bias[co] : 0.0f;
     const __m256 bias8 = _mm256_set1_ps(bv);
     for (int tr = 0; tr < j->nrow; tr++) {
@@ -770,12 +777,12 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
 __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
-  const size_t xs = (size_t)j->Ci * j->Tp;
+  const size_t xs = (size_t)j->Ci * j->Ts;
   const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5);
   const int nb = (ntw + A2_V) / A2_V; /* blocks of 8 phase entries: c = 0 .. ntw */
   float ph[6][4][(1024 / 4 + A2_V) / A2_V * A2_V], row[(1024 / 4 + A2_V) / A2_V * A2_V * 4];
   for (int64_t ci = c0; ci < c1; ci++) {
-    float *v = j->V + (size_t)ci * j->Tp;
+    float *v = j->V + (size_t)ci * j->Ts;
     for (int tr = 0; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
       const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
@@ -846,10 +853,10 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
 __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
-  const size_t ms = (size_t)j->Co * j->Tp;
+  const size_t ms = (size_t)j->Co * j->Ts;
   const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c8 = _mm256_set1_ps(8);
   for (int64_t co = c0; co < c1; co++) {
-    const float *m = j->M + (size_t)co * j->Tp;
+    const float *m = j->M + (size_t)co * j->Ts;
     const float bv = j->bias ? j->bias[co] : 0.0f;
     const __m256 bias8 = _mm256_set1_ps(bv);
     for (int tr = 0; tr < j->nrow; tr++) {
@@ -948,9 +955,9 @@ static size_t a2_wg_scratch(const sde_nn_conv2d_shape *s, int m) {
   const int nxi = (m + 2) * (m + 2), nth = (s->H + m - 1) / m, ntw = (s->W + m - 1) / m;
   const int rows = a2_wg_band_rows(ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
   const int64_t all = (int64_t)s->B * nth;
-  const size_t Tp = (size_t)ceil_div((int)(rows < all ? rows : all) * ntw, A2_V) * A2_V;
+  const size_t Ts = a2_wg_stride(ceil_div((int)(rows < all ? rows : all) * ntw, A2_V) * A2_V);
   return (size_t)nxi * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
-         (size_t)nxi * (s->C_in + s->C_out) * Tp;
+         (size_t)nxi * (s->C_in + s->C_out) * Ts;
 }
 
 /* either tile size (the choice may change between sizing and running) */
@@ -973,13 +980,14 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
   j.U = scratch + (8 - ((uintptr_t)scratch / sizeof(float)) % 8) % 8;
   const int rows = a2_wg_band_rows(j.ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
   const int all = s->B * j.nth; /* tile rows of the batch */
-  const size_t Tmax = (size_t)ceil_div((rows < all ? rows : all) * j.ntw, A2_V) * A2_V;
+  const size_t Tmax = a2_wg_stride(ceil_div((rows < all ? rows : all) * j.ntw, A2_V) * A2_V);
   j.V = j.U + (size_t)j.nxi * j.ncb * A2_R * s->C_in;
   j.M = j.V + (size_t)j.nxi * s->C_in * Tmax;
   sde_parallel_for(j.ncb, 1, a2_wg_weights, &j);
   for (j.th0 = 0; j.th0 < all; j.th0 += rows) {
     j.nrow = all - j.th0 < rows ? all - j.th0 : rows;
     j.Tp = ceil_div(j.nrow * j.ntw, A2_V) * A2_V;
+    j.Ts = a2_wg_stride(j.Tp);
     j.ntile = ceil_div(j.Tp / A2_V, A2_J);
     sde_parallel_for(s->C_in, 1, m == 4 ? a2_wg4_input : a2_wg_input, &j);
     sde_parallel_for_dynamic((int64_t)j.nxi * j.ntile, 1, a2_wg_products, &j);
@@ -1000,7 +1008,7 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
  * not depend on the thread count. F(4x4) needs 2.25 multiplications per input and output
  * channel and output position (the direct kernel 9), F(2x2) 4. */
 typedef struct {
-  a2_wg_job w; /* the bands, V, and D in w.M ([ξ][Co rounded up to A2_R][Tp]) */
+  a2_wg_job w; /* the bands, V, and D in w.M ([ξ][Co rounded up to A2_R][Ts]) */
   const float *dout;
   float *dweight;
   double *P; /* [ξ][Ci][Co4] */
@@ -1032,8 +1040,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void
 a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
   const a2_wg_job *j = &jj->w;
   const int P = m + 2, H = j->H, W = j->W, ntw = j->ntw;
-  const size_t ds = (size_t)jj->Co4 * j->Tp;
-  float *d = j->M + (size_t)co * j->Tp;
+  const size_t ds = (size_t)jj->Co4 * j->Ts;
+  float *d = j->M + (size_t)co * j->Ts;
   if (co >= j->Co) {
     for (int xi = 0; xi < j->nxi; xi++) memset(d + xi * ds, 0, (size_t)j->Tp * sizeof(float));
     return;
@@ -1109,11 +1117,11 @@ static void a2_wgdw_transforms(void *ctx, int64_t c0, int64_t c1) {
 
 #define A2_DWW_C 3 /* input channels per register tile (A2_R output channels x 3: 12 sums) */
 
-/* P[c][r] += Σ over nvec vectors of D rows d + r·Tp times V rows v + c·Tp (P: float64,
+/* P[c][r] += Σ over nvec vectors of D rows d + r·ts times V rows v + c·ts (P: float64,
  * row stride ps), each 8-lane sum added across in a fixed order ((l0 + l1) + (l2 + l3)) +
  * ((l4 + l5) + (l6 + l7)), 4 output channels at a time (three hadds and one add) */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-a2_wgdw_kernel(double *P, size_t ps, const float *d, const float *v, size_t Tp, int nvec,
+a2_wgdw_kernel(double *P, size_t ps, const float *d, const float *v, size_t ts, int nvec,
                const int NC) {
   __m256 acc[A2_R][A2_DWW_C];
 #pragma GCC unroll 4
@@ -1123,10 +1131,10 @@ a2_wgdw_kernel(double *P, size_t ps, const float *d, const float *v, size_t Tp, 
   for (int t = 0; t < nvec * A2_V; t += A2_V) {
     __m256 vv[A2_DWW_C];
 #pragma GCC unroll 3
-    for (int c = 0; c < NC; c++) vv[c] = _mm256_loadu_ps(v + c * Tp + t);
+    for (int c = 0; c < NC; c++) vv[c] = _mm256_loadu_ps(v + c * ts + t);
 #pragma GCC unroll 4
     for (int r = 0; r < A2_R; r++) {
-      const __m256 dv = _mm256_loadu_ps(d + r * Tp + t);
+      const __m256 dv = _mm256_loadu_ps(d + r * ts + t);
 #pragma GCC unroll 3
       for (int c = 0; c < NC; c++) acc[r][c] = _mm256_fmadd_ps(dv, vv[c], acc[r][c]);
     }
@@ -1144,8 +1152,8 @@ a2_wgdw_kernel(double *P, size_t ps, const float *d, const float *v, size_t Tp, 
 typedef void (*a2_wgdw_fn)(double *, size_t, const float *, const float *, size_t, int);
 #define A2_WGDW_TILE(NC)                                                                        \
   __attribute__((target("avx2,fma"))) static void a2_wgdw_tile##NC(                             \
-      double *P, size_t ps, const float *d, const float *v, size_t Tp, int nvec) {              \
-    a2_wgdw_kernel(P, ps, d, v, Tp, nvec, NC);                                                  \
+      double *P, size_t ps, const float *d, const float *v, size_t ts, int nvec) {              \
+    a2_wgdw_kernel(P, ps, d, v, ts, nvec, NC);                                                  \
   }
 A2_WGDW_TILE(1)
 A2_WGDW_TILE(2)
@@ -1159,11 +1167,11 @@ static void a2_wgdw_products(void *ctx, int64_t t0, int64_t t1) {
   const int nb = jj->Co4 / A2_R, Ci = j->Ci;
   for (int64_t t = t0; t < t1; t++) {
     const int xi = (int)(t / nb), co0 = (int)(t % nb) * A2_R;
-    const float *d = j->M + ((size_t)xi * jj->Co4 + co0) * j->Tp;
+    const float *d = j->M + ((size_t)xi * jj->Co4 + co0) * j->Ts;
     for (int ci0 = 0; ci0 < Ci; ci0 += A2_DWW_C) {
       const int nc = Ci - ci0 < A2_DWW_C ? Ci - ci0 : A2_DWW_C;
       fns[nc - 1](jj->P + ((size_t)xi * Ci + ci0) * jj->Co4 + co0, jj->Co4, d,
-                  j->V + ((size_t)xi * Ci + ci0) * j->Tp, j->Tp, j->Tp / A2_V);
+                  j->V + ((size_t)xi * Ci + ci0) * j->Ts, j->Ts, j->Tp / A2_V);
     }
   }
 }
@@ -1217,9 +1225,9 @@ static size_t a2_wgdw_scratch(const sde_nn_conv2d_shape *s, int m) {
   const int nxi = (m + 2) * (m + 2), nth = (s->H + m - 1) / m, ntw = (s->W + m - 1) / m;
   const int rows = a2_wg_band_rows(ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
   const int64_t all = (int64_t)s->B * nth;
-  const size_t Tp = (size_t)ceil_div((int)(rows < all ? rows : all) * ntw, A2_V) * A2_V;
+  const size_t Ts = a2_wg_stride(ceil_div((int)(rows < all ? rows : all) * ntw, A2_V) * A2_V);
   return (size_t)2 * nxi * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
-         (size_t)nxi * (s->C_in + ceil_div(s->C_out, A2_R) * A2_R) * Tp;
+         (size_t)nxi * (s->C_in + ceil_div(s->C_out, A2_R) * A2_R) * Ts;
 }
 
 /* either tile size (the choice may change between sizing and running) */
@@ -1244,12 +1252,13 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
   memset(jj.P, 0, np * sizeof(double));
   const int rows = a2_wg_band_rows(j->ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
   const int all = s->B * j->nth;
-  const size_t Tmax = (size_t)ceil_div((rows < all ? rows : all) * j->ntw, A2_V) * A2_V;
+  const size_t Tmax = a2_wg_stride(ceil_div((rows < all ? rows : all) * j->ntw, A2_V) * A2_V);
   j->V = base + 2 * np;
   j->M = j->V + (size_t)j->nxi * s->C_in * Tmax;
   for (j->th0 = 0; j->th0 < all; j->th0 += rows) {
     j->nrow = all - j->th0 < rows ? all - j->th0 : rows;
     j->Tp = ceil_div(j->nrow * j->ntw, A2_V) * A2_V;
+    j->Ts = a2_wg_stride(j->Tp);
     sde_parallel_for(s->C_in + jj.Co4, 1, a2_wgdw_transforms, &jj);
     sde_parallel_for_dynamic((int64_t)j->nxi * (jj.Co4 / A2_R), 1, a2_wgdw_products, &jj);
   }
