@@ -780,24 +780,33 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
   const size_t xs = (size_t)j->Ci * j->Ts;
   const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5);
   const int nb = (ntw + A2_V) / A2_V; /* blocks of 8 phase entries: c = 0 .. ntw */
-  float ph[6][4][(1024 / 4 + A2_V) / A2_V * A2_V], row[(1024 / 4 + A2_V) / A2_V * A2_V * 4];
+  float buf[6][4][(1024 / 4 + A2_V) / A2_V * A2_V], edge[4 * A2_V];
   for (int64_t ci = c0; ci < c1; ci++) {
     float *v = j->V + (size_t)ci * j->Ts;
+    float(*ph[6])[(1024 / 4 + A2_V) / A2_V * A2_V]; /* patch row i's phases: one of buf */
+    for (int i = 0; i < 6; i++) ph[i] = buf[i];
+    int kept = 0; /* rows 0 and 1 hold the last tile row's rows 4 and 5 */
     for (int tr = 0; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
       const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
-      for (int i = 0; i < 6; i++) {
+      for (int i = kept ? 2 : 0; i < 6; i++) {
         const int ih = 4 * th - 1 + i;
         if (ih < 0 || ih >= H) {
           for (int p = 0; p < 4; p++) memset(ph[i][p], 0, (size_t)nb * A2_V * sizeof(float));
           continue;
         }
-        /* row[k] = column k − 1, zero outside; 8 blocks of 4 phases transposed to 4 x 8 */
-        row[0] = 0.0f;
-        memcpy(row + 1, x + (size_t)ih * W, (size_t)W * sizeof(float));
-        memset(row + 1 + W, 0, (size_t)(nb * 4 * A2_V - 1 - W) * sizeof(float));
+        /* block q: columns 32q − 1 .. 32q + 30 as 8 x 4 phases, transposed to 4 x 8; loaded
+         * from the row where all lie inside, else from a zero-padded copy */
+        const float *xr = x + (size_t)ih * W;
         for (int q = 0; q < nb; q++) {
-          const float *r = row + q * 4 * A2_V;
+          const float *r = xr + q * 4 * A2_V - 1;
+          if (q == 0 || q * 4 * A2_V + 4 * A2_V - 1 > W) {
+            for (int k = 0; k < 4 * A2_V; k++) {
+              const int c = q * 4 * A2_V + k - 1;
+              edge[k] = c >= 0 && c < W ? xr[c] : 0.0f;
+            }
+            r = edge;
+          }
           const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
           const __m256 q2 = _mm256_loadu_ps(r + 16), q3 = _mm256_loadu_ps(r + 24);
           const __m256 a = _mm256_permute2f128_ps(q0, q2, 0x20), b = _mm256_permute2f128_ps(q0, q2, 0x31);
@@ -840,6 +849,12 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
           for (int b = 0; b < 6; b++) vt[(6 * a + b) * xs + tw] = r[b];
         }
       }
+      /* patch rows 4 and 5 (input rows 4·th + 3, + 4) are rows 0 and 1 of the next tile row
+       * of the same image */
+      float(*t)[(1024 / 4 + A2_V) / A2_V * A2_V];
+      t = ph[0], ph[0] = ph[4], ph[4] = t;
+      t = ph[1], ph[1] = ph[5], ph[5] = t;
+      kept = th + 1 < j->nth;
     }
     for (int xi = 0; xi < 36; xi++) /* the padding tiles */
       memset(v + (size_t)xi * xs + (size_t)j->nrow * ntw, 0,
