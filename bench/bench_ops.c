@@ -177,7 +177,7 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
                            {256, 8, 8},  {128, 256, 1}, {128, 128, 1}, {256, 64, 1},
                            {256, 32, 1}, {32, 32, 32},  {64, 16, 32},  {64, 8, 32},
                            {32, 32, 1},  {64, 16, 1},   {48, 16, 32},  {16, 32, 32},
-                           {128, 32, 32}};
+                           {128, 32, 32}, {32, 32, 8},  {64, 32, 32},  {64, 64, 4}};
   static const char *mode[3][2] = {{"0", "2"}, {"2", "2"}, {"2", "4"}};
   printf("%s best ms   direct |  F(2x2)  ratio |  F(4x4)  ratio\n",
          dweight ? "conv 3x3 dweight," : "conv 3x3 pad 1, ");

@@ -1224,13 +1224,13 @@ __attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_
 }
 
 /* Where the Winograd weight gradient beats the direct one (bench_ops --wino-dweight, Zen 3,
- * 2 threads; docs/BENCHMARKS.md): F(4x4) at 128 channels and ≥ 512 tiles in the batch
- * (0.47-0.94x the time), not at 32-64 channels (0.9-1.1x: the transforms of x and dy cost
- * about what the products save), nor with few tiles (1.5-2.2x at batch 1, 32x32: the
- * 36·C_in·C_out sums per tile outweigh the products), F(2x2) nowhere (0.9-3x). */
+ * 2 threads; docs/BENCHMARKS.md): F(4x4) with at least 512 tiles in the batch, 0.40-0.78x
+ * the time from 32 channels (32 channels 32x32 at batch 8 and 32: 0.76-0.78x; 64: 0.57-0.67x;
+ * 128: 0.40-0.73x), not with few tiles (1.5-2.2x at batch 1, 32x32: the 36·C_in·C_out sums
+ * per band outweigh the products; 0.9x at 256 tiles), F(2x2) nowhere (0.9-3x). */
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) {
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
-  return sde_ops_wino_avx2_usable(s) && a2_wg4_shape(s) && cmin >= 128 &&
+  return sde_ops_wino_avx2_usable(s) && a2_wg4_shape(s) && cmin >= 32 &&
          (int64_t)s->B * ((s->H + 3) / 4) * ((s->W + 3) / 4) >= 512;
 }
 
