@@ -312,7 +312,6 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s) {
     if (avx2_cpu_ok()) d = sde_ops_wino_avx2_scratch_floats(s), e = sde_ops_wino_avx2_scratch_floats(&t);
     if (d > n) n = d;
     if (e > n) n = e;
-    if (avx2_cpu_ok() && (e = sde_ops_wino_avx2_dweight_scratch_floats(s)) > n) n = e;
   }
 #endif
   sde_nn_conv2d_shape t;
@@ -1993,7 +1992,7 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   float *part = col + (size_t)K * imgs * rows * Wo;
 #ifdef HAVE_DCONV
   if (dweight && wino_dweight_usable(s)) {
-    rc = sde_ops_wino_avx2_dweight(dweight, dout, inp, s, col);
+    rc = sde_ops_wino_avx2_dweight(dweight, dout, inp, s);
     if (rc) {
       free(owned);
       return rc;

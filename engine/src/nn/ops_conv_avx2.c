@@ -1234,41 +1234,27 @@ int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) {
          (int64_t)s->B * ((s->H + 3) / 4) * ((s->W + 3) / 4) >= 512;
 }
 
-/* scratch of the weight gradient for tile side m: P (float64), then V and D of the largest
- * band */
-static size_t a2_wgdw_scratch(const sde_nn_conv2d_shape *s, int m) {
-  const int nxi = (m + 2) * (m + 2), nth = (s->H + m - 1) / m, ntw = (s->W + m - 1) / m;
-  const int rows = a2_wg_band_rows(ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
-  const int64_t all = (int64_t)s->B * nth;
-  const size_t Ts = a2_wg_stride(ceil_div((int)(rows < all ? rows : all) * ntw, A2_V) * A2_V);
-  return (size_t)2 * nxi * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
-         (size_t)nxi * (s->C_in + ceil_div(s->C_out, A2_R) * A2_R) * Ts;
-}
-
-/* either tile size (the choice may change between sizing and running) */
-size_t sde_ops_wino_avx2_dweight_scratch_floats(const sde_nn_conv2d_shape *s) {
-  const size_t a = a2_wgdw_scratch(s, 2), b = a2_wgdw_scratch(s, 4);
-  return a > b ? a : b;
-}
-
 /* dweight += the weight gradient of a 3x3 stride-1 pad-1 conv (sde_ops_wino_avx2_usable) by
- * Winograd, F(4x4) or F(2x2) as the forward takes; scratch:
- * sde_ops_wino_avx2_dweight_scratch_floats(s) */
+ * Winograd, F(4x4) or F(2x2) as the forward takes. Its memory (P, then V and D of the
+ * largest band) is its own, not the caller's scratch: training alone needs it, and counted
+ * in sde_nn_conv2d_scratch_floats it would grow every sampler's workspace (by 21 MB for
+ * the 256-channel layers of NCSN++). */
 int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *inp,
-                              const sde_nn_conv2d_shape *s, float *scratch) {
+                              const sde_nn_conv2d_shape *s) {
   const int m = a2_wg_tile(s);
   a2_wgdw_job jj = {.dout = dout, .dweight = dweight, .Co4 = ceil_div(s->C_out, A2_R) * A2_R};
   a2_wg_job *j = &jj.w;
   *j = (a2_wg_job){.inp = inp, .Ci = s->C_in, .Co = s->C_out, .H = s->H, .W = s->W, .m = m,
                    .nxi = (m + 2) * (m + 2), .nth = (s->H + m - 1) / m, .ntw = (s->W + m - 1) / m};
-  float *base = scratch + (8 - ((uintptr_t)scratch / sizeof(float)) % 8) % 8;
-  jj.P = (double *)base;
-  const size_t np = (size_t)j->nxi * jj.Co4 * s->C_in;
-  memset(jj.P, 0, np * sizeof(double));
   const int rows = a2_wg_band_rows(j->ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
   const int all = s->B * j->nth;
   const size_t Tmax = a2_wg_stride(ceil_div((rows < all ? rows : all) * j->ntw, A2_V) * A2_V);
-  j->V = base + 2 * np;
+  const size_t np = (size_t)j->nxi * jj.Co4 * s->C_in;
+  double *mem = malloc(np * sizeof(double) + (size_t)j->nxi * (s->C_in + jj.Co4) * Tmax * sizeof(float));
+  if (!mem) return sde_fail(SDE_ENOMEM, "conv2d: out of memory (Winograd weight gradient)");
+  jj.P = mem;
+  memset(jj.P, 0, np * sizeof(double));
+  j->V = (float *)(mem + np);
   j->M = j->V + (size_t)j->nxi * s->C_in * Tmax;
   for (j->th0 = 0; j->th0 < all; j->th0 += rows) {
     j->nrow = all - j->th0 < rows ? all - j->th0 : rows;
@@ -1278,6 +1264,7 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
     sde_parallel_for_dynamic((int64_t)j->nxi * (jj.Co4 / A2_R), 1, a2_wgdw_products, &jj);
   }
   sde_parallel_for(s->C_out, 1, a2_wgdw_finish, &jj);
+  free(mem);
   return SDE_OK;
 }
 
@@ -1288,7 +1275,6 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) { (void)s; return 0; 
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 size_t sde_ops_conv_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
-size_t sde_ops_wino_avx2_dweight_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
                       int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
@@ -1303,8 +1289,8 @@ int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *in
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
 }
 int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *inp,
-                              const sde_nn_conv2d_shape *s, float *scratch) {
-  (void)dweight, (void)dout, (void)inp, (void)s, (void)scratch;
+                              const sde_nn_conv2d_shape *s) {
+  (void)dweight, (void)dout, (void)inp, (void)s;
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
 }
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,

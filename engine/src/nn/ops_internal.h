@@ -111,11 +111,10 @@ int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s);
 size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s);
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
                       const sde_nn_conv2d_shape *s, float *scratch, int accum);
-/* dweight += the weight gradient of a usable shape by Winograd (the forward's tile size);
- * _pays: the shapes where it beats the direct weight gradient (measured) */
+/* dweight += the weight gradient of a usable shape by Winograd (the forward's tile size;
+ * allocates its own memory); _pays: the shapes where it beats the direct one (measured) */
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s);
-size_t sde_ops_wino_avx2_dweight_scratch_floats(const sde_nn_conv2d_shape *s);
 int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *inp,
-                              const sde_nn_conv2d_shape *s, float *scratch);
+                              const sde_nn_conv2d_shape *s);
 
 #endif
