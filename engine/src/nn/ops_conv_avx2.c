@@ -770,6 +770,20 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
 #define V_FMA(k, a, b) _mm256_fmadd_ps(k, a, b)
 #define V_FNMA(k, a, b) _mm256_fnmadd_ps(k, a, b)
 
+/* 32 floats r[0..31] as 8 groups of 4 -> o[p] = (r[p], r[4 + p], ..., r[28 + p]): the 4
+ * column phases of 8 neighbouring 4-wide tiles, one vector each (a 4x8 transpose) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_phases4(const float *r, __m256 o[4]) {
+  const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
+  const __m256 q2 = _mm256_loadu_ps(r + 16), q3 = _mm256_loadu_ps(r + 24);
+  const __m256 a = _mm256_permute2f128_ps(q0, q2, 0x20), b = _mm256_permute2f128_ps(q0, q2, 0x31);
+  const __m256 c = _mm256_permute2f128_ps(q1, q3, 0x20), d = _mm256_permute2f128_ps(q1, q3, 0x31);
+  const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+  const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+  o[0] = _mm256_shuffle_ps(t0, t2, 0x44), o[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+  o[2] = _mm256_shuffle_ps(t1, t3, 0x44), o[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
 /* V of the band for input channels [c0, c1): Bᵀ d B on each tile's 6x6 patch (rows 4·th − 1
  * .. 4·th + 4, columns 4·tw − 1 .. 4·tw + 4, zero outside), rows first. Each padded input
  * row is split into its 4 column phases (ph[p][c] = column 4c − 1 + p), so that column k of
@@ -807,16 +821,9 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
             }
             r = edge;
           }
-          const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
-          const __m256 q2 = _mm256_loadu_ps(r + 16), q3 = _mm256_loadu_ps(r + 24);
-          const __m256 a = _mm256_permute2f128_ps(q0, q2, 0x20), b = _mm256_permute2f128_ps(q0, q2, 0x31);
-          const __m256 c = _mm256_permute2f128_ps(q1, q3, 0x20), d = _mm256_permute2f128_ps(q1, q3, 0x31);
-          const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
-          const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
-          _mm256_storeu_ps(ph[i][0] + q * A2_V, _mm256_shuffle_ps(t0, t2, 0x44));
-          _mm256_storeu_ps(ph[i][1] + q * A2_V, _mm256_shuffle_ps(t0, t2, 0xEE));
-          _mm256_storeu_ps(ph[i][2] + q * A2_V, _mm256_shuffle_ps(t1, t3, 0x44));
-          _mm256_storeu_ps(ph[i][3] + q * A2_V, _mm256_shuffle_ps(t1, t3, 0xEE));
+          __m256 o[4];
+          a2_phases4(r, o);
+          for (int p = 0; p < 4; p++) _mm256_storeu_ps(ph[i][p] + q * A2_V, o[p]);
         }
       }
       float *vt = v + (size_t)tr * ntw;
@@ -1083,14 +1090,7 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
           c[i][1] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(q0, q1, 0xDD)), 0xD8));
           continue;
         }
-        const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
-        const __m256 q2 = _mm256_loadu_ps(r + 16), q3 = _mm256_loadu_ps(r + 24);
-        const __m256 a = _mm256_permute2f128_ps(q0, q2, 0x20), b = _mm256_permute2f128_ps(q0, q2, 0x31);
-        const __m256 cc = _mm256_permute2f128_ps(q1, q3, 0x20), dd = _mm256_permute2f128_ps(q1, q3, 0x31);
-        const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
-        const __m256 t2 = _mm256_unpacklo_ps(cc, dd), t3 = _mm256_unpackhi_ps(cc, dd);
-        c[i][0] = _mm256_shuffle_ps(t0, t2, 0x44), c[i][1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-        c[i][2] = _mm256_shuffle_ps(t1, t3, 0x44), c[i][3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+        a2_phases4(r, c[i]);
       }
       __m256 e[6][4];
       for (int k = 0; k < m; k++) { /* column k of the tiles: A dy */
