@@ -161,20 +161,27 @@ static void run_case(const cv_case *c) {
   free(x), free(w), free(b), free(yr), free(y1), free(yd), free(amag);
 }
 
+/* dweight after sde_nn_conv2d_backward onto d0, at 1, 2 and 3 threads: dw[t] (malloc'd) */
+static int dw_at_1_2_3_threads(float *dw[3], const float *d0, const float *g, const float *x,
+                               const float *w, const sde_nn_conv2d_shape *s, size_t nw) {
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    dw[t] = malloc(nw * sizeof(float));
+    memcpy(dw[t], d0, nw * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= sde_nn_conv2d_backward(NULL, dw[t], NULL, g, x, w, s, NULL);
+  }
+  sde_set_num_threads(2);
+  return rc;
+}
+
 /* dweight of a 3x3 stride-1 conv, pads (pt, pb, pl, pr) */
 static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int pl, int pr) {
   sde_nn_conv2d_shape s = {B, Ci, H, W, Co, 3, 3, 1, pt, pb, pl, pr};
   const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
   const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * 9;
   float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw), *d0 = rand_f(nw), *dw[3];
-  int rc = 0;
-  for (int t = 0; t < 3; t++) {
-    dw[t] = malloc(nw * sizeof(float));
-    memcpy(dw[t], d0, nw * sizeof(float));
-    sde_set_num_threads(t + 1);
-    rc |= sde_nn_conv2d_backward(NULL, dw[t], NULL, g, x, w, &s, NULL);
-  }
-  sde_set_num_threads(2);
+  int rc = dw_at_1_2_3_threads(dw, d0, g, x, w, &s, nw);
   const double u = 0x1.0p-24, n = (double)B * Ho * Wo + 1, gam = n * u / (1 - n * u);
   double worst = 0;
   for (int co = 0; co < Co; co++)
@@ -332,20 +339,8 @@ static int wino_tile(void) {
   return !strcmp(sde_cpu_kernels(), "avx2") && e && *e == '4' ? 4 : 2;
 }
 
-static void run_wino_case(int B, int Ci, int Co, int H, int W) {
-  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
-  const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
-  const size_t img_x = nx / B, img_y = ny / B;
-  float *x = rand_f(nx), *w = rand_f(nw), *b = rand_f(Co), *y[3], *y1 = malloc(img_y * sizeof(float));
-  int rc = 0;
-  for (int t = 0; t < 3; t++) {
-    y[t] = malloc(ny * sizeof(float));
-    sde_set_num_threads(t + 1);
-    rc |= sde_nn_conv2d_forward(y[t], x, w, b, &s, NULL);
-  }
-  sde_set_num_threads(2);
-  const int m = wino_tile(), P = m + 2, PP = P * P, nth = (H + m - 1) / m, ntw = (W + m - 1) / m;
-  /* |G|, |Bᵀ|, |Aᵀ| of F(m x m, 3x3) */
+/* |G|, |Bᵀ|, |Aᵀ| of F(m x m, 3x3) (m = 2 or 4), row-major: (m + 2) x 3, (m + 2)², m x (m + 2) */
+static void wino_abs_mats(int m, const double **G, const double **Bt, const double **At) {
   static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};
   static const double Bt2[4][4] = {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}};
   static const double At2[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
@@ -356,20 +351,17 @@ static void run_wino_case(int B, int Ci, int Co, int H, int W) {
                                    {0, 2, 1, 2, 1, 0}, {0, 2, 1, 2, 1, 0}, {0, 4, 0, 5, 0, 1}};
   static const double At4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, 1, 2, 2, 0}, {0, 1, 1, 4, 4, 0},
                                    {0, 1, 1, 8, 8, 1}};
-  const double *G = m == 4 ? &G4[0][0] : &G2[0][0], *Bt = m == 4 ? &Bt4[0][0] : &Bt2[0][0];
-  const double *At = m == 4 ? &At4[0][0] : &At2[0][0];
-  /* Ũ[co][ci][PP], Ṽ[b][ci][tile][PP] */
-  double *Ua = malloc(nw / 9 * PP * sizeof(double));
+  *G = m == 4 ? &G4[0][0] : &G2[0][0], *Bt = m == 4 ? &Bt4[0][0] : &Bt2[0][0];
+  *At = m == 4 ? &At4[0][0] : &At2[0][0];
+}
+
+/* Ṽ = |Bᵀ||d||B| of every tile's (m + 2)² zero-padded patch of x [B][C][H][W]:
+ * [b][c][th][tw][(m + 2)²] (malloc'd) */
+static double *wino_abs_inputs(const float *x, int B, int Ci, int H, int W, int m) {
+  const int P = m + 2, PP = P * P, nth = (H + m - 1) / m, ntw = (W + m - 1) / m;
+  const double *G, *Bt, *At;
+  wino_abs_mats(m, &G, &Bt, &At);
   double *Va = malloc((size_t)B * Ci * nth * ntw * PP * sizeof(double));
-  for (size_t oc = 0; oc < nw / 9; oc++)
-    for (int a = 0; a < P; a++)
-      for (int e = 0; e < P; e++) {
-        double acc = 0;
-        for (int kh = 0; kh < 3; kh++)
-          for (int kw = 0; kw < 3; kw++)
-            acc += G[a * 3 + kh] * fabs(w[oc * 9 + kh * 3 + kw]) * G[e * 3 + kw];
-        Ua[oc * PP + a * P + e] = acc;
-      }
   for (int bi = 0; bi < B; bi++)
     for (int ci = 0; ci < Ci; ci++)
       for (int th = 0; th < nth; th++)
@@ -387,6 +379,35 @@ static void run_wino_case(int B, int Ci, int Co, int H, int W) {
               v[a * P + e] = acc;
             }
         }
+  return Va;
+}
+
+static void run_wino_case(int B, int Ci, int Co, int H, int W) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
+  const size_t img_x = nx / B, img_y = ny / B;
+  float *x = rand_f(nx), *w = rand_f(nw), *b = rand_f(Co), *y[3], *y1 = malloc(img_y * sizeof(float));
+  int rc = 0;
+  for (int t = 0; t < 3; t++) {
+    y[t] = malloc(ny * sizeof(float));
+    sde_set_num_threads(t + 1);
+    rc |= sde_nn_conv2d_forward(y[t], x, w, b, &s, NULL);
+  }
+  sde_set_num_threads(2);
+  const int m = wino_tile(), P = m + 2, PP = P * P, nth = (H + m - 1) / m, ntw = (W + m - 1) / m;
+  const double *G, *Bt, *At;
+  wino_abs_mats(m, &G, &Bt, &At);
+  /* Ũ[co][ci][PP], Ṽ[b][ci][tile][PP] */
+  double *Ua = malloc(nw / 9 * PP * sizeof(double)), *Va = wino_abs_inputs(x, B, Ci, H, W, m);
+  for (size_t oc = 0; oc < nw / 9; oc++)
+    for (int a = 0; a < P; a++)
+      for (int e = 0; e < P; e++) {
+        double acc = 0;
+        for (int kh = 0; kh < 3; kh++)
+          for (int kw = 0; kw < 3; kw++)
+            acc += G[a * 3 + kh] * fabs(w[oc * 9 + kh * 3 + kw]) * G[e * 3 + kw];
+        Ua[oc * PP + a * P + e] = acc;
+      }
   const int avx = wino_paths_on();
   const double u = 0x1.0p-24, n = avx ? Ci + (m == 4 ? 14.0 : 10.0) : 9.0 * Ci + 1;
   const double gam = n * u / (1 - n * u);
@@ -482,47 +503,18 @@ static void run_wino_dw_case(int B, int Ci, int Co, int H, int W) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
   float *x = rand_f(nx), *g = rand_f(ny), *w = rand_f(nw), *d0 = rand_f(nw), *dw[3];
-  int rc = 0;
-  for (int t = 0; t < 3; t++) {
-    dw[t] = malloc(nw * sizeof(float));
-    memcpy(dw[t], d0, nw * sizeof(float));
-    sde_set_num_threads(t + 1);
-    rc |= sde_nn_conv2d_backward(NULL, dw[t], NULL, g, x, w, &s, NULL);
-  }
-  sde_set_num_threads(2);
+  int rc = dw_at_1_2_3_threads(dw, d0, g, x, w, &s, nw);
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
   const int m = wino_tile(), P = m + 2, PP = P * P, nth = (H + m - 1) / m, ntw = (W + m - 1) / m;
-  static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};
-  static const double Bt2[4][4] = {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}};
-  static const double At2[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
-  static const double G4[6][3] = {{0.25, 0, 0},          {1.0 / 6, 1.0 / 6, 1.0 / 6},
-                                  {1.0 / 6, 1.0 / 6, 1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                  {1.0 / 24, 1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-  static const double Bt4[6][6] = {{4, 0, 5, 0, 1, 0}, {0, 4, 4, 1, 1, 0}, {0, 4, 4, 1, 1, 0},
-                                   {0, 2, 1, 2, 1, 0}, {0, 2, 1, 2, 1, 0}, {0, 4, 0, 5, 0, 1}};
-  static const double At4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, 1, 2, 2, 0}, {0, 1, 1, 4, 4, 0},
-                                   {0, 1, 1, 8, 8, 1}};
-  const double *G = m == 4 ? &G4[0][0] : &G2[0][0], *Bt = m == 4 ? &Bt4[0][0] : &Bt2[0][0];
-  const double *At = m == 4 ? &At4[0][0] : &At2[0][0];
+  const double *G, *Bt, *At;
+  wino_abs_mats(m, &G, &Bt, &At);
   const size_t T = (size_t)B * nth * ntw;
-  /* Ṽ[ci][t][PP], D̃[co][t][PP] */
-  double *Va = malloc((size_t)Ci * T * PP * sizeof(double)), *Da = malloc((size_t)Co * T * PP * sizeof(double));
+  /* Ṽ[b][ci][th][tw][PP], D̃[co][t][PP] (t = (b·nth + th)·ntw + tw) */
+  double *Va = wino_abs_inputs(x, B, Ci, H, W, m), *Da = malloc((size_t)Co * T * PP * sizeof(double));
   for (int bi = 0; bi < B; bi++)
     for (int th = 0; th < nth; th++)
       for (int tw = 0; tw < ntw; tw++) {
         const size_t t = ((size_t)bi * nth + th) * ntw + tw;
-        for (int ci = 0; ci < Ci; ci++)
-          for (int a = 0; a < P; a++)
-            for (int e = 0; e < P; e++) {
-              double acc = 0;
-              for (int r = 0; r < P; r++)
-                for (int k = 0; k < P; k++) {
-                  const int ih = m * th - 1 + r, iw = m * tw - 1 + k;
-                  if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                    acc += Bt[a * P + r] * fabs(x[(((size_t)bi * Ci + ci) * H + ih) * W + iw]) * Bt[e * P + k];
-                }
-              Va[((size_t)ci * T + t) * PP + a * P + e] = acc;
-            }
         for (int co = 0; co < Co; co++)
           for (int a = 0; a < P; a++)
             for (int e = 0; e < P; e++) {
@@ -543,7 +535,9 @@ static void run_wino_dw_case(int B, int Ci, int Co, int H, int W) {
     for (int ci = 0; ci < Ci; ci++) {
       double S[36] = {0};
       for (size_t t = 0; t < T; t++) {
-        const double *v = Va + ((size_t)ci * T + t) * PP, *d = Da + ((size_t)co * T + t) * PP;
+        const size_t bi = t / ((size_t)nth * ntw), tt = t % ((size_t)nth * ntw);
+        const double *v = Va + (((size_t)bi * Ci + ci) * nth * ntw + tt) * PP;
+        const double *d = Da + ((size_t)co * T + t) * PP;
         for (int k = 0; k < PP; k++) S[k] += d[k] * v[k];
       }
       for (int kh = 0; kh < 3; kh++)
