@@ -275,6 +275,23 @@ static void a2_tasks(void *ctx, int64_t t0, int64_t t1) {
   }
 }
 
+/* the 9 taps at g[r] + off of 4 rows: t[k] = (g[0][off + k], ..., g[3][off + k]); taps 0-7
+ * by a 4 x 8 transpose, tap 8 gathered */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_taps9(const float *const g[A2_R], size_t off, __m128 t[9]) {
+  const __m256 r0 = _mm256_loadu_ps(g[0] + off), r1 = _mm256_loadu_ps(g[1] + off);
+  const __m256 r2 = _mm256_loadu_ps(g[2] + off), r3 = _mm256_loadu_ps(g[3] + off);
+  const __m256 a = _mm256_unpacklo_ps(r0, r1), b = _mm256_unpackhi_ps(r0, r1);
+  const __m256 c = _mm256_unpacklo_ps(r2, r3), d = _mm256_unpackhi_ps(r2, r3);
+  const __m256 q[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xEE),
+                       _mm256_shuffle_ps(b, d, 0x44), _mm256_shuffle_ps(b, d, 0xEE)};
+  for (int k = 0; k < 4; k++) { /* q[k]: taps k (low half) and k + 4 (high half) */
+    t[k] = _mm256_castps256_ps128(q[k]);
+    t[k + 4] = _mm256_extractf128_ps(q[k], 1);
+  }
+  t[8] = _mm_set_ps(g[3][off + 8], g[2][off + 8], g[1][off + 8], g[0][off + 8]);
+}
+
 typedef struct {
   float *wpk;
   const float *w;
@@ -284,13 +301,21 @@ typedef struct {
 
 /* wpk[cb][c][k][r] = w[o = cb·A2_R + r][c][k] (taps reversed when flip; rows past C_out
  * repeat the last) for channel blocks [c0, c1) */
-static void a2_pack(void *ctx, int64_t c0, int64_t c1) {
+__attribute__((target("avx2,fma"))) static void a2_pack(void *ctx, int64_t c0, int64_t c1) {
   const a2_pack_job *pk = ctx;
   for (int64_t cb = c0; cb < c1; cb++) {
     const float *row[A2_R];
     for (int r = 0; r < A2_R; r++)
       row[r] = pk->w + (size_t)(cb * A2_R + r < pk->Co ? cb * A2_R + r : pk->Co - 1) * pk->so;
     float *d = pk->wpk + (size_t)cb * pk->Ci * pk->KK * A2_R;
+    if (pk->KK == 9 && pk->sc == 9 && !pk->flip) { /* the forward's 3x3 weights, rows of 9·C_in */
+      for (int c = 0; c < pk->Ci; c++, d += 9 * A2_R) {
+        __m128 t[9];
+        a2_taps9(row, (size_t)c * 9, t);
+        for (int k = 0; k < 9; k++) _mm_storeu_ps(d + k * A2_R, t[k]);
+      }
+      continue;
+    }
     for (int c = 0; c < pk->Ci; c++)
       for (int k = 0; k < pk->KK; k++, d += A2_R) {
         const size_t at = (size_t)c * pk->sc + (size_t)(pk->flip ? pk->KK - 1 - k : k);
@@ -511,9 +536,15 @@ static void a2_wg_rows(const a2_wg_job *j, int64_t cb, const float *g[A2_R]) {
 /* tmp's channels up to ci (the chunk ci ends) into U */
 static void a2_wg_flush(const a2_wg_job *j, const float *tmp, int64_t cb, int ci) {
   const int ci0 = ci - ci % A2_WG_CCH, n = ci - ci0 + 1;
-  for (int xi = 0; xi < j->nxi; xi++)
-    memcpy(j->U + (((size_t)xi * j->ncb + cb) * j->Ci + ci0) * A2_R,
-           tmp + (size_t)xi * A2_WG_CCH * A2_R, (size_t)n * A2_R * sizeof(float));
+  for (int xi = 0; xi < j->nxi; xi++) { /* vector moves: memcpy's rep movs is slow at 256 B */
+    float *u = j->U + (((size_t)xi * j->ncb + cb) * j->Ci + ci0) * A2_R;
+    const float *t = tmp + (size_t)xi * A2_WG_CCH * A2_R;
+    for (int k = 0; k < n * A2_R; k += 4) {
+      __m128 v = _mm_loadu_ps(t + k);
+      __asm__("" : "+x"(v)); /* (else the loop is turned back into memcpy) */
+      _mm_storeu_ps(u + k, v);
+    }
+  }
 }
 
 /* G applied to one column (g0, g1, g2) of 4 output channels' kernels, in float64: F(2x2, 3x3)
@@ -543,23 +574,25 @@ a2_wg_g(int m, __m256d g0, __m256d g1, __m256d g2, __m256d *o) {
 /* U = G g Gᵀ in float64, rounded once, packed U[ξ][cb][ci][r] (rows past C_out repeat the
  * last), output-channel blocks [c0, c1): the 4 output channels of a block are the 4 double
  * lanes, so each (ξ, ci) is one 4-float store (into tmp, then U) */
-__attribute__((target("avx2,fma"))) static void a2_wg_weights(void *ctx, int64_t c0, int64_t c1) {
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wg_weights_m(void *ctx, int64_t c0, int64_t c1, const int m) {
   const a2_wg_job *j = ctx;
-  const int P = j->m + 2;
+  const int P = m + 2;
   float tmp[36 * A2_WG_CCH * A2_R];
   for (int64_t cb = c0; cb < c1; cb++) {
     const float *g[A2_R];
     a2_wg_rows(j, cb, g);
     for (int ci = 0; ci < j->Ci; ci++) {
       __m256d k9[9], t[6][3], o[6];
-      for (int k = 0; k < 9; k++)
-        k9[k] = _mm256_set_pd(g[3][ci * 9 + k], g[2][ci * 9 + k], g[1][ci * 9 + k], g[0][ci * 9 + k]);
+      __m128 t4[9];
+      a2_taps9(g, (size_t)ci * 9, t4);
+      for (int k = 0; k < 9; k++) k9[k] = _mm256_cvtps_pd(t4[k]);
       for (int k = 0; k < 3; k++) { /* G g: column k of the kernel */
-        a2_wg_g(j->m, k9[k], k9[3 + k], k9[6 + k], o);
+        a2_wg_g(m, k9[k], k9[3 + k], k9[6 + k], o);
         for (int a = 0; a < P; a++) t[a][k] = o[a];
       }
       for (int a = 0; a < P; a++) { /* (G g) Gᵀ: row a */
-        a2_wg_g(j->m, t[a][0], t[a][1], t[a][2], o);
+        a2_wg_g(m, t[a][0], t[a][1], t[a][2], o);
         for (int e = 0; e < P; e++)
           _mm_storeu_ps(tmp + ((size_t)(P * a + e) * A2_WG_CCH + ci % A2_WG_CCH) * A2_R,
                         _mm256_cvtpd_ps(o[e]));
@@ -567,6 +600,12 @@ __attribute__((target("avx2,fma"))) static void a2_wg_weights(void *ctx, int64_t
       if (ci % A2_WG_CCH == A2_WG_CCH - 1 || ci == j->Ci - 1) a2_wg_flush(j, tmp, cb, ci);
     }
   }
+}
+__attribute__((target("avx2,fma"))) static void a2_wg_weights2(void *ctx, int64_t c0, int64_t c1) {
+  a2_wg_weights_m(ctx, c0, c1, 2);
+}
+__attribute__((target("avx2,fma"))) static void a2_wg_weights4(void *ctx, int64_t c0, int64_t c1) {
+  a2_wg_weights_m(ctx, c0, c1, 4);
 }
 
 /* V of the band for input channels [c0, c1): Bᵀ d B, Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
@@ -1005,7 +1044,7 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
   const size_t Tmax = a2_wg_stride(ceil_div((rows < all ? rows : all) * j.ntw, A2_V) * A2_V);
   j.V = j.U + (size_t)j.nxi * j.ncb * A2_R * s->C_in;
   j.M = j.V + (size_t)j.nxi * s->C_in * Tmax;
-  sde_parallel_for(j.ncb, 1, a2_wg_weights, &j);
+  sde_parallel_for(j.ncb, 1, m == 4 ? a2_wg_weights4 : a2_wg_weights2, &j);
   for (j.th0 = 0; j.th0 < all; j.th0 += rows) {
     j.nrow = all - j.th0 < rows ? all - j.th0 : rows;
     j.Tp = ceil_div(j.nrow * j.ntw, A2_V) * A2_V;
