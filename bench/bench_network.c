@@ -7,6 +7,8 @@
  *                               [--only ncsnpp|ddpmpp|ncsnpp256]
  *                               [--model FILE.safetensors]
  *
+ * bench/bench_network_vs.sh runs it interleaved with another build's and with PyTorch's.
+ *
  * ncsnpp256 is the 256 px NCSN++ of ve/celebahq_256_ncsnpp_continuous (ch_mult 1,1,2,2,2,2,2,
  * output_skip / input_skip progressive paths; 65.6M parameters); it runs only when named.
  *
