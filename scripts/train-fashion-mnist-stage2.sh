@@ -18,7 +18,7 @@
 # STAGE=3 runs stage 3 the same way: from stage 2's mean (models/fashion-mnist-32.safetensors
 # as of commit ea42461), lr 2e-4 (a refinement, not a restart), seed 2, in
 # runs/fashion-mnist-32-nf32c, its mean to runs/fashion-mnist-32-stage3.safetensors (tried
-# to step 3,530 and not shipped: models/fashion-mnist-32.md).
+# to step 9,750 and not shipped: models/fashion-mnist-32.md).
 set -e
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
