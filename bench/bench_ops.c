@@ -6,9 +6,9 @@
  * Options: --quick (skip the slow naive runs at batch 8); --dweight [REPS] (only the 3x3
  * stride-1 weight gradient at the training shapes of fashion-mnist-32 and its 3-channel
  * variant, batch 32: median and best of REPS calls, default 30); --conv [REPS] (the forward
- * and the input gradient of the same shapes); --wino [REPS] (the direct conv against
- * the AVX2 Winograd tile sizes F(2x2, 3x3) and F(4x4, 3x3), default 9); --wino-dweight
- * [REPS [C H B]] (the same for the weight gradient; C H B: that shape of the list only).
+ * and the input gradient of the same shapes); --wino [REPS [C H B]] (the direct conv against
+ * the AVX2 Winograd tile sizes F(2x2, 3x3) and F(4x4, 3x3), default 9; C H B: that shape
+ * of the list only); --wino-dweight [REPS [C H B]] (the same for the weight gradient).
  * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
  * shared, loaded machine is the steadier measure of single-thread efficiency. */
 #include <math.h>
@@ -165,6 +165,19 @@ static void bench_conv(int reps) {
   printf("%-20s %10.3f %15s | %10.3f\n", "sum of medians", tf * 1e3, "", td * 1e3);
 }
 
+/* one call for bench_wino: out = the forward (bias), or the weight gradient (zeroed first,
+ * from the output gradient g) */
+static void wino_run(float *out, size_t n, int dweight, const float *g, const float *x,
+                     const float *w, const float *bias, const sde_nn_conv2d_shape *s,
+                     float *scratch) {
+  if (!dweight) {
+    sde_nn_conv2d_forward(out, x, w, bias, s, scratch);
+    return;
+  }
+  memset(out, 0, n * sizeof(float));
+  sde_nn_conv2d_backward(NULL, out, NULL, g, x, w, s, scratch);
+}
+
 /* The direct conv against Winograd F(2x2, 3x3) and F(4x4, 3x3) (SDE_NN_WINOGRAD=0, then 2
  * with SDE_NN_WINOGRAD_TILE=2 / 4; the tile sizes are the AVX2 kernels' choice, AVX-512 runs
  * F(2x2) for both), interleaved call by call so that all see the same machine: the 3x3
@@ -193,17 +206,13 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
     float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double best[3] = {1e30, 1e30, 1e30};
     int taken = -1;
-#define WINO_RUN(out)                                                                           \
-  (dweight ? (memset(out, 0, ny * sizeof(float)),                                               \
-              sde_nn_conv2d_backward(NULL, out, NULL, g, x, w, &s, scratch))                    \
-           : sde_nn_conv2d_forward(out, x, w, bias, &s, scratch))
-    WINO_RUN(yd); /* the default path, warm-up */
+    wino_run(yd, ny, dweight, g, x, w, bias, &s, scratch); /* the default path, warm-up */
     for (int r = -1; r < reps; r++) /* r = −1: warm-up */
       for (int k = 0; k < 3; k++) {
         setenv("SDE_NN_WINOGRAD", mode[k][0], 1);
         setenv("SDE_NN_WINOGRAD_TILE", mode[k][1], 1);
         const double t0 = now();
-        WINO_RUN(y);
+        wino_run(y, ny, dweight, g, x, w, bias, &s, scratch);
         const double t = now() - t0;
         if (r >= 0 && t < best[k]) best[k] = t;
         if (r < 0 && taken < 0 && !memcmp(y, yd, ny * sizeof(float))) taken = k;
@@ -217,7 +226,6 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
            best[2] * 1e3, taken == 2 ? "*" : " ", best[2] / best[0]);
     free(x), free(w), free(bias), free(y), free(yd), free(g), free(scratch);
   }
-#undef WINO_RUN
 }
 
 int main(int argc, char **argv) {

@@ -1463,7 +1463,7 @@ static int wino_usable(const sde_nn_conv2d_shape *s) {
 
 /* the weight gradient by Winograd: AVX2 only (ops_conv_avx2.c), its own measured gate */
 static int wino_dweight_usable(const sde_nn_conv2d_shape *s) {
-  if (!avx2_cpu_ok() || !sde_ops_wino_avx2_usable(s)) return 0;
+  if (!sde_ops_wino_avx2_usable(s)) return 0; /* (false off AVX2) */
   const int mode = wino_mode();
   return mode == 2 || (mode != 0 && sde_ops_wino_avx2_dweight_pays(s));
 }

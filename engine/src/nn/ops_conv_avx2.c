@@ -1003,8 +1003,15 @@ int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   return cmin >= 64 && ntw >= 8 && (int64_t)((s->H + 1) / 2) * ntw >= 64;
 }
 
-/* the band's tile rows: about band tiles */
-static int a2_wg_band_rows(int ntw, int band) { return band / ntw > 1 ? band / ntw : 1; }
+/* The bands of shape s for tile side m: *rows tile rows each (about A2_WG_BAND or
+ * A2_WG4_BAND tiles, at least one row); returns the largest band's row stride (the V and M
+ * sizes per channel and transformed position) */
+static size_t a2_wg_band(const sde_nn_conv2d_shape *s, int m, int *rows) {
+  const int ntw = (s->W + m - 1) / m, band = m == 4 ? A2_WG4_BAND : A2_WG_BAND;
+  const int64_t all = (int64_t)s->B * ((s->H + m - 1) / m); /* tile rows of the batch */
+  *rows = band / ntw > 1 ? band / ntw : 1;
+  return a2_wg_stride(ceil_div((int)(*rows < all ? *rows : all) * ntw, A2_V) * A2_V);
+}
 
 int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
   return avx2_cpu_ok() && s->stride == 1 && s->KH == 3 && s->KW == 3 && s->pad_top == 1 &&
@@ -1013,10 +1020,9 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
 
 /* the scratch for tile side m: U, then V and M of the largest band */
 static size_t a2_wg_scratch(const sde_nn_conv2d_shape *s, int m) {
-  const int nxi = (m + 2) * (m + 2), nth = (s->H + m - 1) / m, ntw = (s->W + m - 1) / m;
-  const int rows = a2_wg_band_rows(ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
-  const int64_t all = (int64_t)s->B * nth;
-  const size_t Ts = a2_wg_stride(ceil_div((int)(rows < all ? rows : all) * ntw, A2_V) * A2_V);
+  const int nxi = (m + 2) * (m + 2);
+  int rows;
+  const size_t Ts = a2_wg_band(s, m, &rows);
   return (size_t)nxi * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
          (size_t)nxi * (s->C_in + s->C_out) * Ts;
 }
@@ -1039,9 +1045,9 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
   j.ntw = (s->W + m - 1) / m;
   j.ncb = ceil_div(s->C_out, A2_R);
   j.U = scratch + (8 - ((uintptr_t)scratch / sizeof(float)) % 8) % 8;
-  const int rows = a2_wg_band_rows(j.ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
+  int rows;
+  const size_t Tmax = a2_wg_band(s, m, &rows);
   const int all = s->B * j.nth; /* tile rows of the batch */
-  const size_t Tmax = a2_wg_stride(ceil_div((rows < all ? rows : all) * j.ntw, A2_V) * A2_V);
   j.V = j.U + (size_t)j.nxi * j.ncb * A2_R * s->C_in;
   j.M = j.V + (size_t)j.nxi * s->C_in * Tmax;
   sde_parallel_for(j.ncb, 1, m == 4 ? a2_wg_weights4 : a2_wg_weights2, &j);
@@ -1285,9 +1291,9 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
   a2_wg_job *j = &jj.w;
   *j = (a2_wg_job){.inp = inp, .Ci = s->C_in, .Co = s->C_out, .H = s->H, .W = s->W, .m = m,
                    .nxi = (m + 2) * (m + 2), .nth = (s->H + m - 1) / m, .ntw = (s->W + m - 1) / m};
-  const int rows = a2_wg_band_rows(j->ntw, m == 4 ? A2_WG4_BAND : A2_WG_BAND);
+  int rows;
+  const size_t Tmax = a2_wg_band(s, m, &rows);
   const int all = s->B * j->nth;
-  const size_t Tmax = a2_wg_stride(ceil_div((rows < all ? rows : all) * j->ntw, A2_V) * A2_V);
   const size_t np = (size_t)j->nxi * jj.Co4 * s->C_in;
   double *mem = malloc(np * sizeof(double) + (size_t)j->nxi * (s->C_in + jj.Co4) * Tmax * sizeof(float));
   if (!mem) return sde_fail(SDE_ENOMEM, "conv2d: out of memory (Winograd weight gradient)");
