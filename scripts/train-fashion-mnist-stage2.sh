@@ -19,6 +19,11 @@
 # as of commit ea42461), lr 2e-4 (a refinement, not a restart), seed 2, in
 # runs/fashion-mnist-32-nf32c, its mean to runs/fashion-mnist-32-stage3.safetensors (tried
 # to step 9,750 and not shipped: models/fashion-mnist-32.md).
+#
+# STAGE=4 anneals: from the same stage-2 mean, lr 3e-4 after 200 warm-up steps, cosine decay
+# to 0 at step 6,000 (--lr-decay-steps), seed 3, in runs/fashion-mnist-32-nf32d; the EMA at
+# 6,000 and the mean of the EMA at 4,500, 5,250 and 6,000 (runs/fashion-mnist-32-stage4.safetensors)
+# are the candidates.
 set -e
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -31,7 +36,11 @@ case ${STAGE:-2} in
      LR=2e-4 WARMUP=200 SEED=2
      SNAPS=${SNAPS:-"$(seq -s ' ' 1000 500 10000)"}
      OUT=${OUT:-runs/fashion-mnist-32-stage3.safetensors} ;;
-  *) echo "STAGE must be 2 or 3" >&2; exit 2 ;;
+  4) RUN=fashion-mnist-32-nf32d INIT=runs/fashion-mnist-32-stage2.safetensors INIT_REV=ea42461
+     LR=3e-4 WARMUP=200 SEED=3 DECAY=6000
+     SNAPS=${SNAPS:-"4500 5250 6000"}
+     OUT=${OUT:-runs/fashion-mnist-32-stage4.safetensors} ;;
+  *) echo "STAGE must be 2, 3 or 4" >&2; exit 2 ;;
 esac
 mkdir -p runs
 [ -s $INIT ] || git show $INIT_REV:models/fashion-mnist-32.safetensors > $INIT
@@ -42,7 +51,7 @@ for k in $SNAPS; do
   if [ ! -s "$e" ]; then
     (train_run $RUN runs/bin - 2 \
       --init-from $INIT --data fashion-mnist --preset fashion-mnist-32 --nf 32 \
-      --batch 32 --lr $LR --warmup $WARMUP --ema 0.999 --reduce-mean --seed $SEED \
+      --batch 32 --lr $LR --warmup $WARMUP --lr-decay-steps ${DECAY:-0} --ema 0.999 --reduce-mean --seed $SEED \
       --steps "$k" --ckpt-every 250 --ckpt-minutes 5 --log-every 250 --sample-n 0)
     (EXPORT=1 OUT_MODEL=$e train_run $RUN runs/bin - 2)
   fi

@@ -59,6 +59,7 @@ static const char TRAIN_USAGE[] =
     "Optimisation (defaults of the released configs):\n"
     "  --steps N             train until this many steps in all (required)\n"
     "  --batch N (128)  --lr X (2e-4)  --warmup N (5000)  --grad-clip X (1; <0 off)\n"
+    "  --lr-decay-steps D    cosine decay of the learning rate to 0 at step D (0: constant)\n"
     "  --ema X (0.9999)  --ema-warmup (PyTorch (1+n)/(10+n) warm-up of the EMA decay)\n"
     "  --reduce-mean  --likelihood-weighting  --no-flip  --seed N (0)\n"
     "Run control:\n"
@@ -179,7 +180,7 @@ typedef struct {
   int nf, res_blocks, image_size, channels, num_classes;
   double dropout, sigma_max;
   int64_t steps;
-  int batch, warmup, ema_warmup, reduce_mean, lw, no_flip;
+  int batch, warmup, lr_decay_steps, ema_warmup, reduce_mean, lw, no_flip;
   double lr, grad_clip, ema;
   int have_seed;
   uint64_t seed;
@@ -203,7 +204,7 @@ static int parse_args(int argc, char **argv, train_args *a, int *help) {
   memset(a, 0, sizeof *a);
   a->nf = a->res_blocks = a->image_size = a->channels = -1;
   a->dropout = a->sigma_max = NAN;
-  a->batch = a->warmup = -1;
+  a->batch = a->warmup = a->lr_decay_steps = -1;
   a->lr = a->grad_clip = a->ema = NAN;
   a->ckpt_every = 1000;
   a->log_every = 50;
@@ -275,7 +276,8 @@ static int parse_args(int argc, char **argv, train_args *a, int *help) {
     NUM("image-size", image_size, 1, 65536) NUM("channels", channels, 1, 4)
     NUM("dropout", dropout, 0, 0.99) NUM("sigma-max", sigma_max, 1e-6, 1e9)
     NUM("steps", steps, 0, 1e15) NUM("batch", batch, 1, 65536) NUM("lr", lr, 1e-12, 10)
-    NUM("warmup", warmup, 0, 2e9) NUM("grad-clip", grad_clip, -1, 1e9) NUM("ema", ema, 0, 0.999999999)
+    NUM("warmup", warmup, 0, 2e9) NUM("lr-decay-steps", lr_decay_steps, 0, 2e9)
+    NUM("grad-clip", grad_clip, -1, 1e9) NUM("ema", ema, 0, 0.999999999)
     FLAG("ema-warmup", ema_warmup) FLAG("reduce-mean", reduce_mean)
     FLAG("likelihood-weighting", lw) FLAG("no-flip", no_flip)
     U64("seed", seed, a->have_seed = 1) FLAG("resume", resume) FLAG("quiet", quiet)
@@ -360,6 +362,7 @@ static void build_train_config(const train_args *a, sde_train_config *tc) {
   if (a->batch > 0) tc->batch = a->batch;
   if (!isnan(a->lr)) tc->lr = a->lr;
   if (a->warmup >= 0) tc->warmup = a->warmup;
+  if (a->lr_decay_steps >= 0) tc->lr_decay_steps = a->lr_decay_steps;
   if (!isnan(a->grad_clip)) tc->grad_clip = a->grad_clip;
   if (!isnan(a->ema)) tc->ema = a->ema;
   tc->ema_warmup = a->ema_warmup;
@@ -531,7 +534,7 @@ static int train_run(int argc, char **argv, train_args *ap, cli_dist *d) {
     resumed = 1;
     if (a.preset || a.model_config || a.ch_mult || a.attn || a.sde_name || a.nf > 0 ||
         a.res_blocks > 0 || a.image_size > 0 || a.channels > 0 || !isnan(a.dropout) ||
-        a.num_classes > 0 || a.global_head || a.init_from || a.batch > 0 || !isnan(a.lr) || a.warmup >= 0 ||
+        a.num_classes > 0 || a.global_head || a.init_from || a.batch > 0 || !isnan(a.lr) || a.warmup >= 0 || a.lr_decay_steps >= 0 ||
         !isnan(a.grad_clip) || !isnan(a.ema) || a.ema_warmup || a.reduce_mean || a.lw ||
         a.no_flip || a.have_seed)
       if (!a.quiet)

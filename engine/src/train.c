@@ -47,6 +47,16 @@ void sde_train_config_init(sde_train_config *tc) {
   tc->seed = 0;
 }
 
+double sde_train_lr(const sde_train_config *tc, int64_t step) {
+  double lr = tc->warmup > 0 ? tc->lr * fmin((double)(step + 1) / tc->warmup, 1.0) : tc->lr;
+  if (tc->lr_decay_steps > 0) {
+    /* past step D the rate is exactly 0: the weights stay, the EMA goes on averaging */
+    const double D = tc->lr_decay_steps, s = fmin((double)step, D);
+    lr *= s >= D ? 0.0 : 0.5 * (1.0 + cos(M_PI * s / D));
+  }
+  return lr;
+}
+
 int sde_train_config_validate(const sde_train_config *tc) {
   if (tc->batch < 1 || tc->batch > 65536)
     return sde_fail(SDE_EINVAL, "training: batch %d outside 1..65536", tc->batch);
@@ -55,6 +65,7 @@ int sde_train_config_validate(const sde_train_config *tc) {
     return sde_fail(SDE_EINVAL, "training: Adam betas must lie in [0, 1)");
   if (!(tc->adam_eps > 0)) return sde_fail(SDE_EINVAL, "training: Adam eps must be > 0");
   if (tc->warmup < 0) return sde_fail(SDE_EINVAL, "training: warmup must be >= 0");
+  if (tc->lr_decay_steps < 0) return sde_fail(SDE_EINVAL, "training: lr_decay_steps must be >= 0");
   if (!(tc->ema >= 0 && tc->ema < 1)) return sde_fail(SDE_EINVAL, "training: ema must lie in [0, 1)");
   if (!(tc->eps > 0 && tc->eps < 1)) return sde_fail(SDE_EINVAL, "training: eps must lie in (0, 1)");
   if (!isfinite(tc->grad_clip)) return sde_fail(SDE_EINVAL, "training: grad_clip not finite");
@@ -65,11 +76,11 @@ char *sde_train_config_to_json(const sde_train_config *tc) {
   char buf[1024];
   int n = snprintf(buf, sizeof buf,
                    "{\"batch\":%d,\"lr\":%.17g,\"beta1\":%.17g,\"beta2\":%.17g,\"adam_eps\":%.17g,"
-                   "\"warmup\":%d,\"grad_clip\":%.17g,\"ema\":%.17g,\"ema_warmup\":%s,"
+                   "\"warmup\":%d,\"lr_decay_steps\":%d,\"grad_clip\":%.17g,\"ema\":%.17g,\"ema_warmup\":%s,"
                    "\"reduce_mean\":%s,\"likelihood_weighting\":%s,\"eps\":%.17g,"
                    "\"random_flip\":%s,\"seed\":\"%llu\"}",
                    tc->batch, tc->lr, tc->beta1, tc->beta2, tc->adam_eps, tc->warmup,
-                   tc->grad_clip, tc->ema, tc->ema_warmup ? "true" : "false",
+                   tc->lr_decay_steps, tc->grad_clip, tc->ema, tc->ema_warmup ? "true" : "false",
                    tc->reduce_mean ? "true" : "false", tc->likelihood_weighting ? "true" : "false",
                    tc->eps, tc->random_flip ? "true" : "false", (unsigned long long)tc->seed);
   char *s = sde_malloc((size_t)n + 1);
@@ -87,6 +98,9 @@ int sde_train_config_from_json(const sde_json *j, sde_train_config *tc) {
   v = tc->warmup;
   if ((rc = sde_json_opt_int(j, "warmup", 0, INT32_MAX, &v))) return rc;
   tc->warmup = (int)v;
+  v = tc->lr_decay_steps;
+  if ((rc = sde_json_opt_int(j, "lr_decay_steps", 0, INT32_MAX, &v))) return rc;
+  tc->lr_decay_steps = (int)v;
   if ((rc = sde_json_opt_number(j, "lr", &tc->lr)) || (rc = sde_json_opt_number(j, "beta1", &tc->beta1)) ||
       (rc = sde_json_opt_number(j, "beta2", &tc->beta2)) ||
       (rc = sde_json_opt_number(j, "adam_eps", &tc->adam_eps)) ||
@@ -695,7 +709,7 @@ static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
     double coef = tc->grad_clip / (norm + 1e-6);
     if (coef < 1.0) clip = (float)coef;
   }
-  const double lr = tc->warmup > 0 ? tc->lr * fmin((double)(step + 1) / tc->warmup, 1.0) : tc->lr;
+  const double lr = sde_train_lr(tc, step);
   /* Adam (torch.optim.Adam, weight decay 0) and EMA: the backend's adam_step */
   const double n_upd = (double)(step + 1);
   const double bc1 = 1.0 - pow(tc->beta1, n_upd), bc2 = 1.0 - pow(tc->beta2, n_upd);

@@ -216,6 +216,69 @@ static void test_resume_api(void) {
   free(ds.data);
 }
 
+/* Cosine decay: the rate sde_train_lr gives is the one the step uses, and past step D the
+ * weights stop while the EMA goes on. */
+static void test_lr_decay(void) {
+  sde_train_config tc;
+  sde_train_config_init(&tc);
+  tc.lr = 1e-3;
+  tc.warmup = 3;
+  tc.lr_decay_steps = 10;
+  const double pi = acos(-1.0);
+  TAP_CHECK(fabs(sde_train_lr(&tc, 0) - 1e-3 / 3) < 1e-18 &&
+                fabs(sde_train_lr(&tc, 2) - 1e-3 * 0.5 * (1 + cos(0.2 * pi))) < 1e-18 &&
+                fabs(sde_train_lr(&tc, 5) - 0.5e-3) < 1e-15 && sde_train_lr(&tc, 10) == 0 &&
+                sde_train_lr(&tc, 1000) == 0,
+            "lr: warm-up times ½(1 + cos(π·step/D)), 0 from step D on");
+  tc.lr_decay_steps = 0;
+  TAP_CHECK(sde_train_lr(&tc, 1000) == 1e-3, "lr_decay_steps 0: constant after warm-up");
+  tc.lr_decay_steps = 4;
+  char *js = sde_train_config_to_json(&tc);
+  sde_json *j = js ? sde_json_parse(js, strlen(js)) : NULL;
+  sde_train_config back;
+  sde_train_config_init(&back);
+  TAP_CHECK(j && sde_train_config_from_json(j, &back) == 0 && back.lr_decay_steps == 4,
+            "lr_decay_steps survives the checkpoint's JSON");
+  sde_json_free(j);
+  free(js);
+
+  const int S = 8, N = 32;
+  sde_dataset ds = {N, 1, S, S, malloc((size_t)N * S * S * sizeof(float)), NULL, 0};
+  make_images(N, S, ds.data);
+  sde_ncsnpp_config nc;
+  tiny_config(&nc, S, 0.0);
+  tc.batch = 4;
+  tc.warmup = 2;
+  tc.ema = 0.9;
+  sde_trainer *t = NULL;
+  if (!TAP_CHECK(sde_trainer_create(&nc, &tc, &t) == 0, "trainer create (%s)", sde_errmsg())) {
+    free(ds.data);
+    return;
+  }
+  const size_t n = (size_t)sde_trainer_num_params(t) * sizeof(float);
+  float *p3 = malloc(n), *p4 = malloc(n), *e4 = malloc(n);
+  int lr_ok = 1;
+  for (int step = 0; step < 6; step++) {
+    sde_train_stats st;
+    if (sde_trainer_step(t, &ds, &st)) break;
+    lr_ok &= st.lr == sde_train_lr(&tc, step);
+    if (step == 2) memcpy(p3, sde_trainer_params(t), n);
+    if (step == 3) {
+      memcpy(p4, sde_trainer_params(t), n);
+      memcpy(e4, sde_trainer_ema(t), n);
+    }
+  }
+  TAP_CHECK(lr_ok, "each step reports the rate sde_train_lr gives");
+  TAP_CHECK(memcmp(p3, p4, n) != 0, "step 3 (rate > 0) moves the weights");
+  TAP_CHECK(!memcmp(p4, sde_trainer_params(t), n) && memcmp(e4, sde_trainer_ema(t), n) != 0,
+            "steps 4-5 (rate 0) keep the weights bit for bit; the EMA still moves toward them");
+  free(p3);
+  free(p4);
+  free(e4);
+  sde_trainer_free(t);
+  free(ds.data);
+}
+
 /* ---- data parallelism with threads as ranks ------------------------------------------- */
 
 #define MAX_RANKS 4
@@ -718,6 +781,7 @@ int main(int argc, char **argv) {
   mkdir(tmpdir, 0777);
   test_data();
   test_resume_api();
+  test_lr_decay();
   test_data_parallel();
   test_resume_cli();
   test_classifier();

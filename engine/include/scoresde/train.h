@@ -6,7 +6,8 @@
  *   λ = std²:             reduce((s·std + z)²)
  *   likelihood weighting:  reduce((s + z/std)²)·g(t)²
  * reduce = mean over C·H·W (reduce_mean) or ½·sum; the loss is the batch mean.
- * Optimiser: Adam (PyTorch form, bias-corrected), learning rate lr·min((step+1)/warmup, 1),
+ * Optimiser: Adam (PyTorch form, bias-corrected), learning rate sde_train_lr: lr·min((step+1)/warmup, 1),
+ * times ½(1 + cos(π·min(step, D)/D)) with a cosine decay over D = lr_decay_steps steps,
  * gradients clipped to a global norm (PyTorch clip_grad_norm_: scale by
  * clip/(norm + 1e-6) when that is < 1). EMA of the weights after every step, decay `ema`,
  * or with `ema_warmup` min(ema, (1+n)/(10+n)) for the n-th update (score_sde_pytorch
@@ -46,6 +47,7 @@ typedef struct {
   double beta1, beta2;       /* 0.9, 0.999 */
   double adam_eps;           /* 1e-8 */
   int warmup;                /* 5000 steps of linear warm-up (0: none) */
+  int lr_decay_steps;        /* 0: constant lr after warm-up; D: cosine decay to 0 at step D */
   double grad_clip;          /* 1.0 (< 0: no clipping) */
   double ema;                /* 0.9999 */
   int ema_warmup;            /* 0: plain EMA (JAX); 1: PyTorch (1+n)/(10+n) warm-up */
@@ -57,6 +59,8 @@ typedef struct {
 } sde_train_config;
 
 void sde_train_config_init(sde_train_config *tc);
+/* The learning rate of (0-based) step `step`: warm-up, then the decay if any. */
+double sde_train_lr(const sde_train_config *tc, int64_t step);
 int sde_train_config_validate(const sde_train_config *tc);
 /* JSON object of every field (malloc'd); the parser accepts any subset. */
 char *sde_train_config_to_json(const sde_train_config *tc);
