@@ -691,8 +691,8 @@ static int finish_step(sde_trainer *t, double loss, sde_train_stats *st) {
   if (dev) {
     rc = sde_ncsnpp_train_backward_dev(t->net, t->tw, t->dout, &grad);
   } else {
-    memset(t->grad, 0, P * sizeof(float));
-    rc = sde_ncsnpp_train_backward(t->net, t->tw, t->dout, t->grad, NULL);
+    rc = be->zero(be, t->grad, P * sizeof(float));
+    if (!rc) rc = sde_ncsnpp_train_backward(t->net, t->tw, t->dout, t->grad, NULL);
   }
   if (rc) return rc;
   if (parallel && (rc = reduce_grad(t, be, grad, P))) return rc;

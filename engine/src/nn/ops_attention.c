@@ -3,6 +3,7 @@
  * Determinism as in ops_conv.c: parallel loops over independent outputs, reductions
  * in a fixed order by one thread. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,27 +71,57 @@ int sde_nn_attention_forward(float *out, float *att, const float *q, const float
   return SDE_OK;
 }
 
+typedef struct {
+  float *dq, *dk, *dv, *scratch; /* scratch: the [N,N] da of a single caller, else NULL */
+  const float *dout, *att, *q, *k, *v;
+  int C, N;
+  atomic_int failed;
+  float scale;
+} attn_bwd_job;
+
+/* images [b0, b1). Each image's gradients are its own, so images can go to any thread; the
+ * GEMMs and the softmax inside, called from a worker, run serially over the same ranges,
+ * which gives the same bits as calling them from outside. */
+static void attention_backward_images(void *ctx, int64_t b0, int64_t b1) {
+  attn_bwd_job *j = ctx;
+  const int C = j->C, N = j->N;
+  float *da = j->scratch ? j->scratch : malloc((size_t)N * N * sizeof(float));
+  if (!da) {
+    atomic_store(&j->failed, 1);
+    return;
+  }
+  for (int64_t b = b0; b < b1; b++) {
+    size_t xo = (size_t)b * C * N;
+    const float *a = j->att + (size_t)b * N * N, *g = j->dout + xo;
+    /* dv[C,N] += g[C,N] · a[N,N] */
+    if (j->dv) sde_ops_gemm_tiled(0, 0, C, N, N, 1.0f, g, N, a, N, 1.0f, j->dv + xo, N);
+    if (!j->dq && !j->dk) continue;
+    /* da[N,N] = g[C,N]ᵀ · v[C,N] */
+    sde_ops_gemm_tiled(1, 0, N, N, C, 1.0f, g, N, j->v + xo, N, 0.0f, da, N);
+    softmax_job sj = {.da = da, .a = a, .scale = j->scale, .N = N};
+    sde_parallel_for(N, grain(N, (size_t)N * N), softmax_backward_rows, &sj);
+    /* dq[C,N] += k[C,N] · dl[N,N]ᵀ ; dk[C,N] += q[C,N] · dl[N,N] */
+    if (j->dq) sde_ops_gemm_tiled(0, 1, C, N, N, 1.0f, j->k + xo, N, da, N, 1.0f, j->dq + xo, N);
+    if (j->dk) sde_ops_gemm_tiled(0, 0, C, N, N, 1.0f, j->q + xo, N, da, N, 1.0f, j->dk + xo, N);
+  }
+  if (!j->scratch) free(da);
+}
+
 int sde_nn_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                               const float *att, const float *q, const float *k, const float *v,
                               int B, int C, int N, float *scratch) {
   if (B < 1 || C < 1 || N < 1) return sde_fail(SDE_EINVAL, "attention: bad shape");
-  float scale = (float)pow((double)C, -0.5);
-  float *owned, *da = scratch_get(scratch, sde_nn_attention_scratch_floats(N), &owned);
-  if (!da) return SDE_ENOMEM;
-  for (int b = 0; b < B; b++) {
-    size_t xo = (size_t)b * C * N;
-    const float *a = att + (size_t)b * N * N, *g = dout + xo;
-    /* dv[C,N] += g[C,N] · a[N,N] */
-    if (dv) sde_ops_gemm_tiled(0, 0, C, N, N, 1.0f, g, N, a, N, 1.0f, dv + xo, N);
-    if (!dq && !dk) continue;
-    /* da[N,N] = g[C,N]ᵀ · v[C,N] */
-    sde_ops_gemm_tiled(1, 0, N, N, C, 1.0f, g, N, v + xo, N, 0.0f, da, N);
-    softmax_job j = {.da = da, .a = a, .scale = scale, .N = N};
-    sde_parallel_for(N, grain(N, (size_t)N * N), softmax_backward_rows, &j);
-    /* dq[C,N] += k[C,N] · dl[N,N]ᵀ ; dk[C,N] += q[C,N] · dl[N,N] */
-    if (dq) sde_ops_gemm_tiled(0, 1, C, N, N, 1.0f, k + xo, N, da, N, 1.0f, dq + xo, N);
-    if (dk) sde_ops_gemm_tiled(0, 0, C, N, N, 1.0f, q + xo, N, da, N, 1.0f, dk + xo, N);
+  attn_bwd_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .att = att, .q = q, .k = k,
+                    .v = v, .C = C, .N = N, .scale = (float)pow((double)C, -0.5)};
+  atomic_init(&j.failed, 0);
+  if (B > 1) { /* one image per task: the small GEMMs of one image would not split */
+    sde_parallel_for(B, 1, attention_backward_images, &j);
+    return atomic_load(&j.failed) ? sde_fail(SDE_ENOMEM, "attention: out of memory") : SDE_OK;
   }
+  float *owned;
+  j.scratch = scratch_get(scratch, sde_nn_attention_scratch_floats(N), &owned);
+  if (!j.scratch) return SDE_ENOMEM;
+  attention_backward_images(&j, 0, 1);
   free(owned);
   return SDE_OK;
 }

@@ -69,7 +69,10 @@ static void gemm_tile_sizes(int M, int N, double flops, int want, int *mt, int *
 /* Strided batch of row-major GEMMs, item i using X + i·strideX for X in A, B, C:
  *   reduce = 0:  C_i[M,N] = alpha·op(A_i)[M,K]·op(B_i)[K,N] + beta·C_i     (independent)
  *   reduce = 1:  C[M,N] = beta·C + Σ_i alpha·op(A_i)·op(B_i)  (items summed in order)
- * Work is split into (item, tile) tasks, each one single-threaded sgemm call per item. */
+ * Work is split into (item, tile) tasks, each one single-threaded sgemm call per item. A
+ * reduction with fewer tiles than GEMM_TASKS (the weight gradients of small 1x1 convs)
+ * also splits its items into `parts` consecutive runs, chosen from the shape alone: part 0
+ * sums into C, the others into buffers of their own, added to C in part order. */
 typedef struct {
   int batch, reduce, transA, transB, M, N, K;
   float alpha, beta;
@@ -78,22 +81,40 @@ typedef struct {
   int lda, ldb, ldc;
   size_t strideA, strideB, strideC;
   int mt, nt, tn, per_item; /* tile sizes, tiles per row of tiles and per item */
+  int parts;                /* reduce: runs of items; parts 1.. sum into pbuf */
+  float *pbuf;              /* [parts − 1][M][N] */
 } gemm_job;
 
 static void gemm_tasks(void *ctx, int64_t t0, int64_t t1) {
   const gemm_job *g = ctx;
   for (int64_t task = t0; task < t1; task++) {
-    int t = (int)(task % g->per_item);
-    int i0 = g->reduce ? 0 : (int)(task / g->per_item), i1 = g->reduce ? g->batch : i0 + 1;
+    int t = (int)(task % g->per_item), part = g->reduce ? (int)(task / g->per_item) : 0;
+    int i0 = g->reduce ? (int)((int64_t)part * g->batch / g->parts) : (int)(task / g->per_item);
+    int i1 = g->reduce ? (int)((int64_t)(part + 1) * g->batch / g->parts) : i0 + 1;
     int m0 = (t / g->tn) * g->mt, n0 = (t % g->tn) * g->nt;
     int m = g->M - m0 < g->mt ? g->M - m0 : g->mt, n = g->N - n0 < g->nt ? g->N - n0 : g->nt;
+    float *cp = part ? g->pbuf + (size_t)(part - 1) * g->M * g->N : g->C;
+    const int ldc = part ? g->N : g->ldc;
     for (int i = i0; i < i1; i++) {
       const float *a = g->A + i * g->strideA + (g->transA ? (size_t)m0 : (size_t)m0 * g->lda);
       const float *b = g->B + i * g->strideB + (g->transB ? (size_t)n0 * g->ldb : (size_t)n0);
-      float *c = g->C + (g->reduce ? 0 : i * g->strideC) + (size_t)m0 * g->ldc + n0;
+      float *c = cp + (g->reduce ? 0 : i * g->strideC) + (size_t)m0 * ldc + n0;
+      const float beta = i > i0 ? 1.0f : part ? 0.0f : g->beta;
       cblas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
                   g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, a, g->lda, b,
-                  g->ldb, (g->reduce && i > 0) ? 1.0f : g->beta, c, g->ldc);
+                  g->ldb, beta, c, ldc);
+    }
+  }
+}
+
+/* C rows [r0, r1) += the parts' buffers, in part order */
+static void gemm_add_parts(void *ctx, int64_t r0, int64_t r1) {
+  const gemm_job *g = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    float *c = g->C + r * g->ldc;
+    for (int p = 1; p < g->parts; p++) {
+      const float *b = g->pbuf + ((size_t)(p - 1) * g->M + (size_t)r) * g->N;
+      for (int n = 0; n < g->N; n++) c[n] += b[n];
     }
   }
 }
@@ -104,14 +125,26 @@ void sde_ops_gemm_batch(int batch, int reduce, int transA, int transB, int M, in
   if (batch <= 0 || M <= 0 || N <= 0) return;
   blas_init();
   gemm_job g = {batch, reduce, transA, transB, M, N, K, alpha, beta, A, Bm, C, lda, ldb, ldc,
-                strideA, strideB, strideC, 0, 0, 0, 0};
+                strideA, strideB, strideC, 0, 0, 0, 0, 1, NULL};
   /* Tiles depend on the GEMM shape only, never on the batch: OpenBLAS's kernels may round
    * differently for different tile shapes (generic kernels do), and sample i must come out
    * bit-identical whether it runs alone or in a batch. */
   gemm_tile_sizes(M, N, 2.0 * M * N * K, GEMM_TASKS, &g.mt, &g.nt);
   g.tn = ceil_div(N, g.nt);
   g.per_item = ceil_div(M, g.mt) * g.tn;
-  sde_parallel_for_dynamic(reduce ? g.per_item : (int64_t)g.per_item * batch, 1, gemm_tasks, &g);
+  if (reduce && g.per_item < GEMM_TASKS) {
+    /* parts of at least GEMM_TILE_FLOPS / 4 each */
+    const double item_flops = 2.0 * M * N * K;
+    int parts = GEMM_TASKS / g.per_item < batch ? GEMM_TASKS / g.per_item : batch;
+    while (parts > 1 && item_flops * batch / parts < GEMM_TILE_FLOPS / 4) parts--;
+    if (parts > 1 && (g.pbuf = malloc((size_t)(parts - 1) * M * N * sizeof(float)))) g.parts = parts;
+  }
+  sde_parallel_for_dynamic(reduce ? (int64_t)g.per_item * g.parts : (int64_t)g.per_item * batch, 1,
+                           gemm_tasks, &g);
+  if (g.parts > 1) {
+    sde_parallel_for(M, grain(M, (size_t)M * N * g.parts), gemm_add_parts, &g);
+    free(g.pbuf);
+  }
 }
 
 /* One GEMM: C[M,N] = alpha·op(A)·op(B) + beta·C */

@@ -1305,7 +1305,9 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
     j->nrow = all - j->th0 < rows ? all - j->th0 : rows;
     j->Tp = ceil_div(j->nrow * j->ntw, A2_V) * A2_V;
     j->Ts = a2_wg_stride(j->Tp);
-    sde_parallel_for(s->C_in + jj.Co4, 1, a2_wgdw_transforms, &jj);
+    /* dynamic: the x and dy transforms differ in cost, and a static split gives each
+     * thread one kind */
+    sde_parallel_for_dynamic(s->C_in + jj.Co4, 1, a2_wgdw_transforms, &jj);
     sde_parallel_for_dynamic((int64_t)j->nxi * (jj.Co4 / A2_R), 1, a2_wgdw_products, &jj);
   }
   sde_parallel_for(s->C_out, 1, a2_wgdw_finish, &jj);
