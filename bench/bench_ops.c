@@ -194,9 +194,10 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
   static const char *mode[3][2] = {{"0", "2"}, {"2", "2"}, {"2", "4"}};
   printf("%s best ms   direct |  F(2x2)  ratio |  F(4x4)  ratio\n",
          dweight ? "conv 3x3 dweight," : "conv 3x3 pad 1, ");
-  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-    const int C = shapes[i][0], H = shapes[i][1], B = shapes[i][2];
-    if (only_c && (C != only_c || H != only_h || B != only_b)) continue;
+  const size_t nshapes = only_c ? 1 : sizeof shapes / sizeof shapes[0];
+  for (size_t i = 0; i < nshapes; i++) { /* C H B given: that shape alone */
+    const int C = only_c ? only_c : shapes[i][0], H = only_c ? only_h : shapes[i][1];
+    const int B = only_c ? only_b : shapes[i][2];
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, H, C, 3, 1, 1);
     const size_t nx = (size_t)B * C * H * H;
     float *x = rand_f(nx, 1), *w = rand_f((size_t)C * C * 9, 0.05f), *bias = rand_f(C, 0.1f);

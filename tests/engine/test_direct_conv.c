@@ -600,7 +600,7 @@ static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
 /* The weight gradient goes through Winograd by default where sde_ops_wino_avx2_dweight_pays
  * says (AVX2: F(4x4) shapes from 32 channels and 512 tiles in the batch), the direct
  * weight gradient elsewhere */
-static void run_wino_dw_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
+static void run_wino_dw_dispatch(int B, int Ci, int Co, int H, int W, const char *tile, int expect) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
   float *x = rand_f(nx), *g = rand_f(ny), *w = rand_f(nw), *dw[3];
@@ -608,15 +608,15 @@ static void run_wino_dw_dispatch(int B, int Ci, int Co, int H, int W, int expect
   int rc = 0;
   for (int k = 0; k < 3; k++) {
     dw[k] = calloc(nw, sizeof(float));
-    if (mode[k]) setenv("SDE_NN_WINOGRAD", mode[k], 1), setenv("SDE_NN_WINOGRAD_TILE", "4", 1);
+    if (mode[k]) setenv("SDE_NN_WINOGRAD", mode[k], 1), setenv("SDE_NN_WINOGRAD_TILE", tile, 1);
     else unsetenv("SDE_NN_WINOGRAD"), unsetenv("SDE_NN_WINOGRAD_TILE");
     rc |= sde_nn_conv2d_backward(NULL, dw[k], NULL, g, x, w, &s, NULL);
   }
   const int direct = !memcmp(dw[2], dw[0], nw * sizeof(float));
   const int took = !memcmp(dw[2], dw[1], nw * sizeof(float)) && !direct;
   TAP_CHECK(rc == 0 && (expect ? took : direct),
-            "winograd dweight by default B=%d %d->%d %dx%d: %s (expected %s)", B, Ci, Co, H, W,
-            took ? "winograd" : direct ? "direct" : "?", expect ? "winograd" : "direct");
+            "winograd dweight by default B=%d %d->%d %dx%d: %s (expected %s, F(%sx%s))", B, Ci, Co, H,
+            W, took ? "winograd" : direct ? "direct" : "?", expect ? "winograd" : "direct", tile, tile);
   for (int k = 0; k < 3; k++) free(dw[k]);
   free(x), free(g), free(w);
 }
@@ -745,10 +745,14 @@ int main(void) {
   run_wino_dispatch(2, 16, 128, 32, 32, 0);
   run_wino_dispatch(2, 128, 16, 32, 32, 0);
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
-  run_wino_dw_dispatch(2, 128, 128, 64, 64, avx2);
-  run_wino_dw_dispatch(8, 32, 40, 32, 32, avx2);
-  run_wino_dw_dispatch(1, 128, 128, 32, 32, 0); /* 64 tiles */
-  run_wino_dw_dispatch(8, 16, 64, 32, 32, 0);   /* 16 channels in */
-  run_wino_dw_dispatch(8, 128, 128, 16, 16, 0); /* F(2x2) shapes */
+  run_wino_dw_dispatch(2, 128, 128, 64, 64, "4", avx2);
+  run_wino_dw_dispatch(8, 32, 40, 32, 32, "4", avx2);
+  run_wino_dw_dispatch(1, 128, 128, 32, 32, "4", 0); /* 64 tiles */
+  run_wino_dw_dispatch(8, 16, 64, 32, 32, "4", 0);   /* 16 channels in */
+  /* F(2x2) shapes: from 2048 tiles of 2x2 and 64 channels, not at 8x8 */
+  run_wino_dw_dispatch(32, 64, 96, 16, 16, "2", avx2);
+  run_wino_dw_dispatch(16, 128, 128, 16, 16, "2", 0);
+  run_wino_dw_dispatch(32, 48, 64, 16, 16, "2", 0);
+  run_wino_dw_dispatch(128, 64, 64, 8, 8, "2", 0);
   return tap_done();
 }
