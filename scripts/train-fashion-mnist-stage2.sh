@@ -23,7 +23,7 @@
 # STAGE=4 anneals: from the same stage-2 mean, lr 3e-4 after 200 warm-up steps, cosine decay
 # to 0 at step 6,000 (--lr-decay-steps), seed 3, in runs/fashion-mnist-32-nf32d; the EMA at
 # 6,000 and the mean of the EMA at 4,500, 5,250 and 6,000 (runs/fashion-mnist-32-stage4.safetensors)
-# are the candidates.
+# are the candidates (tried and not shipped: models/fashion-mnist-32.md).
 set -e
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
