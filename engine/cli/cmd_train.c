@@ -534,8 +534,8 @@ static int train_run(int argc, char **argv, train_args *ap, cli_dist *d) {
     resumed = 1;
     if (a.preset || a.model_config || a.ch_mult || a.attn || a.sde_name || a.nf > 0 ||
         a.res_blocks > 0 || a.image_size > 0 || a.channels > 0 || !isnan(a.dropout) ||
-        a.num_classes > 0 || a.global_head || a.init_from || a.batch > 0 || !isnan(a.lr) || a.warmup >= 0 || a.lr_decay_steps >= 0 ||
-        !isnan(a.grad_clip) || !isnan(a.ema) || a.ema_warmup || a.reduce_mean || a.lw ||
+        a.num_classes > 0 || a.global_head || a.init_from || a.batch > 0 || !isnan(a.lr) ||
+        a.warmup >= 0 || a.lr_decay_steps >= 0 || !isnan(a.grad_clip) || !isnan(a.ema) || a.ema_warmup || a.reduce_mean || a.lw ||
         a.no_flip || a.have_seed)
       if (!a.quiet)
         fprintf(stderr, "scoresde train: note: resuming %s: the model and training settings "

@@ -49,11 +49,9 @@ void sde_train_config_init(sde_train_config *tc) {
 
 double sde_train_lr(const sde_train_config *tc, int64_t step) {
   double lr = tc->warmup > 0 ? tc->lr * fmin((double)(step + 1) / tc->warmup, 1.0) : tc->lr;
-  if (tc->lr_decay_steps > 0) {
-    /* past step D the rate is exactly 0: the weights stay, the EMA goes on averaging */
-    const double D = tc->lr_decay_steps, s = fmin((double)step, D);
-    lr *= s >= D ? 0.0 : 0.5 * (1.0 + cos(M_PI * s / D));
-  }
+  const int64_t D = tc->lr_decay_steps;
+  /* from step D on the rate is exactly 0: the weights stay, the EMA goes on averaging */
+  if (D > 0) lr *= step >= D ? 0.0 : 0.5 * (1.0 + cos(M_PI * (double)step / (double)D));
   return lr;
 }
 

@@ -6,8 +6,9 @@
  *   λ = std²:             reduce((s·std + z)²)
  *   likelihood weighting:  reduce((s + z/std)²)·g(t)²
  * reduce = mean over C·H·W (reduce_mean) or ½·sum; the loss is the batch mean.
- * Optimiser: Adam (PyTorch form, bias-corrected), learning rate sde_train_lr: lr·min((step+1)/warmup, 1),
- * times ½(1 + cos(π·min(step, D)/D)) with a cosine decay over D = lr_decay_steps steps,
+ * Optimiser: Adam (PyTorch form, bias-corrected), learning rate (sde_train_lr)
+ * lr·min((step+1)/warmup, 1), times ½(1 + cos(π·step/D)) before step D and 0 from it with a
+ * cosine decay over D = lr_decay_steps steps,
  * gradients clipped to a global norm (PyTorch clip_grad_norm_: scale by
  * clip/(norm + 1e-6) when that is < 1). EMA of the weights after every step, decay `ema`,
  * or with `ema_warmup` min(ema, (1+n)/(10+n)) for the n-th update (score_sde_pytorch
