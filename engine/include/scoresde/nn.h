@@ -87,6 +87,10 @@ int sde_nn_groupnorm_backward(float *dinp, float *dgamma, float *dbeta, const fl
 /* Fused inference path: out = silu(groupnorm(inp)). out may equal inp. */
 int sde_nn_groupnorm_silu_forward(float *out, const float *inp, const float *gamma,
                                   const float *beta, int B, int C, int HW, int G, float eps);
+/* The same, with mean/rstd [B,G] saved for groupnorm_silu_backward (training). */
+int sde_nn_groupnorm_silu_forward_train(float *out, float *mean, float *rstd, const float *inp,
+                                        const float *gamma, const float *beta, int B, int C,
+                                        int HW, int G, float eps);
 /* Backward of out = silu(groupnorm(inp)) in one op: dinp, dgamma, dbeta += (each may be
  * NULL). The GroupNorm output is recomputed from inp, mean, rstd (groupnorm_forward's),
  * gamma, beta, so neither it nor the SiLU input gradient is needed as a tensor. */

@@ -76,6 +76,11 @@ struct sde_backend {
                             const float *gamma, int B, int C, int HW, int G);
   int (*groupnorm_silu_forward)(const sde_backend *be, float *out, const float *inp, const float *gamma,
                                 const float *beta, int B, int C, int HW, int G, float eps);
+  /* optional, with groupnorm_silu_backward: silu(groupnorm) with its statistics in one pass
+   * (NULL: the training forward runs groupnorm_forward then silu_forward) */
+  int (*groupnorm_silu_forward_train)(const sde_backend *be, float *out, float *mean, float *rstd,
+                                      const float *inp, const float *gamma, const float *beta,
+                                      int B, int C, int HW, int G, float eps);
   /* optional (NULL: the training backward runs silu_backward then groupnorm_backward) */
   int (*groupnorm_silu_backward)(const sde_backend *be, float *dinp, float *dgamma, float *dbeta,
                                  const float *dout, const float *inp, const float *mean,

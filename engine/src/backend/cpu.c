@@ -85,6 +85,10 @@ WRAP_INT(groupnorm_silu_forward, (const sde_backend *be, float *out, const float
                                   const float *gamma, const float *beta, int B, int C, int HW,
                                   int G, float eps),
          (out, inp, gamma, beta, B, C, HW, G, eps))
+WRAP_INT(groupnorm_silu_forward_train, (const sde_backend *be, float *out, float *mean,
+                                        float *rstd, const float *inp, const float *gamma,
+                                        const float *beta, int B, int C, int HW, int G, float eps),
+         (out, mean, rstd, inp, gamma, beta, B, C, HW, G, eps))
 WRAP_INT(groupnorm_silu_backward, (const sde_backend *be, float *dinp, float *dgamma,
                                    float *dbeta, const float *dout, const float *inp,
                                    const float *mean, const float *rstd, const float *gamma,
@@ -352,7 +356,8 @@ static const sde_backend cpu_backend = {
   .synchronize = cpu_synchronize,
   OP(conv2d_forward), OP(conv2d_backward), OP(linear_forward), OP(linear_backward),
   OP(nin_forward), OP(nin_backward), OP(groupnorm_forward), OP(groupnorm_backward),
-  OP(groupnorm_silu_forward), OP(groupnorm_silu_backward), OP(silu_forward),
+  OP(groupnorm_silu_forward), OP(groupnorm_silu_forward_train), OP(groupnorm_silu_backward),
+  OP(silu_forward),
   OP(silu_backward), OP(attention_forward), OP(attention_backward), OP(fir_upsample2x_forward), OP(fir_upsample2x_backward),
   OP(fir_downsample2x_forward), OP(fir_downsample2x_backward),
   OP(fir_conv_downsample2x_forward), OP(fir_conv_downsample2x_backward),

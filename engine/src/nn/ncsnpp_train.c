@@ -96,6 +96,23 @@ static int conv_same_bwd(fwd_ctx *ctx, float *dinp, float *dw, float *db, const 
   return SDE_OK;
 }
 
+/* a = silu(GN(x)) [B, C, HW] with mean, rstd [B, G] saved. Where the backend's fused backward
+ * recomputes GN(x), one pass and *g = NULL; else g = GN(x) into the workspace, then SiLU. */
+static int gn_silu_fwd(fwd_ctx *ctx, float **g, float *a, float *mean, float *rstd,
+                       const float *x, const float *gamma, const float *beta, int C, int HW) {
+  const int B = ctx->B, G = sde_nn_groupnorm_groups(C);
+  const size_t n = (size_t)B * C * HW;
+  if (ctx->be->groupnorm_silu_forward_train && ctx->be->groupnorm_silu_backward) {
+    *g = NULL;
+    return BE(groupnorm_silu_forward_train, a, mean, rstd, x, gamma, beta, B, C, HW, G,
+              SDE_NN_GROUPNORM_EPS);
+  }
+  *g = ws_alloc(ctx, n);
+  TRY(BE(groupnorm_forward, *g, mean, rstd, x, gamma, beta, B, C, HW, G, SDE_NN_GROUPNORM_EPS));
+  BE(silu_forward, a, *g, n);
+  return SDE_OK;
+}
+
 /* Backward of a = silu(GN(x)) [B, C, HW]: dx += (dgamma, dbeta too), from da and the saved
  * g = GN(x), mean, rstd. One fused op where the backend has it (it recomputes g from x and
  * reads neither g nor a dg plane), else SiLU backward into dg then GroupNorm backward. */
@@ -159,7 +176,7 @@ static void conv_sizes(const sde_ncsnpp *net, const net_op *op, int B, int with_
   *temp = ncsnpp_conv_same_scratch(B, op->C, op->C2, op->H, op->k);
 }
 
-/* OP_RESBLOCK. Saved: s0 g0 = GN_0(x), s1 a0 = act(g0), s2 mean0, s3 rstd0, s4 hr (resampled
+/* OP_RESBLOCK. Saved (g0, g1: NULL where gn_silu_fwd needs no GN output): s0 g0 = GN_0(x), s1 a0 = act(g0), s2 mean0, s3 rstd0, s4 hr (resampled
  * a0 or a0), s5 xr (resampled x or x), s6 h1 = Conv_0 + Dense_0, s7 g1 = GN_1(h1), s8 mean1,
  * s9 rstd1, s10 a1 = act(g1), s11 d1 = dropout(a1) (the Conv_1 input), s12 mask (NULL: no
  * dropout). */
@@ -179,11 +196,9 @@ static int resblock_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
   const float *skip_w = m->shortcut ? P(ctx, mi, 10) : NULL,
               *skip_b = m->shortcut ? P(ctx, mi, 11) : NULL;
   const float *x = TD(ctx, op->in0);
-  float *g0 = ws_alloc(ctx, in_n), *a0 = ws_alloc(ctx, in_n);
+  float *g0, *a0 = ws_alloc(ctx, in_n);
   float *mean0 = ws_alloc(ctx, (size_t)B * G0), *rstd0 = ws_alloc(ctx, (size_t)B * G0);
-  TRY(BE(groupnorm_forward, g0, mean0, rstd0, x, gn0_w, gn0_b, B, Cin, H * H, G0,
-         SDE_NN_GROUPNORM_EPS));
-  BE(silu_forward, a0, g0, in_n);
+  TRY(gn_silu_fwd(ctx, &g0, a0, mean0, rstd0, x, gn0_w, gn0_b, Cin, H * H));
   float *hr = a0;
   float *xr = (float *)x;
   if (m->up || m->down) {
@@ -199,7 +214,7 @@ static int resblock_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
   }
   float *h1 = ws_alloc(ctx, o_n);
   TRY(ncsnpp_conv_same(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3));
-  float *g1 = ws_alloc(ctx, o_n), *a1 = ws_alloc(ctx, o_n);
+  float *g1 = NULL, *a1 = ws_alloc(ctx, o_n);
   float *mean1 = ws_alloc(ctx, (size_t)B * G1), *rstd1 = ws_alloc(ctx, (size_t)B * G1);
   float *d1 = a1, *mask = NULL;
   if (ctx->tr->with_dropout) {
@@ -217,9 +232,8 @@ static int resblock_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
     TRY(BE(linear_forward, proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
     BE(add_channel_bias_forward, h1, proj, B, Cout, (int)out_hw);
   }
-  TRY(BE(groupnorm_forward, g1, mean1, rstd1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw, G1,
-         SDE_NN_GROUPNORM_EPS));
-  BE(silu_forward, a1, g1, o_n);
+  TRY(gn_silu_fwd(ctx, &g1, a1, mean1, rstd1, h1, gn1_w, gn1_b, Cout, (int)out_hw));
+  tp->s[7] = g1;
   if (mask) {
     /* row b: uniforms of (drop_seed, drop_stream0 + b, 1000 + module) -> 0 or 1/(1-p) */
     const float p = ctx->dropout, keep = 1.0f / (1.0f - p);
@@ -399,18 +413,17 @@ static void attn_sizes(const sde_ncsnpp *net, const net_op *op, int B, int with_
   *temp = 6 * ws_round(n) + ws_round(sde_nn_attention_scratch_floats((int)N));
 }
 
-/* OP_NORM_CONV. Saved: s0 g = GN(x), s1 mean, s2 rstd, s3 a = act(g). */
+/* OP_NORM_CONV. Saved: s0 g = GN(x) (or NULL: gn_silu_fwd), s1 mean, s2 rstd, s3 a = act(g). */
 static int norm_conv_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
   const int gn = op->module, cv = op->module2, B = ctx->B, C = op->C, H = op->H;
   const int G = sde_nn_groupnorm_groups(C);
   const size_t n = (size_t)B * C * H * H;
-  float *g = ws_alloc(ctx, n), *mean = ws_alloc(ctx, (size_t)B * G),
-        *rstd = ws_alloc(ctx, (size_t)B * G), *a = ws_alloc(ctx, n);
+  float *g, *mean = ws_alloc(ctx, (size_t)B * G), *rstd = ws_alloc(ctx, (size_t)B * G),
+        *a = ws_alloc(ctx, n);
+  TRY(gn_silu_fwd(ctx, &g, a, mean, rstd, TD(ctx, op->in0), P(ctx, gn, 0), P(ctx, gn, 1), C,
+                  H * H));
   float *save[4] = {g, mean, rstd, a};
   memcpy(tp->s, save, sizeof save);
-  TRY(BE(groupnorm_forward, g, mean, rstd, TD(ctx, op->in0), P(ctx, gn, 0), P(ctx, gn, 1), B, C,
-         H * H, G, SDE_NN_GROUPNORM_EPS));
-  BE(silu_forward, a, g, n);
   return ncsnpp_conv_same(ctx, TD(ctx, op->out), a, P(ctx, cv, 0), P(ctx, cv, 1), C,
                           MOD(ctx, cv)->out_ch, H, 3);
 }
@@ -585,20 +598,18 @@ static void no_sizes(const sde_ncsnpp *net, const net_op *op, int B, int with_dr
   *saved = *temp = 0;
 }
 
-/* OP_HEAD. Saved: s0 g = GN(x), s1 mean, s2 rstd, s3 a = act(g), s4 pooled [B, C]. */
+/* OP_HEAD. Saved: s0 g = GN(x) (or NULL: gn_silu_fwd), s1 mean, s2 rstd, s3 a = act(g), s4 pooled [B, C]. */
 static int head_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
   const int gn = op->module, lin = op->module2, B = ctx->B, C = op->C, H = op->H;
   const int G = sde_nn_groupnorm_groups(C), K = MOD(ctx, lin)->out_ch;
   const size_t n = (size_t)B * C * H * H, HW = (size_t)H * H;
-  float *g = ws_alloc(ctx, n), *mean = ws_alloc(ctx, (size_t)B * G),
-        *rstd = ws_alloc(ctx, (size_t)B * G), *a = ws_alloc(ctx, n),
-        *pooled = ws_alloc(ctx, (size_t)B * C);
+  float *g, *mean = ws_alloc(ctx, (size_t)B * G), *rstd = ws_alloc(ctx, (size_t)B * G),
+        *a = ws_alloc(ctx, n), *pooled = ws_alloc(ctx, (size_t)B * C);
   float *w = ws_alloc(ctx, HW); /* device: the 1/HW weights of the mean */
+  TRY(gn_silu_fwd(ctx, &g, a, mean, rstd, TD(ctx, op->in0), P(ctx, gn, 0), P(ctx, gn, 1), C,
+                  (int)HW));
   float *save[5] = {g, mean, rstd, a, pooled};
   memcpy(tp->s, save, sizeof save);
-  TRY(BE(groupnorm_forward, g, mean, rstd, TD(ctx, op->in0), P(ctx, gn, 0), P(ctx, gn, 1), B, C,
-         (int)HW, G, SDE_NN_GROUPNORM_EPS));
-  BE(silu_forward, a, g, n);
   if (ctx->be->host_memory) {
     for (size_t bc = 0; bc < (size_t)B * C; bc++) {
       double acc = 0.0;

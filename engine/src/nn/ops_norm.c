@@ -729,6 +729,12 @@ int sde_nn_groupnorm_silu_forward(float *out, const float *inp, const float *gam
   return groupnorm_forward_impl(out, NULL, NULL, inp, gamma, beta, B, C, HW, G, eps, 1);
 }
 
+int sde_nn_groupnorm_silu_forward_train(float *out, float *mean, float *rstd, const float *inp,
+                                        const float *gamma, const float *beta, int B, int C,
+                                        int HW, int G, float eps) {
+  return groupnorm_forward_impl(out, mean, rstd, inp, gamma, beta, B, C, HW, G, eps, 1);
+}
+
 /* per group: dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dout·gamma */
 static void groupnorm_dinp_groups(void *ctx, int64_t bg0, int64_t bg1) {
   const gn_job *j = ctx;
