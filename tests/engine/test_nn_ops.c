@@ -1023,6 +1023,7 @@ typedef struct {
 /* GroupNorm forward (y, mean, rstd), GroupNorm+SiLU forward, GroupNorm backward and the fused
  * GroupNorm+SiLU backward (dinp, dgamma, dbeta onto random values) of one case; the same
  * inputs on every call */
+static int norm_train_mismatch; /* run_norm_case: the training forward differed */
 static void run_norm_case(const norm_case *k, outputs *o) {
   uint64_t saved = rng_state;
   rng_state = 777;
@@ -1037,6 +1038,16 @@ static void run_norm_case(const norm_case *k, outputs *o) {
   float *dxf = rand_f(n, 1), *dgaf = rand_f(C, 1), *dbef = rand_f(C, 1);
   int rc = sde_nn_groupnorm_forward(y, mean, rstd, x, ga, be, B, C, HW, G, SDE_NN_GROUPNORM_EPS);
   rc |= sde_nn_groupnorm_silu_forward(ys, x, ga, be, B, C, HW, G, SDE_NN_GROUPNORM_EPS);
+  { /* the training forward: the same silu(y) and statistics, bit for bit */
+    float *yt = malloc(n * sizeof(float)), *mt = malloc(BG * sizeof(float)),
+          *rt = malloc(BG * sizeof(float));
+    rc |= sde_nn_groupnorm_silu_forward_train(yt, mt, rt, x, ga, be, B, C, HW, G,
+                                              SDE_NN_GROUPNORM_EPS);
+    norm_train_mismatch += memcmp(yt, ys, n * sizeof(float)) != 0 ||
+                           memcmp(mt, mean, BG * sizeof(float)) != 0 ||
+                           memcmp(rt, rstd, BG * sizeof(float)) != 0;
+    free(yt), free(mt), free(rt);
+  }
   rc |= sde_nn_groupnorm_backward(dx, dga, dbe, g, x, mean, rstd, ga, B, C, HW, G);
   rc |= sde_nn_groupnorm_silu_backward(dxf, dgaf, dbef, g, x, mean, rstd, ga, be, B, C, HW, G);
   if (rc) TAP_DIAG("groupnorm case B%d C%d HW%d G%d: rc %d", B, C, HW, G, rc);
@@ -1132,6 +1143,9 @@ static void test_norm_vector_paths(void) {
     for (int t = 0; t < 3; t++) free_outputs(&o[t]);
     free_outputs(&s);
   }
+  TAP_CHECK(norm_train_mismatch == 0,
+            "groupnorm_silu_forward_train = groupnorm_silu_forward's output and groupnorm_forward's "
+            "statistics, bit for bit, vector and scalar paths (%d cases differ)", norm_train_mismatch);
   const size_t sizes[] = {1, 7, 9, 37, 40001};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     const size_t n = sizes[i];
