@@ -176,10 +176,10 @@ static void conv_sizes(const sde_ncsnpp *net, const net_op *op, int B, int with_
   *temp = ncsnpp_conv_same_scratch(B, op->C, op->C2, op->H, op->k);
 }
 
-/* OP_RESBLOCK. Saved (g0, g1: NULL where gn_silu_fwd needs no GN output): s0 g0 = GN_0(x), s1 a0 = act(g0), s2 mean0, s3 rstd0, s4 hr (resampled
+/* OP_RESBLOCK. Saved: s0 g0 = GN_0(x), s1 a0 = act(g0), s2 mean0, s3 rstd0, s4 hr (resampled
  * a0 or a0), s5 xr (resampled x or x), s6 h1 = Conv_0 + Dense_0, s7 g1 = GN_1(h1), s8 mean1,
  * s9 rstd1, s10 a1 = act(g1), s11 d1 = dropout(a1) (the Conv_1 input), s12 mask (NULL: no
- * dropout). */
+ * dropout); g0, g1 NULL where gn_silu_fwd keeps no GN output. */
 static int resblock_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
   const sde_ncsnpp_config *c = &ctx->net->config;
   const int mi = op->module;
@@ -598,7 +598,8 @@ static void no_sizes(const sde_ncsnpp *net, const net_op *op, int B, int with_dr
   *saved = *temp = 0;
 }
 
-/* OP_HEAD. Saved: s0 g = GN(x) (or NULL: gn_silu_fwd), s1 mean, s2 rstd, s3 a = act(g), s4 pooled [B, C]. */
+/* OP_HEAD. Saved: s0 g = GN(x) (or NULL: gn_silu_fwd), s1 mean, s2 rstd, s3 a = act(g),
+ * s4 pooled [B, C]. */
 static int head_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
   const int gn = op->module, lin = op->module2, B = ctx->B, C = op->C, H = op->H;
   const int G = sde_nn_groupnorm_groups(C), K = MOD(ctx, lin)->out_ch;
