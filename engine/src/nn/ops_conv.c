@@ -137,7 +137,9 @@ void sde_ops_gemm_batch(int batch, int reduce, int transA, int transB, int M, in
     const double item_flops = 2.0 * M * N * K;
     int parts = GEMM_TASKS / g.per_item < batch ? GEMM_TASKS / g.per_item : batch;
     while (parts > 1 && item_flops * batch / parts < GEMM_TILE_FLOPS / 4) parts--;
-    if (parts > 1 && (g.pbuf = malloc((size_t)(parts - 1) * M * N * sizeof(float)))) g.parts = parts;
+    /* without memory for the parts: one run, the order of summation before this split */
+    if (parts > 1) g.pbuf = malloc((size_t)(parts - 1) * M * N * sizeof(float));
+    if (g.pbuf) g.parts = parts;
   }
   sde_parallel_for_dynamic(reduce ? (int64_t)g.per_item * g.parts : (int64_t)g.per_item * batch, 1,
                            gemm_tasks, &g);
