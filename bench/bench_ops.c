@@ -7,8 +7,9 @@
  * stride-1 weight gradient at the training shapes of fashion-mnist-32 and its 3-channel
  * variant, batch 32: median and best of REPS calls, default 30); --conv [REPS] (the forward
  * and the input gradient of the same shapes); --wino [REPS [C H B]] (the direct conv against
- * the AVX2 Winograd tile sizes F(2x2, 3x3) and F(4x4, 3x3), default 9; C H B: that shape
- * of the list only); --wino-dweight [REPS [C H B]] (the same for the weight gradient).
+ * the AVX2 Winograd tile sizes F(2x2, 3x3) and F(4x4, 3x3), default 9; C H B: only that
+ * shape, C channels in and out, H x H, batch B); --wino-dweight [REPS [C H B]] (the same for
+ * the weight gradient).
  * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
  * shared, loaded machine is the steadier measure of single-thread efficiency. */
 #include <math.h>

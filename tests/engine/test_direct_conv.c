@@ -161,15 +161,18 @@ static void run_case(const cv_case *c) {
   free(x), free(w), free(b), free(yr), free(y1), free(yd), free(amag);
 }
 
-/* dweight after sde_nn_conv2d_backward onto d0, at 1, 2 and 3 threads: dw[t] (malloc'd) */
+/* dweight after sde_nn_conv2d_backward (or, nin, sde_nn_nin_backward over [B, C_in, H·W])
+ * onto d0, at 1, 2 and 3 threads: dw[t] (malloc'd) */
 static int dw_at_1_2_3_threads(float *dw[3], const float *d0, const float *g, const float *x,
-                               const float *w, const sde_nn_conv2d_shape *s, size_t nw) {
+                               const float *w, const sde_nn_conv2d_shape *s, size_t nw, int nin) {
   int rc = 0;
   for (int t = 0; t < 3; t++) {
     dw[t] = malloc(nw * sizeof(float));
     memcpy(dw[t], d0, nw * sizeof(float));
     sde_set_num_threads(t + 1);
-    rc |= sde_nn_conv2d_backward(NULL, dw[t], NULL, g, x, w, s, NULL);
+    rc |= nin ? sde_nn_nin_backward(NULL, dw[t], NULL, g, x, w, s->B, s->C_in, s->H * s->W,
+                                    s->C_out)
+              : sde_nn_conv2d_backward(NULL, dw[t], NULL, g, x, w, s, NULL);
   }
   sde_set_num_threads(2);
   return rc;
@@ -181,7 +184,7 @@ static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int
   const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
   const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * 9;
   float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw), *d0 = rand_f(nw), *dw[3];
-  int rc = dw_at_1_2_3_threads(dw, d0, g, x, w, &s, nw);
+  int rc = dw_at_1_2_3_threads(dw, d0, g, x, w, &s, nw, 0);
   const double u = 0x1.0p-24, n = (double)B * Ho * Wo + 1, gam = n * u / (1 - n * u);
   double worst = 0;
   for (int co = 0; co < Co; co++)
@@ -337,6 +340,37 @@ static int wino_paths_on(void) { return strcmp(sde_cpu_kernels(), "portable") !=
 static int wino_tile(void) {
   const char *e = getenv("SDE_NN_WINOGRAD_TILE");
   return !strcmp(sde_cpu_kernels(), "avx2") && e && *e == '4' ? 4 : 2;
+}
+
+/* The weight gradient of a 1x1 conv (nin 0: W [Co][Ci]) or a NIN (nin 1: W [Ci][Co]) over
+ * [B, Ci, HW], added onto d0: with few tiles, sde_ops_gemm_batch's reduction splits the images
+ * into parts, summed apart and added in order. Against float64 under γ(B·HW + 1)·(Σ|g·x| +
+ * |d0|), and 1/2/3 threads bit-identical. */
+static void run_pointwise_dw_case(int B, int Ci, int Co, int HW, int nin) {
+  const size_t nx = (size_t)B * Ci * HW, ng = (size_t)B * Co * HW, nw = (size_t)Co * Ci;
+  float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw), *d0 = rand_f(nw), *dw[3];
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, 1, HW, Co, 1, 1, 0);
+  const int rc = dw_at_1_2_3_threads(dw, d0, g, x, w, &s, nw, nin);
+  const double u = 0x1.0p-24, n = (double)B * HW + 1, gam = n * u / (1 - n * u);
+  double worst = 0;
+  for (int co = 0; co < Co; co++)
+    for (int ci = 0; ci < Ci; ci++) {
+      const size_t wi = nin ? (size_t)ci * Co + co : (size_t)co * Ci + ci;
+      double acc = d0[wi], mag = fabs(d0[wi]);
+      for (int b = 0; b < B; b++)
+        for (int p = 0; p < HW; p++) {
+          const double t = (double)g[((size_t)b * Co + co) * HW + p] * x[((size_t)b * Ci + ci) * HW + p];
+          acc += t, mag += fabs(t);
+        }
+      const double e = fabs(dw[1][wi] - acc) / (gam * mag + 1e-30);
+      worst = e > worst ? e : worst;
+    }
+  const int same = !memcmp(dw[0], dw[1], nw * sizeof(float)) && !memcmp(dw[0], dw[2], nw * sizeof(float));
+  TAP_CHECK(rc == 0 && worst <= 1 && same,
+            "dweight %s B=%d %d->%d HW %d: vs float64 %.3g of the bound, 1/2/3 threads "
+            "bit-identical (%d)", nin ? "nin" : "conv1x1", B, Ci, Co, HW, worst, same);
+  for (int t = 0; t < 3; t++) free(dw[t]);
+  free(x), free(g), free(w), free(d0);
 }
 
 /* |G|, |Bᵀ|, |Aᵀ| of F(m x m, 3x3) (m = 2 or 4), row-major: (m + 2) x 3, (m + 2)², m x (m + 2) */
@@ -503,7 +537,7 @@ static void run_wino_dw_case(int B, int Ci, int Co, int H, int W) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
   float *x = rand_f(nx), *g = rand_f(ny), *w = rand_f(nw), *d0 = rand_f(nw), *dw[3];
-  int rc = dw_at_1_2_3_threads(dw, d0, g, x, w, &s, nw);
+  int rc = dw_at_1_2_3_threads(dw, d0, g, x, w, &s, nw, 0);
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
   const int m = wino_tile(), P = m + 2, PP = P * P, nth = (H + m - 1) / m, ntw = (W + m - 1) / m;
   const double *G, *Bt, *At;
@@ -637,6 +671,12 @@ int main(void) {
   /* non-square, and wide channel counts (several channel blocks and task groups) */
   run_case(&(cv_case){K_CONV1, 3, 70, 7, 5, 137, 0, 0, 0, 0, 0});
   run_case(&(cv_case){K_NIN, 1, 129, 16, 16, 131, 0, 0, 0, 0, 0});
+  /* 1x1 / NIN weight gradients: one tile, images in 4 parts (8 and 5 images: even and
+   * uneven runs), 2 parts (3 images), and too little work to split (B=4, HW 64) */
+  run_pointwise_dw_case(8, 64, 64, 1024, 0);
+  run_pointwise_dw_case(5, 64, 48, 1024, 1);
+  run_pointwise_dw_case(3, 40, 64, 1024, 0);
+  run_pointwise_dw_case(4, 32, 32, 64, 1);
   /* stride 2: resamp_with_conv's pad (0,1,0,1), the FIR conv-downsample's unpadded odd sides,
    * pad 1 all round */
   const int pads[][4] = {{0, 1, 0, 1}, {0, 0, 0, 0}, {1, 1, 1, 1}};

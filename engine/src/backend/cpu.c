@@ -26,11 +26,14 @@ static int cpu_copy(const sde_backend *be, void *dst, const void *src, size_t by
 /* zeroing in 256 KB pieces on the pool: training clears megabytes of gradients per step,
  * which one core's stores would do alone while the others wait */
 #define ZERO_PIECE ((size_t)256 << 10)
+typedef struct {
+  char *dst;
+  size_t bytes;
+} zero_job;
 static void zero_pieces(void *ctx, int64_t p0, int64_t p1) {
-  const size_t *job = ctx; /* {address, bytes} */
-  char *dst = (char *)job[0];
-  const size_t end = (size_t)p1 * ZERO_PIECE < job[1] ? (size_t)p1 * ZERO_PIECE : job[1];
-  memset(dst + (size_t)p0 * ZERO_PIECE, 0, end - (size_t)p0 * ZERO_PIECE);
+  const zero_job *z = ctx;
+  const size_t a = (size_t)p0 * ZERO_PIECE, b = (size_t)p1 * ZERO_PIECE;
+  memset(z->dst + a, 0, (b < z->bytes ? b : z->bytes) - a);
 }
 static int cpu_zero(const sde_backend *be, void *dst, size_t bytes) {
   (void)be;
@@ -38,8 +41,8 @@ static int cpu_zero(const sde_backend *be, void *dst, size_t bytes) {
     if (bytes) memset(dst, 0, bytes);
     return SDE_OK;
   }
-  const size_t job[2] = {(size_t)dst, bytes};
-  sde_parallel_for((int64_t)((bytes + ZERO_PIECE - 1) / ZERO_PIECE), 1, zero_pieces, (void *)job);
+  zero_job z = {dst, bytes};
+  sde_parallel_for((int64_t)((bytes + ZERO_PIECE - 1) / ZERO_PIECE), 1, zero_pieces, &z);
   return SDE_OK;
 }
 static int cpu_synchronize(const sde_backend *be) { (void)be; return SDE_OK; }

@@ -1269,17 +1269,19 @@ __attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_
 }
 
 /* Where the Winograd weight gradient beats the direct one (bench_ops --wino-dweight, Zen 3,
- * 2 threads; docs/BENCHMARKS.md): F(4x4) with at least 512 tiles in the batch, 0.40-0.78x
- * the time from 32 channels (32 channels 32x32 at batch 8 and 32: 0.76-0.78x; 64: 0.57-0.67x;
- * 128: 0.40-0.73x), not with few tiles (1.5-2.2x at batch 1, 32x32: the 36·C_in·C_out sums
- * per band outweigh the products; 0.9x at 256 tiles), F(2x2) nowhere (0.9-3x). */
+ * 2 threads; docs/BENCHMARKS.md), with the forward's tile size:
+ *  F(4x4) with at least 512 tiles in the batch, from 32 channels: 0.40-0.78x the time (32
+ *  channels 32x32 at batch 8 and 32: 0.76-0.78x; 64: 0.57-0.67x; 128: 0.40-0.73x); not with
+ *  few tiles (1.5-2.2x at batch 1, 32x32: the 36·C_in·C_out sums per band outweigh the
+ *  products; 0.9x at 256 tiles).
+ *  F(2x2) where the forward takes it (16x16 from 64 channels) and with at least 2048 tiles:
+ *  0.74-0.90x at 64-128 channels, batch 32; 0.94 at 1024 tiles, 1.0-1.08 at 512; at 8x8 (4
+ *  tiles a row, direct forward) 1.03-1.11. */
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) {
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
   if (!sde_ops_wino_avx2_usable(s) || cmin < 32) return 0;
   if (a2_wg4_shape(s)) return (int64_t)s->B * ((s->H + 3) / 4) * ((s->W + 3) / 4) >= 512;
-  /* F(2x2) (the forward's tile at 16x16): 0.74-0.90x the direct kernel with 2048 tiles in
-   * the batch (64-128 channels), 0.94 with 1024, 1.0-1.08 with 512; at 8x8 (4 tiles a row) 1.03 */
-  return cmin >= 64 && (s->W + 1) / 2 >= 8 && (int64_t)s->B * ((s->H + 1) / 2) * ((s->W + 1) / 2) >= 2048;
+  return sde_ops_wino_avx2_pays(s) && (int64_t)s->B * ((s->H + 1) / 2) * ((s->W + 1) / 2) >= 2048;
 }
 
 /* dweight += the weight gradient of a 3x3 stride-1 pad-1 conv (sde_ops_wino_avx2_usable) by
