@@ -146,7 +146,7 @@ static const cli_option options[] = {
    "pc (predictor-corrector), ode (probability flow, adaptive) or a few-step solver: ddim, "
    "dpmpp-2m, dpmpp-3m, dpmpp-2m-sde, heun (pc; encode/decode: ode)", G_SAMPLER},
   {"schedule", NULL, CLI_STR, OFF(schedule_name), 0, 0, 0, "NAME",
-   "few-step time grid: logsnr, time or karras (logsnr)", G_FEW},
+   "few-step time grid: logsnr, time or karras (karras)", G_FEW},
   {"no-lower-order-final", NULL, CLI_FLAG, OFF(no_lower_order_final), 0, 0, 0, NULL,
    "dpmpp-*: keep the full order in the last steps of runs under 15 steps", G_FEW},
   {"churn", NULL, CLI_DOUBLE, OFF(churn), 0, BIG, 0, "S",
@@ -571,9 +571,12 @@ static void summary(const cli_cfg *c, const char *cmd, int n, const char *noun,
   if (c->quiet) return;
   if (st->seconds > 0) seconds = st->seconds;
   char how[64] = "";
-  if (c->sampler_name && sde_sampler_is_fewstep(c->sampler))
+  if (c->sampler_name && sde_sampler_is_fewstep(c->sampler)) {
+    sde_sample_params p;
+    sde_sample_params_init(&p);
     snprintf(how, sizeof how, " (%s, %s)", sde_sampler_name(c->sampler),
-             sde_schedule_name(c->schedule_name ? c->schedule : SDE_SCHEDULE_LOGSNR));
+             sde_schedule_name(c->schedule_name ? c->schedule : p.schedule));
+  }
   fprintf(stderr, "%s: %d %s%s, NFE %lld%s, %.2f s\n", cmd, n, noun, n == 1 ? "" : "s",
           (long long)st->nfe, how, seconds);
 }

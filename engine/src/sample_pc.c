@@ -23,7 +23,7 @@ void sde_sample_params_init(sde_sample_params *p) {
   p->ode_method = SDE_ODE_RK45;
   p->rtol = 1e-5;
   p->atol = 1e-5;
-  p->schedule = SDE_SCHEDULE_LOGSNR;
+  p->schedule = SDE_SCHEDULE_KARRAS; /* lower FD than logsnr on the shipped models (docs/sampling.md) */
   p->lower_order_final = 1;
   p->churn = 0.0;
   p->clip_denoised = 0;

@@ -6,10 +6,11 @@
  *  2. Convergence order: the error against the exact-score PF-ODE solved by RK45 at
  *     rtol = atol = 1e-10 falls with slope about 1, 2, 3 (ddim, dpmpp-2m, dpmpp-3m)
  *     over NFE 5..80 on a log-log fit, for VE, VP and sub-VP.
- *  3. Distributions (20k samples): at 20 NFE every solver gets the mode weights within
- *     0.02 on both mixtures and all three SDEs; at its budget (below) it passes the whole
- *     acceptance of test_sampling.c (weights within 0.02, means within 0.05 std, sliced
- *     W1 within mean + 4 sd of the same distance between exact sample sets).
+ *  3. Distributions (20k samples): at 20 NFE (logsnr grid) every solver gets the mode
+ *     weights within 0.02 on both mixtures and all three SDEs; at its budget (below), on
+ *     the logsnr and the karras grid, it passes the whole acceptance of test_sampling.c
+ *     (weights within 0.02, means within 0.05 std, sliced W1 within mean + 4 sd of the
+ *     same distance between exact sample sets).
  *  4. Every sampler, PC included, gives finite samples for every steps in 1..20.
  *  5. Inpainting, colorization and guidance with few-step solvers keep the known part
  *     and give the exact conditional distribution (within the stated limits of the
@@ -33,9 +34,14 @@ static const sde_sampler fewstep[5] = {SDE_SAMPLER_DDIM, SDE_SAMPLER_DPMPP_2M,
                                        SDE_SAMPLER_HEUN};
 static const sde_kind kinds[3] = {SDE_VE, SDE_VP, SDE_SUBVP};
 
+/* On the logsnr grid, where the tables of docs/sampling.md were measured; the default grid
+ * (karras, chosen on the image networks) is checked where the tests loop over grids. */
+static const sde_schedule grids[2] = {SDE_SCHEDULE_LOGSNR, SDE_SCHEDULE_KARRAS};
+
 static sde_sample_params fewstep_params(sde_sampler s, int steps, uint64_t seed) {
   sde_sample_params p;
   sde_sample_params_init(&p);
+  p.schedule = SDE_SCHEDULE_LOGSNR;
   p.sampler = s;
   p.steps = steps;
   p.seed = seed;
@@ -287,9 +293,10 @@ static void test_distributions(int all_at_20) {
       TAP_DIAG("%s %s: sliced W1 limit %.4f", mname, kname, limit);
       for (int si = 0; si < 5; si++) {
         const char *name = sde_sampler_name(fewstep[si]);
-        for (int pass = 0; pass < 2; pass++) {
+        for (int pass = 0; pass < 3; pass++) { /* 20 NFE (logsnr), the budget on each grid */
           const int nfe = pass ? budget[si][mix] : 20;
           sde_sample_params p = fewstep_params(fewstep[si], nfe, 42 + si);
+          if (pass) p.schedule = grids[pass - 1];
           sde_stats st;
           if (!TAP_CHECK(sde_sample(m, &sde, &p, n, 0, x, &st) == SDE_OK, "%s %s %s runs (%s)",
                          mname, kname, name, sde_errmsg()))
@@ -305,10 +312,10 @@ static void test_distributions(int all_at_20) {
             continue;
           }
           TAP_CHECK(r.max_weight_err <= 0.02 && r.max_mean_rms <= 0.05 && r.sw <= limit,
-                    "%s %s %s, NFE %lld: weights %.4f <= 0.02, means %.4f <= 0.05 std, sliced "
-                    "W1 %.4f <= %.4f",
-                    mname, kname, name, (long long)st.nfe, r.max_weight_err, r.max_mean_rms, r.sw,
-                    limit);
+                    "%s %s %s, NFE %lld (%s): weights %.4f <= 0.02, means %.4f <= 0.05 std, "
+                    "sliced W1 %.4f <= %.4f",
+                    mname, kname, name, (long long)st.nfe, sde_schedule_name(p.schedule),
+                    r.max_weight_err, r.max_mean_rms, r.sw, limit);
         }
       }
       TAP_DIAG("%s %s: %.1f s", mname, kname, sde_now() - t_sec);
@@ -456,12 +463,15 @@ static void test_inpaint(void) {
 }
 
 /* Inpainting of images of the empirical-data model (the exact score of 64 smooth random
- * images, as test_control.c): with half the pixels known the posterior is one image,
- * which every few-step solver must recover as the PC sampler does (> 40 dB). Colorizing
- * them is not asked of 20 evaluations: from the luminance alone the replacement method
- * needs hundreds of PC steps to settle on the right image of the 64 (docs/sampling.md),
- * so only the kept luminance is checked. */
-enum { EM = 64, EC = 3, EH = 32, EW = 32, ED = EC * EH * EW };
+ * images, as test_control.c): with half the pixels known the posterior is one image. The
+ * replacement method at 20 evaluations lands on it (> 40 dB) from most prior draws, not
+ * all: the unknown half's early state votes on the image, and a deterministic solver
+ * keeps that vote. Measured over the 24 draws (seeds 0-23), on both the logsnr and the
+ * karras grid: VE 18-20, VP 12-13 (dpmpp-2m-sde 21), sub-VP 23-24 (dpmpp-2m-sde on karras
+ * 19); a broken solver recovers none. Colorizing them is not asked of 20 evaluations: from
+ * the luminance alone the replacement method needs hundreds of PC steps to settle on the
+ * right image of the 64 (docs/sampling.md), so only the kept luminance is checked. */
+enum { EM = 64, EC = 3, EH = 32, EW = 32, ED = EC * EH * EW, IMG_DRAWS = 24, IMG_MIN_HITS = 10 };
 
 static void make_images(float *img) {
   for (int k = 0; k < EM; k++) {
@@ -503,23 +513,31 @@ static void test_images(void) {
       const float l = (truth[i] + truth[EH * EW + i] + truth[2 * EH * EW + i]) / 3.0f;
       gray[i] = gray[EH * EW + i] = gray[2 * EH * EW + i] = l;
     }
-    for (int si = 0; si < 5; si++) {
-      sde_sample_params p = fewstep_params(fewstep[si], 20, 5);
-      sde_stats st;
-      int rc = sde_inpaint(m, &sde, &p, 1, 0, truth, mask, out, &st);
+    for (int si = 0; si < 10; si++) {
+      sde_stats st = {0};
+      int rc = SDE_OK, hits = 0;
       double known = 0;
-      for (int i = 0; i < ED; i++)
-        if (mask[i] == 1.0f) known = fmax(known, fabs(out[i] - truth[i]));
-      const double q = psnr(out, truth, ED);
+      for (int d = 0; d < IMG_DRAWS && rc == SDE_OK; d++) {
+        sde_sample_params p = fewstep_params(fewstep[si / 2], 20, (uint64_t)d);
+        p.schedule = grids[si % 2];
+        rc = sde_inpaint(m, &sde, &p, 1, 0, truth, mask, out, &st);
+        for (int i = 0; i < ED; i++)
+          if (mask[i] == 1.0f) known = fmax(known, fabs(out[i] - truth[i]));
+        hits += psnr(out, truth, ED) > 40.0;
+      }
+      sde_sample_params p = fewstep_params(fewstep[si / 2], 20, 5);
+      p.schedule = grids[si % 2];
       rc = rc ? rc : sde_colorize(m, &sde, &p, 1, 0, gray, out, NULL);
       double lum = 0;
       for (int i = 0; i < EH * EW; i++)
         lum = fmax(lum, fabs((out[i] + out[EH * EW + i] + out[2 * EH * EW + i]) / 3.0f - gray[i]));
-      TAP_CHECK(rc == SDE_OK && q > 40.0 && known == 0.0 && lum < 1e-5,
-                "%s image %s, NFE %lld: inpainting PSNR %.1f dB > 40 with the known pixels "
-                "exact (%.2g); colorization keeps the luminance (%.2g)",
-                sde_kind_name(kinds[k]), sde_sampler_name(fewstep[si]), (long long)st.nfe, q,
-                known, lum);
+      TAP_CHECK(rc == SDE_OK && hits >= IMG_MIN_HITS && known == 0.0 && lum < 1e-5,
+                "%s image %s (%s), NFE %lld: inpainting recovers the image (> 40 dB) from %d of "
+                "%d prior draws (>= %d) with the known pixels exact (%.2g); colorization keeps "
+                "the luminance (%.2g)",
+                sde_kind_name(kinds[k]), sde_sampler_name(fewstep[si / 2]),
+                sde_schedule_name(grids[si % 2]), (long long)st.nfe, hits, IMG_DRAWS,
+                IMG_MIN_HITS, known, lum);
     }
   }
   free(img);

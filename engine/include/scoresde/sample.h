@@ -35,8 +35,8 @@ typedef enum {
   SDE_SAMPLER_HEUN = 6,
 } sde_sampler;
 #define SDE_SAMPLER_COUNT 7
-/* Time grid of the few-step solvers: uniform in log-SNR (default), uniform in t, or the
- * Karras et al. rho = 7 grid in sigma. Names: "logsnr", "time", "karras". */
+/* Time grid of the few-step solvers: uniform in log-SNR, uniform in t, or the Karras et al.
+ * rho = 7 grid in sigma (default). Names: "logsnr", "time", "karras". */
 typedef enum { SDE_SCHEDULE_LOGSNR = 0, SDE_SCHEDULE_TIME = 1, SDE_SCHEDULE_KARRAS = 2 } sde_schedule;
 #define SDE_SCHEDULE_COUNT 3
 typedef enum {
@@ -63,7 +63,7 @@ typedef struct {
                          * prediction at eps) (1) */
   sde_ode_method ode_method;
   double rtol, atol;    /* RK45 tolerances (1e-5; at least SDE_ODE_MIN_TOL is used) */
-  sde_schedule schedule; /* few-step solvers' time grid (logsnr) */
+  sde_schedule schedule; /* few-step solvers' time grid (karras) */
   int lower_order_final; /* few-step multistep solvers: lower the order in the last steps (1) */
   double churn;         /* heun: stochastic churn S_churn (0 = deterministic) */
   int clip_denoised;    /* few-step solvers: clamp every data prediction to the model's

@@ -122,7 +122,7 @@ GST_START_TEST (test_sampler_properties_and_defaults)
     fail_unless_equals_string (str, c->default_sampler);
     g_free (str);
     str = prop_string (obj, "schedule");
-    fail_unless_equals_string (str, "logsnr");
+    fail_unless_equals_string (str, "karras");
     g_free (str);
     str = prop_string (obj, "steps");
     fail_unless_equals_string (str, "20");
@@ -144,7 +144,7 @@ GST_START_TEST (test_sampler_properties_round_trip)
 {
   static const gchar *const values[][2] = {
     {"seed", "18446744073709551615"},
-    {"schedule", "karras"},
+    {"schedule", "logsnr"},
     {"schedule", "time"},
     {"steps", "1"},
     {"steps", "0"},
