@@ -316,6 +316,28 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
   free(x), free(g), free(w), free(d0), free(d1);
 }
 
+/* sde_nn_conv2d_backward_store (dinp overwritten, what training uses where a gradient is
+ * first written) on a NaN-filled dinp against sde_nn_conv2d_backward onto zeros: the same
+ * bits, the NaNs gone, dweight and dbias alike. */
+static void run_dinp_store_case(const char *path, int B, int Ci, int Co, int H, int W, int k,
+                                int stride, int pad) {
+  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, k, k, stride, pad, pad, pad, pad};
+  const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
+  const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * k * k;
+  float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw);
+  float *da = calloc(nx, sizeof(float)), *ds = malloc(nx * sizeof(float));
+  float *wa = calloc(nw, sizeof(float)), *ws = calloc(nw, sizeof(float));
+  float *ba = calloc((size_t)Co, sizeof(float)), *bs = calloc((size_t)Co, sizeof(float));
+  for (size_t i = 0; i < nx; i++) ds[i] = NAN;
+  int rc = sde_nn_conv2d_backward(da, wa, ba, g, x, w, &s, NULL);
+  rc |= sde_nn_conv2d_backward_store(ds, ws, bs, g, x, w, &s, NULL);
+  TAP_CHECK(rc == 0 && !memcmp(da, ds, nx * sizeof(float)) && !memcmp(wa, ws, nw * sizeof(float)) &&
+                !memcmp(ba, bs, (size_t)Co * sizeof(float)),
+            "dinp stored (%s, %dx%d/%d B=%d %d->%d %dx%d): the bits of the add onto zeros", path,
+            k, k, stride, B, Ci, Co, H, W);
+  free(x), free(g), free(w), free(da), free(ds), free(wa), free(ws), free(ba), free(bs);
+}
+
 /* Winograd F(2x2, 3x3) (ops_conv.c wino_* on AVX-512, ops_conv_avx2.c a2_wg_* on AVX2; forced
  * onto every shape here by SDE_NN_WINOGRAD=2) against float64. Its error is not bounded by
  * Σ|w·x| (the transforms add and subtract inputs and weights of different taps, which cancel
@@ -773,6 +795,14 @@ int main(void) {
   }
   unsetenv("SDE_NN_WINOGRAD_TILE");
   unsetenv("SDE_NN_WINOGRAD");
+  /* every input-gradient path in store mode (the path named is the one these kernels take
+   * on AVX2 / AVX-512; elsewhere the same shapes run on im2col) */
+  run_dinp_store_case("Winograd F(4x4)", 2, 32, 40, 32, 32, 3, 1, 1);
+  run_dinp_store_case("Winograd F(2x2)", 3, 64, 96, 16, 16, 3, 1, 1);
+  run_dinp_store_case("direct 3x3", 2, 13, 17, 8, 8, 3, 1, 1);
+  run_dinp_store_case("direct 5x5", 2, 5, 9, 16, 16, 5, 1, 2);
+  run_dinp_store_case("1x1, GEMM", 3, 8, 12, 8, 8, 1, 1, 0);
+  run_dinp_store_case("stride 2, im2col", 2, 6, 10, 16, 16, 3, 2, 1);
   const int wino = wino_paths_on();
   run_wino_dispatch(1, 128, 128, 32, 32, wino ? 4 : 0);
   run_wino_dispatch(3, 256, 256, 16, 16, wino ? 2 : 0);

@@ -57,6 +57,11 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
 int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const sde_nn_conv2d_shape *s,
                            float *scratch);
+/* The same with dinp[B,C_in,H,W] = ... (not added; dinp need not be zeroed first): the bits
+ * of conv2d_backward onto zeros */
+int sde_nn_conv2d_backward_store(float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *inp, const float *weight,
+                                 const sde_nn_conv2d_shape *s, float *scratch);
 
 /* ---------------------------------------------------------------------------------------
  * linear (PyTorch nn.Linear): out[B,out_f] = inp[B,in_f] · weight[out_f,in_f]ᵀ + bias[out_f] */

@@ -60,6 +60,11 @@ struct sde_backend {
   int (*conv2d_backward)(const sde_backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
                          const float *inp, const float *weight, const sde_nn_conv2d_shape *s,
                          float *scratch);
+  /* optional: conv2d_backward with dinp stored, not added (NULL: the trainer zeroes dinp
+   * and calls conv2d_backward) */
+  int (*conv2d_backward_store)(const sde_backend *be, float *dinp, float *dweight, float *dbias,
+                               const float *dout, const float *inp, const float *weight,
+                               const sde_nn_conv2d_shape *s, float *scratch);
   int (*linear_forward)(const sde_backend *be, float *out, const float *inp, const float *weight, const float *bias,
                         int B, int in_f, int out_f);
   int (*linear_backward)(const sde_backend *be, float *dinp, float *dweight, float *dbias, const float *dout,

@@ -62,6 +62,10 @@ WRAP_INT(conv2d_backward, (const sde_backend *be, float *dinp, float *dweight, f
                            const float *dout, const float *inp, const float *weight,
                            const sde_nn_conv2d_shape *s, float *scratch),
          (dinp, dweight, dbias, dout, inp, weight, s, scratch))
+WRAP_INT(conv2d_backward_store, (const sde_backend *be, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const float *weight,
+                                 const sde_nn_conv2d_shape *s, float *scratch),
+         (dinp, dweight, dbias, dout, inp, weight, s, scratch))
 WRAP_INT(linear_forward, (const sde_backend *be, float *out, const float *inp, const float *weight,
                           const float *bias, int B, int in_f, int out_f),
          (out, inp, weight, bias, B, in_f, out_f))
@@ -357,7 +361,8 @@ static const sde_backend cpu_backend = {
   .copy = cpu_copy,
   .zero = cpu_zero,
   .synchronize = cpu_synchronize,
-  OP(conv2d_forward), OP(conv2d_backward), OP(linear_forward), OP(linear_backward),
+  OP(conv2d_forward), OP(conv2d_backward), OP(conv2d_backward_store), OP(linear_forward),
+  OP(linear_backward),
   OP(nin_forward), OP(nin_backward), OP(groupnorm_forward), OP(groupnorm_backward),
   OP(groupnorm_silu_forward), OP(groupnorm_silu_forward_train), OP(groupnorm_silu_backward),
   OP(silu_forward),

@@ -71,6 +71,15 @@ static float *TG(fwd_ctx *ctx, int s) {
   return t->grad;
 }
 
+/* The gradient of slot s for an op that can store instead of add: *store = 1 (and no
+ * zeroing) on first use. */
+static float *TG_or_store(fwd_ctx *ctx, int s, int *store) {
+  tape_slot *t = &ctx->tr->t[s];
+  *store = !t->touched;
+  t->touched = 1;
+  return t->grad;
+}
+
 /* parameter gradient k of module mi, NULL when not wanted */
 static float *GP(const fwd_ctx *ctx, int mi, int k) {
   if (!ctx->dparams) return NULL;
@@ -85,13 +94,26 @@ static float *zalloc(fwd_ctx *ctx, size_t n) {
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
-static int conv_same_bwd(fwd_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
-                         const float *inp, const float *w, int Cin, int Cout, int H, int k) {
+/* conv2d_backward with dinp added to (store = 0) or overwritten (store = 1: no zeroing
+ * pass where the backend stores; the same bits) */
+static int conv_bwd(fwd_ctx *ctx, int store, float *dinp, float *dw, float *db, const float *dout,
+                    const float *inp, const float *w, const sde_nn_conv2d_shape *s,
+                    float *scratch) {
+  if (store && dinp && ctx->be->conv2d_backward_store)
+    return BE(conv2d_backward_store, dinp, dw, db, dout, inp, w, s, scratch);
+  if (store && dinp)
+    TRY(ctx->be->zero(ctx->be, dinp, (size_t)s->B * s->C_in * s->H * s->W * sizeof(float)));
+  return BE(conv2d_backward, dinp, dw, db, dout, inp, w, s, scratch);
+}
+
+static int conv_same_bwd(fwd_ctx *ctx, int store, float *dinp, float *dw, float *db,
+                         const float *dout, const float *inp, const float *w, int Cin, int Cout,
+                         int H, int k) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, k, 1, k / 2);
   size_t mark = ctx->top;
   size_t ns = sde_nn_conv2d_scratch_floats(&s);
   float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-  TRY(BE(conv2d_backward, dinp, dw, db, dout, inp, w, &s, scratch));
+  TRY(conv_bwd(ctx, store, dinp, dw, db, dout, inp, w, &s, scratch));
   ctx->top = mark;
   return SDE_OK;
 }
@@ -163,10 +185,11 @@ static int conv_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
   (void)tp;
   /* conv_in of a training step: the input gradient of the network input is not wanted */
   const int skip = ctx->no_dx && op->in0 == ctx->net->plan.input_slot;
-  return conv_same_bwd(ctx, skip ? NULL : TG(ctx, op->in0), GP(ctx, op->module, 0),
-                       GP(ctx, op->module, 1),
-                       TG(ctx, op->out), TD(ctx, op->in0), P(ctx, op->module, 0), op->C, op->C2,
-                       op->H, op->k);
+  const float *gout = TG(ctx, op->out);
+  int store = 0;
+  float *dx = skip ? NULL : TG_or_store(ctx, op->in0, &store);
+  return conv_same_bwd(ctx, store, dx, GP(ctx, op->module, 0), GP(ctx, op->module, 1), gout,
+                       TD(ctx, op->in0), P(ctx, op->module, 0), op->C, op->C2, op->H, op->k);
 }
 
 static void conv_sizes(const sde_ncsnpp *net, const net_op *op, int B, int with_dropout,
@@ -274,8 +297,8 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
   float *dj = ws_alloc(ctx, o_n);
   BE(scale, dj, gout, js, o_n);
   /* h2 = Conv_1(d1) */
-  float *dd1 = zalloc(ctx, o_n);
-  TRY(conv_same_bwd(ctx, dd1, GP(ctx, mi, 8), GP(ctx, mi, 9), dj, s[11], P(ctx, mi, 8), Cout,
+  float *dd1 = ws_alloc(ctx, o_n);
+  TRY(conv_same_bwd(ctx, 1, dd1, GP(ctx, mi, 8), GP(ctx, mi, 9), dj, s[11], P(ctx, mi, 8), Cout,
                     Cout, Ho, 3));
   if (s[12]) BE(mul, dd1, dd1, s[12], o_n);
   float *dh1 = zalloc(ctx, o_n);
@@ -287,18 +310,20 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
     TRY(BE(linear_backward, ctx->tr->dta, GP(ctx, mi, 4), GP(ctx, mi, 5), dproj, ctx->temb_act,
            P(ctx, mi, 4), B, 4 * c->nf, Cout));
   }
-  float *dhr = zalloc(ctx, r_n);
-  TRY(conv_same_bwd(ctx, dhr, GP(ctx, mi, 2), GP(ctx, mi, 3), dh1, s[4], P(ctx, mi, 2), Cin,
+  float *dhr = ws_alloc(ctx, r_n);
+  TRY(conv_same_bwd(ctx, 1, dhr, GP(ctx, mi, 2), GP(ctx, mi, 3), dh1, s[4], P(ctx, mi, 2), Cin,
                     Cout, Ho, 3));
   float *dxr = dj; /* identity shortcut: same shape */
   if (m->shortcut) {
-    dxr = zalloc(ctx, r_n);
-    if (c->resblock_type == SDE_RESBLOCK_BIGGAN)
-      TRY(conv_same_bwd(ctx, dxr, GP(ctx, mi, 10), GP(ctx, mi, 11), dj, s[5], P(ctx, mi, 10),
+    if (c->resblock_type == SDE_RESBLOCK_BIGGAN) {
+      dxr = ws_alloc(ctx, r_n);
+      TRY(conv_same_bwd(ctx, 1, dxr, GP(ctx, mi, 10), GP(ctx, mi, 11), dj, s[5], P(ctx, mi, 10),
                         Cin, Cout, Ho, 1));
-    else
+    } else {
+      dxr = zalloc(ctx, r_n);
       TRY(BE(nin_backward, dxr, GP(ctx, mi, 10), GP(ctx, mi, 11), dj, s[5], P(ctx, mi, 10), B,
              Cin, (int)out_hw, Cout));
+    }
   }
   float *dx = TG(ctx, op->in0);
   float *da0 = dhr;
@@ -435,8 +460,8 @@ static int norm_conv_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp)
   const float *gout = TG(ctx, op->out);
   float *dx = TG(ctx, op->in0);
   size_t mark = ctx->top;
-  float *da = zalloc(ctx, n);
-  TRY(conv_same_bwd(ctx, da, GP(ctx, cv, 0), GP(ctx, cv, 1), gout, s[3], P(ctx, cv, 0), C,
+  float *da = ws_alloc(ctx, n);
+  TRY(conv_same_bwd(ctx, 1, da, GP(ctx, cv, 0), GP(ctx, cv, 1), gout, s[3], P(ctx, cv, 0), C,
                     MOD(ctx, cv)->out_ch, H, 3));
   TRY(gn_silu_bwd(ctx, dx, GP(ctx, gn, 0), GP(ctx, gn, 1), da, TD(ctx, op->in0), s[0], s[1],
                   s[2], P(ctx, gn, 0), P(ctx, gn, 1), C, H * H));
@@ -528,8 +553,8 @@ static int upsample_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
     TRY(BE(fir_conv_upsample2x_backward, dx, GP(ctx, mi, 0), GP(ctx, mi, 1), gout, x,
            P(ctx, mi, 0), B, Cin, H, H, Cout, scratch));
   } else {
-    float *du = zalloc(ctx, (size_t)B * Cin * 4 * H * H);
-    TRY(conv_same_bwd(ctx, du, GP(ctx, mi, 0), GP(ctx, mi, 1), gout, tp->s[0], P(ctx, mi, 0),
+    float *du = ws_alloc(ctx, (size_t)B * Cin * 4 * H * H);
+    TRY(conv_same_bwd(ctx, 1, du, GP(ctx, mi, 0), GP(ctx, mi, 1), gout, tp->s[0], P(ctx, mi, 0),
                       Cin, Cout, 2 * H, 3));
     TRY(BE(upsample_nearest2x_backward, dx, du, B, Cin, H, H));
   }

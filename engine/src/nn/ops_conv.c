@@ -1871,11 +1871,12 @@ static int wino_forward(float *out, const float *inp, const float *weight, const
   return atomic_load(&j.fail) ? sde_fail(SDE_ENOMEM, "conv2d: out of memory") : SDE_OK;
 }
 
-/* dinp[B,Ci,H,W] += conv3x3(dout[B,Co,H,W], wT, pad 1): the input gradient of a 3x3 stride-1
- * pad-1 conv is that conv with the flipped, transposed weights wT[ci][co][k] = w[co][ci][8-k]
- * (made here, Ci·Co·9 floats); scratch: wino_scratch_floats of the transposed shape */
+/* dinp[B,Ci,H,W] += (add) or = conv3x3(dout[B,Co,H,W], wT, pad 1): the input gradient of a
+ * 3x3 stride-1 pad-1 conv is that conv with the flipped, transposed weights
+ * wT[ci][co][k] = w[co][ci][8-k] (made here, Ci·Co·9 floats); scratch: wino_scratch_floats of
+ * the transposed shape */
 static int wino_dinp(float *dinp, const float *dout, const float *weight,
-                     const sde_nn_conv2d_shape *s, float *scratch) {
+                     const sde_nn_conv2d_shape *s, float *scratch, int add) {
   const int Ci = s->C_in, Co = s->C_out;
   float *wT = malloc((size_t)Ci * Co * 9 * sizeof(float));
   if (!wT) return sde_fail(SDE_ENOMEM, "conv2d: out of memory");
@@ -1885,8 +1886,8 @@ static int wino_dinp(float *dinp, const float *dout, const float *weight,
         wT[((size_t)ci * Co + co) * 9 + k] = weight[((size_t)co * Ci + ci) * 9 + 8 - k];
   sde_nn_conv2d_shape t = *s;
   t.C_in = Co, t.C_out = Ci;
-  const int rc = avx2_cpu_ok() ? sde_ops_wino_avx2(dinp, dout, wT, NULL, &t, scratch, 1)
-                                : wino_forward(dinp, dout, wT, NULL, &t, scratch, 1);
+  const int rc = avx2_cpu_ok() ? sde_ops_wino_avx2(dinp, dout, wT, NULL, &t, scratch, add)
+                                : wino_forward(dinp, dout, wT, NULL, &t, scratch, add);
   free(wT);
   return rc;
 }
@@ -1992,9 +1993,11 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   return SDE_OK;
 }
 
-int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+/* dinp += (add) or = (store) the input gradient; the store writes what the add would write
+ * onto zeros, bit for bit (every kernel's store adds +0 for a missing bias) */
+static int conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const sde_nn_conv2d_shape *s,
-                           float *scratch) {
+                           float *scratch, int add) {
   int rc = conv2d_check(s);
   if (rc) return rc;
   int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s), HWo = Ho * Wo;
@@ -2008,8 +2011,8 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
       sde_ops_gemm_batch(s->B, 1, 0, 1, Co, K, HWo, 1.0f, dout, HWo, out_img, inp, HWo, in_img, 1.0f,
                  dweight, K, 0);
     if (dinp)
-      sde_ops_gemm_batch(s->B, 0, 1, 0, K, HWo, Co, 1.0f, weight, K, 0, dout, HWo, out_img, 1.0f, dinp,
-                 HWo, in_img);
+      sde_ops_gemm_batch(s->B, 0, 1, 0, K, HWo, Co, 1.0f, weight, K, 0, dout, HWo, out_img,
+                         add ? 1.0f : 0.0f, dinp, HWo, in_img);
     return SDE_OK;
   }
   float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
@@ -2025,6 +2028,7 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
   const int direct = dinp && (wino || avx2 || dconv_dinp_shape(s, &t));
   const int parts = dw_parts(s, imgs);
   float *part = col + (size_t)K * imgs * rows * Wo;
+  if (dinp && !direct && !add) memset(dinp, 0, (size_t)s->B * in_img * sizeof(float));
 #ifdef HAVE_DCONV
   if (dweight && wino_dweight_usable(s)) {
     rc = sde_ops_wino_avx2_dweight(dweight, dout, inp, s);
@@ -2076,20 +2080,32 @@ int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
     }
   }
 #ifdef HAVE_DCONV
-  if (wino) rc = wino_dinp(dinp, dout, weight, s, col);
+  if (wino) rc = wino_dinp(dinp, dout, weight, s, col, add);
   else if (direct && !avx2) {
-    /* dinp += conv(dout, flipped transposed weights wT[ci][co][k] = w[co][ci][KK-1-k]),
+    /* dinp (+)= conv(dout, flipped transposed weights wT[ci][co][k] = w[co][ci][KK-1-k]),
      * no columns */
     const size_t KK = (size_t)s->KH * s->KW;
-    rc = dconv_forward(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, 1);
+    rc = dconv_forward(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, add);
   }
 #endif
   if (avx2 && !wino) { /* the direct conv's input gradient on AVX2 */
     const size_t KK = (size_t)s->KH * s->KW;
-    rc = sde_ops_conv_avx2(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, 1);
+    rc = sde_ops_conv_avx2(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, add);
   }
   free(owned);
   return rc;
+}
+
+int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const sde_nn_conv2d_shape *s,
+                           float *scratch) {
+  return conv2d_backward(dinp, dweight, dbias, dout, inp, weight, s, scratch, 1);
+}
+
+int sde_nn_conv2d_backward_store(float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *inp, const float *weight,
+                                 const sde_nn_conv2d_shape *s, float *scratch) {
+  return conv2d_backward(dinp, dweight, dbias, dout, inp, weight, s, scratch, 0);
 }
 
 /* ======================================================================================

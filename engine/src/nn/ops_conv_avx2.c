@@ -1115,11 +1115,17 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
   }
   const int nw = (ntw + A2_V - 1) / A2_V * A2_V * m; /* padded row length */
   float rows[4][1024 + 4 * A2_V];
+  const float *src[4]; /* row i of the tile row: dy itself where it needs no padding */
   for (int tr = 0; tr < j->nrow; tr++) {
     const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
     const float *y = jj->dout + ((size_t)img * j->Co + co) * H * W;
     for (int i = 0; i < m; i++) {
       const int oh = m * th + i, n = oh < H ? W : 0;
+      src[i] = rows[i];
+      if (n == nw) {
+        src[i] = y + (size_t)oh * W;
+        continue;
+      }
       if (n) memcpy(rows[i], y + (size_t)oh * W, (size_t)n * sizeof(float));
       memset(rows[i] + n, 0, (size_t)(nw - n) * sizeof(float));
     }
@@ -1127,7 +1133,7 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
     for (int tw = 0; tw < ntw; tw += A2_V) {
       __m256 c[4][4]; /* c[i][k]: row i, column k of the 8 tiles */
       for (int i = 0; i < m; i++) {
-        const float *r = rows[i] + m * tw;
+        const float *r = src[i] + m * tw;
         if (m == 2) {
           const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
           /* shuffles give tiles 0 1 4 5 2 3 6 7; the 64-bit permute puts them in order */
