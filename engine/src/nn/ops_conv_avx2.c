@@ -626,9 +626,20 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
       for (int i = 0; i < 4; i++) { /* input row 2·th − 1 + i: column 2c − 1 even, 2c odd */
         const int ih = 2 * th - 1 + i;
         const float *xr = ih >= 0 && ih < H ? x + (size_t)ih * W : NULL;
-        for (int c = 0; c <= ntw; c++) {
-          ev[i][c] = xr && c > 0 && 2 * c - 1 < W ? xr[2 * c - 1] : 0.0f;
+        int c = 0;
+        ev[i][0] = 0.0f; /* column −1 */
+        if (xr) /* 16 columns at a time: columns 2c.. into od[c..], 2c + 1.. into ev[c + 1..] */
+          for (; 2 * c + 16 <= W; c += A2_V) {
+            const __m256 q0 = _mm256_loadu_ps(xr + 2 * c), q1 = _mm256_loadu_ps(xr + 2 * c + 8);
+            /* the shuffles give columns 0 2 8 10 4 6 12 14 (and 1 3 9 11 ...): put in order */
+            const __m256 e = _mm256_shuffle_ps(q0, q1, 0x88), o = _mm256_shuffle_ps(q0, q1, 0xDD);
+            _mm256_storeu_ps(od[i] + c, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+            _mm256_storeu_ps(ev[i] + c + 1,
+                             _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+          }
+        for (; c <= ntw; c++) { /* the rest, zero past the image */
           od[i][c] = xr && 2 * c < W ? xr[2 * c] : 0.0f;
+          if (c < ntw) ev[i][c + 1] = xr && 2 * c + 1 < W ? xr[2 * c + 1] : 0.0f;
         }
       }
       float *vt = v + (size_t)tr * ntw;
