@@ -844,7 +844,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
   const size_t xs = (size_t)j->Ci * j->Ts;
   const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5);
   const int nb = (ntw + A2_V) / A2_V; /* blocks of 8 phase entries: c = 0 .. ntw */
-  float buf[6][4][(1024 / 4 + A2_V) / A2_V * A2_V], edge[4 * A2_V];
+  float buf[6][4][(1024 / 4 + A2_V) / A2_V * A2_V];
   for (int64_t ci = c0; ci < c1; ci++) {
     float *v = j->V + (size_t)ci * j->Ts;
     float(*ph[6])[(1024 / 4 + A2_V) / A2_V * A2_V]; /* patch row i's phases: one of buf */
@@ -859,22 +859,23 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
           for (int p = 0; p < 4; p++) memset(ph[i][p], 0, (size_t)nb * A2_V * sizeof(float));
           continue;
         }
-        /* block q: columns 32q − 1 .. 32q + 30 as 8 x 4 phases, transposed to 4 x 8; loaded
-         * from the row where all lie inside, else from a zero-padded copy */
+        /* columns 32q .. 32q + 31 of the row (blocks inside it) as 8 x 4 phases, transposed
+         * to 4 x 8: phase p is ph[p + 1][8q ..], phase 3 is ph[0][8q + 1 ..] (column 4c − 1
+         * is phase 3 of c − 1); the rest of the row, and column −1, one entry at a time */
         const float *xr = x + (size_t)ih * W;
-        for (int q = 0; q < nb; q++) {
-          const float *r = xr + q * 4 * A2_V - 1;
-          if (q == 0 || q * 4 * A2_V + 4 * A2_V - 1 > W) {
-            for (int k = 0; k < 4 * A2_V; k++) {
-              const int c = q * 4 * A2_V + k - 1;
-              edge[k] = c >= 0 && c < W ? xr[c] : 0.0f;
-            }
-            r = edge;
-          }
+        const int inside = W / (4 * A2_V);
+        for (int q = 0; q < inside; q++) {
           __m256 o[4];
-          a2_phases4(r, o);
-          for (int p = 0; p < 4; p++) _mm256_storeu_ps(ph[i][p] + q * A2_V, o[p]);
+          a2_phases4(xr + q * 4 * A2_V, o);
+          for (int p = 0; p < 3; p++) _mm256_storeu_ps(ph[i][p + 1] + q * A2_V, o[p]);
+          _mm256_storeu_ps(ph[i][0] + q * A2_V + 1, o[3]);
         }
+        ph[i][0][0] = 0.0f;
+        for (int c = inside * A2_V; c <= ntw; c++)
+          for (int p = c == inside * A2_V && inside > 0; p < 4; p++) {
+            const int col = 4 * c - 1 + p;
+            ph[i][p][c] = col >= 0 && col < W ? xr[col] : 0.0f;
+          }
       }
       float *vt = v + (size_t)tr * ntw;
       int tw = 0;
