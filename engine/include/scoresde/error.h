@@ -44,7 +44,8 @@ int sde_fail_context(int code, const char *fmt, ...)
 
 const char *sde_status_name(int code);
 
-/* Allocation helpers that set SDE_ENOMEM's message. They return NULL on failure. */
+/* Allocation helpers that set SDE_ENOMEM's message. They return NULL on failure; free() frees
+ * them. sde_malloc puts blocks of 4096 bytes or more on a 64-byte boundary. */
 void *sde_malloc(size_t bytes);
 void *sde_calloc(size_t count, size_t size);
 
