@@ -35,8 +35,15 @@ static double cpu_now(void) {
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+/* tensors as the engine allocates them (sde_malloc: 64-byte aligned from a page up) */
+static float *zeros_f(size_t n) {
+  float *p = sde_malloc(n * sizeof(float));
+  if (p) memset(p, 0, n * sizeof(float));
+  return p;
+}
+
 static float *rand_f(size_t n, float scale) {
-  float *p = malloc(n * sizeof(float));
+  float *p = sde_malloc(n * sizeof(float));
   unsigned s = 12345u;
   for (size_t i = 0; i < n; i++) {
     s = s * 1664525u + 1013904223u;
@@ -103,9 +110,9 @@ static void bench_dweight(int reps) {
     const int B = 32, Ci = shapes[i][0], Co = shapes[i][1], H = shapes[i][2];
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, H, Co, 3, 1, 1);
     float *x = rand_f((size_t)B * Ci * H * H, 1), *g = rand_f((size_t)B * Co * H * H, 1);
-    float *w = rand_f((size_t)Co * Ci * 9, 0.05f), *dw = calloc((size_t)Co * Ci * 9, sizeof(float));
-    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
-    double *t = malloc(sizeof(double) * reps), flops = 2.0 * B * Co * Ci * 9 * H * H;
+    float *w = rand_f((size_t)Co * Ci * 9, 0.05f), *dw = zeros_f((size_t)Co * Ci * 9);
+    float *scratch = sde_malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    double *t = sde_malloc(sizeof(double) * reps), flops = 2.0 * B * Co * Ci * 9 * H * H;
     sde_nn_conv2d_backward(NULL, dw, NULL, g, x, w, &s, scratch); /* warm-up */
     for (int r = 0; r < reps; r++) {
       double t0 = now();
@@ -138,10 +145,10 @@ static void bench_conv(int reps) {
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, H, Co, 3, 1, 1);
     float *x = rand_f((size_t)B * Ci * H * H, 1), *g = rand_f((size_t)B * Co * H * H, 1);
     float *w = rand_f((size_t)Co * Ci * 9, 0.05f), *bias = rand_f(Co, 0.1f);
-    float *y = malloc((size_t)B * Co * H * H * sizeof(float));
-    float *dx = calloc((size_t)B * Ci * H * H, sizeof(float));
-    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
-    double *t = malloc(sizeof(double) * reps), *u = malloc(sizeof(double) * reps);
+    float *y = sde_malloc((size_t)B * Co * H * H * sizeof(float));
+    float *dx = zeros_f((size_t)B * Ci * H * H);
+    float *scratch = sde_malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    double *t = sde_malloc(sizeof(double) * reps), *u = sde_malloc(sizeof(double) * reps);
     double flops = 2.0 * B * Co * Ci * 9 * H * H;
     sde_nn_conv2d_forward(y, x, w, bias, &s, scratch); /* warm-up */
     sde_nn_conv2d_backward(dx, NULL, NULL, g, x, w, &s, scratch);
@@ -204,8 +211,8 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
     float *x = rand_f(nx, 1), *w = rand_f((size_t)C * C * 9, 0.05f), *bias = rand_f(C, 0.1f);
     /* dweight: y and yd hold the weight gradient, from the output gradient g */
     const size_t ny = dweight ? (size_t)C * C * 9 : nx;
-    float *y = malloc(ny * sizeof(float)), *yd = malloc(ny * sizeof(float)), *g = rand_f(nx, 1);
-    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    float *y = sde_malloc(ny * sizeof(float)), *yd = sde_malloc(ny * sizeof(float)), *g = rand_f(nx, 1);
+    float *scratch = sde_malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double best[3] = {1e30, 1e30, 1e30};
     int taken = -1;
     wino_run(yd, ny, dweight, g, x, w, bias, &s, scratch); /* the default path, warm-up */
@@ -259,8 +266,8 @@ int main(int argc, char **argv) {
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, W, C, 3, 1, 1);
     size_t nx = (size_t)B * C * H * W, nw = (size_t)C * C * 9;
     float *x = rand_f(nx, 1), *w = rand_f(nw, 0.05f), *b = rand_f(C, 0.1f);
-    float *y = malloc(nx * sizeof(float)), *y2 = malloc(nx * sizeof(float));
-    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    float *y = sde_malloc(nx * sizeof(float)), *y2 = sde_malloc(nx * sizeof(float));
+    float *scratch = sde_malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double flops = 2.0 * B * C * C * 9 * H * W, t, tc, tn = 0, tnc = 0;
     sde_nn_conv2d_forward(y, x, w, b, &s, scratch); /* warm-up */
     TIME_BEST(t, 5, sde_nn_conv2d_forward(y, x, w, b, &s, scratch));
@@ -290,9 +297,9 @@ int main(int argc, char **argv) {
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, C, H, W, C, 3, 1, 1);
     size_t nx = (size_t)B * C * H * W, nw = (size_t)C * C * 9;
     float *x = rand_f(nx, 1), *w = rand_f(nw, 0.05f), *g = rand_f(nx, 1);
-    float *dx = calloc(nx, sizeof(float)), *dw = calloc(nw, sizeof(float)),
-          *db = calloc(C, sizeof(float));
-    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    float *dx = zeros_f(nx), *dw = zeros_f(nw),
+          *db = zeros_f(C);
+    float *scratch = sde_malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double t, flops = 2.0 * B * C * C * 9 * H * W;
     TIME_BEST(t, 2, sde_nn_conv2d_backward(dx, dw, db, g, x, w, &s, scratch));
     printf("%-28s %10.2f %10.1f %10.1f\n", "conv3x3 backward C=128 32x32", t * 1e3,
@@ -304,14 +311,14 @@ int main(int argc, char **argv) {
     float *gm = rand_f(C, 1), *bt = rand_f(C, 1);
     TIME_BEST(t, 3, sde_nn_groupnorm_silu_forward(dx, x, gm, bt, B, C, H * W, 32, 1e-6f));
     printf("%-28s %10.2f %10s\n", "groupnorm+silu C=128 32x32", t * 1e3, "-");
-    float *up = malloc(4 * nx * sizeof(float));
+    float *up = sde_malloc(4 * nx * sizeof(float));
     TIME_BEST(t, 3, sde_nn_fir_upsample2x_forward(up, x, B, C, H, W));
     printf("%-28s %10.2f %10s\n", "fir upsample C=128 32x32", t * 1e3, "-");
     TIME_BEST(t, 3, sde_nn_fir_downsample2x_forward(up, x, B, C, H, W));
     printf("%-28s %10.2f %10s\n", "fir downsample C=128 32x32", t * 1e3, "-");
     int Ca = 256, N = 256;
     size_t na = (size_t)B * Ca * N;
-    float *att = malloc((size_t)B * N * N * sizeof(float)), *qkv = rand_f(3 * na, 1);
+    float *att = sde_malloc((size_t)B * N * N * sizeof(float)), *qkv = rand_f(3 * na, 1);
     TIME_BEST(t, 3, sde_nn_attention_forward(dx, att, qkv, qkv + na, qkv + 2 * na, B, Ca, N));
     printf("%-28s %10.2f %10.1f %10.1f\n", "attention C=256 16x16", t * 1e3,
            4.0 * B * Ca * N * N / t * 1e-9, 4.0 * B * Ca * N * N / cpu * 1e-9);
@@ -325,10 +332,10 @@ int main(int argc, char **argv) {
     int B = 32, C = gshapes[i][0], HW = gshapes[i][1], G = gshapes[i][2];
     size_t n = (size_t)B * C * HW;
     float *x = rand_f(n, 1), *da = rand_f(n, 1), *gm = rand_f(C, 1), *bt = rand_f(C, 1);
-    float *y = malloc(n * sizeof(float)), *dg = malloc(n * sizeof(float));
-    float *dx = calloc(n, sizeof(float)), *dgm = calloc(C, sizeof(float)),
-          *dbt = calloc(C, sizeof(float)), *mean = malloc(B * G * sizeof(float)),
-          *rstd = malloc(B * G * sizeof(float));
+    float *y = sde_malloc(n * sizeof(float)), *dg = sde_malloc(n * sizeof(float));
+    float *dx = zeros_f(n), *dgm = zeros_f(C),
+          *dbt = zeros_f(C), *mean = sde_malloc(B * G * sizeof(float)),
+          *rstd = sde_malloc(B * G * sizeof(float));
     sde_nn_groupnorm_forward(y, mean, rstd, x, gm, bt, B, C, HW, G, 1e-6f);
     double t0, t1, c0;
     char label[64];
@@ -358,8 +365,8 @@ int main(int argc, char **argv) {
     const int k = kind == 2 ? 3 : 1, Ho = kind == 2 ? (H - 3) / 2 + 1 : H;
     sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, H, Co, k, kind == 2 ? 2 : 1, 0);
     float *x = rand_f((size_t)B * Ci * H * H, 1), *w = rand_f((size_t)Co * Ci * k * k, 0.05f);
-    float *b = rand_f(Co, 0.1f), *y = malloc((size_t)B * Co * Ho * Ho * sizeof(float));
-    float *scratch = malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
+    float *b = rand_f(Co, 0.1f), *y = sde_malloc((size_t)B * Co * Ho * Ho * sizeof(float));
+    float *scratch = sde_malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double flops = 2.0 * B * Co * Ci * k * k * Ho * Ho, t;
     if (kind == 1) {
       sde_nn_nin_forward(y, x, w, b, B, Ci, H * H, Co);
