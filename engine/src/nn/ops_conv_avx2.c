@@ -1015,14 +1015,19 @@ int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   return cmin >= 64 && ntw >= 8 && (int64_t)((s->H + 1) / 2) * ntw >= 64;
 }
 
-/* The bands of shape s for tile side m: *rows tile rows each (about A2_WG_BAND or
- * A2_WG4_BAND tiles, at least one row); returns the largest band's row stride (the V and M
- * sizes per channel and transformed position) */
-static size_t a2_wg_band(const sde_nn_conv2d_shape *s, int m, int *rows) {
-  const int ntw = (s->W + m - 1) / m, band = m == 4 ? A2_WG4_BAND : A2_WG_BAND;
+/* The bands of shape s for tile side m: *rows tile rows each (about `band` tiles, at least
+ * one row); returns the largest band's row stride (the V and M sizes per channel and
+ * transformed position) */
+static size_t a2_wg_band_of(const sde_nn_conv2d_shape *s, int m, int band, int *rows) {
+  const int ntw = (s->W + m - 1) / m;
   const int64_t all = (int64_t)s->B * ((s->H + m - 1) / m); /* tile rows of the batch */
   *rows = band / ntw > 1 ? band / ntw : 1;
   return a2_wg_stride(ceil_div((int)(*rows < all ? *rows : all) * ntw, A2_V) * A2_V);
+}
+
+/* the forward's bands: about A2_WG_BAND or A2_WG4_BAND tiles */
+static size_t a2_wg_band(const sde_nn_conv2d_shape *s, int m, int *rows) {
+  return a2_wg_band_of(s, m, m == 4 ? A2_WG4_BAND : A2_WG_BAND, rows);
 }
 
 int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
@@ -1314,8 +1319,19 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
   a2_wg_job *j = &jj.w;
   *j = (a2_wg_job){.inp = inp, .Ci = s->C_in, .Co = s->C_out, .H = s->H, .W = s->W, .m = m,
                    .nxi = (m + 2) * (m + 2), .nth = (s->H + m - 1) / m, .ntw = (s->W + m - 1) / m};
+  /* Bands as large as keep V and D of one ξ within 512 KB (L2) and all of them within 8 MB:
+   * each band adds its products into the float64 P (read and written whole) and ends in two
+   * barriers, and the ξ at a time is what has to stay in L2. Zen 3, B = 32 (bench_ops
+   * --wino-dweight): F(2x2) 64 channels 16x16 0.84x the time of 256-tile bands (1024 tiles),
+   * F(4x4) 32 channels 32x32 0.85-0.9x of 192 (910), 64 channels 0.95x (455). */
+  const size_t per_tile = (size_t)(s->C_in + jj.Co4) * sizeof(float);
+  size_t band = (size_t)8 << 20;
+  band = band / ((size_t)j->nxi * per_tile) < ((size_t)512 << 10) / per_tile
+             ? band / ((size_t)j->nxi * per_tile)
+             : ((size_t)512 << 10) / per_tile;
+  const int dflt = m == 4 ? A2_WG4_BAND : A2_WG_BAND;
   int rows;
-  const size_t Tmax = a2_wg_band(s, m, &rows);
+  const size_t Tmax = a2_wg_band_of(s, m, band > (size_t)dflt ? (int)band : dflt, &rows);
   const int all = s->B * j->nth;
   const size_t np = (size_t)j->nxi * jj.Co4 * s->C_in;
   double *mem = malloc(np * sizeof(double) +
