@@ -817,12 +817,16 @@ int main(void) {
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
   run_wino_dw_dispatch(2, 128, 128, 64, 64, "4", avx2);
   run_wino_dw_dispatch(8, 32, 40, 32, 32, "4", avx2);
-  run_wino_dw_dispatch(1, 128, 128, 32, 32, "4", 0); /* 64 tiles */
-  run_wino_dw_dispatch(8, 16, 64, 32, 32, "4", 0);   /* 16 channels in */
-  /* F(2x2) shapes: from 2048 tiles of 2x2 and 64 channels, not at 8x8 */
+  run_wino_dw_dispatch(8, 16, 64, 32, 32, "4", avx2); /* from 16 channels */
+  run_wino_dw_dispatch(1, 128, 128, 32, 32, "4", 0);  /* 64 tiles */
+  run_wino_dw_dispatch(32, 8, 64, 32, 32, "4", 0);    /* 8 channels in */
+  /* F(2x2) shapes, not at 8x8: from 1024 tiles of 2x2 at 64 channels, 2048 at 32 */
   run_wino_dw_dispatch(32, 64, 96, 16, 16, "2", avx2);
-  run_wino_dw_dispatch(16, 128, 128, 16, 16, "2", 0);
-  run_wino_dw_dispatch(32, 48, 64, 16, 16, "2", 0);
+  run_wino_dw_dispatch(16, 128, 128, 16, 16, "2", avx2);
+  run_wino_dw_dispatch(32, 48, 64, 16, 16, "2", avx2);
+  run_wino_dw_dispatch(8, 64, 64, 16, 16, "2", 0);   /* 512 tiles */
+  run_wino_dw_dispatch(16, 32, 48, 16, 16, "2", 0);  /* 1024 tiles, 32 channels */
+  run_wino_dw_dispatch(32, 16, 32, 16, 16, "2", 0);  /* 16 channels */
   run_wino_dw_dispatch(128, 64, 64, 8, 8, "2", 0);
   return tap_done();
 }

@@ -1292,19 +1292,22 @@ __attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_
 }
 
 /* Where the Winograd weight gradient beats the direct one (bench_ops --wino-dweight, Zen 3,
- * 2 threads; docs/BENCHMARKS.md), with the forward's tile size:
- *  F(4x4) with at least 512 tiles in the batch, from 32 channels: 0.40-0.78x the time (32
- *  channels 32x32 at batch 8 and 32: 0.76-0.78x; 64: 0.57-0.67x; 128: 0.40-0.73x); not with
- *  few tiles (1.5-2.2x at batch 1, 32x32: the 36·C_in·C_out sums per band outweigh the
- *  products; 0.9x at 256 tiles).
- *  F(2x2) where the forward takes it (16x16 from 64 channels) and with at least 2048 tiles:
- *  0.74-0.90x at 64-128 channels, batch 32; 0.94 at 1024 tiles, 1.0-1.08 at 512; at 8x8 (4
- *  tiles a row, direct forward) 1.03-1.11. */
+ * 2 threads; docs/BENCHMARKS.md), with the forward's tile size and the bands of
+ * sde_ops_wino_avx2_dweight:
+ *  F(4x4) with at least 512 tiles in the batch, from 16 channels: 16 channels 32x32 at
+ *  batch 8-32 0.70-0.84x the time; 32: 0.73-0.85x; 64: 0.57-0.67x; 128: 0.40-0.73x; not
+ *  with few tiles (1.5-2.2x at batch 1, 32x32: the 36·C_in·C_out sums per band outweigh the
+ *  products) or 8 channels (1.1x).
+ *  F(2x2) on planes 16 or more wide, from 64 channels with at least 1024 tiles of 2x2 (64
+ *  channels 16x16 at batch 16: 0.81-0.86x; batch 8 0.95-1.0) or from 32 with 2048 (32
+ *  channels at batch 32: 0.82-0.91x; batch 16 0.93-0.95, batch 8 1.1); 16 channels 1.1-1.2x,
+ *  8x8 (4 tiles a row) 1.15-1.23x at 64 channels, batch 32. */
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) {
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
-  if (!sde_ops_wino_avx2_usable(s) || cmin < 32) return 0;
+  if (!sde_ops_wino_avx2_usable(s) || cmin < 16) return 0;
   if (a2_wg4_shape(s)) return (int64_t)s->B * ((s->H + 3) / 4) * ((s->W + 3) / 4) >= 512;
-  return sde_ops_wino_avx2_pays(s) && (int64_t)s->B * ((s->H + 1) / 2) * ((s->W + 1) / 2) >= 2048;
+  const int64_t tiles = (int64_t)s->B * ((s->H + 1) / 2) * ((s->W + 1) / 2);
+  return s->W >= 15 && ((cmin >= 64 && tiles >= 1024) || (cmin >= 32 && tiles >= 2048));
 }
 
 /* dweight += the weight gradient of a 3x3 stride-1 pad-1 conv (sde_ops_wino_avx2_usable) by
