@@ -871,11 +871,13 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
           _mm256_storeu_ps(ph[i][0] + q * A2_V + 1, o[3]);
         }
         ph[i][0][0] = 0.0f;
-        for (int c = inside * A2_V; c <= ntw; c++)
-          for (int p = c == inside * A2_V && inside > 0; p < 4; p++) {
+        for (int c = inside * A2_V; c <= ntw; c++) {
+          const int p0 = c > 0 && c == inside * A2_V; /* ph[0][c]: the last block's phase 3 */
+          for (int p = p0; p < 4; p++) {
             const int col = 4 * c - 1 + p;
             ph[i][p][c] = col >= 0 && col < W ? xr[col] : 0.0f;
           }
+        }
       }
       float *vt = v + (size_t)tr * ntw;
       int tw = 0;
@@ -1294,10 +1296,10 @@ __attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_
 /* Where the Winograd weight gradient beats the direct one (bench_ops --wino-dweight, Zen 3,
  * 2 threads; docs/BENCHMARKS.md), with the forward's tile size and the bands of
  * sde_ops_wino_avx2_dweight:
- *  F(4x4) with at least 512 tiles in the batch, from 16 channels: 16 channels 32x32 at
- *  batch 8-32 0.70-0.84x the time; 32: 0.73-0.85x; 64: 0.57-0.67x; 128: 0.40-0.73x; not
- *  with few tiles (1.5-2.2x at batch 1, 32x32: the 36·C_in·C_out sums per band outweigh the
- *  products) or 8 channels (1.1x).
+ *  F(4x4) with at least 512 tiles in the batch, from 16 channels: 32x32 at batch 8-32, 16
+ *  channels 0.70-0.84x the time, 32 channels 0.54-0.57x, 64 channels at batch 32 0.46-0.47x
+ *  (128: 0.40-0.73x with the forward's bands); not with few tiles (1.5-2.2x at batch 1,
+ *  32x32: the 36·C_in·C_out sums per band outweigh the products) or 8 channels (1.1x).
  *  F(2x2) on planes 16 or more wide, from 64 channels with at least 1024 tiles of 2x2 (64
  *  channels 16x16 at batch 16: 0.81-0.86x; batch 8 0.95-1.0) or from 32 with 2048 (32
  *  channels at batch 32: 0.82-0.91x; batch 16 0.93-0.95, batch 8 1.1); 16 channels 1.1-1.2x,
@@ -1327,14 +1329,11 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
    * barriers, and the ξ at a time is what has to stay in L2. Zen 3, B = 32 (bench_ops
    * --wino-dweight): F(2x2) 64 channels 16x16 0.84x the time of 256-tile bands (1024 tiles),
    * F(4x4) 32 channels 32x32 0.85-0.9x of 192 (910), 64 channels 0.95x (455). */
-  const size_t per_tile = (size_t)(s->C_in + jj.Co4) * sizeof(float);
-  size_t band = (size_t)8 << 20;
-  band = band / ((size_t)j->nxi * per_tile) < ((size_t)512 << 10) / per_tile
-             ? band / ((size_t)j->nxi * per_tile)
-             : ((size_t)512 << 10) / per_tile;
-  const int dflt = m == 4 ? A2_WG4_BAND : A2_WG_BAND;
+  const size_t per_tile = (size_t)(s->C_in + jj.Co4) * sizeof(float); /* V and D, one ξ */
+  const size_t by_l2 = ((size_t)512 << 10) / per_tile, by_all = ((size_t)8 << 20) / (j->nxi * per_tile);
+  const size_t band = by_l2 < by_all ? by_l2 : by_all, dflt = m == 4 ? A2_WG4_BAND : A2_WG_BAND;
   int rows;
-  const size_t Tmax = a2_wg_band_of(s, m, band > (size_t)dflt ? (int)band : dflt, &rows);
+  const size_t Tmax = a2_wg_band_of(s, m, (int)(band > dflt ? band : dflt), &rows);
   const int all = s->B * j->nth;
   const size_t np = (size_t)j->nxi * jj.Co4 * s->C_in;
   double *mem = malloc(np * sizeof(double) +
