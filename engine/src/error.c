@@ -1,5 +1,6 @@
 /* Per-thread error messages: the engine reports, callers decide what to show. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,9 @@ const char *sde_status_name(int code) {
  * the Winograd weight gradient 1.18x the time); the buffers of tensors, workspaces and
  * scratch all come from here. Freed with free(), as any malloc'd block. */
 void *sde_malloc(size_t bytes) {
-  void *p = bytes >= 4096 ? aligned_alloc(64, (bytes + 63) & ~(size_t)63) : malloc(bytes ? bytes : 1);
+  void *p = bytes < 4096          ? malloc(bytes ? bytes : 1)
+            : bytes > SIZE_MAX - 63 ? NULL /* the rounding would wrap */
+                                    : aligned_alloc(64, (bytes + 63) & ~(size_t)63);
   if (!p) sde_fail(SDE_ENOMEM, "out of memory allocating %zu bytes", bytes);
   return p;
 }

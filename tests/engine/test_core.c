@@ -1,5 +1,7 @@
 /* RNG, SDE coefficients, analytic-model derivatives, determinism and the planner. */
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -341,6 +343,17 @@ static void test_errors(void) {
   TAP_CHECK(oom == SDE_ENOMEM && strstr(sde_errmsg(), "memory"), "a batch too large for memory: %s",
             sde_errmsg());
   sde_model_free(big);
+  /* sde_malloc: large blocks on a cache line (the kernels' vector loads), sizes whose
+   * rounding would wrap refused */
+  int aligned = 1;
+  for (size_t n = 4096; n < (1u << 22); n = n * 3 + 5) {
+    void *q = sde_malloc(n);
+    aligned &= q && (uintptr_t)q % 64 == 0;
+    free(q);
+  }
+  TAP_CHECK(aligned, "sde_malloc: blocks of 4 KB and more 64-byte aligned");
+  TAP_CHECK(sde_malloc(SIZE_MAX - 10) == NULL && strstr(sde_errmsg(), "memory"),
+            "sde_malloc: a size whose rounding wraps refused: %s", sde_errmsg());
   const double w[1] = {1}, mu[2] = {0, 0}, bad_sd[2] = {1, -1};
   sde_model *g = NULL;
   TAP_CHECK(sde_gmm_create(1, 2, w, mu, bad_sd, &g) == SDE_EINVAL, "negative std refused: %s",
