@@ -91,8 +91,11 @@ a2_kernel(float *tile, const float *x, const ptrdiff_t *off, const float *wp, in
     for (int j = 0; j < J; j++)
       acc[r][j] = load ? _mm256_loadu_ps(tile + (r * A2_J + j) * A2_V) : _mm256_setzero_ps();
   const int KK = KH * KW;
+  const float *xj[A2_J]; /* the J vectors' first taps, moved on by S per input channel: the
+                          * taps are then base + kh·Wp + kw addresses, no recomputed sums */
+#pragma GCC unroll 3
+  for (int j = 0; j < J; j++) xj[j] = x + off[j];
   for (int c = 0; c < Cin; c++, wp += (size_t)KK * A2_R) {
-    const float *xc = x + (size_t)c * S;
 #pragma GCC unroll 3
     for (int kh = 0; kh < KH; kh++) {
 #pragma GCC unroll 3
@@ -102,7 +105,7 @@ a2_kernel(float *tile, const float *x, const ptrdiff_t *off, const float *wp, in
         __m256 xv[A2_J];
 #pragma GCC unroll 3
         for (int j = 0; j < J; j++) {
-          xv[j] = _mm256_loadu_ps(xc + off[j] + t);
+          xv[j] = _mm256_loadu_ps(xj[j] + t);
           __asm__("" : "+x"(xv[j]));
         }
 #pragma GCC unroll 4
@@ -113,6 +116,8 @@ a2_kernel(float *tile, const float *x, const ptrdiff_t *off, const float *wp, in
         }
       }
     }
+#pragma GCC unroll 3
+    for (int j = 0; j < J; j++) xj[j] += S;
   }
   if (!dst) {
 #pragma GCC unroll 4
