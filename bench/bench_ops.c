@@ -211,7 +211,8 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
     float *x = rand_f(nx, 1), *w = rand_f((size_t)C * C * 9, 0.05f), *bias = rand_f(C, 0.1f);
     /* dweight: y and yd hold the weight gradient, from the output gradient g */
     const size_t ny = dweight ? (size_t)C * C * 9 : nx;
-    float *y = sde_malloc(ny * sizeof(float)), *yd = sde_malloc(ny * sizeof(float)), *g = rand_f(nx, 1);
+    float *y = sde_malloc(ny * sizeof(float)), *yd = sde_malloc(ny * sizeof(float));
+    float *g = rand_f(nx, 1);
     float *scratch = sde_malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double best[3] = {1e30, 1e30, 1e30};
     int taken = -1;

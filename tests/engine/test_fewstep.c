@@ -513,32 +513,34 @@ static void test_images(void) {
       const float l = (truth[i] + truth[EH * EW + i] + truth[2 * EH * EW + i]) / 3.0f;
       gray[i] = gray[EH * EW + i] = gray[2 * EH * EW + i] = l;
     }
-    for (int si = 0; si < 10; si++) {
-      sde_stats st = {0};
-      int rc = SDE_OK, hits = 0;
-      double known = 0;
-      for (int d = 0; d < IMG_DRAWS && rc == SDE_OK; d++) {
-        sde_sample_params p = fewstep_params(fewstep[si / 2], 20, (uint64_t)d);
-        p.schedule = grids[si % 2];
-        rc = sde_inpaint(m, &sde, &p, 1, 0, truth, mask, out, &st);
-        for (int i = 0; i < ED; i++)
-          if (mask[i] == 1.0f) known = fmax(known, fabs(out[i] - truth[i]));
-        hits += psnr(out, truth, ED) > 40.0;
+    for (int si = 0; si < 5; si++)
+      for (int gi = 0; gi < 2; gi++) {
+        sde_stats st = {0};
+        int rc = SDE_OK, hits = 0;
+        double known = 0;
+        for (int d = 0; d < IMG_DRAWS && rc == SDE_OK; d++) {
+          sde_sample_params p = fewstep_params(fewstep[si], 20, (uint64_t)d);
+          p.schedule = grids[gi];
+          rc = sde_inpaint(m, &sde, &p, 1, 0, truth, mask, out, &st);
+          for (int i = 0; i < ED; i++)
+            if (mask[i] == 1.0f) known = fmax(known, fabs(out[i] - truth[i]));
+          hits += psnr(out, truth, ED) > 40.0;
+        }
+        sde_sample_params p = fewstep_params(fewstep[si], 20, 5);
+        p.schedule = grids[gi];
+        rc = rc ? rc : sde_colorize(m, &sde, &p, 1, 0, gray, out, NULL);
+        double lum = 0;
+        for (int i = 0; i < EH * EW; i++)
+          lum = fmax(lum,
+                     fabs((out[i] + out[EH * EW + i] + out[2 * EH * EW + i]) / 3.0f - gray[i]));
+        TAP_CHECK(rc == SDE_OK && hits >= IMG_MIN_HITS && known == 0.0 && lum < 1e-5,
+                  "%s image %s (%s), NFE %lld: inpainting recovers the image (> 40 dB) from %d of "
+                  "%d prior draws (>= %d) with the known pixels exact (%.2g); colorization keeps "
+                  "the luminance (%.2g)",
+                  sde_kind_name(kinds[k]), sde_sampler_name(fewstep[si]),
+                  sde_schedule_name(grids[gi]), (long long)st.nfe, hits, IMG_DRAWS,
+                  IMG_MIN_HITS, known, lum);
       }
-      sde_sample_params p = fewstep_params(fewstep[si / 2], 20, 5);
-      p.schedule = grids[si % 2];
-      rc = rc ? rc : sde_colorize(m, &sde, &p, 1, 0, gray, out, NULL);
-      double lum = 0;
-      for (int i = 0; i < EH * EW; i++)
-        lum = fmax(lum, fabs((out[i] + out[EH * EW + i] + out[2 * EH * EW + i]) / 3.0f - gray[i]));
-      TAP_CHECK(rc == SDE_OK && hits >= IMG_MIN_HITS && known == 0.0 && lum < 1e-5,
-                "%s image %s (%s), NFE %lld: inpainting recovers the image (> 40 dB) from %d of "
-                "%d prior draws (>= %d) with the known pixels exact (%.2g); colorization keeps "
-                "the luminance (%.2g)",
-                sde_kind_name(kinds[k]), sde_sampler_name(fewstep[si / 2]),
-                sde_schedule_name(grids[si % 2]), (long long)st.nfe, hits, IMG_DRAWS,
-                IMG_MIN_HITS, known, lum);
-    }
   }
   free(img);
   free(out);

@@ -638,7 +638,8 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
             const __m256 q0 = _mm256_loadu_ps(xr + 2 * c), q1 = _mm256_loadu_ps(xr + 2 * c + 8);
             /* the shuffles give columns 0 2 8 10 4 6 12 14 (and 1 3 9 11 ...): put in order */
             const __m256 e = _mm256_shuffle_ps(q0, q1, 0x88), o = _mm256_shuffle_ps(q0, q1, 0xDD);
-            _mm256_storeu_ps(od[i] + c, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+            _mm256_storeu_ps(od[i] + c,
+                             _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
             _mm256_storeu_ps(ev[i] + c + 1,
                              _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
           }
