@@ -34,6 +34,11 @@ static float frand(void) { /* xorshift64* -> [-1, 1) */
   rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
   return (float)((double)((rng * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-52 - 1.0);
 }
+/* the results at 1, 2 and 3 threads are the same bits */
+static int same3(float *const v[3], size_t n) {
+  return !memcmp(v[0], v[1], n * sizeof(float)) && !memcmp(v[0], v[2], n * sizeof(float));
+}
+
 static float *rand_f(size_t n) {
   float *p = malloc((n ? n : 1) * sizeof(float));
   for (size_t i = 0; i < n; i++) p[i] = frand();
@@ -148,7 +153,7 @@ static void run_case(const cv_case *c) {
     snprintf(name, sizeof name, "%s B=%d %d->%d %dx%d", kn, c->B, c->Ci, c->Co, c->H, c->W);
   TAP_CHECK(rc == 0 && worst_ref <= 1 && worst_exact <= 1,
             "%s: vs im2col+sgemm %.3g, vs float64 %.3g of the bound", name, worst_ref, worst_exact);
-  int same = !memcmp(y[0], y[1], ny * sizeof(float)) && !memcmp(y[0], y[2], ny * sizeof(float));
+  int same = same3(y, ny);
   /* the last image alone */
   cv_case one = *c;
   one.B = 1;
@@ -208,7 +213,7 @@ static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int
           const double e = fabs(dw[1][wi] - acc) / (gam * mag + 1e-30);
           worst = e > worst ? e : worst;
         }
-  const int same = !memcmp(dw[0], dw[1], nw * sizeof(float)) && !memcmp(dw[0], dw[2], nw * sizeof(float));
+  const int same = same3(dw, nw);
   TAP_CHECK(rc == 0 && worst <= 1 && same,
             "dweight 3x3 B=%d %d->%d %dx%d pad(%d,%d,%d,%d): vs float64 %.3g of the bound, "
             "1/2/3 threads bit-identical (%d)", B, Ci, Co, H, W, pt, pb, pl, pr, worst, same);
@@ -243,7 +248,7 @@ static void run_dbias_case(int B, int Co, int H, int W) {
     const double e = fabs(db[1][co] - want) / bound;
     worst = e > worst ? e : worst;
   }
-  const int same = !memcmp(db[0], db[1], Co * sizeof(float)) && !memcmp(db[0], db[2], Co * sizeof(float));
+  const int same = same3(db, Co);
   TAP_CHECK(rc == 0 && worst <= 1 && same,
             "dbias B=%d %d channels %dx%d: vs float64 %.3g of the bound, 1/2/3 threads "
             "bit-identical (%d)", B, Co, H, W, worst, same);
@@ -301,7 +306,7 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
           const double e = fabs(dx[1][xi] - acc) / (gam * mag + 1e-30);
           worst = e > worst ? e : worst;
         }
-  const int same = !memcmp(dx[0], dx[1], nx * sizeof(float)) && !memcmp(dx[0], dx[2], nx * sizeof(float));
+  const int same = same3(dx, nx);
   sde_nn_conv2d_shape one = s;
   one.B = 1;
   float *d1 = malloc(img_x * sizeof(float));
@@ -387,7 +392,7 @@ static void run_pointwise_dw_case(int B, int Ci, int Co, int HW, int nin) {
       const double e = fabs(dw[1][wi] - acc) / (gam * mag + 1e-30);
       worst = e > worst ? e : worst;
     }
-  const int same = !memcmp(dw[0], dw[1], nw * sizeof(float)) && !memcmp(dw[0], dw[2], nw * sizeof(float));
+  const int same = same3(dw, nw);
   TAP_CHECK(rc == 0 && worst <= 1 && same,
             "dweight %s B=%d %d->%d HW %d: vs float64 %.3g of the bound, 1/2/3 threads "
             "bit-identical (%d)", nin ? "nin" : "conv1x1", B, Ci, Co, HW, worst, same);
@@ -500,7 +505,7 @@ static void run_wino_case(int B, int Ci, int Co, int H, int W) {
               rel = r > rel ? r : rel;
             }
         }
-  const int same = !memcmp(y[0], y[1], ny * sizeof(float)) && !memcmp(y[0], y[2], ny * sizeof(float));
+  const int same = same3(y, ny);
   sde_nn_conv2d_shape one = s;
   one.B = 1;
   rc |= sde_nn_conv2d_forward(y1, x + (B - 1) * img_x, w, b, &one, NULL);
@@ -529,7 +534,7 @@ static void run_wino_dinp_case(int B, int Ci, int Co, int H, int W) {
   int rc = sde_nn_conv2d_forward(ref, g, wT, NULL, &t, NULL);
   for (size_t i = 0; i < nx; i++) ref[i] = d0[i] + ref[i];
   rc |= dinp_at_1_2_3_threads(dx, d0, g, x, w, &s, nx);
-  const int same = !memcmp(dx[0], dx[1], nx * sizeof(float)) && !memcmp(dx[0], dx[2], nx * sizeof(float));
+  const int same = same3(dx, nx);
   /* without AVX-512 or AVX2 both sides take the im2col path, in different summation orders */
   const int avx = wino_paths_on();
   double diff = 0, mag = 0;
@@ -620,7 +625,7 @@ static void run_wino_dw_case(int B, int Ci, int Co, int H, int W) {
           rel = r > rel ? r : rel;
         }
     }
-  const int same = !memcmp(dw[0], dw[1], nw * sizeof(float)) && !memcmp(dw[0], dw[2], nw * sizeof(float));
+  const int same = same3(dw, nw);
   TAP_CHECK(rc == 0 && worst <= 1 && same,
             "winograd F(%dx%d) dweight B=%d %d->%d %dx%d: vs float64 %.3g of the bound (max err / "
             "Σ|dy·x| %.3g), 1/2/3 threads bit-identical (%d)", m, m, B, Ci, Co, H, W, worst, rel, same);
@@ -795,8 +800,8 @@ int main(void) {
   }
   unsetenv("SDE_NN_WINOGRAD_TILE");
   unsetenv("SDE_NN_WINOGRAD");
-  /* every input-gradient path in store mode (the path named is the one these kernels take
-   * on AVX2 / AVX-512; elsewhere the same shapes run on im2col) */
+  /* every input-gradient path in store mode (the path named is the one these shapes take
+   * on AVX2; other kernel sets take their own for them) */
   run_dinp_store_case("Winograd F(4x4)", 2, 32, 40, 32, 32, 3, 1, 1);
   run_dinp_store_case("Winograd F(2x2)", 3, 64, 96, 16, 16, 3, 1, 1);
   run_dinp_store_case("direct 3x3", 2, 13, 17, 8, 8, 3, 1, 1);

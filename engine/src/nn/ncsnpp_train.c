@@ -61,16 +61,6 @@ static void slot_alloc(fwd_ctx *ctx, int s) {
 
 static float *TD(fwd_ctx *ctx, int s) { return ctx->tr->t[s].data; }
 
-/* The gradient of slot s, zeroed on first use. */
-static float *TG(fwd_ctx *ctx, int s) {
-  tape_slot *t = &ctx->tr->t[s];
-  if (!t->touched) {
-    ctx->be->zero(ctx->be, t->grad, t->n * sizeof(float));
-    t->touched = 1;
-  }
-  return t->grad;
-}
-
 /* The gradient of slot s for an op that can store instead of add: *store = 1 (and no
  * zeroing) on first use. */
 static float *TG_or_store(fwd_ctx *ctx, int s, int *store) {
@@ -78,6 +68,14 @@ static float *TG_or_store(fwd_ctx *ctx, int s, int *store) {
   *store = !t->touched;
   t->touched = 1;
   return t->grad;
+}
+
+/* The gradient of slot s, zeroed on first use. */
+static float *TG(fwd_ctx *ctx, int s) {
+  int first;
+  float *g = TG_or_store(ctx, s, &first);
+  if (first) ctx->be->zero(ctx->be, g, ctx->tr->t[s].n * sizeof(float));
+  return g;
 }
 
 /* parameter gradient k of module mi, NULL when not wanted */
