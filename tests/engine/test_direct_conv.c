@@ -817,9 +817,10 @@ int main(void) {
   run_wino_dispatch(2, 32, 40, 32, 32, wino ? 4 : 0);
   run_wino_dispatch(3, 64, 96, 16, 16, wino ? 2 : 0);
   run_wino_dispatch(2, 256, 256, 8, 8, 0);
-  run_wino_dispatch(2, 16, 128, 32, 32, 0);
-  run_wino_dispatch(2, 128, 16, 32, 32, 0);
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
+  run_wino_dispatch(2, 16, 128, 32, 32, avx2 ? 4 : 0); /* AVX2: F(4x4) from 16 channels */
+  run_wino_dispatch(2, 128, 16, 32, 32, avx2 ? 4 : 0);
+  run_wino_dispatch(2, 8, 128, 32, 32, 0);
   run_wino_dw_dispatch(2, 128, 128, 64, 64, "4", avx2);
   run_wino_dw_dispatch(8, 32, 40, 32, 32, "4", avx2);
   run_wino_dw_dispatch(8, 16, 64, 32, 32, "4", avx2); /* from 16 channels */

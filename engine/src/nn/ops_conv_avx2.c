@@ -186,10 +186,15 @@ static void a2_pad(void *ctx, int64_t b0, int64_t b1) {
   for (int64_t bc = b0; bc < b1; bc++) {
     float *d = j->xp + (size_t)bc * p->S;
     const float *src = j->inp + (size_t)bc * s->H * s->W;
-    memset(d, 0, p->S * sizeof(float));
-    for (int r = 0; r < s->H; r++)
-      memcpy(d + (size_t)(r + s->pad_top) * p->Wp + s->pad_left, src + (size_t)r * s->W,
-             (size_t)s->W * sizeof(float));
+    /* only the border is zeroed: the pad rows above, between two rows the right pad of one
+     * and the left pad of the next, and after the last row everything to the end */
+    size_t at = (size_t)s->pad_top * p->Wp + s->pad_left; /* the first row's first float */
+    memset(d, 0, at * sizeof(float));
+    for (int r = 0; r < s->H; r++, at += p->Wp) {
+      memcpy(d + at, src + (size_t)r * s->W, (size_t)s->W * sizeof(float));
+      const size_t gap = r + 1 < s->H ? (size_t)(p->Wp - s->W) : p->S - at - s->W;
+      memset(d + at + s->W, 0, gap * sizeof(float));
+    }
   }
 }
 
@@ -1019,7 +1024,7 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   if (!sde_ops_wino_avx2_usable(s)) return 0;
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out, ntw = (s->W + 1) / 2;
-  if (a2_wg4_shape(s)) return cmin >= 32;
+  if (a2_wg4_shape(s)) return cmin >= 16;
   return cmin >= 64 && ntw >= 8 && (int64_t)((s->H + 1) / 2) * ntw >= 64;
 }
 
