@@ -355,9 +355,6 @@ static void run_dinp_store_case(const char *path, int B, int Ci, int Co, int H, 
  * image alone bit-identical to its place in the batch. Without AVX-512 or AVX2 (or under
  * SDE_NN_NO_DIRECT_CONV=1) these shapes run on the im2col path and are checked against its
  * own bound, γ(9·C_in + 1)·(Σ|w·x| + |bias|). */
-/* the AVX-512 kernels (direct and Winograd) run (sde_cpu_kernels, which test_cli checks
- * against the CPU) */
-static int direct_paths_on(void) { return !strcmp(sde_cpu_kernels(), "avx512"); }
 
 /* the Winograd kernels run: AVX-512, or AVX2 + FMA (ops_conv_avx2.c) */
 static int wino_paths_on(void) { return strcmp(sde_cpu_kernels(), "portable") != 0; }
@@ -813,10 +810,11 @@ int main(void) {
   run_wino_dispatch(3, 256, 256, 16, 16, wino ? 2 : 0);
   run_wino_dispatch(1, 128, 128, 29, 32, wino ? 4 : 0);
   run_wino_dispatch(1, 128, 128, 28, 32, wino ? 2 : 0);
-  run_wino_dispatch(1, 32, 40, 15, 15, direct_paths_on() ? 2 : 0); /* AVX2: F(2x2) from 64 */
+  run_wino_dispatch(1, 32, 40, 15, 15, wino ? 2 : 0);
   run_wino_dispatch(2, 32, 40, 32, 32, wino ? 4 : 0);
   run_wino_dispatch(3, 64, 96, 16, 16, wino ? 2 : 0);
   run_wino_dispatch(2, 256, 256, 8, 8, 0);
+  run_wino_dispatch(8, 16, 16, 16, 16, 0); /* AVX2: F(2x2) from 32 channels */
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
   run_wino_dispatch(2, 16, 128, 32, 32, avx2 ? 4 : 0); /* AVX2: F(4x4) from 16 channels */
   run_wino_dispatch(2, 128, 16, 32, 32, avx2 ? 4 : 0);
