@@ -775,7 +775,8 @@ int main(void) {
   /* Winograd: channel counts 1 .. 256 (blocks of 8 partly empty), odd sides (a last tile row
    * or column half outside), one tile row a vector (32, 47 wide: 16 + 8 tiles), two (16, 15,
    * 14 wide), part of one (8, 4, 2, 1), batches whose tiles span panels and images, the
-   * widest rows the AVX2 kernels take (1024) */
+   * widest rows the AVX2 kernels take (1024); batches of enough bands that on AVX2 each
+   * thread takes bands of its own, the last one shorter (9 and 11 images) */
   setenv("SDE_NN_WINOGRAD", "2", 1);
   const int wc[][5] = {{1, 1, 1, 1, 1},    {2, 1, 5, 3, 3},     {3, 3, 17, 7, 5},
                        {2, 13, 9, 16, 16}, {3, 37, 40, 15, 17}, {1, 64, 64, 32, 32},
@@ -783,7 +784,8 @@ int main(void) {
                        {4, 8, 8, 14, 14},  {3, 8, 8, 8, 8},     {2, 8, 8, 2, 2},
                        {1, 5, 3, 1, 7},    {37, 6, 11, 8, 8},   {1, 256, 256, 8, 8},
                        {2, 128, 256, 16, 16}, {1, 256, 3, 12, 11}, {8, 3, 256, 32, 32},
-                       {1, 3, 5, 6, 1024},  {2, 4, 3, 9, 1021}};
+                       {1, 3, 5, 6, 1024},  {2, 4, 3, 9, 1021}, {9, 24, 20, 16, 16},
+                       {11, 16, 16, 32, 32}};
   /* on AVX2 both tile sizes, F(2x2, 3x3) and F(4x4, 3x3) */
   for (int tile = 2; tile <= (strcmp(sde_cpu_kernels(), "avx2") ? 2 : 4); tile += 2) {
     setenv("SDE_NN_WINOGRAD_TILE", tile == 4 ? "4" : "2", 1);

@@ -199,6 +199,20 @@ static void a2_pad(void *ctx, int64_t b0, int64_t b1) {
   }
 }
 
+/* register tile tl of V vectors cut into tiles of A2_J: its first vector *v0 and *J
+ * vectors, the last four as 2 + 2 rather than 3 + 1 (a tile of one vector loads a weight
+ * per FMA) */
+static void a2_split(int V, int tl, int *v0, int *J) {
+  const int nt = ceil_div(V, A2_J);
+  if (V % A2_J == 1 && V > 1 && tl >= nt - 2) {
+    *v0 = V - 4 + 2 * (tl - (nt - 2));
+    *J = 2;
+  } else {
+    *v0 = tl * A2_J;
+    *J = V - *v0 < A2_J ? V - *v0 : A2_J;
+  }
+}
+
 /* tile tl: its first vector *v0 and *J vectors. A2_ROWS numbers the vectors across the batch
  * (vector v is vector v % nvec of image v / nvec: a tile may span two images) and cuts the
  * last four as 2 + 2 rather than 3 + 1; A2_GRID tiles stay in one image (*b). */
@@ -210,15 +224,8 @@ static void a2_tile_at(const a2_plan *p, int B, int tl, int *v0, int *J, int *b)
     *J = p->nvec - *v0 < A2_J ? p->nvec - *v0 : A2_J;
     return;
   }
-  const int V = B * p->nvec, nt = ceil_div(V, A2_J);
   *b = 0;
-  if (V % A2_J == 1 && V > 1 && tl >= nt - 2) {
-    *v0 = V - 4 + 2 * (tl - (nt - 2));
-    *J = 2;
-  } else {
-    *v0 = tl * A2_J;
-    *J = V - *v0 < A2_J ? V - *v0 : A2_J;
-  }
+  a2_split(B * p->nvec, tl, v0, J);
 }
 
 static int a2_ntile(const a2_plan *p, int B) {
@@ -704,7 +711,8 @@ static void a2_wg_products(void *ctx, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; t++) {
     const int xi = (int)(t / j->ntile), tl = (int)(t % j->ntile);
     const float *vx = j->V + (size_t)xi * j->Ci * j->Ts;
-    const int v0 = tl * A2_J, J = nv - v0 < A2_J ? nv - v0 : A2_J;
+    int v0, J;
+    a2_split(nv, tl, &v0, &J);
     ptrdiff_t off[A2_J];
     for (int k = 0; k < J; k++) off[k] = (ptrdiff_t)(v0 + k) * A2_V;
     for (int cb = 0; cb < j->ncb; cb++) {
@@ -1095,7 +1103,7 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
  * 32x32, batch 32, Zen 3). Which thread takes which band changes no bit. */
 #define A2_WG_SLOTS 4
 #define A2_WG_SLOT_BYTES (384 * 1024)
-#define A2_WG_SLOT_MIN 32
+#define A2_WG_SLOT_MIN 48
 
 /* a thread's band of shape s for tile side m (rows, stride as a2_wg_band_of) */
 static size_t a2_wg_slot_band(const sde_nn_conv2d_shape *s, int m, int *rows) {
