@@ -1062,12 +1062,14 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
   return a2_wg4_shape(s) ? 4 : 2;
 }
 
-/* Winograd against the direct conv, 2 threads, Zen 3, one conv at batch 1-32 (best of 7-9,
- * interleaved, several runs on a noisy VM; docs/BENCHMARKS.md): F(4x4) at 32 channels 32x32
- * 0.69-0.92x the time in most runs (1.2-1.3x in two of nine), 0.51-0.53x at 64, 0.33-0.56x
- * from 128; F(2x2) at 16x16 0.70-0.96x at 64 channels (1.24x in one run of eight),
- * 0.60-0.80x from 128, 1.0-1.4x at 32-48, 1.7-2x at 8x8. So: F(4x4) shapes from 32 channels
- * in and out, F(2x2) shapes (planes ≥ 15 wide, ≥ 64 tiles of 2x2) from 64. */
+/* Winograd against the direct conv, 2 threads, Zen 3, one conv at batch 1, 8 and 32, with
+ * threads taking bands of their own (best of 9, other work paused; docs/BENCHMARKS.md):
+ * F(4x4) at 32x32 0.72/0.53/0.75x the time at 16 channels (batch 32/8/1), 0.51/0.50/0.92x at
+ * 32, 0.44-0.79x from 64; F(2x2) at 16x16 0.68/0.79/0.86x at 32 channels, 0.60-0.73x at 64
+ * (1.03x at 128, batch 1), 0.87-1.12x at 16, 0.9-2.3x at 8x8. F(4x4) at 16x16 beats F(2x2)
+ * from batch 8 but not at batch 1 (1.09-1.47x the direct conv), and the choice may not
+ * depend on the batch. So: F(4x4) shapes from 16 channels in and out, F(2x2) shapes (planes
+ * ≥ 15 wide, ≥ 64 tiles of 2x2) from 32. */
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   if (!sde_ops_wino_avx2_usable(s)) return 0;
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out, ntw = (s->W + 1) / 2;
