@@ -143,7 +143,7 @@ gst_scoresde_install_sampler_properties (GObjectClass * klass,
       g_param_spec_int ("steps", "Steps",
           "Network evaluations per frame of the few-step samplers (heun: at "
           "most steps + 1); grid steps of pc, steps of the fixed-step ode "
-          "methods; 0 = the sampler's default (20, pc and ode: the SDE's N)",
+          "methods; 0 = the sampler's default (15, pc and ode: the SDE's N)",
           0, GST_SCORESDE_MAX_STEPS, GST_SCORESDE_DEFAULT_STEPS, flags));
   if (sde) {
     g_object_class_install_property (klass,

@@ -22,12 +22,12 @@ G_BEGIN_DECLS
 #define GST_SCORESDE_MAX_CUDA_DEVICE_ID 255
 #define GST_SCORESDE_DEFAULT_PRECISION GST_SCORESDE_PRECISION_FP32
 #define GST_SCORESDE_DEFAULT_SEED 0
-/* the fast path: a multistep solver of the probability-flow ODE at 20 evaluations */
+/* the fast path: a multistep solver of the probability-flow ODE at 15 evaluations */
 #define GST_SCORESDE_DEFAULT_SAMPLER GST_SCORESDE_SAMPLER_DPMPP_2M
 #define GST_SCORESDE_DEFAULT_SCHEDULE GST_SCORESDE_SCHEDULE_KARRAS
 #define GST_SCORESDE_DEFAULT_PREDICTOR GST_SCORESDE_PREDICTOR_REVERSE_DIFFUSION
 #define GST_SCORESDE_DEFAULT_CORRECTOR GST_SCORESDE_CORRECTOR_LANGEVIN
-#define GST_SCORESDE_DEFAULT_STEPS 20   /* 0 = the sampler's default (pc: the SDE's N) */
+#define GST_SCORESDE_DEFAULT_STEPS 15   /* 0 = the sampler's default (pc: the SDE's N) */
 #define GST_SCORESDE_MAX_STEPS SDE_MAX_STEPS /* the engine's range */
 #define GST_SCORESDE_DEFAULT_SNR 0.16
 #define GST_SCORESDE_MAX_SNR 10.0

@@ -6,7 +6,7 @@
 #   MODEL       model file; empty = the elements' shipped defaults (models/*.md)
 #   SAMPLER     sampler of the scoresde elements (default: theirs, dpmpp-2m; pc with
 #               STEPS=0 is the 1000-step reference)
-#   STEPS       network evaluations per frame (default 20; pc: grid steps)
+#   STEPS       network evaluations per frame (default 15, the elements'; pc: grid steps)
 #   SEED        noise seed (default 0)
 #   GST_PLUGIN_PATH  defaults to $BUILD_DIR/plugins when unset
 #   OPENBLAS_CORETYPE  set when OpenBLAS does not know this CPU (see below)
@@ -17,7 +17,7 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 OUT_DIR=${OUT_DIR:-out}
 MODEL=${MODEL:-}
 SAMPLER=${SAMPLER:-}
-STEPS=${STEPS:-20}
+STEPS=${STEPS:-15}
 SEED=${SEED:-0}
 SHAPES_DIR=${SHAPES_DIR:-$ROOT/models/shapes32}
 

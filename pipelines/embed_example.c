@@ -146,13 +146,13 @@ expect (gboolean cond, const gchar * what)
 int
 main (int argc, char **argv)
 {
-  gint frames = 4, steps = 20;
+  gint frames = 4, steps = 15;
   gint64 seed = 1;
   gchar *model = NULL;
   GOptionEntry entries[] = {
     {"frames", 'n', 0, G_OPTION_ARG_INT, &frames, "Frames per run (4)", "N"},
     {"steps", 's', 0, G_OPTION_ARG_INT, &steps,
-        "Network evaluations per frame (20)", "S"},
+        "Network evaluations per frame (15)", "S"},
     {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed (1)", "S"},
     {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
         "Model file (default: the shipped model)", "FILE"},

@@ -11,7 +11,7 @@
  * images: the sampler holds the luminance coordinate of the orthogonal colour
  * transform (`sde_color_decouple`) at the input's value and samples the two chroma
  * coordinates (Song et al. 2021, controllable generation). The default few-step
- * solver (#GstScoreSdeColorize:sampler dpmpp-2m, 20 network evaluations) puts the
+ * solver (#GstScoreSdeColorize:sampler dpmpp-2m, 15 network evaluations) puts the
  * luminance into every data prediction; sampler=pc runs the predictor-corrector
  * sampler and re-noises it after every update. A gray value is read as the mean of R,
  * G and B, the convention of the engine and the `scoresde colorize` command.

@@ -7,7 +7,7 @@
  * @title: scoresdedecode
  *
  * Decodes latents into video frames: the probability-flow ODE carries each latent
- * from the prior (t = T) back to data (t = eps), solved by default with dpmpp-2m in 20
+ * from the prior (t = T) back to data (t = eps), solved by default with dpmpp-2m in 15
  * network evaluations (#GstScoreSdeDecode:sampler). No denoising step is applied, so
  * decoding what `scoresdeencode` made with the same settings reproduces the frame to
  * the solver's accuracy.

@@ -7,7 +7,7 @@
  * @title: scoresdeencode
  *
  * Encodes video frames into latents: the probability-flow ODE carries each frame from
- * data (t = eps) to the prior (t = T), solved by default with dpmpp-2m in 20 network
+ * data (t = eps) to the prior (t = T), solved by default with dpmpp-2m in 15 network
  * evaluations (#GstScoreSdeEncode:sampler; sampler=ode is the adaptive RK45 reference).
  * Decode with the same sampler settings. The latent is a planar float32 tensor of the
  * model's shape, sent as `other/tensors` with dimensions "W:H:C:1" and a `scoresde`

@@ -10,7 +10,7 @@
  * Fills the unknown pixels of every RGBA frame with a score-based model while the known
  * pixels are held to the frame (Song et al. 2021, controllable generation). The
  * few-step solvers put the known pixels into every data prediction; the default,
- * #GstScoreSdeInpaint:sampler dpmpp-2m-sde at 20 network evaluations, is stochastic,
+ * #GstScoreSdeInpaint:sampler dpmpp-2m-sde at 15 network evaluations, is stochastic,
  * and its noise blends the fill with the known part better than the deterministic
  * solvers do (docs/BENCHMARKS.md). sampler=pc runs the predictor-corrector sampler of
  * the reverse-time SDE and re-noises the known pixels to the current time after every

@@ -8,7 +8,7 @@
  *
  * Generates video by sampling a score-based generative model: every frame starts from
  * Gaussian noise keyed by (#GstScoreSdeSrc:seed, frame number) and is denoised by a
- * few-step solver (#GstScoreSdeSrc:sampler, by default dpmpp-2m with 20 network
+ * few-step solver (#GstScoreSdeSrc:sampler, by default dpmpp-2m with 15 network
  * evaluations: a live source on two CPU cores for the shipped model), by the
  * predictor-corrector sampler of the reverse-time SDE or by the probability-flow ODE.
  * Frame k is a pure function of the model, the seed, the sampler settings and k, so a
@@ -50,8 +50,9 @@
  * ## Example launch lines
  * |[
  * gst-launch-1.0 scoresdesrc is-live=true ! video/x-raw,framerate=10/1 ! videoconvert ! videoscale ! video/x-raw,width=256,height=256 ! autovideosink
- * ]| Live samples of the shipped default model at 10 frames per second, dpmpp-2m at 20
- * evaluations a frame (60-150 ms on two shared CPU cores).
+ * ]| Live samples of the shipped default model at 10 frames per second, dpmpp-2m at 15
+ * evaluations a frame (about 50-100 ms on two shared CPU cores; 60-150 ms were measured
+ * at 20, the default until 2026-12-05).
  * |[
  * gst-launch-1.0 scoresdesrc num-buffers=16 sampler=pc steps=0 seed=7 ! videoconvert ! pngenc ! multifilesink location=ref_%02d.png
  * ]| The 1000-step predictor-corrector reference, for comparison.
@@ -170,7 +171,7 @@ gst_scoresde_src_class_init (GstScoreSdeSrcClass * klass)
    *
    * How frames are sampled; with schedule, steps, seed, the PC sampler's predictor,
    * corrector, snr and corrector-steps, and the ODE's ode-method, rtol and atol.
-   * The default, dpmpp-2m at 20 network evaluations, makes a frame of the shipped
+   * The default, dpmpp-2m at 15 network evaluations, makes a frame of the shipped
    * model in a few tens of milliseconds on a CPU core (docs/BENCHMARKS.md);
    * sampler=pc steps=0 is the 1000-step reference. Frame k uses noise stream k of
    * the seed.

@@ -173,7 +173,7 @@ static const cli_option options[] = {
    "corrector iterations per step (1)", G_PC},
   {"steps", NULL, CLI_INT, OFF(steps), 1, SDE_MAX_STEPS, 0, "N",
    "PC steps, fixed-step ODE steps (default: the SDE's N), or network "
-   "evaluations of a few-step solver (20; heun: N/2 steps of two and a final one)", G_STEPS},
+   "evaluations of a few-step solver (15; heun: N/2 steps of two and a final one)", G_STEPS},
   {"eps", NULL, CLI_DOUBLE, OFF(eps), 0, SDE_T, CLI_OPEN_LO | CLI_OPEN_HI, "T",
    "smallest time (1e-5 for VE, 1e-3 for VP and sub-VP; likelihood: 1e-5)", G_EPS},
   {"no-denoise", NULL, CLI_FLAG, OFF(no_denoise), 0, 0, 0, NULL,

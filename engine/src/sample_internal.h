@@ -113,7 +113,7 @@ int sde_rows_put(const sde_rows *r, float *buf, const float *host);
 /* ---- few-step solvers (sample_fewstep.c; used by sample_pc.c, sample_ode.c, control.c) */
 
 /* Default number of network evaluations of the few-step solvers (steps = 0). */
-#define SDE_FEWSTEP_DEFAULT_STEPS 20
+#define SDE_FEWSTEP_DEFAULT_STEPS 15
 
 /* Checks the few-step parameters of p; `deterministic` refuses the stochastic solvers
  * (encode, decode). */

@@ -57,7 +57,7 @@ typedef struct {
   double snr;           /* Langevin / ALD signal-to-noise ratio (0.16) */
   int corrector_steps;  /* corrector iterations per step (1) */
   int steps;            /* PC grid size (exact kernels when != sde->N); fixed-step ODE
-                         * steps; 0 = sde->N. Few-step solvers: evaluations, 0 = 20 */
+                         * steps; 0 = sde->N. Few-step solvers: evaluations, 0 = 15 */
   double eps;           /* smallest time; 0 = sde_sampling_eps() */
   int denoise;          /* final noise removal (Tweedie step; few-step: the data
                          * prediction at eps) (1) */

@@ -125,7 +125,7 @@ GST_START_TEST (test_sampler_properties_and_defaults)
     fail_unless_equals_string (str, "karras");
     g_free (str);
     str = prop_string (obj, "steps");
-    fail_unless_equals_string (str, "20");
+    fail_unless_equals_string (str, "15");
     g_free (str);
 
     check_has (obj, "seed", c->seed, c->factory);
