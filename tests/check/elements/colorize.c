@@ -19,8 +19,9 @@
 
 /* Settings where quality is not asserted. */
 #define QUICK "steps=10"
-/* Settings for the recovery assertions: the defaults (dpmpp-2m, 20 evaluations) and
- * the PC reference. */
+/* Settings for the recovery assertions: the defaults (dpmpp-2m, 15 evaluations) and
+ * the PC reference. Measured with the defaults at 15 and at 20 evaluations, seeds 0-9,
+ * both modes: shapes 6 and 56 come back exactly (99 dB, the PSNR's cap) every time. */
 #define QUALITY ""
 #define PC_QUALITY "sampler=pc steps=400"
 

@@ -304,8 +304,9 @@ psnr_to_training (GstBuffer * frame)
 }
 
 /* Every few-step sampler: the same seed gives the same frames, another seed other
- * frames, and at 20 evaluations the exact score of the empirical model lands every
- * frame on a training image, under each of the three SDEs. */
+ * frames, and at the default 15 evaluations the exact score of the empirical model
+ * lands every frame on a training image, under each of the three SDEs (exactly, at 15
+ * and at 20, for seeds 1-9 and 42, four frames each). */
 GST_START_TEST (test_src_fewstep_samplers)
 {
   const sde_kind kinds[] = { SDE_VE, SDE_VP, SDE_SUBVP };
