@@ -1374,21 +1374,24 @@ A2_WGDW_TILE(1)
 A2_WGDW_TILE(2)
 A2_WGDW_TILE(3)
 
-/* products, tasks t: (ξ, block of A2_R output channels), over all input channels */
+/* products, tasks: ξ in [t0, t1), every block of A2_R output channels in turn over all input
+ * channels, so that one core reads V[ξ] from L3 and then from its L2 (split by output-channel
+ * block as well, both cores fetched every ξ: F(4x4) 32 channels 32x32 B32 0.83-0.93x the
+ * time, 2 threads, Zen 3) */
 static void a2_wgdw_products(void *ctx, int64_t t0, int64_t t1) {
   static const a2_wgdw_fn fns[A2_DWW_C] = {a2_wgdw_tile1, a2_wgdw_tile2, a2_wgdw_tile3};
   const a2_wgdw_job *jj = ctx;
   const a2_wg_job *j = &jj->w;
   const int nb = jj->Co4 / A2_R, Ci = j->Ci;
-  for (int64_t t = t0; t < t1; t++) {
-    const int xi = (int)(t / nb), co0 = (int)(t % nb) * A2_R;
-    const float *d = j->M + ((size_t)xi * jj->Co4 + co0) * j->Ts;
-    for (int ci0 = 0; ci0 < Ci; ci0 += A2_DWW_C) {
-      const int nc = Ci - ci0 < A2_DWW_C ? Ci - ci0 : A2_DWW_C;
-      fns[nc - 1](jj->P + ((size_t)xi * Ci + ci0) * jj->Co4 + co0, jj->Co4, d,
-                  j->V + ((size_t)xi * Ci + ci0) * j->Ts, j->Ts, j->Tp / A2_V);
+  for (int64_t xi = t0; xi < t1; xi++)
+    for (int co0 = 0; co0 < nb * A2_R; co0 += A2_R) {
+      const float *d = j->M + ((size_t)xi * jj->Co4 + co0) * j->Ts;
+      for (int ci0 = 0; ci0 < Ci; ci0 += A2_DWW_C) {
+        const int nc = Ci - ci0 < A2_DWW_C ? Ci - ci0 : A2_DWW_C;
+        fns[nc - 1](jj->P + ((size_t)xi * Ci + ci0) * jj->Co4 + co0, jj->Co4, d,
+                    j->V + ((size_t)xi * Ci + ci0) * j->Ts, j->Ts, j->Tp / A2_V);
+      }
     }
-  }
 }
 
 /* dweight[co] += Gᵀ P G for output channels [c0, c1), in float64 */
@@ -1483,7 +1486,7 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
     /* dynamic: the x and dy transforms differ in cost, and a static split gives each
      * thread one kind */
     sde_parallel_for_dynamic(s->C_in + jj.Co4, 1, a2_wgdw_transforms, &jj);
-    sde_parallel_for_dynamic((int64_t)j->nxi * (jj.Co4 / A2_R), 1, a2_wgdw_products, &jj);
+    sde_parallel_for_dynamic(j->nxi, 1, a2_wgdw_products, &jj);
   }
   sde_parallel_for(s->C_out, 1, a2_wgdw_finish, &jj);
   free(mem);
