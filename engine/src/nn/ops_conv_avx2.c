@@ -1102,10 +1102,13 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
  * and M, sized to stay in its L2 (A2_WG_SLOT_BYTES, at least A2_WG_SLOT_MIN tiles). Split
  * by channels instead, every phase read what the other core had just written, and two
  * threads were 1.1-1.4x faster than one where the direct conv is 1.65x (F(4x4), 16 channels,
- * 32x32, batch 32, Zen 3). Which thread takes which band changes no bit. */
+ * 32x32, batch 32, Zen 3). Not where even A2_WG_SLOT_MIN tiles overflow L2 (A2_WG_SLOT_MAX:
+ * F(4x4) above 145 channels in and out, F(2x2) above 327): NCSN++ CIFAR-10 at batch 8 was
+ * 1.02-1.18x slower with them. Which thread takes which band changes no bit. */
 #define A2_WG_SLOTS 4
 #define A2_WG_SLOT_BYTES (384 * 1024)
 #define A2_WG_SLOT_MIN 48
+#define A2_WG_SLOT_MAX (1024 * 1024) /* A2_WG_SLOT_MIN tiles' V and M, at most */
 
 /* a thread's band of shape s for tile side m (rows, stride as a2_wg_band_of) */
 static size_t a2_wg_slot_band(const sde_nn_conv2d_shape *s, int m, int *rows) {
@@ -1119,9 +1122,16 @@ static int a2_wg_nband(const sde_nn_conv2d_shape *s, int m, int rows) {
   return ceil_div(s->B * ((s->H + m - 1) / m), rows);
 }
 
+/* the channels of s are few enough for bands per thread (A2_WG_SLOT_MAX) */
+static int a2_wg_slot_shape(const sde_nn_conv2d_shape *s, int m) {
+  const size_t per_tile = (size_t)(m + 2) * (m + 2) * (s->C_in + s->C_out) * sizeof(float);
+  return per_tile * A2_WG_SLOT_MIN <= A2_WG_SLOT_MAX;
+}
+
 /* threads that take bands of their own for s, or 0: split each band by channels */
 static int a2_wg_slots(const sde_nn_conv2d_shape *s, int m) {
   const int nt = sde_parallel_threads();
+  if (!a2_wg_slot_shape(s, m)) return 0;
   int rows;
   a2_wg_slot_band(s, m, &rows);
   return nt >= 2 && nt <= A2_WG_SLOTS && a2_wg_nband(s, m, rows) >= 2 * nt ? nt : 0;
@@ -1132,7 +1142,8 @@ static int a2_wg_slots(const sde_nn_conv2d_shape *s, int m) {
 static size_t a2_wg_scratch(const sde_nn_conv2d_shape *s, int m) {
   const int nxi = (m + 2) * (m + 2);
   int rows;
-  const size_t Ts = a2_wg_band(s, m, &rows), Tt = a2_wg_slot_band(s, m, &rows);
+  const size_t Ts = a2_wg_band(s, m, &rows);
+  const size_t Tt = a2_wg_slot_shape(s, m) ? a2_wg_slot_band(s, m, &rows) : 0;
   const size_t vm = (size_t)nxi * (s->C_in + s->C_out);
   return (size_t)nxi * ceil_div(s->C_out, A2_R) * A2_R * s->C_in + 8 +
          vm * (Ts > A2_WG_SLOTS * Tt ? Ts : A2_WG_SLOTS * Tt);
