@@ -1103,17 +1103,21 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
  * by channels instead, every phase read what the other core had just written, and two
  * threads were 1.1-1.4x faster than one where the direct conv is 1.65x (F(4x4), 16 channels,
  * 32x32, batch 32, Zen 3). Not where even A2_WG_SLOT_MIN tiles overflow L2 (A2_WG_SLOT_MAX:
- * F(4x4) above 145 channels in and out, F(2x2) above 327): NCSN++ CIFAR-10 at batch 8 was
+ * C_in + C_out above 151 for F(4x4), above 341 for F(2x2)): NCSN++ CIFAR-10 at batch 8 was
  * 1.02-1.18x slower with them. Which thread takes which band changes no bit. */
 #define A2_WG_SLOTS 4
 #define A2_WG_SLOT_BYTES (384 * 1024)
 #define A2_WG_SLOT_MIN 48
 #define A2_WG_SLOT_MAX (1024 * 1024) /* A2_WG_SLOT_MIN tiles' V and M, at most */
 
+/* bytes of V and M per tile of shape s for tile side m */
+static size_t a2_wg_tile_bytes(const sde_nn_conv2d_shape *s, int m) {
+  return (size_t)(m + 2) * (m + 2) * (s->C_in + s->C_out) * sizeof(float);
+}
+
 /* a thread's band of shape s for tile side m (rows, stride as a2_wg_band_of) */
 static size_t a2_wg_slot_band(const sde_nn_conv2d_shape *s, int m, int *rows) {
-  const size_t per_tile = (size_t)(m + 2) * (m + 2) * (s->C_in + s->C_out) * sizeof(float);
-  const int band = (int)(A2_WG_SLOT_BYTES / per_tile);
+  const int band = (int)(A2_WG_SLOT_BYTES / a2_wg_tile_bytes(s, m));
   return a2_wg_band_of(s, m, band > A2_WG_SLOT_MIN ? band : A2_WG_SLOT_MIN, rows);
 }
 
@@ -1124,8 +1128,7 @@ static int a2_wg_nband(const sde_nn_conv2d_shape *s, int m, int rows) {
 
 /* the channels of s are few enough for bands per thread (A2_WG_SLOT_MAX) */
 static int a2_wg_slot_shape(const sde_nn_conv2d_shape *s, int m) {
-  const size_t per_tile = (size_t)(m + 2) * (m + 2) * (s->C_in + s->C_out) * sizeof(float);
-  return per_tile * A2_WG_SLOT_MIN <= A2_WG_SLOT_MAX;
+  return a2_wg_tile_bytes(s, m) * A2_WG_SLOT_MIN <= A2_WG_SLOT_MAX;
 }
 
 /* threads that take bands of their own for s, or 0: split each band by channels */
