@@ -856,6 +856,28 @@ a2_phases4(const float *r, __m256 o[4]) {
   o[2] = _mm256_shuffle_ps(t1, t3, 0x44), o[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
 }
 
+#define S_LD(p) (*(p))
+#define S_ST(p, v) (*(p) = (v))
+
+/* Bᵀ d B of tiles tw, tw + 1, ... of a tile row, N at a time while N are left (T: vectors of
+ * N floats, or float for N = 1, with their loads, stores and arithmetic), from the patch rows'
+ * phases ph into vt (ξ rows xs apart); in a2_wg4_input */
+#define A2_WG4_IN(T, LD, ST, ADD, SUB, FMA, FNMA, C4, C5, C2, N)                                \
+  for (; tw + (N) <= ntw; tw += (N)) {                                                          \
+    T e[6][6];                                                                                  \
+    for (int k = 0; k < 6; k++) {                                                               \
+      T d[6], r[6];                                                                             \
+      for (int i = 0; i < 6; i++) d[i] = LD(ph[i][k % 4] + tw + k / 4);                         \
+      A2_BT6(T, ADD, SUB, FMA, FNMA, C4, C5, C2, d, r);                                          \
+      for (int a = 0; a < 6; a++) e[a][k] = r[a];                                               \
+    }                                                                                           \
+    for (int a = 0; a < 6; a++) {                                                               \
+      T r[6];                                                                                   \
+      A2_BT6(T, ADD, SUB, FMA, FNMA, C4, C5, C2, e[a], r);                                       \
+      for (int b = 0; b < 6; b++) ST(vt + (6 * a + b) * xs + tw, r[b]);                         \
+    }                                                                                           \
+  }
+
 /* V of the band for input channels [c0, c1): Bᵀ d B on each tile's 6x6 patch (rows 4·th − 1
  * .. 4·th + 4, columns 4·tw − 1 .. 4·tw + 4, zero outside), rows first. Each padded input
  * row is split into its 4 column phases (ph[p][c] = column 4c − 1 + p), so that column k of
@@ -865,6 +887,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
   const int H = j->H, W = j->W, ntw = j->ntw;
   const size_t xs = (size_t)j->Ci * j->Ts;
   const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5);
+  const __m128 q2 = _mm_set1_ps(2), q4 = _mm_set1_ps(4), q5 = _mm_set1_ps(5);
   const int nb = (ntw + A2_V) / A2_V; /* blocks of 8 phase entries: c = 0 .. ntw */
   float buf[6][4][(1024 / 4 + A2_V) / A2_V * A2_V];
   for (int64_t ci = c0; ci < c1; ci++) {
@@ -903,49 +926,11 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
       }
       float *vt = v + (size_t)tr * ntw;
       int tw = 0;
-      for (; tw + A2_V <= ntw; tw += A2_V) { /* 8 tiles */
-        __m256 e[6][6];
-        for (int k = 0; k < 6; k++) {
-          __m256 d[6], r[6];
-          for (int i = 0; i < 6; i++) d[i] = _mm256_loadu_ps(ph[i][k % 4] + tw + k / 4);
-          A2_BT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, V_FNMA, c4, c5, c2, d, r);
-          for (int a = 0; a < 6; a++) e[a][k] = r[a];
-        }
-        for (int a = 0; a < 6; a++) {
-          __m256 r[6];
-          A2_BT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, V_FNMA, c4, c5, c2, e[a], r);
-          for (int b = 0; b < 6; b++) _mm256_storeu_ps(vt + (6 * a + b) * xs + tw, r[b]);
-        }
-      }
-      for (; tw + 4 <= ntw; tw += 4) { /* the same, 4 tiles (planes 16 wide) */
-        const __m128 q2 = _mm_set1_ps(2), q4 = _mm_set1_ps(4), q5 = _mm_set1_ps(5);
-        __m128 e[6][6];
-        for (int k = 0; k < 6; k++) {
-          __m128 d[6], r[6];
-          for (int i = 0; i < 6; i++) d[i] = _mm_loadu_ps(ph[i][k % 4] + tw + k / 4);
-          A2_BT6(__m128, _mm_add_ps, _mm_sub_ps, Q_FMA, Q_FNMA, q4, q5, q2, d, r);
-          for (int a = 0; a < 6; a++) e[a][k] = r[a];
-        }
-        for (int a = 0; a < 6; a++) {
-          __m128 r[6];
-          A2_BT6(__m128, _mm_add_ps, _mm_sub_ps, Q_FMA, Q_FNMA, q4, q5, q2, e[a], r);
-          for (int b = 0; b < 6; b++) _mm_storeu_ps(vt + (6 * a + b) * xs + tw, r[b]);
-        }
-      }
-      for (; tw < ntw; tw++) { /* the same, one tile */
-        float e[6][6];
-        for (int k = 0; k < 6; k++) {
-          float d[6], r[6];
-          for (int i = 0; i < 6; i++) d[i] = ph[i][k % 4][tw + k / 4];
-          A2_BT6(float, S_ADD, S_SUB, S_FMA, S_FNMA, 4.0f, 5.0f, 2.0f, d, r);
-          for (int a = 0; a < 6; a++) e[a][k] = r[a];
-        }
-        for (int a = 0; a < 6; a++) {
-          float r[6];
-          A2_BT6(float, S_ADD, S_SUB, S_FMA, S_FNMA, 4.0f, 5.0f, 2.0f, e[a], r);
-          for (int b = 0; b < 6; b++) vt[(6 * a + b) * xs + tw] = r[b];
-        }
-      }
+      A2_WG4_IN(__m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps, V_FMA,
+                V_FNMA, c4, c5, c2, A2_V);                    /* 8 tiles at a time */
+      A2_WG4_IN(__m128, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, Q_FMA, Q_FNMA, q4,
+                q5, q2, 4);                                   /* 4 (planes 16 wide) */
+      A2_WG4_IN(float, S_LD, S_ST, S_ADD, S_SUB, S_FMA, S_FNMA, 4.0f, 5.0f, 2.0f, 1); /* 1 */
       /* patch rows 4 and 5 (input rows 4·th + 3, + 4) are rows 0 and 1 of the next tile row
        * of the same image */
       float(*t)[(1024 / 4 + A2_V) / A2_V * A2_V];
