@@ -1050,10 +1050,10 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
 /* Winograd against the direct conv, 2 threads, Zen 3, one conv at batch 1, 8 and 32, with
  * threads taking bands of their own (best of 9, other work paused; docs/BENCHMARKS.md):
  * F(4x4) at 32x32 0.72/0.53/0.75x the time at 16 channels (batch 32/8/1), 0.51/0.50/0.92x at
- * 32, 0.44-0.79x from 64; F(2x2) at 16x16 0.68/0.79/0.86x at 32 channels, 0.60-0.73x at 64
- * (1.03x at 128, batch 1), 0.87-1.12x at 16, 0.9-2.3x at 8x8. F(4x4) at 16x16 beats F(2x2)
- * from batch 8 but not at batch 1 (1.09-1.47x the direct conv), and the choice may not
- * depend on the batch. So: F(4x4) shapes from 16 channels in and out, F(2x2) shapes (planes
+ * 32, 0.44-0.79x from 64; F(2x2) at 16x16 0.68/0.79/0.86x at 32 channels, 0.60-0.73x at
+ * 64-128 (1.03x at 128, batch 1), 0.87-1.12x at 16, 0.9-2.3x at 8x8. F(4x4) at 16x16 beats
+ * F(2x2) at batch 8-32 from 32 channels but not at batch 1 (0.84-1.47x the direct conv
+ * there, F(2x2) 0.70-1.12x), and the choice may not depend on the batch. So: F(4x4) shapes from 16 channels in and out, F(2x2) shapes (planes
  * ≥ 15 wide, ≥ 64 tiles of 2x2) from 32. */
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   if (!sde_ops_wino_avx2_usable(s)) return 0;
@@ -1086,8 +1086,8 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s) {
  * transforms, multiplies and transforms back bands of its own (a2_wg_slot), with its own V
  * and M, sized to stay in its L2 (A2_WG_SLOT_BYTES, at least A2_WG_SLOT_MIN tiles). Split
  * by channels instead, every phase read what the other core had just written, and two
- * threads were 1.1-1.4x faster than one where the direct conv is 1.65x (F(4x4), 16 channels,
- * 32x32, batch 32, Zen 3). Not where even A2_WG_SLOT_MIN tiles overflow L2 (A2_WG_SLOT_MAX:
+ * threads were 0.9-1.65x as fast as one where the direct conv is 1.6-1.8x (16 and 32
+ * channels, 32x32 and 16x16, batch 32, Zen 3). Not where even A2_WG_SLOT_MIN tiles overflow L2 (A2_WG_SLOT_MAX:
  * C_in + C_out above 151 for F(4x4), above 341 for F(2x2)): NCSN++ CIFAR-10 at batch 8 was
  * 1.02-1.18x slower with them. Which thread takes which band changes no bit. */
 #define A2_WG_SLOTS 4
@@ -1154,7 +1154,7 @@ static void a2_wg_band_at(a2_wg_job *j, int rows, int all) {
 typedef struct {
   const a2_wg_job *j;
   int rows, all;
-  size_t Tmax, vm; /* the bands' largest row stride; floats of one thread's V and M */
+  size_t vm;       /* floats of one thread's V and M (j's V and M are thread 0's) */
   atomic_int next; /* the next band to take */
 } a2_wg_slots_job;
 
@@ -1164,7 +1164,7 @@ static void a2_wg_slot(void *ctx, int64_t s0, int64_t s1) {
   for (int64_t slot = s0; slot < s1; slot++) {
     a2_wg_job b = *sj->j;
     b.V = sj->j->V + (size_t)slot * sj->vm;
-    b.M = b.V + (size_t)b.nxi * b.Ci * sj->Tmax;
+    b.M = b.V + (sj->j->M - sj->j->V);
     for (;;) {
       const int k = atomic_fetch_add(&sj->next, 1);
       if ((int64_t)k * sj->rows >= sj->all) break;
@@ -1196,7 +1196,7 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
   j.M = j.V + (size_t)j.nxi * s->C_in * Tmax;
   sde_parallel_for(j.ncb, 1, m == 4 ? a2_wg_weights4 : a2_wg_weights2, &j);
   if (nslot) {
-    a2_wg_slots_job sj = {.j = &j, .rows = rows, .all = all, .Tmax = Tmax,
+    a2_wg_slots_job sj = {.j = &j, .rows = rows, .all = all,
                           .vm = (size_t)j.nxi * (s->C_in + s->C_out) * Tmax};
     atomic_init(&sj.next, 0);
     sde_parallel_for(nslot, 1, a2_wg_slot, &sj);
