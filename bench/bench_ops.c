@@ -9,7 +9,8 @@
  * and the input gradient of the same shapes); --wino [REPS [C H B]] (the direct conv against
  * the AVX2 Winograd tile sizes F(2x2, 3x3) and F(4x4, 3x3), default 9; C H B: only that
  * shape, C channels in and out, H x H, batch B); --wino-dweight [REPS [C H B]] (the same for
- * the weight gradient).
+ * the weight gradient); --pointwise [REPS] (1x1 convolutions and NIN: forward, input and
+ * weight gradient at training and CIFAR-10 shapes).
  * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
  * shared, loaded machine is the steadier measure of single-thread efficiency. */
 #include <math.h>
@@ -238,7 +239,52 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
   }
 }
 
+/* 1x1 convolutions and NIN at the shapes of training (batch 32: the resblock skips of
+ * fashion-mnist-32 nf 32 and its attention NIN at 8x8) and of NCSN++ CIFAR-10 inference:
+ * forward, input gradient and weight gradient, best wall ms of `reps` calls each. For an
+ * A/B against OpenBLAS run it again under SDE_NN_NO_DIRECT_CONV=1 (read once per process). */
+static void bench_pointwise(int reps) {
+  const int pw[][5] = {/* kind (0 conv1x1, 1 NIN), B, Ci, H, Co */
+                       {0, 32, 96, 32, 32},  {0, 32, 64, 32, 32}, {0, 32, 32, 16, 64},
+                       {0, 32, 128, 16, 64}, {0, 32, 128, 8, 64}, {1, 32, 64, 8, 64},
+                       {0, 8, 256, 32, 128}, {0, 1, 256, 32, 128}, {1, 8, 256, 16, 256}};
+  printf("%-26s %9s %9s %9s  (ms, best of %d; GFLOP/s of the forward)\n", "1x1 / NIN", "forward",
+         "dinput", "dweight", reps);
+  for (size_t i = 0; i < sizeof pw / sizeof pw[0]; i++) {
+    const int nin = pw[i][0], B = pw[i][1], Ci = pw[i][2], H = pw[i][3], Co = pw[i][4];
+    const int HW = H * H;
+    sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, H, Co, 1, 1, 0);
+    float *x = rand_f((size_t)B * Ci * HW, 1), *w = rand_f((size_t)Co * Ci, 0.05f);
+    float *b = rand_f(Co, 0.1f), *y = sde_malloc((size_t)B * Co * HW * sizeof(float));
+    float *g = rand_f((size_t)B * Co * HW, 1), *dx = sde_malloc((size_t)B * Ci * HW * sizeof(float));
+    float *dw = sde_malloc((size_t)Co * Ci * sizeof(float));
+    double t[3] = {1e30, 1e30, 1e30};
+    for (int r = -1; r < reps; r++)
+      for (int k = 0; k < 3; k++) {
+        const double t0 = now();
+        if (k == 0 && nin) sde_nn_nin_forward(y, x, w, b, B, Ci, HW, Co);
+        if (k == 0 && !nin) sde_nn_conv2d_forward(y, x, w, b, &s, NULL);
+        if (k == 1 && nin) sde_nn_nin_backward(dx, NULL, NULL, g, x, w, B, Ci, HW, Co);
+        if (k == 1 && !nin) sde_nn_conv2d_backward(dx, NULL, NULL, g, x, w, &s, NULL);
+        if (k == 2 && nin) sde_nn_nin_backward(NULL, dw, NULL, g, x, w, B, Ci, HW, Co);
+        if (k == 2 && !nin) sde_nn_conv2d_backward(NULL, dw, NULL, g, x, w, &s, NULL);
+        const double dt = now() - t0;
+        if (r >= 0 && dt < t[k]) t[k] = dt;
+      }
+    char label[64];
+    snprintf(label, sizeof label, "%s B=%d %d->%d %dx%d", nin ? "nin" : "1x1", B, Ci, Co, H, H);
+    printf("%-26s %9.3f %9.3f %9.3f  %6.1f\n", label, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
+           2.0 * B * Ci * Co * HW / t[0] * 1e-9);
+    free(x), free(w), free(b), free(y), free(g), free(dx), free(dw);
+  }
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "--pointwise")) {
+    printf("threads %d (OMP_NUM_THREADS), CPU kernels %s\n", sde_get_num_threads(), sde_cpu_kernels());
+    bench_pointwise(argc > 2 ? atoi(argv[2]) : 15);
+    return 0;
+  }
   if (argc > 1 && (!strcmp(argv[1], "--wino") || !strcmp(argv[1], "--wino-dweight"))) {
     printf("threads %d (OMP_NUM_THREADS), CPU kernels %s\n", sde_get_num_threads(), sde_cpu_kernels());
     bench_wino(argc > 2 ? atoi(argv[2]) : 9, !strcmp(argv[1], "--wino-dweight"),
