@@ -241,8 +241,10 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
 
 /* 1x1 convolutions and NIN at the shapes of training (batch 32: the resblock skips of
  * fashion-mnist-32 nf 32 and its attention NIN at 8x8) and of NCSN++ CIFAR-10 inference:
- * forward, input gradient and weight gradient, best wall ms of `reps` calls each. For an
- * A/B against OpenBLAS run it again under SDE_NN_NO_DIRECT_CONV=1 (read once per process). */
+ * forward, input gradient and weight gradient, best wall ms of `reps` calls each (the
+ * gradients added onto zeros, growing from call to call). AVX-512 CPUs take the direct
+ * pointwise kernels, AVX2 and others OpenBLAS; SDE_NN_NO_DIRECT_CONV=1 (read once per
+ * process) gives the OpenBLAS side of an A/B on AVX-512. */
 static void bench_pointwise(int reps) {
   const int pw[][5] = {/* kind (0 conv1x1, 1 NIN), B, Ci, H, Co */
                        {0, 32, 96, 32, 32},  {0, 32, 64, 32, 32}, {0, 32, 32, 16, 64},
@@ -258,6 +260,8 @@ static void bench_pointwise(int reps) {
     float *b = rand_f(Co, 0.1f), *y = sde_malloc((size_t)B * Co * HW * sizeof(float));
     float *g = rand_f((size_t)B * Co * HW, 1), *dx = sde_malloc((size_t)B * Ci * HW * sizeof(float));
     float *dw = sde_malloc((size_t)Co * Ci * sizeof(float));
+    memset(dx, 0, (size_t)B * Ci * HW * sizeof(float));
+    memset(dw, 0, (size_t)Co * Ci * sizeof(float));
     double t[3] = {1e30, 1e30, 1e30};
     for (int r = -1; r < reps; r++)
       for (int k = 0; k < 3; k++) {
