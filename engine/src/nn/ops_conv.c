@@ -216,6 +216,18 @@ __attribute__((target("avx2,fma"))) static double sum_channel_avx2(const float *
 }
 #endif
 
+/* Σ x[0 .. len) in float64: the 16 lanes of sum_channel_* where the CPU has them, else in
+ * order */
+double sde_ops_sum_row(const float *x, int len) {
+#ifdef HAVE_DCONV
+  if (dconv_cpu_ok()) return sum_channel_avx512(x, 1, 1, 0, len);
+  if (avx2_cpu_ok()) return sum_channel_avx2(x, 1, 1, 0, len);
+#endif
+  double acc = 0.0;
+  for (int p = 0; p < len; p++) acc += x[p];
+  return acc;
+}
+
 static void sum_channels_range(void *ctx, int64_t c0, int64_t c1) {
   const sde_ops_chan_job *j = ctx;
 #ifdef HAVE_DCONV

@@ -76,12 +76,7 @@ void sde_nn_add_channel_bias_forward(float *x, const float *bias, int B, int C, 
 
 static void channel_bias_backward_rows(void *ctx, int64_t r0, int64_t r1) {
   const sde_ops_chan_job *j = ctx;
-  for (int64_t r = r0; r < r1; r++) {
-    double acc = 0.0;
-    const float *g = j->in + r * j->len;
-    for (int p = 0; p < j->len; p++) acc += g[p];
-    j->out[r] += (float)acc;
-  }
+  for (int64_t r = r0; r < r1; r++) j->out[r] += (float)sde_ops_sum_row(j->in + r * j->len, j->len);
 }
 
 void sde_nn_add_channel_bias_backward(float *dbias, const float *dx, int B, int C, int HW) {

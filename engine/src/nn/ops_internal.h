@@ -87,6 +87,8 @@ typedef struct {
 void sde_ops_fill_bias(float *out, const float *bias, int B, int C, int len);
 /* dbias[c] += Σ_b Σ_p dout[b, c, p], one channel per thread, the batch in order */
 void sde_ops_sum_channels(float *dbias, const float *dout, int B, int C, int len);
+/* Σ x[0 .. len) in float64, in 16 lanes on AVX2 / AVX-512 (the same bits on both) */
+double sde_ops_sum_row(const float *x, int len);
 
 /* ---- direct stride-1 convolution on AVX2 + FMA CPUs (ops_conv_avx2.c) ------------------- */
 /* 1 when the CPU takes the AVX2 path (avx2_cpu_ok) and s is stride 1, not 1x1 */
