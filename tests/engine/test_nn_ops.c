@@ -1251,8 +1251,38 @@ static int run_torch(const char *dir) {
   return tap_done();
 }
 
+/* the concat backward with a gradient stored: the bits of adding onto zeros, the other one
+ * added to as before; one region over B·(Ca+Cb) rows, so 1 and 3 threads alike */
+static void test_concat_store(void) {
+  const int B = 5, Ca = 3, Cb = 7, HW = 37;
+  const size_t na = (size_t)B * Ca * HW, nb = (size_t)B * Cb * HW;
+  float *g = rand_f(na + nb, 1.0f), *b0 = rand_f(nb, 1.0f);
+  float *za = calloc(na, sizeof(float)), *sa = rand_f(na, 1.0f); /* sa: garbage to overwrite */
+  float *ab = malloc(nb * sizeof(float)), *sb = malloc(nb * sizeof(float));
+  int same = 1;
+  const int nt = sde_get_num_threads();
+  for (int threads = 1; threads <= 3; threads += 2) {
+    sde_set_num_threads(threads);
+    memcpy(ab, b0, nb * sizeof(float));
+    memcpy(sb, b0, nb * sizeof(float));
+    memset(za, 0, na * sizeof(float));
+    sde_nn_concat_channels_backward(za, ab, g, B, Ca, Cb, HW);
+    sde_nn_concat_channels_backward_store(sa, sb, g, B, Ca, Cb, HW, 1, 0);
+    same &= !memcmp(za, sa, na * sizeof(float)) && !memcmp(ab, sb, nb * sizeof(float));
+  }
+  sde_set_num_threads(nt);
+  int right = 1; /* image 2, channel Ca + 1 of dout is b's channel 1 of image 2: b0 + g */
+  for (int p = 0; p < HW; p++)
+    right &= sb[(2 * (size_t)Cb + 1) * HW + p] == b0[(2 * (size_t)Cb + 1) * HW + p] +
+                                                     g[(2 * (size_t)(Ca + Cb) + Ca + 1) * HW + p];
+  TAP_CHECK(same && right, "concat backward: stored = added onto zeros, added = b + dout's rows "
+            "(%d %d)", same, right);
+  free(g), free(b0), free(za), free(sa), free(ab), free(sb);
+}
+
 int main(int argc, char **argv) {
   if (argc == 3 && !strcmp(argv[1], "--torch")) return run_torch(argv[2]);
+  test_concat_store();
   test_hand_fir();
   test_hand_embeddings();
   test_gradients();

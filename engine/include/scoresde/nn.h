@@ -205,6 +205,10 @@ void sde_nn_concat_channels_forward(float *out, const float *a, const float *b, 
 /* da[B,Ca,HW] += dout[:, :Ca], db[B,Cb,HW] += dout[:, Ca:] */
 void sde_nn_concat_channels_backward(float *da, float *db, const float *dout, int B, int Ca,
                                      int Cb, int HW);
+/* the same with da stored (store_a = 1: overwritten, the bits of adding onto zeros) or added
+ * (0), and db by store_b */
+void sde_nn_concat_channels_backward_store(float *da, float *db, const float *dout, int B, int Ca,
+                                           int Cb, int HW, int store_a, int store_b);
 
 #ifdef __cplusplus
 }

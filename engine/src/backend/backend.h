@@ -141,6 +141,10 @@ struct sde_backend {
                                   int Cb, int HW);
   void (*concat_channels_backward)(const sde_backend *be, float *da, float *db, const float *dout, int B, int Ca,
                                    int Cb, int HW);
+  /* optional: concat_channels_backward with da and/or db stored, not added (NULL: the trainer
+   * zeroes them and calls concat_channels_backward) */
+  void (*concat_channels_backward_store)(const sde_backend *be, float *da, float *db, const float *dout, int B,
+                                         int Ca, int Cb, int HW, int store_a, int store_b);
 
   /* ---- random numbers (rng.h): bit-identical to the CPU stream ----------------------
    * Row i of out[n_rows, row_len] = sde_randn(seed, stream0 + i, step, ., row_len). */

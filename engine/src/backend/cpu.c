@@ -211,6 +211,10 @@ WRAP_VOID(concat_channels_forward, (const sde_backend *be, float *out, const flo
 WRAP_VOID(concat_channels_backward, (const sde_backend *be, float *da, float *db,
                                      const float *dout, int B, int Ca, int Cb, int HW),
           (da, db, dout, B, Ca, Cb, HW))
+WRAP_VOID(concat_channels_backward_store, (const sde_backend *be, float *da, float *db,
+                                           const float *dout, int B, int Ca, int Cb, int HW,
+                                           int store_a, int store_b),
+          (da, db, dout, B, Ca, Cb, HW, store_a, store_b))
 
 /* not in nn.h: dropout's elementwise ops (the arithmetic of nn/ncsnpp_train.c) */
 typedef struct {
@@ -374,7 +378,7 @@ static const sde_backend cpu_backend = {
   OP(avgpool2x_backward), OP(fourier_embedding_forward), OP(fourier_embedding_backward),
   OP(timestep_embedding_forward), OP(timestep_embedding_backward), OP(add_forward),
   OP(add_backward), OP(scale), OP(accumulate), OP(mul), OP(dropout_mask), OP(add_channel_bias_forward),
-  OP(add_channel_bias_backward), OP(concat_channels_forward), OP(concat_channels_backward),
+  OP(add_channel_bias_backward), OP(concat_channels_forward), OP(concat_channels_backward), OP(concat_channels_backward_store),
   OP(randn_rows), OP(randu_rows), OP(rademacher_rows), OP(axpby_rows), OP(dot_rows),
   OP(adam_step),
   .impl = NULL,

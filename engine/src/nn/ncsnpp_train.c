@@ -294,38 +294,49 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
   const float js = c->skip_rescale ? 1.0f / SQRT2 : 1.0f;
   float *dj = ws_alloc(ctx, o_n);
   BE(scale, dj, gout, js, o_n);
+  /* Conv_1 and the shortcut conv have the same bias gradient, Σ dj: summed once into db1 */
+  const int biggan_skip = m->shortcut && c->resblock_type == SDE_RESBLOCK_BIGGAN;
+  float *db1 = GP(ctx, mi, 9) && biggan_skip ? zalloc(ctx, Cout) : GP(ctx, mi, 9);
   /* h2 = Conv_1(d1) */
   float *dd1 = ws_alloc(ctx, o_n);
-  TRY(conv_same_bwd(ctx, 1, dd1, GP(ctx, mi, 8), GP(ctx, mi, 9), dj, s[11], P(ctx, mi, 8), Cout,
-                    Cout, Ho, 3));
+  TRY(conv_same_bwd(ctx, 1, dd1, GP(ctx, mi, 8), db1, dj, s[11], P(ctx, mi, 8), Cout, Cout, Ho, 3));
+  if (db1 != GP(ctx, mi, 9)) {
+    BE(accumulate, GP(ctx, mi, 9), db1, Cout);
+    BE(accumulate, GP(ctx, mi, 11), db1, Cout);
+  }
   if (s[12]) BE(mul, dd1, dd1, s[12], o_n);
   float *dh1 = zalloc(ctx, o_n);
   TRY(gn_silu_bwd(ctx, dh1, GP(ctx, mi, 6), GP(ctx, mi, 7), dd1, s[6], s[7], s[8], s[9],
                   P(ctx, mi, 6), P(ctx, mi, 7), Cout, (int)out_hw));
+  /* Conv_0's bias gradient is Σ_b dproj, Dense_0's: summed once into db0 */
+  float *db0 = GP(ctx, mi, 3);
   if (c->conditional) {
     float *dproj = zalloc(ctx, (size_t)B * Cout);
     BE(add_channel_bias_backward, dproj, dh1, B, Cout, (int)out_hw);
-    TRY(BE(linear_backward, ctx->tr->dta, GP(ctx, mi, 4), GP(ctx, mi, 5), dproj, ctx->temb_act,
+    if (db0) db0 = zalloc(ctx, Cout);
+    TRY(BE(linear_backward, ctx->tr->dta, GP(ctx, mi, 4), db0, dproj, ctx->temb_act,
            P(ctx, mi, 4), B, 4 * c->nf, Cout));
+    if (db0) {
+      BE(accumulate, GP(ctx, mi, 5), db0, Cout);
+      BE(accumulate, GP(ctx, mi, 3), db0, Cout);
+    }
   }
   float *dhr = ws_alloc(ctx, r_n);
-  TRY(conv_same_bwd(ctx, 1, dhr, GP(ctx, mi, 2), GP(ctx, mi, 3), dh1, s[4], P(ctx, mi, 2), Cin,
-                    Cout, Ho, 3));
-  float *dxr = dj; /* identity shortcut: same shape */
-  if (m->shortcut) {
-    if (c->resblock_type == SDE_RESBLOCK_BIGGAN) {
+  TRY(conv_same_bwd(ctx, 1, dhr, GP(ctx, mi, 2), c->conditional ? NULL : db0, dh1, s[4],
+                    P(ctx, mi, 2), Cin, Cout, Ho, 3));
+  float *dx, *da0 = dhr;
+  if (m->up || m->down) {
+    float *dxr = dj; /* identity shortcut: same shape */
+    if (biggan_skip) {
       dxr = ws_alloc(ctx, r_n);
-      TRY(conv_same_bwd(ctx, 1, dxr, GP(ctx, mi, 10), GP(ctx, mi, 11), dj, s[5], P(ctx, mi, 10),
-                        Cin, Cout, Ho, 1));
-    } else {
+      TRY(conv_same_bwd(ctx, 1, dxr, GP(ctx, mi, 10), NULL, dj, s[5], P(ctx, mi, 10), Cin, Cout,
+                        Ho, 1));
+    } else if (m->shortcut) {
       dxr = zalloc(ctx, r_n);
       TRY(BE(nin_backward, dxr, GP(ctx, mi, 10), GP(ctx, mi, 11), dj, s[5], P(ctx, mi, 10), B,
              Cin, (int)out_hw, Cout));
     }
-  }
-  float *dx = TG(ctx, op->in0);
-  float *da0 = dhr;
-  if (m->up || m->down) {
+    dx = TG(ctx, op->in0);
     da0 = zalloc(ctx, in_n);
     if (m->up) {
       TRY(resample_up_bwd(ctx, da0, dhr, Cin, H));
@@ -334,8 +345,21 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
       TRY(resample_down_bwd(ctx, da0, dhr, Cin, H));
       TRY(resample_down_bwd(ctx, dx, dxr, Cin, H));
     }
-  } else {
-    BE(accumulate, dx, dxr, in_n);
+  } else { /* the shortcut's input gradient straight into dx: stored there if it is the first */
+    int store;
+    dx = TG_or_store(ctx, op->in0, &store);
+    if (biggan_skip) {
+      TRY(conv_same_bwd(ctx, store, dx, GP(ctx, mi, 10), NULL, dj, s[5], P(ctx, mi, 10), Cin,
+                        Cout, Ho, 1));
+    } else if (m->shortcut) {
+      if (store) TRY(ctx->be->zero(ctx->be, dx, in_n * sizeof(float)));
+      TRY(BE(nin_backward, dx, GP(ctx, mi, 10), GP(ctx, mi, 11), dj, s[5], P(ctx, mi, 10), B,
+             Cin, (int)out_hw, Cout));
+    } else if (store) {
+      BE(scale, dx, gout, js, in_n); /* dj again, the same bits */
+    } else {
+      BE(accumulate, dx, dj, in_n);
+    }
   }
   TRY(gn_silu_bwd(ctx, dx, GP(ctx, mi, 0), GP(ctx, mi, 1), da0, x, s[0], s[2], s[3],
                   P(ctx, mi, 0), P(ctx, mi, 1), Cin, H * H));
@@ -364,11 +388,11 @@ static void resblock_sizes(const sde_ncsnpp *net, const net_op *op, int B, int w
   /* forward: Conv_0; proj, h2 and Conv_1; then xc and the shortcut conv */
   size_t fwd = max_size(conv0, proj + ws_round(o_n) + conv1);
   fwd = max_size(fwd, proj + 2 * ws_round(o_n) + conv2);
-  /* backward: dj dd1 and Conv_1; dg1 dh1 dproj dhr and Conv_0; dxr and the shortcut conv;
-   * da0 dg0 */
-  const size_t base = 4 * ws_round(o_n) + proj + ws_round(r_n);
+  /* backward: dj, db1, dd1 and Conv_1; dg1 dh1 dproj db0 dhr and Conv_0; dxr and the shortcut
+   * conv; da0 dg0 */
+  const size_t base = 4 * ws_round(o_n) + proj + ws_round(r_n) + 2 * ws_round(Cout);
   const size_t dxr = m->shortcut ? ws_round(r_n) : 0;
-  size_t bwd = max_size(2 * ws_round(o_n) + conv1, base + conv0);
+  size_t bwd = max_size(2 * ws_round(o_n) + ws_round(Cout) + conv1, base + conv0);
   bwd = max_size(bwd, base + dxr + conv2);
   bwd = max_size(bwd, base + dxr + (resampled ? ws_round(in_n) : 0) + ws_round(in_n));
   *temp = max_size(fwd, bwd);
@@ -610,8 +634,17 @@ static int concat_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
 
 static int concat_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
   (void)tp;
-  float *ga = TG(ctx, op->in0), *gb = TG(ctx, op->in1);
-  BE(concat_channels_backward, ga, gb, TG(ctx, op->out), ctx->B, op->C, op->C2, op->H * op->H);
+  const int HW = op->H * op->H;
+  int store_a, store_b;
+  float *ga = TG_or_store(ctx, op->in0, &store_a), *gb = TG_or_store(ctx, op->in1, &store_b);
+  if (ctx->be->concat_channels_backward_store) {
+    BE(concat_channels_backward_store, ga, gb, TG(ctx, op->out), ctx->B, op->C, op->C2, HW,
+       store_a, store_b);
+    return SDE_OK;
+  }
+  if (store_a) TRY(ctx->be->zero(ctx->be, ga, ctx->tr->t[op->in0].n * sizeof(float)));
+  if (store_b) TRY(ctx->be->zero(ctx->be, gb, ctx->tr->t[op->in1].n * sizeof(float)));
+  BE(concat_channels_backward, ga, gb, TG(ctx, op->out), ctx->B, op->C, op->C2, HW);
   return SDE_OK;
 }
 

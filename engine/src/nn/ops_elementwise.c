@@ -113,12 +113,40 @@ void sde_nn_concat_channels_forward(float *out, const float *a, const float *b, 
   sde_parallel_for(rows, grain(rows, (size_t)rows * HW), concat_rows, &j);
 }
 
+typedef struct {
+  float *da, *db;
+  const float *dout;
+  int Ca, Cb, HW, store_a, store_b;
+} concat_bwd_job;
+
+/* rows r in [r0, r1) of dout [B·(Ca+Cb), HW] into da's or db's row: copied or added */
+static void concat_backward_rows(void *ctx, int64_t r0, int64_t r1) {
+  const concat_bwd_job *j = ctx;
+  const int C = j->Ca + j->Cb;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t i = r / C;
+    const int c = (int)(r % C), in_a = c < j->Ca;
+    float *dst = in_a ? j->da : j->db;
+    if (!dst) continue;
+    dst += (in_a ? (size_t)i * j->Ca + c : (size_t)i * j->Cb + (c - j->Ca)) * j->HW;
+    const float *src = j->dout + (size_t)r * j->HW;
+    if (in_a ? j->store_a : j->store_b) {
+      memcpy(dst, src, (size_t)j->HW * sizeof(float));
+      continue;
+    }
+    for (int p = 0; p < j->HW; p++) dst[p] += src[p];
+  }
+}
+
+void sde_nn_concat_channels_backward_store(float *da, float *db, const float *dout, int B, int Ca,
+                                           int Cb, int HW, int store_a, int store_b) {
+  concat_bwd_job j = {da, db, dout, Ca, Cb, HW, store_a, store_b};
+  const int64_t rows = (int64_t)B * (Ca + Cb);
+  sde_parallel_for(rows, grain(rows, (size_t)rows * HW), concat_backward_rows, &j);
+}
+
 void sde_nn_concat_channels_backward(float *da, float *db, const float *dout, int B, int Ca,
                                      int Cb, int HW) {
-  size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
-  for (int i = 0; i < B; i++) {
-    if (da) sde_nn_accumulate(da + i * na, dout + i * (na + nb), na);
-    if (db) sde_nn_accumulate(db + i * nb, dout + i * (na + nb) + na, nb);
-  }
+  sde_nn_concat_channels_backward_store(da, db, dout, B, Ca, Cb, HW, 0, 0);
 }
 
