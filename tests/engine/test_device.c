@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../../engine/src/backend/backend.h"
+#include "../../engine/src/exact_math.h"
 #include "../../engine/src/internal.h"
 #include "scoresde/device.h"
 #include "scoresde/network.h"
@@ -91,6 +92,43 @@ static void test_cpu_backend(void) {
   double want = 0;
   for (int64_t j = 0; j < n; j++) want += (double)x[n + j] * y[n + j];
   TAP_CHECK(rc == 0 && d[1] == want, "dot_rows");
+  { /* a row from 2^20 floats (the gradient norm): chunks on the pool, the same bits with 1
+     * and 3 threads, within float64 rounding of the serial sum */
+    const int64_t nl = ((int64_t)1 << 20) + 4099;
+    float *lx = randn(nl, 21), *ly = randn(nl, 22);
+    double dl[2], serial = 0, mag = 0;
+    const int nt = sde_get_num_threads();
+    sde_set_num_threads(1);
+    rc = be->dot_rows(be, &dl[0], lx, ly, 1, nl);
+    sde_set_num_threads(3);
+    rc |= be->dot_rows(be, &dl[1], lx, ly, 1, nl);
+    sde_set_num_threads(nt);
+    for (int64_t j = 0; j < nl; j++) serial += (double)lx[j] * ly[j], mag += fabs((double)lx[j] * ly[j]);
+    TAP_CHECK(rc == 0 && dl[0] == dl[1] && fabs(dl[0] - serial) <= 1e-12 * mag,
+              "dot_rows of 2^20 + 4099 floats: 1 and 3 threads bit-identical, %.3g from the serial "
+              "sum (of Σ|x·y| %.3g)", fabs(dl[0] - serial), mag);
+    free(lx), free(ly);
+  }
+  { /* adam_step without a mask (4 lanes at a time) = sde_adam_elem per element */
+    const size_t na = 103;
+    float *pa = randn(na, 23), *ma = randn(na, 24), *va = randn(na, 25), *ea = randn(na, 26);
+    float *ga = randn(na, 27);
+    for (size_t i = 0; i < na; i++) va[i] = fabsf(va[i]);
+    float *pb = malloc(na * sizeof(float)), *mb = malloc(na * sizeof(float));
+    float *vb = malloc(na * sizeof(float)), *eb = malloc(na * sizeof(float));
+    memcpy(pb, pa, na * sizeof(float)), memcpy(mb, ma, na * sizeof(float));
+    memcpy(vb, va, na * sizeof(float)), memcpy(eb, ea, na * sizeof(float));
+    const sde_adam_coef k = {.clip = 0.7f, .b1 = 0.9f, .b2 = 0.999f, .step_size = 2e-4f,
+                             .sbc2 = 0.03f, .eps = 1e-8f, .one_m_decay = 1e-3f};
+    rc = be->adam_step(be, pa, ma, va, ea, ga, NULL, na, &k);
+    for (size_t i = 0; i < na; i++)
+      sde_adam_elem(&pb[i], &mb[i], &vb[i], &eb[i], ga[i], k.clip, k.b1, k.b2, k.step_size, k.sbc2,
+                    k.eps, k.one_m_decay);
+    TAP_CHECK(rc == 0 && !memcmp(pa, pb, na * sizeof(float)) && !memcmp(ma, mb, na * sizeof(float)) &&
+                  !memcmp(va, vb, na * sizeof(float)) && !memcmp(ea, eb, na * sizeof(float)),
+              "adam_step = sde_adam_elem per element, bit for bit (parameters, m, v, EMA)");
+    free(pa), free(ma), free(va), free(ea), free(ga), free(pb), free(mb), free(vb), free(eb);
+  }
   void *p = NULL;
   rc = be->alloc(be, 64, &p);
   if (!rc) rc = be->upload(be, p, x, 64);

@@ -3,6 +3,9 @@
  * state: results are exactly those of calling nn.h directly. */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../exact_math.h" /* sde_adam_elem: the optimizer math the CUDA kernel shares */
 #include "../parallel.h"
@@ -307,9 +310,51 @@ static int cpu_axpby_rows(const sde_backend *be, float *out, const double *a, co
   return SDE_OK;
 }
 
+/* Rows from DOT_LONG floats (the training step's gradient norm over every parameter) are
+ * summed in fixed chunks of DOT_CHUNK, each in 16 float64 lanes, on the pool, and the chunks
+ * added in order: the same bits whatever the thread count. Shorter rows (the samplers' norms
+ * per image) one float64 chain each, as always. */
+#define DOT_LONG ((int64_t)1 << 20)
+#define DOT_CHUNK ((int64_t)1 << 16)
+
+typedef struct {
+  const float *x, *y;
+  int64_t n;
+  double *part; /* [chunks] */
+} dot_job;
+
+static void dot_chunks(void *ctx, int64_t k0, int64_t k1) {
+  const dot_job *j = ctx;
+  for (int64_t k = k0; k < k1; k++) {
+    const int64_t i1 = (k + 1) * DOT_CHUNK < j->n ? (k + 1) * DOT_CHUNK : j->n;
+    double lane[16] = {0};
+    int64_t i = k * DOT_CHUNK;
+    for (; i + 16 <= i1; i += 16)
+      for (int l = 0; l < 16; l++) lane[l] += (double)j->x[i + l] * j->y[i + l];
+    double s = 0;
+    for (int l = 0; l < 16; l++) s += lane[l];
+    for (; i < i1; i++) s += (double)j->x[i] * j->y[i];
+    j->part[k] = s;
+  }
+}
+
 static int cpu_dot_rows(const sde_backend *be, double *out, const float *x, const float *y,
                         int n_rows, int64_t row_len) {
   (void)be;
+  if (row_len >= DOT_LONG) {
+    const int64_t chunks = (row_len + DOT_CHUNK - 1) / DOT_CHUNK;
+    double *part = malloc((size_t)chunks * sizeof(double));
+    if (!part) return sde_fail(SDE_ENOMEM, "dot_rows: out of memory");
+    for (int b = 0; b < n_rows; b++) {
+      dot_job j = {x + (int64_t)b * row_len, y + (int64_t)b * row_len, row_len, part};
+      sde_parallel_for(chunks, 1, dot_chunks, &j);
+      double s = 0;
+      for (int64_t k = 0; k < chunks; k++) s += part[k];
+      out[b] = s;
+    }
+    free(part);
+    return SDE_OK;
+  }
   for (int b = 0; b < n_rows; b++) {
     const float *xb = x + (int64_t)b * row_len, *yb = y + (int64_t)b * row_len;
     double s = 0;
@@ -330,6 +375,29 @@ typedef struct {
 static void adam_range(void *ctx, int64_t i0, int64_t i1) {
   const adam_job *j = ctx;
   const sde_adam_coef c = j->c;
+#if defined(__SSE2__)
+  /* sde_adam_elem's operations, 4 lanes at a time (SSE: no FMA to contract into, so the
+   * same roundings and the same bits); the division and square root kept it scalar */
+  if (!j->trainable) {
+    const __m128 clip = _mm_set1_ps(c.clip), b1 = _mm_set1_ps(c.b1), b2 = _mm_set1_ps(c.b2);
+    const __m128 ob1 = _mm_set1_ps(1.0f - c.b1), ob2 = _mm_set1_ps(1.0f - c.b2);
+    const __m128 step = _mm_set1_ps(c.step_size), sbc2 = _mm_set1_ps(c.sbc2);
+    const __m128 aeps = _mm_set1_ps(c.eps), omd = _mm_set1_ps(c.one_m_decay);
+    for (; i0 + 4 <= i1; i0 += 4) {
+      const __m128 g = _mm_mul_ps(_mm_loadu_ps(j->grad + i0), clip);
+      const __m128 m = _mm_add_ps(_mm_mul_ps(b1, _mm_loadu_ps(j->m + i0)), _mm_mul_ps(ob1, g));
+      const __m128 v = _mm_add_ps(_mm_mul_ps(b2, _mm_loadu_ps(j->v + i0)),
+                                  _mm_mul_ps(_mm_mul_ps(ob2, g), g));
+      const __m128 denom = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(v), sbc2), aeps);
+      const __m128 p = _mm_sub_ps(_mm_loadu_ps(j->p + i0), _mm_mul_ps(step, _mm_div_ps(m, denom)));
+      const __m128 e = _mm_loadu_ps(j->ema + i0);
+      _mm_storeu_ps(j->m + i0, m);
+      _mm_storeu_ps(j->v + i0, v);
+      _mm_storeu_ps(j->p + i0, p);
+      _mm_storeu_ps(j->ema + i0, _mm_sub_ps(e, _mm_mul_ps(omd, _mm_sub_ps(e, p))));
+    }
+  }
+#endif
   for (int64_t i = i0; i < i1; i++) {
     if (j->trainable && j->trainable[i] == 0.0f) {
       j->ema[i] = j->p[i];
