@@ -889,6 +889,48 @@ static void test_gnsilu_fused(void) {
   }
 }
 
+/* groupnorm_silu_backward_store: dinp as the add onto zeros, dsum as add_channel_bias_backward's
+ * sums of it onto zeros, dgamma/dbeta added as before; bit for bit, at 1 and 3 threads, on the
+ * vector path and the scalar one (SDE_NN_NO_DIRECT_CONV, read per call) */
+static void test_gnsilu_store(void) {
+  const int B = 3, C = 16, HW = 49, G = 4;
+  const size_t n = (size_t)B * C * HW;
+  float *x = rand_f(n, 2), *ga = rand_f(C, 1.5f), *be = rand_f(C, 1), *da = rand_f(n, 1);
+  float *y = malloc(n * sizeof(float)), *mean = malloc(B * G * sizeof(float));
+  float *rstd = malloc(B * G * sizeof(float)), *dga0 = rand_f(C, 1), *dbe0 = rand_f(C, 1);
+  float *dx[2], *ds[2], *dga[2], *dbe[2];
+  int rc = sde_nn_groupnorm_silu_forward_train(y, mean, rstd, x, ga, be, B, C, HW, G,
+                                               SDE_NN_GROUPNORM_EPS);
+  const int nt = sde_get_num_threads();
+  int same = 1;
+  for (int path = 0; path < 2; path++) {
+    if (path) setenv("SDE_NN_NO_DIRECT_CONV", "1", 1);
+    for (int threads = 1; threads <= 3; threads += 2) {
+      sde_set_num_threads(threads);
+      for (int k = 0; k < 2; k++) {
+        dx[k] = k ? rand_f(n, 1) : fill_f(n, 0); /* k = 1: garbage to overwrite */
+        ds[k] = k ? rand_f((size_t)B * C, 1) : fill_f((size_t)B * C, 0);
+        dga[k] = malloc(C * sizeof(float)), dbe[k] = malloc(C * sizeof(float));
+        memcpy(dga[k], dga0, C * sizeof(float)), memcpy(dbe[k], dbe0, C * sizeof(float));
+      }
+      rc |= sde_nn_groupnorm_silu_backward(dx[0], dga[0], dbe[0], da, x, mean, rstd, ga, be, B, C,
+                                           HW, G);
+      sde_nn_add_channel_bias_backward(ds[0], dx[0], B, C, HW);
+      rc |= sde_nn_groupnorm_silu_backward_store(dx[1], dga[1], dbe[1], ds[1], da, x, mean, rstd,
+                                                 ga, be, B, C, HW, G);
+      same &= !memcmp(dx[0], dx[1], n * sizeof(float)) &&
+              !memcmp(ds[0], ds[1], (size_t)B * C * sizeof(float)) &&
+              !memcmp(dga[0], dga[1], C * sizeof(float)) && !memcmp(dbe[0], dbe[1], C * sizeof(float));
+      for (int k = 0; k < 2; k++) free(dx[k]), free(ds[k]), free(dga[k]), free(dbe[k]);
+    }
+    unsetenv("SDE_NN_NO_DIRECT_CONV");
+  }
+  sde_set_num_threads(nt);
+  TAP_CHECK(rc == 0 && same, "groupnorm_silu_backward_store = the add onto zeros and "
+            "add_channel_bias_backward's sums, bit for bit (vector and scalar paths, 1/3 threads)");
+  free(x), free(ga), free(be), free(da), free(y), free(mean), free(rstd), free(dga0), free(dbe0);
+}
+
 /* ---------------------------------------------------------------------------------------
  * (c) bit-identical results for 1 and 2 threads */
 
@@ -1288,6 +1330,7 @@ int main(int argc, char **argv) {
   test_gradients();
   test_conv_chunked();
   test_gnsilu_fused();
+  test_gnsilu_store();
   test_determinism();
   test_norm_vector_paths();
   return tap_done();

@@ -103,6 +103,13 @@ int sde_nn_groupnorm_silu_backward(float *dinp, float *dgamma, float *dbeta, con
                                    const float *inp, const float *mean, const float *rstd,
                                    const float *gamma, const float *beta, int B, int C, int HW,
                                    int G);
+/* The same with dinp overwritten (the bits of adding onto zeros), and dsum [B,C] (may be NULL)
+ * set to the sums over the plane of what was stored (add_channel_bias_backward's sums):
+ * training's first gradient of a GroupNorm input, and its time-embedding bias gradient. */
+int sde_nn_groupnorm_silu_backward_store(float *dinp, float *dgamma, float *dbeta, float *dsum,
+                                         const float *dout, const float *inp, const float *mean,
+                                         const float *rstd, const float *gamma,
+                                         const float *beta, int B, int C, int HW, int G);
 
 /* SiLU (swish): out[n] = x·sigmoid(x). out may equal inp. */
 void sde_nn_silu_forward(float *out, const float *inp, size_t n);

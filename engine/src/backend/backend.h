@@ -91,6 +91,13 @@ struct sde_backend {
                                  const float *dout, const float *inp, const float *mean,
                                  const float *rstd, const float *gamma, const float *beta, int B,
                                  int C, int HW, int G);
+  /* optional: groupnorm_silu_backward with dinp stored and its per-(image, channel) sums
+   * into dsum (NULL: the trainer zeroes dinp, then add_channel_bias_backward) */
+  int (*groupnorm_silu_backward_store)(const sde_backend *be, float *dinp, float *dgamma,
+                                       float *dbeta, float *dsum, const float *dout,
+                                       const float *inp, const float *mean, const float *rstd,
+                                       const float *gamma, const float *beta, int B, int C, int HW,
+                                       int G);
   void (*silu_forward)(const sde_backend *be, float *out, const float *inp, size_t n);
   void (*silu_backward)(const sde_backend *be, float *dinp, const float *dout, const float *inp, size_t n);
   int (*attention_forward)(const sde_backend *be, float *out, float *att, const float *q, const float *k,

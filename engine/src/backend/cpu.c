@@ -104,6 +104,12 @@ WRAP_INT(groupnorm_silu_backward, (const sde_backend *be, float *dinp, float *dg
                                    const float *mean, const float *rstd, const float *gamma,
                                    const float *beta, int B, int C, int HW, int G),
          (dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, beta, B, C, HW, G))
+WRAP_INT(groupnorm_silu_backward_store, (const sde_backend *be, float *dinp, float *dgamma,
+                                         float *dbeta, float *dsum, const float *dout,
+                                         const float *inp, const float *mean, const float *rstd,
+                                         const float *gamma, const float *beta, int B, int C,
+                                         int HW, int G),
+         (dinp, dgamma, dbeta, dsum, dout, inp, mean, rstd, gamma, beta, B, C, HW, G))
 WRAP_VOID(silu_forward, (const sde_backend *be, float *out, const float *inp, size_t n),
           (out, inp, n))
 WRAP_VOID(silu_backward, (const sde_backend *be, float *dinp, const float *dout, const float *inp,
@@ -436,7 +442,7 @@ static const sde_backend cpu_backend = {
   OP(conv2d_forward), OP(conv2d_backward), OP(conv2d_backward_store), OP(linear_forward),
   OP(linear_backward),
   OP(nin_forward), OP(nin_backward), OP(groupnorm_forward), OP(groupnorm_backward),
-  OP(groupnorm_silu_forward), OP(groupnorm_silu_forward_train), OP(groupnorm_silu_backward),
+  OP(groupnorm_silu_forward), OP(groupnorm_silu_forward_train), OP(groupnorm_silu_backward), OP(groupnorm_silu_backward_store),
   OP(silu_forward),
   OP(silu_backward), OP(attention_forward), OP(attention_backward), OP(fir_upsample2x_forward), OP(fir_upsample2x_backward),
   OP(fir_downsample2x_forward), OP(fir_downsample2x_backward),

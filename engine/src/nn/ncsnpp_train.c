@@ -305,14 +305,24 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
     BE(accumulate, GP(ctx, mi, 11), db1, Cout);
   }
   if (s[12]) BE(mul, dd1, dd1, s[12], o_n);
-  float *dh1 = zalloc(ctx, o_n);
-  TRY(gn_silu_bwd(ctx, dh1, GP(ctx, mi, 6), GP(ctx, mi, 7), dd1, s[6], s[7], s[8], s[9],
-                  P(ctx, mi, 6), P(ctx, mi, 7), Cout, (int)out_hw));
+  /* dh1, and dproj = its sums over the plane (the time embedding's bias gradient) */
+  float *dh1 = ws_alloc(ctx, o_n), *dproj = c->conditional ? ws_alloc(ctx, (size_t)B * Cout) : NULL;
+  if (ctx->be->groupnorm_silu_backward_store) {
+    TRY(BE(groupnorm_silu_backward_store, dh1, GP(ctx, mi, 6), GP(ctx, mi, 7), dproj, dd1, s[6],
+           s[8], s[9], P(ctx, mi, 6), P(ctx, mi, 7), B, Cout, (int)out_hw,
+           sde_nn_groupnorm_groups(Cout)));
+  } else {
+    TRY(ctx->be->zero(ctx->be, dh1, o_n * sizeof(float)));
+    TRY(gn_silu_bwd(ctx, dh1, GP(ctx, mi, 6), GP(ctx, mi, 7), dd1, s[6], s[7], s[8], s[9],
+                    P(ctx, mi, 6), P(ctx, mi, 7), Cout, (int)out_hw));
+    if (dproj) {
+      TRY(ctx->be->zero(ctx->be, dproj, (size_t)B * Cout * sizeof(float)));
+      BE(add_channel_bias_backward, dproj, dh1, B, Cout, (int)out_hw);
+    }
+  }
   /* Conv_0's bias gradient is Σ_b dproj, Dense_0's: summed once into db0 */
   float *db0 = GP(ctx, mi, 3);
   if (c->conditional) {
-    float *dproj = zalloc(ctx, (size_t)B * Cout);
-    BE(add_channel_bias_backward, dproj, dh1, B, Cout, (int)out_hw);
     if (db0) db0 = zalloc(ctx, Cout);
     TRY(BE(linear_backward, ctx->tr->dta, GP(ctx, mi, 4), db0, dproj, ctx->temb_act,
            P(ctx, mi, 4), B, 4 * c->nf, Cout));

@@ -678,6 +678,8 @@ static int norm_simd(void) {
 typedef struct {
   float *out, *mean, *rstd, *dgamma, *dbeta;
   double *part; /* fused backward: [B, C] (Σ dy·xhat, Σ dy) pairs, rows of one thread */
+  float *dsum;  /* fused backward, store: [B, C] Σ_p dinp, or NULL */
+  int store;    /* fused backward: dinp overwritten, not added to */
   const float *inp, *dout, *gamma, *beta, *cmean, *crstd;
   int B, C, HW, G, cpg, with_silu, simd; /* simd: norm_simd() */
   float eps;
@@ -879,6 +881,9 @@ static void gnsilu_bwd_group(float *dinp, double *part, float *dyb, const float 
   }
 }
 
+/* One group of the fused backward: in store mode its dinp block is cleared first (it then
+ * sits in L1/L2 for the kernel's add, rather than a whole-tensor zeroing pass beforehand),
+ * and the rows' sums of what was stored are taken while it is still there. */
 static void gnsilu_bwd_groups(void *ctx, int64_t bg0, int64_t bg1) {
   const gn_job *j = ctx;
   const int cpg = j->cpg, HW = j->HW;
@@ -889,36 +894,39 @@ static void gnsilu_bwd_groups(void *ctx, int64_t bg0, int64_t bg1) {
     const float *gamma = j->gamma ? j->gamma + g * cpg : NULL;
     const float *beta = j->beta ? j->beta + g * cpg : NULL;
     double *part = j->part + 2 * (size_t)bg * cpg; /* rows (b, g·cpg + c) */
+    float *dx = j->out ? j->out + off : NULL;
+    if (dx && j->store) memset(dx, 0, (size_t)cpg * HW * sizeof(float));
 #ifdef HAVE_DCONV
-    if (j->simd == 2) {
-      gnsilu_bwd_group_avx512(j->out ? j->out + off : NULL, part, dyb, j->inp + off,
-                              j->dout + off, gamma, beta, cpg, HW, j->cmean[bg], j->crstd[bg]);
-      continue;
-    }
-    if (j->simd == 1) {
-      gnsilu_bwd_group_avx2(j->out ? j->out + off : NULL, part, dyb, j->inp + off, j->dout + off,
-                            gamma, beta, cpg, HW, j->cmean[bg], j->crstd[bg]);
-      continue;
-    }
+    if (j->simd == 2)
+      gnsilu_bwd_group_avx512(dx, part, dyb, j->inp + off, j->dout + off, gamma, beta, cpg, HW,
+                              j->cmean[bg], j->crstd[bg]);
+    else if (j->simd == 1)
+      gnsilu_bwd_group_avx2(dx, part, dyb, j->inp + off, j->dout + off, gamma, beta, cpg, HW,
+                            j->cmean[bg], j->crstd[bg]);
+    else
 #endif
-    gnsilu_bwd_group(j->out ? j->out + off : NULL, part, dyb, j->inp + off, j->dout + off, gamma,
-                     beta, cpg, HW, j->cmean[bg], j->crstd[bg]);
+      gnsilu_bwd_group(dx, part, dyb, j->inp + off, j->dout + off, gamma, beta, cpg, HW,
+                       j->cmean[bg], j->crstd[bg]);
+    if (dx && j->dsum) /* rows (b, g·cpg + c), as add_channel_bias_backward sums them */
+      for (int c = 0; c < cpg; c++)
+        j->dsum[(size_t)bg * cpg + c] = (float)sde_ops_sum_row(dx + (size_t)c * HW, HW);
   }
   free(dyb);
 }
 
-int sde_nn_groupnorm_silu_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
-                                   const float *inp, const float *mean, const float *rstd,
-                                   const float *gamma, const float *beta, int B, int C, int HW,
-                                   int G) {
+static int gnsilu_backward(float *dinp, float *dgamma, float *dbeta, float *dsum, int store,
+                           const float *dout, const float *inp, const float *mean,
+                           const float *rstd, const float *gamma, const float *beta, int B, int C,
+                           int HW, int G) {
   int rc = groupnorm_check(B, C, HW, G);
   if (rc) return rc;
   if (!dinp && !dgamma && !dbeta) return SDE_OK;
   double *part = sde_malloc(2 * (size_t)B * C * sizeof(double));
   if (!part) return SDE_ENOMEM;
-  gn_job j = {.out = dinp, .part = part, .inp = inp, .dout = dout,
-              .gamma = gamma, .beta = beta, .cmean = mean, .crstd = rstd, .B = B, .C = C,
-              .HW = HW, .G = G, .cpg = C / G, .simd = norm_simd()};
+  gn_job j = {.out = dinp, .part = part, .dsum = dinp ? dsum : NULL, .store = store,
+              .inp = inp, .dout = dout, .gamma = gamma, .beta = beta, .cmean = mean,
+              .crstd = rstd, .B = B, .C = C, .HW = HW, .G = G, .cpg = C / G,
+              .simd = norm_simd()};
   sde_parallel_for(B * G, grain(B * G, (size_t)B * C * HW), gnsilu_bwd_groups, &j);
   for (int c = 0; (dgamma || dbeta) && c < C; c++) { /* the batch in order */
     double sg = 0.0, sb = 0.0;
@@ -931,6 +939,22 @@ int sde_nn_groupnorm_silu_backward(float *dinp, float *dgamma, float *dbeta, con
   }
   free(part);
   return SDE_OK;
+}
+
+int sde_nn_groupnorm_silu_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                   const float *inp, const float *mean, const float *rstd,
+                                   const float *gamma, const float *beta, int B, int C, int HW,
+                                   int G) {
+  return gnsilu_backward(dinp, dgamma, dbeta, NULL, 0, dout, inp, mean, rstd, gamma, beta, B, C,
+                         HW, G);
+}
+
+int sde_nn_groupnorm_silu_backward_store(float *dinp, float *dgamma, float *dbeta, float *dsum,
+                                         const float *dout, const float *inp, const float *mean,
+                                         const float *rstd, const float *gamma,
+                                         const float *beta, int B, int C, int HW, int G) {
+  return gnsilu_backward(dinp, dgamma, dbeta, dsum, 1, dout, inp, mean, rstd, gamma, beta, B, C,
+                         HW, G);
 }
 
 /* Each element's result depends only on its value, not on where a range starts. */
