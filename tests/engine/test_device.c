@@ -92,9 +92,9 @@ static void test_cpu_backend(void) {
   double want = 0;
   for (int64_t j = 0; j < n; j++) want += (double)x[n + j] * y[n + j];
   TAP_CHECK(rc == 0 && d[1] == want, "dot_rows");
-  { /* a row from 2^20 floats (the gradient norm): chunks on the pool, the same bits with 1
+  { /* a row from 2^18 floats (the gradient norm): chunks on the pool, the same bits with 1
      * and 3 threads, within float64 rounding of the serial sum */
-    const int64_t nl = ((int64_t)1 << 20) + 4099;
+    const int64_t nl = ((int64_t)1 << 18) + 4099;
     float *lx = randn(nl, 21), *ly = randn(nl, 22);
     double dl[2], serial = 0, mag = 0;
     const int nt = sde_get_num_threads();
@@ -105,7 +105,7 @@ static void test_cpu_backend(void) {
     sde_set_num_threads(nt);
     for (int64_t j = 0; j < nl; j++) serial += (double)lx[j] * ly[j], mag += fabs((double)lx[j] * ly[j]);
     TAP_CHECK(rc == 0 && dl[0] == dl[1] && fabs(dl[0] - serial) <= 1e-12 * mag,
-              "dot_rows of 2^20 + 4099 floats: 1 and 3 threads bit-identical, %.3g from the serial "
+              "dot_rows of 2^18 + 4099 floats: 1 and 3 threads bit-identical, %.3g from the serial "
               "sum (of Σ|x·y| %.3g)", fabs(dl[0] - serial), mag);
     free(lx), free(ly);
   }

@@ -318,10 +318,11 @@ static int cpu_axpby_rows(const sde_backend *be, float *out, const double *a, co
 
 /* Rows from DOT_LONG floats (the training step's gradient norm over every parameter) are
  * summed in fixed chunks of DOT_CHUNK, each in 16 float64 lanes, on the pool, and the chunks
- * added in order: the same bits whatever the thread count. Shorter rows (the samplers' norms
- * per image) one float64 chain each, as always. */
-#define DOT_LONG ((int64_t)1 << 20)
-#define DOT_CHUNK ((int64_t)1 << 16)
+ * added in order: the same bits whatever the thread count (2^18: the nf 16 networks' 441,875
+ * parameters take it). Shorter rows (the samplers' norms per image, up to 3x256x256 =
+ * 196,608 floats) one float64 chain each, as always. */
+#define DOT_LONG ((int64_t)1 << 18)
+#define DOT_CHUNK ((int64_t)1 << 15)
 
 typedef struct {
   const float *x, *y;
