@@ -109,24 +109,32 @@ static void test_cpu_backend(void) {
               "sum (of Σ|x·y| %.3g)", fabs(dl[0] - serial), mag);
     free(lx), free(ly);
   }
-  { /* adam_step without a mask (4 lanes at a time) = sde_adam_elem per element */
+  for (int masked = 0; masked < 2; masked++) { /* adam_step (4 lanes at a time) = the scalar
+                                                  * formula per element, frozen ones kept */
     const size_t na = 103;
     float *pa = randn(na, 23), *ma = randn(na, 24), *va = randn(na, 25), *ea = randn(na, 26);
-    float *ga = randn(na, 27);
-    for (size_t i = 0; i < na; i++) va[i] = fabsf(va[i]);
+    float *ga = randn(na, 27), *tr = malloc(na * sizeof(float));
+    for (size_t i = 0; i < na; i++) va[i] = fabsf(va[i]), tr[i] = i % 3 == 1 ? 0.0f : 1.0f;
     float *pb = malloc(na * sizeof(float)), *mb = malloc(na * sizeof(float));
     float *vb = malloc(na * sizeof(float)), *eb = malloc(na * sizeof(float));
     memcpy(pb, pa, na * sizeof(float)), memcpy(mb, ma, na * sizeof(float));
     memcpy(vb, va, na * sizeof(float)), memcpy(eb, ea, na * sizeof(float));
     const sde_adam_coef k = {.clip = 0.7f, .b1 = 0.9f, .b2 = 0.999f, .step_size = 2e-4f,
                              .sbc2 = 0.03f, .eps = 1e-8f, .one_m_decay = 1e-3f};
-    rc = be->adam_step(be, pa, ma, va, ea, ga, NULL, na, &k);
-    for (size_t i = 0; i < na; i++)
+    rc = be->adam_step(be, pa, ma, va, ea, ga, masked ? tr : NULL, na, &k);
+    for (size_t i = 0; i < na; i++) {
+      if (masked && tr[i] == 0.0f) {
+        eb[i] = pb[i];
+        continue;
+      }
       sde_adam_elem(&pb[i], &mb[i], &vb[i], &eb[i], ga[i], k.clip, k.b1, k.b2, k.step_size, k.sbc2,
                     k.eps, k.one_m_decay);
+    }
     TAP_CHECK(rc == 0 && !memcmp(pa, pb, na * sizeof(float)) && !memcmp(ma, mb, na * sizeof(float)) &&
                   !memcmp(va, vb, na * sizeof(float)) && !memcmp(ea, eb, na * sizeof(float)),
-              "adam_step = sde_adam_elem per element, bit for bit (parameters, m, v, EMA)");
+              "adam_step%s = sde_adam_elem per element, bit for bit (parameters, m, v, EMA)",
+              masked ? " with every third parameter frozen" : "");
+    free(tr);
     free(pa), free(ma), free(va), free(ea), free(ga), free(pb), free(mb), free(vb), free(eb);
   }
   void *p = NULL;

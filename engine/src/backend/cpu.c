@@ -384,25 +384,32 @@ static void adam_range(void *ctx, int64_t i0, int64_t i1) {
   const sde_adam_coef c = j->c;
 #if defined(__SSE2__)
   /* sde_adam_elem's operations, 4 lanes at a time (SSE: no FMA to contract into, so the
-   * same roundings and the same bits); the division and square root kept it scalar */
-  if (!j->trainable) {
-    const __m128 clip = _mm_set1_ps(c.clip), b1 = _mm_set1_ps(c.b1), b2 = _mm_set1_ps(c.b2);
-    const __m128 ob1 = _mm_set1_ps(1.0f - c.b1), ob2 = _mm_set1_ps(1.0f - c.b2);
-    const __m128 step = _mm_set1_ps(c.step_size), sbc2 = _mm_set1_ps(c.sbc2);
-    const __m128 aeps = _mm_set1_ps(c.eps), omd = _mm_set1_ps(c.one_m_decay);
-    for (; i0 + 4 <= i1; i0 += 4) {
-      const __m128 g = _mm_mul_ps(_mm_loadu_ps(j->grad + i0), clip);
-      const __m128 m = _mm_add_ps(_mm_mul_ps(b1, _mm_loadu_ps(j->m + i0)), _mm_mul_ps(ob1, g));
-      const __m128 v = _mm_add_ps(_mm_mul_ps(b2, _mm_loadu_ps(j->v + i0)),
-                                  _mm_mul_ps(_mm_mul_ps(ob2, g), g));
-      const __m128 denom = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(v), sbc2), aeps);
-      const __m128 p = _mm_sub_ps(_mm_loadu_ps(j->p + i0), _mm_mul_ps(step, _mm_div_ps(m, denom)));
-      const __m128 e = _mm_loadu_ps(j->ema + i0);
-      _mm_storeu_ps(j->m + i0, m);
-      _mm_storeu_ps(j->v + i0, v);
-      _mm_storeu_ps(j->p + i0, p);
-      _mm_storeu_ps(j->ema + i0, _mm_sub_ps(e, _mm_mul_ps(omd, _mm_sub_ps(e, p))));
+   * same roundings and the same bits); frozen lanes (trainable 0) keep p, m, v and take
+   * ema = p, as the scalar loop below */
+  const __m128 clip = _mm_set1_ps(c.clip), b1 = _mm_set1_ps(c.b1), b2 = _mm_set1_ps(c.b2);
+  const __m128 ob1 = _mm_set1_ps(1.0f - c.b1), ob2 = _mm_set1_ps(1.0f - c.b2);
+  const __m128 step = _mm_set1_ps(c.step_size), sbc2 = _mm_set1_ps(c.sbc2);
+  const __m128 aeps = _mm_set1_ps(c.eps), omd = _mm_set1_ps(c.one_m_decay);
+  for (; i0 + 4 <= i1; i0 += 4) {
+    const __m128 m0 = _mm_loadu_ps(j->m + i0), v0 = _mm_loadu_ps(j->v + i0);
+    const __m128 p0 = _mm_loadu_ps(j->p + i0), e0 = _mm_loadu_ps(j->ema + i0);
+    const __m128 g = _mm_mul_ps(_mm_loadu_ps(j->grad + i0), clip);
+    __m128 m = _mm_add_ps(_mm_mul_ps(b1, m0), _mm_mul_ps(ob1, g));
+    __m128 v = _mm_add_ps(_mm_mul_ps(b2, v0), _mm_mul_ps(_mm_mul_ps(ob2, g), g));
+    const __m128 denom = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(v), sbc2), aeps);
+    __m128 p = _mm_sub_ps(p0, _mm_mul_ps(step, _mm_div_ps(m, denom)));
+    __m128 e = _mm_sub_ps(e0, _mm_mul_ps(omd, _mm_sub_ps(e0, p)));
+    if (j->trainable) { /* lanes with trainable != 0 (NaN included, as `== 0.0f` is false) */
+      const __m128 k = _mm_cmpneq_ps(_mm_loadu_ps(j->trainable + i0), _mm_setzero_ps());
+      m = _mm_or_ps(_mm_and_ps(k, m), _mm_andnot_ps(k, m0));
+      v = _mm_or_ps(_mm_and_ps(k, v), _mm_andnot_ps(k, v0));
+      e = _mm_or_ps(_mm_and_ps(k, e), _mm_andnot_ps(k, p0));
+      p = _mm_or_ps(_mm_and_ps(k, p), _mm_andnot_ps(k, p0));
     }
+    _mm_storeu_ps(j->m + i0, m);
+    _mm_storeu_ps(j->v + i0, v);
+    _mm_storeu_ps(j->p + i0, p);
+    _mm_storeu_ps(j->ema + i0, e);
   }
 #endif
   for (int64_t i = i0; i < i1; i++) {
