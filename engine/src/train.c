@@ -17,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "internal.h"
+#include "parallel.h"
 #include "scoresde/error.h"
 #include "scoresde/io.h"
 #include "scoresde/json.h"
@@ -536,6 +537,58 @@ const float *sde_trainer_adam_v(const sde_trainer *t) { return trainer_to_host(t
 
 static int finish_step(sde_trainer *t, double loss, sde_train_stats *st);
 
+typedef struct {
+  sde_trainer *t;
+  const sde_dataset *ds;
+  uint64_t step;
+  const uint32_t *key;
+  int b0;
+  double *mc, *sd, *g2; /* [Bl] mean coefficient, std, g² at each sample's time */
+} batch_job;
+
+/* rows [r0, r1) of the batch: index, flip and time from one Philox draw per sample, noise z,
+ * x_t = mean·x0 + std·z; all keyed by the global sample index gb, so the rows do not depend
+ * on which thread makes them */
+static void batch_rows(void *ctx, int64_t r0, int64_t r1) {
+  const batch_job *j = ctx;
+  sde_trainer *t = j->t;
+  const sde_ncsnpp_config *nc = &t->nc;
+  const sde_train_config *tc = &t->tc;
+  const int C = nc->num_channels, S = nc->image_size;
+  const size_t D = (size_t)C * S * S;
+  for (int b = (int)r0; b < r1; b++) {
+    const int gb = j->b0 + b;
+    uint32_t ctr[4] = {(uint32_t)gb, (uint32_t)j->step, BATCH_STREAM, (uint32_t)(j->step >> 32)}, r[4];
+    sde_philox4x32(ctr, j->key, r);
+    uint64_t idx = (((uint64_t)r[0] << 32) | r[1]) % (uint64_t)j->ds->n;
+    if (nc->num_classes > 0) t->cls[b] = j->ds->labels[idx];
+    int flip = tc->random_flip && (r[3] & 1u);
+    double u = ((double)r[2] + 0.5) * 0x1.0p-32;
+    float tf = (float)(tc->eps + u * (1.0 - tc->eps));
+    t->t[b] = tf;
+    const float *src = j->ds->data + idx * D;
+    float *dst = t->x0 + (size_t)b * D;
+    for (int c = 0; c < C; c++)
+      for (int y = 0; y < S; y++) {
+        const float *sr = src + ((size_t)c * S + y) * S;
+        float *dr = dst + ((size_t)c * S + y) * S;
+        for (int x = 0; x < S; x++) {
+          float v = sr[flip ? S - 1 - x : x];
+          dr[x] = nc->centered ? 2.0f * v - 1.0f : v;
+        }
+      }
+    float *z = t->z + (size_t)b * D;
+    sde_randn(tc->seed + 1, j->step, (uint32_t)gb + 1u, z, (int64_t)D);
+    double a, g;
+    sde_marginal(&nc->sde, (double)tf, &j->mc[b], &j->sd[b]);
+    sde_coefficients(&nc->sde, (double)tf, &a, &g);
+    j->g2[b] = g * g;
+    const float mb = (float)j->mc[b], sb = (float)j->sd[b];
+    float *xt = t->xt + (size_t)b * D;
+    for (size_t i = 0; i < D; i++) xt[i] = mb * dst[i] + sb * z[i];
+  }
+}
+
 int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st) {
   const sde_ncsnpp_config *nc = &t->nc;
   const sde_train_config *tc = &t->tc;
@@ -561,42 +614,8 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
   double *mc = sde_malloc((size_t)Bl * 3 * sizeof(double));
   if (!mc) return SDE_ENOMEM;
   double *sd = mc + Bl, *g2 = mc + 2 * Bl;
-  /* batch: indices, flips and times from one Philox draw per sample; noise z; all keyed
-   * by the global sample index gb */
-  for (int b = 0; b < Bl; b++) {
-    const int gb = b0 + b;
-    uint32_t ctr[4] = {(uint32_t)gb, (uint32_t)step, BATCH_STREAM, (uint32_t)(step >> 32)}, r[4];
-    sde_philox4x32(ctr, key, r);
-    uint64_t idx = (((uint64_t)r[0] << 32) | r[1]) % (uint64_t)ds->n;
-    if (nc->num_classes > 0) t->cls[b] = ds->labels[idx];
-    int flip = tc->random_flip && (r[3] & 1u);
-    double u = ((double)r[2] + 0.5) * 0x1.0p-32;
-    float tf = (float)(tc->eps + u * (1.0 - tc->eps));
-    t->t[b] = tf;
-    const float *src = ds->data + idx * D;
-    float *dst = t->x0 + (size_t)b * D;
-    for (int c = 0; c < C; c++)
-      for (int y = 0; y < S; y++) {
-        const float *sr = src + ((size_t)c * S + y) * S;
-        float *dr = dst + ((size_t)c * S + y) * S;
-        for (int x = 0; x < S; x++) {
-          float v = sr[flip ? S - 1 - x : x];
-          dr[x] = nc->centered ? 2.0f * v - 1.0f : v;
-        }
-      }
-    sde_randn(tc->seed + 1, step, (uint32_t)gb + 1u, t->z + (size_t)b * D, (int64_t)D);
-    double a, g;
-    sde_marginal(sde, (double)tf, &mc[b], &sd[b]);
-    sde_coefficients(sde, (double)tf, &a, &g);
-    g2[b] = g * g;
-  }
-  /* x_t = mean·x0 + std·z */
-  for (int b = 0; b < Bl; b++) {
-    const float mb = (float)mc[b], sb = (float)sd[b];
-    const float *x0 = t->x0 + (size_t)b * D, *z = t->z + (size_t)b * D;
-    float *xt = t->xt + (size_t)b * D;
-    for (size_t i = 0; i < D; i++) xt[i] = mb * x0[i] + sb * z[i];
-  }
+  batch_job bj = {t, ds, step, key, b0, mc, sd, g2};
+  sde_parallel_for(Bl, 1, batch_rows, &bj);
   rc = sde_network_labels(t->model, sde, Bl, t->t, t->labels);
   if (!rc)
     rc = sde_ncsnpp_train_forward(t->net, t->tw, Bl, t->xt, t->labels, (float)nc->dropout,

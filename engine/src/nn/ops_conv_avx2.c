@@ -695,7 +695,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
         }
       }
     }
-    for (int xi = 0; xi < 16; xi++) /* the padding tiles */
+    for (int xi = 0; j->Tp > j->nrow * ntw && xi < 16; xi++) /* the padding tiles, if any */
       memset(v + (size_t)xi * xs + (size_t)j->nrow * ntw, 0,
              (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
   }
@@ -938,7 +938,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
       t = ph[1], ph[1] = ph[5], ph[5] = t;
       kept = th + 1 < j->nth;
     }
-    for (int xi = 0; xi < 36; xi++) /* the padding tiles */
+    for (int xi = 0; j->Tp > j->nrow * ntw && xi < 36; xi++) /* the padding tiles, if any */
       memset(v + (size_t)xi * xs + (size_t)j->nrow * ntw, 0,
              (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
   }
@@ -1309,7 +1309,7 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
       }
     }
   }
-  for (int xi = 0; xi < j->nxi; xi++) /* the padding tiles */
+  for (int xi = 0; j->Tp > j->nrow * ntw && xi < j->nxi; xi++) /* the padding tiles, if any */
     memset(d + xi * ds + (size_t)j->nrow * ntw, 0, (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
 }
 
