@@ -1317,8 +1317,18 @@ static void test_concat_store(void) {
   for (int p = 0; p < HW; p++)
     right &= sb[(2 * (size_t)Cb + 1) * HW + p] == b0[(2 * (size_t)Cb + 1) * HW + p] +
                                                      g[(2 * (size_t)(Ca + Cb) + Ca + 1) * HW + p];
-  TAP_CHECK(same && right, "concat backward: stored = added onto zeros, added = b + dout's rows "
-            "(%d %d)", same, right);
+  /* one tensor on both sides (Ca = Cb = 3): its rows get both halves of dout's, in order */
+  const size_t nh = (size_t)B * Ca * HW;
+  float *g2 = rand_f(2 * nh, 1.0f), *d2 = rand_f(nh, 1.0f);
+  sde_nn_concat_channels_backward_store(d2, d2, g2, B, Ca, Ca, HW, 1, 0);
+  int alias = 1;
+  for (int i = 0; i < B; i++)
+    for (size_t k = 0; k < (size_t)Ca * HW; k++)
+      alias &= d2[i * (size_t)Ca * HW + k] == g2[2 * i * (size_t)Ca * HW + k] +
+                                                  g2[(2 * i + 1) * (size_t)Ca * HW + k];
+  free(g2), free(d2);
+  TAP_CHECK(same && right && alias, "concat backward: stored = added onto zeros, added = b + "
+            "dout's rows, one tensor on both sides gets both (%d %d %d)", same, right, alias);
   free(g), free(b0), free(za), free(sa), free(ab), free(sb);
 }
 

@@ -647,7 +647,7 @@ static int concat_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) {
   const int HW = op->H * op->H;
   int store_a, store_b;
   float *ga = TG_or_store(ctx, op->in0, &store_a), *gb = TG_or_store(ctx, op->in1, &store_b);
-  if (ctx->be->concat_channels_backward_store) {
+  if (ctx->be->concat_channels_backward_store) { /* (in0 = in1: a stored, then b added) */
     BE(concat_channels_backward_store, ga, gb, TG(ctx, op->out), ctx->B, op->C, op->C2, HW,
        store_a, store_b);
     return SDE_OK;

@@ -92,16 +92,22 @@ typedef struct {
   int Ca, Cb, HW;
 } concat_job;
 
-/* output channel rows r in [r0, r1) of the [B·(Ca+Cb), HW] concatenation */
+/* row r of the [B·(Ca+Cb), HW] concatenation: *in_a = it comes from a (else b), and the
+ * offset of that row there */
+static size_t concat_row(int64_t r, int Ca, int Cb, int HW, int *in_a) {
+  const int64_t i = r / (Ca + Cb);
+  const int c = (int)(r % (Ca + Cb));
+  *in_a = c < Ca;
+  return (*in_a ? (size_t)i * Ca + c : (size_t)i * Cb + (c - Ca)) * HW;
+}
+
+/* output channel rows r in [r0, r1) of the concatenation */
 static void concat_rows(void *ctx, int64_t r0, int64_t r1) {
   const concat_job *j = ctx;
-  const int C = j->Ca + j->Cb;
   for (int64_t r = r0; r < r1; r++) {
-    const int64_t i = r / C;
-    const int c = (int)(r % C);
-    const float *src = c < j->Ca ? j->a + ((size_t)i * j->Ca + c) * j->HW
-                                 : j->b + ((size_t)i * j->Cb + (c - j->Ca)) * j->HW;
-    memcpy(j->out + (size_t)r * j->HW, src, (size_t)j->HW * sizeof(float));
+    int in_a;
+    const size_t off = concat_row(r, j->Ca, j->Cb, j->HW, &in_a);
+    memcpy(j->out + (size_t)r * j->HW, (in_a ? j->a : j->b) + off, (size_t)j->HW * sizeof(float));
   }
 }
 
@@ -117,18 +123,18 @@ typedef struct {
   float *da, *db;
   const float *dout;
   int Ca, Cb, HW, store_a, store_b;
+  int skip_a, skip_b; /* rows of a (b) left out of this region */
 } concat_bwd_job;
 
 /* rows r in [r0, r1) of dout [B·(Ca+Cb), HW] into da's or db's row: copied or added */
 static void concat_backward_rows(void *ctx, int64_t r0, int64_t r1) {
   const concat_bwd_job *j = ctx;
-  const int C = j->Ca + j->Cb;
   for (int64_t r = r0; r < r1; r++) {
-    const int64_t i = r / C;
-    const int c = (int)(r % C), in_a = c < j->Ca;
+    int in_a;
+    const size_t off = concat_row(r, j->Ca, j->Cb, j->HW, &in_a);
     float *dst = in_a ? j->da : j->db;
-    if (!dst) continue;
-    dst += (in_a ? (size_t)i * j->Ca + c : (size_t)i * j->Cb + (c - j->Ca)) * j->HW;
+    if (!dst || (in_a ? j->skip_a : j->skip_b)) continue;
+    dst += off;
     const float *src = j->dout + (size_t)r * j->HW;
     if (in_a ? j->store_a : j->store_b) {
       memcpy(dst, src, (size_t)j->HW * sizeof(float));
@@ -140,8 +146,13 @@ static void concat_backward_rows(void *ctx, int64_t r0, int64_t r1) {
 
 void sde_nn_concat_channels_backward_store(float *da, float *db, const float *dout, int B, int Ca,
                                            int Cb, int HW, int store_a, int store_b) {
-  concat_bwd_job j = {da, db, dout, Ca, Cb, HW, store_a, store_b};
+  concat_bwd_job j = {da, db, dout, Ca, Cb, HW, store_a, store_b, 0, 0};
   const int64_t rows = (int64_t)B * (Ca + Cb);
+  if (da && da == db) { /* one tensor twice (Ca = Cb): a's rows, then b's onto them */
+    j.skip_b = 1;
+    sde_parallel_for(rows, grain(rows, (size_t)rows * HW), concat_backward_rows, &j);
+    j.skip_a = 1, j.skip_b = 0;
+  }
   sde_parallel_for(rows, grain(rows, (size_t)rows * HW), concat_backward_rows, &j);
 }
 
