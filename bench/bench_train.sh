@@ -20,6 +20,7 @@
 # OPENBLAS_VERBOSE=2). BASE_BUILD=DIR adds a third side per round: that build's scoresde
 # (e.g. an older commit), labelled "C base". NO_TORCH=1 leaves the PyTorch side out (an A/B
 # of two builds on a loaded machine, where PyTorch's spinning threads take most of the run).
+# At the end: C against PyTorch (and C base) per round, and the sides' fastest steps.
 set -e
 BUILD=${1:-build}
 ROUNDS=${2:-3}
@@ -53,6 +54,8 @@ c_round() { # $1: scoresde binary, $2: label
     tail -n +2 | sort -g |
     awk '{ a[n++] = $1 } END { printf "%-7s %d steps: median %.1f ms/step, min %.1f ms/step, %.2f steps/s (median), %.1f GFLOP/s\n", label, n, a[int(n / 2)], a[0], 1000.0 / a[int(n / 2)], gf * 1000.0 / a[int(n / 2)] }' label="$2" gf="$GF"
 }
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
 for r in $(seq 1 "$ROUNDS"); do
   echo "## round $r: $(uptime | sed 's/.*load/load/')"
   c_round "$SCORESDE" C
@@ -65,4 +68,24 @@ for r in $(seq 1 "$ROUNDS"); do
   /usr/bin/python3 "$HERE/bench_train_torch.py" --model "$DIR/net.safetensors" --batch "$BATCH" \
     --steps "$STEPS" --threads "$THREADS" |
     awk '{ for (i = 1; i <= NF; i++) if ($i == "steps/s") r = $(i - 1); printf "%s, %.1f GFLOP/s\n", $0, gf * r }' gf="$GF"
-done
+done | tee "$LOG"
+# Summaries against PyTorch (and C base): each round's ratio of median steps, and the ratio of
+# the sides' fastest steps (median over rounds). The second is the one to quote on a machine
+# with slow phases: a phase that slows a whole run moves its median, not its fastest step.
+awk '$1 == "##" { r = $3 + 0 }
+     /median [0-9.]+ ms\/step, min/ {
+       side = $1 == "torch" ? "PyTorch" : $2 == "base" ? "C-base" : "C"
+       for (i = 1; i <= NF; i++) { if ($i == "median" && !((side, r) in med)) med[side, r] = $(i + 1); if ($i == "min") mn[side, r] = $(i + 1) }
+       has[side] = 1 }
+     function med_of(a, n,   i, j, t) { for (i = 1; i < n; i++) for (j = i; j > 0 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+                                         return n % 2 ? a[int(n / 2)] : (a[n / 2 - 1] + a[n / 2]) / 2 }
+     END { for (s = 0; s < 2; s++) {
+             o = s ? "C-base" : "PyTorch"; if (!(o in has)) continue
+             n = 0; line = ""; nc = 0; no = 0
+             for (q = 1; q <= r; q++) if (("C", q) in med && (o, q) in med) {
+               v[n++] = med["C", q] / med[o, q]; line = line sprintf(" %.3f", v[n - 1])
+               c[nc++] = mn["C", q]; d[no++] = mn[o, q] }
+             if (!n) continue
+             fc = med_of(c, nc); fo = med_of(d, no)
+             printf "# C / %s, median steps by round:%s; median %.3f\n", o, line, med_of(v, n)
+             printf "# C / %s, fastest steps (median over rounds): %.1f / %.1f ms = %.3f\n", o, fc, fo, fc / fo } }' "$LOG"
