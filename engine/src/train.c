@@ -558,7 +558,8 @@ static void batch_rows(void *ctx, int64_t r0, int64_t r1) {
   const size_t D = (size_t)C * S * S;
   for (int b = (int)r0; b < r1; b++) {
     const int gb = j->b0 + b;
-    uint32_t ctr[4] = {(uint32_t)gb, (uint32_t)j->step, BATCH_STREAM, (uint32_t)(j->step >> 32)}, r[4];
+    uint32_t r[4], ctr[4] = {(uint32_t)gb, (uint32_t)j->step, BATCH_STREAM,
+                             (uint32_t)(j->step >> 32)};
     sde_philox4x32(ctr, j->key, r);
     uint64_t idx = (((uint64_t)r[0] << 32) | r[1]) % (uint64_t)j->ds->n;
     if (nc->num_classes > 0) t->cls[b] = j->ds->labels[idx];
