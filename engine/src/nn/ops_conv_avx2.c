@@ -179,8 +179,33 @@ typedef struct {
   int ntile, k33, accum;         /* tiles of the batch */
 } a2_job;
 
+/* n floats of zeros at d (src NULL) or copied from src (not overlapping d), by vector moves:
+ * the hot paths below do this per row of a few floats, where a libc call each (3 million
+ * per nf 32 training step, most of 4-64 bytes) cost about 2 % of the step's time. The empty
+ * asm statements hide the values, else GCC turns the loops back into those calls. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_move(float *d, const float *src, size_t n) {
+  __m256 z = _mm256_setzero_ps();
+  __asm__("" : "+x"(z));
+  size_t i = 0;
+  for (; i + A2_V <= n; i += A2_V) {
+    __m256 v = src ? _mm256_loadu_ps(src + i) : z;
+    __asm__("" : "+x"(v));
+    _mm256_storeu_ps(d + i, v);
+  }
+  if (i < n && n >= A2_V) { /* the last vector again, overlapping */
+    _mm256_storeu_ps(d + n - A2_V, src ? _mm256_loadu_ps(src + n - A2_V) : z);
+    return;
+  }
+  for (; i < n; i++) {
+    float v = src ? src[i] : 0.0f;
+    __asm__("" : "+x"(v));
+    d[i] = v;
+  }
+}
+
 /* zero-padded planes bc in [b0, b1) of the batch */
-static void a2_pad(void *ctx, int64_t b0, int64_t b1) {
+__attribute__((target("avx2,fma"))) static void a2_pad(void *ctx, int64_t b0, int64_t b1) {
   const a2_job *j = ctx;
   const sde_nn_conv2d_shape *s = j->s;
   const a2_plan *p = &j->p;
@@ -190,11 +215,11 @@ static void a2_pad(void *ctx, int64_t b0, int64_t b1) {
     /* only the border is zeroed: the pad rows above, between two rows the right pad of one
      * and the left pad of the next, and after the last row everything to the end */
     size_t at = (size_t)s->pad_top * p->Wp + s->pad_left; /* the first row's first float */
-    memset(d, 0, at * sizeof(float));
+    a2_move(d, NULL, at);
     for (int r = 0; r < s->H; r++, at += p->Wp) {
-      memcpy(d + at, src + (size_t)r * s->W, (size_t)s->W * sizeof(float));
+      a2_move(d + at, src + (size_t)r * s->W, (size_t)s->W);
       const size_t gap = r + 1 < s->H ? (size_t)(p->Wp - s->W) : p->S - at - s->W;
-      memset(d + at + s->W, 0, gap * sizeof(float));
+      a2_move(d + at + s->W, NULL, gap);
     }
   }
 }
@@ -643,22 +668,27 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
       const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
       for (int i = 0; i < 4; i++) { /* input row 2·th − 1 + i: column 2c − 1 even, 2c odd */
         const int ih = 2 * th - 1 + i;
-        const float *xr = ih >= 0 && ih < H ? x + (size_t)ih * W : NULL;
+        if (ih < 0 || ih >= H) { /* a padding row */
+          a2_move(ev[i], NULL, (size_t)ntw + 1);
+          a2_move(od[i], NULL, (size_t)ntw + 1);
+          continue;
+        }
+        const float *xr = x + (size_t)ih * W;
         int c = 0;
         ev[i][0] = 0.0f; /* column −1 */
-        if (xr) /* 16 columns at a time: columns 2c.. into od[c..], 2c + 1.. into ev[c + 1..] */
-          for (; 2 * c + 16 <= W; c += A2_V) {
-            const __m256 q0 = _mm256_loadu_ps(xr + 2 * c), q1 = _mm256_loadu_ps(xr + 2 * c + 8);
-            /* the shuffles give columns 0 2 8 10 4 6 12 14 (and 1 3 9 11 ...): put in order */
-            const __m256 e = _mm256_shuffle_ps(q0, q1, 0x88), o = _mm256_shuffle_ps(q0, q1, 0xDD);
-            _mm256_storeu_ps(od[i] + c,
-                             _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
-            _mm256_storeu_ps(ev[i] + c + 1,
-                             _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
-          }
+        /* 16 columns at a time: columns 2c.. into od[c..], 2c + 1.. into ev[c + 1..] */
+        for (; 2 * c + 16 <= W; c += A2_V) {
+          const __m256 q0 = _mm256_loadu_ps(xr + 2 * c), q1 = _mm256_loadu_ps(xr + 2 * c + 8);
+          /* the shuffles give columns 0 2 8 10 4 6 12 14 (and 1 3 9 11 ...): put in order */
+          const __m256 e = _mm256_shuffle_ps(q0, q1, 0x88), o = _mm256_shuffle_ps(q0, q1, 0xDD);
+          _mm256_storeu_ps(od[i] + c,
+                           _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+          _mm256_storeu_ps(ev[i] + c + 1,
+                           _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+        }
         for (; c <= ntw; c++) { /* the rest, zero past the image */
-          od[i][c] = xr && 2 * c < W ? xr[2 * c] : 0.0f;
-          if (c < ntw) ev[i][c + 1] = xr && 2 * c + 1 < W ? xr[2 * c + 1] : 0.0f;
+          od[i][c] = 2 * c < W ? xr[2 * c] : 0.0f;
+          if (c < ntw) ev[i][c + 1] = 2 * c + 1 < W ? xr[2 * c + 1] : 0.0f;
         }
       }
       float *vt = v + (size_t)tr * ntw;
@@ -696,8 +726,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
       }
     }
     for (int xi = 0; j->Tp > j->nrow * ntw && xi < 16; xi++) /* the padding tiles, if any */
-      memset(v + (size_t)xi * xs + (size_t)j->nrow * ntw, 0,
-             (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
+      a2_move(v + (size_t)xi * xs + (size_t)j->nrow * ntw, NULL, (size_t)(j->Tp - j->nrow * ntw));
   }
 }
 
@@ -901,7 +930,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
       for (int i = kept ? 2 : 0; i < 6; i++) {
         const int ih = 4 * th - 1 + i;
         if (ih < 0 || ih >= H) {
-          for (int p = 0; p < 4; p++) memset(ph[i][p], 0, (size_t)nb * A2_V * sizeof(float));
+          for (int p = 0; p < 4; p++) a2_move(ph[i][p], NULL, (size_t)nb * A2_V);
           continue;
         }
         /* columns 32q .. 32q + 31 of the row (blocks inside it) as 8 x 4 phases, transposed
@@ -939,8 +968,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
       kept = th + 1 < j->nth;
     }
     for (int xi = 0; j->Tp > j->nrow * ntw && xi < 36; xi++) /* the padding tiles, if any */
-      memset(v + (size_t)xi * xs + (size_t)j->nrow * ntw, 0,
-             (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
+      a2_move(v + (size_t)xi * xs + (size_t)j->nrow * ntw, NULL, (size_t)(j->Tp - j->nrow * ntw));
   }
 }
 
@@ -1310,7 +1338,7 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
     }
   }
   for (int xi = 0; j->Tp > j->nrow * ntw && xi < j->nxi; xi++) /* the padding tiles, if any */
-    memset(d + xi * ds + (size_t)j->nrow * ntw, 0, (size_t)(j->Tp - j->nrow * ntw) * sizeof(float));
+    a2_move(d + xi * ds + (size_t)j->nrow * ntw, NULL, (size_t)(j->Tp - j->nrow * ntw));
 }
 
 __attribute__((target("avx2,fma"))) static void a2_wgdw_dout2(const a2_wgdw_job *jj, int co) {
@@ -1393,36 +1421,45 @@ static void a2_wgdw_products(void *ctx, int64_t t0, int64_t t1) {
     }
 }
 
-/* dweight[co] += Gᵀ P G for output channels [c0, c1), in float64 */
-__attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_t c0, int64_t c1) {
+/* dweight[co] += Gᵀ P G in float64, output channels in blocks of A2_R [b0, b1): the block's
+ * channels are P's 4 contiguous doubles, one vector (scalar, each channel's 36 values sat a
+ * cache line apart and every line was read by 4 tasks) */
+__attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_t b0, int64_t b1) {
   const a2_wgdw_job *jj = ctx;
-  const int m = jj->w.m, P = m + 2, Ci = jj->w.Ci;
-  double G[6][3]; /* G[a][k] from a2_wg_g on the unit vectors */
+  const int m = jj->w.m, P = m + 2, Ci = jj->w.Ci, Co = jj->w.Co;
+  __m256d G[6][3]; /* G[a][k] from a2_wg_g on the unit vectors */
   for (int k = 0; k < 3; k++) {
     __m256d o[6], e[3];
     for (int i = 0; i < 3; i++) e[i] = _mm256_set1_pd(i == k ? 1.0 : 0.0);
     a2_wg_g(m, e[0], e[1], e[2], o);
-    for (int a = 0; a < P; a++) G[a][k] = _mm256_cvtsd_f64(o[a]);
+    for (int a = 0; a < P; a++) G[a][k] = _mm256_set1_pd(_mm256_cvtsd_f64(o[a]));
   }
-  for (int64_t co = c0; co < c1; co++)
+  const size_t ps = (size_t)Ci * jj->Co4; /* ξ's stride */
+  for (int64_t cb = b0; cb < b1; cb++) {
+    const int co0 = (int)cb * A2_R, nr = Co - co0 < A2_R ? Co - co0 : A2_R;
     for (int ci = 0; ci < Ci; ci++) {
-      const double *p = jj->P + (size_t)ci * jj->Co4 + co;
-      const size_t ps = (size_t)Ci * jj->Co4; /* ξ's stride */
-      double t[6][3]; /* P G */
+      const double *p = jj->P + (size_t)ci * jj->Co4 + co0;
+      __m256d t[6][3]; /* P G, products and sums in the scalar order from 0 */
       for (int a = 0; a < P; a++)
         for (int kw = 0; kw < 3; kw++) {
-          double acc = 0;
-          for (int b = 0; b < P; b++) acc += p[(a * P + b) * ps] * G[b][kw];
+          __m256d acc = _mm256_setzero_pd();
+          for (int b = 0; b < P; b++)
+            acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(p + (a * P + b) * ps), G[b][kw]));
           t[a][kw] = acc;
         }
-      float *dw = jj->dweight + ((size_t)co * Ci + ci) * 9;
       for (int kh = 0; kh < 3; kh++)
         for (int kw = 0; kw < 3; kw++) {
-          double acc = 0;
-          for (int a = 0; a < P; a++) acc += G[a][kh] * t[a][kw];
-          dw[kh * 3 + kw] = (float)((double)dw[kh * 3 + kw] + acc);
+          __m256d acc = _mm256_setzero_pd();
+          for (int a = 0; a < P; a++) acc = _mm256_add_pd(acc, _mm256_mul_pd(G[a][kh], t[a][kw]));
+          double d[A2_R];
+          _mm256_storeu_pd(d, acc);
+          for (int r = 0; r < nr; r++) {
+            float *dw = jj->dweight + ((size_t)(co0 + r) * Ci + ci) * 9 + kh * 3 + kw;
+            *dw = (float)((double)*dw + d[r]);
+          }
         }
     }
+  }
 }
 
 /* Where the Winograd weight gradient beats the direct one (bench_ops --wino-dweight, Zen 3,
@@ -1487,7 +1524,7 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
     sde_parallel_for_dynamic(s->C_in + jj.Co4, 1, a2_wgdw_transforms, &jj);
     sde_parallel_for_dynamic(j->nxi, 1, a2_wgdw_products, &jj);
   }
-  sde_parallel_for(s->C_out, 1, a2_wgdw_finish, &jj);
+  sde_parallel_for(jj.Co4 / A2_R, 1, a2_wgdw_finish, &jj);
   free(mem);
   return SDE_OK;
 }

@@ -257,8 +257,7 @@ static void upsample_rows(void *ctx, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++) {
     const float *x = j->in + r * W;
     float *y0 = j->out + 2 * r * Wo, *y1 = y0 + Wo;
-    for (int c = 0; c < W; c++) y0[2 * c] = y0[2 * c + 1] = x[c];
-    memcpy(y1, y0, (size_t)Wo * sizeof(float));
+    for (int c = 0; c < W; c++) y0[2 * c] = y0[2 * c + 1] = y1[2 * c] = y1[2 * c + 1] = x[c];
   }
 }
 
