@@ -679,6 +679,57 @@ static void run_wino_dw_dispatch(int B, int Ci, int Co, int H, int W, const char
   free(x), free(g), free(w);
 }
 
+/* Weights prepared once (sde_nn_conv2d_prepare) give the bits of the forward that prepares
+ * them per call, at the batch they were made for and others; a prep made for another shape,
+ * or for the other Winograd tile side, is ignored. `made` says whether this shape takes
+ * prepared weights on this CPU (AVX2 kernels: Winograd and the direct conv). */
+static void run_prep_case(const char *path, int Ci, int Co, int H, int k, int stride, int made) {
+  const int pad = k / 2;
+  sde_nn_conv2d_shape s1 = sde_nn_conv2d_shape_make(1, Ci, H, H, Co, k, stride, pad);
+  const int Ho = sde_nn_conv2d_out_h(&s1), Bmax = 3;
+  const size_t nx = (size_t)Bmax * Ci * H * H, ny = (size_t)Bmax * Co * Ho * Ho;
+  float *x = rand_f(nx), *w = rand_f((size_t)Co * Ci * k * k), *b = rand_f(Co);
+  float *y = malloc(ny * sizeof(float)), *yp = malloc(ny * sizeof(float));
+  sde_nn_conv2d_prep *p = NULL, *other = NULL;
+  int rc = sde_nn_conv2d_prepare(w, &s1, &p), same = 1;
+  for (int B = 1; B <= Bmax; B += 2) {
+    sde_nn_conv2d_shape s = s1;
+    s.B = B;
+    const size_t n = (size_t)B * Co * Ho * Ho;
+    rc |= sde_nn_conv2d_forward(y, x, w, b, &s, NULL);
+    rc |= sde_nn_conv2d_forward_prepared(yp, x, w, b, &s, NULL, p);
+    same &= !memcmp(y, yp, n * sizeof(float));
+  }
+  /* a prep of a shape with one more output channel: ignored, not misread */
+  sde_nn_conv2d_shape so = s1;
+  so.C_out = Co + 1;
+  float *wo = rand_f((size_t)(Co + 1) * Ci * k * k);
+  rc |= sde_nn_conv2d_prepare(wo, &so, &other);
+  rc |= sde_nn_conv2d_forward_prepared(yp, x, w, b, &s1, NULL, other);
+  rc |= sde_nn_conv2d_forward(y, x, w, b, &s1, NULL);
+  same &= !memcmp(y, yp, (size_t)Co * Ho * Ho * sizeof(float));
+  /* on AVX2 a Winograd prep made for one tile side, run with the other forced */
+  int sides = 1;
+  if (p && k == 3 && stride == 1 && !strcmp(sde_cpu_kernels(), "avx2")) {
+    setenv("SDE_NN_WINOGRAD", "2", 1);
+    for (int tile = 2; tile <= 4; tile += 2) {
+      setenv("SDE_NN_WINOGRAD_TILE", tile == 2 ? "2" : "4", 1);
+      rc |= sde_nn_conv2d_forward(y, x, w, b, &s1, NULL);
+      rc |= sde_nn_conv2d_forward_prepared(yp, x, w, b, &s1, NULL, p);
+      sides &= !memcmp(y, yp, (size_t)Co * Ho * Ho * sizeof(float));
+    }
+    unsetenv("SDE_NN_WINOGRAD_TILE");
+    unsetenv("SDE_NN_WINOGRAD");
+  }
+  TAP_CHECK(rc == 0 && same && sides && (p != NULL) == made,
+            "prepared weights, %s %d->%d %dx%d k%d s%d: %s, bits of the forward at B 1 and 3%s%s",
+            path, Ci, Co, H, H, k, stride, p ? "prepared" : "nothing to prepare",
+            same ? "" : " (DIFFER)", sides ? "" : " (tile sides DIFFER)");
+  sde_nn_conv2d_prep_free(p);
+  sde_nn_conv2d_prep_free(other);
+  free(x), free(w), free(wo), free(b), free(y), free(yp);
+}
+
 int main(void) {
   TAP_DIAG("CPU kernels: %s", sde_cpu_kernels());
   setenv("SDE_NN_WINOGRAD", "0", 1); /* the direct 3x3 kernels below; Winograd at the end */
@@ -834,5 +885,14 @@ int main(void) {
   run_wino_dw_dispatch(16, 32, 48, 16, 16, "2", 0);  /* 1024 tiles, 32 channels */
   run_wino_dw_dispatch(32, 16, 32, 16, 16, "2", 0);  /* 16 channels */
   run_wino_dw_dispatch(128, 64, 64, 8, 8, "2", 0);
+  /* prepared weights: made where the AVX2 kernels take them (the AVX-512 and GEMM paths
+   * prepare per call), with the SIMD paths switched off never */
+  const int prep = avx2 && !getenv("SDE_NN_NO_DIRECT_CONV");
+  run_prep_case("Winograd F(4x4)", 32, 40, 32, 3, 1, prep);
+  run_prep_case("Winograd F(2x2)", 64, 48, 16, 3, 1, prep);
+  run_prep_case("direct 3x3", 13, 17, 8, 3, 1, prep);
+  run_prep_case("direct 5x5", 5, 9, 16, 5, 1, prep);
+  run_prep_case("1x1, GEMM", 8, 12, 8, 1, 1, 0);
+  run_prep_case("stride 2", 6, 10, 16, 3, 2, 0);
   return tap_done();
 }

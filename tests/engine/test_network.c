@@ -7,6 +7,7 @@
  *
  * Environment (set by meson): SCORESDE_FIXTURES, SCORESDE_CLI, SCORESDE_SRC. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../../engine/src/nn/network_internal.h"
 #include "scoresde/error.h"
 #include "scoresde/io.h"
 #include "scoresde/json.h"
@@ -132,6 +134,106 @@ static void test_counts(void) {
               "names: %s ... %s", params[0].name, params[n - 1].name);
     free(params);
   }
+}
+
+/* ---- prepared conv weights ------------------------------------------------------------------
+ * A model whose weights no longer change keeps each conv's prepared weights (the Winograd
+ * transform, the direct kernel's packing) from its first forward: its outputs are the bits of
+ * a model that prepares them per call (SDE_WEIGHT_CACHE_MB=0), on the first call and later
+ * ones, at two batch sizes, from two threads starting at once, within a budget too small for
+ * all of them, and after the weights change through sde_ncsnpp_param_buffer (which drops the
+ * prepared weights). Where no kernel takes prepared weights (AVX-512, portable) it keeps none. */
+
+typedef struct {
+  const sde_model *m;
+  const float *x, *labels;
+  float *out;
+  int n, rc;
+} fwd_arg;
+
+static void *fwd_thread(void *p) {
+  fwd_arg *a = p;
+  a->rc = sde_network_forward(a->m, a->n, a->x, a->labels, a->out);
+  return NULL;
+}
+
+static sde_model *prep_model(const sde_ncsnpp_config *c, const float *w, const char *mb) {
+  if (mb) setenv("SDE_WEIGHT_CACHE_MB", mb, 1);
+  sde_model *m = NULL;
+  if (sde_network_create(c, w, &m)) TAP_DIAG("create: %s", sde_errmsg());
+  unsetenv("SDE_WEIGHT_CACHE_MB");
+  return m;
+}
+
+static void test_prepared_weights(void) {
+  sde_ncsnpp_config c;
+  sde_ncsnpp_config_ncsnpp_cifar10(&c);
+  c.nf = 32; /* 32 and 64 channels at 16x16 and 8x8: Winograd and direct convs */
+  c.num_levels = 2;
+  c.ch_mult[0] = 1;
+  c.ch_mult[1] = 2;
+  c.num_res_blocks = 1;
+  c.attn_resolutions[0] = 8;
+  c.image_size = 16;
+  int64_t np = 0;
+  if (!TAP_CHECK(sde_ncsnpp_count(&c, &np, NULL, NULL) == 0, "prepared weights: config")) return;
+  float *w = malloc(sizeof(float) * (size_t)np);
+  sde_randn(11, 0, 0, w, np);
+  for (int64_t i = 0; i < np; i++) w[i] *= 0.05f;
+  sde_model *kept = prep_model(&c, w, NULL), *per_call = prep_model(&c, w, "0");
+  sde_model *small = prep_model(&c, w, "1"), *pair = prep_model(&c, w, NULL);
+  if (!TAP_CHECK(kept && per_call && small && pair, "prepared weights: four models")) return;
+  const int B = 3;
+  const size_t D = (size_t)sde_model_dim(kept), n = B * D;
+  float *x = malloc(sizeof(float) * n), labels[3] = {0.3f, 2.0f, 17.0f};
+  sde_randn(12, 0, 0, x, (int64_t)n);
+  float *ref = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+  float *t1 = malloc(sizeof(float) * n), *t2 = malloc(sizeof(float) * n);
+  int rc = sde_network_forward(per_call, B, x, labels, ref), same = 1;
+  for (int call = 0; call < 2; call++) { /* the first call prepares, the second reuses */
+    rc |= sde_network_forward(kept, B, x, labels, got);
+    same &= !memcmp(got, ref, n * sizeof(float));
+    rc |= sde_network_forward(kept, 1, x, labels, got);
+    rc |= sde_network_forward(per_call, 1, x, labels, t1);
+    same &= !memcmp(got, t1, D * sizeof(float));
+  }
+  const size_t kept_bytes = sde_ncsnpp_prepared_bytes(sde_network_net(kept));
+  const int avx2 = !strcmp(sde_cpu_kernels(), "avx2") && !getenv("SDE_NN_NO_DIRECT_CONV");
+  TAP_CHECK(rc == 0 && same && (kept_bytes > 0) == avx2 &&
+                sde_ncsnpp_prepared_bytes(sde_network_net(per_call)) == 0,
+            "prepared weights: the bits of preparing per call, batch 3 and 1, first and second "
+            "call (%zu bytes kept, %s)", kept_bytes, avx2 ? "AVX2 kernels" : "none expected");
+  /* within 1 MB: some kept, the rest per call */
+  rc = sde_network_forward(small, B, x, labels, got);
+  const size_t small_bytes = sde_ncsnpp_prepared_bytes(sde_network_net(small));
+  TAP_CHECK(rc == 0 && !memcmp(got, ref, n * sizeof(float)) && small_bytes <= (1u << 20) &&
+                (!avx2 || small_bytes < kept_bytes),
+            "prepared weights within SDE_WEIGHT_CACHE_MB=1: %zu of %zu bytes, the same bits",
+            small_bytes, kept_bytes);
+  /* two threads at once on a model that has prepared nothing yet */
+  pthread_t th[2];
+  fwd_arg a[2] = {{pair, x, labels, t1, B, -1}, {pair, x, labels, t2, B, -1}};
+  int started = 0;
+  for (int k = 0; k < 2; k++) started += pthread_create(&th[k], NULL, fwd_thread, &a[k]) == 0;
+  for (int k = 0; k < started; k++) pthread_join(th[k], NULL);
+  TAP_CHECK(started == 2 && a[0].rc == 0 && a[1].rc == 0 && !memcmp(t1, ref, n * sizeof(float)) &&
+                !memcmp(t2, ref, n * sizeof(float)) &&
+                sde_ncsnpp_prepared_bytes(sde_network_net(pair)) == kept_bytes,
+            "prepared weights: two threads preparing at once, each the same bits");
+  /* new weights: the prepared ones go, the forward follows the weights */
+  int64_t count = 0;
+  float *pb = sde_ncsnpp_param_buffer(sde_network_ncsnpp(kept), &count);
+  for (int64_t i = 0; i < count; i++) pb[i] *= 1.5f, w[i] *= 1.5f;
+  sde_model *fresh = prep_model(&c, w, "0");
+  rc = sde_network_forward(kept, B, x, labels, got);
+  rc |= fresh ? sde_network_forward(fresh, B, x, labels, ref) : -1;
+  TAP_CHECK(rc == 0 && !memcmp(got, ref, n * sizeof(float)) &&
+                sde_ncsnpp_prepared_bytes(sde_network_net(kept)) == 0,
+            "prepared weights dropped when the weights are handed out writable: the new "
+            "weights' bits");
+  sde_model_free(fresh), sde_model_free(kept), sde_model_free(per_call);
+  sde_model_free(small), sde_model_free(pair);
+  free(w), free(x), free(ref), free(got), free(t1), free(t2);
 }
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
@@ -439,6 +541,7 @@ static void test_convert_diffusers(const char *cli, const char *tmpdir) {
 
 int main(void) {
   test_counts();
+  test_prepared_weights();
   for (size_t i = 0; i < sizeof fixture_names / sizeof *fixture_names; i++)
     test_fixture(fixture_names[i]);
   const char *cli = getenv("SCORESDE_CLI");

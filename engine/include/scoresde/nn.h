@@ -53,6 +53,19 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s);
 
 int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                           const sde_nn_conv2d_shape *s, float *scratch);
+/* Weights prepared once for the kernel a forward of shape s takes on this CPU (a Winograd
+ * transform or a packing; the batch B plays no part), for weights that no longer change.
+ * *out stays NULL where that kernel takes nothing prepared. The forward with it gives the bits
+ * of sde_nn_conv2d_forward; a prep made for another shape, or a kernel the call no longer
+ * takes (environment overrides), is ignored. */
+typedef struct sde_nn_conv2d_prep sde_nn_conv2d_prep;
+int sde_nn_conv2d_prepare(const float *weight, const sde_nn_conv2d_shape *s,
+                          sde_nn_conv2d_prep **out);
+size_t sde_nn_conv2d_prep_bytes(const sde_nn_conv2d_prep *p); /* 0 for NULL */
+void sde_nn_conv2d_prep_free(sde_nn_conv2d_prep *p);
+int sde_nn_conv2d_forward_prepared(float *out, const float *inp, const float *weight,
+                                   const float *bias, const sde_nn_conv2d_shape *s,
+                                   float *scratch, const sde_nn_conv2d_prep *prep);
 /* dinp[B,C_in,H,W] += ..., dweight[C_out,C_in,KH,KW] += ..., dbias[C_out] += Σ dout */
 int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const sde_nn_conv2d_shape *s,

@@ -60,6 +60,16 @@ struct sde_backend {
   int (*conv2d_backward)(const sde_backend *be, float *dinp, float *dweight, float *dbias, const float *dout,
                          const float *inp, const float *weight, const sde_nn_conv2d_shape *s,
                          float *scratch);
+  /* optional (NULL: conv2d_forward every time): a conv's weights prepared once for the
+   * kernel its shape takes, for weights that no longer change (sde_nn_conv2d_prepare: *out
+   * NULL where there is nothing to prepare; *bytes its memory), and the forward with them */
+  int (*conv2d_prepare)(const sde_backend *be, const float *weight, const sde_nn_conv2d_shape *s,
+                        sde_nn_conv2d_prep **out, size_t *bytes);
+  void (*conv2d_prep_free)(const sde_backend *be, sde_nn_conv2d_prep *p);
+  int (*conv2d_forward_prepared)(const sde_backend *be, float *out, const float *inp,
+                                 const float *weight, const float *bias,
+                                 const sde_nn_conv2d_shape *s, float *scratch,
+                                 const sde_nn_conv2d_prep *p);
   /* optional: conv2d_backward with dinp stored, not added (NULL: the trainer zeroes dinp
    * and calls conv2d_backward) */
   int (*conv2d_backward_store)(const sde_backend *be, float *dinp, float *dweight, float *dbias,

@@ -61,6 +61,20 @@ static int cpu_synchronize(const sde_backend *be) { (void)be; return SDE_OK; }
 WRAP_INT(conv2d_forward, (const sde_backend *be, float *out, const float *inp, const float *weight,
                           const float *bias, const sde_nn_conv2d_shape *s, float *scratch),
          (out, inp, weight, bias, s, scratch))
+static int cpu_conv2d_prepare(const sde_backend *be, const float *weight,
+                              const sde_nn_conv2d_shape *s, sde_nn_conv2d_prep **out,
+                              size_t *bytes) {
+  (void)be;
+  const int rc = sde_nn_conv2d_prepare(weight, s, out);
+  *bytes = sde_nn_conv2d_prep_bytes(*out);
+  return rc;
+}
+WRAP_VOID(conv2d_prep_free, (const sde_backend *be, sde_nn_conv2d_prep *p), (p))
+WRAP_INT(conv2d_forward_prepared, (const sde_backend *be, float *out, const float *inp,
+                                   const float *weight, const float *bias,
+                                   const sde_nn_conv2d_shape *s, float *scratch,
+                                   const sde_nn_conv2d_prep *p),
+         (out, inp, weight, bias, s, scratch, p))
 WRAP_INT(conv2d_backward, (const sde_backend *be, float *dinp, float *dweight, float *dbias,
                            const float *dout, const float *inp, const float *weight,
                            const sde_nn_conv2d_shape *s, float *scratch),
@@ -447,7 +461,8 @@ static const sde_backend cpu_backend = {
   .copy = cpu_copy,
   .zero = cpu_zero,
   .synchronize = cpu_synchronize,
-  OP(conv2d_forward), OP(conv2d_backward), OP(conv2d_backward_store), OP(linear_forward),
+  OP(conv2d_forward), OP(conv2d_prepare), OP(conv2d_prep_free), OP(conv2d_forward_prepared),
+  OP(conv2d_backward), OP(conv2d_backward_store), OP(linear_forward),
   OP(linear_backward),
   OP(nin_forward), OP(nin_backward), OP(groupnorm_forward), OP(groupnorm_backward),
   OP(groupnorm_silu_forward), OP(groupnorm_silu_forward_train), OP(groupnorm_silu_backward),

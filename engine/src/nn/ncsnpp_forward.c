@@ -136,7 +136,10 @@ int ncsnpp_conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w,
   size_t mark = ctx->top;
   size_t ns = sde_nn_conv2d_scratch_floats(&s);
   float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-  TRY(BE(conv2d_forward, out, inp, w, bias, &s, scratch));
+  /* inference of weights that no longer change: prepared once (training: never) */
+  const sde_nn_conv2d_prep *prep = ctx->tr ? NULL : ncsnpp_conv_prep(ctx->net, w, &s);
+  if (prep) TRY(BE(conv2d_forward_prepared, out, inp, w, bias, &s, scratch, prep));
+  else TRY(BE(conv2d_forward, out, inp, w, bias, &s, scratch));
   ctx->top = mark;
   return SDE_OK;
 }

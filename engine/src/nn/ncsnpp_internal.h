@@ -12,6 +12,7 @@
 #ifndef SCORESDE_NCSNPP_INTERNAL_H
 #define SCORESDE_NCSNPP_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -123,7 +124,24 @@ struct sde_ncsnpp {
   float *dev_params;
   int dev_dirty;
   int host_stale; /* dev_params were updated on the backend (training): download before use */
+  int frozen;               /* sde_ncsnpp_freeze, until the parameters are handed out writable */
+  struct net_preps *preps;  /* frozen on a backend that prepares weights */
 };
+
+/* Weights that no longer change (from sde_ncsnpp_freeze until they are handed out writable):
+ * each conv weight's prepared form (backend conv2d_prepare), made by its first inference
+ * forward, indexed like params; made by be, at most budget bytes in all. */
+typedef struct net_preps {
+  const sde_backend *be;
+  size_t budget;
+  _Atomic size_t bytes;
+  _Atomic(sde_nn_conv2d_prep *) slot[];
+} net_preps;
+
+/* the prepared form of conv weight w (a parameter of net) for shape s, made on first use; NULL
+ * where there is none (not frozen, nothing to prepare, over the budget, out of memory) */
+const sde_nn_conv2d_prep *ncsnpp_conv_prep(const sde_ncsnpp *net, const float *w,
+                                           const sde_nn_conv2d_shape *s);
 
 static inline const sde_backend *net_be(const sde_ncsnpp *net) {
   return net->be ? net->be : sde_backend_cpu();

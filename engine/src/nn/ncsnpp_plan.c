@@ -19,6 +19,7 @@
 #include "../internal.h"
 #include "../parallel.h"
 #include "ncsnpp_internal.h"
+#include "network_internal.h"
 #include "scoresde/error.h"
 #include "scoresde/nn.h"
 #include "scoresde/rng.h"
@@ -43,7 +44,88 @@ int sde_ncsnpp_backend_params_to_host(const sde_ncsnpp *cnet) {
   return rc;
 }
 
+/* ---- prepared conv weights (ncsnpp_internal.h) ------------------------------------------ */
+
+/* a slot's mark for "prepares per call": nothing to prepare, or over the budget */
+static char per_call_mark;
+#define PER_CALL ((sde_nn_conv2d_prep *)&per_call_mark)
+
+static void drop_preps(sde_ncsnpp *net) {
+  net_preps *c = net->preps;
+  if (!c) return;
+  for (int i = 0; i < net->n_params; i++) {
+    sde_nn_conv2d_prep *p = atomic_load(&c->slot[i]);
+    if (p && p != PER_CALL) c->be->conv2d_prep_free(c->be, p);
+  }
+  free(c);
+  net->preps = NULL;
+}
+
+void sde_ncsnpp_freeze(sde_ncsnpp *net) {
+  const sde_backend *be = net_be(net);
+  const char *e = getenv("SDE_WEIGHT_CACHE_MB");
+  const long long mb = e && *e ? atoll(e) : 1024;
+  drop_preps(net);
+  net->frozen = 1;
+  if (mb <= 0 || !be->conv2d_prepare || !be->conv2d_forward_prepared || !be->conv2d_prep_free)
+    return;
+  net_preps *c = sde_malloc(sizeof *c + (size_t)net->n_params * sizeof c->slot[0]);
+  if (!c) return; /* (no cache: the forwards prepare per call, as before) */
+  c->be = be;
+  c->budget = (size_t)mb << 20;
+  atomic_init(&c->bytes, 0);
+  for (int i = 0; i < net->n_params; i++) atomic_init(&c->slot[i], NULL);
+  net->preps = c;
+}
+
+size_t sde_ncsnpp_prepared_bytes(const sde_ncsnpp *net) {
+  return net->preps ? atomic_load(&net->preps->bytes) : 0;
+}
+
+const sde_nn_conv2d_prep *ncsnpp_conv_prep(const sde_ncsnpp *net, const float *w,
+                                           const sde_nn_conv2d_shape *s) {
+  net_preps *c = net->preps;
+  if (!c || net_be(net) != c->be || w < net->param_buf || w >= net->param_buf + net->num_floats)
+    return NULL;
+  /* the parameter whose offset w is: params are in increasing offset order */
+  const int64_t off = w - net->param_buf;
+  int lo = 0, hi = net->n_params - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (net->params[mid].offset <= off) lo = mid;
+    else hi = mid - 1;
+  }
+  if (net->params[lo].offset != off) return NULL;
+  _Atomic(sde_nn_conv2d_prep *) *slot = &c->slot[lo];
+  sde_nn_conv2d_prep *p = atomic_load_explicit(slot, memory_order_acquire);
+  if (p) return p == PER_CALL ? NULL : p;
+  /* made once; two threads may both make it, the second frees its own. Nothing to prepare,
+   * over the budget or out of memory: marked, and prepared per call from then on. */
+  size_t bytes = 0;
+  sde_nn_conv2d_prep *none = NULL;
+  if (atomic_load(&c->bytes) >= c->budget || c->be->conv2d_prepare(c->be, w, s, &p, &bytes) || !p) {
+    atomic_compare_exchange_strong(slot, &none, PER_CALL);
+    return NULL;
+  }
+  const size_t before = atomic_fetch_add(&c->bytes, bytes); /* reserved, or given back */
+  if (before + bytes > c->budget) {
+    atomic_fetch_sub(&c->bytes, bytes);
+    c->be->conv2d_prep_free(c->be, p);
+    atomic_compare_exchange_strong(slot, &none, PER_CALL);
+    return NULL;
+  }
+  if (!atomic_compare_exchange_strong_explicit(slot, &none, p, memory_order_acq_rel,
+                                               memory_order_acquire)) { /* another thread's */
+    atomic_fetch_sub(&c->bytes, bytes);
+    c->be->conv2d_prep_free(c->be, p);
+    return none == PER_CALL ? NULL : none;
+  }
+  return p;
+}
+
 float *sde_ncsnpp_backend_params(sde_ncsnpp *net) {
+  drop_preps(net);
+  net->frozen = 0;
   if (!net->be || net->be->host_memory) return net->param_buf;
   if (ncsnpp_sync_params(net)) return NULL;
   net->host_stale = 1;
@@ -54,9 +136,11 @@ int sde_ncsnpp_set_backend(sde_ncsnpp *net, const sde_backend *be) {
   if (!be) be = sde_backend_cpu();
   int rs = sde_ncsnpp_backend_params_to_host(net); /* parameters trained on the old backend */
   if (rs) return rs;
+  drop_preps(net); /* made by the old backend: the new one makes its own */
   if (net->be && !net->be->host_memory) net->be->free(net->be, net->dev_params);
   net->dev_params = NULL;
   net->be = be;
+  if (net->frozen) sde_ncsnpp_freeze(net);
   if (be->host_memory) return SDE_OK;
   int rc = be->alloc(be, (size_t)(net->num_floats > 0 ? net->num_floats : 1) * sizeof(float),
                      (void **)&net->dev_params);
@@ -673,6 +757,7 @@ int sde_ncsnpp_create(const sde_ncsnpp_config *c, sde_ncsnpp **out) {
 void sde_ncsnpp_free(sde_ncsnpp *net) {
   if (!net) return;
   if (net->be && !net->be->host_memory) net->be->free(net->be, net->dev_params);
+  drop_preps(net);
   free(net->modules);
   free(net->params);
   plan_free(&net->plan);
@@ -687,6 +772,8 @@ float *sde_ncsnpp_param_buffer(sde_ncsnpp *net, int64_t *count) {
   if (count) *count = net->num_floats;
   if (sde_ncsnpp_backend_params_to_host(net)) return NULL;
   net->dev_dirty = 1; /* the caller may write: the backend copy is refreshed before use */
+  drop_preps(net);    /* and prepared weights are no longer kept */
+  net->frozen = 0;
   return net->param_buf;
 }
 

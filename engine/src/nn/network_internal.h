@@ -14,6 +14,13 @@ struct sde_ncsnpp_train;
 
 /* Wraps a network (ownership taken, freed on failure) into a model. */
 int sde_network_wrap(struct sde_ncsnpp *net, sde_model **out);
+/* The parameters will not change (sde_network_wrap calls it): inference forwards may keep
+ * each conv's prepared weights, within SDE_WEIGHT_CACHE_MB (default 1024; 0: none), until
+ * the parameters are next handed out writable (sde_ncsnpp_param_buffer, _backend_params)
+ * or the backend changes. */
+void sde_ncsnpp_freeze(struct sde_ncsnpp *net);
+/* the bytes of prepared weights the network keeps now (tests, diagnostics) */
+size_t sde_ncsnpp_prepared_bytes(const struct sde_ncsnpp *net);
 /* The bare network of a network model; NULL for other models. */
 const struct sde_ncsnpp *sde_network_net(const sde_model *m);
 /* A training workspace of at least n samples from the model's pool (made when the pool

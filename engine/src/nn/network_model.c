@@ -540,6 +540,7 @@ int sde_network_wrap(sde_ncsnpp *net, sde_model **out) {
   }
   im->net = net;
   im->be = sde_backend_cpu();
+  sde_ncsnpp_freeze(net);
   pthread_mutex_init(&im->lock, NULL);
   m->ops = &network_ops;
   m->impl = im;

@@ -371,9 +371,21 @@ __attribute__((target("avx2,fma"))) static void a2_pack(void *ctx, int64_t c0, i
  * of shape s; the weights w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k]
  * when flip (the flipped, transposed weights of an input gradient, read in place). scratch:
  * sde_ops_conv_avx2_scratch_floats(s). */
+/* the forward's packed weights wpk (sde_ops_conv_avx2_prep_floats(s), 32-byte aligned) */
+size_t sde_ops_conv_avx2_prep_floats(const sde_nn_conv2d_shape *s) {
+  return (size_t)ceil_div(s->C_out, A2_R) * A2_R * s->C_in * s->KH * s->KW;
+}
+
+void sde_ops_conv_avx2_prepare(float *wpk, const float *w, const sde_nn_conv2d_shape *s) {
+  const int KK = s->KH * s->KW;
+  a2_pack_job pk = {.wpk = wpk, .w = w, .so = (size_t)s->C_in * KK, .sc = (size_t)KK,
+                    .Co = s->C_out, .Ci = s->C_in, .KK = KK};
+  sde_parallel_for(ceil_div(s->C_out, A2_R), 1, a2_pack, &pk);
+}
+
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
                       int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
-                      int accum) {
+                      int accum, const float *packed) {
   a2_job j = {.s = s, .out = out, .xp = scratch, .inp = inp, .bias = accum ? NULL : bias,
               .accum = accum, .k33 = s->KH == 3 && s->KW == 3};
   a2_plan_make(s, &j.p);
@@ -381,9 +393,11 @@ int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, s
   /* the packed weights after the planes, 32-byte aligned; rows past C_out repeat the last */
   float *wpk = scratch + (size_t)s->B * Ci * j.p.S;
   wpk += (8 - ((uintptr_t)wpk / sizeof(float)) % 8) % 8;
-  a2_pack_job pk = {.wpk = wpk, .w = w, .so = so, .sc = sc, .Co = Co, .Ci = Ci, .KK = KK, .flip = flip};
-  sde_parallel_for(j.p.ncb, 1, a2_pack, &pk);
-  j.wpk = wpk;
+  if (!packed) {
+    a2_pack_job pk = {.wpk = wpk, .w = w, .so = so, .sc = sc, .Co = Co, .Ci = Ci, .KK = KK, .flip = flip};
+    sde_parallel_for(j.p.ncb, 1, a2_pack, &pk);
+  }
+  j.wpk = packed ? packed : wpk;
   j.ntile = a2_ntile(&j.p, s->B);
   sde_parallel_for((int64_t)s->B * Ci, 1, a2_pad, &j);
   sde_parallel_for_dynamic((int64_t)ceil_div(j.ntile, A2_TPC) * j.p.ncb, 1, a2_tasks, &j);
@@ -1207,9 +1221,26 @@ static void a2_wg_slot(void *ctx, int64_t s0, int64_t s1) {
 
 /* out = conv3x3(inp, pad 1) + bias, or out += conv3x3(inp, pad 1) (accum, bias unused), the
  * weights [C_out][C_in][3][3]; scratch: sde_ops_wino_avx2_scratch_floats(s) */
-int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
-                      const sde_nn_conv2d_shape *s, float *scratch, int accum) {
+/* U for the tile side this shape takes (sde_ops_wino_avx2_prep_floats, 32-byte aligned);
+ * returns the tile side, which a later call checks */
+size_t sde_ops_wino_avx2_prep_floats(const sde_nn_conv2d_shape *s) {
   const int m = a2_wg_tile(s);
+  return (size_t)(m + 2) * (m + 2) * ceil_div(s->C_out, A2_R) * A2_R * s->C_in;
+}
+
+int sde_ops_wino_avx2_prepare(float *U, const float *w, const sde_nn_conv2d_shape *s) {
+  const int m = a2_wg_tile(s);
+  a2_wg_job j = {.w = w, .U = U, .Ci = s->C_in, .Co = s->C_out, .m = m, .nxi = (m + 2) * (m + 2),
+                 .ncb = ceil_div(s->C_out, A2_R)};
+  sde_parallel_for(j.ncb, 1, m == 4 ? a2_wg_weights4 : a2_wg_weights2, &j);
+  return m;
+}
+
+int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
+                      const sde_nn_conv2d_shape *s, float *scratch, int accum,
+                      const float *U, int U_m) {
+  const int m = a2_wg_tile(s);
+  if (U_m != m) U = NULL; /* made for the other tile size */
   a2_wg_job j = {.out = out, .inp = inp, .w = w, .bias = accum ? NULL : bias, .Ci = s->C_in,
                  .Co = s->C_out, .H = s->H, .W = s->W, .accum = accum, .m = m,
                  .nxi = (m + 2) * (m + 2)};
@@ -1222,7 +1253,8 @@ int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float 
   const size_t Tmax = nslot ? a2_wg_slot_band(s, m, &rows) : a2_wg_band(s, m, &rows);
   j.V = j.U + (size_t)j.nxi * j.ncb * A2_R * s->C_in;
   j.M = j.V + (size_t)j.nxi * s->C_in * Tmax;
-  sde_parallel_for(j.ncb, 1, m == 4 ? a2_wg_weights4 : a2_wg_weights2, &j);
+  if (U) j.U = (float *)U; /* (read only from here on) */
+  else sde_parallel_for(j.ncb, 1, m == 4 ? a2_wg_weights4 : a2_wg_weights2, &j);
   if (nslot) {
     a2_wg_slots_job sj = {.j = &j, .rows = rows, .all = all,
                           .vm = (size_t)j.nxi * (s->C_in + s->C_out) * Tmax};
@@ -1539,9 +1571,9 @@ size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s) { (void)s;
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
                       int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
-                      int accum) {
+                      int accum, const float *packed) {
   (void)out, (void)inp, (void)w, (void)so, (void)sc, (void)flip, (void)bias, (void)s;
-  (void)scratch, (void)accum;
+  (void)scratch, (void)accum, (void)packed;
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
 }
 int sde_ops_conv_avx2_dweight(float *dweight, const float *dout, const float *inp,
@@ -1555,9 +1587,19 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
 }
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
-                      const sde_nn_conv2d_shape *s, float *scratch, int accum) {
-  (void)out, (void)inp, (void)w, (void)bias, (void)s, (void)scratch, (void)accum;
+                      const sde_nn_conv2d_shape *s, float *scratch, int accum,
+                      const float *U, int U_m) {
+  (void)out, (void)inp, (void)w, (void)bias, (void)s, (void)scratch, (void)accum, (void)U, (void)U_m;
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
+}
+size_t sde_ops_conv_avx2_prep_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+void sde_ops_conv_avx2_prepare(float *wpk, const float *w, const sde_nn_conv2d_shape *s) {
+  (void)wpk, (void)w, (void)s;
+}
+size_t sde_ops_wino_avx2_prep_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
+int sde_ops_wino_avx2_prepare(float *U, const float *w, const sde_nn_conv2d_shape *s) {
+  (void)U, (void)w, (void)s;
+  return 0;
 }
 #endif
 

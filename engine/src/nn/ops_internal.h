@@ -98,7 +98,10 @@ size_t sde_ops_conv_avx2_scratch_floats(const sde_nn_conv2d_shape *s);
  * reversed when flip: the input gradient's flipped, transposed weights in place) */
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
                       int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
-                      int accum);
+                      int accum, const float *packed);
+/* the forward's weights packed once (packed above; prep_floats floats, 32-byte aligned) */
+size_t sde_ops_conv_avx2_prep_floats(const sde_nn_conv2d_shape *s);
+void sde_ops_conv_avx2_prepare(float *wpk, const float *w, const sde_nn_conv2d_shape *s);
 /* dweight += the weight gradient of a 3x3 stride-1 conv whose output rows are multiples of
  * 8 wide (sde_ops_conv_avx2_dweight_usable); scratch as sde_ops_conv_avx2 */
 int sde_ops_conv_avx2_dweight_usable(const sde_nn_conv2d_shape *s);
@@ -112,7 +115,12 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s);
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s);
 size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s);
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
-                      const sde_nn_conv2d_shape *s, float *scratch, int accum);
+                      const sde_nn_conv2d_shape *s, float *scratch, int accum,
+                      const float *U, int U_m);
+/* the transformed weights U made once for the tile side the shape takes (U and U_m above:
+ * used when U_m is still that side); prepare returns the side */
+size_t sde_ops_wino_avx2_prep_floats(const sde_nn_conv2d_shape *s);
+int sde_ops_wino_avx2_prepare(float *U, const float *w, const sde_nn_conv2d_shape *s);
 /* dweight += the weight gradient of a usable shape by Winograd (the forward's tile size;
  * allocates its own memory); _pays: the shapes where it beats the direct one (measured) */
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s);
