@@ -72,7 +72,7 @@ void sde_ncsnpp_freeze(sde_ncsnpp *net) {
   net_preps *c = sde_malloc(sizeof *c + (size_t)net->n_params * sizeof c->slot[0]);
   if (!c) return; /* (no cache: the forwards prepare per call, as before) */
   c->be = be;
-  c->budget = (size_t)mb << 20;
+  c->budget = (unsigned long long)mb >= SIZE_MAX >> 20 ? SIZE_MAX : (size_t)mb << 20;
   atomic_init(&c->bytes, 0);
   for (int i = 0; i < net->n_params; i++) atomic_init(&c->slot[i], NULL);
   net->preps = c;
