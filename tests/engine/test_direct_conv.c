@@ -730,6 +730,45 @@ static void run_prep_case(const char *path, int Ci, int Co, int H, int k, int st
   free(x), free(w), free(wo), free(b), free(y), free(yp);
 }
 
+/* The residual block's passes in the Winograd output transform (sde_nn_conv2d_forward_fused):
+ * the bits of the forward followed by + bias2[b][c], (residual + y) and / sqrt(2) as separate
+ * passes, with the residual apart from the output and as the output itself; nothing written
+ * where the prepared kernel is not a Winograd one (`fuses`: on AVX2 kernels). Shapes: F(4x4)
+ * with 8-tile, 4-tile and 1-tile rows, F(2x2) with a 1-tile tail. */
+static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W;
+  float *x = rand_f(nx), *w = rand_f((size_t)Co * Ci * 9), *b = rand_f(Co);
+  float *b2 = rand_f((size_t)B * Co), *res = rand_f(ny);
+  float *ref = malloc(ny * sizeof(float)), *got = malloc(ny * sizeof(float));
+  const float sqrt2 = 1.41421356237309504880f;
+  sde_nn_conv2d_prep *p = NULL;
+  int rc = sde_nn_conv2d_prepare(w, &s, &p), ok = 1, all_fused = 1, none = 1;
+  for (int v = 0; v < 4; v++) { /* bias2; residual; residual / sqrt 2; all, residual = out */
+    const int with_b2 = v == 0 || v == 3, with_res = v >= 1, div = v >= 2, alias = v == 3;
+    rc |= sde_nn_conv2d_forward(ref, x, w, b, &s, NULL);
+    for (size_t i = 0; i < ny; i++) {
+      if (with_b2) ref[i] = ref[i] + b2[i / ((size_t)H * W)];
+      if (with_res) ref[i] = res[i] + ref[i];
+      if (div) ref[i] = ref[i] / sqrt2;
+    }
+    for (size_t i = 0; i < ny; i++) got[i] = alias ? res[i] : -7.0f;
+    int fused = -1;
+    rc |= sde_nn_conv2d_forward_fused(got, x, w, b, &s, NULL, p, with_b2 ? b2 : NULL,
+                                      with_res ? (alias ? got : res) : NULL, div ? sqrt2 : 0.0f,
+                                      &fused);
+    all_fused &= fused == 1;
+    if (fused == 1) ok &= !memcmp(got, ref, ny * sizeof(float));
+    else none &= fused == 0 && got[0] == (alias ? res[0] : -7.0f);
+  }
+  TAP_CHECK(rc == 0 && ok && (fuses ? all_fused : none),
+            "fused residual passes B=%d %d->%d %dx%d: %s", B, Ci, Co, H, W,
+            !fuses ? (none ? "not fused, nothing written" : "WRITTEN")
+                   : all_fused && ok ? "the bits of the separate passes (4 variants)" : "DIFFER");
+  sde_nn_conv2d_prep_free(p);
+  free(x), free(w), free(b), free(b2), free(res), free(ref), free(got);
+}
+
 int main(void) {
   TAP_DIAG("CPU kernels: %s", sde_cpu_kernels());
   setenv("SDE_NN_WINOGRAD", "0", 1); /* the direct 3x3 kernels below; Winograd at the end */
@@ -894,5 +933,9 @@ int main(void) {
   run_prep_case("direct 5x5", 5, 9, 16, 5, 1, prep);
   run_prep_case("1x1, GEMM", 8, 12, 8, 1, 1, 0);
   run_prep_case("stride 2", 6, 10, 16, 3, 2, 0);
+  run_fused_case(2, 32, 40, 48, 48, prep); /* F(4x4): rows of 8 + 4 tiles */
+  run_fused_case(1, 16, 20, 34, 34, prep); /* F(4x4): 8 + 1 tiles, the last one cut */
+  run_fused_case(3, 64, 36, 17, 17, prep); /* F(2x2): 8 + 1 tiles */
+  run_fused_case(2, 32, 32, 16, 16, prep); /* F(2x2) */
   return tap_done();
 }

@@ -66,6 +66,15 @@ void sde_nn_conv2d_prep_free(sde_nn_conv2d_prep *p);
 int sde_nn_conv2d_forward_prepared(float *out, const float *inp, const float *weight,
                                    const float *bias, const sde_nn_conv2d_shape *s,
                                    float *scratch, const sde_nn_conv2d_prep *prep);
+/* The same forward with the passes that follow a conv in a residual block done in its
+ * output transform, where the prepared kernel is a Winograd one (*fused = 1; elsewhere
+ * *fused = 0 and nothing is written): out = conv + bias, then + bias2[b][co] (NULL: none),
+ * then residual + out (NULL: none; residual [B,C_out,H,W] may be out itself), then / div (0:
+ * none): the bits of sde_nn_conv2d_forward followed by those elementwise passes. */
+int sde_nn_conv2d_forward_fused(float *out, const float *inp, const float *weight,
+                                const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
+                                const sde_nn_conv2d_prep *prep, const float *bias2,
+                                const float *residual, float div, int *fused);
 /* dinp[B,C_in,H,W] += ..., dweight[C_out,C_in,KH,KW] += ..., dbias[C_out] += Σ dout */
 int sde_nn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const sde_nn_conv2d_shape *s,

@@ -144,6 +144,27 @@ int ncsnpp_conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w,
   return SDE_OK;
 }
 
+/* out = 3x3 conv_same(inp) + bias, then + bias2[b][c] (NULL: none), then (residual + out),
+ * / sqrt(2) when rescale (residual NULL: none), in the conv's output transform: inference on
+ * the CPU of a conv the network keeps Winograd-prepared weights for (*fused = 1). Elsewhere
+ * *fused = 0 and nothing is done: the caller runs the conv and the passes (the same bits). */
+static int conv_same_fused(fwd_ctx *ctx, float *out, const float *inp, const float *w,
+                           const float *bias, int Cin, int Cout, int H, const float *bias2,
+                           const float *residual, int rescale, int *fused) {
+  *fused = 0;
+  if (ctx->tr || !ctx->be->host_memory) return SDE_OK;
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, 3, 1, 1);
+  const sde_nn_conv2d_prep *prep = ncsnpp_conv_prep(ctx->net, w, &s);
+  if (!prep) return SDE_OK;
+  size_t mark = ctx->top;
+  const size_t ns = sde_nn_conv2d_scratch_floats(&s);
+  float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
+  TRY(sde_nn_conv2d_forward_fused(out, inp, w, bias, &s, scratch, prep, bias2, residual,
+                                  residual && rescale ? SQRT2 : 0.0f, fused));
+  ctx->top = mark;
+  return SDE_OK;
+}
+
 /* its temporary (forward and backward) */
 size_t ncsnpp_conv_same_scratch(int B, int Cin, int Cout, int H, int k) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Cin, H, H, Cout, k, 1, k / 2);
@@ -260,19 +281,21 @@ static int resblock_forward(fwd_ctx *ctx, const net_op *op, const float *x, cons
     hr = hu;
     xr = xu;
   }
-  /* h = Conv_0(h) + Dense_0(act(temb)) */
-  float *h1 = ws_alloc(ctx, (size_t)B * Cout * out_hw);
-  TRY(ncsnpp_conv_same(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3));
+  /* h = Conv_0(h) + Dense_0(act(temb)), the projection added in the conv where it can */
+  float *h1 = ws_alloc(ctx, (size_t)B * Cout * out_hw), *proj = NULL;
   if (c->conditional) {
-    float *proj = ws_alloc(ctx, (size_t)B * Cout);
+    proj = ws_alloc(ctx, (size_t)B * Cout);
     TRY(BE(linear_forward, proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
-    BE(add_channel_bias_forward, h1, proj, B, Cout, (int)out_hw);
   }
-  /* h = Conv_1(act(GroupNorm_1(h))) (dropout inactive) */
+  int fused;
+  TRY(conv_same_fused(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, proj, NULL, 0, &fused));
+  if (!fused) {
+    TRY(ncsnpp_conv_same(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3));
+    if (proj) BE(add_channel_bias_forward, h1, proj, B, Cout, (int)out_hw);
+  }
+  /* h = act(GroupNorm_1(h)) (dropout inactive) */
   TRY(BE(groupnorm_silu_forward, h1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw,
          sde_nn_groupnorm_groups(Cout), SDE_NN_GROUPNORM_EPS));
-  float *h2 = ws_alloc(ctx, (size_t)B * Cout * out_hw);
-  TRY(ncsnpp_conv_same(ctx, h2, h1, conv1_w, conv1_b, Cout, Cout, Ho, 3));
   /* shortcut */
   const float *xs = xr;
   if (m->shortcut) {
@@ -283,7 +306,14 @@ static int resblock_forward(fwd_ctx *ctx, const net_op *op, const float *x, cons
       TRY(BE(nin_forward, xc, xr, skip_w, skip_b, B, Cin, (int)out_hw, Cout));
     xs = xc;
   }
-  ncsnpp_residual_join(ctx, out, xs, h2, (size_t)B * Cout * out_hw, c->skip_rescale);
+  /* out = join(shortcut, Conv_1(h)), in the conv where it can (out may be x, i.e. xs) */
+  TRY(conv_same_fused(ctx, out, h1, conv1_w, conv1_b, Cout, Cout, Ho, NULL, xs, c->skip_rescale,
+                      &fused));
+  if (!fused) {
+    float *h2 = ws_alloc(ctx, (size_t)B * Cout * out_hw);
+    TRY(ncsnpp_conv_same(ctx, h2, h1, conv1_w, conv1_b, Cout, Cout, Ho, 3));
+    ncsnpp_residual_join(ctx, out, xs, h2, (size_t)B * Cout * out_hw, c->skip_rescale);
+  }
   ctx->top = mark;
   return SDE_OK;
 }

@@ -1898,7 +1898,7 @@ static int wino_dinp(float *dinp, const float *dout, const float *weight,
         wT[((size_t)ci * Co + co) * 9 + k] = weight[((size_t)co * Ci + ci) * 9 + 8 - k];
   sde_nn_conv2d_shape t = *s;
   t.C_in = Co, t.C_out = Ci;
-  const int rc = avx2_cpu_ok() ? sde_ops_wino_avx2(dinp, dout, wT, NULL, &t, scratch, add, NULL, 0)
+  const int rc = avx2_cpu_ok() ? sde_ops_wino_avx2(dinp, dout, wT, NULL, &t, scratch, add, NULL, 0, NULL)
                                 : wino_forward(dinp, dout, wT, NULL, &t, scratch, add);
   free(wT);
   return rc;
@@ -2014,6 +2014,29 @@ int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, con
   return sde_nn_conv2d_forward_prepared(out, inp, weight, bias, s, scratch, NULL);
 }
 
+int sde_nn_conv2d_forward_fused(float *out, const float *inp, const float *weight,
+                                const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
+                                const sde_nn_conv2d_prep *prep, const float *bias2,
+                                const float *residual, float div, int *fused) {
+  *fused = 0;
+#ifdef HAVE_DCONV
+  if (!prep || prep->kind != PREP_WINO_AVX2 || !prep_same_shape(&prep->s, s) ||
+      conv2d_check(s) || !avx2_cpu_ok() || !wino_usable(s))
+    return SDE_OK;
+  float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
+  if (!col) return SDE_ENOMEM;
+  const sde_ops_conv_epilogue ep = {bias2, residual, div};
+  const int rc = sde_ops_wino_avx2(out, inp, weight, bias, s, col, 0, prep->data, prep->m, &ep);
+  free(owned);
+  *fused = rc == SDE_OK;
+  return rc;
+#else
+  (void)out, (void)inp, (void)weight, (void)bias, (void)s, (void)scratch, (void)prep;
+  (void)bias2, (void)residual, (void)div;
+  return SDE_OK;
+#endif
+}
+
 int sde_nn_conv2d_forward_prepared(float *out, const float *inp, const float *weight,
                                    const float *bias, const sde_nn_conv2d_shape *s,
                                    float *scratch, const sde_nn_conv2d_prep *prep) {
@@ -2029,7 +2052,7 @@ int sde_nn_conv2d_forward_prepared(float *out, const float *inp, const float *we
   if (wino_usable(s)) {
     const int pw = prep && prep->kind == PREP_WINO_AVX2;
     rc = avx2_cpu_ok() ? sde_ops_wino_avx2(out, inp, weight, bias, s, col, 0,
-                                           pw ? prep->data : NULL, pw ? prep->m : 0)
+                                           pw ? prep->data : NULL, pw ? prep->m : 0, NULL)
                        : wino_forward(out, inp, weight, bias, s, col, 0);
     free(owned);
     return rc;

@@ -573,7 +573,30 @@ typedef struct {
                           * row b·nth + th), tile rows, tiles rounded up to 8, and the row
                           * stride of V and M (a2_wg_stride) */
   int ntile;         /* register tiles of the products per ξ (over the band's tiles) */
+  const float *bias2, *res; /* the epilogue (sde_ops_conv_epilogue), or NULL */
+  float div;
 } a2_wg_job;
+
+/* y + bias's epilogue, 8, 4 or 1 outputs at offset at of the plane (yr: the residual's plane,
+ * NULL without one): + bias2 of the image and channel (b2), residual + ·, then / div; the
+ * operations and order of the separate passes it replaces (ncsnpp_forward.c) */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256
+a2_ep8(const a2_wg_job *j, __m256 v, __m256 b2, const float *yr, size_t at) {
+  if (j->bias2) v = _mm256_add_ps(v, b2);
+  if (yr) v = _mm256_add_ps(_mm256_loadu_ps(yr + at), v);
+  return j->div != 0.0f ? _mm256_div_ps(v, _mm256_set1_ps(j->div)) : v;
+}
+__attribute__((target("avx2,fma"), always_inline)) static inline __m128
+a2_ep4(const a2_wg_job *j, __m128 v, float b2, const float *yr, size_t at) {
+  if (j->bias2) v = _mm_add_ps(v, _mm_set1_ps(b2));
+  if (yr) v = _mm_add_ps(_mm_loadu_ps(yr + at), v);
+  return j->div != 0.0f ? _mm_div_ps(v, _mm_set1_ps(j->div)) : v;
+}
+static inline float a2_ep1(const a2_wg_job *j, float v, float b2, const float *yr, size_t at) {
+  if (j->bias2) v = v + b2;
+  if (yr) v = yr[at] + v;
+  return j->div != 0.0f ? v / j->div : v;
+}
 
 /* The weight transforms compute U for A2_WG_CCH input channels into a small buffer
  * tmp[ξ][ci % A2_WG_CCH][A2_R] and then copy each ξ's run into U[ξ][cb][ci][A2_R]: written
@@ -785,7 +808,11 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
     const __m256 bias8 = _mm256_set1_ps(bv);
     for (int tr = 0; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
-      float *y = j->out + ((size_t)img * j->Co + co) * H * W;
+      const size_t yo = ((size_t)img * j->Co + co) * H * W;
+      float *y = j->out + yo;
+      const float *yr = j->res ? j->res + yo : NULL;
+      const float b2 = j->bias2 ? j->bias2[(size_t)img * j->Co + co] : 0.0f;
+      const __m256 b28 = _mm256_set1_ps(b2);
       int tw = 0;
       for (; tw + A2_V <= ntw && 2 * tw + 2 * A2_V <= W; tw += A2_V) {
         const size_t t = (size_t)tr * ntw + tw;
@@ -809,8 +836,9 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
             y0 = _mm256_add_ps(_mm256_loadu_ps(o), y0);
             y1 = _mm256_add_ps(_mm256_loadu_ps(o + A2_V), y1);
           } else {
-            y0 = _mm256_add_ps(y0, bias8);
-            y1 = _mm256_add_ps(y1, bias8);
+            const size_t at = (size_t)oh * W + 2 * tw;
+            y0 = a2_ep8(j, _mm256_add_ps(y0, bias8), b28, yr, at);
+            y1 = a2_ep8(j, _mm256_add_ps(y1, bias8), b28, yr, at + A2_V);
           }
           _mm256_storeu_ps(o, y0);
           _mm256_storeu_ps(o + A2_V, y1);
@@ -831,8 +859,9 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
           for (int dx = 0; dx < 2; dx++) {
             const int ow = 2 * tw + dx;
             if (ow >= W) continue;
-            float *o = y + (size_t)oh * W + ow;
-            *o = j->accum ? *o + r[dx] : r[dx] + bv;
+            const size_t at = (size_t)oh * W + ow;
+            float *o = y + at;
+            *o = j->accum ? *o + r[dx] : a2_ep1(j, r[dx] + bv, b2, yr, at);
           }
         }
       }
@@ -1000,7 +1029,11 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
     const __m256 bias8 = _mm256_set1_ps(bv);
     for (int tr = 0; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, oh0 = 4 * ((j->th0 + tr) % j->nth);
-      float *y = j->out + ((size_t)img * j->Co + co) * H * W;
+      const size_t yoff = ((size_t)img * j->Co + co) * H * W;
+      float *y = j->out + yoff;
+      const float *yr = j->res ? j->res + yoff : NULL;
+      const float b2 = j->bias2 ? j->bias2[(size_t)img * j->Co + co] : 0.0f;
+      const __m256 b28 = _mm256_set1_ps(b2);
       int tw = 0;
       for (; tw + A2_V <= ntw && 4 * tw + 4 * A2_V <= W; tw += A2_V) {
         const size_t t = (size_t)tr * ntw + tw;
@@ -1021,10 +1054,12 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
           const __m256 t26 = _mm256_shuffle_ps(b, d, 0x44), t37 = _mm256_shuffle_ps(b, d, 0xEE);
           __m256 o[4] = {_mm256_permute2f128_ps(t04, t15, 0x20), _mm256_permute2f128_ps(t26, t37, 0x20),
                          _mm256_permute2f128_ps(t04, t15, 0x31), _mm256_permute2f128_ps(t26, t37, 0x31)};
-          float *yo = y + (size_t)(oh0 + dy) * W + 4 * tw;
+          const size_t at = (size_t)(oh0 + dy) * W + 4 * tw;
+          float *yo = y + at;
           for (int q = 0; q < 4; q++)
-            _mm256_storeu_ps(yo + q * A2_V, j->accum ? _mm256_add_ps(_mm256_loadu_ps(yo + q * A2_V), o[q])
-                                                     : _mm256_add_ps(o[q], bias8));
+            _mm256_storeu_ps(yo + q * A2_V,
+                             j->accum ? _mm256_add_ps(_mm256_loadu_ps(yo + q * A2_V), o[q])
+                                      : a2_ep8(j, _mm256_add_ps(o[q], bias8), b28, yr, at + q * A2_V));
         }
       }
       for (; tw + 4 <= ntw && 4 * tw + 16 <= W; tw += 4) { /* the same, 4 tiles */
@@ -1042,10 +1077,11 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
           __m128 r[4];
           A2_AT6(__m128, _mm_add_ps, _mm_sub_ps, Q_FMA, q2, q4, q8, e[dy], r);
           _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]); /* r[q]: the 4 outputs of tile tw + q */
-          float *yo = y + (size_t)(oh0 + dy) * W + 4 * tw;
+          const size_t at = (size_t)(oh0 + dy) * W + 4 * tw;
+          float *yo = y + at;
           for (int q = 0; q < 4; q++)
             _mm_storeu_ps(yo + 4 * q, j->accum ? _mm_add_ps(_mm_loadu_ps(yo + 4 * q), r[q])
-                                                : _mm_add_ps(r[q], bias4));
+                                                : a2_ep4(j, _mm_add_ps(r[q], bias4), b2, yr, at + 4 * q));
         }
       }
       for (; tw < ntw; tw++) {
@@ -1061,8 +1097,9 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
           float r[4];
           A2_AT6(float, S_ADD, S_SUB, S_FMA, 2.0f, 4.0f, 8.0f, e[dy], r);
           for (int dx = 0; dx < 4 && 4 * tw + dx < W; dx++) {
-            float *o = y + (size_t)(oh0 + dy) * W + 4 * tw + dx;
-            *o = j->accum ? *o + r[dx] : r[dx] + bv;
+            const size_t at = (size_t)(oh0 + dy) * W + 4 * tw + dx;
+            float *o = y + at;
+            *o = j->accum ? *o + r[dx] : a2_ep1(j, r[dx] + bv, b2, yr, at);
           }
         }
       }
@@ -1238,12 +1275,13 @@ int sde_ops_wino_avx2_prepare(float *U, const float *w, const sde_nn_conv2d_shap
 
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
                       const sde_nn_conv2d_shape *s, float *scratch, int accum,
-                      const float *U, int U_m) {
+                      const float *U, int U_m, const sde_ops_conv_epilogue *ep) {
   const int m = a2_wg_tile(s);
   if (U_m != m) U = NULL; /* made for the other tile size */
   a2_wg_job j = {.out = out, .inp = inp, .w = w, .bias = accum ? NULL : bias, .Ci = s->C_in,
                  .Co = s->C_out, .H = s->H, .W = s->W, .accum = accum, .m = m,
                  .nxi = (m + 2) * (m + 2)};
+  if (ep && !accum) j.bias2 = ep->bias2, j.res = ep->residual, j.div = ep->div;
   j.nth = (s->H + m - 1) / m;
   j.ntw = (s->W + m - 1) / m;
   j.ncb = ceil_div(s->C_out, A2_R);
@@ -1588,8 +1626,9 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
 }
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
                       const sde_nn_conv2d_shape *s, float *scratch, int accum,
-                      const float *U, int U_m) {
+                      const float *U, int U_m, const sde_ops_conv_epilogue *ep) {
   (void)out, (void)inp, (void)w, (void)bias, (void)s, (void)scratch, (void)accum, (void)U, (void)U_m;
+  (void)ep;
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
 }
 size_t sde_ops_conv_avx2_prep_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }

@@ -114,9 +114,15 @@ int sde_ops_wino_avx2_usable(const sde_nn_conv2d_shape *s);
 /* the usable shapes where Winograd beats the AVX2 direct conv (measured) */
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s);
 size_t sde_ops_wino_avx2_scratch_floats(const sde_nn_conv2d_shape *s);
+/* after + bias, in the output transform (not with accum): + bias2[b][co], residual + · (the
+ * same layout as out; may be out), / div (0: none) — each optional */
+typedef struct {
+  const float *bias2, *residual;
+  float div;
+} sde_ops_conv_epilogue;
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
                       const sde_nn_conv2d_shape *s, float *scratch, int accum,
-                      const float *U, int U_m);
+                      const float *U, int U_m, const sde_ops_conv_epilogue *ep);
 /* the transformed weights U made once for the tile side the shape takes (U and U_m above:
  * used when U_m is still that side); prepare returns the side */
 size_t sde_ops_wino_avx2_prep_floats(const sde_nn_conv2d_shape *s);
