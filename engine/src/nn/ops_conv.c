@@ -1898,7 +1898,8 @@ static int wino_dinp(float *dinp, const float *dout, const float *weight,
         wT[((size_t)ci * Co + co) * 9 + k] = weight[((size_t)co * Ci + ci) * 9 + 8 - k];
   sde_nn_conv2d_shape t = *s;
   t.C_in = Co, t.C_out = Ci;
-  const int rc = avx2_cpu_ok() ? sde_ops_wino_avx2(dinp, dout, wT, NULL, &t, scratch, add, NULL, 0, NULL)
+  const int rc = avx2_cpu_ok()
+                     ? sde_ops_wino_avx2(dinp, dout, wT, NULL, &t, scratch, add, NULL, 0, NULL)
                                 : wino_forward(dinp, dout, wT, NULL, &t, scratch, add);
   free(wT);
   return rc;
@@ -1986,7 +1987,8 @@ int sde_nn_conv2d_prepare(const float *weight, const sde_nn_conv2d_shape *s,
   if (!p) return SDE_ENOMEM;
   p->kind = kind;
   p->s = *s;
-  p->floats = kind == PREP_WINO_AVX2 ? sde_ops_wino_avx2_prep_floats(s) : sde_ops_conv_avx2_prep_floats(s);
+  p->floats = kind == PREP_WINO_AVX2 ? sde_ops_wino_avx2_prep_floats(s)
+                                      : sde_ops_conv_avx2_prep_floats(s);
   p->buf = sde_malloc((p->floats + 8) * sizeof(float));
   if (!p->buf) {
     free(p);
@@ -2200,7 +2202,8 @@ static int conv2d_backward(float *dinp, float *dweight, float *dbias, const floa
 #endif
   if (avx2 && !wino) { /* the direct conv's input gradient on AVX2 */
     const size_t KK = (size_t)s->KH * s->KW;
-    rc = sde_ops_conv_avx2(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, add, NULL);
+    rc = sde_ops_conv_avx2(dinp, dout, weight, KK, (size_t)s->C_in * KK, 1, NULL, &t, col, add,
+                           NULL);
   }
   free(owned);
   return rc;

@@ -394,7 +394,8 @@ int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, s
   float *wpk = scratch + (size_t)s->B * Ci * j.p.S;
   wpk += (8 - ((uintptr_t)wpk / sizeof(float)) % 8) % 8;
   if (!packed) {
-    a2_pack_job pk = {.wpk = wpk, .w = w, .so = so, .sc = sc, .Co = Co, .Ci = Ci, .KK = KK, .flip = flip};
+    a2_pack_job pk = {.wpk = wpk, .w = w, .so = so, .sc = sc, .Co = Co, .Ci = Ci, .KK = KK,
+                      .flip = flip};
     sde_parallel_for(j.p.ncb, 1, a2_pack, &pk);
   }
   j.wpk = packed ? packed : wpk;
@@ -1056,10 +1057,12 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
                          _mm256_permute2f128_ps(t04, t15, 0x31), _mm256_permute2f128_ps(t26, t37, 0x31)};
           const size_t at = (size_t)(oh0 + dy) * W + 4 * tw;
           float *yo = y + at;
-          for (int q = 0; q < 4; q++)
+          for (int q = 0; q < 4; q++) {
+            const __m256 v = _mm256_add_ps(o[q], bias8);
             _mm256_storeu_ps(yo + q * A2_V,
                              j->accum ? _mm256_add_ps(_mm256_loadu_ps(yo + q * A2_V), o[q])
-                                      : a2_ep8(j, _mm256_add_ps(o[q], bias8), b28, yr, at + q * A2_V));
+                                      : a2_ep8(j, v, b28, yr, at + q * A2_V));
+          }
         }
       }
       for (; tw + 4 <= ntw && 4 * tw + 16 <= W; tw += 4) { /* the same, 4 tiles */
@@ -1079,9 +1082,11 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
           _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]); /* r[q]: the 4 outputs of tile tw + q */
           const size_t at = (size_t)(oh0 + dy) * W + 4 * tw;
           float *yo = y + at;
-          for (int q = 0; q < 4; q++)
+          for (int q = 0; q < 4; q++) {
+            const __m128 v = _mm_add_ps(r[q], bias4);
             _mm_storeu_ps(yo + 4 * q, j->accum ? _mm_add_ps(_mm_loadu_ps(yo + 4 * q), r[q])
-                                                : a2_ep4(j, _mm_add_ps(r[q], bias4), b2, yr, at + 4 * q));
+                                                : a2_ep4(j, v, b2, yr, at + 4 * q));
+          }
         }
       }
       for (; tw < ntw; tw++) {
@@ -1514,7 +1519,8 @@ __attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_
         for (int kw = 0; kw < 3; kw++) {
           __m256d acc = _mm256_setzero_pd();
           for (int b = 0; b < P; b++)
-            acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(p + (a * P + b) * ps), G[b][kw]));
+            acc = _mm256_add_pd(acc,
+                                _mm256_mul_pd(_mm256_loadu_pd(p + (a * P + b) * ps), G[b][kw]));
           t[a][kw] = acc;
         }
       for (int kh = 0; kh < 3; kh++)
@@ -1627,8 +1633,8 @@ int sde_ops_wino_avx2_dweight(float *dweight, const float *dout, const float *in
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
                       const sde_nn_conv2d_shape *s, float *scratch, int accum,
                       const float *U, int U_m, const sde_ops_conv_epilogue *ep) {
-  (void)out, (void)inp, (void)w, (void)bias, (void)s, (void)scratch, (void)accum, (void)U, (void)U_m;
-  (void)ep;
+  (void)out, (void)inp, (void)w, (void)bias, (void)s, (void)scratch, (void)accum;
+  (void)U, (void)U_m, (void)ep;
   return sde_fail(SDE_EINVAL, "conv2d: no AVX2 kernels in this build");
 }
 size_t sde_ops_conv_avx2_prep_floats(const sde_nn_conv2d_shape *s) { (void)s; return 0; }
