@@ -937,5 +937,10 @@ int main(void) {
   run_fused_case(1, 16, 20, 34, 34, prep); /* F(4x4): 8 + 1 tiles, the last one cut */
   run_fused_case(3, 64, 36, 17, 17, prep); /* F(2x2): 8 + 1 tiles */
   run_fused_case(2, 32, 32, 16, 16, prep); /* F(2x2) */
+  sde_nn_conv2d_shape bad = sde_nn_conv2d_shape_make(1, 0, 8, 8, 4, 3, 1, 1);
+  sde_nn_conv2d_prep *none = (sde_nn_conv2d_prep *)&bad;
+  const int brc = sde_nn_conv2d_prepare(NULL, &bad, &none);
+  TAP_CHECK(brc == SDE_EINVAL && none == NULL, "prepare: a shape with 0 input channels: %s",
+            brc ? sde_errmsg() : "accepted");
   return tap_done();
 }

@@ -1961,7 +1961,7 @@ struct sde_nn_conv2d_prep {
 
 /* the kernel path a forward of s takes on this CPU, when it can take prepared weights */
 static int prep_kind(const sde_nn_conv2d_shape *s) {
-  if (conv2d_check(s) || !avx2_cpu_ok()) return 0;
+  if (!avx2_cpu_ok()) return 0;
 #ifdef HAVE_DCONV
   if (wino_usable(s)) return PREP_WINO_AVX2;
   if (dconv_usable(s) || (conv2d_is_pointwise(s) && dconv_cpu_ok()) || pconv_s2_usable(s))
@@ -1981,6 +1981,8 @@ static int prep_same_shape(const sde_nn_conv2d_shape *a, const sde_nn_conv2d_sha
 int sde_nn_conv2d_prepare(const float *weight, const sde_nn_conv2d_shape *s,
                           sde_nn_conv2d_prep **out) {
   *out = NULL;
+  const int rc = conv2d_check(s);
+  if (rc) return rc;
   const int kind = prep_kind(s);
   if (!kind) return SDE_OK;
   sde_nn_conv2d_prep *p = sde_calloc(1, sizeof *p);
