@@ -181,7 +181,7 @@ typedef struct {
 
 /* n floats of zeros at d (src NULL) or copied from src (not overlapping d), by vector moves:
  * the hot paths below do this per row of a few floats, where a libc call each (3 million
- * per nf 32 training step, most of 4-64 bytes) cost about 2 % of the step's time. The empty
+ * per nf 32 training step, most of 4-64 bytes) cost about 1 % of the step's time. The empty
  * asm statements hide the values, else GCC turns the loops back into those calls. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 a2_move(float *d, const float *src, size_t n) {
@@ -367,10 +367,6 @@ __attribute__((target("avx2,fma"))) static void a2_pack(void *ctx, int64_t c0, i
   }
 }
 
-/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused), for a stride-1 conv
- * of shape s; the weights w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k]
- * when flip (the flipped, transposed weights of an input gradient, read in place). scratch:
- * sde_ops_conv_avx2_scratch_floats(s). */
 /* the forward's packed weights wpk (sde_ops_conv_avx2_prep_floats(s), 32-byte aligned) */
 size_t sde_ops_conv_avx2_prep_floats(const sde_nn_conv2d_shape *s) {
   return (size_t)ceil_div(s->C_out, A2_R) * A2_R * s->C_in * s->KH * s->KW;
@@ -383,6 +379,11 @@ void sde_ops_conv_avx2_prepare(float *wpk, const float *w, const sde_nn_conv2d_s
   sde_parallel_for(ceil_div(s->C_out, A2_R), 1, a2_pack, &pk);
 }
 
+/* out = conv(inp) + bias, or out += conv(inp) when accum (bias unused), for a stride-1 conv
+ * of shape s; the weights w(o, c, k) = w[o·so + c·sc + k], or w[o·so + c·sc + KK − 1 − k]
+ * when flip (the flipped, transposed weights of an input gradient, read in place), packed
+ * here or, for the forward, once before (packed: sde_ops_conv_avx2_prepare; NULL: here).
+ * scratch: sde_ops_conv_avx2_scratch_floats(s). */
 int sde_ops_conv_avx2(float *out, const float *inp, const float *w, size_t so, size_t sc,
                       int flip, const float *bias, const sde_nn_conv2d_shape *s, float *scratch,
                       int accum, const float *packed) {
@@ -1261,8 +1262,6 @@ static void a2_wg_slot(void *ctx, int64_t s0, int64_t s1) {
   }
 }
 
-/* out = conv3x3(inp, pad 1) + bias, or out += conv3x3(inp, pad 1) (accum, bias unused), the
- * weights [C_out][C_in][3][3]; scratch: sde_ops_wino_avx2_scratch_floats(s) */
 /* U for the tile side this shape takes (sde_ops_wino_avx2_prep_floats, 32-byte aligned);
  * returns the tile side, which a later call checks */
 size_t sde_ops_wino_avx2_prep_floats(const sde_nn_conv2d_shape *s) {
@@ -1278,6 +1277,10 @@ int sde_ops_wino_avx2_prepare(float *U, const float *w, const sde_nn_conv2d_shap
   return m;
 }
 
+/* out = conv3x3(inp, pad 1) + bias, or out += conv3x3(inp, pad 1) (accum, bias unused), the
+ * weights [C_out][C_in][3][3], transformed here or before (U made for tile side U_m:
+ * sde_ops_wino_avx2_prepare; NULL: here), then ep's passes (NULL: none; not with accum);
+ * scratch: sde_ops_wino_avx2_scratch_floats(s) */
 int sde_ops_wino_avx2(float *out, const float *inp, const float *w, const float *bias,
                       const sde_nn_conv2d_shape *s, float *scratch, int accum,
                       const float *U, int U_m, const sde_ops_conv_epilogue *ep) {
