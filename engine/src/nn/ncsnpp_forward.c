@@ -130,39 +130,39 @@ int ncsnpp_divide_rows(fwd_ctx *ctx, float *out, const float *in, const float *s
 }
 
 /* conv k x k, stride 1, pad k/2: inp [B,Cin,H,H] -> out [B,Cout,H,H] */
-int ncsnpp_conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w, const float *bias,
-                     int Cin, int Cout, int H, int k) {
+/* out = conv_same(inp) + bias (k x k, pad k/2), then + bias2[b][c] (NULL: none), then the
+ * residual join (residual + out) / sqrt(2) when rescale, + otherwise (residual NULL: none;
+ * residual may be out). Inference on the CPU with prepared weights takes the prep; with
+ * Winograd-prepared ones the passes run in the conv's output transform, elsewhere as separate
+ * passes (the same bits either way). Temporaries: ncsnpp_conv_same_scratch, and the output
+ * once more with a residual. */
+static int conv_same_then(fwd_ctx *ctx, float *out, const float *inp, const float *w,
+                          const float *bias, int Cin, int Cout, int H, int k, const float *bias2,
+                          const float *residual, int rescale) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, k, 1, k / 2);
-  size_t mark = ctx->top;
-  size_t ns = sde_nn_conv2d_scratch_floats(&s);
-  float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
+  const size_t mark = ctx->top, n = (size_t)ctx->B * Cout * H * H;
   /* inference of weights that no longer change: prepared once (training: never) */
   const sde_nn_conv2d_prep *prep = ctx->tr ? NULL : ncsnpp_conv_prep(ctx->net, w, &s);
-  if (prep) TRY(BE(conv2d_forward_prepared, out, inp, w, bias, &s, scratch, prep));
-  else TRY(BE(conv2d_forward, out, inp, w, bias, &s, scratch));
+  float *y = residual ? ws_alloc(ctx, n) : out; /* the conv's output when not fused */
+  const size_t ns = sde_nn_conv2d_scratch_floats(&s);
+  float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
+  int fused = 0;
+  if (prep && (bias2 || residual) && ctx->be->host_memory)
+    TRY(sde_nn_conv2d_forward_fused(out, inp, w, bias, &s, scratch, prep, bias2, residual,
+                                    residual && rescale ? SQRT2 : 0.0f, &fused));
+  if (!fused) {
+    if (prep) TRY(BE(conv2d_forward_prepared, y, inp, w, bias, &s, scratch, prep));
+    else TRY(BE(conv2d_forward, y, inp, w, bias, &s, scratch));
+    if (bias2) BE(add_channel_bias_forward, y, bias2, ctx->B, Cout, H * H);
+    if (residual) ncsnpp_residual_join(ctx, out, residual, y, n, rescale);
+  }
   ctx->top = mark;
   return SDE_OK;
 }
 
-/* out = 3x3 conv_same(inp) + bias, then + bias2[b][c] (NULL: none), then (residual + out),
- * / sqrt(2) when rescale (residual NULL: none), in the conv's output transform: inference on
- * the CPU of a conv the network keeps Winograd-prepared weights for (*fused = 1). Elsewhere
- * *fused = 0 and nothing is done: the caller runs the conv and the passes (the same bits). */
-static int conv_same_fused(fwd_ctx *ctx, float *out, const float *inp, const float *w,
-                           const float *bias, int Cin, int Cout, int H, const float *bias2,
-                           const float *residual, int rescale, int *fused) {
-  *fused = 0;
-  if (ctx->tr || !ctx->be->host_memory) return SDE_OK;
-  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, 3, 1, 1);
-  const sde_nn_conv2d_prep *prep = ncsnpp_conv_prep(ctx->net, w, &s);
-  if (!prep) return SDE_OK;
-  size_t mark = ctx->top;
-  const size_t ns = sde_nn_conv2d_scratch_floats(&s);
-  float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
-  TRY(sde_nn_conv2d_forward_fused(out, inp, w, bias, &s, scratch, prep, bias2, residual,
-                                  residual && rescale ? SQRT2 : 0.0f, fused));
-  ctx->top = mark;
-  return SDE_OK;
+int ncsnpp_conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w, const float *bias,
+                     int Cin, int Cout, int H, int k) {
+  return conv_same_then(ctx, out, inp, w, bias, Cin, Cout, H, k, NULL, NULL, 0);
 }
 
 /* its temporary (forward and backward) */
@@ -281,18 +281,13 @@ static int resblock_forward(fwd_ctx *ctx, const net_op *op, const float *x, cons
     hr = hu;
     xr = xu;
   }
-  /* h = Conv_0(h) + Dense_0(act(temb)), the projection added in the conv where it can */
+  /* h = Conv_0(h) + Dense_0(act(temb)) */
   float *h1 = ws_alloc(ctx, (size_t)B * Cout * out_hw), *proj = NULL;
   if (c->conditional) {
     proj = ws_alloc(ctx, (size_t)B * Cout);
     TRY(BE(linear_forward, proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
   }
-  int fused;
-  TRY(conv_same_fused(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, proj, NULL, 0, &fused));
-  if (!fused) {
-    TRY(ncsnpp_conv_same(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3));
-    if (proj) BE(add_channel_bias_forward, h1, proj, B, Cout, (int)out_hw);
-  }
+  TRY(conv_same_then(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3, proj, NULL, 0));
   /* h = act(GroupNorm_1(h)) (dropout inactive) */
   TRY(BE(groupnorm_silu_forward, h1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw,
          sde_nn_groupnorm_groups(Cout), SDE_NN_GROUPNORM_EPS));
@@ -306,14 +301,9 @@ static int resblock_forward(fwd_ctx *ctx, const net_op *op, const float *x, cons
       TRY(BE(nin_forward, xc, xr, skip_w, skip_b, B, Cin, (int)out_hw, Cout));
     xs = xc;
   }
-  /* out = join(shortcut, Conv_1(h)), in the conv where it can (out may be x, i.e. xs) */
-  TRY(conv_same_fused(ctx, out, h1, conv1_w, conv1_b, Cout, Cout, Ho, NULL, xs, c->skip_rescale,
-                      &fused));
-  if (!fused) {
-    float *h2 = ws_alloc(ctx, (size_t)B * Cout * out_hw);
-    TRY(ncsnpp_conv_same(ctx, h2, h1, conv1_w, conv1_b, Cout, Cout, Ho, 3));
-    ncsnpp_residual_join(ctx, out, xs, h2, (size_t)B * Cout * out_hw, c->skip_rescale);
-  }
+  /* out = join(shortcut, Conv_1(h)) (out may be x, i.e. xs) */
+  TRY(conv_same_then(ctx, out, h1, conv1_w, conv1_b, Cout, Cout, Ho, 3, NULL, xs,
+                     c->skip_rescale));
   ctx->top = mark;
   return SDE_OK;
 }

@@ -1900,7 +1900,7 @@ static int wino_dinp(float *dinp, const float *dout, const float *weight,
   t.C_in = Co, t.C_out = Ci;
   const int rc = avx2_cpu_ok()
                      ? sde_ops_wino_avx2(dinp, dout, wT, NULL, &t, scratch, add, NULL, 0, NULL)
-                                : wino_forward(dinp, dout, wT, NULL, &t, scratch, add);
+                     : wino_forward(dinp, dout, wT, NULL, &t, scratch, add);
   free(wT);
   return rc;
 }
@@ -1950,26 +1950,28 @@ static void conv2d_dweight_parts(float *dweight, float *part, const float *g, co
  * and the direct kernel's packing (at batch 1 about a fifth of NCSN++ CIFAR-10's forward).
  * Neither depends on the batch, so a network whose weights no longer change makes them once
  * per conv. The AVX-512 and GEMM paths keep preparing per call. */
-enum { PREP_WINO_AVX2 = 1, PREP_DIRECT_AVX2 };
+/* The kernel a forward of a checked shape s takes on this CPU, in the order of
+ * sde_nn_conv2d_forward_prepared; prepared weights exist for the two AVX2 ones. */
+enum { PATH_GEMM, PATH_WINO_AVX2, PATH_WINO_512, PATH_DCONV, PATH_POINTWISE, PATH_S2,
+       PATH_DIRECT_AVX2 };
+
+static int forward_path(const sde_nn_conv2d_shape *s) {
+#ifdef HAVE_DCONV
+  if (wino_usable(s)) return avx2_cpu_ok() ? PATH_WINO_AVX2 : PATH_WINO_512;
+  if (dconv_usable(s)) return PATH_DCONV;
+  if (conv2d_is_pointwise(s) && dconv_cpu_ok()) return PATH_POINTWISE;
+  if (pconv_s2_usable(s)) return PATH_S2;
+#endif
+  sde_nn_conv2d_shape t;
+  return avx2_dinp_shape(s, &t) ? PATH_DIRECT_AVX2 : PATH_GEMM;
+}
 
 struct sde_nn_conv2d_prep {
-  int kind, m;              /* m: the Winograd tile side U was made for */
+  int kind, m;              /* kind: PATH_WINO_AVX2 or PATH_DIRECT_AVX2; m: U's tile side */
   sde_nn_conv2d_shape s;    /* the shape it was made for (B not compared) */
   size_t floats;
   float *buf, *data;        /* data: buf on 32 bytes */
 };
-
-/* the kernel path a forward of s takes on this CPU, when it can take prepared weights */
-static int prep_kind(const sde_nn_conv2d_shape *s) {
-  if (!avx2_cpu_ok()) return 0;
-#ifdef HAVE_DCONV
-  if (wino_usable(s)) return PREP_WINO_AVX2;
-  if (dconv_usable(s) || (conv2d_is_pointwise(s) && dconv_cpu_ok()) || pconv_s2_usable(s))
-    return 0;
-#endif
-  sde_nn_conv2d_shape t;
-  return avx2_dinp_shape(s, &t) ? PREP_DIRECT_AVX2 : 0;
-}
 
 static int prep_same_shape(const sde_nn_conv2d_shape *a, const sde_nn_conv2d_shape *b) {
   return a->C_in == b->C_in && a->H == b->H && a->W == b->W && a->C_out == b->C_out &&
@@ -1983,13 +1985,13 @@ int sde_nn_conv2d_prepare(const float *weight, const sde_nn_conv2d_shape *s,
   *out = NULL;
   const int rc = conv2d_check(s);
   if (rc) return rc;
-  const int kind = prep_kind(s);
-  if (!kind) return SDE_OK;
+  const int kind = forward_path(s);
+  if (kind != PATH_WINO_AVX2 && kind != PATH_DIRECT_AVX2) return SDE_OK;
   sde_nn_conv2d_prep *p = sde_calloc(1, sizeof *p);
   if (!p) return SDE_ENOMEM;
   p->kind = kind;
   p->s = *s;
-  p->floats = kind == PREP_WINO_AVX2 ? sde_ops_wino_avx2_prep_floats(s)
+  p->floats = kind == PATH_WINO_AVX2 ? sde_ops_wino_avx2_prep_floats(s)
                                       : sde_ops_conv_avx2_prep_floats(s);
   p->buf = sde_malloc((p->floats + 8) * sizeof(float));
   if (!p->buf) {
@@ -1997,7 +1999,7 @@ int sde_nn_conv2d_prepare(const float *weight, const sde_nn_conv2d_shape *s,
     return SDE_ENOMEM;
   }
   p->data = p->buf + (8 - ((uintptr_t)p->buf / sizeof(float)) % 8) % 8;
-  if (kind == PREP_WINO_AVX2) p->m = sde_ops_wino_avx2_prepare(p->data, weight, s);
+  if (kind == PATH_WINO_AVX2) p->m = sde_ops_wino_avx2_prepare(p->data, weight, s);
   else sde_ops_conv_avx2_prepare(p->data, weight, s);
   *out = p;
   return SDE_OK;
@@ -2023,9 +2025,8 @@ int sde_nn_conv2d_forward_fused(float *out, const float *inp, const float *weigh
                                 const sde_nn_conv2d_prep *prep, const float *bias2,
                                 const float *residual, float div, int *fused) {
   *fused = 0;
-#ifdef HAVE_DCONV
-  if (!prep || prep->kind != PREP_WINO_AVX2 || !prep_same_shape(&prep->s, s) ||
-      conv2d_check(s) || !avx2_cpu_ok() || !wino_usable(s))
+  if (!prep || prep->kind != PATH_WINO_AVX2 || !prep_same_shape(&prep->s, s) ||
+      conv2d_check(s) || forward_path(s) != PATH_WINO_AVX2)
     return SDE_OK;
   float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
   if (!col) return SDE_ENOMEM;
@@ -2034,17 +2035,11 @@ int sde_nn_conv2d_forward_fused(float *out, const float *inp, const float *weigh
   free(owned);
   *fused = rc == SDE_OK;
   return rc;
-#else
-  (void)out, (void)inp, (void)weight, (void)bias, (void)s, (void)scratch, (void)prep;
-  (void)bias2, (void)residual, (void)div;
-  return SDE_OK;
-#endif
 }
 
 int sde_nn_conv2d_forward_prepared(float *out, const float *inp, const float *weight,
                                    const float *bias, const sde_nn_conv2d_shape *s,
                                    float *scratch, const sde_nn_conv2d_prep *prep) {
-  if (prep && !prep_same_shape(&prep->s, s)) prep = NULL;
   int rc = conv2d_check(s);
   if (rc) return rc;
   int Ho = sde_nn_conv2d_out_h(s), Wo = sde_nn_conv2d_out_w(s), HWo = Ho * Wo;
@@ -2052,34 +2047,36 @@ int sde_nn_conv2d_forward_prepared(float *out, const float *inp, const float *we
   size_t in_img = (size_t)s->C_in * s->H * s->W, out_img = (size_t)Co * HWo;
   float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
   if (!col && !conv2d_is_pointwise(s)) return SDE_ENOMEM;
+  const int path = forward_path(s);
+  if (prep && (prep->kind != path || !prep_same_shape(&prep->s, s)))
+    prep = NULL; /* made for another shape, or before an environment override */
+  switch (path) {
+    case PATH_WINO_AVX2:
+      rc = sde_ops_wino_avx2(out, inp, weight, bias, s, col, 0, prep ? prep->data : NULL,
+                             prep ? prep->m : 0, NULL);
+      break;
+    case PATH_DIRECT_AVX2:
+      rc = sde_ops_conv_avx2(out, inp, weight, (size_t)K, (size_t)s->KH * s->KW, 0, bias, s, col,
+                             0, prep ? prep->data : NULL);
+      break;
 #ifdef HAVE_DCONV
-  if (wino_usable(s)) {
-    const int pw = prep && prep->kind == PREP_WINO_AVX2;
-    rc = avx2_cpu_ok() ? sde_ops_wino_avx2(out, inp, weight, bias, s, col, 0,
-                                           pw ? prep->data : NULL, pw ? prep->m : 0, NULL)
-                       : wino_forward(out, inp, weight, bias, s, col, 0);
-    free(owned);
-    return rc;
-  }
-  if (dconv_usable(s)) {
-    rc = dconv_forward(out, inp, weight, (size_t)s->C_in * s->KH * s->KW, (size_t)s->KH * s->KW,
-                       0, bias, s, col, 0);
-    free(owned);
-    return rc;
-  }
-  if (conv2d_is_pointwise(s) && dconv_cpu_ok()) {
-    return pconv_pointwise(out, inp, weight, bias, s->B, s->C_in, HWo, Co, (size_t)K, 1);
-  }
-  if (pconv_s2_usable(s)) {
-    rc = pconv_stride2(out, inp, weight, bias, s, col);
-    free(owned);
-    return rc;
-  }
+    case PATH_WINO_512:
+      rc = wino_forward(out, inp, weight, bias, s, col, 0);
+      break;
+    case PATH_DCONV:
+      rc = dconv_forward(out, inp, weight, (size_t)K, (size_t)s->KH * s->KW, 0, bias, s, col, 0);
+      break;
+    case PATH_POINTWISE:
+      rc = pconv_pointwise(out, inp, weight, bias, s->B, s->C_in, HWo, Co, (size_t)K, 1);
+      break;
+    case PATH_S2:
+      rc = pconv_stride2(out, inp, weight, bias, s, col);
+      break;
 #endif
-  sde_nn_conv2d_shape t;
-  if (avx2_dinp_shape(s, &t)) {
-    rc = sde_ops_conv_avx2(out, inp, weight, (size_t)K, (size_t)s->KH * s->KW, 0, bias, s, col, 0,
-                           prep && prep->kind == PREP_DIRECT_AVX2 ? prep->data : NULL);
+    default: /* PATH_GEMM, below */
+      break;
+  }
+  if (path != PATH_GEMM) {
     free(owned);
     return rc;
   }
