@@ -9,7 +9,8 @@
  * and the input gradient of the same shapes); --wino [REPS [C H B]] (the direct conv against
  * the AVX2 Winograd tile sizes F(2x2, 3x3) and F(4x4, 3x3), default 9; C H B: only that
  * shape, C channels in and out, H x H, batch B); --wino-dweight [REPS [C H B]] (the same for
- * the weight gradient); --pointwise [REPS] (1x1 convolutions and NIN: forward, input and
+ * the weight gradient); --wino-prepared [REPS [C H B]] (the forward with weights prepared
+ * once per kernel setting, as a frozen network keeps them); --pointwise [REPS] (1x1 convolutions and NIN: forward, input and
  * weight gradient at training and CIFAR-10 shapes).
  * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
  * shared, loaded machine is the steadier measure of single-thread efficiency. */
@@ -178,9 +179,9 @@ static void bench_conv(int reps) {
  * from the output gradient g) */
 static void wino_run(float *out, size_t n, int dweight, const float *g, const float *x,
                      const float *w, const float *bias, const sde_nn_conv2d_shape *s,
-                     float *scratch) {
+                     float *scratch, const sde_nn_conv2d_prep *prep) {
   if (!dweight) {
-    sde_nn_conv2d_forward(out, x, w, bias, s, scratch);
+    sde_nn_conv2d_forward_prepared(out, x, w, bias, s, scratch, prep);
     return;
   }
   memset(out, 0, n * sizeof(float));
@@ -193,7 +194,7 @@ static void wino_run(float *out, size_t n, int dweight, const float *g, const fl
  * shapes of NCSN++ CIFAR-10 (32 px) and CelebA-HQ (256 px) and of fashion-mnist-32 nf 32
  * training (batch 32). Best wall ms of `reps` calls each, and the ratios to the direct conv;
  * "*" marks what the library takes by default. */
-static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b) {
+static void bench_wino(int reps, int dweight, int prepared, int only_c, int only_h, int only_b) {
   const int shapes[][3] = {/* C (in = out), H (= W), batch */
                            {128, 32, 1}, {128, 32, 8},  {256, 16, 1},  {256, 16, 8},
                            {256, 8, 8},  {128, 256, 1}, {128, 128, 1}, {256, 64, 1},
@@ -202,7 +203,7 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
                            {128, 32, 32}, {32, 32, 8},  {64, 32, 32},  {64, 64, 4}};
   static const char *mode[3][2] = {{"0", "2"}, {"2", "2"}, {"2", "4"}};
   printf("%s best ms   direct |  F(2x2)  ratio |  F(4x4)  ratio\n",
-         dweight ? "conv 3x3 dweight," : "conv 3x3 pad 1, ");
+         dweight ? "conv 3x3 dweight," : prepared ? "prepared weights" : "conv 3x3 pad 1, ");
   const size_t nshapes = only_c ? 1 : sizeof shapes / sizeof shapes[0];
   for (size_t i = 0; i < nshapes; i++) { /* C H B given: that shape alone */
     const int C = only_c ? only_c : shapes[i][0], H = only_c ? only_h : shapes[i][1];
@@ -217,13 +218,24 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
     float *scratch = sde_malloc((sde_nn_conv2d_scratch_floats(&s) + 1) * sizeof(float));
     double best[3] = {1e30, 1e30, 1e30};
     int taken = -1;
-    wino_run(yd, ny, dweight, g, x, w, bias, &s, scratch); /* the default path, warm-up */
+    sde_nn_conv2d_prep *prep[3] = {NULL, NULL, NULL}; /* per kernel setting (prepared) */
+    for (int k = 0; k < 3 && prepared; k++) {
+      setenv("SDE_NN_WINOGRAD", mode[k][0], 1);
+      setenv("SDE_NN_WINOGRAD_TILE", mode[k][1], 1);
+      if (sde_nn_conv2d_prepare(w, &s, &prep[k])) {
+        fprintf(stderr, "bench_ops: sde_nn_conv2d_prepare failed\n");
+        exit(1);
+      }
+    }
+    unsetenv("SDE_NN_WINOGRAD");
+    unsetenv("SDE_NN_WINOGRAD_TILE");
+    wino_run(yd, ny, dweight, g, x, w, bias, &s, scratch, NULL); /* the default path, warm-up */
     for (int r = -1; r < reps; r++) /* r = −1: warm-up */
       for (int k = 0; k < 3; k++) {
         setenv("SDE_NN_WINOGRAD", mode[k][0], 1);
         setenv("SDE_NN_WINOGRAD_TILE", mode[k][1], 1);
         const double t0 = now();
-        wino_run(y, ny, dweight, g, x, w, bias, &s, scratch);
+        wino_run(y, ny, dweight, g, x, w, bias, &s, scratch, prep[k]);
         const double t = now() - t0;
         if (r >= 0 && t < best[k]) best[k] = t;
         if (r < 0 && taken < 0 && !memcmp(y, yd, ny * sizeof(float))) taken = k;
@@ -235,6 +247,7 @@ static void bench_wino(int reps, int dweight, int only_c, int only_h, int only_b
     printf("%-20s %8.3f%s | %7.3f%s %5.2f | %7.3f%s %5.2f\n", label, best[0] * 1e3,
            taken == 0 ? "*" : " ", best[1] * 1e3, taken == 1 ? "*" : " ", best[1] / best[0],
            best[2] * 1e3, taken == 2 ? "*" : " ", best[2] / best[0]);
+    for (int k = 0; k < 3; k++) sde_nn_conv2d_prep_free(prep[k]);
     free(x), free(w), free(bias), free(y), free(yd), free(g), free(scratch);
   }
 }
@@ -289,9 +302,11 @@ int main(int argc, char **argv) {
     bench_pointwise(argc > 2 ? atoi(argv[2]) : 15);
     return 0;
   }
-  if (argc > 1 && (!strcmp(argv[1], "--wino") || !strcmp(argv[1], "--wino-dweight"))) {
+  if (argc > 1 && (!strcmp(argv[1], "--wino") || !strcmp(argv[1], "--wino-dweight") ||
+                   !strcmp(argv[1], "--wino-prepared"))) {
     printf("threads %d (OMP_NUM_THREADS), CPU kernels %s\n", sde_get_num_threads(), sde_cpu_kernels());
     bench_wino(argc > 2 ? atoi(argv[2]) : 9, !strcmp(argv[1], "--wino-dweight"),
+               !strcmp(argv[1], "--wino-prepared"),
                argc > 5 ? atoi(argv[3]) : 0, argc > 5 ? atoi(argv[4]) : 0, argc > 5 ? atoi(argv[5]) : 0);
     return 0;
   }

@@ -734,7 +734,7 @@ static void run_prep_case(const char *path, int Ci, int Co, int H, int k, int st
  * the bits of the forward followed by + bias2[b][c], (residual + y) and / sqrt(2) as separate
  * passes, with the residual apart from the output and as the output itself; nothing written
  * where the prepared kernel is not a Winograd one (`fuses`: on AVX2 kernels). Shapes: F(4x4)
- * with 8-tile, 4-tile and 1-tile rows, F(2x2) with a 1-tile tail. */
+ * with 8-tile, 4-tile and 1-tile rows, F(2x2) with a 1-tile tail and rows of 4 (+ 3) tiles. */
 static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W;
@@ -905,9 +905,13 @@ int main(void) {
   run_wino_dispatch(1, 32, 40, 15, 15, wino ? 2 : 0);
   run_wino_dispatch(2, 32, 40, 32, 32, wino ? 4 : 0);
   run_wino_dispatch(3, 64, 96, 16, 16, wino ? 2 : 0);
-  run_wino_dispatch(2, 256, 256, 8, 8, 0);
-  run_wino_dispatch(8, 16, 16, 16, 16, 0); /* AVX2: F(2x2) from 32 channels */
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
+  run_wino_dispatch(2, 256, 256, 8, 8, avx2 ? 2 : 0); /* AVX2: planes 7-14 wide from 64 */
+  run_wino_dispatch(1, 64, 96, 8, 8, avx2 ? 2 : 0);
+  run_wino_dispatch(3, 64, 64, 12, 12, avx2 ? 2 : 0);
+  run_wino_dispatch(32, 32, 64, 8, 8, 0);
+  run_wino_dispatch(4, 64, 64, 4, 4, 0);
+  run_wino_dispatch(8, 16, 16, 16, 16, 0); /* AVX2: F(2x2) from 32 channels */
   run_wino_dispatch(2, 16, 128, 32, 32, avx2 ? 4 : 0); /* AVX2: F(4x4) from 16 channels */
   run_wino_dispatch(2, 128, 16, 32, 32, avx2 ? 4 : 0);
   run_wino_dispatch(2, 8, 128, 32, 32, 0);
@@ -916,14 +920,18 @@ int main(void) {
   run_wino_dw_dispatch(8, 16, 64, 32, 32, "4", avx2); /* from 16 channels */
   run_wino_dw_dispatch(1, 128, 128, 32, 32, "4", 0);  /* 64 tiles */
   run_wino_dw_dispatch(32, 8, 64, 32, 32, "4", 0);    /* 8 channels in */
-  /* F(2x2) shapes, not at 8x8: from 1024 tiles of 2x2 at 64 channels, 2048 at 32 */
+  /* F(2x2) shapes 15 or more wide: from 1024 tiles of 2x2 at 64 channels, 2048 at 32 */
   run_wino_dw_dispatch(32, 64, 96, 16, 16, "2", avx2);
   run_wino_dw_dispatch(16, 128, 128, 16, 16, "2", avx2);
   run_wino_dw_dispatch(32, 48, 64, 16, 16, "2", avx2);
   run_wino_dw_dispatch(8, 64, 64, 16, 16, "2", 0);   /* 512 tiles */
   run_wino_dw_dispatch(16, 32, 48, 16, 16, "2", 0);  /* 1024 tiles, 32 channels */
   run_wino_dw_dispatch(32, 16, 32, 16, 16, "2", 0);  /* 16 channels */
-  run_wino_dw_dispatch(128, 64, 64, 8, 8, "2", 0);
+  /* planes 7-14 wide: from 256 tiles at 64 channels */
+  run_wino_dw_dispatch(32, 64, 64, 8, 8, "2", avx2);
+  run_wino_dw_dispatch(16, 128, 64, 8, 8, "2", avx2);
+  run_wino_dw_dispatch(8, 64, 64, 8, 8, "2", 0);   /* 128 tiles */
+  run_wino_dw_dispatch(128, 32, 64, 8, 8, "2", 0); /* 32 channels */
   /* prepared weights: made where the AVX2 kernels take them (the AVX-512 and GEMM paths
    * prepare per call), with the SIMD paths switched off never */
   const int prep = avx2 && !getenv("SDE_NN_NO_DIRECT_CONV");
@@ -937,6 +945,8 @@ int main(void) {
   run_fused_case(1, 16, 20, 34, 34, prep); /* F(4x4): 8 + 1 tiles, the last one cut */
   run_fused_case(3, 64, 36, 17, 17, prep); /* F(2x2): 8 + 1 tiles */
   run_fused_case(2, 32, 32, 16, 16, prep); /* F(2x2) */
+  run_fused_case(2, 64, 64, 8, 8, prep);   /* F(2x2): rows of 4 tiles */
+  run_fused_case(1, 96, 64, 13, 13, prep); /* F(2x2): 4 + 3 tiles, the last one cut */
   sde_nn_conv2d_shape bad = sde_nn_conv2d_shape_make(1, 0, 8, 8, 4, 3, 1, 1);
   sde_nn_conv2d_prep *none = (sde_nn_conv2d_prep *)&bad;
   const int brc = sde_nn_conv2d_prepare(NULL, &bad, &none);

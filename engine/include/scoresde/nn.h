@@ -67,8 +67,9 @@ int sde_nn_conv2d_forward_prepared(float *out, const float *inp, const float *we
                                    const float *bias, const sde_nn_conv2d_shape *s,
                                    float *scratch, const sde_nn_conv2d_prep *prep);
 /* The same forward with the passes that follow a conv in a residual block done in its
- * output transform, where the prepared kernel is a Winograd one (*fused = 1; elsewhere
- * *fused = 0 and nothing is written): out = conv + bias, then + bias2[b][co] (NULL: none),
+ * output transform, where the kernel is a Winograd one (*fused = 1; elsewhere *fused = 0 and
+ * nothing is written; prep may be NULL, a prep of another kind or shape is not taken):
+ * out = conv + bias, then + bias2[b][co] (NULL: none),
  * then residual + out (NULL: none; residual [B,C_out,H,W] may be out itself), then / div (0:
  * none): the bits of sde_nn_conv2d_forward followed by those elementwise passes. */
 int sde_nn_conv2d_forward_fused(float *out, const float *inp, const float *weight,

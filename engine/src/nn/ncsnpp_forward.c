@@ -132,11 +132,11 @@ int ncsnpp_divide_rows(fwd_ctx *ctx, float *out, const float *in, const float *s
 /* conv k x k, stride 1, pad k/2: inp [B,Cin,H,H] -> out [B,Cout,H,H] */
 /* out = conv_same(inp) + bias (k x k, pad k/2), then + bias2[b][c] (NULL: none), then the
  * residual join (residual + out) / sqrt(2) when rescale, + otherwise (residual NULL: none;
- * residual may be out). Inference on the CPU with prepared weights takes the prep; with
- * Winograd-prepared ones the passes run in the conv's output transform, elsewhere as separate
- * passes (the same bits either way). Temporaries: ncsnpp_conv_same_scratch, and the output
- * once more with a residual. */
-static int conv_same_then(fwd_ctx *ctx, float *out, const float *inp, const float *w,
+ * residual may be out). Inference on the CPU with prepared weights takes the prep. On the CPU
+ * the passes run in the conv's output transform where it is a Winograd one (training too),
+ * elsewhere as separate passes (the same bits either way). Temporaries:
+ * ncsnpp_conv_same_scratch, and the output once more with a residual. */
+int ncsnpp_conv_same_then(fwd_ctx *ctx, float *out, const float *inp, const float *w,
                           const float *bias, int Cin, int Cout, int H, int k, const float *bias2,
                           const float *residual, int rescale) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, k, 1, k / 2);
@@ -147,7 +147,7 @@ static int conv_same_then(fwd_ctx *ctx, float *out, const float *inp, const floa
   const size_t ns = sde_nn_conv2d_scratch_floats(&s);
   float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
   int fused = 0;
-  if (prep && (bias2 || residual) && ctx->be->host_memory)
+  if ((bias2 || residual) && ctx->be->host_memory)
     TRY(sde_nn_conv2d_forward_fused(out, inp, w, bias, &s, scratch, prep, bias2, residual,
                                     residual && rescale ? SQRT2 : 0.0f, &fused));
   if (!fused) {
@@ -162,7 +162,7 @@ static int conv_same_then(fwd_ctx *ctx, float *out, const float *inp, const floa
 
 int ncsnpp_conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w, const float *bias,
                      int Cin, int Cout, int H, int k) {
-  return conv_same_then(ctx, out, inp, w, bias, Cin, Cout, H, k, NULL, NULL, 0);
+  return ncsnpp_conv_same_then(ctx, out, inp, w, bias, Cin, Cout, H, k, NULL, NULL, 0);
 }
 
 /* its temporary (forward and backward) */
@@ -287,7 +287,7 @@ static int resblock_forward(fwd_ctx *ctx, const net_op *op, const float *x, cons
     proj = ws_alloc(ctx, (size_t)B * Cout);
     TRY(BE(linear_forward, proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
   }
-  TRY(conv_same_then(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3, proj, NULL, 0));
+  TRY(ncsnpp_conv_same_then(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3, proj, NULL, 0));
   /* h = act(GroupNorm_1(h)) (dropout inactive) */
   TRY(BE(groupnorm_silu_forward, h1, h1, gn1_w, gn1_b, B, Cout, (int)out_hw,
          sde_nn_groupnorm_groups(Cout), SDE_NN_GROUPNORM_EPS));
@@ -302,7 +302,7 @@ static int resblock_forward(fwd_ctx *ctx, const net_op *op, const float *x, cons
     xs = xc;
   }
   /* out = join(shortcut, Conv_1(h)) (out may be x, i.e. xs) */
-  TRY(conv_same_then(ctx, out, h1, conv1_w, conv1_b, Cout, Cout, Ho, 3, NULL, xs,
+  TRY(ncsnpp_conv_same_then(ctx, out, h1, conv1_w, conv1_b, Cout, Cout, Ho, 3, NULL, xs,
                      c->skip_rescale));
   ctx->top = mark;
   return SDE_OK;

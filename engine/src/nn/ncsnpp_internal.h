@@ -216,6 +216,12 @@ int ncsnpp_divide_rows(fwd_ctx *ctx, float *out, const float *in, const float *s
                        const double *sig_d, int B, size_t per);
 int ncsnpp_conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w,
                      const float *bias, int Cin, int Cout, int H, int k);
+/* the same, then + bias2[b][c] (NULL: none), then the residual join of residual (NULL:
+ * none; may be out) as ncsnpp_residual_join: fused into the conv's output transform where
+ * the CPU's Winograd kernel takes it (the bits of the separate passes) */
+int ncsnpp_conv_same_then(fwd_ctx *ctx, float *out, const float *inp, const float *w,
+                          const float *bias, int Cin, int Cout, int H, int k, const float *bias2,
+                          const float *residual, int rescale);
 size_t ncsnpp_conv_same_scratch(int B, int Cin, int Cout, int H, int k);
 int ncsnpp_resample_up(fwd_ctx *ctx, float *out, const float *inp, int C, int H);
 int ncsnpp_resample_down(fwd_ctx *ctx, float *out, const float *inp, int C, int H);

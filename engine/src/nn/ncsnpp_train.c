@@ -234,7 +234,6 @@ static int resblock_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
     }
   }
   float *h1 = ws_alloc(ctx, o_n);
-  TRY(ncsnpp_conv_same(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3));
   float *g1 = NULL, *a1 = ws_alloc(ctx, o_n);
   float *mean1 = ws_alloc(ctx, (size_t)B * G1), *rstd1 = ws_alloc(ctx, (size_t)B * G1);
   float *d1 = a1, *mask = NULL;
@@ -248,11 +247,13 @@ static int resblock_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
   float *save[13] = {g0, a0, mean0, rstd0, hr, xr, h1, g1, mean1, rstd1, a1, d1, mask};
   memcpy(tp->s, save, sizeof save);
   size_t mark = ctx->top;
+  /* h1 = Conv_0(hr) + Dense_0(act(temb)) */
+  float *proj = NULL;
   if (c->conditional) {
-    float *proj = ws_alloc(ctx, (size_t)B * Cout);
+    proj = ws_alloc(ctx, (size_t)B * Cout);
     TRY(BE(linear_forward, proj, ctx->temb_act, dense0_w, dense0_b, B, 4 * c->nf, Cout));
-    BE(add_channel_bias_forward, h1, proj, B, Cout, (int)out_hw);
   }
+  TRY(ncsnpp_conv_same_then(ctx, h1, hr, conv0_w, conv0_b, Cin, Cout, Ho, 3, proj, NULL, 0));
   TRY(gn_silu_fwd(ctx, &g1, a1, mean1, rstd1, h1, gn1_w, gn1_b, Cout, (int)out_hw));
   tp->s[7] = g1;
   if (mask) {
@@ -264,8 +265,6 @@ static int resblock_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
     BE(dropout_mask, mask, p, keep, o_n);
     BE(mul, d1, a1, mask, o_n);
   }
-  float *h2 = ws_alloc(ctx, o_n);
-  TRY(ncsnpp_conv_same(ctx, h2, d1, conv1_w, conv1_b, Cout, Cout, Ho, 3));
   const float *xs = xr;
   if (m->shortcut) {
     float *xc = ws_alloc(ctx, o_n);
@@ -275,7 +274,9 @@ static int resblock_train(fwd_ctx *ctx, const net_op *op, tape_op *tp) {
       TRY(BE(nin_forward, xc, xr, skip_w, skip_b, B, Cin, (int)out_hw, Cout));
     xs = xc;
   }
-  ncsnpp_residual_join(ctx, TD(ctx, op->out), xs, h2, o_n, c->skip_rescale);
+  /* out = join(shortcut, Conv_1(d1)) */
+  TRY(ncsnpp_conv_same_then(ctx, TD(ctx, op->out), d1, conv1_w, conv1_b, Cout, Cout, Ho, 3, NULL,
+                            xs, c->skip_rescale));
   ctx->top = mark;
   return SDE_OK;
 }
@@ -395,9 +396,10 @@ static void resblock_sizes(const sde_ncsnpp *net, const net_op *op, int B, int w
                            ? ncsnpp_conv_same_scratch(B, Cin, Cout, Ho, 1)
                            : 0;
   const size_t proj = net->config.conditional ? ws_round((size_t)B * Cout) : 0;
-  /* forward: Conv_0; proj, h2 and Conv_1; then xc and the shortcut conv */
-  size_t fwd = max_size(conv0, proj + ws_round(o_n) + conv1);
-  fwd = max_size(fwd, proj + 2 * ws_round(o_n) + conv2);
+  /* forward: proj and Conv_0; xc and the shortcut conv; Conv_1's output before the join
+   * (where not fused) and its scratch */
+  size_t fwd = max_size(proj + conv0, proj + ws_round(o_n) + conv2);
+  fwd = max_size(fwd, proj + 2 * ws_round(o_n) + conv1);
   /* backward: dj, db1, dd1 and Conv_1; dg1 dh1 dproj db0 dhr and Conv_0; dxr and the shortcut
    * conv; da0 dg0 */
   const size_t base = 4 * ws_round(o_n) + proj + ws_round(r_n) + 2 * ws_round(Cout);

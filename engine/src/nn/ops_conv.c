@@ -2025,13 +2025,14 @@ int sde_nn_conv2d_forward_fused(float *out, const float *inp, const float *weigh
                                 const sde_nn_conv2d_prep *prep, const float *bias2,
                                 const float *residual, float div, int *fused) {
   *fused = 0;
-  if (!prep || prep->kind != PATH_WINO_AVX2 || !prep_same_shape(&prep->s, s) ||
-      conv2d_check(s) || forward_path(s) != PATH_WINO_AVX2)
-    return SDE_OK;
+  if (conv2d_check(s) || forward_path(s) != PATH_WINO_AVX2) return SDE_OK;
+  if (prep && (prep->kind != PATH_WINO_AVX2 || !prep_same_shape(&prep->s, s)))
+    return SDE_OK; /* as the forward would not take it: the caller's separate passes */
   float *owned, *col = scratch_get(scratch, sde_nn_conv2d_scratch_floats(s), &owned);
   if (!col) return SDE_ENOMEM;
   const sde_ops_conv_epilogue ep = {bias2, residual, div};
-  const int rc = sde_ops_wino_avx2(out, inp, weight, bias, s, col, 0, prep->data, prep->m, &ep);
+  const int rc = sde_ops_wino_avx2(out, inp, weight, bias, s, col, 0, prep ? prep->data : NULL,
+                                   prep ? prep->m : 0, &ep);
   free(owned);
   *fused = rc == SDE_OK;
   return rc;

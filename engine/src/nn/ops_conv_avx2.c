@@ -748,6 +748,22 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
           _mm256_storeu_ps(vt + (4 * a + 3) * xs + tw, _mm256_sub_ps(e[a][1], e[a][3]));
         }
       }
+      for (; tw + 4 <= ntw; tw += 4) { /* the same, 4 tiles (8x8 planes) */
+        __m128 e[4][4];
+        for (int k = 0; k < 4; k++) {
+          const int c = tw + k / 2;
+          __m128 d[4];
+          for (int i = 0; i < 4; i++) d[i] = _mm_loadu_ps(k & 1 ? od[i] + c : ev[i] + c);
+          e[0][k] = _mm_sub_ps(d[0], d[2]), e[1][k] = _mm_add_ps(d[1], d[2]);
+          e[2][k] = _mm_sub_ps(d[2], d[1]), e[3][k] = _mm_sub_ps(d[1], d[3]);
+        }
+        for (int a = 0; a < 4; a++) {
+          _mm_storeu_ps(vt + (4 * a + 0) * xs + tw, _mm_sub_ps(e[a][0], e[a][2]));
+          _mm_storeu_ps(vt + (4 * a + 1) * xs + tw, _mm_add_ps(e[a][1], e[a][2]));
+          _mm_storeu_ps(vt + (4 * a + 2) * xs + tw, _mm_sub_ps(e[a][2], e[a][1]));
+          _mm_storeu_ps(vt + (4 * a + 3) * xs + tw, _mm_sub_ps(e[a][1], e[a][3]));
+        }
+      }
       for (; tw < ntw; tw++) { /* the same, one tile */
         float e[4][4];
         for (int k = 0; k < 4; k++) {
@@ -844,6 +860,35 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
           }
           _mm256_storeu_ps(o, y0);
           _mm256_storeu_ps(o + A2_V, y1);
+        }
+      }
+      for (; tw + 4 <= ntw && 2 * tw + 8 <= W; tw += 4) { /* the same, 4 tiles */
+        const size_t t = (size_t)tr * ntw + tw;
+        const __m128 bias4 = _mm256_castps256_ps128(bias8);
+        __m128 e[2][4];
+        for (int k = 0; k < 4; k++) {
+          const __m128 m0 = _mm_loadu_ps(m + (0 + k) * ms + t), m1 = _mm_loadu_ps(m + (4 + k) * ms + t);
+          const __m128 m2 = _mm_loadu_ps(m + (8 + k) * ms + t), m3 = _mm_loadu_ps(m + (12 + k) * ms + t);
+          e[0][k] = _mm_add_ps(_mm_add_ps(m0, m1), m2);
+          e[1][k] = _mm_sub_ps(_mm_sub_ps(m1, m2), m3);
+        }
+        for (int dy = 0; dy < 2; dy++) {
+          const int oh = 2 * th + dy;
+          if (oh >= H) continue;
+          const __m128 r0 = _mm_add_ps(_mm_add_ps(e[dy][0], e[dy][1]), e[dy][2]);
+          const __m128 r1 = _mm_sub_ps(_mm_sub_ps(e[dy][1], e[dy][2]), e[dy][3]);
+          __m128 y0 = _mm_unpacklo_ps(r0, r1), y1 = _mm_unpackhi_ps(r0, r1);
+          float *o = y + (size_t)oh * W + 2 * tw;
+          if (j->accum) {
+            y0 = _mm_add_ps(_mm_loadu_ps(o), y0);
+            y1 = _mm_add_ps(_mm_loadu_ps(o + 4), y1);
+          } else {
+            const size_t at = (size_t)oh * W + 2 * tw;
+            y0 = a2_ep4(j, _mm_add_ps(y0, bias4), b2, yr, at);
+            y1 = a2_ep4(j, _mm_add_ps(y1, bias4), b2, yr, at + 4);
+          }
+          _mm_storeu_ps(o, y0);
+          _mm_storeu_ps(o + 4, y1);
         }
       }
       for (; tw < ntw; tw++) {
@@ -1136,14 +1181,20 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
  * threads taking bands of their own (best of 9, other work paused; docs/BENCHMARKS.md):
  * F(4x4) at 32x32 0.72/0.53/0.75x the time at 16 channels (batch 32/8/1), 0.51/0.50/0.92x at
  * 32, 0.44-0.79x from 64; F(2x2) at 16x16 0.68/0.79/0.86x at 32 channels, 0.60-0.73x at
- * 64-128 (1.03x at 128, batch 1), 0.87-1.12x at 16, 0.9-2.3x at 8x8. F(4x4) at 16x16 beats
- * F(2x2) at batch 8-32 from 32 channels but not at batch 1 (0.84-1.47x the direct conv
- * there, F(2x2) 0.70-1.12x), and the choice may not depend on the batch. So: F(4x4) shapes from 16 channels in and out, F(2x2) shapes (planes
- * ≥ 15 wide, ≥ 64 tiles of 2x2) from 32. */
+ * 64-128 (1.03x at 128, batch 1), 0.87-1.12x at 16. F(4x4) at 16x16 beats F(2x2) at batch
+ * 8-32 from 32 channels but not at batch 1 (0.84-1.47x the direct conv there, F(2x2)
+ * 0.70-1.12x), and the choice may not depend on the batch. On planes 7-14 wide (rows of 4
+ * tiles, 128-bit transforms) F(2x2) at 8x8 takes 0.77x at batch 32 (64 and 128 channels),
+ * 0.64-0.88x at 256 channels, but per call 1.07-1.48x at batch 1-8 from 64 to 128 channels
+ * (the weight transform outweighs the products); with the weights prepared once, as a frozen
+ * network keeps them, 0.62-0.90x at batch 1 and 8 from 64 channels (32 channels 1.2-1.3x);
+ * 12x12 at 64 channels 0.59-0.60x. So: F(4x4) shapes from 16 channels in and out, F(2x2)
+ * shapes from 32 (planes ≥ 15 wide, ≥ 64 tiles of 2x2) or 64 (planes 7-14 wide). */
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   if (!sde_ops_wino_avx2_usable(s)) return 0;
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out, ntw = (s->W + 1) / 2;
   if (a2_wg4_shape(s)) return cmin >= 16;
+  if (ntw >= 4 && ntw < 8) return cmin >= 64 && s->H >= 7;
   return cmin >= 32 && ntw >= 8 && (int64_t)((s->H + 1) / 2) * ntw >= 64;
 }
 
@@ -1380,8 +1431,8 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
         src[i] = y + (size_t)oh * W;
         continue;
       }
-      if (n) memcpy(rows[i], y + (size_t)oh * W, (size_t)n * sizeof(float));
-      memset(rows[i] + n, 0, (size_t)(nw - n) * sizeof(float));
+      a2_move(rows[i], y + (size_t)oh * W, (size_t)n);
+      a2_move(rows[i] + n, NULL, (size_t)(nw - n));
     }
     float *dt = d + (size_t)tr * ntw;
     for (int tw = 0; tw < ntw; tw += A2_V) {
@@ -1411,6 +1462,7 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
         a2_wgdw_a(m, e[a], o);
         for (int b = 0; b < P; b++) /* (a masked store is slow on AMD: only for the tail) */
           if (n == A2_V) _mm256_storeu_ps(dt + (P * a + b) * ds + tw, o[b]);
+          else if (n == 4) _mm_storeu_ps(dt + (P * a + b) * ds + tw, _mm256_castps256_ps128(o[b]));
           else _mm256_maskstore_ps(dt + (P * a + b) * ds + tw, mask, o[b]);
       }
     }
@@ -1550,13 +1602,16 @@ __attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_
  *  32x32: the 36·C_in·C_out sums per band outweigh the products) or 8 channels (1.1x).
  *  F(2x2) on planes 16 or more wide, from 64 channels with at least 1024 tiles of 2x2 (64
  *  channels 16x16 at batch 16: 0.81-0.86x; batch 8 0.95-1.0) or from 32 with 2048 (32
- *  channels at batch 32: 0.82-0.91x; batch 16 0.93-0.95, batch 8 1.1); 16 channels 1.1-1.2x,
- *  8x8 (4 tiles a row) 1.15-1.23x at 64 channels, batch 32. */
+ *  channels at batch 32: 0.82-0.91x; batch 16 0.93-0.95, batch 8 1.1); 16 channels 1.1-1.2x.
+ *  F(2x2) on planes 7-14 wide (rows of 4 tiles) from 64 channels with at least 256 tiles:
+ *  8x8 at 64 channels batch 16 0.87x, batch 32 0.59x, 128 channels batch 32 0.69x; batch 8
+ *  (128 tiles) 1.08-1.11x at 64-256 channels; 32 channels at batch 32 1.07x. */
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) {
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
   if (!sde_ops_wino_avx2_usable(s) || cmin < 16) return 0;
   if (a2_wg4_shape(s)) return (int64_t)s->B * ((s->H + 3) / 4) * ((s->W + 3) / 4) >= 512;
   const int64_t tiles = (int64_t)s->B * ((s->H + 1) / 2) * ((s->W + 1) / 2);
+  if (s->W >= 7 && s->W < 15) return cmin >= 64 && s->H >= 7 && tiles >= 256;
   return s->W >= 15 && ((cmin >= 64 && tiles >= 1024) || (cmin >= 32 && tiles >= 2048));
 }
 
