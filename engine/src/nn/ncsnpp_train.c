@@ -293,7 +293,12 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
   const float *x = TD(ctx, op->in0), *gout = TG(ctx, op->out);
   size_t mark = ctx->top;
   const float js = c->skip_rescale ? 1.0f / SQRT2 : 1.0f;
-  float *dj = ws_alloc(ctx, o_n);
+  /* dj = gout·js. With an identity shortcut whose input gradient is stored here first, dj is
+   * computed in that gradient itself (read by the convs' backward before GN_0's adds to it) */
+  const int identity = !m->shortcut && !m->up && !m->down;
+  int dx_store = 0;
+  float *dx_identity = identity ? TG_or_store(ctx, op->in0, &dx_store) : NULL;
+  float *dj = dx_store ? dx_identity : ws_alloc(ctx, o_n);
   BE(scale, dj, gout, js, o_n);
   /* Conv_1 and the shortcut conv have the same bias gradient, Σ dj: summed once into db1 */
   const int biggan_skip = m->shortcut && c->resblock_type == SDE_RESBLOCK_BIGGAN;
@@ -356,20 +361,19 @@ static int resblock_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp) 
       TRY(resample_down_bwd(ctx, da0, dhr, Cin, H));
       TRY(resample_down_bwd(ctx, dx, dxr, Cin, H));
     }
+  } else if (identity) { /* dx = dj (computed there when stored) or += dj */
+    dx = dx_identity;
+    if (!dx_store) BE(accumulate, dx, dj, in_n);
   } else { /* the shortcut's input gradient straight into dx: stored there if it is the first */
     int store;
     dx = TG_or_store(ctx, op->in0, &store);
     if (biggan_skip) {
       TRY(conv_same_bwd(ctx, store, dx, GP(ctx, mi, 10), NULL, dj, s[5], P(ctx, mi, 10), Cin,
                         Cout, Ho, 1));
-    } else if (m->shortcut) {
+    } else {
       if (store) TRY(ctx->be->zero(ctx->be, dx, in_n * sizeof(float)));
       TRY(BE(nin_backward, dx, GP(ctx, mi, 10), GP(ctx, mi, 11), dj, s[5], P(ctx, mi, 10), B,
              Cin, (int)out_hw, Cout));
-    } else if (store) {
-      BE(scale, dx, gout, js, in_n); /* dj again, the same bits */
-    } else {
-      BE(accumulate, dx, dj, in_n);
     }
   }
   TRY(gn_silu_bwd(ctx, dx, GP(ctx, mi, 0), GP(ctx, mi, 1), da0, x, s[0], s[2], s[3],
