@@ -899,9 +899,12 @@ int main(void) {
   run_dinp_store_case("stride 2, im2col", 2, 6, 10, 16, 16, 3, 2, 1);
   const int wino = wino_paths_on();
   run_wino_dispatch(1, 128, 128, 32, 32, wino ? 4 : 0);
-  run_wino_dispatch(3, 256, 256, 16, 16, wino ? 2 : 0);
-  run_wino_dispatch(1, 128, 128, 29, 32, wino ? 4 : 0);
-  run_wino_dispatch(1, 128, 128, 28, 32, wino ? 2 : 0);
+  run_wino_dispatch(3, 256, 256, 16, 16, wino ? 4 : 0); /* AVX2: 16 4x4 tiles from 128 channels */
+  run_wino_dispatch(1, 128, 128, 16, 16, wino ? 4 : 0);
+  run_wino_dispatch(2, 96, 128, 16, 16, wino ? 2 : 0);
+  run_wino_dispatch(1, 64, 64, 29, 32, wino ? 4 : 0); /* 64 tiles of 4x4 */
+  run_wino_dispatch(1, 64, 64, 28, 32, wino ? 2 : 0);
+  run_wino_dispatch(1, 128, 128, 28, 32, wino ? 4 : 0);
   run_wino_dispatch(1, 32, 40, 15, 15, wino ? 2 : 0);
   run_wino_dispatch(2, 32, 40, 32, 32, wino ? 4 : 0);
   run_wino_dispatch(3, 64, 96, 16, 16, wino ? 2 : 0);
@@ -922,7 +925,9 @@ int main(void) {
   run_wino_dw_dispatch(32, 8, 64, 32, 32, "4", 0);    /* 8 channels in */
   /* F(2x2) shapes 15 or more wide: from 1024 tiles of 2x2 at 64 channels, 2048 at 32 */
   run_wino_dw_dispatch(32, 64, 96, 16, 16, "2", avx2);
-  run_wino_dw_dispatch(16, 128, 128, 16, 16, "2", avx2);
+  run_wino_dw_dispatch(16, 64, 128, 16, 16, "2", avx2);
+  run_wino_dw_dispatch(32, 128, 128, 16, 16, "4", avx2); /* F(4x4) from 128 channels */
+  run_wino_dw_dispatch(16, 128, 128, 16, 16, "4", 0);    /* 256 tiles of 4x4 */
   run_wino_dw_dispatch(32, 48, 64, 16, 16, "2", avx2);
   run_wino_dw_dispatch(8, 64, 64, 16, 16, "2", 0);   /* 512 tiles */
   run_wino_dw_dispatch(16, 32, 48, 16, 16, "2", 0);  /* 1024 tiles, 32 channels */

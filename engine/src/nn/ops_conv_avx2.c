@@ -1163,19 +1163,26 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
   }
 }
 
-/* 4x4 tiles per image from which F(4x4, 3x3) is taken */
+/* 4x4 tiles per image from which F(4x4, 3x3) is taken; from A2_WG4_WIDE_TILES with at least
+ * A2_WG4_WIDE_C channels in and out (16x16 planes of NCSN++ CIFAR-10 and the 256 px network,
+ * sde_ops_wino_avx2_pays) */
 #define A2_WG4_MIN_TILES 64
+#define A2_WG4_WIDE_TILES 16
+#define A2_WG4_WIDE_C 128
 
 /* the image shape of s has enough 4x4 tiles for F(4x4, 3x3) */
 static int a2_wg4_shape(const sde_nn_conv2d_shape *s) {
-  return (int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4) >= A2_WG4_MIN_TILES;
+  const int64_t tiles = (int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4);
+  const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
+  return tiles >= A2_WG4_MIN_TILES || (tiles >= A2_WG4_WIDE_TILES && cmin >= A2_WG4_WIDE_C);
 }
 
 /* SDE_NN_WINOGRAD_TILE=2 or 4 (read per call, for tests and benchmarks) picks F(2x2, 3x3) or
  * F(4x4, 3x3) on every shape; otherwise F(4x4, 3x3) where an image has at least
- * A2_WG4_MIN_TILES 4x4 tiles: below that, its per-call weight transform (36/16 of F(2x2)'s)
- * outweighs the products at batch 1. The choice depends on the image shape alone, so that a
- * sample gives the same bits alone and in a batch. */
+ * A2_WG4_MIN_TILES 4x4 tiles (or A2_WG4_WIDE_TILES from A2_WG4_WIDE_C channels): below that,
+ * its per-call weight transform (36/16 of F(2x2)'s) outweighs the products at batch 1. The
+ * choice depends on the image shape alone, so that a sample gives the same bits alone and in
+ * a batch. */
 static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
   const char *e = getenv("SDE_NN_WINOGRAD_TILE");
   if (e && (*e == '2' || *e == '4')) return *e - '0';
@@ -1193,8 +1200,12 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
  * 0.64-0.88x at 256 channels, but per call 1.07-1.48x at batch 1-8 from 64 to 128 channels
  * (the weight transform outweighs the products); with the weights prepared once, as a frozen
  * network keeps them, 0.62-0.90x at batch 1 and 8 from 64 channels (32 channels 1.2-1.3x);
- * 12x12 at 64 channels 0.59-0.60x. So: F(4x4) shapes from 16 channels in and out, F(2x2)
- * shapes from 32 (planes ≥ 15 wide, ≥ 64 tiles of 2x2) or 64 (planes 7-14 wide). */
+ * 12x12 at 64 channels 0.59-0.60x. With prepared weights F(4x4) at 16x16 takes 0.59-0.69x
+ * the direct conv at 128 channels, batch 1 (F(2x2) 0.85-0.93x), 0.47-0.49x at 256 (F(2x2)
+ * 0.55-0.62x), at batch 8 0.57x (F(2x2) 0.58-0.59x) and 0.37-0.40x (0.56-0.61x); per call at
+ * batch 1 1.13-1.26x at 128 channels (F(2x2) 0.93-1.02x). So: F(4x4) shapes (from 16x16 at
+ * 128 channels) from 16 channels in and out, F(2x2) shapes from 32 (planes ≥ 15 wide, ≥ 64
+ * tiles of 2x2) or 64 (planes 7-14 wide). */
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   if (!sde_ops_wino_avx2_usable(s)) return 0;
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out, ntw = (s->W + 1) / 2;
