@@ -733,7 +733,8 @@ static void run_prep_case(const char *path, int Ci, int Co, int H, int k, int st
 /* The residual block's passes in the Winograd output transform (sde_nn_conv2d_forward_fused):
  * the bits of the forward followed by + bias2[b][c], (residual + y) and / sqrt(2) as separate
  * passes, with the residual apart from the output and as the output itself; nothing written
- * where the prepared kernel is not a Winograd one (`fuses`: on AVX2 kernels). Shapes: F(4x4)
+ * where the kernel is not a Winograd one (`fuses`: on AVX2 kernels), with the weights
+ * prepared (inference) and transformed per call (the training forward). Shapes: F(4x4)
  * with 8-tile, 4-tile and 1-tile rows, F(2x2) with a 1-tile tail and rows of 4 (+ 3) tiles. */
 static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
@@ -744,8 +745,11 @@ static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
   const float sqrt2 = 1.41421356237309504880f;
   sde_nn_conv2d_prep *p = NULL;
   int rc = sde_nn_conv2d_prepare(w, &s, &p), ok = 1, all_fused = 1, none = 1;
-  for (int v = 0; v < 4; v++) { /* bias2; residual; residual / sqrt 2; all, residual = out */
-    const int with_b2 = v == 0 || v == 3, with_res = v >= 1, div = v >= 2, alias = v == 3;
+  for (int v = 0; v < 8; v++) { /* bias2; residual; residual / sqrt 2; all, residual = out;
+                                 * with the prep, then without (weights transformed here) */
+    const int with_b2 = v % 4 == 0 || v % 4 == 3, with_res = v % 4 >= 1, div = v % 4 >= 2;
+    const int alias = v % 4 == 3;
+    const sde_nn_conv2d_prep *pv = v < 4 ? p : NULL;
     rc |= sde_nn_conv2d_forward(ref, x, w, b, &s, NULL);
     for (size_t i = 0; i < ny; i++) {
       if (with_b2) ref[i] = ref[i] + b2[i / ((size_t)H * W)];
@@ -754,7 +758,7 @@ static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
     }
     for (size_t i = 0; i < ny; i++) got[i] = alias ? res[i] : -7.0f;
     int fused = -1;
-    rc |= sde_nn_conv2d_forward_fused(got, x, w, b, &s, NULL, p, with_b2 ? b2 : NULL,
+    rc |= sde_nn_conv2d_forward_fused(got, x, w, b, &s, NULL, pv, with_b2 ? b2 : NULL,
                                       with_res ? (alias ? got : res) : NULL, div ? sqrt2 : 0.0f,
                                       &fused);
     all_fused &= fused == 1;
@@ -764,7 +768,9 @@ static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
   TAP_CHECK(rc == 0 && ok && (fuses ? all_fused : none),
             "fused residual passes B=%d %d->%d %dx%d: %s", B, Ci, Co, H, W,
             !fuses ? (none ? "not fused, nothing written" : "WRITTEN")
-                   : all_fused && ok ? "the bits of the separate passes (4 variants)" : "DIFFER");
+                   : all_fused && ok ? "the bits of the separate passes (4 variants, with and "
+                                       "without prepared weights)"
+                                     : "DIFFER");
   sde_nn_conv2d_prep_free(p);
   free(x), free(w), free(b), free(b2), free(res), free(ref), free(got);
 }
