@@ -693,8 +693,8 @@ __attribute__((target("avx2,fma"))) static void a2_wg_weights4(void *ctx, int64_
 /* V of the band for input channels [c0, c1): Bᵀ d B, Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
  * 0 1 0 −1], rows first, then columns. Each padded input row (columns −1 .. 2·ntw) is split
  * into its even and odd columns, so that column k of every tile's patch is a contiguous
- * run (ev[tw], od[tw], ev[tw + 1], od[tw + 1]) and the loop over tiles vectorises; the
- * tiles past the band's last read zeros. */
+ * run (ev[tw], od[tw], ev[tw + 1], od[tw + 1]) and the loop over tiles vectorises (8 tiles,
+ * then 4, then one at a time); the tiles past the band's last read zeros. */
 __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
@@ -819,8 +819,9 @@ static void a2_wg_products(void *ctx, int64_t t0, int64_t t1) {
 }
 
 /* y = Aᵀ M A (Aᵀ = [1 1 1 0; 0 1 −1 −1]), rows first, for output channels [c0, c1): 8 tiles
- * of a tile row at a time (their 2 x 16 outputs interleaved back into two output rows),
- * the rest and the last column of an odd width one tile at a time, in the same order */
+ * of a tile row at a time (their 2 x 16 outputs interleaved back into two output rows), then
+ * 4 (planes 8-15 wide), the rest and the last column of an odd width one tile at a time, in
+ * the same order */
 __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
