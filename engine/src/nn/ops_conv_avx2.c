@@ -690,6 +690,40 @@ __attribute__((target("avx2,fma"))) static void a2_wg_weights4(void *ctx, int64_
   a2_wg_weights_m(ctx, c0, c1, 4);
 }
 
+/* the transforms' arithmetic on vectors of 8 or 4 floats or on one float (T), so that every
+ * width runs the same operations per tile */
+#define S_ADD(a, b) ((a) + (b))
+#define S_SUB(a, b) ((a) - (b))
+#define S_FMA(k, a, b) fmaf(k, a, b)
+#define S_FNMA(k, a, b) fmaf(-(k), a, b)
+#define V_FMA(k, a, b) _mm256_fmadd_ps(k, a, b)
+#define V_FNMA(k, a, b) _mm256_fnmadd_ps(k, a, b)
+#define Q_FMA(k, a, b) _mm_fmadd_ps(k, a, b)
+#define Q_FNMA(k, a, b) _mm_fnmadd_ps(k, a, b)
+#define S_LD(p) (*(p))
+#define S_ST(p, v) (*(p) = (v))
+
+/* Bᵀ d B of tiles tw, tw + 1, ... of a tile row, N at a time while N are left (T: vectors of
+ * N floats, or float for N = 1), from the patch rows' even and odd columns into vt (ξ rows xs
+ * apart); in a2_wg_input */
+#define A2_WG_IN(T, LD, ST, ADD, SUB, N)                                                        \
+  for (; tw + (N) <= ntw; tw += (N)) {                                                          \
+    T e[4][4];                                                                                  \
+    for (int k = 0; k < 4; k++) {                                                               \
+      const int c = tw + k / 2;                                                                 \
+      T d[4];                                                                                   \
+      for (int i = 0; i < 4; i++) d[i] = LD(k & 1 ? od[i] + c : ev[i] + c);                     \
+      e[0][k] = SUB(d[0], d[2]), e[1][k] = ADD(d[1], d[2]);                                     \
+      e[2][k] = SUB(d[2], d[1]), e[3][k] = SUB(d[1], d[3]);                                     \
+    }                                                                                           \
+    for (int a = 0; a < 4; a++) {                                                               \
+      ST(vt + (4 * a + 0) * xs + tw, SUB(e[a][0], e[a][2]));                                    \
+      ST(vt + (4 * a + 1) * xs + tw, ADD(e[a][1], e[a][2]));                                    \
+      ST(vt + (4 * a + 2) * xs + tw, SUB(e[a][2], e[a][1]));                                    \
+      ST(vt + (4 * a + 3) * xs + tw, SUB(e[a][1], e[a][3]));                                    \
+    }                                                                                           \
+  }
+
 /* V of the band for input channels [c0, c1): Bᵀ d B, Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
  * 0 1 0 −1], rows first, then columns. Each padded input row (columns −1 .. 2·ntw) is split
  * into its even and odd columns, so that column k of every tile's patch is a contiguous
@@ -737,53 +771,9 @@ __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c
       }
       float *vt = v + (size_t)tr * ntw;
       int tw = 0;
-      for (; tw + A2_V <= ntw; tw += A2_V) { /* 8 tiles */
-        __m256 e[4][4];
-        for (int k = 0; k < 4; k++) {
-          const int c = tw + k / 2;
-          __m256 d[4];
-          for (int i = 0; i < 4; i++) d[i] = _mm256_loadu_ps(k & 1 ? od[i] + c : ev[i] + c);
-          e[0][k] = _mm256_sub_ps(d[0], d[2]), e[1][k] = _mm256_add_ps(d[1], d[2]);
-          e[2][k] = _mm256_sub_ps(d[2], d[1]), e[3][k] = _mm256_sub_ps(d[1], d[3]);
-        }
-        for (int a = 0; a < 4; a++) {
-          _mm256_storeu_ps(vt + (4 * a + 0) * xs + tw, _mm256_sub_ps(e[a][0], e[a][2]));
-          _mm256_storeu_ps(vt + (4 * a + 1) * xs + tw, _mm256_add_ps(e[a][1], e[a][2]));
-          _mm256_storeu_ps(vt + (4 * a + 2) * xs + tw, _mm256_sub_ps(e[a][2], e[a][1]));
-          _mm256_storeu_ps(vt + (4 * a + 3) * xs + tw, _mm256_sub_ps(e[a][1], e[a][3]));
-        }
-      }
-      for (; tw + 4 <= ntw; tw += 4) { /* the same, 4 tiles (8x8 planes) */
-        __m128 e[4][4];
-        for (int k = 0; k < 4; k++) {
-          const int c = tw + k / 2;
-          __m128 d[4];
-          for (int i = 0; i < 4; i++) d[i] = _mm_loadu_ps(k & 1 ? od[i] + c : ev[i] + c);
-          e[0][k] = _mm_sub_ps(d[0], d[2]), e[1][k] = _mm_add_ps(d[1], d[2]);
-          e[2][k] = _mm_sub_ps(d[2], d[1]), e[3][k] = _mm_sub_ps(d[1], d[3]);
-        }
-        for (int a = 0; a < 4; a++) {
-          _mm_storeu_ps(vt + (4 * a + 0) * xs + tw, _mm_sub_ps(e[a][0], e[a][2]));
-          _mm_storeu_ps(vt + (4 * a + 1) * xs + tw, _mm_add_ps(e[a][1], e[a][2]));
-          _mm_storeu_ps(vt + (4 * a + 2) * xs + tw, _mm_sub_ps(e[a][2], e[a][1]));
-          _mm_storeu_ps(vt + (4 * a + 3) * xs + tw, _mm_sub_ps(e[a][1], e[a][3]));
-        }
-      }
-      for (; tw < ntw; tw++) { /* the same, one tile */
-        float e[4][4];
-        for (int k = 0; k < 4; k++) {
-          const int c = tw + k / 2;
-          const float d0 = k & 1 ? od[0][c] : ev[0][c], d1 = k & 1 ? od[1][c] : ev[1][c];
-          const float d2 = k & 1 ? od[2][c] : ev[2][c], d3 = k & 1 ? od[3][c] : ev[3][c];
-          e[0][k] = d0 - d2, e[1][k] = d1 + d2, e[2][k] = d2 - d1, e[3][k] = d1 - d3;
-        }
-        for (int a = 0; a < 4; a++) {
-          vt[(4 * a + 0) * xs + tw] = e[a][0] - e[a][2];
-          vt[(4 * a + 1) * xs + tw] = e[a][1] + e[a][2];
-          vt[(4 * a + 2) * xs + tw] = e[a][2] - e[a][1];
-          vt[(4 * a + 3) * xs + tw] = e[a][1] - e[a][3];
-        }
-      }
+      A2_WG_IN(__m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps, A2_V);
+      A2_WG_IN(__m128, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, 4); /* 8x8 planes */
+      A2_WG_IN(float, S_LD, S_ST, S_ADD, S_SUB, 1);
     }
     for (int xi = 0; j->Tp > j->nrow * ntw && xi < 16; xi++) /* the padding tiles, if any */
       a2_move(v + (size_t)xi * xs + (size_t)j->nrow * ntw, NULL, (size_t)(j->Tp - j->nrow * ntw));
@@ -958,14 +948,6 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
     y[3] = ADD(FMA(C8, d, b), m[5]);                                                            \
   } while (0)
 
-#define S_ADD(a, b) ((a) + (b))
-#define S_SUB(a, b) ((a) - (b))
-#define S_FMA(k, a, b) fmaf(k, a, b)
-#define S_FNMA(k, a, b) fmaf(-(k), a, b)
-#define V_FMA(k, a, b) _mm256_fmadd_ps(k, a, b)
-#define V_FNMA(k, a, b) _mm256_fnmadd_ps(k, a, b)
-#define Q_FMA(k, a, b) _mm_fmadd_ps(k, a, b)
-#define Q_FNMA(k, a, b) _mm_fnmadd_ps(k, a, b)
 
 /* 32 floats r[0..31] as 8 groups of 4 -> o[p] = (r[p], r[4 + p], ..., r[28 + p]): the 4
  * column phases of 8 neighbouring 4-wide tiles, one vector each (a 4x8 transpose) */
@@ -981,8 +963,6 @@ a2_phases4(const float *r, __m256 o[4]) {
   o[2] = _mm256_shuffle_ps(t1, t3, 0x44), o[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
 }
 
-#define S_LD(p) (*(p))
-#define S_ST(p, v) (*(p) = (v))
 
 /* Bᵀ d B of tiles tw, tw + 1, ... of a tile row, N at a time while N are left (T: vectors of
  * N floats, or float for N = 1, with their loads, stores and arithmetic), from the patch rows'
