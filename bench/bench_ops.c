@@ -10,8 +10,8 @@
  * the AVX2 Winograd tile sizes F(2x2, 3x3) and F(4x4, 3x3), default 9; C H B: only that
  * shape, C channels in and out, H x H, batch B); --wino-dweight [REPS [C H B]] (the same for
  * the weight gradient); --wino-prepared [REPS [C H B]] (the forward with weights prepared
- * once per kernel setting, as a frozen network keeps them); --pointwise [REPS] (1x1 convolutions and NIN: forward, input and
- * weight gradient at training and CIFAR-10 shapes).
+ * once per kernel setting, as a frozen network keeps them); --pointwise [REPS] (1x1
+ * convolutions and NIN: forward, input and weight gradient at training and CIFAR-10 shapes).
  * Times are the best of a few runs: wall clock, and process CPU time ("cpu"), which on a
  * shared, loaded machine is the steadier measure of single-thread efficiency. */
 #include <math.h>

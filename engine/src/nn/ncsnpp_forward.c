@@ -303,7 +303,7 @@ static int resblock_forward(fwd_ctx *ctx, const net_op *op, const float *x, cons
   }
   /* out = join(shortcut, Conv_1(h)) (out may be x, i.e. xs) */
   TRY(ncsnpp_conv_same_then(ctx, out, h1, conv1_w, conv1_b, Cout, Cout, Ho, 3, NULL, xs,
-                     c->skip_rescale));
+                            c->skip_rescale));
   ctx->top = mark;
   return SDE_OK;
 }
