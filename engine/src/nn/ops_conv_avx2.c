@@ -1182,8 +1182,8 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
  * (the weight transform outweighs the products); with the weights prepared once, as a frozen
  * network keeps them, 0.62-0.90x at batch 1 and 8 from 64 channels (32 channels 1.2-1.3x);
  * 12x12 at 64 channels 0.59-0.60x. With prepared weights F(4x4) at 16x16 takes 0.59-0.69x
- * the direct conv at 128 channels, batch 1 (F(2x2) 0.85-0.93x), 0.47-0.49x at 256 (F(2x2)
- * 0.55-0.62x), at batch 8 0.57x (F(2x2) 0.58-0.59x) and 0.37-0.40x (0.56-0.61x); per call at
+ * the direct conv at 128 channels, batch 1 (F(2x2) 0.85-0.98x), 0.47-0.49x at 256 (F(2x2)
+ * 0.55-0.70x), at batch 8 0.57-0.59x (F(2x2) 0.58-0.59x) and 0.37-0.40x (0.56-0.61x); per call at
  * batch 1 1.13-1.26x at 128 channels (F(2x2) 0.93-1.02x). So: F(4x4) shapes (from 16x16 at
  * 128 channels) from 16 channels in and out, F(2x2) shapes from 32 (planes ≥ 15 wide, ≥ 64
  * tiles of 2x2) or 64 (planes 7-14 wide). */
