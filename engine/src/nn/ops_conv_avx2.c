@@ -583,8 +583,8 @@ typedef struct {
  * NULL without one): + bias2 of the image and channel (b2), residual + ·, then / div; the
  * operations and order of the separate passes it replaces (ncsnpp_forward.c) */
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256
-a2_ep8(const a2_wg_job *j, __m256 v, __m256 b2, const float *yr, size_t at) {
-  if (j->bias2) v = _mm256_add_ps(v, b2);
+a2_ep8(const a2_wg_job *j, __m256 v, float b2, const float *yr, size_t at) {
+  if (j->bias2) v = _mm256_add_ps(v, _mm256_set1_ps(b2));
   if (yr) v = _mm256_add_ps(_mm256_loadu_ps(yr + at), v);
   return j->div != 0.0f ? _mm256_div_ps(v, _mm256_set1_ps(j->div)) : v;
 }
@@ -808,6 +808,51 @@ static void a2_wg_products(void *ctx, int64_t t0, int64_t t1) {
   }
 }
 
+/* tile i's outputs (r0[i], r1[i]) into columns 2i, 2i + 1 of y0 (the first vector's width)
+ * and y1 (the rest) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_zip8(__m256 r0, __m256 r1, __m256 *y0, __m256 *y1) {
+  const __m256 lo = _mm256_unpacklo_ps(r0, r1), hi = _mm256_unpackhi_ps(r0, r1);
+  *y0 = _mm256_permute2f128_ps(lo, hi, 0x20), *y1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+}
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_zip4(__m128 r0, __m128 r1, __m128 *y0, __m128 *y1) {
+  *y0 = _mm_unpacklo_ps(r0, r1), *y1 = _mm_unpackhi_ps(r0, r1);
+}
+
+/* Aᵀ M A of tiles tw, tw + 1, ... of a tile row, N at a time while their 2N columns lie in
+ * the image (T: vectors of N floats), into output rows 2·th, 2·th + 1: added to them
+ * (accum), or + bias and the epilogue EP; in a2_wg_output */
+#define A2_WG_OUT(T, LD, ST, ADD, SUB, SET1, ZIP, EP, N)                                        \
+  for (; tw + (N) <= ntw && 2 * tw + 2 * (N) <= W; tw += (N)) {                                 \
+    const size_t t = (size_t)tr * ntw + tw;                                                     \
+    T e[2][4];                                                                                  \
+    for (int k = 0; k < 4; k++) {                                                               \
+      const T m0 = LD(m + (0 + k) * ms + t), m1 = LD(m + (4 + k) * ms + t);                     \
+      const T m2 = LD(m + (8 + k) * ms + t), m3 = LD(m + (12 + k) * ms + t);                    \
+      e[0][k] = ADD(ADD(m0, m1), m2);                                                           \
+      e[1][k] = SUB(SUB(m1, m2), m3);                                                           \
+    }                                                                                           \
+    for (int dy = 0; dy < 2; dy++) {                                                            \
+      const int oh = 2 * th + dy;                                                               \
+      if (oh >= H) continue;                                                                    \
+      const T r0 = ADD(ADD(e[dy][0], e[dy][1]), e[dy][2]);                                      \
+      const T r1 = SUB(SUB(e[dy][1], e[dy][2]), e[dy][3]);                                      \
+      T y0, y1;                                                                                 \
+      ZIP(r0, r1, &y0, &y1);                                                                    \
+      const size_t at = (size_t)oh * W + 2 * tw;                                                \
+      if (j->accum) {                                                                           \
+        y0 = ADD(LD(y + at), y0);                                                               \
+        y1 = ADD(LD(y + at + (N)), y1);                                                         \
+      } else {                                                                                  \
+        y0 = EP(j, ADD(y0, SET1(bv)), b2, yr, at);                                              \
+        y1 = EP(j, ADD(y1, SET1(bv)), b2, yr, at + (N));                                        \
+      }                                                                                         \
+      ST(y + at, y0);                                                                           \
+      ST(y + at + (N), y1);                                                                     \
+    }                                                                                           \
+  }
+
 /* y = Aᵀ M A (Aᵀ = [1 1 1 0; 0 1 −1 −1]), rows first, for output channels [c0, c1): 8 tiles
  * of a tile row at a time (their 2 x 16 outputs interleaved back into two output rows), then
  * 4 (planes 8-15 wide), the rest and the last column of an odd width one tile at a time, in
@@ -819,74 +864,17 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
   for (int64_t co = c0; co < c1; co++) {
     const float *m = j->M + (size_t)co * j->Ts;
     const float bv = j->bias ? j->bias[co] : 0.0f;
-    const __m256 bias8 = _mm256_set1_ps(bv);
     for (int tr = 0; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
       const size_t yo = ((size_t)img * j->Co + co) * H * W;
       float *y = j->out + yo;
       const float *yr = j->res ? j->res + yo : NULL;
       const float b2 = j->bias2 ? j->bias2[(size_t)img * j->Co + co] : 0.0f;
-      const __m256 b28 = _mm256_set1_ps(b2);
       int tw = 0;
-      for (; tw + A2_V <= ntw && 2 * tw + 2 * A2_V <= W; tw += A2_V) {
-        const size_t t = (size_t)tr * ntw + tw;
-        __m256 e[2][4];
-        for (int k = 0; k < 4; k++) {
-          const __m256 m0 = _mm256_loadu_ps(m + (0 + k) * ms + t), m1 = _mm256_loadu_ps(m + (4 + k) * ms + t);
-          const __m256 m2 = _mm256_loadu_ps(m + (8 + k) * ms + t), m3 = _mm256_loadu_ps(m + (12 + k) * ms + t);
-          e[0][k] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-          e[1][k] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
-        }
-        for (int dy = 0; dy < 2; dy++) {
-          const int oh = 2 * th + dy;
-          if (oh >= H) continue;
-          const __m256 r0 = _mm256_add_ps(_mm256_add_ps(e[dy][0], e[dy][1]), e[dy][2]);
-          const __m256 r1 = _mm256_sub_ps(_mm256_sub_ps(e[dy][1], e[dy][2]), e[dy][3]);
-          /* tile i's (r0, r1) at columns 2·(tw + i), 2·(tw + i) + 1 */
-          const __m256 lo = _mm256_unpacklo_ps(r0, r1), hi = _mm256_unpackhi_ps(r0, r1);
-          __m256 y0 = _mm256_permute2f128_ps(lo, hi, 0x20), y1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-          float *o = y + (size_t)oh * W + 2 * tw;
-          if (j->accum) {
-            y0 = _mm256_add_ps(_mm256_loadu_ps(o), y0);
-            y1 = _mm256_add_ps(_mm256_loadu_ps(o + A2_V), y1);
-          } else {
-            const size_t at = (size_t)oh * W + 2 * tw;
-            y0 = a2_ep8(j, _mm256_add_ps(y0, bias8), b28, yr, at);
-            y1 = a2_ep8(j, _mm256_add_ps(y1, bias8), b28, yr, at + A2_V);
-          }
-          _mm256_storeu_ps(o, y0);
-          _mm256_storeu_ps(o + A2_V, y1);
-        }
-      }
-      for (; tw + 4 <= ntw && 2 * tw + 8 <= W; tw += 4) { /* the same, 4 tiles */
-        const size_t t = (size_t)tr * ntw + tw;
-        const __m128 bias4 = _mm256_castps256_ps128(bias8);
-        __m128 e[2][4];
-        for (int k = 0; k < 4; k++) {
-          const __m128 m0 = _mm_loadu_ps(m + (0 + k) * ms + t), m1 = _mm_loadu_ps(m + (4 + k) * ms + t);
-          const __m128 m2 = _mm_loadu_ps(m + (8 + k) * ms + t), m3 = _mm_loadu_ps(m + (12 + k) * ms + t);
-          e[0][k] = _mm_add_ps(_mm_add_ps(m0, m1), m2);
-          e[1][k] = _mm_sub_ps(_mm_sub_ps(m1, m2), m3);
-        }
-        for (int dy = 0; dy < 2; dy++) {
-          const int oh = 2 * th + dy;
-          if (oh >= H) continue;
-          const __m128 r0 = _mm_add_ps(_mm_add_ps(e[dy][0], e[dy][1]), e[dy][2]);
-          const __m128 r1 = _mm_sub_ps(_mm_sub_ps(e[dy][1], e[dy][2]), e[dy][3]);
-          __m128 y0 = _mm_unpacklo_ps(r0, r1), y1 = _mm_unpackhi_ps(r0, r1);
-          float *o = y + (size_t)oh * W + 2 * tw;
-          if (j->accum) {
-            y0 = _mm_add_ps(_mm_loadu_ps(o), y0);
-            y1 = _mm_add_ps(_mm_loadu_ps(o + 4), y1);
-          } else {
-            const size_t at = (size_t)oh * W + 2 * tw;
-            y0 = a2_ep4(j, _mm_add_ps(y0, bias4), b2, yr, at);
-            y1 = a2_ep4(j, _mm_add_ps(y1, bias4), b2, yr, at + 4);
-          }
-          _mm_storeu_ps(o, y0);
-          _mm_storeu_ps(o + 4, y1);
-        }
-      }
+      A2_WG_OUT(__m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
+                _mm256_set1_ps, a2_zip8, a2_ep8, A2_V);
+      A2_WG_OUT(__m128, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, _mm_set1_ps, a2_zip4,
+                a2_ep4, 4); /* planes 8-15 wide */
       for (; tw < ntw; tw++) {
         const size_t t = (size_t)tr * ntw + tw;
         float e[2][4];
@@ -1066,7 +1054,6 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
       float *y = j->out + yoff;
       const float *yr = j->res ? j->res + yoff : NULL;
       const float b2 = j->bias2 ? j->bias2[(size_t)img * j->Co + co] : 0.0f;
-      const __m256 b28 = _mm256_set1_ps(b2);
       int tw = 0;
       for (; tw + A2_V <= ntw && 4 * tw + 4 * A2_V <= W; tw += A2_V) {
         const size_t t = (size_t)tr * ntw + tw;
@@ -1093,7 +1080,7 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
             const __m256 v = _mm256_add_ps(o[q], bias8);
             _mm256_storeu_ps(yo + q * A2_V,
                              j->accum ? _mm256_add_ps(_mm256_loadu_ps(yo + q * A2_V), o[q])
-                                      : a2_ep8(j, v, b28, yr, at + q * A2_V));
+                                      : a2_ep8(j, v, b2, yr, at + q * A2_V));
           }
         }
       }
