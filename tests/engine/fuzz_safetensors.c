@@ -18,6 +18,7 @@
 #include "scoresde/model.h"
 #include "scoresde/network.h"
 #include "tap.h"
+#include "tiny_config.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint64_t next_u64(void) { /* splitmix64 */
@@ -198,13 +199,7 @@ int main(int argc, char **argv) {
   /* the valid base file */
   sde_ncsnpp_config c;
   sde_ncsnpp_config_ncsnpp_cifar10(&c);
-  c.nf = 8;
-  c.num_levels = 2;
-  c.ch_mult[0] = 1;
-  c.ch_mult[1] = 2;
-  c.num_res_blocks = 1;
-  c.attn_resolutions[0] = 4;
-  c.image_size = 8;
+  shrink_config(&c, 8, 8);
   c.num_channels = 1;
   c.progressive = SDE_PROG_OUTPUT_SKIP;
   c.progressive_input = SDE_PROG_RESIDUAL;

@@ -19,6 +19,7 @@
 #include "scoresde/scoresde.h"
 #include "scoresde/train.h"
 #include "tap.h"
+#include "tiny_config.h"
 
 static float *randn(int64_t n, uint32_t step) {
   float *v = malloc((size_t)n * sizeof(float));
@@ -147,18 +148,6 @@ static void test_cpu_backend(void) {
   free(y); free(out);
 }
 
-/* Shrinks a released config to two levels (nf 16, ch_mult 1,2, one resblock, attention
- * at half the image size) so the device-path tests run in seconds. */
-static void shrink_config(sde_ncsnpp_config *c, int image_size) {
-  c->nf = 16;
-  c->num_levels = 2;
-  c->ch_mult[0] = 1;
-  c->ch_mult[1] = 2;
-  c->num_res_blocks = 1;
-  c->attn_resolutions[0] = image_size / 2;
-  c->image_size = image_size;
-}
-
 /* A small random NCSN++ CIFAR-10 config written to a temp file. upconv: progressive "residual" and DDPM resblocks, so
  * that the FIR upsample-with-conv (layerspp.Upsample fir + resamp_with_conv) is in the net. */
 static int write_tiny_net(char *path, size_t size, int upconv) {
@@ -168,7 +157,7 @@ static int write_tiny_net(char *path, size_t size, int upconv) {
     c.progressive = SDE_PROG_RESIDUAL;
     c.resblock_type = SDE_RESBLOCK_DDPM;
   }
-  shrink_config(&c, 16);
+  shrink_config(&c, 16, 16);
   sde_model *m = NULL;
   int rc = sde_network_create(&c, NULL, &m);
   if (rc) return rc;
@@ -450,7 +439,7 @@ static void test_device_paths(const char *path, const sde_backend *be, double to
 static void test_trainer_paths(const sde_backend *be, double tol) {
   sde_ncsnpp_config c;
   sde_ncsnpp_config_ncsnpp_cifar10(&c);
-  shrink_config(&c, 8);
+  shrink_config(&c, 16, 8);
   c.num_channels = 1;
   c.dropout = 0.1;
   c.progressive = SDE_PROG_RESIDUAL; /* the FIR upsample-conv trains too */
@@ -508,7 +497,7 @@ static void test_trainer_paths(const sde_backend *be, double tol) {
 static void test_classifier_paths(const sde_backend *be) {
   sde_ncsnpp_config c;
   sde_ncsnpp_config_ddpmpp_cifar10(&c);
-  shrink_config(&c, 16);
+  shrink_config(&c, 16, 16);
   c.num_classes = 3;
   c.dropout = 0;
   sde_model *ref = NULL, *m = NULL;

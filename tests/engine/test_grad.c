@@ -26,6 +26,7 @@
 #include "scoresde/rng.h"
 #include "scoresde/scoresde.h"
 #include "tap.h"
+#include "tiny_config.h"
 
 static int verbose = 0;
 
@@ -37,14 +38,8 @@ typedef struct {
 
 static void tiny_base(sde_ncsnpp_config *c) {
   sde_ncsnpp_config_ncsnpp_cifar10(c);
-  c->nf = 8;
-  c->num_levels = 2;
-  c->ch_mult[0] = 1;
-  c->ch_mult[1] = 2;
-  c->num_res_blocks = 1;
+  shrink_config(c, 8, 8);
   c->num_attn = 1;
-  c->attn_resolutions[0] = 4;
-  c->image_size = 8;
   c->num_channels = 2;
 }
 
@@ -146,13 +141,7 @@ static int make_cases(grad_case *cs) {
   g = &cs[n++];
   g->name = "ddpm++ global head 3 channels uncentred";
   sde_ncsnpp_config_ddpmpp_cifar10(&g->c);
-  g->c.nf = 8;
-  g->c.num_levels = 2;
-  g->c.ch_mult[0] = 1;
-  g->c.ch_mult[1] = 2;
-  g->c.num_res_blocks = 1;
-  g->c.attn_resolutions[0] = 4;
-  g->c.image_size = 8;
+  shrink_config(&g->c, 8, 8);
   g->c.num_channels = 3;
   g->c.centered = 0;
   g->c.global_head = 1;

@@ -24,6 +24,7 @@
 #include "scoresde/network.h"
 #include "scoresde/scoresde.h"
 #include "tap.h"
+#include "tiny_config.h"
 
 static const char *fixtures_dir(void) {
   const char *d = getenv("SCORESDE_FIXTURES");
@@ -168,13 +169,9 @@ static sde_model *prep_model(const sde_ncsnpp_config *c, const float *w, const c
 static void test_prepared_weights(void) {
   sde_ncsnpp_config c;
   sde_ncsnpp_config_ncsnpp_cifar10(&c);
-  c.nf = 32; /* 32 and 64 channels at 16x16 and 8x8: Winograd and direct convs */
-  c.num_levels = 2;
-  c.ch_mult[0] = 1;
-  c.ch_mult[1] = 2;
-  c.num_res_blocks = 1;
-  c.attn_resolutions[0] = 8;
-  c.image_size = 16;
+  /* 32 channels at 16x16, 64 at 8x8: Winograd F(2x2) at both, the direct kernel where 32
+   * channels go in at 8x8 */
+  shrink_config(&c, 32, 16);
   int64_t np = 0;
   if (!TAP_CHECK(sde_ncsnpp_count(&c, &np, NULL, NULL) == 0, "prepared weights: config")) return;
   float *w = malloc(sizeof(float) * (size_t)np);

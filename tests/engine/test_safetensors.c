@@ -12,6 +12,7 @@
 #include "scoresde/model.h"
 #include "scoresde/network.h"
 #include "tap.h"
+#include "tiny_config.h"
 
 /* [u64 len][header][data] in a malloc'd buffer */
 static uint8_t *make_file(const char *header, const void *data, size_t data_len, size_t *len) {
@@ -187,13 +188,7 @@ static void test_malformed(void) {
 static void test_network_checks(void) {
   sde_ncsnpp_config c;
   sde_ncsnpp_config_ncsnpp_cifar10(&c);
-  c.nf = 8;
-  c.num_levels = 2;
-  c.ch_mult[0] = 1;
-  c.ch_mult[1] = 2;
-  c.num_res_blocks = 1;
-  c.attn_resolutions[0] = 4;
-  c.image_size = 8;
+  shrink_config(&c, 8, 8);
   c.num_channels = 1;
   sde_net_param *p;
   int np;

@@ -32,6 +32,7 @@
 #include "scoresde/scoresde.h"
 #include "scoresde/train.h"
 #include "tap.h"
+#include "tiny_config.h"
 
 static char tmpdir[200];
 
@@ -57,14 +58,8 @@ static void make_images(int n, int S, float *x) {
 
 static void tiny_config(sde_ncsnpp_config *c, int S, double dropout) {
   sde_ncsnpp_config_ddpmpp_cifar10(c);
-  c->nf = 8;
-  c->num_levels = 2;
-  c->ch_mult[0] = 1;
-  c->ch_mult[1] = 2;
-  c->num_res_blocks = 1;
+  shrink_config(c, 8, S);
   c->num_attn = 1;
-  c->attn_resolutions[0] = S / 2;
-  c->image_size = S;
   c->num_channels = 1;
   c->dropout = dropout;
   c->centered = 1;

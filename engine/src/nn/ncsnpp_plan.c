@@ -61,6 +61,12 @@ static void drop_preps(sde_ncsnpp *net) {
   net->preps = NULL;
 }
 
+/* the parameters are handed out writable: prepared weights no longer kept */
+static void thaw(sde_ncsnpp *net) {
+  drop_preps(net);
+  net->frozen = 0;
+}
+
 void sde_ncsnpp_freeze(sde_ncsnpp *net) {
   const sde_backend *be = net_be(net);
   const char *e = getenv("SDE_WEIGHT_CACHE_MB");
@@ -124,8 +130,7 @@ const sde_nn_conv2d_prep *ncsnpp_conv_prep(const sde_ncsnpp *net, const float *w
 }
 
 float *sde_ncsnpp_backend_params(sde_ncsnpp *net) {
-  drop_preps(net);
-  net->frozen = 0;
+  thaw(net);
   if (!net->be || net->be->host_memory) return net->param_buf;
   if (ncsnpp_sync_params(net)) return NULL;
   net->host_stale = 1;
@@ -772,8 +777,7 @@ float *sde_ncsnpp_param_buffer(sde_ncsnpp *net, int64_t *count) {
   if (count) *count = net->num_floats;
   if (sde_ncsnpp_backend_params_to_host(net)) return NULL;
   net->dev_dirty = 1; /* the caller may write: the backend copy is refreshed before use */
-  drop_preps(net);    /* and prepared weights are no longer kept */
-  net->frozen = 0;
+  thaw(net);
   return net->param_buf;
 }
 
