@@ -609,7 +609,9 @@ int sde_trainer_step(sde_trainer *t, const sde_dataset *ds, sde_train_stats *st)
   /* the workspace, made at the first step on the trainer's backend for this rank's slice
    * (never for the whole batch when the batch is split) */
   int rc = SDE_OK;
-  if (!t->tw && (rc = sde_ncsnpp_train_create(t->net, Bl, nc->dropout > 0, &t->tw))) return rc;
+  /* kernels for the batch: a training step's numbers need not match a lone sample's */
+  const int flags = SDE_NCSNPP_TRAIN_BY_BATCH | (nc->dropout > 0 ? SDE_NCSNPP_TRAIN_DROPOUT : 0);
+  if (!t->tw && (rc = sde_ncsnpp_train_create(t->net, Bl, flags, &t->tw))) return rc;
   const uint64_t step = (uint64_t)t->step;
   const uint32_t key[2] = {(uint32_t)tc->seed, (uint32_t)(tc->seed >> 32)};
   double *mc = sde_malloc((size_t)Bl * 3 * sizeof(double));

@@ -327,7 +327,7 @@ static void conv_naive(float *out, const float *xp, const float *w, const float 
 static void test_conv_padding(void) {
   int B = 2, Ci = 3, H = 8, W = 6, Co = 4, K = 3;
   int pt = 0, pb = 1, pl = 0, pr = 1, stride = 2; /* the stride-2 downsampling conv's pad */
-  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, K, K, stride, pt, pb, pl, pr};
+  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, K, K, stride, pt, pb, pl, pr, 0};
   int Hp = H + pt + pb, Wp = W + pl + pr, Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
   size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * Ho * Wo, np = (size_t)B * Ci * Hp * Wp;
   float *x = rand_f(nx, 1.0f), *w = rand_f((size_t)Co * Ci * K * K, 0.5f), *bias = rand_f(Co, 0.5f);

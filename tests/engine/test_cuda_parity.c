@@ -103,7 +103,7 @@ static int same_bits(const buf *b) {
 
 static void test_conv(int B, int Ci, int H, int W, int Co, int k, int stride, int pt, int pb, int pl, int pr,
                       int with_bias) {
-  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, k, k, stride, pt, pb, pl, pr};
+  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, k, k, stride, pt, pb, pl, pr, 0};
   int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
   size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * k * k;
   buf x = mk(nx, 1), w = mk(nw, 0.3f), bias = mk(Co, 0.5f), y = mk(ny, 0), g = mk(ny, 1);

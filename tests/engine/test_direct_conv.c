@@ -52,7 +52,7 @@ typedef struct {
 } cv_case;
 
 static sde_nn_conv2d_shape cv_shape(const cv_case *c) {
-  sde_nn_conv2d_shape s = {c->B, c->Ci, c->H, c->W, c->Co, 1, 1, 1, 0, 0, 0, 0};
+  sde_nn_conv2d_shape s = {c->B, c->Ci, c->H, c->W, c->Co, 1, 1, 1, 0, 0, 0, 0, 0};
   if (c->kind == K_S2 || c->kind == K_S1) {
     s.KH = s.KW = c->kind == K_S1 && c->k ? c->k : 3;
     s.stride = c->kind == K_S2 ? 2 : 1;
@@ -185,7 +185,7 @@ static int dw_at_1_2_3_threads(float *dw[3], const float *d0, const float *g, co
 
 /* dweight of a 3x3 stride-1 conv, pads (pt, pb, pl, pr) */
 static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int pl, int pr) {
-  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, 3, 3, 1, pt, pb, pl, pr};
+  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, 3, 3, 1, pt, pb, pl, pr, 0};
   const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
   const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * 9;
   float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw), *d0 = rand_f(nw), *dw[3];
@@ -225,7 +225,7 @@ static void run_dw_case(int B, int Ci, int Co, int H, int W, int pt, int pb, int
  * the prior dbias): within 2 float32 roundings of the float64 sum, 1/2/3 threads
  * bit-identical; lengths with and without a tail past the 16-lane vectors */
 static void run_dbias_case(int B, int Co, int H, int W) {
-  sde_nn_conv2d_shape s = {B, 2, H, W, Co, 3, 3, 1, 1, 1, 1, 1};
+  sde_nn_conv2d_shape s = {B, 2, H, W, Co, 3, 3, 1, 1, 1, 1, 1, 0};
   const size_t ng = (size_t)B * Co * H * W, nx = (size_t)B * 2 * H * W;
   float *g = rand_f(ng), *x = rand_f(nx), *w = rand_f((size_t)Co * 2 * 9), *d0 = rand_f(Co), *db[3];
   int rc = 0;
@@ -277,7 +277,7 @@ static int dinp_at_1_2_3_threads(float *dx[3], const float *d0, const float *g, 
  * place in the batch. */
 static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, int pb, int pl,
                           int pr) {
-  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, k, k, 1, pt, pb, pl, pr};
+  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, k, k, 1, pt, pb, pl, pr, 0};
   const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
   const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * k * k;
   const size_t img_x = nx / B, img_g = ng / B;
@@ -326,7 +326,7 @@ static void run_dinp_case(int B, int Ci, int Co, int H, int W, int k, int pt, in
  * bits, the NaNs gone, dweight and dbias alike. */
 static void run_dinp_store_case(const char *path, int B, int Ci, int Co, int H, int W, int k,
                                 int stride, int pad) {
-  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, k, k, stride, pad, pad, pad, pad};
+  sde_nn_conv2d_shape s = {B, Ci, H, W, Co, k, k, stride, pad, pad, pad, pad, 0};
   const int Ho = sde_nn_conv2d_out_h(&s), Wo = sde_nn_conv2d_out_w(&s);
   const size_t nx = (size_t)B * Ci * H * W, ng = (size_t)B * Co * Ho * Wo, nw = (size_t)Co * Ci * k * k;
   float *x = rand_f(nx), *g = rand_f(ng), *w = rand_f(nw);
@@ -631,10 +631,12 @@ static void run_wino_dw_case(int B, int Ci, int Co, int H, int W) {
 }
 
 /* The shapes the networks' 3x3 convs take by default go through Winograd (they differ from
- * the direct conv), the others do not; shapes only, whatever the batch. On AVX2, F(4x4, 3x3)
- * from 64 tiles of 4x4 per image, F(2x2, 3x3) below (expect 4 or 2). */
-static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
+ * the direct conv), the others do not; shapes only, whatever the batch, unless by_batch
+ * (training) lets the batch choose too. On AVX2, F(4x4, 3x3) from 64 tiles of 4x4 per image
+ * and on planes 16 wide, F(2x2, 3x3) below (expect 4 or 2). */
+static void run_wino_dispatch_by(int by_batch, int B, int Ci, int Co, int H, int W, int expect) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  s.by_batch = by_batch;
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W;
   float *x = rand_f(nx), *w = rand_f((size_t)Co * Ci * 9), *b = rand_f(Co);
   float *yd = malloc(ny * sizeof(float)), *yw = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float));
@@ -649,17 +651,22 @@ static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
   rc |= sde_nn_conv2d_forward(y, x, w, b, &s, NULL);
   const int took = !memcmp(y, yw, ny * sizeof(float)), direct = !memcmp(y, yd, ny * sizeof(float));
   TAP_CHECK(rc == 0 && (expect ? took : direct),
-            "winograd by default B=%d %d->%d %dx%d: %s (expected %s)", B, Ci, Co, H, W,
-            took && !direct ? "winograd" : direct ? "direct" : "?",
+            "winograd by default B=%d %d->%d %dx%d%s: %s (expected %s)", B, Ci, Co, H, W,
+            by_batch ? " by batch" : "", took && !direct ? "winograd" : direct ? "direct" : "?",
             expect == 4 ? "winograd, F(4x4) on AVX2" : expect ? "winograd, F(2x2)" : "direct");
   free(x), free(w), free(b), free(yd), free(yw), free(y);
 }
+static void run_wino_dispatch(int B, int Ci, int Co, int H, int W, int expect) {
+  run_wino_dispatch_by(0, B, Ci, Co, H, W, expect);
+}
 
 /* The weight gradient goes through Winograd by default where sde_ops_wino_avx2_dweight_pays
- * says (AVX2: F(4x4) shapes from 32 channels and 512 tiles in the batch), the direct
- * weight gradient elsewhere */
-static void run_wino_dw_dispatch(int B, int Ci, int Co, int H, int W, const char *tile, int expect) {
+ * says (AVX2: F(4x4) shapes from 16 channels and 512 tiles in the batch, 128 on planes 16
+ * wide, batch 16 on planes 8 wide by batch), the direct weight gradient elsewhere */
+static void run_wino_dw_dispatch_by(int by_batch, int B, int Ci, int Co, int H, int W,
+                                    const char *tile, int expect) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  s.by_batch = by_batch;
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * 9;
   float *x = rand_f(nx), *g = rand_f(ny), *w = rand_f(nw), *dw[3];
   static const char *mode[3] = {"0", "2", NULL};
@@ -673,10 +680,14 @@ static void run_wino_dw_dispatch(int B, int Ci, int Co, int H, int W, const char
   const int direct = !memcmp(dw[2], dw[0], nw * sizeof(float));
   const int took = !memcmp(dw[2], dw[1], nw * sizeof(float)) && !direct;
   TAP_CHECK(rc == 0 && (expect ? took : direct),
-            "winograd dweight by default B=%d %d->%d %dx%d: %s (expected %s, F(%sx%s))", B, Ci, Co, H,
-            W, took ? "winograd" : direct ? "direct" : "?", expect ? "winograd" : "direct", tile, tile);
+            "winograd dweight by default B=%d %d->%d %dx%d%s: %s (expected %s, F(%sx%s))", B, Ci,
+            Co, H, W, by_batch ? " by batch" : "", took ? "winograd" : direct ? "direct" : "?",
+            expect ? "winograd" : "direct", tile, tile);
   for (int k = 0; k < 3; k++) free(dw[k]);
   free(x), free(g), free(w);
+}
+static void run_wino_dw_dispatch(int B, int Ci, int Co, int H, int W, const char *tile, int expect) {
+  run_wino_dw_dispatch_by(0, B, Ci, Co, H, W, tile, expect);
 }
 
 /* Weights prepared once (sde_nn_conv2d_prepare) give the bits of the forward that prepares
@@ -736,8 +747,9 @@ static void run_prep_case(const char *path, int Ci, int Co, int H, int k, int st
  * where the kernel is not a Winograd one (`fuses`: on AVX2 kernels), with the weights
  * prepared (inference) and transformed per call (the training forward). Shapes: F(4x4)
  * with 8-tile, 4-tile and 1-tile rows, F(2x2) with a 1-tile tail and rows of 4 (+ 3) tiles. */
-static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
+static void run_fused_case_by(int by_batch, int B, int Ci, int Co, int H, int W, int fuses) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(B, Ci, H, W, Co, 3, 1, 1);
+  s.by_batch = by_batch;
   const size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W;
   float *x = rand_f(nx), *w = rand_f((size_t)Co * Ci * 9), *b = rand_f(Co);
   float *b2 = rand_f((size_t)B * Co), *res = rand_f(ny);
@@ -766,13 +778,16 @@ static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
     else none &= fused == 0 && got[0] == (alias ? res[0] : -7.0f);
   }
   TAP_CHECK(rc == 0 && ok && (fuses ? all_fused : none),
-            "fused residual passes B=%d %d->%d %dx%d: %s", B, Ci, Co, H, W,
-            !fuses ? (none ? "not fused, nothing written" : "WRITTEN")
+            "fused residual passes B=%d %d->%d %dx%d%s: %s", B, Ci, Co, H, W,
+            by_batch ? " by batch" : "", !fuses ? (none ? "not fused, nothing written" : "WRITTEN")
                    : all_fused && ok ? "the bits of the separate passes (4 variants, with and "
                                        "without prepared weights)"
                                      : "DIFFER");
   sde_nn_conv2d_prep_free(p);
   free(x), free(w), free(b), free(b2), free(res), free(ref), free(got);
+}
+static void run_fused_case(int B, int Ci, int Co, int H, int W, int fuses) {
+  run_fused_case_by(0, B, Ci, Co, H, W, fuses);
 }
 
 int main(void) {
@@ -907,19 +922,27 @@ int main(void) {
   run_wino_dispatch(1, 128, 128, 32, 32, wino ? 4 : 0);
   run_wino_dispatch(3, 256, 256, 16, 16, wino ? 4 : 0); /* AVX2: 16 4x4 tiles from 128 channels */
   run_wino_dispatch(1, 128, 128, 16, 16, wino ? 4 : 0);
-  run_wino_dispatch(2, 96, 128, 16, 16, wino ? 2 : 0);
+  run_wino_dispatch(2, 96, 128, 16, 16, wino ? 4 : 0); /* AVX2: planes 16 wide from 32 */
+  run_wino_dispatch(1, 32, 32, 16, 16, wino ? 4 : 0);
+  run_wino_dispatch(2, 32, 48, 13, 16, wino ? 4 : 0);
+  run_wino_dispatch(1, 64, 64, 16, 14, wino ? 2 : 0); /* 14 wide: F(2x2) */
   run_wino_dispatch(1, 64, 64, 29, 32, wino ? 4 : 0); /* 64 tiles of 4x4 */
   run_wino_dispatch(1, 64, 64, 28, 32, wino ? 2 : 0);
   run_wino_dispatch(1, 128, 128, 28, 32, wino ? 4 : 0);
   run_wino_dispatch(1, 32, 40, 15, 15, wino ? 2 : 0);
   run_wino_dispatch(2, 32, 40, 32, 32, wino ? 4 : 0);
-  run_wino_dispatch(3, 64, 96, 16, 16, wino ? 2 : 0);
+  run_wino_dispatch(3, 64, 96, 16, 16, wino ? 4 : 0);
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
   run_wino_dispatch(2, 256, 256, 8, 8, avx2 ? 2 : 0); /* AVX2: planes 7-14 wide from 64 */
   run_wino_dispatch(1, 64, 96, 8, 8, avx2 ? 2 : 0);
   run_wino_dispatch(3, 64, 64, 12, 12, avx2 ? 2 : 0);
   run_wino_dispatch(32, 32, 64, 8, 8, 0);
   run_wino_dispatch(4, 64, 64, 4, 4, 0);
+  /* by batch (training), AVX2: F(4x4) on 8x8 from batch 8 and 32 channels */
+  run_wino_dispatch_by(1, 8, 32, 64, 8, 8, avx2 ? 4 : 0);
+  run_wino_dispatch_by(1, 9, 64, 64, 8, 8, avx2 ? 4 : 0);
+  run_wino_dispatch_by(1, 4, 64, 64, 8, 8, avx2 ? 2 : 0); /* batch 4 */
+  run_wino_dispatch_by(1, 32, 16, 64, 8, 8, 0);           /* 16 channels */
   run_wino_dispatch(8, 16, 16, 16, 16, 0); /* AVX2: F(2x2) from 32 channels */
   run_wino_dispatch(2, 16, 128, 32, 32, avx2 ? 4 : 0); /* AVX2: F(4x4) from 16 channels */
   run_wino_dispatch(2, 128, 16, 32, 32, avx2 ? 4 : 0);
@@ -930,19 +953,23 @@ int main(void) {
   run_wino_dw_dispatch(1, 128, 128, 32, 32, "4", 0);  /* 64 tiles */
   run_wino_dw_dispatch(32, 8, 64, 32, 32, "4", 0);    /* 8 channels in */
   /* F(2x2) shapes 15 or more wide: from 1024 tiles of 2x2 at 64 channels, 2048 at 32 */
-  run_wino_dw_dispatch(32, 64, 96, 16, 16, "2", avx2);
-  run_wino_dw_dispatch(16, 64, 128, 16, 16, "2", avx2);
-  run_wino_dw_dispatch(32, 128, 128, 16, 16, "4", avx2); /* F(4x4) from 128 channels */
-  run_wino_dw_dispatch(16, 128, 128, 16, 16, "4", 0);    /* 256 tiles of 4x4 */
-  run_wino_dw_dispatch(32, 48, 64, 16, 16, "2", avx2);
-  run_wino_dw_dispatch(8, 64, 64, 16, 16, "2", 0);   /* 512 tiles */
-  run_wino_dw_dispatch(16, 32, 48, 16, 16, "2", 0);  /* 1024 tiles, 32 channels */
+  run_wino_dw_dispatch(32, 64, 96, 16, 16, "4", avx2); /* planes 16 wide: F(4x4) */
+  run_wino_dw_dispatch(16, 64, 128, 16, 16, "4", avx2);
+  run_wino_dw_dispatch(32, 128, 128, 16, 16, "4", avx2);
+  run_wino_dw_dispatch(32, 48, 64, 16, 16, "4", avx2);
+  run_wino_dw_dispatch(8, 64, 64, 16, 16, "4", avx2); /* 128 tiles of 4x4 */
+  run_wino_dw_dispatch(4, 128, 128, 16, 16, "4", 0);  /* 64 */
+  run_wino_dw_dispatch(16, 32, 48, 16, 16, "4", avx2); /* 32 channels */
   run_wino_dw_dispatch(32, 16, 32, 16, 16, "2", 0);  /* 16 channels */
+  run_wino_dw_dispatch(32, 64, 64, 16, 14, "2", avx2); /* 14 wide: F(2x2), 2048 tiles */
   /* planes 7-14 wide: from 256 tiles at 64 channels */
   run_wino_dw_dispatch(32, 64, 64, 8, 8, "2", avx2);
   run_wino_dw_dispatch(16, 128, 64, 8, 8, "2", avx2);
   run_wino_dw_dispatch(8, 64, 64, 8, 8, "2", 0);   /* 128 tiles */
   run_wino_dw_dispatch(128, 32, 64, 8, 8, "2", 0); /* 32 channels */
+  run_wino_dw_dispatch_by(1, 16, 32, 64, 8, 8, "4", avx2); /* by batch: F(4x4) from 16 */
+  run_wino_dw_dispatch_by(1, 32, 64, 64, 8, 8, "4", avx2);
+  run_wino_dw_dispatch_by(1, 8, 64, 64, 8, 8, "4", 0);
   /* prepared weights: made where the AVX2 kernels take them (the AVX-512 and GEMM paths
    * prepare per call), with the SIMD paths switched off never */
   const int prep = avx2 && !getenv("SDE_NN_NO_DIRECT_CONV");
@@ -955,7 +982,8 @@ int main(void) {
   run_fused_case(2, 32, 40, 48, 48, prep); /* F(4x4): rows of 8 + 4 tiles */
   run_fused_case(1, 16, 20, 34, 34, prep); /* F(4x4): 8 + 1 tiles, the last one cut */
   run_fused_case(3, 64, 36, 17, 17, prep); /* F(2x2): 8 + 1 tiles */
-  run_fused_case(2, 32, 32, 16, 16, prep); /* F(2x2) */
+  run_fused_case(3, 32, 32, 16, 16, prep); /* F(4x4): 2 tile rows a vector */
+  run_fused_case_by(1, 9, 32, 40, 8, 8, prep); /* by batch, F(4x4): 4 tile rows, 2 left */
   run_fused_case(2, 64, 64, 8, 8, prep);   /* F(2x2): rows of 4 tiles */
   run_fused_case(1, 96, 64, 13, 13, prep); /* F(2x2): 4 + 3 tiles, the last one cut */
   sde_nn_conv2d_shape bad = sde_nn_conv2d_shape_make(1, 0, 8, 8, 4, 3, 1, 1);

@@ -169,7 +169,7 @@ struct op_case {
 /* conv2d: p = B, Cin, H, W, Cout, KH, KW, stride, pad_top, pad_bottom, pad_left, pad_right */
 static void conv_setup(op_case *c) {
   int *p = c->p;
-  sde_nn_conv2d_shape s = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]};
+  sde_nn_conv2d_shape s = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], 0};
   c->cs = s;
   c->in_n[0] = (size_t)s.B * s.C_in * s.H * s.W;
   c->in_n[1] = (size_t)s.C_out * s.C_in * s.KH * s.KW;

@@ -144,15 +144,22 @@ int sde_ncsnpp_forward(const sde_ncsnpp *net, int B, const float *x, const float
 
 /* A training workspace holds every activation of one forward pass of up to max_batch
  * samples (a tape of the ops in execution order plus the saved intermediates) and the
- * gradient buffers of the backward pass. with_dropout reserves the dropout masks (needed
- * for dropout > 0 in sde_ncsnpp_train_forward). One workspace per concurrent caller. */
+ * gradient buffers of the backward pass. flags: SDE_NCSNPP_TRAIN_DROPOUT (1) reserves the
+ * dropout masks (needed for dropout > 0 in sde_ncsnpp_train_forward);
+ * SDE_NCSNPP_TRAIN_BY_BATCH lets the batch choose kernels too (sde_nn_conv2d_shape.by_batch:
+ * faster where the batch is fixed, as in training, but a sample's numbers then depend on the
+ * batch it came in, so not for the gradients a sampler takes). One workspace per concurrent
+ * caller. */
+#define SDE_NCSNPP_TRAIN_DROPOUT 1
+#define SDE_NCSNPP_TRAIN_BY_BATCH 2
 typedef struct sde_ncsnpp_train sde_ncsnpp_train;
-int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int with_dropout,
+int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int flags,
                             sde_ncsnpp_train **out);
 void sde_ncsnpp_train_free(sde_ncsnpp_train *tw);
 size_t sde_ncsnpp_train_bytes(const sde_ncsnpp_train *tw);
 /* out[B, C,H,W] = net(x, labels), the same numbers as sde_ncsnpp_forward when dropout is 0
- * (a classifier config writes logits out[B, num_classes]).
+ * (a classifier config writes logits out[B, num_classes]; with SDE_NCSNPP_TRAIN_BY_BATCH the
+ * same up to the rounding of other kernels).
  * With dropout p > 0 (the workspace made with_dropout) every ResnetBlock's Dropout_0
  * zeroes an activation when u < p and scales the others by 1/(1-p), u = sde_randu(seed,
  * stream0 + b, 1000 + module index)[element of sample b]: deterministic for a key. */

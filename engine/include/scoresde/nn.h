@@ -41,6 +41,11 @@ typedef struct {
   int C_out, KH, KW;  /* weight [C_out, C_in, KH, KW], bias [C_out] */
   int stride;         /* both directions, >= 1 */
   int pad_top, pad_bottom, pad_left, pad_right; /* zero padding, >= 0 */
+  /* 0 (sde_nn_conv2d_shape_make): the kernel is chosen by the image shape alone, so that a
+   * sample gives the same bits alone and in a batch (inference); 1: the batch may choose
+   * too, where it is fixed and only speed counts (training: Winograd F(4x4, 3x3) on 8x8
+   * planes from batch 8, AVX2 kernels) */
+  int by_batch;
 } sde_nn_conv2d_shape;
 
 /* Square k x k kernel with the same padding on all four sides (3x3 pad 1, 1x1 pad 0, ...). */

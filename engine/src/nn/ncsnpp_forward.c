@@ -140,6 +140,7 @@ int ncsnpp_conv_same_then(fwd_ctx *ctx, float *out, const float *inp, const floa
                           const float *bias, int Cin, int Cout, int H, int k, const float *bias2,
                           const float *residual, int rescale) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, k, 1, k / 2);
+  s.by_batch = ctx->by_batch; /* (training's choice, as conv_same_bwd's) */
   const size_t mark = ctx->top, n = (size_t)ctx->B * Cout * H * H;
   /* inference of weights that no longer change: prepared once (training: never) */
   const sde_nn_conv2d_prep *prep = ctx->tr ? NULL : ncsnpp_conv_prep(ctx->net, w, &s);
@@ -384,7 +385,7 @@ int ncsnpp_downsample_forward(fwd_ctx *ctx, const net_op *op, const float *x, fl
            Cout, scratch));
   } else {
     /* F.pad(x, (0,1,0,1)) then 3x3 stride-2 unpadded conv */
-    sde_nn_conv2d_shape s = {B, Cin, H, H, Cout, 3, 3, 2, 0, 1, 0, 1};
+    sde_nn_conv2d_shape s = {B, Cin, H, H, Cout, 3, 3, 2, 0, 1, 0, 1, 0};
     size_t ns = sde_nn_conv2d_scratch_floats(&s);
     float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
     TRY(BE(conv2d_forward, out, x, P(ctx, mi, 0), P(ctx, mi, 1), &s, scratch));
@@ -423,7 +424,7 @@ size_t ncsnpp_resample_module_scratch(const sde_ncsnpp *net, const net_op *op, i
   if (op->kind == OP_DOWNSAMPLE) {
     if (net->config.fir)
       return ws_round(sde_nn_fir_conv_downsample2x_scratch_floats(B, Cin, H, H, Cout));
-    sde_nn_conv2d_shape s = {B, Cin, H, H, Cout, 3, 3, 2, 0, 1, 0, 1};
+    sde_nn_conv2d_shape s = {B, Cin, H, H, Cout, 3, 3, 2, 0, 1, 0, 1, 0};
     return ws_round(sde_nn_conv2d_scratch_floats(&s));
   }
   if (net->config.fir)

@@ -164,6 +164,7 @@ typedef struct {
   uint64_t drop_seed, drop_stream0;
   float *dparams;        /* backward: gradient buffer [num_floats] or NULL */
   int no_dx;             /* backward: the input's gradient is not wanted */
+  int by_batch;          /* conv kernels chosen for the batch too (SDE_NCSNPP_TRAIN_BY_BATCH) */
 } fwd_ctx;
 
 /* 64-byte granularity of every workspace block */

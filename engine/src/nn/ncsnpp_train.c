@@ -36,7 +36,7 @@ typedef struct {
 
 struct sde_ncsnpp_train {
   const sde_ncsnpp *net;
-  int max_batch, with_dropout;
+  int max_batch, with_dropout, by_batch; /* the flags of sde_ncsnpp_train_create */
   size_t floats;
   float *buf;
   tape_op *ops;                              /* [n_ops] of the plan */
@@ -108,6 +108,7 @@ static int conv_same_bwd(fwd_ctx *ctx, int store, float *dinp, float *dw, float 
                          const float *dout, const float *inp, const float *w, int Cin, int Cout,
                          int H, int k) {
   sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, k, 1, k / 2);
+  s.by_batch = ctx->by_batch;
   size_t mark = ctx->top;
   size_t ns = sde_nn_conv2d_scratch_floats(&s);
   float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
@@ -539,7 +540,7 @@ static int downsample_backward(fwd_ctx *ctx, const net_op *op, const tape_op *tp
            P(ctx, mi, 0), B, Cin, H, H, Cout, scratch));
   } else {
     /* F.pad(x, (0,1,0,1)) then 3x3 stride-2 unpadded conv */
-    sde_nn_conv2d_shape s = {B, Cin, H, H, Cout, 3, 3, 2, 0, 1, 0, 1};
+    sde_nn_conv2d_shape s = {B, Cin, H, H, Cout, 3, 3, 2, 0, 1, 0, 1, 0};
     size_t ns = sde_nn_conv2d_scratch_floats(&s);
     float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
     TRY(BE(conv2d_backward, dx, GP(ctx, mi, 0), GP(ctx, mi, 1), gout, x, P(ctx, mi, 0), &s,
@@ -1002,9 +1003,10 @@ static void train_ctx_init(fwd_ctx *ctx, const sde_ncsnpp *net, struct sde_ncsnp
   ctx->base = tr->buf;
   ctx->cap = tr->floats;
   ctx->tr = tr;
+  ctx->by_batch = tr->by_batch;
 }
 
-int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int with_dropout,
+int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int flags,
                             sde_ncsnpp_train **out) {
   *out = NULL;
   if (!net || max_batch < 1) return sde_fail(SDE_EINVAL, "train workspace: bad arguments");
@@ -1013,7 +1015,8 @@ int sde_ncsnpp_train_create(const sde_ncsnpp *net, int max_batch, int with_dropo
   tr->net = net;
   tr->be = net_be(net);
   tr->max_batch = max_batch;
-  tr->with_dropout = with_dropout != 0;
+  tr->with_dropout = (flags & SDE_NCSNPP_TRAIN_DROPOUT) != 0;
+  tr->by_batch = (flags & SDE_NCSNPP_TRAIN_BY_BATCH) != 0;
   tr->floats = train_floats(net, max_batch, tr->with_dropout);
   int rc = SDE_ENOMEM;
   tr->ops = sde_calloc((size_t)net->plan.n_ops + 1, sizeof *tr->ops);

@@ -262,7 +262,7 @@ const char *sde_cpu_kernels(void) {
 
 sde_nn_conv2d_shape sde_nn_conv2d_shape_make(int B, int C_in, int H, int W, int C_out, int k,
                                              int stride, int pad) {
-  sde_nn_conv2d_shape s = {B, C_in, H, W, C_out, k, k, stride, pad, pad, pad, pad};
+  sde_nn_conv2d_shape s = {B, C_in, H, W, C_out, k, k, stride, pad, pad, pad, pad, 0};
   return s;
 }
 
@@ -559,7 +559,7 @@ static int dinp_shape(const sde_nn_conv2d_shape *s, sde_nn_conv2d_shape *t) {
   sde_nn_conv2d_shape u = {s->B,  s->C_out, sde_nn_conv2d_out_h(s), sde_nn_conv2d_out_w(s),
                            s->C_in, s->KH, s->KW, 1, s->KH - 1 - s->pad_top,
                            s->KH - 1 - s->pad_bottom, s->KW - 1 - s->pad_left,
-                           s->KW - 1 - s->pad_right};
+                           s->KW - 1 - s->pad_right, s->by_batch};
   *t = u;
   return 1;
 }

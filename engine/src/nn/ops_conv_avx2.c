@@ -937,18 +937,33 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
   } while (0)
 
 
-/* 32 floats r[0..31] as 8 groups of 4 -> o[p] = (r[p], r[4 + p], ..., r[28 + p]): the 4
- * column phases of 8 neighbouring 4-wide tiles, one vector each (a 4x8 transpose) */
+/* 8 floats at each of q[0..3] as 8 groups of 4 -> o[p] = (q0[p], q0[4 + p], q1[p], q1[4 + p],
+ * ..., q3[4 + p]): the 4 column phases of 8 4-wide tiles, one vector each (a 4x8 transpose) */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-a2_phases4(const float *r, __m256 o[4]) {
-  const __m256 q0 = _mm256_loadu_ps(r), q1 = _mm256_loadu_ps(r + 8);
-  const __m256 q2 = _mm256_loadu_ps(r + 16), q3 = _mm256_loadu_ps(r + 24);
+a2_phases4_q(const float *const q[4], __m256 o[4]) {
+  const __m256 q0 = _mm256_loadu_ps(q[0]), q1 = _mm256_loadu_ps(q[1]);
+  const __m256 q2 = _mm256_loadu_ps(q[2]), q3 = _mm256_loadu_ps(q[3]);
   const __m256 a = _mm256_permute2f128_ps(q0, q2, 0x20), b = _mm256_permute2f128_ps(q0, q2, 0x31);
   const __m256 c = _mm256_permute2f128_ps(q1, q3, 0x20), d = _mm256_permute2f128_ps(q1, q3, 0x31);
   const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
   const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
   o[0] = _mm256_shuffle_ps(t0, t2, 0x44), o[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
   o[2] = _mm256_shuffle_ps(t1, t3, 0x44), o[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+/* the same on 32 floats r[0..31] (8 neighbouring tiles of one row) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_phases4(const float *r, __m256 o[4]) {
+  const float *const q[4] = {r, r + 8, r + 16, r + 24};
+  a2_phases4_q(q, o);
+}
+
+/* Planes 5-8 or 13-16 wide have 2 or 4 tiles of 4 in a tile row: G = 8 / ntw tile rows make
+ * one vector of 8 tiles (lanes in the order of the band's tiles), their rows 8 or 16 floats
+ * (zero past the image). q[i][0..3] (a2_phases4_q) for row i of G tile rows whose row i is
+ * rows[0][i], ..., rows[G - 1][i] */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_rows_q(int G, const float *rows[][6], int i, const float *q[4]) {
+  for (int k = 0; k < 4; k++) q[k] = G == 2 ? rows[k / 2][i] + 8 * (k % 2) : rows[k][i];
 }
 
 
@@ -971,6 +986,52 @@ a2_phases4(const float *r, __m256 o[4]) {
     }                                                                                           \
   }
 
+/* row ih of the plane x (H x W) as n floats (W ≤ n), zero past W (buf holds them where
+ * W < n), or the zero row z outside the plane */
+__attribute__((target("avx2,fma"), always_inline)) static inline const float *
+a2_row_n(const float *x, int ih, int H, int W, int n, float *buf, const float *z) {
+  if (ih < 0 || ih >= H) return z;
+  if (W == n) return x + (size_t)ih * W;
+  a2_move(buf, x + (size_t)ih * W, (size_t)W);
+  a2_move(buf + W, NULL, (size_t)(n - W));
+  return buf;
+}
+
+/* Bᵀ d B of G tile rows of 8 / G tiles (a2_rows_q) as one row of 8, from their patch rows
+ * rows[g][i], into vt (ξ rows xs apart): the operations of A2_WG4_IN per tile. Patch column
+ * k of the tiles is phase (k + 3) % 4, moved by a lane within each tile row's lanes for
+ * k = 0 (column −1) and k = 5 (column 4·ntw). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wg4_input_rows(const int G, const float *rows[][6], float *vt, size_t xs) {
+  const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5);
+  const __m256 z = _mm256_setzero_ps();
+  __m256 d[6][6], e[6][6]; /* d[k][i]: patch column k, row i of the 8 tiles */
+  for (int i = 0; i < 6; i++) {
+    __m256 o[4];
+    const float *q[4];
+    a2_rows_q(G, rows, i, q);
+    a2_phases4_q(q, o);
+    if (G == 2) { /* lanes 0-3 and 4-7: a tile row each */
+      d[0][i] = _mm256_blend_ps(_mm256_permute_ps(o[3], 0x90), z, 0x11);
+      d[5][i] = _mm256_blend_ps(_mm256_permute_ps(o[0], 0x39), z, 0x88);
+    } else { /* lanes 2g, 2g + 1 */
+      d[0][i] = _mm256_blend_ps(_mm256_permute_ps(o[3], 0xA0), z, 0x55);
+      d[5][i] = _mm256_blend_ps(_mm256_permute_ps(o[0], 0xF5), z, 0xAA);
+    }
+    d[1][i] = o[0], d[2][i] = o[1], d[3][i] = o[2], d[4][i] = o[3];
+  }
+  for (int k = 0; k < 6; k++) {
+    __m256 r[6];
+    A2_BT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, V_FNMA, c4, c5, c2, d[k], r);
+    for (int a = 0; a < 6; a++) e[a][k] = r[a];
+  }
+  for (int a = 0; a < 6; a++) {
+    __m256 r[6];
+    A2_BT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, V_FNMA, c4, c5, c2, e[a], r);
+    for (int b = 0; b < 6; b++) _mm256_storeu_ps(vt + (6 * a + b) * xs, r[b]);
+  }
+}
+
 /* V of the band for input channels [c0, c1): Bᵀ d B on each tile's 6x6 patch (rows 4·th − 1
  * .. 4·th + 4, columns 4·tw − 1 .. 4·tw + 4, zero outside), rows first. Each padded input
  * row is split into its 4 column phases (ph[p][c] = column 4c − 1 + p), so that column k of
@@ -983,12 +1044,27 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
   const __m128 q2 = _mm_set1_ps(2), q4 = _mm_set1_ps(4), q5 = _mm_set1_ps(5);
   const int nb = (ntw + A2_V) / A2_V; /* blocks of 8 phase entries: c = 0 .. ntw */
   float buf[6][4][(1024 / 4 + A2_V) / A2_V * A2_V];
+  float pad[4][6][16], zero[16] = {0};
+  const int G = ntw == 2 || ntw == 4 ? 8 / ntw : 0; /* tile rows a vector (a2_rows_q) */
   for (int64_t ci = c0; ci < c1; ci++) {
     float *v = j->V + (size_t)ci * j->Ts;
+    int tr = 0;
+    for (; G && tr < j->nrow; tr += G) { /* (past the band's rows: zeros, into its padding) */
+      const float *rows[4][6];
+      for (int g = 0; g < G; g++) {
+        const int img = (j->th0 + tr + g) / j->nth, th = (j->th0 + tr + g) % j->nth;
+        const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
+        for (int i = 0; i < 6; i++)
+          rows[g][i] = tr + g >= j->nrow ? zero
+                                         : a2_row_n(x, 4 * th - 1 + i, H, W, 4 * ntw, pad[g][i], zero);
+      }
+      if (G == 2) a2_wg4_input_rows(2, rows, v + (size_t)tr * ntw, xs);
+      else a2_wg4_input_rows(4, rows, v + (size_t)tr * ntw, xs);
+    }
     float(*ph[6])[(1024 / 4 + A2_V) / A2_V * A2_V]; /* patch row i's phases: one of buf */
     for (int i = 0; i < 6; i++) ph[i] = buf[i];
     int kept = 0; /* rows 0 and 1 hold the last tile row's rows 4 and 5 */
-    for (int tr = 0; tr < j->nrow; tr++) {
+    for (; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
       const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
       for (int i = kept ? 2 : 0; i < 6; i++) {
@@ -1036,53 +1112,98 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
   }
 }
 
+/* where a tile row's outputs go: output channel co's plane of its image (and the
+ * residual's, NULL without one), bias2 of that image and channel, the first output row */
+typedef struct {
+  float *y;
+  const float *yr;
+  float b2;
+  int oh0;
+} a2_orow;
+
+static a2_orow a2_wg_orow(const a2_wg_job *j, int64_t co, int tr) {
+  const int img = (j->th0 + tr) / j->nth;
+  const size_t off = ((size_t)img * j->Co + co) * j->H * j->W;
+  return (a2_orow){j->out + off, j->res ? j->res + off : NULL,
+                   j->bias2 ? j->bias2[(size_t)img * j->Co + co] : 0.0f,
+                   j->m * ((j->th0 + tr) % j->nth)};
+}
+
+/* Aᵀ M A of the 8 tiles of M at tile t (ξ rows ms apart; + bias bv and the epilogue, or
+ * added to y), columns first: the outputs of tiles 2q and 2q + 1 (8 columns of each of
+ * their 4 output rows) into columns col[q] .. col[q] + 7 of tile row rw[q] (NULL: none): the
+ * 32 columns of one tile row, or 16 of each of 2 tile rows, or 8 of each of 4 (a2_rows_q) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wg4_out8(const a2_wg_job *j, const float *m, size_t ms, size_t t, float bv,
+            const a2_orow *const rw[4], const int col[4]) {
+  const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c8 = _mm256_set1_ps(8);
+  const __m256 bias8 = _mm256_set1_ps(bv);
+  __m256 e[4][6];
+  for (int k = 0; k < 6; k++) {
+    __m256 mv[6], r[4];
+    for (int i = 0; i < 6; i++) mv[i] = _mm256_loadu_ps(m + (6 * i + k) * ms + t);
+    A2_AT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, c2, c4, c8, mv, r);
+    for (int dy = 0; dy < 4; dy++) e[dy][k] = r[dy];
+  }
+  for (int dy = 0; dy < 4; dy++) {
+    int in[4], any = 0;
+    for (int q = 0; q < 4; q++) any |= in[q] = rw[q] && rw[q]->oh0 + dy < j->H;
+    if (!any) continue;
+    __m256 r[4];
+    A2_AT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, c2, c4, c8, e[dy], r);
+    /* r[dx] holds column dx of the 8 tiles: transpose to tile-major order */
+    const __m256 a = _mm256_unpacklo_ps(r[0], r[1]), b = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 c = _mm256_unpacklo_ps(r[2], r[3]), d = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t04 = _mm256_shuffle_ps(a, c, 0x44), t15 = _mm256_shuffle_ps(a, c, 0xEE);
+    const __m256 t26 = _mm256_shuffle_ps(b, d, 0x44), t37 = _mm256_shuffle_ps(b, d, 0xEE);
+    const __m256 o[4] = {_mm256_permute2f128_ps(t04, t15, 0x20), _mm256_permute2f128_ps(t26, t37, 0x20),
+                         _mm256_permute2f128_ps(t04, t15, 0x31), _mm256_permute2f128_ps(t26, t37, 0x31)};
+    for (int q = 0; q < 4; q++) {
+      const a2_orow *row = rw[q];
+      if (!in[q]) continue;
+      const size_t at = (size_t)(row->oh0 + dy) * j->W + col[q];
+      float *yo = row->y + at;
+      _mm256_storeu_ps(yo, j->accum ? _mm256_add_ps(_mm256_loadu_ps(yo), o[q])
+                                    : a2_ep8(j, _mm256_add_ps(o[q], bias8), row->b2, row->yr, at));
+    }
+  }
+}
+
 /* y = Aᵀ M A, columns of the tile first (over ξ rows), for output channels [c0, c1): 8 tiles
  * of a tile row at a time where their 32 columns lie inside the image (4 rows of 8 tiles x 4
- * outputs, transposed into place), the rest one tile at a time */
+ * outputs, transposed into place), on planes 8 or 16 wide the tiles of 4 or 2 tile rows,
+ * the rest 4 or one tile at a time */
 __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
   const size_t ms = (size_t)j->Co * j->Ts;
-  const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c8 = _mm256_set1_ps(8);
+  const int G = W == 8 || W == 16 ? 8 / ntw : 0; /* tile rows a vector (a2_rows_q) */
   for (int64_t co = c0; co < c1; co++) {
     const float *m = j->M + (size_t)co * j->Ts;
     const float bv = j->bias ? j->bias[co] : 0.0f;
-    const __m256 bias8 = _mm256_set1_ps(bv);
-    for (int tr = 0; tr < j->nrow; tr++) {
-      const int img = (j->th0 + tr) / j->nth, oh0 = 4 * ((j->th0 + tr) % j->nth);
-      const size_t yoff = ((size_t)img * j->Co + co) * H * W;
-      float *y = j->out + yoff;
-      const float *yr = j->res ? j->res + yoff : NULL;
-      const float b2 = j->bias2 ? j->bias2[(size_t)img * j->Co + co] : 0.0f;
+    int tr = 0;
+    for (; G && tr < j->nrow; tr += G) { /* G tile rows at a time (NULL: past the band) */
+      a2_orow rows[4];
+      const a2_orow *rw[4];
+      int col[4];
+      for (int g = 0; g < G && tr + g < j->nrow; g++) rows[g] = a2_wg_orow(j, co, tr + g);
+      for (int q = 0; q < 4; q++) {
+        rw[q] = tr + q * G / 4 < j->nrow ? &rows[q * G / 4] : NULL;
+        col[q] = G == 2 ? 8 * (q % 2) : 0;
+      }
+      a2_wg4_out8(j, m, ms, (size_t)tr * ntw, bv, rw, col);
+    }
+    for (; tr < j->nrow; tr++) {
+      const a2_orow row = a2_wg_orow(j, co, tr);
+      float *y = row.y;
+      const float *yr = row.yr;
+      const float b2 = row.b2;
+      const int oh0 = row.oh0;
       int tw = 0;
       for (; tw + A2_V <= ntw && 4 * tw + 4 * A2_V <= W; tw += A2_V) {
-        const size_t t = (size_t)tr * ntw + tw;
-        __m256 e[4][6];
-        for (int k = 0; k < 6; k++) {
-          __m256 mv[6], r[4];
-          for (int i = 0; i < 6; i++) mv[i] = _mm256_loadu_ps(m + (6 * i + k) * ms + t);
-          A2_AT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, c2, c4, c8, mv, r);
-          for (int dy = 0; dy < 4; dy++) e[dy][k] = r[dy];
-        }
-        for (int dy = 0; dy < 4 && oh0 + dy < H; dy++) {
-          __m256 r[4];
-          A2_AT6(__m256, _mm256_add_ps, _mm256_sub_ps, V_FMA, c2, c4, c8, e[dy], r);
-          /* r[dx] holds column dx of tiles tw .. tw + 7: transpose to tile-major order */
-          const __m256 a = _mm256_unpacklo_ps(r[0], r[1]), b = _mm256_unpackhi_ps(r[0], r[1]);
-          const __m256 c = _mm256_unpacklo_ps(r[2], r[3]), d = _mm256_unpackhi_ps(r[2], r[3]);
-          const __m256 t04 = _mm256_shuffle_ps(a, c, 0x44), t15 = _mm256_shuffle_ps(a, c, 0xEE);
-          const __m256 t26 = _mm256_shuffle_ps(b, d, 0x44), t37 = _mm256_shuffle_ps(b, d, 0xEE);
-          __m256 o[4] = {_mm256_permute2f128_ps(t04, t15, 0x20), _mm256_permute2f128_ps(t26, t37, 0x20),
-                         _mm256_permute2f128_ps(t04, t15, 0x31), _mm256_permute2f128_ps(t26, t37, 0x31)};
-          const size_t at = (size_t)(oh0 + dy) * W + 4 * tw;
-          float *yo = y + at;
-          for (int q = 0; q < 4; q++) {
-            const __m256 v = _mm256_add_ps(o[q], bias8);
-            _mm256_storeu_ps(yo + q * A2_V,
-                             j->accum ? _mm256_add_ps(_mm256_loadu_ps(yo + q * A2_V), o[q])
-                                      : a2_ep8(j, v, b2, yr, at + q * A2_V));
-          }
-        }
+        const a2_orow *const rw[4] = {&row, &row, &row, &row};
+        const int col[4] = {4 * tw, 4 * tw + 8, 4 * tw + 16, 4 * tw + 24};
+        a2_wg4_out8(j, m, ms, (size_t)tr * ntw + tw, bv, rw, col);
       }
       for (; tw + 4 <= ntw && 4 * tw + 16 <= W; tw += 4) { /* the same, 4 tiles */
         const __m128 q2 = _mm_set1_ps(2), q4 = _mm_set1_ps(4), q8 = _mm_set1_ps(8);
@@ -1132,25 +1253,39 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_output(void *ctx, int64_t
 }
 
 /* 4x4 tiles per image from which F(4x4, 3x3) is taken; from A2_WG4_WIDE_TILES with at least
- * A2_WG4_WIDE_C channels in and out (16x16 planes of NCSN++ CIFAR-10 and the 256 px network,
- * sde_ops_wino_avx2_pays) */
+ * A2_WG4_WIDE_C channels in and out, or A2_WG4_W16_C on planes 16 wide (whose transforms take
+ * two tile rows a vector: the 16x16 planes of NCSN++; sde_ops_wino_avx2_pays) */
 #define A2_WG4_MIN_TILES 64
 #define A2_WG4_WIDE_TILES 16
 #define A2_WG4_WIDE_C 128
+#define A2_WG4_W16_C 32
+/* and on planes 8 wide (4 tile rows a vector) where the batch may choose (by_batch) and has
+ * A2_WG4_W8_B images or more, from A2_WG4_W8_C channels: at batch 1 the vector holds 4
+ * tiles, and F(4x4) took 1.1-1.6x the time of the direct conv where F(2x2) took 0.6-0.8x */
+#define A2_WG4_W8_B 8
+#define A2_WG4_W8_C 32
+
+/* planes 8 wide, taken by F(4x4, 3x3) for the batch */
+static int a2_wg4_w8(const sde_nn_conv2d_shape *s) {
+  const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
+  return s->by_batch && s->W == 8 && s->H >= 5 && s->B >= A2_WG4_W8_B && cmin >= A2_WG4_W8_C;
+}
 
 /* the image shape of s has enough 4x4 tiles for F(4x4, 3x3) */
 static int a2_wg4_shape(const sde_nn_conv2d_shape *s) {
   const int64_t tiles = (int64_t)((s->H + 3) / 4) * ((s->W + 3) / 4);
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
-  return tiles >= A2_WG4_MIN_TILES || (tiles >= A2_WG4_WIDE_TILES && cmin >= A2_WG4_WIDE_C);
+  return tiles >= A2_WG4_MIN_TILES ||
+         (tiles >= A2_WG4_WIDE_TILES &&
+          (cmin >= A2_WG4_WIDE_C || (s->W == 16 && cmin >= A2_WG4_W16_C))) ||
+         a2_wg4_w8(s);
 }
 
 /* SDE_NN_WINOGRAD_TILE=2 or 4 (read per call, for tests and benchmarks) picks F(2x2, 3x3) or
- * F(4x4, 3x3) on every shape; otherwise F(4x4, 3x3) where an image has at least
- * A2_WG4_MIN_TILES 4x4 tiles (or A2_WG4_WIDE_TILES from A2_WG4_WIDE_C channels): below that,
- * its per-call weight transform (36/16 of F(2x2)'s) outweighs the products at batch 1. The
- * choice depends on the image shape alone, so that a sample gives the same bits alone and in
- * a batch. */
+ * F(4x4, 3x3) on every shape; otherwise F(4x4, 3x3) on the shapes of a2_wg4_shape: below
+ * them, its per-call weight transform (36/16 of F(2x2)'s) outweighs the products at batch 1.
+ * The choice depends on the image shape alone, so that a sample gives the same bits alone
+ * and in a batch, unless the shape is by_batch (a2_wg4_w8). */
 static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
   const char *e = getenv("SDE_NN_WINOGRAD_TILE");
   if (e && (*e == '2' || *e == '4')) return *e - '0';
@@ -1158,22 +1293,25 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
 }
 
 /* Winograd against the direct conv, 2 threads, Zen 3, one conv at batch 1, 8 and 32, with
- * threads taking bands of their own (best of 9, other work paused; docs/BENCHMARKS.md):
+ * threads taking bands of their own (best of 9-30, other work paused; docs/BENCHMARKS.md):
  * F(4x4) at 32x32 0.72/0.53/0.75x the time at 16 channels (batch 32/8/1), 0.51/0.50/0.92x at
  * 32, 0.44-0.79x from 64; F(2x2) at 16x16 0.68/0.79/0.86x at 32 channels, 0.60-0.73x at
- * 64-128 (1.03x at 128, batch 1), 0.87-1.12x at 16. F(4x4) at 16x16 beats F(2x2) at batch
- * 8-32 from 32 channels but not at batch 1 (0.84-1.47x the direct conv there, F(2x2)
- * 0.70-1.12x), and the choice may not depend on the batch. On planes 7-14 wide (rows of 4
- * tiles, 128-bit transforms) F(2x2) at 8x8 takes 0.77x at batch 32 (64 and 128 channels),
- * 0.64-0.88x at 256 channels, but per call 1.07-1.48x at batch 1-8 from 64 to 128 channels
- * (the weight transform outweighs the products); with the weights prepared once, as a frozen
- * network keeps them, 0.62-0.90x at batch 1 and 8 from 64 channels (32 channels 1.2-1.3x);
- * 12x12 at 64 channels 0.59-0.60x. With prepared weights F(4x4) at 16x16 takes 0.59-0.69x
- * the direct conv at 128 channels, batch 1 (F(2x2) 0.85-0.98x), 0.47-0.49x at 256 (F(2x2)
- * 0.55-0.70x), at batch 8 0.57-0.59x (F(2x2) 0.58-0.59x) and 0.37-0.40x (0.56-0.61x); per call at
- * batch 1 1.13-1.26x at 128 channels (F(2x2) 0.93-1.02x). So: F(4x4) shapes (from 16x16 at
- * 128 channels) from 16 channels in and out, F(2x2) shapes from 32 (planes ≥ 15 wide, ≥ 64
- * tiles of 2x2) or 64 (planes 7-14 wide). */
+ * 64-128 (1.03x at 128, batch 1), 0.87-1.12x at 16. With two tile rows a vector in its
+ * transforms, F(4x4) at 16x16 beats F(2x2) at every batch from 32 channels: per call 0.42x
+ * at 64 channels batch 32 (F(2x2) 0.61x), 0.43x at batch 8 (0.64x), 0.63x at batch 1 (0.70x),
+ * 32 channels batch 1 0.70x (0.82-0.86x), 128 channels batch 1 0.59x (0.70x); prepared, at
+ * batch 1, 0.51x at 32 channels, 0.44x at 64, 0.39x at 128 (F(2x2) 0.70-0.76x); 16 channels
+ * 1.34x at batch 1. On planes 7-14 wide (rows of 4 tiles, 128-bit transforms) F(2x2) at 8x8
+ * takes 0.77x at batch 32 (64 and 128 channels), 0.64-0.88x at 256 channels, but per call
+ * 1.07-1.48x at batch 1-8 from 64 to 128 channels (the weight transform outweighs the
+ * products); with the weights prepared once, as a frozen network keeps them, 0.62-0.90x at
+ * batch 1 and 8 from 64 channels (32 channels 1.2-1.3x); 12x12 at 64 channels 0.59-0.60x.
+ * F(4x4) at 8x8 (four tile rows a vector) takes 0.45x at 64 channels batch 32 (F(2x2) 0.75x),
+ * 0.59x at batch 8 (0.90x), 0.65x at 32 channels batch 32 (1.01x), but at batch 1, where a
+ * vector holds 4 tiles, prepared 1.13-1.6x (F(2x2) 0.62-0.83x): there only where the batch
+ * may choose (a2_wg4_w8). So: F(4x4) shapes (from 64 4x4 tiles, or 16 at 128 channels or on
+ * planes 16 wide from 32) from 16 channels in and out, F(2x2) shapes from 32 (planes ≥ 15
+ * wide, ≥ 64 tiles of 2x2) or 64 (planes 7-14 wide). */
 int sde_ops_wino_avx2_pays(const sde_nn_conv2d_shape *s) {
   if (!sde_ops_wino_avx2_usable(s)) return 0;
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out, ntw = (s->W + 1) / 2;
@@ -1388,24 +1526,70 @@ a2_wgdw_a(int m, const __m256 *y, __m256 *o) {
   o[3] = _mm256_add_ps(r, t), o[4] = _mm256_sub_ps(r, t), o[5] = y[3];
 }
 
+/* (A dy Aᵀ) of 8 tiles from the column phases c[i][k] (row i, column k) of their m x m
+ * values, the first n of them stored at dt (ξ rows ds apart) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wgdw_dout8(const int m, __m256 c[4][4], float *dt, size_t ds, int n) {
+  const int P = m + 2;
+  __m256 e[6][4];
+  for (int k = 0; k < m; k++) { /* column k of the tiles: A dy */
+    __m256 col[4], o[6];
+    for (int i = 0; i < m; i++) col[i] = c[i][k];
+    a2_wgdw_a(m, col, o);
+    for (int a = 0; a < P; a++) e[a][k] = o[a];
+  }
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  for (int a = 0; a < P; a++) { /* (A dy) Aᵀ: row a */
+    __m256 o[6];
+    a2_wgdw_a(m, e[a], o);
+    for (int b = 0; b < P; b++) /* (a masked store is slow on AMD: only for the tail) */
+      if (n == A2_V) _mm256_storeu_ps(dt + (P * a + b) * ds, o[b]);
+      else if (n == 4) _mm_storeu_ps(dt + (P * a + b) * ds, _mm256_castps256_ps128(o[b]));
+      else _mm256_maskstore_ps(dt + (P * a + b) * ds, mask, o[b]);
+  }
+}
+
 /* D of the band for output channel co of Co4 (channels past C_out: zeros), 8 tiles of a
- * tile row at a time: the tile row's m rows of dy (zero past the image) are copied into
- * zero-padded rows, and each 8 tiles' m x m values split into column phases (lanes = tiles:
- * a 4x8 transpose for m = 4, even/odd for m = 2) */
+ * tile row at a time (on planes 5-8 and 13-16 wide for m = 4, of 4 or 2 tile rows): the
+ * tile row's m rows of dy (zero past the image) are copied into zero-padded rows, and each 8
+ * tiles' m x m values split into column phases (lanes = tiles: a 4x8 transpose for m = 4,
+ * even/odd for m = 2) */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
   const a2_wg_job *j = &jj->w;
-  const int P = m + 2, H = j->H, W = j->W, ntw = j->ntw;
+  const int H = j->H, W = j->W, ntw = j->ntw;
   const size_t ds = (size_t)jj->Co4 * j->Ts;
   float *d = j->M + (size_t)co * j->Ts;
   if (co >= j->Co) {
     for (int xi = 0; xi < j->nxi; xi++) memset(d + xi * ds, 0, (size_t)j->Tp * sizeof(float));
     return;
   }
+  int tr = 0;
+  const int G = m == 4 && (ntw == 2 || ntw == 4) ? 8 / ntw : 0; /* a2_rows_q */
+  if (G) {
+    float pad[4][4][16], zero[16] = {0};
+    for (; tr < j->nrow; tr += G) { /* (past the band's rows: zeros, into its padding) */
+      const float *rows[4][6];
+      for (int g = 0; g < G; g++) {
+        const int img = (j->th0 + tr + g) / j->nth, th = (j->th0 + tr + g) % j->nth;
+        const float *y = jj->dout + ((size_t)img * j->Co + co) * H * W;
+        for (int i = 0; i < 4; i++)
+          rows[g][i] = tr + g >= j->nrow ? zero
+                                         : a2_row_n(y, 4 * th + i, H, W, 4 * ntw, pad[g][i], zero);
+      }
+      __m256 c[4][4];
+      for (int i = 0; i < 4; i++) {
+        const float *q[4];
+        a2_rows_q(G, rows, i, q);
+        a2_phases4_q(q, c[i]);
+      }
+      a2_wgdw_dout8(m, c, d + (size_t)tr * ntw, ds, A2_V);
+    }
+  }
   const int nw = (ntw + A2_V - 1) / A2_V * A2_V * m; /* padded row length */
   float rows[4][1024 + 4 * A2_V];
   const float *src[4]; /* row i of the tile row: dy itself where it needs no padding */
-  for (int tr = 0; tr < j->nrow; tr++) {
+  for (; tr < j->nrow; tr++) {
     const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
     const float *y = jj->dout + ((size_t)img * j->Co + co) * H * W;
     for (int i = 0; i < m; i++) {
@@ -1432,23 +1616,7 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
         }
         a2_phases4(r, c[i]);
       }
-      __m256 e[6][4];
-      for (int k = 0; k < m; k++) { /* column k of the tiles: A dy */
-        __m256 col[4], o[6];
-        for (int i = 0; i < m; i++) col[i] = c[i][k];
-        a2_wgdw_a(m, col, o);
-        for (int a = 0; a < P; a++) e[a][k] = o[a];
-      }
-      const int n = ntw - tw < A2_V ? ntw - tw : A2_V;
-      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      for (int a = 0; a < P; a++) { /* (A dy) Aᵀ: row a */
-        __m256 o[6];
-        a2_wgdw_a(m, e[a], o);
-        for (int b = 0; b < P; b++) /* (a masked store is slow on AMD: only for the tail) */
-          if (n == A2_V) _mm256_storeu_ps(dt + (P * a + b) * ds + tw, o[b]);
-          else if (n == 4) _mm_storeu_ps(dt + (P * a + b) * ds + tw, _mm256_castps256_ps128(o[b]));
-          else _mm256_maskstore_ps(dt + (P * a + b) * ds + tw, mask, o[b]);
-      }
+      a2_wgdw_dout8(m, c, dt + tw, ds, ntw - tw < A2_V ? ntw - tw : A2_V);
     }
   }
   for (int xi = 0; j->Tp > j->nrow * ntw && xi < j->nxi; xi++) /* the padding tiles, if any */
@@ -1589,11 +1757,19 @@ __attribute__((target("avx2,fma"))) static void a2_wgdw_finish(void *ctx, int64_
  *  channels at batch 32: 0.82-0.91x; batch 16 0.93-0.95, batch 8 1.1); 16 channels 1.1-1.2x.
  *  F(2x2) on planes 7-14 wide (rows of 4 tiles) from 64 channels with at least 256 tiles:
  *  8x8 at 64 channels batch 16 0.87x, batch 32 0.59x, 128 channels batch 32 0.69x; batch 8
- *  (128 tiles) 1.08-1.11x at 64-256 channels; 32 channels at batch 32 1.07x. */
+ *  (128 tiles) 1.08-1.11x at 64-256 channels; 32 channels at batch 32 1.07x.
+ *  F(4x4) on planes 16 wide (two tile rows a vector) from 128 tiles of 4x4 (steady state,
+ *  repeated calls): 16x16 at 32 channels batch 16 0.5-0.65x the direct time (F(2x2)
+ *  0.65-0.77x), 64 channels batch 8 0.63-0.65x (F(2x2) 0.67-0.71x), batch 16 0.44x,
+ *  batch 4 0.86x (F(2x2) 0.82-0.95x), 128 channels batch 4 0.83x (F(2x2) 0.78x).
+ *  F(4x4) on planes 8 wide by batch (four tile rows a vector) from batch 16: 32 channels
+ *  0.86x at batch 16 (batch 8 1.16x), 64 channels 0.70-0.74x at batch 16, 0.53x at 32. */
 int sde_ops_wino_avx2_dweight_pays(const sde_nn_conv2d_shape *s) {
   const int cmin = s->C_in < s->C_out ? s->C_in : s->C_out;
   if (!sde_ops_wino_avx2_usable(s) || cmin < 16) return 0;
-  if (a2_wg4_shape(s)) return (int64_t)s->B * ((s->H + 3) / 4) * ((s->W + 3) / 4) >= 512;
+  const int64_t tiles4 = (int64_t)s->B * ((s->H + 3) / 4) * ((s->W + 3) / 4);
+  if (a2_wg4_w8(s)) return s->B >= 2 * A2_WG4_W8_B;
+  if (a2_wg4_shape(s)) return tiles4 >= (s->W == 16 ? 128 : 512);
   const int64_t tiles = (int64_t)s->B * ((s->H + 1) / 2) * ((s->W + 1) / 2);
   if (s->W >= 7 && s->W < 15) return cmin >= 64 && s->H >= 7 && tiles >= 256;
   return s->W >= 15 && ((cmin >= 64 && tiles >= 1024) || (cmin >= 32 && tiles >= 2048));
