@@ -997,6 +997,22 @@ a2_row_n(const float *x, int ih, int H, int W, int n, float *buf, const float *z
   return buf;
 }
 
+/* rows[g][i] = input row 4·th + r0 + i (i < n) of tile row tr + g of the band (g < G), in
+ * channel c's plane of x ([B][C][H][W]), as 4·ntw floats (a2_row_n; pad: the copies), the
+ * zero row z for tile rows past the band (their lanes fill the band's padding tiles) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_group_rows(const a2_wg_job *j, const float *x, int C, int64_t c, int tr, int G, int r0, int n,
+              const float *rows[][6], float pad[][6][16], const float *z) {
+  for (int g = 0; g < G; g++) {
+    const int img = (j->th0 + tr + g) / j->nth, th = (j->th0 + tr + g) % j->nth;
+    const float *p = x + ((size_t)img * C + c) * j->H * j->W;
+    for (int i = 0; i < n; i++)
+      rows[g][i] = tr + g >= j->nrow
+                       ? z
+                       : a2_row_n(p, 4 * th + r0 + i, j->H, j->W, 4 * j->ntw, pad[g][i], z);
+  }
+}
+
 /* Bᵀ d B of G tile rows of 8 / G tiles (a2_rows_q) as one row of 8, from their patch rows
  * rows[g][i], into vt (ξ rows xs apart): the operations of A2_WG4_IN per tile. Patch column
  * k of the tiles is phase (k + 3) % 4, moved by a lane within each tile row's lanes for
@@ -1049,15 +1065,9 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
   for (int64_t ci = c0; ci < c1; ci++) {
     float *v = j->V + (size_t)ci * j->Ts;
     int tr = 0;
-    for (; G && tr < j->nrow; tr += G) { /* (past the band's rows: zeros, into its padding) */
+    for (; G && tr < j->nrow; tr += G) {
       const float *rows[4][6];
-      for (int g = 0; g < G; g++) {
-        const int img = (j->th0 + tr + g) / j->nth, th = (j->th0 + tr + g) % j->nth;
-        const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
-        for (int i = 0; i < 6; i++)
-          rows[g][i] = tr + g >= j->nrow ? zero
-                                         : a2_row_n(x, 4 * th - 1 + i, H, W, 4 * ntw, pad[g][i], zero);
-      }
+      a2_group_rows(j, j->inp, j->Ci, ci, tr, G, -1, 6, rows, pad, zero);
       if (G == 2) a2_wg4_input_rows(2, rows, v + (size_t)tr * ntw, xs);
       else a2_wg4_input_rows(4, rows, v + (size_t)tr * ntw, xs);
     }
@@ -1567,16 +1577,10 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
   int tr = 0;
   const int G = m == 4 && (ntw == 2 || ntw == 4) ? 8 / ntw : 0; /* a2_rows_q */
   if (G) {
-    float pad[4][4][16], zero[16] = {0};
-    for (; tr < j->nrow; tr += G) { /* (past the band's rows: zeros, into its padding) */
+    float pad[4][6][16], zero[16] = {0};
+    for (; tr < j->nrow; tr += G) {
       const float *rows[4][6];
-      for (int g = 0; g < G; g++) {
-        const int img = (j->th0 + tr + g) / j->nth, th = (j->th0 + tr + g) % j->nth;
-        const float *y = jj->dout + ((size_t)img * j->Co + co) * H * W;
-        for (int i = 0; i < 4; i++)
-          rows[g][i] = tr + g >= j->nrow ? zero
-                                         : a2_row_n(y, 4 * th + i, H, W, 4 * ntw, pad[g][i], zero);
-      }
+      a2_group_rows(j, jj->dout, j->Co, co, tr, G, 0, 4, rows, pad, zero);
       __m256 c[4][4];
       for (int i = 0; i < 4; i++) {
         const float *q[4];
