@@ -160,8 +160,8 @@ size_t sde_ncsnpp_train_bytes(const sde_ncsnpp_train *tw);
 /* out[B, C,H,W] = net(x, labels), the same numbers as sde_ncsnpp_forward when dropout is 0
  * (a classifier config writes logits out[B, num_classes]; with SDE_NCSNPP_TRAIN_BY_BATCH the
  * same up to the rounding of other kernels).
- * With dropout p > 0 (the workspace made with_dropout) every ResnetBlock's Dropout_0
- * zeroes an activation when u < p and scales the others by 1/(1-p), u = sde_randu(seed,
+ * With dropout p > 0 (the workspace made with SDE_NCSNPP_TRAIN_DROPOUT) every ResnetBlock's
+ * Dropout_0 zeroes an activation when u < p and scales the others by 1/(1-p), u = sde_randu(seed,
  * stream0 + b, 1000 + module index)[element of sample b]: deterministic for a key. */
 int sde_ncsnpp_train_forward(const sde_ncsnpp *net, sde_ncsnpp_train *tw, int B, const float *x,
                              const float *labels, float dropout, uint64_t seed, uint64_t stream0,
