@@ -924,8 +924,6 @@ int main(void) {
   run_wino_dispatch(1, 128, 128, 16, 16, wino ? 4 : 0);
   run_wino_dispatch(2, 96, 128, 16, 16, wino ? 4 : 0); /* AVX2: planes 16 wide from 32 */
   run_wino_dispatch(1, 32, 32, 16, 16, wino ? 4 : 0);
-  run_wino_dispatch(2, 32, 48, 13, 16, wino ? 4 : 0);
-  run_wino_dispatch(1, 64, 64, 16, 14, wino ? 2 : 0); /* 14 wide: F(2x2) */
   run_wino_dispatch(1, 64, 64, 29, 32, wino ? 4 : 0); /* 64 tiles of 4x4 */
   run_wino_dispatch(1, 64, 64, 28, 32, wino ? 2 : 0);
   run_wino_dispatch(1, 128, 128, 28, 32, wino ? 4 : 0);
@@ -933,6 +931,8 @@ int main(void) {
   run_wino_dispatch(2, 32, 40, 32, 32, wino ? 4 : 0);
   run_wino_dispatch(3, 64, 96, 16, 16, wino ? 4 : 0);
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
+  run_wino_dispatch(2, 32, 48, 13, 16, avx2 ? 4 : 0); /* (AVX-512: 56 tiles of 2x2, direct) */
+  run_wino_dispatch(1, 64, 64, 16, 14, avx2 ? 2 : 0); /* 14 wide: F(2x2) (AVX-512: direct) */
   run_wino_dispatch(2, 256, 256, 8, 8, avx2 ? 2 : 0); /* AVX2: planes 7-14 wide from 64 */
   run_wino_dispatch(1, 64, 96, 8, 8, avx2 ? 2 : 0);
   run_wino_dispatch(3, 64, 64, 12, 12, avx2 ? 2 : 0);
