@@ -913,7 +913,8 @@ int main(void) {
   /* every input-gradient path in store mode (the path named is the one these shapes take
    * on AVX2; other kernel sets take their own for them) */
   run_dinp_store_case("Winograd F(4x4)", 2, 32, 40, 32, 32, 3, 1, 1);
-  run_dinp_store_case("Winograd F(2x2)", 3, 64, 96, 16, 16, 3, 1, 1);
+  run_dinp_store_case("Winograd F(4x4), 16 wide", 3, 64, 96, 16, 16, 3, 1, 1);
+  run_dinp_store_case("Winograd F(2x2)", 3, 64, 96, 14, 14, 3, 1, 1);
   run_dinp_store_case("direct 3x3", 2, 13, 17, 8, 8, 3, 1, 1);
   run_dinp_store_case("direct 5x5", 2, 5, 9, 16, 16, 5, 1, 2);
   run_dinp_store_case("1x1, GEMM", 3, 8, 12, 8, 8, 1, 1, 0);
@@ -974,7 +975,8 @@ int main(void) {
    * prepare per call), with the SIMD paths switched off never */
   const int prep = avx2 && !getenv("SDE_NN_NO_DIRECT_CONV");
   run_prep_case("Winograd F(4x4)", 32, 40, 32, 3, 1, prep);
-  run_prep_case("Winograd F(2x2)", 64, 48, 16, 3, 1, prep);
+  run_prep_case("Winograd F(4x4), 16 wide", 64, 48, 16, 3, 1, prep);
+  run_prep_case("Winograd F(2x2)", 64, 64, 14, 3, 1, prep);
   run_prep_case("direct 3x3", 13, 17, 8, 3, 1, prep);
   run_prep_case("direct 5x5", 5, 9, 16, 5, 1, prep);
   run_prep_case("1x1, GEMM", 8, 12, 8, 1, 1, 0);
