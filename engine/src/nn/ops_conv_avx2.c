@@ -1051,7 +1051,8 @@ a2_wg4_input_rows(const int G, const float *rows[][6], float *vt, size_t xs) {
 /* V of the band for input channels [c0, c1): Bᵀ d B on each tile's 6x6 patch (rows 4·th − 1
  * .. 4·th + 4, columns 4·tw − 1 .. 4·tw + 4, zero outside), rows first. Each padded input
  * row is split into its 4 column phases (ph[p][c] = column 4c − 1 + p), so that column k of
- * tile tw's patch is ph[k % 4][tw + k / 4] and 8 neighbouring tiles are one vector. */
+ * tile tw's patch is ph[k % 4][tw + k / 4] and 8 neighbouring tiles are one vector; on planes
+ * 5-8 and 13-16 wide, 4 or 2 tile rows are one vector (a2_wg4_input_rows). */
 __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
