@@ -703,6 +703,71 @@ __attribute__((target("avx2,fma"))) static void a2_wg_weights4(void *ctx, int64_
 #define S_LD(p) (*(p))
 #define S_ST(p, v) (*(p) = (v))
 
+/* row ih of the plane x (H x W) as n floats (W ≤ n), zero past W (buf holds them where
+ * W < n), or the zero row z outside the plane */
+__attribute__((target("avx2,fma"), always_inline)) static inline const float *
+a2_row_n(const float *x, int ih, int H, int W, int n, float *buf, const float *z) {
+  if (ih < 0 || ih >= H) return z;
+  if (W == n) return x + (size_t)ih * W;
+  a2_move(buf, x + (size_t)ih * W, (size_t)W);
+  a2_move(buf + W, NULL, (size_t)(n - W));
+  return buf;
+}
+
+/* Planes of 2 or 4 tiles a tile row (F(4x4) on planes 5-8 and 13-16 wide, F(2x2) on 7-8):
+ * G = 8 / ntw tile rows make one vector of 8 tiles, the lanes in the band's tile order.
+ * rows[g][i] = input row m·th + r0 + i (i < n) of tile row tr + g of the band (g < G), in
+ * channel c's plane of x ([B][C][H][W]), as m·ntw floats (a2_row_n; pad: the copies), the
+ * zero row z for tile rows past the band (their lanes fill the band's padding tiles) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_group_rows(const a2_wg_job *j, const float *x, int C, int64_t c, int tr, int G, int r0, int n,
+              const float *rows[][6], float pad[][6][16], const float *z) {
+  for (int g = 0; g < G; g++) {
+    const int img = (j->th0 + tr + g) / j->nth, th = (j->th0 + tr + g) % j->nth;
+    const float *p = x + ((size_t)img * C + c) * j->H * j->W;
+    for (int i = 0; i < n; i++)
+      rows[g][i] = tr + g >= j->nrow
+                       ? z
+                       : a2_row_n(p, j->m * th + r0 + i, j->H, j->W, j->m * j->ntw, pad[g][i], z);
+  }
+}
+
+/* the even and odd columns of 8 floats at a and 8 at b: (a0 a2 a4 a6 b0 b2 b4 b6) and
+ * (a1 a3 a5 a7 b1 b3 b5 b7) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_evod2(const float *a, const float *b, __m256 *ev, __m256 *od) {
+  const __m256 q = _mm256_loadu_ps(a), r = _mm256_loadu_ps(b);
+  const __m256 t = _mm256_permute2f128_ps(q, r, 0x20), u = _mm256_permute2f128_ps(q, r, 0x31);
+  *ev = _mm256_shuffle_ps(t, u, 0x88), *od = _mm256_shuffle_ps(t, u, 0xDD);
+}
+
+/* Bᵀ d B of two tile rows of 4 tiles (planes 7-8 wide) as one row of 8, from their patch
+ * rows rows[0][i] and rows[1][i] (8 floats each), into vt: the operations of A2_WG_IN per
+ * tile. Patch column k of the tiles: odd columns moved a lane right (k = 0, column −1), even
+ * ones (k = 1), odd ones (k = 2), even ones moved a lane left (k = 3, column 8). */
+__attribute__((target("avx2,fma"))) static void a2_wg_input_pair(const float *rows[][6], float *vt,
+                                                                  size_t xs) {
+  const __m256 z = _mm256_setzero_ps();
+  __m256 e[4][4], d[4][4]; /* d[k][i]: patch column k, row i of the 8 tiles */
+  for (int i = 0; i < 4; i++) {
+    __m256 ev, od;
+    a2_evod2(rows[0][i], rows[1][i], &ev, &od);
+    d[0][i] = _mm256_blend_ps(_mm256_permute_ps(od, 0x90), z, 0x11);
+    d[1][i] = ev, d[2][i] = od;
+    d[3][i] = _mm256_blend_ps(_mm256_permute_ps(ev, 0x39), z, 0x88);
+  }
+  for (int k = 0; k < 4; k++) {
+    e[0][k] = _mm256_sub_ps(d[k][0], d[k][2]), e[1][k] = _mm256_add_ps(d[k][1], d[k][2]);
+    e[2][k] = _mm256_sub_ps(d[k][2], d[k][1]), e[3][k] = _mm256_sub_ps(d[k][1], d[k][3]);
+  }
+  for (int a = 0; a < 4; a++) {
+    _mm256_storeu_ps(vt + (4 * a + 0) * xs, _mm256_sub_ps(e[a][0], e[a][2]));
+    _mm256_storeu_ps(vt + (4 * a + 1) * xs, _mm256_add_ps(e[a][1], e[a][2]));
+    _mm256_storeu_ps(vt + (4 * a + 2) * xs, _mm256_sub_ps(e[a][2], e[a][1]));
+    _mm256_storeu_ps(vt + (4 * a + 3) * xs, _mm256_sub_ps(e[a][1], e[a][3]));
+  }
+}
+
 /* Bᵀ d B of tiles tw, tw + 1, ... of a tile row, N at a time while N are left (T: vectors of
  * N floats, or float for N = 1), from the patch rows' even and odd columns into vt (ξ rows xs
  * apart); in a2_wg_input */
@@ -728,15 +793,23 @@ __attribute__((target("avx2,fma"))) static void a2_wg_weights4(void *ctx, int64_
  * 0 1 0 −1], rows first, then columns. Each padded input row (columns −1 .. 2·ntw) is split
  * into its even and odd columns, so that column k of every tile's patch is a contiguous
  * run (ev[tw], od[tw], ev[tw + 1], od[tw + 1]) and the loop over tiles vectorises (8 tiles,
- * then 4, then one at a time); the tiles past the band's last read zeros. */
+ * then 4, then one at a time); the tiles past the band's last read zeros. On planes 7-8
+ * wide two tile rows are one vector (a2_wg_input_pair). */
 __attribute__((target("avx2,fma"))) static void a2_wg_input(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
   const int H = j->H, W = j->W, ntw = j->ntw;
   const size_t xs = (size_t)j->Ci * j->Ts;
   float ev[4][512 + 1], od[4][512 + 1];
+  float pad[2][6][16], zero[16] = {0};
   for (int64_t ci = c0; ci < c1; ci++) {
     float *v = j->V + (size_t)ci * j->Ts;
-    for (int tr = 0; tr < j->nrow; tr++) {
+    int tr = 0;
+    for (; ntw == 4 && tr < j->nrow; tr += 2) { /* planes 7-8 wide: two tile rows a vector */
+      const float *rows[2][6];
+      a2_group_rows(j, j->inp, j->Ci, ci, tr, 2, -1, 4, rows, pad, zero);
+      a2_wg_input_pair(rows, v + (size_t)tr * ntw, xs);
+    }
+    for (; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
       const float *x = j->inp + ((size_t)img * j->Ci + ci) * H * W;
       for (int i = 0; i < 4; i++) { /* input row 2·th − 1 + i: column 2c − 1 even, 2c odd */
@@ -853,9 +926,57 @@ a2_zip4(__m128 r0, __m128 r1, __m128 *y0, __m128 *y1) {
     }                                                                                           \
   }
 
-/* y = Aᵀ M A (Aᵀ = [1 1 1 0; 0 1 −1 −1]), rows first, for output channels [c0, c1): 8 tiles
- * of a tile row at a time (their 2 x 16 outputs interleaved back into two output rows), then
- * 4 (planes 8-15 wide), the rest and the last column of an odd width one tile at a time, in
+/* where a tile row's outputs go: output channel co's plane of its image (and the
+ * residual's, NULL without one), bias2 of that image and channel, the first output row */
+typedef struct {
+  float *y;
+  const float *yr;
+  float b2;
+  int oh0;
+} a2_orow;
+
+static a2_orow a2_wg_orow(const a2_wg_job *j, int64_t co, int tr) {
+  const int img = (j->th0 + tr) / j->nth;
+  const size_t off = ((size_t)img * j->Co + co) * j->H * j->W;
+  return (a2_orow){j->out + off, j->res ? j->res + off : NULL,
+                   j->bias2 ? j->bias2[(size_t)img * j->Co + co] : 0.0f,
+                   j->m * ((j->th0 + tr) % j->nth)};
+}
+
+/* Aᵀ M A of two tile rows of 4 tiles (planes 8 wide) at tile t of M, as A2_WG_OUT per tile:
+ * the first row's outputs into output rows 2·th, 2·th + 1 of r0, the second's into r1's
+ * (NULL: past the band) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+a2_wg_out_pair(const a2_wg_job *j, const float *m, size_t ms, size_t t, float bv,
+               const a2_orow *r0, const a2_orow *r1) {
+  __m256 e[2][4];
+  for (int k = 0; k < 4; k++) {
+    const __m256 m0 = _mm256_loadu_ps(m + (0 + k) * ms + t), m1 = _mm256_loadu_ps(m + (4 + k) * ms + t);
+    const __m256 m2 = _mm256_loadu_ps(m + (8 + k) * ms + t), m3 = _mm256_loadu_ps(m + (12 + k) * ms + t);
+    e[0][k] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+    e[1][k] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+  }
+  for (int dy = 0; dy < 2; dy++) {
+    const __m256 a = _mm256_add_ps(_mm256_add_ps(e[dy][0], e[dy][1]), e[dy][2]);
+    const __m256 b = _mm256_sub_ps(_mm256_sub_ps(e[dy][1], e[dy][2]), e[dy][3]);
+    __m256 y[2];
+    a2_zip8(a, b, &y[0], &y[1]); /* the 8 outputs of each tile row */
+    for (int h = 0; h < 2; h++) {
+      const a2_orow *row = h ? r1 : r0;
+      if (!row || row->oh0 + dy >= j->H) continue;
+      const size_t at = (size_t)(row->oh0 + dy) * j->W;
+      float *yo = row->y + at;
+      _mm256_storeu_ps(yo, j->accum ? _mm256_add_ps(_mm256_loadu_ps(yo), y[h])
+                                    : a2_ep8(j, _mm256_add_ps(y[h], _mm256_set1_ps(bv)), row->b2,
+                                             row->yr, at));
+    }
+  }
+}
+
+/* y = Aᵀ M A (Aᵀ = [1 1 1 0; 0 1 −1 −1]), rows first, for output channels [c0, c1): on
+ * planes 8 wide the 4 tiles of two tile rows at a time (a2_wg_out_pair), else 8 tiles of a
+ * tile row at a time (their 2 x 16 outputs interleaved back into two output rows), then 4
+ * (planes 9-15 wide), the rest and the last column of an odd width one tile at a time, in
  * the same order */
 __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t c0, int64_t c1) {
   const a2_wg_job *j = ctx;
@@ -864,7 +985,12 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
   for (int64_t co = c0; co < c1; co++) {
     const float *m = j->M + (size_t)co * j->Ts;
     const float bv = j->bias ? j->bias[co] : 0.0f;
-    for (int tr = 0; tr < j->nrow; tr++) {
+    int tr = 0;
+    for (; W == 8 && tr < j->nrow; tr += 2) { /* two tile rows a vector */
+      const a2_orow r0 = a2_wg_orow(j, co, tr), r1 = tr + 1 < j->nrow ? a2_wg_orow(j, co, tr + 1) : r0;
+      a2_wg_out_pair(j, m, ms, (size_t)tr * ntw, bv, &r0, tr + 1 < j->nrow ? &r1 : NULL);
+    }
+    for (; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
       const size_t yo = ((size_t)img * j->Co + co) * H * W;
       float *y = j->out + yo;
@@ -986,33 +1112,6 @@ a2_rows_q(int G, const float *rows[][6], int i, const float *q[4]) {
     }                                                                                           \
   }
 
-/* row ih of the plane x (H x W) as n floats (W ≤ n), zero past W (buf holds them where
- * W < n), or the zero row z outside the plane */
-__attribute__((target("avx2,fma"), always_inline)) static inline const float *
-a2_row_n(const float *x, int ih, int H, int W, int n, float *buf, const float *z) {
-  if (ih < 0 || ih >= H) return z;
-  if (W == n) return x + (size_t)ih * W;
-  a2_move(buf, x + (size_t)ih * W, (size_t)W);
-  a2_move(buf + W, NULL, (size_t)(n - W));
-  return buf;
-}
-
-/* rows[g][i] = input row 4·th + r0 + i (i < n) of tile row tr + g of the band (g < G), in
- * channel c's plane of x ([B][C][H][W]), as 4·ntw floats (a2_row_n; pad: the copies), the
- * zero row z for tile rows past the band (their lanes fill the band's padding tiles) */
-__attribute__((target("avx2,fma"), always_inline)) static inline void
-a2_group_rows(const a2_wg_job *j, const float *x, int C, int64_t c, int tr, int G, int r0, int n,
-              const float *rows[][6], float pad[][6][16], const float *z) {
-  for (int g = 0; g < G; g++) {
-    const int img = (j->th0 + tr + g) / j->nth, th = (j->th0 + tr + g) % j->nth;
-    const float *p = x + ((size_t)img * C + c) * j->H * j->W;
-    for (int i = 0; i < n; i++)
-      rows[g][i] = tr + g >= j->nrow
-                       ? z
-                       : a2_row_n(p, 4 * th + r0 + i, j->H, j->W, 4 * j->ntw, pad[g][i], z);
-  }
-}
-
 /* Bᵀ d B of G tile rows of 8 / G tiles (a2_rows_q) as one row of 8, from their patch rows
  * rows[g][i], into vt (ξ rows xs apart): the operations of A2_WG4_IN per tile. Patch column
  * k of the tiles is phase (k + 3) % 4, moved by a lane within each tile row's lanes for
@@ -1121,23 +1220,6 @@ __attribute__((target("avx2,fma"))) static void a2_wg4_input(void *ctx, int64_t 
     for (int xi = 0; j->Tp > j->nrow * ntw && xi < 36; xi++) /* the padding tiles, if any */
       a2_move(v + (size_t)xi * xs + (size_t)j->nrow * ntw, NULL, (size_t)(j->Tp - j->nrow * ntw));
   }
-}
-
-/* where a tile row's outputs go: output channel co's plane of its image (and the
- * residual's, NULL without one), bias2 of that image and channel, the first output row */
-typedef struct {
-  float *y;
-  const float *yr;
-  float b2;
-  int oh0;
-} a2_orow;
-
-static a2_orow a2_wg_orow(const a2_wg_job *j, int64_t co, int tr) {
-  const int img = (j->th0 + tr) / j->nth;
-  const size_t off = ((size_t)img * j->Co + co) * j->H * j->W;
-  return (a2_orow){j->out + off, j->res ? j->res + off : NULL,
-                   j->bias2 ? j->bias2[(size_t)img * j->Co + co] : 0.0f,
-                   j->m * ((j->th0 + tr) % j->nth)};
 }
 
 /* Aᵀ M A of the 8 tiles of M at tile t (ξ rows ms apart; + bias bv and the epilogue, or
@@ -1317,6 +1399,9 @@ static int a2_wg_tile(const sde_nn_conv2d_shape *s) {
  * 1.07-1.48x at batch 1-8 from 64 to 128 channels (the weight transform outweighs the
  * products); with the weights prepared once, as a frozen network keeps them, 0.62-0.90x at
  * batch 1 and 8 from 64 channels (32 channels 1.2-1.3x); 12x12 at 64 channels 0.59-0.60x.
+ * With two tile rows a vector on planes 7-8 wide, prepared at 8x8: 64 channels 0.75-0.87x
+ * at batch 1, 0.67-0.75x at batch 8, 0.61-0.62x at batch 32, 128 channels 0.59x and 256
+ * 0.54-0.55x at batch 1; 32 channels still 1.06x at batch 1 (0.96x at batch 8).
  * F(4x4) at 8x8 (four tile rows a vector) takes 0.45x at 64 channels batch 32 (F(2x2) 0.75x),
  * 0.59x at batch 8 (0.90x), 0.65x at 32 channels batch 32 (1.01x), but at batch 1, where a
  * vector holds 4 tiles, prepared 1.13-1.6x (F(2x2) 0.62-0.83x): there only where the batch
@@ -1561,7 +1646,8 @@ a2_wgdw_dout8(const int m, __m256 c[4][4], float *dt, size_t ds, int n) {
 }
 
 /* D of the band for output channel co of Co4 (channels past C_out: zeros), 8 tiles of a
- * tile row at a time (on planes 5-8 and 13-16 wide for m = 4, of 4 or 2 tile rows): the
+ * tile row at a time (of 2 tile rows on planes 7-8 wide, and for m = 4 of 4 on planes 5-8
+ * and of 2 on planes 13-16 wide: a2_group_rows): the
  * tile row's m rows of dy (zero past the image) are copied into zero-padded rows, and each 8
  * tiles' m x m values split into column phases (lanes = tiles: a 4x8 transpose for m = 4,
  * even/odd for m = 2) */
@@ -1576,14 +1662,18 @@ a2_wgdw_dout_m(const a2_wgdw_job *jj, int co, const int m) {
     return;
   }
   int tr = 0;
-  const int G = m == 4 && (ntw == 2 || ntw == 4) ? 8 / ntw : 0; /* a2_rows_q */
+  const int G = ntw == 4 || (m == 4 && ntw == 2) ? 8 / ntw : 0; /* a2_group_rows */
   if (G) {
     float pad[4][6][16], zero[16] = {0};
     for (; tr < j->nrow; tr += G) {
       const float *rows[4][6];
-      a2_group_rows(j, jj->dout, j->Co, co, tr, G, 0, 4, rows, pad, zero);
+      a2_group_rows(j, jj->dout, j->Co, co, tr, G, 0, m, rows, pad, zero);
       __m256 c[4][4];
-      for (int i = 0; i < 4; i++) {
+      for (int i = 0; i < m; i++) {
+        if (m == 2) { /* even and odd columns of the two rows */
+          a2_evod2(rows[0][i], rows[1][i], &c[i][0], &c[i][1]);
+          continue;
+        }
         const float *q[4];
         a2_rows_q(G, rows, i, q);
         a2_phases4_q(q, c[i]);
