@@ -986,7 +986,8 @@ int main(void) {
   run_fused_case(3, 64, 36, 17, 17, prep); /* F(2x2): 8 + 1 tiles */
   run_fused_case(3, 32, 32, 16, 16, prep); /* F(4x4): 2 tile rows a vector */
   run_fused_case_by(1, 9, 32, 40, 8, 8, prep); /* by batch, F(4x4): 4 tile rows, 2 left */
-  run_fused_case(2, 64, 64, 8, 8, prep);   /* F(2x2): rows of 4 tiles */
+  run_fused_case(2, 64, 64, 8, 8, prep);   /* F(2x2): 2 tile rows of 4 a vector */
+  run_fused_case(1, 64, 64, 9, 8, prep);   /* F(2x2): 5 tile rows (a pair and a half), cut */
   run_fused_case(1, 96, 64, 13, 13, prep); /* F(2x2): 4 + 3 tiles, the last one cut */
   sde_nn_conv2d_shape bad = sde_nn_conv2d_shape_make(1, 0, 8, 8, 4, 3, 1, 1);
   sde_nn_conv2d_prep *none = (sde_nn_conv2d_prep *)&bad;
