@@ -19,6 +19,7 @@
 #include "scoresde/scoresde.h"
 #include "scoresde/train.h"
 #include "tap.h"
+#include "compare.h"
 #include "tiny_config.h"
 
 static float *randn(int64_t n, uint32_t step) {
@@ -285,15 +286,6 @@ static void test_cli(const char *net) {
   TAP_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "scoresde train --device cuda: exit 1");
   unlink(errf);
   unlink(outf);
-}
-
-static double rel_l2(const float *a, const float *b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; i++) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return sqrt(num / (den > 0 ? den : 1));
 }
 
 /* The device code paths without a GPU: the CPU table marked as not host memory, so the

@@ -25,6 +25,7 @@
 #include "scoresde/network.h"
 #include "scoresde/rng.h"
 #include "scoresde/scoresde.h"
+#include "compare.h"
 #include "tap.h"
 #include "tiny_config.h"
 
@@ -445,12 +446,6 @@ static void run_vjp(const grad_case *gc, sde_kind kind) {
  * forward and every gradient agree with the batch-independent kernels' to float rounding
  * (relative 1e-5 of the largest output, 1e-4 relative L2 of the gradients); on AVX2 the bits
  * differ (the other kernel ran), elsewhere the flag changes nothing. */
-static double rel_l2(const float *a, const float *b, size_t n) {
-  double d = 0, r = 0;
-  for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
-  return sqrt(d / (r + 1e-300));
-}
-
 static void run_by_batch(void) {
   sde_ncsnpp_config c;
   sde_ncsnpp_config_ncsnpp_cifar10(&c);
@@ -486,7 +481,7 @@ static void run_by_batch(void) {
     ymax = fmax(ymax, fabs(out[0][i]));
     dmax = fmax(dmax, fabs((double)out[1][i] - out[0][i]));
   }
-  const double rp = rel_l2(gp[1], gp[0], (size_t)P), rx = rel_l2(gx[1], gx[0], n);
+  const double rp = rel_l2(gp[1], gp[0], P), rx = rel_l2(gx[1], gx[0], (int64_t)n);
   const int differ = memcmp(out[0], out[1], n * 4) != 0;
   const int avx2 = !strcmp(sde_cpu_kernels(), "avx2");
   TAP_CHECK(rc == 0 && dmax <= 1e-5 * ymax && rp <= 1e-4 && rx <= 1e-4 && differ == avx2,

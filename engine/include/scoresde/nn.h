@@ -59,7 +59,8 @@ size_t sde_nn_conv2d_scratch_floats(const sde_nn_conv2d_shape *s);
 int sde_nn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                           const sde_nn_conv2d_shape *s, float *scratch);
 /* Weights prepared once for the kernel a forward of shape s takes on this CPU (a Winograd
- * transform or a packing; the batch B plays no part), for weights that no longer change.
+ * transform or a packing; the batch B plays no part unless the shape is by_batch, and then a
+ * forward at another batch may not take it), for weights that no longer change.
  * *out stays NULL where that kernel takes nothing prepared. The forward with it gives the bits
  * of sde_nn_conv2d_forward; a prep made for another shape, or a kernel the call no longer
  * takes (environment overrides), is ignored. */

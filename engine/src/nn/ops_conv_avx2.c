@@ -944,11 +944,10 @@ static a2_orow a2_wg_orow(const a2_wg_job *j, int64_t co, int tr) {
 }
 
 /* Aᵀ M A of two tile rows of 4 tiles (planes 8 wide) at tile t of M, as A2_WG_OUT per tile:
- * the first row's outputs into output rows 2·th, 2·th + 1 of r0, the second's into r1's
- * (NULL: past the band) */
+ * tile row h's outputs into output rows 2·th, 2·th + 1 of rw[h] (NULL: past the band) */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 a2_wg_out_pair(const a2_wg_job *j, const float *m, size_t ms, size_t t, float bv,
-               const a2_orow *r0, const a2_orow *r1) {
+               const a2_orow *const rw[2]) {
   __m256 e[2][4];
   for (int k = 0; k < 4; k++) {
     const __m256 m0 = _mm256_loadu_ps(m + (0 + k) * ms + t), m1 = _mm256_loadu_ps(m + (4 + k) * ms + t);
@@ -962,7 +961,7 @@ a2_wg_out_pair(const a2_wg_job *j, const float *m, size_t ms, size_t t, float bv
     __m256 y[2];
     a2_zip8(a, b, &y[0], &y[1]); /* the 8 outputs of each tile row */
     for (int h = 0; h < 2; h++) {
-      const a2_orow *row = h ? r1 : r0;
+      const a2_orow *row = rw[h];
       if (!row || row->oh0 + dy >= j->H) continue;
       const size_t at = (size_t)(row->oh0 + dy) * j->W;
       float *yo = row->y + at;
@@ -987,8 +986,11 @@ __attribute__((target("avx2,fma"))) static void a2_wg_output(void *ctx, int64_t 
     const float bv = j->bias ? j->bias[co] : 0.0f;
     int tr = 0;
     for (; W == 8 && tr < j->nrow; tr += 2) { /* two tile rows a vector */
-      const a2_orow r0 = a2_wg_orow(j, co, tr), r1 = tr + 1 < j->nrow ? a2_wg_orow(j, co, tr + 1) : r0;
-      a2_wg_out_pair(j, m, ms, (size_t)tr * ntw, bv, &r0, tr + 1 < j->nrow ? &r1 : NULL);
+      a2_orow rows[2];
+      const a2_orow *rw[2] = {&rows[0], NULL};
+      rows[0] = a2_wg_orow(j, co, tr);
+      if (tr + 1 < j->nrow) rows[1] = a2_wg_orow(j, co, tr + 1), rw[1] = &rows[1];
+      a2_wg_out_pair(j, m, ms, (size_t)tr * ntw, bv, rw);
     }
     for (; tr < j->nrow; tr++) {
       const int img = (j->th0 + tr) / j->nth, th = (j->th0 + tr) % j->nth;
