@@ -136,11 +136,16 @@ int ncsnpp_divide_rows(fwd_ctx *ctx, float *out, const float *in, const float *s
  * the passes run in the conv's output transform where it is a Winograd one (training too),
  * elsewhere as separate passes (the same bits either way). Temporaries:
  * ncsnpp_conv_same_scratch, and the output once more with a residual. */
+sde_nn_conv2d_shape ncsnpp_conv_shape(const fwd_ctx *ctx, int Cin, int Cout, int H, int k) {
+  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, k, 1, k / 2);
+  s.by_batch = ctx->by_batch;
+  return s;
+}
+
 int ncsnpp_conv_same_then(fwd_ctx *ctx, float *out, const float *inp, const float *w,
                           const float *bias, int Cin, int Cout, int H, int k, const float *bias2,
                           const float *residual, int rescale) {
-  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, k, 1, k / 2);
-  s.by_batch = ctx->by_batch; /* (training's choice, as conv_same_bwd's) */
+  const sde_nn_conv2d_shape s = ncsnpp_conv_shape(ctx, Cin, Cout, H, k);
   const size_t mark = ctx->top, n = (size_t)ctx->B * Cout * H * H;
   /* inference of weights that no longer change: prepared once (training: never) */
   const sde_nn_conv2d_prep *prep = ctx->tr ? NULL : ncsnpp_conv_prep(ctx->net, w, &s);

@@ -215,6 +215,9 @@ int ncsnpp_fill_const(fwd_ctx *ctx, float *dst, float v, size_t n);
 int ncsnpp_sigmas(const sde_ncsnpp *net, int B, const float *labels, double **sig_d);
 int ncsnpp_divide_rows(fwd_ctx *ctx, float *out, const float *in, const float *sig_f,
                        const double *sig_d, int B, size_t per);
+/* the shape of a k x k "same" conv of the call's batch on H x H planes, by_batch as the
+ * context says (every such conv of the forward and the backward takes it from here) */
+sde_nn_conv2d_shape ncsnpp_conv_shape(const fwd_ctx *ctx, int Cin, int Cout, int H, int k);
 int ncsnpp_conv_same(fwd_ctx *ctx, float *out, const float *inp, const float *w,
                      const float *bias, int Cin, int Cout, int H, int k);
 /* the same, then + bias2[b][c] (NULL: none), then the residual join of residual (NULL:

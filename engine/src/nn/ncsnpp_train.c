@@ -107,8 +107,7 @@ static int conv_bwd(fwd_ctx *ctx, int store, float *dinp, float *dw, float *db, 
 static int conv_same_bwd(fwd_ctx *ctx, int store, float *dinp, float *dw, float *db,
                          const float *dout, const float *inp, const float *w, int Cin, int Cout,
                          int H, int k) {
-  sde_nn_conv2d_shape s = sde_nn_conv2d_shape_make(ctx->B, Cin, H, H, Cout, k, 1, k / 2);
-  s.by_batch = ctx->by_batch;
+  const sde_nn_conv2d_shape s = ncsnpp_conv_shape(ctx, Cin, Cout, H, k);
   size_t mark = ctx->top;
   size_t ns = sde_nn_conv2d_scratch_floats(&s);
   float *scratch = ns ? ws_alloc(ctx, ns) : NULL;
